@@ -1,0 +1,52 @@
+// Where kernels run: the host CPU (name and ISA features detected through LLVM) or a CUDA GPU.
+// A Target also yields a fingerprint string that identifies the hardware for caches.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace loom {
+
+class Target {
+ public:
+  enum class Kind { kCpu, kCuda };
+
+  // The machine this process runs on, detected once through LLVM (cpu name, features).
+  static Target host_cpu();
+  // A CPU described explicitly (for cross-compiling tests and reproducible dumps).
+  static Target cpu(std::string triple, std::string cpu_name, std::vector<std::string> features);
+  // An NVIDIA GPU of compute capability sm_<sm_arch> (for example 90 for H100).
+  static Target cuda(int sm_arch, int device = 0);
+
+  Kind kind() const { return kind_; }
+  bool is_cpu() const { return kind_ == Kind::kCpu; }
+  bool is_cuda() const { return kind_ == Kind::kCuda; }
+
+  const std::string& triple() const { return triple_; }
+  const std::string& cpu_name() const { return cpu_name_; }
+  // LLVM feature names without sign, only enabled ones: "avx2", "fma", "avx512f", ...
+  const std::vector<std::string>& features() const { return features_; }
+  bool has_feature(const std::string& f) const;
+  // Widest native float vector in bits: 512 with AVX-512, 256 with AVX, else 128.
+  int vector_bits() const;
+  // f32 lanes of the widest native vector.
+  int vector_lanes_f32() const { return vector_bits() / 32; }
+
+  int sm_arch() const { return sm_arch_; }
+  int device() const { return device_; }
+
+  // Stable text identifying the hardware: "cpu:x86_64-pc-linux-gnu:znver3:+avx2,+fma,..." or
+  // "cuda:sm_90".
+  std::string fingerprint() const;
+  std::string to_string() const;
+
+ private:
+  Kind kind_ = Kind::kCpu;
+  std::string triple_;
+  std::string cpu_name_;
+  std::vector<std::string> features_;
+  int sm_arch_ = 0;
+  int device_ = 0;
+};
+
+}  // namespace loom

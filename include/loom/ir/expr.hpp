@@ -1,0 +1,242 @@
+// Loop IR expressions: small immutable nodes shared by pointer, each built by a checking make().
+// Expr is the handle; arithmetic operators on Expr build nodes (see ir/op.hpp).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loom/core/dtype.hpp"
+
+namespace loom::ir {
+
+enum class ExprKind : uint8_t {
+  kIntImm, kFloatImm, kVar,
+  kAdd, kSub, kMul, kDiv, kMod, kMin, kMax,
+  kEQ, kNE, kLT, kLE, kGT, kGE, kAnd, kOr,
+  kNot, kSelect, kCast, kLoad, kCall, kRamp, kBroadcast, kLet, kReduce,
+};
+
+const char* expr_kind_name(ExprKind k);
+
+struct ExprNode {
+  ExprNode(ExprKind kind, DType type) : kind(kind), type(type) {}
+  virtual ~ExprNode() = default;
+  const ExprKind kind;
+  const DType type;
+};
+
+// Handle to an immutable expression node. Copying shares the node.
+class Expr {
+ public:
+  Expr() = default;
+  explicit Expr(std::shared_ptr<const ExprNode> node) : node_(std::move(node)) {}
+  // Integer constants are i64 (the index type) and float constants f32 unless combined with a
+  // typed expression, whose type they then adopt (see op.hpp).
+  Expr(int v);      // NOLINT
+  Expr(int64_t v);  // NOLINT
+  Expr(float v);    // NOLINT
+  Expr(double v);   // NOLINT
+
+  bool defined() const { return node_ != nullptr; }
+  const ExprNode* get() const { return node_.get(); }
+  const ExprNode* operator->() const { return node_.get(); }
+  ExprKind kind() const { return node_->kind; }
+  DType type() const { return node_->type; }
+  bool same_as(const Expr& o) const { return node_ == o.node_; }
+
+  template <typename T>
+  const T* as() const {
+    return node_ && node_->kind == T::kKind ? static_cast<const T*>(node_.get()) : nullptr;
+  }
+  template <typename T>
+  bool is() const {
+    return as<T>() != nullptr;
+  }
+
+ private:
+  std::shared_ptr<const ExprNode> node_;
+};
+
+template <typename T, typename... Args>
+Expr make_expr(Args&&... args) {
+  return Expr(std::make_shared<const T>(std::forward<Args>(args)...));
+}
+
+struct IntImm : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kIntImm;
+  IntImm(DType t, int64_t v) : ExprNode(kKind, t), value(v) {}
+  const int64_t value;
+  // Integer or bool constant of the given scalar type (the value is wrapped to its width).
+  static Expr make(DType t, int64_t value);
+};
+
+struct FloatImm : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kFloatImm;
+  FloatImm(DType t, double v) : ExprNode(kKind, t), value(v) {}
+  const double value;
+  static Expr make(DType t, double value);
+};
+
+// A named variable: loop index, let binding or scalar kernel parameter. Identity is the node,
+// not the name; two Vars named "i" are different variables.
+struct VarNode : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kVar;
+  VarNode(DType t, std::string n) : ExprNode(kKind, t), name(std::move(n)) {}
+  const std::string name;
+};
+
+// A Var handle: an Expr that is known to be a variable.
+class Var : public Expr {
+ public:
+  Var() = default;
+  explicit Var(std::string name, DType t = DType::i64());
+  explicit Var(const Expr& e);  // e must be a VarNode
+  const VarNode* node() const { return as<VarNode>(); }
+  const std::string& name() const { return node()->name; }
+};
+
+// Binary arithmetic, comparison and logic nodes share one shape.
+template <ExprKind K>
+struct BinaryNode : ExprNode {
+  static constexpr ExprKind kKind = K;
+  BinaryNode(DType t, Expr a_, Expr b_) : ExprNode(K, t), a(std::move(a_)), b(std::move(b_)) {}
+  const Expr a, b;
+  // Both operands must have the same type (same lanes); comparisons give bool.
+  static Expr make(Expr a, Expr b);
+};
+
+// Integer Div and Mod truncate toward zero (C semantics); float Div is IEEE division.
+using Add = BinaryNode<ExprKind::kAdd>;
+using Sub = BinaryNode<ExprKind::kSub>;
+using Mul = BinaryNode<ExprKind::kMul>;
+using Div = BinaryNode<ExprKind::kDiv>;
+using Mod = BinaryNode<ExprKind::kMod>;
+using Min = BinaryNode<ExprKind::kMin>;
+using Max = BinaryNode<ExprKind::kMax>;
+using EQ = BinaryNode<ExprKind::kEQ>;
+using NE = BinaryNode<ExprKind::kNE>;
+using LT = BinaryNode<ExprKind::kLT>;
+using LE = BinaryNode<ExprKind::kLE>;
+using GT = BinaryNode<ExprKind::kGT>;
+using GE = BinaryNode<ExprKind::kGE>;
+using And = BinaryNode<ExprKind::kAnd>;
+using Or = BinaryNode<ExprKind::kOr>;
+
+inline bool is_binary(ExprKind k) { return k >= ExprKind::kAdd && k <= ExprKind::kOr; }
+inline bool is_comparison(ExprKind k) { return k >= ExprKind::kEQ && k <= ExprKind::kGE; }
+
+// Read-only access to the two operands of any binary node.
+struct BinaryView {
+  const Expr* a;
+  const Expr* b;
+};
+BinaryView binary_operands(const Expr& e);
+// Rebuilds a binary node of kind k from new operands.
+Expr make_binary(ExprKind k, Expr a, Expr b);
+
+struct Not : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kNot;
+  Not(DType t, Expr a_) : ExprNode(kKind, t), a(std::move(a_)) {}
+  const Expr a;
+  static Expr make(Expr a);
+};
+
+struct Select : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kSelect;
+  Select(DType t, Expr c, Expr tv, Expr fv)
+      : ExprNode(kKind, t), cond(std::move(c)), true_value(std::move(tv)), false_value(std::move(fv)) {}
+  const Expr cond, true_value, false_value;
+  static Expr make(Expr cond, Expr true_value, Expr false_value);
+};
+
+struct Cast : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kCast;
+  Cast(DType t, Expr v) : ExprNode(kKind, t), value(std::move(v)) {}
+  const Expr value;
+  // Returns value unchanged when it already has type t.
+  static Expr make(DType t, Expr value);
+};
+
+class Buffer;
+struct BufferNode;
+
+// Reads buffer[indices]. Before layout flattening there is one index per logical dim; after it
+// a single physical element index. A Ramp index gives a vector load.
+struct Load : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kLoad;
+  Load(DType t, std::shared_ptr<const BufferNode> b, std::vector<Expr> idx)
+      : ExprNode(kKind, t), buffer(std::move(b)), indices(std::move(idx)) {}
+  const std::shared_ptr<const BufferNode> buffer;
+  const std::vector<Expr> indices;
+  static Expr make(const Buffer& buffer, std::vector<Expr> indices);
+};
+
+// Pure math intrinsic applied elementwise: exp, log, sqrt, rsqrt, tanh, erf, abs, floor, ceil,
+// round, pow, fma. Known names only; arguments float (abs also int).
+struct Call : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kCall;
+  Call(DType t, std::string n, std::vector<Expr> a)
+      : ExprNode(kKind, t), name(std::move(n)), args(std::move(a)) {}
+  const std::string name;
+  const std::vector<Expr> args;
+  static Expr make(const std::string& name, std::vector<Expr> args);
+  static bool is_known(const std::string& name, int* arity = nullptr);
+};
+
+// The vector base, base + stride, ..., base + (lanes-1) * stride.
+struct Ramp : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kRamp;
+  Ramp(DType t, Expr b, Expr s, int l)
+      : ExprNode(kKind, t), base(std::move(b)), stride(std::move(s)), lanes(l) {}
+  const Expr base, stride;
+  const int lanes;
+  static Expr make(Expr base, Expr stride, int lanes);
+};
+
+// A scalar repeated across lanes.
+struct Broadcast : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kBroadcast;
+  Broadcast(DType t, Expr v, int l) : ExprNode(kKind, t), value(std::move(v)), lanes(l) {}
+  const Expr value;
+  const int lanes;
+  static Expr make(Expr value, int lanes);
+};
+
+struct Let : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kLet;
+  Let(DType t, Var v, Expr val, Expr b)
+      : ExprNode(kKind, t), var(std::move(v)), value(std::move(val)), body(std::move(b)) {}
+  const Var var;
+  const Expr value, body;
+  static Expr make(Var var, Expr value, Expr body);
+};
+
+// A reduction axis: var ranges over [0, extent).
+struct IterVar {
+  Var var;
+  Expr extent;
+};
+
+enum class ReduceKind : uint8_t { kSum, kProd, kMax, kMin };
+const char* reduce_kind_name(ReduceKind k);
+
+// Tensor-expression reduction: combines source over all points of axes, in dtype type.
+// Exists only before lowering; lowering turns it into an accumulator loop.
+struct Reduce : ExprNode {
+  static constexpr ExprKind kKind = ExprKind::kReduce;
+  Reduce(DType t, ReduceKind k, Expr s, std::vector<IterVar> ax)
+      : ExprNode(kKind, t), reduce_kind(k), source(std::move(s)), axes(std::move(ax)) {}
+  const ReduceKind reduce_kind;
+  const Expr source;
+  const std::vector<IterVar> axes;
+  // source is cast to accum_type.
+  static Expr make(ReduceKind kind, Expr source, std::vector<IterVar> axes, DType accum_type);
+  // The identity of the combiner in type t (0, 1, lowest, highest).
+  static Expr identity(ReduceKind kind, DType t);
+  // combine(acc, x) for the combiner.
+  static Expr combine(ReduceKind kind, Expr acc, Expr x);
+};
+
+}  // namespace loom::ir

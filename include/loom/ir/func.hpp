@@ -1,0 +1,34 @@
+// Func: one kernel (parameters + body); Module: the kernels compiled together for one target.
+// Parameters are buffers (pointers) or scalar i64 variables (symbolic extents).
+#pragma once
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "loom/core/target.hpp"
+#include "loom/ir/buffer.hpp"
+#include "loom/ir/stmt.hpp"
+
+namespace loom::ir {
+
+// A kernel parameter: a buffer passed by pointer, or a scalar passed by value.
+using Param = std::variant<Buffer, Var>;
+
+struct Func {
+  std::string name;
+  std::vector<Param> params;
+  Stmt body;
+
+  // Buffers among params, in order (what the runtime binds arrays to).
+  std::vector<Buffer> buffer_params() const;
+  std::vector<Var> scalar_params() const;
+};
+
+struct Module {
+  std::string name;
+  Target target;
+  std::vector<Func> funcs;
+};
+
+}  // namespace loom::ir

@@ -1,0 +1,410 @@
+// Checking constructors of expression nodes and the operators that build them.
+
+#include <cmath>
+#include <limits>
+
+#include "loom/core/status.hpp"
+#include "loom/ir/buffer.hpp"
+#include "loom/ir/op.hpp"
+
+namespace loom::ir {
+
+const char* expr_kind_name(ExprKind k) {
+  switch (k) {
+    case ExprKind::kIntImm: return "IntImm";
+    case ExprKind::kFloatImm: return "FloatImm";
+    case ExprKind::kVar: return "Var";
+    case ExprKind::kAdd: return "Add";
+    case ExprKind::kSub: return "Sub";
+    case ExprKind::kMul: return "Mul";
+    case ExprKind::kDiv: return "Div";
+    case ExprKind::kMod: return "Mod";
+    case ExprKind::kMin: return "Min";
+    case ExprKind::kMax: return "Max";
+    case ExprKind::kEQ: return "EQ";
+    case ExprKind::kNE: return "NE";
+    case ExprKind::kLT: return "LT";
+    case ExprKind::kLE: return "LE";
+    case ExprKind::kGT: return "GT";
+    case ExprKind::kGE: return "GE";
+    case ExprKind::kAnd: return "And";
+    case ExprKind::kOr: return "Or";
+    case ExprKind::kNot: return "Not";
+    case ExprKind::kSelect: return "Select";
+    case ExprKind::kCast: return "Cast";
+    case ExprKind::kLoad: return "Load";
+    case ExprKind::kCall: return "Call";
+    case ExprKind::kRamp: return "Ramp";
+    case ExprKind::kBroadcast: return "Broadcast";
+    case ExprKind::kLet: return "Let";
+    case ExprKind::kReduce: return "Reduce";
+  }
+  return "?";
+}
+
+const char* reduce_kind_name(ReduceKind k) {
+  switch (k) {
+    case ReduceKind::kSum: return "sum";
+    case ReduceKind::kProd: return "prod";
+    case ReduceKind::kMax: return "max";
+    case ReduceKind::kMin: return "min";
+  }
+  return "?";
+}
+
+Expr::Expr(int v) : Expr(IntImm::make(DType::i64(), v)) {}
+Expr::Expr(int64_t v) : Expr(IntImm::make(DType::i64(), v)) {}
+Expr::Expr(float v) : Expr(FloatImm::make(DType::f32(), v)) {}
+Expr::Expr(double v) : Expr(FloatImm::make(DType::f32(), v)) {}
+
+Expr IntImm::make(DType t, int64_t value) {
+  LOOM_CHECK(t.is_scalar() && (t.is_int() || t.is_bool()), "IntImm of type ", t);
+  switch (t.code()) {
+    case DTypeCode::kI8: value = static_cast<int8_t>(value); break;
+    case DTypeCode::kI32: value = static_cast<int32_t>(value); break;
+    case DTypeCode::kBool: value = value != 0; break;
+    default: break;
+  }
+  return make_expr<IntImm>(t, value);
+}
+
+Expr FloatImm::make(DType t, double value) {
+  LOOM_CHECK(t.is_scalar() && t.is_float(), "FloatImm of type ", t);
+  if (t.code() == DTypeCode::kF32) value = static_cast<float>(value);
+  return make_expr<FloatImm>(t, value);
+}
+
+Var::Var(std::string name, DType t) : Expr(make_expr<VarNode>(t, std::move(name))) {}
+Var::Var(const Expr& e) : Expr(e) { LOOM_CHECK(e.is<VarNode>(), "Var from non-variable"); }
+
+template <ExprKind K>
+Expr BinaryNode<K>::make(Expr a, Expr b) {
+  LOOM_CHECK(a.defined() && b.defined(), expr_kind_name(K), " of undefined operand");
+  LOOM_CHECK(a.type() == b.type(), expr_kind_name(K), " of ", a.type(), " and ", b.type());
+  DType t = a.type();
+  if constexpr (K == ExprKind::kAnd || K == ExprKind::kOr) {
+    LOOM_CHECK(t.is_bool(), expr_kind_name(K), " of non-bool ", t);
+  } else if constexpr (K >= ExprKind::kEQ && K <= ExprKind::kGE) {
+    t = DType::boolean(t.lanes());
+  } else if constexpr (K == ExprKind::kMod) {
+    LOOM_CHECK(!t.is_bool(), "Mod of bool");
+  } else {
+    LOOM_CHECK(!t.is_bool() || K == ExprKind::kMin || K == ExprKind::kMax,
+               expr_kind_name(K), " of bool");
+  }
+  return make_expr<BinaryNode<K>>(t, std::move(a), std::move(b));
+}
+
+template struct BinaryNode<ExprKind::kAdd>;
+template struct BinaryNode<ExprKind::kSub>;
+template struct BinaryNode<ExprKind::kMul>;
+template struct BinaryNode<ExprKind::kDiv>;
+template struct BinaryNode<ExprKind::kMod>;
+template struct BinaryNode<ExprKind::kMin>;
+template struct BinaryNode<ExprKind::kMax>;
+template struct BinaryNode<ExprKind::kEQ>;
+template struct BinaryNode<ExprKind::kNE>;
+template struct BinaryNode<ExprKind::kLT>;
+template struct BinaryNode<ExprKind::kLE>;
+template struct BinaryNode<ExprKind::kGT>;
+template struct BinaryNode<ExprKind::kGE>;
+template struct BinaryNode<ExprKind::kAnd>;
+template struct BinaryNode<ExprKind::kOr>;
+
+BinaryView binary_operands(const Expr& e) {
+  switch (e.kind()) {
+#define LOOM_BIN_CASE(K)                                            \
+  case ExprKind::K: {                                               \
+    auto* n = static_cast<const BinaryNode<ExprKind::K>*>(e.get()); \
+    return {&n->a, &n->b};                                          \
+  }
+    LOOM_BIN_CASE(kAdd) LOOM_BIN_CASE(kSub) LOOM_BIN_CASE(kMul) LOOM_BIN_CASE(kDiv)
+    LOOM_BIN_CASE(kMod) LOOM_BIN_CASE(kMin) LOOM_BIN_CASE(kMax) LOOM_BIN_CASE(kEQ)
+    LOOM_BIN_CASE(kNE) LOOM_BIN_CASE(kLT) LOOM_BIN_CASE(kLE) LOOM_BIN_CASE(kGT)
+    LOOM_BIN_CASE(kGE) LOOM_BIN_CASE(kAnd) LOOM_BIN_CASE(kOr)
+#undef LOOM_BIN_CASE
+    default: LOOM_CHECK(false, "binary_operands of ", expr_kind_name(e.kind()));
+  }
+  return {nullptr, nullptr};
+}
+
+Expr make_binary(ExprKind k, Expr a, Expr b) {
+  switch (k) {
+    case ExprKind::kAdd: return Add::make(std::move(a), std::move(b));
+    case ExprKind::kSub: return Sub::make(std::move(a), std::move(b));
+    case ExprKind::kMul: return Mul::make(std::move(a), std::move(b));
+    case ExprKind::kDiv: return Div::make(std::move(a), std::move(b));
+    case ExprKind::kMod: return Mod::make(std::move(a), std::move(b));
+    case ExprKind::kMin: return Min::make(std::move(a), std::move(b));
+    case ExprKind::kMax: return Max::make(std::move(a), std::move(b));
+    case ExprKind::kEQ: return EQ::make(std::move(a), std::move(b));
+    case ExprKind::kNE: return NE::make(std::move(a), std::move(b));
+    case ExprKind::kLT: return LT::make(std::move(a), std::move(b));
+    case ExprKind::kLE: return LE::make(std::move(a), std::move(b));
+    case ExprKind::kGT: return GT::make(std::move(a), std::move(b));
+    case ExprKind::kGE: return GE::make(std::move(a), std::move(b));
+    case ExprKind::kAnd: return And::make(std::move(a), std::move(b));
+    case ExprKind::kOr: return Or::make(std::move(a), std::move(b));
+    default: LOOM_CHECK(false, "make_binary of ", expr_kind_name(k));
+  }
+  return Expr();
+}
+
+Expr Not::make(Expr a) {
+  LOOM_CHECK(a.type().is_bool(), "Not of ", a.type());
+  DType t = a.type();
+  return make_expr<Not>(t, std::move(a));
+}
+
+Expr Select::make(Expr cond, Expr t, Expr f) {
+  LOOM_CHECK(t.type() == f.type(), "Select of ", t.type(), " and ", f.type());
+  LOOM_CHECK(cond.type().is_bool(), "Select condition of type ", cond.type());
+  LOOM_CHECK(cond.type().lanes() == 1 || cond.type().lanes() == t.type().lanes(),
+             "Select condition lanes");
+  DType ty = t.type();
+  return make_expr<Select>(ty, std::move(cond), std::move(t), std::move(f));
+}
+
+Expr Cast::make(DType t, Expr value) {
+  if (value.type() == t) return value;
+  LOOM_CHECK(t.lanes() == value.type().lanes(), "Cast changes lanes ", value.type(), " -> ", t);
+  return make_expr<Cast>(t, std::move(value));
+}
+
+Expr Load::make(const Buffer& buffer, std::vector<Expr> indices) {
+  LOOM_CHECK(buffer.defined(), "Load of undefined buffer");
+  int lanes = 1;
+  for (const Expr& i : indices) {
+    LOOM_CHECK(i.defined() && i.type().is_int(), "Load index of ", buffer.name(), " not integer");
+    lanes = std::max(lanes, i.type().lanes());
+  }
+  return make_expr<Load>(buffer.dtype().with_lanes(lanes), buffer.node(), std::move(indices));
+}
+
+namespace {
+struct IntrinsicInfo {
+  const char* name;
+  int arity;
+};
+constexpr IntrinsicInfo kIntrinsics[] = {
+    {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
+    {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
+};
+}  // namespace
+
+bool Call::is_known(const std::string& name, int* arity) {
+  for (const auto& info : kIntrinsics) {
+    if (name == info.name) {
+      if (arity) *arity = info.arity;
+      return true;
+    }
+  }
+  return false;
+}
+
+Expr Call::make(const std::string& name, std::vector<Expr> args) {
+  int arity = 0;
+  LOOM_CHECK(is_known(name, &arity), "unknown intrinsic ", name);
+  LOOM_CHECK(static_cast<int>(args.size()) == arity, name, " takes ", arity, " arguments");
+  DType t = args[0].type();
+  for (const Expr& a : args) LOOM_CHECK(a.type() == t, name, " argument types differ");
+  LOOM_CHECK(t.is_float() || (name == "abs" && t.is_int()), name, " of ", t);
+  return make_expr<Call>(t, name, std::move(args));
+}
+
+Expr Ramp::make(Expr base, Expr stride, int lanes) {
+  LOOM_CHECK(base.type().is_scalar() && base.type() == stride.type(), "Ramp operand types");
+  LOOM_CHECK(lanes > 1, "Ramp of ", lanes, " lanes");
+  DType t = base.type().with_lanes(lanes);
+  return make_expr<Ramp>(t, std::move(base), std::move(stride), lanes);
+}
+
+Expr Broadcast::make(Expr value, int lanes) {
+  LOOM_CHECK(value.type().is_scalar(), "Broadcast of vector");
+  if (lanes == 1) return value;
+  DType t = value.type().with_lanes(lanes);
+  return make_expr<Broadcast>(t, std::move(value), lanes);
+}
+
+Expr Let::make(Var var, Expr value, Expr body) {
+  LOOM_CHECK(var.type() == value.type(), "Let value type differs from its variable");
+  DType t = body.type();
+  return make_expr<Let>(t, std::move(var), std::move(value), std::move(body));
+}
+
+Expr Reduce::make(ReduceKind kind, Expr source, std::vector<IterVar> axes, DType accum_type) {
+  LOOM_CHECK(!axes.empty(), "Reduce over no axes");
+  source = Cast::make(accum_type, std::move(source));
+  return make_expr<Reduce>(accum_type, kind, std::move(source), std::move(axes));
+}
+
+Expr Reduce::identity(ReduceKind kind, DType t) {
+  switch (kind) {
+    case ReduceKind::kSum: return make_zero(t);
+    case ReduceKind::kProd: return make_one(t);
+    case ReduceKind::kMax: return lowest_value(t);
+    case ReduceKind::kMin: return highest_value(t);
+  }
+  return Expr();
+}
+
+Expr Reduce::combine(ReduceKind kind, Expr acc, Expr x) {
+  switch (kind) {
+    case ReduceKind::kSum: return acc + x;
+    case ReduceKind::kProd: return acc * x;
+    case ReduceKind::kMax: return max(acc, x);
+    case ReduceKind::kMin: return min(acc, x);
+  }
+  return Expr();
+}
+
+// ---- op.hpp -------------------------------------------------------------------------------
+
+Expr make_const(DType t, double value) {
+  Expr scalar = t.is_float() ? FloatImm::make(t.element_of(), value)
+                             : IntImm::make(t.element_of(), static_cast<int64_t>(value));
+  return Broadcast::make(scalar, t.lanes());
+}
+Expr make_zero(DType t) { return make_const(t, 0); }
+Expr make_one(DType t) { return make_const(t, 1); }
+
+std::optional<int64_t> as_const_int(const Expr& e) {
+  if (!e.defined()) return std::nullopt;
+  if (auto* i = e.as<IntImm>()) return i->value;
+  if (auto* b = e.as<Broadcast>()) return as_const_int(b->value);
+  return std::nullopt;
+}
+
+std::optional<double> as_const_float(const Expr& e) {
+  if (!e.defined()) return std::nullopt;
+  if (auto* f = e.as<FloatImm>()) return f->value;
+  if (auto* b = e.as<Broadcast>()) return as_const_float(b->value);
+  return std::nullopt;
+}
+
+bool is_const_int(const Expr& e, int64_t v) {
+  auto c = as_const_int(e);
+  return c && *c == v;
+}
+
+namespace {
+bool is_imm(const Expr& e) { return e.is<IntImm>() || e.is<FloatImm>(); }
+
+Expr retype_imm(const Expr& imm, DType t) {
+  if (auto* i = imm.as<IntImm>()) return make_const(t, static_cast<double>(i->value));
+  auto* f = imm.as<FloatImm>();
+  LOOM_CHECK(t.is_float(), "float constant ", f->value, " used with ", t);
+  return make_const(t, f->value);
+}
+}  // namespace
+
+void match_types(Expr& a, Expr& b) {
+  LOOM_CHECK(a.defined() && b.defined(), "operator on undefined expression");
+  if (a.type() == b.type()) return;
+  if (is_imm(a) && !is_imm(b)) {
+    a = retype_imm(a, b.type());
+    return;
+  }
+  if (is_imm(b) && !is_imm(a)) {
+    b = retype_imm(b, a.type());
+    return;
+  }
+  if (a.type().element_of() == b.type().element_of()) {
+    if (a.type().is_scalar()) a = Broadcast::make(a, b.type().lanes());
+    else if (b.type().is_scalar()) b = Broadcast::make(b, a.type().lanes());
+    if (a.type() == b.type()) return;
+  }
+  if (is_imm(a) && is_imm(b)) {
+    // Two literals: widen to float if either is float.
+    if (a.type().is_float()) b = retype_imm(b, a.type());
+    else a = retype_imm(a, b.type());
+    return;
+  }
+  LOOM_CHECK(false, "mismatched operand types ", a.type(), " and ", b.type());
+}
+
+#define LOOM_DEFINE_BINARY_OP(OP, NODE) \
+  Expr OP(Expr a, Expr b) {             \
+    match_types(a, b);                  \
+    return NODE::make(a, b);            \
+  }
+LOOM_DEFINE_BINARY_OP(operator+, Add)
+LOOM_DEFINE_BINARY_OP(operator-, Sub)
+LOOM_DEFINE_BINARY_OP(operator*, Mul)
+LOOM_DEFINE_BINARY_OP(operator/, Div)
+LOOM_DEFINE_BINARY_OP(operator%, Mod)
+LOOM_DEFINE_BINARY_OP(operator==, EQ)
+LOOM_DEFINE_BINARY_OP(operator!=, NE)
+LOOM_DEFINE_BINARY_OP(operator<, LT)
+LOOM_DEFINE_BINARY_OP(operator<=, LE)
+LOOM_DEFINE_BINARY_OP(operator>, GT)
+LOOM_DEFINE_BINARY_OP(operator>=, GE)
+LOOM_DEFINE_BINARY_OP(operator&&, And)
+LOOM_DEFINE_BINARY_OP(operator||, Or)
+LOOM_DEFINE_BINARY_OP(min, Min)
+LOOM_DEFINE_BINARY_OP(max, Max)
+#undef LOOM_DEFINE_BINARY_OP
+
+Expr operator-(Expr a) { return make_zero(a.type()) - a; }
+Expr operator!(Expr a) { return Not::make(std::move(a)); }
+
+Expr select(Expr cond, Expr t, Expr f) {
+  match_types(t, f);
+  return Select::make(std::move(cond), std::move(t), std::move(f));
+}
+Expr cast(DType t, Expr v) { return Cast::make(t, std::move(v)); }
+Expr exp(Expr x) { return Call::make("exp", {std::move(x)}); }
+Expr log(Expr x) { return Call::make("log", {std::move(x)}); }
+Expr sqrt(Expr x) { return Call::make("sqrt", {std::move(x)}); }
+Expr rsqrt(Expr x) { return Call::make("rsqrt", {std::move(x)}); }
+Expr tanh(Expr x) { return Call::make("tanh", {std::move(x)}); }
+Expr erf(Expr x) { return Call::make("erf", {std::move(x)}); }
+Expr abs(Expr x) { return Call::make("abs", {std::move(x)}); }
+Expr floor(Expr x) { return Call::make("floor", {std::move(x)}); }
+Expr ceil(Expr x) { return Call::make("ceil", {std::move(x)}); }
+Expr round(Expr x) { return Call::make("round", {std::move(x)}); }
+Expr pow(Expr x, Expr y) {
+  match_types(x, y);
+  return Call::make("pow", {std::move(x), std::move(y)});
+}
+Expr fma(Expr a, Expr b, Expr c) {
+  match_types(a, b);
+  match_types(a, c);
+  return Call::make("fma", {std::move(a), std::move(b), std::move(c)});
+}
+Expr sigmoid(Expr x) {
+  DType t = x.type();
+  return make_one(t) / (make_one(t) + exp(-x));
+}
+
+Expr lowest_value(DType t) {
+  switch (t.code()) {
+    case DTypeCode::kF32: return make_const(t, -std::numeric_limits<float>::infinity());
+    case DTypeCode::kF16:
+    case DTypeCode::kBF16: return make_const(t, -std::numeric_limits<double>::infinity());
+    case DTypeCode::kI8: return make_const(t, -128);
+    case DTypeCode::kI32: return make_const(t, std::numeric_limits<int32_t>::min());
+    case DTypeCode::kI64:
+      return Broadcast::make(IntImm::make(t.element_of(), std::numeric_limits<int64_t>::min()),
+                             t.lanes());
+    case DTypeCode::kBool: return make_const(t, 0);
+  }
+  return Expr();
+}
+
+Expr highest_value(DType t) {
+  switch (t.code()) {
+    case DTypeCode::kF32: return make_const(t, std::numeric_limits<float>::infinity());
+    case DTypeCode::kF16:
+    case DTypeCode::kBF16: return make_const(t, std::numeric_limits<double>::infinity());
+    case DTypeCode::kI8: return make_const(t, 127);
+    case DTypeCode::kI32: return make_const(t, std::numeric_limits<int32_t>::max());
+    case DTypeCode::kI64:
+      return Broadcast::make(IntImm::make(t.element_of(), std::numeric_limits<int64_t>::max()),
+                             t.lanes());
+    case DTypeCode::kBool: return make_const(t, 1);
+  }
+  return Expr();
+}
+
+}  // namespace loom::ir
