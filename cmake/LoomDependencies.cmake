@@ -6,6 +6,7 @@ find_package(LLVM 19.1 REQUIRED CONFIG HINTS /usr/lib/llvm-19/lib/cmake/llvm)
 message(STATUS "loom: LLVM ${LLVM_PACKAGE_VERSION} from ${LLVM_DIR}")
 
 find_package(absl REQUIRED CONFIG)
+find_package(Threads REQUIRED)
 find_package(nlohmann_json 3 REQUIRED CONFIG)
 
 # CUDA toolkit (NVRTC) is optional: without it the CUDA back end is left out of the build.
