@@ -1,0 +1,34 @@
+// Compiler: turns a Graph into a CompiledGraph for a Target.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "loom/core/target.hpp"
+#include "loom/graph/graph.hpp"
+#include "loom/runtime/compiled_graph.hpp"
+
+namespace loom {
+
+enum class TuneLevel {
+  kNone,  // each template's default config, nothing measured
+  kFast,  // measure a pruned part of each schedule space
+  kFull,  // measure each whole schedule space
+};
+
+struct CompileOptions {
+  TuneLevel tune = TuneLevel::kNone;
+};
+
+class Compiler {
+ public:
+  explicit Compiler(Target target = Target::host_cpu()) : target_(std::move(target)) {}
+
+  // Errors recorded while building the graph come back here, as do unsupported targets.
+  absl::StatusOr<CompiledGraph> compile(const Graph& graph, const CompileOptions& options = {}) const;
+
+  const Target& target() const { return target_; }
+
+ private:
+  Target target_;
+};
+
+}  // namespace loom

@@ -1,0 +1,127 @@
+// The fluent graph API: an engine builds its model as a Graph of Tensor handles.
+// Every method checks its inputs; the first error is kept and returned by Compiler::compile().
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "loom/core/ndarray.hpp"
+#include "loom/graph/op.hpp"
+
+namespace loom {
+
+struct GraphImpl;
+
+// A value in a graph. Cheap to copy. A Tensor produced from bad input is invalid; ops on it
+// produce invalid tensors without adding more errors.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(std::shared_ptr<GraphImpl> g, int id) : graph_(std::move(g)), id_(id) {}
+
+  bool valid() const { return graph_ != nullptr && id_ >= 0; }
+  int id() const { return id_; }
+  const Shape& shape() const;
+  DType dtype() const;
+  int rank() const { return static_cast<int>(shape().size()); }
+  const std::string& name() const;
+
+  // Elementwise arithmetic with numpy-style broadcasting.
+  Tensor add(const Tensor& o) const;
+  Tensor sub(const Tensor& o) const;
+  Tensor mul(const Tensor& o) const;
+  Tensor div(const Tensor& o) const;
+  // Elementwise with a scalar constant of this tensor's dtype.
+  Tensor add(double c) const;
+  Tensor mul(double c) const;
+
+  Tensor relu() const;
+  // Exact gelu, x * (1 + erf(x / sqrt 2)) / 2; approximate=true gives the tanh form.
+  Tensor gelu(bool approximate = false) const;
+  Tensor tanh() const;
+  Tensor exp() const;
+  Tensor sigmoid() const;
+
+  // Batched matrix product [..., M, K] x [..., K, N] -> [..., M, N]; batch dims broadcast.
+  Tensor matmul(const Tensor& o) const;
+
+  // Reductions over axes (negative axes count from the end; empty means all).
+  Tensor sum(std::vector<int> axes = {}, bool keepdims = false) const;
+  Tensor mean(std::vector<int> axes = {}, bool keepdims = false) const;
+  Tensor max(std::vector<int> axes = {}, bool keepdims = false) const;
+
+  Tensor softmax(int axis = -1) const;
+  // One dim may be -1 (inferred); symbolic dims carry over by name.
+  Tensor reshape(Shape shape) const;
+  // perm[i] is the input dim that becomes output dim i; empty reverses the dims.
+  Tensor transpose(std::vector<int> perm = {}) const;
+
+  // Applies any registered operator (built-in or user-defined) to this and other inputs.
+  Tensor apply(const std::string& op, std::vector<Tensor> others = {},
+               std::shared_ptr<const OpAttrs> attrs = nullptr) const;
+
+  GraphImpl* graph() const { return graph_.get(); }
+
+ private:
+  std::shared_ptr<GraphImpl> graph_;
+  int id_ = -1;
+};
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+
+struct Node {
+  enum class Kind { kInput, kConstant, kOp };
+  Kind kind = Kind::kOp;
+  std::string name;
+  std::string op;  // for kOp
+  std::vector<int> inputs;
+  std::shared_ptr<const OpAttrs> attrs;
+  TensorType type;
+  NDArray value;  // for kConstant
+};
+
+class Graph {
+ public:
+  Graph();
+  // A second handle on the graph that owns impl (what Tensor methods use to add nodes).
+  static Graph adopt(std::shared_ptr<GraphImpl> impl);
+
+  // A runtime input; dims may be symbolic (Dim("batch")).
+  Tensor input(const std::string& name, Shape shape, DType dtype = DType::f32());
+  // A constant (weights); the array is shared, not copied.
+  Tensor constant(const std::string& name, NDArray value);
+  // Marks t as a graph output (in call order).
+  void output(const Tensor& t);
+
+  // Applies a registered operator to inputs (all from this graph).
+  Tensor apply(const std::string& op, const std::vector<Tensor>& inputs,
+               std::shared_ptr<const OpAttrs> attrs = nullptr);
+
+  // OK, or the first error any builder call recorded.
+  absl::Status status() const;
+
+  const std::vector<Node>& nodes() const;
+  const std::vector<int>& inputs() const;
+  const std::vector<int>& outputs() const;
+  std::string to_string() const;
+
+  const std::shared_ptr<GraphImpl>& impl() const { return impl_; }
+
+ private:
+  std::shared_ptr<GraphImpl> impl_;
+};
+
+struct GraphImpl {
+  std::vector<Node> nodes;
+  std::vector<int> inputs, outputs;
+  absl::Status status;
+  // Records an error (the first one wins) and returns an invalid tensor.
+  Tensor fail(absl::Status s);
+};
+
+}  // namespace loom

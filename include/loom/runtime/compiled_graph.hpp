@@ -1,0 +1,40 @@
+// CompiledGraph: the result of compiling a Graph. run(inputs) validates the inputs and executes
+// the graph's kernels in order, returning the outputs. Copies share the compiled code.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loom/core/ndarray.hpp"
+#include "loom/graph/op.hpp"
+
+namespace loom {
+
+struct KernelInfo {
+  std::string name;         // kernel (function) name
+  std::vector<std::string> ops;  // graph nodes it computes
+};
+
+struct CompiledGraphImpl;
+
+class CompiledGraph {
+ public:
+  CompiledGraph() = default;
+  explicit CompiledGraph(std::shared_ptr<const CompiledGraphImpl> impl) : impl_(std::move(impl)) {}
+
+  // inputs in the order the graph declared them. Errors name the offending input and what was
+  // expected (count, dtype, rank, extents, inconsistent symbolic dims).
+  absl::StatusOr<std::vector<NDArray>> run(const std::vector<NDArray>& inputs) const;
+
+  const std::vector<KernelInfo>& kernels() const;
+  std::vector<std::string> input_names() const;
+  std::vector<TensorType> input_types() const;
+  std::vector<TensorType> output_types() const;
+
+ private:
+  std::shared_ptr<const CompiledGraphImpl> impl_;
+};
+
+}  // namespace loom

@@ -1,0 +1,77 @@
+// The fluent Tensor methods: each builds typed attributes and applies a registered operator.
+
+#include "loom/graph/graph.hpp"
+#include "loom/ops/attrs.hpp"
+
+namespace loom {
+
+Tensor Tensor::add(const Tensor& o) const { return apply("add", {o}); }
+Tensor Tensor::sub(const Tensor& o) const { return apply("sub", {o}); }
+Tensor Tensor::mul(const Tensor& o) const { return apply("mul", {o}); }
+Tensor Tensor::div(const Tensor& o) const { return apply("div", {o}); }
+
+Tensor Tensor::add(double c) const {
+  auto a = std::make_shared<ops::ScalarAttrs>();
+  a->value = c;
+  return apply("add_scalar", {}, a);
+}
+Tensor Tensor::mul(double c) const {
+  auto a = std::make_shared<ops::ScalarAttrs>();
+  a->value = c;
+  return apply("mul_scalar", {}, a);
+}
+
+Tensor Tensor::relu() const { return apply("relu"); }
+Tensor Tensor::gelu(bool approximate) const {
+  auto a = std::make_shared<ops::GeluAttrs>();
+  a->approximate = approximate;
+  return apply("gelu", {}, a);
+}
+Tensor Tensor::tanh() const { return apply("tanh"); }
+Tensor Tensor::exp() const { return apply("exp"); }
+Tensor Tensor::sigmoid() const { return apply("sigmoid"); }
+Tensor Tensor::matmul(const Tensor& o) const { return apply("matmul", {o}); }
+
+namespace {
+std::shared_ptr<ops::ReduceAttrs> reduce_attrs(std::vector<int> axes, bool keepdims) {
+  auto a = std::make_shared<ops::ReduceAttrs>();
+  a->axes = std::move(axes);
+  a->keepdims = keepdims;
+  return a;
+}
+}  // namespace
+
+Tensor Tensor::sum(std::vector<int> axes, bool keepdims) const {
+  return apply("sum", {}, reduce_attrs(std::move(axes), keepdims));
+}
+Tensor Tensor::mean(std::vector<int> axes, bool keepdims) const {
+  return apply("mean", {}, reduce_attrs(std::move(axes), keepdims));
+}
+Tensor Tensor::max(std::vector<int> axes, bool keepdims) const {
+  return apply("max", {}, reduce_attrs(std::move(axes), keepdims));
+}
+
+Tensor Tensor::softmax(int axis) const {
+  auto a = std::make_shared<ops::SoftmaxAttrs>();
+  a->axis = axis;
+  return apply("softmax", {}, a);
+}
+
+Tensor Tensor::reshape(Shape shape) const {
+  auto a = std::make_shared<ops::ReshapeAttrs>();
+  a->shape = std::move(shape);
+  return apply("reshape", {}, a);
+}
+
+Tensor Tensor::transpose(std::vector<int> perm) const {
+  auto a = std::make_shared<ops::TransposeAttrs>();
+  a->perm = std::move(perm);
+  return apply("transpose", {}, a);
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return a.add(b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return a.sub(b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return a.mul(b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return a.div(b); }
+
+}  // namespace loom

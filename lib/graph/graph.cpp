@@ -1,0 +1,200 @@
+// Graph construction: nodes, the fluent Tensor methods and the operator registry.
+
+#include "loom/graph/graph.hpp"
+
+#include <sstream>
+
+#include "loom/core/status.hpp"
+#include "loom/ops/attrs.hpp"
+#include "ops/register.hpp"
+
+namespace loom {
+
+// ---- OpRegistry -----------------------------------------------------------------------------
+
+OpRegistry& OpRegistry::global() {
+  static OpRegistry* registry = [] {
+    auto* r = new OpRegistry();
+    ops::register_builtin_ops(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+absl::Status OpRegistry::add(OpDef def) {
+  if (def.name.empty()) return absl::InvalidArgumentError("operator without a name");
+  if (!def.infer || !def.compute)
+    return absl::InvalidArgumentError("operator " + def.name + " lacks a shape rule or compute");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ops_.count(def.name)) return absl::AlreadyExistsError("operator " + def.name + " is already registered");
+  std::string name = def.name;
+  ops_[name] = std::make_shared<const OpDef>(std::move(def));
+  return absl::OkStatus();
+}
+
+const OpDef* OpRegistry::find(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = ops_.find(name);
+  return it == ops_.end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> OpRegistry::names() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, def] : ops_) out.push_back(name);
+  return out;
+}
+
+// ---- Graph ----------------------------------------------------------------------------------
+
+Tensor GraphImpl::fail(absl::Status s) {
+  if (status.ok()) status = std::move(s);
+  return Tensor();
+}
+
+Graph::Graph() : impl_(std::make_shared<GraphImpl>()) {}
+
+Graph Graph::adopt(std::shared_ptr<GraphImpl> impl) {
+  Graph g;
+  g.impl_ = std::move(impl);
+  return g;
+}
+
+Tensor Graph::input(const std::string& name, Shape shape, DType dtype) {
+  for (const Dim& d : shape)
+    if (d.is_static() && d.value() < 0)
+      return impl_->fail(absl::InvalidArgumentError(
+          "input " + name + " has a negative dimension in " + shape_to_string(shape)));
+  if (!dtype.is_scalar())
+    return impl_->fail(absl::InvalidArgumentError("input " + name + " has a vector dtype"));
+  Node n;
+  n.kind = Node::Kind::kInput;
+  n.name = name;
+  n.type = {std::move(shape), dtype};
+  impl_->nodes.push_back(std::move(n));
+  int id = static_cast<int>(impl_->nodes.size()) - 1;
+  impl_->inputs.push_back(id);
+  return Tensor(impl_, id);
+}
+
+Tensor Graph::constant(const std::string& name, NDArray value) {
+  if (!value.data() && value.numel() > 0)
+    return impl_->fail(absl::InvalidArgumentError("constant " + name + " has no data"));
+  Node n;
+  n.kind = Node::Kind::kConstant;
+  n.name = name;
+  Shape shape(value.shape().begin(), value.shape().end());
+  n.type = {std::move(shape), value.dtype()};
+  n.value = std::move(value);
+  impl_->nodes.push_back(std::move(n));
+  return Tensor(impl_, static_cast<int>(impl_->nodes.size()) - 1);
+}
+
+void Graph::output(const Tensor& t) {
+  if (!t.valid()) {
+    impl_->fail(absl::InvalidArgumentError("graph output is an invalid tensor"));
+    return;
+  }
+  if (t.graph() != impl_.get()) {
+    impl_->fail(absl::InvalidArgumentError("graph output " + t.name() + " belongs to another graph"));
+    return;
+  }
+  impl_->outputs.push_back(t.id());
+}
+
+Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
+                    std::shared_ptr<const OpAttrs> attrs) {
+  if (!impl_->status.ok()) return Tensor();
+  const OpDef* def = OpRegistry::global().find(op);
+  if (!def) return impl_->fail(absl::NotFoundError("unknown operator " + op));
+  std::vector<TensorType> types;
+  std::vector<int> ids;
+  for (const Tensor& t : inputs) {
+    if (!t.valid()) return Tensor();  // the error was recorded where t was made
+    if (t.graph() != impl_.get())
+      return impl_->fail(absl::InvalidArgumentError(op + ": input " + t.name() +
+                                                    " belongs to another graph"));
+    types.push_back(t.graph()->nodes[t.id()].type);
+    ids.push_back(t.id());
+  }
+  if (def->num_inputs >= 0 && static_cast<int>(inputs.size()) != def->num_inputs)
+    return impl_->fail(absl::InvalidArgumentError(
+        str_cat(op, " takes ", def->num_inputs, " inputs, got ", inputs.size())));
+  if (!attrs) attrs = std::make_shared<NoAttrs>();
+  const std::type_info& want = def->attrs_type ? *def->attrs_type : typeid(NoAttrs);
+  if (typeid(*attrs) != want)
+    return impl_->fail(absl::InvalidArgumentError(op + " expects attributes of type " +
+                                                  want.name() + ", got " + typeid(*attrs).name()));
+  absl::StatusOr<TensorType> type = def->infer(types, *attrs);
+  if (!type.ok()) {
+    std::string names;
+    for (const Tensor& t : inputs) names += (names.empty() ? "" : ", ") + t.name() + ": " + t.dtype().to_string() + shape_to_string(t.shape());
+    return impl_->fail(absl::Status(type.status().code(),
+                                    op + "(" + names + "): " + std::string(type.status().message())));
+  }
+  Node n;
+  n.kind = Node::Kind::kOp;
+  n.op = op;
+  n.name = op + "_" + std::to_string(impl_->nodes.size());
+  n.inputs = std::move(ids);
+  n.attrs = std::move(attrs);
+  n.type = *std::move(type);
+  impl_->nodes.push_back(std::move(n));
+  return Tensor(impl_, static_cast<int>(impl_->nodes.size()) - 1);
+}
+
+absl::Status Graph::status() const { return impl_->status; }
+const std::vector<Node>& Graph::nodes() const { return impl_->nodes; }
+const std::vector<int>& Graph::inputs() const { return impl_->inputs; }
+const std::vector<int>& Graph::outputs() const { return impl_->outputs; }
+
+std::string Graph::to_string() const {
+  std::ostringstream os;
+  for (size_t i = 0; i < impl_->nodes.size(); ++i) {
+    const Node& n = impl_->nodes[i];
+    os << "%" << i << " " << n.name << ": " << n.type.to_string() << " = ";
+    if (n.kind == Node::Kind::kInput) {
+      os << "input";
+    } else if (n.kind == Node::Kind::kConstant) {
+      os << "constant";
+    } else {
+      os << n.op << "(";
+      for (size_t k = 0; k < n.inputs.size(); ++k) os << (k ? ", " : "") << "%" << n.inputs[k];
+      os << ")";
+      std::string a = n.attrs ? n.attrs->to_string() : "";
+      if (!a.empty()) os << " {" << a << "}";
+    }
+    os << "\n";
+  }
+  os << "outputs:";
+  for (int o : impl_->outputs) os << " %" << o;
+  return os.str() + "\n";
+}
+
+// ---- Tensor ---------------------------------------------------------------------------------
+
+namespace {
+const Node& node_of(const Tensor& t) {
+  LOOM_CHECK(t.valid(), "use of an invalid tensor's properties");
+  return t.graph()->nodes[t.id()];
+}
+}  // namespace
+
+const Shape& Tensor::shape() const {
+  static const Shape kEmpty;
+  return valid() ? node_of(*this).type.shape : kEmpty;
+}
+DType Tensor::dtype() const { return valid() ? node_of(*this).type.dtype : DType(); }
+const std::string& Tensor::name() const {
+  static const std::string kInvalid = "<invalid>";
+  return valid() ? node_of(*this).name : kInvalid;
+}
+
+Tensor Tensor::apply(const std::string& op, std::vector<Tensor> others,
+                     std::shared_ptr<const OpAttrs> attrs) const {
+  if (!valid()) return Tensor();
+  others.insert(others.begin(), *this);
+  return Graph::adopt(graph_).apply(op, others, std::move(attrs));
+}
+
+}  // namespace loom

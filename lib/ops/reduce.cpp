@@ -1,0 +1,133 @@
+// Reductions over axes (sum, mean, max) and softmax.
+
+#include <algorithm>
+
+#include "loom/ops/attrs.hpp"
+#include "ops/common.hpp"
+#include "ops/register.hpp"
+
+namespace loom::ops {
+namespace {
+
+// Sorted, de-duplicated, non-negative axes; all axes when empty.
+absl::StatusOr<std::vector<int>> reduced_axes(const std::vector<int>& axes, int rank) {
+  std::vector<int> out;
+  if (axes.empty()) {
+    for (int d = 0; d < rank; ++d) out.push_back(d);
+    return out;
+  }
+  for (int a : axes) {
+    LOOM_ASSIGN_OR_RETURN(int n, normalize_axis(a, rank));
+    if (std::find(out.begin(), out.end(), n) != out.end())
+      return absl::InvalidArgumentError(str_cat("axis ", a, " is repeated"));
+    out.push_back(n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+DType accum_type(DType t) { return t.is_float() ? DType::f32() : DType::i64(); }
+
+OpDef reduce_op(const std::string& name, ir::ReduceKind kind, bool mean) {
+  OpDef def;
+  def.name = name;
+  def.num_inputs = 1;
+  def.attrs_type = &typeid(ReduceAttrs);
+  def.infer = [](const std::vector<TensorType>& in, const OpAttrs& a) -> absl::StatusOr<TensorType> {
+    const auto& attrs = attrs_as<ReduceAttrs>(a);
+    if (in[0].dtype.is_bool()) return absl::InvalidArgumentError("reduction of a bool tensor");
+    int rank = static_cast<int>(in[0].shape.size());
+    LOOM_ASSIGN_OR_RETURN(std::vector<int> axes, reduced_axes(attrs.axes, rank));
+    Shape out;
+    for (int d = 0; d < rank; ++d) {
+      if (!contains(axes, d)) out.push_back(in[0].shape[d]);
+      else if (attrs.keepdims) out.push_back(Dim(1));
+    }
+    return TensorType{out, in[0].dtype};
+  };
+  def.compute = [kind, mean](const std::vector<te::Tensor>& in, const OpAttrs& a,
+                             const std::vector<ir::Expr>& shape, const std::string& name) {
+    const auto& attrs = attrs_as<ReduceAttrs>(a);
+    const te::Tensor& x = in[0];
+    std::vector<int> axes = *reduced_axes(attrs.axes, x.rank());
+    std::vector<ir::IterVar> rv;
+    ir::Expr count = ir::Expr(int64_t{1});
+    for (int d : axes) {
+      rv.push_back(te::reduce_axis(x.shape()[d], name + "_r" + std::to_string(d)));
+      count = count * x.shape()[d];
+    }
+    return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+      std::vector<ir::Expr> idx;
+      int out_d = 0, r = 0;
+      for (int d = 0; d < x.rank(); ++d) {
+        if (contains(axes, d)) {
+          idx.push_back(rv[r++].var);
+          if (attrs.keepdims) ++out_d;
+        } else {
+          idx.push_back(i[out_d++]);
+        }
+      }
+      DType acc = kind == ir::ReduceKind::kSum ? accum_type(x.dtype()) : x.dtype();
+      ir::Expr v = ir::Reduce::make(kind, x(idx), rv, acc);
+      if (mean) v = v / ir::cast(acc, count);
+      return ir::cast(x.dtype(), v);
+    });
+  };
+  return def;
+}
+
+OpDef softmax_op() {
+  OpDef def;
+  def.name = "softmax";
+  def.num_inputs = 1;
+  def.attrs_type = &typeid(SoftmaxAttrs);
+  def.infer = [](const std::vector<TensorType>& in, const OpAttrs& a) -> absl::StatusOr<TensorType> {
+    if (!in[0].dtype.is_float())
+      return absl::InvalidArgumentError("softmax needs a floating-point tensor, got " + in[0].dtype.to_string());
+    LOOM_ASSIGN_OR_RETURN(int axis, normalize_axis(attrs_as<SoftmaxAttrs>(a).axis,
+                                                   static_cast<int>(in[0].shape.size())));
+    (void)axis;
+    return in[0];
+  };
+  def.compute = [](const std::vector<te::Tensor>& in, const OpAttrs& a,
+                   const std::vector<ir::Expr>& shape, const std::string& name) {
+    const te::Tensor& x = in[0];
+    int axis = *normalize_axis(attrs_as<SoftmaxAttrs>(a).axis, x.rank());
+    std::vector<ir::Expr> row_shape = shape;
+    row_shape[axis] = ir::Expr(int64_t{1});
+    auto at = [&](const std::vector<ir::Var>& i, ir::Expr k) {
+      std::vector<ir::Expr> idx(i.begin(), i.end());
+      idx[axis] = std::move(k);
+      return idx;
+    };
+    auto f32 = [](ir::Expr v) { return ir::cast(DType::f32(), v); };
+    ir::IterVar k1 = te::reduce_axis(x.shape()[axis], name + "_k");
+    te::Tensor row_max = te::compute(name + "_max", row_shape, [&](const std::vector<ir::Var>& i) {
+      return te::max(f32(x(at(i, k1.var))), {k1});
+    });
+    ir::IterVar k2 = te::reduce_axis(x.shape()[axis], name + "_k");
+    te::Tensor row_sum = te::compute(name + "_sum", row_shape, [&](const std::vector<ir::Var>& i) {
+      std::vector<ir::Expr> r = at(i, ir::Expr(int64_t{0}));
+      return te::sum(ir::exp(f32(x(at(i, k2.var))) - row_max(r)), {k2});
+    });
+    return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+      std::vector<ir::Expr> r = at(i, ir::Expr(int64_t{0}));
+      std::vector<ir::Expr> idx(i.begin(), i.end());
+      return ir::cast(x.dtype(), ir::exp(f32(x(idx)) - row_max(r)) / row_sum(r));
+    });
+  };
+  return def;
+}
+
+}  // namespace
+
+void register_reduce_ops(OpRegistry& r) {
+  for (OpDef d : {reduce_op("sum", ir::ReduceKind::kSum, false),
+                  reduce_op("mean", ir::ReduceKind::kSum, true),
+                  reduce_op("max", ir::ReduceKind::kMax, false), softmax_op()})
+    LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
+}
+
+}  // namespace loom::ops

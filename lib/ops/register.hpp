@@ -1,0 +1,20 @@
+// Registration of loom's built-in operator families into an OpRegistry (private to lib/).
+#pragma once
+
+#include "loom/graph/op.hpp"
+
+namespace loom::ops {
+
+void register_elementwise_ops(OpRegistry& r);
+void register_matmul_ops(OpRegistry& r);
+void register_reduce_ops(OpRegistry& r);
+void register_shape_ops(OpRegistry& r);
+
+inline void register_builtin_ops(OpRegistry& r) {
+  register_elementwise_ops(r);
+  register_matmul_ops(r);
+  register_reduce_ops(r);
+  register_shape_ops(r);
+}
+
+}  // namespace loom::ops

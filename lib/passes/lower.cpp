@@ -1,0 +1,25 @@
+// lower(): the pass list from a Task to code-generator-ready loop IR, one line per pass.
+
+#include "loom/core/dump.hpp"
+#include "loom/ir/printer.hpp"
+#include "loom/ir/simplify.hpp"
+#include "loom/passes/passes.hpp"
+#include "loom/te/lower.hpp"
+
+namespace loom::passes {
+
+ir::Func lower(const te::Task& task, const Target& target) {
+  const std::string& group = task.name();
+  auto step = [&](const char* stage, ir::Func f) {
+    dump_stage(group, stage, ir::to_string(f));
+    return f;
+  };
+  dump_stage(group, "task", task.to_string());
+  ir::Func f = step("default-schedule", te::lower_default(task));
+  f = step("flatten-layouts", flatten_layouts(f));
+  f = step("simplify", ir::simplify(f));
+  (void)target;  // target-specific passes (vectorize, parallel) join this list with the schedules
+  return f;
+}
+
+}  // namespace loom::passes
