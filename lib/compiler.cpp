@@ -55,9 +55,9 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   if (!target_.is_cpu())
     return absl::UnimplementedError("target " + target_.to_string() +
                                     ": only CPU targets are supported by this build of loom");
-  (void)options;  // tuning levels take effect once templates declare schedule spaces
-
+  // options.tune takes effect once templates declare schedule spaces.
   auto impl = std::make_shared<CompiledGraphImpl>();
+  impl->poison_buffers = options.poison_buffers;
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::CpuJit> jit, runtime::CpuJit::create(target_));
   impl->jit = std::move(jit);
 

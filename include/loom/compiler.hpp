@@ -16,6 +16,9 @@ enum class TuneLevel {
 
 struct CompileOptions {
   TuneLevel tune = TuneLevel::kNone;
+  // Fill every computed buffer with NaN (floats) or 0x5a bytes before each run, so a kernel
+  // that skips an element is caught. For tests; costs a pass over memory.
+  bool poison_buffers = false;
 };
 
 class Compiler {

@@ -69,6 +69,7 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     if (s.kind != Slot::Kind::kComputed) continue;
     LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> shape, concrete_shape(s.type.shape, symbols));
     values[i] = NDArray(s.type.dtype, std::move(shape));
+    if (g.poison_buffers) values[i].poison();
   }
 
   std::vector<void*> buffers;

@@ -31,6 +31,7 @@ struct CompiledGraphImpl {
   std::vector<int> inputs, outputs;
   std::vector<Launch> launches;
   std::vector<KernelInfo> kernels;
+  bool poison_buffers = false;
 };
 
 }  // namespace loom

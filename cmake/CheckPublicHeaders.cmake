@@ -1,0 +1,15 @@
+# CTest script: fails if any public header includes LLVM, CUDA or NVRTC headers, so an engine
+# can compile against loom's headers alone. Run with -DROOT=<source dir>.
+file(GLOB_RECURSE headers "${ROOT}/include/*.hpp" "${ROOT}/include/*.h")
+set(bad "")
+foreach(h ${headers})
+  file(STRINGS "${h}" lines REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"](llvm|llvm-c|cuda|cuda_runtime|nvrtc|cuda\\.h)")
+  if(lines)
+    list(APPEND bad "${h}: ${lines}")
+  endif()
+endforeach()
+list(LENGTH headers count)
+if(bad)
+  message(FATAL_ERROR "public headers include back-end headers:\n${bad}")
+endif()
+message(STATUS "${count} public headers, none includes LLVM, CUDA or NVRTC")
