@@ -14,12 +14,11 @@
 namespace loom {
 namespace {
 
+// Read on every call (getenv is cheap next to compiling) so an engine or a test can turn dumping
+// on and off while the process runs.
 const char* dump_dir() {
-  static const char* dir = [] {
-    const char* d = std::getenv("LOOM_DUMP_IR");
-    return d && *d ? d : nullptr;
-  }();
-  return dir;
+  const char* d = std::getenv("LOOM_DUMP_IR");
+  return d && *d ? d : nullptr;
 }
 
 std::string sanitize(const std::string& name) {

@@ -6,7 +6,7 @@
 
 namespace loom {
 
-// True when LOOM_DUMP_IR is set (read once per process).
+// True when LOOM_DUMP_IR is set.
 bool dump_enabled();
 // Writes text as the next stage of group (a kernel or graph name); no-op when dumping is off.
 // Errors writing the dump are reported on stderr once and otherwise ignored.
