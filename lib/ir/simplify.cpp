@@ -1,11 +1,13 @@
 // The simplifier: constant folding, a canonical linear form for integer index arithmetic, and
-// rules that use variable bounds (loop ranges, enclosing ifs) to decide comparisons and remove / and %.
+// rules that use bounds (loop ranges, enclosing ifs) to decide comparisons and drop / and %.
 
 #include "loom/ir/simplify.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -164,24 +166,84 @@ bool uses_var(const T& x, const Var& v) {
 
 // ---- Linear forms -------------------------------------------------------------------------
 
+// A hash consistent with same_expr, so that long sums find repeated terms without comparing
+// every pair (an unrolled sum of n loads would otherwise cost n^3).
+uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  return h;
+}
+uint64_t node_seed(ExprKind k, DType t) {
+  return mix(static_cast<uint64_t>(k), (static_cast<uint64_t>(t.code()) << 32) |
+                                           static_cast<uint32_t>(t.lanes()));
+}
+uint64_t expr_hash(const Expr& e) {
+  uint64_t h = node_seed(e.kind(), e.type());
+  auto ptr = [](const void* p) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)); };
+  switch (e.kind()) {
+    case ExprKind::kIntImm: return mix(h, static_cast<uint64_t>(e.as<IntImm>()->value));
+    case ExprKind::kFloatImm: return mix(h, std::hash<double>()(e.as<FloatImm>()->value));
+    case ExprKind::kVar: return mix(h, ptr(e.get()));
+    case ExprKind::kNot: return mix(h, expr_hash(e.as<Not>()->a));
+    case ExprKind::kSelect: {
+      auto* n = e.as<Select>();
+      return mix(mix(mix(h, expr_hash(n->cond)), expr_hash(n->true_value)),
+                 expr_hash(n->false_value));
+    }
+    case ExprKind::kCast: return mix(h, expr_hash(e.as<Cast>()->value));
+    case ExprKind::kLoad: {
+      h = mix(h, ptr(e.as<Load>()->buffer.get()));
+      for (const Expr& i : e.as<Load>()->indices) h = mix(h, expr_hash(i));
+      return h;
+    }
+    case ExprKind::kCall: {
+      h = mix(h, std::hash<std::string>()(e.as<Call>()->name));
+      for (const Expr& a : e.as<Call>()->args) h = mix(h, expr_hash(a));
+      return h;
+    }
+    case ExprKind::kRamp: {
+      auto* r = e.as<Ramp>();
+      return mix(mix(mix(h, r->lanes), expr_hash(r->base)), expr_hash(r->stride));
+    }
+    case ExprKind::kBroadcast:
+      return mix(mix(h, e.as<Broadcast>()->lanes), expr_hash(e.as<Broadcast>()->value));
+    case ExprKind::kLet: {
+      auto* l = e.as<Let>();
+      return mix(mix(mix(h, ptr(l->var.get())), expr_hash(l->value)), expr_hash(l->body));
+    }
+    case ExprKind::kReduce: return mix(h, ptr(e.get()));
+    default: {
+      BinaryView v = binary_operands(e);
+      return mix(mix(h, expr_hash(*v.a)), expr_hash(*v.b));
+    }
+  }
+}
+
 // sum(coeff * term) + constant. Coefficients are reduced to the type's width: + - * are exact
 // modulo 2^bits, so rebuilding an expression from its form never changes a wrapped result.
 struct Linear {
   DType type;
-  std::vector<std::pair<Expr, int64_t>> terms;  // no zero coefficients, no repeated terms
+  // Distinct terms; a coefficient may drop to 0 while the form is built, finish() removes it.
+  std::vector<std::pair<Expr, int64_t>> terms;
   int64_t constant = 0;
+  std::unordered_multimap<uint64_t, size_t> index;  // expr_hash of a term -> its position
+
+  std::optional<size_t> find(const Expr& t, uint64_t h) const {
+    auto [lo, hi] = index.equal_range(h);
+    for (auto it = lo; it != hi; ++it)
+      if (same_expr(terms[it->second].first, t)) return it->second;
+    return std::nullopt;
+  }
 };
 
 void add_term(Linear& l, const Expr& t, Wide coeff) {
   int64_t c = wrap(l.type, coeff);
   if (c == 0) return;
-  for (auto it = l.terms.begin(); it != l.terms.end(); ++it) {
-    if (same_expr(it->first, t)) {
-      it->second = wrap(l.type, Wide(it->second) + c);
-      if (it->second == 0) l.terms.erase(it);
-      return;
-    }
+  uint64_t h = expr_hash(t);
+  if (auto i = l.find(t, h)) {
+    l.terms[*i].second = wrap(l.type, Wide(l.terms[*i].second) + c);
+    return;
   }
+  l.index.emplace(h, l.terms.size());
   l.terms.emplace_back(t, c);
 }
 
@@ -212,33 +274,36 @@ void linearize_into(Linear& l, const Expr& e, Wide coeff) {
 }
 
 // (x / c) * c + x % c is x for every non-zero constant c: truncating / and % agree.
-void merge_div_mod(Linear& l) {
-  for (bool again = true; again;) {
-    again = false;
-    for (size_t i = 0; i < l.terms.size() && !again; ++i) {
-      auto* d = l.terms[i].first.as<Div>();
-      auto c = d ? as_const_int(d->b) : std::nullopt;
-      if (!c || *c == 0) continue;
-      for (size_t j = 0; j < l.terms.size(); ++j) {
-        auto* m = l.terms[j].first.as<Mod>();
-        if (!m || !same_expr(m->a, d->a) || !same_expr(m->b, d->b)) continue;
-        int64_t coeff = l.terms[j].second;
-        if (l.terms[i].second != wrap(l.type, Wide(coeff) * *c)) continue;
-        Expr x = d->a;
-        l.terms.erase(l.terms.begin() + std::max(i, j));
-        l.terms.erase(l.terms.begin() + std::min(i, j));
-        linearize_into(l, x, coeff);
-        again = true;
-        break;
-      }
-    }
+// Then drops zero coefficients.
+void finish(Linear& l) {
+  bool has_mod = std::any_of(l.terms.begin(), l.terms.end(),
+                             [](const auto& t) { return t.first.template is<Mod>(); });
+  for (size_t i = 0; has_mod && i < l.terms.size(); ++i) {
+    auto* d = l.terms[i].first.as<Div>();
+    auto c = d ? as_const_int(d->b) : std::nullopt;
+    if (!c || *c == 0 || l.terms[i].second == 0) continue;
+    Expr mod = Mod::make(d->a, d->b);
+    auto j = l.find(mod, expr_hash(mod));
+    if (!j || l.terms[*j].second == 0) continue;
+    int64_t coeff = l.terms[*j].second;
+    if (l.terms[i].second != wrap(l.type, Wide(coeff) * *c)) continue;
+    l.terms[i].second = l.terms[*j].second = 0;
+    linearize_into(l, d->a, coeff);  // may append terms, which this loop then visits
   }
+  std::vector<std::pair<Expr, int64_t>> kept;
+  l.index.clear();
+  for (auto& t : l.terms) {
+    if (t.second == 0) continue;
+    l.index.emplace(expr_hash(t.first), kept.size());
+    kept.push_back(std::move(t));
+  }
+  l.terms = std::move(kept);
 }
 
 Linear linearize(const Expr& e) {
-  Linear l{e.type(), {}, 0};
+  Linear l{e.type(), {}, 0, {}};
   linearize_into(l, e, 1);
-  merge_div_mod(l);
+  finish(l);
   return l;
 }
 
@@ -247,7 +312,9 @@ Linear linearize(const Expr& e) {
 Expr rebuild(const Linear& l) {
   DType t = l.type;
   const auto tmin = static_cast<int64_t>(type_min(t));
-  auto scaled = [&](const Expr& e, int64_t c) { return c == 1 ? e : Mul::make(e, int_const(t, c)); };
+  auto scaled = [&](const Expr& e, int64_t c) {
+    return c == 1 ? e : Mul::make(e, int_const(t, c));
+  };
   Expr sum;
   for (const auto& [e, c] : l.terms) {
     if (c < 0 && c != tmin) continue;
@@ -324,12 +391,9 @@ std::optional<Span> Bounder::sum_span(const Linear& a, const Linear* b) {
   for (const auto& [e, c] : a.terms) {
     Wide coeff = c;
     if (b) {
-      for (size_t j = 0; j < b->terms.size(); ++j) {
-        if (!matched[j] && same_expr(b->terms[j].first, e)) {
-          matched[j] = true;
-          coeff -= b->terms[j].second;
-          break;
-        }
+      if (auto j = b->find(e, expr_hash(e))) {
+        matched[*j] = true;
+        coeff -= b->terms[*j].second;
       }
     }
     if (coeff != 0 && !add(e, coeff)) return std::nullopt;
@@ -436,6 +500,19 @@ Scope scope_of(const BoundsMap& known) {
   return s;
 }
 
+// Whether `a k b` holds when a - b lies in [lo, hi]; nullopt when the range does not tell.
+std::optional<bool> decide(ExprKind k, Wide lo, Wide hi) {
+  auto known = [](bool yes, bool no) {
+    return yes ? std::optional(true) : no ? std::optional(false) : std::nullopt;
+  };
+  switch (k) {
+    case ExprKind::kLT: return known(hi < 0, lo >= 0);
+    case ExprKind::kLE: return known(hi <= 0, lo > 0);
+    case ExprKind::kEQ: return known(lo == 0 && hi == 0, lo > 0 || hi < 0);
+    default: return known(lo > 0 || hi < 0, lo == 0 && hi == 0);  // kNE
+  }
+}
+
 // ---- The simplifier -----------------------------------------------------------------------
 
 // Bottom-up: children are simplified first, then the rules below rebuild the node from them.
@@ -466,7 +543,12 @@ class Simplifier : public IRMutator {
     return r.is<Not>() && a.same_as(op->a) ? e : r;
   }
   Expr mutate_select(const Select* op, const Expr& e) override {
-    return select(mutate(op->cond), mutate(op->true_value), mutate(op->false_value));
+    Expr c = mutate(op->cond), t = mutate(op->true_value), f = mutate(op->false_value);
+    Expr r = select(c, t, f);
+    auto* n = r.as<Select>();
+    bool same = n && n->cond.same_as(op->cond) && n->true_value.same_as(op->true_value) &&
+                n->false_value.same_as(op->false_value);
+    return same ? e : r;
   }
   Expr mutate_cast(const Cast* op, const Expr& e) override {
     Expr v = mutate(op->value);
@@ -566,7 +648,7 @@ Expr Simplifier::arith(ExprKind k, const Expr& a, const Expr& b) {
     linearize_into(l, a, 1);
     linearize_into(l, b, k == ExprKind::kSub ? -1 : 1);
   }
-  merge_div_mod(l);
+  finish(l);
   return rebuild(l);
 }
 
@@ -742,6 +824,7 @@ Expr Simplifier::min_max(ExprKind k, Expr a, Expr b) {
     // b == a + d for a constant d: min(x + 1, x + 3) is x + 1 unless x + 3 can wrap.
     Linear d = linearize(b);
     linearize_into(d, a, -1);
+    finish(d);
     if (d.terms.empty() && fits({sa.lo + d.constant, sa.hi + d.constant}, t))
       return (d.constant >= 0) == is_min ? a : b;
     // min(min(x, c1), c2) == min(x, min(c1, c2)).
@@ -768,32 +851,20 @@ Expr Simplifier::compare(ExprKind k, Expr a, Expr b) {
   if (k == ExprKind::kGE) return compare(ExprKind::kLE, b, a);
   int lanes = a.type().lanes();
   auto ca = as_const_int(a), cb = as_const_int(b);
-  auto decide = [&](Wide lo, Wide hi) -> std::optional<bool> {  // range of a - b
-    switch (k) {
-      case ExprKind::kLT: return hi < 0 ? std::optional(true) : lo >= 0 ? std::optional(false) : std::nullopt;
-      case ExprKind::kLE: return hi <= 0 ? std::optional(true) : lo > 0 ? std::optional(false) : std::nullopt;
-      case ExprKind::kEQ:
-        return lo == 0 && hi == 0 ? std::optional(true)
-               : (lo > 0 || hi < 0) ? std::optional(false) : std::nullopt;
-      default:
-        return lo == 0 && hi == 0 ? std::optional(false)
-               : (lo > 0 || hi < 0) ? std::optional(true) : std::nullopt;
-    }
-  };
-  if (ca && cb) return bool_const(lanes, *decide(Wide(*ca) - *cb, Wide(*ca) - *cb));
+  if (ca && cb) return bool_const(lanes, *decide(k, Wide(*ca) - *cb, Wide(*ca) - *cb));
   if (ca && (k == ExprKind::kEQ || k == ExprKind::kNE)) std::swap(a, b);
   if (same_expr(a, b)) return bool_const(lanes, k == ExprKind::kEQ || k == ExprKind::kLE);
   Span sa = span(a), sb = span(b);
   // a - b lies in [min a - max b, max a - min b] (exact: 128 bits, no wrap).
   Wide lo = sa.lo - sb.hi, hi = sa.hi - sb.lo;
-  std::optional<bool> r = decide(lo, hi);
+  std::optional<bool> r = decide(k, lo, hi);
   if (!r && a.type().is_int()) {
     // When neither side wraps, a - b can be bounded from their linear forms, where common
     // terms cancel: i*8 + j < i*8 + 8 for j in [0, 8).
     Linear la = linearize(a), lb = linearize(b);
     auto xa = bounds_.linear_span(la), xb = bounds_.linear_span(lb);
     if (xa && xb && fits(*xa, a.type()) && fits(*xb, a.type())) {
-      if (auto d = bounds_.difference_span(la, lb)) r = decide(d->lo, d->hi);
+      if (auto d = bounds_.difference_span(la, lb)) r = decide(k, d->lo, d->hi);
     }
   }
   if (r) return bool_const(lanes, *r);
@@ -891,8 +962,9 @@ Expr Simplifier::cast(DType t, const Expr& v) {
   if (auto* b = v.as<Broadcast>()) return Broadcast::make(cast(t.element_of(), b->value), b->lanes);
   if (t.is_int()) {
     if (auto c = as_const_int(v)) return IntImm::make(t, *c);  // wraps to t's width
-    if (auto c = as_const_float(v)) {
+    if (auto c = as_const_float(v); c && from == DType::f32()) {
       // Float-to-int conversion of a value outside the type's range is undefined: left alone.
+      // (f16/bf16 constants are not rounded to their type, so they are not folded either.)
       double x = std::trunc(*c);
       if (std::isfinite(x) && x >= static_cast<double>(type_min(t)) &&
           x <= static_cast<double>(type_max(t)) && x != 9223372036854775808.0)
@@ -917,7 +989,8 @@ Expr Simplifier::mutate_call(const Call* op, const Expr& e) {
   if (auto v = as_const_int(x)) return int_const(c->type, *v < 0 ? -Wide(*v) : Wide(*v));
   Span s = span(x);
   if (s.lo >= 0) return x;
-  if (s.hi <= 0 && s.lo > type_min(x.type())) return binary(ExprKind::kSub, int_const(x.type(), 0), x);
+  if (s.hi <= 0 && s.lo > type_min(x.type()))
+    return binary(ExprKind::kSub, int_const(x.type(), 0), x);
   return r;
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "graph_reference.hpp"
+#include "loom/ir/op.hpp"
 #include "loom/loom.hpp"
 #include "test_util.hpp"
 
@@ -286,4 +287,46 @@ TEST_CASE("constants, shared inputs and outputs that are inputs", "[ops][correct
   auto got = check_against_reference(g, {in});
   for (int64_t i = 0; i < 7; ++i) CHECK(got[1].get(i) == in.get(i));
   CHECK(got[1].data() != in.data());
+}
+
+TEST_CASE("a user-defined operator is registered and compiled like a built-in", "[ops][correctness]") {
+  // scaled_diff(a, b) = (a - b) * scale, with typed attributes, defined outside loom.
+  struct ScaleAttrs final : OpAttrs {
+    double scale = 1;
+    std::string to_string() const override { return "scale=" + std::to_string(scale); }
+  };
+  if (!OpRegistry::global().find("test_scaled_diff")) {
+    OpDef def;
+    def.name = "test_scaled_diff";
+    def.injective = true;
+    def.num_inputs = 2;
+    def.attrs_type = &typeid(ScaleAttrs);
+    def.infer = [](const std::vector<TensorType>& in, const OpAttrs&) -> absl::StatusOr<TensorType> {
+      if (in[0].shape != in[1].shape) return absl::InvalidArgumentError("shapes differ");
+      return in[0];
+    };
+    def.compute = [](const std::vector<te::Tensor>& in, const OpAttrs& a,
+                     const std::vector<ir::Expr>& shape, const std::string& name) {
+      double scale = attrs_as<ScaleAttrs>(a).scale;
+      return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+        std::vector<ir::Expr> idx(i.begin(), i.end());
+        return (in[0](idx) - in[1](idx)) * ir::make_const(in[0].dtype(), scale);
+      });
+    };
+    REQUIRE(OpRegistry::global().add(def).ok());
+    CHECK(OpRegistry::global().add(def).code() == absl::StatusCode::kAlreadyExists);
+  }
+  auto attrs = std::make_shared<ScaleAttrs>();
+  attrs->scale = 2.5;
+  Graph g;
+  Tensor a = g.input("a", {7, 31}), b = g.input("b", {7, 31});
+  g.output(g.apply("test_scaled_diff", {a, b}, attrs).relu());
+  NDArray x = random_array(DType::f32(), {7, 31}), y = random_array(DType::f32(), {7, 31});
+  auto got = check_against_reference(g, {x, y});
+  for (int64_t i = 0; i < x.numel(); ++i)
+    CHECK(got[0].get(i) == Approx(std::max(0.0, (x.get(i) - y.get(i)) * 2.5)).margin(1e-6));
+
+  Graph bad;
+  bad.output(bad.apply("test_scaled_diff", {bad.input("a", {3}), bad.input("b", {4})}, attrs));
+  CHECK(std::string(bad.status().message()).find("shapes differ") != std::string::npos);
 }

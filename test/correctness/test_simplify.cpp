@@ -116,7 +116,11 @@ struct RandomVar {
 
 class ExprGen {
  public:
-  ExprGen(uint64_t seed, std::vector<RandomVar> vars) : rng_(seed), vars_(std::move(vars)) {}
+  ExprGen(uint64_t seed, std::vector<RandomVar> vars, DType type = DType::i64())
+      : rng_(seed), vars_(std::move(vars)), type_(type) {}
+
+  // A constant of the generated type (wrapped to its width).
+  Expr num(int64_t v) const { return IntImm::make(type_, v); }
 
   int64_t uniform(int64_t lo, int64_t hi) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng_);
@@ -145,7 +149,7 @@ class ExprGen {
       for (auto& v : lets_) all.push_back(v);
       return all[uniform(0, static_cast<int64_t>(all.size()) - 1)];
     }
-    return Expr(constant());
+    return num(constant());
   }
 
   Expr cond(int depth) {
@@ -156,7 +160,7 @@ class ExprGen {
         default: return !cond(depth - 1);
       }
     }
-    Expr a = gen(depth - 1), b = chance(50) ? Expr(constant()) : gen(depth - 1);
+    Expr a = gen(depth - 1), b = chance(50) ? num(constant()) : gen(depth - 1);
     switch (uniform(0, 5)) {
       case 0: return a < b;
       case 1: return a <= b;
@@ -173,9 +177,9 @@ class ExprGen {
       case 0:
       case 1: return gen(depth - 1) + gen(depth - 1);
       case 2: return gen(depth - 1) - gen(depth - 1);
-      case 3: return gen(depth - 1) * (chance(70) ? Expr(constant()) : gen(depth - 1));
-      case 4: return gen(depth - 1) / Expr(divisor());
-      case 5: return gen(depth - 1) % Expr(divisor());
+      case 3: return gen(depth - 1) * (chance(70) ? num(constant()) : gen(depth - 1));
+      case 4: return gen(depth - 1) / num(divisor());
+      case 5: return gen(depth - 1) % num(divisor());
       case 6: return min(gen(depth - 1), gen(depth - 1));
       case 7: return max(gen(depth - 1), gen(depth - 1));
       case 8: return select(cond(depth - 1), gen(depth - 1), gen(depth - 1));
@@ -183,28 +187,33 @@ class ExprGen {
       case 10: {
         // The index-arithmetic shapes the div/mod rules are for: (x*c + y) / c and % c.
         int64_t c = positive_divisor();
-        Expr inner = gen(depth - 1) * Expr(c) + gen(depth - 2);
-        if (chance(30)) inner = inner + Expr(uniform(-20, 20));
-        return chance(50) ? inner / Expr(c) : inner % Expr(c);
+        Expr inner = gen(depth - 1) * num(c) + gen(depth - 2);
+        if (chance(30)) inner = inner + num(uniform(-20, 20));
+        return chance(50) ? inner / num(c) : inner % num(c);
       }
       case 11: {
-        Var v("t" + std::to_string(lets_.size()));
+        Var v("t" + std::to_string(lets_.size()), type_);
         Expr value = gen(depth - 1);
         lets_.push_back(v);
         Expr body = gen(depth - 1);
         lets_.pop_back();
         return Let::make(v, value, body);
       }
-      case 12: return cast(DType::i64(), cast(DType::i32(), gen(depth - 1)));
+      case 12: {
+        // Through a narrower type (or, for i8, a wider one and back).
+        DType other = type_ == DType::i64() ? DType::i32() : type_ == DType::i32() ? DType::i8()
+                                                                                    : DType::i32();
+        return cast(type_, cast(other, gen(depth - 1)));
+      }
       case 13: return abs(gen(depth - 1));
       case 14: {
         // (e / c) * c + e % c is e; with other multipliers it is not.
         Expr e = gen(depth - 2);
         int64_t c = divisor();
         int64_t m = chance(70) ? 1 : uniform(-2, 3);
-        return (e / Expr(c)) * Expr(c * m) + (e % Expr(c)) * Expr(chance(80) ? m : m + 1);
+        return (e / num(c)) * num(c * m) + (e % num(c)) * num(chance(80) ? m : m + 1);
       }
-      default: return (gen(depth - 1) / Expr(positive_divisor())) / Expr(positive_divisor());
+      default: return (gen(depth - 1) / num(positive_divisor())) / num(positive_divisor());
     }
   }
 
@@ -218,7 +227,9 @@ class ExprGen {
       if (index < 4) {
         x = ((index >> (k % 2)) & 1) ? v.hi : v.lo;
       } else if (!v.bounded && chance(30)) {
-        static const int64_t edge[] = {kMin64, kMax64, kMin64 + 1, kMax64 - 1, 0, -1};
+        int64_t lo = as_const_int(lowest_value(type_)).value();
+        int64_t hi = as_const_int(highest_value(type_)).value();
+        const int64_t edge[] = {lo, hi, lo + 1, hi - 1, 0, -1};
         x = edge[uniform(0, 5)];
       } else {
         x = uniform(v.lo, v.hi);
@@ -241,6 +252,7 @@ class ExprGen {
   std::mt19937_64 rng_;
   std::vector<RandomVar> vars_;
   std::vector<Var> lets_;
+  DType type_;
 };
 
 bool contains(const Interval& iv, int64_t v) {
@@ -542,7 +554,8 @@ TEST_CASE("ifs decided by constants, loop bounds and enclosing conditions", "[si
                        IfThenElse::make(i < n, Store::make(out, i, {i}), b));
   CHECK(to_string(simplify(sym)) == "for (i, 0, n) {\n  B[i] = i\n}\n");
   // Nested conditions: the inner one follows from the outer.
-  Stmt nested = IfThenElse::make(x < 5, IfThenElse::make(x < 10, a, b), IfThenElse::make(x >= 5, b, a));
+  Stmt nested =
+      IfThenElse::make(x < 5, IfThenElse::make(x < 10, a, b), IfThenElse::make(x >= 5, b, a));
   CHECK(to_string(simplify(nested)) == "if ((x < 5)) {\n  B[0] = 1\n} else {\n  B[0] = 2\n}\n");
   // Same condition repeated, and its negation.
   Stmt again = IfThenElse::make(x < n, IfThenElse::make(n <= x, a, b));
@@ -571,7 +584,8 @@ TEST_CASE("loop index arithmetic simplifies inside the loop", "[simplify]") {
                                                    Store::make(out, in(j), {j / t, j % t})));
   CHECK(to_string(simplify(lets)) == "for (j, 0, 8) {\n  B[0, j] = A[j]\n}\n");
   Stmt bounded = LetStmt::make(t, i % 8, Store::make(out, in(t), {t / 8, t}));
-  CHECK(to_string(simplify(bounded, {{i.node(), {0, 1000}}})) == "let t = (i % 8)\nB[0, t] = A[t]\n");
+  CHECK(to_string(simplify(bounded, {{i.node(), {0, 1000}}})) ==
+        "let t = (i % 8)\nB[0, t] = A[t]\n");
   Func f{"copy", {in, out}, loops};
   CHECK(to_string(simplify(f)).find("B[i, j] = A[((i * 8) + j)]") != std::string::npos);
 }
@@ -580,11 +594,12 @@ TEST_CASE("loop index arithmetic simplifies inside the loop", "[simplify]") {
 
 namespace {
 
-void check_random_scalars(uint64_t seed) {
-  INFO("seed " << seed);
-  Var x("x"), y("y"), z("z"), w("w");
+void check_random_scalars(uint64_t seed, DType type) {
+  INFO("seed " << seed << ", type " << type);
+  Var x("x", type), y("y", type), z("z", type), w("w", type);
+  // w is unknown to the simplifier; it is sampled in [-100, 100] and at the type's extremes.
   ExprGen gen(seed, {{x, -20, 20, true}, {y, 0, 31, true}, {z, -64, -1, true},
-                     {w, -1000, 1000, false}});
+                     {w, -100, 100, false}}, type);
   BoundsMap known = gen.known();
   int before = 0, after = 0, became_constant = 0;
   for (int n = 0; n < 3000; ++n) {
@@ -600,7 +615,6 @@ void check_random_scalars(uint64_t seed) {
       INFO("at " << describe(env));
       int64_t want = eval(e, env), got = eval(s, env);
       REQUIRE(got == want);
-      // bounds_of knows only the bounded variables; w is sampled across all of i64.
       REQUIRE(contains(b, want));
       REQUIRE(contains(bs, want));
     }
@@ -670,8 +684,10 @@ void check_random_vectors(uint64_t seed) {
 }  // namespace
 
 TEST_CASE("random integer expressions keep their values (fixed and fresh seeds)", "[simplify]") {
-  check_random_scalars(12345);
-  check_random_scalars(loom::testing::test_seed());
+  for (DType t : {DType::i64(), DType::i32(), DType::i8()}) {
+    check_random_scalars(12345, t);
+    check_random_scalars(loom::testing::test_seed(), t);
+  }
 }
 
 TEST_CASE("random vector expressions keep their values lane by lane", "[simplify]") {
@@ -720,7 +736,9 @@ TEST_CASE("random loop nests store the same values in the same order", "[simplif
   Buffer out = Buffer::make("B", DType::i64(), {Expr(1000)});
   int removed = 0;
   for (int n = 0; n < 400; ++n) {
-    auto extent = [&] { return Expr(outer.uniform(0, 4)) + (outer.chance(30) ? Expr(x) : Expr(0)); };
+    auto extent = [&] {
+      return Expr(outer.uniform(0, 4)) + (outer.chance(30) ? Expr(x) : Expr(0));
+    };
     auto start = [&] { return outer.chance(50) ? Expr(outer.uniform(-3, 3)) : Expr(x); };
     // Conditions that share comparisons, so enclosing ifs decide inner ones and selects.
     Expr p = inner.cond(1), q = inner.cond(1);
