@@ -22,6 +22,7 @@
 #include "loom/core/status.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/ir/printer.hpp"
+#include "loom/ir/visitor.hpp"
 
 namespace loom::codegen {
 
@@ -53,6 +54,38 @@ std::optional<ir::Expr> dense_ramp_base(const ir::Expr& index) {
   if (ramp && ir::is_const_int(ramp->stride, 1)) return ramp->base;
   return std::nullopt;
 }
+
+// Variables and buffers a statement refers to, in first-use order (deterministic code). Sizes of
+// allocations count as uses: they are evaluated where the allocation is emitted.
+class UseCollector : public ir::IRVisitor {
+ public:
+  std::vector<const ir::VarNode*> vars;
+  std::vector<const ir::BufferNode*> buffers;
+
+ protected:
+  void visit_var(const ir::VarNode* op) override {
+    if (seen_.insert(op).second) vars.push_back(op);
+  }
+  void visit_load(const ir::Load* op) override {
+    use(op->buffer.get());
+    IRVisitor::visit_load(op);
+  }
+  void visit_store(const ir::Store* op) override {
+    use(op->buffer.get());
+    IRVisitor::visit_store(op);
+  }
+  void visit_allocate(const ir::Allocate* op) override {
+    ir::Expr size = op->buffer->layout.physical_size();
+    if (size.defined()) visit(size);
+    IRVisitor::visit_allocate(op);
+  }
+
+ private:
+  void use(const ir::BufferNode* b) {
+    if (seen_.insert(b).second) buffers.push_back(b);
+  }
+  std::set<const void*> seen_;
+};
 
 // Emits one ir::Func. Errors are recorded in status_ (first one wins) and emission continues
 // with poison values of the right type, so the walk never has to unwind.
@@ -165,6 +198,15 @@ class FuncEmitter {
   // ---- statements --------------------------------------------------------------------------
   void emit(const ir::Stmt& s);
   void emit_for(const ir::For* op);
+  // A counted loop var in [lo, hi) around body, with loop metadata for its kind.
+  void emit_loop(const ir::Var& var, llvm::Value* lo, llvm::Value* hi, const ir::Stmt& body,
+                 ir::ForKind kind);
+  // A parallel loop: its body is outlined into a function that the thread pool calls per chunk
+  // of iterations, with the variables and buffers it uses passed through a context array.
+  void emit_parallel_for(const ir::For* op);
+  llvm::Function* emit_parallel_body(const std::string& symbol, const ir::For* op,
+                                     const std::vector<const ir::VarNode*>& vars,
+                                     const std::vector<const ir::BufferNode*>& buffers);
   void emit_store(const ir::Store* op);
   void emit_if(const ir::IfThenElse* op);
   void emit_allocate(const ir::Allocate* op);
@@ -182,6 +224,8 @@ class FuncEmitter {
   const EmitOptions& options_;
   llvm::IRBuilder<> b_;
   llvm::Function* fn_ = nullptr;
+  std::string symbol_;       // exported symbol of the func being emitted (names outlined bodies)
+  int num_parallel_ = 0;     // outlined parallel bodies so far
   VarMap vars_;
   BufferMap buffers_;
   absl::Status status_;
@@ -618,25 +662,31 @@ void FuncEmitter::emit_for(const ir::For* op) {
         " loop, which the CPU code generator does not support (GPU loops need a CUDA target)")));
     return;
   }
-  // kParallel runs serially for now: the thread pool that will run its iterations comes later.
+  if (op->for_kind == ir::ForKind::kParallel) return emit_parallel_for(op);
   llvm::Value* lo = emit(op->min);
   llvm::Value* hi = b_.CreateAdd(lo, emit(op->extent), op->var.name() + ".end");
+  emit_loop(op->var, lo, hi, op->body, op->for_kind);
+}
+
+void FuncEmitter::emit_loop(const ir::Var& loop_var, llvm::Value* lo, llvm::Value* hi,
+                            const ir::Stmt& loop_body, ir::ForKind kind) {
+  const std::string& name = loop_var.name();
   llvm::BasicBlock* preheader = b_.GetInsertBlock();
-  llvm::BasicBlock* header = llvm::BasicBlock::Create(ctx_, op->var.name() + ".header", fn_);
-  llvm::BasicBlock* body = llvm::BasicBlock::Create(ctx_, op->var.name() + ".body", fn_);
-  llvm::BasicBlock* latch = llvm::BasicBlock::Create(ctx_, op->var.name() + ".latch", fn_);
-  llvm::BasicBlock* exit = llvm::BasicBlock::Create(ctx_, op->var.name() + ".exit", fn_);
+  llvm::BasicBlock* header = llvm::BasicBlock::Create(ctx_, name + ".header", fn_);
+  llvm::BasicBlock* body = llvm::BasicBlock::Create(ctx_, name + ".body", fn_);
+  llvm::BasicBlock* latch = llvm::BasicBlock::Create(ctx_, name + ".latch", fn_);
+  llvm::BasicBlock* exit = llvm::BasicBlock::Create(ctx_, name + ".exit", fn_);
   b_.CreateBr(header);
 
   b_.SetInsertPoint(header);
-  llvm::PHINode* var = b_.CreatePHI(reg_type(op->var.type()), 2, op->var.name());
+  llvm::PHINode* var = b_.CreatePHI(reg_type(loop_var.type()), 2, name);
   var->addIncoming(lo, preheader);
   b_.CreateCondBr(b_.CreateICmpSLT(var, hi), body, exit);
 
   b_.SetInsertPoint(body);
   {
-    ScopedBind<VarMap> bind(vars_, op->var.node(), var);
-    emit(op->body);
+    ScopedBind<VarMap> bind(vars_, loop_var.node(), var);
+    emit(loop_body);
   }
   b_.CreateBr(latch);
 
@@ -646,15 +696,115 @@ void FuncEmitter::emit_for(const ir::For* op) {
                                    /*HasNSW=*/true);
   llvm::BranchInst* backedge = b_.CreateBr(header);
   var->addIncoming(next, latch);
-  if (op->for_kind == ir::ForKind::kUnrolled) {
+  if (kind == ir::ForKind::kUnrolled) {
     backedge->setMetadata(llvm::LLVMContext::MD_loop,
                           loop_metadata({llvm::MDString::get(ctx_, "llvm.loop.unroll.full")}));
-  } else if (op->for_kind == ir::ForKind::kVectorized) {
+  } else if (kind == ir::ForKind::kVectorized) {
     llvm::Metadata* enable[] = {llvm::MDString::get(ctx_, "llvm.loop.vectorize.enable"),
                                 llvm::ConstantAsMetadata::get(b_.getTrue())};
     backedge->setMetadata(llvm::LLVMContext::MD_loop, loop_metadata(enable));
   }
   b_.SetInsertPoint(exit);
+}
+
+void FuncEmitter::emit_parallel_for(const ir::For* op) {
+  UseCollector uses;
+  uses.visit(op->body);
+  std::vector<const ir::VarNode*> vars;
+  std::vector<const ir::BufferNode*> buffers;
+  for (const ir::VarNode* v : uses.vars)
+    if (v != op->var.node() && vars_.count(v)) vars.push_back(v);
+  for (const ir::BufferNode* b : uses.buffers)
+    if (buffers_.count(b)) buffers.push_back(b);
+
+  // The context: one 8-byte slot per captured buffer pointer or variable (widened to i64).
+  llvm::IRBuilder<> entry(&fn_->getEntryBlock(), fn_->getEntryBlock().begin());
+  size_t slots = std::max<size_t>(1, buffers.size() + vars.size());
+  llvm::AllocaInst* context =
+      entry.CreateAlloca(b_.getInt64Ty(), entry.getInt64(static_cast<int64_t>(slots)),
+                         op->var.name() + ".context");
+  unsigned slot = 0;
+  for (const ir::BufferNode* b : buffers)
+    b_.CreateStore(buffers_.at(b).base,
+                   b_.CreateConstInBoundsGEP1_64(b_.getInt64Ty(), context, slot++));
+  for (const ir::VarNode* v : vars) {
+    llvm::Value* value = vars_.at(v);
+    value = v->type.is_bool() ? b_.CreateZExt(value, b_.getInt64Ty())
+                              : b_.CreateSExtOrTrunc(value, b_.getInt64Ty());
+    b_.CreateStore(value, b_.CreateConstInBoundsGEP1_64(b_.getInt64Ty(), context, slot++));
+  }
+
+  FuncEmitter child(module_, options_);
+  llvm::Function* trampoline = child.emit_parallel_body(
+      str_cat(symbol_, ".par", num_parallel_++), op, vars, buffers);
+  if (!child.status_.ok()) return fail(child.status_);
+
+  llvm::Value* lo = emit(op->min);
+  llvm::Value* hi = b_.CreateAdd(lo, emit(op->extent), op->var.name() + ".end");
+  llvm::FunctionCallee parallel_for = module_.getOrInsertFunction(
+      "loom_parallel_for",
+      llvm::FunctionType::get(b_.getVoidTy(),
+                              {b_.getPtrTy(), b_.getPtrTy(), b_.getInt64Ty(), b_.getInt64Ty()},
+                              false));
+  b_.CreateCall(parallel_for, {trampoline, context, to_index(lo, op->min.type()),
+                               to_index(hi, op->min.type())});
+}
+
+llvm::Function* FuncEmitter::emit_parallel_body(const std::string& symbol, const ir::For* op,
+                                                const std::vector<const ir::VarNode*>& vars,
+                                                const std::vector<const ir::BufferNode*>& buffers) {
+  symbol_ = symbol;
+  llvm::Type* i64 = b_.getInt64Ty();
+  llvm::Type* ptr = b_.getPtrTy();
+  // The body takes its captures as typed arguments, buffers noalias, like a func's body; it is
+  // inlined into the trampoline, which unpacks the context array.
+  std::vector<llvm::Type*> params = {i64, i64};
+  for (size_t i = 0; i < buffers.size(); ++i) params.push_back(ptr);
+  for (const ir::VarNode* v : vars) params.push_back(reg_type(v->type));
+  fn_ = llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), params, false),
+                               llvm::Function::InternalLinkage, symbol + ".body", module_);
+  set_target_attributes(fn_);
+  fn_->addFnAttr(llvm::Attribute::AlwaysInline);
+  unsigned arg = 2;
+  for (const ir::BufferNode* b : buffers) {
+    llvm::Argument* a = fn_->getArg(arg++);
+    a->setName(b->name);
+    a->addAttr(llvm::Attribute::NoAlias);
+    a->addAttr(llvm::Attribute::NoCapture);
+    buffers_[b] = BufferBinding{a, b->dtype};
+  }
+  for (const ir::VarNode* v : vars) {
+    llvm::Argument* a = fn_->getArg(arg++);
+    a->setName(v->name);
+    vars_[v] = a;
+  }
+  b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn_));
+  llvm::Type* var_type = reg_type(op->var.type());
+  emit_loop(op->var, b_.CreateSExtOrTrunc(fn_->getArg(0), var_type),
+            b_.CreateSExtOrTrunc(fn_->getArg(1), var_type), op->body, ir::ForKind::kSerial);
+  b_.CreateRetVoid();
+  llvm::Function* body = fn_;
+
+  llvm::Function* trampoline =
+      llvm::Function::Create(llvm::FunctionType::get(b_.getVoidTy(), {i64, i64, ptr}, false),
+                             llvm::Function::InternalLinkage, symbol, module_);
+  set_target_attributes(trampoline);
+  b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", trampoline));
+  llvm::Value* context = trampoline->getArg(2);
+  std::vector<llvm::Value*> args = {trampoline->getArg(0), trampoline->getArg(1)};
+  unsigned slot = 0;
+  for (const ir::BufferNode* b : buffers)
+    args.push_back(b_.CreateAlignedLoad(
+        ptr, b_.CreateConstInBoundsGEP1_64(i64, context, slot++), llvm::Align(8), b->name));
+  for (const ir::VarNode* v : vars) {
+    llvm::Value* value = b_.CreateAlignedLoad(
+        i64, b_.CreateConstInBoundsGEP1_64(i64, context, slot++), llvm::Align(8), v->name);
+    args.push_back(v->type.is_bool() ? b_.CreateICmpNE(value, b_.getInt64(0))
+                                     : b_.CreateTrunc(value, reg_type(v->type)));
+  }
+  b_.CreateCall(body, args);
+  b_.CreateRetVoid();
+  return trampoline;
 }
 
 void FuncEmitter::emit_store(const ir::Store* op) {
@@ -800,6 +950,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
       vars_[var.node()] = arg;
     }
   }
+  symbol_ = symbol;
   b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn_));
   emit(f.body);
   b_.CreateRetVoid();

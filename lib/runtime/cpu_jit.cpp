@@ -29,6 +29,7 @@
 #include "llvm/Transforms/Utils/Cloning.h"
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
+#include "loom/runtime/thread_pool.hpp"
 
 namespace loom {
 
@@ -183,6 +184,13 @@ absl::StatusOr<std::unique_ptr<CpuJit>> CpuJit::create(const Target& target) {
   if (!generator)
     return error_status(generator.takeError(), "cannot expose this process's symbols to the JIT");
   impl->jit->getMainJITDylib().addGenerator(std::move(*generator));
+  // loom's own runtime entry points are defined by address: a static libloom need not export them.
+  llvm::orc::SymbolMap runtime_symbols;
+  runtime_symbols[impl->jit->mangleAndIntern("loom_parallel_for")] = llvm::orc::ExecutorSymbolDef(
+      llvm::orc::ExecutorAddr::fromPtr(&loom_parallel_for), llvm::JITSymbolFlags::Exported);
+  if (llvm::Error err =
+          impl->jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(runtime_symbols)))
+    return error_status(std::move(err), "cannot define loom's runtime symbols in the JIT");
   return std::unique_ptr<CpuJit>(new CpuJit(std::move(impl)));
 }
 

@@ -1,0 +1,190 @@
+// ThreadPool: persistent workers that wait for a parallel loop, claim contiguous chunks of its
+// iterations, and go back to waiting. Workers spin briefly before sleeping: kernels come in bursts.
+
+#include "loom/runtime/thread_pool.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LOOM_CPU_RELAX() _mm_pause()
+#else
+#define LOOM_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace loom {
+namespace runtime {
+namespace {
+
+int default_num_threads() {
+  if (const char* env = std::getenv("LOOM_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n >= 1) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// True on pool workers and on a caller inside parallel_for: nested loops run serially.
+thread_local bool in_parallel_region = false;
+
+constexpr int kSpinIterations = 1 << 14;
+
+}  // namespace
+
+struct ThreadPool::Impl {
+  // One parallel loop. Chunks are claimed with next_chunk; remaining counts unfinished ones.
+  struct Job {
+    ParallelBody body = nullptr;
+    void* context = nullptr;
+    int64_t begin = 0, end = 0;
+    int64_t chunk = 0;
+    int num_chunks = 0;
+    std::atomic<int> next_chunk{0};
+    std::atomic<int> remaining{0};
+  };
+
+  std::mutex run_mu;  // one parallel loop at a time (try_lock: busy means run serially)
+  std::mutex mu;      // guards generation/stop for sleeping workers
+  std::condition_variable wake;
+  std::atomic<uint64_t> generation{0};
+  bool stop = false;
+  std::shared_ptr<Job> current;  // the latest job; workers keep their own reference to it
+  std::vector<std::thread> workers;
+  std::atomic<int> threads{1};
+
+  // Runs chunks of a job until none is left.
+  static void work(Job& job) {
+    for (;;) {
+      int c = job.next_chunk.fetch_add(1, std::memory_order_relaxed);
+      if (c >= job.num_chunks) return;
+      int64_t lo = job.begin + c * job.chunk;
+      int64_t hi = std::min(job.end, lo + job.chunk);
+      job.body(lo, hi, job.context);
+      job.remaining.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void worker_loop() {
+    in_parallel_region = true;
+    uint64_t seen = generation.load(std::memory_order_acquire);
+    for (;;) {
+      // Spin a little for the next job, then sleep.
+      int spins = 0;
+      while (generation.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+        LOOM_CPU_RELAX();
+        ++spins;
+      }
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        wake.wait(lock, [&] { return stop || generation.load(std::memory_order_acquire) != seen; });
+        if (stop) return;
+        seen = generation.load(std::memory_order_acquire);
+        job = current;
+      }
+      work(*job);
+    }
+  }
+
+  void start(int n) {
+    threads.store(n);
+    for (int i = 1; i < n; ++i) workers.emplace_back([this] { worker_loop(); });
+  }
+  void join_all() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    wake.notify_all();
+    for (std::thread& t : workers) t.join();
+    workers.clear();
+    stop = false;
+  }
+};
+
+ThreadPool& ThreadPool::global() {
+  // Never destroyed: kernels may run from static destructors of an engine.
+  static ThreadPool* pool = new ThreadPool();
+  return *pool;
+}
+
+ThreadPool::ThreadPool() : impl_(std::make_unique<Impl>()) { impl_->start(default_num_threads()); }
+
+ThreadPool::~ThreadPool() { impl_->join_all(); }
+
+int ThreadPool::num_threads() const { return impl_->threads.load(); }
+
+void ThreadPool::set_num_threads(int n) {
+  n = std::max(1, n);
+  std::lock_guard<std::mutex> lock(impl_->run_mu);
+  if (n == impl_->threads.load()) return;
+  impl_->join_all();
+  impl_->start(n);
+}
+
+void ThreadPool::parallel_for(int64_t begin, int64_t end, ParallelBody body, void* context) {
+  if (end <= begin) return;
+  Impl& p = *impl_;
+  int64_t extent = end - begin;
+  if (in_parallel_region || p.threads.load(std::memory_order_relaxed) == 1 || extent == 1 ||
+      !p.run_mu.try_lock()) {
+    body(begin, end, context);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(p.run_mu, std::adopt_lock);
+  int n = static_cast<int>(std::min<int64_t>(p.threads.load(), extent));
+  auto shared = std::make_shared<Impl::Job>();
+  Impl::Job& job = *shared;
+  job.body = body;
+  job.context = context;
+  job.begin = begin;
+  job.end = end;
+  job.chunk = (extent + n - 1) / n;
+  job.num_chunks = static_cast<int>((extent + job.chunk - 1) / job.chunk);
+  job.next_chunk.store(0, std::memory_order_relaxed);
+  job.remaining.store(job.num_chunks, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> wake_lock(p.mu);
+    p.current = shared;
+    p.generation.fetch_add(1, std::memory_order_acq_rel);
+  }
+  p.wake.notify_all();
+  in_parallel_region = true;
+  Impl::work(job);
+  in_parallel_region = false;
+  // Wait for the other chunks: spin first, then yield so that an oversubscribed machine still
+  // lets the workers run.
+  for (int spins = 0; job.remaining.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kSpinIterations)
+      LOOM_CPU_RELAX();
+    else
+      std::this_thread::yield();
+  }
+}
+
+void ThreadPool::parallel_for(int64_t begin, int64_t end,
+                              const std::function<void(int64_t, int64_t)>& body) {
+  auto trampoline = [](int64_t lo, int64_t hi, void* ctx) {
+    (*static_cast<const std::function<void(int64_t, int64_t)>*>(ctx))(lo, hi);
+  };
+  parallel_for(begin, end, trampoline,
+               const_cast<void*>(static_cast<const void*>(&body)));
+}
+
+}  // namespace runtime
+
+int num_threads() { return runtime::ThreadPool::global().num_threads(); }
+void set_num_threads(int n) { runtime::ThreadPool::global().set_num_threads(n); }
+
+}  // namespace loom
+
+extern "C" void loom_parallel_for(loom::runtime::ParallelBody body, void* context, int64_t begin,
+                                  int64_t end) {
+  loom::runtime::ThreadPool::global().parallel_for(begin, end, body, context);
+}
