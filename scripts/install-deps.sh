@@ -7,6 +7,7 @@ packages=(
   build-essential cmake
   llvm-19-dev libabsl-dev nlohmann-json3-dev
   catch2 libbenchmark-dev
+  libdnnl-dev libopenblas-dev  # benchmark peers (bench/bench_cpu_peers)
 )
 
 missing=()

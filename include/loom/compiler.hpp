@@ -5,14 +5,9 @@
 #include "loom/core/target.hpp"
 #include "loom/graph/graph.hpp"
 #include "loom/runtime/compiled_graph.hpp"
+#include "loom/tune/space.hpp"
 
 namespace loom {
-
-enum class TuneLevel {
-  kNone,  // each template's default config, nothing measured
-  kFast,  // measure a pruned part of each schedule space
-  kFull,  // measure each whole schedule space
-};
 
 struct CompileOptions {
   TuneLevel tune = TuneLevel::kNone;

@@ -38,6 +38,15 @@ int Target::vector_bits() const {
   return 128;
 }
 
+int Target::vector_registers() const { return has_feature("avx512f") ? 32 : 16; }
+
+Target& Target::set_caches(int64_t l1d_bytes, int64_t l2_bytes, int cores) {
+  if (l1d_bytes > 0) l1d_bytes_ = l1d_bytes;
+  if (l2_bytes > 0) l2_bytes_ = l2_bytes;
+  if (cores > 0) cores_ = cores;
+  return *this;
+}
+
 std::string Target::fingerprint() const {
   if (is_cuda()) return "cuda:sm_" + std::to_string(sm_arch_);
   std::string s = "cpu:" + triple_ + ":" + cpu_name_ + ":";

@@ -1,6 +1,7 @@
 // Batched matrix multiplication with numpy batch broadcasting: [..., M, K] x [..., K, N].
 
 #include "ops/common.hpp"
+#include "ops/matmul_cpu.hpp"
 #include "ops/register.hpp"
 
 namespace loom::ops {
@@ -63,6 +64,7 @@ void register_matmul_ops(OpRegistry& r) {
   def.num_inputs = 2;
   def.infer = infer_matmul;
   def.compute = compute_matmul;
+  def.templates.push_back(matmul_cpu_template());
   LOOM_CHECK(r.add(std::move(def)).ok(), "duplicate built-in op");
 }
 

@@ -22,4 +22,16 @@ ir::Func lower(const te::Task& task, const Target& target) {
   return f;
 }
 
+ir::Func lower_scheduled(const ir::Func& f, const Target& target) {
+  auto step = [&](const char* stage, ir::Func g) {
+    dump_stage(f.name, stage, ir::to_string(g));
+    return g;
+  };
+  ir::Func out = step("scheduled", f);
+  out = step("flatten-layouts", flatten_layouts(out));
+  out = step("simplify", ir::simplify(out));
+  (void)target;
+  return out;
+}
+
 }  // namespace loom::passes

@@ -6,6 +6,9 @@
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <thread>
+
+#include <unistd.h>
 #include <utility>
 
 #include "codegen/emit_llvm.hpp"
@@ -38,8 +41,11 @@ Target Target::host_cpu() {
     std::vector<std::string> features;
     for (const auto& feature : llvm::sys::getHostCPUFeatures())
       if (feature.getValue()) features.push_back(feature.getKey().str());
-    return Target::cpu(llvm::sys::getProcessTriple(), llvm::sys::getHostCPUName().str(),
-                       std::move(features));
+    Target t = Target::cpu(llvm::sys::getProcessTriple(), llvm::sys::getHostCPUName().str(),
+                           std::move(features));
+    t.set_caches(sysconf(_SC_LEVEL1_DCACHE_SIZE), sysconf(_SC_LEVEL2_CACHE_SIZE),
+                 static_cast<int>(std::thread::hardware_concurrency()));
+    return t;
   }();
   return host;
 }

@@ -2,6 +2,7 @@
 // A Target also yields a fingerprint string that identifies the hardware for caches.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,15 @@ class Target {
   int vector_bits() const;
   // f32 lanes of the widest native vector.
   int vector_lanes_f32() const { return vector_bits() / 32; }
+  // Architectural vector registers: 32 with AVX-512, else 16.
+  int vector_registers() const;
+  // Per-core data cache sizes and core count, which size the schedule spaces. The host's are read
+  // from the OS; an explicit cpu() target gets typical values (32 KiB, 512 KiB, 1 core) until
+  // set_caches() says otherwise.
+  int64_t l1d_bytes() const { return l1d_bytes_; }
+  int64_t l2_bytes() const { return l2_bytes_; }
+  int cores() const { return cores_; }
+  Target& set_caches(int64_t l1d_bytes, int64_t l2_bytes, int cores);
 
   int sm_arch() const { return sm_arch_; }
   int device() const { return device_; }
@@ -47,6 +57,9 @@ class Target {
   std::vector<std::string> features_;
   int sm_arch_ = 0;
   int device_ = 0;
+  int64_t l1d_bytes_ = 32 * 1024;
+  int64_t l2_bytes_ = 512 * 1024;
+  int cores_ = 1;
 };
 
 }  // namespace loom

@@ -13,7 +13,10 @@
 #include "absl/status/statusor.h"
 #include "loom/core/dtype.hpp"
 #include "loom/core/shape.hpp"
+#include "loom/core/target.hpp"
+#include "loom/ir/func.hpp"
 #include "loom/te/tensor.hpp"
+#include "loom/tune/space.hpp"
 
 namespace loom {
 
@@ -39,6 +42,41 @@ const T& attrs_as(const OpAttrs& a) {
   return dynamic_cast<const T&>(a);
 }
 
+// What a schedule template is asked to schedule: one operator node with static shapes.
+struct TemplateContext {
+  Target target;
+  std::string name;                 // kernel name
+  std::vector<TensorType> inputs;   // static shapes
+  TensorType output;
+  const OpAttrs* attrs = nullptr;
+  std::vector<bool> constant_inputs;  // inputs known at compile time (weights)
+};
+
+// A scheduled kernel. Its buffer parameters are the operator's inputs in order, then the output;
+// an input listed in `packed` is passed in the packed form its pack func produces instead.
+struct ScheduledKernel {
+  ir::Func func;
+  struct Packed {
+    int input = 0;
+    ir::Func pack;                // params: the input, the packed buffer
+    std::vector<int64_t> shape;   // packed buffer shape (same dtype)
+  };
+  // Only constant inputs are packed this way: the compiler runs pack once at compile time.
+  std::vector<Packed> packed;
+};
+
+// A schedule template: a fast implementation of an operator on one kind of target, with its
+// hardware-centric space. Ops without an applicable template use the default schedule.
+struct ScheduleTemplate {
+  std::string name;
+  Target::Kind target_kind = Target::Kind::kCpu;
+  std::function<bool(const TemplateContext&)> applies;
+  // The same space for every input size: its choices come from the target's hardware.
+  std::function<tune::Space(const TemplateContext&)> space;
+  std::function<absl::StatusOr<ScheduledKernel>(const TemplateContext&, const tune::Config&)>
+      build;
+};
+
 struct OpDef {
   std::string name;
   // Injective: each output element depends on at most one element of each input (elementwise,
@@ -57,6 +95,8 @@ struct OpDef {
   std::function<te::Tensor(const std::vector<te::Tensor>& inputs, const OpAttrs& attrs,
                            const std::vector<ir::Expr>& out_shape, const std::string& name)>
       compute;
+  // Schedule templates, tried in order; the first that applies to the node and target is used.
+  std::vector<ScheduleTemplate> templates;
 };
 
 class OpRegistry {

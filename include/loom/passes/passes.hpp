@@ -2,6 +2,7 @@
 // LOOM_DUMP_IR=<dir> writes the IR after every pass.
 #pragma once
 
+#include "absl/status/statusor.h"
 #include "loom/core/target.hpp"
 #include "loom/ir/func.hpp"
 #include "loom/te/task.hpp"
@@ -11,6 +12,18 @@ namespace loom::passes {
 // Rewrites every multi-dimensional Load/Store into one physical element offset by its buffer's
 // layout. Code generators accept only flattened IR.
 ir::Func flatten_layouts(const ir::Func& f);
+
+// Replaces each kUnrolled loop of constant extent by one simplified copy of its body per
+// iteration; a symbolic extent stays a loop (the code generator's unroll hint).
+ir::Func unroll_loops(const ir::Func& f);
+
+// Rewrites each kVectorized loop of constant extent L as straight-line code on L-lane vectors:
+// the loop variable becomes a Ramp, invariant scalars Broadcasts. An error names a loop whose
+// body cannot be vectorized (a store not indexed by the loop variable, a lane-dependent if).
+absl::StatusOr<ir::Func> vectorize_loops(const ir::Func& f);
+
+// A scheduled kernel (from a template) -> flattened, simplified loop IR ready for a code generator.
+ir::Func lower_scheduled(const ir::Func& f, const Target& target);
 
 // Task -> flattened, simplified loop IR ready for a code generator, using the default schedule.
 ir::Func lower(const te::Task& task, const Target& target);

@@ -15,6 +15,8 @@ namespace loom {
 struct KernelInfo {
   std::string name;         // kernel (function) name
   std::vector<std::string> ops;  // graph nodes it computes
+  std::string schedule;          // "default", or the template and its config
+  double tune_seconds = 0;       // spent choosing and compiling it (0 for default schedules)
 };
 
 struct CompiledGraphImpl;

@@ -1,0 +1,37 @@
+// The tuner: builds a template's candidate kernels, compiles them in parallel, times each with
+// warm-up and repeats (median), and returns the fastest, compiled and ready to launch.
+#pragma once
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loom/core/ndarray.hpp"
+#include "loom/graph/op.hpp"
+#include "loom/runtime/cpu_jit.hpp"
+#include "loom/tune/space.hpp"
+
+namespace loom::tune {
+
+struct Measurement {
+  Config config;
+  double median_ms = 0;
+};
+
+struct TunedKernel {
+  Config config;
+  ir::Func func;  // the chosen kernel, lowered
+  runtime::KernelFn fn = nullptr;
+  // Constant inputs the kernel takes packed (input index, packed array), packed at compile time.
+  std::vector<std::pair<int, NDArray>> packed_inputs;
+  std::vector<Measurement> measurements;  // empty at TuneLevel::kNone
+  double seconds = 0;                     // spent building, compiling and measuring
+};
+
+// Chooses t's config for ctx: the space's default at kNone, else the fastest of the pruned space
+// (kFast) or the whole space (kFull). constants[i] is input i's value when it is a constant (the
+// kernel packs it, and it is timed on it), else null (timed on random data). Code lives in jit.
+absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
+                                        const std::vector<const NDArray*>& constants,
+                                        TuneLevel level, runtime::CpuJit& jit);
+
+}  // namespace loom::tune

@@ -1,0 +1,316 @@
+// matmul on the CPU: GEMM over B packed into panels of NR columns, a register-tiled micro-kernel
+// (broadcast A, vector FMA with a B panel row), blocking over K/M/N, and tiles run in parallel.
+
+#include <algorithm>
+#include <optional>
+
+#include "loom/ir/op.hpp"
+#include "loom/schedule/task_mapping.hpp"
+#include "ops/matmul_cpu.hpp"
+
+namespace loom::ops {
+namespace {
+
+using ir::Buffer;
+using ir::Expr;
+using ir::Stmt;
+using ir::Var;
+
+// The product of static extents, or nullopt when any is symbolic.
+std::optional<int64_t> static_product(const Shape& s, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) {
+    if (!s[i].is_static()) return std::nullopt;
+    p *= s[i].value();
+  }
+  return p;
+}
+
+// A matmul node seen as G independent GEMMs C[g] (M x N) = A[g] (M x K) * B[g or 0] (K x N).
+// Batch dims of A fold into M when B has none; otherwise both must have the same batch dims.
+struct GemmProblem {
+  int64_t G = 1, M = 0, N = 0, K = 0;
+  bool b_batched = false;
+};
+
+std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx) {
+  if (ctx.inputs.size() != 2) return std::nullopt;
+  const Shape& a = ctx.inputs[0].shape;
+  const Shape& b = ctx.inputs[1].shape;
+  if (ctx.inputs[0].dtype != DType::f32() || ctx.inputs[1].dtype != DType::f32()) return std::nullopt;
+  auto pa = static_product(a, 0, a.size() - 2), pb = static_product(b, 0, b.size() - 2);
+  auto m = static_product(a, a.size() - 2, a.size() - 1), k = static_product(a, a.size() - 1, a.size());
+  auto n = static_product(b, b.size() - 1, b.size());
+  if (!pa || !pb || !m || !k || !n || *m == 0 || *n == 0) return std::nullopt;
+  GemmProblem p;
+  p.N = *n;
+  p.K = *k;
+  if (*pb == 1) {
+    p.G = 1;
+    p.M = *pa * *m;
+    return p;
+  }
+  if (a.size() != b.size() || !std::equal(a.begin(), a.end() - 2, b.begin())) return std::nullopt;
+  p.G = *pa;
+  p.M = *m;
+  p.b_batched = true;
+  return p;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// One GEMM kernel for one config: the names below follow the classic blocked GEMM
+// (mr x NR register tile, kc-deep panels, mc x nc tiles of C per parallel task).
+class GemmKernel {
+ public:
+  GemmKernel(const TemplateContext& ctx, const GemmProblem& p, const tune::Config& c)
+      : ctx_(ctx), p_(p), lanes_(ctx.target.vector_lanes_f32()) {
+    mr_ = c["mr"];
+    nv_ = c["nv"];
+    nr_ = nv_ * lanes_;
+    kc_ = std::min<int64_t>(c["kc"], p.K);
+    mc_ = c["mc_tiles"] * mr_;
+    nc_ = c["nc_panels"] * nr_;
+    panels_ = ceil_div(p.N, nr_);
+    int64_t gb = p.b_batched ? p.G : 1;
+    a_ = Buffer::make(ctx.name + "_A", DType::f32(), {Expr(p.G), Expr(p.M), Expr(p.K)});
+    b_ = Buffer::make(ctx.name + "_B", DType::f32(), {Expr(gb), Expr(p.K), Expr(p.N)});
+    packed_b_ = Buffer::make(ctx.name + "_Bp", DType::f32(),
+                             {Expr(gb), Expr(panels_), Expr(p.K), Expr(nr_)});
+    c_ = Buffer::make(ctx.name + "_C", DType::f32(), {Expr(p.G), Expr(p.M), Expr(p.N)});
+  }
+
+  std::vector<int64_t> packed_shape() const {
+    return {p_.b_batched ? p_.G : 1, panels_, p_.K, nr_};
+  }
+
+  // Stage "pack B": Bp[g, p, k, v] = B[g, k, p * NR + v], zero past column N.
+  Stmt pack_b() const {
+    Var g("g"), panel("panel"), k("k"), v("v");
+    int64_t gb = p_.b_batched ? p_.G : 1;
+    Expr col = panel * nr_ + v;
+    Stmt copy = ir::Store::make(
+        packed_b_, ir::select(col < p_.N, b_.load({g, k, ir::min(col, Expr(p_.N - 1))}), Expr(0.0f)),
+        {g, panel, k, v});
+    Stmt inner = ir::For::make(v, 0, nr_, ir::ForKind::kSerial, copy);
+    return ir::For::make(
+        g, 0, gb, ir::ForKind::kSerial,
+        ir::For::make(panel, 0, panels_, ir::ForKind::kParallel,
+                      ir::For::make(k, 0, p_.K, ir::ForKind::kSerial, inner)));
+  }
+
+  // Stage "multiply": parallel over mc x nc tiles of C, each blocked over K.
+  Stmt multiply() const {
+    int64_t tiles_m = ceil_div(p_.M, mc_), tiles_n = ceil_div(p_.N, nc_);
+    int64_t panels_per_tile = nc_ / nr_;
+    int64_t full_panels = p_.N / nr_;
+    int64_t col_tail = p_.N % nr_;
+    int64_t row_tail = p_.M % mr_;
+    Var t("tile"), kb("kb"), ib("ib");
+    Expr g = t / (tiles_m * tiles_n);
+    Expr tm = t / tiles_n % tiles_m;
+    Expr tn = t % tiles_n;
+    Expr gb = p_.b_batched ? g : Expr(0);
+    Expr row0 = tm * mc_;
+    Expr k0 = kb * kc_;
+    Expr klen = ir::min(Expr(kc_), p_.K - k0);
+    Expr first = kb == 0;
+
+    // Full mr-row blocks of this tile, then the last tile's remaining rows.
+    auto rows_of_panel = [&](Expr panel, int64_t cols) {
+      Expr rows_end = ir::min(Expr(p_.M), row0 + mc_);
+      Expr full_blocks = (rows_end - row0) / mr_;
+      std::vector<Stmt> s;
+      s.push_back(ir::For::make(
+          ib, 0, full_blocks, ir::ForKind::kSerial,
+          micro_kernel(mr_, cols, g, gb, row0 + ib * mr_, panel, k0, klen, first)));
+      if (row_tail)
+        s.push_back(ir::IfThenElse::make(
+            tm == tiles_m - 1,
+            micro_kernel(row_tail, cols, g, gb, Expr(p_.M - row_tail), panel, k0, klen, first)));
+      return ir::Seq::make(std::move(s));
+    };
+    std::vector<Stmt> per_k;
+    Expr panel_begin = tn * panels_per_tile;
+    Expr panel_end = ir::min(Expr(full_panels), panel_begin + panels_per_tile);
+    Var jp_full("jp");
+    per_k.push_back(ir::For::make(jp_full, panel_begin, ir::max(panel_end - panel_begin, Expr(0)),
+                                  ir::ForKind::kSerial, rows_of_panel(jp_full, nr_)));
+    if (col_tail)
+      per_k.push_back(ir::IfThenElse::make(tn == tiles_n - 1,
+                                           rows_of_panel(Expr(full_panels), col_tail)));
+    Stmt body = ir::For::make(kb, 0, ceil_div(p_.K, kc_), ir::ForKind::kSerial,
+                              ir::Seq::make(std::move(per_k)));
+    return ir::For::make(t, 0, p_.G * tiles_m * tiles_n, ir::ForKind::kParallel, body);
+  }
+
+  const Buffer& a() const { return a_; }
+  const Buffer& b() const { return b_; }
+  const Buffer& packed_b() const { return packed_b_; }
+  const Buffer& c() const { return c_; }
+
+ private:
+  Expr vec(const Expr& base) const { return ir::Ramp::make(base, Expr(1), lanes_); }
+
+  // C[g, i0 : i0+rows, panel*NR : +cols] (+)= A[g, i0 : i0+rows, k0 : k0+klen] x Bp[gb, panel,
+  // k0 : k0+klen, :]. The accumulator tile is a local buffer with constant offsets only, which
+  // LLVM keeps in vector registers; its layout mirrors the task mapping repeat(rows, nv).
+  Stmt micro_kernel(int64_t rows, int64_t cols, Expr g, Expr gb, Expr i0, Expr panel, Expr k0,
+                    Expr klen, Expr first) const {
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nr_)},
+                              ir::MemoryScope::kLocal);
+    auto tile = schedule::repeat(rows, nv_);
+    LOOM_CHECK(tile.ok(), tile.status().ToString());
+    std::vector<std::vector<int64_t>> cells = tile->tasks_of(0);
+    auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr(i * nr_ + v * lanes_)); };
+    Expr col0 = panel * nr_;
+
+    std::vector<Stmt> zero, load, fma, store;
+    for (const auto& cell : cells) {
+      int64_t i = cell[0], v = cell[1];
+      zero.push_back(ir::Store::make(acc, ir::Broadcast::make(Expr(0.0f), lanes_), {acc_at(i, v)}));
+      // Whole vectors of C move as vectors; a partial last panel moves element by element.
+      int64_t valid = std::clamp<int64_t>(cols - v * lanes_, 0, lanes_);
+      if (valid == lanes_) {
+        load.push_back(ir::Store::make(acc, c_.load({g, i0 + i, vec(col0 + v * lanes_)}),
+                                       {acc_at(i, v)}));
+        store.push_back(ir::Store::make(c_, acc.load({acc_at(i, v)}),
+                                        {g, i0 + i, vec(col0 + v * lanes_)}));
+      } else {
+        for (int64_t l = 0; l < lanes_; ++l) {
+          Expr at = Expr(i * nr_ + v * lanes_ + l);
+          load.push_back(ir::Store::make(
+              acc, l < valid ? c_.load({g, i0 + i, col0 + v * lanes_ + l}) : Expr(0.0f), {at}));
+          if (l < valid)
+            store.push_back(ir::Store::make(c_, acc.load({at}), {g, i0 + i, col0 + v * lanes_ + l}));
+        }
+      }
+    }
+    // The k loop: NR/lanes vectors of the B panel row, one broadcast of A per row, rows x nv FMAs.
+    Var k("k");
+    std::vector<Var> b_rows;
+    for (int64_t v = 0; v < nv_; ++v)
+      b_rows.push_back(Var("b" + std::to_string(v), DType::f32().with_lanes(lanes_)));
+    for (const auto& cell : cells) {
+      int64_t i = cell[0], v = cell[1];
+      Expr a = ir::Broadcast::make(a_.load({g, i0 + i, k0 + k}), lanes_);
+      fma.push_back(
+          ir::Store::make(acc, ir::fma(a, b_rows[v], acc.load({acc_at(i, v)})), {acc_at(i, v)}));
+    }
+    Stmt step = ir::Seq::make(std::move(fma));
+    for (int64_t v = nv_ - 1; v >= 0; --v)
+      step = ir::LetStmt::make(b_rows[v], packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}),
+                               step);
+    return ir::Allocate::make(
+        acc, ir::Seq::make({
+                 ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
+                                      ir::Seq::make(std::move(load))),
+                 ir::For::make(k, 0, klen, ir::ForKind::kSerial, step),
+                 ir::Seq::make(std::move(store)),
+             }));
+  }
+
+  const TemplateContext& ctx_;
+  GemmProblem p_;
+  int64_t lanes_, mr_, nv_, nr_, kc_, mc_, nc_, panels_;
+  Buffer a_, b_, packed_b_, c_;
+};
+
+tune::Space gemm_space(const TemplateContext& ctx) {
+  const Target& t = ctx.target;
+  const int64_t lanes = t.vector_lanes_f32();
+  const int64_t regs = t.vector_registers();
+  const int64_t l1 = t.l1d_bytes(), l2 = t.l2_bytes();
+  std::vector<int64_t> mr = {1, 2, 3, 4, 5, 6, 7, 8};
+  if (regs >= 32) mr.insert(mr.end(), {10, 12, 14});
+  tune::Space s;
+  s.param("mr", mr)
+      .param("nv", {1, 2, 3, 4})
+      .param("kc", {64, 128, 192, 256, 384, 512})
+      .param("mc_tiles", {1, 2, 4, 8, 16, 32})
+      .param("nc_panels", {1, 2, 4, 8, 16, 32, 64});
+  // Accumulators, the B row vectors and one broadcast A value live in vector registers.
+  s.rule("register tile fits the vector registers",
+         [=](const tune::Config& c) { return c["mr"] * c["nv"] + c["nv"] + 1 <= regs; });
+  // A kc-deep slice of one B panel and of the A rows stay in L1 across the k loop.
+  s.rule("panel slice fits L1", [=](const tune::Config& c) {
+    return (c["kc"] * c["nv"] * lanes + c["kc"] * c["mr"]) * 4 <= l1;
+  });
+  // The A block (mc x kc) and the B block (kc x nc) of one tile stay in L2.
+  s.rule("tile blocks fit L2", [=](const tune::Config& c) {
+    int64_t mc = c["mc_tiles"] * c["mr"], nc = c["nc_panels"] * c["nv"] * lanes;
+    return (mc * c["kc"] + c["kc"] * nc) * 4 <= l2;
+  });
+  // kFast: register tiles that use most of the registers, and a few blockings of each.
+  s.prefer("register tile uses most registers",
+           [=](const tune::Config& c) { return c["mr"] * c["nv"] >= (regs - 4) * 3 / 4; });
+  s.prefer("blocking near the cache sizes", [](const tune::Config& c) {
+    return (c["kc"] == 128 || c["kc"] == 256) && (c["mc_tiles"] == 8 || c["mc_tiles"] == 16) &&
+           (c["nc_panels"] == 4 || c["nc_panels"] == 16);
+  });
+
+  // Default: the largest register tile (6x2 vectors with 16 registers), then the deepest kc that
+  // fits L1 and the largest blocks that fit L2.
+  tune::Config best;
+  int64_t best_acc = -1;
+  for (int64_t m : mr)
+    for (int64_t nv : {2, 3, 1, 4})
+      if (m * nv + nv + 1 <= regs && m * nv > best_acc) {
+        best_acc = m * nv;
+        best.set("mr", m);
+        best.set("nv", nv);
+      }
+  for (int64_t kc : {512, 384, 256, 192, 128, 64}) {
+    best.set("kc", kc);
+    if ((kc * best["nv"] * lanes + kc * best["mr"]) * 4 <= l1) break;
+  }
+  for (int64_t nc : {16, 8, 4, 2, 1}) {
+    best.set("nc_panels", nc);
+    if (best["kc"] * nc * best["nv"] * lanes * 4 <= l2 / 2) break;
+  }
+  for (int64_t mc : {16, 8, 4, 2, 1}) {
+    best.set("mc_tiles", mc);
+    if (s.broken_rules(best).empty()) break;
+  }
+  s.default_config(best);
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_gemm(const TemplateContext& ctx, const tune::Config& c) {
+  std::optional<GemmProblem> p = gemm_problem(ctx);
+  if (!p) return absl::InvalidArgumentError("gemm template does not apply to " + ctx.name);
+  GemmKernel k(ctx, *p, c);
+  ScheduledKernel out;
+  bool pack_at_compile_time = ctx.constant_inputs.size() > 1 && ctx.constant_inputs[1];
+  out.func.name = ctx.name;
+  if (pack_at_compile_time) {
+    out.func.params = {k.a(), k.packed_b(), k.c()};
+    out.func.body = k.multiply();
+    ScheduledKernel::Packed packed;
+    packed.input = 1;
+    packed.pack = ir::Func{ctx.name + "_pack_B", {k.b(), k.packed_b()}, k.pack_b()};
+    packed.shape = k.packed_shape();
+    out.packed.push_back(std::move(packed));
+  } else {
+    // B changes per run: pack it into a scratch buffer first, in the same kernel.
+    out.func.params = {k.a(), k.b(), k.c()};
+    out.func.body = ir::Allocate::make(k.packed_b(), ir::Seq::make({k.pack_b(), k.multiply()}));
+  }
+  return out;
+}
+
+}  // namespace
+
+ScheduleTemplate matmul_cpu_template() {
+  ScheduleTemplate t;
+  t.name = "gemm_packed_b";
+  t.target_kind = Target::Kind::kCpu;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cpu() && ctx.output.dtype == DType::f32() && gemm_problem(ctx).has_value();
+  };
+  t.space = gemm_space;
+  t.build = build_gemm;
+  return t;
+}
+
+}  // namespace loom::ops

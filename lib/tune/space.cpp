@@ -1,0 +1,84 @@
+// Schedule spaces: enumeration of valid configs and the pruned subset the fast tuner measures.
+
+#include "loom/tune/space.hpp"
+
+#include <algorithm>
+
+#include "loom/core/status.hpp"
+
+namespace loom::tune {
+
+int64_t Config::operator[](const std::string& name) const {
+  auto it = values_.find(name);
+  LOOM_CHECK(it != values_.end(), "config ", to_string(), " has no parameter ", name);
+  return it->second;
+}
+
+std::string Config::to_string() const {
+  std::string s;
+  for (const auto& [name, v] : values_) s += (s.empty() ? "" : ",") + name + "=" + std::to_string(v);
+  return s;
+}
+
+Space& Space::param(std::string name, std::vector<int64_t> choices) {
+  LOOM_CHECK(!choices.empty(), "parameter ", name, " has no choices");
+  params_.emplace_back(std::move(name), std::move(choices));
+  return *this;
+}
+
+Space& Space::rule(std::string name, std::function<bool(const Config&)> valid) {
+  rules_.emplace_back(std::move(name), std::move(valid));
+  return *this;
+}
+
+Space& Space::prefer(std::string name, std::function<bool(const Config&)> keep) {
+  prefer_.emplace_back(std::move(name), std::move(keep));
+  return *this;
+}
+
+Space& Space::default_config(Config c) {
+  default_ = std::move(c);
+  return *this;
+}
+
+std::vector<std::string> Space::broken_rules(const Config& c) const {
+  std::vector<std::string> broken;
+  for (const auto& [name, choices] : params_)
+    if (!c.has(name) || std::find(choices.begin(), choices.end(), c[name]) == choices.end())
+      broken.push_back("choices of " + name);
+  if (!broken.empty()) return broken;
+  for (const auto& [name, valid] : rules_)
+    if (!valid(c)) broken.push_back(name);
+  return broken;
+}
+
+std::vector<Config> Space::all() const {
+  std::vector<Config> out;
+  std::vector<size_t> at(params_.size(), 0);
+  for (;;) {
+    Config c;
+    for (size_t p = 0; p < params_.size(); ++p) c.set(params_[p].first, params_[p].second[at[p]]);
+    bool ok = true;
+    for (const auto& rule : rules_) ok = ok && rule.second(c);
+    if (ok) out.push_back(std::move(c));
+    // Odometer over the choices, last parameter fastest.
+    size_t p = params_.size();
+    while (p > 0 && ++at[p - 1] == params_[p - 1].second.size()) at[--p] = 0;
+    if (p == 0) break;
+  }
+  return out;
+}
+
+std::vector<Config> Space::pruned() const {
+  std::vector<Config> out;
+  for (Config& c : all()) {
+    bool keep = true;
+    for (const auto& rule : prefer_) keep = keep && rule.second(c);
+    if (keep) out.push_back(std::move(c));
+  }
+  if (std::find(out.begin(), out.end(), default_) == out.end() && broken_rules(default_).empty())
+    out.insert(out.begin(), default_);
+  return out;
+}
+
+}  // namespace loom::tune

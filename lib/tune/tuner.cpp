@@ -1,0 +1,187 @@
+// The tuner: candidates are built and compiled in parallel (one module per candidate, on as many
+// threads as cores), then timed one at a time with warm-up and repeats; the median decides.
+
+#include "loom/tune/tuner.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "loom/core/status.hpp"
+#include "loom/passes/passes.hpp"
+
+namespace loom::tune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// A candidate compiled: the kernel, and the pack kernels of its packed inputs.
+struct Compiled {
+  Config config;
+  ScheduledKernel kernel;  // lowered funcs
+  runtime::KernelFn fn = nullptr;
+  std::vector<runtime::KernelFn> pack_fns;
+  absl::Status status;
+};
+
+void build_and_compile(const ScheduleTemplate& t, const TemplateContext& ctx,
+                       runtime::CpuJit& jit, Compiled& c) {
+  absl::StatusOr<ScheduledKernel> k = t.build(ctx, c.config);
+  if (!k.ok()) {
+    c.status = k.status();
+    return;
+  }
+  c.kernel = std::move(*k);
+  ir::Module m;
+  m.name = ctx.name + "[" + c.config.to_string() + "]";
+  m.target = ctx.target;
+  c.kernel.func = passes::lower_scheduled(c.kernel.func, ctx.target);
+  m.funcs.push_back(c.kernel.func);
+  for (ScheduledKernel::Packed& p : c.kernel.packed) {
+    p.pack = passes::lower_scheduled(p.pack, ctx.target);
+    m.funcs.push_back(p.pack);
+  }
+  absl::StatusOr<std::vector<runtime::KernelFn>> fns = jit.compile(m);
+  if (!fns.ok()) {
+    c.status = fns.status();
+    return;
+  }
+  c.fn = (*fns)[0];
+  c.pack_fns.assign(fns->begin() + 1, fns->end());
+}
+
+// Packs each packed input of c from its constant value.
+absl::StatusOr<std::vector<std::pair<int, NDArray>>> pack_constants(
+    const Compiled& c, const std::vector<const NDArray*>& inputs) {
+  std::vector<std::pair<int, NDArray>> out;
+  for (size_t i = 0; i < c.kernel.packed.size(); ++i) {
+    const ScheduledKernel::Packed& p = c.kernel.packed[i];
+    const NDArray* src = inputs[static_cast<size_t>(p.input)];
+    if (!src) return absl::InternalError("packed input has no value");
+    NDArray packed(src->dtype(), p.shape);
+    void* buffers[] = {src->data(), packed.data()};
+    c.pack_fns[i](buffers, nullptr);
+    out.emplace_back(p.input, std::move(packed));
+  }
+  return out;
+}
+
+// Median time of c over its inputs: one warm-up, then repeats until about 50 ms or 15 runs
+// (at least 3). A candidate whose warm-up is far slower than the best so far stops early.
+double time_candidate(const Compiled& c, const std::vector<void*>& buffers, double best_ms) {
+  auto run_once = [&] {
+    auto t0 = Clock::now();
+    c.fn(buffers.data(), nullptr);
+    return seconds_since(t0) * 1e3;
+  };
+  double warm = run_once();
+  if (best_ms > 0 && warm > 3 * best_ms) return warm;
+  std::vector<double> times;
+  double total = 0;
+  while (times.size() < 3 || (total < 50 && times.size() < 15)) {
+    times.push_back(run_once());
+    total += times.back();
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+NDArray filled(const TensorType& t) {
+  std::vector<int64_t> shape;
+  for (const Dim& d : t.shape) shape.push_back(d.value());
+  NDArray a(t.dtype, shape);
+  // Small, varied, finite values: no denormals or NaNs to distort the timing.
+  for (int64_t i = 0; i < a.numel(); ++i) a.set(i, static_cast<double>((i * 7919) % 17) / 16 - 0.5);
+  return a;
+}
+
+}  // namespace
+
+absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
+                                        const std::vector<const NDArray*>& constants,
+                                        TuneLevel level, runtime::CpuJit& jit) {
+  auto t0 = Clock::now();
+  Space space = t.space(ctx);
+  std::vector<Config> configs;
+  if (level == TuneLevel::kNone)
+    configs = {space.default_config()};
+  else
+    configs = level == TuneLevel::kFast ? space.pruned() : space.all();
+  if (configs.empty()) return absl::InternalError("template " + t.name + " has an empty space");
+  if (std::vector<std::string> broken = space.broken_rules(configs[0]);
+      level == TuneLevel::kNone && !broken.empty())
+    return absl::InternalError(str_cat("template ", t.name, ": default config ",
+                                       configs[0].to_string(), " breaks rule ", broken[0]));
+
+  std::vector<Compiled> candidates(configs.size());
+  for (size_t i = 0; i < configs.size(); ++i) candidates[i].config = configs[i];
+  // Compile in parallel: the JIT accepts concurrent compiles.
+  size_t workers = std::min<size_t>(candidates.size(), std::max(1, ctx.target.cores()));
+  std::atomic<size_t> next{0};
+  auto compile_some = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < candidates.size();)
+      build_and_compile(t, ctx, jit, candidates[i]);
+  };
+  std::vector<std::thread> threads;
+  for (size_t w = 1; w < workers; ++w) threads.emplace_back(compile_some);
+  compile_some();
+  for (std::thread& th : threads) th.join();
+
+  TunedKernel out;
+  if (level == TuneLevel::kNone) {
+    Compiled& c = candidates[0];
+    LOOM_RETURN_IF_ERROR(c.status);
+    LOOM_ASSIGN_OR_RETURN(out.packed_inputs, pack_constants(c, constants));
+    out.config = c.config;
+    out.func = c.kernel.func;
+    out.fn = c.fn;
+    out.seconds = seconds_since(t0);
+    return out;
+  }
+
+  // The same inputs for every candidate; constants are the real ones.
+  std::vector<NDArray> inputs;
+  for (size_t i = 0; i < ctx.inputs.size(); ++i)
+    inputs.push_back(constants.size() > i && constants[i] ? *constants[i] : filled(ctx.inputs[i]));
+  NDArray output = filled(ctx.output);
+  double best_ms = -1;
+  int best = -1;
+  std::vector<std::pair<int, NDArray>> best_packed;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    Compiled& c = candidates[i];
+    if (!c.status.ok()) return c.status;  // a template must build every config of its space
+    std::vector<const NDArray*> values;
+    for (const NDArray& a : inputs) values.push_back(&a);
+    LOOM_ASSIGN_OR_RETURN(auto packed, pack_constants(c, values));
+    std::vector<void*> buffers;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      void* data = inputs[k].data();
+      for (auto& [input, array] : packed)
+        if (input == static_cast<int>(k)) data = array.data();
+      buffers.push_back(data);
+    }
+    buffers.push_back(output.data());
+    double ms = time_candidate(c, buffers, best_ms);
+    out.measurements.push_back(Measurement{c.config, ms});
+    if (best < 0 || ms < best_ms) {
+      best_ms = ms;
+      best = static_cast<int>(i);
+      best_packed = std::move(packed);
+    }
+  }
+  Compiled& c = candidates[static_cast<size_t>(best)];
+  out.config = c.config;
+  out.func = c.kernel.func;
+  out.fn = c.fn;
+  out.packed_inputs = std::move(best_packed);
+  out.seconds = seconds_since(t0);
+  return out;
+}
+
+}  // namespace loom::tune
