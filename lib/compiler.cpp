@@ -111,8 +111,10 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       std::vector<const NDArray*> constants;
       for (int in : n.inputs)
         constants.push_back(nodes[in].kind == Node::Kind::kConstant ? &nodes[in].value : nullptr);
-      absl::StatusOr<tune::TunedKernel> tuned =
-          tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit);
+      auto forced = options.template_configs.find(t->name);
+      absl::StatusOr<tune::TunedKernel> tuned = tune::tune_kernel(
+          *t, ctx, constants, options.tune, *impl->jit,
+          forced == options.template_configs.end() ? nullptr : &forced->second);
       if (!tuned.ok())
         return absl::Status(tuned.status().code(), str_cat("scheduling ", n.op, " node '", n.name,
                                                            "' with template ", t->name, ": ",

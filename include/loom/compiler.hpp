@@ -1,6 +1,9 @@
 // Compiler: turns a Graph into a CompiledGraph for a Target.
 #pragma once
 
+#include <map>
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "loom/core/target.hpp"
 #include "loom/graph/graph.hpp"
@@ -14,6 +17,10 @@ struct CompileOptions {
   // Fill every computed buffer with NaN (floats) or 0x5a bytes before each run, so a kernel
   // that skips an element is caught. For tests; costs a pass over memory.
   bool poison_buffers = false;
+  // Configs by template name, used instead of tuning for every node that template schedules
+  // (tests sweep a space this way; an engine replays recorded choices). A config that breaks
+  // one of the space's rules is an InvalidArgument error.
+  std::map<std::string, tune::Config> template_configs;
 };
 
 class Compiler {

@@ -105,11 +105,22 @@ NDArray filled(const TensorType& t) {
 
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
-                                        TuneLevel level, runtime::CpuJit& jit) {
+                                        TuneLevel level, runtime::CpuJit& jit,
+                                        const Config* forced) {
   auto t0 = Clock::now();
   Space space = t.space(ctx);
   std::vector<Config> configs;
-  if (level == TuneLevel::kNone)
+  if (forced) {
+    for (const auto& [name, choices] : space.params())
+      if (!forced->has(name))
+        return absl::InvalidArgumentError(str_cat("config ", forced->to_string(), " for template ",
+                                                  t.name, " lacks parameter ", name));
+    if (std::vector<std::string> broken = space.broken_rules(*forced); !broken.empty())
+      return absl::InvalidArgumentError(str_cat("config ", forced->to_string(), " for template ",
+                                                t.name, " breaks rule '", broken[0], "'"));
+    level = TuneLevel::kNone;
+    configs = {*forced};
+  } else if (level == TuneLevel::kNone)
     configs = {space.default_config()};
   else
     configs = level == TuneLevel::kFast ? space.pruned() : space.all();

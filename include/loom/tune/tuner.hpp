@@ -30,8 +30,10 @@ struct TunedKernel {
 // Chooses t's config for ctx: the space's default at kNone, else the fastest of the pruned space
 // (kFast) or the whole space (kFull). constants[i] is input i's value when it is a constant (the
 // kernel packs it, and it is timed on it), else null (timed on random data). Code lives in jit.
+// A forced config replaces the choice (nothing is measured); it must satisfy the space's rules.
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
-                                        TuneLevel level, runtime::CpuJit& jit);
+                                        TuneLevel level, runtime::CpuJit& jit,
+                                        const Config* forced = nullptr);
 
 }  // namespace loom::tune

@@ -1,0 +1,180 @@
+// The packed-B GEMM template: every config of its pruned space and a random sample of its whole
+// space, on shapes with tails in every blocked dimension, against plain C++ in double.
+
+#include <algorithm>
+#include <random>
+
+#include "loom/loom.hpp"
+#include "loom/tune/tuner.hpp"
+#include "test_util.hpp"
+
+using namespace loom;
+using loom::testing::random_array;
+using loom::testing::require_close;
+
+namespace {
+
+constexpr const char* kTemplate = "gemm_packed_b";
+
+const ScheduleTemplate& gemm_template() {
+  const OpDef* def = OpRegistry::global().find("matmul");
+  REQUIRE(def);
+  auto it = std::find_if(def->templates.begin(), def->templates.end(),
+                         [](const ScheduleTemplate& t) { return t.name == kTemplate; });
+  REQUIRE(it != def->templates.end());
+  return *it;
+}
+
+Shape static_shape(const std::vector<int64_t>& s) { return Shape(s.begin(), s.end()); }
+
+// The template's space for a shape (the same for every shape, by design; checked below).
+tune::Space space_for(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  TemplateContext ctx;
+  ctx.target = Target::host_cpu();
+  ctx.name = "gemm";
+  ctx.inputs = {{static_shape(a), DType::f32()}, {static_shape(b), DType::f32()}};
+  ctx.constant_inputs = {false, true};
+  return gemm_template().space(ctx);
+}
+
+// C = A x B in double; B is unbatched or has A's batch dims.
+NDArray naive_matmul(const NDArray& a, const NDArray& b) {
+  const auto& as = a.shape();
+  const auto& bs = b.shape();
+  int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+  int64_t batches = a.numel() / (M * K);
+  bool b_batched = b.numel() != K * N;
+  std::vector<int64_t> cs(as.begin(), as.end() - 1);
+  cs.push_back(N);
+  NDArray c(DType::f32(), cs);
+  for (int64_t g = 0; g < batches; ++g)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k)
+          s += a.get((g * M + i) * K + k) * b.get(((b_batched ? g : 0) * K + k) * N + j);
+        c.set((g * M + i) * N + j, s);
+      }
+  return c;
+}
+
+// Compiles a @ b with the given config (b constant or an input) and checks it.
+void check_config(const std::vector<int64_t>& as, const std::vector<int64_t>& bs, bool b_constant,
+                  const tune::Config& config) {
+  NDArray a = random_array(DType::f32(), as), b = random_array(DType::f32(), bs);
+  Graph g;
+  Tensor x = g.input("a", static_shape(as));
+  Tensor w = b_constant ? g.constant("b", b) : g.input("b", static_shape(bs));
+  g.output(x.matmul(w));
+  CompileOptions options;
+  options.poison_buffers = true;
+  options.template_configs[kTemplate] = config;
+  auto compiled = Compiler().compile(g, options);
+  INFO("config " << config.to_string() << ", A " << shape_to_string(as) << ", B "
+                 << shape_to_string(bs) << (b_constant ? " (constant)" : ""));
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  bool templated = false;
+  for (const KernelInfo& k : compiled->kernels()) templated |= k.schedule.find(kTemplate) != std::string::npos;
+  REQUIRE(templated);
+  auto out = b_constant ? compiled->run({a}) : compiled->run({a, b});
+  INFO(out.status().ToString());
+  REQUIRE(out.ok());
+  require_close((*out)[0], naive_matmul(a, b), 1e-5, 1e-4);
+}
+
+}  // namespace
+
+TEST_CASE("gemm template: pruned space and a sample of the whole space", "[gemm][template]") {
+  // M = 13 leaves a row tail for every mr > 1; N = 37 a column tail for every panel width;
+  // K = 71 a partial last kc block for every kc below 71 (and kc above K).
+  const std::vector<int64_t> as = {13, 71}, bs = {71, 37};
+  tune::Space space = space_for(as, bs);
+  std::vector<tune::Config> configs = space.pruned();
+  std::vector<tune::Config> all = space.all();
+  REQUIRE(!all.empty());
+  std::mt19937_64 pick(12345);
+  for (int i = 0; i < 12; ++i) configs.push_back(all[pick() % all.size()]);
+  for (const tune::Config& c : configs) {
+    REQUIRE(space.broken_rules(c).empty());
+    check_config(as, bs, /*b_constant=*/true, c);
+  }
+  // The non-constant B path packs B inside the kernel; a few configs suffice.
+  for (size_t i = 0; i < configs.size(); i += 5) check_config(as, bs, /*b_constant=*/false, configs[i]);
+}
+
+TEST_CASE("gemm template: odd, prime and degenerate shapes with the default config",
+          "[gemm][template]") {
+  struct Case {
+    std::vector<int64_t> a, b;
+  };
+  tune::Config def = space_for({1, 1}, {1, 1}).default_config();
+  for (Case c : {Case{{1, 1}, {1, 1}}, Case{{1, 2048}, {2048, 7}}, Case{{7, 3}, {3, 1}},
+                 Case{{257, 511}, {511, 129}}, Case{{31, 1}, {1, 33}},
+                 Case{{2, 3, 5, 17}, {17, 9}},          // batch dims fold into M
+                 Case{{3, 19, 23}, {3, 23, 11}}}) {     // batched B
+    check_config(c.a, c.b, /*b_constant=*/true, def);
+    check_config(c.a, c.b, /*b_constant=*/false, def);
+  }
+}
+
+TEST_CASE("gemm template: the space does not depend on the input size", "[gemm][template]") {
+  tune::Space small = space_for({1, 1}, {1, 1}), large = space_for({1024, 1024}, {1024, 1024});
+  REQUIRE(small.all().size() == large.all().size());
+  REQUIRE(small.default_config() == large.default_config());
+  REQUIRE(small.pruned().size() < small.all().size());
+}
+
+TEST_CASE("gemm template: a forced config that breaks a rule is refused", "[gemm][template][error]") {
+  tune::Config bad = space_for({4, 4}, {4, 4}).default_config();
+  bad.set("mr", 8);
+  bad.set("nv", 4);  // 8 x 4 accumulators cannot fit 16 (or 32) vector registers
+  Graph g;
+  g.output(g.input("a", {4, 4}).matmul(g.constant("b", random_array(DType::f32(), {4, 4}))));
+  CompileOptions options;
+  options.template_configs[kTemplate] = bad;
+  auto compiled = Compiler().compile(g, options);
+  REQUIRE(!compiled.ok());
+  REQUIRE(compiled.status().code() == absl::StatusCode::kInvalidArgument);
+  REQUIRE(compiled.status().message().find("register") != std::string_view::npos);
+
+  tune::Config missing;
+  missing.set("mr", 4);
+  options.template_configs[kTemplate] = missing;
+  compiled = Compiler().compile(g, options);
+  REQUIRE(!compiled.ok());
+  REQUIRE(compiled.status().message().find("lacks parameter") != std::string_view::npos);
+}
+
+TEST_CASE("tuner: kFast measures the pruned space and picks its fastest", "[gemm][template][tune]") {
+  const ScheduleTemplate& t = gemm_template();
+  TemplateContext ctx;
+  ctx.target = Target::host_cpu();
+  ctx.name = "gemm_tuned";
+  ctx.inputs = {{static_shape({33, 65}), DType::f32()}, {static_shape({65, 47}), DType::f32()}};
+  ctx.output = {static_shape({33, 47}), DType::f32()};
+  ctx.constant_inputs = {false, true};
+  NDArray b = random_array(DType::f32(), {65, 47});
+  auto jit = runtime::CpuJit::create(ctx.target);
+  REQUIRE(jit.ok());
+  auto tuned = tune::tune_kernel(t, ctx, {nullptr, &b}, TuneLevel::kFast, **jit);
+  INFO(tuned.status().ToString());
+  REQUIRE(tuned.ok());
+  tune::Space space = t.space(ctx);
+  REQUIRE(tuned->measurements.size() == space.pruned().size());
+  double best = tuned->measurements[0].median_ms;
+  for (const auto& m : tuned->measurements) {
+    REQUIRE(m.median_ms > 0);
+    best = std::min(best, m.median_ms);
+  }
+  auto chosen = std::find_if(tuned->measurements.begin(), tuned->measurements.end(),
+                             [&](const tune::Measurement& m) { return m.config == tuned->config; });
+  REQUIRE(chosen != tuned->measurements.end());
+  REQUIRE(chosen->median_ms == best);
+  // The chosen kernel computes the product, with B in its packed form.
+  REQUIRE(tuned->packed_inputs.size() == 1);
+  NDArray a = random_array(DType::f32(), {33, 65}), c(DType::f32(), {33, 47});
+  void* buffers[] = {a.data(), tuned->packed_inputs[0].second.data(), c.data()};
+  tuned->fn(buffers, nullptr);
+  require_close(c, naive_matmul(a, b), 1e-5, 1e-4);
+}
