@@ -99,49 +99,17 @@ class GemmKernel {
                       ir::For::make(k, 0, p_.K, ir::ForKind::kSerial, inner)));
   }
 
-  // Stage "multiply": parallel over mc x nc tiles of C, each blocked over K.
+  // Stage "multiply": the G x tiles_m x tiles_n tiles of C are the workers of a spatial task
+  // mapping, run by a parallel loop; each tile is blocked over K.
   Stmt multiply() const {
     int64_t tiles_m = ceil_div(p_.M, mc_), tiles_n = ceil_div(p_.N, nc_);
-    int64_t panels_per_tile = nc_ / nr_;
-    int64_t full_panels = p_.N / nr_;
-    int64_t col_tail = p_.N % nr_;
-    int64_t row_tail = p_.M % mr_;
-    Var t("tile"), kb("kb"), ib("ib");
-    Expr g = t / (tiles_m * tiles_n);
-    Expr tm = t / tiles_n % tiles_m;
-    Expr tn = t % tiles_n;
-    Expr gb = p_.b_batched ? g : Expr(0);
-    Expr row0 = tm * mc_;
-    Expr k0 = kb * kc_;
-    Expr klen = ir::min(Expr(kc_), p_.K - k0);
-    Expr first = kb == 0;
-
-    // Full mr-row blocks of this tile, then the last tile's remaining rows.
-    auto rows_of_panel = [&](Expr panel, int64_t cols) {
-      Expr rows_end = ir::min(Expr(p_.M), row0 + mc_);
-      Expr full_blocks = (rows_end - row0) / mr_;
-      std::vector<Stmt> s;
-      s.push_back(ir::For::make(
-          ib, 0, full_blocks, ir::ForKind::kSerial,
-          micro_kernel(mr_, cols, g, gb, row0 + ib * mr_, panel, k0, klen, first)));
-      if (row_tail)
-        s.push_back(ir::IfThenElse::make(
-            tm == tiles_m - 1,
-            micro_kernel(row_tail, cols, g, gb, Expr(p_.M - row_tail), panel, k0, klen, first)));
-      return ir::Seq::make(std::move(s));
-    };
-    std::vector<Stmt> per_k;
-    Expr panel_begin = tn * panels_per_tile;
-    Expr panel_end = ir::min(Expr(full_panels), panel_begin + panels_per_tile);
-    Var jp_full("jp");
-    per_k.push_back(ir::For::make(jp_full, panel_begin, ir::max(panel_end - panel_begin, Expr(0)),
-                                  ir::ForKind::kSerial, rows_of_panel(jp_full, nr_)));
-    if (col_tail)
-      per_k.push_back(ir::IfThenElse::make(tn == tiles_n - 1,
-                                           rows_of_panel(Expr(full_panels), col_tail)));
-    Stmt body = ir::For::make(kb, 0, ceil_div(p_.K, kc_), ir::ForKind::kSerial,
-                              ir::Seq::make(std::move(per_k)));
-    return ir::For::make(t, 0, p_.G * tiles_m * tiles_n, ir::ForKind::kParallel, body);
+    auto tiles = schedule::spatial(p_.G, tiles_m, tiles_n);
+    LOOM_CHECK(tiles.ok(), tiles.status().ToString());
+    Var t("tile");
+    Stmt body = tiles->on(t, [&](const std::vector<Expr>& tile) {
+      return multiply_tile(tile[0], tile[1], tile[2], tiles_m, tiles_n);
+    });
+    return ir::For::make(t, 0, tiles->num_workers(), ir::ForKind::kParallel, body);
   }
 
   const Buffer& a() const { return a_; }
@@ -208,6 +176,45 @@ class GemmKernel {
                  ir::For::make(k, 0, klen, ir::ForKind::kSerial, step),
                  ir::Seq::make(std::move(store)),
              }));
+  }
+
+  // C tile (tm, tn) of GEMM g, blocked over K: full mr-row blocks of each full panel, then the
+  // last tile's partial panel and remaining rows.
+  Stmt multiply_tile(Expr g, Expr tm, Expr tn, int64_t tiles_m, int64_t tiles_n) const {
+    int64_t panels_per_tile = nc_ / nr_;
+    int64_t full_panels = p_.N / nr_;
+    int64_t col_tail = p_.N % nr_;
+    int64_t row_tail = p_.M % mr_;
+    Var kb("kb"), ib("ib"), jp("jp");
+    Expr gb = p_.b_batched ? g : Expr(0);
+    Expr row0 = tm * mc_;
+    Expr k0 = kb * kc_;
+    Expr klen = ir::min(Expr(kc_), p_.K - k0);
+    Expr first = kb == 0;
+
+    auto rows_of_panel = [&](Expr panel, int64_t cols) {
+      Expr rows_end = ir::min(Expr(p_.M), row0 + mc_);
+      Expr full_blocks = (rows_end - row0) / mr_;
+      std::vector<Stmt> s;
+      s.push_back(ir::For::make(
+          ib, 0, full_blocks, ir::ForKind::kSerial,
+          micro_kernel(mr_, cols, g, gb, row0 + ib * mr_, panel, k0, klen, first)));
+      if (row_tail)
+        s.push_back(ir::IfThenElse::make(
+            tm == tiles_m - 1,
+            micro_kernel(row_tail, cols, g, gb, Expr(p_.M - row_tail), panel, k0, klen, first)));
+      return ir::Seq::make(std::move(s));
+    };
+    std::vector<Stmt> per_k;
+    Expr panel_begin = tn * panels_per_tile;
+    Expr panel_end = ir::min(Expr(full_panels), panel_begin + panels_per_tile);
+    per_k.push_back(ir::For::make(jp, panel_begin, ir::max(panel_end - panel_begin, Expr(0)),
+                                  ir::ForKind::kSerial, rows_of_panel(jp, nr_)));
+    if (col_tail)
+      per_k.push_back(ir::IfThenElse::make(tn == tiles_n - 1,
+                                           rows_of_panel(Expr(full_panels), col_tail)));
+    return ir::For::make(kb, 0, ceil_div(p_.K, kc_), ir::ForKind::kSerial,
+                         ir::Seq::make(std::move(per_k)));
   }
 
   // Tiles of C as even as the register tile allows (a 128-row C in 96-row tiles would leave
