@@ -294,34 +294,6 @@ class LoomRunner final : public Runner {
   absl::Status status_;
 };
 
-// loom's conv2d for a case. The operator is not in loom yet; this picks up the fluent form the
-// design describes, x.conv2d(w, {.stride, .padding, .groups}), once it exists. Adapt it here if
-// the operator arrives with another signature.
-template <typename T>
-concept HasConv2d = requires(const T& x) {
-  x.conv2d(x, {.stride = 1, .padding = 0, .groups = 1});
-};
-
-template <typename T>
-std::optional<T> loom_conv2d(const T& x, const T& w, const ConvShape& s) {
-  if constexpr (HasConv2d<T>)
-    return x.conv2d(w, {.stride = s.stride, .padding = s.pad, .groups = s.groups});
-  else
-    return std::nullopt;
-}
-
-bool loom_has_conv2d() {
-  static const bool available = [] {
-    bool registered = loom::OpRegistry::global().find("conv2d") != nullptr;
-    if (registered && !HasConv2d<loom::Tensor>)
-      std::fprintf(stderr,
-                   "note: loom registers conv2d, but Tensor::conv2d(w, {.stride, .padding, "
-                   ".groups}) does not exist; adapt loom_conv2d() in bench_cpu_peers.cpp\n");
-    return registered && HasConv2d<loom::Tensor>;
-  }();
-  return available;
-}
-
 absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
                                                   std::string& detail) {
   loom::Graph g;
@@ -331,9 +303,8 @@ absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
   } else {
     const ConvShape& s = c.conv;
     loom::Tensor x = g.input("x", {1, s.c_in, s.h, s.w});
-    std::optional<loom::Tensor> y = loom_conv2d(x, g.constant("w", c.w), s);
-    if (!y) return absl::UnimplementedError("loom has no conv2d");
-    g.output(*y);
+    g.output(x.conv2d(g.constant("w", c.w),
+                      {.stride = s.stride, .padding = s.pad, .groups = s.groups}));
   }
   loom::CompileOptions options{.tune = loom::TuneLevel::kFast};
   auto t0 = std::chrono::steady_clock::now();
@@ -572,13 +543,9 @@ void run_benchmark(benchmark::State& state, int case_index, Impl impl, int threa
 }
 
 std::vector<Impl> impls_for(const Case& c) {
-  std::vector<Impl> impls;
   if (c.op == "gemm")
     return {Impl::kLoom, Impl::kOnednnMatmul, Impl::kOnednnSgemm, Impl::kOpenblas};
-  if (loom_has_conv2d()) impls.push_back(Impl::kLoom);
-  impls.push_back(Impl::kOnednnConv);
-  impls.push_back(Impl::kOnednnConvNchw);
-  return impls;
+  return {Impl::kLoom, Impl::kOnednnConv, Impl::kOnednnConvNchw};
 }
 
 constexpr int kThreadCounts[] = {1, 2};
@@ -793,8 +760,6 @@ int main(int argc, char** argv) {
                                      impl, t)
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
-  if (!loom_has_conv2d())
-    std::printf("loom has no conv2d operator yet: conv2d cases time the peers only (loom n/a)\n");
 
   CollectingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);

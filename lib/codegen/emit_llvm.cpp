@@ -533,6 +533,8 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
   for (const ir::Expr& a : op->args) args.push_back(emit(a));
   const std::string& name = op->name;
 
+  if ((name == "reinterpret_f32" || name == "reinterpret_i32") && args.size() == 1)
+    return b_.CreateBitCast(args[0], reg_type(t));
   if (t.is_int()) {
     if (name == "abs" && args.size() == 1)
       return b_.CreateBinaryIntrinsic(llvm::Intrinsic::abs, args[0], b_.getFalse());

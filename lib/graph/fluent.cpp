@@ -32,6 +32,20 @@ Tensor Tensor::exp() const { return apply("exp"); }
 Tensor Tensor::sigmoid() const { return apply("sigmoid"); }
 Tensor Tensor::matmul(const Tensor& o) const { return apply("matmul", {o}); }
 
+Tensor Tensor::conv2d(const Tensor& weight, Conv2dOptions options) const {
+  auto a = std::make_shared<ops::Conv2dAttrs>();
+  a->stride_h = options.stride.h;
+  a->stride_w = options.stride.w;
+  a->pad_top = options.padding.top;
+  a->pad_left = options.padding.left;
+  a->pad_bottom = options.padding.bottom;
+  a->pad_right = options.padding.right;
+  a->dilation_h = options.dilation.h;
+  a->dilation_w = options.dilation.w;
+  a->groups = options.groups;
+  return apply("conv2d", {weight}, a);
+}
+
 namespace {
 std::shared_ptr<ops::ReduceAttrs> reduce_attrs(std::vector<int> axes, bool keepdims) {
   auto a = std::make_shared<ops::ReduceAttrs>();
@@ -55,6 +69,13 @@ Tensor Tensor::softmax(int axis) const {
   auto a = std::make_shared<ops::SoftmaxAttrs>();
   a->axis = axis;
   return apply("softmax", {}, a);
+}
+
+Tensor Tensor::layer_norm(const Tensor& gamma, const Tensor& beta, int axis, double eps) const {
+  auto a = std::make_shared<ops::LayerNormAttrs>();
+  a->axis = axis;
+  a->epsilon = eps;
+  return apply("layer_norm", {gamma, beta}, a);
 }
 
 Tensor Tensor::reshape(Shape shape) const {

@@ -189,6 +189,7 @@ struct IntrinsicInfo {
 constexpr IntrinsicInfo kIntrinsics[] = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
     {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
+    {"reinterpret_f32", 1}, {"reinterpret_i32", 1},
 };
 }  // namespace
 
@@ -207,6 +208,15 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
   LOOM_CHECK(is_known(name, &arity), "unknown intrinsic ", name);
   LOOM_CHECK(static_cast<int>(args.size()) == arity, name, " takes ", arity, " arguments");
   DType t = args[0].type();
+  // The bit casts keep the bits and the lanes and change only how the bits are read.
+  if (name == "reinterpret_f32") {
+    LOOM_CHECK(t.code() == DTypeCode::kI32, name, " of ", t, " (needs i32)");
+    return make_expr<Call>(t.with_code(DTypeCode::kF32), name, std::move(args));
+  }
+  if (name == "reinterpret_i32") {
+    LOOM_CHECK(t.code() == DTypeCode::kF32, name, " of ", t, " (needs f32)");
+    return make_expr<Call>(t.with_code(DTypeCode::kI32), name, std::move(args));
+  }
   for (const Expr& a : args) LOOM_CHECK(a.type() == t, name, " argument types differ");
   LOOM_CHECK(t.is_float() || (name == "abs" && t.is_int()), name, " of ", t);
   return make_expr<Call>(t, name, std::move(args));
@@ -371,6 +381,14 @@ Expr fma(Expr a, Expr b, Expr c) {
   match_types(a, b);
   match_types(a, c);
   return Call::make("fma", {std::move(a), std::move(b), std::move(c)});
+}
+Expr reinterpret(DType t, Expr x) {
+  LOOM_CHECK(t.lanes() == x.type().lanes(), "reinterpret changes lanes ", x.type(), " -> ", t);
+  if (t == x.type()) return x;
+  if (t.code() == DTypeCode::kF32) return Call::make("reinterpret_f32", {std::move(x)});
+  if (t.code() == DTypeCode::kI32) return Call::make("reinterpret_i32", {std::move(x)});
+  LOOM_CHECK(false, "reinterpret of ", x.type(), " as ", t, " (f32 <-> i32 only)");
+  return Expr();
 }
 Expr sigmoid(Expr x) {
   DType t = x.type();

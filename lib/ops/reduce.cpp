@@ -1,10 +1,11 @@
-// Reductions over axes (sum, mean, max) and softmax.
+// Reductions over axes (sum, mean, max) and softmax; their CPU templates are in rows_cpu.cpp.
 
 #include <algorithm>
 
 #include "loom/ops/attrs.hpp"
 #include "ops/common.hpp"
 #include "ops/register.hpp"
+#include "ops/rows_cpu.hpp"
 
 namespace loom::ops {
 namespace {
@@ -75,6 +76,7 @@ OpDef reduce_op(const std::string& name, ir::ReduceKind kind, bool mean) {
       return ir::cast(x.dtype(), v);
     });
   };
+  def.templates.push_back(row_reduce_cpu_template(kind, mean));
   return def;
 }
 
@@ -118,6 +120,7 @@ OpDef softmax_op() {
       return ir::cast(x.dtype(), ir::exp(f32(x(idx)) - row_max(r)) / row_sum(r));
     });
   };
+  def.templates.push_back(softmax_cpu_template());
   return def;
 }
 

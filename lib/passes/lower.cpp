@@ -8,6 +8,12 @@
 
 namespace loom::passes {
 
+namespace {
+// A default-scheduled loop nest with fewer stores than this runs serially: waking the thread
+// pool costs a few microseconds, about what 32K simple element operations take on one core.
+constexpr int64_t kMinParallelWork = 32 * 1024;
+}  // namespace
+
 ir::Func lower(const te::Task& task, const Target& target) {
   const std::string& group = task.name();
   auto step = [&](const char* stage, ir::Func f) {
@@ -16,9 +22,9 @@ ir::Func lower(const te::Task& task, const Target& target) {
   };
   dump_stage(group, "task", task.to_string());
   ir::Func f = step("default-schedule", te::lower_default(task));
+  if (target.is_cpu()) f = step("parallelize", parallelize_outer_loops(f, kMinParallelWork));
   f = step("flatten-layouts", flatten_layouts(f));
   f = step("simplify", ir::simplify(f));
-  (void)target;  // target-specific passes (vectorize, parallel) join this list with the schedules
   return f;
 }
 

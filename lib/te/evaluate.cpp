@@ -4,6 +4,7 @@
 #include "loom/te/evaluate.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "loom/core/status.hpp"
@@ -140,6 +141,18 @@ class Evaluator {
     DType t = c->type;
     const std::string& n = c->name;
     if (n == "abs" && t.is_int()) return make_value(t, 0, std::abs(a[0].i));
+    if (n == "reinterpret_i32") {
+      float f = static_cast<float>(a[0].f);
+      int32_t bits;
+      std::memcpy(&bits, &f, sizeof bits);
+      return make_value(t, 0, bits);
+    }
+    if (n == "reinterpret_f32") {
+      int32_t bits = static_cast<int32_t>(a[0].i);
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      return make_value(t, f, 0);
+    }
     double x = a[0].f, r;
     if (n == "exp") r = std::exp(x);
     else if (n == "log") r = std::log(x);

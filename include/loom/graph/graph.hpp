@@ -14,6 +14,26 @@ namespace loom {
 
 struct GraphImpl;
 
+// Options of Tensor::conv2d. An int sets both spatial dims (every side, for padding); {h, w}
+// sets each dim; padding also takes {top, left, bottom, right}, so it may be asymmetric.
+struct Conv2dOptions {
+  struct PerDim {
+    int h = 1, w = 1;
+    PerDim(int v) : h(v), w(v) {}  // NOLINT: implicit so options read {.stride = 2}
+    PerDim(int h_, int w_) : h(h_), w(w_) {}
+  };
+  struct Padding {
+    int top = 0, left = 0, bottom = 0, right = 0;
+    Padding(int v) : top(v), left(v), bottom(v), right(v) {}  // NOLINT
+    Padding(int h, int w) : top(h), left(w), bottom(h), right(w) {}
+    Padding(int t, int l, int b, int r) : top(t), left(l), bottom(b), right(r) {}
+  };
+  PerDim stride = 1;
+  Padding padding = 0;
+  PerDim dilation = 1;
+  int groups = 1;
+};
+
 // A value in a graph. Cheap to copy. A Tensor produced from bad input is invalid; ops on it
 // produce invalid tensors without adding more errors.
 class Tensor {
@@ -47,12 +67,20 @@ class Tensor {
   // Batched matrix product [..., M, K] x [..., K, N] -> [..., M, N]; batch dims broadcast.
   Tensor matmul(const Tensor& o) const;
 
+  // 2-D convolution: this is NCHW input [N, C, H, W], weight is OIHW [O, C / groups, KH, KW];
+  // the output is [N, O, OH, OW]. No bias (add one with add()).
+  Tensor conv2d(const Tensor& weight, Conv2dOptions options = {}) const;
+
   // Reductions over axes (negative axes count from the end; empty means all).
   Tensor sum(std::vector<int> axes = {}, bool keepdims = false) const;
   Tensor mean(std::vector<int> axes = {}, bool keepdims = false) const;
   Tensor max(std::vector<int> axes = {}, bool keepdims = false) const;
 
   Tensor softmax(int axis = -1) const;
+  // Layer normalization over the dims from axis to the last: (x - mean) / sqrt(var + eps) * gamma
+  // + beta, with gamma and beta shaped like those dims (floating-point x).
+  Tensor layer_norm(const Tensor& gamma, const Tensor& beta, int axis = -1,
+                    double eps = 1e-5) const;
   // One dim may be -1 (inferred); symbolic dims carry over by name.
   Tensor reshape(Shape shape) const;
   // perm[i] is the input dim that becomes output dim i; empty reverses the dims.

@@ -174,7 +174,8 @@ struct Load : ExprNode {
 };
 
 // Pure math intrinsic applied elementwise: exp, log, sqrt, rsqrt, tanh, erf, abs, floor, ceil,
-// round, pow, fma. Known names only; arguments float (abs also int).
+// round, pow, fma. Known names only; arguments float (abs also int). The bit casts
+// reinterpret_f32 (i32 -> f32) and reinterpret_i32 (f32 -> i32) keep the bits and the lanes.
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)

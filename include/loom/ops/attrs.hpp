@@ -1,6 +1,7 @@
 // Typed attributes of loom's built-in operators.
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,17 @@ struct SoftmaxAttrs final : OpAttrs {
   std::string to_string() const override { return "axis=" + std::to_string(axis); }
 };
 
+// layer_norm: normalizes over the dims from axis to the last; epsilon is added to the variance.
+struct LayerNormAttrs final : OpAttrs {
+  int axis = -1;
+  double epsilon = 1e-5;
+  std::string to_string() const override {
+    char eps[32];
+    std::snprintf(eps, sizeof eps, "%.9g", epsilon);  // exact enough for cache keys
+    return "axis=" + std::to_string(axis) + ",epsilon=" + eps;
+  }
+};
+
 struct ReshapeAttrs final : OpAttrs {
   Shape shape;
   std::string to_string() const override { return "shape=" + shape_to_string(shape); }
@@ -41,6 +53,21 @@ struct TransposeAttrs final : OpAttrs {
 struct GeluAttrs final : OpAttrs {
   bool approximate = false;
   std::string to_string() const override { return approximate ? "tanh" : "erf"; }
+};
+
+// conv2d of NCHW input with OIHW weights: strides, padding per side (top, left, bottom, right),
+// dilations and the group count.
+struct Conv2dAttrs final : OpAttrs {
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int dilation_h = 1, dilation_w = 1;
+  int groups = 1;
+  std::string to_string() const override {
+    return "stride=" + ints_to_string({stride_h, stride_w}) +
+           ",pad=" + ints_to_string({pad_top, pad_left, pad_bottom, pad_right}) +
+           ",dilation=" + ints_to_string({dilation_h, dilation_w}) +
+           ",groups=" + std::to_string(groups);
+  }
 };
 
 // add_scalar / mul_scalar: the scalar operand.

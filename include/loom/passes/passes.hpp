@@ -22,6 +22,12 @@ ir::Func unroll_loops(const ir::Func& f);
 // body cannot be vectorized (a store not indexed by the loop variable, a lane-dependent if).
 absl::StatusOr<ir::Func> vectorize_loops(const ir::Func& f);
 
+// Makes the outermost serial loop of each loop nest (looking through loops of one iteration)
+// parallel when the nest executes at least min_work stores (a symbolic extent counts as 64
+// iterations) and the loop's iterations write disjoint elements: each buffer the body writes is
+// accessed only at index var in one fixed dim. Runs on multi-dimensional (unflattened) indices.
+ir::Func parallelize_outer_loops(const ir::Func& f, int64_t min_work);
+
 // A scheduled kernel (from a template) -> flattened, simplified loop IR ready for a code generator.
 ir::Func lower_scheduled(const ir::Func& f, const Target& target);
 

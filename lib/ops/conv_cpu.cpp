@@ -1,0 +1,823 @@
+// conv2d on the CPU, NCHW in and out. Three templates, tried in order:
+//  - conv2d_1x1_gemm: out[n] (O x P) = W (O x C) x x[n] (C x P), a GEMM whose register tile is
+//    mr output channels x nv vectors of pixels, weights packed at compile time into mr-row panels;
+//  - conv2d_depthwise: one channel per group, vectorized over output width from a zero-padded
+//    (and, for strides > 1, de-interleaved) copy of the input rows;
+//  - conv2d_direct: the general case, a register tile of ow_block output pixels x oc_vectors
+//    vectors of output channels, weights packed into oc blocks (the NCHWc weight layout), input
+//    read from NCHW (through a zero-padded copy when the conv pads).
+
+#include "ops/conv_cpu.hpp"
+
+#include <algorithm>
+#include <optional>
+
+#include "loom/core/status.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/ops/attrs.hpp"
+#include "loom/schedule/task_mapping.hpp"
+
+namespace loom::ops {
+namespace {
+
+using ir::Buffer;
+using ir::Expr;
+using ir::ForKind;
+using ir::Stmt;
+using ir::Var;
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// One conv2d node with static shapes, in the names of the op's definition.
+struct ConvProblem {
+  int64_t N, C, H, W, O, KH, KW, OH, OW;
+  int64_t sh, sw, dh, dw, pt, pl, pb, pr, groups;
+  int64_t Cg() const { return C / groups; }
+  int64_t Og() const { return O / groups; }
+  int64_t P() const { return OH * OW; }  // output pixels per plane
+  bool padded() const { return pt || pl || pb || pr; }
+};
+
+std::optional<ConvProblem> conv_problem(const TemplateContext& ctx) {
+  if (!ctx.target.is_cpu() || ctx.inputs.size() != 2 || !ctx.attrs) return std::nullopt;
+  const auto* attrs = dynamic_cast<const Conv2dAttrs*>(ctx.attrs);
+  if (!attrs) return std::nullopt;
+  for (const TensorType* t : {&ctx.inputs[0], &ctx.inputs[1], &ctx.output})
+    if (t->dtype != DType::f32() || t->shape.size() != 4 || !is_static(t->shape))
+      return std::nullopt;
+  const Shape &x = ctx.inputs[0].shape, &w = ctx.inputs[1].shape, &y = ctx.output.shape;
+  ConvProblem p;
+  p.N = x[0].value();
+  p.C = x[1].value();
+  p.H = x[2].value();
+  p.W = x[3].value();
+  p.O = w[0].value();
+  p.KH = w[2].value();
+  p.KW = w[3].value();
+  p.OH = y[2].value();
+  p.OW = y[3].value();
+  p.sh = attrs->stride_h;
+  p.sw = attrs->stride_w;
+  p.dh = attrs->dilation_h;
+  p.dw = attrs->dilation_w;
+  p.pt = attrs->pad_top;
+  p.pl = attrs->pad_left;
+  p.pb = attrs->pad_bottom;
+  p.pr = attrs->pad_right;
+  p.groups = attrs->groups;
+  if (p.N <= 0 || p.O <= 0 || p.OH <= 0 || p.OW <= 0 || p.C <= 0) return std::nullopt;
+  return p;
+}
+
+Expr vec(const Expr& base, int64_t lanes) {
+  return ir::Ramp::make(base, Expr(1), static_cast<int>(lanes));
+}
+Expr splat(const Expr& v, int64_t lanes) {
+  return ir::Broadcast::make(v, static_cast<int>(lanes));
+}
+
+Stmt loop(const Var& v, Expr min, Expr extent, Stmt body, ForKind kind = ForKind::kSerial) {
+  if (ir::is_const_int(extent, 1) && kind != ForKind::kParallel)
+    return ir::LetStmt::make(v, min, body);
+  return ir::For::make(v, std::move(min), std::move(extent), kind, std::move(body));
+}
+
+// The cells of a rows x vectors register tile, in the order its task mapping repeat(rows,
+// vectors) runs them; the accumulator buffer's layout (row-major rows x vectors x lanes) mirrors
+// it.
+std::vector<std::vector<int64_t>> tile_cells(int64_t rows, int64_t vectors) {
+  auto tile = schedule::repeat(rows, vectors);
+  LOOM_CHECK(tile.ok(), tile.status().ToString());
+  return tile->tasks_of(0);
+}
+
+// Loop kind for the short constant loops over the kernel window: unrolled while small.
+ForKind window_kind(int64_t extent, int64_t limit) {
+  return extent <= limit ? ForKind::kUnrolled : ForKind::kSerial;
+}
+
+// Zeroes buf[base + lo, base + hi) (constant bounds; nothing when empty).
+Stmt zero_range(const Buffer& buf, const Expr& base, int64_t lo, int64_t hi, const std::string& v) {
+  if (hi <= lo) return Stmt();
+  Var i(v);
+  return ir::For::make(i, Expr(lo), Expr(hi - lo), ForKind::kVectorized,
+                       ir::Store::make(buf, Expr(0.0f), {base + i}));
+}
+
+// ---- 1x1 convolution as a GEMM ------------------------------------------------------------
+
+// out[n] (O x P) = W (O x C) x X[n] (C x P), X[n] = x[n] for stride 1, else the strided pixels of
+// x[n] gathered into a scratch buffer. Classic blocked GEMM names: mr x NR register tile, kc-deep
+// K blocks, mc x nc tiles of the output per parallel task.
+class Conv1x1Kernel {
+ public:
+  Conv1x1Kernel(const TemplateContext& ctx, const ConvProblem& p, const tune::Config& c)
+      : ctx_(ctx), p_(p), lanes_(ctx.target.vector_lanes_f32()) {
+    mr_ = c["mr"];
+    nv_ = c["nv"];
+    nr_ = nv_ * lanes_;
+    kc_ = std::min<int64_t>(c["kc"], p.C);
+    mc_ = c["mc_tiles"] * mr_;
+    nc_ = c["nc_panels"] * nr_;
+    row_blocks_ = ceil_div(p.O, mr_);
+    strided_ = p.sh != 1 || p.sw != 1;
+    x_ = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.N * p.C * p.H * p.W)});
+    w_ = Buffer::make(ctx.name + "_w", DType::f32(), {Expr(p.O), Expr(p.C)});
+    packed_w_ =
+        Buffer::make(ctx.name + "_wp", DType::f32(), {Expr(row_blocks_), Expr(p.C), Expr(mr_)});
+    pixels_ =
+        strided_ ? Buffer::make(ctx.name + "_xs", DType::f32(), {Expr(p.N * p.C * p.P())}) : x_;
+    out_ = Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.N), Expr(p.O), Expr(p.P())});
+  }
+
+  std::vector<int64_t> packed_shape() const { return {row_blocks_, p_.C, mr_}; }
+  const Buffer& x() const { return x_; }
+  const Buffer& w() const { return w_; }
+  const Buffer& packed_w() const { return packed_w_; }
+  const Buffer& out() const { return out_; }
+
+  // Stage "pack W": Wp[b, k, i] = W[b * mr + i, k], zero past row O, so that the mr weights one
+  // step of the micro-kernel broadcasts are adjacent.
+  Stmt pack_w() const {
+    Var b("b"), k("k"), i("i");
+    Expr row = b * mr_ + i;
+    Stmt copy = ir::Store::make(
+        packed_w_, ir::select(row < p_.O, w_.load({ir::min(row, Expr(p_.O - 1)), k}), Expr(0.0f)),
+        {b, k, i});
+    return ir::For::make(b, 0, row_blocks_, ForKind::kParallel,
+                         loop(k, 0, p_.C, loop(i, 0, mr_, copy)));
+  }
+
+  // The whole kernel body (W already packed).
+  Stmt body() const {
+    if (!strided_) return multiply();
+    return ir::Allocate::make(pixels_, ir::Seq::make({gather_pixels(), multiply()}));
+  }
+
+ private:
+  // Stage "gather strided pixels": Xs[n, c, oh * OW + ow] = x[n, c, oh * sh, ow * sw].
+  Stmt gather_pixels() const {
+    Var plane("plane"), oh("oh"), ow("ow");
+    Stmt copy = ir::Store::make(pixels_, x_.load({(plane * p_.H + oh * p_.sh) * p_.W + ow * p_.sw}),
+                                {(plane * p_.OH + oh) * p_.OW + ow});
+    return ir::For::make(plane, 0, p_.N * p_.C, ForKind::kParallel,
+                         loop(oh, 0, p_.OH, loop(ow, 0, p_.OW, copy)));
+  }
+
+  // Stage "multiply": parallel over (image, mc-row tile, nc-pixel tile), blocked over K. Each
+  // task packs its kc x nc block of pixels into contiguous NR-wide panels first: the rows of the
+  // input planes lie P floats apart, which would map a panel's rows onto few cache sets.
+  Stmt multiply() const {
+    const int64_t tiles_m = ceil_div(p_.O, mc_), tiles_n = ceil_div(p_.P(), nc_);
+    const int64_t panels_per_tile = nc_ / nr_, full_panels = p_.P() / nr_;
+    const int64_t col_tail = p_.P() % nr_, row_tail = p_.O % mr_;
+    auto work = schedule::spatial(p_.N, tiles_m, tiles_n);
+    LOOM_CHECK(work.ok(), work.status().ToString());
+    Var t("task");
+    Stmt body = work->on(t, [&](const std::vector<Expr>& task) {
+      Expr n = task[0], tm = task[1], tn = task[2];
+      Expr row0 = tm * mc_;
+      Buffer panels =
+          Buffer::make(ctx_.name + "_xp", DType::f32(), {Expr(panels_per_tile * kc_ * nr_)});
+      Var kb("kb"), ib("ib"), jp("jp");
+      Expr k0 = kb * kc_;
+      Expr klen = ir::min(Expr(kc_), p_.C - k0);
+      Expr first = kb == 0;
+      Expr panel_begin = tn * panels_per_tile;
+      Expr panel_count =
+          ir::max(ir::min(Expr(full_panels), panel_begin + panels_per_tile) - panel_begin, Expr(0));
+      auto rows_of_panel = [&](Expr panel, int64_t cols) {
+        Expr full_blocks = (ir::min(Expr(p_.O), row0 + mc_) - row0) / mr_;
+        Expr at = (panel - panel_begin) * (kc_ * nr_);
+        std::vector<Stmt> s;
+        s.push_back(ir::For::make(ib, 0, full_blocks, ForKind::kSerial,
+                                  micro_kernel(mr_, cols, n, tm * (mc_ / mr_) + ib, row0 + ib * mr_,
+                                               panel * nr_, panels, at, k0, klen, first)));
+        if (row_tail)
+          s.push_back(ir::IfThenElse::make(
+              tm == tiles_m - 1,
+              micro_kernel(row_tail, cols, n, Expr(row_blocks_ - 1), Expr(p_.O - row_tail),
+                           panel * nr_, panels, at, k0, klen, first)));
+        return ir::Seq::make(std::move(s));
+      };
+      std::vector<Stmt> per_k;
+      Var pack_jp("pack_jp");
+      per_k.push_back(
+          ir::For::make(pack_jp, panel_begin, panel_count, ForKind::kSerial,
+                        pack_panel(panels, pack_jp - panel_begin, n, pack_jp, k0, klen, nr_)));
+      if (col_tail)
+        per_k.push_back(ir::IfThenElse::make(tn == tiles_n - 1,
+                                             pack_panel(panels, Expr(full_panels) - panel_begin, n,
+                                                        Expr(full_panels), k0, klen, col_tail)));
+      per_k.push_back(
+          ir::For::make(jp, panel_begin, panel_count, ForKind::kSerial, rows_of_panel(jp, nr_)));
+      if (col_tail)
+        per_k.push_back(
+            ir::IfThenElse::make(tn == tiles_n - 1, rows_of_panel(Expr(full_panels), col_tail)));
+      return ir::Allocate::make(panels, ir::For::make(kb, 0, ceil_div(p_.C, kc_), ForKind::kSerial,
+                                                      ir::Seq::make(std::move(per_k))));
+    });
+    return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
+  }
+
+  // Stage "pack pixels": panels[local, k, :] = X[n, k0 + k, panel * NR : +NR], zero past the
+  // plane's last pixel (cols < NR only in the plane's last panel).
+  Stmt pack_panel(const Buffer& panels, Expr local, Expr n, Expr panel, Expr k0, Expr klen,
+                  int64_t cols) const {
+    Var k("k");
+    Expr src = (n * p_.C + k0 + k) * p_.P() + panel * nr_;
+    Expr dst = (local * kc_ + k) * nr_;
+    std::vector<Stmt> copy;
+    for (int64_t v = 0; v < nv_; ++v) {
+      int64_t valid = std::clamp<int64_t>(cols - v * lanes_, 0, lanes_);
+      if (valid == lanes_) {
+        copy.push_back(ir::Store::make(panels, pixels_.load({vec(src + v * lanes_, lanes_)}),
+                                       {vec(dst + v * lanes_, lanes_)}));
+        continue;
+      }
+      for (int64_t l = 0; l < lanes_; ++l)
+        copy.push_back(
+            ir::Store::make(panels, l < valid ? pixels_.load({src + v * lanes_ + l}) : Expr(0.0f),
+                            {dst + v * lanes_ + l}));
+    }
+    return ir::For::make(k, 0, klen, ForKind::kSerial, ir::Seq::make(std::move(copy)));
+  }
+
+  // out[n, r0 : r0+rows, col0 : col0+cols] (+)= Wp[b, k0 : k0+klen, :rows] x the packed pixel
+  // panel at `at`. The accumulator tile is a local buffer with constant offsets only (kept in
+  // vector registers); its layout mirrors the mapping repeat(rows, vectors).
+  Stmt micro_kernel(int64_t rows, int64_t cols, Expr n, Expr b, Expr r0, Expr col0,
+                    const Buffer& panels, Expr at, Expr k0, Expr klen, Expr first) const {
+    const int64_t nvec = ceil_div(cols, lanes_);
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nvec * lanes_)},
+                              ir::MemoryScope::kLocal);
+    auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr((i * nvec + v) * lanes_), lanes_); };
+    auto valid = [&](int64_t v) { return std::clamp<int64_t>(cols - v * lanes_, 0, lanes_); };
+    std::vector<std::vector<int64_t>> cells = tile_cells(rows, nvec);
+    std::vector<Stmt> zero, load, fma, store;
+    for (const auto& cell : cells) {
+      int64_t i = cell[0], v = cell[1];
+      Expr col = col0 + v * lanes_;
+      zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {acc_at(i, v)}));
+      if (valid(v) == lanes_) {
+        load.push_back(
+            ir::Store::make(acc, out_.load({n, r0 + i, vec(col, lanes_)}), {acc_at(i, v)}));
+        store.push_back(
+            ir::Store::make(out_, acc.load({acc_at(i, v)}), {n, r0 + i, vec(col, lanes_)}));
+      } else {
+        for (int64_t l = 0; l < lanes_; ++l) {
+          Expr a = Expr((i * nvec + v) * lanes_ + l);
+          load.push_back(ir::Store::make(
+              acc, l < valid(v) ? out_.load({n, r0 + i, col + l}) : Expr(0.0f), {a}));
+          if (l < valid(v))
+            store.push_back(ir::Store::make(out_, acc.load({a}), {n, r0 + i, col + l}));
+        }
+      }
+    }
+    // The k loop: nvec vectors of the packed pixel panel, one broadcast weight per row, rows x
+    // nvec FMAs.
+    Var k("k");
+    std::vector<Var> x_rows;
+    for (int64_t v = 0; v < nvec; ++v)
+      x_rows.push_back(
+          Var("x" + std::to_string(v), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    for (const auto& cell : cells) {
+      int64_t i = cell[0], v = cell[1];
+      Expr wv = splat(packed_w_.load({b, k0 + k, Expr(i)}), lanes_);
+      fma.push_back(
+          ir::Store::make(acc, ir::fma(wv, x_rows[v], acc.load({acc_at(i, v)})), {acc_at(i, v)}));
+    }
+    Stmt step = ir::Seq::make(std::move(fma));
+    for (int64_t v = nvec - 1; v >= 0; --v)
+      step =
+          ir::LetStmt::make(x_rows[v], panels.load({vec(at + k * nr_ + v * lanes_, lanes_)}), step);
+    return ir::Allocate::make(
+        acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
+                                                 ir::Seq::make(std::move(load))),
+                            ir::For::make(k, 0, klen, ForKind::kSerial, step),
+                            ir::Seq::make(std::move(store))}));
+  }
+
+  const TemplateContext& ctx_;
+  ConvProblem p_;
+  int64_t lanes_, mr_, nv_, nr_, kc_, mc_, nc_, row_blocks_;
+  bool strided_;
+  Buffer x_, w_, packed_w_, pixels_, out_;
+};
+
+tune::Space gemm_1x1_space(const TemplateContext& ctx) {
+  const Target& t = ctx.target;
+  const int64_t lanes = t.vector_lanes_f32(), regs = t.vector_registers();
+  const int64_t l1 = t.l1d_bytes(), l2 = t.l2_bytes();
+  std::vector<int64_t> mr = {1, 2, 3, 4, 5, 6, 7, 8};
+  if (regs >= 32) mr.insert(mr.end(), {10, 12, 14});
+  tune::Space s;
+  s.param("mr", mr)
+      .param("nv", {1, 2, 3, 4})
+      .param("kc", {64, 128, 256, 512})
+      .param("mc_tiles", {1, 2, 4, 8, 16})
+      .param("nc_panels", {1, 2, 4, 8, 16, 32});
+  // Accumulators, the pixel vectors of one step and one broadcast weight live in registers.
+  s.rule("register tile fits the vector registers",
+         [=](const tune::Config& c) { return c["mr"] * c["nv"] + c["nv"] + 1 <= regs; });
+  // A kc-deep slice of the pixel panel and of the weight rows stay in L1 across the k loop.
+  s.rule("panel slice fits L1", [=](const tune::Config& c) {
+    return (c["kc"] * c["nv"] * lanes + c["kc"] * c["mr"]) * 4 <= l1;
+  });
+  // The weight block (mc x kc) and the pixel block (kc x nc) of one task stay in L2.
+  s.rule("tile blocks fit L2", [=](const tune::Config& c) {
+    int64_t mc = c["mc_tiles"] * c["mr"], nc = c["nc_panels"] * c["nv"] * lanes;
+    return (mc * c["kc"] + c["kc"] * nc) * 4 <= l2;
+  });
+  // kFast: the two register tiles that fill the registers best, a few blockings of each.
+  s.prefer("register tile uses most registers", [=](const tune::Config& c) {
+    int64_t acc = c["mr"] * c["nv"];
+    return c["nv"] >= 2 && acc >= (regs - 4) * 3 / 4 && c["mr"] * c["nv"] + c["nv"] + 1 >= regs - 1;
+  });
+  s.prefer("blocking near the cache sizes", [](const tune::Config& c) {
+    return (c["kc"] == 128 || c["kc"] == 256) && (c["mc_tiles"] == 4 || c["mc_tiles"] == 16) &&
+           (c["nc_panels"] == 4 || c["nc_panels"] == 16);
+  });
+  tune::Config best;
+  best.set("mr", regs >= 32 ? 12 : 6);
+  best.set("nv", 2);
+  best.set("kc", 256);
+  best.set("mc_tiles", 4);
+  best.set("nc_panels", 4);
+  for (int64_t kc : {256, 128, 64}) {
+    best.set("kc", kc);
+    if (s.broken_rules(best).empty()) break;
+  }
+  s.default_config(best);
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_1x1(const TemplateContext& ctx, const tune::Config& c) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  if (!p) return absl::InvalidArgumentError("conv2d_1x1_gemm does not apply to " + ctx.name);
+  Conv1x1Kernel k(ctx, *p, c);
+  ScheduledKernel out;
+  out.func.name = ctx.name;
+  if (ctx.constant_inputs.size() > 1 && ctx.constant_inputs[1]) {
+    out.func.params = {k.x(), k.packed_w(), k.out()};
+    out.func.body = k.body();
+    out.packed.push_back(ScheduledKernel::Packed{
+        1, ir::Func{ctx.name + "_pack_w", {k.w(), k.packed_w()}, k.pack_w()}, k.packed_shape()});
+  } else {
+    // The weight changes per run: pack it into a scratch buffer first, in the same kernel.
+    out.func.params = {k.x(), k.w(), k.out()};
+    out.func.body = ir::Allocate::make(k.packed_w(), ir::Seq::make({k.pack_w(), k.body()}));
+  }
+  return out;
+}
+
+bool applies_1x1(const TemplateContext& ctx) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  return p && p->KH == 1 && p->KW == 1 && !p->padded() && p->groups == 1;
+}
+
+// ---- depthwise convolution ----------------------------------------------------------------
+
+// groups == C == O: out[n, c] = x[n, c] (*) w[c]. Vectors run along the output width; each task
+// (image and channel, block of output rows) copies the input rows it reads into a zero-padded
+// scratch, de-interleaved by stride phase so that every tap is a dense vector load.
+class DepthwiseKernel {
+ public:
+  DepthwiseKernel(const TemplateContext& ctx, const ConvProblem& p, const tune::Config& c)
+      : ctx_(ctx), p_(p), lanes_(ctx.target.vector_lanes_f32()) {
+    ovec_ = c["ow_vectors"];
+    rows_ = std::min<int64_t>(c["rows"], p.OH);
+    row_blocks_ = ceil_div(p.OH, rows_);
+    in_rows_ = (rows_ - 1) * p.sh + (p.KH - 1) * p.dh + 1;
+    full_vectors_ = p.OW / lanes_;
+    rem_ = p.OW % lanes_;
+    const int64_t vectors = ceil_div(p.OW, lanes_);
+    in_cols_ = (vectors * lanes_ - 1) * p.sw + (p.KW - 1) * p.dw + 1;
+    phase_cols_ = ceil_div(in_cols_, p.sw);
+    x_ = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.N * p.C * p.H * p.W)});
+    w_ = Buffer::make(ctx.name + "_w", DType::f32(), {Expr(p.C * p.KH * p.KW)});
+    out_ = Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.N * p.C * p.OH * p.OW)});
+  }
+
+  const Buffer& x() const { return x_; }
+  const Buffer& w() const { return w_; }
+  const Buffer& out() const { return out_; }
+
+  Stmt body() const {
+    auto work = schedule::spatial(p_.N * p_.C, row_blocks_);
+    LOOM_CHECK(work.ok(), work.status().ToString());
+    Var t("task");
+    Stmt body = work->on(t, [&](const std::vector<Expr>& task) {
+      Expr plane = task[0], oh0 = task[1] * rows_;
+      Buffer rows =
+          Buffer::make(ctx_.name + "_rows", DType::f32(), {Expr(in_rows_ * p_.sw * phase_cols_)});
+      return ir::Allocate::make(
+          rows, ir::Seq::make({copy_rows(rows, plane, oh0), compute_rows(rows, plane, oh0)}));
+    });
+    return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
+  }
+
+ private:
+  // Stage "copy input rows": rows[r, phase, q] = x[plane, oh0 * sh - pt + r, q * sw + phase - pl],
+  // zero outside the image.
+  Stmt copy_rows(const Buffer& rows, const Expr& plane, const Expr& oh0) const {
+    Var r("r");
+    Expr ih = oh0 * p_.sh - p_.pt + r;
+    Expr src = (plane * p_.H + ih) * p_.W;
+    Expr dst = r * (p_.sw * phase_cols_);
+    Stmt fill;
+    if (p_.sw == 1) {
+      // Left pad, the image row, right pad: plain loops that LLVM vectorizes.
+      int64_t copy_end = std::min(p_.pl + p_.W, in_cols_);
+      Var col("col");
+      Stmt copy;
+      if (copy_end > p_.pl)
+        copy = ir::For::make(col, Expr(p_.pl), Expr(copy_end - p_.pl), ForKind::kVectorized,
+                             ir::Store::make(rows, x_.load({src + col - p_.pl}), {dst + col}));
+      fill = ir::Seq::make({zero_range(rows, dst, 0, std::min(p_.pl, in_cols_), "col"), copy,
+                            zero_range(rows, dst, std::max(copy_end, p_.pl), in_cols_, "col")});
+    } else {
+      Var phase("phase"), q("q");
+      Expr iw = q * p_.sw + phase - p_.pl;
+      Expr value =
+          ir::select(iw >= 0 && iw < p_.W,
+                     x_.load({src + ir::min(ir::max(iw, Expr(0)), Expr(p_.W - 1))}), Expr(0.0f));
+      fill = loop(
+          phase, 0, p_.sw,
+          loop(q, 0, phase_cols_, ir::Store::make(rows, value, {dst + phase * phase_cols_ + q})));
+    }
+    Stmt zero = zero_range(rows, dst, 0, p_.sw * phase_cols_, "col");
+    return ir::For::make(r, 0, in_rows_, ForKind::kSerial,
+                         ir::IfThenElse::make(ih >= 0 && ih < p_.H, fill, zero));
+  }
+
+  // Stage "multiply": each output row of the block, ovec vectors at a time.
+  Stmt compute_rows(const Buffer& rows, const Expr& plane, const Expr& oh0) const {
+    Var r("r"), g("g");
+    Expr channel = plane % p_.C;
+    std::vector<Stmt> s;
+    const int64_t groups = full_vectors_ / ovec_, left = full_vectors_ % ovec_;
+    if (groups > 0)
+      s.push_back(loop(g, 0, groups,
+                       micro_kernel(rows, plane, channel, oh0, r, g * (ovec_ * lanes_), ovec_, 0)));
+    if (left > 0)
+      s.push_back(
+          micro_kernel(rows, plane, channel, oh0, r, Expr(groups * ovec_ * lanes_), left, 0));
+    if (rem_ > 0)
+      s.push_back(
+          micro_kernel(rows, plane, channel, oh0, r, Expr(full_vectors_ * lanes_), 1, rem_));
+    Expr nrows = ir::min(Expr(rows_), p_.OH - oh0);
+    return ir::For::make(r, 0, nrows, ForKind::kSerial, ir::Seq::make(std::move(s)));
+  }
+
+  // out[plane, oh0 + r, ow0 : ow0 + nvec * lanes] = sum over taps of w[channel, kh, kw] x the
+  // input vector of that tap. partial > 0: only the first `partial` lanes of the last vector are
+  // stored (the scratch is wide enough that reading the rest is harmless).
+  Stmt micro_kernel(const Buffer& rows, const Expr& plane, const Expr& channel, const Expr& oh0,
+                    const Expr& r, const Expr& ow0, int64_t nvec, int64_t partial) const {
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(nvec * lanes_)},
+                              ir::MemoryScope::kLocal);
+    std::vector<Stmt> zero, fma, store;
+    Var kh("kh"), kw("kw");
+    // Tap (kh, kw) of output column ow reads padded column ow * sw + kw * dw, which is phase
+    // (kw * dw) % sw, position ow + (kw * dw) / sw of the de-interleaved row r * sh + kh * dh.
+    Expr tap_row = (r * p_.sh + kh * p_.dh) * (p_.sw * phase_cols_) +
+                   (kw * p_.dw) % p_.sw * phase_cols_ + (kw * p_.dw) / p_.sw;
+    Expr wv = splat(w_.load({channel * (p_.KH * p_.KW) + kh * p_.KW + kw}), lanes_);
+    Expr out_row = (plane * p_.OH + oh0 + r) * p_.OW + ow0;
+    for (int64_t v = 0; v < nvec; ++v) {
+      Expr at = vec(Expr(v * lanes_), lanes_);
+      zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {at}));
+      Expr in = rows.load({vec(tap_row + ow0 + v * lanes_, lanes_)});
+      fma.push_back(ir::Store::make(acc, ir::fma(in, wv, acc.load({at})), {at}));
+      if (partial == 0) {
+        store.push_back(ir::Store::make(out_, acc.load({at}), {vec(out_row + v * lanes_, lanes_)}));
+      } else {
+        for (int64_t l = 0; l < partial; ++l)
+          store.push_back(
+              ir::Store::make(out_, acc.load({Expr(v * lanes_ + l)}), {out_row + v * lanes_ + l}));
+      }
+    }
+    Stmt taps = ir::For::make(
+        kh, 0, p_.KH, window_kind(p_.KH, 7),
+        ir::For::make(kw, 0, p_.KW, window_kind(p_.KW, 7), ir::Seq::make(std::move(fma))));
+    return ir::Allocate::make(acc, ir::Seq::make({ir::Seq::make(std::move(zero)), taps,
+                                                  ir::Seq::make(std::move(store))}));
+  }
+
+  const TemplateContext& ctx_;
+  ConvProblem p_;
+  int64_t lanes_, ovec_, rows_, row_blocks_, in_rows_, full_vectors_, rem_, in_cols_, phase_cols_;
+  Buffer x_, w_, out_;
+};
+
+tune::Space depthwise_space(const TemplateContext& ctx) {
+  const int64_t regs = ctx.target.vector_registers();
+  tune::Space s;
+  s.param("ow_vectors", {1, 2, 3, 4, 6, 8}).param("rows", {1, 2, 4, 8, 16, 32});
+  // The accumulators, one input vector and one broadcast weight live in registers.
+  s.rule("accumulators fit the vector registers",
+         [=](const tune::Config& c) { return c["ow_vectors"] + 2 <= regs; });
+  s.prefer("several independent accumulators", [](const tune::Config& c) {
+    return c["ow_vectors"] >= 2 && c["ow_vectors"] % 2 == 0 && c["ow_vectors"] != 6;
+  });
+  s.prefer("row blocks of a few rows",
+           [](const tune::Config& c) { return c["rows"] >= 2 && c["rows"] <= 8; });
+  tune::Config best;
+  best.set("ow_vectors", 4);
+  best.set("rows", 4);
+  s.default_config(best);
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_depthwise(const TemplateContext& ctx, const tune::Config& c) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  if (!p) return absl::InvalidArgumentError("conv2d_depthwise does not apply to " + ctx.name);
+  DepthwiseKernel k(ctx, *p, c);
+  ScheduledKernel out;
+  out.func.name = ctx.name;
+  out.func.params = {k.x(), k.w(), k.out()};
+  out.func.body = k.body();
+  return out;
+}
+
+bool applies_depthwise(const TemplateContext& ctx) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  return p && p->groups == p->C && p->O == p->C;
+}
+
+// ---- direct convolution, channel-blocked --------------------------------------------------
+
+// Output channels of each group are cut into blocks of OCB = oc_vectors x lanes; weights are
+// packed as Wp[block, c, kh, kw, OCB] (zero past the group's last channel). A parallel task is
+// (image, oc block, block of `tiles` x ow_block output pixels, pixels counted row-major over the
+// output plane, so tiles run across row ends and only the plane's last tile is partial). The
+// task accumulates into a [pixels, OCB] scratch over blocks of input channels (kc deep in
+// (c, kh, kw) elements), then transposes it into the NCHW output.
+class DirectConvKernel {
+ public:
+  DirectConvKernel(const TemplateContext& ctx, const ConvProblem& p, const tune::Config& c)
+      : ctx_(ctx), p_(p), lanes_(ctx.target.vector_lanes_f32()) {
+    owb_ = c["ow_block"];
+    ocv_ = c["oc_vectors"];
+    ocb_ = ocv_ * lanes_;
+    // Input channels per cache block: at most kc / (KH x KW), the blocks as even as possible.
+    chunks_ = ceil_div(p.Cg(), std::clamp<int64_t>(c["kc"] / (p.KH * p.KW), 1, p.Cg()));
+    ic_chunk_ = ceil_div(p.Cg(), chunks_);
+    chunks_ = ceil_div(p.Cg(), ic_chunk_);
+    pix_block_ = c["tiles"] * owb_;
+    pix_blocks_ = ceil_div(p.P(), pix_block_);
+    blocks_per_group_ = ceil_div(p.Og(), ocb_);
+    blocks_ = p.groups * blocks_per_group_;
+    if (p.padded()) {
+      // Only the rows and columns that some tap reads.
+      hp_ = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
+      wp_ = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
+    } else {
+      hp_ = p.H;
+      wp_ = p.W;
+    }
+    x_ = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.N * p.C * p.H * p.W)});
+    w_ = Buffer::make(ctx.name + "_w", DType::f32(),
+                      {Expr(p.O), Expr(p.Cg()), Expr(p.KH), Expr(p.KW)});
+    packed_w_ = Buffer::make(ctx.name + "_wp", DType::f32(),
+                             {Expr(blocks_), Expr(p.Cg()), Expr(p.KH), Expr(p.KW), Expr(ocb_)});
+    input_ = p.padded()
+                 ? Buffer::make(ctx.name + "_xp", DType::f32(), {Expr(p.N * p.C * hp_ * wp_)})
+                 : x_;
+    out_ = Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.N), Expr(p.O), Expr(p.P())});
+  }
+
+  std::vector<int64_t> packed_shape() const { return {blocks_, p_.Cg(), p_.KH, p_.KW, ocb_}; }
+  const Buffer& x() const { return x_; }
+  const Buffer& w() const { return w_; }
+  const Buffer& packed_w() const { return packed_w_; }
+  const Buffer& out() const { return out_; }
+
+  // Stage "pack W": Wp[b, c, kh, kw, l] = W[g * Og + j * OCB + l, c, kh, kw] for block b = (g, j).
+  Stmt pack_w() const {
+    Var b("b"), c("c"), kh("kh"), kw("kw"), l("l");
+    Expr oc_in_group = b % blocks_per_group_ * ocb_ + l;
+    Expr oc = b / blocks_per_group_ * p_.Og() + ir::min(oc_in_group, Expr(p_.Og() - 1));
+    Stmt copy = ir::Store::make(
+        packed_w_, ir::select(oc_in_group < p_.Og(), w_.load({oc, c, kh, kw}), Expr(0.0f)),
+        {b, c, kh, kw, l});
+    return ir::For::make(
+        b, 0, blocks_, ForKind::kParallel,
+        loop(c, 0, p_.Cg(), loop(kh, 0, p_.KH, loop(kw, 0, p_.KW, loop(l, 0, ocb_, copy)))));
+  }
+
+  Stmt body() const {
+    if (!p_.padded()) return multiply();
+    return ir::Allocate::make(input_, ir::Seq::make({pad_input(), multiply()}));
+  }
+
+ private:
+  // Stage "pad input": xp[plane, hp, wp] = x[plane, hp - pt, wp - pl], zero outside the image.
+  Stmt pad_input() const {
+    Var plane("plane"), hp("hp"), col("col");
+    Expr ih = hp - p_.pt;
+    Expr dst = (plane * hp_ + hp) * wp_;
+    Expr src = (plane * p_.H + ih) * p_.W;
+    int64_t copy_end = std::min(p_.pl + p_.W, wp_);
+    Stmt copy;
+    if (copy_end > p_.pl)
+      copy = ir::For::make(col, Expr(p_.pl), Expr(copy_end - p_.pl), ForKind::kVectorized,
+                           ir::Store::make(input_, x_.load({src + col - p_.pl}), {dst + col}));
+    Stmt row = ir::Seq::make({zero_range(input_, dst, 0, std::min(p_.pl, wp_), "col"), copy,
+                              zero_range(input_, dst, std::max(copy_end, p_.pl), wp_, "col")});
+    Stmt body =
+        ir::IfThenElse::make(ih >= 0 && ih < p_.H, row, zero_range(input_, dst, 0, wp_, "col"));
+    return ir::For::make(plane, 0, p_.N * p_.C, ForKind::kParallel, loop(hp, 0, hp_, body));
+  }
+
+  // Stage "multiply": parallel over (image, oc block, pixel block).
+  Stmt multiply() const {
+    auto work = schedule::spatial(p_.N, blocks_, pix_blocks_);
+    LOOM_CHECK(work.ok(), work.status().ToString());
+    const int64_t tail = p_.P() % owb_;
+    Var t("task");
+    Stmt body = work->on(t, [&](const std::vector<Expr>& task) {
+      Expr n = task[0], b = task[1], pblock = task[2];
+      Expr group = b / blocks_per_group_, j = b % blocks_per_group_;
+      Expr pix0 = pblock * pix_block_;
+      Expr npix = ir::min(Expr(pix_block_), p_.P() - pix0);
+      Buffer scratch = Buffer::make(ctx_.name + "_tile", DType::f32(), {Expr(pix_block_ * ocb_)});
+      Var chunk("chunk"), tile("tile");
+      Expr c0 = chunk * ic_chunk_;
+      Expr clen = ir::min(Expr(ic_chunk_), p_.Cg() - c0);
+      Expr first = chunk == 0;
+      std::vector<Stmt> per_chunk;
+      per_chunk.push_back(ir::For::make(tile, 0, npix / owb_, ForKind::kSerial,
+                                        micro_kernel(owb_, scratch, pix0 + tile * owb_, tile * owb_,
+                                                     n, b, group, c0, clen, first)));
+      if (tail)
+        per_chunk.push_back(
+            ir::IfThenElse::make(pblock == pix_blocks_ - 1,
+                                 micro_kernel(tail, scratch, Expr(p_.P() - tail),
+                                              p_.P() - tail - pix0, n, b, group, c0, clen, first)));
+      // Stage "store": the [pixels, OCB] scratch, transposed into the output planes.
+      Var l("l"), q("q");
+      Expr oc = group * p_.Og() + j * ocb_ + l;
+      Stmt store = ir::For::make(
+          l, 0, ir::min(Expr(ocb_), p_.Og() - j * ocb_), ForKind::kSerial,
+          ir::For::make(q, 0, npix, ForKind::kSerial,
+                        ir::Store::make(out_, scratch.load({q * ocb_ + l}), {n, oc, pix0 + q})));
+      return ir::Allocate::make(
+          scratch,
+          ir::Seq::make({loop(chunk, 0, chunks_, ir::Seq::make(std::move(per_chunk))), store}));
+    });
+    return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
+  }
+
+  // scratch[s0 : s0 + npx, :] (+)= the conv of output pixels pix0 : pix0 + npx over input
+  // channels c0 : c0 + clen of the group. One input value per pixel is broadcast and multiplied
+  // with the OCB weights of the tap; pixel i reads the input at its own base offset (pixels may
+  // lie on different rows), plus the tap's constant offset.
+  Stmt micro_kernel(int64_t npx, const Buffer& scratch, Expr pix0, Expr s0, Expr n, Expr b,
+                    Expr group, Expr c0, Expr clen, Expr first) const {
+    Buffer acc =
+        Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(npx * ocb_)}, ir::MemoryScope::kLocal);
+    auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr(i * ocb_ + v * lanes_), lanes_); };
+    std::vector<std::vector<int64_t>> cells = tile_cells(npx, ocv_);
+    std::vector<Stmt> zero, load, fma, store;
+    for (const auto& cell : cells) {
+      int64_t i = cell[0], v = cell[1];
+      Expr at = vec((s0 + i) * ocb_ + v * lanes_, lanes_);
+      zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {acc_at(i, v)}));
+      load.push_back(ir::Store::make(acc, scratch.load({at}), {acc_at(i, v)}));
+      store.push_back(ir::Store::make(scratch, acc.load({acc_at(i, v)}), {at}));
+    }
+    Var c("c"), kh("kh"), kw("kw");
+    std::vector<Var> base;
+    for (int64_t i = 0; i < npx; ++i) base.push_back(Var("base" + std::to_string(i)));
+    Expr plane_size = Expr(hp_ * wp_);
+    Expr tap = (n * p_.C + group * p_.Cg() + c) * plane_size + kh * (p_.dh * wp_) + kw * p_.dw;
+    std::vector<Var> w_vec;
+    for (int64_t v = 0; v < ocv_; ++v)
+      w_vec.push_back(
+          Var("w" + std::to_string(v), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    for (const auto& cell : cells) {
+      int64_t i = cell[0], v = cell[1];
+      Expr xv = splat(input_.load({tap + base[i]}), lanes_);
+      fma.push_back(
+          ir::Store::make(acc, ir::fma(xv, w_vec[v], acc.load({acc_at(i, v)})), {acc_at(i, v)}));
+    }
+    Stmt step = ir::Seq::make(std::move(fma));
+    for (int64_t v = ocv_ - 1; v >= 0; --v)
+      step = ir::LetStmt::make(w_vec[v],
+                               packed_w_.load({b, c, kh, kw, vec(Expr(v * lanes_), lanes_)}), step);
+    const int64_t fmas_per_row = npx * ocv_ * p_.KW;
+    Stmt taps = ir::For::make(kh, 0, p_.KH, window_kind(fmas_per_row * p_.KH, 160),
+                              ir::For::make(kw, 0, p_.KW, window_kind(fmas_per_row, 200), step));
+    Stmt body = ir::For::make(c, c0, clen, ForKind::kSerial, taps);
+    // Each pixel's input offset, computed once per tile.
+    for (int64_t i = npx - 1; i >= 0; --i) {
+      Expr pixel = pix0 + i;
+      body =
+          ir::LetStmt::make(base[i], pixel / p_.OW * (p_.sh * wp_) + pixel % p_.OW * p_.sw, body);
+    }
+    return ir::Allocate::make(
+        acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
+                                                 ir::Seq::make(std::move(load))),
+                            body, ir::Seq::make(std::move(store))}));
+  }
+
+  const TemplateContext& ctx_;
+  ConvProblem p_;
+  int64_t lanes_, owb_, ocv_, ocb_, ic_chunk_, chunks_, pix_block_, pix_blocks_;
+  int64_t blocks_per_group_, blocks_, hp_, wp_;
+  Buffer x_, w_, packed_w_, input_, out_;
+};
+
+tune::Space direct_space(const TemplateContext& ctx) {
+  const Target& t = ctx.target;
+  const int64_t lanes = t.vector_lanes_f32(), regs = t.vector_registers();
+  const int64_t l1 = t.l1d_bytes(), l2 = t.l2_bytes();
+  std::vector<int64_t> owb = {1, 2, 3, 4, 5, 6, 7, 8};
+  if (regs >= 32) owb.insert(owb.end(), {10, 12, 14});
+  tune::Space s;
+  s.param("ow_block", owb)
+      .param("oc_vectors", {1, 2, 3, 4})
+      .param("kc", {64, 128, 256, 512, 1024, 2048})
+      .param("tiles", {1, 2, 4, 8, 16, 32});
+  // Accumulators, the weight vectors of one tap and one broadcast input live in registers.
+  s.rule("register tile fits the vector registers", [=](const tune::Config& c) {
+    return c["ow_block"] * c["oc_vectors"] + c["oc_vectors"] + 1 <= regs;
+  });
+  // The weights of one kc block of one oc block stay in L2 across the task's pixel tiles.
+  s.rule("weight block fits L2",
+         [=](const tune::Config& c) { return c["kc"] * c["oc_vectors"] * lanes * 4 <= l2 / 2; });
+  // The task's accumulator scratch stays in L1.
+  s.rule("task tile fits L1", [=](const tune::Config& c) {
+    return c["tiles"] * c["ow_block"] * c["oc_vectors"] * lanes * 4 <= l1 / 2;
+  });
+  // kFast: register tiles that fill the registers, weight blocks near L1, two task sizes.
+  s.prefer("register tile uses most registers", [=](const tune::Config& c) {
+    int64_t acc = c["ow_block"] * c["oc_vectors"];
+    return c["oc_vectors"] >= 2 && acc >= (regs - 4) * 3 / 4 &&
+           acc + c["oc_vectors"] + 1 >= regs - 1;
+  });
+  s.prefer("weight block near L1", [=](const tune::Config& c) {
+    int64_t bytes = c["kc"] * c["oc_vectors"] * lanes * 4;
+    return bytes <= l1 && bytes * 4 > l1;
+  });
+  s.prefer("a few tiles per task",
+           [](const tune::Config& c) { return c["tiles"] == 4 || c["tiles"] == 16; });
+  tune::Config best;
+  best.set("ow_block", regs >= 32 ? 12 : 6);
+  best.set("oc_vectors", 2);
+  best.set("tiles", 8);
+  for (int64_t kc : {512, 256, 128, 64}) {
+    best.set("kc", kc);
+    if (kc * 2 * lanes * 4 <= l1) break;
+  }
+  for (int64_t tiles : {8, 4, 2, 1}) {
+    best.set("tiles", tiles);
+    if (s.broken_rules(best).empty()) break;
+  }
+  s.default_config(best);
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_direct(const TemplateContext& ctx, const tune::Config& c) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  if (!p) return absl::InvalidArgumentError("conv2d_direct does not apply to " + ctx.name);
+  DirectConvKernel k(ctx, *p, c);
+  ScheduledKernel out;
+  out.func.name = ctx.name;
+  if (ctx.constant_inputs.size() > 1 && ctx.constant_inputs[1]) {
+    out.func.params = {k.x(), k.packed_w(), k.out()};
+    out.func.body = k.body();
+    out.packed.push_back(ScheduledKernel::Packed{
+        1, ir::Func{ctx.name + "_pack_w", {k.w(), k.packed_w()}, k.pack_w()}, k.packed_shape()});
+  } else {
+    out.func.params = {k.x(), k.w(), k.out()};
+    out.func.body = ir::Allocate::make(k.packed_w(), ir::Seq::make({k.pack_w(), k.body()}));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ScheduleTemplate> conv2d_cpu_templates() {
+  std::vector<ScheduleTemplate> out(3);
+  out[0].name = "conv2d_1x1_gemm";
+  out[0].applies = applies_1x1;
+  out[0].space = gemm_1x1_space;
+  out[0].build = build_1x1;
+  out[1].name = "conv2d_depthwise";
+  out[1].applies = applies_depthwise;
+  out[1].space = depthwise_space;
+  out[1].build = build_depthwise;
+  out[2].name = "conv2d_direct";
+  out[2].applies = [](const TemplateContext& ctx) { return conv_problem(ctx).has_value(); };
+  out[2].space = direct_space;
+  out[2].build = build_direct;
+  for (ScheduleTemplate& t : out) t.target_kind = Target::Kind::kCpu;
+  return out;
+}
+
+}  // namespace loom::ops

@@ -1,0 +1,15 @@
+// CPU schedule templates of row-wise operators (private to lib/ops): sum/mean/max over trailing
+// axes, softmax over the last axis and layer_norm, as rows of contiguous f32 elements.
+#pragma once
+
+#include "loom/graph/op.hpp"
+#include "loom/ir/expr.hpp"
+
+namespace loom::ops {
+
+// kind kSum with mean=true is mean; kSum, kMax otherwise.
+ScheduleTemplate row_reduce_cpu_template(ir::ReduceKind kind, bool mean);
+ScheduleTemplate softmax_cpu_template();
+ScheduleTemplate layer_norm_cpu_template();
+
+}  // namespace loom::ops

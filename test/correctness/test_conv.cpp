@@ -1,0 +1,256 @@
+// conv2d: the op and its CPU templates (1x1 GEMM, depthwise, direct) on odd and prime shapes,
+// strides, dilations, asymmetric padding and groups, against plain C++ in double and the te
+// reference evaluator; every template's pruned space and a sample of its whole space.
+
+#include <algorithm>
+#include <optional>
+#include <random>
+
+#include "graph_reference.hpp"
+#include "loom/loom.hpp"
+#include "test_util.hpp"
+
+using namespace loom;
+using loom::testing::random_array;
+using loom::testing::reference_run;
+using loom::testing::require_close;
+
+namespace {
+
+Shape static_shape(const std::vector<int64_t>& s) {
+  return Shape(s.begin(), s.end());
+}
+
+int64_t out_extent(int64_t in, int lo, int hi, int64_t k, int dilation, int stride) {
+  return (in + lo + hi - dilation * (k - 1) - 1) / stride + 1;
+}
+
+// The conv2d spec in plain C++, accumulated in double.
+NDArray naive_conv(const NDArray& x, const NDArray& w, const Conv2dOptions& o) {
+  const int64_t N = x.shape()[0], C = x.shape()[1], H = x.shape()[2], W = x.shape()[3];
+  const int64_t O = w.shape()[0], Cg = w.shape()[1], KH = w.shape()[2], KW = w.shape()[3];
+  const int64_t OH = out_extent(H, o.padding.top, o.padding.bottom, KH, o.dilation.h, o.stride.h);
+  const int64_t OW = out_extent(W, o.padding.left, o.padding.right, KW, o.dilation.w, o.stride.w);
+  const int64_t Og = O / o.groups;
+  NDArray y(DType::f32(), {N, O, OH, OW});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oc = 0; oc < O; ++oc)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          double s = 0;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < KH; ++kh)
+              for (int64_t kw = 0; kw < KW; ++kw) {
+                int64_t ih = oh * o.stride.h + kh * o.dilation.h - o.padding.top;
+                int64_t iw = ow * o.stride.w + kw * o.dilation.w - o.padding.left;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                int64_t ic = oc / Og * Cg + c;
+                s += x.get(((n * C + ic) * H + ih) * W + iw) *
+                     w.get(((oc * Cg + c) * KH + kh) * KW + kw);
+              }
+          y.set(((n * O + oc) * OH + oh) * OW + ow, s);
+        }
+  return y;
+}
+
+struct ConvCase {
+  std::vector<int64_t> x, w;
+  Conv2dOptions options;
+};
+
+std::string describe(const ConvCase& c) {
+  const Conv2dOptions& o = c.options;
+  return str_cat("x ", shape_to_string(c.x), " w ", shape_to_string(c.w), " stride (", o.stride.h,
+                 ", ", o.stride.w, ") pad (", o.padding.top, ", ", o.padding.left, ", ",
+                 o.padding.bottom, ", ", o.padding.right, ") dilation (", o.dilation.h, ", ",
+                 o.dilation.w, ") groups ", o.groups);
+}
+
+struct Checked {
+  std::string schedule;  // of the conv kernel
+};
+
+// Compiles the case (weight constant or an input; a forced config for one template if given),
+// runs it on random data and compares against plain C++ and, when asked, the te reference.
+Checked check_conv(const ConvCase& c, bool w_constant, bool te_reference,
+                   const std::string& template_name = "",
+                   const std::optional<tune::Config>& config = std::nullopt) {
+  NDArray x = random_array(DType::f32(), c.x), w = random_array(DType::f32(), c.w);
+  Graph g;
+  Tensor xt = g.input("x", static_shape(c.x));
+  Tensor wt = w_constant ? g.constant("w", w) : g.input("w", static_shape(c.w));
+  g.output(xt.conv2d(wt, c.options));
+  CompileOptions options;
+  options.poison_buffers = true;
+  if (config) options.template_configs[template_name] = *config;
+  INFO(describe(c) << (w_constant ? " (constant weight)" : " (weight input)")
+                   << (config ? ", config " + config->to_string() : std::string()));
+  auto compiled = Compiler().compile(g, options);
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  Checked out;
+  for (const KernelInfo& k : compiled->kernels()) out.schedule += k.schedule;
+  INFO("schedule " << out.schedule);
+  if (!template_name.empty()) REQUIRE(out.schedule.find(template_name) != std::string::npos);
+  std::vector<NDArray> inputs = w_constant ? std::vector<NDArray>{x} : std::vector<NDArray>{x, w};
+  auto got = compiled->run(inputs);
+  INFO(got.status().ToString());
+  REQUIRE(got.ok());
+  require_close((*got)[0], naive_conv(x, w, c.options), 1e-4, 1e-4);
+  if (te_reference) {
+    std::vector<NDArray> want = reference_run(g, inputs);
+    require_close((*got)[0], want[0], 1e-4, 1e-4);
+  }
+  return out;
+}
+
+const ScheduleTemplate& conv_template(const std::string& name) {
+  const OpDef* def = OpRegistry::global().find("conv2d");
+  REQUIRE(def);
+  auto it = std::find_if(def->templates.begin(), def->templates.end(),
+                         [&](const ScheduleTemplate& t) { return t.name == name; });
+  REQUIRE(it != def->templates.end());
+  return *it;
+}
+
+tune::Space space_of(const std::string& name) {
+  TemplateContext ctx;
+  ctx.target = Target::host_cpu();
+  return conv_template(name).space(ctx);
+}
+
+// The pruned space plus a fixed-seed sample of the whole space, each checked on every case.
+void sweep(const std::string& name, const std::vector<ConvCase>& cases, int samples) {
+  tune::Space space = space_of(name);
+  std::vector<tune::Config> configs = space.pruned(), all = space.all();
+  REQUIRE(!all.empty());
+  std::mt19937_64 pick(20240607);
+  for (int i = 0; i < samples; ++i) configs.push_back(all[pick() % all.size()]);
+  for (const tune::Config& config : configs) {
+    REQUIRE(space.broken_rules(config).empty());
+    for (const ConvCase& c : cases) check_conv(c, /*w_constant=*/true, false, name, config);
+  }
+  // The non-constant weight path packs inside the kernel; a few configs suffice.
+  for (size_t i = 0; i < configs.size(); i += 4)
+    check_conv(cases[0], /*w_constant=*/false, false, name, configs[i]);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: odd and prime shapes against naive C++ and the te reference",
+          "[conv][correctness]") {
+  std::vector<ConvCase> cases = {
+      {{1, 3, 7, 7}, {7, 3, 3, 3}, {.padding = 1}},
+      {{1, 5, 13, 17}, {19, 5, 3, 3}, {}},
+      {{2, 13, 17, 13}, {7, 13, 3, 3}, {.stride = 2, .padding = 1}},
+      {{1, 5, 13, 13}, {7, 5, 3, 3}, {.padding = 2, .dilation = 2}},
+      {{1, 3, 17, 13}, {19, 3, 3, 5}, {.stride = {2, 1}, .padding = {0, 1, 2, 3}}},
+      {{1, 1, 1, 1}, {1, 1, 1, 1}, {}},
+      {{1, 3, 1, 1}, {7, 3, 3, 3}, {.padding = 1}},
+      {{2, 6, 7, 9}, {4, 3, 3, 3}, {.padding = {1, 0, 1, 2}, .groups = 2}},
+      {{1, 10, 13, 11}, {15, 2, 3, 1}, {.stride = {1, 2}, .padding = {1, 0}, .groups = 5}},
+      {{1, 3, 23, 19}, {7, 3, 7, 7}, {.stride = 2, .padding = 3}},
+      {{1, 13, 7, 7}, {19, 13, 1, 1}, {}},
+      {{2, 5, 13, 17}, {7, 5, 1, 1}, {.stride = 2}},
+      {{1, 5, 7, 7}, {3, 5, 1, 1}, {.padding = 1}},  // 1x1 that pads: the direct template
+      {{2, 5, 13, 17}, {5, 1, 3, 3}, {.padding = 1, .groups = 5}},
+      {{1, 7, 13, 13}, {7, 1, 3, 3}, {.stride = 2, .padding = {1, 0, 0, 1}, .groups = 7}},
+      {{1, 3, 17, 19}, {3, 1, 5, 3}, {.padding = 2, .dilation = {2, 1}, .groups = 3}},
+  };
+  for (const ConvCase& c : cases) {
+    check_conv(c, /*w_constant=*/true, /*te_reference=*/true);
+    check_conv(c, /*w_constant=*/false, /*te_reference=*/true);
+  }
+}
+
+TEST_CASE("conv2d: each shape picks the template meant for it", "[conv][correctness]") {
+  auto schedule = [](const ConvCase& c) { return check_conv(c, true, false).schedule; };
+  CHECK(schedule({{1, 16, 9, 9}, {32, 16, 1, 1}, {}}).find("conv2d_1x1_gemm") == 0);
+  CHECK(schedule({{1, 16, 9, 9}, {32, 16, 1, 1}, {.stride = 2}}).find("conv2d_1x1_gemm") == 0);
+  CHECK(schedule({{1, 16, 9, 9}, {16, 1, 3, 3}, {.padding = 1, .groups = 16}})
+            .find("conv2d_depthwise") == 0);
+  CHECK(schedule({{1, 16, 9, 9}, {32, 16, 3, 3}, {.padding = 1}}).find("conv2d_direct") == 0);
+  CHECK(schedule({{1, 16, 9, 9}, {32, 8, 1, 1}, {.groups = 2}}).find("conv2d_direct") == 0);
+}
+
+TEST_CASE("conv2d: a symbolic batch uses the default schedule", "[conv][correctness]") {
+  Graph g;
+  Tensor x = g.input("x", {Dim("batch"), 3, 7, 6});
+  NDArray w = random_array(DType::f32(), {5, 3, 3, 3});
+  g.output(x.conv2d(g.constant("w", w), {.stride = {1, 2}, .padding = {1, 2, 0, 1}}));
+  CompileOptions options;
+  options.poison_buffers = true;
+  auto compiled = Compiler().compile(g, options);
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  for (int64_t batch : {1, 3}) {
+    NDArray xv = random_array(DType::f32(), {batch, 3, 7, 6});
+    auto got = compiled->run({xv});
+    INFO(got.status().ToString());
+    REQUIRE(got.ok());
+    require_close((*got)[0], naive_conv(xv, w, {.stride = {1, 2}, .padding = {1, 2, 0, 1}}), 1e-4,
+                  1e-4);
+    require_close((*got)[0], reference_run(g, {xv})[0], 1e-4, 1e-4);
+  }
+}
+
+TEST_CASE("conv2d: half-precision tensors use the default schedule", "[conv][correctness]") {
+  for (DType t : {DType::f16(), DType::bf16()}) {
+    INFO(t.to_string());
+    Graph g;
+    g.output(
+        g.input("x", {1, 3, 6, 7}, t)
+            .conv2d(g.input("w", {4, 3, 3, 2}, t), {.padding = {1, 0, 0, 1}, .dilation = {1, 2}}));
+    CompileOptions options;
+    options.poison_buffers = true;
+    auto compiled = Compiler().compile(g, options);
+    INFO(compiled.status().ToString());
+    REQUIRE(compiled.ok());
+    REQUIRE(compiled->kernels()[0].schedule == "default");
+    std::vector<NDArray> inputs = {random_array(t, {1, 3, 6, 7}), random_array(t, {4, 3, 3, 2})};
+    auto got = compiled->run(inputs);
+    INFO(got.status().ToString());
+    REQUIRE(got.ok());
+    require_close((*got)[0], reference_run(g, inputs)[0], 1e-2, 1e-2);
+  }
+}
+
+TEST_CASE("conv2d direct template: pruned space and a sample of the whole space",
+          "[conv][template]") {
+  // 19 output channels leave a partial oc block for every block width; 13 x 11 = 143 output
+  // pixels (prime factors 11, 13) a partial tile for every ow_block > 1 and a partial pixel block;
+  // 13 input channels x 9 taps = 117 a partial kc block for kc = 64.
+  sweep("conv2d_direct",
+        {{{2, 13, 13, 11}, {19, 13, 3, 3}, {.padding = {1, 1, 1, 1}}},
+         {{1, 10, 11, 9}, {14, 5, 3, 3}, {.stride = 2, .padding = {2, 1, 0, 1}, .groups = 2}}},
+        8);
+}
+
+TEST_CASE("conv2d 1x1 GEMM template: pruned space and a sample of the whole space",
+          "[conv][template]") {
+  // 19 output channels: a row tail for every mr > 1; 7 x 9 = 63 pixels: a partial pixel vector
+  // for every panel width; 131 input channels: a partial K block for every kc.
+  sweep("conv2d_1x1_gemm",
+        {{{2, 131, 7, 9}, {19, 131, 1, 1}, {}}, {{1, 13, 13, 17}, {7, 13, 1, 1}, {.stride = 2}}},
+        8);
+}
+
+TEST_CASE("conv2d depthwise template: pruned space and a sample of the whole space",
+          "[conv][template]") {
+  // 13 x 19 output: partial row blocks and a partial last vector; stride 2 goes through the
+  // de-interleaved rows.
+  sweep("conv2d_depthwise",
+        {{{2, 5, 13, 19}, {5, 1, 3, 3}, {.padding = 1, .groups = 5}},
+         {{1, 3, 15, 37}, {3, 1, 3, 5}, {.stride = 2, .padding = {1, 2, 0, 1}, .groups = 3}}},
+        8);
+}
+
+TEST_CASE("conv2d templates: the space does not depend on the input size", "[conv][template]") {
+  for (const char* name : {"conv2d_direct", "conv2d_1x1_gemm", "conv2d_depthwise"}) {
+    INFO(name);
+    tune::Space space = space_of(name);
+    REQUIRE(space.broken_rules(space.default_config()).empty());
+    REQUIRE(space.pruned().size() < space.all().size());
+    REQUIRE(space.pruned().size() <= 30);
+  }
+}
