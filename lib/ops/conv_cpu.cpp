@@ -396,6 +396,10 @@ class DepthwiseKernel {
     const int64_t vectors = ceil_div(p.OW, lanes_);
     in_cols_ = (vectors * lanes_ - 1) * p.sw + (p.KW - 1) * p.dw + 1;
     phase_cols_ = ceil_div(in_cols_, p.sw);
+    // Stride 1: rows start on a vector boundary and the image part of each row does too (after
+    // `lead_` unused columns), so that the copy's vector stores are aligned.
+    lead_ = p.sw == 1 ? (lanes_ - p.pl % lanes_) % lanes_ : 0;
+    row_stride_ = p.sw == 1 ? ceil_div(lead_ + in_cols_, lanes_) * lanes_ : p.sw * phase_cols_;
     x_ = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.N * p.C * p.H * p.W)});
     w_ = Buffer::make(ctx.name + "_w", DType::f32(), {Expr(p.C * p.KH * p.KW)});
     out_ = Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.N * p.C * p.OH * p.OW)});
@@ -411,8 +415,7 @@ class DepthwiseKernel {
     Var t("task");
     Stmt body = work->on(t, [&](const std::vector<Expr>& task) {
       Expr plane = task[0], oh0 = task[1] * rows_;
-      Buffer rows =
-          Buffer::make(ctx_.name + "_rows", DType::f32(), {Expr(in_rows_ * p_.sw * phase_cols_)});
+      Buffer rows = Buffer::make(ctx_.name + "_rows", DType::f32(), {Expr(in_rows_ * row_stride_)});
       return ir::Allocate::make(
           rows, ir::Seq::make({copy_rows(rows, plane, oh0), compute_rows(rows, plane, oh0)}));
     });
@@ -426,7 +429,7 @@ class DepthwiseKernel {
     Var r("r");
     Expr ih = oh0 * p_.sh - p_.pt + r;
     Expr src = (plane * p_.H + ih) * p_.W;
-    Expr dst = r * (p_.sw * phase_cols_);
+    Expr row = r * row_stride_, dst = row + lead_;
     Stmt fill;
     if (p_.sw == 1) {
       // Left pad, the image row, right pad: plain loops that LLVM vectorizes.
@@ -448,7 +451,7 @@ class DepthwiseKernel {
           phase, 0, p_.sw,
           loop(q, 0, phase_cols_, ir::Store::make(rows, value, {dst + phase * phase_cols_ + q})));
     }
-    Stmt zero = zero_range(rows, dst, 0, p_.sw * phase_cols_, "col");
+    Stmt zero = zero_range(rows, row, 0, row_stride_, "col");
     return ir::For::make(r, 0, in_rows_, ForKind::kSerial,
                          ir::IfThenElse::make(ih >= 0 && ih < p_.H, fill, zero));
   }
@@ -483,7 +486,7 @@ class DepthwiseKernel {
     Var kh("kh"), kw("kw");
     // Tap (kh, kw) of output column ow reads padded column ow * sw + kw * dw, which is phase
     // (kw * dw) % sw, position ow + (kw * dw) / sw of the de-interleaved row r * sh + kh * dh.
-    Expr tap_row = (r * p_.sh + kh * p_.dh) * (p_.sw * phase_cols_) +
+    Expr tap_row = (r * p_.sh + kh * p_.dh) * row_stride_ + lead_ +
                    (kw * p_.dw) % p_.sw * phase_cols_ + (kw * p_.dw) / p_.sw;
     Expr wv = splat(w_.load({channel * (p_.KH * p_.KW) + kh * p_.KW + kw}), lanes_);
     Expr out_row = (plane * p_.OH + oh0 + r) * p_.OW + ow0;
@@ -510,6 +513,7 @@ class DepthwiseKernel {
   const TemplateContext& ctx_;
   ConvProblem p_;
   int64_t lanes_, ovec_, rows_, row_blocks_, in_rows_, full_vectors_, rem_, in_cols_, phase_cols_;
+  int64_t lead_, row_stride_;
   Buffer x_, w_, out_;
 };
 
