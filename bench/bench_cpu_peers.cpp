@@ -306,7 +306,8 @@ absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
     g.output(x.conv2d(g.constant("w", c.w),
                       {.stride = s.stride, .padding = s.pad, .groups = s.groups}));
   }
-  loom::CompileOptions options{.tune = loom::TuneLevel::kFast};
+  // The kernel cache is off: every run tunes afresh, so tune_s is a real tuning time.
+  loom::CompileOptions options{.tune = loom::TuneLevel::kFast, .use_cache = false};
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler().compile(g, options);
   tune_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

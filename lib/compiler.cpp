@@ -1,14 +1,20 @@
 // Compiler::compile: graph -> one Task per operator node -> lowered loop IR -> one JIT module.
+// Every kernel goes through the kernel cache: templated nodes one entry each, keyed by their task
+// text; default-schedule kernels one entry for the graph's whole default module, keyed by its IR.
 
 #include "loom/compiler.hpp"
 
+#include <chrono>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
 #include "loom/ir/printer.hpp"
 #include "loom/passes/passes.hpp"
+#include "loom/runtime/kernel_cache.hpp"
+#include "loom/runtime/thread_pool.hpp"
 #include "loom/te/task.hpp"
 #include "loom/tune/tuner.hpp"
 #include "runtime/compiled_graph_impl.hpp"
@@ -68,6 +74,78 @@ const ScheduleTemplate* find_template(const OpDef& def, const Graph& g, const No
   return nullptr;
 }
 
+const char* tune_level_name(TuneLevel level) {
+  switch (level) {
+    case TuneLevel::kNone:
+      return "none";
+    case TuneLevel::kFast:
+      return "fast";
+    case TuneLevel::kFull:
+      return "full";
+  }
+  return "?";
+}
+
+// Canonical text of a templated node's task: all its tuning and code depend on, but the target
+// (a key part of its own) and the node's name (identical layers share one kernel). The thread
+// count is part of it: templates split their work by it and tuning measures with it.
+std::string template_task_text(const Node& n, const TemplateContext& ctx, const ScheduleTemplate& t,
+                               TuneLevel level, const tune::Config* forced) {
+  std::string s = str_cat("template ", t.name, "\nop ", n.op, "(",
+                          ctx.attrs ? ctx.attrs->to_string() : "", ")\n");
+  for (size_t i = 0; i < ctx.inputs.size(); ++i)
+    s += str_cat("input ", i, ": ", ctx.inputs[i].to_string(),
+                 ctx.constant_inputs[i] ? " constant" : "", "\n");
+  s += "output: " + ctx.output.to_string() + "\n";
+  s += str_cat("threads ", num_threads(), "\n");
+  s += forced ? "config " + forced->to_string() : str_cat("tune ", tune_level_name(level));
+  return s + "\n";
+}
+
+// How one compile uses the kernel cache.
+struct CacheUse {
+  bool enabled = false;
+  runtime::CacheSettings settings;
+  std::string target;   // key part: fingerprint and the cache sizes and cores spaces derive from
+  std::string backend;  // key part: LLVM's version
+  // Objects this compile loaded into its JIT, by key: identical nodes link one copy.
+  std::map<std::string, std::vector<runtime::KernelFn>> loaded;
+
+  runtime::CacheKeyParts parts(std::string task) const {
+    runtime::CacheKeyParts p;
+    p.task = std::move(task);
+    p.target = target;
+    p.backend_version = backend;
+    return p;
+  }
+  absl::StatusOr<std::vector<runtime::KernelFn>> load(const std::string& key,
+                                                      const runtime::CachedKernel& entry,
+                                                      runtime::CpuJit& jit) {
+    auto it = loaded.find(key);
+    if (it != loaded.end()) return it->second;
+    LOOM_ASSIGN_OR_RETURN(std::vector<runtime::KernelFn> fns, jit.load_object(entry.object));
+    return loaded[key] = std::move(fns);
+  }
+};
+
+CacheUse cache_use(const Target& target, const CompileOptions& options) {
+  CacheUse c;
+  c.enabled = options.use_cache && !dump_enabled();
+  if (!c.enabled) return c;
+  c.settings = runtime::CacheSettings::from_environment();
+  if (!options.cache_dir.empty()) c.settings.dir = options.cache_dir;
+  if (options.cache_max_bytes > 0) c.settings.max_bytes = options.cache_max_bytes;
+  if (!options.use_disk_cache) c.settings.dir.clear();
+  c.target = str_cat(target.fingerprint(), " l1d=", target.l1d_bytes(), " l2=", target.l2_bytes(),
+                     " cores=", target.cores());
+  c.backend = runtime::CpuJit::backend_version();
+  return c;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
 
 absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const CompileOptions& options) const {
@@ -80,6 +158,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   impl->poison_buffers = options.poison_buffers;
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::CpuJit> jit, runtime::CpuJit::create(target_));
   impl->jit = std::move(jit);
+  CacheUse cache = cache_use(target_, options);
 
   const std::vector<Node>& nodes = graph.nodes();
   std::set<int> live = live_nodes(graph);
@@ -108,22 +187,86 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
     LOOM_CHECK(def, "node of unregistered op ", n.op);
     TemplateContext ctx;
     if (const ScheduleTemplate* t = find_template(*def, graph, n, target_, &ctx)) {
+      auto t0 = std::chrono::steady_clock::now();
       std::vector<const NDArray*> constants;
       for (int in : n.inputs)
         constants.push_back(nodes[in].kind == Node::Kind::kConstant ? &nodes[in].value : nullptr);
       auto forced = options.template_configs.find(t->name);
-      absl::StatusOr<tune::TunedKernel> tuned = tune::tune_kernel(
-          *t, ctx, constants, options.tune, *impl->jit,
-          forced == options.template_configs.end() ? nullptr : &forced->second);
-      if (!tuned.ok())
-        return absl::Status(tuned.status().code(), str_cat("scheduling ", n.op, " node '", n.name,
-                                                           "' with template ", t->name, ": ",
-                                                           tuned.status().message()));
+      const tune::Config* forced_config =
+          forced == options.template_configs.end() ? nullptr : &forced->second;
+      auto scheduling_error = [&](const absl::Status& s) {
+        return absl::Status(s.code(), str_cat("scheduling ", n.op, " node '", n.name,
+                                              "' with template ", t->name, ": ", s.message()));
+      };
       Launch launch;
-      launch.fn = tuned->fn;
+      std::vector<std::pair<int, NDArray>> packed_inputs;
+      KernelInfo info;
+      info.ops = {n.name};
+      if (!cache.enabled) {
+        absl::StatusOr<tune::TunedKernel> tuned =
+            tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit, forced_config);
+        if (!tuned.ok()) return scheduling_error(tuned.status());
+        launch.fn = tuned->fn;
+        packed_inputs = std::move(tuned->packed_inputs);
+        info.name = tuned->func.name;
+        info.schedule = t->name + "[" + tuned->config.to_string() + "]";
+      } else {
+        runtime::CacheKeyParts parts =
+            cache.parts(template_task_text(n, ctx, *t, options.tune, forced_config));
+        const std::string key = runtime::cache_key(parts);
+        std::optional<tune::TunedKernel> fresh;  // set when this thread built the entry
+        runtime::KernelCache::Result entry = runtime::KernelCache::global().get(
+            key, parts, cache.settings, [&]() -> absl::StatusOr<runtime::CachedKernel> {
+              LOOM_ASSIGN_OR_RETURN(
+                  tune::TunedKernel tuned,
+                  tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit, forced_config));
+              runtime::CachedKernel k;
+              k.kernel_name = tuned.func.name;
+              k.schedule = t->name + "[" + tuned.config.to_string() + "]";
+              k.config = tuned.config;
+              k.measurements = tuned.measurements;
+              k.tune_seconds = tuned.seconds;
+              for (const auto& [input, array] : tuned.packed_inputs)
+                k.packed.push_back({input, array.shape()});
+              k.object = tuned.object;
+              k.source = tuned.source;
+              fresh = std::move(tuned);
+              return k;
+            });
+        if (!entry.ok()) return scheduling_error(entry.status());
+        const runtime::CachedKernel& e = **entry;
+        if (fresh) {
+          launch.fn = fresh->fn;
+          packed_inputs = std::move(fresh->packed_inputs);
+        } else {
+          // Packing runs here, from the cached pack funcs: packed data depends on the values.
+          absl::StatusOr<std::vector<runtime::KernelFn>> fns = cache.load(key, e, *impl->jit);
+          if (!fns.ok()) return scheduling_error(fns.status());
+          if (fns->size() != 1 + e.packed.size())
+            return scheduling_error(absl::DataLossError(
+                str_cat("cache entry ", key, " has ", fns->size(), " entry points for ",
+                        e.packed.size(), " packed inputs")));
+          launch.fn = (*fns)[0];
+          for (size_t i = 0; i < e.packed.size(); ++i) {
+            const runtime::CachedKernel::Packed& p = e.packed[i];
+            if (p.input < 0 || p.input >= static_cast<int>(n.inputs.size()) ||
+                !constants[static_cast<size_t>(p.input)])
+              return scheduling_error(absl::DataLossError(
+                  str_cat("cache entry ", key, " packs input ", p.input, ", not a constant")));
+            const NDArray& src = *constants[static_cast<size_t>(p.input)];
+            NDArray packed(src.dtype(), p.shape);
+            void* buffers[] = {src.data(), packed.data()};
+            (*fns)[1 + i](buffers, nullptr);
+            packed_inputs.emplace_back(p.input, std::move(packed));
+          }
+        }
+        info.name = e.kernel_name;
+        info.schedule = e.schedule;
+      }
+      info.tune_seconds = seconds_since(t0);
       for (int in : n.inputs) launch.buffers.push_back(in);
       // Packed constants get slots of their own, filled at compile time.
-      for (auto& [input, array] : tuned->packed_inputs) {
+      for (auto& [input, array] : packed_inputs) {
         Slot s;
         s.kind = Slot::Kind::kConstant;
         s.name = nodes[n.inputs[input]].name + "_packed";
@@ -135,9 +278,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       }
       launch.buffers.push_back(id);
       impl->launches.push_back(std::move(launch));
-      impl->kernels.push_back(KernelInfo{tuned->func.name, {n.name},
-                                         t->name + "[" + tuned->config.to_string() + "]",
-                                         tuned->seconds});
+      impl->kernels.push_back(std::move(info));
       continue;
     }
 
@@ -166,7 +307,36 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   }
 
   if (!module.funcs.empty()) {
-    LOOM_ASSIGN_OR_RETURN(std::vector<runtime::KernelFn> fns, impl->jit->compile(module));
+    std::vector<runtime::KernelFn> fns;
+    if (!cache.enabled) {
+      LOOM_ASSIGN_OR_RETURN(fns, impl->jit->compile(module));
+    } else {
+      const std::string source = ir::to_string(module);
+      runtime::CacheKeyParts parts = cache.parts("default schedule\n" + source);
+      const std::string key = runtime::cache_key(parts);
+      std::optional<std::vector<runtime::KernelFn>> fresh;
+      runtime::KernelCache::Result entry = runtime::KernelCache::global().get(
+          key, parts, cache.settings, [&]() -> absl::StatusOr<runtime::CachedKernel> {
+            runtime::CachedKernel k;
+            for (const ir::Func& f : module.funcs)
+              k.kernel_name += (k.kernel_name.empty() ? "" : ",") + f.name;
+            k.schedule = "default";
+            LOOM_ASSIGN_OR_RETURN(k.object, impl->jit->compile_object(module));
+            LOOM_ASSIGN_OR_RETURN(fresh, impl->jit->load_object(k.object));
+            k.source = source;
+            return k;
+          });
+      if (!entry.ok()) return entry.status();
+      if (fresh) {
+        fns = std::move(*fresh);
+      } else {
+        LOOM_ASSIGN_OR_RETURN(fns, cache.load(key, **entry, *impl->jit));
+        if (fns.size() != module.funcs.size())
+          return absl::DataLossError(str_cat("cache entry ", key, " has ", fns.size(),
+                                             " entry points for ", module.funcs.size(),
+                                             " kernels"));
+      }
+    }
     for (size_t k = 0; k < fns.size(); ++k) impl->launches[module_launches[k]].fn = fns[k];
   }
   return CompiledGraph(std::move(impl));

@@ -1,6 +1,7 @@
 // Compiler: turns a Graph into a CompiledGraph for a Target.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -21,6 +22,20 @@ struct CompileOptions {
   // (tests sweep a space this way; an engine replays recorded choices). A config that breaks
   // one of the space's rules is an InvalidArgument error.
   std::map<std::string, tune::Config> template_configs;
+
+  // The kernel cache: each kernel is looked up by a stable key (its task, target, LLVM and loom
+  // versions) in the process-wide memory level, then on disk, and stored in both after it is
+  // built, so a warm compile neither tunes nor runs LLVM. Off: everything is built afresh.
+  // LOOM_DUMP_IR also bypasses it (dumps show every stage).
+  bool use_cache = true;
+  // Off: the memory level only.
+  bool use_disk_cache = true;
+  // The disk level's directory; empty: $LOOM_CACHE_DIR, else $XDG_CACHE_HOME/loom, else
+  // ~/.cache/loom. An unwritable directory leaves the cache in memory, with one warning.
+  std::string cache_dir;
+  // Bound on the disk level's bytes (least recently used entries go); 0: $LOOM_CACHE_MAX_BYTES,
+  // else unbounded.
+  uint64_t cache_max_bytes = 0;
 };
 
 class Compiler {

@@ -8,6 +8,7 @@
 //    read from NCHW (through a zero-padded copy when the conv pads).
 
 #include "ops/conv_cpu.hpp"
+#include "ops/template_util.hpp"
 
 #include <algorithm>
 #include <optional>
@@ -25,10 +26,6 @@ using ir::Expr;
 using ir::ForKind;
 using ir::Stmt;
 using ir::Var;
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 // One conv2d node with static shapes, in the names of the op's definition.
 struct ConvProblem {
@@ -358,19 +355,8 @@ absl::StatusOr<ScheduledKernel> build_1x1(const TemplateContext& ctx, const tune
   std::optional<ConvProblem> p = conv_problem(ctx);
   if (!p) return absl::InvalidArgumentError("conv2d_1x1_gemm does not apply to " + ctx.name);
   Conv1x1Kernel k(ctx, *p, c);
-  ScheduledKernel out;
-  out.func.name = ctx.name;
-  if (ctx.constant_inputs.size() > 1 && ctx.constant_inputs[1]) {
-    out.func.params = {k.x(), k.packed_w(), k.out()};
-    out.func.body = k.body();
-    out.packed.push_back(ScheduledKernel::Packed{
-        1, ir::Func{ctx.name + "_pack_w", {k.w(), k.packed_w()}, k.pack_w()}, k.packed_shape()});
-  } else {
-    // The weight changes per run: pack it into a scratch buffer first, in the same kernel.
-    out.func.params = {k.x(), k.w(), k.out()};
-    out.func.body = ir::Allocate::make(k.packed_w(), ir::Seq::make({k.pack_w(), k.body()}));
-  }
-  return out;
+  return kernel_with_packed_input(ctx, 1, {k.x(), k.w(), k.out()}, k.packed_w(), k.pack_w(),
+                                  k.body(), k.packed_shape());
 }
 
 bool applies_1x1(const TemplateContext& ctx) {
@@ -790,18 +776,8 @@ absl::StatusOr<ScheduledKernel> build_direct(const TemplateContext& ctx, const t
   std::optional<ConvProblem> p = conv_problem(ctx);
   if (!p) return absl::InvalidArgumentError("conv2d_direct does not apply to " + ctx.name);
   DirectConvKernel k(ctx, *p, c);
-  ScheduledKernel out;
-  out.func.name = ctx.name;
-  if (ctx.constant_inputs.size() > 1 && ctx.constant_inputs[1]) {
-    out.func.params = {k.x(), k.packed_w(), k.out()};
-    out.func.body = k.body();
-    out.packed.push_back(ScheduledKernel::Packed{
-        1, ir::Func{ctx.name + "_pack_w", {k.w(), k.packed_w()}, k.pack_w()}, k.packed_shape()});
-  } else {
-    out.func.params = {k.x(), k.w(), k.out()};
-    out.func.body = ir::Allocate::make(k.packed_w(), ir::Seq::make({k.pack_w(), k.body()}));
-  }
-  return out;
+  return kernel_with_packed_input(ctx, 1, {k.x(), k.w(), k.out()}, k.packed_w(), k.pack_w(),
+                                  k.body(), k.packed_shape());
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "loom/runtime/thread_pool.hpp"
 #include "loom/schedule/task_mapping.hpp"
 #include "ops/matmul_cpu.hpp"
+#include "ops/template_util.hpp"
 
 namespace loom::ops {
 namespace {
@@ -16,16 +17,6 @@ using ir::Buffer;
 using ir::Expr;
 using ir::Stmt;
 using ir::Var;
-
-// The product of static extents, or nullopt when any is symbolic.
-std::optional<int64_t> static_product(const Shape& s, size_t begin, size_t end) {
-  int64_t p = 1;
-  for (size_t i = begin; i < end; ++i) {
-    if (!s[i].is_static()) return std::nullopt;
-    p *= s[i].value();
-  }
-  return p;
-}
 
 // A matmul node seen as G independent GEMMs C[g] (M x N) = A[g] (M x K) * B[g or 0] (K x N).
 // Batch dims of A fold into M when B has none; otherwise both must have the same batch dims.
@@ -57,8 +48,6 @@ std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx) {
   p.b_batched = true;
   return p;
 }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // One GEMM kernel for one config: the names below follow the classic blocked GEMM
 // (mr x NR register tile, kc-deep panels, mc x nc tiles of C per parallel task).
@@ -306,23 +295,8 @@ absl::StatusOr<ScheduledKernel> build_gemm(const TemplateContext& ctx, const tun
   std::optional<GemmProblem> p = gemm_problem(ctx);
   if (!p) return absl::InvalidArgumentError("gemm template does not apply to " + ctx.name);
   GemmKernel k(ctx, *p, c);
-  ScheduledKernel out;
-  bool pack_at_compile_time = ctx.constant_inputs.size() > 1 && ctx.constant_inputs[1];
-  out.func.name = ctx.name;
-  if (pack_at_compile_time) {
-    out.func.params = {k.a(), k.packed_b(), k.c()};
-    out.func.body = k.multiply();
-    ScheduledKernel::Packed packed;
-    packed.input = 1;
-    packed.pack = ir::Func{ctx.name + "_pack_B", {k.b(), k.packed_b()}, k.pack_b()};
-    packed.shape = k.packed_shape();
-    out.packed.push_back(std::move(packed));
-  } else {
-    // B changes per run: pack it into a scratch buffer first, in the same kernel.
-    out.func.params = {k.a(), k.b(), k.c()};
-    out.func.body = ir::Allocate::make(k.packed_b(), ir::Seq::make({k.pack_b(), k.multiply()}));
-  }
-  return out;
+  return kernel_with_packed_input(ctx, 1, {k.a(), k.b(), k.c()}, k.packed_b(), k.pack_b(),
+                                  k.multiply(), k.packed_shape());
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "loom/ops/attrs.hpp"
 #include "loom/schedule/task_mapping.hpp"
 #include "ops/common.hpp"
+#include "ops/template_util.hpp"
 
 namespace loom::ops {
 namespace {
@@ -31,16 +32,6 @@ constexpr int64_t kMinParallelElements = 32 * 1024;
 struct Rows {
   int64_t rows = 0, len = 0;
 };
-
-// The product of static extents, or nullopt when any is symbolic.
-std::optional<int64_t> static_product(const Shape& s, size_t begin, size_t end) {
-  int64_t p = 1;
-  for (size_t i = begin; i < end; ++i) {
-    if (!s[i].is_static()) return std::nullopt;
-    p *= s[i].value();
-  }
-  return p;
-}
 
 // x as rows of its dims from axis on; nullopt unless x is f32, static and not empty.
 std::optional<Rows> rows_of(const TensorType& x, int axis) {

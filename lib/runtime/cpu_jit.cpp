@@ -3,20 +3,20 @@
 
 #include "loom/runtime/cpu_jit.hpp"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <mutex>
 #include <string>
 #include <thread>
-
-#include <unistd.h>
 #include <utility>
 
 #include "codegen/emit_llvm.hpp"
 #include "llvm/ADT/SmallString.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
-#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
@@ -24,6 +24,7 @@
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
@@ -32,6 +33,7 @@
 #include "llvm/Transforms/Utils/Cloning.h"
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
+#include "loom/runtime/stats.hpp"
 #include "loom/runtime/thread_pool.hpp"
 
 namespace loom {
@@ -116,8 +118,10 @@ struct CpuJit::Impl {
   llvm::orc::JITTargetMachineBuilder machine_builder{llvm::Triple()};
   std::unique_ptr<llvm::orc::LLJIT> jit;
   codegen::EmitOptions options;
-  // Numbers compiled modules; their symbols carry it so each is unique in this LLJIT.
+  // Numbers compiled modules (their symbols carry it, for readable dumps) and loaded objects
+  // (each gets the JITDylib "object<N>", so symbols need only be unique within one object).
   std::atomic<uint64_t> next_module{0};
+  std::atomic<uint64_t> next_object{0};
 };
 
 CpuJit::CpuJit(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -125,6 +129,10 @@ CpuJit::~CpuJit() = default;
 
 const Target& CpuJit::target() const {
   return impl_->target;
+}
+
+std::string CpuJit::backend_version() {
+  return "LLVM " LLVM_VERSION_STRING;
 }
 
 absl::StatusOr<std::unique_ptr<CpuJit>> CpuJit::create(const Target& target) {
@@ -201,6 +209,11 @@ absl::StatusOr<std::unique_ptr<CpuJit>> CpuJit::create(const Target& target) {
 }
 
 absl::StatusOr<std::vector<KernelFn>> CpuJit::compile(const ir::Module& m) {
+  LOOM_ASSIGN_OR_RETURN(ObjectCode object, compile_object(m));
+  return load_object(object);
+}
+
+absl::StatusOr<ObjectCode> CpuJit::compile_object(const ir::Module& m) {
   if (!m.target.is_cpu())
     return absl::InvalidArgumentError(str_cat("module '", m.name, "' is for ", m.target.to_string(),
                                               "; CpuJit compiles CPU modules"));
@@ -219,15 +232,35 @@ absl::StatusOr<std::vector<KernelFn>> CpuJit::compile(const ir::Module& m) {
     dump_stage(group, "asm", assembly_text(*emitted.module, **tm), "s");
   }
 
-  llvm::orc::ThreadSafeModule module(std::move(emitted.module), std::move(context));
-  if (llvm::Error error = impl_->jit->addIRModule(std::move(module)))
-    return error_status(std::move(error), "cannot add module '" + m.name + "' to the JIT");
+  llvm::SmallVector<char, 0> buffer;
+  llvm::raw_svector_ostream os(buffer);
+  llvm::legacy::PassManager pm;
+  if ((*tm)->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile))
+    return absl::InternalError("LLVM cannot emit object files for " + impl_->target.to_string());
+  pm.run(*emitted.module);
+  count(Counter::kLlvmCompiles);
+  ObjectCode object;
+  object.bytes.assign(buffer.begin(), buffer.end());
+  object.symbols = std::move(emitted.entry_symbols);
+  return object;
+}
+
+absl::StatusOr<std::vector<KernelFn>> CpuJit::load_object(const ObjectCode& object) {
+  llvm::orc::LLJIT& jit = *impl_->jit;
+  const std::string name = "object" + std::to_string(impl_->next_object++);
+  auto dylib = jit.getExecutionSession().createJITDylib(name);
+  if (!dylib) return error_status(dylib.takeError(), "cannot create JITDylib " + name);
+  // Runtime entry points and this process's libraries (libm) resolve through the main JITDylib.
+  dylib->addToLinkOrder(jit.getMainJITDylib());
+  std::unique_ptr<llvm::MemoryBuffer> buffer = llvm::MemoryBuffer::getMemBufferCopy(
+      llvm::StringRef(object.bytes.data(), object.bytes.size()), name);
+  if (llvm::Error error = jit.addObjectFile(*dylib, std::move(buffer)))
+    return error_status(std::move(error), "cannot add object " + name + " to the JIT");
   std::vector<KernelFn> kernels;
-  for (const std::string& symbol : emitted.entry_symbols) {
-    auto address = impl_->jit->lookup(symbol);
+  for (const std::string& symbol : object.symbols) {
+    auto address = jit.lookup(*dylib, symbol);
     if (!address)
-      return error_status(address.takeError(),
-                          "cannot compile '" + symbol + "' of module '" + m.name + "'");
+      return error_status(address.takeError(), "cannot link '" + symbol + "' of object " + name);
     kernels.push_back(address->toPtr<KernelFn>());
   }
   return kernels;

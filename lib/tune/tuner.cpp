@@ -10,7 +10,9 @@
 #include <thread>
 
 #include "loom/core/status.hpp"
+#include "loom/ir/printer.hpp"
 #include "loom/passes/passes.hpp"
+#include "loom/runtime/stats.hpp"
 
 namespace loom::tune {
 namespace {
@@ -27,6 +29,8 @@ struct Compiled {
   ScheduledKernel kernel;  // lowered funcs
   runtime::KernelFn fn = nullptr;
   std::vector<runtime::KernelFn> pack_fns;
+  runtime::ObjectCode object;
+  std::string source;  // printed loop IR of the module
   absl::Status status;
 };
 
@@ -47,7 +51,14 @@ void build_and_compile(const ScheduleTemplate& t, const TemplateContext& ctx,
     p.pack = passes::lower_scheduled(p.pack, ctx.target);
     m.funcs.push_back(p.pack);
   }
-  absl::StatusOr<std::vector<runtime::KernelFn>> fns = jit.compile(m);
+  c.source = ir::to_string(m);
+  absl::StatusOr<runtime::ObjectCode> object = jit.compile_object(m);
+  if (!object.ok()) {
+    c.status = object.status();
+    return;
+  }
+  c.object = std::move(*object);
+  absl::StatusOr<std::vector<runtime::KernelFn>> fns = jit.load_object(c.object);
   if (!fns.ok()) {
     c.status = fns.status();
     return;
@@ -152,6 +163,8 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     out.config = c.config;
     out.func = c.kernel.func;
     out.fn = c.fn;
+    out.object = std::move(c.object);
+    out.source = std::move(c.source);
     out.seconds = seconds_since(t0);
     return out;
   }
@@ -179,6 +192,7 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     }
     buffers.push_back(output.data());
     double ms = time_candidate(c, buffers, best_ms);
+    count(Counter::kTuneMeasurements);
     out.measurements.push_back(Measurement{c.config, ms});
     if (best < 0 || ms < best_ms) {
       best_ms = ms;
@@ -191,6 +205,8 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   out.func = c.kernel.func;
   out.fn = c.fn;
   out.packed_inputs = std::move(best_packed);
+  out.object = std::move(c.object);
+  out.source = std::move(c.source);
   out.seconds = seconds_since(t0);
   return out;
 }

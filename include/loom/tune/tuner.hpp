@@ -23,6 +23,10 @@ struct TunedKernel {
   runtime::KernelFn fn = nullptr;
   // Constant inputs the kernel takes packed (input index, packed array), packed at compile time.
   std::vector<std::pair<int, NDArray>> packed_inputs;
+  // The chosen candidate's object code: the kernel's symbol, then one pack func per packed
+  // input (in packed_inputs order), for the kernel cache; and its printed loop IR.
+  runtime::ObjectCode object;
+  std::string source;
   std::vector<Measurement> measurements;  // empty at TuneLevel::kNone
   double seconds = 0;                     // spent building, compiling and measuring
 };

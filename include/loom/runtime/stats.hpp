@@ -1,0 +1,36 @@
+// Process-wide counters of the expensive work a compile does (LLVM compilations, tuning
+// measurements) and of kernel cache outcomes, so an engine can check that a warm start did none.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace loom {
+
+struct Stats {
+  uint64_t llvm_compiles = 0;      // modules compiled to machine code by LLVM
+  uint64_t tune_measurements = 0;  // candidate kernels timed by the tuner
+  uint64_t cache_memory_hits = 0;  // kernels found in (or being built by) the memory level
+  uint64_t cache_disk_hits = 0;    // kernels loaded from verified disk entries
+  uint64_t cache_misses = 0;       // kernels built (tuned and compiled) because no level had them
+
+  // "llvm_compiles=0 tune_measurements=0 cache_memory_hits=3 cache_disk_hits=12 cache_misses=0"
+  std::string to_string() const;
+  // Counts since an earlier snapshot.
+  Stats operator-(const Stats& earlier) const;
+};
+
+// A snapshot of the counters since the process started.
+Stats stats();
+
+enum class Counter {
+  kLlvmCompiles,
+  kTuneMeasurements,
+  kCacheMemoryHits,
+  kCacheDiskHits,
+  kCacheMisses
+};
+// Adds n to one counter (loom's compiler, JIT, tuner and cache do; thread-safe).
+void count(Counter counter, uint64_t n = 1);
+
+}  // namespace loom

@@ -1,0 +1,52 @@
+// Helpers shared by the CPU schedule templates: static extents, and kernels that take one input
+// in a packed layout.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "loom/graph/op.hpp"
+#include "loom/ir/func.hpp"
+
+namespace loom::ops {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The product of the static extents s[begin, end), or nullopt when any is symbolic.
+inline std::optional<int64_t> static_product(const Shape& s, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) {
+    if (!s[i].is_static()) return std::nullopt;
+    p *= s[i].value();
+  }
+  return p;
+}
+
+// A kernel whose input `input` is read in a packed layout. params lists the kernel's buffers
+// with the unpacked input at position `input`; pack fills `packed` from it. A constant input is
+// packed once at compile time (the compiler runs the pack func) and the kernel takes the packed
+// buffer; any other input is packed into scratch at the start of every run.
+inline ScheduledKernel kernel_with_packed_input(const TemplateContext& ctx, int input,
+                                                std::vector<ir::Buffer> params,
+                                                const ir::Buffer& packed, ir::Stmt pack,
+                                                ir::Stmt body, std::vector<int64_t> packed_shape) {
+  ScheduledKernel out;
+  out.func.name = ctx.name;
+  const size_t i = static_cast<size_t>(input);
+  if (i < ctx.constant_inputs.size() && ctx.constant_inputs[i]) {
+    out.packed.push_back(ScheduledKernel::Packed{
+        input,
+        ir::Func{ctx.name + "_pack_" + std::to_string(input), {params[i], packed}, std::move(pack)},
+        std::move(packed_shape)});
+    params[i] = packed;
+    out.func.body = std::move(body);
+  } else {
+    out.func.body = ir::Allocate::make(packed, ir::Seq::make({std::move(pack), std::move(body)}));
+  }
+  out.func.params.assign(params.begin(), params.end());
+  return out;
+}
+
+}  // namespace loom::ops

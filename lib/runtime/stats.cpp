@@ -1,0 +1,51 @@
+// The process-wide counters behind loom::stats(): relaxed atomics, one per Counter.
+
+#include "loom/runtime/stats.hpp"
+
+#include <atomic>
+
+#include "loom/core/status.hpp"
+
+namespace loom {
+namespace {
+
+constexpr int kCounters = 5;
+std::atomic<uint64_t> counters[kCounters];
+
+uint64_t value(Counter c) {
+  return counters[static_cast<int>(c)].load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void count(Counter counter, uint64_t n) {
+  counters[static_cast<int>(counter)].fetch_add(n, std::memory_order_relaxed);
+}
+
+Stats stats() {
+  Stats s;
+  s.llvm_compiles = value(Counter::kLlvmCompiles);
+  s.tune_measurements = value(Counter::kTuneMeasurements);
+  s.cache_memory_hits = value(Counter::kCacheMemoryHits);
+  s.cache_disk_hits = value(Counter::kCacheDiskHits);
+  s.cache_misses = value(Counter::kCacheMisses);
+  return s;
+}
+
+Stats Stats::operator-(const Stats& earlier) const {
+  Stats d;
+  d.llvm_compiles = llvm_compiles - earlier.llvm_compiles;
+  d.tune_measurements = tune_measurements - earlier.tune_measurements;
+  d.cache_memory_hits = cache_memory_hits - earlier.cache_memory_hits;
+  d.cache_disk_hits = cache_disk_hits - earlier.cache_disk_hits;
+  d.cache_misses = cache_misses - earlier.cache_misses;
+  return d;
+}
+
+std::string Stats::to_string() const {
+  return str_cat("llvm_compiles=", llvm_compiles, " tune_measurements=", tune_measurements,
+                 " cache_memory_hits=", cache_memory_hits, " cache_disk_hits=", cache_disk_hits,
+                 " cache_misses=", cache_misses);
+}
+
+}  // namespace loom
