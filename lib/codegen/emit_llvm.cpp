@@ -889,14 +889,15 @@ void FuncEmitter::emit_allocate(const ir::Allocate* op) {
     emit(op->body);
     return;
   }
-  // Large or symbolic sizes go to the heap. Kernels have no error channel, so an allocation
-  // failure is not reported (the same as a C++ program running out of memory).
+  // Large or symbolic sizes come from the runtime's per-thread scratch blocks (64-byte aligned,
+  // reused across calls: no fresh pages per parallel task). Kernels have no error channel, so an
+  // allocation failure is not reported (the same as a C++ program running out of memory).
   llvm::Type* i64 = b_.getInt64Ty();
   llvm::Type* ptr_type = b_.getPtrTy();
-  llvm::FunctionCallee malloc_fn =
-      module_.getOrInsertFunction("malloc", llvm::FunctionType::get(ptr_type, {i64}, false));
+  llvm::FunctionCallee malloc_fn = module_.getOrInsertFunction(
+      "loom_scratch_alloc", llvm::FunctionType::get(ptr_type, {i64}, false));
   llvm::FunctionCallee free_fn = module_.getOrInsertFunction(
-      "free", llvm::FunctionType::get(b_.getVoidTy(), {ptr_type}, false));
+      "loom_scratch_free", llvm::FunctionType::get(b_.getVoidTy(), {ptr_type}, false));
   llvm::Value* n = to_index(emit(size), size.type());
   llvm::Value* bytes = b_.CreateMul(n, b_.getInt64(elem_bytes), node->name + ".bytes");
   llvm::Value* storage = b_.CreateCall(malloc_fn, {bytes}, node->name);

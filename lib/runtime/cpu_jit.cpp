@@ -34,6 +34,7 @@
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
 #include "loom/runtime/stats.hpp"
+#include "loom/runtime/scratch.hpp"
 #include "loom/runtime/thread_pool.hpp"
 
 namespace loom {
@@ -202,6 +203,10 @@ absl::StatusOr<std::unique_ptr<CpuJit>> CpuJit::create(const Target& target) {
   llvm::orc::SymbolMap runtime_symbols;
   runtime_symbols[impl->jit->mangleAndIntern("loom_parallel_for")] = llvm::orc::ExecutorSymbolDef(
       llvm::orc::ExecutorAddr::fromPtr(&loom_parallel_for), llvm::JITSymbolFlags::Exported);
+  runtime_symbols[impl->jit->mangleAndIntern("loom_scratch_alloc")] = llvm::orc::ExecutorSymbolDef(
+      llvm::orc::ExecutorAddr::fromPtr(&loom_scratch_alloc), llvm::JITSymbolFlags::Exported);
+  runtime_symbols[impl->jit->mangleAndIntern("loom_scratch_free")] = llvm::orc::ExecutorSymbolDef(
+      llvm::orc::ExecutorAddr::fromPtr(&loom_scratch_free), llvm::JITSymbolFlags::Exported);
   if (llvm::Error err =
           impl->jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(runtime_symbols)))
     return error_status(std::move(err), "cannot define loom's runtime symbols in the JIT");
