@@ -260,7 +260,7 @@ tune::Space gemm_space(const TemplateContext& ctx) {
   s.prefer("register tile uses most registers",
            [=](const tune::Config& c) { return c["mr"] * c["nv"] >= (regs - 4) * 3 / 4; });
   s.prefer("blocking near the cache sizes", [](const tune::Config& c) {
-    return (c["kc"] == 128 || c["kc"] == 256) && (c["mc_tiles"] == 8 || c["mc_tiles"] == 16) &&
+    return (c["kc"] == 128 || c["kc"] == 256) && c["mc_tiles"] >= 8 &&
            (c["nc_panels"] == 4 || c["nc_panels"] == 16);
   });
 
@@ -283,7 +283,7 @@ tune::Space gemm_space(const TemplateContext& ctx) {
     best.set("nc_panels", nc);
     if (best["kc"] * nc * best["nv"] * lanes * 4 <= l2 / 2) break;
   }
-  for (int64_t mc : {16, 8, 4, 2, 1}) {
+  for (int64_t mc : {32, 16, 8, 4, 2, 1}) {
     best.set("mc_tiles", mc);
     if (s.broken_rules(best).empty()) break;
   }

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <atomic>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "loom/ir/func.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/runtime/cpu_jit.hpp"
+#include "loom/runtime/scratch.hpp"
 #include "loom/runtime/thread_pool.hpp"
 #include "test_util.hpp"
 
@@ -144,4 +146,44 @@ TEST_CASE("codegen: parallel loops capture variables and buffers, nest, and allo
       }
     }
   }
+}
+
+TEST_CASE("scratch blocks: aligned, writable, reused per thread, freed past the bound",
+          "[parallel][scratch]") {
+  std::vector<void*> live;
+  for (int64_t bytes : {int64_t{1}, int64_t{63}, int64_t{4097}, int64_t{300000}, int64_t{1} << 20}) {
+    void* p = loom_scratch_alloc(bytes);
+    REQUIRE(p);
+    REQUIRE(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+    std::memset(p, 0x5a, static_cast<size_t>(bytes));
+    live.push_back(p);
+  }
+  // A freed block serves the next request that fits it on this thread.
+  void* big = live[3];
+  loom_scratch_free(big);
+  void* again = loom_scratch_alloc(299999);
+  REQUIRE(again == big);
+  live[3] = again;
+  for (void* p : live) loom_scratch_free(p);
+  loom_scratch_free(nullptr);
+  // Blocks over the per-thread bound are returned to the system, and later requests still work.
+  void* huge = loom_scratch_alloc(int64_t{100} << 20);
+  REQUIRE(huge);
+  loom_scratch_free(huge);
+  // Each thread has its own cache: allocating and freeing from several threads at once is safe.
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        int64_t bytes = 1000 + 997 * ((i * 7 + t) % 300);
+        auto* p = static_cast<unsigned char*>(loom_scratch_alloc(bytes));
+        if (!p) { ++bad; continue; }
+        std::memset(p, t, static_cast<size_t>(bytes));
+        if (p[bytes - 1] != t) ++bad;
+        loom_scratch_free(p);
+      }
+    });
+  for (std::thread& th : threads) th.join();
+  REQUIRE(bad == 0);
 }
