@@ -17,6 +17,7 @@
 #include "loom/runtime/thread_pool.hpp"
 #include "loom/te/task.hpp"
 #include "loom/tune/tuner.hpp"
+#include "tune/progress.hpp"
 #include "runtime/compiled_graph_impl.hpp"
 
 namespace loom {
@@ -142,6 +143,13 @@ CacheUse cache_use(const Target& target, const CompileOptions& options) {
   return c;
 }
 
+double best_ms(const std::vector<tune::Measurement>& ms) {
+  double best = 0;
+  for (const tune::Measurement& m : ms)
+    if (best == 0 || m.median_ms < best) best = m.median_ms;
+  return best;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -180,6 +188,15 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   module.name = "graph";
   module.target = target_;
   std::vector<size_t> module_launches;  // launch of each func of module
+  int templated = 0;
+  for (int id = 0; id < static_cast<int>(nodes.size()); ++id) {
+    TemplateContext ctx;
+    const OpDef* def = nodes[id].kind == Node::Kind::kOp && live.count(id)
+                           ? OpRegistry::global().find(nodes[id].op)
+                           : nullptr;
+    if (def && find_template(*def, graph, nodes[id], target_, &ctx)) ++templated;
+  }
+  tune::Progress progress(templated, options.report_progress && options.tune != TuneLevel::kNone);
   for (int id = 0; id < static_cast<int>(nodes.size()); ++id) {
     const Node& n = nodes[id];
     if (n.kind != Node::Kind::kOp || !live.count(id)) continue;
@@ -207,6 +224,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
             tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit, forced_config);
         if (!tuned.ok()) return scheduling_error(tuned.status());
         launch.fn = tuned->fn;
+        progress.kernel_done(n.name, !tuned->measurements.empty(), best_ms(tuned->measurements));
         packed_inputs = std::move(tuned->packed_inputs);
         info.name = tuned->func.name;
         info.schedule = t->name + "[" + tuned->config.to_string() + "]";
@@ -237,6 +255,8 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         const runtime::CachedKernel& e = **entry;
         if (fresh) {
           launch.fn = fresh->fn;
+          progress.kernel_done(n.name, !fresh->measurements.empty(),
+                               best_ms(fresh->measurements));
           packed_inputs = std::move(fresh->packed_inputs);
         } else {
           // Packing runs here, from the cached pack funcs: packed data depends on the values.
@@ -260,6 +280,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
             packed_inputs.emplace_back(p.input, std::move(packed));
           }
         }
+        if (!fresh) progress.kernel_done(n.name, false, 0);
         info.name = e.kernel_name;
         info.schedule = e.schedule;
       }

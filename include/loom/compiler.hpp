@@ -22,6 +22,9 @@ struct CompileOptions {
   // (tests sweep a space this way; an engine replays recorded choices). A config that breaks
   // one of the space's rules is an InvalidArgument error.
   std::map<std::string, tune::Config> template_configs;
+  // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
+  // done / total, elapsed, best time), else one summary line.
+  bool report_progress = true;
 
   // The kernel cache: each kernel is looked up by a stable key (its task, target, LLVM and loom
   // versions) in the process-wide memory level, then on disk, and stored in both after it is
