@@ -513,8 +513,9 @@ tune::Space depthwise_space(const TemplateContext& ctx) {
   s.prefer("several independent accumulators", [](const tune::Config& c) {
     return c["ow_vectors"] >= 2 && c["ow_vectors"] % 2 == 0 && c["ow_vectors"] != 6;
   });
-  s.prefer("row blocks of a few rows",
-           [](const tune::Config& c) { return c["rows"] >= 2 && c["rows"] <= 8; });
+  // Each block copies (rows - 1) * stride + KH input rows: deeper blocks copy less per output row.
+  s.prefer("row blocks of several rows",
+           [](const tune::Config& c) { return c["rows"] >= 4 && c["rows"] <= 16; });
   tune::Config best;
   best.set("ow_vectors", 4);
   best.set("rows", 4);
