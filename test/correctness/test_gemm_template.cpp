@@ -146,7 +146,7 @@ TEST_CASE("gemm template: a forced config that breaks a rule is refused", "[gemm
   REQUIRE(compiled.status().message().find("lacks parameter") != std::string_view::npos);
 }
 
-TEST_CASE("tuner: kFast measures the pruned space and picks its fastest", "[gemm][template][tune]") {
+TEST_CASE("tuner: kFast measures the pruned space and picks among its fastest", "[gemm][template][tune]") {
   const ScheduleTemplate& t = gemm_template();
   TemplateContext ctx;
   ctx.target = Target::host_cpu();
@@ -162,15 +162,17 @@ TEST_CASE("tuner: kFast measures the pruned space and picks its fastest", "[gemm
   REQUIRE(tuned.ok());
   tune::Space space = t.space(ctx);
   REQUIRE(tuned->measurements.size() == space.pruned().size());
-  double best = tuned->measurements[0].median_ms;
+  std::vector<double> times;
   for (const auto& m : tuned->measurements) {
     REQUIRE(m.median_ms > 0);
-    best = std::min(best, m.median_ms);
+    times.push_back(m.median_ms);
   }
+  std::sort(times.begin(), times.end());
   auto chosen = std::find_if(tuned->measurements.begin(), tuned->measurements.end(),
                              [&](const tune::Measurement& m) { return m.config == tuned->config; });
   REQUIRE(chosen != tuned->measurements.end());
-  REQUIRE(chosen->median_ms == best);
+  // The winner of the final round is one of the three fastest of the first.
+  REQUIRE(chosen->median_ms <= times[std::min<size_t>(2, times.size() - 1)]);
   // The chosen kernel computes the product, with B in its packed form.
   REQUIRE(tuned->packed_inputs.size() == 1);
   NDArray a = random_array(DType::f32(), {33, 65}), c(DType::f32(), {33, 47});

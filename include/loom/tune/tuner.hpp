@@ -27,12 +27,13 @@ struct TunedKernel {
   // input (in packed_inputs order), for the kernel cache; and its printed loop IR.
   runtime::ObjectCode object;
   std::string source;
-  std::vector<Measurement> measurements;  // empty at TuneLevel::kNone
+  std::vector<Measurement> measurements;  // first-round times; empty at TuneLevel::kNone
   double seconds = 0;                     // spent building, compiling and measuring
 };
 
 // Chooses t's config for ctx: the space's default at kNone, else the fastest of the pruned space
-// (kFast) or the whole space (kFull). constants[i] is input i's value when it is a constant (the
+// (kFast) or the whole space (kFull): each candidate is timed (warm-up, repeats, median), then the
+// three fastest are timed again, interleaved, and the lowest median of that final round wins. constants[i] is input i's value when it is a constant (the
 // kernel packs it, and it is timed on it), else null (timed on random data). Code lives in jit.
 // A forced config replaces the choice (nothing is measured); it must satisfy the space's rules.
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
