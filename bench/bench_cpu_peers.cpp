@@ -33,12 +33,15 @@
 
 #include "loom/loom.hpp"
 #include "loom/runtime/thread_pool.hpp"
+#include "bench_support.hpp"
 
 #if DNNL_CPU_THREADING_RUNTIME != DNNL_RUNTIME_OMP
 #error "bench_cpu_peers sets oneDNN's thread count through OpenMP; this oneDNN uses another runtime"
 #endif
 
 namespace {
+
+using namespace loom_bench;
 
 // ---- Threads ----------------------------------------------------------------------------------
 
@@ -54,14 +57,6 @@ void set_threads(int n) {
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
   set_loom_threads(n);
-}
-
-// Idle OpenMP and OpenBLAS workers spin for a while after their last call (OpenBLAS up to ~0.1 s)
-// and would steal a core from the next library; wait them out whenever the library changes.
-void settle_after_switch(const std::string& library) {
-  static std::string last;
-  if (!last.empty() && last != library) std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  last = library;
 }
 
 // ---- Cases ------------------------------------------------------------------------------------
@@ -210,28 +205,6 @@ void prepare(Case& c) {
   c.prepared = true;
 }
 
-// Max |out - reference| over max |reference|. Every implementation is checked against the same
-// reference on the same inputs, so any two of them agree to within the sum of their errors.
-constexpr double kTolerance = 1e-4;
-
-double relative_error(const std::vector<float>& out, const std::vector<double>& ref) {
-  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    double d = std::fabs(out[i] - ref[i]);
-    if (!(d <= err)) err = d;  // NaN propagates as a failure
-    scale = std::max(scale, std::fabs(ref[i]));
-  }
-  return err / std::max(scale, 1e-30);
-}
-
-std::string mismatch_message(double rel_err) {
-  char msg[96];
-  std::snprintf(msg, sizeof msg, "MISMATCH: max relative error %.3g exceeds %.0e", rel_err,
-                kTolerance);
-  return msg;
-}
-
 // ---- Implementations --------------------------------------------------------------------------
 
 enum class Impl { kLoom, kOnednnMatmul, kOnednnSgemm, kOpenblas, kOnednnConv, kOnednnConvNchw };
@@ -260,39 +233,6 @@ ImplInfo info(Impl impl) {
   }
   return {"?", "?", nullptr, ""};
 }
-
-// One implementation of one case, set up (weights converted, code compiled) and ready to time.
-class Runner {
- public:
-  virtual ~Runner() = default;
-  virtual void run() = 0;                   // the timed call
-  virtual std::vector<float> output() = 0;  // the last result, row-major (NCHW for conv2d)
-  virtual absl::Status status() const { return absl::OkStatus(); }
-};
-
-class LoomRunner final : public Runner {
- public:
-  LoomRunner(loom::CompiledGraph compiled, loom::NDArray input)
-      : compiled_(std::move(compiled)), inputs_{std::move(input)} {}
-  void run() override {
-    absl::StatusOr<std::vector<loom::NDArray>> out = compiled_.run(inputs_);
-    if (out.ok())
-      out_ = std::move(out->front());
-    else
-      status_ = out.status();
-  }
-  std::vector<float> output() override {
-    const float* p = out_.data_as<float>();
-    return p ? std::vector<float>(p, p + out_.numel()) : std::vector<float>{};
-  }
-  absl::Status status() const override { return status_; }
-
- private:
-  loom::CompiledGraph compiled_;
-  std::vector<loom::NDArray> inputs_;
-  loom::NDArray out_;
-  absl::Status status_;
-};
 
 absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
                                                   std::string& detail) {
@@ -551,21 +491,6 @@ std::vector<Impl> impls_for(const Case& c) {
 
 constexpr int kThreadCounts[] = {1, 2};
 
-// Console output as usual; keeps each benchmark's median real time (ms) for the table.
-class CollectingReporter : public benchmark::ConsoleReporter {
- public:
-  std::map<std::string, double> ms;
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
-      bool single = r.run_type == Run::RT_Iteration && r.repetitions <= 1;
-      if (median || single) ms[r.run_name.function_name] = r.GetAdjustedRealTime();
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 // ---- Results ----------------------------------------------------------------------------------
 
 struct Row {
@@ -587,8 +512,8 @@ const Entry* find_entry(int case_index, Impl impl, int threads) {
 std::vector<Row> collect_rows(const CollectingReporter& reporter) {
   std::vector<Row> rows;
   auto time_of = [&](const Case& c, int t, Impl impl) -> std::optional<double> {
-    auto it = reporter.ms.find(bench_name(c, t, impl));
-    if (it == reporter.ms.end()) return std::nullopt;
+    auto it = reporter.median_ms.find(bench_name(c, t, impl));
+    if (it == reporter.median_ms.end()) return std::nullopt;
     return it->second;
   };
   for (int ci = 0; ci < static_cast<int>(g_cases.size()); ++ci) {
@@ -639,13 +564,6 @@ std::vector<Row> collect_rows(const CollectingReporter& reporter) {
   return rows;
 }
 
-std::string fmt(std::optional<double> v, const char* format) {
-  if (!v) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, format, *v);
-  return buf;
-}
-
 void print_table(const std::vector<Row>& rows) {
   std::printf("\npeer_ms / loom_ms (> 1 means loom is faster); medians of real time\n");
   std::printf("%-30s %3s %10s  %-19s %10s %8s %8s\n", "case", "thr", "loom ms", "peer", "peer ms",
@@ -677,10 +595,6 @@ void print_verification() {
   }
 }
 
-nlohmann::ordered_json optional_json(std::optional<double> v) {
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
-
 bool write_json(const std::vector<Row>& rows, const std::string& path) {
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
   for (const Row& r : rows) {
@@ -695,58 +609,28 @@ bool write_json(const std::vector<Row>& rows, const std::string& path) {
                                {"peer_variant", r.variant},
                                {"peer_variant_ms", r.variant_ms},
                                {"failed", r.failed}};
-    rec["loom_rel_err"] = std::isnan(r.loom_err) ? nlohmann::ordered_json(nullptr)
-                                                 : nlohmann::ordered_json(r.loom_err);
-    rec["peer_rel_err"] = std::isnan(r.peer_err) ? nlohmann::ordered_json(nullptr)
-                                                 : nlohmann::ordered_json(r.peer_err);
+    rec["loom_rel_err"] = error_json(r.loom_err);
+    rec["peer_rel_err"] = error_json(r.peer_err);
     records.push_back(std::move(rec));
   }
-  std::ofstream out(path);
-  out << records.dump(2) << "\n";
-  return static_cast<bool>(out);
+  return write_records(records, path);
 }
 
-void usage() {
-  std::printf(
-      "usage: bench_cpu_peers [--json PATH] [--quick] [--filter REGEX] [--benchmark_<flag>=...]\n"
-      "  --json PATH     write one record per case, thread count and peer to PATH\n"
-      "  --quick         a small subset with short timings (smoke test)\n"
-      "  --filter REGEX  run only matching benchmarks, e.g. gemm or conv\n"
-      "Google Benchmark flags pass through (defaults here: 5 repetitions, 0.2 s minimum time).\n");
-}
+constexpr const char* kUsage =
+    "usage: bench_cpu_peers [--json PATH] [--quick] [--filter REGEX] [--benchmark_<flag>=...]\n"
+    "  --json PATH     write one record per case, thread count and peer to PATH\n"
+    "  --quick         a small subset with short timings (smoke test)\n"
+    "  --filter REGEX  run only matching benchmarks, e.g. gemm or conv\n"
+    "Google Benchmark flags pass through (defaults here: 5 repetitions, 0.2 s minimum time).\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string json_path, filter;
-  bool quick = false;
-  std::vector<std::string> flags;  // for Google Benchmark, our defaults first so the user's win
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--json" && i + 1 < argc) {
-      json_path = argv[++i];
-    } else if (arg == "--filter" && i + 1 < argc) {
-      filter = argv[++i];
-    } else if (arg == "--quick") {
-      quick = true;
-    } else if (arg == "--help" || arg == "-h") {
-      usage();
-      return 0;
-    } else {
-      flags.push_back(arg);
-    }
-  }
-  std::vector<std::string> defaults{
-      quick ? "--benchmark_repetitions=3" : "--benchmark_repetitions=5",
-      quick ? "--benchmark_min_time=0.05" : "--benchmark_min_time=0.2",
-      "--benchmark_display_aggregates_only=true"};
-  if (!filter.empty()) defaults.push_back("--benchmark_filter=" + filter);
-  flags.insert(flags.begin(), defaults.begin(), defaults.end());
-  std::vector<char*> bench_argv{argv[0]};
-  for (std::string& f : flags) bench_argv.push_back(f.data());
-  int bench_argc = static_cast<int>(bench_argv.size());
-  benchmark::Initialize(&bench_argc, bench_argv.data());
-  if (benchmark::ReportUnrecognizedArguments(bench_argc, bench_argv.data())) return 1;
+  Options options;
+  if (std::optional<int> exit_code = init(argc, argv, /*repetitions=*/5, kUsage, options))
+    return *exit_code;
+  const std::string& json_path = options.json_path;
+  const bool quick = options.quick;
 
   const dnnl_version_t* dv = dnnl_version();
   std::printf("loom target: %s\n", loom::Target::host_cpu().to_string().c_str());
@@ -769,13 +653,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows = collect_rows(reporter);
   print_table(rows);
   print_verification();
-  if (!json_path.empty()) {
-    if (!write_json(rows, json_path)) {
-      std::fprintf(stderr, "could not write %s\n", json_path.c_str());
-      return 1;
-    }
-    std::printf("\nwrote %s\n", json_path.c_str());
-  }
+  if (!json_path.empty() && !write_json(rows, json_path)) return 1;
   if (g_failed) {
     std::fprintf(stderr,
                  "\nFAILED: some results were wrong or could not be produced (see above)\n");

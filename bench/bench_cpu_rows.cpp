@@ -37,6 +37,7 @@
 #include "loom/loom.hpp"
 #include "loom/ops/attrs.hpp"
 #include "loom/runtime/thread_pool.hpp"
+#include "bench_support.hpp"
 
 #if DNNL_CPU_THREADING_RUNTIME != DNNL_RUNTIME_OMP
 #error "bench_cpu_rows sets oneDNN's thread count through OpenMP; this oneDNN uses another runtime"
@@ -44,19 +45,13 @@
 
 namespace {
 
+using namespace loom_bench;
+
 // ---- Threads ----------------------------------------------------------------------------------
 
 void set_threads(int n) {
   omp_set_num_threads(n);
   loom::set_num_threads(n);
-}
-
-// Idle OpenMP workers spin for a while after their last region and would steal a core from the
-// next library: wait them out whenever the library changes.
-void settle_after_switch(const std::string& library) {
-  static std::string last;
-  if (!last.empty() && last != library) std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  last = library;
 }
 
 // ---- Cases ------------------------------------------------------------------------------------
@@ -148,20 +143,6 @@ void prepare(Case& c) {
   c.prepared = true;
 }
 
-// Max |out - reference| over max |reference|.
-constexpr double kTolerance = 1e-4;
-
-double relative_error(const std::vector<float>& out, const std::vector<double>& ref) {
-  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    double d = std::fabs(out[i] - ref[i]);
-    if (!(d <= err)) err = d;  // NaN propagates as a failure
-    scale = std::max(scale, std::fabs(ref[i]));
-  }
-  return err / std::max(scale, 1e-30);
-}
-
 // ---- Implementations --------------------------------------------------------------------------
 
 enum class Impl { kLoom, kLoomDefault, kOnednn };
@@ -181,38 +162,6 @@ const char* impl_name(Impl impl) {
 const char* library(Impl impl) {
   return impl == Impl::kOnednn ? "onednn" : "loom";
 }
-
-class Runner {
- public:
-  virtual ~Runner() = default;
-  virtual void run() = 0;
-  virtual std::vector<float> output() = 0;
-  virtual absl::Status status() const { return absl::OkStatus(); }
-};
-
-class LoomRunner final : public Runner {
- public:
-  LoomRunner(loom::CompiledGraph compiled, loom::NDArray input)
-      : compiled_(std::move(compiled)), inputs_{std::move(input)} {}
-  void run() override {
-    absl::StatusOr<std::vector<loom::NDArray>> out = compiled_.run(inputs_);
-    if (out.ok())
-      out_ = std::move(out->front());
-    else
-      status_ = out.status();
-  }
-  std::vector<float> output() override {
-    const float* p = out_.data_as<float>();
-    return p ? std::vector<float>(p, p + out_.numel()) : std::vector<float>{};
-  }
-  absl::Status status() const override { return status_; }
-
- private:
-  loom::CompiledGraph compiled_;
-  std::vector<loom::NDArray> inputs_;
-  loom::NDArray out_;
-  absl::Status status_;
-};
 
 // The name of a copy of a built-in operator without its templates, registered on first use.
 std::string untemplated(const std::string& op) {
@@ -357,13 +306,6 @@ void fail(Entry& e, const Case& c, Impl impl, int threads, const std::string& wh
                impl_name(impl), why.c_str());
 }
 
-std::string mismatch_message(double rel_err) {
-  char msg[96];
-  std::snprintf(msg, sizeof msg, "MISMATCH: max relative error %.3g exceeds %.0e", rel_err,
-                kTolerance);
-  return msg;
-}
-
 Entry& entry(int case_index, Impl impl, int threads) {
   auto [it, fresh] = g_entries.try_emplace({case_index, impl, threads});
   Entry& e = it->second;
@@ -430,24 +372,6 @@ void run_benchmark(benchmark::State& state, int case_index, Impl impl, int threa
 constexpr int kThreadCounts[] = {1, 2};
 constexpr Impl kImpls[] = {Impl::kLoom, Impl::kLoomDefault, Impl::kOnednn};
 
-// Console output as usual; keeps each benchmark's best and median real time (ms).
-class CollectingReporter : public benchmark::ConsoleReporter {
- public:
-  std::map<std::string, double> min_ms, median_ms;
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.error_occurred) continue;
-      const std::string& name = r.run_name.function_name;
-      bool aggregate = r.run_type == Run::RT_Aggregate;
-      if ((aggregate && r.aggregate_name == "min") || (!aggregate && r.repetitions <= 1))
-        min_ms[name] = r.GetAdjustedRealTime();
-      if ((aggregate && r.aggregate_name == "median") || (!aggregate && r.repetitions <= 1))
-        median_ms[name] = r.GetAdjustedRealTime();
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 // ---- Results ----------------------------------------------------------------------------------
 
 struct Row {
@@ -499,13 +423,6 @@ std::optional<double> ratio(const Row& r, Impl peer) {
   return *other / *loom;
 }
 
-std::string fmt(std::optional<double> v, const char* format) {
-  if (!v) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, format, *v);
-  return buf;
-}
-
 void print_table(const std::vector<Row>& rows) {
   std::printf(
       "\nonednn_ms / loom_ms and default_ms / loom_ms (> 1 means loom's template is "
@@ -535,10 +452,6 @@ void print_verification() {
   }
 }
 
-nlohmann::ordered_json optional_json(std::optional<double> v) {
-  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-}
-
 bool write_json(const std::vector<Row>& rows, const std::string& path) {
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
   for (const Row& r : rows) {
@@ -562,59 +475,29 @@ bool write_json(const std::vector<Row>& rows, const std::string& path) {
       auto e = g_entries.find({ci, impl, r.threads});
       if (e == g_entries.end()) continue;
       std::string key = impl_name(impl);
-      rec[key + "_rel_err"] = std::isnan(e->second.rel_err)
-                                  ? nlohmann::ordered_json(nullptr)
-                                  : nlohmann::ordered_json(e->second.rel_err);
+      rec[key + "_rel_err"] = error_json(e->second.rel_err);
       rec[key + "_detail"] = e->second.detail;
     }
     records.push_back(std::move(rec));
   }
-  std::ofstream out(path);
-  out << records.dump(2) << "\n";
-  return static_cast<bool>(out);
+  return write_records(records, path);
 }
 
-void usage() {
-  std::printf(
-      "usage: bench_cpu_rows [--json PATH] [--quick] [--filter REGEX] [--benchmark_<flag>=...]\n"
-      "  --json PATH     write one record per case and thread count to PATH\n"
-      "  --quick         a small subset with short timings (smoke test)\n"
-      "  --filter REGEX  run only matching benchmarks, e.g. softmax or layer_norm\n"
-      "Google Benchmark flags pass through (defaults here: 8 repetitions, 0.2 s minimum time).\n");
-}
+constexpr const char* kUsage =
+    "usage: bench_cpu_rows [--json PATH] [--quick] [--filter REGEX] [--benchmark_<flag>=...]\n"
+    "  --json PATH     write one record per case and thread count to PATH\n"
+    "  --quick         a small subset with short timings (smoke test)\n"
+    "  --filter REGEX  run only matching benchmarks, e.g. softmax or layer_norm\n"
+    "Google Benchmark flags pass through (defaults here: 8 repetitions, 0.2 s minimum time).\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string json_path, filter;
-  bool quick = false;
-  std::vector<std::string> flags;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--json" && i + 1 < argc) {
-      json_path = argv[++i];
-    } else if (arg == "--filter" && i + 1 < argc) {
-      filter = argv[++i];
-    } else if (arg == "--quick") {
-      quick = true;
-    } else if (arg == "--help" || arg == "-h") {
-      usage();
-      return 0;
-    } else {
-      flags.push_back(arg);
-    }
-  }
-  std::vector<std::string> defaults{
-      quick ? "--benchmark_repetitions=3" : "--benchmark_repetitions=8",
-      quick ? "--benchmark_min_time=0.05" : "--benchmark_min_time=0.2",
-      "--benchmark_display_aggregates_only=true"};
-  if (!filter.empty()) defaults.push_back("--benchmark_filter=" + filter);
-  flags.insert(flags.begin(), defaults.begin(), defaults.end());
-  std::vector<char*> bench_argv{argv[0]};
-  for (std::string& f : flags) bench_argv.push_back(f.data());
-  int bench_argc = static_cast<int>(bench_argv.size());
-  benchmark::Initialize(&bench_argc, bench_argv.data());
-  if (benchmark::ReportUnrecognizedArguments(bench_argc, bench_argv.data())) return 1;
+  Options options;
+  if (std::optional<int> exit_code = init(argc, argv, /*repetitions=*/8, kUsage, options))
+    return *exit_code;
+  const std::string& json_path = options.json_path;
+  const bool quick = options.quick;
 
   const dnnl_version_t* dv = dnnl_version();
   std::printf("loom target: %s\n", loom::Target::host_cpu().to_string().c_str());
@@ -639,13 +522,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows = collect_rows(reporter);
   print_table(rows);
   print_verification();
-  if (!json_path.empty()) {
-    if (!write_json(rows, json_path)) {
-      std::fprintf(stderr, "could not write %s\n", json_path.c_str());
-      return 1;
-    }
-    std::printf("\nwrote %s\n", json_path.c_str());
-  }
+  if (!json_path.empty() && !write_json(rows, json_path)) return 1;
   if (g_failed) {
     std::fprintf(stderr,
                  "\nFAILED: some results were wrong or could not be produced (see above)\n");

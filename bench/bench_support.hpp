@@ -1,0 +1,184 @@
+// What loom's peer benchmarks share: the command line, switching libraries, checking results
+// against a reference, running a compiled loom graph, and collecting Google Benchmark's times.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loom/loom.hpp"
+
+namespace loom_bench {
+
+// ---- Command line ------------------------------------------------------------------------------
+
+struct Options {
+  std::string json_path;  // --json PATH: where the records go
+  bool quick = false;     // --quick: a small subset with short timings
+};
+
+// Parses our flags and hands the rest, after our defaults (so the user's win), to Google
+// Benchmark. Returns an exit code when the program should stop (--help, a bad flag), else nullopt.
+inline std::optional<int> init(int argc, char** argv, int repetitions, const char* usage,
+                               Options& options) {
+  std::string filter;
+  std::vector<std::string> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--json" && i + 1 < argc) {
+      options.json_path = argv[++i];
+    } else if (arg == "--filter" && i + 1 < argc) {
+      filter = argv[++i];
+    } else if (arg == "--quick") {
+      options.quick = true;
+    } else if (arg == "--help" || arg == "-h") {
+      std::printf("%s", usage);
+      return 0;
+    } else {
+      flags.push_back(arg);
+    }
+  }
+  std::vector<std::string> defaults{
+      "--benchmark_repetitions=" + std::to_string(options.quick ? 3 : repetitions),
+      options.quick ? "--benchmark_min_time=0.05" : "--benchmark_min_time=0.2",
+      "--benchmark_display_aggregates_only=true"};
+  if (!filter.empty()) defaults.push_back("--benchmark_filter=" + filter);
+  flags.insert(flags.begin(), defaults.begin(), defaults.end());
+  static std::vector<std::string> kept;  // Google Benchmark keeps pointers into argv
+  kept = std::move(flags);
+  static std::vector<char*> bench_argv;
+  bench_argv = {argv[0]};
+  for (std::string& f : kept) bench_argv.push_back(f.data());
+  int bench_argc = static_cast<int>(bench_argv.size());
+  benchmark::Initialize(&bench_argc, bench_argv.data());
+  if (benchmark::ReportUnrecognizedArguments(bench_argc, bench_argv.data())) return 1;
+  return std::nullopt;
+}
+
+// ---- Threads -----------------------------------------------------------------------------------
+
+// Idle OpenMP (and OpenBLAS) workers spin for a while after their last call (up to ~0.1 s) and
+// would steal a core from the next library: wait them out whenever the library changes.
+inline void settle_after_switch(const std::string& library) {
+  static std::string last;
+  if (!last.empty() && last != library) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  last = library;
+}
+
+// ---- Checking ----------------------------------------------------------------------------------
+
+// Max |out - reference| over max |reference|. Every implementation is checked against the same
+// reference on the same inputs, so any two of them agree to within the sum of their errors.
+constexpr double kTolerance = 1e-4;
+
+inline double relative_error(const std::vector<float>& out, const std::vector<double>& ref) {
+  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    double d = std::fabs(out[i] - ref[i]);
+    if (!(d <= err)) err = d;  // NaN propagates as a failure
+    scale = std::max(scale, std::fabs(ref[i]));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+inline std::string mismatch_message(double rel_err) {
+  char msg[96];
+  std::snprintf(msg, sizeof msg, "MISMATCH: max relative error %.3g exceeds %.0e", rel_err,
+                kTolerance);
+  return msg;
+}
+
+// ---- Implementations ---------------------------------------------------------------------------
+
+// One implementation of one case, set up (weights converted, code compiled) and ready to time.
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  virtual void run() = 0;                   // the timed call
+  virtual std::vector<float> output() = 0;  // the last result, row-major
+  virtual absl::Status status() const { return absl::OkStatus(); }
+};
+
+class LoomRunner final : public Runner {
+ public:
+  LoomRunner(loom::CompiledGraph compiled, loom::NDArray input)
+      : compiled_(std::move(compiled)), inputs_{std::move(input)} {}
+  void run() override {
+    absl::StatusOr<std::vector<loom::NDArray>> out = compiled_.run(inputs_);
+    if (out.ok())
+      out_ = std::move(out->front());
+    else
+      status_ = out.status();
+  }
+  std::vector<float> output() override {
+    const float* p = out_.data_as<float>();
+    return p ? std::vector<float>(p, p + out_.numel()) : std::vector<float>{};
+  }
+  absl::Status status() const override { return status_; }
+
+ private:
+  loom::CompiledGraph compiled_;
+  std::vector<loom::NDArray> inputs_;
+  loom::NDArray out_;
+  absl::Status status_;
+};
+
+// ---- Results -----------------------------------------------------------------------------------
+
+// Console output as usual; keeps each benchmark's median and minimum real time (ms).
+class CollectingReporter : public benchmark::ConsoleReporter {
+ public:
+  std::map<std::string, double> median_ms, min_ms;
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      if (r.error_occurred) continue;
+      const std::string& name = r.run_name.function_name;
+      bool aggregate = r.run_type == Run::RT_Aggregate;
+      bool single = !aggregate && r.repetitions <= 1;
+      if (single || (aggregate && r.aggregate_name == "median"))
+        median_ms[name] = r.GetAdjustedRealTime();
+      if (single || (aggregate && r.aggregate_name == "min")) min_ms[name] = r.GetAdjustedRealTime();
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
+
+inline std::string fmt(std::optional<double> v, const char* format) {
+  if (!v) return "n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, format, *v);
+  return buf;
+}
+
+inline nlohmann::ordered_json optional_json(std::optional<double> v) {
+  return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+}
+
+inline nlohmann::ordered_json error_json(double rel_err) {
+  return std::isnan(rel_err) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(rel_err);
+}
+
+// Writes the records; false (with a message) when the file cannot be written.
+inline bool write_records(const nlohmann::ordered_json& records, const std::string& path) {
+  std::ofstream out(path);
+  out << records.dump(2) << "\n";
+  if (!out) {
+    std::fprintf(stderr, "could not write %s\n", path.c_str());
+    return false;
+  }
+  std::printf("\nwrote %s\n", path.c_str());
+  return true;
+}
+
+}  // namespace loom_bench
