@@ -118,6 +118,7 @@ class Conv1x1Kernel {
     kc_ = std::min<int64_t>(c["kc"], p.C);
     mc_ = c["mc_tiles"] * mr_;
     nc_ = c["nc_panels"] * nr_;
+    direct_ = c.has("pack") && c["pack"] == 0;
     row_blocks_ = ceil_div(p.O, mr_);
     strided_ = p.sh != 1 || p.sw != 1;
     x_ = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.N * p.C * p.H * p.W)});
@@ -185,29 +186,42 @@ class Conv1x1Kernel {
       Expr panel_begin = tn * panels_per_tile;
       Expr panel_count =
           ir::max(ir::min(Expr(full_panels), panel_begin + panels_per_tile) - panel_begin, Expr(0));
+      // direct: full panels are read in place, rows P floats apart (only the partial last panel
+      // is packed).
       auto rows_of_panel = [&](Expr panel, int64_t cols) {
         Expr full_blocks = (ir::min(Expr(p_.O), row0 + mc_) - row0) / mr_;
-        Expr at = (panel - panel_begin) * (kc_ * nr_);
+        const bool in_place = direct_ && cols == nr_;
+        Expr at = in_place ? (n * p_.C + k0) * p_.P() + panel * nr_
+                           : (panel - panel_begin) * (kc_ * nr_);
+        const Buffer& src = in_place ? pixels_ : panels;
+        const int64_t stride = in_place ? p_.P() : nr_;
         std::vector<Stmt> s;
         s.push_back(ir::For::make(ib, 0, full_blocks, ForKind::kSerial,
                                   micro_kernel(mr_, cols, n, tm * (mc_ / mr_) + ib, row0 + ib * mr_,
-                                               panel * nr_, panels, at, k0, klen, first)));
+                                               panel * nr_, src, at, stride, k0, klen, first)));
         if (row_tail)
           s.push_back(ir::IfThenElse::make(
               tm == tiles_m - 1,
               micro_kernel(row_tail, cols, n, Expr(row_blocks_ - 1), Expr(p_.O - row_tail),
-                           panel * nr_, panels, at, k0, klen, first)));
+                           panel * nr_, src, at, stride, k0, klen, first)));
         return ir::Seq::make(std::move(s));
       };
       std::vector<Stmt> per_k;
-      Var pack_jp("pack_jp");
-      per_k.push_back(
-          ir::For::make(pack_jp, panel_begin, panel_count, ForKind::kSerial,
-                        pack_panel(panels, pack_jp - panel_begin, n, pack_jp, k0, klen, nr_)));
+      // Pixel rows outermost, so that each of the task's input rows is read as one contiguous
+      // run of nc pixels.
+      Var pack_jp("pack_jp"), pack_k("pack_k");
+      std::vector<Stmt> pack_row;
+      if (!direct_)
+        pack_row.push_back(ir::For::make(
+            pack_jp, panel_begin, panel_count, ForKind::kSerial,
+            pack_panel_row(panels, pack_jp - panel_begin, n, pack_jp, k0, pack_k, nr_)));
       if (col_tail)
-        per_k.push_back(ir::IfThenElse::make(tn == tiles_n - 1,
-                                             pack_panel(panels, Expr(full_panels) - panel_begin, n,
-                                                        Expr(full_panels), k0, klen, col_tail)));
+        pack_row.push_back(ir::IfThenElse::make(
+            tn == tiles_n - 1, pack_panel_row(panels, Expr(full_panels) - panel_begin, n,
+                                              Expr(full_panels), k0, pack_k, col_tail)));
+      if (!pack_row.empty())
+        per_k.push_back(
+            ir::For::make(pack_k, 0, klen, ForKind::kSerial, ir::Seq::make(std::move(pack_row))));
       per_k.push_back(
           ir::For::make(jp, panel_begin, panel_count, ForKind::kSerial, rows_of_panel(jp, nr_)));
       if (col_tail)
@@ -219,11 +233,10 @@ class Conv1x1Kernel {
     return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
   }
 
-  // Stage "pack pixels": panels[local, k, :] = X[n, k0 + k, panel * NR : +NR], zero past the
-  // plane's last pixel (cols < NR only in the plane's last panel).
-  Stmt pack_panel(const Buffer& panels, Expr local, Expr n, Expr panel, Expr k0, Expr klen,
-                  int64_t cols) const {
-    Var k("k");
+  // Stage "pack pixels", row k of one panel: panels[local, k, :] = X[n, k0 + k, panel * NR :
+  // +NR], zero past the plane's last pixel (cols < NR only in the plane's last panel).
+  Stmt pack_panel_row(const Buffer& panels, Expr local, Expr n, Expr panel, Expr k0, Expr k,
+                      int64_t cols) const {
     Expr src = (n * p_.C + k0 + k) * p_.P() + panel * nr_;
     Expr dst = (local * kc_ + k) * nr_;
     std::vector<Stmt> copy;
@@ -239,14 +252,15 @@ class Conv1x1Kernel {
             ir::Store::make(panels, l < valid ? pixels_.load({src + v * lanes_ + l}) : Expr(0.0f),
                             {dst + v * lanes_ + l}));
     }
-    return ir::For::make(k, 0, klen, ForKind::kSerial, ir::Seq::make(std::move(copy)));
+    return ir::Seq::make(std::move(copy));
   }
 
   // out[n, r0 : r0+rows, col0 : col0+cols] (+)= Wp[b, k0 : k0+klen, :rows] x the packed pixel
   // panel at `at`. The accumulator tile is a local buffer with constant offsets only (kept in
   // vector registers); its layout mirrors the mapping repeat(rows, vectors).
   Stmt micro_kernel(int64_t rows, int64_t cols, Expr n, Expr b, Expr r0, Expr col0,
-                    const Buffer& panels, Expr at, Expr k0, Expr klen, Expr first) const {
+                    const Buffer& panels, Expr at, int64_t stride, Expr k0, Expr klen,
+                    Expr first) const {
     const int64_t nvec = ceil_div(cols, lanes_);
     Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nvec * lanes_)},
                               ir::MemoryScope::kLocal);
@@ -289,7 +303,7 @@ class Conv1x1Kernel {
     Stmt step = ir::Seq::make(std::move(fma));
     for (int64_t v = nvec - 1; v >= 0; --v)
       step =
-          ir::LetStmt::make(x_rows[v], panels.load({vec(at + k * nr_ + v * lanes_, lanes_)}), step);
+          ir::LetStmt::make(x_rows[v], panels.load({vec(at + k * stride + v * lanes_, lanes_)}), step);
     return ir::Allocate::make(
         acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                                  ir::Seq::make(std::move(load))),
@@ -300,7 +314,7 @@ class Conv1x1Kernel {
   const TemplateContext& ctx_;
   ConvProblem p_;
   int64_t lanes_, mr_, nv_, nr_, kc_, mc_, nc_, row_blocks_;
-  bool strided_;
+  bool strided_, direct_;
   Buffer x_, w_, packed_w_, pixels_, out_;
 };
 
@@ -314,8 +328,9 @@ tune::Space gemm_1x1_space(const TemplateContext& ctx) {
   s.param("mr", mr)
       .param("nv", {1, 2, 3, 4})
       .param("kc", {64, 128, 256, 512})
-      .param("mc_tiles", {1, 2, 4, 8, 16})
-      .param("nc_panels", {1, 2, 4, 8, 16, 32});
+      .param("mc_tiles", {1, 2, 4, 8, 16, 32, 64})
+      .param("nc_panels", {1, 2, 4, 8, 16, 32})
+      .param("pack", {1, 0});
   // Accumulators, the pixel vectors of one step and one broadcast weight live in registers.
   s.rule("register tile fits the vector registers",
          [=](const tune::Config& c) { return c["mr"] * c["nv"] + c["nv"] + 1 <= regs; });
@@ -333,8 +348,14 @@ tune::Space gemm_1x1_space(const TemplateContext& ctx) {
     int64_t acc = c["mr"] * c["nv"];
     return c["nv"] >= 2 && acc >= (regs - 4) * 3 / 4 && c["mr"] * c["nv"] + c["nv"] + 1 >= regs - 1;
   });
-  s.prefer("blocking near the cache sizes", [](const tune::Config& c) {
-    return (c["kc"] == 128 || c["kc"] == 256) && (c["mc_tiles"] == 4 || c["mc_tiles"] == 16) &&
+  // Row tiles of 16 register tiles, or the fewest that cover all output channels (so that each
+  // pixel panel is packed once); pixel panels packed or read in place.
+  const std::optional<ConvProblem> prob = conv_problem(ctx);
+  const int64_t channels = prob ? prob->O : 0;
+  s.prefer("blocking near the cache sizes", [=](const tune::Config& c) {
+    int64_t mt = c["mc_tiles"], mr = c["mr"];
+    bool covers_o = mt * mr >= channels && (mt / 2) * mr < channels;
+    return (c["kc"] == 128 || c["kc"] == 256) && (mt == 16 || covers_o) &&
            (c["nc_panels"] == 4 || c["nc_panels"] == 16);
   });
   tune::Config best;
@@ -343,6 +364,7 @@ tune::Space gemm_1x1_space(const TemplateContext& ctx) {
   best.set("kc", 256);
   best.set("mc_tiles", 4);
   best.set("nc_panels", 4);
+  best.set("pack", 1);
   for (int64_t kc : {256, 128, 64}) {
     best.set("kc", kc);
     if (s.broken_rules(best).empty()) break;
@@ -375,6 +397,7 @@ class DepthwiseKernel {
       : ctx_(ctx), p_(p), lanes_(ctx.target.vector_lanes_f32()) {
     ovec_ = c["ow_vectors"];
     rows_ = std::min<int64_t>(c["rows"], p.OH);
+    rb_ = std::min<int64_t>(c.has("row_block") ? c["row_block"] : 1, rows_);
     row_blocks_ = ceil_div(p.OH, rows_);
     in_rows_ = (rows_ - 1) * p.sh + (p.KH - 1) * p.dh + 1;
     full_vectors_ = p.OW / lanes_;
@@ -442,63 +465,97 @@ class DepthwiseKernel {
                          ir::IfThenElse::make(ih >= 0 && ih < p_.H, fill, zero));
   }
 
-  // Stage "multiply": each output row of the block, ovec vectors at a time.
+  // Stage "multiply": each output row of the block, ovec vectors at a time; rb rows at a time
+  // (each loaded input vector then serves every row of the group that reads it), the rows past
+  // the last full group one at a time.
   Stmt compute_rows(const Buffer& rows, const Expr& plane, const Expr& oh0) const {
-    Var r("r"), g("g");
     Expr channel = plane % p_.C;
-    std::vector<Stmt> s;
     const int64_t groups = full_vectors_ / ovec_, left = full_vectors_ % ovec_;
-    if (groups > 0)
-      s.push_back(loop(g, 0, groups,
-                       micro_kernel(rows, plane, channel, oh0, r, g * (ovec_ * lanes_), ovec_, 0)));
-    if (left > 0)
-      s.push_back(
-          micro_kernel(rows, plane, channel, oh0, r, Expr(groups * ovec_ * lanes_), left, 0));
-    if (rem_ > 0)
-      s.push_back(
-          micro_kernel(rows, plane, channel, oh0, r, Expr(full_vectors_ * lanes_), 1, rem_));
+    auto row_pass = [&](const Expr& r, int64_t nrows_here) {
+      Var g("g");
+      std::vector<Stmt> s;
+      if (groups > 0)
+        s.push_back(loop(g, 0, groups,
+                         micro_kernel(rows, plane, channel, oh0, r, nrows_here,
+                                      g * (ovec_ * lanes_), ovec_, 0)));
+      if (left > 0)
+        s.push_back(micro_kernel(rows, plane, channel, oh0, r, nrows_here,
+                                 Expr(groups * ovec_ * lanes_), left, 0));
+      if (rem_ > 0)
+        s.push_back(micro_kernel(rows, plane, channel, oh0, r, nrows_here,
+                                 Expr(full_vectors_ * lanes_), 1, rem_));
+      return ir::Seq::make(std::move(s));
+    };
     Expr nrows = ir::min(Expr(rows_), p_.OH - oh0);
-    return ir::For::make(r, 0, nrows, ForKind::kSerial, ir::Seq::make(std::move(s)));
+    Var r("r");
+    if (rb_ <= 1) return ir::For::make(r, 0, nrows, ForKind::kSerial, row_pass(r, 1));
+    Var rg("rg"), rt("rt");
+    Expr full = nrows / rb_;
+    return ir::Seq::make(
+        {ir::For::make(rg, 0, full, ForKind::kSerial, row_pass(rg * rb_, rb_)),
+         ir::For::make(rt, full * rb_, nrows - full * rb_, ForKind::kSerial, row_pass(rt, 1))});
   }
 
-  // out[plane, oh0 + r, ow0 : ow0 + nvec * lanes] = sum over taps of w[channel, kh, kw] x the
-  // input vector of that tap. partial > 0: only the first `partial` lanes of the last vector are
-  // stored (the scratch is wide enough that reading the rest is harmless).
+  // out[plane, oh0 + r + i, ow0 : ow0 + nvec * lanes] for i < nr = sum over taps of
+  // w[channel, kh, kw] x the input vector of that tap. The taps of all nr rows are grouped by the
+  // scratch row they read, so that each input vector is loaded once. partial > 0: only the
+  // first `partial` lanes of the last vector are stored (the scratch is wide enough that reading
+  // the rest is harmless).
   Stmt micro_kernel(const Buffer& rows, const Expr& plane, const Expr& channel, const Expr& oh0,
-                    const Expr& r, const Expr& ow0, int64_t nvec, int64_t partial) const {
-    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(nvec * lanes_)},
+                    const Expr& r, int64_t nr, const Expr& ow0, int64_t nvec,
+                    int64_t partial) const {
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(nr * nvec * lanes_)},
                               ir::MemoryScope::kLocal);
+    auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr((i * nvec + v) * lanes_), lanes_); };
     std::vector<Stmt> zero, fma, store;
-    Var kh("kh"), kw("kw");
-    // Tap (kh, kw) of output column ow reads padded column ow * sw + kw * dw, which is phase
-    // (kw * dw) % sw, position ow + (kw * dw) / sw of the de-interleaved row r * sh + kh * dh.
-    Expr tap_row = (r * p_.sh + kh * p_.dh) * row_stride_ + lead_ +
-                   (kw * p_.dw) % p_.sw * phase_cols_ + (kw * p_.dw) / p_.sw;
-    Expr wv = splat(w_.load({channel * (p_.KH * p_.KW) + kh * p_.KW + kw}), lanes_);
-    Expr out_row = (plane * p_.OH + oh0 + r) * p_.OW + ow0;
-    for (int64_t v = 0; v < nvec; ++v) {
-      Expr at = vec(Expr(v * lanes_), lanes_);
-      zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {at}));
-      Expr in = rows.load({vec(tap_row + ow0 + v * lanes_, lanes_)});
-      fma.push_back(ir::Store::make(acc, ir::fma(in, wv, acc.load({at})), {at}));
-      if (partial == 0) {
-        store.push_back(ir::Store::make(out_, acc.load({at}), {vec(out_row + v * lanes_, lanes_)}));
-      } else {
-        for (int64_t l = 0; l < partial; ++l)
+    for (int64_t i = 0; i < nr; ++i) {
+      Expr out_row = (plane * p_.OH + oh0 + r + i) * p_.OW + ow0;
+      for (int64_t v = 0; v < nvec; ++v) {
+        zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {acc_at(i, v)}));
+        if (partial == 0) {
           store.push_back(
-              ir::Store::make(out_, acc.load({Expr(v * lanes_ + l)}), {out_row + v * lanes_ + l}));
+              ir::Store::make(out_, acc.load({acc_at(i, v)}), {vec(out_row + v * lanes_, lanes_)}));
+        } else {
+          for (int64_t l = 0; l < partial; ++l)
+            store.push_back(ir::Store::make(out_, acc.load({Expr((i * nvec + v) * lanes_ + l)}),
+                                            {out_row + v * lanes_ + l}));
+        }
       }
     }
-    Stmt taps = ir::For::make(
-        kh, 0, p_.KH, window_kind(p_.KH, 7),
-        ir::For::make(kw, 0, p_.KW, window_kind(p_.KW, 7), ir::Seq::make(std::move(fma))));
-    return ir::Allocate::make(acc, ir::Seq::make({ir::Seq::make(std::move(zero)), taps,
+    // Scratch row (relative to r * sh) of row i, tap kh: i * sh + kh * dh.
+    const int64_t span = (nr - 1) * p_.sh + (p_.KH - 1) * p_.dh + 1;
+    Expr base = r * (p_.sh * row_stride_) + lead_ + ow0;
+    for (int64_t q = 0; q < span; ++q) {
+      std::vector<std::pair<int64_t, int64_t>> users;  // (i, kh)
+      for (int64_t i = 0; i < nr; ++i)
+        for (int64_t kh = 0; kh < p_.KH; ++kh)
+          if (i * p_.sh + kh * p_.dh == q) users.push_back({i, kh});
+      if (users.empty()) continue;
+      for (int64_t kw = 0; kw < p_.KW; ++kw) {
+        int64_t col = (kw * p_.dw) % p_.sw * phase_cols_ + (kw * p_.dw) / p_.sw;
+        for (int64_t v = 0; v < nvec; ++v) {
+          Var xv("x" + std::to_string(q) + "_" + std::to_string(kw) + "_" + std::to_string(v),
+                 DType::f32().with_lanes(static_cast<int>(lanes_)));
+          std::vector<Stmt> uses;
+          for (auto [i, kh] : users) {
+            Expr wv = splat(w_.load({channel * (p_.KH * p_.KW) + (kh * p_.KW + kw)}), lanes_);
+            uses.push_back(ir::Store::make(acc, ir::fma(xv, wv, acc.load({acc_at(i, v)})),
+                                           {acc_at(i, v)}));
+          }
+          Expr in = rows.load({vec(base + (q * row_stride_ + col + v * lanes_), lanes_)});
+          fma.push_back(ir::LetStmt::make(xv, in, ir::Seq::make(std::move(uses))));
+        }
+      }
+    }
+    return ir::Allocate::make(acc, ir::Seq::make({ir::Seq::make(std::move(zero)),
+                                                  ir::Seq::make(std::move(fma)),
                                                   ir::Seq::make(std::move(store))}));
   }
 
   const TemplateContext& ctx_;
   ConvProblem p_;
-  int64_t lanes_, ovec_, rows_, row_blocks_, in_rows_, full_vectors_, rem_, in_cols_, phase_cols_;
+  int64_t lanes_, ovec_, rows_, rb_, row_blocks_, in_rows_, full_vectors_, rem_, in_cols_,
+      phase_cols_;
   int64_t lead_, row_stride_;
   Buffer x_, w_, out_;
 };
@@ -506,19 +563,29 @@ class DepthwiseKernel {
 tune::Space depthwise_space(const TemplateContext& ctx) {
   const int64_t regs = ctx.target.vector_registers();
   tune::Space s;
-  s.param("ow_vectors", {1, 2, 3, 4, 6, 8}).param("rows", {1, 2, 4, 8, 16, 32});
-  // The accumulators, one input vector and one broadcast weight live in registers.
-  s.rule("accumulators fit the vector registers",
-         [=](const tune::Config& c) { return c["ow_vectors"] + 2 <= regs; });
+  s.param("ow_vectors", {1, 2, 3, 4, 6, 8})
+      .param("rows", {1, 2, 4, 8, 16, 32})
+      .param("row_block", {1, 2, 3, 4});
+  // The accumulators (row_block rows of ow_vectors), one input vector and one broadcast weight
+  // live in registers.
+  s.rule("accumulators fit the vector registers", [=](const tune::Config& c) {
+    return c["row_block"] * c["ow_vectors"] + 2 <= regs;
+  });
+  s.rule("row groups fit the row block",
+         [](const tune::Config& c) { return c["row_block"] <= c["rows"]; });
+  // kFast: a few accumulators per row group, row groups that divide the block.
   s.prefer("several independent accumulators", [](const tune::Config& c) {
-    return c["ow_vectors"] >= 2 && c["ow_vectors"] % 2 == 0 && c["ow_vectors"] != 6;
+    int64_t acc = c["row_block"] * c["ow_vectors"];
+    return c["row_block"] >= 2 && acc >= 4 && acc <= 8 && c["ow_vectors"] != 6;
   });
   // Each block copies (rows - 1) * stride + KH input rows: deeper blocks copy less per output row.
-  s.prefer("row blocks of several rows",
-           [](const tune::Config& c) { return c["rows"] >= 4 && c["rows"] <= 16; });
+  s.prefer("row blocks of several rows", [](const tune::Config& c) {
+    return c["rows"] >= 8 && c["rows"] <= 32 && c["rows"] % c["row_block"] == 0;
+  });
   tune::Config best;
-  best.set("ow_vectors", 4);
-  best.set("rows", 4);
+  best.set("ow_vectors", 2);
+  best.set("rows", 8);
+  best.set("row_block", 2);
   s.default_config(best);
   return s;
 }
