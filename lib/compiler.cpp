@@ -4,6 +4,7 @@
 
 #include "loom/compiler.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -53,6 +54,12 @@ std::set<int> live_nodes(const Graph& g) {
     for (int i : g.nodes()[n].inputs) stack.push_back(i);
   }
   return live;
+}
+
+bool has_symbolic_input(const Graph& g) {
+  for (int i : g.inputs())
+    if (!is_static(g.nodes()[i].type.shape)) return true;
+  return false;
 }
 
 // The first template of def that applies to node n on target, with its context; null if none
@@ -164,12 +171,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
                                     ": only CPU targets are supported by this build of loom");
   auto impl = std::make_shared<CompiledGraphImpl>();
   impl->poison_buffers = options.poison_buffers;
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::CpuJit> jit, runtime::CpuJit::create(target_));
-  impl->jit = std::move(jit);
-  CacheUse cache = cache_use(target_, options);
-
   const std::vector<Node>& nodes = graph.nodes();
-  std::set<int> live = live_nodes(graph);
   for (const Node& n : nodes) {
     Slot s;
     s.name = n.name;
@@ -182,6 +184,26 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   }
   impl->inputs = graph.inputs();
   impl->outputs = graph.outputs();
+
+  if (options.specialize_shapes && has_symbolic_input(graph)) {
+    // Each binding compiles a static copy; the graph is copied so later edits do not leak in.
+    CompileOptions each = options;
+    each.specialize_shapes = false;
+    auto build = [compiler = *this, symbolic = graph.clone(),
+                  each](const DimBindings& dims) -> absl::StatusOr<CompiledGraph> {
+      if (dims.empty()) return compiler.compile(symbolic, each);  // the generic kernels
+      LOOM_ASSIGN_OR_RETURN(Graph bound, symbolic.bind_dims(dims));
+      return compiler.compile(bound, each);
+    };
+    impl->specializations = std::make_shared<Specializations>(
+        std::move(build), static_cast<size_t>(std::max(1, options.max_specializations)));
+    return CompiledGraph(std::move(impl));
+  }
+
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::CpuJit> jit, runtime::CpuJit::create(target_));
+  impl->jit = std::move(jit);
+  CacheUse cache = cache_use(target_, options);
+  std::set<int> live = live_nodes(graph);
   dump_stage("graph", "graph", graph.to_string());
 
   ir::Module module;

@@ -25,6 +25,15 @@ struct CompileOptions {
   // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
   // done / total, elapsed, best time), else one summary line.
   bool report_progress = true;
+  // A graph with symbolic dims (batch, sequence length): on, compile() only checks it, and each
+  // binding of the dims that run() or CompiledGraph::specialize() meets is compiled on first
+  // sight as a static graph, with templates and tuning at this level, and kept (its kernels also
+  // go to the kernel cache, so the next process finds them). Off: one compile with generic
+  // kernels (the default schedule, dims as runtime arguments) serves every binding.
+  bool specialize_shapes = true;
+  // Bindings a CompiledGraph keeps; beyond it the least recently used goes (its kernels stay in
+  // the kernel cache).
+  int max_specializations = 64;
 
   // The kernel cache: each kernel is looked up by a stable key (its task, target, LLVM and loom
   // versions) in the process-wide memory level, then on disk, and stored in both after it is

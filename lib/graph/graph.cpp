@@ -144,6 +144,53 @@ Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
 }
 
 absl::Status Graph::status() const { return impl_->status; }
+
+Graph Graph::clone() const { return adopt(std::make_shared<GraphImpl>(*impl_)); }
+
+absl::StatusOr<Graph> Graph::bind_dims(const DimBindings& dims) const {
+  LOOM_RETURN_IF_ERROR(impl_->status);
+  Graph out = clone();
+  // The given dims, and dims that only a shape rule defines (an op's output dim named after its
+  // input's, like n/2) once the rule has given them a value.
+  DimBindings known = dims;
+  for (Node& n : out.impl_->nodes) {
+    const Shape want = loom::bind_dims(n.type.shape, known);
+    if (n.kind != Node::Kind::kOp) {
+      n.type.shape = want;
+      continue;
+    }
+    if (n.attrs)
+      if (std::shared_ptr<const OpAttrs> bound = n.attrs->bind_dims(known)) n.attrs = std::move(bound);
+    const OpDef* def = OpRegistry::global().find(n.op);
+    LOOM_CHECK(def, "node of unregistered op ", n.op);
+    std::vector<TensorType> types;
+    for (int i : n.inputs) types.push_back(out.impl_->nodes[i].type);
+    static const NoAttrs kNoAttrs;
+    absl::StatusOr<TensorType> type = def->infer(types, n.attrs ? *n.attrs : kNoAttrs);
+    auto error = [&](absl::StatusCode code, const std::string& what) {
+      return absl::Status(code, str_cat("with ", bindings_to_string(dims), ": ", n.op, " node '",
+                                        n.name, "' ", what));
+    };
+    if (!type.ok()) return error(type.status().code(), std::string(type.status().message()));
+    bool agrees = type->dtype == n.type.dtype && type->shape.size() == want.size();
+    for (size_t k = 0; agrees && k < want.size(); ++k) {
+      const Dim& got = type->shape[k];
+      if (want[k].is_static() || got.is_symbolic()) {
+        agrees = got == want[k];
+      } else {
+        known[want[k].name()] = got.value();
+      }
+    }
+    if (!agrees)
+      return error(absl::StatusCode::kInvalidArgument,
+                   str_cat("gives ", type->to_string(), " where its symbolic type ",
+                           n.type.to_string(), " promised ",
+                           TensorType{want, n.type.dtype}.to_string()));
+    n.type = *std::move(type);
+  }
+  return out;
+}
+
 const std::vector<Node>& Graph::nodes() const { return impl_->nodes; }
 const std::vector<int>& Graph::inputs() const { return impl_->inputs; }
 const std::vector<int>& Graph::outputs() const { return impl_->outputs; }

@@ -1,6 +1,7 @@
 // CompiledGraph::run: input validation, symbolic-dim binding, buffer allocation, kernel calls.
 
 #include <map>
+#include <set>
 
 #include "loom/core/status.hpp"
 #include "runtime/compiled_graph_impl.hpp"
@@ -24,7 +25,56 @@ absl::StatusOr<std::vector<int64_t>> concrete_shape(const Shape& shape,
   return out;
 }
 
+// The graph's symbolic dims, by name, from its inputs' types.
+std::set<std::string> symbolic_dims(const CompiledGraphImpl& g) {
+  std::set<std::string> names;
+  for (int i : g.inputs)
+    for (const Dim& d : g.slots[i].type.shape)
+      if (d.is_symbolic()) names.insert(d.name());
+  return names;
+}
+
 }  // namespace
+
+absl::StatusOr<CompiledGraph> Specializations::get(const DimBindings& dims) {
+  std::promise<absl::StatusOr<CompiledGraph>> promise;
+  Result result;
+  uint64_t built_id = 0;  // set when this call builds the entry
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(dims);
+    if (it != entries_.end()) {
+      it->second.last_use = ++clock_;
+      result = it->second.result;
+    } else {
+      if (entries_.size() >= capacity_ && !entries_.empty()) {
+        auto lru = entries_.begin();
+        for (auto e = entries_.begin(); e != entries_.end(); ++e)
+          if (e->second.last_use < lru->second.last_use) lru = e;
+        entries_.erase(lru);  // callers waiting on it hold their own copy of its future
+      }
+      result = promise.get_future().share();
+      built_id = ++clock_;
+      entries_[dims] = Entry{result, built_id, built_id};
+    }
+  }
+  if (built_id) {
+    absl::StatusOr<CompiledGraph> built = build_(dims);
+    if (!built.ok()) {
+      // Not kept: the next request tries again (and reports the error again).
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = entries_.find(dims);
+      if (it != entries_.end() && it->second.id == built_id) entries_.erase(it);
+    }
+    promise.set_value(std::move(built));
+  }
+  return result.get();
+}
+
+size_t Specializations::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.size();
+}
 
 absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArray>& inputs) const {
   if (!impl_) return absl::FailedPreconditionError("run() on an empty CompiledGraph");
@@ -61,6 +111,11 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     }
   }
 
+  if (g.specializations) {
+    LOOM_ASSIGN_OR_RETURN(CompiledGraph bound, specialize(symbols));
+    return bound.run(inputs);
+  }
+
   std::vector<NDArray> values(g.slots.size());
   for (size_t k = 0; k < inputs.size(); ++k) values[g.inputs[k]] = inputs[k];
   for (size_t i = 0; i < g.slots.size(); ++i) {
@@ -89,6 +144,32 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     outputs.push_back(s.kind == Slot::Kind::kComputed ? values[o] : values[o].copy());
   }
   return outputs;
+}
+
+absl::StatusOr<CompiledGraph> CompiledGraph::specialize(const DimBindings& dims) const {
+  if (!impl_) return absl::FailedPreconditionError("specialize() on an empty CompiledGraph");
+  const std::set<std::string> names = symbolic_dims(*impl_);
+  std::string all;
+  for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
+  bool zero = false;
+  for (const auto& [name, value] : dims) {
+    if (!names.count(name))
+      return absl::InvalidArgumentError(
+          "the graph has no symbolic dim '" + name + "'" +
+          (names.empty() ? std::string(" (its shapes are static)") : " (it has " + all + ")"));
+    if (value < 0)
+      return absl::InvalidArgumentError(str_cat("symbolic dim ", name, " = ", value, " is negative"));
+    zero = zero || value == 0;
+  }
+  for (const std::string& n : names)
+    if (!dims.count(n)) return absl::InvalidArgumentError("symbolic dim " + n + " is not bound");
+  if (!impl_->specializations) return *this;
+  // Empty tensors run on the generic kernels (the empty binding), not on templates of their own.
+  return impl_->specializations->get(zero ? DimBindings{} : dims);
+}
+
+size_t CompiledGraph::num_specializations() const {
+  return impl_ && impl_->specializations ? impl_->specializations->size() : 0;
 }
 
 const std::vector<KernelInfo>& CompiledGraph::kernels() const {

@@ -2,7 +2,12 @@
 // that owns their code. Private to lib/.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +30,31 @@ struct Launch {
   std::vector<std::string> symbols;   // symbolic dims, in its scalar parameter order
 };
 
+// The static versions of a graph with symbolic dims, one per binding of them, each built on
+// first request and kept (least recently used beyond a capacity). Concurrent requests for one
+// binding build it once; a failed build is not kept.
+class Specializations {
+ public:
+  using Build = std::function<absl::StatusOr<CompiledGraph>(const DimBindings&)>;
+  Specializations(Build build, size_t capacity) : build_(std::move(build)), capacity_(capacity) {}
+
+  absl::StatusOr<CompiledGraph> get(const DimBindings& dims);
+  size_t size() const;
+
+ private:
+  using Result = std::shared_future<absl::StatusOr<CompiledGraph>>;
+  struct Entry {
+    Result result;
+    uint64_t last_use = 0;
+    uint64_t id = 0;  // tells a rebuilt entry from the one a failed build inserted
+  };
+  Build build_;
+  size_t capacity_;
+  mutable std::mutex mu_;
+  std::map<DimBindings, Entry> entries_;
+  uint64_t clock_ = 0;
+};
+
 struct CompiledGraphImpl {
   std::shared_ptr<runtime::CpuJit> jit;
   std::vector<Slot> slots;
@@ -32,6 +62,9 @@ struct CompiledGraphImpl {
   std::vector<Launch> launches;
   std::vector<KernelInfo> kernels;
   bool poison_buffers = false;
+  // Set for a graph with symbolic dims compiled per binding: run() hands each call to the
+  // static version for its inputs' dims, and launches stay empty here.
+  std::shared_ptr<Specializations> specializations;
 };
 
 }  // namespace loom

@@ -391,7 +391,8 @@ TEST_CASE("rows: layer_norm with symbolic dims runs on the default schedule", "[
   Tensor x = g.input("x", {Dim("batch"), 37});
   Tensor gamma = g.input("gamma", {37}), beta = g.input("beta", {37});
   g.output(x.layer_norm(gamma, beta));
-  CompiledGraph c = compile(g);
+  CompiledGraph c = compile(g, {.specialize_shapes = false});  // generic kernels
+  REQUIRE(!c.kernels().empty());
   CHECK(!uses_template(c, "rows_layer_norm"));
   for (int64_t batch : {1, 5}) {
     NDArray in = random_array(DType::f32(), {batch, 37}), ga = random_array(DType::f32(), {37}),

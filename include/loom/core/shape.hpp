@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -65,6 +66,28 @@ inline std::optional<std::vector<int64_t>> static_extents(const Shape& s) {
     if (d.is_symbolic()) return std::nullopt;
     out.push_back(d.value());
   }
+  return out;
+}
+
+// Values of symbolic dims by name, e.g. {{"batch", 8}, {"seq", 128}}.
+using DimBindings = std::map<std::string, int64_t>;
+
+// s with each bound symbolic dim replaced by its value (unbound ones stay symbolic).
+inline Shape bind_dims(const Shape& s, const DimBindings& dims) {
+  Shape out = s;
+  for (Dim& d : out) {
+    if (d.is_static()) continue;
+    auto it = dims.find(d.name());
+    if (it != dims.end()) d = Dim(it->second);
+  }
+  return out;
+}
+
+// "batch=8, seq=128"
+inline std::string bindings_to_string(const DimBindings& dims) {
+  std::string out;
+  for (const auto& [name, value] : dims)
+    out += (out.empty() ? "" : ", ") + name + "=" + std::to_string(value);
   return out;
 }
 

@@ -133,6 +133,14 @@ class Graph {
   // OK, or the first error any builder call recorded.
   absl::Status status() const;
 
+  // A copy with symbolic dims bound to values: inputs get those extents and every operator's
+  // shape rule runs again, so values that break a rule (or disagree with the symbolic types)
+  // give an error naming the node and the bindings. Unbound dims stay symbolic.
+  absl::StatusOr<Graph> bind_dims(const DimBindings& dims) const;
+  // A deep copy: nodes added to either graph later do not show in the other (constants' data is
+  // shared).
+  Graph clone() const;
+
   const std::vector<Node>& nodes() const;
   const std::vector<int>& inputs() const;
   const std::vector<int>& outputs() const;

@@ -31,6 +31,12 @@ struct OpAttrs {
   virtual ~OpAttrs() = default;
   // Canonical text, part of kernel names in dumps and of cache keys.
   virtual std::string to_string() const = 0;
+  // These attributes with symbolic dims bound to values, for a graph specialised to concrete
+  // shapes; null when they hold no symbolic dims (the default). Attributes that name dims
+  // (a reshape's target shape) override it.
+  virtual std::shared_ptr<const OpAttrs> bind_dims(const DimBindings& /*dims*/) const {
+    return nullptr;
+  }
 };
 
 struct NoAttrs final : OpAttrs {

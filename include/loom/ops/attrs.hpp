@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,12 @@ struct LayerNormAttrs final : OpAttrs {
 struct ReshapeAttrs final : OpAttrs {
   Shape shape;
   std::string to_string() const override { return "shape=" + shape_to_string(shape); }
+  std::shared_ptr<const OpAttrs> bind_dims(const DimBindings& dims) const override {
+    if (is_static(shape)) return nullptr;
+    auto bound = std::make_shared<ReshapeAttrs>();
+    bound->shape = loom::bind_dims(shape, dims);
+    return bound;
+  }
 };
 
 struct TransposeAttrs final : OpAttrs {

@@ -27,9 +27,23 @@ class CompiledGraph {
   explicit CompiledGraph(std::shared_ptr<const CompiledGraphImpl> impl) : impl_(std::move(impl)) {}
 
   // inputs in the order the graph declared them. Errors name the offending input and what was
-  // expected (count, dtype, rank, extents, inconsistent symbolic dims).
+  // expected (count, dtype, rank, extents, inconsistent symbolic dims), or the node whose shape
+  // rule the bound dims break.
   absl::StatusOr<std::vector<NDArray>> run(const std::vector<NDArray>& inputs) const;
 
+  // A graph with symbolic dims compiled with CompileOptions::specialize_shapes runs each
+  // binding of its dims (from the inputs' extents) on a static CompiledGraph of its own, compiled
+  // and tuned on first sight and kept; this returns it, so an engine can prepare the shapes it
+  // will serve before the first request. Thread-safe: concurrent requests for one binding build
+  // it once. Every symbolic dim must be bound; a binding with a zero extent gets the generic
+  // kernels. On a static graph, or one compiled without specialization, it checks the binding
+  // and returns this graph.
+  absl::StatusOr<CompiledGraph> specialize(const DimBindings& dims) const;
+  // Bindings compiled and kept so far (0 for static graphs).
+  size_t num_specializations() const;
+
+  // The kernels run, in order. Empty for a graph that specializes per binding: ask
+  // specialize(dims).kernels().
   const std::vector<KernelInfo>& kernels() const;
   std::vector<std::string> input_names() const;
   std::vector<TensorType> input_types() const;
