@@ -47,6 +47,28 @@ Tensor Tensor::conv2d(const Tensor& weight, Conv2dOptions options) const {
 }
 
 namespace {
+std::shared_ptr<ops::Pool2dAttrs> pool_attrs(const Pool2dOptions& o) {
+  auto a = std::make_shared<ops::Pool2dAttrs>();
+  a->kernel_h = o.kernel.h;
+  a->kernel_w = o.kernel.w;
+  a->stride_h = o.stride.h;
+  a->stride_w = o.stride.w;
+  a->pad_top = o.padding.top;
+  a->pad_left = o.padding.left;
+  a->pad_bottom = o.padding.bottom;
+  a->pad_right = o.padding.right;
+  return a;
+}
+}  // namespace
+
+Tensor Tensor::max_pool2d(Pool2dOptions options) const {
+  return apply("max_pool2d", {}, pool_attrs(options));
+}
+Tensor Tensor::avg_pool2d(Pool2dOptions options) const {
+  return apply("avg_pool2d", {}, pool_attrs(options));
+}
+
+namespace {
 std::shared_ptr<ops::ReduceAttrs> reduce_attrs(std::vector<int> axes, bool keepdims) {
   auto a = std::make_shared<ops::ReduceAttrs>();
   a->axes = std::move(axes);

@@ -9,6 +9,7 @@ void register_conv_ops(OpRegistry& r);
 void register_elementwise_ops(OpRegistry& r);
 void register_matmul_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
+void register_pool_ops(OpRegistry& r);
 void register_reduce_ops(OpRegistry& r);
 void register_shape_ops(OpRegistry& r);
 
@@ -17,6 +18,7 @@ inline void register_builtin_ops(OpRegistry& r) {
   register_elementwise_ops(r);
   register_matmul_ops(r);
   register_norm_ops(r);
+  register_pool_ops(r);
   register_reduce_ops(r);
   register_shape_ops(r);
 }

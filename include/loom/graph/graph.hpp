@@ -34,6 +34,14 @@ struct Conv2dOptions {
   int groups = 1;
 };
 
+// Options of Tensor::max_pool2d and avg_pool2d: the window, strides and padding (as in
+// Conv2dOptions). Padded positions never win a max and are not counted by an average.
+struct Pool2dOptions {
+  Conv2dOptions::PerDim kernel = 1;
+  Conv2dOptions::PerDim stride = 1;
+  Conv2dOptions::Padding padding = 0;
+};
+
 // A value in a graph. Cheap to copy. A Tensor produced from bad input is invalid; ops on it
 // produce invalid tensors without adding more errors.
 class Tensor {
@@ -70,6 +78,12 @@ class Tensor {
   // 2-D convolution: this is NCHW input [N, C, H, W], weight is OIHW [O, C / groups, KH, KW];
   // the output is [N, O, OH, OW]. No bias (add one with add()).
   Tensor conv2d(const Tensor& weight, Conv2dOptions options = {}) const;
+
+  // Pooling over the spatial dims of NCHW input [N, C, H, W] -> [N, C, OH, OW], with
+  // OH = (H + pad_top + pad_bottom - kernel_h) / stride_h + 1 (likewise OW). Global average
+  // pooling is mean({2, 3}, true).
+  Tensor max_pool2d(Pool2dOptions options) const;
+  Tensor avg_pool2d(Pool2dOptions options) const;
 
   // Reductions over axes (negative axes count from the end; empty means all).
   Tensor sum(std::vector<int> axes = {}, bool keepdims = false) const;

@@ -77,6 +77,18 @@ struct Conv2dAttrs final : OpAttrs {
   }
 };
 
+// max_pool2d / avg_pool2d over NCHW: window, strides and padding per side.
+struct Pool2dAttrs final : OpAttrs {
+  int kernel_h = 1, kernel_w = 1;
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  std::string to_string() const override {
+    return "kernel=" + ints_to_string({kernel_h, kernel_w}) +
+           ",stride=" + ints_to_string({stride_h, stride_w}) +
+           ",pad=" + ints_to_string({pad_top, pad_left, pad_bottom, pad_right});
+  }
+};
+
 // add_scalar / mul_scalar: the scalar operand.
 struct ScalarAttrs final : OpAttrs {
   double value = 0;
