@@ -209,6 +209,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   ir::Module module;
   module.name = "graph";
   module.target = target_;
+  module.llvm_full_unroll_limit = 16;
   std::vector<size_t> module_launches;  // launch of each func of module
   int templated = 0;
   for (int id = 0; id < static_cast<int>(nodes.size()); ++id) {

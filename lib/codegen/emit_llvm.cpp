@@ -705,6 +705,12 @@ void FuncEmitter::emit_loop(const ir::Var& loop_var, llvm::Value* lo, llvm::Valu
     llvm::Metadata* enable[] = {llvm::MDString::get(ctx_, "llvm.loop.vectorize.enable"),
                                 llvm::ConstantAsMetadata::get(b_.getTrue())};
     backedge->setMetadata(llvm::LLVMContext::MD_loop, loop_metadata(enable));
+  } else if (kind == ir::ForKind::kSerial && options_.full_unroll_limit > 0) {
+    auto* l = llvm::dyn_cast<llvm::ConstantInt>(lo);
+    auto* h = llvm::dyn_cast<llvm::ConstantInt>(hi);
+    if (l && h && h->getSExtValue() - l->getSExtValue() > options_.full_unroll_limit)
+      backedge->setMetadata(llvm::LLVMContext::MD_loop,
+                            loop_metadata({llvm::MDString::get(ctx_, "llvm.loop.unroll.disable")}));
   }
   b_.SetInsertPoint(exit);
 }

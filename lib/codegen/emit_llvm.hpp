@@ -25,6 +25,8 @@ struct EmitOptions {
   bool prefer_512_bit_vectors = false;  // "prefer-vector-width"="512" (AVX-512 hosts)
   // Appended to every exported symbol so that symbols stay unique within one JIT instance.
   std::string symbol_suffix;
+  // Serial loops with a constant trip count above this get llvm.loop.unroll.disable (0: none).
+  int64_t full_unroll_limit = 0;
 };
 
 struct EmittedModule {

@@ -225,6 +225,7 @@ absl::StatusOr<ObjectCode> CpuJit::compile_object(const ir::Module& m) {
   auto context = std::make_unique<llvm::LLVMContext>();
   codegen::EmitOptions options = impl_->options;
   options.symbol_suffix = ".loom" + std::to_string(impl_->next_module++);
+  options.full_unroll_limit = m.llvm_full_unroll_limit;
   LOOM_ASSIGN_OR_RETURN(codegen::EmittedModule emitted, codegen::emit_llvm(m, *context, options));
 
   auto tm = impl_->machine_builder.createTargetMachine();

@@ -2,6 +2,7 @@
 // Parameters are buffers (pointers) or scalar i64 variables (symbolic extents).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <variant>
 #include <vector>
@@ -29,6 +30,11 @@ struct Module {
   std::string name;
   Target target;
   std::vector<Func> funcs;
+  // Loops left to LLVM (the default schedule): serial loops with a constant trip count above
+  // this are not fully unrolled by LLVM, which otherwise unrolls a 64-element copy nest into
+  // thousands of scalars and spends seconds in its SLP vectorizer; the loop vectorizer still
+  // vectorizes and interleaves them. 0: no limit (templates unroll what they mean to unroll).
+  int64_t llvm_full_unroll_limit = 0;
 };
 
 }  // namespace loom::ir
