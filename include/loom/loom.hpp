@@ -10,3 +10,4 @@
 #include "loom/graph/graph.hpp"
 #include "loom/graph/op.hpp"
 #include "loom/runtime/compiled_graph.hpp"
+#include "loom/runtime/stats.hpp"
