@@ -1,5 +1,8 @@
 // CompiledGraph::run: input validation, symbolic-dim binding, buffer allocation, kernel calls.
 
+#include <algorithm>
+#include <cstdlib>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -23,6 +26,75 @@ absl::StatusOr<std::vector<int64_t>> concrete_shape(const Shape& shape,
     out.push_back(it->second);
   }
   return out;
+}
+
+// Where each intermediate value lives in the arena: offsets[slot] in bytes, or -1 for slots that
+// are not arena-allocated (inputs, constants, outputs).
+struct MemoryPlan {
+  std::vector<int64_t> offsets;
+  int64_t bytes = 0;
+};
+
+// Greedy best-fit over the launches in order: a launch's output takes the smallest free block
+// that holds it (or grows the arena), and the values whose last reader is that launch are freed
+// after it, so a kernel's output never overlaps its inputs.
+MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector<int64_t>>& shapes) {
+  constexpr int64_t kAlign = 64;
+  const size_t n = g.slots.size();
+  MemoryPlan plan;
+  plan.offsets.assign(n, -1);
+  std::vector<bool> is_output(n, false);
+  for (int o : g.outputs) is_output[static_cast<size_t>(o)] = true;
+  std::vector<int> last_use(n, -1);
+  for (size_t l = 0; l < g.launches.size(); ++l)
+    for (int slot : g.launches[l].buffers) last_use[static_cast<size_t>(slot)] = static_cast<int>(l);
+  auto size_of = [&](size_t slot) {
+    int64_t bytes = num_elements(shapes[slot]) * g.slots[slot].type.dtype.bytes();
+    return std::max<int64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  };
+  std::map<int64_t, int64_t> free_blocks;  // offset -> bytes, coalesced
+  auto release = [&](int64_t offset, int64_t bytes) {
+    auto next = free_blocks.lower_bound(offset);
+    if (next != free_blocks.end() && offset + bytes == next->first) {
+      bytes += next->second;
+      next = free_blocks.erase(next);
+    }
+    if (next != free_blocks.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == offset) {
+        prev->second += bytes;
+        return;
+      }
+    }
+    free_blocks[offset] = bytes;
+  };
+  for (size_t l = 0; l < g.launches.size(); ++l) {
+    const size_t out = static_cast<size_t>(g.launches[l].buffers.back());
+    if (g.slots[out].kind == Slot::Kind::kComputed && !is_output[out] && plan.offsets[out] < 0) {
+      const int64_t bytes = size_of(out);
+      auto best = free_blocks.end();
+      for (auto it = free_blocks.begin(); it != free_blocks.end(); ++it)
+        if (it->second >= bytes && (best == free_blocks.end() || it->second < best->second))
+          best = it;
+      if (best != free_blocks.end()) {
+        plan.offsets[out] = best->first;
+        const int64_t rest = best->second - bytes, at = best->first + bytes;
+        free_blocks.erase(best);
+        if (rest > 0) free_blocks[at] = rest;
+      } else {
+        plan.offsets[out] = plan.bytes;
+        plan.bytes += bytes;
+      }
+    }
+    for (int slot : g.launches[l].buffers) {
+      const size_t s = static_cast<size_t>(slot);
+      if (plan.offsets[s] >= 0 && last_use[s] == static_cast<int>(l)) {
+        release(plan.offsets[s], size_of(s));
+        last_use[s] = -2;  // released once even when a kernel reads it twice
+      }
+    }
+  }
+  return plan;
 }
 
 // The graph's symbolic dims, by name, from its inputs' types.
@@ -116,15 +188,31 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     return bound.run(inputs);
   }
 
+  // Outputs get arrays of their own; every other computed value lives in the arena at the
+  // offset the plan gives it, reusing the bytes of values no later kernel reads.
+  std::vector<std::vector<int64_t>> shapes(g.slots.size());
+  for (size_t i = 0; i < g.slots.size(); ++i) {
+    if (g.slots[i].kind != Slot::Kind::kComputed) continue;
+    LOOM_ASSIGN_OR_RETURN(shapes[i], concrete_shape(g.slots[i].type.shape, symbols));
+  }
+  const MemoryPlan plan = plan_memory(g, shapes);
+  Arena arena = g.arenas.take();
+  if (plan.bytes > 0 && arena.bytes < plan.bytes) {
+    arena.data.reset(std::aligned_alloc(64, static_cast<size_t>(plan.bytes)), std::free);
+    if (!arena.data) return absl::ResourceExhaustedError(str_cat("cannot allocate ", plan.bytes,
+                                                                 " bytes for intermediate values"));
+    arena.bytes = plan.bytes;
+  }
   std::vector<NDArray> values(g.slots.size());
   for (size_t k = 0; k < inputs.size(); ++k) values[g.inputs[k]] = inputs[k];
   for (size_t i = 0; i < g.slots.size(); ++i) {
     const Slot& s = g.slots[i];
     if (s.kind == Slot::Kind::kConstant) values[i] = s.constant;
     if (s.kind != Slot::Kind::kComputed) continue;
-    LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> shape, concrete_shape(s.type.shape, symbols));
-    values[i] = NDArray(s.type.dtype, std::move(shape));
-    if (g.poison_buffers) values[i].poison();
+    values[i] = plan.offsets[i] < 0
+                    ? NDArray(s.type.dtype, shapes[i])
+                    : NDArray::borrow(static_cast<char*>(arena.data.get()) + plan.offsets[i],
+                                      s.type.dtype, shapes[i]);
   }
 
   std::vector<void*> buffers;
@@ -132,10 +220,13 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
   for (const Launch& l : g.launches) {
     buffers.clear();
     scalars.clear();
+    // Poisoned right before the kernel that writes it: arena bytes are shared over time.
+    if (g.poison_buffers) values[l.buffers.back()].poison();
     for (int slot : l.buffers) buffers.push_back(values[slot].data());
     for (const std::string& sym : l.symbols) scalars.push_back(symbols.at(sym));
     l.fn(buffers.data(), scalars.data());
   }
+  g.arenas.give_back(std::move(arena));
 
   std::vector<NDArray> outputs;
   for (int o : g.outputs) {

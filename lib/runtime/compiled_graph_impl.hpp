@@ -55,6 +55,34 @@ class Specializations {
   uint64_t clock_ = 0;
 };
 
+// Memory for the intermediate values of one run (every computed slot that is not an output),
+// kept between runs so that a steady stream of requests allocates (and page-faults) nothing.
+struct Arena {
+  std::shared_ptr<void> data;
+  int64_t bytes = 0;
+};
+
+// Free arenas of one CompiledGraph: each run takes one (concurrent runs take different ones) and
+// gives it back.
+class ArenaPool {
+ public:
+  Arena take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return Arena{};
+    Arena a = std::move(free_.back());
+    free_.pop_back();
+    return a;
+  }
+  void give_back(Arena a) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(a));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Arena> free_;
+};
+
 struct CompiledGraphImpl {
   std::shared_ptr<runtime::CpuJit> jit;
   std::vector<Slot> slots;
@@ -62,6 +90,7 @@ struct CompiledGraphImpl {
   std::vector<Launch> launches;
   std::vector<KernelInfo> kernels;
   bool poison_buffers = false;
+  mutable ArenaPool arenas;
   // Set for a graph with symbolic dims compiled per binding: run() hands each call to the
   // static version for its inputs' dims, and launches stay empty here.
   std::shared_ptr<Specializations> specializations;
