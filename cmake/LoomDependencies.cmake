@@ -8,6 +8,9 @@ message(STATUS "loom: LLVM ${LLVM_PACKAGE_VERSION} from ${LLVM_DIR}")
 find_package(absl REQUIRED CONFIG)
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3 REQUIRED CONFIG)
+# ONNX import (libonnx-dev, libprotobuf-dev): only lib/onnx/import.cpp includes their headers.
+find_package(Protobuf REQUIRED)
+find_package(ONNX REQUIRED CONFIG)
 
 # CUDA toolkit (NVRTC) is optional: without it the CUDA back end is left out of the build.
 if(NOT CUDAToolkit_ROOT AND EXISTS /usr/local/cuda)

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake
   llvm-19-dev libabsl-dev nlohmann-json3-dev
+  libonnx-dev libprotobuf-dev  # ONNX import
+  libonnx-testdata             # the ONNX node tests (tools/onnx_conformance)
   catch2 libbenchmark-dev
   libdnnl-dev libopenblas-dev  # benchmark peers (bench/bench_cpu_peers)
 )

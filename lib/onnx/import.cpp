@@ -1,0 +1,661 @@
+// ONNX import: ModelProto -> Graph. Each supported op_type has a converter that reads the node's
+// attributes and inputs and applies loom operators; everything unsupported is reported with the
+// node's name and op. The only translation unit that includes protobuf and ONNX headers.
+
+#include "loom/onnx/onnx.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <vector>
+
+#include "loom/core/status.hpp"
+#include "onnx/onnx_pb.h"
+
+namespace loom::onnx {
+namespace {
+
+namespace pb = ::onnx;
+
+absl::StatusOr<DType> dtype_of(int elem_type) {
+  switch (elem_type) {
+    case pb::TensorProto::FLOAT:
+      return DType::f32();
+    case pb::TensorProto::FLOAT16:
+      return DType::f16();
+    case pb::TensorProto::BFLOAT16:
+      return DType::bf16();
+    case pb::TensorProto::INT8:
+      return DType::i8();
+    case pb::TensorProto::INT32:
+      return DType::i32();
+    case pb::TensorProto::INT64:
+      return DType::i64();
+    case pb::TensorProto::BOOL:
+      return DType::boolean();
+    default:
+      return absl::UnimplementedError(
+          str_cat("ONNX element type ", pb::TensorProto::DataType_Name(
+                                            static_cast<pb::TensorProto::DataType>(elem_type)),
+                  " (", elem_type, ") is not supported"));
+  }
+}
+
+// The typed repeated field of a TensorProto that holds its values when raw_data is absent.
+template <typename Field>
+absl::Status copy_field(const Field& field, NDArray& out) {
+  if (field.size() != out.numel())
+    return absl::DataLossError(str_cat("tensor holds ", field.size(), " values for shape ",
+                                       shape_to_string(out.shape())));
+  for (int64_t i = 0; i < out.numel(); ++i) out.set(i, static_cast<double>(field.Get(static_cast<int>(i))));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NDArray> to_ndarray(const pb::TensorProto& t) {
+  if (t.data_location() == pb::TensorProto::EXTERNAL)
+    return absl::UnimplementedError("tensor '" + t.name() + "' keeps its data in an external file");
+  LOOM_ASSIGN_OR_RETURN(DType dtype, dtype_of(t.data_type()));
+  std::vector<int64_t> shape(t.dims().begin(), t.dims().end());
+  for (int64_t d : shape)
+    if (d < 0) return absl::DataLossError("tensor '" + t.name() + "' has a negative dim");
+  NDArray out(dtype, shape);
+  if (t.has_raw_data()) {
+    if (static_cast<int64_t>(t.raw_data().size()) != out.nbytes())
+      return absl::DataLossError(str_cat("tensor '", t.name(), "' has ", t.raw_data().size(),
+                                         " bytes of data for ", dtype.to_string(),
+                                         shape_to_string(shape), " (", out.nbytes(), " bytes)"));
+    if (out.nbytes() > 0) std::memcpy(out.data(), t.raw_data().data(), static_cast<size_t>(out.nbytes()));
+    return out;
+  }
+  absl::Status s;
+  switch (t.data_type()) {
+    case pb::TensorProto::FLOAT:
+      s = copy_field(t.float_data(), out);
+      break;
+    case pb::TensorProto::INT64:
+      s = copy_field(t.int64_data(), out);
+      break;
+    case pb::TensorProto::FLOAT16:
+    case pb::TensorProto::BFLOAT16: {
+      // Stored as raw 16-bit patterns in int32_data.
+      if (t.int32_data().size() != out.numel()) {
+        s = absl::DataLossError("tensor '" + t.name() + "' has the wrong number of values");
+        break;
+      }
+      auto* bits = out.data_as<uint16_t>();
+      for (int64_t i = 0; i < out.numel(); ++i)
+        bits[i] = static_cast<uint16_t>(t.int32_data(static_cast<int>(i)));
+      break;
+    }
+    default:  // INT8, INT32, BOOL live in int32_data
+      s = copy_field(t.int32_data(), out);
+      break;
+  }
+  if (!s.ok()) return absl::Status(s.code(), "tensor '" + t.name() + "': " + std::string(s.message()));
+  return out;
+}
+
+// ---- Conversion -------------------------------------------------------------------------------
+
+struct Converter;
+
+// State of one import: values by ONNX name, and which of them are compile-time constants.
+class Importer {
+ public:
+  Importer(Graph& g, int64_t opset) : g_(g), opset_(opset) {}
+
+  Graph& graph() { return g_; }
+  int64_t opset() const { return opset_; }
+
+  void define(const std::string& name, Tensor t, std::optional<NDArray> value = std::nullopt) {
+    values_[name] = t;
+    if (value) constants_[name] = *std::move(value);
+  }
+  absl::StatusOr<Tensor> value(const std::string& name) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) return absl::InvalidArgumentError("input '" + name + "' is not defined by any earlier node");
+    return it->second;
+  }
+  const NDArray* constant(const std::string& name) const {
+    auto it = constants_.find(name);
+    return it == constants_.end() ? nullptr : &it->second;
+  }
+  Tensor add_constant(const std::string& name, NDArray value) {
+    Tensor t = g_.constant(name, value);
+    define(name, t, std::move(value));
+    return t;
+  }
+
+ private:
+  Graph& g_;
+  int64_t opset_;
+  std::map<std::string, Tensor> values_;
+  std::map<std::string, NDArray> constants_;
+};
+
+// One node being converted: its attributes and inputs.
+class Node {
+ public:
+  Node(const pb::NodeProto& n, Importer& im) : n_(n), im_(im) {}
+
+  const pb::NodeProto& proto() const { return n_; }
+  Importer& importer() { return im_; }
+  Graph& graph() { return im_.graph(); }
+  int64_t opset() const { return im_.opset(); }
+
+  int num_inputs() const { return n_.input_size(); }
+  bool has_input(int i) const { return i < n_.input_size() && !n_.input(i).empty(); }
+  absl::StatusOr<Tensor> input(int i) const {
+    if (!has_input(i)) return absl::InvalidArgumentError(str_cat("input ", i, " is missing"));
+    return im_.value(n_.input(i));
+  }
+  // An input that must be known at import time (a shape, axes, a weight).
+  absl::StatusOr<NDArray> constant_input(int i) const {
+    if (!has_input(i)) return absl::InvalidArgumentError(str_cat("input ", i, " is missing"));
+    const NDArray* v = im_.constant(n_.input(i));
+    if (!v)
+      return absl::UnimplementedError(str_cat("input ", i, " ('", n_.input(i),
+                                              "') must be a constant (an initializer)"));
+    return *v;
+  }
+  absl::StatusOr<std::vector<int64_t>> ints_input(int i) const {
+    LOOM_ASSIGN_OR_RETURN(NDArray v, constant_input(i));
+    if (!v.dtype().is_int())
+      return absl::InvalidArgumentError(str_cat("input ", i, " must be an integer tensor"));
+    std::vector<int64_t> out;
+    for (int64_t k = 0; k < v.numel(); ++k) out.push_back(static_cast<int64_t>(v.get(k)));
+    return out;
+  }
+
+  const pb::AttributeProto* attr(const std::string& name) const {
+    for (const pb::AttributeProto& a : n_.attribute())
+      if (a.name() == name) return &a;
+    return nullptr;
+  }
+  int64_t attr_int(const std::string& name, int64_t fallback) const {
+    const pb::AttributeProto* a = attr(name);
+    return a ? a->i() : fallback;
+  }
+  float attr_float(const std::string& name, float fallback) const {
+    const pb::AttributeProto* a = attr(name);
+    return a ? a->f() : fallback;
+  }
+  std::string attr_string(const std::string& name, const std::string& fallback) const {
+    const pb::AttributeProto* a = attr(name);
+    return a ? a->s() : fallback;
+  }
+  std::vector<int64_t> attr_ints(const std::string& name, std::vector<int64_t> fallback = {}) const {
+    const pb::AttributeProto* a = attr(name);
+    return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : fallback;
+  }
+
+  absl::Status unsupported(const std::string& what) const {
+    return absl::UnimplementedError(what + " is not supported");
+  }
+
+ private:
+  const pb::NodeProto& n_;
+  Importer& im_;
+};
+
+using Convert = std::function<absl::StatusOr<std::vector<Tensor>>(Node&)>;
+
+absl::StatusOr<std::vector<Tensor>> one(Tensor t) {
+  if (!t.valid()) return absl::InvalidArgumentError("the operator rejected its inputs");
+  return std::vector<Tensor>{t};
+}
+
+Convert binary(Tensor (Tensor::*fn)(const Tensor&) const) {
+  return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor a, n.input(0));
+    LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(1));
+    return one((a.*fn)(b));
+  };
+}
+
+Convert unary(Tensor (Tensor::*fn)() const) {
+  return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    return one((x.*fn)());
+  };
+}
+
+// A constant of x's dtype holding v (for alpha/beta scaling of non-f32 tensors too).
+Tensor scalar_like(Node& n, const Tensor& x, double v, const std::string& what) {
+  NDArray a(x.dtype(), {});
+  a.set(0, v);
+  return n.graph().constant(n.proto().name() + "_" + what, a);
+}
+
+// [C] -> [C, 1, ..., 1] so that it broadcasts over the dims after axis 1 of a rank-r tensor.
+Tensor per_channel(Node& n, NDArray v, int rank, const std::string& what) {
+  std::vector<int64_t> shape = {v.numel()};
+  for (int d = 2; d < rank; ++d) shape.push_back(1);
+  NDArray r(v.dtype(), shape);
+  if (v.nbytes() > 0) std::memcpy(r.data(), v.data(), static_cast<size_t>(v.nbytes()));
+  return n.graph().constant(n.proto().name() + "_" + what, r);
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_gemm(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor a, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(1));
+  if (a.rank() != 2 || b.rank() != 2) return n.unsupported("Gemm on tensors of rank other than 2");
+  if (n.attr_int("transA", 0)) a = a.transpose({1, 0});
+  if (n.attr_int("transB", 0)) b = b.transpose({1, 0});
+  Tensor y = a.matmul(b);
+  const double alpha = n.attr_float("alpha", 1), beta = n.attr_float("beta", 1);
+  if (alpha != 1) y = y * scalar_like(n, y, alpha, "alpha");
+  if (n.has_input(2) && beta != 0) {
+    LOOM_ASSIGN_OR_RETURN(Tensor c, n.input(2));
+    if (beta != 1) c = c * scalar_like(n, c, beta, "beta");
+    y = y + c;
+  }
+  return one(y);
+}
+
+// Pads [begin..., end...] of the spatial dims, from pads or auto_pad.
+absl::StatusOr<Conv2dOptions::Padding> spatial_padding(Node& n, const Shape& x, int64_t kh,
+                                                       int64_t kw, int sh, int sw, int dh, int dw) {
+  const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
+  if (auto_pad == "NOTSET" || auto_pad.empty()) {
+    std::vector<int64_t> p = n.attr_ints("pads", {0, 0, 0, 0});
+    if (p.size() != 4) return absl::InvalidArgumentError("pads must have 4 values for a 2-D window");
+    return Conv2dOptions::Padding(static_cast<int>(p[0]), static_cast<int>(p[1]),
+                                  static_cast<int>(p[2]), static_cast<int>(p[3]));
+  }
+  if (auto_pad == "VALID") return Conv2dOptions::Padding(0);
+  if (auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER")
+    return absl::InvalidArgumentError("auto_pad " + auto_pad + " is not an ONNX value");
+  if (!x[2].is_static() || !x[3].is_static())
+    return n.unsupported("auto_pad SAME with symbolic spatial dims");
+  auto total = [](int64_t in, int64_t k, int s, int d) {
+    int64_t out = (in + s - 1) / s;
+    return std::max<int64_t>(0, (out - 1) * s + (k - 1) * d + 1 - in);
+  };
+  int64_t th = total(x[2].value(), kh, sh, dh), tw = total(x[3].value(), kw, sw, dw);
+  bool upper = auto_pad == "SAME_UPPER";  // the extra pixel goes at the end
+  auto lo = [&](int64_t t) { return static_cast<int>(upper ? t / 2 : t - t / 2); };
+  return Conv2dOptions::Padding(lo(th), lo(tw), static_cast<int>(th) - lo(th),
+                                static_cast<int>(tw) - lo(tw));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor w, n.input(1));
+  if (x.rank() != 4) return n.unsupported(str_cat("Conv of rank ", x.rank(), " (only 2-D)"));
+  std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
+  if (s.size() != 2 || d.size() != 2) return absl::InvalidArgumentError("strides and dilations need 2 values");
+  if (!is_static(w.shape())) return n.unsupported("a weight with symbolic dims");
+  Conv2dOptions o;
+  o.stride = {static_cast<int>(s[0]), static_cast<int>(s[1])};
+  o.dilation = {static_cast<int>(d[0]), static_cast<int>(d[1])};
+  o.groups = static_cast<int>(n.attr_int("group", 1));
+  LOOM_ASSIGN_OR_RETURN(o.padding,
+                        spatial_padding(n, x.shape(), w.shape()[2].value(), w.shape()[3].value(),
+                                        o.stride.h, o.stride.w, o.dilation.h, o.dilation.w));
+  Tensor y = x.conv2d(w, o);
+  if (n.has_input(2)) {
+    LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
+    y = y + b.reshape({b.shape().empty() ? Dim(1) : b.shape()[0], 1, 1});
+  }
+  return one(y);
+}
+
+Convert pool(bool is_max) {
+  return [is_max](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    if (x.rank() != 4) return n.unsupported(str_cat("pooling of rank ", x.rank(), " (only 2-D)"));
+    if (n.proto().output_size() > 1 && !n.proto().output(1).empty())
+      return n.unsupported("MaxPool's Indices output");
+    if (n.attr_int("ceil_mode", 0)) return n.unsupported("ceil_mode=1");
+    if (!is_max && n.attr_int("count_include_pad", 0)) return n.unsupported("count_include_pad=1");
+    for (int64_t v : n.attr_ints("dilations", {1, 1}))
+      if (v != 1) return n.unsupported("pooling with dilations");
+    std::vector<int64_t> k = n.attr_ints("kernel_shape"), s = n.attr_ints("strides", {1, 1});
+    if (k.size() != 2 || s.size() != 2) return absl::InvalidArgumentError("kernel_shape and strides need 2 values");
+    Pool2dOptions o;
+    o.kernel = {static_cast<int>(k[0]), static_cast<int>(k[1])};
+    o.stride = {static_cast<int>(s[0]), static_cast<int>(s[1])};
+    LOOM_ASSIGN_OR_RETURN(o.padding,
+                          spatial_padding(n, x.shape(), k[0], k[1], o.stride.h, o.stride.w, 1, 1));
+    return one(is_max ? x.max_pool2d(o) : x.avg_pool2d(o));
+  };
+}
+
+Convert global_pool(bool is_max) {
+  return [is_max](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    std::vector<int> axes;
+    for (int d = 2; d < x.rank(); ++d) axes.push_back(d);
+    if (axes.empty()) return n.unsupported("global pooling of a tensor without spatial dims");
+    return one(is_max ? x.max(axes, true) : x.mean(axes, true));
+  };
+}
+
+// Softmax before opset 13 normalizes x flattened to 2-D at axis; from 13 on, along axis.
+absl::StatusOr<std::vector<Tensor>> convert_softmax(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const int rank = x.rank();
+  int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
+  if (axis < -rank || axis >= std::max(rank, 1)) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
+  if (axis < 0) axis += rank;
+  if (n.opset() >= 13 || axis == rank - 1) return one(x.softmax(axis));
+  if (!is_static(x.shape())) return n.unsupported("Softmax before opset 13 over symbolic dims");
+  int64_t inner = 1;
+  for (int d = axis; d < rank; ++d) inner *= x.shape()[d].value();
+  return one(x.reshape({-1, inner}).softmax(-1).reshape(x.shape()));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_reshape(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  std::vector<int64_t> shape;
+  if (n.opset() < 5) {
+    shape = n.attr_ints("shape");
+  } else {
+    LOOM_ASSIGN_OR_RETURN(shape, n.ints_input(1));
+  }
+  const bool allow_zero = n.attr_int("allowzero", 0) != 0;
+  Shape target;
+  for (size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 0 && !allow_zero) {
+      if (k >= x.shape().size()) return absl::InvalidArgumentError("a 0 in the shape past the input's rank");
+      target.push_back(x.shape()[k]);
+    } else {
+      target.push_back(Dim(shape[k]));
+    }
+  }
+  return one(x.reshape(target));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_flatten(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const int rank = x.rank();
+  int axis = static_cast<int>(n.attr_int("axis", 1));
+  if (axis < -rank || axis > rank) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
+  if (axis < 0) axis += rank;
+  auto product = [&](int lo, int hi) -> std::optional<int64_t> {
+    int64_t p = 1;
+    for (int d = lo; d < hi; ++d) {
+      if (!x.shape()[d].is_static()) return std::nullopt;
+      p *= x.shape()[d].value();
+    }
+    return p;
+  };
+  std::optional<int64_t> front = product(0, axis), back = product(axis, rank);
+  if (front && back) return one(x.reshape({*front, *back}));
+  if (back) return one(x.reshape({-1, *back}));
+  if (front) return one(x.reshape({*front, -1}));
+  return n.unsupported("Flatten with symbolic dims on both sides of axis");
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_transpose(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  std::vector<int> perm;
+  for (int64_t p : n.attr_ints("perm")) perm.push_back(static_cast<int>(p));
+  return one(x.transpose(perm));
+}
+
+// ReduceSum (axes an input from opset 13) and ReduceMean/ReduceMax (axes an input from 18).
+Convert reduce(Tensor (Tensor::*fn)(std::vector<int>, bool) const, int64_t axes_input_from) {
+  return [fn, axes_input_from](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    std::vector<int64_t> axes;
+    if (n.opset() >= axes_input_from) {
+      if (n.has_input(1)) {
+        LOOM_ASSIGN_OR_RETURN(axes, n.ints_input(1));
+      }
+    } else {
+      axes = n.attr_ints("axes");
+    }
+    if (axes.empty() && n.attr_int("noop_with_empty_axes", 0)) return std::vector<Tensor>{x};
+    std::vector<int> a(axes.begin(), axes.end());
+    return one((x.*fn)(a, n.attr_int("keepdims", 1) != 0));
+  };
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_layer_norm(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor scale, n.input(1));
+  if (n.proto().output_size() > 1)
+    for (int k = 1; k < n.proto().output_size(); ++k)
+      if (!n.proto().output(k).empty()) return n.unsupported("LayerNormalization's Mean and InvStdDev outputs");
+  Tensor bias;
+  if (n.has_input(2)) {
+    LOOM_ASSIGN_OR_RETURN(bias, n.input(2));
+  } else {
+    if (!is_static(scale.shape())) return n.unsupported("a symbolic Scale without B");
+    NDArray zeros(scale.dtype(), *static_extents(scale.shape()));
+    for (int64_t i = 0; i < zeros.numel(); ++i) zeros.set(i, 0);
+    bias = n.graph().constant(n.proto().name() + "_B", zeros);
+  }
+  return one(x.layer_norm(scale, bias, static_cast<int>(n.attr_int("axis", -1)),
+                          n.attr_float("epsilon", 1e-5f)));
+}
+
+// Inference batch norm with constant statistics: y = x * a + b, a = scale / sqrt(var + eps),
+// b = B - mean * a, folded at import.
+absl::StatusOr<std::vector<Tensor>> convert_batch_norm(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  if (n.attr_int("training_mode", 0)) return n.unsupported("training_mode=1");
+  for (int k = 1; k < n.proto().output_size(); ++k)
+    if (!n.proto().output(k).empty()) return n.unsupported("BatchNormalization's running statistics outputs");
+  LOOM_ASSIGN_OR_RETURN(NDArray scale, n.constant_input(1));
+  LOOM_ASSIGN_OR_RETURN(NDArray b, n.constant_input(2));
+  LOOM_ASSIGN_OR_RETURN(NDArray mean, n.constant_input(3));
+  LOOM_ASSIGN_OR_RETURN(NDArray var, n.constant_input(4));
+  const int64_t c = scale.numel();
+  if (b.numel() != c || mean.numel() != c || var.numel() != c)
+    return absl::InvalidArgumentError("scale, B, mean and var must have one value per channel");
+  const double eps = n.attr_float("epsilon", 1e-5f);
+  NDArray mul(x.dtype(), {c}), add(x.dtype(), {c});
+  for (int64_t i = 0; i < c; ++i) {
+    double a = scale.get(i) / std::sqrt(var.get(i) + eps);
+    mul.set(i, a);
+    add.set(i, b.get(i) - mean.get(i) * a);
+  }
+  return one(x * per_channel(n, mul, x.rank(), "scale") + per_channel(n, add, x.rank(), "shift"));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_constant(Node& n) {
+  const pb::AttributeProto* a = n.attr("value");
+  if (!a) return n.unsupported("a Constant without a tensor 'value'");
+  LOOM_ASSIGN_OR_RETURN(NDArray v, to_ndarray(a->t()));
+  return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
+}
+
+// Inference: Dropout is the identity (its mask output and training mode are not supported).
+absl::StatusOr<std::vector<Tensor>> convert_dropout(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  if (n.proto().output_size() > 1 && !n.proto().output(1).empty())
+    return n.unsupported("Dropout's mask output");
+  if (n.has_input(2)) {
+    LOOM_ASSIGN_OR_RETURN(NDArray training, n.constant_input(2));
+    if (training.numel() > 0 && training.get(0) != 0) return n.unsupported("training_mode=true");
+  }
+  return std::vector<Tensor>{x};
+}
+
+// Shape of a tensor with static dims, as an i64 constant (start and end as in opset 15).
+absl::StatusOr<std::vector<Tensor>> convert_shape(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const int64_t rank = x.rank();
+  int64_t start = n.attr_int("start", 0), end = n.attr_int("end", rank);
+  if (start < 0) start += rank;
+  if (end < 0) end += rank;
+  start = std::clamp<int64_t>(start, 0, rank);
+  end = std::clamp<int64_t>(end, start, rank);
+  NDArray v(DType::i64(), {end - start});
+  for (int64_t d = start; d < end; ++d) {
+    if (!x.shape()[d].is_static()) return n.unsupported("Shape of a symbolic dim");
+    v.set(d - start, static_cast<double>(x.shape()[d].value()));
+  }
+  return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
+}
+
+// Sum and Mean of any number of inputs, with broadcasting.
+Convert variadic_sum(bool mean) {
+  return [mean](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor y, n.input(0));
+    for (int i = 1; i < n.num_inputs(); ++i) {
+      LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(i));
+      y = y + x;
+    }
+    if (mean && n.num_inputs() > 1) y = y * scalar_like(n, y, 1.0 / n.num_inputs(), "scale");
+    return one(y);
+  };
+}
+
+const std::map<std::string, Convert>& converters() {
+  static const auto* table = new std::map<std::string, Convert>{
+      {"Add", binary(&Tensor::add)},
+      {"Sub", binary(&Tensor::sub)},
+      {"Mul", binary(&Tensor::mul)},
+      {"Div", binary(&Tensor::div)},
+      {"MatMul", binary(&Tensor::matmul)},
+      {"Relu", unary(&Tensor::relu)},
+      {"Tanh", unary(&Tensor::tanh)},
+      {"Exp", unary(&Tensor::exp)},
+      {"Sigmoid", unary(&Tensor::sigmoid)},
+      {"Identity", [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+         LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+         return std::vector<Tensor>{x};
+       }},
+      {"Gemm", convert_gemm},
+      {"Conv", convert_conv},
+      {"MaxPool", pool(true)},
+      {"AveragePool", pool(false)},
+      {"GlobalMaxPool", global_pool(true)},
+      {"GlobalAveragePool", global_pool(false)},
+      {"Softmax", convert_softmax},
+      {"Reshape", convert_reshape},
+      {"Flatten", convert_flatten},
+      {"Transpose", convert_transpose},
+      {"ReduceSum", reduce(&Tensor::sum, 13)},
+      {"ReduceMean", reduce(&Tensor::mean, 18)},
+      {"ReduceMax", reduce(&Tensor::max, 18)},
+      {"LayerNormalization", convert_layer_norm},
+      {"BatchNormalization", convert_batch_norm},
+      {"Constant", convert_constant},
+      {"Dropout", convert_dropout},
+      {"Shape", convert_shape},
+      {"Sum", variadic_sum(false)},
+      {"Mean", variadic_sum(true)},
+  };
+  return *table;
+}
+
+absl::StatusOr<Shape> shape_of(const pb::ValueInfoProto& v) {
+  if (!v.type().has_tensor_type()) return absl::UnimplementedError("input '" + v.name() + "' is not a tensor");
+  if (!v.type().tensor_type().has_shape())
+    return absl::UnimplementedError("input '" + v.name() + "' has no shape");
+  Shape shape;
+  int k = 0;
+  for (const pb::TensorShapeProto::Dimension& d : v.type().tensor_type().shape().dim()) {
+    if (d.has_dim_value()) shape.push_back(Dim(d.dim_value()));
+    else if (d.has_dim_param() && !d.dim_param().empty()) shape.push_back(Dim(d.dim_param()));
+    else shape.push_back(Dim(v.name() + "_dim" + std::to_string(k)));
+    ++k;
+  }
+  return shape;
+}
+
+absl::StatusOr<Graph> convert(const pb::ModelProto& model) {
+  int64_t opset = -1;
+  for (const pb::OperatorSetIdProto& o : model.opset_import())
+    if (o.domain().empty() || o.domain() == "ai.onnx") opset = o.version();
+  if (opset < 0 && model.opset_import_size() == 0) opset = 1;
+  if (opset < kMinOpset || opset > kMaxOpset)
+    return absl::UnimplementedError(str_cat("ONNX opset ", opset, " of the default domain is not supported (", kMinOpset, " to ", kMaxOpset, ")"));
+  const pb::GraphProto& gp = model.graph();
+  Graph g;
+  Importer im(g, opset);
+  for (const pb::TensorProto& t : gp.initializer()) {
+    absl::StatusOr<NDArray> v = to_ndarray(t);
+    if (!v.ok()) return absl::Status(v.status().code(), "initializer: " + std::string(v.status().message()));
+    im.add_constant(t.name(), *std::move(v));
+  }
+  for (const pb::ValueInfoProto& in : gp.input()) {
+    if (im.constant(in.name())) continue;  // an initializer listed as an input (old models)
+    LOOM_ASSIGN_OR_RETURN(Shape shape, shape_of(in));
+    absl::StatusOr<DType> dtype = dtype_of(in.type().tensor_type().elem_type());
+    if (!dtype.ok()) return absl::Status(dtype.status().code(), "input '" + in.name() + "': " + std::string(dtype.status().message()));
+    im.define(in.name(), g.input(in.name(), shape, *dtype));
+  }
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const pb::NodeProto& np = gp.node(i);
+    const std::string where = str_cat("node ", i, " '", np.name(), "' (", np.op_type(), ")");
+    if (!np.domain().empty() && np.domain() != "ai.onnx")
+      return absl::UnimplementedError(where + ": operator domain '" + np.domain() + "' is not supported");
+    auto it = converters().find(np.op_type());
+    if (it == converters().end())
+      return absl::UnimplementedError(where + ": operator " + np.op_type() + " is not supported");
+    Node node(np, im);
+    absl::StatusOr<std::vector<Tensor>> outs = it->second(node);
+    if (!g.status().ok()) outs = g.status();  // the loom operator's own error says more
+    if (!outs.ok()) return absl::Status(outs.status().code(), where + ": " + std::string(outs.status().message()));
+    if (static_cast<int>(outs->size()) < np.output_size())
+      for (int k = static_cast<int>(outs->size()); k < np.output_size(); ++k)
+        if (!np.output(k).empty())
+          return absl::UnimplementedError(str_cat(where, ": output ", k, " is not supported"));
+    for (size_t k = 0; k < outs->size() && static_cast<int>(k) < np.output_size(); ++k)
+      if (np.op_type() != "Constant" && np.op_type() != "Shape") im.define(np.output(static_cast<int>(k)), (*outs)[k]);
+  }
+  for (const pb::ValueInfoProto& out : gp.output()) {
+    absl::StatusOr<Tensor> t = im.value(out.name());
+    if (!t.ok()) return absl::InvalidArgumentError("graph output '" + out.name() + "' is not produced by any node");
+    g.output(*t);
+  }
+  LOOM_RETURN_IF_ERROR(g.status());
+  return g;
+}
+
+absl::StatusOr<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot open " + path);
+  std::stringstream s;
+  s << in.rdbuf();
+  if (in.bad()) return absl::DataLossError("cannot read " + path);
+  return s.str();
+}
+
+}  // namespace
+
+absl::StatusOr<Graph> import_from_memory(std::string_view bytes) {
+  pb::ModelProto model;
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return absl::DataLossError(str_cat("not a valid ONNX model (", bytes.size(),
+                                       " bytes that do not parse as a ModelProto; truncated?)"));
+  if (!model.has_graph()) return absl::DataLossError("the ONNX model has no graph");
+  return convert(model);
+}
+
+absl::StatusOr<Graph> import(const std::string& path) {
+  LOOM_ASSIGN_OR_RETURN(std::string bytes, read_file(path));
+  absl::StatusOr<Graph> g = import_from_memory(bytes);
+  if (!g.ok()) return absl::Status(g.status().code(), path + ": " + std::string(g.status().message()));
+  return g;
+}
+
+absl::StatusOr<NDArray> tensor_from_memory(std::string_view bytes) {
+  pb::TensorProto t;
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !t.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return absl::DataLossError("not a valid ONNX TensorProto");
+  return to_ndarray(t);
+}
+
+absl::StatusOr<NDArray> read_tensor(const std::string& path) {
+  LOOM_ASSIGN_OR_RETURN(std::string bytes, read_file(path));
+  absl::StatusOr<NDArray> t = tensor_from_memory(bytes);
+  if (!t.ok()) return absl::Status(t.status().code(), path + ": " + std::string(t.status().message()));
+  return t;
+}
+
+}  // namespace loom::onnx
