@@ -2,7 +2,8 @@
 // with a symbolic sequence length, prepared for lengths 32, 128 and 384) and ResNet-50 with
 // loom's fluent API, compiles and tunes them for this CPU, and serves a few requests.
 //
-// Run without arguments it starts the engine twice, each time in a fresh process sharing one
+// Each request prints its latency next to the model's FLOP count (matmuls and convolutions)
+// and the GFLOP/s achieved. Run without arguments it starts the engine twice, each time in a fresh process sharing one
 // new kernel cache directory: the first start is cold (everything tuned and compiled), the second
 // warm (everything loaded from the cache). It prints each start-up's time and counters and the
 // ratio, and fails if the warm start compiled or measured anything.
@@ -35,6 +36,7 @@ using loom::Dim;
 using loom::DType;
 using loom::Graph;
 using loom::NDArray;
+using loom::Shape;
 using loom::Tensor;
 
 struct Settings {
@@ -148,6 +150,28 @@ Graph build_resnet(const ResNetConfig& c, Weights& w) {
 
 // ---- One start-up -----------------------------------------------------------------------------
 
+// Multiply-adds x 2 of the graph's matmuls and convolutions (everything else is a rounding
+// error in these models), from the node types; symbolic dims must be bound first.
+double graph_gflop(const Graph& g) {
+  double flop = 0;
+  auto extent = [](const Dim& d) { return static_cast<double>(d.value()); };
+  for (const loom::Node& n : g.nodes()) {
+    if (n.kind != loom::Node::Kind::kOp) continue;
+    const Shape& out = n.type.shape;
+    if (n.op == "matmul") {
+      const Shape& a = g.nodes()[n.inputs[0]].type.shape;
+      double elems = 1;
+      for (const Dim& d : out) elems *= extent(d);
+      flop += 2 * elems * extent(a.back());
+    } else if (n.op == "conv2d") {
+      const Shape& w = g.nodes()[n.inputs[1]].type.shape;  // O, C / groups, KH, KW
+      flop += 2 * extent(out[0]) * extent(out[1]) * extent(out[2]) * extent(out[3]) *
+              extent(w[1]) * extent(w[2]) * extent(w[3]);
+    }
+  }
+  return flop * 1e-9;
+}
+
 bool all_finite(const NDArray& a) {
   for (int64_t i = 0; i < a.numel(); ++i)
     if (!std::isfinite(a.data_as<float>()[i])) return false;
@@ -205,14 +229,20 @@ int serve(const Settings& settings) {
 
   // Serve a few requests.
   Weights inputs;
+  const double resnet_gflop = graph_gflop(resnet);
   for (int64_t seq : seqs) {
+    absl::StatusOr<Graph> bound = bert.bind_dims({{"seq", seq}});
+    if (!bound.ok()) return fail("BERT", bound.status());
+    const double gflop = graph_gflop(*bound);
     NDArray embedded = inputs.make({1, seq, bert_config.hidden}, 1.0);
     auto r0 = std::chrono::steady_clock::now();
     auto out = bert_compiled->run({embedded});
     if (!out.ok()) return fail("BERT request", out.status());
     if (!all_finite((*out)[0])) return fail("BERT request", absl::DataLossError("non-finite output"));
-    std::printf("  request: BERT, length %4lld -> %s in %.1f ms\n", static_cast<long long>(seq),
-                loom::shape_to_string((*out)[0].shape()).c_str(), 1e3 * seconds_since(r0));
+    const double seconds = seconds_since(r0);
+    std::printf("  request: BERT, length %4lld -> %s in %7.1f ms (%5.1f GFLOP, %5.1f GFLOP/s)\n",
+                static_cast<long long>(seq), loom::shape_to_string((*out)[0].shape()).c_str(),
+                1e3 * seconds, gflop, gflop / seconds);
   }
   for (int r = 0; r < 2; ++r) {
     NDArray image = inputs.make({1, 3, resnet_config.image, resnet_config.image}, 1.0);
@@ -220,8 +250,10 @@ int serve(const Settings& settings) {
     auto out = resnet_compiled->run({image});
     if (!out.ok()) return fail("ResNet-50 request", out.status());
     if (!all_finite((*out)[0])) return fail("ResNet-50 request", absl::DataLossError("non-finite output"));
-    std::printf("  request: ResNet-50 -> %s in %.1f ms\n",
-                loom::shape_to_string((*out)[0].shape()).c_str(), 1e3 * seconds_since(r0));
+    const double seconds = seconds_since(r0);
+    std::printf("  request: ResNet-50 -> %s in %7.1f ms (%5.1f GFLOP, %5.1f GFLOP/s)\n",
+                loom::shape_to_string((*out)[0].shape()).c_str(), 1e3 * seconds, resnet_gflop,
+                resnet_gflop / seconds);
   }
   // The line the two-run driver reads.
   std::printf("@startup seconds=%.6f llvm_compiles=%llu tune_measurements=%llu\n", startup,
