@@ -12,6 +12,7 @@
 
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
+#include "loom/graph/passes.hpp"
 #include "loom/ir/printer.hpp"
 #include "loom/passes/passes.hpp"
 #include "loom/runtime/kernel_cache.hpp"
@@ -169,6 +170,12 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   if (!target_.is_cpu())
     return absl::UnimplementedError("target " + target_.to_string() +
                                     ": only CPU targets are supported by this build of loom");
+  if (options.graph_passes) {
+    LOOM_ASSIGN_OR_RETURN(Graph optimized, passes::optimize(graph, target_));
+    CompileOptions rest = options;
+    rest.graph_passes = false;
+    return compile(optimized, rest);
+  }
   auto impl = std::make_shared<CompiledGraphImpl>();
   impl->poison_buffers = options.poison_buffers;
   const std::vector<Node>& nodes = graph.nodes();

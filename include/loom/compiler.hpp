@@ -25,6 +25,9 @@ struct CompileOptions {
   // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
   // done / total, elapsed, best time), else one summary line.
   bool report_progress = true;
+  // The graph passes (loom/graph/passes.hpp: identities, common subexpressions, constant
+  // folding, batch norm into convolutions) before anything is scheduled.
+  bool graph_passes = true;
   // A graph with symbolic dims (batch, sequence length): on, compile() only checks it, and each
   // binding of the dims that run() or CompiledGraph::specialize() meets is compiled on first
   // sight as a static graph, with templates and tuning at this level, and kept (its kernels also

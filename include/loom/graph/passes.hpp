@@ -1,0 +1,30 @@
+// Graph passes: rewrites of a Graph into an equivalent one that compiles to less work. Each pass
+// returns a new graph with the same inputs (in order) and outputs; the original is untouched.
+// Compiler::compile runs optimize() unless CompileOptions::graph_passes is off; with
+// LOOM_DUMP_IR set, the graph after each pass is written to <dir>/graph-passes/.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "loom/core/target.hpp"
+#include "loom/graph/graph.hpp"
+
+namespace loom::passes {
+
+// Nodes whose inputs are all constants are computed once (compiled and run for `target`) and
+// become constants.
+absl::StatusOr<Graph> fold_constants(const Graph& g, const Target& target = Target::host_cpu());
+// Operators that return their input unchanged go: a reshape or transpose that keeps the shape
+// and element order, add of a zero constant, mul by a constant one, where the result's type is
+// the input's.
+absl::StatusOr<Graph> remove_identities(const Graph& g);
+// Nodes computing the same operator with the same attributes on the same inputs (and constants
+// sharing the same data) are merged.
+absl::StatusOr<Graph> eliminate_common_subexpressions(const Graph& g);
+// Batch norm after a convolution, (conv2d(x, W) * a) + b with per-output-channel constants a and
+// b (what ONNX import makes of BatchNormalization), becomes conv2d(x, W * a) + b.
+absl::StatusOr<Graph> fold_batch_norm_into_conv(const Graph& g);
+
+// All of the above, in an order where each can expose work for the next.
+absl::StatusOr<Graph> optimize(const Graph& g, const Target& target = Target::host_cpu());
+
+}  // namespace loom::passes

@@ -1,0 +1,174 @@
+// Graph passes: each removes what it promises (counted in the rewritten graph), keeps inputs and
+// outputs, and the rewritten graph computes what the original did (the reference interpreter on
+// the original graph, and plain C++ where the pass computes values itself).
+
+#include <cmath>
+
+#include "graph_reference.hpp"
+#include "loom/graph/passes.hpp"
+#include "loom/loom.hpp"
+#include "test_util.hpp"
+
+using namespace loom;
+using loom::testing::random_array;
+using loom::testing::reference_run;
+using loom::testing::require_close;
+
+namespace {
+
+int count_ops(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const Node& node : g.nodes()) n += node.kind == Node::Kind::kOp && node.op == op;
+  return n;
+}
+
+int count_kind(const Graph& g, Node::Kind kind) {
+  int n = 0;
+  for (const Node& node : g.nodes()) n += node.kind == kind;
+  return n;
+}
+
+// Compiles `rewritten` without passes and checks it against the reference run of `original`.
+void require_same_results(const Graph& original, const Graph& rewritten,
+                          const std::vector<NDArray>& inputs, double tol = 1e-5) {
+  CompileOptions options;
+  options.graph_passes = false;
+  options.poison_buffers = true;
+  auto compiled = Compiler().compile(rewritten, options);
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  auto got = compiled->run(inputs);
+  INFO(got.status().ToString());
+  REQUIRE(got.ok());
+  std::vector<NDArray> want = reference_run(original, inputs);
+  REQUIRE(got->size() == want.size());
+  for (size_t k = 0; k < want.size(); ++k) require_close((*got)[k], want[k], tol, tol);
+}
+
+NDArray filled(std::vector<int64_t> shape, double v) {
+  NDArray a(DType::f32(), std::move(shape));
+  for (int64_t i = 0; i < a.numel(); ++i) a.set(i, v);
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("graph passes: identities go, inputs and outputs stay", "[graph_passes]") {
+  Graph g;
+  Tensor x = g.input("x", {7, 13});
+  Tensor unused = g.input("unused", {3});
+  Tensor y = x.reshape({7, 13}).transpose({0, 1}) + g.constant("zero", filled({13}, 0));
+  y = y * g.constant("one", filled({7, 13}, 1));
+  y = y.add(0.0).mul(1.0).relu();
+  g.output(y);
+  g.output(x.reshape({13, 7}));  // a real reshape stays
+  auto r = passes::remove_identities(g);
+  REQUIRE(r.ok());
+  CHECK(count_ops(*r, "reshape") == 1);
+  CHECK(count_ops(*r, "transpose") == 0);
+  CHECK(count_ops(*r, "add") + count_ops(*r, "mul") + count_ops(*r, "add_scalar") +
+            count_ops(*r, "mul_scalar") == 0);
+  CHECK(count_ops(*r, "relu") == 1);
+  REQUIRE(r->inputs().size() == 2);
+  CHECK(r->nodes()[r->inputs()[1]].name == "unused");
+  require_same_results(g, *r, {random_array(DType::f32(), {7, 13}), random_array(DType::f32(), {3})});
+
+  // A broadcasting add of zeros changes the shape: it stays.
+  Graph b;
+  Tensor v = b.input("v", {5});
+  b.output(v + b.constant("zeros", filled({3, 5}, 0)));
+  auto rb = passes::remove_identities(b);
+  REQUIRE(rb.ok());
+  CHECK(count_ops(*rb, "add") == 1);
+}
+
+TEST_CASE("graph passes: common subexpressions are computed once", "[graph_passes]") {
+  Graph g;
+  Tensor x = g.input("x", {5, 11});
+  NDArray w = random_array(DType::f32(), {11, 3});
+  Tensor a = x.matmul(g.constant("w1", w)).relu();
+  Tensor b = x.matmul(g.constant("w2", w)).relu();  // same array: the same constant
+  Tensor c = x.matmul(g.constant("w3", random_array(DType::f32(), {11, 3}))).relu();
+  g.output(a + b);
+  g.output(a * c);
+  auto r = passes::eliminate_common_subexpressions(g);
+  REQUIRE(r.ok());
+  CHECK(count_ops(*r, "matmul") == 2);
+  CHECK(count_ops(*r, "relu") == 2);
+  CHECK(count_kind(*r, Node::Kind::kConstant) == 2);
+  require_same_results(g, *r, {random_array(DType::f32(), {5, 11})});
+}
+
+TEST_CASE("graph passes: constant subgraphs are folded into constants", "[graph_passes]") {
+  Graph g;
+  Tensor x = g.input("x", {4, 9});
+  NDArray c = random_array(DType::f32(), {9});
+  Tensor folded = g.constant("c", c).exp() + g.constant("c2", c);  // exp(c) + c
+  g.output(x * folded);
+  g.output(folded.mul(2.0));  // an output that is entirely constant
+  auto r = passes::fold_constants(g);
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  CHECK(count_ops(*r, "exp") == 0);
+  CHECK(count_ops(*r, "mul_scalar") == 0);
+  CHECK(count_ops(*r, "mul") == 1);
+  // The folded value, checked in plain C++.
+  const Node& k = r->nodes()[r->outputs()[1]];
+  REQUIRE(k.kind == Node::Kind::kConstant);
+  for (int64_t i = 0; i < 9; ++i)
+    CHECK(std::fabs(k.value.get(i) - 2 * (std::exp(c.get(i)) + c.get(i))) < 1e-4);
+  require_same_results(g, *r, {random_array(DType::f32(), {4, 9})}, 1e-4);
+}
+
+TEST_CASE("graph passes: batch norm after a convolution folds into its weights", "[graph_passes]") {
+  const int64_t o = 6;
+  NDArray w = random_array(DType::f32(), {o, 5, 3, 3});
+  NDArray scale = random_array(DType::f32(), {o, 1, 1}, 0.5, 2);
+  NDArray shift = random_array(DType::f32(), {o, 1, 1});
+  Graph g;
+  Tensor x = g.input("x", {1, 5, 9, 11});
+  Tensor conv = x.conv2d(g.constant("w", w), {.stride = 2, .padding = 1});
+  g.output(conv * g.constant("scale", scale) + g.constant("shift", shift));
+  auto r = passes::fold_batch_norm_into_conv(g);
+  REQUIRE(r.ok());
+  CHECK(count_ops(*r, "mul") == 0);
+  CHECK(count_ops(*r, "conv2d") == 1);
+  CHECK(count_ops(*r, "add") == 1);
+  require_same_results(g, *r, {random_array(DType::f32(), {1, 5, 9, 11})}, 1e-4);
+
+  // Not folded: the conv result is read elsewhere too, or the scale is not per channel.
+  Graph shared;
+  Tensor xs = shared.input("x", {1, 5, 9, 11});
+  Tensor cs = xs.conv2d(shared.constant("w", w));
+  shared.output(cs * shared.constant("scale", scale));
+  shared.output(cs);
+  auto rs = passes::fold_batch_norm_into_conv(shared);
+  REQUIRE(rs.ok());
+  CHECK(count_ops(*rs, "mul") == 1);
+  Graph per_column;
+  Tensor xp = per_column.input("x", {1, 5, 9, 11});
+  per_column.output(xp.conv2d(per_column.constant("w", w)) *
+                    per_column.constant("s", random_array(DType::f32(), {9})));
+  auto rp = passes::fold_batch_norm_into_conv(per_column);
+  REQUIRE(rp.ok());
+  CHECK(count_ops(*rp, "mul") == 1);
+}
+
+TEST_CASE("graph passes: compile() runs them (and can skip them)", "[graph_passes]") {
+  Graph g;
+  Tensor x = g.input("x", {3, 8});
+  Tensor k = g.constant("k", random_array(DType::f32(), {8})).sigmoid();
+  g.output((x * k).reshape({3, 8}).relu());
+  NDArray in = random_array(DType::f32(), {3, 8});
+  auto with = Compiler().compile(g);
+  CompileOptions off;
+  off.graph_passes = false;
+  auto without = Compiler().compile(g, off);
+  REQUIRE((with.ok() && without.ok()));
+  CHECK(with->kernels().size() < without->kernels().size());
+  auto a = with->run({in});
+  auto b = without->run({in});
+  REQUIRE((a.ok() && b.ok()));
+  require_close((*a)[0], (*b)[0], 1e-6, 1e-6);
+  require_close((*a)[0], reference_run(g, {in})[0], 1e-5, 1e-6);
+}
