@@ -46,6 +46,22 @@ Tensor Tensor::conv2d(const Tensor& weight, Conv2dOptions options) const {
   return apply("conv2d", {weight}, a);
 }
 
+Tensor Tensor::conv_transpose2d(const Tensor& weight, ConvTranspose2dOptions options) const {
+  auto a = std::make_shared<ops::ConvTranspose2dAttrs>();
+  a->conv.stride_h = options.stride.h;
+  a->conv.stride_w = options.stride.w;
+  a->conv.pad_top = options.padding.top;
+  a->conv.pad_left = options.padding.left;
+  a->conv.pad_bottom = options.padding.bottom;
+  a->conv.pad_right = options.padding.right;
+  a->conv.dilation_h = options.dilation.h;
+  a->conv.dilation_w = options.dilation.w;
+  a->conv.groups = options.groups;
+  a->output_padding_h = options.output_padding.h;
+  a->output_padding_w = options.output_padding.w;
+  return apply("conv_transpose2d", {weight}, a);
+}
+
 namespace {
 std::shared_ptr<ops::Pool2dAttrs> pool_attrs(const Pool2dOptions& o) {
   auto a = std::make_shared<ops::Pool2dAttrs>();

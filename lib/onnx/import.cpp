@@ -285,10 +285,40 @@ absl::StatusOr<Conv2dOptions::Padding> spatial_padding(Node& n, const Shape& x, 
                                 static_cast<int>(tw) - lo(tw));
 }
 
+// A 1-D window attribute as its 2-D form over [N, C, 1, L]: height 1 (pads 0) in front.
+std::vector<int64_t> as_2d(std::vector<int64_t> v, int64_t h, bool pads) {
+  if (pads && v.size() == 2) return {0, v[0], 0, v[1]};
+  if (!pads && v.size() == 1) return {h, v[0]};
+  return v;
+}
+
 absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   LOOM_ASSIGN_OR_RETURN(Tensor w, n.input(1));
-  if (x.rank() != 4) return n.unsupported(str_cat("Conv of rank ", x.rank(), " (only 2-D)"));
+  if (x.rank() == 3 && w.rank() == 3 && is_static(w.shape())) {
+    // 1-D: the 2-D convolution of [N, C, 1, L] with [O, C / g, 1, K].
+    if (n.attr_string("auto_pad", "NOTSET") != "NOTSET") return n.unsupported("auto_pad on a 1-D Conv");
+    Conv2dOptions o;
+    std::vector<int64_t> s = as_2d(n.attr_ints("strides", {1}), 1, false);
+    std::vector<int64_t> d = as_2d(n.attr_ints("dilations", {1}), 1, false);
+    std::vector<int64_t> p = as_2d(n.attr_ints("pads", {0, 0}), 0, true);
+    if (s.size() != 2 || d.size() != 2 || p.size() != 4) return absl::InvalidArgumentError("bad 1-D strides, dilations or pads");
+    o.stride = {1, static_cast<int>(s[1])};
+    o.dilation = {1, static_cast<int>(d[1])};
+    o.padding = Conv2dOptions::Padding(0, static_cast<int>(p[1]), 0, static_cast<int>(p[3]));
+    o.groups = static_cast<int>(n.attr_int("group", 1));
+    const Shape& xs = x.shape();
+    Tensor y = x.reshape({xs[0], xs[1], 1, xs[2]})
+                   .conv2d(w.reshape({w.shape()[0], w.shape()[1], 1, w.shape()[2]}), o);
+    if (n.has_input(2)) {
+      LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
+      y = y + b.reshape({b.shape().empty() ? Dim(1) : b.shape()[0], 1, 1});
+    }
+    const Shape& ys = y.shape();
+    if (ys.size() != 4) return one(y);  // the error is in the graph's status
+    return one(y.reshape({ys[0], ys[1], ys[3]}));
+  }
+  if (x.rank() != 4) return n.unsupported(str_cat("Conv of rank ", x.rank(), " (only 1-D and 2-D)"));
   std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
   if (s.size() != 2 || d.size() != 2) return absl::InvalidArgumentError("strides and dilations need 2 values");
   if (!is_static(w.shape())) return n.unsupported("a weight with symbolic dims");
@@ -305,6 +335,73 @@ absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
     y = y + b.reshape({b.shape().empty() ? Dim(1) : b.shape()[0], 1, 1});
   }
   return one(y);
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_conv_transpose(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor w, n.input(1));
+  if (x.rank() != 4) return n.unsupported(str_cat("ConvTranspose of rank ", x.rank(), " (only 2-D)"));
+  const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
+  std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
+  std::vector<int64_t> p = n.attr_ints("pads", {0, 0, 0, 0}), op = n.attr_ints("output_padding", {0, 0});
+  if (s.size() != 2 || d.size() != 2 || p.size() != 4 || op.size() != 2)
+    return absl::InvalidArgumentError("strides, dilations, output_padding need 2 values and pads 4");
+  if (auto_pad == "VALID") p = {0, 0, 0, 0};
+  // An output shape (given, or in * stride for SAME) fixes the pads: the total is split with the
+  // odd pixel at the end for SAME_UPPER, at the start otherwise.
+  std::vector<int64_t> out_shape = n.attr_ints("output_shape");
+  if (out_shape.size() > 2) out_shape.erase(out_shape.begin(), out_shape.end() - 2);
+  const bool same = auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER";
+  if (!out_shape.empty() || same) {
+    if (!is_static(x.shape()) || !is_static(w.shape())) return n.unsupported("ConvTranspose output_shape with symbolic dims");
+    for (int k = 0; k < 2; ++k) {
+      const int64_t in = x.shape()[2 + k].value(), kernel = w.shape()[2 + k].value();
+      const int64_t want = out_shape.size() == 2 ? out_shape[k] : in * s[k];
+      const int64_t total = s[k] * (in - 1) + op[k] + (kernel - 1) * d[k] + 1 - want;
+      if (total < 0) return n.unsupported("an output_shape larger than the full transposed convolution");
+      const int64_t half = total / 2;
+      p[k] = auto_pad == "SAME_UPPER" ? half : total - half;
+      p[k + 2] = total - p[k];
+    }
+  } else if (auto_pad != "NOTSET") {
+    return absl::InvalidArgumentError("auto_pad " + auto_pad + " is not an ONNX value");
+  }
+  auto i = [](int64_t v) { return static_cast<int>(v); };
+  ConvTranspose2dOptions o;
+  o.stride = {i(s[0]), i(s[1])};
+  o.dilation = {i(d[0]), i(d[1])};
+  o.padding = Conv2dOptions::Padding(i(p[0]), i(p[1]), i(p[2]), i(p[3]));
+  o.output_padding = {i(op[0]), i(op[1])};
+  o.groups = i(n.attr_int("group", 1));
+  Tensor y = x.conv_transpose2d(w, o);
+  if (n.has_input(2)) {
+    LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
+    y = y + b.reshape({b.shape().empty() ? Dim(1) : b.shape()[0], 1, 1});
+  }
+  return one(y);
+}
+
+// InstanceNormalization: per (image, channel) normalization over the spatial dims, then a
+// per-channel scale and shift: layer_norm over the dims from 2 (unit gamma, zero beta).
+absl::StatusOr<std::vector<Tensor>> convert_instance_norm(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor scale, n.input(1));
+  LOOM_ASSIGN_OR_RETURN(Tensor bias, n.input(2));
+  if (x.rank() < 3 || !is_static(x.shape())) return n.unsupported("InstanceNormalization of rank < 3 or symbolic dims");
+  if (scale.rank() != 1 || bias.rank() != 1) return absl::InvalidArgumentError("scale and B must be 1-D");
+  Shape per_c = {scale.shape()[0]};
+  for (int d = 2; d < x.rank(); ++d) per_c.push_back(Dim(1));
+  std::vector<int64_t> spatial;
+  for (int d = 2; d < x.rank(); ++d) spatial.push_back(x.shape()[d].value());
+  NDArray ones(x.dtype(), spatial), zeros(x.dtype(), spatial);
+  for (int64_t k = 0; k < ones.numel(); ++k) {
+    ones.set(k, 1);
+    zeros.set(k, 0);
+  }
+  Tensor y = x.layer_norm(n.graph().constant(n.proto().name() + "_ones", ones),
+                          n.graph().constant(n.proto().name() + "_zeros", zeros), 2,
+                          n.attr_float("epsilon", 1e-5f));
+  return one(y * scale.reshape(per_c) + bias.reshape(per_c));
 }
 
 Convert pool(bool is_max) {
@@ -528,6 +625,8 @@ const std::map<std::string, Convert>& converters() {
        }},
       {"Gemm", convert_gemm},
       {"Conv", convert_conv},
+      {"ConvTranspose", convert_conv_transpose},
+      {"InstanceNormalization", convert_instance_norm},
       {"MaxPool", pool(true)},
       {"AveragePool", pool(false)},
       {"GlobalMaxPool", global_pool(true)},

@@ -6,6 +6,7 @@
 namespace loom::ops {
 
 void register_conv_ops(OpRegistry& r);
+void register_conv_transpose_ops(OpRegistry& r);
 void register_elementwise_ops(OpRegistry& r);
 void register_matmul_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
@@ -15,6 +16,7 @@ void register_shape_ops(OpRegistry& r);
 
 inline void register_builtin_ops(OpRegistry& r) {
   register_conv_ops(r);
+  register_conv_transpose_ops(r);
   register_elementwise_ops(r);
   register_matmul_ops(r);
   register_norm_ops(r);

@@ -34,6 +34,16 @@ struct Conv2dOptions {
   int groups = 1;
 };
 
+// Options of Tensor::conv_transpose2d: as Conv2dOptions, plus extra output rows/columns at the
+// end (output_padding, less than the stride or the dilation).
+struct ConvTranspose2dOptions {
+  Conv2dOptions::PerDim stride = 1;
+  Conv2dOptions::Padding padding = 0;
+  Conv2dOptions::PerDim dilation = 1;
+  Conv2dOptions::PerDim output_padding = 0;
+  int groups = 1;
+};
+
 // Options of Tensor::max_pool2d and avg_pool2d: the window, strides and padding (as in
 // Conv2dOptions). Padded positions never win a max and are not counted by an average.
 struct Pool2dOptions {
@@ -78,6 +88,10 @@ class Tensor {
   // 2-D convolution: this is NCHW input [N, C, H, W], weight is OIHW [O, C / groups, KH, KW];
   // the output is [N, O, OH, OW]. No bias (add one with add()).
   Tensor conv2d(const Tensor& weight, Conv2dOptions options = {}) const;
+  // Transposed 2-D convolution (the gradient of conv2d with respect to its input): input
+  // [N, C, H, W], weight [C, O / groups, KH, KW], output [N, O, OH, OW] with
+  // OH = stride_h * (H - 1) + output_padding_h + dilation_h * (KH - 1) + 1 - pad_top - pad_bottom.
+  Tensor conv_transpose2d(const Tensor& weight, ConvTranspose2dOptions options = {}) const;
 
   // Pooling over the spatial dims of NCHW input [N, C, H, W] -> [N, C, OH, OW], with
   // OH = (H + pad_top + pad_bottom - kernel_h) / stride_h + 1 (likewise OW). Global average

@@ -77,6 +77,15 @@ struct Conv2dAttrs final : OpAttrs {
   }
 };
 
+// conv_transpose2d: as conv2d, plus output_padding per spatial dim.
+struct ConvTranspose2dAttrs final : OpAttrs {
+  Conv2dAttrs conv;
+  int output_padding_h = 0, output_padding_w = 0;
+  std::string to_string() const override {
+    return conv.to_string() + ",output_padding=" + ints_to_string({output_padding_h, output_padding_w});
+  }
+};
+
 // max_pool2d / avg_pool2d over NCHW: window, strides and padding per side.
 struct Pool2dAttrs final : OpAttrs {
   int kernel_h = 1, kernel_w = 1;
