@@ -613,3 +613,18 @@ TEST_CASE("elementwise ops over a symbolic dim", "[elementwise]") {
     require_match((*out)[0], want, 1e-5, 1e-5);
   }
 }
+
+TEST_CASE("abs and neg map an integer type's lowest value to itself", "[elementwise]") {
+  Graph g;
+  Tensor x = g.input("x", {3}, DType::i8());
+  g.output(x.abs());
+  g.output(x.neg());
+  NDArray in = NDArray::from_vector<int8_t>(DType::i8(), {3}, {-128, 127, -5});
+  std::vector<NDArray> got = compile_and_run(g, {in});
+  CHECK(got[0].get(0) == -128);
+  CHECK(got[0].get(1) == 127);
+  CHECK(got[0].get(2) == 5);
+  CHECK(got[1].get(0) == -128);
+  CHECK(got[1].get(1) == -127);
+  CHECK(got[1].get(2) == 5);
+}

@@ -88,7 +88,7 @@ class Tensor {
   Tensor reciprocal() const;
   Tensor floor() const;
   Tensor ceil() const;
-  // Also for integer tensors (which wrap at the type's lowest value, as in C).
+  // Also for integer tensors, where the lowest value (-128 for i8) maps to itself.
   Tensor abs() const;
   Tensor neg() const;
   // Limits to [min, max] (floats and integers; NaN stays NaN). With min > max every element
