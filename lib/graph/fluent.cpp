@@ -30,6 +30,58 @@ Tensor Tensor::gelu(bool approximate) const {
 Tensor Tensor::tanh() const { return apply("tanh"); }
 Tensor Tensor::exp() const { return apply("exp"); }
 Tensor Tensor::sigmoid() const { return apply("sigmoid"); }
+
+namespace {
+std::shared_ptr<ops::AlphaAttrs> alpha_attrs(double alpha) {
+  auto a = std::make_shared<ops::AlphaAttrs>();
+  a->alpha = alpha;
+  return a;
+}
+}  // namespace
+
+Tensor Tensor::leaky_relu(double alpha) const {
+  return apply("leaky_relu", {}, alpha_attrs(alpha));
+}
+Tensor Tensor::elu(double alpha) const { return apply("elu", {}, alpha_attrs(alpha)); }
+Tensor Tensor::erf() const { return apply("erf"); }
+Tensor Tensor::hard_sigmoid(double alpha, double beta) const {
+  auto a = std::make_shared<ops::HardSigmoidAttrs>();
+  a->alpha = alpha;
+  a->beta = beta;
+  return apply("hard_sigmoid", {}, a);
+}
+Tensor Tensor::hard_swish() const { return apply("hard_swish"); }
+Tensor Tensor::swish() const { return apply("swish"); }
+Tensor Tensor::log() const { return apply("log"); }
+Tensor Tensor::sqrt() const { return apply("sqrt"); }
+Tensor Tensor::reciprocal() const { return apply("reciprocal"); }
+Tensor Tensor::floor() const { return apply("floor"); }
+Tensor Tensor::ceil() const { return apply("ceil"); }
+Tensor Tensor::abs() const { return apply("abs"); }
+Tensor Tensor::neg() const { return apply("neg"); }
+Tensor Tensor::clip(double min, double max) const {
+  auto a = std::make_shared<ops::ClipAttrs>();
+  a->min = min;
+  a->max = max;
+  return apply("clip", {}, a);
+}
+Tensor Tensor::cast(DType dtype) const {
+  auto a = std::make_shared<ops::CastAttrs>();
+  a->dtype = dtype;
+  return apply("cast", {}, a);
+}
+
+Tensor Tensor::pow(const Tensor& o) const { return apply("pow", {o}); }
+Tensor Tensor::minimum(const Tensor& o) const { return apply("minimum", {o}); }
+Tensor Tensor::maximum(const Tensor& o) const { return apply("maximum", {o}); }
+Tensor Tensor::equal(const Tensor& o) const { return apply("equal", {o}); }
+Tensor Tensor::less(const Tensor& o) const { return apply("less", {o}); }
+Tensor Tensor::less_equal(const Tensor& o) const { return apply("less_equal", {o}); }
+Tensor Tensor::greater(const Tensor& o) const { return apply("greater", {o}); }
+Tensor Tensor::greater_equal(const Tensor& o) const { return apply("greater_equal", {o}); }
+Tensor Tensor::where(const Tensor& if_true, const Tensor& if_false) const {
+  return apply("where", {if_true, if_false});
+}
 Tensor Tensor::matmul(const Tensor& o) const { return apply("matmul", {o}); }
 
 Tensor Tensor::conv2d(const Tensor& weight, Conv2dOptions options) const {
@@ -108,6 +160,11 @@ Tensor Tensor::softmax(int axis) const {
   a->axis = axis;
   return apply("softmax", {}, a);
 }
+Tensor Tensor::log_softmax(int axis) const {
+  auto a = std::make_shared<ops::SoftmaxAttrs>();
+  a->axis = axis;
+  return apply("log_softmax", {}, a);
+}
 
 Tensor Tensor::layer_norm(const Tensor& gamma, const Tensor& beta, int axis, double eps) const {
   auto a = std::make_shared<ops::LayerNormAttrs>();
@@ -132,5 +189,8 @@ Tensor operator+(const Tensor& a, const Tensor& b) { return a.add(b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return a.sub(b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return a.mul(b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return a.div(b); }
+Tensor where(const Tensor& cond, const Tensor& if_true, const Tensor& if_false) {
+  return cond.where(if_true, if_false);
+}
 
 }  // namespace loom

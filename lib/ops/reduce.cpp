@@ -1,4 +1,5 @@
-// Reductions over axes (sum, mean, max) and softmax; their CPU templates are in rows_cpu.cpp.
+// Reductions over axes (sum, mean, max), softmax and log_softmax; their CPU templates are in
+// rows_cpu.cpp (none for log_softmax yet).
 
 #include <algorithm>
 
@@ -80,21 +81,25 @@ OpDef reduce_op(const std::string& name, ir::ReduceKind kind, bool mean) {
   return def;
 }
 
-OpDef softmax_op() {
+// softmax, exp(x - max) / sum, or log_softmax, (x - max) - log(sum), where sum is that of
+// exp(x - max) along one axis, in f32: subtracting the max keeps exp from overflowing.
+OpDef softmax_op(const std::string& op_name, bool log) {
   OpDef def;
-  def.name = "softmax";
+  def.name = op_name;
   def.num_inputs = 1;
   def.attrs_type = &typeid(SoftmaxAttrs);
-  def.infer = [](const std::vector<TensorType>& in, const OpAttrs& a) -> absl::StatusOr<TensorType> {
+  def.infer = [op_name](const std::vector<TensorType>& in,
+                        const OpAttrs& a) -> absl::StatusOr<TensorType> {
     if (!in[0].dtype.is_float())
-      return absl::InvalidArgumentError("softmax needs a floating-point tensor, got " + in[0].dtype.to_string());
+      return absl::InvalidArgumentError(op_name + " needs a floating-point tensor, got " +
+                                        in[0].dtype.to_string());
     LOOM_ASSIGN_OR_RETURN(int axis, normalize_axis(attrs_as<SoftmaxAttrs>(a).axis,
                                                    static_cast<int>(in[0].shape.size())));
     (void)axis;
     return in[0];
   };
-  def.compute = [](const std::vector<te::Tensor>& in, const OpAttrs& a,
-                   const std::vector<ir::Expr>& shape, const std::string& name) {
+  def.compute = [log](const std::vector<te::Tensor>& in, const OpAttrs& a,
+                      const std::vector<ir::Expr>& shape, const std::string& name) {
     const te::Tensor& x = in[0];
     int axis = *normalize_axis(attrs_as<SoftmaxAttrs>(a).axis, x.rank());
     std::vector<ir::Expr> row_shape = shape;
@@ -114,13 +119,25 @@ OpDef softmax_op() {
       std::vector<ir::Expr> r = at(i, ir::Expr(int64_t{0}));
       return te::sum(ir::exp(f32(x(at(i, k2.var))) - row_max(r)), {k2});
     });
+    if (log) {
+      // One log per row, not per element.
+      te::Tensor log_sum =
+          te::compute(name + "_log_sum", row_shape, [&](const std::vector<ir::Var>& i) {
+            return ir::log(row_sum(std::vector<ir::Expr>(i.begin(), i.end())));
+          });
+      return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+        std::vector<ir::Expr> r = at(i, ir::Expr(int64_t{0}));
+        std::vector<ir::Expr> idx(i.begin(), i.end());
+        return ir::cast(x.dtype(), f32(x(idx)) - row_max(r) - log_sum(r));
+      });
+    }
     return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
       std::vector<ir::Expr> r = at(i, ir::Expr(int64_t{0}));
       std::vector<ir::Expr> idx(i.begin(), i.end());
       return ir::cast(x.dtype(), ir::exp(f32(x(idx)) - row_max(r)) / row_sum(r));
     });
   };
-  def.templates.push_back(softmax_cpu_template());
+  if (!log) def.templates.push_back(softmax_cpu_template());
   return def;
 }
 
@@ -129,7 +146,8 @@ OpDef softmax_op() {
 void register_reduce_ops(OpRegistry& r) {
   for (OpDef d : {reduce_op("sum", ir::ReduceKind::kSum, false),
                   reduce_op("mean", ir::ReduceKind::kSum, true),
-                  reduce_op("max", ir::ReduceKind::kMax, false), softmax_op()})
+                  reduce_op("max", ir::ReduceKind::kMax, false), softmax_op("softmax", false),
+                  softmax_op("log_softmax", true)})
     LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
 }
 

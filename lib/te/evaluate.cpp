@@ -41,7 +41,8 @@ Value make_value(DType t, double f, int64_t i) {
   Value v;
   if (t.is_float()) {
     v.f = round_to(t, f);
-    v.i = static_cast<int64_t>(v.f);
+    // NaN, infinities and huge values have no integer view (converting them is undefined).
+    v.i = std::fabs(v.f) < 9.2e18 ? static_cast<int64_t>(v.f) : 0;
   } else {
     v.i = wrap_int(t, i);
     v.f = static_cast<double>(v.i);

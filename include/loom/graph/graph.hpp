@@ -81,6 +81,45 @@ class Tensor {
   Tensor tanh() const;
   Tensor exp() const;
   Tensor sigmoid() const;
+  // x below zero becomes alpha * x.
+  Tensor leaky_relu(double alpha = 0.01) const;
+  // x below zero becomes alpha * (e^x - 1).
+  Tensor elu(double alpha = 1.0) const;
+  Tensor erf() const;
+  // max(0, min(1, alpha * x + beta)), as ONNX HardSigmoid.
+  Tensor hard_sigmoid(double alpha = 0.2, double beta = 0.5) const;
+  // x * hard_sigmoid(x) with alpha = 1/6, beta = 0.5.
+  Tensor hard_swish() const;
+  // x * sigmoid(x).
+  Tensor swish() const;
+  // Natural log and square root (NaN below zero), 1 / x, rounding down and up.
+  Tensor log() const;
+  Tensor sqrt() const;
+  Tensor reciprocal() const;
+  Tensor floor() const;
+  Tensor ceil() const;
+  // Also for integer tensors, where the lowest value (-128 for i8) maps to itself.
+  Tensor abs() const;
+  Tensor neg() const;
+  // Limits to [min, max] (floats and integers; NaN stays NaN). With min > max every element
+  // becomes max, as ONNX. Integer tensors take whole-number bounds.
+  Tensor clip(double min, double max) const;
+  // Converts to another element type: float to int truncates toward zero (values out of the
+  // target's range are undefined), to bool is x != 0, bool to a number is 0 or 1.
+  Tensor cast(DType dtype) const;
+
+  // Elementwise with numpy-style broadcasting: x^y (floats); the smaller and the larger element
+  // (NaN if either is NaN); comparisons giving bool tensors (false where either is NaN).
+  Tensor pow(const Tensor& o) const;
+  Tensor minimum(const Tensor& o) const;
+  Tensor maximum(const Tensor& o) const;
+  Tensor equal(const Tensor& o) const;
+  Tensor less(const Tensor& o) const;
+  Tensor less_equal(const Tensor& o) const;
+  Tensor greater(const Tensor& o) const;
+  Tensor greater_equal(const Tensor& o) const;
+  // This bool tensor picks if_true where it holds, if_false elsewhere; all three broadcast.
+  Tensor where(const Tensor& if_true, const Tensor& if_false) const;
 
   // Batched matrix product [..., M, K] x [..., K, N] -> [..., M, N]; batch dims broadcast.
   Tensor matmul(const Tensor& o) const;
@@ -105,6 +144,8 @@ class Tensor {
   Tensor max(std::vector<int> axes = {}, bool keepdims = false) const;
 
   Tensor softmax(int axis = -1) const;
+  // log(softmax(x)), computed as (x - max) - log(sum(exp(x - max))) so it stays finite.
+  Tensor log_softmax(int axis = -1) const;
   // Layer normalization over the dims from axis to the last: (x - mean) / sqrt(var + eps) * gamma
   // + beta, with gamma and beta shaped like those dims (floating-point x).
   Tensor layer_norm(const Tensor& gamma, const Tensor& beta, int axis = -1,
@@ -129,6 +170,8 @@ Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
 Tensor operator*(const Tensor& a, const Tensor& b);
 Tensor operator/(const Tensor& a, const Tensor& b);
+// cond.where(if_true, if_false).
+Tensor where(const Tensor& cond, const Tensor& if_true, const Tensor& if_false);
 
 struct Node {
   enum class Kind { kInput, kConstant, kOp };

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,13 @@ inline std::string ints_to_string(const std::vector<int>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
   return s + "]";
+}
+
+// A double written exactly (round-trips), for cache keys.
+inline std::string exact_double(double v) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.17g", v);
+  return s;
 }
 
 // sum, mean, max: axes (empty = all) and whether reduced dims stay as 1.
@@ -102,6 +110,37 @@ struct Pool2dAttrs final : OpAttrs {
 struct ScalarAttrs final : OpAttrs {
   double value = 0;
   std::string to_string() const override { return "value=" + std::to_string(value); }
+};
+
+// leaky_relu (the slope below zero) and elu (the scale of alpha * (e^x - 1) below zero).
+struct AlphaAttrs final : OpAttrs {
+  double alpha = 0;
+  std::string to_string() const override { return "alpha=" + exact_double(alpha); }
+};
+
+// hard_sigmoid: max(0, min(1, alpha * x + beta)), as ONNX.
+struct HardSigmoidAttrs final : OpAttrs {
+  double alpha = 0.2;
+  double beta = 0.5;
+  std::string to_string() const override {
+    return "alpha=" + exact_double(alpha) + ",beta=" + exact_double(beta);
+  }
+};
+
+// clip: bounds of the result; an infinite bound does not clip. With min > max every element
+// becomes max (as ONNX). Integer tensors need whole-number bounds.
+struct ClipAttrs final : OpAttrs {
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  std::string to_string() const override {
+    return "min=" + exact_double(min) + ",max=" + exact_double(max);
+  }
+};
+
+// cast: the element type of the result (scalar).
+struct CastAttrs final : OpAttrs {
+  DType dtype;
+  std::string to_string() const override { return "dtype=" + dtype.to_string(); }
 };
 
 }  // namespace loom::ops
