@@ -608,6 +608,100 @@ Convert variadic_sum(bool mean) {
   };
 }
 
+// Unary ops with float attributes (ONNX defaults).
+Convert leaky_relu() {
+  return [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    return one(x.leaky_relu(n.attr_float("alpha", 0.01f)));
+  };
+}
+Convert elu() {
+  return [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    return one(x.elu(n.attr_float("alpha", 1.0f)));
+  };
+}
+Convert hard_sigmoid() {
+  return [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    return one(x.hard_sigmoid(n.attr_float("alpha", 0.2f), n.attr_float("beta", 0.5f)));
+  };
+}
+
+// Clip: bounds are attributes before opset 11 and optional constant inputs after.
+absl::StatusOr<std::vector<Tensor>> convert_clip(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+  if (n.opset() < 11) {
+    lo = n.attr_float("min", -std::numeric_limits<float>::infinity());
+    hi = n.attr_float("max", std::numeric_limits<float>::infinity());
+  } else {
+    for (int k : {1, 2}) {
+      if (!n.has_input(k)) continue;
+      LOOM_ASSIGN_OR_RETURN(NDArray v, n.constant_input(k));
+      if (v.numel() != 1) return absl::InvalidArgumentError("Clip bounds must be scalars");
+      (k == 1 ? lo : hi) = v.get(0);
+    }
+  }
+  if (!x.dtype().is_float()) {
+    // Integer tensors take whole-number bounds; infinite ones mean no bound on that side.
+    if (std::isinf(lo)) lo = std::numeric_limits<int32_t>::min();
+    if (std::isinf(hi)) hi = std::numeric_limits<int32_t>::max();
+  }
+  return one(x.clip(lo, hi));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_cast(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(DType to, dtype_of(static_cast<int>(n.attr_int("to", 0))));
+  return one(x.cast(to));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_where(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor c, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor a, n.input(1));
+  LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
+  return one(c.where(a, b));
+}
+
+// Max / Min of any number of inputs, with broadcasting.
+Convert variadic(Tensor (Tensor::*fn)(const Tensor&) const) {
+  return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor y, n.input(0));
+    for (int i = 1; i < n.num_inputs(); ++i) {
+      LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(i));
+      y = (y.*fn)(x);
+    }
+    return one(y);
+  };
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_log_softmax(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const int rank = x.rank();
+  int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
+  if (axis < -rank || axis >= std::max(rank, 1)) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
+  if (axis < 0) axis += rank;
+  if (n.opset() >= 13 || axis == rank - 1) return one(x.log_softmax(axis));
+  if (!is_static(x.shape())) return n.unsupported("LogSoftmax before opset 13 over symbolic dims");
+  int64_t inner = 1;
+  for (int d = axis; d < rank; ++d) inner *= x.shape()[d].value();
+  return one(x.reshape({-1, inner}).log_softmax(-1).reshape(x.shape()));
+}
+
+// Gelu (as a function of erf, the ONNX definition; no Gelu op before opset 20 in the test data).
+absl::StatusOr<std::vector<Tensor>> convert_gelu(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  return one(x.gelu(n.attr_string("approximate", "none") == "tanh"));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_neg_like(Node& n, bool softsign) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  if (softsign) return one(x / (x.abs() + scalar_like(n, x, 1, "one")));
+  // softplus: log(1 + e^x)
+  return one((x.exp() + scalar_like(n, x, 1, "one")).log());
+}
+
 const std::map<std::string, Convert>& converters() {
   static const auto* table = new std::map<std::string, Convert>{
       {"Add", binary(&Tensor::add)},
@@ -642,6 +736,33 @@ const std::map<std::string, Convert>& converters() {
       {"BatchNormalization", convert_batch_norm},
       {"Constant", convert_constant},
       {"Dropout", convert_dropout},
+      {"LeakyRelu", leaky_relu()},
+      {"Elu", elu()},
+      {"HardSigmoid", hard_sigmoid()},
+      {"HardSwish", unary(&Tensor::hard_swish)},
+      {"Erf", unary(&Tensor::erf)},
+      {"Log", unary(&Tensor::log)},
+      {"Sqrt", unary(&Tensor::sqrt)},
+      {"Reciprocal", unary(&Tensor::reciprocal)},
+      {"Floor", unary(&Tensor::floor)},
+      {"Ceil", unary(&Tensor::ceil)},
+      {"Abs", unary(&Tensor::abs)},
+      {"Neg", unary(&Tensor::neg)},
+      {"Softsign", [](Node& n) { return convert_neg_like(n, true); }},
+      {"Softplus", [](Node& n) { return convert_neg_like(n, false); }},
+      {"Gelu", convert_gelu},
+      {"Clip", convert_clip},
+      {"Cast", convert_cast},
+      {"Pow", binary(&Tensor::pow)},
+      {"Equal", binary(&Tensor::equal)},
+      {"Less", binary(&Tensor::less)},
+      {"LessOrEqual", binary(&Tensor::less_equal)},
+      {"Greater", binary(&Tensor::greater)},
+      {"GreaterOrEqual", binary(&Tensor::greater_equal)},
+      {"Where", convert_where},
+      {"Max", variadic(&Tensor::maximum)},
+      {"Min", variadic(&Tensor::minimum)},
+      {"LogSoftmax", convert_log_softmax},
       {"Shape", convert_shape},
       {"Sum", variadic_sum(false)},
       {"Mean", variadic_sum(true)},
