@@ -488,6 +488,21 @@ TEST_CASE("min and prod reduce over axes", "[shape_ops][correctness]") {
   }
 }
 
+TEST_CASE("min and prod over the last axis use the row template", "[shape_ops][correctness]") {
+  Graph g;
+  Tensor x = g.input("x", {7, 13});
+  g.output(x.min({-1}));
+  g.output(x.prod({-1}));
+  g.output(x.min({0}));
+  auto compiled = Compiler().compile(g);
+  REQUIRE(compiled.ok());
+  const auto& kernels = compiled->kernels();
+  REQUIRE(kernels.size() == 3);
+  CHECK(kernels[0].schedule.rfind("rows_min", 0) == 0);
+  CHECK(kernels[1].schedule.rfind("rows_prod", 0) == 0);
+  CHECK(kernels[2].schedule == "default");
+}
+
 TEST_CASE("argmax and argmin return the first index of the extreme", "[shape_ops][correctness]") {
   const Index shape = {7, 5, 13};
   for (DType t : {DType::f32(), DType::i32()}) {

@@ -109,9 +109,10 @@ class Tensor {
   // perm[i] is the input dim that becomes output dim i; empty reverses the dims.
   Tensor transpose(std::vector<int> perm = {}) const;
 
-  // ---- Data movement and index reductions, with ONNX semantics. Dims that a rule needs the
-  // value of must be static (sliced, split, padded dims, and the flattened ones unless one
-  // symbolic dim stands alone); other dims, symbolic ones included, pass through.
+  // ---- Data movement and index reductions, with ONNX semantics. Dims whose value a rule needs
+  // must be static: sliced, split, padded and concat-axis dims, and flattened ones unless one
+  // symbolic dim stands alone. Other dims, symbolic ones included, pass through; gather and the
+  // reductions also work along symbolic dims.
   // Row-major parts of sizes along axis (the sizes sum to that dim): one slice node each. Bad
   // input records the error and gives sizes.size() invalid tensors.
   std::vector<Tensor> split(int axis, std::vector<int64_t> sizes) const;
@@ -130,7 +131,8 @@ class Tensor {
   // 2-D [prod(shape[:axis]), prod(shape[axis:])]; axis in [-rank, rank].
   Tensor flatten(int axis = 1) const;
   // Removes the listed dims (each of static extent 1); empty removes every static dim of extent
-  // 1 that the shape has now (symbolic dims are kept even if bound to 1 later).
+  // 1 that the shape has now (symbolic dims are kept even if bound to 1 later; with none, the
+  // tensor itself is returned).
   Tensor squeeze(std::vector<int> axes = {}) const;
   // Inserts dims of extent 1 at the listed positions of the output (negative: from its end).
   Tensor unsqueeze(std::vector<int> axes) const;
