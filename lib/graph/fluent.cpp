@@ -2,6 +2,7 @@
 
 #include "loom/graph/graph.hpp"
 #include "loom/ops/attrs.hpp"
+#include "ops/common.hpp"
 
 namespace loom {
 
@@ -191,6 +192,126 @@ Tensor operator*(const Tensor& a, const Tensor& b) { return a.mul(b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return a.div(b); }
 Tensor where(const Tensor& cond, const Tensor& if_true, const Tensor& if_false) {
   return cond.where(if_true, if_false);
+}
+
+// ---- Data movement and index reductions ----------------------------------------------------
+
+std::vector<Tensor> Tensor::split(int axis, std::vector<int64_t> sizes) const {
+  std::vector<Tensor> parts(sizes.size());
+  if (!valid() || !graph_->status.ok()) return parts;
+  auto fail = [&](const std::string& what) {
+    graph_->fail(absl::InvalidArgumentError(
+        str_cat("split(", name(), ": ", dtype().to_string(), shape_to_string(shape()), "): ", what)));
+    return parts;
+  };
+  absl::StatusOr<int> d = ops::normalize_axis(axis, rank());
+  if (!d.ok()) return fail(std::string(d.status().message()));
+  const Dim& extent = shape()[*d];
+  if (extent.is_symbolic()) return fail(str_cat("the split dim ", extent.name(), " is not static"));
+  if (sizes.empty()) return fail("no sizes given");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    if (s < 0) return fail("sizes " + ops::int64s_to_string(sizes) + " hold a negative size");
+    total += s;
+  }
+  if (total != extent.value())
+    return fail(str_cat("sizes ", ops::int64s_to_string(sizes), " sum to ", total, ", not to dim ",
+                        *d, " of extent ", extent.value()));
+  int64_t start = 0;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    parts[k] = slice({start}, {start + sizes[k]}, {*d});
+    start += sizes[k];
+  }
+  return parts;
+}
+
+Tensor Tensor::slice(std::vector<int64_t> starts, std::vector<int64_t> ends, std::vector<int> axes,
+                     std::vector<int64_t> steps) const {
+  auto a = std::make_shared<ops::SliceAttrs>();
+  a->starts = std::move(starts);
+  a->ends = std::move(ends);
+  a->axes = std::move(axes);
+  a->steps = std::move(steps);
+  return apply("slice", {}, a);
+}
+
+Tensor Tensor::gather(const Tensor& indices, int axis) const {
+  auto a = std::make_shared<ops::GatherAttrs>();
+  a->axis = axis;
+  return apply("gather", {indices}, a);
+}
+
+Tensor Tensor::pad(std::vector<PadWidth> pads, PadMode mode, double value) const {
+  auto a = std::make_shared<ops::PadAttrs>();
+  a->pads = std::move(pads);
+  a->mode = mode;
+  a->value = value;
+  return apply("pad", {}, a);
+}
+
+Tensor Tensor::flatten(int axis) const {
+  auto a = std::make_shared<ops::FlattenAttrs>();
+  a->axis = axis;
+  return apply("flatten", {}, a);
+}
+
+Tensor Tensor::squeeze(std::vector<int> axes) const {
+  auto a = std::make_shared<ops::AxesAttrs>();
+  // "All dims of extent 1" is resolved now, so binding a symbolic dim to 1 later keeps the rank.
+  if (axes.empty())
+    for (int d = 0; d < rank(); ++d)
+      if (shape()[d].is_static() && shape()[d].value() == 1) axes.push_back(d);
+  a->axes = std::move(axes);
+  if (a->axes.empty()) return *this;
+  return apply("squeeze", {}, a);
+}
+
+Tensor Tensor::unsqueeze(std::vector<int> axes) const {
+  auto a = std::make_shared<ops::AxesAttrs>();
+  a->axes = std::move(axes);
+  return apply("unsqueeze", {}, a);
+}
+
+Tensor Tensor::expand(Shape shape) const {
+  auto a = std::make_shared<ops::ExpandAttrs>();
+  a->shape = std::move(shape);
+  return apply("expand", {}, a);
+}
+
+Tensor Tensor::min(std::vector<int> axes, bool keepdims) const {
+  return apply("min", {}, reduce_attrs(std::move(axes), keepdims));
+}
+Tensor Tensor::prod(std::vector<int> axes, bool keepdims) const {
+  return apply("prod", {}, reduce_attrs(std::move(axes), keepdims));
+}
+
+namespace {
+std::shared_ptr<ops::ArgReduceAttrs> arg_reduce_attrs(int axis, bool keepdims) {
+  auto a = std::make_shared<ops::ArgReduceAttrs>();
+  a->axis = axis;
+  a->keepdims = keepdims;
+  return a;
+}
+}  // namespace
+
+Tensor Tensor::argmax(int axis, bool keepdims) const {
+  return apply("argmax", {}, arg_reduce_attrs(axis, keepdims));
+}
+Tensor Tensor::argmin(int axis, bool keepdims) const {
+  return apply("argmin", {}, arg_reduce_attrs(axis, keepdims));
+}
+
+Tensor Graph::concat(const std::vector<Tensor>& tensors, int axis) {
+  auto a = std::make_shared<ops::ConcatAttrs>();
+  a->axis = axis;
+  return apply("concat", tensors, a);
+}
+
+Tensor concat(const std::vector<Tensor>& tensors, int axis) {
+  if (tensors.empty() || !tensors[0].valid()) return Tensor();
+  auto a = std::make_shared<ops::ConcatAttrs>();
+  a->axis = axis;
+  return tensors[0].apply("concat", {tensors.begin() + 1, tensors.end()}, a);
 }
 
 }  // namespace loom

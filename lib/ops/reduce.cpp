@@ -1,5 +1,5 @@
-// Reductions over axes (sum, mean, max), softmax and log_softmax; their CPU templates are in
-// rows_cpu.cpp (none for log_softmax yet).
+// Reductions over axes (sum, mean, max, min, prod), argmax/argmin, softmax and log_softmax;
+// their CPU templates are in rows_cpu.cpp (none for log_softmax yet).
 
 #include <algorithm>
 
@@ -71,13 +71,69 @@ OpDef reduce_op(const std::string& name, ir::ReduceKind kind, bool mean) {
           idx.push_back(i[out_d++]);
         }
       }
-      DType acc = kind == ir::ReduceKind::kSum ? accum_type(x.dtype()) : x.dtype();
+      const bool accumulates = kind == ir::ReduceKind::kSum || kind == ir::ReduceKind::kProd;
+      DType acc = accumulates ? accum_type(x.dtype()) : x.dtype();
       ir::Expr v = ir::Reduce::make(kind, x(idx), rv, acc);
       if (mean) v = v / ir::cast(acc, count);
       return ir::cast(x.dtype(), v);
     });
   };
   def.templates.push_back(row_reduce_cpu_template(kind, mean));
+  return def;
+}
+
+// argmax / argmin in two stages: the extreme value of each row, then the smallest index holding
+// it (so the first one wins ties).
+OpDef arg_reduce_op(const std::string& name, bool is_max) {
+  OpDef def;
+  def.name = name;
+  def.num_inputs = 1;
+  def.attrs_type = &typeid(ArgReduceAttrs);
+  def.infer = [name](const std::vector<TensorType>& in,
+                     const OpAttrs& a) -> absl::StatusOr<TensorType> {
+    const auto& attrs = attrs_as<ArgReduceAttrs>(a);
+    if (in[0].dtype.is_bool()) return absl::InvalidArgumentError(name + " of a bool tensor");
+    const Shape& s = in[0].shape;
+    LOOM_ASSIGN_OR_RETURN(int axis, normalize_axis(attrs.axis, static_cast<int>(s.size())));
+    if (s[axis].is_static() && s[axis].value() == 0)
+      return absl::InvalidArgumentError(str_cat(name, " over dim ", axis, " of extent 0"));
+    Shape out;
+    for (int d = 0; d < static_cast<int>(s.size()); ++d) {
+      if (d != axis) out.push_back(s[d]);
+      else if (attrs.keepdims) out.push_back(Dim(1));
+    }
+    return TensorType{out, DType::i64()};
+  };
+  def.compute = [is_max](const std::vector<te::Tensor>& in, const OpAttrs& a,
+                         const std::vector<ir::Expr>& shape, const std::string& name) {
+    const auto& attrs = attrs_as<ArgReduceAttrs>(a);
+    const te::Tensor& x = in[0];
+    const int axis = *normalize_axis(attrs.axis, x.rank());
+    const ir::Expr n = x.shape()[axis];
+    // The input index of output index i with k on the reduced axis.
+    auto at = [&](const std::vector<ir::Var>& i, ir::Expr k, bool keepdims) {
+      std::vector<ir::Expr> idx(i.begin(), i.end());
+      if (keepdims) idx[axis] = std::move(k);
+      else idx.insert(idx.begin() + axis, std::move(k));
+      return idx;
+    };
+    const DType acc = x.dtype().is_float() ? DType::f32() : x.dtype();
+    std::vector<ir::Expr> row_shape = x.shape();
+    row_shape[axis] = ir::Expr(int64_t{1});
+    ir::IterVar k1 = te::reduce_axis(n, name + "_k");
+    te::Tensor best = te::compute(name + "_best", row_shape, [&](const std::vector<ir::Var>& i) {
+      ir::Expr v = ir::cast(acc, x(at(i, k1.var, true)));
+      return is_max ? te::max(v, {k1}, acc) : te::min(v, {k1}, acc);
+    });
+    ir::IterVar k2 = te::reduce_axis(n, name + "_k");
+    return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+      ir::Expr v = ir::cast(acc, x(at(i, k2.var, attrs.keepdims)));
+      ir::Expr hit = v == best(at(i, ir::Expr(int64_t{0}), attrs.keepdims));
+      ir::Expr first = te::min(ir::select(hit, ir::Expr(k2.var), n), {k2}, DType::i64());
+      // A row with NaN matches nothing; the clamp keeps its index in range.
+      return ir::min(first, n - int64_t{1});
+    });
+  };
   return def;
 }
 
@@ -147,7 +203,10 @@ void register_reduce_ops(OpRegistry& r) {
   for (OpDef d : {reduce_op("sum", ir::ReduceKind::kSum, false),
                   reduce_op("mean", ir::ReduceKind::kSum, true),
                   reduce_op("max", ir::ReduceKind::kMax, false), softmax_op("softmax", false),
-                  softmax_op("log_softmax", true)})
+                  softmax_op("log_softmax", true),
+                  reduce_op("min", ir::ReduceKind::kMin, false),
+                  reduce_op("prod", ir::ReduceKind::kProd, false), arg_reduce_op("argmax", true),
+                  arg_reduce_op("argmin", false)})
     LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
 }
 

@@ -400,7 +400,7 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
 
 ScheduleTemplate row_reduce_cpu_template(ir::ReduceKind kind, bool mean) {
   ScheduleTemplate t;
-  t.name = mean ? "rows_mean" : kind == ir::ReduceKind::kMax ? "rows_max" : "rows_sum";
+  t.name = mean ? std::string("rows_mean") : std::string("rows_") + ir::reduce_kind_name(kind);
   t.target_kind = Target::Kind::kCpu;
   t.applies = [](const TemplateContext& ctx) {
     return ctx.target.is_cpu() && reduce_rows(ctx).has_value();

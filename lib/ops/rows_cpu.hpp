@@ -7,7 +7,7 @@
 
 namespace loom::ops {
 
-// kind kSum with mean=true is mean; kSum, kMax otherwise.
+// kind kSum with mean=true is mean; any kind (sum, prod, max, min) otherwise.
 ScheduleTemplate row_reduce_cpu_template(ir::ReduceKind kind, bool mean);
 ScheduleTemplate softmax_cpu_template();
 ScheduleTemplate layer_norm_cpu_template();

@@ -52,6 +52,15 @@ struct Pool2dOptions {
   Conv2dOptions::Padding padding = 0;
 };
 
+// Tensor::pad: how padded positions are filled (ONNX Pad modes): kConstant with a value,
+// kReflect mirrors the input without repeating the border (pads must be below the extent),
+// kEdge repeats the border element.
+enum class PadMode { kConstant, kReflect, kEdge };
+// Padding of one dim: elements added before the first and after the last (non-negative).
+struct PadWidth {
+  int64_t begin = 0, end = 0;
+};
+
 // A value in a graph. Cheap to copy. A Tensor produced from bad input is invalid; ops on it
 // produce invalid tensors without adding more errors.
 class Tensor {
@@ -155,6 +164,43 @@ class Tensor {
   // perm[i] is the input dim that becomes output dim i; empty reverses the dims.
   Tensor transpose(std::vector<int> perm = {}) const;
 
+  // ---- Data movement and index reductions, with ONNX semantics. Dims whose value a rule needs
+  // must be static: sliced, split, padded and concat-axis dims, and flattened ones unless one
+  // symbolic dim stands alone. Other dims, symbolic ones included, pass through; gather and the
+  // reductions also work along symbolic dims.
+  // Row-major parts of sizes along axis (the sizes sum to that dim): one slice node each. Bad
+  // input records the error and gives sizes.size() invalid tensors.
+  std::vector<Tensor> split(int axis, std::vector<int64_t> sizes) const;
+  // ONNX Slice: per listed axis (default 0, 1, ...) elements start, start + step, ... before
+  // end (step default 1, may be negative). Negative starts/ends count from the end, and
+  // out-of-range ones are clamped; INT64_MAX as end means "to the end" (INT64_MIN with a
+  // negative step).
+  Tensor slice(std::vector<int64_t> starts, std::vector<int64_t> ends, std::vector<int> axes = {},
+               std::vector<int64_t> steps = {}) const;
+  // ONNX Gather: indices (i32 or i64, any shape) pick entries along axis; the output shape is
+  // shape[:axis] + indices.shape + shape[axis+1:]. Negative indices count from the end; indices
+  // still outside [0, extent) are clamped to it (never an out-of-bounds read, no error).
+  Tensor gather(const Tensor& indices, int axis = 0) const;
+  // One PadWidth per dim, e.g. x.pad({{0, 0}, {1, 2}}, PadMode::kReflect); value fills kConstant.
+  Tensor pad(std::vector<PadWidth> pads, PadMode mode = PadMode::kConstant, double value = 0) const;
+  // 2-D [prod(shape[:axis]), prod(shape[axis:])]; axis in [-rank, rank].
+  Tensor flatten(int axis = 1) const;
+  // Removes the listed dims (each of static extent 1); empty removes every static dim of extent
+  // 1 that the shape has now (symbolic dims are kept even if bound to 1 later; with none, the
+  // tensor itself is returned).
+  Tensor squeeze(std::vector<int> axes = {}) const;
+  // Inserts dims of extent 1 at the listed positions of the output (negative: from its end).
+  Tensor unsqueeze(std::vector<int> axes) const;
+  // Numpy broadcast of this tensor against shape (ONNX Expand: a 1 in shape keeps the dim).
+  Tensor expand(Shape shape) const;
+  // Reductions like sum(): min and product (accumulated in f32 / i64).
+  Tensor min(std::vector<int> axes = {}, bool keepdims = false) const;
+  Tensor prod(std::vector<int> axes = {}, bool keepdims = false) const;
+  // Index (i64) of the largest / smallest element along axis, the first one on ties; ONNX
+  // defaults (axis 0, keepdims). A row holding NaN gives an unspecified index in range.
+  Tensor argmax(int axis = 0, bool keepdims = true) const;
+  Tensor argmin(int axis = 0, bool keepdims = true) const;
+
   // Applies any registered operator (built-in or user-defined) to this and other inputs.
   Tensor apply(const std::string& op, std::vector<Tensor> others = {},
                std::shared_ptr<const OpAttrs> attrs = nullptr) const;
@@ -172,6 +218,9 @@ Tensor operator*(const Tensor& a, const Tensor& b);
 Tensor operator/(const Tensor& a, const Tensor& b);
 // cond.where(if_true, if_false).
 Tensor where(const Tensor& cond, const Tensor& if_true, const Tensor& if_false);
+
+// Graph::concat on the graph of tensors[0]; an empty list gives an invalid tensor.
+Tensor concat(const std::vector<Tensor>& tensors, int axis);
 
 struct Node {
   enum class Kind { kInput, kConstant, kOp };
@@ -200,6 +249,9 @@ class Graph {
   // Applies a registered operator to inputs (all from this graph).
   Tensor apply(const std::string& op, const std::vector<Tensor>& inputs,
                std::shared_ptr<const OpAttrs> attrs = nullptr);
+
+  // Joins tensors (same dtype and rank, equal dims but axis, a static axis dim) along axis.
+  Tensor concat(const std::vector<Tensor>& tensors, int axis);
 
   // OK, or the first error any builder call recorded.
   absl::Status status() const;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/graph/graph.hpp"
 #include "loom/graph/op.hpp"
 
 namespace loom::ops {
@@ -141,6 +142,89 @@ struct ClipAttrs final : OpAttrs {
 struct CastAttrs final : OpAttrs {
   DType dtype;
   std::string to_string() const override { return "dtype=" + dtype.to_string(); }
+};
+
+// ---- Data movement and index reductions (concat ... argmin); ONNX semantics ------------------
+
+inline std::string int64s_to_string(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// concat: the axis the inputs are joined along.
+struct ConcatAttrs final : OpAttrs {
+  int axis = 0;
+  std::string to_string() const override { return "axis=" + std::to_string(axis); }
+};
+
+// slice: ONNX Slice. axes empty = 0, 1, ...; steps empty = all 1.
+struct SliceAttrs final : OpAttrs {
+  std::vector<int64_t> starts, ends;
+  std::vector<int> axes;
+  std::vector<int64_t> steps;
+  std::string to_string() const override {
+    return "starts=" + int64s_to_string(starts) + ",ends=" + int64s_to_string(ends) +
+           ",axes=" + ints_to_string(axes) + ",steps=" + int64s_to_string(steps);
+  }
+};
+
+// gather (data, indices): the axis of data that indices select along.
+struct GatherAttrs final : OpAttrs {
+  int axis = 0;
+  std::string to_string() const override { return "axis=" + std::to_string(axis); }
+};
+
+// pad: one {begin, end} per dim, the mode and the fill value of kConstant.
+struct PadAttrs final : OpAttrs {
+  std::vector<PadWidth> pads;
+  PadMode mode = PadMode::kConstant;
+  double value = 0;
+  std::string to_string() const override {
+    std::string s = "pads=[";
+    for (size_t i = 0; i < pads.size(); ++i)
+      s += (i ? "," : "") + std::to_string(pads[i].begin) + ":" + std::to_string(pads[i].end);
+    const char* mode_name = mode == PadMode::kConstant ? "constant"
+                            : mode == PadMode::kReflect ? "reflect"
+                                                        : "edge";
+    char v[32];
+    std::snprintf(v, sizeof v, "%.9g", value);
+    return s + "],mode=" + mode_name + ",value=" + v;
+  }
+};
+
+// flatten: dims before axis become the first output dim, the rest the second.
+struct FlattenAttrs final : OpAttrs {
+  int axis = 1;
+  std::string to_string() const override { return "axis=" + std::to_string(axis); }
+};
+
+// squeeze (dims removed; empty = every static dim of extent 1) and unsqueeze (positions of the
+// new dims in the output).
+struct AxesAttrs final : OpAttrs {
+  std::vector<int> axes;
+  std::string to_string() const override { return "axes=" + ints_to_string(axes); }
+};
+
+// expand: the shape the input is broadcast against (numpy rules).
+struct ExpandAttrs final : OpAttrs {
+  Shape shape;
+  std::string to_string() const override { return "shape=" + shape_to_string(shape); }
+  std::shared_ptr<const OpAttrs> bind_dims(const DimBindings& dims) const override {
+    if (is_static(shape)) return nullptr;
+    auto bound = std::make_shared<ExpandAttrs>();
+    bound->shape = loom::bind_dims(shape, dims);
+    return bound;
+  }
+};
+
+// argmax / argmin: one axis and whether it stays as 1.
+struct ArgReduceAttrs final : OpAttrs {
+  int axis = 0;
+  bool keepdims = true;
+  std::string to_string() const override {
+    return "axis=" + std::to_string(axis) + (keepdims ? ",keepdims" : "");
+  }
 };
 
 }  // namespace loom::ops
