@@ -470,27 +470,6 @@ absl::StatusOr<std::vector<Tensor>> convert_reshape(Node& n) {
   return one(x.reshape(target));
 }
 
-absl::StatusOr<std::vector<Tensor>> convert_flatten(Node& n) {
-  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  const int rank = x.rank();
-  int axis = static_cast<int>(n.attr_int("axis", 1));
-  if (axis < -rank || axis > rank) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
-  if (axis < 0) axis += rank;
-  auto product = [&](int lo, int hi) -> std::optional<int64_t> {
-    int64_t p = 1;
-    for (int d = lo; d < hi; ++d) {
-      if (!x.shape()[d].is_static()) return std::nullopt;
-      p *= x.shape()[d].value();
-    }
-    return p;
-  };
-  std::optional<int64_t> front = product(0, axis), back = product(axis, rank);
-  if (front && back) return one(x.reshape({*front, *back}));
-  if (back) return one(x.reshape({-1, *back}));
-  if (front) return one(x.reshape({*front, -1}));
-  return n.unsupported("Flatten with symbolic dims on both sides of axis");
-}
-
 absl::StatusOr<std::vector<Tensor>> convert_transpose(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   std::vector<int> perm;
@@ -702,6 +681,212 @@ absl::StatusOr<std::vector<Tensor>> convert_neg_like(Node& n, bool softsign) {
   return one((x.exp() + scalar_like(n, x, 1, "one")).log());
 }
 
+// Pow: the exponent may have another dtype (cast to the base's); integer bases compute in f32.
+absl::StatusOr<std::vector<Tensor>> convert_pow(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor y, n.input(1));
+  if (x.dtype().is_float()) return one(x.pow(y.dtype() == x.dtype() ? y : y.cast(x.dtype())));
+  return one(x.cast(DType::f32()).pow(y.cast(DType::f32())).cast(x.dtype()));
+}
+
+// Axes from the attribute (before opset `from`) or the optional constant input k (from on).
+absl::StatusOr<std::vector<int>> axes_of(Node& n, int64_t from, int k) {
+  std::vector<int64_t> axes;
+  if (n.opset() < from) {
+    axes = n.attr_ints("axes");
+  } else if (n.has_input(k)) {
+    LOOM_ASSIGN_OR_RETURN(axes, n.ints_input(k));
+  }
+  return std::vector<int>(axes.begin(), axes.end());
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_concat(Node& n) {
+  std::vector<Tensor> in;
+  for (int i = 0; i < n.num_inputs(); ++i) {
+    LOOM_ASSIGN_OR_RETURN(Tensor t, n.input(i));
+    in.push_back(t);
+  }
+  return one(concat(in, static_cast<int>(n.attr_int("axis", 0))));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_split(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const int rank = x.rank();
+  int axis = static_cast<int>(n.attr_int("axis", 0));
+  if (axis < -rank || axis >= rank) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
+  if (axis < 0) axis += rank;
+  std::vector<int64_t> sizes;
+  if (n.opset() < 13) {
+    sizes = n.attr_ints("split");
+  } else if (n.has_input(1)) {
+    LOOM_ASSIGN_OR_RETURN(sizes, n.ints_input(1));
+  }
+  if (sizes.empty()) {
+    if (!x.shape()[axis].is_static()) return n.unsupported("Split of a symbolic dim");
+    const int64_t parts = n.attr_int("num_outputs", n.proto().output_size()), extent = x.shape()[axis].value();
+    if (parts <= 0) return absl::InvalidArgumentError("Split into no parts");
+    const int64_t each = (extent + parts - 1) / parts;  // the last part takes the rest
+    for (int64_t p = 0, left = extent; p < parts; ++p, left -= each) sizes.push_back(std::min(each, left));
+  }
+  std::vector<Tensor> parts = x.split(axis, sizes);
+  for (const Tensor& t : parts)
+    if (!t.valid()) return absl::InvalidArgumentError("the operator rejected its inputs");
+  return parts;
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_slice(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  std::vector<int64_t> starts, ends, steps;
+  std::vector<int> axes;
+  if (n.opset() < 10) {
+    starts = n.attr_ints("starts");
+    ends = n.attr_ints("ends");
+    for (int64_t a : n.attr_ints("axes")) axes.push_back(static_cast<int>(a));
+  } else {
+    LOOM_ASSIGN_OR_RETURN(starts, n.ints_input(1));
+    LOOM_ASSIGN_OR_RETURN(ends, n.ints_input(2));
+    if (n.has_input(3)) {
+      LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> a, n.ints_input(3));
+      axes.assign(a.begin(), a.end());
+    }
+    if (n.has_input(4)) {
+      LOOM_ASSIGN_OR_RETURN(steps, n.ints_input(4));
+    }
+  }
+  return one(x.slice(starts, ends, axes, steps));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_gather(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(Tensor i, n.input(1));
+  return one(x.gather(i, static_cast<int>(n.attr_int("axis", 0))));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_pad(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const std::string mode_name = n.attr_string("mode", "constant");
+  PadMode mode = mode_name == "reflect" ? PadMode::kReflect
+                 : mode_name == "edge"  ? PadMode::kEdge
+                                        : PadMode::kConstant;
+  if (mode_name != "constant" && mode_name != "reflect" && mode_name != "edge")
+    return n.unsupported("Pad mode " + mode_name);
+  std::vector<int64_t> pads;
+  double value = 0;
+  std::vector<int64_t> axes;
+  if (n.opset() < 11) {
+    pads = n.attr_ints(n.opset() < 2 ? "paddings" : "pads");
+    value = n.attr_float("value", 0);
+  } else {
+    LOOM_ASSIGN_OR_RETURN(pads, n.ints_input(1));
+    if (n.has_input(2)) {
+      LOOM_ASSIGN_OR_RETURN(NDArray v, n.constant_input(2));
+      if (v.numel() > 0) value = v.get(0);
+    }
+    if (n.has_input(3)) {
+      LOOM_ASSIGN_OR_RETURN(axes, n.ints_input(3));
+    }
+  }
+  const int rank = x.rank();
+  if (axes.empty())
+    for (int d = 0; d < rank; ++d) axes.push_back(d);
+  if (pads.size() != 2 * axes.size()) return absl::InvalidArgumentError("pads must hold a begin and an end per axis");
+  std::vector<PadWidth> widths(static_cast<size_t>(rank));
+  for (size_t k = 0; k < axes.size(); ++k) {
+    int64_t a = axes[k] < 0 ? axes[k] + rank : axes[k];
+    if (a < 0 || a >= rank) return absl::InvalidArgumentError(str_cat("pad axis ", axes[k], " is out of range"));
+    widths[static_cast<size_t>(a)] = PadWidth{pads[k], pads[k + axes.size()]};
+  }
+  return one(x.pad(widths, mode, value));
+}
+
+Convert squeeze(bool un) {
+  return [un](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    LOOM_ASSIGN_OR_RETURN(std::vector<int> axes, axes_of(n, 13, 1));
+    return one(un ? x.unsqueeze(axes) : x.squeeze(axes));
+  };
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_expand(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> shape, n.ints_input(1));
+  Shape s;
+  for (int64_t d : shape) s.push_back(Dim(d));
+  return one(x.expand(s));
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_flatten_op(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  return one(x.flatten(static_cast<int>(n.attr_int("axis", 1))));
+}
+
+Convert arg_reduce(bool is_max) {
+  return [is_max](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    if (n.attr_int("select_last_index", 0)) return n.unsupported("select_last_index=1");
+    const int axis = static_cast<int>(n.attr_int("axis", 0));
+    const bool keep = n.attr_int("keepdims", 1) != 0;
+    return one(is_max ? x.argmax(axis, keep) : x.argmin(axis, keep));
+  };
+}
+
+// The reductions ONNX defines from sum: of squares, of absolute values, its square root and
+// log, and log-sum-exp (as written in the spec, without max subtraction).
+Convert reduce_composite(const std::string& kind) {
+  return [kind](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    LOOM_ASSIGN_OR_RETURN(std::vector<int> axes, axes_of(n, 18, 1));
+    const bool keep = n.attr_int("keepdims", 1) != 0;
+    if (axes.empty() && n.attr_int("noop_with_empty_axes", 0)) return std::vector<Tensor>{x};
+    if (kind == "sum_square") return one((x * x).sum(axes, keep));
+    if (kind == "l1") return one(x.abs().sum(axes, keep));
+    if (kind == "l2") return one((x * x).sum(axes, keep).sqrt());
+    if (kind == "log_sum") return one(x.sum(axes, keep).log());
+    return one(x.exp().sum(axes, keep).log());  // log_sum_exp
+  };
+}
+
+// Inference batch norm from tensors: (x - mean) / sqrt(var + eps) * scale + B, per channel.
+absl::StatusOr<std::vector<Tensor>> convert_batch_norm_tensors(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  if (n.attr_int("training_mode", 0)) return n.unsupported("training_mode=1");
+  for (int k = 1; k < n.proto().output_size(); ++k)
+    if (!n.proto().output(k).empty()) return n.unsupported("BatchNormalization's running statistics outputs");
+  std::vector<Tensor> p;
+  for (int k = 1; k <= 4; ++k) {
+    LOOM_ASSIGN_OR_RETURN(Tensor t, n.input(k));
+    if (t.rank() != 1) return absl::InvalidArgumentError("scale, B, mean and var must be 1-D");
+    Shape per_c = {t.shape()[0]};
+    for (int d = 2; d < x.rank(); ++d) per_c.push_back(Dim(1));
+    p.push_back(t.reshape(per_c));
+  }
+  Tensor eps = scalar_like(n, x, n.attr_float("epsilon", 1e-5f), "epsilon");
+  return one((x - p[2]) / (p[3] + eps).sqrt() * p[0] + p[1]);
+}
+
+absl::StatusOr<std::vector<Tensor>> convert_batch_norm_any(Node& n) {
+  bool constant = true;
+  for (int k = 1; k <= 4; ++k) constant = constant && n.has_input(k) && n.importer().constant(n.proto().input(k));
+  return constant ? convert_batch_norm(n) : convert_batch_norm_tensors(n);
+}
+
+// Logic on bool tensors, from where and equal.
+Convert logic(const std::string& kind) {
+  return [kind](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor a, n.input(0));
+    NDArray f(DType::boolean(), {}), t(DType::boolean(), {});
+    f.set(0, 0);
+    t.set(0, 1);
+    Tensor no = n.graph().constant(n.proto().name() + "_false", f);
+    Tensor yes = n.graph().constant(n.proto().name() + "_true", t);
+    if (kind == "not") return one(a.where(no, yes));
+    LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(1));
+    if (kind == "and") return one(a.where(b, no).where(yes, no));
+    if (kind == "or") return one(a.where(yes, b).where(yes, no));
+    return one(a.equal(b).where(no, yes));  // xor
+  };
+}
+
 const std::map<std::string, Convert>& converters() {
   static const auto* table = new std::map<std::string, Convert>{
       {"Add", binary(&Tensor::add)},
@@ -727,13 +912,13 @@ const std::map<std::string, Convert>& converters() {
       {"GlobalAveragePool", global_pool(false)},
       {"Softmax", convert_softmax},
       {"Reshape", convert_reshape},
-      {"Flatten", convert_flatten},
+      {"Flatten", convert_flatten_op},
       {"Transpose", convert_transpose},
       {"ReduceSum", reduce(&Tensor::sum, 13)},
       {"ReduceMean", reduce(&Tensor::mean, 18)},
       {"ReduceMax", reduce(&Tensor::max, 18)},
       {"LayerNormalization", convert_layer_norm},
-      {"BatchNormalization", convert_batch_norm},
+      {"BatchNormalization", convert_batch_norm_any},
       {"Constant", convert_constant},
       {"Dropout", convert_dropout},
       {"LeakyRelu", leaky_relu()},
@@ -753,7 +938,28 @@ const std::map<std::string, Convert>& converters() {
       {"Gelu", convert_gelu},
       {"Clip", convert_clip},
       {"Cast", convert_cast},
-      {"Pow", binary(&Tensor::pow)},
+      {"Pow", convert_pow},
+      {"Concat", convert_concat},
+      {"Split", convert_split},
+      {"Slice", convert_slice},
+      {"Gather", convert_gather},
+      {"Pad", convert_pad},
+      {"Squeeze", squeeze(false)},
+      {"Unsqueeze", squeeze(true)},
+      {"Expand", convert_expand},
+      {"ReduceMin", reduce(&Tensor::min, 18)},
+      {"ReduceProd", reduce(&Tensor::prod, 18)},
+      {"ReduceSumSquare", reduce_composite("sum_square")},
+      {"ReduceL1", reduce_composite("l1")},
+      {"ReduceL2", reduce_composite("l2")},
+      {"ReduceLogSum", reduce_composite("log_sum")},
+      {"ReduceLogSumExp", reduce_composite("log_sum_exp")},
+      {"ArgMax", arg_reduce(true)},
+      {"ArgMin", arg_reduce(false)},
+      {"Not", logic("not")},
+      {"And", logic("and")},
+      {"Or", logic("or")},
+      {"Xor", logic("xor")},
       {"Equal", binary(&Tensor::equal)},
       {"Less", binary(&Tensor::less)},
       {"LessOrEqual", binary(&Tensor::less_equal)},
