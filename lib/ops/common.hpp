@@ -7,10 +7,25 @@
 #include "absl/status/statusor.h"
 #include "loom/core/shape.hpp"
 #include "loom/core/status.hpp"
+#include "loom/graph/op.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/te/tensor.hpp"
 
 namespace loom::ops {
+
+// An injective operator (each output element reads at most one element of each input) with
+// typed attributes: the shape and data-movement ops.
+inline OpDef injective_op(std::string name, int num_inputs, const std::type_info& attrs,
+                          decltype(OpDef::infer) infer, decltype(OpDef::compute) compute) {
+  OpDef def;
+  def.name = std::move(name);
+  def.injective = true;
+  def.num_inputs = num_inputs;
+  def.attrs_type = &attrs;
+  def.infer = std::move(infer);
+  def.compute = std::move(compute);
+  return def;
+}
 
 // Numpy broadcasting of two shapes (aligned at the last dim; a dim of 1 stretches).
 inline absl::StatusOr<Shape> broadcast_shapes(const Shape& a, const Shape& b) {

@@ -278,35 +278,10 @@ te::Tensor compute_pad(const std::vector<te::Tensor>& in, const OpAttrs& a,
 }  // namespace
 
 void register_movement_ops(OpRegistry& r) {
-  OpDef concat;
-  concat.name = "concat";
-  concat.injective = true;
-  concat.num_inputs = -1;
-  concat.attrs_type = &typeid(ConcatAttrs);
-  concat.infer = infer_concat;
-  concat.compute = compute_concat;
-  OpDef slice;
-  slice.name = "slice";
-  slice.injective = true;
-  slice.num_inputs = 1;
-  slice.attrs_type = &typeid(SliceAttrs);
-  slice.infer = infer_slice;
-  slice.compute = compute_slice;
-  OpDef gather;
-  gather.name = "gather";
-  gather.injective = true;
-  gather.num_inputs = 2;
-  gather.attrs_type = &typeid(GatherAttrs);
-  gather.infer = infer_gather;
-  gather.compute = compute_gather;
-  OpDef pad;
-  pad.name = "pad";
-  pad.injective = true;
-  pad.num_inputs = 1;
-  pad.attrs_type = &typeid(PadAttrs);
-  pad.infer = infer_pad;
-  pad.compute = compute_pad;
-  for (OpDef d : {concat, slice, gather, pad})
+  for (OpDef d : {injective_op("concat", -1, typeid(ConcatAttrs), infer_concat, compute_concat),
+                  injective_op("slice", 1, typeid(SliceAttrs), infer_slice, compute_slice),
+                  injective_op("gather", 2, typeid(GatherAttrs), infer_gather, compute_gather),
+                  injective_op("pad", 1, typeid(PadAttrs), infer_pad, compute_pad)})
     LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
 }
 

@@ -236,40 +236,16 @@ te::Tensor compute_expand(const std::vector<te::Tensor>& in, const OpAttrs&,
   });
 }
 
-OpDef reshape_like_op(const std::string& name, const std::type_info& attrs,
-                      decltype(OpDef::infer) infer, decltype(OpDef::compute) compute) {
-  OpDef def;
-  def.name = name;
-  def.injective = true;
-  def.num_inputs = 1;
-  def.attrs_type = &attrs;
-  def.infer = std::move(infer);
-  def.compute = std::move(compute);
-  return def;
-}
-
 }  // namespace
 
 void register_shape_ops(OpRegistry& r) {
-  OpDef reshape;
-  reshape.name = "reshape";
-  reshape.injective = true;
-  reshape.num_inputs = 1;
-  reshape.attrs_type = &typeid(ReshapeAttrs);
-  reshape.infer = infer_reshape;
-  reshape.compute = compute_reshape;
-  OpDef transpose;
-  transpose.name = "transpose";
-  transpose.injective = true;
-  transpose.num_inputs = 1;
-  transpose.attrs_type = &typeid(TransposeAttrs);
-  transpose.infer = infer_transpose;
-  transpose.compute = compute_transpose;
-  for (OpDef d : {reshape, transpose}) LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
-  for (OpDef d : {reshape_like_op("flatten", typeid(FlattenAttrs), infer_flatten, compute_reshape),
-                  reshape_like_op("squeeze", typeid(AxesAttrs), infer_squeeze, compute_squeeze),
-                  reshape_like_op("unsqueeze", typeid(AxesAttrs), infer_unsqueeze, compute_unsqueeze),
-                  reshape_like_op("expand", typeid(ExpandAttrs), infer_expand, compute_expand)})
+  for (OpDef d :
+       {injective_op("reshape", 1, typeid(ReshapeAttrs), infer_reshape, compute_reshape),
+        injective_op("transpose", 1, typeid(TransposeAttrs), infer_transpose, compute_transpose),
+        injective_op("flatten", 1, typeid(FlattenAttrs), infer_flatten, compute_reshape),
+        injective_op("squeeze", 1, typeid(AxesAttrs), infer_squeeze, compute_squeeze),
+        injective_op("unsqueeze", 1, typeid(AxesAttrs), infer_unsqueeze, compute_unsqueeze),
+        injective_op("expand", 1, typeid(ExpandAttrs), infer_expand, compute_expand)})
     LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
 }
 
