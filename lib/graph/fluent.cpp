@@ -174,6 +174,71 @@ Tensor Tensor::layer_norm(const Tensor& gamma, const Tensor& beta, int axis, dou
   return apply("layer_norm", {gamma, beta}, a);
 }
 
+namespace {
+// [C] -> [C, 1, ..., 1], broadcasting per channel against a rank-`rank` [N, C, ...] tensor.
+Tensor per_channel(Graph g, const Tensor& t, int rank, const char* op) {
+  if (!t.valid()) return Tensor();
+  if (t.rank() != 1)
+    return g.impl()->fail(absl::InvalidArgumentError(std::string(op) + ": per-channel parameter " + t.name() +
+                                                     " must be 1-D, got " + shape_to_string(t.shape())));
+  Shape s = {t.shape()[0]};
+  for (int d = 2; d < rank; ++d) s.push_back(Dim(1));
+  return t.reshape(s);
+}
+}  // namespace
+
+Tensor Tensor::batch_norm(const Tensor& scale, const Tensor& bias, const Tensor& mean,
+                          const Tensor& var, double eps) const {
+  if (!valid()) return Tensor();
+  Graph g = Graph::adopt(graph_);
+  const int r = rank();
+  if (r < 2)
+    return graph_->fail(absl::InvalidArgumentError("batch_norm needs [N, C, ...], got " + shape_to_string(shape())));
+  NDArray e(dtype(), {});
+  e.set(0, eps);
+  Tensor denom = (per_channel(g, var, r, "batch_norm") + g.constant(name() + "_epsilon", e)).sqrt();
+  return (*this - per_channel(g, mean, r, "batch_norm")) / denom * per_channel(g, scale, r, "batch_norm") +
+         per_channel(g, bias, r, "batch_norm");
+}
+
+Tensor Tensor::instance_norm(const Tensor& scale, const Tensor& bias, double eps) const {
+  if (!valid()) return Tensor();
+  std::vector<int64_t> spatial;
+  for (int d = 2; d < rank(); ++d) {
+    if (!shape()[d].is_static())
+      return graph_->fail(absl::InvalidArgumentError("instance_norm of " + shape_to_string(shape()) +
+                                                     ": the dims after the channels must be static"));
+    spatial.push_back(shape()[d].value());
+  }
+  if (spatial.empty())
+    return graph_->fail(absl::InvalidArgumentError("instance_norm needs [N, C, ...] with rank >= 3, got " +
+                                                   shape_to_string(shape())));
+  NDArray ones(dtype(), spatial), zeros(dtype(), spatial);
+  for (int64_t k = 0; k < ones.numel(); ++k) {
+    ones.set(k, 1);
+    zeros.set(k, 0);
+  }
+  Graph g = Graph::adopt(graph_);
+  Tensor y = layer_norm(g.constant(name() + "_unit_gamma", ones), g.constant(name() + "_zero_beta", zeros), 2, eps);
+  return y * per_channel(g, scale, rank(), "instance_norm") +
+         per_channel(g, bias, rank(), "instance_norm");
+}
+
+Tensor Tensor::conv1d(const Tensor& weight, Conv2dOptions options) const {
+  if (!valid() || !weight.valid()) return Tensor();
+  if (rank() != 3 || weight.rank() != 3)
+    return graph_->fail(absl::InvalidArgumentError("conv1d needs [N, C, L] input and [O, C / groups, K] weight, got " +
+                                                   shape_to_string(shape()) + " and " + shape_to_string(weight.shape())));
+  options.stride.h = options.dilation.h = 1;
+  options.padding.top = options.padding.bottom = 0;
+  // Copies: adding nodes may move the graph's node storage under a reference.
+  const Shape s = shape(), w = weight.shape();
+  Tensor y = reshape({s[0], s[1], 1, s[2]}).conv2d(weight.reshape({w[0], w[1], 1, w[2]}), options);
+  if (!y.valid()) return y;
+  const Shape ys = y.shape();
+  return y.reshape({ys[0], ys[1], ys[3]});
+}
+
 Tensor Tensor::reshape(Shape shape) const {
   auto a = std::make_shared<ops::ReshapeAttrs>();
   a->shape = std::move(shape);

@@ -285,38 +285,26 @@ absl::StatusOr<Conv2dOptions::Padding> spatial_padding(Node& n, const Shape& x, 
                                 static_cast<int>(tw) - lo(tw));
 }
 
-// A 1-D window attribute as its 2-D form over [N, C, 1, L]: height 1 (pads 0) in front.
-std::vector<int64_t> as_2d(std::vector<int64_t> v, int64_t h, bool pads) {
-  if (pads && v.size() == 2) return {0, v[0], 0, v[1]};
-  if (!pads && v.size() == 1) return {h, v[0]};
-  return v;
-}
-
 absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   LOOM_ASSIGN_OR_RETURN(Tensor w, n.input(1));
   if (x.rank() == 3 && w.rank() == 3 && is_static(w.shape())) {
-    // 1-D: the 2-D convolution of [N, C, 1, L] with [O, C / g, 1, K].
+    // 1-D: conv1d (a 2-D convolution over [N, C, 1, L]).
     if (n.attr_string("auto_pad", "NOTSET") != "NOTSET") return n.unsupported("auto_pad on a 1-D Conv");
+    std::vector<int64_t> s = n.attr_ints("strides", {1}), d = n.attr_ints("dilations", {1}),
+                         p = n.attr_ints("pads", {0, 0});
+    if (s.size() != 1 || d.size() != 1 || p.size() != 2) return absl::InvalidArgumentError("bad 1-D strides, dilations or pads");
     Conv2dOptions o;
-    std::vector<int64_t> s = as_2d(n.attr_ints("strides", {1}), 1, false);
-    std::vector<int64_t> d = as_2d(n.attr_ints("dilations", {1}), 1, false);
-    std::vector<int64_t> p = as_2d(n.attr_ints("pads", {0, 0}), 0, true);
-    if (s.size() != 2 || d.size() != 2 || p.size() != 4) return absl::InvalidArgumentError("bad 1-D strides, dilations or pads");
-    o.stride = {1, static_cast<int>(s[1])};
-    o.dilation = {1, static_cast<int>(d[1])};
-    o.padding = Conv2dOptions::Padding(0, static_cast<int>(p[1]), 0, static_cast<int>(p[3]));
+    o.stride = {1, static_cast<int>(s[0])};
+    o.dilation = {1, static_cast<int>(d[0])};
+    o.padding = Conv2dOptions::Padding(0, static_cast<int>(p[0]), 0, static_cast<int>(p[1]));
     o.groups = static_cast<int>(n.attr_int("group", 1));
-    const Shape& xs = x.shape();
-    Tensor y = x.reshape({xs[0], xs[1], 1, xs[2]})
-                   .conv2d(w.reshape({w.shape()[0], w.shape()[1], 1, w.shape()[2]}), o);
+    Tensor y = x.conv1d(w, o);
     if (n.has_input(2)) {
       LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
-      y = y + b.reshape({b.shape().empty() ? Dim(1) : b.shape()[0], 1, 1});
+      y = y + b.reshape({b.shape().empty() ? Dim(1) : b.shape()[0], 1});
     }
-    const Shape& ys = y.shape();
-    if (ys.size() != 4) return one(y);  // the error is in the graph's status
-    return one(y.reshape({ys[0], ys[1], ys[3]}));
+    return one(y);
   }
   if (x.rank() != 4) return n.unsupported(str_cat("Conv of rank ", x.rank(), " (only 1-D and 2-D)"));
   std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
@@ -387,21 +375,7 @@ absl::StatusOr<std::vector<Tensor>> convert_instance_norm(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   LOOM_ASSIGN_OR_RETURN(Tensor scale, n.input(1));
   LOOM_ASSIGN_OR_RETURN(Tensor bias, n.input(2));
-  if (x.rank() < 3 || !is_static(x.shape())) return n.unsupported("InstanceNormalization of rank < 3 or symbolic dims");
-  if (scale.rank() != 1 || bias.rank() != 1) return absl::InvalidArgumentError("scale and B must be 1-D");
-  Shape per_c = {scale.shape()[0]};
-  for (int d = 2; d < x.rank(); ++d) per_c.push_back(Dim(1));
-  std::vector<int64_t> spatial;
-  for (int d = 2; d < x.rank(); ++d) spatial.push_back(x.shape()[d].value());
-  NDArray ones(x.dtype(), spatial), zeros(x.dtype(), spatial);
-  for (int64_t k = 0; k < ones.numel(); ++k) {
-    ones.set(k, 1);
-    zeros.set(k, 0);
-  }
-  Tensor y = x.layer_norm(n.graph().constant(n.proto().name() + "_ones", ones),
-                          n.graph().constant(n.proto().name() + "_zeros", zeros), 2,
-                          n.attr_float("epsilon", 1e-5f));
-  return one(y * scale.reshape(per_c) + bias.reshape(per_c));
+  return one(x.instance_norm(scale, bias, n.attr_float("epsilon", 1e-5f)));
 }
 
 Convert pool(bool is_max) {
@@ -855,13 +829,9 @@ absl::StatusOr<std::vector<Tensor>> convert_batch_norm_tensors(Node& n) {
   std::vector<Tensor> p;
   for (int k = 1; k <= 4; ++k) {
     LOOM_ASSIGN_OR_RETURN(Tensor t, n.input(k));
-    if (t.rank() != 1) return absl::InvalidArgumentError("scale, B, mean and var must be 1-D");
-    Shape per_c = {t.shape()[0]};
-    for (int d = 2; d < x.rank(); ++d) per_c.push_back(Dim(1));
-    p.push_back(t.reshape(per_c));
+    p.push_back(t);
   }
-  Tensor eps = scalar_like(n, x, n.attr_float("epsilon", 1e-5f), "epsilon");
-  return one((x - p[2]) / (p[3] + eps).sqrt() * p[0] + p[1]);
+  return one(x.batch_norm(p[0], p[1], p[2], p[3], n.attr_float("epsilon", 1e-5f)));
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_batch_norm_any(Node& n) {

@@ -136,6 +136,9 @@ class Tensor {
   // 2-D convolution: this is NCHW input [N, C, H, W], weight is OIHW [O, C / groups, KH, KW];
   // the output is [N, O, OH, OW]. No bias (add one with add()).
   Tensor conv2d(const Tensor& weight, Conv2dOptions options = {}) const;
+  // 1-D convolution of [N, C, L] with [O, C / groups, K]: conv2d over [N, C, 1, L]; the options'
+  // width parts apply (stride.w, dilation.w, padding.left / right).
+  Tensor conv1d(const Tensor& weight, Conv2dOptions options = {}) const;
   // Transposed 2-D convolution (the gradient of conv2d with respect to its input): input
   // [N, C, H, W], weight [C, O / groups, KH, KW], output [N, O, OH, OW] with
   // OH = stride_h * (H - 1) + output_padding_h + dilation_h * (KH - 1) + 1 - pad_top - pad_bottom.
@@ -159,6 +162,14 @@ class Tensor {
   // + beta, with gamma and beta shaped like those dims (floating-point x).
   Tensor layer_norm(const Tensor& gamma, const Tensor& beta, int axis = -1,
                     double eps = 1e-5) const;
+  // Inference batch norm of [N, C, ...]: (x - mean) / sqrt(var + eps) * scale + bias, with
+  // per-channel [C] tensors. Built from elementwise ops (no op of its own); after a conv2d with
+  // constant statistics the graph passes fold it into the convolution's weights.
+  Tensor batch_norm(const Tensor& scale, const Tensor& bias, const Tensor& mean, const Tensor& var,
+                    double eps = 1e-5) const;
+  // Instance norm of [N, C, ...]: each (image, channel) normalized over the remaining dims (a
+  // layer_norm from axis 2), then * scale + bias per channel ([C] tensors; static shapes).
+  Tensor instance_norm(const Tensor& scale, const Tensor& bias, double eps = 1e-5) const;
   // One dim may be -1 (inferred); symbolic dims carry over by name.
   Tensor reshape(Shape shape) const;
   // perm[i] is the input dim that becomes output dim i; empty reverses the dims.
