@@ -934,8 +934,11 @@ Expr Simplifier::logical_not(const Expr& a) {
     BinaryView v = binary_operands(a);
     bool ints = !v.a->type().is_float();  // !(x < y) is not y <= x when x or y is NaN
     switch (a.kind()) {
-      case ExprKind::kEQ: return compare(ExprKind::kNE, *v.a, *v.b);
-      case ExprKind::kNE: return compare(ExprKind::kEQ, *v.a, *v.b);
+      // Floats skip compare(): its integer facts (x == x) do not hold for a NaN.
+      case ExprKind::kEQ:
+        return ints ? compare(ExprKind::kNE, *v.a, *v.b) : make_binary(ExprKind::kNE, *v.a, *v.b);
+      case ExprKind::kNE:
+        return ints ? compare(ExprKind::kEQ, *v.a, *v.b) : make_binary(ExprKind::kEQ, *v.a, *v.b);
       case ExprKind::kLT:
         if (ints) return compare(ExprKind::kLE, *v.b, *v.a);
         break;

@@ -309,6 +309,8 @@ TEST_CASE("f32 constants fold with f32 rounding; float identities stay IEEE-exac
   CHECK(str((f + 1.0f) + 2.0f) == "((f + 1f) + 2f)");  // no reassociation
   CHECK(str(f == f) == "(f == f)");                    // false for NaN
   CHECK(str(!(f < 1.0f)) == "!(f < 1f)");              // true for NaN
+  CHECK(str(!(f == f)) == "(f != f)");                 // true for NaN, not folded to false
+  CHECK(str(!(f != f)) == "(f == f)");
   CHECK(str(f > 1.0f) == "(1f < f)");
 }
 
