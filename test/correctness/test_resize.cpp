@@ -214,16 +214,51 @@ std::string file_bytes(const std::filesystem::path& p) {
 }
 
 // A length-delimited protobuf field: the tag of (field, wire type 2), the length, the bytes.
+std::string varint(uint64_t n) {
+  std::string out;
+  for (; n >= 0x80; n >>= 7) out += static_cast<char>((n & 0x7f) | 0x80);
+  return out + static_cast<char>(n);
+}
 std::string length_delimited(int field, const std::string& bytes) {
-  std::string out(1, static_cast<char>(field << 3 | 2));
-  for (uint64_t n = bytes.size();; n >>= 7) {
-    if (n < 0x80) {
-      out += static_cast<char>(n);
-      break;
-    }
-    out += static_cast<char>((n & 0x7f) | 0x80);
-  }
-  return out + bytes;
+  return varint(static_cast<uint64_t>(field) << 3 | 2) + varint(bytes.size()) + bytes;
+}
+std::string varint_field(int field, int64_t v) {
+  return varint(static_cast<uint64_t>(field) << 3) + varint(static_cast<uint64_t>(v));
+}
+
+// An AttributeProto: name (1), type (20: INT 2, STRING 3, INTS 7), i (3), s (4), ints (8).
+std::string int_attribute(const std::string& name, int64_t v) {
+  return length_delimited(5, length_delimited(1, name) + varint_field(20, 2) + varint_field(3, v));
+}
+std::string string_attribute(const std::string& name, const std::string& v) {
+  return length_delimited(5,
+                          length_delimited(1, name) + varint_field(20, 3) + length_delimited(4, v));
+}
+std::string ints_attribute(const std::string& name, const std::vector<int64_t>& v) {
+  std::string a = length_delimited(1, name) + varint_field(20, 7);
+  for (int64_t x : v) a += varint_field(8, x);
+  return length_delimited(5, a);
+}
+
+// An opset-18 model: y = Resize(x [f32, shape], roi "", scales "", sizes (an int64 initializer))
+// with the given encoded attributes.
+std::string resize_model(const std::vector<int64_t>& shape, const std::vector<int64_t>& sizes,
+                         const std::string& attributes) {
+  std::string node = length_delimited(1, "x") + length_delimited(1, "") + length_delimited(1, "") +
+                     length_delimited(1, "sizes") + length_delimited(2, "y") +
+                     length_delimited(4, "Resize") + attributes;
+  std::string tensor = varint_field(1, static_cast<int64_t>(sizes.size())) + varint_field(2, 7);
+  for (int64_t v : sizes) tensor += varint_field(7, v);
+  tensor += length_delimited(8, "sizes");
+  std::string dims;
+  for (int64_t d : shape) dims += length_delimited(1, varint_field(1, d));
+  const std::string type =
+      length_delimited(1, varint_field(1, 1) + length_delimited(2, dims));  // tensor_type
+  const std::string graph =
+      length_delimited(1, node) + length_delimited(2, "g") + length_delimited(5, tensor) +
+      length_delimited(11, length_delimited(1, "x") + length_delimited(2, type)) +
+      length_delimited(12, length_delimited(1, "y"));
+  return varint_field(1, 8) + length_delimited(8, varint_field(2, 18)) + length_delimited(7, graph);
 }
 
 }  // namespace
@@ -272,4 +307,36 @@ TEST_CASE("onnx Resize and Upsample node tests with scales and sizes as initiali
     ++passed;
   }
   CHECK(passed == 14);
+}
+
+TEST_CASE("onnx Resize: axes, and unsupported attributes are UNIMPLEMENTED", "[resize][onnx]") {
+  // axes [3, 2] with sizes [5, 3]: W becomes 5, H becomes 3; N and C stay.
+  auto g = onnx::import_from_memory(resize_model(
+      {2, 3, 7, 4}, {5, 3}, ints_attribute("axes", {3, 2}) + string_attribute("mode", "linear")));
+  INFO(g.status().ToString());
+  REQUIRE(g.ok());
+  auto compiled = Compiler().compile(*g);
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  NDArray x = random_array(DType::f32(), {2, 3, 7, 4});
+  auto got = compiled->run({x});
+  REQUIRE(got.ok());
+  require_close((*got)[0], naive_resize(x, {.sizes = {2, 3, 3, 5}, .mode = ResizeMode::kLinear}),
+                1e-5, 1e-5);
+
+  const std::pair<std::string, std::string> unsupported[] = {
+      {int_attribute("antialias", 1), "antialias=1"},
+      {int_attribute("exclude_outside", 1), "exclude_outside=1"},
+      {string_attribute("keep_aspect_ratio_policy", "not_larger"), "keep_aspect_ratio_policy"},
+      {string_attribute("mode", "cubic"), "Resize mode cubic"},
+      {string_attribute("coordinate_transformation_mode", "tf_crop_and_resize"),
+       "tf_crop_and_resize"},
+      {string_attribute("nearest_mode", "nearest_even"), "nearest_mode nearest_even"},
+  };
+  for (const auto& [attribute, message] : unsupported) {
+    auto bad = onnx::import_from_memory(resize_model({1, 1, 4, 4}, {1, 1, 8, 8}, attribute));
+    INFO(bad.status().ToString());
+    REQUIRE(bad.status().code() == absl::StatusCode::kUnimplemented);
+    REQUIRE(bad.status().message().find(message) != std::string::npos);
+  }
 }
