@@ -158,6 +158,10 @@ absl::StatusOr<TensorType> infer(const std::vector<TensorType>& in, const OpAttr
   if (static_cast<size_t>(a.nearest) > 3)
     return absl::InvalidArgumentError(
         str_cat("resize: unknown nearest rounding ", static_cast<int>(a.nearest)));
+  for (const Dim& dim : x.shape)
+    if (dim.value() == 0)
+      return absl::InvalidArgumentError("resize input " + shape_to_string(x.shape) +
+                                        " is empty: there is nothing to interpolate from");
   Shape out;
   for (size_t d = 0; d < rank; ++d) {
     if (a.sizes[d] <= 0)

@@ -36,6 +36,7 @@ TEST_CASE("resize of non-float or symbolic input", "[resize][error]") {
   require_resize_error({4, 5}, {.sizes = {8, 10}}, "resize needs a floating-point tensor, got i32",
                        DType::i32());
   require_resize_error({Dim("batch"), 5}, {.sizes = {2, 10}}, "every dim must be static");
+  require_resize_error({0, 5}, {.sizes = {2, 10}}, "resize input [0, 5] is empty");
 }
 
 TEST_CASE("resize with bad scales", "[resize][error]") {
