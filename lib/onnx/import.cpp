@@ -894,9 +894,10 @@ absl::StatusOr<std::vector<Tensor>> convert_resize(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   const bool upsample = n.proto().op_type() == "Upsample";
   const bool modern = !upsample && n.opset() >= 11;  // the coordinate and rounding attributes
+  if (upsample && n.opset() < 7) return n.unsupported("Upsample before opset 7 (height_scale, width_scale)");
   ResizeOptions o;
   const std::string mode = n.attr_string("mode", "nearest");
-  if (mode == "linear" || (upsample && mode == "bilinear")) {
+  if (mode == "linear") {
     o.mode = ResizeMode::kLinear;
   } else if (mode != "nearest") {
     return n.unsupported("Resize mode " + mode);
