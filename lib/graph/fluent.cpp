@@ -137,6 +137,16 @@ Tensor Tensor::avg_pool2d(Pool2dOptions options) const {
   return apply("avg_pool2d", {}, pool_attrs(options));
 }
 
+Tensor Tensor::resize(ResizeOptions options) const {
+  auto a = std::make_shared<ops::ResizeAttrs>();
+  a->sizes = std::move(options.sizes);
+  a->scales = std::move(options.scales);
+  a->mode = options.mode;
+  a->coordinate = options.coordinate;
+  a->nearest = options.nearest;
+  return apply("resize", {}, a);
+}
+
 namespace {
 std::shared_ptr<ops::ReduceAttrs> reduce_attrs(std::vector<int> axes, bool keepdims) {
   auto a = std::make_shared<ops::ReduceAttrs>();

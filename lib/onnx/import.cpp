@@ -857,6 +857,94 @@ Convert logic(const std::string& kind) {
   };
 }
 
+// Resize (scales an input from opset 10; roi, scales, sizes from 11) and Upsample (scales an
+// attribute before opset 9, an input from 9). Output extents come from sizes, else from
+// floor(extent * scale); the mapping uses the given scales exactly, as ONNX does.
+absl::StatusOr<std::vector<Tensor>> convert_resize(Node& n) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  const bool upsample = n.proto().op_type() == "Upsample";
+  const bool modern = !upsample && n.opset() >= 11;  // the coordinate and rounding attributes
+  if (upsample && n.opset() < 7) return n.unsupported("Upsample before opset 7 (height_scale, width_scale)");
+  ResizeOptions o;
+  const std::string mode = n.attr_string("mode", "nearest");
+  if (mode == "linear") {
+    o.mode = ResizeMode::kLinear;
+  } else if (mode != "nearest") {
+    return n.unsupported("Resize mode " + mode);
+  }
+  o.coordinate = CoordinateMode::kAsymmetric;
+  o.nearest = NearestRounding::kFloor;
+  if (modern) {
+    static const std::map<std::string, CoordinateMode> coordinates = {
+        {"half_pixel", CoordinateMode::kHalfPixel},
+        {"pytorch_half_pixel", CoordinateMode::kPytorchHalfPixel},
+        {"align_corners", CoordinateMode::kAlignCorners},
+        {"asymmetric", CoordinateMode::kAsymmetric},
+        {"tf_half_pixel_for_nearest", CoordinateMode::kTfHalfPixelForNearest},
+        {"tf_half_pixel_for_nn", CoordinateMode::kTfHalfPixelForNearest}};  // its name in early opset-11 models
+    static const std::map<std::string, NearestRounding> roundings = {
+        {"round_prefer_floor", NearestRounding::kRoundPreferFloor},
+        {"round_prefer_ceil", NearestRounding::kRoundPreferCeil},
+        {"floor", NearestRounding::kFloor},
+        {"ceil", NearestRounding::kCeil}};
+    const std::string coordinate = n.attr_string("coordinate_transformation_mode", "half_pixel");
+    const std::string nearest = n.attr_string("nearest_mode", "round_prefer_floor");
+    auto c = coordinates.find(coordinate);
+    if (c == coordinates.end()) return n.unsupported("coordinate_transformation_mode " + coordinate);
+    auto r = roundings.find(nearest);
+    if (r == roundings.end()) return n.unsupported("nearest_mode " + nearest);
+    o.coordinate = c->second;
+    o.nearest = r->second;
+    if (n.attr_int("antialias", 0) != 0) return n.unsupported("antialias=1");
+    if (n.attr_int("exclude_outside", 0) != 0) return n.unsupported("exclude_outside=1");
+    if (n.attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
+      return n.unsupported("keep_aspect_ratio_policy " + n.attr_string("keep_aspect_ratio_policy", ""));
+  }
+  if (!is_static(x.shape())) return n.unsupported("Resize of a tensor with symbolic dims");
+  const int rank = x.rank();
+  // The listed axes (opset 18) take the scales or sizes; other dims stay as they are.
+  std::vector<int64_t> axes = n.attr_ints("axes");
+  if (axes.empty())
+    for (int d = 0; d < rank; ++d) axes.push_back(d);
+  for (int64_t& a : axes) {
+    if (a < -rank || a >= rank) return absl::InvalidArgumentError(str_cat("Resize axis ", a, " is out of range"));
+    if (a < 0) a += rank;
+  }
+  std::vector<float> scales;
+  std::vector<int64_t> sizes;
+  if (upsample && n.opset() < 9) {
+    if (const pb::AttributeProto* a = n.attr("scales")) scales.assign(a->floats().begin(), a->floats().end());
+  } else {
+    const int scales_input = upsample || n.opset() < 11 ? 1 : 2;
+    if (n.has_input(scales_input)) {
+      LOOM_ASSIGN_OR_RETURN(NDArray v, n.constant_input(scales_input));
+      for (int64_t k = 0; k < v.numel(); ++k) scales.push_back(static_cast<float>(v.get(k)));
+    }
+    if (modern && n.has_input(3)) {
+      LOOM_ASSIGN_OR_RETURN(sizes, n.ints_input(3));
+    }
+  }
+  if (!scales.empty() && !sizes.empty()) return absl::InvalidArgumentError("Resize has both scales and sizes");
+  if (scales.empty() && sizes.empty()) return absl::InvalidArgumentError("Resize needs scales or sizes");
+  const size_t given = scales.empty() ? sizes.size() : scales.size();
+  if (given != axes.size())
+    return absl::InvalidArgumentError(str_cat("Resize has ", given, " scales or sizes for ", axes.size(), " axes"));
+  o.sizes.assign(x.shape().size(), 0);
+  for (int d = 0; d < rank; ++d) o.sizes[static_cast<size_t>(d)] = x.shape()[d].value();
+  if (!scales.empty()) o.scales.assign(o.sizes.size(), 1.0f);
+  for (size_t k = 0; k < axes.size(); ++k) {
+    const auto d = static_cast<size_t>(axes[k]);
+    if (scales.empty()) {
+      o.sizes[d] = sizes[k];
+      continue;
+    }
+    if (!(scales[k] > 0)) return absl::InvalidArgumentError(str_cat("Resize scale ", scales[k], " is not positive"));
+    o.scales[d] = scales[k];
+    o.sizes[d] = static_cast<int64_t>(std::floor(static_cast<double>(o.sizes[d]) * scales[k]));
+  }
+  return one(x.resize(o));
+}
+
 const std::map<std::string, Convert>& converters() {
   static const auto* table = new std::map<std::string, Convert>{
       {"Add", binary(&Tensor::add)},
@@ -914,6 +1002,8 @@ const std::map<std::string, Convert>& converters() {
       {"Slice", convert_slice},
       {"Gather", convert_gather},
       {"Pad", convert_pad},
+      {"Resize", convert_resize},
+      {"Upsample", convert_resize},
       {"Squeeze", squeeze(false)},
       {"Unsqueeze", squeeze(true)},
       {"Expand", convert_expand},

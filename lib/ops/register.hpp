@@ -12,6 +12,7 @@ void register_matmul_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
 void register_pool_ops(OpRegistry& r);
 void register_reduce_ops(OpRegistry& r);
+void register_resize_ops(OpRegistry& r);
 void register_shape_ops(OpRegistry& r);
 // concat, slice, gather, pad (data movement)
 void register_movement_ops(OpRegistry& r);
@@ -24,6 +25,7 @@ inline void register_builtin_ops(OpRegistry& r) {
   register_norm_ops(r);
   register_pool_ops(r);
   register_reduce_ops(r);
+  register_resize_ops(r);
   register_shape_ops(r);
   register_movement_ops(r);
 }

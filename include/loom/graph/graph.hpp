@@ -52,6 +52,32 @@ struct Pool2dOptions {
   Conv2dOptions::Padding padding = 0;
 };
 
+// Tensor::resize (ONNX Resize). mode: the nearest input element, or n-linear interpolation
+// along every resized dim. coordinate: how output index o of a dim maps to an input position x,
+// with s the dim's scale (output / input extent unless given) and n its input extent:
+// kHalfPixel x = (o + 0.5) / s - 0.5; kPytorchHalfPixel the same, but 0 for an output extent
+// of 1; kAlignCorners x = o * (n - 1) / (s * n - 1) (0 when s * n = 1); kAsymmetric x = o / s;
+// kTfHalfPixelForNearest x = (o + 0.5) / s. nearest: how kNearest rounds x. Positions outside
+// the input read its border.
+enum class ResizeMode { kNearest, kLinear };
+enum class CoordinateMode {
+  kHalfPixel,
+  kPytorchHalfPixel,
+  kAlignCorners,
+  kAsymmetric,
+  kTfHalfPixelForNearest
+};
+enum class NearestRounding { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil };
+struct ResizeOptions {
+  std::vector<int64_t> sizes;  // the output extent of every dim (positive)
+  ResizeMode mode = ResizeMode::kNearest;
+  CoordinateMode coordinate = CoordinateMode::kHalfPixel;
+  NearestRounding nearest = NearestRounding::kRoundPreferFloor;
+  // Optional, one per dim: the scale s of the mapping, as ONNX's float scales (whose sizes are
+  // floor(n * s)); empty means sizes[d] / n. The mapping is computed exactly from these values.
+  std::vector<float> scales;
+};
+
 // Tensor::pad: how padded positions are filled (ONNX Pad modes): kConstant with a value,
 // kReflect mirrors the input without repeating the border (pads must be below the extent),
 // kEdge repeats the border element.
@@ -149,6 +175,11 @@ class Tensor {
   // pooling is mean({2, 3}, true).
   Tensor max_pool2d(Pool2dOptions options) const;
   Tensor avg_pool2d(Pool2dOptions options) const;
+
+  // Resizes every dim to options.sizes (ONNX Resize, nearest or linear; see ResizeOptions), e.g.
+  // x.resize({.sizes = {1, 3, 64, 64}, .mode = ResizeMode::kLinear}). Floating-point input, all
+  // dims static; the result has the input's dtype (computed in f32).
+  Tensor resize(ResizeOptions options) const;
 
   // Reductions over axes (negative axes count from the end; empty means all).
   Tensor sum(std::vector<int> axes = {}, bool keepdims = false) const;

@@ -227,4 +227,28 @@ struct ArgReduceAttrs final : OpAttrs {
   }
 };
 
+// resize: output extents, optional per-dim scales of the coordinate mapping, the modes.
+struct ResizeAttrs final : OpAttrs {
+  std::vector<int64_t> sizes;
+  std::vector<float> scales;  // empty: sizes[d] / input extent
+  ResizeMode mode = ResizeMode::kNearest;
+  CoordinateMode coordinate = CoordinateMode::kHalfPixel;
+  NearestRounding nearest = NearestRounding::kRoundPreferFloor;
+  std::string to_string() const override {
+    static const char* const modes[] = {"nearest", "linear"};
+    static const char* const coordinates[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
+                                              "asymmetric", "tf_half_pixel_for_nearest"};
+    static const char* const roundings[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
+                                            "ceil"};
+    auto name = [](const char* const* names, size_t count, auto v) {
+      const auto k = static_cast<size_t>(v);
+      return k < count ? std::string(names[k]) : "invalid(" + std::to_string(k) + ")";
+    };
+    std::string s = "sizes=" + int64s_to_string(sizes) + ",scales=[";
+    for (size_t i = 0; i < scales.size(); ++i) s += (i ? "," : "") + exact_double(scales[i]);
+    return s + "],mode=" + name(modes, 2, mode) + ",coordinate=" + name(coordinates, 5, coordinate) +
+           ",nearest=" + name(roundings, 4, nearest);
+  }
+};
+
 }  // namespace loom::ops
