@@ -2,6 +2,10 @@
 // against a reference, running a compiled loom graph, and collecting Google Benchmark's times.
 #pragma once
 
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -31,6 +35,15 @@ struct Options {
 // Benchmark. Returns an exit code when the program should stop (--help, a bad flag), else nullopt.
 inline std::optional<int> init(int argc, char** argv, int repetitions, const char* usage,
                                Options& options) {
+  // OpenMP workers (Debian's oneDNN and OpenBLAS) spin for a long while after each parallel
+  // region by default (libgomp: 300000 iterations), stealing a core from whatever runs next in
+  // this process, loom's kernels included. Cap it near loom's own brief spin; libgomp reads the
+  // setting only at start-up, hence the re-exec. OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the
+  // caller win.
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
+    ::setenv("GOMP_SPINCOUNT", "20000", 1);
+    ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+  }
   std::string filter;
   std::vector<std::string> flags;
   for (int i = 1; i < argc; ++i) {
@@ -51,7 +64,10 @@ inline std::optional<int> init(int argc, char** argv, int repetitions, const cha
   std::vector<std::string> defaults{
       "--benchmark_repetitions=" + std::to_string(options.quick ? 3 : repetitions),
       options.quick ? "--benchmark_min_time=0.05" : "--benchmark_min_time=0.2",
-      "--benchmark_display_aggregates_only=true"};
+      "--benchmark_display_aggregates_only=true",
+      // Repetitions of all cases and peers in random order: drift of a shared machine (clock,
+      // neighbours) spreads over every implementation instead of favouring whichever ran first.
+      "--benchmark_enable_random_interleaving=true"};
   if (!filter.empty()) defaults.push_back("--benchmark_filter=" + filter);
   flags.insert(flags.begin(), defaults.begin(), defaults.end());
   static std::vector<std::string> kept;  // Google Benchmark keeps pointers into argv
