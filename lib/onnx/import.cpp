@@ -945,6 +945,36 @@ absl::StatusOr<std::vector<Tensor>> convert_resize(Node& n) {
   return one(x.resize(o));
 }
 
+// Activations ONNX defines as formulas of ops loom has.
+absl::StatusOr<std::vector<Tensor>> convert_formula(Node& n, const std::string& op) {
+  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  auto k = [&](double v, const char* what) { return scalar_like(n, x, v, what); };
+  Tensor zero = k(0, "zero");
+  if (op == "PRelu") {
+    LOOM_ASSIGN_OR_RETURN(Tensor slope, n.input(1));
+    return one(x.less(zero).where(x * slope, x));
+  }
+  if (op == "Selu") {
+    const double alpha = n.attr_float("alpha", 1.67326319217681884765625f);
+    const double gamma = n.attr_float("gamma", 1.05070102214813232421875f);
+    return one(x.greater(zero).where(x, (x.exp() - k(1, "one")) * k(alpha, "alpha")) * k(gamma, "gamma"));
+  }
+  if (op == "Celu") {
+    const double alpha = n.attr_float("alpha", 1.0f);
+    // max(0, x) + min(0, alpha * (exp(x / alpha) - 1))
+    return one(x.maximum(zero) + ((x / k(alpha, "alpha")).exp() - k(1, "one")).mul(alpha).minimum(zero));
+  }
+  if (op == "ThresholdedRelu") return one(x.greater(k(n.attr_float("alpha", 1.0f), "alpha")).where(x, zero));
+  if (op == "Mish") return one(x * (x.exp() + k(1, "one")).log().tanh());
+  if (op == "Sign") return one(x.greater(zero).where(k(1, "one"), x.less(zero).where(k(-1, "minus_one"), zero)));
+  if (op == "Shrink") {
+    const double bias = n.attr_float("bias", 0.0f), lambd = n.attr_float("lambd", 0.5f);
+    return one(x.less(k(-lambd, "neg_lambd"))
+                   .where(x + k(bias, "bias"), x.greater(k(lambd, "lambd")).where(x - k(bias, "bias"), zero)));
+  }
+  return n.unsupported(op);
+}
+
 const std::map<std::string, Convert>& converters() {
   static const auto* table = new std::map<std::string, Convert>{
       {"Add", binary(&Tensor::add)},
@@ -994,6 +1024,13 @@ const std::map<std::string, Convert>& converters() {
       {"Softsign", [](Node& n) { return convert_neg_like(n, true); }},
       {"Softplus", [](Node& n) { return convert_neg_like(n, false); }},
       {"Gelu", convert_gelu},
+      {"PRelu", [](Node& n) { return convert_formula(n, "PRelu"); }},
+      {"Selu", [](Node& n) { return convert_formula(n, "Selu"); }},
+      {"Celu", [](Node& n) { return convert_formula(n, "Celu"); }},
+      {"ThresholdedRelu", [](Node& n) { return convert_formula(n, "ThresholdedRelu"); }},
+      {"Mish", [](Node& n) { return convert_formula(n, "Mish"); }},
+      {"Sign", [](Node& n) { return convert_formula(n, "Sign"); }},
+      {"Shrink", [](Node& n) { return convert_formula(n, "Shrink"); }},
       {"Clip", convert_clip},
       {"Cast", convert_cast},
       {"Pow", convert_pow},
