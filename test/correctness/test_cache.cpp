@@ -10,11 +10,13 @@
 #include "cache_test_util.hpp"
 #include "graph_reference.hpp"
 #include "loom/loom.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::cold_cache_options;
 using loom::testing::random_array;
+using loom::testing::run_ok;
 using loom::testing::require_close;
 using loom::testing::TempDir;
 namespace fs = std::filesystem;
@@ -35,13 +37,6 @@ Graph small_graph(const NDArray& w, int64_t m = 37) {
 bool same_bits(const NDArray& a, const NDArray& b) {
   return a.shape() == b.shape() && a.dtype() == b.dtype() &&
          std::memcmp(a.data(), b.data(), static_cast<size_t>(a.nbytes())) == 0;
-}
-
-std::vector<NDArray> run(const CompiledGraph& c, const std::vector<NDArray>& inputs) {
-  auto out = c.run(inputs);
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  return *out;
 }
 
 }  // namespace
@@ -99,7 +94,7 @@ TEST_CASE("cold, memory-warm and disk-warm compiles agree; warm ones run no LLVM
   }
   for (int trial = 0; trial < 2; ++trial) {
     NDArray x = random_array(DType::f32(), {37, 48});
-    std::vector<NDArray> a = run(*cold, {x}), b = run(*memory, {x}), c = run(*disk, {x});
+    std::vector<NDArray> a = run_ok(*cold, {x}), b = run_ok(*memory, {x}), c = run_ok(*disk, {x});
     std::vector<NDArray> expected = loom::testing::reference_run(g, {x});
     for (size_t i = 0; i < a.size(); ++i) {
       CHECK(same_bits(a[i], b[i]));
@@ -170,7 +165,7 @@ TEST_CASE("compiles hit on equal tasks and miss on changed shapes, targets and t
   auto c2 = Compiler().compile(g2, options);
   REQUIRE(c2.ok());
   NDArray x = random_array(DType::f32(), {37, 24});
-  std::vector<NDArray> out = run(*c2, {x}), expected = loom::testing::reference_run(g2, {x});
+  std::vector<NDArray> out = run_ok(*c2, {x}), expected = loom::testing::reference_run(g2, {x});
   for (size_t i = 0; i < out.size(); ++i) require_close(out[i], expected[i], 1e-4, 1e-5);
 
   // Other node names: templated kernels are shared (identical layers compile once).
@@ -229,7 +224,7 @@ TEST_CASE("concurrent compiles of one graph build each kernel once", "[cache]") 
   for (auto& r : results) {
     INFO(r.status().ToString());
     REQUIRE(r.ok());
-    std::vector<NDArray> out = run(*r, {x});
+    std::vector<NDArray> out = run_ok(*r, {x});
     for (size_t i = 0; i < out.size(); ++i) require_close(out[i], expected[i], 1e-4, 1e-5);
   }
 }

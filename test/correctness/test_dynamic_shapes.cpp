@@ -9,11 +9,13 @@
 #include "graph_reference.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/loom.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::cold_cache_options;
 using loom::testing::random_array;
+using loom::testing::run_ok;
 using loom::testing::reference_run;
 using loom::testing::require_close;
 using loom::testing::TempDir;
@@ -30,13 +32,6 @@ Graph dense_softmax(const NDArray& w) {
   Tensor y = x.matmul(g.constant("w", w)).softmax(-1);
   g.output(y.reshape({Dim("batch"), 2, -1}));
   return g;
-}
-
-std::vector<NDArray> run(const CompiledGraph& c, const std::vector<NDArray>& inputs) {
-  auto got = c.run(inputs);
-  INFO(got.status().ToString());
-  REQUIRE(got.ok());
-  return *std::move(got);
 }
 
 bool uses_template(const CompiledGraph& c) {
@@ -67,7 +62,7 @@ TEST_CASE("dynamic shapes: each batch compiles once, with templates, then runs w
     INFO("batch " << batch);
     Stats before = stats();
     NDArray x = random_array(DType::f32(), {batch, kFeatures});
-    std::vector<NDArray> got = run(*compiled, {x});
+    std::vector<NDArray> got = run_ok(*compiled, {x});
     CHECK((stats() - before).llvm_compiles > 0);
     CHECK(got[0].shape() == std::vector<int64_t>{batch, 2, kHidden / 2});
     require_close(got[0], reference_run(g, {x})[0], 1e-5, 1e-6);
@@ -80,7 +75,7 @@ TEST_CASE("dynamic shapes: each batch compiles once, with templates, then runs w
   // A batch seen before: no LLVM, no measuring, not even a cache lookup.
   NDArray x = random_array(DType::f32(), {13, kFeatures});
   Stats before = stats();
-  std::vector<NDArray> got = run(*compiled, {x});
+  std::vector<NDArray> got = run_ok(*compiled, {x});
   Stats d = stats() - before;
   CHECK(d.llvm_compiles == 0);
   CHECK(d.tune_measurements == 0);
@@ -96,7 +91,7 @@ TEST_CASE("dynamic shapes: each batch compiles once, with templates, then runs w
   auto again = Compiler().compile(dense_softmax(w), options);
   REQUIRE(again.ok());
   before = stats();
-  got = run(*again, {x});
+  got = run_ok(*again, {x});
   d = stats() - before;
   CHECK(d.llvm_compiles == 0);
   CHECK(d.cache_misses == 0);
@@ -122,7 +117,7 @@ TEST_CASE("dynamic shapes: two symbolic dims, tuned, and a zero-sized batch", "[
   for (auto [b, s] : {std::pair<int64_t, int64_t>{2, 7}, {1, 1}, {3, 5}, {2, 7}}) {
     INFO("batch " << b << " seq " << s);
     NDArray in = random_array(DType::f32(), {b, s, 24});
-    std::vector<NDArray> got = run(*compiled, {in});
+    std::vector<NDArray> got = run_ok(*compiled, {in});
     std::vector<NDArray> want = reference_run(g, {in});
     CHECK(got[0].shape() == std::vector<int64_t>{b, 4, s, 4});
     require_close(got[0], want[0], 1e-4, 1e-5);
@@ -131,7 +126,7 @@ TEST_CASE("dynamic shapes: two symbolic dims, tuned, and a zero-sized batch", "[
   CHECK(compiled->num_specializations() == 3);
 
   // An empty batch runs on the generic kernels (one more entry, the empty binding).
-  std::vector<NDArray> empty = run(*compiled, {NDArray(DType::f32(), {0, 5, 24})});
+  std::vector<NDArray> empty = run_ok(*compiled, {NDArray(DType::f32(), {0, 5, 24})});
   CHECK(empty[0].shape() == std::vector<int64_t>{0, 4, 5, 4});
   CHECK(empty[1].shape() == std::vector<int64_t>{0, 24});
   CHECK(compiled->num_specializations() == 4);
@@ -155,7 +150,7 @@ TEST_CASE("dynamic shapes: specialize() checks the binding; generic mode still w
   REQUIRE(prepared->input_types()[0].shape == Shape{6, kFeatures});
   NDArray x = random_array(DType::f32(), {6, kFeatures});
   Stats before = stats();
-  require_close(run(*compiled, {x})[0], run(*prepared, {x})[0], 0, 0);
+  require_close(run_ok(*compiled, {x})[0], run_ok(*prepared, {x})[0], 0, 0);
   CHECK((stats() - before).llvm_compiles == 0);
 
   // Static graphs have no dims to bind.
@@ -175,7 +170,7 @@ TEST_CASE("dynamic shapes: specialize() checks the binding; generic mode still w
   CHECK(!uses_template(*one));
   for (int64_t batch : {1, 5}) {
     NDArray xb = random_array(DType::f32(), {batch, kFeatures});
-    require_close(run(*one, {xb})[0], reference_run(g, {xb})[0], 1e-5, 1e-6);
+    require_close(run_ok(*one, {xb})[0], reference_run(g, {xb})[0], 1e-5, 1e-6);
   }
   CHECK(one->num_specializations() == 0);
 }
@@ -218,7 +213,7 @@ TEST_CASE("dynamic shapes: a binding that breaks a shape rule is a clear error a
   require_error(compiled->run({random_array(DType::f32(), {5, 3})}).status(),
                 "with n=5: test_pair_rows node 'test_pair_rows_1' needs an even row count, got 5");
   NDArray x = random_array(DType::f32(), {4, 3});
-  std::vector<NDArray> got = run(*compiled, {x});
+  std::vector<NDArray> got = run_ok(*compiled, {x});
   REQUIRE(got[0].shape() == std::vector<int64_t>{2, 6});
   for (int64_t r = 0; r < 2; ++r)
     for (int64_t c = 0; c < 6; ++c)
@@ -260,12 +255,12 @@ TEST_CASE("dynamic shapes: threads racing for one batch build it once; capacity 
   CHECK(compiled->num_specializations() == 2);
 
   // A third batch evicts the least recently used (9); 11 stays and runs without compiling.
-  run(*compiled, {random_array(DType::f32(), {2, kFeatures})});
+  run_ok(*compiled, {random_array(DType::f32(), {2, kFeatures})});
   CHECK(compiled->num_specializations() == 2);
   before = stats();
-  run(*compiled, {x});
+  run_ok(*compiled, {x});
   CHECK((stats() - before).llvm_compiles == 0);
   before = stats();
-  run(*compiled, {random_array(DType::f32(), {9, kFeatures})});
+  run_ok(*compiled, {random_array(DType::f32(), {9, kFeatures})});
   CHECK((stats() - before).llvm_compiles == per_build);
 }

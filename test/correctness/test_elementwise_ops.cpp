@@ -8,28 +8,18 @@
 
 #include "graph_reference.hpp"
 #include "loom/loom.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::random_array;
+using loom::testing::compile_and_run;
 using loom::testing::reference_run;
 
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-std::vector<NDArray> compile_and_run(const Graph& g, const std::vector<NDArray>& inputs) {
-  CompileOptions options;
-  options.poison_buffers = true;
-  auto compiled = Compiler(Target::host_cpu()).compile(g, options);
-  INFO(compiled.status().ToString());
-  REQUIRE(compiled.ok());
-  auto out = compiled->run(inputs);
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  return *out;
-}
 
 // Element-wise match: NaN where the other is NaN, infinities equal, otherwise
 // |a - e| <= atol + rtol * |e| (exact for integer and bool results with the default 0, 0).

@@ -5,25 +5,15 @@
 
 #include "graph_reference.hpp"
 #include "loom/loom.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::random_array;
+using loom::testing::compile_and_run;
 using loom::testing::require_close;
 
 namespace {
-
-std::vector<NDArray> run(const Graph& g, const std::vector<NDArray>& inputs) {
-  CompileOptions options;
-  options.poison_buffers = true;
-  auto c = Compiler().compile(g, options);
-  INFO(c.status().ToString());
-  REQUIRE(c.ok());
-  auto out = c->run(inputs);
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  return *std::move(out);
-}
 
 void require_error(const Graph& g, const std::string& fragment) {
   absl::Status s = Compiler().compile(g).status();
@@ -44,7 +34,7 @@ TEST_CASE("batch_norm and instance_norm match plain C++", "[norms]") {
   Tensor st = g.input("scale", {c}), bt = g.input("bias", {c});
   g.output(xt.batch_norm(st, bt, g.constant("mean", mean), g.constant("var", var), 1e-3));
   g.output(xt.instance_norm(st, bt, 1e-4));
-  std::vector<NDArray> got = run(g, {x, scale, bias});
+  std::vector<NDArray> got = compile_and_run(g, {x, scale, bias});
   NDArray bn(DType::f32(), {n, c, h, w}), in(DType::f32(), {n, c, h, w});
   for (int64_t b = 0; b < n; ++b)
     for (int64_t k = 0; k < c; ++k) {
@@ -82,7 +72,7 @@ TEST_CASE("conv1d matches plain C++", "[conv1d]") {
   opt.groups = static_cast<int>(groups);
   Graph g;
   g.output(g.input("x", {n, c, l}).conv1d(g.constant("w", w), opt));
-  NDArray got = run(g, {x})[0];
+  NDArray got = compile_and_run(g, {x})[0];
   const int64_t ol = (l + 3 + 1 - 2 * (k - 1) - 1) / 2 + 1;
   REQUIRE(got.shape() == std::vector<int64_t>{n, o, ol});
   NDArray want(DType::f32(), {n, o, ol});

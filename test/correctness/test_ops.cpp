@@ -6,26 +6,16 @@
 #include "graph_reference.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/loom.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::random_array;
+using loom::testing::compile_and_run;
 using loom::testing::reference_run;
 using loom::testing::require_close;
 
 namespace {
-
-std::vector<NDArray> compile_and_run(const Graph& g, const std::vector<NDArray>& inputs) {
-  CompileOptions options;
-  options.poison_buffers = true;
-  auto compiled = Compiler(Target::host_cpu()).compile(g, options);
-  INFO(compiled.status().ToString());
-  REQUIRE(compiled.ok());
-  auto out = compiled->run(inputs);
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  return *out;
-}
 
 // Compiled result must match the te reference.
 std::vector<NDArray> check_against_reference(const Graph& g, const std::vector<NDArray>& inputs,

@@ -21,10 +21,12 @@
 #include "loom/runtime/cpu_jit.hpp"
 #include "loom/runtime/thread_pool.hpp"
 #include "loom/te/task.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::random_array;
+using loom::testing::run_ok;
 using loom::testing::reference_run;
 using loom::testing::require_close;
 
@@ -39,13 +41,6 @@ CompiledGraph compile(const Graph& g, CompileOptions options = {}) {
   INFO(compiled.status().ToString());
   REQUIRE(compiled.ok());
   return *std::move(compiled);
-}
-
-std::vector<NDArray> run(const CompiledGraph& c, const std::vector<NDArray>& inputs) {
-  auto out = c.run(inputs);
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  return *std::move(out);
 }
 
 // True when some kernel of c was scheduled by the named template.
@@ -117,7 +112,7 @@ void check_row_reductions(int64_t rows, int64_t len, const CompileOptions& optio
   CHECK(uses_template(c, "rows_mean"));
   CHECK(uses_template(c, "rows_max"));
   NDArray in = random_array(DType::f32(), {rows, len});
-  std::vector<NDArray> got = run(c, {in});
+  std::vector<NDArray> got = run_ok(c, {in});
   std::vector<NDArray> want = reference_run(g, {in});
   require_close(got[0], want[0], 1e-5, sum_tolerance(len));
   require_close(got[1], want[1], 1e-5, sum_tolerance(len) / static_cast<double>(len));
@@ -136,7 +131,7 @@ void check_softmax(int64_t rows, int64_t len, double magnitude,
   CompiledGraph c = compile(g, options);
   CHECK(uses_template(c, "rows_softmax"));
   NDArray in = random_array(DType::f32(), {rows, len}, -magnitude, magnitude);
-  NDArray got = run(c, {in})[0];
+  NDArray got = run_ok(c, {in})[0];
   require_close(got, reference_run(g, {in})[0], 1e-5, 1e-7);
   require_close(got, softmax_reference(in, rows, len), 1e-5, 1e-7);
   for (int64_t r = 0; r < rows; ++r) {
@@ -158,7 +153,7 @@ void check_layer_norm(int64_t rows, int64_t len, double offset,
   CHECK(uses_template(c, "rows_layer_norm"));
   NDArray in = random_array(DType::f32(), {rows, len}, offset - 1, offset + 1);
   NDArray ga = random_array(DType::f32(), {len}, 0.5, 1.5), be = random_array(DType::f32(), {len});
-  NDArray got = run(c, {in, ga, be})[0];
+  NDArray got = run_ok(c, {in, ga, be})[0];
   // x - mean is exact only to the input's ulp at the offset, relative to the row's deviation.
   double atol = 1e-5 + 1e-6 * std::fabs(offset);
   require_close(got, layer_norm_reference(in, ga, be, rows, len, eps), 1e-5, atol);
@@ -329,7 +324,7 @@ TEST_CASE("rows: reductions over several trailing axes, keepdims and all axes", 
   CHECK(uses_template(c, "rows_mean"));
   CHECK(uses_template(c, "rows_max"));
   NDArray in = random_array(DType::f32(), {3, 5, 7, 9});
-  std::vector<NDArray> got = run(c, {in});
+  std::vector<NDArray> got = run_ok(c, {in});
   std::vector<NDArray> want = reference_run(g, {in});
   REQUIRE(got.size() == want.size());
   for (size_t i = 0; i < got.size(); ++i) require_close(got[i], want[i], 1e-5, 1e-5);
@@ -351,7 +346,7 @@ TEST_CASE("rows: softmax is stable for large-magnitude inputs", "[rows]") {
     in.set(j, j == 17 ? 85.0 : -85.0);
     in.set(33 + j, 80.0);
   }
-  NDArray got = run(c, {in})[0];
+  NDArray got = run_ok(c, {in})[0];
   require_close(got, softmax_reference(in, 2, 33), 1e-5, 1e-7);
   CHECK(got.get(17) == 1.0);
   CHECK(got.get(33) == Approx(1.0 / 33).epsilon(1e-6));
@@ -363,7 +358,7 @@ TEST_CASE("rows: softmax of a higher-rank tensor over its last axis", "[rows]") 
   CompiledGraph c = compile(g);
   CHECK(uses_template(c, "rows_softmax"));
   NDArray in = random_array(DType::f32(), {2, 3, 5, 31}, -4, 4);
-  require_close(run(c, {in})[0], reference_run(g, {in})[0], 1e-5, 1e-7);
+  require_close(run_ok(c, {in})[0], reference_run(g, {in})[0], 1e-5, 1e-7);
 }
 
 TEST_CASE("rows: layer_norm matches both references", "[rows]") {
@@ -383,7 +378,7 @@ TEST_CASE("rows: layer_norm over several trailing axes, constant weights", "[row
   CompiledGraph c = compile(g);
   CHECK(uses_template(c, "rows_layer_norm"));
   NDArray in = random_array(DType::f32(), {4, 6, 40}, -3, 3);
-  require_close(run(c, {in})[0], reference_run(g, {in})[0], 1e-5, 1e-5);
+  require_close(run_ok(c, {in})[0], reference_run(g, {in})[0], 1e-5, 1e-5);
 }
 
 TEST_CASE("rows: layer_norm with symbolic dims runs on the default schedule", "[rows]") {
@@ -397,7 +392,7 @@ TEST_CASE("rows: layer_norm with symbolic dims runs on the default schedule", "[
   for (int64_t batch : {1, 5}) {
     NDArray in = random_array(DType::f32(), {batch, 37}), ga = random_array(DType::f32(), {37}),
             be = random_array(DType::f32(), {37});
-    NDArray got = run(c, {in, ga, be})[0];
+    NDArray got = run_ok(c, {in, ga, be})[0];
     require_close(got, reference_run(g, {in, ga, be})[0], 1e-5, 1e-6);
     require_close(got, layer_norm_reference(in, ga, be, batch, 37, 1e-5), 1e-5, 1e-5);
   }
@@ -522,7 +517,7 @@ TEST_CASE("default schedule: large loop nests run in parallel, small ones and re
   for (int threads : {1, 2, 3}) {
     int saved = num_threads();
     set_num_threads(threads);
-    require_close(run(c, {in})[0], reference_run(g, {in})[0], 1e-5, 1e-7);
+    require_close(run_ok(c, {in})[0], reference_run(g, {in})[0], 1e-5, 1e-7);
     set_num_threads(saved);
   }
 }

@@ -8,10 +8,12 @@
 
 #include "graph_reference.hpp"
 #include "loom/loom.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
 using loom::testing::random_array;
+using loom::testing::compile_and_run;
 using loom::testing::reference_run;
 using loom::testing::require_close;
 
@@ -20,18 +22,6 @@ namespace {
 using Index = std::vector<int64_t>;
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
-
-std::vector<NDArray> compile_and_run(const Graph& g, const std::vector<NDArray>& inputs) {
-  CompileOptions options;
-  options.poison_buffers = true;
-  auto compiled = Compiler().compile(g, options);
-  INFO(compiled.status().ToString());
-  REQUIRE(compiled.ok());
-  auto out = compiled->run(inputs);
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  return *out;
-}
 
 // Compiled results, checked against the te reference evaluator too.
 std::vector<NDArray> run_checked(const Graph& g, const std::vector<NDArray>& inputs) {
