@@ -85,33 +85,33 @@ Tensor Tensor::where(const Tensor& if_true, const Tensor& if_false) const {
 }
 Tensor Tensor::matmul(const Tensor& o) const { return apply("matmul", {o}); }
 
-Tensor Tensor::conv2d(const Tensor& weight, Conv2dOptions options) const {
-  auto a = std::make_shared<ops::Conv2dAttrs>();
-  a->stride_h = options.stride.h;
-  a->stride_w = options.stride.w;
-  a->pad_top = options.padding.top;
-  a->pad_left = options.padding.left;
-  a->pad_bottom = options.padding.bottom;
-  a->pad_right = options.padding.right;
-  a->dilation_h = options.dilation.h;
-  a->dilation_w = options.dilation.w;
-  a->groups = options.groups;
-  return apply("conv2d", {weight}, a);
+namespace {
+ops::Conv2dAttrs conv_attrs(Conv2dOptions::PerDim stride, Conv2dOptions::Padding padding,
+                            Conv2dOptions::PerDim dilation, int groups) {
+  ops::Conv2dAttrs a;
+  a.stride_h = stride.h;
+  a.stride_w = stride.w;
+  a.pad_top = padding.top;
+  a.pad_left = padding.left;
+  a.pad_bottom = padding.bottom;
+  a.pad_right = padding.right;
+  a.dilation_h = dilation.h;
+  a.dilation_w = dilation.w;
+  a.groups = groups;
+  return a;
+}
+}  // namespace
+
+Tensor Tensor::conv2d(const Tensor& weight, Conv2dOptions o) const {
+  return apply("conv2d", {weight},
+               std::make_shared<ops::Conv2dAttrs>(conv_attrs(o.stride, o.padding, o.dilation, o.groups)));
 }
 
-Tensor Tensor::conv_transpose2d(const Tensor& weight, ConvTranspose2dOptions options) const {
+Tensor Tensor::conv_transpose2d(const Tensor& weight, ConvTranspose2dOptions o) const {
   auto a = std::make_shared<ops::ConvTranspose2dAttrs>();
-  a->conv.stride_h = options.stride.h;
-  a->conv.stride_w = options.stride.w;
-  a->conv.pad_top = options.padding.top;
-  a->conv.pad_left = options.padding.left;
-  a->conv.pad_bottom = options.padding.bottom;
-  a->conv.pad_right = options.padding.right;
-  a->conv.dilation_h = options.dilation.h;
-  a->conv.dilation_w = options.dilation.w;
-  a->conv.groups = options.groups;
-  a->output_padding_h = options.output_padding.h;
-  a->output_padding_w = options.output_padding.w;
+  a->conv = conv_attrs(o.stride, o.padding, o.dilation, o.groups);
+  a->output_padding_h = o.output_padding.h;
+  a->output_padding_w = o.output_padding.w;
   return apply("conv_transpose2d", {weight}, a);
 }
 

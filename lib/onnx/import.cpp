@@ -409,18 +409,22 @@ Convert global_pool(bool is_max) {
   };
 }
 
-// Softmax before opset 13 normalizes x flattened to 2-D at axis; from 13 on, along axis.
-absl::StatusOr<std::vector<Tensor>> convert_softmax(Node& n) {
-  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  const int rank = x.rank();
-  int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
-  if (axis < -rank || axis >= std::max(rank, 1)) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
-  if (axis < 0) axis += rank;
-  if (n.opset() >= 13 || axis == rank - 1) return one(x.softmax(axis));
-  if (!is_static(x.shape())) return n.unsupported("Softmax before opset 13 over symbolic dims");
-  int64_t inner = 1;
-  for (int d = axis; d < rank; ++d) inner *= x.shape()[d].value();
-  return one(x.reshape({-1, inner}).softmax(-1).reshape(x.shape()));
+// Softmax and LogSoftmax: before opset 13 they normalize x flattened to 2-D at axis; from 13
+// on, along axis.
+Convert softmax_like(Tensor (Tensor::*fn)(int) const) {
+  return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+    const int rank = x.rank();
+    int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
+    if (axis < -rank || axis >= std::max(rank, 1))
+      return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
+    if (axis < 0) axis += rank;
+    if (n.opset() >= 13 || axis == rank - 1) return one((x.*fn)(axis));
+    if (!is_static(x.shape())) return n.unsupported("the pre-opset-13 form over symbolic dims");
+    int64_t inner = 1;
+    for (int d = axis; d < rank; ++d) inner *= x.shape()[d].value();
+    return one((x.reshape({-1, inner}).*fn)(-1).reshape(x.shape()));
+  };
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_reshape(Node& n) {
@@ -548,39 +552,6 @@ absl::StatusOr<std::vector<Tensor>> convert_shape(Node& n) {
   return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
 }
 
-// Sum and Mean of any number of inputs, with broadcasting.
-Convert variadic_sum(bool mean) {
-  return [mean](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
-    LOOM_ASSIGN_OR_RETURN(Tensor y, n.input(0));
-    for (int i = 1; i < n.num_inputs(); ++i) {
-      LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(i));
-      y = y + x;
-    }
-    if (mean && n.num_inputs() > 1) y = y * scalar_like(n, y, 1.0 / n.num_inputs(), "scale");
-    return one(y);
-  };
-}
-
-// Unary ops with float attributes (ONNX defaults).
-Convert leaky_relu() {
-  return [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
-    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-    return one(x.leaky_relu(n.attr_float("alpha", 0.01f)));
-  };
-}
-Convert elu() {
-  return [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
-    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-    return one(x.elu(n.attr_float("alpha", 1.0f)));
-  };
-}
-Convert hard_sigmoid() {
-  return [](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
-    LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-    return one(x.hard_sigmoid(n.attr_float("alpha", 0.2f), n.attr_float("beta", 0.5f)));
-  };
-}
-
 // Clip: bounds are attributes before opset 11 and optional constant inputs after.
 absl::StatusOr<std::vector<Tensor>> convert_clip(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
@@ -617,42 +588,23 @@ absl::StatusOr<std::vector<Tensor>> convert_where(Node& n) {
   return one(c.where(a, b));
 }
 
-// Max / Min of any number of inputs, with broadcasting.
-Convert variadic(Tensor (Tensor::*fn)(const Tensor&) const) {
-  return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
+// Sum, Mean, Max and Min of any number of inputs, with broadcasting.
+Convert variadic(Tensor (Tensor::*fn)(const Tensor&) const, bool mean = false) {
+  return [fn, mean](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
     LOOM_ASSIGN_OR_RETURN(Tensor y, n.input(0));
     for (int i = 1; i < n.num_inputs(); ++i) {
       LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(i));
       y = (y.*fn)(x);
     }
+    if (mean && n.num_inputs() > 1) y = y * scalar_like(n, y, 1.0 / n.num_inputs(), "scale");
     return one(y);
   };
-}
-
-absl::StatusOr<std::vector<Tensor>> convert_log_softmax(Node& n) {
-  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  const int rank = x.rank();
-  int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
-  if (axis < -rank || axis >= std::max(rank, 1)) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
-  if (axis < 0) axis += rank;
-  if (n.opset() >= 13 || axis == rank - 1) return one(x.log_softmax(axis));
-  if (!is_static(x.shape())) return n.unsupported("LogSoftmax before opset 13 over symbolic dims");
-  int64_t inner = 1;
-  for (int d = axis; d < rank; ++d) inner *= x.shape()[d].value();
-  return one(x.reshape({-1, inner}).log_softmax(-1).reshape(x.shape()));
 }
 
 // Gelu (as a function of erf, the ONNX definition; no Gelu op before opset 20 in the test data).
 absl::StatusOr<std::vector<Tensor>> convert_gelu(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   return one(x.gelu(n.attr_string("approximate", "none") == "tanh"));
-}
-
-absl::StatusOr<std::vector<Tensor>> convert_neg_like(Node& n, bool softsign) {
-  LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  if (softsign) return one(x / (x.abs() + scalar_like(n, x, 1, "one")));
-  // softplus: log(1 + e^x)
-  return one((x.exp() + scalar_like(n, x, 1, "one")).log());
 }
 
 // Pow: the exponent may have another dtype (cast to the base's); integer bases compute in f32.
@@ -789,7 +741,7 @@ absl::StatusOr<std::vector<Tensor>> convert_expand(Node& n) {
   return one(x.expand(s));
 }
 
-absl::StatusOr<std::vector<Tensor>> convert_flatten_op(Node& n) {
+absl::StatusOr<std::vector<Tensor>> convert_flatten(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   return one(x.flatten(static_cast<int>(n.attr_int("axis", 1))));
 }
@@ -945,11 +897,15 @@ absl::StatusOr<std::vector<Tensor>> convert_resize(Node& n) {
   return one(x.resize(o));
 }
 
-// Activations ONNX defines as formulas of ops loom has.
-absl::StatusOr<std::vector<Tensor>> convert_formula(Node& n, const std::string& op) {
+// Activations: loom ops with the ONNX attribute defaults, or formulas of ops loom has.
+absl::StatusOr<std::vector<Tensor>> convert_activation(Node& n, const std::string& op) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
+  if (op == "LeakyRelu") return one(x.leaky_relu(n.attr_float("alpha", 0.01f)));
+  if (op == "Elu") return one(x.elu(n.attr_float("alpha", 1.0f)));
+  if (op == "HardSigmoid")
+    return one(x.hard_sigmoid(n.attr_float("alpha", 0.2f), n.attr_float("beta", 0.5f)));
   auto k = [&](double v, const char* what) { return scalar_like(n, x, v, what); };
-  Tensor zero = k(0, "zero");
+  const Tensor zero = k(0, "zero");
   if (op == "PRelu") {
     LOOM_ASSIGN_OR_RETURN(Tensor slope, n.input(1));
     return one(x.less(zero).where(x * slope, x));
@@ -965,6 +921,8 @@ absl::StatusOr<std::vector<Tensor>> convert_formula(Node& n, const std::string& 
     return one(x.maximum(zero) + ((x / k(alpha, "alpha")).exp() - k(1, "one")).mul(alpha).minimum(zero));
   }
   if (op == "ThresholdedRelu") return one(x.greater(k(n.attr_float("alpha", 1.0f), "alpha")).where(x, zero));
+  if (op == "Softplus") return one((x.exp() + k(1, "one")).log());
+  if (op == "Softsign") return one(x / (x.abs() + k(1, "one")));
   if (op == "Mish") return one(x * (x.exp() + k(1, "one")).log().tanh());
   if (op == "Sign") return one(x.greater(zero).where(k(1, "one"), x.less(zero).where(k(-1, "minus_one"), zero)));
   if (op == "Shrink") {
@@ -973,6 +931,10 @@ absl::StatusOr<std::vector<Tensor>> convert_formula(Node& n, const std::string& 
                    .where(x + k(bias, "bias"), x.greater(k(lambd, "lambd")).where(x - k(bias, "bias"), zero)));
   }
   return n.unsupported(op);
+}
+
+Convert activation(std::string op) {
+  return [op](Node& n) { return convert_activation(n, op); };
 }
 
 const std::map<std::string, Convert>& converters() {
@@ -998,9 +960,9 @@ const std::map<std::string, Convert>& converters() {
       {"AveragePool", pool(false)},
       {"GlobalMaxPool", global_pool(true)},
       {"GlobalAveragePool", global_pool(false)},
-      {"Softmax", convert_softmax},
+      {"Softmax", softmax_like(&Tensor::softmax)},
       {"Reshape", convert_reshape},
-      {"Flatten", convert_flatten_op},
+      {"Flatten", convert_flatten},
       {"Transpose", convert_transpose},
       {"ReduceSum", reduce(&Tensor::sum, 13)},
       {"ReduceMean", reduce(&Tensor::mean, 18)},
@@ -1009,9 +971,9 @@ const std::map<std::string, Convert>& converters() {
       {"BatchNormalization", convert_batch_norm_any},
       {"Constant", convert_constant},
       {"Dropout", convert_dropout},
-      {"LeakyRelu", leaky_relu()},
-      {"Elu", elu()},
-      {"HardSigmoid", hard_sigmoid()},
+      {"LeakyRelu", activation("LeakyRelu")},
+      {"Elu", activation("Elu")},
+      {"HardSigmoid", activation("HardSigmoid")},
       {"HardSwish", unary(&Tensor::hard_swish)},
       {"Erf", unary(&Tensor::erf)},
       {"Log", unary(&Tensor::log)},
@@ -1021,16 +983,16 @@ const std::map<std::string, Convert>& converters() {
       {"Ceil", unary(&Tensor::ceil)},
       {"Abs", unary(&Tensor::abs)},
       {"Neg", unary(&Tensor::neg)},
-      {"Softsign", [](Node& n) { return convert_neg_like(n, true); }},
-      {"Softplus", [](Node& n) { return convert_neg_like(n, false); }},
+      {"Softsign", activation("Softsign")},
+      {"Softplus", activation("Softplus")},
       {"Gelu", convert_gelu},
-      {"PRelu", [](Node& n) { return convert_formula(n, "PRelu"); }},
-      {"Selu", [](Node& n) { return convert_formula(n, "Selu"); }},
-      {"Celu", [](Node& n) { return convert_formula(n, "Celu"); }},
-      {"ThresholdedRelu", [](Node& n) { return convert_formula(n, "ThresholdedRelu"); }},
-      {"Mish", [](Node& n) { return convert_formula(n, "Mish"); }},
-      {"Sign", [](Node& n) { return convert_formula(n, "Sign"); }},
-      {"Shrink", [](Node& n) { return convert_formula(n, "Shrink"); }},
+      {"PRelu", activation("PRelu")},
+      {"Selu", activation("Selu")},
+      {"Celu", activation("Celu")},
+      {"ThresholdedRelu", activation("ThresholdedRelu")},
+      {"Mish", activation("Mish")},
+      {"Sign", activation("Sign")},
+      {"Shrink", activation("Shrink")},
       {"Clip", convert_clip},
       {"Cast", convert_cast},
       {"Pow", convert_pow},
@@ -1065,10 +1027,10 @@ const std::map<std::string, Convert>& converters() {
       {"Where", convert_where},
       {"Max", variadic(&Tensor::maximum)},
       {"Min", variadic(&Tensor::minimum)},
-      {"LogSoftmax", convert_log_softmax},
+      {"LogSoftmax", softmax_like(&Tensor::log_softmax)},
       {"Shape", convert_shape},
-      {"Sum", variadic_sum(false)},
-      {"Mean", variadic_sum(true)},
+      {"Sum", variadic(&Tensor::add)},
+      {"Mean", variadic(&Tensor::add, true)},
   };
   return *table;
 }
@@ -1127,7 +1089,7 @@ absl::StatusOr<Graph> convert(const pb::ModelProto& model) {
         if (!np.output(k).empty())
           return absl::UnimplementedError(str_cat(where, ": output ", k, " is not supported"));
     for (size_t k = 0; k < outs->size() && static_cast<int>(k) < np.output_size(); ++k)
-      if (np.op_type() != "Constant" && np.op_type() != "Shape") im.define(np.output(static_cast<int>(k)), (*outs)[k]);
+      im.define(np.output(static_cast<int>(k)), (*outs)[k]);
   }
   for (const pb::ValueInfoProto& out : gp.output()) {
     absl::StatusOr<Tensor> t = im.value(out.name());
