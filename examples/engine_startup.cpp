@@ -36,7 +36,6 @@ using loom::Dim;
 using loom::DType;
 using loom::Graph;
 using loom::NDArray;
-using loom::Shape;
 using loom::Tensor;
 
 struct Settings {
@@ -150,28 +149,6 @@ Graph build_resnet(const ResNetConfig& c, Weights& w) {
 
 // ---- One start-up -----------------------------------------------------------------------------
 
-// Multiply-adds x 2 of the graph's matmuls and convolutions (everything else is a rounding
-// error in these models), from the node types; symbolic dims must be bound first.
-double graph_gflop(const Graph& g) {
-  double flop = 0;
-  auto extent = [](const Dim& d) { return static_cast<double>(d.value()); };
-  for (const loom::Node& n : g.nodes()) {
-    if (n.kind != loom::Node::Kind::kOp) continue;
-    const Shape& out = n.type.shape;
-    if (n.op == "matmul") {
-      const Shape& a = g.nodes()[n.inputs[0]].type.shape;
-      double elems = 1;
-      for (const Dim& d : out) elems *= extent(d);
-      flop += 2 * elems * extent(a.back());
-    } else if (n.op == "conv2d") {
-      const Shape& w = g.nodes()[n.inputs[1]].type.shape;  // O, C / groups, KH, KW
-      flop += 2 * extent(out[0]) * extent(out[1]) * extent(out[2]) * extent(out[3]) *
-              extent(w[1]) * extent(w[2]) * extent(w[3]);
-    }
-  }
-  return flop * 1e-9;
-}
-
 bool all_finite(const NDArray& a) {
   for (int64_t i = 0; i < a.numel(); ++i)
     if (!std::isfinite(a.data_as<float>()[i])) return false;
@@ -229,11 +206,11 @@ int serve(const Settings& settings) {
 
   // Serve a few requests.
   Weights inputs;
-  const double resnet_gflop = graph_gflop(resnet);
+  const double resnet_gflop = resnet.flops() * 1e-9;
   for (int64_t seq : seqs) {
     absl::StatusOr<Graph> bound = bert.bind_dims({{"seq", seq}});
     if (!bound.ok()) return fail("BERT", bound.status());
-    const double gflop = graph_gflop(*bound);
+    const double gflop = bound->flops() * 1e-9;
     NDArray embedded = inputs.make({1, seq, bert_config.hidden}, 1.0);
     auto r0 = std::chrono::steady_clock::now();
     auto out = bert_compiled->run({embedded});

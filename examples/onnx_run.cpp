@@ -22,29 +22,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// 2 x multiply-adds of the matmuls and convolutions of a graph with static shapes.
-double gflop(const loom::Graph& g) {
-  double flop = 0;
-  auto e = [](const loom::Dim& d) { return static_cast<double>(d.value()); };
-  for (const loom::Node& n : g.nodes()) {
-    if (n.kind != loom::Node::Kind::kOp) continue;
-    const loom::Shape& out = n.type.shape;
-    if (n.op == "matmul") {
-      double elems = 1;
-      for (const loom::Dim& d : out) elems *= e(d);
-      flop += 2 * elems * e(g.nodes()[n.inputs[0]].type.shape.back());
-    } else if (n.op == "conv2d" || n.op == "conv_transpose2d") {
-      const loom::Shape& w = g.nodes()[n.inputs[1]].type.shape;
-      const loom::Shape& x = g.nodes()[n.inputs[0]].type.shape;
-      double taps = e(w[2]) * e(w[3]);
-      flop += n.op == "conv2d"
-                  ? 2 * e(out[0]) * e(out[1]) * e(out[2]) * e(out[3]) * e(w[1]) * taps
-                  : 2 * e(x[0]) * e(x[1]) * e(x[2]) * e(x[3]) * e(w[1]) * taps;
-    }
-  }
-  return flop * 1e-9;
-}
-
 loom::NDArray random_input(loom::DType dtype, const std::vector<int64_t>& shape, uint64_t seed) {
   loom::NDArray a(dtype, shape);
   for (int64_t i = 0; i < a.numel(); ++i) {
@@ -120,7 +97,7 @@ int main(int argc, char** argv) {
     if (!out.ok()) return std::fprintf(stderr, "onnx_run: %s\n", out.status().ToString().c_str()), 1;
   }
   std::sort(ms.begin(), ms.end());
-  const double median = ms[ms.size() / 2], work = gflop(*bound);
+  const double median = ms[ms.size() / 2], work = bound->flops() * 1e-9;
   std::printf("%s: imported in %.2f s, compiled in %.2f s; %zu outputs, first %s %s\n", path.c_str(),
               import_s, compile_s, out->size(), (*out)[0].dtype().to_string().c_str(),
               loom::shape_to_string((*out)[0].shape()).c_str());

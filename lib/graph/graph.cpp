@@ -145,6 +145,31 @@ Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
 
 absl::Status Graph::status() const { return impl_->status; }
 
+double Graph::flops() const {
+  double total = 0;
+  auto product = [](const Shape& s, size_t from, size_t to) {
+    double p = 1;
+    for (size_t d = from; d < to; ++d) p *= static_cast<double>(s[d].value());
+    return p;
+  };
+  for (const Node& n : impl_->nodes) {
+    if (n.kind != Node::Kind::kOp) continue;
+    bool known = is_static(n.type.shape);
+    for (int i : n.inputs) known = known && is_static(impl_->nodes[i].type.shape);
+    if (!known) continue;
+    const Shape& out = n.type.shape;
+    const Shape& a = impl_->nodes[n.inputs[0]].type.shape;
+    if (n.op == "matmul") {
+      total += 2 * product(out, 0, out.size()) * static_cast<double>(a.back().value());
+    } else if (n.op == "conv2d") {  // weight [O, C / groups, KH, KW]
+      total += 2 * product(out, 0, 4) * product(impl_->nodes[n.inputs[1]].type.shape, 1, 4);
+    } else if (n.op == "conv_transpose2d") {  // each input pixel meets O / groups x KH x KW taps
+      total += 2 * product(a, 0, 4) * product(impl_->nodes[n.inputs[1]].type.shape, 1, 4);
+    }
+  }
+  return total;
+}
+
 Graph Graph::clone() const { return adopt(std::make_shared<GraphImpl>(*impl_)); }
 
 absl::StatusOr<Graph> Graph::bind_dims(const DimBindings& dims) const {

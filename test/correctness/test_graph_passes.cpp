@@ -172,3 +172,24 @@ TEST_CASE("graph passes: compile() runs them (and can skip them)", "[graph_passe
   require_close((*a)[0], (*b)[0], 1e-6, 1e-6);
   require_close((*a)[0], reference_run(g, {in})[0], 1e-5, 1e-6);
 }
+
+TEST_CASE("Graph::flops counts matmuls and convolutions", "[graph_passes]") {
+  Graph g;
+  Tensor x = g.input("x", {5, 11});
+  Tensor y = x.matmul(g.constant("w", random_array(DType::f32(), {11, 3})));  // 2*5*3*11
+  Tensor img = g.input("img", {1, 5, 9, 11});
+  Tensor c = img.conv2d(g.constant("k", random_array(DType::f32(), {6, 5, 3, 3})),
+                        {.stride = 2, .padding = 1});  // [1, 6, 5, 6]: 2*180*45
+  Tensor t = img.conv_transpose2d(g.constant("kt", random_array(DType::f32(), {5, 2, 2, 2})),
+                                  {.stride = 2});  // 2 * 495 input pixels * 8 taps
+  g.output(y.relu());
+  g.output(c);
+  g.output(t);
+  CHECK(g.flops() == 330.0 + 16200.0 + 7920.0);
+  Graph s;
+  s.output(s.input("x", {Dim("n"), 4}).matmul(s.constant("w", random_array(DType::f32(), {4, 2}))));
+  CHECK(s.flops() == 0);
+  auto bound = s.bind_dims({{"n", 7}});
+  REQUIRE(bound.ok());
+  CHECK(bound->flops() == 2.0 * 7 * 2 * 4);
+}

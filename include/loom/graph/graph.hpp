@@ -305,6 +305,10 @@ class Graph {
   // A deep copy: nodes added to either graph later do not show in the other (constants' data is
   // shared).
   Graph clone() const;
+  // Floating-point operations (2 per multiply-add) of the graph's matmuls and (transposed)
+  // convolutions, the bulk of any model's work; nodes with symbolic dims count 0 (bind_dims
+  // first).
+  double flops() const;
 
   const std::vector<Node>& nodes() const;
   const std::vector<int>& inputs() const;
