@@ -28,13 +28,6 @@ absl::StatusOr<std::vector<int64_t>> concrete_shape(const Shape& shape,
   return out;
 }
 
-// Where each intermediate value lives in the arena: offsets[slot] in bytes, or -1 for slots that
-// are not arena-allocated (inputs, constants, outputs).
-struct MemoryPlan {
-  std::vector<int64_t> offsets;
-  int64_t bytes = 0;
-};
-
 // Greedy best-fit over the launches in order: a launch's output takes the smallest free block
 // that holds it (or grows the arena), and the values whose last reader is that launch are freed
 // after it, so a kernel's output never overlaps its inputs.
@@ -195,7 +188,14 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     if (g.slots[i].kind != Slot::Kind::kComputed) continue;
     LOOM_ASSIGN_OR_RETURN(shapes[i], concrete_shape(g.slots[i].type.shape, symbols));
   }
-  const MemoryPlan plan = plan_memory(g, shapes);
+  // Static graphs plan once; graphs run with symbolic dims plan per run (their sizes vary).
+  MemoryPlan dynamic_plan;
+  if (symbols.empty()) {
+    std::call_once(g.static_plan_once, [&] { g.static_plan = plan_memory(g, shapes); });
+  } else {
+    dynamic_plan = plan_memory(g, shapes);
+  }
+  const MemoryPlan& plan = symbols.empty() ? g.static_plan : dynamic_plan;
   Arena arena = g.arenas.take();
   if (plan.bytes > 0 && arena.bytes < plan.bytes) {
     arena.data.reset(std::aligned_alloc(64, static_cast<size_t>(plan.bytes)), std::free);
@@ -240,14 +240,15 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
 absl::StatusOr<CompiledGraph> CompiledGraph::specialize(const DimBindings& dims) const {
   if (!impl_) return absl::FailedPreconditionError("specialize() on an empty CompiledGraph");
   const std::set<std::string> names = symbolic_dims(*impl_);
-  std::string all;
-  for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
   bool zero = false;
   for (const auto& [name, value] : dims) {
-    if (!names.count(name))
+    if (!names.count(name)) {
+      std::string all;
+      for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
       return absl::InvalidArgumentError(
           "the graph has no symbolic dim '" + name + "'" +
           (names.empty() ? std::string(" (its shapes are static)") : " (it has " + all + ")"));
+    }
     if (value < 0)
       return absl::InvalidArgumentError(str_cat("symbolic dim ", name, " = ", value, " is negative"));
     zero = zero || value == 0;

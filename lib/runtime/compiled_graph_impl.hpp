@@ -55,6 +55,13 @@ class Specializations {
   uint64_t clock_ = 0;
 };
 
+// Where each intermediate value lives in a run's arena: offsets[slot] in bytes, or -1 for slots
+// that are not arena-allocated (inputs, constants, outputs).
+struct MemoryPlan {
+  std::vector<int64_t> offsets;
+  int64_t bytes = 0;
+};
+
 // Memory for the intermediate values of one run (every computed slot that is not an output),
 // kept between runs so that a steady stream of requests allocates (and page-faults) nothing.
 struct Arena {
@@ -91,6 +98,9 @@ struct CompiledGraphImpl {
   std::vector<KernelInfo> kernels;
   bool poison_buffers = false;
   mutable ArenaPool arenas;
+  // The plan of a graph whose shapes are all static, made by its first run.
+  mutable std::once_flag static_plan_once;
+  mutable MemoryPlan static_plan;
   // Set for a graph with symbolic dims compiled per binding: run() hands each call to the
   // static version for its inputs' dims, and launches stay empty here.
   std::shared_ptr<Specializations> specializations;
