@@ -12,6 +12,7 @@
 
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
+#include "loom/graph/partition.hpp"
 #include "loom/graph/passes.hpp"
 #include "loom/ir/printer.hpp"
 #include "loom/passes/passes.hpp"
@@ -21,41 +22,10 @@
 #include "loom/tune/tuner.hpp"
 #include "tune/progress.hpp"
 #include "runtime/compiled_graph_impl.hpp"
+#include "graph/fusion.hpp"
 
 namespace loom {
 namespace {
-
-// Symbolic dims of one task, by name: the same name is the same i64 variable.
-class SymbolTable {
- public:
-  ir::Expr dim(const Dim& d) {
-    if (d.is_static()) return ir::Expr(d.value());
-    auto it = vars_.find(d.name());
-    if (it == vars_.end()) it = vars_.emplace(d.name(), ir::Var(d.name())).first;
-    return it->second;
-  }
-  std::vector<ir::Expr> shape(const Shape& s) {
-    std::vector<ir::Expr> out;
-    for (const Dim& d : s) out.push_back(dim(d));
-    return out;
-  }
-
- private:
-  std::map<std::string, ir::Var> vars_;
-};
-
-// Nodes that some output depends on.
-std::set<int> live_nodes(const Graph& g) {
-  std::set<int> live;
-  std::vector<int> stack(g.outputs().begin(), g.outputs().end());
-  while (!stack.empty()) {
-    int n = stack.back();
-    stack.pop_back();
-    if (!live.insert(n).second) continue;
-    for (int i : g.nodes()[n].inputs) stack.push_back(i);
-  }
-  return live;
-}
 
 bool has_symbolic_input(const Graph& g) {
   for (int i : g.inputs())
@@ -210,7 +180,6 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::CpuJit> jit, runtime::CpuJit::create(target_));
   impl->jit = std::move(jit);
   CacheUse cache = cache_use(target_, options);
-  std::set<int> live = live_nodes(graph);
   dump_stage("graph", "graph", graph.to_string());
 
   ir::Module module;
@@ -218,22 +187,35 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   module.target = target_;
   module.llvm_full_unroll_limit = 16;
   std::vector<size_t> module_launches;  // launch of each func of module
+
+  // The template scheduling an anchor node, if any.
+  auto template_of = [&](int id, TemplateContext* ctx) -> const ScheduleTemplate* {
+    const OpDef* def = OpRegistry::global().find(nodes[id].op);
+    LOOM_CHECK(def, "node of unregistered op ", nodes[id].op);
+    return find_template(*def, graph, nodes[id], target_, ctx);
+  };
+  PartitionOptions partition_options;
+  partition_options.fuse = options.fuse;
+  std::vector<FusedGroup> groups = partition(graph, partition_options);
+  std::string partition_text;
+  for (const FusedGroup& grp : groups) partition_text += grp.to_string(graph) + "\n";
+  dump_stage("graph", "partition", partition_text);
+
   int templated = 0;
-  for (int id = 0; id < static_cast<int>(nodes.size()); ++id) {
+  for (const FusedGroup& grp : groups) {
     TemplateContext ctx;
-    const OpDef* def = nodes[id].kind == Node::Kind::kOp && live.count(id)
-                           ? OpRegistry::global().find(nodes[id].op)
-                           : nullptr;
-    if (def && find_template(*def, graph, nodes[id], target_, &ctx)) ++templated;
+    if (grp.anchor >= 0 && template_of(grp.anchor, &ctx)) ++templated;
   }
   tune::Progress progress(templated, options.report_progress && options.tune != TuneLevel::kNone);
-  for (int id = 0; id < static_cast<int>(nodes.size()); ++id) {
-    const Node& n = nodes[id];
-    if (n.kind != Node::Kind::kOp || !live.count(id)) continue;
-    const OpDef* def = OpRegistry::global().find(n.op);
-    LOOM_CHECK(def, "node of unregistered op ", n.op);
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const FusedGroup grp = groups[gi];
+    KernelInfo info;
+    for (int m : grp.nodes) info.ops.push_back(nodes[m].name);
     TemplateContext ctx;
-    if (const ScheduleTemplate* t = find_template(*def, graph, n, target_, &ctx)) {
+    const ScheduleTemplate* t = grp.anchor >= 0 ? template_of(grp.anchor, &ctx) : nullptr;
+    if (t) {
+      const int id = grp.anchor;
+      const Node& n = nodes[id];
       auto t0 = std::chrono::steady_clock::now();
       std::vector<const NDArray*> constants;
       for (int in : n.inputs)
@@ -245,13 +227,80 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         return absl::Status(s.code(), str_cat("scheduling ", n.op, " node '", n.name,
                                               "' with template ", t->name, ": ", s.message()));
       };
+      // Post-scheduling fusion: prologues replace the loads of the inputs they compute, the
+      // epilogue goes around the output stores, of whichever config wins. A kernel that cannot
+      // take its prologues (checked on the default config) leaves them to groups of their own,
+      // computed first; one that cannot take its epilogue tries shorter ones, and the members
+      // dropped become one group of their own, computed next.
+      std::vector<fusion::Prologue> prologues;
+      std::optional<fusion::Epilogue> epilogue;
+      // Prologues (last input first, so earlier parameters keep their places), then the epilogue.
+      tune::KernelRewrite rewrite = [&prologues, &epilogue](const ScheduledKernel& k)
+          -> absl::StatusOr<ScheduledKernel> {
+        ScheduledKernel out = k;
+        for (auto p = prologues.rbegin(); p != prologues.rend(); ++p) {
+          LOOM_ASSIGN_OR_RETURN(out.func, passes::fuse_prologue(out.func, p->fusion));
+        }
+        if (epilogue) {
+          LOOM_ASSIGN_OR_RETURN(out.func, passes::fuse_epilogue(out.func, epilogue->fusion));
+        }
+        return out;
+      };
+      auto probe = [&]() -> absl::Status {
+        absl::StatusOr<ScheduledKernel> k =
+            t->build(ctx, forced_config ? *forced_config : t->space(ctx).default_config());
+        return k.ok() ? rewrite(*k).status() : k.status();
+      };
+      FusedGroup rest;  // epilogue members dropped, in one group computed next
+      FusedGroup cur = grp;
+      if (!cur.prologue().empty()) {
+        absl::StatusOr<std::vector<fusion::Prologue>> ps = fusion::prologues_of(graph, cur);
+        absl::Status fits = ps.status();
+        if (ps.ok()) {
+          prologues = std::move(*ps);
+          fits = probe();
+        }
+        if (!fits.ok()) {
+          dump_stage("graph", "fusion-" + n.name,
+                     str_cat(cur.to_string(graph), "\nprologue not fused: ", fits.message(), "\n"));
+          auto [without, split] = fusion::split_prologues(graph, cur);
+          groups[gi] = without;
+          groups.insert(groups.begin() + static_cast<std::ptrdiff_t>(gi), split.begin(), split.end());
+          --gi;
+          continue;
+        }
+      }
+      while (cur.anchor != cur.output) {
+        absl::StatusOr<fusion::Epilogue> e = fusion::epilogue_of(graph, cur);
+        absl::Status fits = e.status();
+        if (e.ok()) {
+          epilogue = std::move(*e);
+          fits = probe();
+        }
+        if (fits.ok()) break;
+        dump_stage("graph", "fusion-" + n.name,
+                   str_cat(cur.to_string(graph), "\nnot fused: ", fits.message(), "\n"));
+        epilogue.reset();
+        auto [shorter, dropped] = fusion::shorten_epilogue(graph, cur);
+        cur = shorter;
+        rest.nodes.insert(rest.nodes.end(), dropped.nodes.begin(), dropped.nodes.end());
+      }
+      if (!rest.nodes.empty()) {
+        std::sort(rest.nodes.begin(), rest.nodes.end());
+        rest.output = grp.output;
+        rest.inputs = fusion::outside_inputs(graph, rest.nodes);
+        groups[gi] = cur;
+        groups.insert(groups.begin() + static_cast<std::ptrdiff_t>(gi) + 1, rest);
+        info.ops.clear();
+        for (int m : cur.nodes) info.ops.push_back(nodes[m].name);
+      }
+      const tune::KernelRewrite* rewrite_ptr =
+          epilogue || !prologues.empty() ? &rewrite : nullptr;
       Launch launch;
       std::vector<std::pair<int, NDArray>> packed_inputs;
-      KernelInfo info;
-      info.ops = {n.name};
       if (!cache.enabled) {
-        absl::StatusOr<tune::TunedKernel> tuned =
-            tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit, forced_config);
+        absl::StatusOr<tune::TunedKernel> tuned = tune::tune_kernel(
+            *t, ctx, constants, options.tune, *impl->jit, forced_config, rewrite_ptr);
         if (!tuned.ok()) return scheduling_error(tuned.status());
         launch.fn = tuned->fn;
         progress.kernel_done(n.name, !tuned->measurements.empty(), best_ms(tuned->measurements));
@@ -259,15 +308,17 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.name = tuned->func.name;
         info.schedule = t->name + "[" + tuned->config.to_string() + "]";
       } else {
-        runtime::CacheKeyParts parts =
-            cache.parts(template_task_text(n, ctx, *t, options.tune, forced_config));
+        std::string task_text = template_task_text(n, ctx, *t, options.tune, forced_config);
+        for (const fusion::Prologue& p : prologues) task_text += "fused " + p.text;
+        if (epilogue) task_text += "fused " + epilogue->text;
+        runtime::CacheKeyParts parts = cache.parts(std::move(task_text));
         const std::string key = runtime::cache_key(parts);
         std::optional<tune::TunedKernel> fresh;  // set when this thread built the entry
         runtime::KernelCache::Result entry = runtime::KernelCache::global().get(
             key, parts, cache.settings, [&]() -> absl::StatusOr<runtime::CachedKernel> {
-              LOOM_ASSIGN_OR_RETURN(
-                  tune::TunedKernel tuned,
-                  tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit, forced_config));
+              LOOM_ASSIGN_OR_RETURN(tune::TunedKernel tuned,
+                                    tune::tune_kernel(*t, ctx, constants, options.tune,
+                                                      *impl->jit, forced_config, rewrite_ptr));
               runtime::CachedKernel k;
               k.kernel_name = tuned.func.name;
               k.schedule = t->name + "[" + tuned.config.to_string() + "]";
@@ -315,7 +366,10 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.schedule = e.schedule;
       }
       info.tune_seconds = seconds_since(t0);
-      for (int in : n.inputs) launch.buffers.push_back(in);
+      // Each input's buffers: the values its prologue reads, or the input itself.
+      std::vector<std::vector<int>> per_input;
+      for (int in : n.inputs) per_input.push_back({in});
+      for (const fusion::Prologue& p : prologues) per_input[static_cast<size_t>(p.fusion.input)] = p.inputs;
       // Packed constants get slots of their own, filled at compile time.
       for (auto& [input, array] : packed_inputs) {
         Slot s;
@@ -324,36 +378,35 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         s.type.dtype = array.dtype();
         for (int64_t e : array.shape()) s.type.shape.push_back(Dim(e));
         s.constant = std::move(array);
-        launch.buffers[static_cast<size_t>(input)] = static_cast<int>(impl->slots.size());
+        per_input[static_cast<size_t>(input)] = {static_cast<int>(impl->slots.size())};
         impl->slots.push_back(std::move(s));
       }
-      launch.buffers.push_back(id);
+      for (const std::vector<int>& b : per_input) launch.buffers.insert(launch.buffers.end(), b.begin(), b.end());
+      if (epilogue) {
+        for (int in : epilogue->inputs) launch.buffers.push_back(in);
+        // The output viewed as the anchor's own buffer (partial results), then as itself.
+        if (epilogue->fusion.flat_preserving) launch.buffers.push_back(cur.output);
+      }
+      launch.buffers.push_back(cur.output);
       impl->launches.push_back(std::move(launch));
       impl->kernels.push_back(std::move(info));
       continue;
     }
 
-    SymbolTable symbols;
-    std::vector<te::Tensor> ins;
-    for (size_t k = 0; k < n.inputs.size(); ++k) {
-      const Node& in = nodes[n.inputs[k]];
-      ins.push_back(te::placeholder(in.name, in.type.dtype, symbols.shape(in.type.shape)));
-    }
-    te::Tensor out = def->compute(ins, *n.attrs, symbols.shape(n.type.shape), n.name);
-    if (out.dtype() != n.type.dtype)
-      return absl::InternalError("operator " + n.op + " computed " + out.dtype().to_string() +
-                                 " but its shape rule promised " + n.type.dtype.to_string());
-    // Inputs that the compute definition does not read are still passed (kernel arity is fixed).
-    LOOM_ASSIGN_OR_RETURN(te::Task task, te::Task::make(n.name, ins, {out}));
+    // The default schedule: the whole group as one task.
+    const std::string name = nodes[grp.output].name;
+    LOOM_ASSIGN_OR_RETURN(te::Task task, fusion::group_task(graph, grp, name));
     ir::Func f = passes::lower(task, target_);
-
+    // Inputs that the compute definition does not read are still passed (kernel arity is fixed).
     Launch launch;
-    for (int in : n.inputs) launch.buffers.push_back(in);
-    launch.buffers.push_back(id);
+    launch.buffers = grp.inputs;
+    launch.buffers.push_back(grp.output);
     for (const ir::Var& v : f.scalar_params()) launch.symbols.push_back(v.name());
     module_launches.push_back(impl->launches.size());
     impl->launches.push_back(std::move(launch));
-    impl->kernels.push_back(KernelInfo{f.name, {n.name}, "default", 0});
+    info.name = f.name;
+    info.schedule = "default";
+    impl->kernels.push_back(std::move(info));
     module.funcs.push_back(std::move(f));
   }
 

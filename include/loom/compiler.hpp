@@ -28,6 +28,11 @@ struct CompileOptions {
   // The graph passes (loom/graph/passes.hpp: identities, common subexpressions, constant
   // folding, batch norm into convolutions) before anything is scheduled.
   bool graph_passes = true;
+  // Post-scheduling fusion (loom/graph/partition.hpp): each anchor operator's kernel also
+  // computes the injective operators before it that only it reads and the elementwise, reshape
+  // and transpose operators after it; other injective chains become one kernel each. Off: one
+  // kernel per operator.
+  bool fuse = true;
   // A graph with symbolic dims (batch, sequence length): on, compile() only checks it, and each
   // binding of the dims that run() or CompiledGraph::specialize() meets is compiled on first
   // sight as a static graph, with templates and tuning at this level, and kept (its kernels also

@@ -3,6 +3,7 @@
 
 #include "codegen/emit_llvm.hpp"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -950,7 +951,8 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
     llvm::Argument* arg = fn_->getArg(static_cast<unsigned>(i));
     if (const auto* buf = std::get_if<ir::Buffer>(&f.params[i])) {
       arg->setName(buf->name());
-      arg->addAttr(llvm::Attribute::NoAlias);
+      if (std::find(f.may_alias.begin(), f.may_alias.end(), i) == f.may_alias.end())
+        arg->addAttr(llvm::Attribute::NoAlias);
       arg->addAttr(llvm::Attribute::NoCapture);
       buffers_[buf->node().get()] = BufferBinding{arg, buf->dtype()};
     } else {

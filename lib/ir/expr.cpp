@@ -189,7 +189,7 @@ struct IntrinsicInfo {
 constexpr IntrinsicInfo kIntrinsics[] = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
     {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
-    {"reinterpret_f32", 1}, {"reinterpret_i32", 1},
+    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1},
 };
 }  // namespace
 
@@ -217,6 +217,9 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
     LOOM_CHECK(t.code() == DTypeCode::kF32, name, " of ", t, " (needs f32)");
     return make_expr<Call>(t.with_code(DTypeCode::kI32), name, std::move(args));
   }
+  // The marker a template puts on the value of an output store that is final (fusion applies
+  // epilogues there); any type, and removed before code generation.
+  if (name == "final_value") return make_expr<Call>(t, name, std::move(args));
   for (const Expr& a : args) LOOM_CHECK(a.type() == t, name, " argument types differ");
   LOOM_CHECK(t.is_float() || (name == "abs" && t.is_int()), name, " of ", t);
   return make_expr<Call>(t, name, std::move(args));
@@ -390,6 +393,8 @@ Expr reinterpret(DType t, Expr x) {
   LOOM_CHECK(false, "reinterpret of ", x.type(), " as ", t, " (f32 <-> i32 only)");
   return Expr();
 }
+Expr final_value(Expr x) { return Call::make("final_value", {std::move(x)}); }
+
 Expr sigmoid(Expr x) {
   DType t = x.type();
   return make_one(t) / (make_one(t) + exp(-x));

@@ -183,6 +183,7 @@ class Conv1x1Kernel {
       Expr k0 = kb * kc_;
       Expr klen = ir::min(Expr(kc_), p_.C - k0);
       Expr first = kb == 0;
+      Expr last = kb == ceil_div(p_.C, kc_) - 1;
       Expr panel_begin = tn * panels_per_tile;
       Expr panel_count =
           ir::max(ir::min(Expr(full_panels), panel_begin + panels_per_tile) - panel_begin, Expr(0));
@@ -198,12 +199,13 @@ class Conv1x1Kernel {
         std::vector<Stmt> s;
         s.push_back(ir::For::make(ib, 0, full_blocks, ForKind::kSerial,
                                   micro_kernel(mr_, cols, n, tm * (mc_ / mr_) + ib, row0 + ib * mr_,
-                                               panel * nr_, src, at, stride, k0, klen, first)));
+                                               panel * nr_, src, at, stride, k0, klen, first,
+                                               last)));
         if (row_tail)
           s.push_back(ir::IfThenElse::make(
               tm == tiles_m - 1,
               micro_kernel(row_tail, cols, n, Expr(row_blocks_ - 1), Expr(p_.O - row_tail),
-                           panel * nr_, src, at, stride, k0, klen, first)));
+                           panel * nr_, src, at, stride, k0, klen, first, last)));
         return ir::Seq::make(std::move(s));
       };
       std::vector<Stmt> per_k;
@@ -260,14 +262,15 @@ class Conv1x1Kernel {
   // vector registers); its layout mirrors the mapping repeat(rows, vectors).
   Stmt micro_kernel(int64_t rows, int64_t cols, Expr n, Expr b, Expr r0, Expr col0,
                     const Buffer& panels, Expr at, int64_t stride, Expr k0, Expr klen,
-                    Expr first) const {
+                    Expr first, Expr last) const {
     const int64_t nvec = ceil_div(cols, lanes_);
     Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nvec * lanes_)},
                               ir::MemoryScope::kLocal);
     auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr((i * nvec + v) * lanes_), lanes_); };
     auto valid = [&](int64_t v) { return std::clamp<int64_t>(cols - v * lanes_, 0, lanes_); };
     std::vector<std::vector<int64_t>> cells = tile_cells(rows, nvec);
-    std::vector<Stmt> zero, load, fma, store;
+    // The last channel block stores final values (marked for fusion), the others partial sums.
+    std::vector<Stmt> zero, load, fma, store, store_final;
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
       Expr col = col0 + v * lanes_;
@@ -277,13 +280,18 @@ class Conv1x1Kernel {
             ir::Store::make(acc, out_.load({n, r0 + i, vec(col, lanes_)}), {acc_at(i, v)}));
         store.push_back(
             ir::Store::make(out_, acc.load({acc_at(i, v)}), {n, r0 + i, vec(col, lanes_)}));
+        store_final.push_back(ir::Store::make(out_, ir::final_value(acc.load({acc_at(i, v)})),
+                                              {n, r0 + i, vec(col, lanes_)}));
       } else {
         for (int64_t l = 0; l < lanes_; ++l) {
           Expr a = Expr((i * nvec + v) * lanes_ + l);
           load.push_back(ir::Store::make(
               acc, l < valid(v) ? out_.load({n, r0 + i, col + l}) : Expr(0.0f), {a}));
-          if (l < valid(v))
+          if (l < valid(v)) {
             store.push_back(ir::Store::make(out_, acc.load({a}), {n, r0 + i, col + l}));
+            store_final.push_back(
+                ir::Store::make(out_, ir::final_value(acc.load({a})), {n, r0 + i, col + l}));
+          }
         }
       }
     }
@@ -308,7 +316,8 @@ class Conv1x1Kernel {
         acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                                  ir::Seq::make(std::move(load))),
                             ir::For::make(k, 0, klen, ForKind::kSerial, step),
-                            ir::Seq::make(std::move(store))}));
+                            ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
+                                                 ir::Seq::make(std::move(store)))}));
   }
 
   const TemplateContext& ctx_;

@@ -113,7 +113,7 @@ class GemmKernel {
   // k0 : k0+klen, :]. The accumulator tile is a local buffer with constant offsets only, which
   // LLVM keeps in vector registers; its layout mirrors the task mapping repeat(rows, nv).
   Stmt micro_kernel(int64_t rows, int64_t cols, Expr g, Expr gb, Expr i0, Expr panel, Expr k0,
-                    Expr klen, Expr first) const {
+                    Expr klen, Expr first, Expr last) const {
     Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nr_)},
                               ir::MemoryScope::kLocal);
     auto tile = schedule::repeat(rows, nv_);
@@ -122,7 +122,8 @@ class GemmKernel {
     auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr(i * nr_ + v * lanes_)); };
     Expr col0 = panel * nr_;
 
-    std::vector<Stmt> zero, load, fma, store;
+    // The last K block stores final values (marked for fusion), the others partial sums.
+    std::vector<Stmt> zero, load, fma, store, store_final;
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
       zero.push_back(ir::Store::make(acc, ir::Broadcast::make(Expr(0.0f), lanes_), {acc_at(i, v)}));
@@ -133,13 +134,18 @@ class GemmKernel {
                                        {acc_at(i, v)}));
         store.push_back(ir::Store::make(c_, acc.load({acc_at(i, v)}),
                                         {g, i0 + i, vec(col0 + v * lanes_)}));
+        store_final.push_back(ir::Store::make(c_, ir::final_value(acc.load({acc_at(i, v)})),
+                                              {g, i0 + i, vec(col0 + v * lanes_)}));
       } else {
         for (int64_t l = 0; l < lanes_; ++l) {
           Expr at = Expr(i * nr_ + v * lanes_ + l);
           load.push_back(ir::Store::make(
               acc, l < valid ? c_.load({g, i0 + i, col0 + v * lanes_ + l}) : Expr(0.0f), {at}));
-          if (l < valid)
+          if (l < valid) {
             store.push_back(ir::Store::make(c_, acc.load({at}), {g, i0 + i, col0 + v * lanes_ + l}));
+            store_final.push_back(ir::Store::make(c_, ir::final_value(acc.load({at})),
+                                                  {g, i0 + i, col0 + v * lanes_ + l}));
+          }
         }
       }
     }
@@ -163,7 +169,8 @@ class GemmKernel {
                  ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                       ir::Seq::make(std::move(load))),
                  ir::For::make(k, 0, klen, ir::ForKind::kSerial, step),
-                 ir::Seq::make(std::move(store)),
+                 ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
+                                      ir::Seq::make(std::move(store))),
              }));
   }
 
@@ -180,6 +187,7 @@ class GemmKernel {
     Expr k0 = kb * kc_;
     Expr klen = ir::min(Expr(kc_), p_.K - k0);
     Expr first = kb == 0;
+    Expr last = kb == ceil_div(p_.K, kc_) - 1;
 
     auto rows_of_panel = [&](Expr panel, int64_t cols) {
       Expr rows_end = ir::min(Expr(p_.M), row0 + mc_);
@@ -187,11 +195,11 @@ class GemmKernel {
       std::vector<Stmt> s;
       s.push_back(ir::For::make(
           ib, 0, full_blocks, ir::ForKind::kSerial,
-          micro_kernel(mr_, cols, g, gb, row0 + ib * mr_, panel, k0, klen, first)));
+          micro_kernel(mr_, cols, g, gb, row0 + ib * mr_, panel, k0, klen, first, last)));
       if (row_tail)
         s.push_back(ir::IfThenElse::make(
             tm == tiles_m - 1,
-            micro_kernel(row_tail, cols, g, gb, Expr(p_.M - row_tail), panel, k0, klen, first)));
+            micro_kernel(row_tail, cols, g, gb, Expr(p_.M - row_tail), panel, k0, klen, first, last)));
       return ir::Seq::make(std::move(s));
     };
     std::vector<Stmt> per_k;

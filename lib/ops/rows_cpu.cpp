@@ -338,7 +338,7 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
           return ir::Store::make(y, e, {row, col});
         });
     Stmt scale_pass = k.map([&](const Expr& col) {
-      return ir::Store::make(y, y.load({row, col}) * inv_sum, {row, col});
+      return ir::Store::make(y, ir::final_value(y.load({row, col}) * inv_sum), {row, col});
     });
     Expr one = ir::make_const(DType::f32(), 1.0);
     return ir::Allocate::make(

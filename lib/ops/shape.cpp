@@ -245,8 +245,11 @@ void register_shape_ops(OpRegistry& r) {
         injective_op("flatten", 1, typeid(FlattenAttrs), infer_flatten, compute_reshape),
         injective_op("squeeze", 1, typeid(AxesAttrs), infer_squeeze, compute_squeeze),
         injective_op("unsqueeze", 1, typeid(AxesAttrs), infer_unsqueeze, compute_unsqueeze),
-        injective_op("expand", 1, typeid(ExpandAttrs), infer_expand, compute_expand)})
+        injective_op("expand", 1, typeid(ExpandAttrs), infer_expand, compute_expand)}) {
+    d.reshape = d.name == "reshape" || d.name == "flatten" || d.name == "squeeze" ||
+                d.name == "unsqueeze";
     LOOM_CHECK(r.add(std::move(d)).ok(), "duplicate built-in op");
+  }
 }
 
 }  // namespace loom::ops

@@ -33,7 +33,7 @@ ir::Func lower_scheduled(const ir::Func& f, const Target& target) {
     dump_stage(f.name, stage, ir::to_string(g));
     return g;
   };
-  ir::Func out = step("scheduled", f);
+  ir::Func out = step("scheduled", strip_final_marks(f));
   out = step("flatten-layouts", flatten_layouts(out));
   out = step("simplify", ir::simplify(out));
   (void)target;

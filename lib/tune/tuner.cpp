@@ -26,6 +26,7 @@ double seconds_since(Clock::time_point t0) {
 // A candidate compiled: the kernel, and the pack kernels of its packed inputs.
 struct Compiled {
   Config config;
+  ScheduledKernel built;   // as the template built it (what a rewrite starts from)
   ScheduledKernel kernel;  // lowered funcs
   runtime::KernelFn fn = nullptr;
   std::vector<runtime::KernelFn> pack_fns;
@@ -34,14 +35,10 @@ struct Compiled {
   absl::Status status;
 };
 
-void build_and_compile(const ScheduleTemplate& t, const TemplateContext& ctx,
-                       runtime::CpuJit& jit, Compiled& c) {
-  absl::StatusOr<ScheduledKernel> k = t.build(ctx, c.config);
-  if (!k.ok()) {
-    c.status = k.status();
-    return;
-  }
-  c.kernel = std::move(*k);
+// Lowers k and compiles it with its pack funcs into c.
+void compile_kernel(ScheduledKernel k, const TemplateContext& ctx, runtime::CpuJit& jit,
+                    Compiled& c) {
+  c.kernel = std::move(k);
   ir::Module m;
   m.name = ctx.name + "[" + c.config.to_string() + "]";
   m.target = ctx.target;
@@ -65,6 +62,27 @@ void build_and_compile(const ScheduleTemplate& t, const TemplateContext& ctx,
   }
   c.fn = (*fns)[0];
   c.pack_fns.assign(fns->begin() + 1, fns->end());
+}
+
+// Builds c's config; compiles it as built, or rewritten when `rewrite` is given (the one
+// candidate of an untuned compile goes straight to its final form).
+void build_and_compile(const ScheduleTemplate& t, const TemplateContext& ctx,
+                       runtime::CpuJit& jit, const KernelRewrite* rewrite, Compiled& c) {
+  absl::StatusOr<ScheduledKernel> k = t.build(ctx, c.config);
+  if (!k.ok()) {
+    c.status = k.status();
+    return;
+  }
+  c.built = *k;
+  if (rewrite) {
+    absl::StatusOr<ScheduledKernel> r = (*rewrite)(*k);
+    if (!r.ok()) {
+      c.status = r.status();
+      return;
+    }
+    k = std::move(r);
+  }
+  compile_kernel(std::move(*k), ctx, jit, c);
 }
 
 // Packs each packed input of c from its constant value.
@@ -117,7 +135,7 @@ NDArray filled(const TensorType& t) {
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
                                         TuneLevel level, runtime::CpuJit& jit,
-                                        const Config* forced) {
+                                        const Config* forced, const KernelRewrite* rewrite) {
   auto t0 = Clock::now();
   Space space = t.space(ctx);
   std::vector<Config> configs;
@@ -148,7 +166,8 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   std::atomic<size_t> next{0};
   auto compile_some = [&] {
     for (size_t i; (i = next.fetch_add(1)) < candidates.size();)
-      build_and_compile(t, ctx, jit, candidates[i]);
+      build_and_compile(t, ctx, jit, level == TuneLevel::kNone ? rewrite : nullptr,
+                        candidates[i]);
   };
   std::vector<std::thread> threads;
   for (size_t w = 1; w < workers; ++w) threads.emplace_back(compile_some);
@@ -226,6 +245,40 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     }
     std::stable_sort(finalists.begin(), finalists.end(),
                      [](const Finalist& x, const Finalist& y) { return x.ms < y.ms; });
+  }
+  if (rewrite) {
+    // Post-scheduling: the fastest candidate whose built kernel takes the rewrite is compiled
+    // again in its rewritten form.
+    std::vector<size_t> order;
+    for (const Finalist& f : finalists) order.push_back(f.index);
+    std::vector<size_t> rest;
+    for (size_t i = 0; i < candidates.size(); ++i)
+      if (std::find(order.begin(), order.end(), i) == order.end()) rest.push_back(i);
+    std::stable_sort(rest.begin(), rest.end(), [&](size_t x, size_t y) {
+      return out.measurements[x].median_ms < out.measurements[y].median_ms;
+    });
+    order.insert(order.end(), rest.begin(), rest.end());
+    absl::Status first_error;
+    for (size_t i : order) {
+      absl::StatusOr<ScheduledKernel> r = (*rewrite)(candidates[i].built);
+      if (!r.ok()) {
+        if (first_error.ok()) first_error = r.status();
+        continue;
+      }
+      Compiled c;
+      c.config = candidates[i].config;
+      compile_kernel(std::move(*r), ctx, jit, c);
+      LOOM_RETURN_IF_ERROR(c.status);
+      LOOM_ASSIGN_OR_RETURN(out.packed_inputs, pack_constants(c, constants));
+      out.config = c.config;
+      out.func = c.kernel.func;
+      out.fn = c.fn;
+      out.object = std::move(c.object);
+      out.source = std::move(c.source);
+      out.seconds = seconds_since(t0);
+      return out;
+    }
+    return first_error;
   }
   const size_t best = finalists.front().index;
   std::vector<std::pair<int, NDArray>> best_packed = std::move(finalists.front().packed);

@@ -88,6 +88,9 @@ struct OpDef {
   // Injective: each output element depends on at most one element of each input (elementwise,
   // broadcast, reshape, transpose). Non-injective ops are fusion anchors.
   bool injective = false;
+  // The output holds the (single) input's elements in the same row-major order, only the shape
+  // differs (reshape, flatten, squeeze, unsqueeze): fusion maps indices through it.
+  bool reshape = false;
   // Expected input count, or -1 for any.
   int num_inputs = -1;
   // The OpAttrs subclass the operator reads (checked by Graph::apply); null means NoAttrs.

@@ -176,6 +176,8 @@ struct Load : ExprNode {
 // Pure math intrinsic applied elementwise: exp, log, sqrt, rsqrt, tanh, erf, abs, floor, ceil,
 // round, pow, fma. Known names only; arguments float (abs also int). The bit casts
 // reinterpret_f32 (i32 -> f32) and reinterpret_i32 (f32 -> i32) keep the bits and the lanes.
+// final_value(x) is x, marking a template's store of an output element's final value (when the
+// kernel also stores partial results there); fusion reads the mark and lowering removes it.
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)

@@ -20,6 +20,9 @@ struct Func {
   std::string name;
   std::vector<Param> params;
   Stmt body;
+  // Positions of buffer params that may share memory with another param (fusion's view of a
+  // partial-sum output); all others are assumed distinct (noalias to LLVM).
+  std::vector<size_t> may_alias;
 
   // Buffers among params, in order (what the runtime binds arrays to).
   std::vector<Buffer> buffer_params() const;

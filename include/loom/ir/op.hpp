@@ -58,6 +58,8 @@ Expr fma(Expr a, Expr b, Expr c);
 // reinterpret_i32. Vector exp and similar functions build float exponents this way.
 Expr reinterpret(DType t, Expr x);
 Expr sigmoid(Expr x);
+// x, marked as an output element's final value (see Call).
+Expr final_value(Expr x);
 
 // Lowest and highest finite values of a type (as constants of that type).
 Expr lowest_value(DType t);

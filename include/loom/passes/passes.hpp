@@ -2,6 +2,10 @@
 // LOOM_DUMP_IR=<dir> writes the IR after every pass.
 #pragma once
 
+#include <functional>
+#include <optional>
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "loom/core/target.hpp"
 #include "loom/ir/func.hpp"
@@ -27,6 +31,61 @@ absl::StatusOr<ir::Func> vectorize_loops(const ir::Func& f);
 // iterations) and the loop's iterations write disjoint elements: each buffer the body writes is
 // accessed only at index var in one fixed dim. Runs on multi-dimensional (unflattened) indices.
 ir::Func parallelize_outer_loops(const ir::Func& f, int64_t min_work);
+
+// The index in shape `to` of the element at index `index` of shape `from`, both row-major over
+// the same elements. Dims that match pass their index through unchanged (a vector index there
+// stays a Ramp); others are regrouped by division and remainder, on vectors when a vector index
+// is among them (a gather or scatter in the end). nullopt when the element counts differ.
+std::optional<std::vector<ir::Expr>> reshape_index(const std::vector<ir::Expr>& index,
+                                                   const std::vector<ir::Expr>& from,
+                                                   const std::vector<ir::Expr>& to);
+
+// What post-scheduling fusion puts around an anchor kernel's output stores (its epilogue).
+struct EpilogueFusion {
+  // The anchor operator's output shape; the kernel's output buffer may view the same elements
+  // in another shape (a GEMM's [G, M, N] for a [batch, seq, N] node), row-major alike.
+  std::vector<ir::Expr> anchor_shape;
+  // Where the anchor's element at index J (of anchor_shape) lands in `output`; nullopt when a
+  // vector index cannot be carried through (the caller's mapping needs scalar indices).
+  std::function<std::optional<std::vector<ir::Expr>>(const std::vector<ir::Expr>& J)> output_index;
+  // The epilogue's value for the anchor's element at scalar index J whose value is v.
+  std::function<ir::Expr(const std::vector<ir::Expr>& J, const ir::Expr& v)> value;
+  std::vector<ir::Buffer> inputs;  // the buffers value() reads, appended to the kernel's params
+  ir::Buffer output;               // the fused kernel's output, replacing the anchor's
+  // Every anchor element lands at its own row-major position of `output` (the epilogue is
+  // elementwise ops and reshapes). Then the kernel gets one more parameter before `output`, to be
+  // bound to the same memory: the output viewed in the kernel's own shape, where partial results
+  // stay at the kernel's own indices.
+  bool flat_preserving = false;
+};
+
+// Post-scheduling fusion of an epilogue: every store of the kernel's output (its last buffer
+// parameter) becomes a store of the epilogue's value at the mapped index of e.output; a vector
+// store goes through a small local buffer and a vectorized loop over its lanes. A kernel that
+// reads its output (partial sums kept there) must mark its final stores with final_value():
+// the others store and reload the partial value (in the aliased view when e.flat_preserving,
+// else at the mapped index), which needs e.output to have the anchor's dtype. The result has
+// the kernel's inputs, then e.inputs, then the view if e.flat_preserving, then e.output.
+// An error says why the kernel cannot take the epilogue; the caller then runs it separately.
+absl::StatusOr<ir::Func> fuse_epilogue(const ir::Func& kernel, const EpilogueFusion& e);
+
+// What post-scheduling fusion puts in place of one input of an anchor kernel (its prologue).
+struct PrologueFusion {
+  int input = 0;                       // the kernel's buffer parameter it replaces
+  std::vector<ir::Expr> input_shape;   // that input's shape (the kernel may view it otherwise)
+  // The prologue's value at scalar index J of the input.
+  std::function<ir::Expr(const std::vector<ir::Expr>& J)> value;
+  std::vector<ir::Buffer> inputs;      // the buffers value() reads, in place of the parameter
+};
+
+// Post-scheduling fusion of a prologue: every load of the input becomes the prologue's value at
+// that index; a vector load is computed just before its statement into a small local buffer by a
+// vectorized loop over its lanes. The parameter is replaced by p.inputs, in place. An error says
+// why the kernel cannot take it (it writes the input, say).
+absl::StatusOr<ir::Func> fuse_prologue(const ir::Func& kernel, const PrologueFusion& p);
+
+// Removes final_value() marks (lower_scheduled runs it first).
+ir::Func strip_final_marks(const ir::Func& f);
 
 // A scheduled kernel (from a template) -> flattened, simplified loop IR ready for a code generator.
 ir::Func lower_scheduled(const ir::Func& f, const Target& target);

@@ -2,6 +2,7 @@
 // warm-up and repeats (median), and returns the fastest, compiled and ready to launch.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,9 +37,16 @@ struct TunedKernel {
 // three fastest are timed again, interleaved, and the lowest median of that final round wins. constants[i] is input i's value when it is a constant (the
 // kernel packs it, and it is timed on it), else null (timed on random data). Code lives in jit.
 // A forced config replaces the choice (nothing is measured); it must satisfy the space's rules.
+//
+// A rewrite (post-scheduling fusion) turns a built candidate into the kernel finally compiled:
+// candidates are timed as built and the fastest one the rewrite accepts is compiled rewritten
+// (at kNone, only the rewritten default is compiled); its error, when it accepts none, is
+// returned. The rewritten kernel's extra buffer params follow the template's inputs.
+using KernelRewrite = std::function<absl::StatusOr<ScheduledKernel>(const ScheduledKernel&)>;
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
                                         TuneLevel level, runtime::CpuJit& jit,
-                                        const Config* forced = nullptr);
+                                        const Config* forced = nullptr,
+                                        const KernelRewrite* rewrite = nullptr);
 
 }  // namespace loom::tune
