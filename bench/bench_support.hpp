@@ -29,6 +29,8 @@ namespace loom_bench {
 struct Options {
   std::string json_path;  // --json PATH: where the records go
   bool quick = false;     // --quick: a small subset with short timings
+  std::string tune;       // --tune none|fast|full, for programs that tune (empty: their default)
+  bool profile = false;   // --profile: per-kernel times, for programs that print them
 };
 
 // Parses our flags and hands the rest, after our defaults (so the user's win), to Google
@@ -54,6 +56,10 @@ inline std::optional<int> init(int argc, char** argv, int repetitions, const cha
       filter = argv[++i];
     } else if (arg == "--quick") {
       options.quick = true;
+    } else if (arg == "--tune" && i + 1 < argc) {
+      options.tune = argv[++i];
+    } else if (arg == "--profile") {
+      options.profile = true;
     } else if (arg == "--help" || arg == "-h") {
       std::printf("%s", usage);
       return 0;

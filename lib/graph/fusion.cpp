@@ -192,12 +192,25 @@ absl::StatusOr<Epilogue> epilogue_of(const Graph& g, const FusedGroup& group) {
     return s.link.preserves_order();
   });
   out.fusion.output_index = output_index;
-  out.fusion.value = [output_index, result, anchor_value](const std::vector<ir::Expr>& j,
-                                                          const ir::Expr& v) {
-    std::optional<std::vector<ir::Expr>> at = output_index(j);
-    LOOM_CHECK(at.has_value(), "a scalar index must map through the epilogue");
-    ir::Expr e = te::value_at(result, *at);
+  out.fusion.value = [result, anchor_value](const std::vector<ir::Expr>& at, const ir::Expr& v) {
+    ir::Expr e = te::value_at(result, at);
     return ReplaceLoads(anchor_value->buffer.node().get(), v).mutate(e);
+  };
+  // Aligned runs along the last dim stay runs when every link keeps the last dim last, and each
+  // reshape's last extents are multiples of the run.
+  out.fusion.last_dim_contiguous = [path, shapes](int lanes) {
+    for (const Step& s : path) {
+      const std::vector<ir::Expr>& in = shapes.at(s.from);
+      const std::vector<ir::Expr>& o = shapes.at(s.node);
+      if (in.empty() || o.empty()) return false;
+      if (s.link.reshape) {
+        std::optional<int64_t> a = ir::as_const_int(in.back()), b = ir::as_const_int(o.back());
+        if (!a || !b || *a % lanes != 0 || *b % lanes != 0) return false;
+      } else if (s.link.input_dim_of_axis.back() != static_cast<int>(in.size()) - 1) {
+        return false;
+      }
+    }
+    return true;
   };
   for (size_t k = 1; k < t.placeholders.size(); ++k) out.fusion.inputs.push_back(t.placeholders[k]->buffer);
   out.fusion.output = ir::Buffer::make("out", result.dtype(), shapes.at(output));

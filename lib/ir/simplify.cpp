@@ -582,6 +582,7 @@ class Simplifier : public IRMutator {
   Expr binary(ExprKind k, Expr a, Expr b);
   Expr arith(ExprKind k, const Expr& a, const Expr& b);
   Expr vector_arith(ExprKind k, const Expr& a, const Expr& b);
+  Expr fold_vector_terms(const Expr& e);
   Expr div_mod(ExprKind k, const Expr& a, const Expr& b);
   Expr linear_div_mod(bool is_div, const Expr& a, int64_t c);
   Expr ramp_div_mod(bool is_div, const Ramp* r, int64_t c);
@@ -649,7 +650,36 @@ Expr Simplifier::arith(ExprKind k, const Expr& a, const Expr& b) {
     linearize_into(l, b, k == ExprKind::kSub ? -1 : 1);
   }
   finish(l);
-  return rebuild(l);
+  Expr r = rebuild(l);
+  return a.type().is_vector() ? fold_vector_terms(r) : r;
+}
+
+// A rebuilt vector sum whose terms are ramps and broadcasts (x8(i*64) + ramp(0, 1, 8), what
+// (v / 7) * 7 + v % 7 collapses to) becomes one ramp again: code generators want ramp indices.
+Expr Simplifier::fold_vector_terms(const Expr& e) {
+  auto lanes_free = [](const Expr& x) { return x.is<Ramp>() || x.is<Broadcast>(); };
+  ExprKind k = e.kind();
+  Expr a, b;
+  if (auto* x = e.as<Add>()) {
+    a = x->a;
+    b = x->b;
+  } else if (auto* y = e.as<Sub>()) {
+    a = y->a;
+    b = y->b;
+  } else if (auto* z = e.as<Mul>()) {
+    a = z->a;
+    b = z->b;
+  } else {
+    return e;
+  }
+  a = fold_vector_terms(a);
+  b = fold_vector_terms(b);
+  if (lanes_free(a) && lanes_free(b)) {
+    auto *ba = a.as<Broadcast>(), *bb = b.as<Broadcast>();
+    if (ba && bb) return Broadcast::make(binary(k, ba->value, bb->value), ba->lanes);
+    if (Expr r = vector_arith(k, a, b); r.defined()) return r;
+  }
+  return k == ExprKind::kAdd ? Add::make(a, b) : k == ExprKind::kSub ? Sub::make(a, b) : Mul::make(a, b);
 }
 
 // Ramps absorb broadcasts and each other; all exact under wraparound.

@@ -11,6 +11,16 @@
 namespace loom::passes {
 namespace {
 
+// A loop over vector lanes made here, widened at once (templates may keep kVectorized loops of
+// their own for LLVM, which must stay as they are).
+absl::StatusOr<ir::Stmt> widen_lanes(ir::Stmt loop) {
+  ir::Func f;
+  f.name = "lanes";
+  f.body = std::move(loop);
+  LOOM_ASSIGN_OR_RETURN(ir::Func v, vectorize_loops(f));
+  return v.body;
+}
+
 const ir::Call* final_mark(const ir::Expr& e) {
   const auto* c = e.as<ir::Call>();
   return c && c->name == "final_value" ? c : nullptr;
@@ -52,7 +62,7 @@ class EpilogueFuser : public ir::IRMutator {
       std::optional<std::vector<ir::Expr>> j = anchor_index(index);
       std::optional<std::vector<ir::Expr>> at = j ? e_.output_index(*j) : std::nullopt;
       if (!at) return fail(s, "a scalar output index could not be mapped");
-      return ir::Store::make(e_.output, final ? e_.value(*j, value) : value, *at);
+      return ir::Store::make(e_.output, final ? e_.value(*at, value) : value, *at);
     }
     // A vector store: the lanes go through a local buffer and a loop over them, vectorized
     // afterwards (a contiguous store stays one, anything else becomes a scatter).
@@ -77,15 +87,51 @@ class EpilogueFuser : public ir::IRMutator {
     std::optional<std::vector<ir::Expr>> at = j ? e_.output_index(*j) : std::nullopt;
     if (!at) return fail(s, "an output index could not be mapped");
     ir::Expr v = lanes_buf.load({l});
-    ir::Stmt each = ir::For::make(l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}),
-                                  ir::ForKind::kVectorized,
-                                  ir::Store::make(e_.output, final ? e_.value(*j, v) : v, *at));
+    absl::StatusOr<ir::Stmt> each = widen_lanes(
+        ir::For::make(l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}), ir::ForKind::kVectorized,
+                      ir::Store::make(e_.output, final ? e_.value(*at, v) : v, *at)));
+    if (!each.ok()) return fail(s, std::string(each.status().message()));
     ir::Stmt fill = ir::Store::make(
         lanes_buf, value, {ir::Ramp::make(ir::Expr(int64_t{0}), ir::Expr(int64_t{1}), lanes)});
-    return ir::Allocate::make(lanes_buf, ir::Seq::make({fill, each}));
+    ir::Stmt store = *each;
+    if (std::optional<ir::Stmt> fast = aligned_store(index, lanes, final, lanes_buf); fast) {
+      const ir::Expr& base = index.back().as<ir::Ramp>()->base;
+      store = ir::IfThenElse::make(base % ir::make_const(base.type(), lanes) == ir::make_zero(base.type()),
+                                   *fast, *each);
+    }
+    return ir::Allocate::make(lanes_buf, ir::Seq::make({fill, store}));
   }
 
  private:
+  // When the vector runs along the last dim of the kernel's output, whose elements land along
+  // the last dim of e.output in runs of `lanes` from aligned starts: an alignment test choosing
+  // a contiguous store (the output index of the first lane, plus the lane) over the scatter.
+  std::optional<ir::Stmt> aligned_store(const std::vector<ir::Expr>& index, int lanes, bool final,
+                                        const ir::Buffer& lanes_buf) {
+    if (!final || !e_.last_dim_contiguous || !e_.last_dim_contiguous(lanes)) return std::nullopt;
+    const ir::Ramp* r = index.empty() ? nullptr : index.back().as<ir::Ramp>();
+    if (!r || !ir::is_const_int(r->stride, 1)) return std::nullopt;
+    for (size_t d = 0; d + 1 < index.size(); ++d)
+      if (index[d].type().is_vector()) return std::nullopt;
+    // The kernel's view and the anchor share the run: both last extents are multiples of it.
+    std::optional<int64_t> view_last = ir::as_const_int(out_.shape().back());
+    std::optional<int64_t> anchor_last = ir::as_const_int(e_.anchor_shape.back());
+    if (!view_last || !anchor_last || *view_last % lanes || *anchor_last % lanes) return std::nullopt;
+    std::vector<ir::Expr> first(index.begin(), index.end() - 1);
+    first.push_back(r->base);
+    std::optional<std::vector<ir::Expr>> j = anchor_index(first);
+    std::optional<std::vector<ir::Expr>> at = j ? e_.output_index(*j) : std::nullopt;
+    if (!at || at->empty()) return std::nullopt;
+    ir::Var l("lane" + std::to_string(counter_++));
+    std::vector<ir::Expr> at_lane = *at;
+    at_lane.back() = at_lane.back() + ir::cast(at_lane.back().type(), l);
+    absl::StatusOr<ir::Stmt> run = widen_lanes(ir::For::make(
+        l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}), ir::ForKind::kVectorized,
+        ir::Store::make(e_.output, e_.value(at_lane, lanes_buf.load({l})), at_lane)));
+    if (!run.ok()) return std::nullopt;
+    return *run;
+  }
+
   // The anchor's index of the kernel's output element at `index` (in the buffer's own shape).
   std::optional<std::vector<ir::Expr>> anchor_index(const std::vector<ir::Expr>& index) {
     return reshape_index(index, out_.shape(), e_.anchor_shape);
@@ -216,33 +262,29 @@ absl::StatusOr<ir::Func> fuse_epilogue(const ir::Func& kernel, const EpilogueFus
     return absl::FailedPreconditionError(
         str_cat("kernel ", kernel.name, " reads its output '", out.name(),
                 "' (partial results) and marks none of its stores final"));
-  if (reads_output && e.output.dtype() != out.dtype())
-    return absl::FailedPreconditionError(
-        str_cat("kernel ", kernel.name, " keeps partial results in its output, which the "
-                "epilogue turns from ", out.dtype().to_string(), " into ",
-                e.output.dtype().to_string()));
-  ir::Buffer partial;
-  if (e.flat_preserving)
-    partial = ir::Buffer::make(out.name() + "_partial", out.dtype(), out.shape());
+  // Partial results stay at the kernel's own indices (dense vectors): in the output itself when
+  // every element lands at its own position there (same dtype), else in scratch memory of the
+  // kernel's own, as large as its output.
+  ir::Buffer view, partial;
+  if (e.flat_preserving) view = ir::Buffer::make(out.name() + "_partial", out.dtype(), out.shape());
+  const bool in_place = e.flat_preserving && e.output.dtype() == out.dtype();
+  if (reads_output)
+    partial = in_place ? view : ir::Buffer::make(out.name() + "_partial", out.dtype(), out.shape());
   EpilogueFuser fuser(out, e, reads_output, partial);
   ir::Func f;
   f.name = kernel.name;
   f.body = fuser.mutate(kernel.body);
   LOOM_RETURN_IF_ERROR(fuser.status());
+  if (partial.defined() && !in_place) f.body = ir::Allocate::make(partial, f.body);
   for (size_t i = 0; i + 1 < buffers.size(); ++i) f.params.push_back(buffers[i]);
   for (const ir::Buffer& b : e.inputs) f.params.push_back(b);
-  if (partial.defined()) {
+  if (view.defined()) {
     f.may_alias = {f.params.size(), f.params.size() + 1};
-    f.params.push_back(partial);
+    f.params.push_back(view);
   }
   f.params.push_back(e.output);
   for (const ir::Var& v : kernel.scalar_params()) f.params.push_back(v);
-  absl::StatusOr<ir::Func> vectorized = vectorize_loops(f);
-  if (!vectorized.ok())
-    return absl::FailedPreconditionError(str_cat("the fused kernel ", kernel.name,
-                                                 " does not vectorize: ",
-                                                 vectorized.status().message()));
-  return vectorized;
+  return f;
 }
 
 ir::Func strip_final_marks(const ir::Func& f) {
@@ -315,10 +357,11 @@ class PrologueFuser : public ir::IRMutator {
     ir::Buffer lanes_buf = ir::Buffer::make(in_.name() + "_lanes" + std::to_string(counter_++),
                                             in_.dtype(), {ir::Expr(int64_t{lanes})},
                                             ir::MemoryScope::kLocal);
-    pending_.emplace_back(lanes_buf,
-                          ir::For::make(l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}),
-                                        ir::ForKind::kVectorized,
-                                        ir::Store::make(lanes_buf, p_.value(*j), {l})));
+    absl::StatusOr<ir::Stmt> fill = widen_lanes(
+        ir::For::make(l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}), ir::ForKind::kVectorized,
+                      ir::Store::make(lanes_buf, p_.value(*j), {l})));
+    if (!fill.ok()) return fail(e, std::string(fill.status().message()));
+    pending_.emplace_back(lanes_buf, *fill);
     return lanes_buf.load({ir::Ramp::make(ir::Expr(int64_t{0}), ir::Expr(int64_t{1}), lanes)});
   }
 
@@ -364,12 +407,7 @@ absl::StatusOr<ir::Func> fuse_prologue(const ir::Func& kernel, const PrologueFus
   // Positions after the input move by the number of buffers it became.
   for (size_t& a : f.may_alias)
     if (a > position) a = a + p.inputs.size() - 1;
-  absl::StatusOr<ir::Func> vectorized = vectorize_loops(f);
-  if (!vectorized.ok())
-    return absl::FailedPreconditionError(str_cat("the kernel ", kernel.name,
-                                                 " with its prologue does not vectorize: ",
-                                                 vectorized.status().message()));
-  return vectorized;
+  return f;
 }
 
 }  // namespace loom::passes

@@ -1,6 +1,7 @@
 // CompiledGraph::run: input validation, symbolic-dim binding, buffer allocation, kernel calls.
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <iterator>
 #include <map>
@@ -142,6 +143,32 @@ size_t Specializations::size() const {
 }
 
 absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArray>& inputs) const {
+  return run(inputs, nullptr);
+}
+
+absl::StatusOr<std::vector<double>> CompiledGraph::profile(const std::vector<NDArray>& inputs,
+                                                           int runs) const {
+  if (runs < 1) return absl::InvalidArgumentError(str_cat("profile() needs runs >= 1, got ", runs));
+  std::vector<std::vector<double>> times;
+  for (int r = 0; r <= runs; ++r) {
+    std::vector<double> ms;
+    LOOM_RETURN_IF_ERROR(run(inputs, &ms).status());
+    if (r == 0) {  // warm-up
+      times.assign(ms.size(), {});
+      continue;
+    }
+    for (size_t k = 0; k < ms.size() && k < times.size(); ++k) times[k].push_back(ms[k]);
+  }
+  std::vector<double> median;
+  for (std::vector<double>& t : times) {
+    std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
+    median.push_back(t[t.size() / 2]);
+  }
+  return median;
+}
+
+absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArray>& inputs,
+                                                        std::vector<double>* launch_ms) const {
   if (!impl_) return absl::FailedPreconditionError("run() on an empty CompiledGraph");
   const CompiledGraphImpl& g = *impl_;
   if (inputs.size() != g.inputs.size())
@@ -178,7 +205,7 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
 
   if (g.specializations) {
     LOOM_ASSIGN_OR_RETURN(CompiledGraph bound, specialize(symbols));
-    return bound.run(inputs);
+    return bound.run(inputs, launch_ms);
   }
 
   // Outputs get arrays of their own; every other computed value lives in the arena at the
@@ -224,7 +251,14 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     if (g.poison_buffers) values[l.buffers.back()].poison();
     for (int slot : l.buffers) buffers.push_back(values[slot].data());
     for (const std::string& sym : l.symbols) scalars.push_back(symbols.at(sym));
+    if (!launch_ms) {
+      l.fn(buffers.data(), scalars.data());
+      continue;
+    }
+    auto t0 = std::chrono::steady_clock::now();
     l.fn(buffers.data(), scalars.data());
+    launch_ms->push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   g.arenas.give_back(std::move(arena));
 

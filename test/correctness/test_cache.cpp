@@ -110,7 +110,7 @@ TEST_CASE("cold, memory-warm and disk-warm compiles agree; warm ones run no LLVM
     auto text = disk_cache::describe(dir.path(), e.key);
     REQUIRE(text.ok());
     CHECK(text->find("\"task\"") != std::string::npos);
-    CHECK(text->find("\"loom_version\": \"" LOOM_VERSION_STRING "\"") != std::string::npos);
+    CHECK(text->find("\"loom_version\": \"" LOOM_CACHE_VERSION_STRING "\"") != std::string::npos);
     CHECK(text->find("for (") != std::string::npos);  // the loop IR
     if (e.schedule.find("gemm") != std::string::npos)
       CHECK(text->find("\"median_ms\"") != std::string::npos);

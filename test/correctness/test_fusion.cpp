@@ -231,7 +231,7 @@ TEST_CASE("fusion: injective chains become one kernel; several consumers stay co
   CHECK(ks.size() < 10);
 }
 
-TEST_CASE("fusion: a cast epilogue after partial sums falls back to separate kernels", "[fusion]") {
+TEST_CASE("fusion: a cast epilogue after partial sums keeps them in scratch", "[fusion]") {
   Graph g;
   Tensor x = g.input("x", {6, 200});
   Tensor w = g.constant("w", random_array(DType::f32(), {200, 16}));
@@ -239,10 +239,35 @@ TEST_CASE("fusion: a cast epilogue after partial sums falls back to separate ker
   tune::Config small_kc = gemm_config(2, 64);
   std::vector<KernelInfo> ks = check_fused(g, {random_array(DType::f32(), {6, 200})},
                                            {{"gemm_packed_b", small_kc}}, 0, 1.0);
-  // The matmul keeps partial sums in its f32 output; an i32 output cannot hold them, so the
-  // epilogue stops before the cast.
-  CHECK(ks.size() == 2);
+  // The matmul keeps partial sums across K blocks; an i32 output cannot hold them, so they go to
+  // scratch memory and the whole chain stays one kernel.
+  CHECK(ks.size() == 1);
   const KernelInfo* mm = kernel_of(ks, g.nodes()[g.nodes().size() - 3].name);
   REQUIRE(mm != nullptr);
-  CHECK(mm->ops.size() == 2);
+  CHECK(mm->ops.size() == 3);
+}
+
+TEST_CASE("fusion: attention-style head split after a deep matmul (partial sums in scratch)",
+          "[fusion]") {
+  // [2, 7, 160] x [160, 64] + bias -> [2, 7, 2, 32] -> [2, 2, 7, 32]: the last dim stays last, so
+  // aligned vector stores stay contiguous; K = 160 with kc = 64 keeps partial sums across blocks.
+  Graph g;
+  Tensor x = g.input("x", {2, 7, 160});
+  Tensor w = g.constant("w", random_array(DType::f32(), {160, 64}));
+  Tensor b = g.constant("b", random_array(DType::f32(), {64}));
+  g.output(x.matmul(w).add(b).reshape({2, 7, 2, 32}).transpose({0, 2, 1, 3}));
+  for (auto configs : {std::map<std::string, tune::Config>{},
+                       std::map<std::string, tune::Config>{{"gemm_packed_b", gemm_config(3, 64)}}}) {
+    std::vector<KernelInfo> ks = check_fused(g, {random_array(DType::f32(), {2, 7, 160})}, configs);
+    CHECK(ks.size() == 1);
+  }
+  // Keys transposed the other way ([2, 2, 32, 7]): the last dim moves, stores scatter.
+  Graph h;
+  Tensor y = h.input("y", {2, 7, 160});
+  h.output(y.matmul(h.constant("w", random_array(DType::f32(), {160, 64})))
+               .reshape({2, 7, 2, 32})
+               .transpose({0, 2, 3, 1}));
+  std::vector<KernelInfo> ks = check_fused(h, {random_array(DType::f32(), {2, 7, 160})},
+                                           {{"gemm_packed_b", gemm_config(3, 64)}});
+  CHECK(ks.size() == 1);
 }

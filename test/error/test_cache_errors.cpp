@@ -60,7 +60,7 @@ TEST_CASE("corrupt, truncated and foreign cache entries are reported and rebuilt
       {"another loom version",
        [](const fs::path& e) {
          std::string r = read(e / "record.json");
-         const std::string field = "\"loom_version\": \"" LOOM_VERSION_STRING "\"";
+         const std::string field = "\"loom_version\": \"" LOOM_CACHE_VERSION_STRING "\"";
          size_t at = r.find(field);
          REQUIRE(at != std::string::npos);
          r.replace(at, field.size(), "\"loom_version\": \"0.0.1-elsewhere\"");

@@ -48,8 +48,12 @@ struct EpilogueFusion {
   // Where the anchor's element at index J (of anchor_shape) lands in `output`; nullopt when a
   // vector index cannot be carried through (the caller's mapping needs scalar indices).
   std::function<std::optional<std::vector<ir::Expr>>(const std::vector<ir::Expr>& J)> output_index;
-  // The epilogue's value for the anchor's element at scalar index J whose value is v.
-  std::function<ir::Expr(const std::vector<ir::Expr>& J, const ir::Expr& v)> value;
+  // The epilogue's value at scalar index I of `output`, where the anchor's element is v.
+  std::function<ir::Expr(const std::vector<ir::Expr>& I, const ir::Expr& v)> value;
+  // Whether `lanes` consecutive anchor elements along its last dim, the first at a multiple of
+  // `lanes`, land at consecutive positions along the output's last dim (then an aligned vector
+  // store stays one vector store). Null: never.
+  std::function<bool(int lanes)> last_dim_contiguous;
   std::vector<ir::Buffer> inputs;  // the buffers value() reads, appended to the kernel's params
   ir::Buffer output;               // the fused kernel's output, replacing the anchor's
   // Every anchor element lands at its own row-major position of `output` (the epilogue is
@@ -61,11 +65,14 @@ struct EpilogueFusion {
 
 // Post-scheduling fusion of an epilogue: every store of the kernel's output (its last buffer
 // parameter) becomes a store of the epilogue's value at the mapped index of e.output; a vector
-// store goes through a small local buffer and a vectorized loop over its lanes. A kernel that
+// store goes through a small local buffer and a vectorized loop over its lanes (a scatter unless
+// the lanes stay contiguous; when they do for aligned vectors, an alignment test picks a
+// contiguous store at run time). A kernel that
 // reads its output (partial sums kept there) must mark its final stores with final_value():
-// the others store and reload the partial value (in the aliased view when e.flat_preserving,
-// else at the mapped index), which needs e.output to have the anchor's dtype. The result has
-// the kernel's inputs, then e.inputs, then the view if e.flat_preserving, then e.output.
+// the others store and reload the partial value at the kernel's own index, in the aliased view
+// when e.flat_preserving and the dtype stays, else in scratch memory the kernel allocates (as
+// large as its output). The result has the kernel's inputs, then e.inputs, then the view if
+// e.flat_preserving, then e.output.
 // An error says why the kernel cannot take the epilogue; the caller then runs it separately.
 absl::StatusOr<ir::Func> fuse_epilogue(const ir::Func& kernel, const EpilogueFusion& e);
 

@@ -16,6 +16,7 @@ struct KernelInfo {
   std::string name;         // kernel (function) name
   std::vector<std::string> ops;  // graph nodes it computes
   std::string schedule;          // "default", or the template and its config
+                                 // (ops: the anchor's prologue, the anchor, its epilogue)
   double tune_seconds = 0;       // spent choosing and compiling it (0 for default schedules)
 };
 
@@ -30,6 +31,11 @@ class CompiledGraph {
   // expected (count, dtype, rank, extents, inconsistent symbolic dims), or the node whose shape
   // rule the bound dims break.
   absl::StatusOr<std::vector<NDArray>> run(const std::vector<NDArray>& inputs) const;
+
+  // Runs the graph `runs` times (after one warm-up run) timing each kernel: the median
+  // milliseconds of each, in kernels() order. For a graph that specializes per binding the times
+  // are those of specialize(dims) for the inputs' dims, in its kernels() order.
+  absl::StatusOr<std::vector<double>> profile(const std::vector<NDArray>& inputs, int runs = 10) const;
 
   // A graph with symbolic dims compiled with CompileOptions::specialize_shapes runs each
   // binding of its dims (from the inputs' extents) on a static CompiledGraph of its own, compiled
@@ -50,6 +56,9 @@ class CompiledGraph {
   std::vector<TensorType> output_types() const;
 
  private:
+  // run(), timing each launch into (*launch_ms)[k] when launch_ms is given.
+  absl::StatusOr<std::vector<NDArray>> run(const std::vector<NDArray>& inputs,
+                                           std::vector<double>* launch_ms) const;
   std::shared_ptr<const CompiledGraphImpl> impl_;
 };
 

@@ -27,7 +27,7 @@ struct CacheKeyParts {
   std::string task;             // canonical task text (see lib/compiler.cpp)
   std::string target;           // target fingerprint, with the cache sizes and cores spaces use
   std::string backend_version;  // CpuJit::backend_version()
-  std::string loom_version = LOOM_VERSION_STRING;
+  std::string loom_version = LOOM_CACHE_VERSION_STRING;  // version and codegen revision
 };
 
 // 128 bits of two stable hashes of the parts, as 32 hex digits (also the entry's directory name).
