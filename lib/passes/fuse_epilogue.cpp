@@ -12,13 +12,16 @@ namespace loom::passes {
 namespace {
 
 // A loop over vector lanes made here, widened at once (templates may keep kVectorized loops of
-// their own for LLVM, which must stay as they are).
-absl::StatusOr<ir::Stmt> widen_lanes(ir::Stmt loop) {
+// their own for LLVM, which must stay as they are). A body that does not widen (an index that
+// loses the lane, in code a template guards away) runs lane by lane instead.
+ir::Stmt widen_lanes(const ir::Stmt& loop) {
   ir::Func f;
   f.name = "lanes";
-  f.body = std::move(loop);
-  LOOM_ASSIGN_OR_RETURN(ir::Func v, vectorize_loops(f));
-  return v.body;
+  f.body = loop;
+  absl::StatusOr<ir::Func> v = vectorize_loops(f);
+  if (v.ok()) return v->body;
+  const auto* op = loop.as<ir::For>();
+  return ir::For::make(op->var, op->min, op->extent, ir::ForKind::kSerial, op->body);
 }
 
 const ir::Call* final_mark(const ir::Expr& e) {
@@ -87,17 +90,16 @@ class EpilogueFuser : public ir::IRMutator {
     std::optional<std::vector<ir::Expr>> at = j ? e_.output_index(*j) : std::nullopt;
     if (!at) return fail(s, "an output index could not be mapped");
     ir::Expr v = lanes_buf.load({l});
-    absl::StatusOr<ir::Stmt> each = widen_lanes(
+    ir::Stmt each = widen_lanes(
         ir::For::make(l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}), ir::ForKind::kVectorized,
                       ir::Store::make(e_.output, final ? e_.value(*at, v) : v, *at)));
-    if (!each.ok()) return fail(s, std::string(each.status().message()));
     ir::Stmt fill = ir::Store::make(
         lanes_buf, value, {ir::Ramp::make(ir::Expr(int64_t{0}), ir::Expr(int64_t{1}), lanes)});
-    ir::Stmt store = *each;
+    ir::Stmt store = each;
     if (std::optional<ir::Stmt> fast = aligned_store(index, lanes, final, lanes_buf); fast) {
       const ir::Expr& base = index.back().as<ir::Ramp>()->base;
       store = ir::IfThenElse::make(base % ir::make_const(base.type(), lanes) == ir::make_zero(base.type()),
-                                   *fast, *each);
+                                   *fast, each);
     }
     return ir::Allocate::make(lanes_buf, ir::Seq::make({fill, store}));
   }
@@ -125,11 +127,9 @@ class EpilogueFuser : public ir::IRMutator {
     ir::Var l("lane" + std::to_string(counter_++));
     std::vector<ir::Expr> at_lane = *at;
     at_lane.back() = at_lane.back() + ir::cast(at_lane.back().type(), l);
-    absl::StatusOr<ir::Stmt> run = widen_lanes(ir::For::make(
+    return widen_lanes(ir::For::make(
         l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}), ir::ForKind::kVectorized,
         ir::Store::make(e_.output, e_.value(at_lane, lanes_buf.load({l})), at_lane)));
-    if (!run.ok()) return std::nullopt;
-    return *run;
   }
 
   // The anchor's index of the kernel's output element at `index` (in the buffer's own shape).
@@ -357,11 +357,10 @@ class PrologueFuser : public ir::IRMutator {
     ir::Buffer lanes_buf = ir::Buffer::make(in_.name() + "_lanes" + std::to_string(counter_++),
                                             in_.dtype(), {ir::Expr(int64_t{lanes})},
                                             ir::MemoryScope::kLocal);
-    absl::StatusOr<ir::Stmt> fill = widen_lanes(
-        ir::For::make(l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}), ir::ForKind::kVectorized,
-                      ir::Store::make(lanes_buf, p_.value(*j), {l})));
-    if (!fill.ok()) return fail(e, std::string(fill.status().message()));
-    pending_.emplace_back(lanes_buf, *fill);
+    pending_.emplace_back(lanes_buf, widen_lanes(ir::For::make(
+                                         l, ir::Expr(int64_t{0}), ir::Expr(int64_t{lanes}),
+                                         ir::ForKind::kVectorized,
+                                         ir::Store::make(lanes_buf, p_.value(*j), {l}))));
     return lanes_buf.load({ir::Ramp::make(ir::Expr(int64_t{0}), ir::Expr(int64_t{1}), lanes)});
   }
 

@@ -112,7 +112,8 @@ TEST_CASE("a user-defined schedule template is tuned and every config computes t
   for (auto [R, L] : {std::pair<int64_t, int64_t>{1, 1}, {5, 37}, {13, 64}, {31, 257}}) {
     Graph g;
     Tensor x = g.input("x", {R, L});
-    g.output(g.apply(kOp, {x, g.constant("b", random_array(DType::f32(), {L}))}).relu());
+    // abs() before and relu() after: post-scheduling fusion puts both into the template's kernel.
+    g.output(g.apply(kOp, {x.abs(), g.constant("b", random_array(DType::f32(), {L}))}).relu());
     NDArray in = random_array(DType::f32(), {R, L});
     std::vector<NDArray> want = reference_run(g, {in});
     for (const tune::Config& c : space.all()) {
@@ -122,6 +123,8 @@ TEST_CASE("a user-defined schedule template is tuned and every config computes t
       auto compiled = Compiler().compile(g, options);
       INFO(R << "x" << L << " " << c.to_string() << ": " << compiled.status().ToString());
       REQUIRE(compiled.ok());
+      REQUIRE(compiled->kernels().size() == 1);
+      REQUIRE(compiled->kernels()[0].ops.size() == 3);
       REQUIRE(compiled->kernels()[0].schedule == std::string(kTemplate) + "[" + c.to_string() + "]");
       auto got = compiled->run({in});
       REQUIRE(got.ok());
