@@ -28,6 +28,12 @@ absl::StatusOr<ir::Func> vectorize_loops(const ir::Func& f);
 // accessed only at index var in one fixed dim. Runs on multi-dimensional (unflattened) indices.
 ir::Func parallelize_outer_loops(const ir::Func& f, int64_t min_work);
 
+// The default GPU mapping: when the kernel body (through lets and loops of one iteration) is one
+// kParallel loop, its iterations go one per thread, threads_per_block threads per block (blockIdx.x,
+// threadIdx.x), guarded when they do not divide the extent. Every other kParallel loop becomes
+// serial, so a kernel with several loop nests runs in one thread: correct, not fast.
+ir::Func bind_gpu_loops(const ir::Func& f, int threads_per_block);
+
 // A scheduled kernel (from a template) -> flattened, simplified loop IR ready for a code generator.
 ir::Func lower_scheduled(const ir::Func& f, const Target& target);
 
