@@ -29,7 +29,8 @@ namespace {
 constexpr int64_t kMaxLocalArrayBytes = 4096;
 
 // Helpers every kernel may use; the f16/bf16 ones are added when those types appear.
-constexpr const char* kPreamble = R"(template <typename T> __device__ __forceinline__ T loom_min(T a, T b) { return b < a ? b : a; }
+constexpr const char* kPreamble =
+    R"(template <typename T> __device__ __forceinline__ T loom_min(T a, T b) { return b < a ? b : a; }
 template <typename T> __device__ __forceinline__ T loom_max(T a, T b) { return a < b ? b : a; }
 )";
 constexpr const char* kF16Preamble = R"(#include <cuda_fp16.h>
@@ -59,10 +60,13 @@ bool is_reserved(const std::string& name) {
       "volatile", "while", "class", "namespace", "operator", "private", "public", "protected",
       "virtual", "using", "typename", "friend", "explicit", "mutable", "noexcept", "nullptr",
       "constexpr", "decltype", "static_assert", "thread_local", "alignas", "alignof", "try",
-      "catch", "throw", "asm", "and", "or", "not", "xor", "bitand", "bitor", "compl",
-      "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize", "min", "max", "abs", "exp",
-      "log", "sqrt", "pow", "fma", "floor", "ceil", "round", "malloc", "free", "half",
-      "main", "std", "assert", "printf"};
+      "catch", "throw", "asm", "and", "or", "not", "xor", "bitand", "bitor", "compl", "threadIdx",
+      "blockIdx", "blockDim", "gridDim", "warpSize", "min", "max", "abs", "exp", "log", "sqrt",
+      "pow", "fma", "floor", "ceil", "round", "malloc", "free", "half", "main", "std", "assert",
+      "printf",
+      // Functions the generated code calls: a variable of that name would shadow them.
+      "expf", "logf", "sqrtf", "rsqrtf", "tanhf", "erff", "fabsf", "floorf", "ceilf", "roundf",
+      "powf", "fmaf", "fmodf", "fminf", "fmaxf", "llabs", "sinf", "cosf", "exp2f"};
   return kReserved.count(name) > 0 || name.rfind("loom_", 0) == 0 || name.rfind("__", 0) == 0 ||
          (name.size() > 1 && name[0] == '_' && name[1] >= 'A' && name[1] <= 'Z');
 }
@@ -82,13 +86,20 @@ std::string sanitize(const std::string& name, const char* fallback) {
 // Type of a scalar element in memory.
 std::string memory_type(DType t) {
   switch (t.code()) {
-    case DTypeCode::kF32: return "float";
-    case DTypeCode::kF16: return "__half";
-    case DTypeCode::kBF16: return "__nv_bfloat16";
-    case DTypeCode::kI8: return "signed char";
-    case DTypeCode::kI32: return "int";
-    case DTypeCode::kI64: return "long long";
-    case DTypeCode::kBool: return "unsigned char";
+    case DTypeCode::kF32:
+      return "float";
+    case DTypeCode::kF16:
+      return "__half";
+    case DTypeCode::kBF16:
+      return "__nv_bfloat16";
+    case DTypeCode::kI8:
+      return "signed char";
+    case DTypeCode::kI32:
+      return "int";
+    case DTypeCode::kI64:
+      return "long long";
+    case DTypeCode::kBool:
+      return "unsigned char";
   }
   return "?";
 }
@@ -142,9 +153,9 @@ class GpuLoopCollector : public ir::IRVisitor {
     if (block || op->for_kind == ir::ForKind::kGpuThread) {
       if (op->gpu_axis < 0 || op->gpu_axis > 2) {
         if (status.ok())
-          status = absl::InvalidArgumentError(str_cat("GPU loop over '", op->var.name(),
-                                                      "' has axis ", op->gpu_axis,
-                                                      "; axes are 0, 1, 2 (x, y, z)"));
+          status =
+              absl::InvalidArgumentError(str_cat("GPU loop over '", op->var.name(), "' has axis ",
+                                                 op->gpu_axis, "; axes are 0, 1, 2 (x, y, z)"));
       } else {
         ir::Expr& slot = (block ? axes.grid : axes.block)[static_cast<size_t>(op->gpu_axis)];
         if (!slot.defined())
@@ -273,7 +284,8 @@ class FuncEmitter {
 // ---- expressions -----------------------------------------------------------------------------
 
 std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
-  if (!e.defined()) return fail_expr(absl::InvalidArgumentError("undefined expression in a kernel"));
+  if (!e.defined())
+    return fail_expr(absl::InvalidArgumentError("undefined expression in a kernel"));
   note_type(e.type());
   if (e.type().is_scalar()) lane = 0;
   switch (e.kind()) {
@@ -290,9 +302,10 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
       const auto* op = e.as<ir::VarNode>();
       auto it = vars_.find(op);
       if (it == vars_.end())
-        return fail_expr(absl::InvalidArgumentError(
-            str_cat("variable '", op->name, "' is used outside the loop, let or parameter that "
-                    "defines it")));
+        return fail_expr(
+            absl::InvalidArgumentError(str_cat("variable '", op->name,
+                                               "' is used outside the loop, let or parameter that "
+                                               "defines it")));
       if (it->second.lanes > 1) return str_cat(it->second.name, "[", lane, "]");
       return it->second.name;
     }
@@ -316,7 +329,8 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
       DType t = op->base.type();
       std::string base = expr(op->base, 0);
       if (lane == 0) return base;
-      if (t.is_bool()) return fail_expr(absl::InvalidArgumentError("Ramp of bool is not supported"));
+      if (t.is_bool())
+        return fail_expr(absl::InvalidArgumentError("Ramp of bool is not supported"));
       if (t.is_float())
         return round_to(t, str_cat("(", base, " + ", expr(op->stride, 0), " * ", lane, ".0f)"));
       if (ir::is_const_int(op->stride, 1)) return str_cat("(", base, " + ", lane, ")");
@@ -339,7 +353,8 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
     case ir::ExprKind::kReduce:
       return fail_expr(absl::InvalidArgumentError(
           "Reduce node reached the CUDA code generator; lower reductions to accumulator loops "
-          "first: " + ir::to_string(e)));
+          "first: " +
+          ir::to_string(e)));
     default:
       return binary(e, lane);
   }
@@ -358,35 +373,60 @@ std::string FuncEmitter::binary(const ir::Expr& e, int lane) {
         str_cat(ir::expr_kind_name(kind), " of ", t, " is not supported")));
   };
   switch (kind) {
-    case K::kEQ: return infix("==");
-    case K::kNE: return infix("!=");  // unordered for floats, as in the IR
-    case K::kLT: return infix("<");
-    case K::kLE: return infix("<=");
-    case K::kGT: return infix(">");
-    case K::kGE: return infix(">=");
-    default: break;
+    case K::kEQ:
+      return infix("==");
+    case K::kNE:
+      return infix("!=");  // unordered for floats, as in the IR
+    case K::kLT:
+      return infix("<");
+    case K::kLE:
+      return infix("<=");
+    case K::kGT:
+      return infix(">");
+    case K::kGE:
+      return infix(">=");
+    default:
+      break;
   }
   if (t.is_float()) {
     std::string r;
     switch (kind) {
-      case K::kAdd: r = infix("+"); break;
-      case K::kSub: r = infix("-"); break;
-      case K::kMul: r = infix("*"); break;
-      case K::kDiv: r = infix("/"); break;
-      case K::kMod: r = "fmodf(" + a + ", " + b + ")"; break;
-      case K::kMin: r = "fminf(" + a + ", " + b + ")"; break;  // NaN-ignoring, like minnum
-      case K::kMax: r = "fmaxf(" + a + ", " + b + ")"; break;
-      default: return unsupported();
+      case K::kAdd:
+        r = infix("+");
+        break;
+      case K::kSub:
+        r = infix("-");
+        break;
+      case K::kMul:
+        r = infix("*");
+        break;
+      case K::kDiv:
+        r = infix("/");
+        break;
+      case K::kMod:
+        r = "fmodf(" + a + ", " + b + ")";
+        break;
+      case K::kMin:
+        r = "fminf(" + a + ", " + b + ")";
+        break;  // NaN-ignoring, like minnum
+      case K::kMax:
+        r = "fmaxf(" + a + ", " + b + ")";
+        break;
+      default:
+        return unsupported();
     }
     return round_to(t, r);
   }
   if (t.is_bool()) {
     switch (kind) {
       case K::kAnd:
-      case K::kMin: return infix("&&");
+      case K::kMin:
+        return infix("&&");
       case K::kOr:
-      case K::kMax: return infix("||");
-      default: return unsupported();
+      case K::kMax:
+        return infix("||");
+      default:
+        return unsupported();
     }
   }
   // Integers are signed; / and % truncate toward zero in C as in the IR. i8 results wrap back
@@ -394,14 +434,27 @@ std::string FuncEmitter::binary(const ir::Expr& e, int lane) {
   std::string type = memory_type(t);
   std::string r;
   switch (kind) {
-    case K::kAdd: r = infix("+"); break;
-    case K::kSub: r = infix("-"); break;
-    case K::kMul: r = infix("*"); break;
-    case K::kDiv: r = infix("/"); break;
-    case K::kMod: r = infix("%"); break;
-    case K::kMin: return "loom_min<" + type + ">(" + a + ", " + b + ")";
-    case K::kMax: return "loom_max<" + type + ">(" + a + ", " + b + ")";
-    default: return unsupported();
+    case K::kAdd:
+      r = infix("+");
+      break;
+    case K::kSub:
+      r = infix("-");
+      break;
+    case K::kMul:
+      r = infix("*");
+      break;
+    case K::kDiv:
+      r = infix("/");
+      break;
+    case K::kMod:
+      r = infix("%");
+      break;
+    case K::kMin:
+      return "loom_min<" + type + ">(" + a + ", " + b + ")";
+    case K::kMax:
+      return "loom_max<" + type + ">(" + a + ", " + b + ")";
+    default:
+      return unsupported();
   }
   if (t.code() == DTypeCode::kI8) return "((signed char)" + r + ")";
   return r;
@@ -423,8 +476,8 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
   for (const ir::Expr& a : op->args) args.push_back(expr(a, lane));
   const std::string& name = op->name;
   auto unknown = [&] {
-    return fail_expr(absl::InvalidArgumentError(
-        str_cat("intrinsic ", name, " of ", t, " with ", args.size(), " arguments is not supported")));
+    return fail_expr(absl::InvalidArgumentError(str_cat(
+        "intrinsic ", name, " of ", t, " with ", args.size(), " arguments is not supported")));
   };
   if (name == "reinterpret_f32" && args.size() == 1) return "__int_as_float(" + args[0] + ")";
   if (name == "reinterpret_i32" && args.size() == 1) return "__float_as_int(" + args[0] + ")";
@@ -462,15 +515,20 @@ std::string FuncEmitter::load(const ir::Expr& e, const ir::Load* op, int lane) {
     return fail_expr(absl::InvalidArgumentError(
         str_cat("Load of buffer '", op->buffer->name, "' has ", op->indices.size(),
                 " indices; the CUDA code generator needs flattened IR (one physical element "
-                "index per access): ", ir::to_string(e))));
+                "index per access): ",
+                ir::to_string(e))));
   const BufferBinding* buf = find_buffer(op->buffer.get(), "Load");
   if (!buf) return "0";
   std::string element = buf->name + "[" + expr(op->indices[0], lane) + "]";
   switch (buf->dtype.code()) {
-    case DTypeCode::kF16: return "__half2float(" + element + ")";
-    case DTypeCode::kBF16: return "__bfloat162float(" + element + ")";
-    case DTypeCode::kBool: return "(" + element + " != 0)";
-    default: return element;
+    case DTypeCode::kF16:
+      return "__half2float(" + element + ")";
+    case DTypeCode::kBF16:
+      return "__bfloat162float(" + element + ")";
+    case DTypeCode::kBool:
+      return "(" + element + " != 0)";
+    default:
+      return element;
   }
 }
 
@@ -504,7 +562,8 @@ void FuncEmitter::stmt(const ir::Stmt& s) {
     case ir::StmtKind::kIfThenElse: {
       const auto* op = s.as<ir::IfThenElse>();
       if (!op->cond.type().is_scalar())
-        return fail(absl::InvalidArgumentError("if with a vector condition: " + ir::to_string(op->cond)));
+        return fail(
+            absl::InvalidArgumentError("if with a vector condition: " + ir::to_string(op->cond)));
       line("if (" + strip_parens(expr(op->cond, 0)) + ") {");
       ++depth_;
       stmt(op->then_case);
@@ -575,8 +634,8 @@ void FuncEmitter::for_loop(const ir::For* op) {
   }
   // Serial, unrolled, and leftover vectorized or parallel loops run in order in the thread.
   std::string lo = expr(op->min, 0);
-  std::string hi = ir::is_const_int(op->min, 0) ? expr(op->extent, 0)
-                                                : lo + " + " + expr(op->extent, 0);
+  std::string hi =
+      ir::is_const_int(op->min, 0) ? expr(op->extent, 0) : lo + " + " + expr(op->extent, 0);
   if (op->for_kind == ir::ForKind::kUnrolled) line("#pragma unroll");
   std::string end = fresh(name + "_end", "end");
   line(str_cat("for (", type, " ", name, " = ", lo, ", ", end, " = ", hi, "; ", name, " < ", end,
@@ -607,10 +666,14 @@ void FuncEmitter::store(const ir::Store* op) {
                                                    index.type(), "; lanes must match")));
   auto to_memory = [&](const std::string& v) -> std::string {
     switch (buf->dtype.code()) {
-      case DTypeCode::kF16: return "__float2half_rn(" + v + ")";
-      case DTypeCode::kBF16: return "__float2bfloat16_rn(" + v + ")";
-      case DTypeCode::kBool: return "(unsigned char)" + v;
-      default: return v;
+      case DTypeCode::kF16:
+        return "__float2half_rn(" + v + ")";
+      case DTypeCode::kBF16:
+        return "__float2bfloat16_rn(" + v + ")";
+      case DTypeCode::kBool:
+        return "(unsigned char)" + v;
+      default:
+        return v;
     }
   };
   if (lanes == 1) {
@@ -627,7 +690,8 @@ void FuncEmitter::store(const ir::Store* op) {
     line(str_cat("const ", type, " ", temps.back(), " = ", expr(op->value, l), ";"));
   }
   for (int l = 0; l < lanes; ++l)
-    line(str_cat(buf->name, "[", expr(index, l), "] = ", to_memory(temps[static_cast<size_t>(l)]), ";"));
+    line(str_cat(buf->name, "[", expr(index, l), "] = ", to_memory(temps[static_cast<size_t>(l)]),
+                 ";"));
   --depth_;
   line("}");
 }
@@ -698,8 +762,8 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
       // The runtime never passes one array twice: buffers do not alias. Read-only ones are const,
       // which lets the compiler use the read-only data path.
       bool read_only = !stored.stored.count(buf->node().get());
-      params.push_back(str_cat(read_only ? "const " : "", memory_type(buf->dtype()),
-                               "* __restrict__ ", name));
+      params.push_back(
+          str_cat(read_only ? "const " : "", memory_type(buf->dtype()), "* __restrict__ ", name));
       buffers_[buf->node().get()] = BufferBinding{name, buf->dtype()};
     } else {
       const ir::Var& var = std::get<ir::Var>(p);
@@ -719,10 +783,10 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
         // Scalars are always passed as 64-bit integers; narrower ones are converted on entry.
         std::string arg = fresh(var.name() + "_arg", "arg");
         params.push_back("long long " + arg);
-        prologue.push_back(str_cat("const ", register_type(var.type()), " ", name, " = ",
-                                   var.type().is_bool() ? "(" + arg + " != 0)"
-                                                        : "(" + memory_type(var.type()) + ")" + arg,
-                                   ";"));
+        prologue.push_back(str_cat(
+            "const ", register_type(var.type()), " ", name, " = ",
+            var.type().is_bool() ? "(" + arg + " != 0)" : "(" + memory_type(var.type()) + ")" + arg,
+            ";"));
       }
       vars_[var.node()] = VarBinding{name, 1};
     }
@@ -791,8 +855,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   }
   std::string& src = out.source;
   src = str_cat("// CUDA C++ generated by loom for module '", m.name, "' (",
-                m.target.is_cuda() ? "sm_" + std::to_string(m.target.sm_arch()) : "any sm",
-                ").\n");
+                m.target.is_cuda() ? "sm_" + std::to_string(m.target.sm_arch()) : "any sm", ").\n");
   if (uses_f16) src += kF16Preamble;
   if (uses_bf16) src += kBF16Preamble;
   src += kPreamble;

@@ -19,7 +19,9 @@
 
 namespace loom::runtime::cuda {
 
-bool built_with_cuda() { return LOOM_HAVE_NVRTC != 0; }
+bool built_with_cuda() {
+  return LOOM_HAVE_NVRTC != 0;
+}
 
 #if LOOM_HAVE_NVRTC
 
@@ -119,10 +121,10 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
                                                  CU_GET_PROC_ADDRESS_DEFAULT);
     }
     if (r != CUDA_SUCCESS || !fn) {
-      status = absl::UnavailableError(
-          str_cat("the CUDA driver does not provide ", symbol, " for CUDA ",
-                  kRequestedApiVersion / 1000, ".", kRequestedApiVersion % 1000 / 10,
-                  " (error ", static_cast<int>(r), "); a newer driver is needed"));
+      status = absl::UnavailableError(str_cat("the CUDA driver does not provide ", symbol,
+                                              " for CUDA ", kRequestedApiVersion / 1000, ".",
+                                              kRequestedApiVersion % 1000 / 10, " (error ",
+                                              static_cast<int>(r), "); a newer driver is needed"));
       return;
     }
     slot = reinterpret_cast<std::remove_reference_t<decltype(slot)>>(fn);
@@ -200,7 +202,8 @@ absl::StatusOr<DeviceProperties> Driver::device_properties(int ordinal) {
   p.name = name;
   auto attribute = [&](CUdevice_attribute a, auto* out) -> absl::Status {
     int v = 0;
-    LOOM_RETURN_IF_ERROR(api_->check(api_->device_get_attribute(&v, a, dev), "cuDeviceGetAttribute"));
+    LOOM_RETURN_IF_ERROR(
+        api_->check(api_->device_get_attribute(&v, a, dev), "cuDeviceGetAttribute"));
     *out = v;
     return absl::OkStatus();
   };
@@ -218,7 +221,8 @@ absl::StatusOr<DeviceProperties> Driver::device_properties(int ordinal) {
                                  &p.shared_memory_per_block_optin));
   LOOM_RETURN_IF_ERROR(
       attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, &p.shared_memory_per_sm));
-  LOOM_RETURN_IF_ERROR(attribute(CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK, &p.registers_per_block));
+  LOOM_RETURN_IF_ERROR(
+      attribute(CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK, &p.registers_per_block));
   LOOM_RETURN_IF_ERROR(
       attribute(CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR, &p.registers_per_sm));
   LOOM_RETURN_IF_ERROR(attribute(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, &p.l2_cache_bytes));
@@ -232,7 +236,8 @@ absl::StatusOr<Context> Driver::retain_primary_context(int ordinal) {
   CUdevice dev = 0;
   LOOM_RETURN_IF_ERROR(api_->check(api_->device_get(&dev, ordinal), "cuDeviceGet"));
   CUcontext ctx = nullptr;
-  LOOM_RETURN_IF_ERROR(api_->check(api_->primary_ctx_retain(&ctx, dev), "cuDevicePrimaryCtxRetain"));
+  LOOM_RETURN_IF_ERROR(
+      api_->check(api_->primary_ctx_retain(&ctx, dev), "cuDevicePrimaryCtxRetain"));
   return ctx;
 }
 
@@ -252,7 +257,8 @@ absl::StatusOr<ModuleHandle> Driver::load_module(std::string_view image) {
   // NUL terminator PTX text needs.
   std::string copy(image);
   CUmodule module = nullptr;
-  LOOM_RETURN_IF_ERROR(api_->check(api_->module_load_data(&module, copy.c_str()), "cuModuleLoadData"));
+  LOOM_RETURN_IF_ERROR(
+      api_->check(api_->module_load_data(&module, copy.c_str()), "cuModuleLoadData"));
   return module;
 }
 
@@ -262,8 +268,8 @@ absl::Status Driver::unload_module(ModuleHandle module) {
 
 absl::StatusOr<Function> Driver::get_function(ModuleHandle module, const std::string& name) {
   CUfunction fn = nullptr;
-  absl::Status s = api_->check(api_->module_get_function(&fn, module, name.c_str()),
-                               "cuModuleGetFunction");
+  absl::Status s =
+      api_->check(api_->module_get_function(&fn, module, name.c_str()), "cuModuleGetFunction");
   if (!s.ok()) return absl::Status(s.code(), str_cat("kernel '", name, "': ", s.message()));
   return fn;
 }
@@ -277,7 +283,8 @@ absl::Status Driver::launch(Function function, Dim3 grid, Dim3 block, unsigned s
 
 absl::StatusOr<Stream> Driver::create_stream() {
   CUstream s = nullptr;
-  LOOM_RETURN_IF_ERROR(api_->check(api_->stream_create(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate"));
+  LOOM_RETURN_IF_ERROR(
+      api_->check(api_->stream_create(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate"));
   return s;
 }
 
@@ -296,7 +303,9 @@ absl::StatusOr<DevicePtr> Driver::allocate(size_t bytes) {
   return static_cast<DevicePtr>(p);
 }
 
-absl::Status Driver::free(DevicePtr ptr) { return api_->check(api_->mem_free(ptr), "cuMemFree"); }
+absl::Status Driver::free(DevicePtr ptr) {
+  return api_->check(api_->mem_free(ptr), "cuMemFree");
+}
 
 absl::Status Driver::copy_to_device(DevicePtr dst, const void* src, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
@@ -339,7 +348,8 @@ absl::Status Driver::synchronize_event(Event event) {
 
 absl::StatusOr<float> Driver::elapsed_ms(Event start, Event end) {
   float ms = 0;
-  LOOM_RETURN_IF_ERROR(api_->check(api_->event_elapsed_time(&ms, start, end), "cuEventElapsedTime"));
+  LOOM_RETURN_IF_ERROR(
+      api_->check(api_->event_elapsed_time(&ms, start, end), "cuEventElapsedTime"));
   return ms;
 }
 
@@ -356,6 +366,7 @@ absl::StatusOr<Driver*> Driver::get() {
 // Unreachable without a Driver instance; defined so that the class is complete.
 Driver::Driver(std::unique_ptr<Api> api) : api_(std::move(api)) {}
 Driver::~Driver() = default;
+// clang-format off
 #define LOOM_NO_CUDA return absl::UnimplementedError("loom was built without CUDA")
 absl::StatusOr<int> Driver::version() { LOOM_NO_CUDA; }
 absl::StatusOr<int> Driver::device_count() { LOOM_NO_CUDA; }
@@ -381,6 +392,7 @@ absl::Status Driver::destroy_event(Event) { LOOM_NO_CUDA; }
 absl::Status Driver::record_event(Event, Stream) { LOOM_NO_CUDA; }
 absl::Status Driver::synchronize_event(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<float> Driver::elapsed_ms(Event, Event) { LOOM_NO_CUDA; }
+// clang-format on
 #undef LOOM_NO_CUDA
 
 #endif  // LOOM_HAVE_NVRTC

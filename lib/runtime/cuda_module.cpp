@@ -34,7 +34,8 @@ class SubstituteVars : public ir::IRMutator {
 
 }  // namespace
 
-absl::StatusOr<std::string> emit_cuda_source(const ir::Module& m, std::vector<KernelInfo>* kernels) {
+absl::StatusOr<std::string> emit_cuda_source(const ir::Module& m,
+                                             std::vector<KernelInfo>* kernels) {
   LOOM_ASSIGN_OR_RETURN(codegen::EmittedCuda emitted, codegen::emit_cuda(m));
   if (kernels) *kernels = std::move(emitted.kernels);
   return std::move(emitted.source);
@@ -43,9 +44,9 @@ absl::StatusOr<std::string> emit_cuda_source(const ir::Module& m, std::vector<Ke
 absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch) {
   if (sm_arch == 0) {
     if (!m.target.is_cuda())
-      return absl::InvalidArgumentError(str_cat("module '", m.name, "' targets ",
-                                                m.target.to_string(),
-                                                "; compile it for a CUDA target or give an sm arch"));
+      return absl::InvalidArgumentError(
+          str_cat("module '", m.name, "' targets ", m.target.to_string(),
+                  "; compile it for a CUDA target or give an sm arch"));
     sm_arch = m.target.sm_arch();
   }
   if (!built_with_cuda()) return compile_cuda_source("", sm_arch).status();
@@ -54,7 +55,8 @@ absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch) 
   LOOM_ASSIGN_OR_RETURN(out.source, emit_cuda_source(m, &out.kernels));
   std::string group = m.name.empty() ? "cuda" : m.name;
   dump_stage(group, "cuda-source", out.source, "cu");
-  LOOM_ASSIGN_OR_RETURN(NvrtcOutput compiled, compile_cuda_source(out.source, sm_arch, group + ".cu"));
+  LOOM_ASSIGN_OR_RETURN(NvrtcOutput compiled,
+                        compile_cuda_source(out.source, sm_arch, group + ".cu"));
   out.ptx = std::move(compiled.ptx);
   out.cubin = std::move(compiled.cubin);
   out.log = std::move(compiled.log);
@@ -71,7 +73,8 @@ absl::StatusOr<std::pair<Dim3, Dim3>> launch_shape(const ir::Func& f, const Kern
   std::map<const ir::VarNode*, int64_t> values;
   for (size_t i = 0; i < params.size(); ++i) values[params[i].node()] = scalars[i];
   SubstituteVars substitute(std::move(values));
-  auto extent = [&](const ir::Expr& e, int64_t limit, const char* what) -> absl::StatusOr<unsigned> {
+  auto extent = [&](const ir::Expr& e, int64_t limit,
+                    const char* what) -> absl::StatusOr<unsigned> {
     std::optional<int64_t> v = ir::as_const_int(ir::simplify(substitute.mutate(e)));
     if (!v)
       return absl::InvalidArgumentError(str_cat("the ", what, " extent ", ir::to_string(e),
@@ -91,9 +94,9 @@ absl::StatusOr<std::pair<Dim3, Dim3>> launch_shape(const ir::Func& f, const Kern
   LOOM_ASSIGN_OR_RETURN(block.y, extent(kernel.block[1], 1024, "block y"));
   LOOM_ASSIGN_OR_RETURN(block.z, extent(kernel.block[2], 64, "block z"));
   if (int64_t{block.x} * block.y * block.z > 1024)
-    return absl::InvalidArgumentError(
-        str_cat("kernel '", kernel.symbol, "' needs ", int64_t{block.x} * block.y * block.z,
-                " threads per block; CUDA allows 1024"));
+    return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' needs ",
+                                              int64_t{block.x} * block.y * block.z,
+                                              " threads per block; CUDA allows 1024"));
   return std::make_pair(grid, block);
 }
 

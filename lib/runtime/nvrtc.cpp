@@ -95,8 +95,9 @@ absl::StatusOr<const Nvrtc*> load_nvrtc() {
     resolve("nvrtcGetCUBINSize", api->get_cubin_size);
     resolve("nvrtcGetCUBIN", api->get_cubin);
     if (!ok)
-      return new absl::StatusOr<const Nvrtc*>(absl::UnavailableError(
-          "the NVRTC library found lacks an entry point loom needs (nvrtcGetCUBIN needs CUDA 11.1+)"));
+      return new absl::StatusOr<const Nvrtc*>(
+          absl::UnavailableError("the NVRTC library found lacks an entry point loom needs "
+                                 "(nvrtcGetCUBIN needs CUDA 11.1+)"));
     return new absl::StatusOr<const Nvrtc*>(api);
   }();
   return *loaded;
@@ -149,19 +150,20 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
 
   std::vector<std::string> options = {str_cat("-arch=sm_", sm_arch), "--std=c++17",
                                       "-default-device"};
-  if (std::string include = cuda_include_dir(); !include.empty())
-    options.push_back("-I" + include);
+  if (std::string include = cuda_include_dir(); !include.empty()) options.push_back("-I" + include);
   std::vector<const char*> option_ptrs;
   for (const std::string& o : options) option_ptrs.push_back(o.c_str());
-  nvrtcResult compiled = api->compile_program(program.get(), static_cast<int>(option_ptrs.size()),
-                                              option_ptrs.data());
+  nvrtcResult compiled =
+      api->compile_program(program.get(), static_cast<int>(option_ptrs.size()), option_ptrs.data());
 
   NvrtcOutput out;
   size_t log_size = 0;
-  LOOM_RETURN_IF_ERROR(api->check(api->get_log_size(program.get(), &log_size), "nvrtcGetProgramLogSize"));
+  LOOM_RETURN_IF_ERROR(
+      api->check(api->get_log_size(program.get(), &log_size), "nvrtcGetProgramLogSize"));
   if (log_size > 1) {
     out.log.resize(log_size);
-    LOOM_RETURN_IF_ERROR(api->check(api->get_log(program.get(), out.log.data()), "nvrtcGetProgramLog"));
+    LOOM_RETURN_IF_ERROR(
+        api->check(api->get_log(program.get(), out.log.data()), "nvrtcGetProgramLog"));
     out.log.resize(log_size - 1);  // the terminating NUL
   }
   if (compiled != NVRTC_SUCCESS) {
@@ -173,10 +175,12 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
   }
 
   size_t cubin_size = 0;
-  LOOM_RETURN_IF_ERROR(api->check(api->get_cubin_size(program.get(), &cubin_size), "nvrtcGetCUBINSize"));
+  LOOM_RETURN_IF_ERROR(
+      api->check(api->get_cubin_size(program.get(), &cubin_size), "nvrtcGetCUBINSize"));
   out.cubin.resize(cubin_size);
   if (cubin_size > 0)
-    LOOM_RETURN_IF_ERROR(api->check(api->get_cubin(program.get(), out.cubin.data()), "nvrtcGetCUBIN"));
+    LOOM_RETURN_IF_ERROR(
+        api->check(api->get_cubin(program.get(), out.cubin.data()), "nvrtcGetCUBIN"));
   size_t ptx_size = 0;
   // For a real sm arch the PTX is an intermediate NVRTC still returns; readers want it.
   if (api->get_ptx_size(program.get(), &ptx_size) == NVRTC_SUCCESS && ptx_size > 1) {

@@ -51,7 +51,8 @@ std::vector<Case> make_cases() {
     ir::Var n("n");
     te::Tensor a = te::placeholder("A", DType::f32(), {n});
     te::Tensor b = te::placeholder("B", DType::f32(), {n});
-    te::Tensor c = te::compute("C", {n}, [&](const std::vector<ir::Var>& i) { return a(i[0]) + b(i[0]); });
+    te::Tensor c =
+        te::compute("C", {n}, [&](const std::vector<ir::Var>& i) { return a(i[0]) + b(i[0]); });
     cases.push_back({make_task("add", {a, b}, {c}),
                      {random_array(DType::f32(), {1031}), random_array(DType::f32(), {1031})},
                      {1031}});
@@ -59,10 +60,15 @@ std::vector<Case> make_cases() {
   {  // row reduction: max and sum of each row
     te::Tensor x = te::placeholder("x", DType::f32(), {37, 129});
     ir::IterVar r = te::reduce_axis(129, "r");
-    te::Tensor s = te::compute("rowsum", {37}, [&](const std::vector<ir::Var>& i) { return te::sum(x(i[0], r.var), {r}); });
+    te::Tensor s = te::compute("rowsum", {37}, [&](const std::vector<ir::Var>& i) {
+      return te::sum(x(i[0], r.var), {r});
+    });
     ir::IterVar r2 = te::reduce_axis(129, "r2");
-    te::Tensor m = te::compute("rowmax", {37}, [&](const std::vector<ir::Var>& i) { return te::max(x(i[0], r2.var), {r2}); });
-    cases.push_back({make_task("rows", {x}, {s, m}), {random_array(DType::f32(), {37, 129})}, {}, 1e-4, 1e-4});
+    te::Tensor m = te::compute("rowmax", {37}, [&](const std::vector<ir::Var>& i) {
+      return te::max(x(i[0], r2.var), {r2});
+    });
+    cases.push_back(
+        {make_task("rows", {x}, {s, m}), {random_array(DType::f32(), {37, 129})}, {}, 1e-4, 1e-4});
   }
   {  // matmul of odd sizes
     te::Tensor a = te::placeholder("A", DType::f32(), {19, 67});
@@ -72,8 +78,10 @@ std::vector<Case> make_cases() {
       return te::sum(a(i[0], k.var) * b(k.var, i[1]), {k});
     });
     cases.push_back({make_task("matmul", {a, b}, {c}),
-                     {random_array(DType::f32(), {19, 67}), random_array(DType::f32(), {67, 23})}, {},
-                     1e-4, 1e-4});
+                     {random_array(DType::f32(), {19, 67}), random_array(DType::f32(), {67, 23})},
+                     {},
+                     1e-4,
+                     1e-4});
   }
   {  // math intrinsics, f32 -> f16 output through cuda_fp16.h
     te::Tensor x = te::placeholder("x", DType::f32(), {251});
@@ -86,7 +94,8 @@ std::vector<Case> make_cases() {
                    ir::select(v > 0.0f, v, -v);
       return ir::cast(DType::f16(), e);
     });
-    cases.push_back({make_task("math_f16", {x}, {y}), {random_array(DType::f32(), {251})}, {}, 2e-3, 2e-3});
+    cases.push_back(
+        {make_task("math_f16", {x}, {y}), {random_array(DType::f32(), {251})}, {}, 2e-3, 2e-3});
   }
   {  // bf16 input, a two-stage task (an intermediate tensor), integer casts
     te::Tensor x = te::placeholder("x", DType::bf16(), {13, 17});
@@ -98,10 +107,14 @@ std::vector<Case> make_cases() {
       return ir::sqrt(te::sum(sq(i[0], r.var), {r}) + 1e-3f);
     });
     te::Tensor idx = te::compute("idx", {13}, [&](const std::vector<ir::Var>& i) {
-      return ir::cast(DType::i32(), ir::cast(DType::f32(), x(i[0], 0)) * 10.0f) + ir::cast(DType::i32(), i[0]);
+      return ir::cast(DType::i32(), ir::cast(DType::f32(), x(i[0], 0)) * 10.0f) +
+             ir::cast(DType::i32(), i[0]);
     });
-    cases.push_back({make_task("norms_bf16", {x}, {norm, idx}), {random_array(DType::bf16(), {13, 17})}, {},
-                     1e-3, 1e-3});
+    cases.push_back({make_task("norms_bf16", {x}, {norm, idx}),
+                     {random_array(DType::bf16(), {13, 17})},
+                     {},
+                     1e-3,
+                     1e-3});
   }
   return cases;
 }
@@ -184,7 +197,9 @@ bool run_on_gpu(const ir::Module& m, std::vector<Case>& cases) {
     REQUIRE(d->synchronize(nullptr).ok());
     for (size_t o = 0; o < outputs.size(); ++o) {
       size_t at = c.inputs.size() + o;
-      REQUIRE(d->copy_to_host(outputs[o].data(), buffers[at], static_cast<size_t>(outputs[o].nbytes())).ok());
+      REQUIRE(
+          d->copy_to_host(outputs[o].data(), buffers[at], static_cast<size_t>(outputs[o].nbytes()))
+              .ok());
       loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
     }
     for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());
@@ -194,7 +209,8 @@ bool run_on_gpu(const ir::Module& m, std::vector<Case>& cases) {
 
 }  // namespace
 
-TEST_CASE("CUDA codegen: default-scheduled tasks compile with NVRTC for sm_80 and sm_90", "[cuda]") {
+TEST_CASE("CUDA codegen: default-scheduled tasks compile with NVRTC for sm_80 and sm_90",
+          "[cuda]") {
   std::vector<Case> cases = make_cases();
   for (bool bind : {false, true}) {
     DYNAMIC_SECTION((bind ? "one thread per outer iteration" : "one thread per kernel")) {
@@ -205,7 +221,7 @@ TEST_CASE("CUDA codegen: default-scheduled tasks compile with NVRTC for sm_80 an
       REQUIRE(source.ok());
       REQUIRE(kernels.size() == cases.size());
       CHECK_THAT(*source, Catch::Contains("extern \"C\" __global__ void __launch_bounds__(" +
-                                         std::string(bind ? "256" : "1") + ") add("));
+                                          std::string(bind ? "256" : "1") + ") add("));
       CHECK_THAT(*source, Catch::Contains("#include <cuda_fp16.h>"));
       CHECK_THAT(*source, Catch::Contains("#include <cuda_bf16.h>"));
       if (bind) {
@@ -231,7 +247,9 @@ TEST_CASE("CUDA codegen: default-scheduled tasks compile with NVRTC for sm_80 an
         cuda::CompiledModule compiled = compile(m, sm);
         CHECK(compiled.sm_arch == sm);
         CHECK(compiled.cubin.size() > 64);
-        CHECK(compiled.cubin.compare(0, 4, "\x7f" "ELF") == 0);
+        CHECK(compiled.cubin.compare(0, 4,
+                                     "\x7f"
+                                     "ELF") == 0);
         for (const cuda::KernelInfo& k : compiled.kernels)
           CHECK_THAT(compiled.ptx, Catch::Contains(".entry " + k.symbol));
         CHECK_THAT(compiled.ptx, Catch::Contains(".target sm_" + std::to_string(sm)));
@@ -248,31 +266,35 @@ TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compi
   ir::Buffer x = ir::Buffer::make("x", DType::f32(), {n * 128});
   ir::Buffer y = ir::Buffer::make("y", DType::bf16(), {n * 128});
   ir::Buffer count = ir::Buffer::make("count", DType::i32(), {n});
-  ir::Buffer tile = ir::Buffer::make("tile", DType::f32(), {ir::Expr(128)}, ir::MemoryScope::kShared);
+  ir::Buffer tile =
+      ir::Buffer::make("tile", DType::f32(), {ir::Expr(128)}, ir::MemoryScope::kShared);
   ir::Buffer acc = ir::Buffer::make("acc", DType::i32(), {ir::Expr(1)}, ir::MemoryScope::kLocal);
   ir::Var row("row"), t("t"), u("u"), j("j");
   ir::Stmt load = ir::Store::make(tile, x(row * 128 + t), {t});
   ir::Expr lanes = ir::Ramp::make(t * 4, ir::Expr(1), 4);
   ir::Expr mirror = ir::Ramp::make(ir::Expr(127) - t * 4, ir::Expr(-1), 4);
   ir::Stmt vec = ir::IfThenElse::make(
-      t < 32, ir::Store::make(y,
-                              ir::cast(DType::bf16(4), tile(lanes) + tile(mirror)),
+      t < 32, ir::Store::make(y, ir::cast(DType::bf16(4), tile(lanes) + tile(mirror)),
                               {ir::Broadcast::make(row * 128, 4) + lanes}));
   ir::Stmt counting = ir::IfThenElse::make(
       t == 0,
       ir::Allocate::make(
-          acc, ir::Seq::make({ir::Store::make(acc, ir::IntImm::make(DType::i32(), 0), {ir::Expr(0)}),
-                              ir::For::make(j, ir::Expr(0), ir::Expr(128), ir::ForKind::kUnrolled,
-                                            ir::Store::make(acc, acc(0) + ir::cast(DType::i32(), tile(j) > 0.0f), {ir::Expr(0)})),
-                              ir::Store::make(count, acc(0), {row})})));
+          acc,
+          ir::Seq::make(
+              {ir::Store::make(acc, ir::IntImm::make(DType::i32(), 0), {ir::Expr(0)}),
+               ir::For::make(j, ir::Expr(0), ir::Expr(128), ir::ForKind::kUnrolled,
+                             ir::Store::make(acc, acc(0) + ir::cast(DType::i32(), tile(j) > 0.0f),
+                                             {ir::Expr(0)})),
+               ir::Store::make(count, acc(0), {row})})));
   ir::Stmt body = ir::For::make(
       row, ir::Expr(0), n, ir::ForKind::kGpuBlock,
-      ir::Allocate::make(tile, ir::Seq::make({
-          ir::For::make(t, ir::Expr(0), ir::Expr(128), ir::ForKind::kGpuThread, load),
-          ir::Barrier::make(),
-          ir::For::make(u, ir::Expr(0), ir::Expr(128), ir::ForKind::kGpuThread,
-                        ir::LetStmt::make(t, u, ir::Seq::make({vec, counting}))),
-      })));
+      ir::Allocate::make(
+          tile, ir::Seq::make({
+                    ir::For::make(t, ir::Expr(0), ir::Expr(128), ir::ForKind::kGpuThread, load),
+                    ir::Barrier::make(),
+                    ir::For::make(u, ir::Expr(0), ir::Expr(128), ir::ForKind::kGpuThread,
+                                  ir::LetStmt::make(t, u, ir::Seq::make({vec, counting}))),
+                })));
   ir::Func f{"mirror_rows", {x, y, count, n}, body};
   ir::Module m{"handwritten", Target::cuda(90), {f}};
   std::vector<cuda::KernelInfo> kernels;
@@ -335,7 +357,8 @@ TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compi
 TEST_CASE("CUDA codegen: NVRTC errors carry NVRTC's log", "[cuda]") {
   if (!have_nvrtc()) return;
   auto bad = cuda::compile_cuda_source(
-      "extern \"C\" __global__ void broken(float* x) { x[0] = undefined_thing; }\n", 90, "broken.cu");
+      "extern \"C\" __global__ void broken(float* x) { x[0] = undefined_thing; }\n", 90,
+      "broken.cu");
   REQUIRE(!bad.ok());
   REQUIRE(bad.status().code() == absl::StatusCode::kInvalidArgument);
   std::string message(bad.status().message());

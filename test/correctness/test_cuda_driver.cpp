@@ -64,13 +64,14 @@ TEST_CASE("CUDA driver: device properties are sane", "[cuda]") {
     auto p = driver->device_properties(d);
     INFO(p.status().ToString());
     REQUIRE(p.ok());
-    std::printf("[cuda] device %d: %s sm_%d, %d SMs, %lld B shared/block (%lld opt-in), "
-                "%lld B shared/SM, %d regs/block, %lld MiB\n",
-                d, p->name.c_str(), p->sm_arch, p->sm_count,
-                static_cast<long long>(p->shared_memory_per_block),
-                static_cast<long long>(p->shared_memory_per_block_optin),
-                static_cast<long long>(p->shared_memory_per_sm), p->registers_per_block,
-                static_cast<long long>(p->total_memory_bytes >> 20));
+    std::printf(
+        "[cuda] device %d: %s sm_%d, %d SMs, %lld B shared/block (%lld opt-in), "
+        "%lld B shared/SM, %d regs/block, %lld MiB\n",
+        d, p->name.c_str(), p->sm_arch, p->sm_count,
+        static_cast<long long>(p->shared_memory_per_block),
+        static_cast<long long>(p->shared_memory_per_block_optin),
+        static_cast<long long>(p->shared_memory_per_sm), p->registers_per_block,
+        static_cast<long long>(p->total_memory_bytes >> 20));
     CHECK(p->ordinal == d);
     CHECK(!p->name.empty());
     CHECK(p->sm_arch >= 50);

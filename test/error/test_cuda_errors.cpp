@@ -40,13 +40,16 @@ TEST_CASE("CUDA codegen errors: unflattened access, bad launch extents, dynamic 
   require_error({"f", {b, n}, ir::For::make(i, ir::Expr(0), n, ir::ForKind::kSerial, inner)},
                 absl::StatusCode::kInvalidArgument, "depends on 'i'");
   // More than 1024 threads per block.
-  require_error({"f", {b, n}, ir::For::make(i, ir::Expr(0), ir::Expr(2048), ir::ForKind::kGpuThread,
-                                            ir::Store::make(b, ir::Expr(1.0f), {i}))},
+  require_error({"f",
+                 {b, n},
+                 ir::For::make(i, ir::Expr(0), ir::Expr(2048), ir::ForKind::kGpuThread,
+                               ir::Store::make(b, ir::Expr(1.0f), {i}))},
                 absl::StatusCode::kInvalidArgument, "1024");
   // Shared memory of a symbolic size.
   ir::Buffer s = ir::Buffer::make("s", DType::f32(), {n}, ir::MemoryScope::kShared);
-  require_error({"f", {b, n}, ir::Allocate::make(s, ir::Store::make(s, ir::Expr(1.0f), {ir::Expr(0)}))},
-                absl::StatusCode::kUnimplemented, "constant-size shared memory");
+  require_error(
+      {"f", {b, n}, ir::Allocate::make(s, ir::Store::make(s, ir::Expr(1.0f), {ir::Expr(0)}))},
+      absl::StatusCode::kUnimplemented, "constant-size shared memory");
   // A buffer that is neither a parameter nor allocated.
   require_error({"f", {n}, ir::Store::make(b, ir::Expr(1.0f), {ir::Expr(0)})},
                 absl::StatusCode::kInvalidArgument, "neither a parameter");

@@ -28,7 +28,7 @@ using ModuleHandle = CUmod_st*;
 using Function = CUfunc_st*;
 using Stream = CUstream_st*;  // nullptr is the legacy default stream
 using Event = CUevent_st*;
-using DevicePtr = uint64_t;   // CUdeviceptr
+using DevicePtr = uint64_t;  // CUdeviceptr
 
 // Whether this build of loom contains the CUDA back end (the CUDA toolkit was found when loom
 // was configured). Without it every function below returns a "built without CUDA" status.
