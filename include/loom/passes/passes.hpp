@@ -93,6 +93,11 @@ absl::StatusOr<ir::Func> fuse_prologue(const ir::Func& kernel, const PrologueFus
 
 // Removes final_value() marks (lower_scheduled runs it first).
 ir::Func strip_final_marks(const ir::Func& f);
+// The default GPU mapping: when the kernel body (through lets and loops of one iteration) is one
+// kParallel loop, its iterations go one per thread, threads_per_block threads per block (blockIdx.x,
+// threadIdx.x), guarded when they do not divide the extent. Every other kParallel loop becomes
+// serial, so a kernel with several loop nests runs in one thread: correct, not fast.
+ir::Func bind_gpu_loops(const ir::Func& f, int threads_per_block);
 
 // A scheduled kernel (from a template) -> flattened, simplified loop IR ready for a code generator.
 ir::Func lower_scheduled(const ir::Func& f, const Target& target);

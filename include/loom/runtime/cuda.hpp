@@ -1,0 +1,185 @@
+// The CUDA back end's runtime: the driver API (libcuda.so.1, loaded with dlopen on first use) and
+// CUDA C++ compilation (loop IR -> CUDA source -> NVRTC -> cubin). No CUDA header appears here.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "loom/ir/func.hpp"
+
+// The driver's opaque handle types, declared (never defined) under the names cuda.h gives them,
+// so that code including cuda.h can pass them on unchanged.
+struct CUctx_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUstream_st;
+struct CUevent_st;
+
+namespace loom::runtime::cuda {
+
+using Context = CUctx_st*;
+using ModuleHandle = CUmod_st*;
+using Function = CUfunc_st*;
+using Stream = CUstream_st*;  // nullptr is the legacy default stream
+using Event = CUevent_st*;
+using DevicePtr = uint64_t;  // CUdeviceptr
+
+// Whether this build of loom contains the CUDA back end (the CUDA toolkit was found when loom
+// was configured). Without it every function below returns a "built without CUDA" status.
+bool built_with_cuda();
+
+// What schedule spaces and launches need to know about a device.
+struct DeviceProperties {
+  int ordinal = 0;
+  std::string name;
+  int sm_arch = 0;  // compute capability major * 10 + minor: 90 for H100
+  int sm_count = 0;
+  int warp_size = 0;
+  int max_threads_per_block = 0;
+  int64_t shared_memory_per_block = 0;        // without opting in
+  int64_t shared_memory_per_block_optin = 0;  // the most a kernel may opt in to
+  int64_t shared_memory_per_sm = 0;
+  int registers_per_block = 0;
+  int registers_per_sm = 0;
+  int64_t l2_cache_bytes = 0;
+  int64_t total_memory_bytes = 0;
+};
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+// The CUDA driver API, loaded once per process. Every call returns the driver's error name and
+// text on failure ("CUDA_ERROR_INVALID_VALUE (invalid argument) in cuMemAlloc"). Thread-safe
+// as the driver itself is. Handles are plain driver handles; the caller owns what it creates.
+class Driver {
+ public:
+  // Loads libcuda.so.1 and calls cuInit(0) on first use. A machine without the driver gets an
+  // Unavailable status "no CUDA driver (libcuda.so.1 not found): <dlerror>"; nothing else in
+  // loom depends on this succeeding.
+  static absl::StatusOr<Driver*> get();
+
+  // The driver's CUDA version, 1000 * major + 10 * minor (13000 for CUDA 13.0).
+  absl::StatusOr<int> version();
+  absl::StatusOr<int> device_count();
+  absl::StatusOr<DeviceProperties> device_properties(int ordinal);
+
+  // The device's primary context (retained; release once per retain) and making it current.
+  absl::StatusOr<Context> retain_primary_context(int ordinal);
+  absl::Status release_primary_context(int ordinal);
+  absl::Status set_current(Context context);
+
+  // A module from cubin (or PTX) image bytes; its functions by their extern "C" names.
+  absl::StatusOr<ModuleHandle> load_module(std::string_view image);
+  absl::Status unload_module(ModuleHandle module);
+  absl::StatusOr<Function> get_function(ModuleHandle module, const std::string& name);
+  // args[i] points at the value of kernel parameter i (cuLaunchKernel's kernelParams).
+  absl::Status launch(Function function, Dim3 grid, Dim3 block, unsigned shared_memory_bytes,
+                      Stream stream, void** args);
+
+  absl::StatusOr<Stream> create_stream();
+  absl::Status destroy_stream(Stream stream);
+  absl::Status synchronize(Stream stream);
+
+  absl::StatusOr<DevicePtr> allocate(size_t bytes);
+  absl::Status free(DevicePtr ptr);
+  absl::Status copy_to_device(DevicePtr dst, const void* src, size_t bytes);
+  absl::Status copy_to_host(void* dst, DevicePtr src, size_t bytes);
+  absl::Status copy_to_device_async(DevicePtr dst, const void* src, size_t bytes, Stream stream);
+  absl::Status copy_to_host_async(void* dst, DevicePtr src, size_t bytes, Stream stream);
+
+  absl::StatusOr<Event> create_event();
+  absl::Status destroy_event(Event event);
+  absl::Status record_event(Event event, Stream stream);
+  absl::Status synchronize_event(Event event);
+  // Milliseconds between two recorded, completed events.
+  absl::StatusOr<float> elapsed_ms(Event start, Event end);
+
+  struct Api;  // the entry points (lib/runtime/cuda_driver.cpp)
+  explicit Driver(std::unique_ptr<Api> api);
+  ~Driver();
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
+
+ private:
+  std::unique_ptr<Api> api_;
+};
+
+// One CUDA kernel of a compiled module: its symbol and launch shape. The grid and block extents
+// are i64 expressions over the func's scalar parameters (symbolic dims), 1 where unused.
+struct KernelInfo {
+  std::string symbol;
+  std::array<ir::Expr, 3> grid;
+  std::array<ir::Expr, 3> block;
+};
+
+// A module compiled for one sm arch: the generated source and PTX for people to read, the cubin
+// for the driver, and one KernelInfo per func (in func order).
+struct CompiledModule {
+  int sm_arch = 0;
+  std::string source;
+  std::string ptx;
+  std::string cubin;
+  std::string log;  // NVRTC's log (warnings), empty when quiet
+  std::vector<KernelInfo> kernels;
+};
+
+// Emits CUDA C++ for a flattened loop-IR module (lowered for a CUDA target). Loops of kind
+// kGpuBlock/kGpuThread become blockIdx/threadIdx; unsupported IR gives an error naming the node.
+absl::StatusOr<std::string> emit_cuda_source(const ir::Module& m,
+                                             std::vector<KernelInfo>* kernels = nullptr);
+
+// NVRTC: CUDA C++ source -> cubin for exactly sm_<sm_arch> (PTX kept). A compile error is an
+// InvalidArgument status carrying NVRTC's log.
+struct NvrtcOutput {
+  std::string ptx;
+  std::string cubin;
+  std::string log;
+};
+absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int sm_arch,
+                                                const std::string& program_name = "loom.cu");
+// "NVRTC 13.0": part of kernel cache keys.
+absl::StatusOr<std::string> nvrtc_version();
+
+// emit_cuda_source + compile_cuda_source for m.target.sm_arch() (or sm_arch when non-zero).
+absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch = 0);
+
+// The launch shape of a kernel for given scalar parameter values (in Func::scalar_params order).
+absl::StatusOr<std::pair<Dim3, Dim3>> launch_shape(const ir::Func& f, const KernelInfo& kernel,
+                                                   const std::vector<int64_t>& scalars);
+
+// A compiled module loaded into the current context, ready to launch its kernels.
+class LoadedModule {
+ public:
+  // Makes device `ordinal`'s primary context current and loads the cubin into it.
+  static absl::StatusOr<std::unique_ptr<LoadedModule>> load(const ir::Module& m,
+                                                            CompiledModule compiled,
+                                                            int ordinal = 0);
+  ~LoadedModule();
+  LoadedModule(const LoadedModule&) = delete;
+  LoadedModule& operator=(const LoadedModule&) = delete;
+
+  // Launches func `index` with the runtime's convention: device buffers in the order of
+  // Func::buffer_params(), scalars (i64) in the order of Func::scalar_params().
+  absl::Status launch(size_t index, const std::vector<DevicePtr>& buffers,
+                      const std::vector<int64_t>& scalars, Stream stream = nullptr);
+  const CompiledModule& compiled() const { return compiled_; }
+
+ private:
+  LoadedModule() = default;
+  Driver* driver_ = nullptr;
+  int ordinal_ = 0;
+  Context context_ = nullptr;
+  ModuleHandle module_ = nullptr;
+  std::vector<ir::Func> funcs_;
+  std::vector<Function> functions_;
+  CompiledModule compiled_;
+};
+
+}  // namespace loom::runtime::cuda

@@ -1,0 +1,870 @@
+// emit_cuda: flattened loop IR -> CUDA C++ source, one extern "C" __global__ kernel per func.
+// The source is meant to be read: loops stay loops, names stay the IR's names where they can.
+
+#include "codegen/emit_cuda.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "loom/core/ndarray.hpp"
+#include "loom/core/status.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/ir/printer.hpp"
+#include "loom/ir/simplify.hpp"
+#include "loom/ir/structural.hpp"
+#include "loom/ir/visitor.hpp"
+
+namespace loom::codegen {
+namespace {
+
+// Allocations up to this many bytes with a constant size are arrays in registers/local memory;
+// larger or symbolic ones come from the device heap (malloc), which default schedules need only
+// for intermediates of multi-stage tasks.
+constexpr int64_t kMaxLocalArrayBytes = 4096;
+
+// Helpers every kernel may use; the f16/bf16 ones are added when those types appear.
+constexpr const char* kPreamble =
+    R"(template <typename T> __device__ __forceinline__ T loom_min(T a, T b) { return b < a ? b : a; }
+template <typename T> __device__ __forceinline__ T loom_max(T a, T b) { return a < b ? b : a; }
+)";
+constexpr const char* kF16Preamble = R"(#include <cuda_fp16.h>
+__device__ __forceinline__ float loom_round_f16(float x) { return __half2float(__float2half_rn(x)); }
+)";
+constexpr const char* kBF16Preamble = R"(#include <cuda_bf16.h>
+__device__ __forceinline__ float loom_round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+)";
+
+// "(a < b)" -> "a < b" where the outer parentheses enclose the whole text (if conditions).
+std::string strip_parens(const std::string& s) {
+  if (s.size() < 2 || s.front() != '(' || s.back() != ')') return s;
+  int depth = 0;
+  for (size_t i = 0; i + 1 < s.size(); ++i) {
+    depth += s[i] == '(' ? 1 : s[i] == ')' ? -1 : 0;
+    if (depth == 0) return s;  // the first parenthesis closes before the end
+  }
+  return s.substr(1, s.size() - 2);
+}
+
+bool is_reserved(const std::string& name) {
+  static const std::set<std::string> kReserved = {
+      "auto", "bool", "break", "case", "char", "const", "continue", "default", "do", "double",
+      "else", "enum", "extern", "false", "float", "for", "goto", "if", "inline", "int", "long",
+      "new", "delete", "register", "restrict", "return", "short", "signed", "sizeof", "static",
+      "struct", "switch", "template", "this", "true", "typedef", "union", "unsigned", "void",
+      "volatile", "while", "class", "namespace", "operator", "private", "public", "protected",
+      "virtual", "using", "typename", "friend", "explicit", "mutable", "noexcept", "nullptr",
+      "constexpr", "decltype", "static_assert", "thread_local", "alignas", "alignof", "try",
+      "catch", "throw", "asm", "and", "or", "not", "xor", "bitand", "bitor", "compl", "threadIdx",
+      "blockIdx", "blockDim", "gridDim", "warpSize", "min", "max", "abs", "exp", "log", "sqrt",
+      "pow", "fma", "floor", "ceil", "round", "malloc", "free", "half", "main", "std", "assert",
+      "printf",
+      // Functions the generated code calls: a variable of that name would shadow them.
+      "expf", "logf", "sqrtf", "rsqrtf", "tanhf", "erff", "fabsf", "floorf", "ceilf", "roundf",
+      "powf", "fmaf", "fmodf", "fminf", "fmaxf", "llabs", "sinf", "cosf", "exp2f"};
+  return kReserved.count(name) > 0 || name.rfind("loom_", 0) == 0 || name.rfind("__", 0) == 0 ||
+         (name.size() > 1 && name[0] == '_' && name[1] >= 'A' && name[1] <= 'Z');
+}
+
+std::string sanitize(const std::string& name, const char* fallback) {
+  std::string out;
+  for (char c : name) {
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    out += ok ? c : '_';
+  }
+  if (out.empty()) out = fallback;
+  if (out[0] >= '0' && out[0] <= '9') out = "v" + out;
+  return out;
+}
+
+// Type of a scalar element in memory.
+std::string memory_type(DType t) {
+  switch (t.code()) {
+    case DTypeCode::kF32:
+      return "float";
+    case DTypeCode::kF16:
+      return "__half";
+    case DTypeCode::kBF16:
+      return "__nv_bfloat16";
+    case DTypeCode::kI8:
+      return "signed char";
+    case DTypeCode::kI32:
+      return "int";
+    case DTypeCode::kI64:
+      return "long long";
+    case DTypeCode::kBool:
+      return "unsigned char";
+  }
+  return "?";
+}
+
+// Type of a scalar value in registers: f16/bf16 are computed in float (as the CPU back end does).
+std::string register_type(DType t) {
+  if (t.is_float()) return "float";
+  if (t.is_bool()) return "bool";
+  return memory_type(t);
+}
+
+std::string float_literal(double v) {
+  if (std::isnan(v)) return "__int_as_float(0x7fc00000)";
+  if (std::isinf(v)) return v > 0 ? "__int_as_float(0x7f800000)" : "__int_as_float(0xff800000)";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(static_cast<float>(v)));
+  std::string s = buf;
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  s += "f";
+  return v < 0 ? "(" + s + ")" : s;
+}
+
+std::string int_literal(DType t, int64_t v) {
+  if (t.is_bool()) return v ? "true" : "false";
+  std::string digits;
+  if (t.code() == DTypeCode::kI64) {
+    if (v == std::numeric_limits<int64_t>::min()) return "(-9223372036854775807LL - 1)";
+    digits = std::to_string(v) + "LL";
+  } else if (t.code() == DTypeCode::kI32) {
+    if (v == std::numeric_limits<int32_t>::min()) return "(-2147483647 - 1)";
+    digits = std::to_string(v);
+  } else {
+    return "((signed char)" + std::to_string(v) + ")";
+  }
+  return v < 0 ? "(" + digits + ")" : digits;
+}
+
+// The launch extent of each GPU axis, gathered before emission.
+struct LaunchAxes {
+  std::array<ir::Expr, 3> grid, block;
+};
+
+class GpuLoopCollector : public ir::IRVisitor {
+ public:
+  LaunchAxes axes;
+  absl::Status status;
+
+ protected:
+  void visit_for(const ir::For* op) override {
+    bool block = op->for_kind == ir::ForKind::kGpuBlock;
+    if (block || op->for_kind == ir::ForKind::kGpuThread) {
+      if (op->gpu_axis < 0 || op->gpu_axis > 2) {
+        if (status.ok())
+          status =
+              absl::InvalidArgumentError(str_cat("GPU loop over '", op->var.name(), "' has axis ",
+                                                 op->gpu_axis, "; axes are 0, 1, 2 (x, y, z)"));
+      } else {
+        ir::Expr& slot = (block ? axes.grid : axes.block)[static_cast<size_t>(op->gpu_axis)];
+        if (!slot.defined())
+          slot = op->extent;
+        else if (!ir::structural_equal(slot, op->extent))
+          slot = ir::simplify(ir::max(slot, op->extent));
+      }
+    }
+    IRVisitor::visit_for(op);
+  }
+};
+
+class StoredBuffers : public ir::IRVisitor {
+ public:
+  std::set<const ir::BufferNode*> stored;
+
+ protected:
+  void visit_store(const ir::Store* op) override {
+    stored.insert(op->buffer.get());
+    IRVisitor::visit_store(op);
+  }
+};
+
+class FuncEmitter {
+ public:
+  FuncEmitter(bool* uses_f16, bool* uses_bf16) : uses_f16_(uses_f16), uses_bf16_(uses_bf16) {}
+
+  absl::Status emit_func(const ir::Func& f, const std::string& symbol,
+                         runtime::cuda::KernelInfo* info);
+  std::string code() const { return os_.str(); }
+
+ private:
+  struct VarBinding {
+    std::string name;
+    int lanes;
+  };
+  struct BufferBinding {
+    std::string name;
+    DType dtype;
+  };
+
+  // Binds a key for the lifetime of a scope, restoring an outer binding (shadowing).
+  template <typename Map>
+  class ScopedBind {
+   public:
+    ScopedBind(Map& map, typename Map::key_type key, typename Map::mapped_type value)
+        : map_(map), key_(key) {
+      auto it = map_.find(key);
+      if (it != map_.end()) old_ = it->second;
+      map_[key] = std::move(value);
+    }
+    ~ScopedBind() {
+      if (old_)
+        map_[key_] = *old_;
+      else
+        map_.erase(key_);
+    }
+    ScopedBind(const ScopedBind&) = delete;
+    ScopedBind& operator=(const ScopedBind&) = delete;
+
+   private:
+    Map& map_;
+    typename Map::key_type key_;
+    std::optional<typename Map::mapped_type> old_;
+  };
+  using VarMap = std::map<const ir::VarNode*, VarBinding>;
+  using BufferMap = std::map<const ir::BufferNode*, BufferBinding>;
+
+  void fail(absl::Status s) {
+    if (status_.ok()) status_ = std::move(s);
+  }
+  std::string fail_expr(absl::Status s) {
+    fail(std::move(s));
+    return "0";
+  }
+  // A C name not used before in this kernel, close to the IR's name.
+  std::string fresh(const std::string& base, const char* fallback) {
+    std::string name = sanitize(base, fallback);
+    if (is_reserved(name)) name += "_";
+    std::string candidate = name;
+    for (int n = 1; used_.count(candidate); ++n) candidate = name + "_" + std::to_string(n);
+    used_.insert(candidate);
+    return candidate;
+  }
+  void note_type(DType t) {
+    if (t.code() == DTypeCode::kF16) *uses_f16_ = true;
+    if (t.code() == DTypeCode::kBF16) *uses_bf16_ = true;
+  }
+  // Rounds a float register to the precision of t (f16/bf16); f32 and others unchanged.
+  std::string round_to(DType t, const std::string& v) {
+    note_type(t);
+    if (t.code() == DTypeCode::kF16) return "loom_round_f16(" + v + ")";
+    if (t.code() == DTypeCode::kBF16) return "loom_round_bf16(" + v + ")";
+    return v;
+  }
+  std::string indent() const { return std::string(static_cast<size_t>(2 * depth_), ' '); }
+  void line(const std::string& s) { os_ << indent() << s << "\n"; }
+
+  // ---- expressions: the value of lane `lane` of e -------------------------------------------
+  std::string expr(const ir::Expr& e, int lane);
+  std::string binary(const ir::Expr& e, int lane);
+  std::string cast(DType from, DType to, const std::string& v);
+  std::string call(const ir::Expr& e, const ir::Call* op, int lane);
+  std::string load(const ir::Expr& e, const ir::Load* op, int lane);
+  const BufferBinding* find_buffer(const ir::BufferNode* node, const char* what);
+
+  // ---- statements ---------------------------------------------------------------------------
+  void stmt(const ir::Stmt& s);
+  void for_loop(const ir::For* op);
+  void store(const ir::Store* op);
+  void allocate(const ir::Allocate* op);
+
+  std::ostringstream os_;
+  int depth_ = 1;
+  bool* uses_f16_;
+  bool* uses_bf16_;
+  std::set<std::string> used_;
+  VarMap vars_;
+  BufferMap buffers_;
+  std::set<const ir::VarNode*> params_;
+  LaunchAxes launch_;
+  bool bound_[2][3] = {};  // GPU axes bound by enclosing loops: [block/thread][axis]
+  absl::Status status_;
+};
+
+// ---- expressions -----------------------------------------------------------------------------
+
+std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
+  if (!e.defined())
+    return fail_expr(absl::InvalidArgumentError("undefined expression in a kernel"));
+  note_type(e.type());
+  if (e.type().is_scalar()) lane = 0;
+  switch (e.kind()) {
+    case ir::ExprKind::kIntImm:
+      return int_literal(e.type(), e.as<ir::IntImm>()->value);
+    case ir::ExprKind::kFloatImm: {
+      double v = e.as<ir::FloatImm>()->value;
+      // Constants of f16/bf16 are the nearest value of that type, held in a float.
+      if (e.type().code() == DTypeCode::kF16) v = f16_to_f32(f32_to_f16(static_cast<float>(v)));
+      if (e.type().code() == DTypeCode::kBF16) v = bf16_to_f32(f32_to_bf16(static_cast<float>(v)));
+      return float_literal(v);
+    }
+    case ir::ExprKind::kVar: {
+      const auto* op = e.as<ir::VarNode>();
+      auto it = vars_.find(op);
+      if (it == vars_.end())
+        return fail_expr(
+            absl::InvalidArgumentError(str_cat("variable '", op->name,
+                                               "' is used outside the loop, let or parameter that "
+                                               "defines it")));
+      if (it->second.lanes > 1) return str_cat(it->second.name, "[", lane, "]");
+      return it->second.name;
+    }
+    case ir::ExprKind::kNot:
+      return "(!" + expr(e.as<ir::Not>()->a, lane) + ")";
+    case ir::ExprKind::kSelect: {
+      const auto* op = e.as<ir::Select>();
+      return "(" + expr(op->cond, lane) + " ? " + expr(op->true_value, lane) + " : " +
+             expr(op->false_value, lane) + ")";
+    }
+    case ir::ExprKind::kCast: {
+      const auto* op = e.as<ir::Cast>();
+      return cast(op->value.type().element_of(), e.type().element_of(), expr(op->value, lane));
+    }
+    case ir::ExprKind::kLoad:
+      return load(e, e.as<ir::Load>(), lane);
+    case ir::ExprKind::kCall:
+      return call(e, e.as<ir::Call>(), lane);
+    case ir::ExprKind::kRamp: {
+      const auto* op = e.as<ir::Ramp>();
+      DType t = op->base.type();
+      std::string base = expr(op->base, 0);
+      if (lane == 0) return base;
+      if (t.is_bool())
+        return fail_expr(absl::InvalidArgumentError("Ramp of bool is not supported"));
+      if (t.is_float())
+        return round_to(t, str_cat("(", base, " + ", expr(op->stride, 0), " * ", lane, ".0f)"));
+      if (ir::is_const_int(op->stride, 1)) return str_cat("(", base, " + ", lane, ")");
+      return str_cat("(", base, " + ", expr(op->stride, 0), " * ", lane, ")");
+    }
+    case ir::ExprKind::kBroadcast:
+      return expr(e.as<ir::Broadcast>()->value, 0);
+    case ir::ExprKind::kLet: {
+      // A let inside an expression is an immediately called lambda; the variable holds this
+      // lane's value.
+      const auto* op = e.as<ir::Let>();
+      std::string value = expr(op->value, lane);
+      std::string name = fresh(op->var.name(), "v");
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
+      std::string body = expr(op->body, lane);
+      return str_cat("([&]() -> ", register_type(e.type()), " { const ",
+                     register_type(op->value.type()), " ", name, " = ", value, "; return ", body,
+                     "; })()");
+    }
+    case ir::ExprKind::kReduce:
+      return fail_expr(absl::InvalidArgumentError(
+          "Reduce node reached the CUDA code generator; lower reductions to accumulator loops "
+          "first: " +
+          ir::to_string(e)));
+    default:
+      return binary(e, lane);
+  }
+}
+
+std::string FuncEmitter::binary(const ir::Expr& e, int lane) {
+  using K = ir::ExprKind;
+  ir::BinaryView operands = ir::binary_operands(e);
+  DType t = operands.a->type().element_of();
+  std::string a = expr(*operands.a, lane);
+  std::string b = expr(*operands.b, lane);
+  K kind = e.kind();
+  auto infix = [&](const char* op) { return "(" + a + " " + op + " " + b + ")"; };
+  auto unsupported = [&] {
+    return fail_expr(absl::InvalidArgumentError(
+        str_cat(ir::expr_kind_name(kind), " of ", t, " is not supported")));
+  };
+  switch (kind) {
+    case K::kEQ:
+      return infix("==");
+    case K::kNE:
+      return infix("!=");  // unordered for floats, as in the IR
+    case K::kLT:
+      return infix("<");
+    case K::kLE:
+      return infix("<=");
+    case K::kGT:
+      return infix(">");
+    case K::kGE:
+      return infix(">=");
+    default:
+      break;
+  }
+  if (t.is_float()) {
+    std::string r;
+    switch (kind) {
+      case K::kAdd:
+        r = infix("+");
+        break;
+      case K::kSub:
+        r = infix("-");
+        break;
+      case K::kMul:
+        r = infix("*");
+        break;
+      case K::kDiv:
+        r = infix("/");
+        break;
+      case K::kMod:
+        r = "fmodf(" + a + ", " + b + ")";
+        break;
+      case K::kMin:
+        r = "fminf(" + a + ", " + b + ")";
+        break;  // NaN-ignoring, like minnum
+      case K::kMax:
+        r = "fmaxf(" + a + ", " + b + ")";
+        break;
+      default:
+        return unsupported();
+    }
+    return round_to(t, r);
+  }
+  if (t.is_bool()) {
+    switch (kind) {
+      case K::kAnd:
+      case K::kMin:
+        return infix("&&");
+      case K::kOr:
+      case K::kMax:
+        return infix("||");
+      default:
+        return unsupported();
+    }
+  }
+  // Integers are signed; / and % truncate toward zero in C as in the IR. i8 results wrap back
+  // to 8 bits (C would compute them in int).
+  std::string type = memory_type(t);
+  std::string r;
+  switch (kind) {
+    case K::kAdd:
+      r = infix("+");
+      break;
+    case K::kSub:
+      r = infix("-");
+      break;
+    case K::kMul:
+      r = infix("*");
+      break;
+    case K::kDiv:
+      r = infix("/");
+      break;
+    case K::kMod:
+      r = infix("%");
+      break;
+    case K::kMin:
+      return "loom_min<" + type + ">(" + a + ", " + b + ")";
+    case K::kMax:
+      return "loom_max<" + type + ">(" + a + ", " + b + ")";
+    default:
+      return unsupported();
+  }
+  if (t.code() == DTypeCode::kI8) return "((signed char)" + r + ")";
+  return r;
+}
+
+std::string FuncEmitter::cast(DType from, DType to, const std::string& v) {
+  if (from == to) return v;
+  if (to.is_bool()) return "(" + v + (from.is_float() ? " != 0.0f)" : " != 0)");
+  if (to.is_float()) {
+    std::string f = from.is_float() ? v : "((float)" + v + ")";
+    return round_to(to, f);
+  }
+  return "((" + memory_type(to) + ")" + v + ")";
+}
+
+std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
+  DType t = e.type().element_of();
+  std::vector<std::string> args;
+  for (const ir::Expr& a : op->args) args.push_back(expr(a, lane));
+  const std::string& name = op->name;
+  auto unknown = [&] {
+    return fail_expr(absl::InvalidArgumentError(str_cat(
+        "intrinsic ", name, " of ", t, " with ", args.size(), " arguments is not supported")));
+  };
+  if (name == "reinterpret_f32" && args.size() == 1) return "__int_as_float(" + args[0] + ")";
+  if (name == "reinterpret_i32" && args.size() == 1) return "__float_as_int(" + args[0] + ")";
+  if (t.is_int()) {
+    if (name != "abs" || args.size() != 1) return unknown();
+    if (t.code() == DTypeCode::kI64) return "llabs(" + args[0] + ")";
+    if (t.code() == DTypeCode::kI32) return "abs(" + args[0] + ")";
+    return "((signed char)abs(" + args[0] + "))";
+  }
+  if (!t.is_float()) return unknown();
+  static const std::map<std::string, std::pair<const char*, size_t>> kFloatFunctions = {
+      {"exp", {"expf", 1}},     {"log", {"logf", 1}},     {"sqrt", {"sqrtf", 1}},
+      {"rsqrt", {"rsqrtf", 1}}, {"tanh", {"tanhf", 1}},   {"erf", {"erff", 1}},
+      {"abs", {"fabsf", 1}},    {"floor", {"floorf", 1}}, {"ceil", {"ceilf", 1}},
+      {"round", {"roundf", 1}}, {"pow", {"powf", 2}},     {"fma", {"fmaf", 3}}};
+  auto it = kFloatFunctions.find(name);
+  if (it == kFloatFunctions.end() || it->second.second != args.size()) return unknown();
+  std::string r = std::string(it->second.first) + "(";
+  for (size_t i = 0; i < args.size(); ++i) r += (i ? ", " : "") + args[i];
+  return round_to(t, r + ")");
+}
+
+const FuncEmitter::BufferBinding* FuncEmitter::find_buffer(const ir::BufferNode* node,
+                                                           const char* what) {
+  auto it = buffers_.find(node);
+  if (it != buffers_.end()) return &it->second;
+  fail(absl::InvalidArgumentError(str_cat(what, " of buffer '", node->name,
+                                          "', which is neither a parameter of the func nor "
+                                          "allocated around the access")));
+  return nullptr;
+}
+
+std::string FuncEmitter::load(const ir::Expr& e, const ir::Load* op, int lane) {
+  if (op->indices.size() != 1)
+    return fail_expr(absl::InvalidArgumentError(
+        str_cat("Load of buffer '", op->buffer->name, "' has ", op->indices.size(),
+                " indices; the CUDA code generator needs flattened IR (one physical element "
+                "index per access): ",
+                ir::to_string(e))));
+  const BufferBinding* buf = find_buffer(op->buffer.get(), "Load");
+  if (!buf) return "0";
+  std::string element = buf->name + "[" + expr(op->indices[0], lane) + "]";
+  switch (buf->dtype.code()) {
+    case DTypeCode::kF16:
+      return "__half2float(" + element + ")";
+    case DTypeCode::kBF16:
+      return "__bfloat162float(" + element + ")";
+    case DTypeCode::kBool:
+      return "(" + element + " != 0)";
+    default:
+      return element;
+  }
+}
+
+// ---- statements ------------------------------------------------------------------------------
+
+void FuncEmitter::stmt(const ir::Stmt& s) {
+  if (!s.defined() || !status_.ok()) return;
+  switch (s.kind()) {
+    case ir::StmtKind::kLetStmt: {
+      const auto* op = s.as<ir::LetStmt>();
+      DType t = op->value.type();
+      std::string name = fresh(op->var.name(), "v");
+      if (t.is_scalar()) {
+        line(str_cat("const ", register_type(t), " ", name, " = ", expr(op->value, 0), ";"));
+      } else {
+        std::string lanes;
+        for (int l = 0; l < t.lanes(); ++l) lanes += (l ? ", " : "") + expr(op->value, l);
+        line(str_cat("const ", register_type(t), " ", name, "[", t.lanes(), "] = {", lanes, "};"));
+      }
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, t.lanes()});
+      stmt(op->body);
+      return;
+    }
+    case ir::StmtKind::kFor:
+      return for_loop(s.as<ir::For>());
+    case ir::StmtKind::kStore:
+      return store(s.as<ir::Store>());
+    case ir::StmtKind::kSeq:
+      for (const ir::Stmt& child : s.as<ir::Seq>()->stmts) stmt(child);
+      return;
+    case ir::StmtKind::kIfThenElse: {
+      const auto* op = s.as<ir::IfThenElse>();
+      if (!op->cond.type().is_scalar())
+        return fail(
+            absl::InvalidArgumentError("if with a vector condition: " + ir::to_string(op->cond)));
+      line("if (" + strip_parens(expr(op->cond, 0)) + ") {");
+      ++depth_;
+      stmt(op->then_case);
+      --depth_;
+      if (op->else_case.defined()) {
+        line("} else {");
+        ++depth_;
+        stmt(op->else_case);
+        --depth_;
+      }
+      line("}");
+      return;
+    }
+    case ir::StmtKind::kAllocate:
+      return allocate(s.as<ir::Allocate>());
+    case ir::StmtKind::kBarrier:
+      line("__syncthreads();");
+      return;
+    case ir::StmtKind::kEvaluate: {
+      const ir::Expr& v = s.as<ir::Evaluate>()->value;
+      for (int l = 0; l < v.type().lanes(); ++l) line("(void)" + expr(v, l) + ";");
+      return;
+    }
+  }
+}
+
+void FuncEmitter::for_loop(const ir::For* op) {
+  DType t = op->var.type();
+  if (!t.is_scalar() || !t.is_int())
+    return fail(absl::InvalidArgumentError(
+        str_cat("loop variable '", op->var.name(), "' has type ", t, "; loops count integers")));
+  std::string type = memory_type(t);
+  std::string name = fresh(op->var.name(), "i");
+  bool block = op->for_kind == ir::ForKind::kGpuBlock;
+  if (block || op->for_kind == ir::ForKind::kGpuThread) {
+    // One iteration per block (thread) along the axis; the launch covers the largest extent bound
+    // to the axis, so a smaller one is guarded.
+    size_t axis = static_cast<size_t>(op->gpu_axis);
+    bool& bound = bound_[block ? 0 : 1][axis];
+    if (bound)
+      return fail(absl::InvalidArgumentError(
+          str_cat("loop over '", op->var.name(), "' binds ", block ? "blockIdx." : "threadIdx.",
+                  "xyz"[axis], " inside another loop bound to it")));
+    const ir::Expr& launch = (block ? launch_.grid : launch_.block)[axis];
+    std::string index = str_cat("(", type, ")", block ? "blockIdx." : "threadIdx.", "xyz"[axis]);
+    std::string value = ir::is_const_int(op->min, 0) ? index : expr(op->min, 0) + " + " + index;
+    line("{");
+    ++depth_;
+    line(str_cat("const ", type, " ", name, " = ", value, ";"));
+    bool guard = !ir::structural_equal(launch, op->extent);
+    if (guard) {
+      line(str_cat("if (", index, " < ", expr(op->extent, 0), ") {"));
+      ++depth_;
+    }
+    bound = true;
+    {
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
+      stmt(op->body);
+    }
+    bound = false;
+    if (guard) {
+      --depth_;
+      line("}");
+    }
+    --depth_;
+    line("}");
+    return;
+  }
+  // Serial, unrolled, and leftover vectorized or parallel loops run in order in the thread.
+  std::string lo = expr(op->min, 0);
+  std::string hi =
+      ir::is_const_int(op->min, 0) ? expr(op->extent, 0) : lo + " + " + expr(op->extent, 0);
+  if (op->for_kind == ir::ForKind::kUnrolled) line("#pragma unroll");
+  std::string end = fresh(name + "_end", "end");
+  line(str_cat("for (", type, " ", name, " = ", lo, ", ", end, " = ", hi, "; ", name, " < ", end,
+               "; ++", name, ") {"));
+  ++depth_;
+  {
+    ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
+    stmt(op->body);
+  }
+  --depth_;
+  line("}");
+}
+
+void FuncEmitter::store(const ir::Store* op) {
+  if (op->indices.size() != 1)
+    return fail(absl::InvalidArgumentError(str_cat(
+        "Store to buffer '", op->buffer->name, "' has ", op->indices.size(),
+        " indices; the CUDA code generator needs flattened IR (one physical element index per "
+        "access)")));
+  const BufferBinding* buf = find_buffer(op->buffer.get(), "Store");
+  if (!buf) return;
+  const ir::Expr& index = op->indices[0];
+  DType vt = op->value.type();
+  int lanes = vt.lanes();
+  if (index.type().lanes() != lanes)
+    return fail(absl::InvalidArgumentError(str_cat("Store of a ", vt, " value to buffer '",
+                                                   op->buffer->name, "' at an index of type ",
+                                                   index.type(), "; lanes must match")));
+  auto to_memory = [&](const std::string& v) -> std::string {
+    switch (buf->dtype.code()) {
+      case DTypeCode::kF16:
+        return "__float2half_rn(" + v + ")";
+      case DTypeCode::kBF16:
+        return "__float2bfloat16_rn(" + v + ")";
+      case DTypeCode::kBool:
+        return "(unsigned char)" + v;
+      default:
+        return v;
+    }
+  };
+  if (lanes == 1) {
+    line(str_cat(buf->name, "[", expr(index, 0), "] = ", to_memory(expr(op->value, 0)), ";"));
+    return;
+  }
+  // A vector store: every lane is computed before any is stored, as one vector store would.
+  line("{");
+  ++depth_;
+  std::string type = register_type(vt.element_of());
+  std::vector<std::string> temps;
+  for (int l = 0; l < lanes; ++l) {
+    temps.push_back(fresh(str_cat(buf->name, "_lane", l), "lane"));
+    line(str_cat("const ", type, " ", temps.back(), " = ", expr(op->value, l), ";"));
+  }
+  for (int l = 0; l < lanes; ++l)
+    line(str_cat(buf->name, "[", expr(index, l), "] = ", to_memory(temps[static_cast<size_t>(l)]),
+                 ";"));
+  --depth_;
+  line("}");
+}
+
+void FuncEmitter::allocate(const ir::Allocate* op) {
+  const ir::BufferNode* node = op->buffer.get();
+  note_type(node->dtype);
+  ir::Expr size = node->layout.physical_size();
+  if (!size.defined() || !size.type().is_int() || !size.type().is_scalar())
+    return fail(absl::InvalidArgumentError(
+        str_cat("buffer '", node->name, "' has no integer physical size to allocate")));
+  std::string name = fresh(node->name, "buf");
+  std::string type = memory_type(node->dtype);
+  std::optional<int64_t> count = ir::as_const_int(size);
+  bool heap = false;
+  if (node->scope == ir::MemoryScope::kShared) {
+    if (!count || *count <= 0)
+      return fail(absl::UnimplementedError(
+          str_cat("shared buffer '", node->name, "' has size ", ir::to_string(size),
+                  "; the CUDA code generator supports constant-size shared memory only")));
+    line(str_cat("__shared__ __align__(16) ", type, " ", name, "[", *count, "];"));
+  } else if (count && *count * node->dtype.bytes() <= kMaxLocalArrayBytes) {
+    line(str_cat(type, " ", name, "[", std::max<int64_t>(*count, 1), "];"));
+  } else {
+    // A heap allocation failure traps: the kernel has no other way to report it.
+    heap = true;
+    line(str_cat(type, "* ", name, " = (", type, "*)malloc((size_t)(", expr(size, 0), ") * ",
+                 node->dtype.bytes(), ");"));
+    line(str_cat("if (", name, " == nullptr) __trap();"));
+  }
+  {
+    ScopedBind<BufferMap> bind(buffers_, node, BufferBinding{name, node->dtype});
+    stmt(op->body);
+  }
+  if (heap) line("free(" + name + ");");
+}
+
+// ---- functions -------------------------------------------------------------------------------
+
+// Whether e mentions only the given variables.
+bool uses_only(const ir::Expr& e, const std::set<const ir::VarNode*>& allowed,
+               std::string* offender) {
+  bool ok = true;
+  ir::for_each_expr(e, [&](const ir::Expr& x) {
+    if (const auto* v = x.as<ir::VarNode>(); v && !allowed.count(v) && ok) {
+      ok = false;
+      *offender = v->name;
+    }
+  });
+  return ok;
+}
+
+absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol,
+                                    runtime::cuda::KernelInfo* info) {
+  StoredBuffers stored;
+  stored.visit(f.body);
+  std::vector<std::string> params;
+  std::vector<std::string> prologue;
+  std::set<const void*> seen;
+  for (size_t position = 0; position < f.params.size(); ++position) {
+    const ir::Param& p = f.params[position];
+    if (const auto* buf = std::get_if<ir::Buffer>(&p)) {
+      if (!buf->defined()) return absl::InvalidArgumentError("undefined buffer parameter");
+      if (!seen.insert(buf->node().get()).second)
+        return absl::InvalidArgumentError(
+            str_cat("buffer '", buf->name(), "' is listed twice among the parameters"));
+      note_type(buf->dtype());
+      std::string name = fresh(buf->name(), "buf");
+      // Buffers do not alias (the runtime passes one array twice only to params the func lists
+      // in may_alias, such as fusion's view of a partial-sum output). Read-only ones are const,
+      // which lets the compiler use the read-only data path.
+      bool aliased = std::find(f.may_alias.begin(), f.may_alias.end(), position) != f.may_alias.end();
+      bool read_only = !stored.stored.count(buf->node().get());
+      params.push_back(str_cat(read_only && !aliased ? "const " : "", memory_type(buf->dtype()),
+                               aliased ? "* " : "* __restrict__ ", name));
+      buffers_[buf->node().get()] = BufferBinding{name, buf->dtype()};
+    } else {
+      const ir::Var& var = std::get<ir::Var>(p);
+      if (!var.defined()) return absl::InvalidArgumentError("undefined scalar parameter");
+      if (!seen.insert(var.node()).second)
+        return absl::InvalidArgumentError(
+            str_cat("scalar '", var.name(), "' is listed twice among the parameters"));
+      if (!var.type().is_scalar() || !(var.type().is_int() || var.type().is_bool()))
+        return absl::InvalidArgumentError(
+            str_cat("scalar parameter '", var.name(), "' has type ", var.type(),
+                    "; kernels take integer scalars (passed as i64)"));
+      std::string name = fresh(var.name(), "n");
+      params_.insert(var.node());
+      if (var.type() == DType::i64()) {
+        params.push_back("long long " + name);
+      } else {
+        // Scalars are always passed as 64-bit integers; narrower ones are converted on entry.
+        std::string arg = fresh(var.name() + "_arg", "arg");
+        params.push_back("long long " + arg);
+        prologue.push_back(str_cat(
+            "const ", register_type(var.type()), " ", name, " = ",
+            var.type().is_bool() ? "(" + arg + " != 0)" : "(" + memory_type(var.type()) + ")" + arg,
+            ";"));
+      }
+      vars_[var.node()] = VarBinding{name, 1};
+    }
+  }
+
+  GpuLoopCollector loops;
+  loops.visit(f.body);
+  LOOM_RETURN_IF_ERROR(loops.status);
+  launch_ = loops.axes;
+  info->symbol = symbol;
+  int64_t threads = 1;
+  for (size_t a = 0; a < 3; ++a) {
+    for (ir::Expr* e : {&launch_.grid[a], &launch_.block[a]}) {
+      std::string offender;
+      if (e->defined() && !uses_only(*e, params_, &offender))
+        return absl::InvalidArgumentError(
+            str_cat("the extent ", ir::to_string(*e), " of a GPU loop depends on '", offender,
+                    "', which is not a scalar parameter; launch shapes must be computable "
+                    "before the launch"));
+    }
+    info->grid[a] = launch_.grid[a].defined() ? launch_.grid[a] : ir::Expr(int64_t{1});
+    info->block[a] = launch_.block[a].defined() ? launch_.block[a] : ir::Expr(int64_t{1});
+    std::optional<int64_t> n = ir::as_const_int(info->block[a]);
+    threads = n && threads > 0 ? threads * *n : -1;
+  }
+  if (threads > 1024)
+    return absl::InvalidArgumentError(
+        str_cat("kernel '", f.name, "' has ", threads, " threads per block; CUDA allows 1024"));
+
+  stmt(f.body);
+  LOOM_RETURN_IF_ERROR(status_);
+  std::string body = os_.str();
+  os_.str("");
+  os_ << "extern \"C\" __global__ void ";
+  if (threads > 0) os_ << "__launch_bounds__(" << threads << ") ";
+  os_ << symbol << "(";
+  for (size_t i = 0; i < params.size(); ++i) os_ << (i ? ", " : "") << params[i];
+  os_ << ") {\n";
+  for (const std::string& p : prologue) os_ << "  " << p << "\n";
+  os_ << body << "}\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
+  EmittedCuda out;
+  bool uses_f16 = false, uses_bf16 = false;
+  std::set<std::string> used;
+  std::string kernels;
+  for (const ir::Func& f : m.funcs) {
+    std::string base = sanitize(f.name, "kernel");
+    if (is_reserved(base)) base += "_";
+    std::string symbol = base;
+    for (int n = 1; used.count(symbol); ++n) symbol = base + "_" + std::to_string(n);
+    used.insert(symbol);
+
+    FuncEmitter emitter(&uses_f16, &uses_bf16);
+    runtime::cuda::KernelInfo info;
+    absl::Status s = emitter.emit_func(f, symbol, &info);
+    if (!s.ok())
+      return absl::Status(s.code(),
+                          str_cat("func '", f.name, "' of module '", m.name, "': ", s.message()));
+    kernels += "\n" + emitter.code();
+    out.kernels.push_back(std::move(info));
+  }
+  std::string& src = out.source;
+  src = str_cat("// CUDA C++ generated by loom for module '", m.name, "' (",
+                m.target.is_cuda() ? "sm_" + std::to_string(m.target.sm_arch()) : "any sm", ").\n");
+  if (uses_f16) src += kF16Preamble;
+  if (uses_bf16) src += kBF16Preamble;
+  src += kPreamble;
+  src += kernels;
+  return out;
+}
+
+}  // namespace loom::codegen

@@ -1,0 +1,28 @@
+// emit_cuda: translates a flattened loop-IR Module into readable CUDA C++ source for NVRTC.
+// Private to lib/; the public entry points are in include/loom/runtime/cuda.hpp.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loom/ir/func.hpp"
+#include "loom/runtime/cuda.hpp"
+
+namespace loom::codegen {
+
+struct EmittedCuda {
+  std::string source;
+  // One per func, in func order: the extern "C" symbol and the launch shape.
+  std::vector<runtime::cuda::KernelInfo> kernels;
+};
+
+// Every func becomes an extern "C" __global__ kernel whose parameters are the func's params in
+// order (buffers as pointers, scalars as long long). Loops of kind kGpuBlock/kGpuThread become
+// blockIdx/threadIdx of their axis; the launch extent of an axis is the largest extent bound to
+// it (loops with a smaller one are guarded). Vector expressions are computed lane by lane.
+// f16/bf16 values are held in float registers and rounded after every operation, as on the CPU.
+// Unsupported IR is an InvalidArgument/Unimplemented status naming the node, never a crash.
+absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m);
+
+}  // namespace loom::codegen

@@ -1,0 +1,162 @@
+// Compiling loop-IR modules for a CUDA GPU (emit_cuda + NVRTC) and launching their kernels with
+// loom's calling convention: the func's params in order, buffers as device pointers, scalars i64.
+
+#include <utility>
+
+#include "codegen/emit_cuda.hpp"
+#include "loom/core/dump.hpp"
+#include "loom/core/status.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/ir/printer.hpp"
+#include "loom/ir/simplify.hpp"
+#include "loom/ir/visitor.hpp"
+#include "loom/runtime/cuda.hpp"
+
+namespace loom::runtime::cuda {
+namespace {
+
+// Replaces variables by constants.
+class SubstituteVars : public ir::IRMutator {
+ public:
+  explicit SubstituteVars(std::map<const ir::VarNode*, int64_t> values)
+      : values_(std::move(values)) {}
+  using ir::IRMutator::mutate;
+
+ protected:
+  ir::Expr mutate_var(const ir::VarNode* op, const ir::Expr& e) override {
+    auto it = values_.find(op);
+    return it == values_.end() ? e : ir::IntImm::make(op->type, it->second);
+  }
+
+ private:
+  std::map<const ir::VarNode*, int64_t> values_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> emit_cuda_source(const ir::Module& m,
+                                             std::vector<KernelInfo>* kernels) {
+  LOOM_ASSIGN_OR_RETURN(codegen::EmittedCuda emitted, codegen::emit_cuda(m));
+  if (kernels) *kernels = std::move(emitted.kernels);
+  return std::move(emitted.source);
+}
+
+absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch) {
+  if (sm_arch == 0) {
+    if (!m.target.is_cuda())
+      return absl::InvalidArgumentError(
+          str_cat("module '", m.name, "' targets ", m.target.to_string(),
+                  "; compile it for a CUDA target or give an sm arch"));
+    sm_arch = m.target.sm_arch();
+  }
+  if (!built_with_cuda()) return compile_cuda_source("", sm_arch).status();
+  CompiledModule out;
+  out.sm_arch = sm_arch;
+  LOOM_ASSIGN_OR_RETURN(out.source, emit_cuda_source(m, &out.kernels));
+  std::string group = m.name.empty() ? "cuda" : m.name;
+  dump_stage(group, "cuda-source", out.source, "cu");
+  LOOM_ASSIGN_OR_RETURN(NvrtcOutput compiled,
+                        compile_cuda_source(out.source, sm_arch, group + ".cu"));
+  out.ptx = std::move(compiled.ptx);
+  out.cubin = std::move(compiled.cubin);
+  out.log = std::move(compiled.log);
+  if (!out.ptx.empty()) dump_stage(group, "ptx", out.ptx, "ptx");
+  return out;
+}
+
+absl::StatusOr<std::pair<Dim3, Dim3>> launch_shape(const ir::Func& f, const KernelInfo& kernel,
+                                                   const std::vector<int64_t>& scalars) {
+  std::vector<ir::Var> params = f.scalar_params();
+  if (params.size() != scalars.size())
+    return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' takes ", params.size(),
+                                              " scalars; ", scalars.size(), " were given"));
+  std::map<const ir::VarNode*, int64_t> values;
+  for (size_t i = 0; i < params.size(); ++i) values[params[i].node()] = scalars[i];
+  SubstituteVars substitute(std::move(values));
+  auto extent = [&](const ir::Expr& e, int64_t limit,
+                    const char* what) -> absl::StatusOr<unsigned> {
+    std::optional<int64_t> v = ir::as_const_int(ir::simplify(substitute.mutate(e)));
+    if (!v)
+      return absl::InvalidArgumentError(str_cat("the ", what, " extent ", ir::to_string(e),
+                                                " of kernel '", kernel.symbol,
+                                                "' is not a constant for the given scalars"));
+    if (*v < 0 || *v > limit)
+      return absl::InvalidArgumentError(str_cat("the ", what, " extent ", ir::to_string(e), " = ",
+                                                *v, " of kernel '", kernel.symbol,
+                                                "' is outside [0, ", limit, "]"));
+    return static_cast<unsigned>(*v);
+  };
+  Dim3 grid, block;
+  LOOM_ASSIGN_OR_RETURN(grid.x, extent(kernel.grid[0], 2147483647, "grid x"));
+  LOOM_ASSIGN_OR_RETURN(grid.y, extent(kernel.grid[1], 65535, "grid y"));
+  LOOM_ASSIGN_OR_RETURN(grid.z, extent(kernel.grid[2], 65535, "grid z"));
+  LOOM_ASSIGN_OR_RETURN(block.x, extent(kernel.block[0], 1024, "block x"));
+  LOOM_ASSIGN_OR_RETURN(block.y, extent(kernel.block[1], 1024, "block y"));
+  LOOM_ASSIGN_OR_RETURN(block.z, extent(kernel.block[2], 64, "block z"));
+  if (int64_t{block.x} * block.y * block.z > 1024)
+    return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' needs ",
+                                              int64_t{block.x} * block.y * block.z,
+                                              " threads per block; CUDA allows 1024"));
+  return std::make_pair(grid, block);
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModule>> LoadedModule::load(const ir::Module& m,
+                                                                 CompiledModule compiled,
+                                                                 int ordinal) {
+  if (compiled.kernels.size() != m.funcs.size())
+    return absl::InvalidArgumentError(str_cat("the compiled module has ", compiled.kernels.size(),
+                                              " kernels for ", m.funcs.size(), " funcs"));
+  LOOM_ASSIGN_OR_RETURN(Driver * driver, Driver::get());
+  std::unique_ptr<LoadedModule> out(new LoadedModule);
+  out->driver_ = driver;
+  out->ordinal_ = ordinal;
+  LOOM_ASSIGN_OR_RETURN(out->context_, driver->retain_primary_context(ordinal));
+  LOOM_RETURN_IF_ERROR(driver->set_current(out->context_));
+  LOOM_ASSIGN_OR_RETURN(out->module_, driver->load_module(compiled.cubin));
+  for (const KernelInfo& k : compiled.kernels) {
+    LOOM_ASSIGN_OR_RETURN(Function fn, driver->get_function(out->module_, k.symbol));
+    out->functions_.push_back(fn);
+  }
+  out->funcs_ = m.funcs;
+  out->compiled_ = std::move(compiled);
+  return out;
+}
+
+LoadedModule::~LoadedModule() {
+  if (!driver_) return;
+  // Teardown errors (a context already destroyed at process exit) have nobody to go to.
+  if (module_ && driver_->set_current(context_).ok()) (void)driver_->unload_module(module_);
+  if (context_) (void)driver_->release_primary_context(ordinal_);
+}
+
+absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& buffers,
+                                  const std::vector<int64_t>& scalars, Stream stream) {
+  if (index >= funcs_.size())
+    return absl::InvalidArgumentError(
+        str_cat("kernel index ", index, " of a module with ", funcs_.size(), " kernels"));
+  const ir::Func& f = funcs_[index];
+  const KernelInfo& kernel = compiled_.kernels[index];
+  size_t num_buffers = f.buffer_params().size();
+  if (buffers.size() != num_buffers)
+    return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' takes ", num_buffers,
+                                              " buffers; ", buffers.size(), " were given"));
+  LOOM_ASSIGN_OR_RETURN(auto shape, launch_shape(f, kernel, scalars));
+  // cuLaunchKernel reads each parameter through a pointer to its value, in the func's order.
+  std::vector<DevicePtr> buffer_values = buffers;
+  std::vector<int64_t> scalar_values = scalars;
+  std::vector<void*> args;
+  size_t b = 0, s = 0;
+  for (const ir::Param& p : f.params) {
+    if (std::holds_alternative<ir::Buffer>(p))
+      args.push_back(&buffer_values[b++]);
+    else
+      args.push_back(&scalar_values[s++]);
+  }
+  const auto& [grid, block] = shape;
+  // An empty launch (a zero extent) has nothing to do; CUDA would reject it.
+  if (int64_t{grid.x} * grid.y * grid.z * block.x * block.y * block.z == 0) return absl::OkStatus();
+  LOOM_RETURN_IF_ERROR(driver_->set_current(context_));
+  return driver_->launch(functions_[index], grid, block, 0, stream, args.data());
+}
+
+}  // namespace loom::runtime::cuda

@@ -1,0 +1,374 @@
+// The CUDA back end without a GPU: default-scheduled te tasks and hand-built GPU loop IR become
+// CUDA C++ that NVRTC compiles to cubins for sm_80 and sm_90. With a GPU the kernels also run and
+// match the te reference evaluator; without one that part says so and is skipped.
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "loom/core/ndarray.hpp"
+#include "loom/core/target.hpp"
+#include "loom/ir/func.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/passes/passes.hpp"
+#include "loom/runtime/cuda.hpp"
+#include "loom/te/evaluate.hpp"
+#include "loom/te/lower.hpp"
+#include "loom/te/tensor.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using loom::DType;
+using loom::NDArray;
+using loom::Target;
+namespace ir = loom::ir;
+namespace te = loom::te;
+namespace cuda = loom::runtime::cuda;
+namespace passes = loom::passes;
+
+// A task with concrete inputs (and values of its symbolic dims, in shape_vars order).
+struct Case {
+  te::Task task;
+  std::vector<NDArray> inputs;
+  std::vector<int64_t> scalars;
+  double rtol = 1e-5, atol = 1e-6;
+};
+
+te::Task make_task(const std::string& name, std::vector<te::Tensor> in,
+                   std::vector<te::Tensor> out) {
+  auto task = te::Task::make(name, std::move(in), std::move(out));
+  INFO(task.status().ToString());
+  REQUIRE(task.ok());
+  return *task;
+}
+
+std::vector<Case> make_cases() {
+  using loom::testing::random_array;
+  std::vector<Case> cases;
+  {  // elementwise add over a symbolic length
+    ir::Var n("n");
+    te::Tensor a = te::placeholder("A", DType::f32(), {n});
+    te::Tensor b = te::placeholder("B", DType::f32(), {n});
+    te::Tensor c =
+        te::compute("C", {n}, [&](const std::vector<ir::Var>& i) { return a(i[0]) + b(i[0]); });
+    cases.push_back({make_task("add", {a, b}, {c}),
+                     {random_array(DType::f32(), {1031}), random_array(DType::f32(), {1031})},
+                     {1031}});
+  }
+  {  // row reduction: max and sum of each row
+    te::Tensor x = te::placeholder("x", DType::f32(), {37, 129});
+    ir::IterVar r = te::reduce_axis(129, "r");
+    te::Tensor s = te::compute("rowsum", {37}, [&](const std::vector<ir::Var>& i) {
+      return te::sum(x(i[0], r.var), {r});
+    });
+    ir::IterVar r2 = te::reduce_axis(129, "r2");
+    te::Tensor m = te::compute("rowmax", {37}, [&](const std::vector<ir::Var>& i) {
+      return te::max(x(i[0], r2.var), {r2});
+    });
+    cases.push_back(
+        {make_task("rows", {x}, {s, m}), {random_array(DType::f32(), {37, 129})}, {}, 1e-4, 1e-4});
+  }
+  {  // matmul of odd sizes
+    te::Tensor a = te::placeholder("A", DType::f32(), {19, 67});
+    te::Tensor b = te::placeholder("B", DType::f32(), {67, 23});
+    ir::IterVar k = te::reduce_axis(67, "k");
+    te::Tensor c = te::compute("C", {19, 23}, [&](const std::vector<ir::Var>& i) {
+      return te::sum(a(i[0], k.var) * b(k.var, i[1]), {k});
+    });
+    cases.push_back({make_task("matmul", {a, b}, {c}),
+                     {random_array(DType::f32(), {19, 67}), random_array(DType::f32(), {67, 23})},
+                     {},
+                     1e-4,
+                     1e-4});
+  }
+  {  // math intrinsics, f32 -> f16 output through cuda_fp16.h
+    te::Tensor x = te::placeholder("x", DType::f32(), {251});
+    te::Tensor y = te::compute("y", {251}, [&](const std::vector<ir::Var>& i) {
+      ir::Expr v = x(i[0]);
+      ir::Expr p = ir::abs(v) + 0.5f;
+      ir::Expr e = ir::exp(v) + ir::log(p) + ir::sqrt(p) + ir::rsqrt(p) + ir::tanh(v) + ir::erf(v) +
+                   ir::floor(v) + ir::ceil(v) + ir::round(v * 3.0f) + ir::pow(p, v) +
+                   ir::fma(v, v, v) + ir::max(v, 0.0f) + ir::min(v, 0.25f) +
+                   ir::select(v > 0.0f, v, -v);
+      return ir::cast(DType::f16(), e);
+    });
+    cases.push_back(
+        {make_task("math_f16", {x}, {y}), {random_array(DType::f32(), {251})}, {}, 2e-3, 2e-3});
+  }
+  {  // bf16 input, a two-stage task (an intermediate tensor), integer casts
+    te::Tensor x = te::placeholder("x", DType::bf16(), {13, 17});
+    te::Tensor sq = te::compute("sq", {13, 17}, [&](const std::vector<ir::Var>& i) {
+      return ir::cast(DType::f32(), x(i[0], i[1])) * ir::cast(DType::f32(), x(i[0], i[1]));
+    });
+    ir::IterVar r = te::reduce_axis(17, "r");
+    te::Tensor norm = te::compute("norm", {13}, [&](const std::vector<ir::Var>& i) {
+      return ir::sqrt(te::sum(sq(i[0], r.var), {r}) + 1e-3f);
+    });
+    te::Tensor idx = te::compute("idx", {13}, [&](const std::vector<ir::Var>& i) {
+      return ir::cast(DType::i32(), ir::cast(DType::f32(), x(i[0], 0)) * 10.0f) +
+             ir::cast(DType::i32(), i[0]);
+    });
+    cases.push_back({make_task("norms_bf16", {x}, {norm, idx}),
+                     {random_array(DType::bf16(), {13, 17})},
+                     {},
+                     1e-3,
+                     1e-3});
+  }
+  return cases;
+}
+
+// The default GPU mapping: parallel outer loops (proved independent) bound to blocks x threads.
+ir::Func lower_for_gpu(const te::Task& task, const Target& target) {
+  ir::Func f = te::lower_default(task);
+  f = passes::parallelize_outer_loops(f, 1);
+  f = passes::bind_gpu_loops(f, 256);
+  return passes::lower_scheduled(f, target);
+}
+
+ir::Module module_of(const std::string& name, std::vector<Case>& cases, bool bind) {
+  ir::Module m{name, Target::cuda(90), {}};
+  for (const Case& c : cases)
+    m.funcs.push_back(bind ? lower_for_gpu(c.task, m.target) : passes::lower(c.task, m.target));
+  return m;
+}
+
+// Whether NVRTC can run here; prints why not otherwise (a build without the CUDA toolkit).
+bool have_nvrtc() {
+  auto version = cuda::nvrtc_version();
+  if (version.ok()) return true;
+  REQUIRE(!cuda::built_with_cuda());
+  REQUIRE_THAT(std::string(version.status().message()), Catch::Contains("built without CUDA"));
+  std::printf("[cuda] %s; NVRTC tests skipped\n", version.status().ToString().c_str());
+  return false;
+}
+
+cuda::CompiledModule compile(const ir::Module& m, int sm_arch) {
+  auto compiled = cuda::compile_module(m, sm_arch);
+  if (!compiled.ok()) {
+    auto source = cuda::emit_cuda_source(m);
+    INFO((source.ok() ? *source : source.status().ToString()));
+    INFO(compiled.status().ToString());
+    REQUIRE(compiled.ok());
+  }
+  return *compiled;
+}
+
+// Runs every kernel of m on device 0 and compares with the te reference; false without a GPU.
+bool run_on_gpu(const ir::Module& m, std::vector<Case>& cases) {
+  auto driver = cuda::Driver::get();
+  if (!driver.ok() || !(*driver)->device_count().ok() || *(*driver)->device_count() == 0) {
+    std::printf("[cuda] no GPU here (%s): kernels compiled, not run\n",
+                driver.ok() ? "no device" : driver.status().ToString().c_str());
+    return false;
+  }
+  auto props = (*driver)->device_properties(0);
+  REQUIRE(props.ok());
+  auto loaded = cuda::LoadedModule::load(m, compile(m, props->sm_arch));
+  INFO(loaded.status().ToString());
+  REQUIRE(loaded.ok());
+  cuda::Driver* d = *driver;
+  for (size_t k = 0; k < cases.size(); ++k) {
+    Case& c = cases[k];
+    INFO("kernel " << c.task.name());
+    auto expected = te::evaluate(c.task, c.inputs);
+    REQUIRE(expected.ok());
+    std::vector<cuda::DevicePtr> buffers;
+    for (const NDArray& in : c.inputs) {
+      auto p = d->allocate(static_cast<size_t>(in.nbytes()));
+      REQUIRE(p.ok());
+      REQUIRE(d->copy_to_device(*p, in.data(), static_cast<size_t>(in.nbytes())).ok());
+      buffers.push_back(*p);
+    }
+    std::vector<NDArray> outputs;
+    for (const NDArray& e : *expected) {
+      NDArray out(e.dtype(), e.shape());
+      out.poison();
+      auto p = d->allocate(static_cast<size_t>(out.nbytes()));
+      REQUIRE(p.ok());
+      REQUIRE(d->copy_to_device(*p, out.data(), static_cast<size_t>(out.nbytes())).ok());
+      buffers.push_back(*p);
+      outputs.push_back(std::move(out));
+    }
+    absl::Status launched = (*loaded)->launch(k, buffers, c.scalars);
+    INFO(launched.ToString());
+    REQUIRE(launched.ok());
+    REQUIRE(d->synchronize(nullptr).ok());
+    for (size_t o = 0; o < outputs.size(); ++o) {
+      size_t at = c.inputs.size() + o;
+      REQUIRE(
+          d->copy_to_host(outputs[o].data(), buffers[at], static_cast<size_t>(outputs[o].nbytes()))
+              .ok());
+      loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
+    }
+    for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA codegen: default-scheduled tasks compile with NVRTC for sm_80 and sm_90",
+          "[cuda]") {
+  std::vector<Case> cases = make_cases();
+  for (bool bind : {false, true}) {
+    DYNAMIC_SECTION((bind ? "one thread per outer iteration" : "one thread per kernel")) {
+      ir::Module m = module_of(bind ? "gpu_default" : "serial_default", cases, bind);
+      std::vector<cuda::KernelInfo> kernels;
+      auto source = cuda::emit_cuda_source(m, &kernels);
+      INFO(source.status().ToString());
+      REQUIRE(source.ok());
+      REQUIRE(kernels.size() == cases.size());
+      CHECK_THAT(*source, Catch::Contains("extern \"C\" __global__ void __launch_bounds__(" +
+                                          std::string(bind ? "256" : "1") + ") add("));
+      CHECK_THAT(*source, Catch::Contains("#include <cuda_fp16.h>"));
+      CHECK_THAT(*source, Catch::Contains("#include <cuda_bf16.h>"));
+      if (bind) {
+        CHECK_THAT(*source, Catch::Contains("blockIdx.x"));
+        CHECK_THAT(*source, Catch::Contains("threadIdx.x"));
+        // add: ceil(n / 256) blocks of 256 threads for the symbolic n.
+        auto shape = cuda::launch_shape(m.funcs[0], kernels[0], {1031});
+        REQUIRE(shape.ok());
+        CHECK(shape->first.x == 5);
+        CHECK(shape->second.x == 256);
+        // matmul: one thread per row of C (19 rows).
+        auto mm = cuda::launch_shape(m.funcs[2], kernels[2], {});
+        REQUIRE(mm.ok());
+        CHECK(mm->first.x * mm->second.x >= 19);
+      } else {
+        CHECK_THAT(*source, !Catch::Contains("blockIdx"));
+        auto shape = cuda::launch_shape(m.funcs[0], kernels[0], {1031});
+        REQUIRE(shape.ok());
+        CHECK((shape->first.x == 1 && shape->second.x == 1));
+      }
+      if (!have_nvrtc()) return;
+      for (int sm : {80, 90}) {
+        cuda::CompiledModule compiled = compile(m, sm);
+        CHECK(compiled.sm_arch == sm);
+        CHECK(compiled.cubin.size() > 64);
+        CHECK(compiled.cubin.compare(0, 4,
+                                     "\x7f"
+                                     "ELF") == 0);
+        for (const cuda::KernelInfo& k : compiled.kernels)
+          CHECK_THAT(compiled.ptx, Catch::Contains(".entry " + k.symbol));
+        CHECK_THAT(compiled.ptx, Catch::Contains(".target sm_" + std::to_string(sm)));
+      }
+      run_on_gpu(m, cases);
+    }
+  }
+}
+
+TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compile", "[cuda]") {
+  // One block per row of x (n rows of 128): the row goes to shared memory, thread t then writes
+  // the sum of its element and its mirror, 4 lanes at a time as one vector store, as bf16.
+  ir::Var n("n");
+  ir::Buffer x = ir::Buffer::make("x", DType::f32(), {n * 128});
+  ir::Buffer y = ir::Buffer::make("y", DType::bf16(), {n * 128});
+  ir::Buffer count = ir::Buffer::make("count", DType::i32(), {n});
+  ir::Buffer tile =
+      ir::Buffer::make("tile", DType::f32(), {ir::Expr(128)}, ir::MemoryScope::kShared);
+  ir::Buffer acc = ir::Buffer::make("acc", DType::i32(), {ir::Expr(1)}, ir::MemoryScope::kLocal);
+  ir::Var row("row"), t("t"), u("u"), j("j");
+  ir::Stmt load = ir::Store::make(tile, x(row * 128 + t), {t});
+  ir::Expr lanes = ir::Ramp::make(t * 4, ir::Expr(1), 4);
+  ir::Expr mirror = ir::Ramp::make(ir::Expr(127) - t * 4, ir::Expr(-1), 4);
+  ir::Stmt vec = ir::IfThenElse::make(
+      t < 32, ir::Store::make(y, ir::cast(DType::bf16(4), tile(lanes) + tile(mirror)),
+                              {ir::Broadcast::make(row * 128, 4) + lanes}));
+  ir::Stmt counting = ir::IfThenElse::make(
+      t == 0,
+      ir::Allocate::make(
+          acc,
+          ir::Seq::make(
+              {ir::Store::make(acc, ir::IntImm::make(DType::i32(), 0), {ir::Expr(0)}),
+               ir::For::make(j, ir::Expr(0), ir::Expr(128), ir::ForKind::kUnrolled,
+                             ir::Store::make(acc, acc(0) + ir::cast(DType::i32(), tile(j) > 0.0f),
+                                             {ir::Expr(0)})),
+               ir::Store::make(count, acc(0), {row})})));
+  ir::Stmt body = ir::For::make(
+      row, ir::Expr(0), n, ir::ForKind::kGpuBlock,
+      ir::Allocate::make(
+          tile, ir::Seq::make({
+                    ir::For::make(t, ir::Expr(0), ir::Expr(128), ir::ForKind::kGpuThread, load),
+                    ir::Barrier::make(),
+                    ir::For::make(u, ir::Expr(0), ir::Expr(128), ir::ForKind::kGpuThread,
+                                  ir::LetStmt::make(t, u, ir::Seq::make({vec, counting}))),
+                })));
+  ir::Func f{"mirror_rows", {x, y, count, n}, body};
+  ir::Module m{"handwritten", Target::cuda(90), {f}};
+  std::vector<cuda::KernelInfo> kernels;
+  auto source = cuda::emit_cuda_source(m, &kernels);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  INFO(*source);
+  CHECK_THAT(*source, Catch::Contains("__shared__ __align__(16) float tile[128];"));
+  CHECK_THAT(*source, Catch::Contains("__syncthreads();"));
+  CHECK_THAT(*source, Catch::Contains("#pragma unroll"));
+  CHECK_THAT(*source, Catch::Contains("__launch_bounds__(128)"));
+  CHECK_THAT(*source, Catch::Contains("const float* __restrict__ x"));
+  auto shape = cuda::launch_shape(f, kernels[0], {7});
+  REQUIRE(shape.ok());
+  CHECK((shape->first.x == 7 && shape->second.x == 128 && shape->second.y == 1));
+  if (!have_nvrtc()) return;
+  for (int sm : {80, 90}) {
+    cuda::CompiledModule compiled = compile(m, sm);
+    CHECK(!compiled.cubin.empty());
+  }
+
+  // With a GPU: run it against a host computation of the same thing.
+  auto driver = cuda::Driver::get();
+  if (!driver.ok() || !(*driver)->device_count().ok() || *(*driver)->device_count() == 0) {
+    std::printf("[cuda] no GPU here: handwritten kernel compiled, not run\n");
+    return;
+  }
+  auto props = (*driver)->device_properties(0);
+  REQUIRE(props.ok());
+  auto loaded = cuda::LoadedModule::load(m, compile(m, props->sm_arch));
+  REQUIRE(loaded.ok());
+  const int64_t rows = 7;
+  NDArray hx = loom::testing::random_array(DType::f32(), {rows * 128});
+  NDArray hy(DType::bf16(), {rows * 128}), hc(DType::i32(), {rows});
+  hy.poison();
+  cuda::Driver* d = *driver;
+  auto px = d->allocate(static_cast<size_t>(hx.nbytes()));
+  auto py = d->allocate(static_cast<size_t>(hy.nbytes()));
+  auto pc = d->allocate(static_cast<size_t>(hc.nbytes()));
+  REQUIRE((px.ok() && py.ok() && pc.ok()));
+  REQUIRE(d->copy_to_device(*px, hx.data(), static_cast<size_t>(hx.nbytes())).ok());
+  REQUIRE(d->copy_to_device(*py, hy.data(), static_cast<size_t>(hy.nbytes())).ok());
+  REQUIRE((*loaded)->launch(0, {*px, *py, *pc}, {rows}).ok());
+  REQUIRE(d->synchronize(nullptr).ok());
+  REQUIRE(d->copy_to_host(hy.data(), *py, static_cast<size_t>(hy.nbytes())).ok());
+  REQUIRE(d->copy_to_host(hc.data(), *pc, static_cast<size_t>(hc.nbytes())).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    int positive = 0;
+    for (int64_t i = 0; i < 128; ++i) {
+      positive += hx.get(r * 128 + i) > 0;
+      double expected = loom::bf16_to_f32(loom::f32_to_bf16(
+          static_cast<float>(hx.get(r * 128 + i)) + static_cast<float>(hx.get(r * 128 + 127 - i))));
+      REQUIRE(hy.get(r * 128 + i) == expected);
+    }
+    REQUIRE(hc.get(r) == positive);
+  }
+  for (auto p : {*px, *py, *pc}) REQUIRE(d->free(p).ok());
+}
+
+TEST_CASE("CUDA codegen: NVRTC errors carry NVRTC's log", "[cuda]") {
+  if (!have_nvrtc()) return;
+  auto bad = cuda::compile_cuda_source(
+      "extern \"C\" __global__ void broken(float* x) { x[0] = undefined_thing; }\n", 90,
+      "broken.cu");
+  REQUIRE(!bad.ok());
+  REQUIRE(bad.status().code() == absl::StatusCode::kInvalidArgument);
+  std::string message(bad.status().message());
+  CHECK_THAT(message, Catch::Contains("broken.cu"));
+  CHECK_THAT(message, Catch::Contains("undefined_thing"));
+  CHECK_THAT(message, Catch::Contains("-arch=sm_90"));
+  auto bad_arch = cuda::compile_cuda_source("__global__ void k() {}", 7);
+  REQUIRE(!bad_arch.ok());
+  CHECK_THAT(std::string(bad_arch.status().message()), Catch::Contains("sm arch 7"));
+  auto version = cuda::nvrtc_version();
+  REQUIRE(version.ok());
+  CHECK_THAT(*version, Catch::StartsWith("NVRTC "));
+}

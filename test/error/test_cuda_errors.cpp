@@ -1,0 +1,56 @@
+// The CUDA code generator rejects IR it cannot translate with a status naming the problem.
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "loom/core/target.hpp"
+#include "loom/ir/func.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/runtime/cuda.hpp"
+
+namespace {
+
+namespace ir = loom::ir;
+namespace cuda = loom::runtime::cuda;
+using loom::DType;
+
+void require_error(const ir::Func& f, absl::StatusCode code, const std::string& part) {
+  ir::Module m{"bad", loom::Target::cuda(90), {f}};
+  auto source = cuda::emit_cuda_source(m);
+  REQUIRE(!source.ok());
+  INFO(source.status().ToString());
+  CHECK(source.status().code() == code);
+  CHECK_THAT(std::string(source.status().message()), Catch::Contains(part));
+  CHECK_THAT(std::string(source.status().message()), Catch::Contains("func 'f'"));
+}
+
+}  // namespace
+
+TEST_CASE("CUDA codegen errors: unflattened access, bad launch extents, dynamic shared memory",
+          "[cuda]") {
+  ir::Var n("n"), i("i"), j("j");
+  ir::Buffer a = ir::Buffer::make("a", DType::f32(), {n, n});
+  // Two indices: the code generator needs flattened IR.
+  require_error({"f", {a, n}, ir::Store::make(a, ir::Expr(1.0f), {ir::Expr(0), ir::Expr(0)})},
+                absl::StatusCode::kInvalidArgument, "flattened");
+  // A thread extent that depends on a serial loop variable cannot be a launch shape.
+  ir::Buffer b = ir::Buffer::make("b", DType::f32(), {n});
+  ir::Stmt inner = ir::For::make(j, ir::Expr(0), i + 1, ir::ForKind::kGpuThread,
+                                 ir::Store::make(b, ir::Expr(1.0f), {j}));
+  require_error({"f", {b, n}, ir::For::make(i, ir::Expr(0), n, ir::ForKind::kSerial, inner)},
+                absl::StatusCode::kInvalidArgument, "depends on 'i'");
+  // More than 1024 threads per block.
+  require_error({"f",
+                 {b, n},
+                 ir::For::make(i, ir::Expr(0), ir::Expr(2048), ir::ForKind::kGpuThread,
+                               ir::Store::make(b, ir::Expr(1.0f), {i}))},
+                absl::StatusCode::kInvalidArgument, "1024");
+  // Shared memory of a symbolic size.
+  ir::Buffer s = ir::Buffer::make("s", DType::f32(), {n}, ir::MemoryScope::kShared);
+  require_error(
+      {"f", {b, n}, ir::Allocate::make(s, ir::Store::make(s, ir::Expr(1.0f), {ir::Expr(0)}))},
+      absl::StatusCode::kUnimplemented, "constant-size shared memory");
+  // A buffer that is neither a parameter nor allocated.
+  require_error({"f", {n}, ir::Store::make(b, ir::Expr(1.0f), {ir::Expr(0)})},
+                absl::StatusCode::kInvalidArgument, "neither a parameter");
+}
