@@ -85,6 +85,16 @@ void build_and_compile(const ScheduleTemplate& t, const TemplateContext& ctx,
   compile_kernel(std::move(*k), ctx, jit, c);
 }
 
+// Moves the compiled kernel c into out (everything but the packed inputs and measurements).
+void take_kernel(Compiled& c, Clock::time_point t0, TunedKernel& out) {
+  out.config = c.config;
+  out.func = c.kernel.func;
+  out.fn = c.fn;
+  out.object = std::move(c.object);
+  out.source = std::move(c.source);
+  out.seconds = seconds_since(t0);
+}
+
 // Packs each packed input of c from its constant value.
 absl::StatusOr<std::vector<std::pair<int, NDArray>>> pack_constants(
     const Compiled& c, const std::vector<const NDArray*>& inputs) {
@@ -179,12 +189,7 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     Compiled& c = candidates[0];
     LOOM_RETURN_IF_ERROR(c.status);
     LOOM_ASSIGN_OR_RETURN(out.packed_inputs, pack_constants(c, constants));
-    out.config = c.config;
-    out.func = c.kernel.func;
-    out.fn = c.fn;
-    out.object = std::move(c.object);
-    out.source = std::move(c.source);
-    out.seconds = seconds_since(t0);
+    take_kernel(c, t0, out);
     return out;
   }
 
@@ -270,26 +275,15 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
       compile_kernel(std::move(*r), ctx, jit, c);
       LOOM_RETURN_IF_ERROR(c.status);
       LOOM_ASSIGN_OR_RETURN(out.packed_inputs, pack_constants(c, constants));
-      out.config = c.config;
-      out.func = c.kernel.func;
-      out.fn = c.fn;
-      out.object = std::move(c.object);
-      out.source = std::move(c.source);
-      out.seconds = seconds_since(t0);
+      take_kernel(c, t0, out);
       return out;
     }
     return first_error;
   }
   const size_t best = finalists.front().index;
   std::vector<std::pair<int, NDArray>> best_packed = std::move(finalists.front().packed);
-  Compiled& c = candidates[best];
-  out.config = c.config;
-  out.func = c.kernel.func;
-  out.fn = c.fn;
   out.packed_inputs = std::move(best_packed);
-  out.object = std::move(c.object);
-  out.source = std::move(c.source);
-  out.seconds = seconds_since(t0);
+  take_kernel(candidates[best], t0, out);
   return out;
 }
 
