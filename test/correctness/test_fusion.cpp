@@ -4,10 +4,15 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "graph_reference.hpp"
 #include "loom/compiler.hpp"
 #include "loom/graph/partition.hpp"
+#include "loom/ir/op.hpp"
 #include "run_util.hpp"
 #include "test_util.hpp"
 
@@ -270,4 +275,78 @@ TEST_CASE("fusion: attention-style head split after a deep matmul (partial sums 
   std::vector<KernelInfo> ks = check_fused(h, {random_array(DType::f32(), {2, 7, 160})},
                                            {{"gemm_packed_b", gemm_config(3, 64)}});
   CHECK(ks.size() == 1);
+}
+
+namespace {
+
+// A user operator whose template keeps a partial result in its output without marking the final
+// store: y = x, then y = y + x. Fusion cannot know which store is final and must leave it alone.
+void register_unmarked_accumulate() {
+  constexpr const char* kName = "test_unmarked_double";
+  if (OpRegistry::global().find(kName)) return;
+  OpDef def;
+  def.name = kName;
+  def.num_inputs = 1;
+  def.infer = [](const std::vector<TensorType>& in, const OpAttrs&) -> absl::StatusOr<TensorType> {
+    return in[0];
+  };
+  def.compute = [](const std::vector<te::Tensor>& in, const OpAttrs&,
+                   const std::vector<ir::Expr>& shape, const std::string& name) {
+    return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+      return in[0]({i[0], i[1]}) * ir::Expr(2.0f);
+    });
+  };
+  ScheduleTemplate t;
+  t.name = "test_unmarked_double_cpu";
+  t.applies = [](const TemplateContext& ctx) { return ctx.target.is_cpu() && is_static(ctx.output.shape); };
+  t.space = [](const TemplateContext&) {
+    tune::Space s;
+    s.param("unused", {1});
+    tune::Config d;
+    d.set("unused", 1);
+    s.default_config(d);
+    return s;
+  };
+  t.build = [](const TemplateContext& ctx, const tune::Config&) -> absl::StatusOr<ScheduledKernel> {
+    const ir::Expr r(ctx.output.shape[0].value()), c(ctx.output.shape[1].value());
+    ir::Buffer x = ir::Buffer::make("x", DType::f32(), {r, c});
+    ir::Buffer y = ir::Buffer::make("y", DType::f32(), {r, c});
+    ir::Var i("i"), j("j");
+    ir::Stmt copy = ir::Store::make(y, x.load({i, j}), {i, j});
+    ir::Stmt add = ir::Store::make(y, y.load({i, j}) + x.load({i, j}), {i, j});
+    ir::Stmt body = ir::For::make(
+        i, 0, r, ir::ForKind::kSerial,
+        ir::For::make(j, 0, c, ir::ForKind::kSerial, ir::Seq::make({copy, add})));
+    ScheduledKernel k;
+    k.func = ir::Func{ctx.name, {x, y}, body};
+    return k;
+  };
+  def.templates.push_back(std::move(t));
+  REQUIRE(OpRegistry::global().add(std::move(def)).ok());
+}
+
+}  // namespace
+
+TEST_CASE("fusion: a kernel that reads its output without final marks runs unfused (and says so)",
+          "[fusion]") {
+  register_unmarked_accumulate();
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("loom_fusion_dump_" + std::to_string(test_seed()));
+  fs::remove_all(dir);
+  Graph g;
+  Tensor x = g.input("x", {5, 13});
+  g.output(g.apply("test_unmarked_double", {x}).relu().mul(3.0));
+  ::setenv("LOOM_DUMP_IR", dir.c_str(), 1);
+  std::vector<KernelInfo> ks = check_fused(g, {random_array(DType::f32(), {5, 13})});
+  ::unsetenv("LOOM_DUMP_IR");
+  // The operator alone, then relu and mul together.
+  CHECK(ks.size() == 2);
+  std::string notes;
+  for (const auto& e : fs::directory_iterator(dir / "graph"))
+    if (e.path().filename().string().find("fusion") != std::string::npos) {
+      std::ifstream in(e.path());
+      notes += std::string(std::istreambuf_iterator<char>(in), {});
+    }
+  CHECK(notes.find("marks none of its stores final") != std::string::npos);
+  fs::remove_all(dir);
 }
