@@ -5,59 +5,8 @@
 #include "loom/ir/op.hpp"
 #include "loom/ir/printer.hpp"
 #include "loom/ir/stmt.hpp"
-#include "loom/layout/layout.hpp"
 
 namespace loom {
-
-Layout Layout::row_major(std::vector<ir::Expr> shape) {
-  Layout l;
-  l.shape_ = std::move(shape);
-  l.strides_.resize(l.shape_.size());
-  ir::Expr stride = ir::Expr(int64_t{1});
-  for (int i = l.rank() - 1; i >= 0; --i) {
-    l.strides_[i] = stride;
-    stride = ir::is_const_int(stride, 1) ? l.shape_[i] : stride * l.shape_[i];
-  }
-  l.physical_size_ = stride;
-  l.row_major_ = true;
-  return l;
-}
-
-Layout Layout::strided(std::vector<ir::Expr> shape, std::vector<ir::Expr> strides,
-                       ir::Expr physical_size) {
-  LOOM_CHECK(shape.size() == strides.size(), "layout rank mismatch");
-  Layout l = row_major(shape);
-  bool same = true;
-  for (size_t i = 0; i < strides.size(); ++i) {
-    auto a = ir::as_const_int(strides[i]), b = ir::as_const_int(l.strides_[i]);
-    same = same && a && b && *a == *b;
-  }
-  l.row_major_ = same;
-  l.strides_ = std::move(strides);
-  l.physical_size_ = std::move(physical_size);
-  return l;
-}
-
-ir::Expr Layout::offset(const std::vector<ir::Expr>& indices) const {
-  LOOM_CHECK(static_cast<int>(indices.size()) == rank(), "layout of rank ", rank(), " indexed with ",
-             indices.size(), " indices");
-  ir::Expr off;
-  for (int i = 0; i < rank(); ++i) {
-    ir::Expr term = ir::is_const_int(strides_[i], 1) ? indices[i] : indices[i] * strides_[i];
-    off = off.defined() ? off + term : term;
-  }
-  return off.defined() ? off : ir::Expr(int64_t{0});
-}
-
-std::string Layout::to_string() const {
-  std::string s = row_major_ ? "row_major(" : "strided(";
-  for (int i = 0; i < rank(); ++i) s += (i ? ", " : "") + ir::to_string(shape_[i]);
-  if (!row_major_) {
-    s += "; strides ";
-    for (int i = 0; i < rank(); ++i) s += (i ? ", " : "") + ir::to_string(strides_[i]);
-  }
-  return s + ")";
-}
 
 namespace ir {
 
@@ -88,6 +37,7 @@ Buffer Buffer::make(std::string name, DType dtype, std::vector<Expr> shape, Memo
 
 Buffer Buffer::make(std::string name, DType dtype, Layout layout, MemoryScope scope) {
   LOOM_CHECK(dtype.is_scalar(), "buffer ", name, " of vector dtype");
+  LOOM_CHECK(layout.ok(), "buffer ", name, ": ", layout.status().message());
   auto n = std::make_shared<BufferNode>();
   n->name = std::move(name);
   n->dtype = dtype;

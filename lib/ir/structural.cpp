@@ -35,6 +35,13 @@ class Serializer : public IRVisitor {
       for (const Expr& e : b->shape) visit(e);
       tok(b->layout.is_row_major());
       for (const Expr& e : b->layout.strides()) visit(e);
+      for (const LayoutStep& s : b->layout.steps()) {
+        tok(static_cast<uint64_t>(s.kind));
+        tok(static_cast<uint64_t>(s.dim));
+        tok(static_cast<uint64_t>(s.a));
+        tok(static_cast<uint64_t>(s.b));
+        for (int p : s.perm) tok(static_cast<uint64_t>(p));
+      }
     }
   }
 
@@ -138,6 +145,8 @@ std::vector<uint64_t> serialize(const Func& f) {
     }
   }
   s.visit(f.body);
+  s.tok(f.may_alias.size());
+  for (size_t a : f.may_alias) s.tok(a);
   return std::move(s.tokens);
 }
 
