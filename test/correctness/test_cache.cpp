@@ -41,7 +41,7 @@ bool same_bits(const NDArray& a, const NDArray& b) {
 
 }  // namespace
 
-TEST_CASE("cold, memory-warm and disk-warm compiles agree; warm ones run no LLVM and no tuning",
+TEST_CASE("cold, memory-warm and disk-warm compiles agree, and warm ones run no LLVM and no tuning",
           "[cache]") {
   TempDir dir;
   NDArray w = random_array(DType::f32(), {48, 40});

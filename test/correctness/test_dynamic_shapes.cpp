@@ -132,7 +132,7 @@ TEST_CASE("dynamic shapes: two symbolic dims, tuned, and a zero-sized batch", "[
   CHECK(compiled->num_specializations() == 4);
 }
 
-TEST_CASE("dynamic shapes: specialize() checks the binding; generic mode still works",
+TEST_CASE("dynamic shapes: specialize() checks the binding, and generic mode still works",
           "[dynamic][error]") {
   NDArray w = random_array(DType::f32(), {kFeatures, kHidden});
   Graph g = dense_softmax(w);
@@ -223,7 +223,7 @@ TEST_CASE("dynamic shapes: a binding that breaks a shape rule is a clear error a
   require_error(compiled->run({random_array(DType::f32(), {7, 3})}).status(), "got 7");
 }
 
-TEST_CASE("dynamic shapes: threads racing for one batch build it once; capacity is kept",
+TEST_CASE("dynamic shapes: threads racing for one batch build it once, and capacity is kept",
           "[dynamic]") {
   NDArray w = random_array(DType::f32(), {kFeatures, kHidden});
   Graph g = dense_softmax(w);

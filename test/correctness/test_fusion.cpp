@@ -221,7 +221,7 @@ TEST_CASE("fusion: default-scheduled anchors inline prologue and epilogue", "[fu
   CHECK(ks.size() == 2);
 }
 
-TEST_CASE("fusion: injective chains become one kernel; several consumers stay correct", "[fusion]") {
+TEST_CASE("fusion: injective chains become one kernel and several consumers stay correct", "[fusion]") {
   Graph g;
   Tensor a = g.input("a", {7, 3, 5});
   Tensor b = g.input("b", {5});

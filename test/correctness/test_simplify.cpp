@@ -291,7 +291,7 @@ TEST_CASE("constants fold with C semantics and wrap to their type", "[simplify]"
   CHECK(str(select(Expr(2) > 1, Expr(10), Expr(20))) == "10");
 }
 
-TEST_CASE("f32 constants fold with f32 rounding; float identities stay IEEE-exact", "[simplify]") {
+TEST_CASE("f32 constants fold with f32 rounding, and float identities stay IEEE-exact", "[simplify]") {
   volatile float a = 0.1f, b = 0.2f, c = 3.0f;
   auto folded = [](const Expr& e) { return *as_const_float(simplify(e)); };
   CHECK(folded(Expr(0.1f) + Expr(0.2f)) == static_cast<float>(a + b));
