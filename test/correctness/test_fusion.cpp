@@ -350,3 +350,20 @@ TEST_CASE("fusion: a kernel that reads its output without final marks runs unfus
   CHECK(notes.find("marks none of its stores final") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("fusion: a transposed and scaled operand is the prologue of a matmul with packed weights",
+          "[fusion]") {
+  Graph g;
+  Tensor x = g.input("x", {13, 11});
+  Tensor w = g.constant("w", random_array(DType::f32(), {13, 9}));
+  Tensor v = g.input("v", {11, 9});
+  // A = 0.5 * x^T (prologue of input 0), B packed at compile time, relu epilogue; and a second
+  // matmul whose B (not constant) is computed by a prologue too (packed at run time).
+  Tensor y = x.transpose({1, 0}).mul(0.5).matmul(w).relu();
+  Tensor z = y.matmul(v.abs().transpose({1, 0}));
+  g.output(z);
+  std::vector<KernelInfo> ks = check_fused(
+      g, {random_array(DType::f32(), {13, 11}), random_array(DType::f32(), {11, 9})});
+  CHECK(ks.size() == 2);
+  for (const KernelInfo& k : ks) CHECK(k.ops.size() >= 3);
+}
