@@ -37,14 +37,16 @@ bool has_symbolic_input(const Graph& g) {
 // does (symbolic shapes always use the default schedule).
 const ScheduleTemplate* find_template(const OpDef& def, const Graph& g, const Node& n,
                                       const Target& target, TemplateContext* ctx) {
-  if (def.templates.empty() || !is_static(n.type.shape)) return nullptr;
+  // Templates index their buffers row-major: tensors stored in other layouts take the default
+  // schedule, which reads and writes through any layout.
+  if (def.templates.empty() || !is_static(n.type.shape) || !n.type.layout.empty()) return nullptr;
   ctx->target = target;
   ctx->name = n.name;
   ctx->output = n.type;
   ctx->attrs = n.attrs.get();
   for (int in : n.inputs) {
     const Node& i = g.nodes()[in];
-    if (!is_static(i.type.shape)) return nullptr;
+    if (!is_static(i.type.shape) || !i.type.layout.empty()) return nullptr;
     ctx->inputs.push_back(i.type);
     ctx->constant_inputs.push_back(i.kind == Node::Kind::kConstant);
   }
@@ -137,6 +139,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const CompileOptions& options) const {
   LOOM_RETURN_IF_ERROR(graph.status());
   if (graph.outputs().empty()) return absl::InvalidArgumentError("graph has no outputs");
+  for (int o : graph.outputs())
+    if (!graph.nodes()[o].type.layout.empty())
+      return absl::InvalidArgumentError(
+          "graph output '" + graph.nodes()[o].name + "' is stored in layout " +
+          graph.nodes()[o].type.to_string() + "; outputs are row-major (transform it back)");
   if (!target_.is_cpu())
     return absl::UnimplementedError("target " + target_.to_string() +
                                     ": only CPU targets are supported by this build of loom");

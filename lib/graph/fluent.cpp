@@ -72,6 +72,28 @@ Tensor Tensor::cast(DType dtype) const {
   return apply("cast", {}, a);
 }
 
+Tensor Tensor::layout_transform(const Layout& layout) const {
+  auto a = std::make_shared<ops::LayoutAttrs>();
+  a->steps = layout.steps();
+  if (!valid()) return Tensor();
+  if (!layout.ok()) return graph()->fail(absl::InvalidArgumentError(std::string(layout.status().message())));
+  std::vector<ir::Expr> mine;
+  for (const Dim& d : shape()) {
+    if (!d.is_static())
+      return graph()->fail(absl::InvalidArgumentError("layout_transform of " + name() + " " +
+                                             shape_to_string(shape()) + ": needs static extents"));
+    mine.push_back(ir::Expr(d.value()));
+  }
+  bool same = static_cast<int>(mine.size()) == layout.rank();
+  for (size_t d = 0; same && d < mine.size(); ++d)
+    same = ir::is_const_int(layout.shape()[d], *ir::as_const_int(mine[d]));
+  if (!same)
+    return graph()->fail(absl::InvalidArgumentError("layout_transform of " + name() + " " +
+                                           shape_to_string(shape()) + " with a layout of " +
+                                           layout.to_string()));
+  return apply("layout_transform", {}, a);
+}
+
 Tensor Tensor::pow(const Tensor& o) const { return apply("pow", {o}); }
 Tensor Tensor::minimum(const Tensor& o) const { return apply("minimum", {o}); }
 Tensor Tensor::maximum(const Tensor& o) const { return apply("maximum", {o}); }

@@ -45,7 +45,8 @@ absl::StatusOr<MemberTensors> member_tensors(const Graph& g, const std::vector<i
   MemberTensors t;
   for (size_t k = 0; k < outside.size(); ++k) {
     const Node& n = g.nodes()[outside[k]];
-    te::Tensor p = te::placeholder(placeholder_name(outside[k], k), n.type.dtype, dims.shape(n.type.shape));
+    te::Tensor p = te::placeholder(placeholder_name(outside[k], k), n.type.dtype,
+                                   Layout::of(dims.shape(n.type.shape), n.type.layout));
     t.value[outside[k]] = p;
     t.placeholders.push_back(p);
   }
@@ -134,6 +135,8 @@ absl::StatusOr<te::Task> group_task(const Graph& g, const FusedGroup& group, con
     }
   }
   result = te::inline_injective(result);
+  const TensorType& type = g.nodes()[group.output].type;
+  if (!type.layout.empty()) result = te::with_layout(result, Layout::of(result.shape(), type.layout));
   return te::Task::make(name, t.placeholders, {result});
 }
 
@@ -213,7 +216,8 @@ absl::StatusOr<Epilogue> epilogue_of(const Graph& g, const FusedGroup& group) {
     return true;
   };
   for (size_t k = 1; k < t.placeholders.size(); ++k) out.fusion.inputs.push_back(t.placeholders[k]->buffer);
-  out.fusion.output = ir::Buffer::make("out", result.dtype(), shapes.at(output));
+  out.fusion.output = ir::Buffer::make(
+      "out", result.dtype(), Layout::of(shapes.at(output), g.nodes()[output].type.layout));
   LOOM_ASSIGN_OR_RETURN(te::Task task, te::Task::make("epilogue", t.placeholders, {result}));
   out.text = task.to_string();
   return out;

@@ -132,6 +132,7 @@ Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
     return impl_->fail(absl::Status(type.status().code(),
                                     op + "(" + names + "): " + std::string(type.status().message())));
   }
+  if (!def->sets_layout) type->layout.clear();
   Node n;
   n.kind = Node::Kind::kOp;
   n.op = op;

@@ -70,6 +70,29 @@ std::string LayoutStep::to_string() const {
   return "?";
 }
 
+std::string steps_to_string(const std::vector<LayoutStep>& steps) {
+  std::string s;
+  for (const LayoutStep& step : steps) s += "." + step.to_string();
+  return s;
+}
+
+Layout Layout::then(const LayoutStep& step) const {
+  switch (step.kind) {
+    case LayoutStep::Kind::kSplit: return split(step.dim, step.a);
+    case LayoutStep::Kind::kReorder: return reorder(step.perm);
+    case LayoutStep::Kind::kFuse: return fuse(step.dim);
+    case LayoutStep::Kind::kPad: return pad(step.dim, step.a);
+    case LayoutStep::Kind::kUnfold: return unfold(step.dim, step.a, step.b);
+  }
+  return failed("unknown primitive");
+}
+
+Layout Layout::of(std::vector<ir::Expr> shape, const std::vector<LayoutStep>& steps) {
+  Layout l = row_major(std::move(shape));
+  for (const LayoutStep& s : steps) l = l.then(s);
+  return l;
+}
+
 Layout Layout::row_major(std::vector<ir::Expr> shape) {
   Layout l;
   l.shape_ = shape;
@@ -302,9 +325,7 @@ std::string Layout::to_string() const {
     s += "; strides ";
     for (int i = 0; i < rank(); ++i) s += (i ? ", " : "") + ir::to_string(strides_[static_cast<size_t>(i)]);
   }
-  s += ")";
-  for (const LayoutStep& step : steps_) s += "." + step.to_string();
-  return s;
+  return s + ")" + steps_to_string(steps_);
 }
 
 }  // namespace loom

@@ -8,6 +8,7 @@ namespace loom::ops {
 void register_conv_ops(OpRegistry& r);
 void register_conv_transpose_ops(OpRegistry& r);
 void register_elementwise_ops(OpRegistry& r);
+void register_layout_ops(OpRegistry& r);
 void register_matmul_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
 void register_pool_ops(OpRegistry& r);
@@ -21,6 +22,7 @@ inline void register_builtin_ops(OpRegistry& r) {
   register_conv_ops(r);
   register_conv_transpose_ops(r);
   register_elementwise_ops(r);
+  register_layout_ops(r);
   register_matmul_ops(r);
   register_norm_ops(r);
   register_pool_ops(r);

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "loom/core/status.hpp"
+#include "loom/ir/op.hpp"
 #include "runtime/compiled_graph_impl.hpp"
 
 namespace loom {
@@ -214,6 +215,14 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
   for (size_t i = 0; i < g.slots.size(); ++i) {
     if (g.slots[i].kind != Slot::Kind::kComputed) continue;
     LOOM_ASSIGN_OR_RETURN(shapes[i], concrete_shape(g.slots[i].type.shape, symbols));
+    // A value stored in another layout takes its physical elements (padding included).
+    if (const std::vector<LayoutStep>& steps = g.slots[i].type.layout; !steps.empty()) {
+      std::vector<ir::Expr> extents;
+      for (int64_t e : shapes[i]) extents.push_back(ir::Expr(e));
+      std::optional<int64_t> size = ir::as_const_int(Layout::of(extents, steps).physical_size());
+      if (!size) return absl::InternalError("layout of " + g.slots[i].name + " has no static size");
+      shapes[i] = {*size};
+    }
   }
   // Static graphs plan once; graphs run with symbolic dims plan per run (their sizes vary).
   MemoryPlan dynamic_plan;

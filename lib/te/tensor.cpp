@@ -56,6 +56,21 @@ Tensor placeholder(std::string name, DType dtype, std::vector<ir::Expr> shape) {
   return Tensor(std::move(n));
 }
 
+Tensor placeholder(std::string name, DType dtype, Layout layout) {
+  auto n = std::make_shared<TensorNode>();
+  n->name = std::move(name);
+  n->dtype = dtype;
+  n->shape = layout.shape();
+  n->buffer = ir::Buffer::make(n->name, dtype, std::move(layout));
+  return Tensor(std::move(n));
+}
+
+Tensor with_layout(const Tensor& t, Layout layout) {
+  auto n = std::make_shared<TensorNode>(*t.node());
+  n->buffer = ir::Buffer::make(n->name, n->dtype, std::move(layout));
+  return Tensor(std::move(n));
+}
+
 Tensor compute(std::string name, std::vector<ir::Expr> shape,
                const std::function<ir::Expr(const std::vector<ir::Var>&)>& fcompute) {
   auto n = std::make_shared<TensorNode>();

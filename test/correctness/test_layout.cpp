@@ -14,6 +14,9 @@
 #include "loom/layout/layout.hpp"
 #include "loom/passes/passes.hpp"
 #include "loom/runtime/cpu_jit.hpp"
+#include "graph_reference.hpp"
+#include "loom/compiler.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
@@ -198,4 +201,81 @@ TEST_CASE("layout: a kernel written against logical indices stores NCHW8c throug
           int64_t at = (((a * 2 + b / 8) * H + i) * W + j) * 8 + b % 8;
           REQUIRE(out[static_cast<size_t>(at)] == 2.0f * in[static_cast<size_t>(((a * C + b) * H + i) * W + j)]);
         }
+}
+
+// ---- Graph tensors stored in layouts -----------------------------------------------------------
+
+namespace {
+
+Layout nchw8c(int64_t n, int64_t c, int64_t h, int64_t w) {
+  return Layout::row_major(consts({n, c, h, w})).split(1, 8).reorder({0, 1, 3, 4, 2});
+}
+
+// Compiles g fused and not (poisoned buffers) and checks both against the reference interpreter.
+void check_graph(const Graph& g, const std::vector<NDArray>& inputs) {
+  std::vector<NDArray> want = loom::testing::reference_run(g, inputs);
+  for (bool fuse : {true, false}) {
+    CompileOptions o;
+    o.fuse = fuse;
+    o.poison_buffers = true;
+    auto c = Compiler().compile(g, o);
+    INFO("fuse " << fuse << ": " << c.status().ToString());
+    REQUIRE(c.ok());
+    std::vector<NDArray> got = loom::testing::run_ok(*c, inputs);
+    for (size_t k = 0; k < got.size(); ++k) loom::testing::require_close(got[k], want[k], 1e-4, 1e-4);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("layout_transform: operators read and write tensors stored NCHW8c", "[layout]") {
+  using loom::testing::random_array;
+  // 13 channels pad to 16: the padding is never read (poisoned buffers would show it).
+  Graph g;
+  Tensor x = g.input("x", {2, 13, 5, 6});
+  Tensor blocked = x.layout_transform(nchw8c(2, 13, 5, 6));
+  CHECK(blocked.valid());
+  Tensor w = g.constant("w", random_array(DType::f32(), {7, 13, 3, 3}));
+  Tensor r = g.input("r", {2, 7, 5, 6});
+  // conv + relu + a stored layout (one epilogue), then an add reading it through its layout.
+  Tensor y = blocked.relu().conv2d(w, {.padding = 1}).relu().layout_transform(nchw8c(2, 7, 5, 6));
+  g.output(y.add(r));
+  g.output(blocked.exp().sum({1}));  // a reduction over the blocked dim
+  check_graph(g, {random_array(DType::f32(), {2, 13, 5, 6}), random_array(DType::f32(), {2, 7, 5, 6})});
+}
+
+TEST_CASE("layout_transform errors: wrong shape, symbolic dims, unfold, stored outputs",
+          "[layout]") {
+  {
+    Graph g;
+    Tensor x = g.input("x", {2, 13, 5, 6});
+    g.output(x.layout_transform(nchw8c(2, 12, 5, 6)).relu());
+    auto c = Compiler().compile(g);
+    REQUIRE(!c.ok());
+    CHECK(c.status().message().find("with a layout of row_major(2, 12, 5, 6)") != std::string::npos);
+  }
+  {
+    Graph g;
+    Tensor x = g.input("x", {Dim("n"), 8});
+    g.output(x.layout_transform(Layout::row_major(consts({4, 8})).split(1, 4)).relu());
+    auto c = Compiler().compile(g);
+    REQUIRE(!c.ok());
+    CHECK(c.status().message().find("needs static extents") != std::string::npos);
+  }
+  {
+    Graph g;
+    Tensor x = g.input("x", {10});
+    g.output(x.layout_transform(Layout::row_major(consts({10})).unfold(0, 4, 3)).relu());
+    auto c = Compiler().compile(g);
+    REQUIRE(!c.ok());
+    CHECK(c.status().message().find("hold each element once") != std::string::npos);
+  }
+  {
+    Graph g;
+    Tensor x = g.input("x", {4, 8});
+    g.output(x.layout_transform(Layout::row_major(consts({4, 8})).split(1, 4)));
+    auto c = Compiler().compile(g);
+    REQUIRE(!c.ok());
+    CHECK(c.status().message().find("outputs are row-major") != std::string::npos);
+  }
 }

@@ -142,6 +142,10 @@ class Tensor {
   // Converts to another element type: float to int truncates toward zero (values out of the
   // target's range are undefined), to bool is x != 0, bool to a number is 0 or 1.
   Tensor cast(DType dtype) const;
+  // The same values stored in `layout`, a Layout built on this tensor's (static) shape:
+  // x.layout_transform(Layout::row_major(dims).split(1, 16).reorder({0, 1, 3, 4, 2})) is NCHW16c.
+  // Operators read and write their tensors through their layouts; graph outputs are row-major.
+  Tensor layout_transform(const Layout& layout) const;
 
   // Elementwise with numpy-style broadcasting: x^y (floats); the smaller and the larger element
   // (NaN if either is NaN); comparisons giving bool tensors (false where either is NaN).

@@ -15,6 +15,7 @@
 #include "loom/core/shape.hpp"
 #include "loom/core/target.hpp"
 #include "loom/ir/func.hpp"
+#include "loom/layout/layout.hpp"
 #include "loom/te/tensor.hpp"
 #include "loom/tune/space.hpp"
 
@@ -23,7 +24,12 @@ namespace loom {
 struct TensorType {
   Shape shape;
   DType dtype;
-  std::string to_string() const { return dtype.to_string() + shape_to_string(shape); }
+  // How the values are stored: row-major (empty) or the row-major shape followed by layout
+  // primitives (loom/layout/layout.hpp). Only layout_transform gives a non-row-major output.
+  std::vector<LayoutStep> layout;
+  std::string to_string() const {
+    return dtype.to_string() + shape_to_string(shape) + steps_to_string(layout);
+  }
 };
 
 // Base of every operator's typed attributes; ops read their own subclass with attrs_as<T>().
@@ -91,6 +97,9 @@ struct OpDef {
   // The output holds the (single) input's elements in the same row-major order, only the shape
   // differs (reshape, flatten, squeeze, unsqueeze): fusion maps indices through it.
   bool reshape = false;
+  // The shape rule sets the output's layout (layout_transform); every other operator's output
+  // is row-major, whatever layout its inputs have.
+  bool sets_layout = false;
   // Expected input count, or -1 for any.
   int num_inputs = -1;
   // The OpAttrs subclass the operator reads (checked by Graph::apply); null means NoAttrs.

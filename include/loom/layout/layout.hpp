@@ -25,6 +25,9 @@ struct LayoutStep {
   std::string to_string() const;
 };
 
+// "" for no steps, else ".split(1, 16).reorder(0, 1, 3, 4, 2)".
+std::string steps_to_string(const std::vector<LayoutStep>& steps);
+
 class Layout {
  public:
   Layout() = default;
@@ -49,6 +52,11 @@ class Layout {
   // convolution windows. Elements in several tiles are stored in each; the logical-to-physical
   // map picks the tile that starts at or before it, the last one for the tail.
   Layout unfold(int dim, int64_t tile, int64_t stride) const;
+
+  // The primitive step applied here (its recorded extents are ignored).
+  Layout then(const LayoutStep& step) const;
+  // row_major(shape) followed by steps.
+  static Layout of(std::vector<ir::Expr> shape, const std::vector<LayoutStep>& steps);
 
   const absl::Status& status() const { return status_; }
   bool ok() const { return status_.ok(); }

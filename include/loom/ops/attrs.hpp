@@ -144,6 +144,12 @@ struct CastAttrs final : OpAttrs {
   std::string to_string() const override { return "dtype=" + dtype.to_string(); }
 };
 
+// layout_transform: the same values, stored in the layout row_major(shape) + steps.
+struct LayoutAttrs final : OpAttrs {
+  std::vector<LayoutStep> steps;
+  std::string to_string() const override { return "layout=row_major" + steps_to_string(steps); }
+};
+
 // ---- Data movement and index reductions (concat ... argmin); ONNX semantics ------------------
 
 inline std::string int64s_to_string(const std::vector<int64_t>& v) {

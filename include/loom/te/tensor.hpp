@@ -54,8 +54,13 @@ class Tensor {
   std::shared_ptr<const TensorNode> node_;
 };
 
-// An input of the task, filled by the caller.
+// An input of the task, filled by the caller (stored row-major, or in `layout`).
 Tensor placeholder(std::string name, DType dtype, std::vector<ir::Expr> shape);
+Tensor placeholder(std::string name, DType dtype, Layout layout);
+
+// t, written into storage of the given layout (same logical shape): a task's output stored in a
+// layout other than row-major.
+Tensor with_layout(const Tensor& t, Layout layout);
 
 // out[axes] = fcompute(axes). The body's dtype is the tensor's dtype.
 Tensor compute(std::string name, std::vector<ir::Expr> shape,

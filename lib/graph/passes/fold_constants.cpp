@@ -21,7 +21,8 @@ absl::StatusOr<Graph> fold_constants(const Graph& g, const Target& target) {
     bool all = true;
     for (int i : n.inputs)
       all = all && (nodes[i].kind == Node::Kind::kConstant || foldable[i]);
-    foldable[id] = all;
+    // A value stored in another layout stays computed (folded values are row-major arrays).
+    foldable[id] = all && n.type.layout.empty();
   }
   // The frontier: foldable nodes that something not folded (or an output) reads.
   std::vector<bool> frontier(nodes.size(), false);
