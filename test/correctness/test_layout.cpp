@@ -16,6 +16,7 @@
 #include "loom/runtime/cpu_jit.hpp"
 #include "graph_reference.hpp"
 #include "loom/compiler.hpp"
+#include "loom/graph/passes.hpp"
 #include "run_util.hpp"
 #include "test_util.hpp"
 
@@ -278,4 +279,19 @@ TEST_CASE("layout_transform errors: wrong shape, symbolic dims, unfold, stored o
     REQUIRE(!c.ok());
     CHECK(c.status().message().find("outputs are row-major") != std::string::npos);
   }
+}
+
+TEST_CASE("layout_transform: a transform to the layout a tensor already has goes", "[layout]") {
+  Graph g;
+  Tensor x = g.input("x", {2, 16, 3, 3});
+  Tensor a = x.layout_transform(nchw8c(2, 16, 3, 3));
+  Tensor b = a.layout_transform(nchw8c(2, 16, 3, 3));  // already NCHW8c: an identity
+  Tensor back = b.layout_transform(Layout::row_major(consts({2, 16, 3, 3})));
+  g.output(back.relu());
+  auto r = passes::remove_identities(g);
+  REQUIRE(r.ok());
+  int transforms = 0;
+  for (const Node& n : r->nodes()) transforms += n.op == "layout_transform";
+  CHECK(transforms == 2);
+  check_graph(*r, {loom::testing::random_array(DType::f32(), {2, 16, 3, 3})});
 }

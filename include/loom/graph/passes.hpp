@@ -14,8 +14,8 @@ namespace loom::passes {
 // become constants.
 absl::StatusOr<Graph> fold_constants(const Graph& g, const Target& target = Target::host_cpu());
 // Operators that return their input unchanged go: a reshape or transpose that keeps the shape
-// and element order, add of a zero constant, mul by a constant one, where the result's type is
-// the input's.
+// and element order, add of a zero constant, mul by a constant one, a layout_transform to the
+// layout its input already has, where the result's type (layout included) is the input's.
 absl::StatusOr<Graph> remove_identities(const Graph& g);
 // Nodes computing the same operator with the same attributes on the same inputs (and constants
 // sharing the same data) are merged.

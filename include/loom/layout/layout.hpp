@@ -23,6 +23,10 @@ struct LayoutStep {
   std::vector<int> perm;  // reorder
   std::vector<ir::Expr> extents_before;  // the physical extents it applies to
   std::string to_string() const;
+  // The same primitive with the same arguments (the recorded extents aside).
+  bool operator==(const LayoutStep& o) const {
+    return kind == o.kind && dim == o.dim && a == o.a && b == o.b && perm == o.perm;
+  }
 };
 
 // "" for no steps, else ".split(1, 16).reorder(0, 1, 3, 4, 2)".

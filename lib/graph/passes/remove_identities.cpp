@@ -21,13 +21,15 @@ absl::StatusOr<Graph> remove_identities(const Graph& g) {
   return rebuild(g, [&](int id, const std::vector<Tensor>& in) -> std::optional<Tensor> {
     const Node& n = g.nodes()[id];
     if (n.kind != Node::Kind::kOp) return std::nullopt;
-    // The result is operand k itself when it already has the node's type.
+    // The result is operand k itself when it already has the node's type (layout included).
     auto operand = [&](size_t k) -> std::optional<Tensor> {
       if (k < in.size() && in[k].valid() && in[k].dtype() == n.type.dtype &&
-          in[k].shape() == n.type.shape)
+          in[k].shape() == n.type.shape &&
+          in[k].graph()->nodes[static_cast<size_t>(in[k].id())].type.layout == n.type.layout)
         return in[k];
       return std::nullopt;
     };
+    if (n.op == "layout_transform") return operand(0);  // to the layout it already has
     if (n.op == "reshape") return operand(0);
     if (n.op == "transpose") {
       const auto& perm = attrs_as<ops::TransposeAttrs>(*n.attrs).perm;
