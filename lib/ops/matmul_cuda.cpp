@@ -53,7 +53,10 @@ struct SimtTiles {
   int64_t warp_n() const { return outer_n * lanes_n * inner_n; }
   int64_t bm() const { return warps_m * warp_m(); }
   int64_t bn() const { return warps_n * warp_n(); }
-  int64_t shared_bytes() const { return 2 * block_k * (bm() + bn()) * 4; }
+  // A's slice is stored k-major with rows padded by 4 elements: the threads that store one
+  // column of the slice (consecutive k) then hit different banks.
+  int64_t a_stride() const { return bm() + 4; }
+  int64_t shared_bytes() const { return 2 * block_k * (a_stride() + bn()) * 4; }
   // How the threads load a rows x cols slice of a row-major operand: spatial(threads / lanes,
   // lanes) with lanes along the contiguous cols (coalesced), repeated over the rest.
   int64_t load_lanes(int64_t cols) const { return std::gcd(threads(), cols); }
@@ -79,7 +82,7 @@ class SimtGemm {
     // A slice is stored transposed (k-major), so that a lane reads its rows of A for one k
     // as consecutive elements, as it reads B's columns.
     a_shared_ = Buffer::make(ctx.name + "_As", DType::f32(),
-                             {Expr(int64_t{2}), Expr(t.block_k), Expr(t.bm())},
+                             {Expr(int64_t{2}), Expr(t.block_k), Expr(t.a_stride())},
                              ir::MemoryScope::kShared);
     b_shared_ = Buffer::make(ctx.name + "_Bs", DType::f32(),
                              {Expr(int64_t{2}), Expr(t.block_k), Expr(t.bn())},

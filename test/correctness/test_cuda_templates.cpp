@@ -1,5 +1,5 @@
 // The CUDA schedule templates without a GPU: for every template (row reductions, softmax,
-// layer_norm, SIMT matmul) and the injective lowering, configs sampled from the space (all of
+// layer_norm, SIMT matmul, direct conv2d) and the injective lowering, configs sampled from the space (all of
 // a small space; else a fixed sample plus the default) on odd and prime shapes become CUDA C++
 // that NVRTC compiles for sm_80 and sm_90. With a GPU the kernels also run and match the te
 // reference evaluator; without one that part says so and is skipped.
@@ -283,6 +283,42 @@ TEST_CASE("CUDA templates: SIMT matmul compiles for sm_80 and sm_90", "[cuda][cu
   }
   SECTION("batch dims of A folded into M") {
     check_op({"matmul", {f32({2, 33, 41}), f32({41, 131})}, f32({2, 33, 131}), none, 1e-4, 1e-4});
+  }
+}
+
+TEST_CASE("CUDA templates: direct and depthwise conv2d compile for sm_80 and sm_90",
+          "[cuda][cuda_templates]") {
+  // The output type comes from the operator's own shape rule.
+  auto conv = [](std::vector<int64_t> x, std::vector<int64_t> w, ops::Conv2dAttrs attrs) {
+    const OpDef* def = OpRegistry::global().find("conv2d");
+    REQUIRE(def);
+    auto out = def->infer({f32(x), f32(w)}, attrs);
+    REQUIRE(out.ok());
+    return OpCase{"conv2d", {f32(x), f32(w)}, *out,
+                  std::make_shared<ops::Conv2dAttrs>(attrs), 1e-4, 1e-4};
+  };
+  SECTION("strided, asymmetric padding") {
+    ops::Conv2dAttrs a;
+    a.stride_h = 2;
+    a.stride_w = 2;
+    a.pad_top = 1;
+    a.pad_left = 1;
+    a.pad_right = 2;
+    check_op(conv({2, 5, 13, 11}, {7, 5, 3, 3}, a), {"fmaf("});
+  }
+  SECTION("grouped and dilated") {
+    ops::Conv2dAttrs a;
+    a.groups = 2;
+    a.dilation_h = 2;
+    a.dilation_w = 2;
+    a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 2;
+    check_op(conv({1, 6, 9, 10}, {4, 3, 3, 2}, a));
+  }
+  SECTION("depthwise") {
+    ops::Conv2dAttrs a;
+    a.groups = 8;
+    a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 2;
+    check_op(conv({1, 8, 17, 19}, {8, 1, 5, 5}, a));
   }
 }
 
