@@ -189,8 +189,7 @@ struct IntrinsicInfo {
 constexpr IntrinsicInfo kIntrinsics[] = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
     {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
-    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1},
-    {"shfl_xor_sync", 2},
+    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
 };
 }  // namespace
 
@@ -223,7 +222,8 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
   if (name == "final_value") return make_expr<Call>(t, name, std::move(args));
   // A warp shuffle moves one 32-bit register between lanes; the lane mask is a constant.
   if (name == "shfl_xor_sync") {
-    LOOM_CHECK(t == DType::f32() || t == DType::i32(), name, " of ", t, " (needs scalar f32 or i32)");
+    LOOM_CHECK(t == DType::f32() || t == DType::i32(), name, " of ", t,
+               " (needs scalar f32 or i32)");
     const auto* mask = args[1].as<IntImm>();
     LOOM_CHECK(mask && mask->value >= 1 && mask->value < 32, name,
                " needs a constant lane mask in [1, 32)");

@@ -44,9 +44,17 @@ std::optional<ConvProblem> conv_problem(const TemplateContext& ctx) {
       w.shape.size() != 4 || !is_static(x.shape) || !is_static(w.shape) ||
       !is_static(ctx.output.shape) || ctx.output.shape.size() != 4)
     return std::nullopt;
-  ConvProblem p{x.shape[0].value(), x.shape[1].value(), x.shape[2].value(), x.shape[3].value(),
-                w.shape[0].value(), w.shape[1].value(), w.shape[2].value(), w.shape[3].value(),
-                ctx.output.shape[2].value(), ctx.output.shape[3].value(), *attrs};
+  ConvProblem p{x.shape[0].value(),
+                x.shape[1].value(),
+                x.shape[2].value(),
+                x.shape[3].value(),
+                w.shape[0].value(),
+                w.shape[1].value(),
+                w.shape[2].value(),
+                w.shape[3].value(),
+                ctx.output.shape[2].value(),
+                ctx.output.shape[3].value(),
+                *attrs};
   if (p.n < 1 || p.oh < 1 || p.ow < 1 || p.o < 1) return std::nullopt;
   return p;
 }
@@ -75,9 +83,10 @@ absl::StatusOr<ScheduledKernel> build_direct_conv(const TemplateContext& ctx,
   const Conv2dAttrs& a = p.attrs;
   const ConvTiles t(config);
   const int64_t pixels = p.oh * p.ow, og = p.o / a.groups;
-  Buffer x = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.n), Expr(p.c), Expr(p.h), Expr(p.w)});
-  Buffer w = Buffer::make(ctx.name + "_w", DType::f32(),
-                          {Expr(p.o), Expr(p.cg), Expr(p.kh), Expr(p.kw)});
+  Buffer x =
+      Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.n), Expr(p.c), Expr(p.h), Expr(p.w)});
+  Buffer w =
+      Buffer::make(ctx.name + "_w", DType::f32(), {Expr(p.o), Expr(p.cg), Expr(p.kh), Expr(p.kw)});
   Buffer y = Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.n), Expr(p.o), Expr(pixels)});
   Buffer acc = Buffer::make(ctx.name + "_acc", DType::f32(),
                             {Expr(t.oc_per_thread * t.px_per_thread)}, ir::MemoryScope::kLocal);
@@ -112,36 +121,36 @@ absl::StatusOr<ScheduledKernel> build_direct_conv(const TemplateContext& ctx,
         Expr at(ro * t.px_per_thread + rp);
         zero.push_back(ir::Store::make(acc, Expr(0.0f), {at}));
         Expr o = clamp(channel(ro), p.o, oc_tail), px = clamp(pixel(rp), pixels, px_tail);
-        Expr ih = px / Expr(p.ow) * int64_t{a.stride_h} + r * int64_t{a.dilation_h} -
-                  int64_t{a.pad_top};
-        Expr iw = px % Expr(p.ow) * int64_t{a.stride_w} + s * int64_t{a.dilation_w} -
-                  int64_t{a.pad_left};
+        Expr ih =
+            px / Expr(p.ow) * int64_t{a.stride_h} + r * int64_t{a.dilation_h} - int64_t{a.pad_top};
+        Expr iw =
+            px % Expr(p.ow) * int64_t{a.stride_w} + s * int64_t{a.dilation_w} - int64_t{a.pad_left};
         Expr inside = ih >= int64_t{0} && ih < p.h && iw >= int64_t{0} && iw < p.w;
         Expr ih_c = ir::min(ir::max(ih, Expr(int64_t{0})), Expr(p.h - 1));
         Expr iw_c = ir::min(ir::max(iw, Expr(int64_t{0})), Expr(p.w - 1));
         Expr ic = og == p.o ? Expr(c) : o / Expr(og) * p.cg + c;
         Expr tap = ir::select(inside, x.load({tile[0], ic, ih_c, iw_c}), Expr(0.0f));
-        taps.push_back(ir::Store::make(
-            acc, ir::fma(tap, w.load({o, c, r, s}), acc.load({at})), {at}));
+        taps.push_back(
+            ir::Store::make(acc, ir::fma(tap, w.load({o, c, r, s}), acc.load({at})), {at}));
         Expr inside_tile;
         if (oc_tail) inside_tile = channel(ro) < p.o;
         if (px_tail)
-          inside_tile = inside_tile.defined() ? (inside_tile && pixel(rp) < pixels)
-                                              : pixel(rp) < pixels;
-        Stmt st = ir::Store::make(y, ir::final_value(acc.load({at})),
-                                  {tile[0], channel(ro), pixel(rp)});
+          inside_tile =
+              inside_tile.defined() ? (inside_tile && pixel(rp) < pixels) : pixel(rp) < pixels;
+        Stmt st =
+            ir::Store::make(y, ir::final_value(acc.load({at})), {tile[0], channel(ro), pixel(rp)});
         store.push_back(inside_tile.defined() ? ir::IfThenElse::make(inside_tile, st) : st);
       }
       // Stages: "zero", "accumulate over channels and window", "store".
       auto window_loop = [](const Var& v, int64_t extent, Stmt inner) {
-        return ir::For::make(v, Expr(int64_t{0}), Expr(extent),
-                             extent <= kMaxUnrolledTaps ? ir::ForKind::kUnrolled
-                                                        : ir::ForKind::kSerial,
-                             std::move(inner));
+        return ir::For::make(
+            v, Expr(int64_t{0}), Expr(extent),
+            extent <= kMaxUnrolledTaps ? ir::ForKind::kUnrolled : ir::ForKind::kSerial,
+            std::move(inner));
       };
-      Stmt accumulate = ir::For::make(
-          c, Expr(int64_t{0}), Expr(p.cg), ir::ForKind::kSerial,
-          window_loop(r, p.kh, window_loop(s, p.kw, ir::Seq::make(std::move(taps)))));
+      Stmt accumulate =
+          ir::For::make(c, Expr(int64_t{0}), Expr(p.cg), ir::ForKind::kSerial,
+                        window_loop(r, p.kh, window_loop(s, p.kw, ir::Seq::make(std::move(taps)))));
       return ir::Allocate::make(acc, ir::Seq::make({ir::Seq::make(std::move(zero)), accumulate,
                                                     ir::Seq::make(std::move(store))}));
     });
@@ -180,7 +189,9 @@ tune::Space direct_conv_space(const TemplateContext& ctx) {
   // Default: 128 threads; one channel per thread when each output channel reads its own input
   // channel (depthwise), else 4 x 2 outputs per thread over 4 channel rows, fewer channels when
   // there are few.
-  tune::Config best({{"threads", 4 * gp.warp_size}, {"oc_threads", 1}, {"oc_per_thread", 1},
+  tune::Config best({{"threads", 4 * gp.warp_size},
+                     {"oc_threads", 1},
+                     {"oc_per_thread", 1},
                      {"px_per_thread", 4}});
   if (p && !p->depthwise()) {
     best.set("oc_threads", 4);

@@ -67,8 +67,7 @@ ir::Stmt gpu_launch(const ir::Var& block, int64_t blocks, const ir::Var& thread,
                        std::move(body), 0);
 }
 
-ir::Stmt warp_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t slot,
-                         int warp_size) {
+ir::Stmt warp_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t slot, int warp_size) {
   std::vector<ir::Stmt> steps;
   const ir::Expr at(slot);
   for (int mask = warp_size / 2; mask >= 1; mask /= 2) {
@@ -94,11 +93,10 @@ ir::Stmt group_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t sl
                            ir::Store::make(partials, acc.load({at}), {first + warp})),
       ir::Barrier::make(),
       ir::Store::make(acc, ir::Reduce::identity(kind, t), {at}),
-      ir::For::make(w, ir::Expr(int64_t{0}), ir::Expr(warps), ir::ForKind::kUnrolled,
-                    ir::Store::make(acc,
-                                    ir::Reduce::combine(kind, acc.load({at}),
-                                                        partials.load({first + w})),
-                                    {at})),
+      ir::For::make(
+          w, ir::Expr(int64_t{0}), ir::Expr(warps), ir::ForKind::kUnrolled,
+          ir::Store::make(
+              acc, ir::Reduce::combine(kind, acc.load({at}), partials.load({first + w})), {at})),
       ir::Barrier::make(),
   });
 }

@@ -21,9 +21,11 @@ inline std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx) {
   if (ctx.inputs.size() != 2) return std::nullopt;
   const Shape& a = ctx.inputs[0].shape;
   const Shape& b = ctx.inputs[1].shape;
-  if (ctx.inputs[0].dtype != DType::f32() || ctx.inputs[1].dtype != DType::f32()) return std::nullopt;
+  if (ctx.inputs[0].dtype != DType::f32() || ctx.inputs[1].dtype != DType::f32())
+    return std::nullopt;
   auto pa = static_product(a, 0, a.size() - 2), pb = static_product(b, 0, b.size() - 2);
-  auto m = static_product(a, a.size() - 2, a.size() - 1), k = static_product(a, a.size() - 1, a.size());
+  auto m = static_product(a, a.size() - 2, a.size() - 1),
+       k = static_product(a, a.size() - 1, a.size());
   auto n = static_product(b, b.size() - 1, b.size());
   if (!pa || !pb || !m || !k || !n || *m == 0 || *n == 0) return std::nullopt;
   GemmProblem p;

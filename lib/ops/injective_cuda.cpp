@@ -25,9 +25,8 @@ tune::Space injective_cuda_space(const Target& target) {
   tune::Space s;
   s.param("threads", threads).param("vector", {1, 2, 4}).param("blocks_per_sm", {2, 4, 8, 16});
   // An SM holds at most 2048 threads (sm_80 and sm_90); more blocks only queue.
-  s.rule("resident blocks fit an SM's threads", [](const tune::Config& c) {
-    return c["threads"] * c["blocks_per_sm"] <= 2048;
-  });
+  s.rule("resident blocks fit an SM's threads",
+         [](const tune::Config& c) { return c["threads"] * c["blocks_per_sm"] <= 2048; });
   s.prefer("256 threads", [](const tune::Config& c) { return c["threads"] == 256; });
   s.default_config(tune::Config({{"threads", 256}, {"vector", 4}, {"blocks_per_sm", 8}}));
   return s;
@@ -57,8 +56,8 @@ absl::StatusOr<ir::Func> injective_cuda_kernel(const te::Task& task, const Targe
                                                 "rank"));
     for (size_t d = 0; d < shape.size(); ++d)
       if (ir::as_const_int(out.shape()[d]) != extents[d])
-        return absl::InvalidArgumentError(str_cat("outputs of task '", task.name(),
-                                                  "' differ in shape"));
+        return absl::InvalidArgumentError(
+            str_cat("outputs of task '", task.name(), "' differ in shape"));
   }
 
   const GpuProperties p = gpu_properties(target);
@@ -92,8 +91,8 @@ absl::StatusOr<ir::Func> injective_cuda_kernel(const te::Task& task, const Targe
         const auto* load = e.as<ir::Load>();
         if (status.ok() && (e.is<ir::Reduce>() || (load && !inputs.count(load->buffer.get()))))
           status = absl::InvalidArgumentError(
-              str_cat("task '", task.name(), "' is not injective: output '", out.name(),
-                      "' needs ", e.is<ir::Reduce>() ? "a reduction" : "an intermediate stage"));
+              str_cat("task '", task.name(), "' is not injective: output '", out.name(), "' needs ",
+                      e.is<ir::Reduce>() ? "a reduction" : "an intermediate stage"));
       });
       stores.push_back(ir::Store::make(out->buffer, value, index));
     }
@@ -101,9 +100,12 @@ absl::StatusOr<ir::Func> injective_cuda_kernel(const te::Task& task, const Targe
     return total % (workers * vector) ? ir::IfThenElse::make(flat[0] < total, s) : s;
   };
   ir::Stmt per_thread = outer->on(ir::Expr(int64_t{0}), [&](const std::vector<ir::Expr>& step) {
-    return inner->on(block * threads + tid, [&](const std::vector<ir::Expr>& within) {
-      return element({ir::simplify(step[0] * (workers * vector) + within[0])});
-    }, ir::ForKind::kUnrolled);
+    return inner->on(
+        block * threads + tid,
+        [&](const std::vector<ir::Expr>& within) {
+          return element({ir::simplify(step[0] * (workers * vector) + within[0])});
+        },
+        ir::ForKind::kUnrolled);
   });
   LOOM_RETURN_IF_ERROR(status);
 

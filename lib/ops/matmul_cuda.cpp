@@ -84,9 +84,9 @@ class SimtGemm {
     a_shared_ = Buffer::make(ctx.name + "_As", DType::f32(),
                              {Expr(int64_t{2}), Expr(t.block_k), Expr(t.a_stride())},
                              ir::MemoryScope::kShared);
-    b_shared_ = Buffer::make(ctx.name + "_Bs", DType::f32(),
-                             {Expr(int64_t{2}), Expr(t.block_k), Expr(t.bn())},
-                             ir::MemoryScope::kShared);
+    b_shared_ =
+        Buffer::make(ctx.name + "_Bs", DType::f32(),
+                     {Expr(int64_t{2}), Expr(t.block_k), Expr(t.bn())}, ir::MemoryScope::kShared);
     a_stage_ = local("a_stage", t.staged(t.bm(), t.block_k));
     b_stage_ = local("b_stage", t.staged(t.block_k, t.bn()));
     acc_ = local("acc", t.tm() * t.tn());
@@ -189,7 +189,8 @@ class SimtGemm {
       return ir::Store::make(a_stage_, v, {Expr(r)});
     });
     Stmt b = slice_elements(tid, t.block_k, t.bn(), [&](const Expr& k, const Expr& j, int64_t r) {
-      Expr v = b_.load({gb_, clamp(k0 + k, p_.K, k_tail), clamp(n0_ + j, p_.N, p_.N % t.bn() != 0)});
+      Expr v =
+          b_.load({gb_, clamp(k0 + k, p_.K, k_tail), clamp(n0_ + j, p_.N, p_.N % t.bn() != 0)});
       if (k_tail) v = ir::select(k0 + k < p_.K, v, Expr(0.0f));
       return ir::Store::make(b_stage_, v, {Expr(r)});
     });
@@ -299,8 +300,9 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
   auto tiles = [warp](const tune::Config& c) { return SimtTiles(c, warp); };
   s.rule("threads per block within the device limit",
          [=](const tune::Config& c) { return tiles(c).threads() <= p.max_threads_per_block; });
-  s.rule("two K slices of A and B fit the shared memory of a block",
-         [=](const tune::Config& c) { return tiles(c).shared_bytes() <= p.shared_memory_per_block; });
+  s.rule("two K slices of A and B fit the shared memory of a block", [=](const tune::Config& c) {
+    return tiles(c).shared_bytes() <= p.shared_memory_per_block;
+  });
   s.rule("registers per thread within the limits", [=](const tune::Config& c) {
     const SimtTiles t = tiles(c);
     return t.registers() <= p.max_registers_per_thread &&
@@ -311,9 +313,8 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
     return t.loads_divide(t.bm(), t.block_k) && t.loads_divide(t.block_k, t.bn());
   });
   // kFast: register tiles of 16 and more elements in blocks of 4 to 8 warps.
-  s.prefer("register tile of 16+ elements", [=](const tune::Config& c) {
-    return tiles(c).tm() * tiles(c).tn() >= 16;
-  });
+  s.prefer("register tile of 16+ elements",
+           [=](const tune::Config& c) { return tiles(c).tm() * tiles(c).tn() >= 16; });
   s.prefer("4 to 8 warps per block", [](const tune::Config& c) {
     const int64_t w = c["warps_m"] * c["warps_n"];
     return w >= 4 && w <= 8;
@@ -323,8 +324,14 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
   // a block, else the smallest.
   auto config = [](int64_t wm, int64_t wn, int64_t lm, int64_t om, int64_t on, int64_t im,
                    int64_t in) {
-    return tune::Config({{"warps_m", wm}, {"warps_n", wn}, {"lanes_m", lm}, {"outer_m", om},
-                         {"outer_n", on}, {"inner_m", im}, {"inner_n", in}, {"block_k", 8}});
+    return tune::Config({{"warps_m", wm},
+                         {"warps_n", wn},
+                         {"lanes_m", lm},
+                         {"outer_m", om},
+                         {"outer_n", on},
+                         {"inner_m", im},
+                         {"inner_n", in},
+                         {"block_k", 8}});
   };
   const std::vector<tune::Config> by_size = {config(4, 2, warp / 8, 2, 2, 4, 4),
                                              config(2, 2, warp / 8, 2, 1, 4, 4),
@@ -332,9 +339,8 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
   tune::Config best = by_size.back();
   for (const tune::Config& c : by_size) {
     const SimtTiles t = tiles(c);
-    const int64_t blocks = problem ? problem->G * ceil_div(problem->M, t.bm()) *
-                                         ceil_div(problem->N, t.bn())
-                                   : 0;
+    const int64_t blocks =
+        problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
     if (blocks >= p.sm_count && s.broken_rules(c).empty()) {
       best = c;
       break;
@@ -346,7 +352,8 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
 
 absl::StatusOr<ScheduledKernel> build_simt_gemm(const TemplateContext& ctx, const tune::Config& c) {
   std::optional<GemmProblem> p = gemm_problem(ctx);
-  if (!p) return absl::InvalidArgumentError("CUDA SIMT GEMM template does not apply to " + ctx.name);
+  if (!p)
+    return absl::InvalidArgumentError("CUDA SIMT GEMM template does not apply to " + ctx.name);
   SimtGemm gemm(ctx, *p, c);
   ScheduledKernel k;
   k.func.name = ctx.name;

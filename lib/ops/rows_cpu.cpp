@@ -5,7 +5,6 @@
 // tasks of rows_per_task rows, and the tasks run in parallel.
 
 #include "ops/rows_cpu.hpp"
-#include "ops/rows.hpp"
 
 #include <algorithm>
 #include <functional>
@@ -16,6 +15,7 @@
 #include "loom/ops/attrs.hpp"
 #include "loom/schedule/task_mapping.hpp"
 #include "ops/common.hpp"
+#include "ops/rows.hpp"
 #include "ops/template_util.hpp"
 
 namespace loom::ops {

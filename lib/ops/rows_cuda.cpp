@@ -87,8 +87,8 @@ class GpuRowKernel {
       RowThread th;
       Expr row = block * rows_per_block_ + task[0];
       th.row = rows_.rows % rows_per_block_ ? ir::min(row, Expr(rows_.rows - 1)) : row;
-      th.valid = rows_.rows % rows_per_block_ ? row < rows_.rows
-                                              : ir::IntImm::make(DType::boolean(), 1);
+      th.valid =
+          rows_.rows % rows_per_block_ ? row < rows_.rows : ir::IntImm::make(DType::boolean(), 1);
       th.group = task[0];
       th.t = task[1];
       th.warp = task[1] / Expr(int64_t{props_.warp_size});
@@ -119,16 +119,16 @@ class GpuRowKernel {
   // group, bound to `result` around then.
   Stmt reduce(const RowThread& th, ir::ReduceKind kind, const ValueFn& value, const Var& result,
               Stmt then) const {
-    Buffer acc = Buffer::make(name_ + "_acc", DType::f32(), {Expr(int64_t{1})},
-                              ir::MemoryScope::kLocal);
+    Buffer acc =
+        Buffer::make(name_ + "_acc", DType::f32(), {Expr(int64_t{1})}, ir::MemoryScope::kLocal);
     const Expr at(int64_t{0});
     Stmt init = ir::Store::make(acc, ir::Reduce::identity(kind, DType::f32()), {at});
     Stmt accumulate = columns(th, [&](const Expr& col, const Expr& slot) {
       return ir::Store::make(acc, ir::Reduce::combine(kind, acc.load({at}), value(col, slot)),
                              {at});
     });
-    Stmt all = group_all_reduce(kind, acc, 0, partials_, th.group, th.warp, th.lane,
-                                warps_per_row_, props_.warp_size);
+    Stmt all = group_all_reduce(kind, acc, 0, partials_, th.group, th.warp, th.lane, warps_per_row_,
+                                props_.warp_size);
     return ir::Allocate::make(
         acc, ir::Seq::make({init, accumulate, all,
                             ir::LetStmt::make(result, acc.load({at}), std::move(then))}));
@@ -195,11 +195,14 @@ absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const t
     Var total("total", DType::f32());
     Expr value = total;
     if (mean) value = value / ir::make_const(DType::f32(), static_cast<double>(k.len()));
-    Stmt store = ir::IfThenElse::make(th.valid && th.t == int64_t{0},
-                                      ir::Store::make(out, value, {th.row}));
+    Stmt store =
+        ir::IfThenElse::make(th.valid && th.t == int64_t{0}, ir::Store::make(out, value, {th.row}));
     return k.reduce(
-        th, kind, [&](const Expr& col, const Expr&) { return x.load({th.row, col}); }, total,
-        store);
+        th, kind,
+        [&](const Expr& col, const Expr&) {
+          return x.load({th.row, col});
+        },
+        total, store);
   });
   return kernel_of(ctx.name, {x, out}, body);
 }
@@ -207,7 +210,8 @@ absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const t
 // Stages per row: "load" (to registers, when cached), "max", "exp and sum", "scale".
 absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const tune::Config& c) {
   std::optional<Rows> rows = softmax_rows(ctx);
-  if (!rows) return absl::InvalidArgumentError("CUDA softmax template does not apply to " + ctx.name);
+  if (!rows)
+    return absl::InvalidArgumentError("CUDA softmax template does not apply to " + ctx.name);
   GpuRowKernel k(ctx, *rows, c);
   Buffer x = k.matrix("x"), y = k.matrix("y");
   Stmt body = k.launch([&](const RowThread& th) {
@@ -235,7 +239,9 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
     } else {
       exp_sum = k.reduce(
           th, ir::ReduceKind::kSum,
-          [&](const Expr& col, const Expr&) { return ir::exp(x.load({th.row, col}) - row_max); },
+          [&](const Expr& col, const Expr&) {
+            return ir::exp(x.load({th.row, col}) - row_max);
+          },
           sum, then);
     }
     Stmt passes = k.reduce(th, ir::ReduceKind::kMax, input, row_max, exp_sum);
@@ -270,8 +276,8 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
     Stmt normalize = k.columns(th, [&](const Expr& col, const Expr& slot) {
       Expr xhat = (input(col, slot) - mean) * rstd;
       return ir::IfThenElse::make(
-          th.valid, ir::Store::make(y, ir::fma(xhat, gamma.load({col}), beta.load({col})),
-                                    {th.row, col}));
+          th.valid,
+          ir::Store::make(y, ir::fma(xhat, gamma.load({col}), beta.load({col})), {th.row, col}));
     });
     Stmt variance = k.reduce(
         th, ir::ReduceKind::kSum,
@@ -279,8 +285,7 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
           Expr d = input(col, slot) - mean;
           return d * d;
         },
-        squares,
-        ir::LetStmt::make(rstd, ir::rsqrt(squares / len + eps), normalize));
+        squares, ir::LetStmt::make(rstd, ir::rsqrt(squares / len + eps), normalize));
     Stmt passes = k.reduce(th, ir::ReduceKind::kSum, input, sum,
                            ir::LetStmt::make(mean, sum / len, variance));
     if (!k.cached()) return passes;
@@ -296,8 +301,8 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
 
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {
   ScheduleTemplate t;
-  t.name = mean ? std::string("cuda_rows_mean")
-                : std::string("cuda_rows_") + ir::reduce_kind_name(kind);
+  t.name =
+      mean ? std::string("cuda_rows_mean") : std::string("cuda_rows_") + ir::reduce_kind_name(kind);
   t.target_kind = Target::Kind::kCuda;
   t.applies = [](const TemplateContext& ctx) {
     return ctx.target.is_cuda() && reduce_rows(ctx).has_value();

@@ -1,8 +1,8 @@
 // The CUDA schedule templates without a GPU: for every template (row reductions, softmax,
-// layer_norm, SIMT matmul, direct conv2d) and the injective lowering, configs sampled from the space (all of
-// a small space; else a fixed sample plus the default) on odd and prime shapes become CUDA C++
-// that NVRTC compiles for sm_80 and sm_90. With a GPU the kernels also run and match the te
-// reference evaluator; without one that part says so and is skipped.
+// layer_norm, SIMT matmul, direct conv2d) and the injective lowering, configs sampled from the
+// space (all of a small space; else a fixed sample plus the default) on odd and prime shapes become
+// CUDA C++ that NVRTC compiles for sm_80 and sm_90. With a GPU the kernels also run and match the
+// te reference evaluator; without one that part says so and is skipped.
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -140,9 +140,9 @@ void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& 
     REQUIRE(d->synchronize(nullptr).ok());
     for (size_t o = 0; o < outputs.size(); ++o) {
       const size_t at = c.inputs.size() + o;
-      REQUIRE(d->copy_to_host(outputs[o].data(), buffers[at],
-                              static_cast<size_t>(outputs[o].nbytes()))
-                  .ok());
+      REQUIRE(
+          d->copy_to_host(outputs[o].data(), buffers[at], static_cast<size_t>(outputs[o].nbytes()))
+              .ok());
       loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
     }
     for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());
@@ -256,8 +256,12 @@ TEST_CASE("CUDA templates: softmax and layer_norm compile for sm_80 and sm_90",
           "[cuda][cuda_templates]") {
   for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
     DYNAMIC_SECTION("softmax " << rows << "x" << len) {
-      OpCase c{"softmax", {f32({rows, len})}, f32({rows, len}),
-               std::make_shared<ops::SoftmaxAttrs>(), 1e-4, 1e-6};
+      OpCase c{"softmax",
+               {f32({rows, len})},
+               f32({rows, len}),
+               std::make_shared<ops::SoftmaxAttrs>(),
+               1e-4,
+               1e-6};
       check_op(c, {"__shfl_xor_sync", "expf("});
     }
     DYNAMIC_SECTION("layer_norm " << rows << "x" << len) {
@@ -294,8 +298,8 @@ TEST_CASE("CUDA templates: direct and depthwise conv2d compile for sm_80 and sm_
     REQUIRE(def);
     auto out = def->infer({f32(x), f32(w)}, attrs);
     REQUIRE(out.ok());
-    return OpCase{"conv2d", {f32(x), f32(w)}, *out,
-                  std::make_shared<ops::Conv2dAttrs>(attrs), 1e-4, 1e-4};
+    return OpCase{"conv2d", {f32(x), f32(w)}, *out, std::make_shared<ops::Conv2dAttrs>(attrs), 1e-4,
+                  1e-4};
   };
   SECTION("strided, asymmetric padding") {
     ops::Conv2dAttrs a;
@@ -322,7 +326,8 @@ TEST_CASE("CUDA templates: direct and depthwise conv2d compile for sm_80 and sm_
   }
 }
 
-TEST_CASE("CUDA templates: the SIMT matmul space derives from the device", "[cuda][cuda_templates]") {
+TEST_CASE("CUDA templates: the SIMT matmul space derives from the device",
+          "[cuda][cuda_templates]") {
   const OpDef* def = OpRegistry::global().find("matmul");
   REQUIRE(def);
   for (int sm : {80, 90}) {
@@ -386,9 +391,10 @@ TEST_CASE("CUDA templates: injective tasks as grid-stride kernels compile for sm
       REQUIRE(f.ok());
       m.funcs.push_back(loom::passes::lower_scheduled(*f, target));
       using loom::testing::random_array;
-      kernels.push_back({*task,
-                         {random_array(DType::f32(), {17, 31}), random_array(DType::f32(), {31, 17}),
-                          random_array(DType::f32(), {1, 31})}});
+      kernels.push_back(
+          {*task,
+           {random_array(DType::f32(), {17, 31}), random_array(DType::f32(), {31, 17}),
+            random_array(DType::f32(), {1, 31})}});
     }
     auto source = cuda::emit_cuda_source(m);
     INFO(source.status().ToString());
@@ -407,9 +413,8 @@ TEST_CASE("CUDA templates: the injective lowering refuses reductions and symboli
   const tune::Config config = ops::injective_cuda_space(target).default_config();
   te::Tensor x = te::placeholder("x", DType::f32(), {5, 7});
   ir::IterVar r = te::reduce_axis(7, "r");
-  te::Tensor s = te::compute("s", {5}, [&](const std::vector<ir::Var>& i) {
-    return te::sum(x(i[0], r.var), {r});
-  });
+  te::Tensor s = te::compute(
+      "s", {5}, [&](const std::vector<ir::Var>& i) { return te::sum(x(i[0], r.var), {r}); });
   auto reduction = te::Task::make("reduction", {x}, {s});
   REQUIRE(reduction.ok());
   auto f = ops::injective_cuda_kernel(*reduction, target, config);
@@ -418,7 +423,8 @@ TEST_CASE("CUDA templates: the injective lowering refuses reductions and symboli
 
   ir::Var n("n");
   te::Tensor v = te::placeholder("v", DType::f32(), {n});
-  te::Tensor w = te::compute("w", {n}, [&](const std::vector<ir::Var>& i) { return v(i[0]) * 2.0f; });
+  te::Tensor w =
+      te::compute("w", {n}, [&](const std::vector<ir::Var>& i) { return v(i[0]) * 2.0f; });
   auto symbolic = te::Task::make("symbolic", {v}, {w});
   REQUIRE(symbolic.ok());
   auto g = ops::injective_cuda_kernel(*symbolic, target, config);
