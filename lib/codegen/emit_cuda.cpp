@@ -482,6 +482,8 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
   };
   if (name == "reinterpret_f32" && args.size() == 1) return "__int_as_float(" + args[0] + ")";
   if (name == "reinterpret_i32" && args.size() == 1) return "__float_as_int(" + args[0] + ")";
+  if (name == "shfl_xor_sync" && args.size() == 2)
+    return "__shfl_xor_sync(0xffffffffu, " + args[0] + ", (int)" + args[1] + ")";
   if (t.is_int()) {
     if (name != "abs" || args.size() != 1) return unknown();
     if (t.code() == DTypeCode::kI64) return "llabs(" + args[0] + ")";
@@ -701,6 +703,7 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
   const ir::BufferNode* node = op->buffer.get();
   note_type(node->dtype);
   ir::Expr size = node->layout.physical_size();
+  if (size.defined()) size = ir::simplify(size);  // products of constant extents fold
   if (!size.defined() || !size.type().is_int() || !size.type().is_scalar())
     return fail(absl::InvalidArgumentError(
         str_cat("buffer '", node->name, "' has no integer physical size to allocate")));

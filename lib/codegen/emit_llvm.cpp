@@ -530,9 +530,13 @@ llvm::Value* FuncEmitter::call_libm(const char* name, llvm::Value* x) {
 
 llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
   DType t = e.type();
+  const std::string& name = op->name;
+  if (name == "shfl_xor_sync")
+    return fail_expr(e, absl::InvalidArgumentError(
+                            "shfl_xor_sync is a CUDA warp shuffle; the CPU code generator cannot "
+                            "emit it (schedule this kernel with a CPU template)"));
   std::vector<llvm::Value*> args;
   for (const ir::Expr& a : op->args) args.push_back(emit(a));
-  const std::string& name = op->name;
 
   if ((name == "reinterpret_f32" || name == "reinterpret_i32") && args.size() == 1)
     return b_.CreateBitCast(args[0], reg_type(t));

@@ -189,7 +189,7 @@ struct IntrinsicInfo {
 constexpr IntrinsicInfo kIntrinsics[] = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
     {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
-    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1},
+    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
 };
 }  // namespace
 
@@ -220,6 +220,15 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
   // The marker a template puts on the value of an output store that is final (fusion applies
   // epilogues there); any type, and removed before code generation.
   if (name == "final_value") return make_expr<Call>(t, name, std::move(args));
+  // A warp shuffle moves one 32-bit register between lanes; the lane mask is a constant.
+  if (name == "shfl_xor_sync") {
+    LOOM_CHECK(t == DType::f32() || t == DType::i32(), name, " of ", t,
+               " (needs scalar f32 or i32)");
+    const auto* mask = args[1].as<IntImm>();
+    LOOM_CHECK(mask && mask->value >= 1 && mask->value < 32, name,
+               " needs a constant lane mask in [1, 32)");
+    return make_expr<Call>(t, name, std::move(args));
+  }
   for (const Expr& a : args) LOOM_CHECK(a.type() == t, name, " argument types differ");
   LOOM_CHECK(t.is_float() || (name == "abs" && t.is_int()), name, " of ", t);
   return make_expr<Call>(t, name, std::move(args));
@@ -394,6 +403,9 @@ Expr reinterpret(DType t, Expr x) {
   return Expr();
 }
 Expr final_value(Expr x) { return Call::make("final_value", {std::move(x)}); }
+Expr shfl_xor_sync(Expr x, int lane_mask) {
+  return Call::make("shfl_xor_sync", {std::move(x), Expr(int64_t{lane_mask})});
+}
 
 Expr sigmoid(Expr x) {
   DType t = x.type();

@@ -1,9 +1,11 @@
 // conv2d: NCHW input [N, C, H, W], OIHW weights [O, C / groups, KH, KW] -> [N, O, OH, OW], with
-// strides, asymmetric padding, dilations and groups. Its CPU templates live in conv_cpu.cpp.
+// strides, asymmetric padding, dilations and groups. Its CPU templates live in conv_cpu.cpp,
+// its CUDA template in conv_cuda.cpp.
 
 #include "loom/ops/attrs.hpp"
 #include "ops/common.hpp"
 #include "ops/conv_cpu.hpp"
+#include "ops/conv_cuda.hpp"
 #include "ops/register.hpp"
 
 namespace loom::ops {
@@ -123,6 +125,7 @@ void register_conv_ops(OpRegistry& r) {
   def.infer = infer_conv2d;
   def.compute = compute_conv2d;
   def.templates = conv2d_cpu_templates();
+  def.templates.push_back(conv2d_cuda_template());
   LOOM_CHECK(r.add(std::move(def)).ok(), "duplicate built-in op");
 }
 

@@ -7,6 +7,7 @@
 #include "loom/ir/op.hpp"
 #include "loom/runtime/thread_pool.hpp"
 #include "loom/schedule/task_mapping.hpp"
+#include "ops/gemm_problem.hpp"
 #include "ops/matmul_cpu.hpp"
 #include "ops/template_util.hpp"
 
@@ -17,37 +18,6 @@ using ir::Buffer;
 using ir::Expr;
 using ir::Stmt;
 using ir::Var;
-
-// A matmul node seen as G independent GEMMs C[g] (M x N) = A[g] (M x K) * B[g or 0] (K x N).
-// Batch dims of A fold into M when B has none; otherwise both must have the same batch dims.
-struct GemmProblem {
-  int64_t G = 1, M = 0, N = 0, K = 0;
-  bool b_batched = false;
-};
-
-std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 2) return std::nullopt;
-  const Shape& a = ctx.inputs[0].shape;
-  const Shape& b = ctx.inputs[1].shape;
-  if (ctx.inputs[0].dtype != DType::f32() || ctx.inputs[1].dtype != DType::f32()) return std::nullopt;
-  auto pa = static_product(a, 0, a.size() - 2), pb = static_product(b, 0, b.size() - 2);
-  auto m = static_product(a, a.size() - 2, a.size() - 1), k = static_product(a, a.size() - 1, a.size());
-  auto n = static_product(b, b.size() - 1, b.size());
-  if (!pa || !pb || !m || !k || !n || *m == 0 || *n == 0) return std::nullopt;
-  GemmProblem p;
-  p.N = *n;
-  p.K = *k;
-  if (*pb == 1) {
-    p.G = 1;
-    p.M = *pa * *m;
-    return p;
-  }
-  if (a.size() != b.size() || !std::equal(a.begin(), a.end() - 2, b.begin())) return std::nullopt;
-  p.G = *pa;
-  p.M = *m;
-  p.b_batched = true;
-  return p;
-}
 
 // One GEMM kernel for one config: the names below follow the classic blocked GEMM
 // (mr x NR register tile, kc-deep panels, mc x nc tiles of C per parallel task).

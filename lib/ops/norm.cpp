@@ -6,6 +6,7 @@
 #include "ops/common.hpp"
 #include "ops/register.hpp"
 #include "ops/rows_cpu.hpp"
+#include "ops/rows_cuda.hpp"
 
 namespace loom::ops {
 namespace {
@@ -100,6 +101,7 @@ void register_norm_ops(OpRegistry& r) {
   def.infer = infer_layer_norm;
   def.compute = compute_layer_norm;
   def.templates.push_back(layer_norm_cpu_template());
+  def.templates.push_back(layer_norm_cuda_template());
   LOOM_CHECK(r.add(std::move(def)).ok(), "duplicate built-in op");
 }
 

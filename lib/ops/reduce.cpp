@@ -1,5 +1,6 @@
 // Reductions over axes (sum, mean, max, min, prod), argmax/argmin, softmax and log_softmax;
-// their CPU templates are in rows_cpu.cpp (none for log_softmax yet).
+// their CPU templates are in rows_cpu.cpp and CUDA templates in rows_cuda.cpp (none for
+// log_softmax yet).
 
 #include <algorithm>
 
@@ -7,6 +8,7 @@
 #include "ops/common.hpp"
 #include "ops/register.hpp"
 #include "ops/rows_cpu.hpp"
+#include "ops/rows_cuda.hpp"
 
 namespace loom::ops {
 namespace {
@@ -79,6 +81,7 @@ OpDef reduce_op(const std::string& name, ir::ReduceKind kind, bool mean) {
     });
   };
   def.templates.push_back(row_reduce_cpu_template(kind, mean));
+  def.templates.push_back(row_reduce_cuda_template(kind, mean));
   return def;
 }
 
@@ -193,7 +196,10 @@ OpDef softmax_op(const std::string& op_name, bool log) {
       return ir::cast(x.dtype(), ir::exp(f32(x(idx)) - row_max(r)) / row_sum(r));
     });
   };
-  if (!log) def.templates.push_back(softmax_cpu_template());
+  if (!log) {
+    def.templates.push_back(softmax_cpu_template());
+    def.templates.push_back(softmax_cuda_template());
+  }
   return def;
 }
 

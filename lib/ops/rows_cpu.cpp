@@ -15,23 +15,10 @@
 #include "loom/ops/attrs.hpp"
 #include "loom/schedule/task_mapping.hpp"
 #include "ops/common.hpp"
+#include "ops/rows.hpp"
 #include "ops/template_util.hpp"
 
 namespace loom::ops {
-namespace {
-
-using ir::Buffer;
-using ir::Expr;
-using ir::Stmt;
-using ir::Var;
-
-// Below this many elements, waking the thread pool costs more than the work it would share.
-constexpr int64_t kMinParallelElements = 32 * 1024;
-
-// An operator's input as rows: `rows` rows of `len` contiguous elements.
-struct Rows {
-  int64_t rows = 0, len = 0;
-};
 
 // x as rows of its dims from axis on; nullopt unless x is f32, static and not empty.
 std::optional<Rows> rows_of(const TensorType& x, int axis) {
@@ -42,6 +29,7 @@ std::optional<Rows> rows_of(const TensorType& x, int axis) {
   return Rows{*r, *l};
 }
 
+namespace {
 // The first reduced axis when a reduction's axes are exactly the trailing dims, else nullopt.
 std::optional<int> trailing_reduce_axis(const ReduceAttrs& attrs, int rank) {
   if (attrs.axes.empty()) return 0;
@@ -57,6 +45,7 @@ std::optional<int> trailing_reduce_axis(const ReduceAttrs& attrs, int rank) {
     if (axes[k] != first + static_cast<int>(k)) return std::nullopt;
   return first;
 }
+}  // namespace
 
 std::optional<Rows> reduce_rows(const TemplateContext& ctx) {
   if (ctx.inputs.size() != 1 || !ctx.attrs || ctx.output.dtype != DType::f32()) return std::nullopt;
@@ -92,6 +81,16 @@ std::optional<Rows> layer_norm_rows(const TemplateContext& ctx) {
   }
   return rows;
 }
+
+namespace {
+
+using ir::Buffer;
+using ir::Expr;
+using ir::Stmt;
+using ir::Var;
+
+// Below this many elements, waking the thread pool costs more than the work it would share.
+constexpr int64_t kMinParallelElements = 32 * 1024;
 
 // The passes of one kernel for one config. A pass calls element(col, a) for the columns of a row:
 // col is a Ramp of lanes columns fed to vector accumulator a, or (a < 0) one scalar tail column.

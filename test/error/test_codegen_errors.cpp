@@ -146,3 +146,13 @@ TEST_CASE("codegen error: targets CpuJit cannot run", "[codegen][error]") {
   require_error(unknown.status(), absl::StatusCode::kInvalidArgument, "no-such-cpu");
 #endif
 }
+
+TEST_CASE("codegen error: a CUDA warp shuffle on the CPU", "[codegen][error][cuda]") {
+  ir::Buffer a = buffer("a", {32});
+  ir::Var i("i");
+  ir::Stmt body = ir::For::make(i, 0, 32, ir::ForKind::kSerial,
+                                ir::Store::make(a, ir::shfl_xor_sync(a(i), 16), {i}));
+  require_error(compile_status({"warp_shuffle", {a}, body}), absl::StatusCode::kInvalidArgument,
+                "shfl_xor_sync is a CUDA warp shuffle");
+  require_jit_still_works();
+}

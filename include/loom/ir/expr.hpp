@@ -178,6 +178,9 @@ struct Load : ExprNode {
 // reinterpret_f32 (i32 -> f32) and reinterpret_i32 (f32 -> i32) keep the bits and the lanes.
 // final_value(x) is x, marking a template's store of an output element's final value (when the
 // kernel also stores partial results there); fusion reads the mark and lowering removes it.
+// shfl_xor_sync(x, mask) is CUDA-only: x (scalar f32 or i32) of the lane whose index is this
+// lane's xor the constant i64 mask, 1 <= mask < 32, across the whole warp (all 32 lanes must
+// execute it, as __shfl_xor_sync(0xffffffff, ...)); the CPU back end rejects it with an error.
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)

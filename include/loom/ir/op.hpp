@@ -60,6 +60,8 @@ Expr reinterpret(DType t, Expr x);
 Expr sigmoid(Expr x);
 // x, marked as an output element's final value (see Call).
 Expr final_value(Expr x);
+// CUDA only: x of the warp lane (lane index xor lane_mask), for butterfly warp reductions.
+Expr shfl_xor_sync(Expr x, int lane_mask);
 
 // Lowest and highest finite values of a type (as constants of that type).
 Expr lowest_value(DType t);

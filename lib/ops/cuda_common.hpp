@@ -1,0 +1,57 @@
+// What the CUDA schedule templates share (private to lib/ops): the device properties their
+// hardware-centric spaces derive from, the launch of a kernel body, and warp/block reductions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "loom/core/target.hpp"
+#include "loom/ir/buffer.hpp"
+#include "loom/ir/expr.hpp"
+#include "loom/ir/stmt.hpp"
+
+namespace loom::ops {
+
+// The properties of a GPU that size schedule spaces. The values are the device's when a CUDA
+// device of the target's sm arch is present, else typical values of that arch (sm_80: A100,
+// sm_90: H100 SXM), so that spaces can be built and tested on machines without a GPU.
+struct GpuProperties {
+  int sm_arch = 0;
+  int sm_count = 0;
+  int warp_size = 32;
+  int max_threads_per_block = 1024;
+  // Static __shared__ arrays are limited to 48 KiB per block whatever the device could opt in to.
+  int64_t shared_memory_per_block = 48 * 1024;
+  int64_t shared_memory_per_sm = 0;
+  int registers_per_block = 64 * 1024;
+  int registers_per_sm = 64 * 1024;
+  int max_registers_per_thread = 255;
+  bool from_device = false;  // false: the arch's typical values
+
+  // Typical values of sm_<sm_arch> (sm_80 and sm_90 exactly; other archs approximately).
+  static GpuProperties defaults_for(int sm_arch);
+};
+
+// The device's properties when target's device is present and of target's arch, else the arch's
+// defaults. Queried once per process and device.
+GpuProperties gpu_properties(const Target& target);
+
+// The kernel launch: for block in [0, blocks) (blockIdx.x), for thread in [0, threads)
+// (threadIdx.x), body.
+ir::Stmt gpu_launch(const ir::Var& block, int64_t blocks, const ir::Var& thread, int64_t threads,
+                    ir::Stmt body);
+
+// Butterfly all-reduce of acc[slot] across the lanes of each warp (shfl_xor_sync with masks
+// warp/2, ..., 1): afterwards every lane holds the warp's combined value. Every lane of the warp
+// must run it.
+ir::Stmt warp_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t slot, int warp_size);
+
+// The all-reduce of acc[slot] across `warps` consecutive warps of one group (a row's warps):
+// warp all-reduce, lane 0 of each warp writes partials[group * warps + warp], a barrier, every
+// thread combines its group's partials, and a barrier again so that partials can be reused.
+// Every thread of the block must run it (the barriers).
+ir::Stmt group_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t slot,
+                          const ir::Buffer& partials, const ir::Expr& group, const ir::Expr& warp,
+                          const ir::Expr& lane, int64_t warps, int warp_size);
+
+}  // namespace loom::ops

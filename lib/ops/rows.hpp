@@ -1,0 +1,26 @@
+// Row-wise operators seen as R rows of L contiguous f32 elements (private to lib/ops): what the
+// CPU and CUDA row templates (rows_cpu.cpp, rows_cuda.cpp) agree on before they schedule.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "loom/graph/op.hpp"
+
+namespace loom::ops {
+
+// An operator's input as rows: `rows` rows of `len` contiguous elements.
+struct Rows {
+  int64_t rows = 0, len = 0;
+};
+
+// x as rows of its dims from axis on; nullopt unless x is f32, static and not empty.
+std::optional<Rows> rows_of(const TensorType& x, int axis);
+// The rows of a sum/mean/max/... node whose reduced axes are exactly the trailing dims.
+std::optional<Rows> reduce_rows(const TemplateContext& ctx);
+// The rows of a softmax node over its last axis.
+std::optional<Rows> softmax_rows(const TemplateContext& ctx);
+// The rows of a layer_norm node (gamma and beta one row each).
+std::optional<Rows> layer_norm_rows(const TemplateContext& ctx);
+
+}  // namespace loom::ops

@@ -1,0 +1,341 @@
+// Row-wise operators on CUDA GPUs. A block holds rows_per_block groups of warps_per_row warps,
+// one group per row (one warp per row, or a whole block for long rows). The threads of a group
+// take the row's columns by the task mapping repeat(cols_per_thread) * spatial(threads_per_row),
+// so consecutive threads read consecutive columns, and reduce with warp shuffles, then through
+// shared memory across the group's warps. A row short enough for each thread's columns to fit in
+// registers is read from global memory once.
+
+#include "ops/rows_cuda.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <optional>
+
+#include "loom/ir/op.hpp"
+#include "loom/ops/attrs.hpp"
+#include "loom/schedule/task_mapping.hpp"
+#include "ops/cuda_common.hpp"
+#include "ops/rows.hpp"
+#include "ops/template_util.hpp"
+
+namespace loom::ops {
+namespace {
+
+using ir::Buffer;
+using ir::Expr;
+using ir::Stmt;
+using ir::Var;
+
+// Rows whose columns per thread are at most this many stay in registers between passes.
+constexpr int64_t kMaxCachedColumns = 16;
+
+// What one thread knows about its place in the kernel.
+struct RowThread {
+  Expr row;    // the group's row, clamped to the last row (loads stay in bounds)
+  Expr valid;  // whether the group's row exists (stores are guarded by it)
+  Expr group;  // the group (row) within the block
+  Expr t;      // the thread within its group
+  Expr warp;   // the warp within its group
+  Expr lane;   // the lane within its warp
+};
+
+class GpuRowKernel {
+ public:
+  using ColumnFn = std::function<Stmt(const Expr& col, const Expr& slot)>;
+  using ValueFn = std::function<Expr(const Expr& col, const Expr& slot)>;
+
+  GpuRowKernel(const TemplateContext& ctx, Rows rows, const tune::Config& c)
+      : name_(ctx.name), rows_(rows), props_(gpu_properties(ctx.target)) {
+    warps_per_row_ = c["warps_per_row"];
+    rows_per_block_ = c["rows_per_block"];
+    threads_per_row_ = warps_per_row_ * props_.warp_size;
+    cols_per_thread_ = ceil_div(rows.len, threads_per_row_);
+    cached_ = cols_per_thread_ <= kMaxCachedColumns;
+    // Per group, one partial result of each warp (reductions across a row's warps).
+    partials_ = Buffer::make(name_ + "_partials", DType::f32(),
+                             {Expr(rows_per_block_ * warps_per_row_)}, ir::MemoryScope::kShared);
+  }
+
+  int64_t len() const { return rows_.len; }
+  bool cached() const { return cached_; }
+
+  Buffer matrix(const std::string& what) const {
+    return Buffer::make(name_ + "_" + what, DType::f32(), {Expr(rows_.rows), Expr(rows_.len)});
+  }
+  Buffer per_row(const std::string& what) const {
+    return Buffer::make(name_ + "_" + what, DType::f32(), {Expr(rows_.rows)});
+  }
+  Buffer one_row(const std::string& what) const {
+    return Buffer::make(name_ + "_" + what, DType::f32(), {Expr(rows_.len)});
+  }
+  // A thread's columns of its row, in registers (slot s holds column s * threads_per_row + t).
+  Buffer row_cache() const {
+    return Buffer::make(name_ + "_cols", DType::f32(), {Expr(cols_per_thread_)},
+                        ir::MemoryScope::kLocal);
+  }
+
+  // Stage "threads over rows": blocks of rows_per_block rows; thread tid of a block is thread t
+  // of group g by spatial(rows_per_block, threads_per_row). The body runs in every thread, also
+  // in groups past the last row (on the last row, storing nothing), so that barriers are reached
+  // by the whole block.
+  Stmt launch(const std::function<Stmt(const RowThread&)>& body) const {
+    const int64_t blocks = ceil_div(rows_.rows, rows_per_block_);
+    auto threads = schedule::spatial(rows_per_block_, threads_per_row_);
+    LOOM_CHECK(threads.ok(), threads.status().ToString());
+    Var block("block"), tid("tid");
+    Stmt per_thread = threads->on(tid, [&](const std::vector<Expr>& task) {
+      RowThread th;
+      Expr row = block * rows_per_block_ + task[0];
+      th.row = rows_.rows % rows_per_block_ ? ir::min(row, Expr(rows_.rows - 1)) : row;
+      th.valid =
+          rows_.rows % rows_per_block_ ? row < rows_.rows : ir::IntImm::make(DType::boolean(), 1);
+      th.group = task[0];
+      th.t = task[1];
+      th.warp = task[1] / Expr(int64_t{props_.warp_size});
+      th.lane = task[1] % Expr(int64_t{props_.warp_size});
+      return body(th);
+    });
+    if (warps_per_row_ > 1) per_thread = ir::Allocate::make(partials_, per_thread);
+    return gpu_launch(block, blocks, tid, threads->num_workers(), per_thread);
+  }
+
+  // Stage "columns over threads": fn(col, slot) for the thread's columns, by the mapping
+  // repeat(cols_per_thread) * spatial(threads_per_row) (its repeat level gives the slot); unrolled
+  // when the columns are cached in registers, guarded when threads_per_row does not divide L.
+  Stmt columns(const RowThread& th, const ColumnFn& fn) const {
+    auto steps = schedule::repeat(cols_per_thread_);
+    LOOM_CHECK(steps.ok(), steps.status().ToString());
+    return steps->on(
+        Expr(int64_t{0}),
+        [&](const std::vector<Expr>& slot) {
+          Expr col = slot[0] * threads_per_row_ + th.t;
+          Stmt s = fn(col, slot[0]);
+          return rows_.len % threads_per_row_ ? ir::IfThenElse::make(col < rows_.len, s) : s;
+        },
+        cached_ ? ir::ForKind::kUnrolled : ir::ForKind::kSerial);
+  }
+
+  // Stage "reduce": the kind-reduction of value(col, slot) over the row, in every thread of the
+  // group, bound to `result` around then.
+  Stmt reduce(const RowThread& th, ir::ReduceKind kind, const ValueFn& value, const Var& result,
+              Stmt then) const {
+    Buffer acc =
+        Buffer::make(name_ + "_acc", DType::f32(), {Expr(int64_t{1})}, ir::MemoryScope::kLocal);
+    const Expr at(int64_t{0});
+    Stmt init = ir::Store::make(acc, ir::Reduce::identity(kind, DType::f32()), {at});
+    Stmt accumulate = columns(th, [&](const Expr& col, const Expr& slot) {
+      return ir::Store::make(acc, ir::Reduce::combine(kind, acc.load({at}), value(col, slot)),
+                             {at});
+    });
+    Stmt all = group_all_reduce(kind, acc, 0, partials_, th.group, th.warp, th.lane, warps_per_row_,
+                                props_.warp_size);
+    return ir::Allocate::make(
+        acc, ir::Seq::make({init, accumulate, all,
+                            ir::LetStmt::make(result, acc.load({at}), std::move(then))}));
+  }
+
+ private:
+  std::string name_;
+  Rows rows_;
+  GpuProperties props_;
+  int64_t warps_per_row_ = 1, rows_per_block_ = 1, threads_per_row_ = 32, cols_per_thread_ = 1;
+  bool cached_ = false;
+  Buffer partials_;
+};
+
+// The space shared by the row templates: one warp per row up to a whole block per row, and how
+// many rows a block takes; the same for every row length.
+tune::Space rows_space(const TemplateContext& ctx, Rows rows) {
+  const GpuProperties p = gpu_properties(ctx.target);
+  const int64_t max_warps = p.max_threads_per_block / p.warp_size;
+  std::vector<int64_t> warps;
+  for (int64_t w = 1; w <= max_warps; w *= 2) warps.push_back(w);
+  tune::Space s;
+  s.param("warps_per_row", warps).param("rows_per_block", {1, 2, 4, 8});
+  s.rule("threads per block within the device limit", [=](const tune::Config& c) {
+    return c["warps_per_row"] * c["rows_per_block"] <= max_warps;
+  });
+  // kFast: blocks of 4 to 16 warps, which keep an SM's schedulers busy with few blocks.
+  s.prefer("4 to 16 warps per block", [](const tune::Config& c) {
+    int64_t w = c["warps_per_row"] * c["rows_per_block"];
+    return w >= 4 && w <= 16;
+  });
+
+  // Default: the fewest warps per row that keep a thread's columns in registers (at most 8
+  // warps), 4 rows per block with one warp per row, fewer while that leaves SMs idle.
+  tune::Config best;
+  int64_t w = 1;
+  while (w < std::min<int64_t>(8, max_warps) &&
+         ceil_div(rows.len, w * p.warp_size) > kMaxCachedColumns)
+    w *= 2;
+  int64_t per_block = w == 1 ? 4 : 1;
+  while (per_block > 1 && ceil_div(rows.rows, per_block) < p.sm_count) per_block /= 2;
+  best.set("warps_per_row", w);
+  best.set("rows_per_block", per_block);
+  s.default_config(best);
+  return s;
+}
+
+ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param> params, Stmt body) {
+  ScheduledKernel k;
+  k.func.name = name;
+  k.func.params = std::move(params);
+  k.func.body = std::move(body);
+  return k;
+}
+
+absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const tune::Config& c,
+                                             ir::ReduceKind kind, bool mean) {
+  std::optional<Rows> rows = reduce_rows(ctx);
+  if (!rows)
+    return absl::InvalidArgumentError("CUDA row reduction template does not apply to " + ctx.name);
+  GpuRowKernel k(ctx, *rows, c);
+  Buffer x = k.matrix("x"), out = k.per_row("out");
+  Stmt body = k.launch([&](const RowThread& th) {
+    Var total("total", DType::f32());
+    Expr value = total;
+    if (mean) value = value / ir::make_const(DType::f32(), static_cast<double>(k.len()));
+    Stmt store =
+        ir::IfThenElse::make(th.valid && th.t == int64_t{0}, ir::Store::make(out, value, {th.row}));
+    return k.reduce(
+        th, kind,
+        [&](const Expr& col, const Expr&) {
+          return x.load({th.row, col});
+        },
+        total, store);
+  });
+  return kernel_of(ctx.name, {x, out}, body);
+}
+
+// Stages per row: "load" (to registers, when cached), "max", "exp and sum", "scale".
+absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const tune::Config& c) {
+  std::optional<Rows> rows = softmax_rows(ctx);
+  if (!rows)
+    return absl::InvalidArgumentError("CUDA softmax template does not apply to " + ctx.name);
+  GpuRowKernel k(ctx, *rows, c);
+  Buffer x = k.matrix("x"), y = k.matrix("y");
+  Stmt body = k.launch([&](const RowThread& th) {
+    Buffer cols = k.row_cache();
+    auto input = [&](const Expr& col, const Expr& slot) {
+      return k.cached() ? cols.load({slot}) : x.load({th.row, col});
+    };
+    Var row_max("row_max", DType::f32()), sum("sum", DType::f32());
+    Var inv_sum("inv_sum", DType::f32());
+    Stmt scale = k.columns(th, [&](const Expr& col, const Expr& slot) {
+      Expr e = k.cached() ? cols.load({slot}) : ir::exp(x.load({th.row, col}) - row_max);
+      return ir::IfThenElse::make(th.valid, ir::Store::make(y, e * inv_sum, {th.row, col}));
+    });
+    Stmt then = ir::LetStmt::make(inv_sum, ir::make_const(DType::f32(), 1.0) / sum, scale);
+    Stmt exp_sum;
+    if (k.cached()) {
+      // The exponentials replace the inputs in registers, then are summed.
+      Stmt exps = k.columns(th, [&](const Expr&, const Expr& slot) {
+        return ir::Store::make(cols, ir::exp(cols.load({slot}) - row_max), {slot});
+      });
+      exp_sum = ir::Seq::make(
+          {exps, k.reduce(
+                     th, ir::ReduceKind::kSum,
+                     [&](const Expr&, const Expr& slot) { return cols.load({slot}); }, sum, then)});
+    } else {
+      exp_sum = k.reduce(
+          th, ir::ReduceKind::kSum,
+          [&](const Expr& col, const Expr&) {
+            return ir::exp(x.load({th.row, col}) - row_max);
+          },
+          sum, then);
+    }
+    Stmt passes = k.reduce(th, ir::ReduceKind::kMax, input, row_max, exp_sum);
+    if (!k.cached()) return passes;
+    Stmt load = k.columns(th, [&](const Expr& col, const Expr& slot) {
+      return ir::Store::make(cols, x.load({th.row, col}), {slot});
+    });
+    return ir::Allocate::make(cols, ir::Seq::make({load, passes}));
+  });
+  return kernel_of(ctx.name, {x, y}, body);
+}
+
+// Stages per row: "load" (to registers, when cached), "mean", "variance" (of x - mean),
+// "normalize" with gamma and beta.
+absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
+                                                 const tune::Config& c) {
+  std::optional<Rows> rows = layer_norm_rows(ctx);
+  if (!rows)
+    return absl::InvalidArgumentError("CUDA layer_norm template does not apply to " + ctx.name);
+  const auto& attrs = attrs_as<LayerNormAttrs>(*ctx.attrs);
+  GpuRowKernel k(ctx, *rows, c);
+  Buffer x = k.matrix("x"), gamma = k.one_row("gamma"), beta = k.one_row("beta"), y = k.matrix("y");
+  const Expr len = ir::make_const(DType::f32(), static_cast<double>(k.len()));
+  const Expr eps = ir::make_const(DType::f32(), attrs.epsilon);
+  Stmt body = k.launch([&](const RowThread& th) {
+    Buffer cols = k.row_cache();
+    auto input = [&](const Expr& col, const Expr& slot) {
+      return k.cached() ? cols.load({slot}) : x.load({th.row, col});
+    };
+    Var sum("sum", DType::f32()), squares("squares", DType::f32());
+    Var mean("mean", DType::f32()), rstd("rstd", DType::f32());
+    Stmt normalize = k.columns(th, [&](const Expr& col, const Expr& slot) {
+      Expr xhat = (input(col, slot) - mean) * rstd;
+      return ir::IfThenElse::make(
+          th.valid,
+          ir::Store::make(y, ir::fma(xhat, gamma.load({col}), beta.load({col})), {th.row, col}));
+    });
+    Stmt variance = k.reduce(
+        th, ir::ReduceKind::kSum,
+        [&](const Expr& col, const Expr& slot) {
+          Expr d = input(col, slot) - mean;
+          return d * d;
+        },
+        squares, ir::LetStmt::make(rstd, ir::rsqrt(squares / len + eps), normalize));
+    Stmt passes = k.reduce(th, ir::ReduceKind::kSum, input, sum,
+                           ir::LetStmt::make(mean, sum / len, variance));
+    if (!k.cached()) return passes;
+    Stmt load = k.columns(th, [&](const Expr& col, const Expr& slot) {
+      return ir::Store::make(cols, x.load({th.row, col}), {slot});
+    });
+    return ir::Allocate::make(cols, ir::Seq::make({load, passes}));
+  });
+  return kernel_of(ctx.name, {x, gamma, beta, y}, body);
+}
+
+}  // namespace
+
+ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {
+  ScheduleTemplate t;
+  t.name =
+      mean ? std::string("cuda_rows_mean") : std::string("cuda_rows_") + ir::reduce_kind_name(kind);
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cuda() && reduce_rows(ctx).has_value();
+  };
+  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *reduce_rows(ctx)); };
+  t.build = [kind, mean](const TemplateContext& ctx, const tune::Config& c) {
+    return build_reduce(ctx, c, kind, mean);
+  };
+  return t;
+}
+
+ScheduleTemplate softmax_cuda_template() {
+  ScheduleTemplate t;
+  t.name = "cuda_rows_softmax";
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cuda() && softmax_rows(ctx).has_value();
+  };
+  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *softmax_rows(ctx)); };
+  t.build = build_softmax;
+  return t;
+}
+
+ScheduleTemplate layer_norm_cuda_template() {
+  ScheduleTemplate t;
+  t.name = "cuda_rows_layer_norm";
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cuda() && layer_norm_rows(ctx).has_value();
+  };
+  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *layer_norm_rows(ctx)); };
+  t.build = build_layer_norm;
+  return t;
+}
+
+}  // namespace loom::ops

@@ -1,0 +1,15 @@
+// CUDA schedule templates of row-wise operators (private to lib/ops): sum/mean/max/... over
+// trailing axes, softmax over the last axis and layer_norm, one row per warp or per block.
+#pragma once
+
+#include "loom/graph/op.hpp"
+#include "loom/ir/expr.hpp"
+
+namespace loom::ops {
+
+// kind kSum with mean=true is mean; any kind (sum, prod, max, min) otherwise.
+ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean);
+ScheduleTemplate softmax_cuda_template();
+ScheduleTemplate layer_norm_cuda_template();
+
+}  // namespace loom::ops

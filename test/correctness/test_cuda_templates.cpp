@@ -1,0 +1,433 @@
+// The CUDA schedule templates without a GPU: for every template (row reductions, softmax,
+// layer_norm, SIMT matmul, direct conv2d) and the injective lowering, configs sampled from the
+// space (all of a small space; else a fixed sample plus the default) on odd and prime shapes become
+// CUDA C++ that NVRTC compiles for sm_80 and sm_90. With a GPU the kernels also run and match the
+// te reference evaluator; without one that part says so and is skipped.
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "loom/core/ndarray.hpp"
+#include "loom/core/target.hpp"
+#include "loom/graph/op.hpp"
+#include "loom/ir/func.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/ops/attrs.hpp"
+#include "loom/ops/injective_cuda.hpp"
+#include "loom/passes/passes.hpp"
+#include "loom/runtime/cuda.hpp"
+#include "loom/te/evaluate.hpp"
+#include "loom/te/tensor.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using loom::DType;
+using loom::NDArray;
+using loom::OpDef;
+using loom::OpRegistry;
+using loom::ScheduleTemplate;
+using loom::Target;
+using loom::TemplateContext;
+using loom::TensorType;
+namespace ir = loom::ir;
+namespace te = loom::te;
+namespace tune = loom::tune;
+namespace cuda = loom::runtime::cuda;
+namespace ops = loom::ops;
+
+// One kernel of a module with what it computes: the te task (the reference) and its inputs.
+struct Kernel {
+  te::Task task;
+  std::vector<NDArray> inputs;
+  double rtol = 1e-5, atol = 1e-5;
+};
+
+// The configs a test compiles: the whole space when small, else a fixed sample and the default.
+std::vector<tune::Config> sample_configs(const tune::Space& space, size_t sample = 10) {
+  std::vector<tune::Config> all = space.all();
+  REQUIRE(!all.empty());
+  if (all.size() <= sample + 2) return all;
+  std::vector<tune::Config> out;
+  std::mt19937 pick(20261201);
+  std::shuffle(all.begin(), all.end(), pick);
+  out.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(sample));
+  if (std::find(out.begin(), out.end(), space.default_config()) == out.end())
+    out.push_back(space.default_config());
+  return out;
+}
+
+// Whether NVRTC can run here; prints why not otherwise (a build without the CUDA toolkit).
+bool have_nvrtc() {
+  auto version = cuda::nvrtc_version();
+  if (version.ok()) return true;
+  REQUIRE(!cuda::built_with_cuda());
+  REQUIRE_THAT(std::string(version.status().message()), Catch::Contains("built without CUDA"));
+  std::printf("[cuda] %s; NVRTC compilation skipped\n", version.status().ToString().c_str());
+  return false;
+}
+
+// The driver with a device, or null after saying why the kernels are not run.
+cuda::Driver* gpu_or_null(const std::string& what) {
+  auto driver = cuda::Driver::get();
+  if (!driver.ok() || !(*driver)->device_count().ok() || *(*driver)->device_count() == 0) {
+    std::printf("[cuda] no GPU here (%s): %s compiled, not run\n",
+                driver.ok() ? "no device" : driver.status().ToString().c_str(), what.c_str());
+    return nullptr;
+  }
+  return *driver;
+}
+
+// Emits m, compiles it for sm_<sm>, and checks a cubin with every kernel's entry symbol.
+void compile_and_check(const ir::Module& m, int sm) {
+  auto compiled = cuda::compile_module(m, sm);
+  if (!compiled.ok()) {
+    auto source = cuda::emit_cuda_source(m);
+    INFO((source.ok() ? *source : source.status().ToString()));
+    INFO(compiled.status().ToString());
+    REQUIRE(compiled.ok());
+  }
+  CHECK(compiled->sm_arch == sm);
+  REQUIRE(compiled->cubin.size() > 64);
+  CHECK(compiled->cubin.compare(0, 4,
+                                "\x7f"
+                                "ELF") == 0);
+  REQUIRE(compiled->kernels.size() == m.funcs.size());
+  for (const cuda::KernelInfo& k : compiled->kernels)
+    CHECK_THAT(compiled->ptx, Catch::Contains(".entry " + k.symbol + "("));
+  CHECK_THAT(compiled->ptx, Catch::Contains(".target sm_" + std::to_string(sm)));
+}
+
+// Runs every kernel of m on device 0 and compares its outputs with the te reference.
+void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& kernels) {
+  auto props = d->device_properties(0);
+  REQUIRE(props.ok());
+  auto compiled = cuda::compile_module(m, props->sm_arch);
+  REQUIRE(compiled.ok());
+  auto loaded = cuda::LoadedModule::load(m, *compiled);
+  INFO(loaded.status().ToString());
+  REQUIRE(loaded.ok());
+  for (size_t k = 0; k < kernels.size(); ++k) {
+    Kernel& c = kernels[k];
+    INFO("kernel " << m.funcs[k].name);
+    auto expected = te::evaluate(c.task, c.inputs);
+    REQUIRE(expected.ok());
+    std::vector<cuda::DevicePtr> buffers;
+    for (const NDArray& in : c.inputs) {
+      auto p = d->allocate(static_cast<size_t>(in.nbytes()));
+      REQUIRE(p.ok());
+      REQUIRE(d->copy_to_device(*p, in.data(), static_cast<size_t>(in.nbytes())).ok());
+      buffers.push_back(*p);
+    }
+    std::vector<NDArray> outputs;
+    for (const NDArray& e : *expected) {
+      NDArray out(e.dtype(), e.shape());
+      out.poison();
+      auto p = d->allocate(static_cast<size_t>(out.nbytes()));
+      REQUIRE(p.ok());
+      REQUIRE(d->copy_to_device(*p, out.data(), static_cast<size_t>(out.nbytes())).ok());
+      buffers.push_back(*p);
+      outputs.push_back(std::move(out));
+    }
+    absl::Status launched = (*loaded)->launch(k, buffers, {});
+    INFO(launched.ToString());
+    REQUIRE(launched.ok());
+    REQUIRE(d->synchronize(nullptr).ok());
+    for (size_t o = 0; o < outputs.size(); ++o) {
+      const size_t at = c.inputs.size() + o;
+      REQUIRE(
+          d->copy_to_host(outputs[o].data(), buffers[at], static_cast<size_t>(outputs[o].nbytes()))
+              .ok());
+      loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
+    }
+    for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());
+  }
+}
+
+// An operator node to schedule with its CUDA template.
+struct OpCase {
+  std::string op;
+  std::vector<TensorType> inputs;
+  TensorType output;
+  std::shared_ptr<const loom::OpAttrs> attrs;
+  double rtol = 1e-5, atol = 1e-5;
+};
+
+std::vector<ir::Expr> shape_exprs(const loom::Shape& s) {
+  std::vector<ir::Expr> out;
+  for (const loom::Dim& d : s) out.push_back(ir::Expr(d.value()));
+  return out;
+}
+
+// The node's te task (its compute definition over placeholders), the reference.
+te::Task reference_task(const OpDef& def, const OpCase& c, const std::string& name) {
+  std::vector<te::Tensor> in;
+  for (size_t i = 0; i < c.inputs.size(); ++i)
+    in.push_back(te::placeholder(name + "_in" + std::to_string(i), c.inputs[i].dtype,
+                                 shape_exprs(c.inputs[i].shape)));
+  te::Tensor out = def.compute(in, *c.attrs, shape_exprs(c.output.shape), name);
+  auto task = te::Task::make(name, in, {out});
+  REQUIRE(task.ok());
+  return *task;
+}
+
+// Schedules the case with its CUDA template for every sampled config, for sm_80 and sm_90:
+// NVRTC compiles each arch's module of all configs; with a GPU, the device arch's module runs.
+// `expect` lists text every emitted source contains. Returns the number of kernels compiled.
+size_t check_op(const OpCase& c, const std::vector<std::string>& expect = {}) {
+  const OpDef* def = OpRegistry::global().find(c.op);
+  REQUIRE(def);
+  const bool nvrtc = have_nvrtc();
+  cuda::Driver* gpu = nullptr;
+  size_t count = 0;
+  for (int sm : {80, 90}) {
+    TemplateContext ctx;
+    ctx.target = Target::cuda(sm);
+    ctx.inputs = c.inputs;
+    ctx.output = c.output;
+    ctx.attrs = c.attrs.get();
+    ctx.constant_inputs.assign(c.inputs.size(), false);
+    const ScheduleTemplate* t = nullptr;
+    for (const ScheduleTemplate& candidate : def->templates) {
+      if (candidate.target_kind == Target::Kind::kCuda && candidate.applies(ctx)) t = &candidate;
+    }
+    INFO(c.op << " on sm_" << sm);
+    REQUIRE(t);
+    tune::Space space = t->space(ctx);
+    CHECK(space.broken_rules(space.default_config()).empty());
+    ir::Module m{c.op + "_sm" + std::to_string(sm), ctx.target, {}};
+    std::vector<Kernel> kernels;
+    for (const tune::Config& config : sample_configs(space)) {
+      ctx.name = c.op + "_" + std::to_string(m.funcs.size());
+      INFO("config " << config.to_string());
+      auto scheduled = t->build(ctx, config);
+      INFO(scheduled.status().ToString());
+      REQUIRE(scheduled.ok());
+      m.funcs.push_back(loom::passes::lower_scheduled(scheduled->func, ctx.target));
+      Kernel k{reference_task(*def, c, ctx.name), {}, c.rtol, c.atol};
+      for (const TensorType& in : c.inputs) {
+        std::vector<int64_t> shape;
+        for (const loom::Dim& d : in.shape) shape.push_back(d.value());
+        k.inputs.push_back(loom::testing::random_array(in.dtype, shape));
+      }
+      kernels.push_back(std::move(k));
+    }
+    auto source = cuda::emit_cuda_source(m);
+    INFO(source.status().ToString());
+    REQUIRE(source.ok());
+    for (const std::string& text : expect) CHECK_THAT(*source, Catch::Contains(text));
+    count += m.funcs.size();
+    if (!nvrtc) continue;
+    compile_and_check(m, sm);
+    if (sm == 90 && (gpu = gpu_or_null(c.op + " kernels"))) run_and_compare(gpu, m, kernels);
+  }
+  return count;
+}
+
+TensorType f32(std::vector<int64_t> shape) {
+  loom::Shape s;
+  for (int64_t n : shape) s.push_back(loom::Dim(n));
+  return TensorType{s, DType::f32()};
+}
+
+}  // namespace
+
+TEST_CASE("CUDA templates: row reductions (warp shuffles) compile for sm_80 and sm_90",
+          "[cuda][cuda_templates]") {
+  auto attrs = std::make_shared<ops::ReduceAttrs>();
+  attrs->axes = {-1};
+  // Rows short enough to stay in registers, and long rows that are streamed.
+  for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
+    for (const char* op : {"sum", "mean", "max", "min"}) {
+      DYNAMIC_SECTION(op << " " << rows << "x" << len) {
+        OpCase c{op, {f32({rows, len})}, f32({rows}), attrs, 1e-4, 1e-4};
+        CHECK(check_op(c, {"__shfl_xor_sync(0xffffffffu, "}) > 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("CUDA templates: softmax and layer_norm compile for sm_80 and sm_90",
+          "[cuda][cuda_templates]") {
+  for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
+    DYNAMIC_SECTION("softmax " << rows << "x" << len) {
+      OpCase c{"softmax",
+               {f32({rows, len})},
+               f32({rows, len}),
+               std::make_shared<ops::SoftmaxAttrs>(),
+               1e-4,
+               1e-6};
+      check_op(c, {"__shfl_xor_sync", "expf("});
+    }
+    DYNAMIC_SECTION("layer_norm " << rows << "x" << len) {
+      OpCase c{"layer_norm",
+               {f32({rows, len}), f32({len}), f32({len})},
+               f32({rows, len}),
+               std::make_shared<ops::LayerNormAttrs>(),
+               1e-4,
+               1e-4};
+      check_op(c, {"__shfl_xor_sync", "rsqrtf("});
+    }
+  }
+}
+
+TEST_CASE("CUDA templates: SIMT matmul compiles for sm_80 and sm_90", "[cuda][cuda_templates]") {
+  auto none = std::make_shared<loom::NoAttrs>();
+  SECTION("one GEMM, odd sizes, K not a multiple of the K slice") {
+    check_op({"matmul", {f32({61, 67}), f32({67, 53})}, f32({61, 53}), none, 1e-4, 1e-4},
+             {"__shared__", "__syncthreads();", "fmaf("});
+  }
+  SECTION("batched A and B") {
+    check_op({"matmul", {f32({3, 19, 37}), f32({3, 37, 29})}, f32({3, 19, 29}), none, 1e-4, 1e-4});
+  }
+  SECTION("batch dims of A folded into M") {
+    check_op({"matmul", {f32({2, 33, 41}), f32({41, 131})}, f32({2, 33, 131}), none, 1e-4, 1e-4});
+  }
+}
+
+TEST_CASE("CUDA templates: direct and depthwise conv2d compile for sm_80 and sm_90",
+          "[cuda][cuda_templates]") {
+  // The output type comes from the operator's own shape rule.
+  auto conv = [](std::vector<int64_t> x, std::vector<int64_t> w, ops::Conv2dAttrs attrs) {
+    const OpDef* def = OpRegistry::global().find("conv2d");
+    REQUIRE(def);
+    auto out = def->infer({f32(x), f32(w)}, attrs);
+    REQUIRE(out.ok());
+    return OpCase{"conv2d", {f32(x), f32(w)}, *out, std::make_shared<ops::Conv2dAttrs>(attrs), 1e-4,
+                  1e-4};
+  };
+  SECTION("strided, asymmetric padding") {
+    ops::Conv2dAttrs a;
+    a.stride_h = 2;
+    a.stride_w = 2;
+    a.pad_top = 1;
+    a.pad_left = 1;
+    a.pad_right = 2;
+    check_op(conv({2, 5, 13, 11}, {7, 5, 3, 3}, a), {"fmaf("});
+  }
+  SECTION("grouped and dilated") {
+    ops::Conv2dAttrs a;
+    a.groups = 2;
+    a.dilation_h = 2;
+    a.dilation_w = 2;
+    a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 2;
+    check_op(conv({1, 6, 9, 10}, {4, 3, 3, 2}, a));
+  }
+  SECTION("depthwise") {
+    ops::Conv2dAttrs a;
+    a.groups = 8;
+    a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 2;
+    check_op(conv({1, 8, 17, 19}, {8, 1, 5, 5}, a));
+  }
+}
+
+TEST_CASE("CUDA templates: the SIMT matmul space derives from the device",
+          "[cuda][cuda_templates]") {
+  const OpDef* def = OpRegistry::global().find("matmul");
+  REQUIRE(def);
+  for (int sm : {80, 90}) {
+    TemplateContext ctx;
+    ctx.target = Target::cuda(sm);
+    ctx.name = "space";
+    ctx.inputs = {f32({4096, 4096}), f32({4096, 4096})};
+    ctx.output = f32({4096, 4096});
+    loom::NoAttrs none;
+    ctx.attrs = &none;
+    ctx.constant_inputs = {false, false};
+    const ScheduleTemplate* t = nullptr;
+    for (const ScheduleTemplate& candidate : def->templates) {
+      if (candidate.target_kind == Target::Kind::kCuda) t = &candidate;
+      // Templates apply to their own kind of target only.
+      CHECK(candidate.applies(ctx) == (candidate.target_kind == Target::Kind::kCuda));
+    }
+    REQUIRE(t);
+    tune::Space space = t->space(ctx);
+    const size_t valid = space.all().size();
+    INFO("valid configs: " << valid);
+    // A few hundred candidates, the same for every size; the big default tile for a big GEMM.
+    CHECK(valid >= 100);
+    CHECK(valid <= 600);
+    CHECK(space.default_config()["warps_m"] * space.default_config()["warps_n"] == 8);
+    CHECK(!space.pruned().empty());
+    // A small GEMM gets a smaller default tile (more blocks for the SMs).
+    ctx.inputs = {f32({64, 64}), f32({64, 64})};
+    ctx.output = f32({64, 64});
+    tune::Space small = t->space(ctx);
+    CHECK(small.all().size() == valid);
+    CHECK(small.default_config()["inner_n"] == 2);
+  }
+}
+
+TEST_CASE("CUDA templates: injective tasks as grid-stride kernels compile for sm_80 and sm_90",
+          "[cuda][cuda_templates]") {
+  // y = a * transpose(t) + c (c broadcast over rows), z = max(a, 0) - 1: 17 x 31 elements.
+  const bool nvrtc = have_nvrtc();
+  for (int sm : {80, 90}) {
+    const Target target = Target::cuda(sm);
+    tune::Space space = ops::injective_cuda_space(target);
+    ir::Module m{"injective_sm" + std::to_string(sm), target, {}};
+    std::vector<Kernel> kernels;
+    for (const tune::Config& config : sample_configs(space)) {
+      INFO("config " << config.to_string());
+      const std::string name = "injective_" + std::to_string(m.funcs.size());
+      te::Tensor a = te::placeholder(name + "_a", DType::f32(), {17, 31});
+      te::Tensor t = te::placeholder(name + "_t", DType::f32(), {31, 17});
+      te::Tensor c = te::placeholder(name + "_c", DType::f32(), {1, 31});
+      te::Tensor y = te::compute(name + "_y", {17, 31}, [&](const std::vector<ir::Var>& i) {
+        return a(i[0], i[1]) * t(i[1], i[0]) + c(0, i[1]);
+      });
+      te::Tensor z = te::compute(name + "_z", {17, 31}, [&](const std::vector<ir::Var>& i) {
+        return ir::max(a(i[0], i[1]), 0.0f) - 1.0f;
+      });
+      auto task = te::Task::make(name, {a, t, c}, {y, z});
+      REQUIRE(task.ok());
+      auto f = ops::injective_cuda_kernel(*task, target, config);
+      INFO(f.status().ToString());
+      REQUIRE(f.ok());
+      m.funcs.push_back(loom::passes::lower_scheduled(*f, target));
+      using loom::testing::random_array;
+      kernels.push_back(
+          {*task,
+           {random_array(DType::f32(), {17, 31}), random_array(DType::f32(), {31, 17}),
+            random_array(DType::f32(), {1, 31})}});
+    }
+    auto source = cuda::emit_cuda_source(m);
+    INFO(source.status().ToString());
+    REQUIRE(source.ok());
+    CHECK_THAT(*source, Catch::Contains("#pragma unroll"));
+    if (!nvrtc) continue;
+    compile_and_check(m, sm);
+    if (sm != 90) continue;
+    if (cuda::Driver* gpu = gpu_or_null("injective kernels")) run_and_compare(gpu, m, kernels);
+  }
+}
+
+TEST_CASE("CUDA templates: the injective lowering refuses reductions and symbolic shapes",
+          "[cuda][cuda_templates]") {
+  const Target target = Target::cuda(90);
+  const tune::Config config = ops::injective_cuda_space(target).default_config();
+  te::Tensor x = te::placeholder("x", DType::f32(), {5, 7});
+  ir::IterVar r = te::reduce_axis(7, "r");
+  te::Tensor s = te::compute(
+      "s", {5}, [&](const std::vector<ir::Var>& i) { return te::sum(x(i[0], r.var), {r}); });
+  auto reduction = te::Task::make("reduction", {x}, {s});
+  REQUIRE(reduction.ok());
+  auto f = ops::injective_cuda_kernel(*reduction, target, config);
+  REQUIRE(!f.ok());
+  CHECK_THAT(std::string(f.status().message()), Catch::Contains("not injective"));
+
+  ir::Var n("n");
+  te::Tensor v = te::placeholder("v", DType::f32(), {n});
+  te::Tensor w =
+      te::compute("w", {n}, [&](const std::vector<ir::Var>& i) { return v(i[0]) * 2.0f; });
+  auto symbolic = te::Task::make("symbolic", {v}, {w});
+  REQUIRE(symbolic.ok());
+  auto g = ops::injective_cuda_kernel(*symbolic, target, config);
+  REQUIRE(!g.ok());
+  CHECK_THAT(std::string(g.status().message()), Catch::Contains("static shapes"));
+}
