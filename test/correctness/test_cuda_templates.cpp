@@ -431,3 +431,50 @@ TEST_CASE("CUDA templates: the injective lowering refuses reductions and symboli
   REQUIRE(!g.ok());
   CHECK_THAT(std::string(g.status().message()), Catch::Contains("static shapes"));
 }
+
+TEST_CASE("CUDA templates: post-scheduling fusion puts an epilogue into the SIMT matmul",
+          "[cuda][cuda_templates][fusion]") {
+  // C = A [61, 67] x B [67, 53], then relu(C + bias[col]): the epilogue goes around the
+  // template's output stores exactly as on the CPU (passes::fuse_epilogue is target-free).
+  const OpDef* def = OpRegistry::global().find("matmul");
+  REQUIRE(def);
+  const bool nvrtc = have_nvrtc();
+  for (int sm : {80, 90}) {
+    TemplateContext ctx;
+    ctx.target = Target::cuda(sm);
+    ctx.inputs = {f32({61, 67}), f32({67, 53})};
+    ctx.output = f32({61, 53});
+    ctx.constant_inputs = {false, false};
+    ctx.name = "fused_matmul";
+    const ScheduleTemplate* t = nullptr;
+    for (const ScheduleTemplate& c : def->templates)
+      if (c.target_kind == Target::Kind::kCuda && c.applies(ctx)) t = &c;
+    REQUIRE(t);
+    auto scheduled = t->build(ctx, t->space(ctx).default_config());
+    REQUIRE(scheduled.ok());
+    loom::passes::EpilogueFusion e;
+    e.anchor_shape = {ir::Expr(int64_t{61}), ir::Expr(int64_t{53})};
+    ir::Buffer bias = ir::Buffer::make("bias", DType::f32(), {ir::Expr(int64_t{53})});
+    e.inputs = {bias};
+    e.output = ir::Buffer::make("out", DType::f32(), e.anchor_shape);
+    e.flat_preserving = true;
+    e.output_index = [](const std::vector<ir::Expr>& j) -> std::optional<std::vector<ir::Expr>> {
+      return j;
+    };
+    e.value = [bias](const std::vector<ir::Expr>& i, const ir::Expr& v) {
+      return ir::max(v + bias.load({i[1]}), ir::Expr(0.0f));
+    };
+    auto fused = loom::passes::fuse_epilogue(scheduled->func, e);
+    INFO(fused.status().ToString());
+    REQUIRE(fused.ok());
+    // Inputs A and B, then the bias, the partial view of the output, the output.
+    REQUIRE(fused->buffer_params().size() == 5);
+    ir::Module m{"fused_sm" + std::to_string(sm), ctx.target,
+                 {loom::passes::lower_scheduled(*fused, ctx.target)}};
+    auto source = cuda::emit_cuda_source(m);
+    INFO(source.status().ToString());
+    REQUIRE(source.ok());
+    CHECK_THAT(*source, Catch::Contains("bias"));
+    if (nvrtc) compile_and_check(m, sm);
+  }
+}
