@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "loom/graph/op.hpp"
 
@@ -22,5 +25,15 @@ std::optional<Rows> reduce_rows(const TemplateContext& ctx);
 std::optional<Rows> softmax_rows(const TemplateContext& ctx);
 // The rows of a layer_norm node (gamma and beta one row each).
 std::optional<Rows> layer_norm_rows(const TemplateContext& ctx);
+
+// A scheduled kernel of one func (the row templates pack no inputs).
+inline ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param> params,
+                                 ir::Stmt body) {
+  ScheduledKernel k;
+  k.func.name = name;
+  k.func.params = std::move(params);
+  k.func.body = std::move(body);
+  return k;
+}
 
 }  // namespace loom::ops

@@ -282,14 +282,6 @@ tune::Space rows_space(const TemplateContext& ctx, Rows rows, int64_t regs_per_a
   return s;
 }
 
-ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param> params, Stmt body) {
-  ScheduledKernel k;
-  k.func.name = name;
-  k.func.params = std::move(params);
-  k.func.body = std::move(body);
-  return k;
-}
-
 absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const tune::Config& c,
                                              ir::ReduceKind kind, bool mean) {
   std::optional<Rows> rows = reduce_rows(ctx);
