@@ -14,6 +14,7 @@
 #include "loom/passes/passes.hpp"
 #include "loom/te/inline.hpp"
 #include "graph/fusion.hpp"
+#include "graph/passes/rewrite.hpp"
 
 namespace loom {
 namespace {
@@ -27,17 +28,6 @@ bool is_injective(const Node& n) {
   return d && d->injective;
 }
 
-std::set<int> live_nodes(const Graph& g) {
-  std::set<int> live;
-  std::vector<int> stack(g.outputs().begin(), g.outputs().end());
-  while (!stack.empty()) {
-    int n = stack.back();
-    stack.pop_back();
-    if (!live.insert(n).second) continue;
-    for (int i : g.nodes()[n].inputs) stack.push_back(i);
-  }
-  return live;
-}
 
 bool is_one(const ir::Expr& e) { return ir::is_const_int(e, 1); }
 
@@ -173,16 +163,18 @@ std::string FusedGroup::to_string(const Graph& g) const {
 std::vector<FusedGroup> partition(const Graph& g, const PartitionOptions& options) {
   const std::vector<Node>& nodes = g.nodes();
   const int n = static_cast<int>(nodes.size());
-  std::set<int> live = live_nodes(g);
+  const passes::Uses uses(g);
   std::vector<std::vector<int>> consumers(static_cast<size_t>(n));
-  for (int c : live)
+  for (int c = 0; c < n; ++c) {
+    if (!uses.live[static_cast<size_t>(c)]) continue;
     for (int in : nodes[c].inputs) {
       auto& list = consumers[static_cast<size_t>(in)];
       if (std::find(list.begin(), list.end(), c) == list.end()) list.push_back(c);
     }
+  }
   std::vector<bool> is_output(static_cast<size_t>(n), false);
   for (int o : g.outputs()) is_output[static_cast<size_t>(o)] = true;
-  auto is_op = [&](int id) { return live.count(id) && nodes[id].kind == Node::Kind::kOp; };
+  auto is_op = [&](int id) { return uses.live[static_cast<size_t>(id)] && nodes[id].kind == Node::Kind::kOp; };
 
   std::vector<int> owner(static_cast<size_t>(n), -1);
   std::vector<FusedGroup> groups;

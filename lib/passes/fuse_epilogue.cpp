@@ -24,6 +24,30 @@ ir::Stmt widen_lanes(const ir::Stmt& loop) {
   return ir::For::make(op->var, op->min, op->extent, ir::ForKind::kSerial, op->body);
 }
 
+// The index of lane l of a vector access: each ramp becomes its lane's value, broadcasts their
+// value; nullopt (with why) for other vector indices or another lane count.
+std::optional<std::vector<ir::Expr>> lane_index(const std::vector<ir::Expr>& index, int lanes,
+                                                const ir::Var& l, std::string* why) {
+  std::vector<ir::Expr> out;
+  for (const ir::Expr& i : index) {
+    if (auto* r = i.as<ir::Ramp>()) {
+      if (r->lanes != lanes) {
+        *why = "an index has another lane count than the access";
+        return std::nullopt;
+      }
+      out.push_back(r->base + ir::cast(r->base.type(), l) * r->stride);
+    } else if (auto* b = i.as<ir::Broadcast>()) {
+      out.push_back(b->value);
+    } else if (i.type().is_vector()) {
+      *why = "a vector index is neither a ramp nor a broadcast";
+      return std::nullopt;
+    } else {
+      out.push_back(i);
+    }
+  }
+  return out;
+}
+
 const ir::Call* final_mark(const ir::Expr& e) {
   const auto* c = e.as<ir::Call>();
   return c && c->name == "final_value" ? c : nullptr;
@@ -71,20 +95,10 @@ class EpilogueFuser : public ir::IRMutator {
                                             value.type().element_of(), {ir::Expr(int64_t{lanes})},
                                             ir::MemoryScope::kLocal);
     ir::Var l("lane" + std::to_string(counter_));
-    std::vector<ir::Expr> scalar;
-    for (const ir::Expr& i : index) {
-      if (auto* r = i.as<ir::Ramp>()) {
-        if (r->lanes != lanes) return fail(s, "an index has another lane count than the value");
-        scalar.push_back(r->base + ir::cast(r->base.type(), l) * r->stride);
-      } else if (auto* b = i.as<ir::Broadcast>()) {
-        scalar.push_back(b->value);
-      } else if (i.type().is_vector()) {
-        return fail(s, "a vector index is neither a ramp nor a broadcast");
-      } else {
-        scalar.push_back(i);
-      }
-    }
-    std::optional<std::vector<ir::Expr>> j = anchor_index(scalar);
+    std::string why;
+    std::optional<std::vector<ir::Expr>> scalar = lane_index(index, lanes, l, &why);
+    if (!scalar) return fail(s, why);
+    std::optional<std::vector<ir::Expr>> j = anchor_index(*scalar);
     std::optional<std::vector<ir::Expr>> at = j ? e_.output_index(*j) : std::nullopt;
     if (!at) return fail(s, "an output index could not be mapped");
     ir::Expr v = lanes_buf.load({l});
@@ -330,19 +344,10 @@ class PrologueFuser : public ir::IRMutator {
       return p_.value(*j);
     }
     ir::Var l("lane" + std::to_string(counter_));
-    std::vector<ir::Expr> scalar;
-    for (const ir::Expr& i : index) {
-      if (auto* r = i.as<ir::Ramp>()) {
-        scalar.push_back(r->base + ir::cast(r->base.type(), l) * r->stride);
-      } else if (auto* b = i.as<ir::Broadcast>()) {
-        scalar.push_back(b->value);
-      } else if (i.type().is_vector()) {
-        return fail(e, "a vector index is neither a ramp nor a broadcast");
-      } else {
-        scalar.push_back(i);
-      }
-    }
-    std::optional<std::vector<ir::Expr>> j = reshape_index(scalar, in_.shape(), p_.input_shape);
+    std::string why;
+    std::optional<std::vector<ir::Expr>> scalar = lane_index(index, lanes, l, &why);
+    if (!scalar) return fail(e, why);
+    std::optional<std::vector<ir::Expr>> j = reshape_index(*scalar, in_.shape(), p_.input_shape);
     if (!j) return fail(e, "its index could not be mapped");
     ir::Buffer lanes_buf = ir::Buffer::make(in_.name() + "_lanes" + std::to_string(counter_++),
                                             in_.dtype(), {ir::Expr(int64_t{lanes})},
