@@ -23,6 +23,8 @@
 #include "tune/progress.hpp"
 #include "runtime/compiled_graph_impl.hpp"
 #include "graph/fusion.hpp"
+#include "graph/template_context.hpp"
+#include "compiler_layouts.hpp"
 
 namespace loom {
 namespace {
@@ -34,24 +36,14 @@ bool has_symbolic_input(const Graph& g) {
 }
 
 // The first template of def that applies to node n on target, with its context; null if none
-// does (symbolic shapes always use the default schedule).
+// does (symbolic shapes always use the default schedule). Tensors stored in other layouts go to
+// templates that read and write through layouts, else to the default schedule, which does.
 const ScheduleTemplate* find_template(const OpDef& def, const Graph& g, const Node& n,
                                       const Target& target, TemplateContext* ctx) {
-  // Templates index their buffers row-major: tensors stored in other layouts take the default
-  // schedule, which reads and writes through any layout.
-  if (def.templates.empty() || !is_static(n.type.shape) || !n.type.layout.empty()) return nullptr;
-  ctx->target = target;
-  ctx->name = n.name;
-  ctx->output = n.type;
-  ctx->attrs = n.attrs.get();
-  for (int in : n.inputs) {
-    const Node& i = g.nodes()[in];
-    if (!is_static(i.type.shape) || !i.type.layout.empty()) return nullptr;
-    ctx->inputs.push_back(i.type);
-    ctx->constant_inputs.push_back(i.kind == Node::Kind::kConstant);
-  }
+  if (def.templates.empty() || !template_context(g, n, target, ctx)) return nullptr;
   for (const ScheduleTemplate& t : def.templates)
-    if (t.target_kind == target.kind() && t.applies && t.applies(*ctx)) return &t;
+    if (t.target_kind == target.kind() && takes_layouts(t, *ctx) && t.applies && t.applies(*ctx))
+      return &t;
   return nullptr;
 }
 
@@ -152,6 +144,15 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
     CompileOptions rest = options;
     rest.graph_passes = false;
     return compile(optimized, rest);
+  }
+  if (options.layouts != LayoutPolicy::kRowMajor && !has_symbolic_input(graph)) {
+    std::string report;
+    LOOM_ASSIGN_OR_RETURN(Graph laid, choose_layouts(*this, graph, options, &report));
+    dump_stage("graph", "layouts", report + "\n" + laid.to_string());
+    CompileOptions rest = options;
+    rest.layouts = LayoutPolicy::kRowMajor;
+    rest.graph_passes = false;
+    return compile(laid, rest);
   }
   auto impl = std::make_shared<CompiledGraphImpl>();
   impl->poison_buffers = options.poison_buffers;

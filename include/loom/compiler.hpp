@@ -13,8 +13,22 @@
 
 namespace loom {
 
+// How tensors are stored (loom/graph/layouts.hpp).
+enum class LayoutPolicy {
+  kRowMajor,  // every tensor row-major
+  kFixed,     // every anchor whose templates take CompileOptions::fixed_layout reads its first
+              // input and writes its output in it (elementwise operators follow)
+  kJoint,     // ALT's joint layout and loop tuning: each anchor's layout choices are tuned and
+              // timed (at the tune level; kNone times the default configs), so are the
+              // conversions between them, and the assignment with the least total time wins
+};
+
 struct CompileOptions {
   TuneLevel tune = TuneLevel::kNone;
+  // Layouts of the tensors between anchors. Graphs with symbolic dims that specialize choose
+  // per binding; generic kernels (specialize_shapes off) stay row-major.
+  LayoutPolicy layouts = LayoutPolicy::kRowMajor;
+  std::vector<LayoutStep> fixed_layout;  // for kFixed, e.g. channels_blocked(16)
   // Fill every computed buffer with NaN (floats) or 0x5a bytes before each run, so a kernel
   // that skips an element is caught. For tests; costs a pass over memory.
   bool poison_buffers = false;

@@ -191,9 +191,10 @@ absl::StatusOr<Epilogue> epilogue_of(const Graph& g, const FusedGroup& group) {
     return index.at(output);
   };
   out.fusion.anchor_shape = shapes.at(group.anchor);
-  out.fusion.flat_preserving = std::all_of(path.begin(), path.end(), [](const Step& s) {
-    return s.link.preserves_order();
-  });
+  // Row-major order at both ends: a view in the anchor's shape then meets the output's elements.
+  out.fusion.flat_preserving =
+      anchor.type.layout.empty() && g.nodes()[output].type.layout.empty() &&
+      std::all_of(path.begin(), path.end(), [](const Step& s) { return s.link.preserves_order(); });
   out.fusion.output_index = output_index;
   out.fusion.value = [result, anchor_value](const std::vector<ir::Expr>& at, const ir::Expr& v) {
     ir::Expr e = te::value_at(result, at);
@@ -248,6 +249,10 @@ absl::StatusOr<std::vector<Prologue>> prologues_of(const Graph& g, const FusedGr
     int root = anchor.inputs[i];
     std::vector<int> members = prologue_tree(g, prologue, root);
     if (members.empty()) continue;
+    // Kernels may read an input stored in another layout by its physical offsets.
+    if (!g.nodes()[root].type.layout.empty())
+      return absl::UnimplementedError(str_cat("input ", i, " is stored in layout ",
+                                              g.nodes()[root].type.to_string()));
     Prologue p;
     p.inputs = outside_inputs(g, members);
     DimVars dims;

@@ -70,6 +70,17 @@ std::string LayoutStep::to_string() const {
   return "?";
 }
 
+std::vector<LayoutStep> channels_blocked(int64_t block) {
+  return Layout::row_major({i64(1), i64(block), i64(1), i64(1)})
+      .split(1, block)
+      .reorder({0, 1, 3, 4, 2})
+      .steps();
+}
+
+std::vector<LayoutStep> channels_last() {
+  return Layout::row_major({i64(1), i64(1), i64(1), i64(1)}).reorder({0, 2, 3, 1}).steps();
+}
+
 std::string steps_to_string(const std::vector<LayoutStep>& steps) {
   std::string s;
   for (const LayoutStep& step : steps) s += "." + step.to_string();
@@ -91,6 +102,30 @@ Layout Layout::of(std::vector<ir::Expr> shape, const std::vector<LayoutStep>& st
   Layout l = row_major(std::move(shape));
   for (const LayoutStep& s : steps) l = l.then(s);
   return l;
+}
+
+std::optional<ir::Expr> Layout::stride_of(int d) const {
+  if (d < 0 || d >= rank() || !ok()) return std::nullopt;
+  int at = d;  // the physical dim that is logical dim d
+  for (const LayoutStep& s : steps_) {
+    switch (s.kind) {
+      case LayoutStep::Kind::kSplit:
+      case LayoutStep::Kind::kUnfold:
+        if (s.dim == at) return std::nullopt;
+        if (at > s.dim) ++at;
+        break;
+      case LayoutStep::Kind::kFuse:
+        if (s.dim == at || s.dim + 1 == at) return std::nullopt;
+        if (at > s.dim + 1) --at;
+        break;
+      case LayoutStep::Kind::kReorder:
+        at = static_cast<int>(std::find(s.perm.begin(), s.perm.end(), at) - s.perm.begin());
+        break;
+      case LayoutStep::Kind::kPad:
+        break;
+    }
+  }
+  return strides_[static_cast<size_t>(at)];
 }
 
 Layout Layout::row_major(std::vector<ir::Expr> shape) {

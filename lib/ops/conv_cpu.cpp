@@ -5,7 +5,9 @@
 //    (and, for strides > 1, de-interleaved) copy of the input rows;
 //  - conv2d_direct: the general case, a register tile of ow_block output pixels x oc_vectors
 //    vectors of output channels, weights packed into oc blocks (the NCHWc weight layout), input
-//    read from NCHW (through a zero-padded copy when the conv pads).
+//    read through its layout (through a zero-padded copy when the conv pads). It also takes its
+//    input and output in other layouts (NCHW8c, NCHW16c, NHWC, ...): the layout assignment offers
+//    it channel-blocked ones, where output channels are contiguous and the stores dense.
 
 #include "ops/conv_cpu.hpp"
 #include "ops/template_util.hpp"
@@ -649,15 +651,27 @@ class DirectConvKernel {
       hp_ = p.H;
       wp_ = p.W;
     }
-    x_ = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(p.N * p.C * p.H * p.W)});
+    const std::vector<LayoutStep>& x_steps = ctx.inputs[0].layout;
+    x_layout_ = Layout::of({Expr(p.N), Expr(p.C), Expr(p.H), Expr(p.W)}, x_steps);
+    // The padded copy keeps the input's layout, over the padded extents.
+    in_layout_ = Layout::of({Expr(p.N), Expr(p.C), Expr(hp_), Expr(wp_)}, x_steps);
+    row_stride_ = *ir::as_const_int(*in_layout_.stride_of(2));
+    col_stride_ = *ir::as_const_int(*in_layout_.stride_of(3));
+    x_ = Buffer::make(ctx.name + "_x", DType::f32(), {x_layout_.physical_size()});
     w_ = Buffer::make(ctx.name + "_w", DType::f32(),
                       {Expr(p.O), Expr(p.Cg()), Expr(p.KH), Expr(p.KW)});
     packed_w_ = Buffer::make(ctx.name + "_wp", DType::f32(),
                              {Expr(blocks_), Expr(p.Cg()), Expr(p.KH), Expr(p.KW), Expr(ocb_)});
     input_ = p.padded()
-                 ? Buffer::make(ctx.name + "_xp", DType::f32(), {Expr(p.N * p.C * hp_ * wp_)})
+                 ? Buffer::make(ctx.name + "_xp", DType::f32(), {in_layout_.physical_size()})
                  : x_;
-    out_ = Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.N), Expr(p.O), Expr(p.P())});
+    // Row-major: [N, O, pixels], stored from the tile transposed. Other layouts: the logical
+    // [N, O, OH, OW] through the layout, a vector of output channels at a time.
+    out_ = ctx.output.layout.empty()
+               ? Buffer::make(ctx.name + "_y", DType::f32(), {Expr(p.N), Expr(p.O), Expr(p.P())})
+               : Buffer::make(ctx.name + "_y", DType::f32(),
+                              Layout::of({Expr(p.N), Expr(p.O), Expr(p.OH), Expr(p.OW)},
+                                         ctx.output.layout));
   }
 
   std::vector<int64_t> packed_shape() const { return {blocks_, p_.Cg(), p_.KH, p_.KW, ocb_}; }
@@ -685,8 +699,9 @@ class DirectConvKernel {
   }
 
  private:
-  // Stage "pad input": xp[plane, hp, wp] = x[plane, hp - pt, wp - pl], zero outside the image.
+  // Stage "pad input": xp[n, c, hp, wp] = x[n, c, hp - pt, wp - pl], zero outside the image.
   Stmt pad_input() const {
+    if (!ctx_.inputs[0].layout.empty()) return pad_input_any_layout();
     Var plane("plane"), hp("hp"), col("col");
     Expr ih = hp - p_.pt;
     Expr dst = (plane * hp_ + hp) * wp_;
@@ -701,6 +716,31 @@ class DirectConvKernel {
     Stmt body =
         ir::IfThenElse::make(ih >= 0 && ih < p_.H, row, zero_range(input_, dst, 0, wp_, "col"));
     return ir::For::make(plane, 0, p_.N * p_.C, ForKind::kParallel, loop(hp, 0, hp_, body));
+  }
+
+  // The same in any layout: a loop over the copy's physical dims in memory order, each element
+  // read from the input at its logical index (zero in the border and in padding channels).
+  Stmt pad_input_any_layout() const {
+    const std::vector<Expr>& extents = in_layout_.physical_shape();
+    std::vector<Var> phys;
+    for (size_t d = 0; d < extents.size(); ++d) phys.push_back(Var("p" + std::to_string(d)));
+    std::vector<Expr> at = in_layout_.logical_index(std::vector<Expr>(phys.begin(), phys.end()));
+    Expr c = at[1], ih = at[2] - p_.pt, iw = at[3] - p_.pl;
+    Expr inside = c < p_.C && ih >= 0 && ih < p_.H && iw >= 0 && iw < p_.W;
+    auto clamp = [](Expr v, int64_t hi) { return ir::max(ir::min(v, Expr(hi - 1)), Expr(0)); };
+    Expr value = x_.load({x_layout_.offset(
+        {at[0], clamp(c, p_.C), clamp(ih, p_.H), clamp(iw, p_.W)})});
+    Expr dst = Expr(0);
+    for (size_t d = 0; d < phys.size(); ++d) dst = dst + phys[d] * in_layout_.strides()[d];
+    Stmt body = ir::Store::make(input_, ir::select(inside, value, Expr(0.0f)), {dst});
+    for (int d = static_cast<int>(phys.size()) - 1; d >= 0; --d) {
+      const auto k = static_cast<size_t>(d);
+      ForKind kind = d == 0 ? ForKind::kParallel
+                     : k + 1 == phys.size() ? ForKind::kVectorized
+                                            : ForKind::kSerial;
+      body = ir::For::make(phys[k], 0, extents[k], kind, body);
+    }
+    return body;
   }
 
   // Stage "multiply": parallel over (image, oc block, pixel block).
@@ -728,18 +768,40 @@ class DirectConvKernel {
             ir::IfThenElse::make(pblock == pix_blocks_ - 1,
                                  micro_kernel(tail, scratch, Expr(p_.P() - tail),
                                               p_.P() - tail - pix0, n, b, group, c0, clen, first)));
-      // Stage "store": the [pixels, OCB] scratch, transposed into the output planes.
-      Var l("l"), q("q");
-      Expr oc = group * p_.Og() + j * ocb_ + l;
-      Stmt store = ir::For::make(
-          l, 0, ir::min(Expr(ocb_), p_.Og() - j * ocb_), ForKind::kSerial,
-          ir::For::make(q, 0, npix, ForKind::kSerial,
-                        ir::Store::make(out_, scratch.load({q * ocb_ + l}), {n, oc, pix0 + q})));
+      Stmt store = store_tile(scratch, n, group, j, pix0, npix);
       return ir::Allocate::make(
           scratch,
           ir::Seq::make({loop(chunk, 0, chunks_, ir::Seq::make(std::move(per_chunk))), store}));
     });
     return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
+  }
+
+  // Stage "store": the [pixels, OCB] scratch into the output. Row-major, transposed into the
+  // output planes; other layouts, a vector of output channels per pixel (dense where the layout
+  // keeps channels contiguous), the channels past the group's last one by lanes.
+  Stmt store_tile(const Buffer& scratch, Expr n, Expr group, Expr j, Expr pix0, Expr npix) const {
+    Var l("l"), q("q");
+    Expr oc0 = group * p_.Og() + j * ocb_;
+    Expr valid = ir::min(Expr(ocb_), p_.Og() - j * ocb_);
+    if (ctx_.output.layout.empty())
+      return ir::For::make(
+          l, 0, valid, ForKind::kSerial,
+          ir::For::make(q, 0, npix, ForKind::kSerial,
+                        ir::Store::make(out_, scratch.load({q * ocb_ + l}), {n, oc0 + l, pix0 + q})));
+    Var v("v"), pix("pix");
+    Expr oh = pix / p_.OW, ow = pix % p_.OW;
+    Expr first = v * lanes_;
+    Stmt vector = ir::Store::make(out_, scratch.load({vec(q * ocb_ + first, lanes_)}),
+                                  {n, vec(oc0 + first, lanes_), oh, ow});
+    Stmt lanes = ir::For::make(
+        l, 0, valid - first, ForKind::kSerial,
+        ir::Store::make(out_, scratch.load({q * ocb_ + first + l}), {n, oc0 + first + l, oh, ow}));
+    Stmt each = ir::IfThenElse::make(first + lanes_ <= valid, vector, lanes);
+    return ir::For::make(
+        q, 0, npix, ForKind::kSerial,
+        ir::LetStmt::make(pix, pix0 + q,
+                          ir::For::make(v, 0, ocv_, ForKind::kUnrolled,
+                                        ir::IfThenElse::make(first < valid, each))));
   }
 
   // scratch[s0 : s0 + npx, :] (+)= the conv of output pixels pix0 : pix0 + npx over input
@@ -763,8 +825,9 @@ class DirectConvKernel {
     Var c("c"), kh("kh"), kw("kw");
     std::vector<Var> base;
     for (int64_t i = 0; i < npx; ++i) base.push_back(Var("base" + std::to_string(i)));
-    Expr plane_size = Expr(hp_ * wp_);
-    Expr tap = (n * p_.C + group * p_.Cg() + c) * plane_size + kh * (p_.dh * wp_) + kw * p_.dw;
+    // The input's offset is affine in the row and column (stride_of), whatever its layout.
+    Expr tap = in_layout_.offset({n, group * p_.Cg() + c, Expr(0), Expr(0)}) +
+               kh * (p_.dh * row_stride_) + kw * (p_.dw * col_stride_);
     std::vector<Var> w_vec;
     for (int64_t v = 0; v < ocv_; ++v)
       w_vec.push_back(
@@ -786,8 +849,9 @@ class DirectConvKernel {
     // Each pixel's input offset, computed once per tile.
     for (int64_t i = npx - 1; i >= 0; --i) {
       Expr pixel = pix0 + i;
-      body =
-          ir::LetStmt::make(base[i], pixel / p_.OW * (p_.sh * wp_) + pixel % p_.OW * p_.sw, body);
+      body = ir::LetStmt::make(
+          base[i], pixel / p_.OW * (p_.sh * row_stride_) + pixel % p_.OW * (p_.sw * col_stride_),
+          body);
     }
     return ir::Allocate::make(
         acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
@@ -799,6 +863,8 @@ class DirectConvKernel {
   ConvProblem p_;
   int64_t lanes_, owb_, ocv_, ocb_, ic_chunk_, chunks_, pix_block_, pix_blocks_;
   int64_t blocks_per_group_, blocks_, hp_, wp_;
+  Layout x_layout_, in_layout_;        // the input's and its padded copy's
+  int64_t row_stride_, col_stride_;    // of the padded copy (x itself when unpadded)
   Buffer x_, w_, packed_w_, input_, out_;
 };
 
@@ -862,6 +928,33 @@ absl::StatusOr<ScheduledKernel> build_direct(const TemplateContext& ctx, const t
                                   k.body(), k.packed_shape());
 }
 
+// The direct kernel reads its input through any layout whose offset is affine in the row and
+// column, and writes any layout that stores each element once. Channel blocks narrower than a
+// vector would waste the tile's lanes: other layouts need a vector of channels per group.
+bool applies_direct(const TemplateContext& ctx) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  if (!p || !ctx.inputs[1].layout.empty()) return false;
+  const std::vector<LayoutStep>& in = ctx.inputs[0].layout;
+  const std::vector<LayoutStep>& out = ctx.output.layout;
+  if (in.empty() && out.empty()) return true;
+  if (p->Og() < ctx.target.vector_lanes_f32()) return false;
+  Layout x = Layout::of({Expr(p->N), Expr(p->C), Expr(p->H), Expr(p->W)}, in);
+  Layout y = Layout::of({Expr(p->N), Expr(p->O), Expr(p->OH), Expr(p->OW)}, out);
+  return x.ok() && y.ok() && x.is_injective() && y.is_injective() && x.stride_of(2) &&
+         x.stride_of(3) && ir::as_const_int(*x.stride_of(2)) && ir::as_const_int(*x.stride_of(3));
+}
+
+// NCHW and NCHW{v}c, v the vector width: each output vector one channel block.
+LayoutOptions direct_layouts(const TemplateContext& ctx) {
+  LayoutOptions o;
+  const int64_t v = ctx.target.vector_lanes_f32();
+  if (!applies_direct(ctx) || conv_problem(ctx)->Og() < v) return o;
+  std::vector<std::vector<LayoutStep>> choices = {{}, channels_blocked(v)};
+  o.inputs = {choices, {}};
+  o.output = choices;
+  return o;
+}
+
 }  // namespace
 
 std::vector<ScheduleTemplate> conv2d_cpu_templates() {
@@ -875,7 +968,9 @@ std::vector<ScheduleTemplate> conv2d_cpu_templates() {
   out[1].space = depthwise_space;
   out[1].build = build_depthwise;
   out[2].name = "conv2d_direct";
-  out[2].applies = [](const TemplateContext& ctx) { return conv_problem(ctx).has_value(); };
+  out[2].applies = applies_direct;
+  out[2].any_layout = true;
+  out[2].layouts = direct_layouts;
   out[2].space = direct_space;
   out[2].build = build_direct;
   for (ScheduleTemplate& t : out) t.target_kind = Target::Kind::kCpu;

@@ -49,6 +49,7 @@ OpDef binary_op(const std::string& name, BinaryFn fn, Accepts accepts = Accepts:
   OpDef def;
   def.name = name;
   def.injective = true;
+  def.elementwise = true;
   def.num_inputs = 2;
   def.infer = [accepts, gives_bool](const std::vector<TensorType>& in,
                                     const OpAttrs&) -> absl::StatusOr<TensorType> {
@@ -74,6 +75,7 @@ OpDef unary_op(const std::string& name, UnaryFn fn, Accepts accepts = Accepts::k
   def.name = name;
   def.attrs_type = attrs_type;
   def.injective = true;
+  def.elementwise = true;
   def.num_inputs = 1;
   def.infer = [accepts](const std::vector<TensorType>& in,
                         const OpAttrs&) -> absl::StatusOr<TensorType> {
@@ -206,6 +208,7 @@ OpDef where_op() {
   OpDef def;
   def.name = "where";
   def.injective = true;
+  def.elementwise = true;
   def.num_inputs = 3;
   def.infer = [](const std::vector<TensorType>& in, const OpAttrs&) -> absl::StatusOr<TensorType> {
     if (!in[0].dtype.is_bool())
@@ -234,6 +237,7 @@ OpDef cast_op() {
   OpDef def;
   def.name = "cast";
   def.injective = true;
+  def.elementwise = true;
   def.num_inputs = 1;
   def.attrs_type = &typeid(CastAttrs);
   def.infer = [](const std::vector<TensorType>& in,

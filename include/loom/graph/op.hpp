@@ -25,7 +25,9 @@ struct TensorType {
   Shape shape;
   DType dtype;
   // How the values are stored: row-major (empty) or the row-major shape followed by layout
-  // primitives (loom/layout/layout.hpp). Only layout_transform gives a non-row-major output.
+  // primitives (loom/layout/layout.hpp). Shape rules give row-major outputs, but for
+  // layout_transform; the layout assignment (loom/graph/layouts.hpp) stores other values in
+  // other layouts.
   std::vector<LayoutStep> layout;
   std::string to_string() const {
     return dtype.to_string() + shape_to_string(shape) + steps_to_string(layout);
@@ -77,11 +79,24 @@ struct ScheduledKernel {
   std::vector<Packed> packed;
 };
 
+// The layouts a template can read its inputs in and write its output in, offered to the
+// layout assignment (ALT's joint layout and loop tuning). Row-major (empty steps) is always one.
+struct LayoutOptions {
+  std::vector<std::vector<std::vector<LayoutStep>>> inputs;  // per input; empty: row-major only
+  std::vector<std::vector<LayoutStep>> output;
+};
+
 // A schedule template: a fast implementation of an operator on one kind of target, with its
 // hardware-centric space. Ops without an applicable template use the default schedule.
 struct ScheduleTemplate {
   std::string name;
   Target::Kind target_kind = Target::Kind::kCpu;
+  // Whether the template reads and writes its tensors through their layouts (TemplateContext's
+  // types carry them), checking in `applies` which ones it takes. Others only ever see
+  // row-major tensors.
+  bool any_layout = false;
+  // The layouts to try for a node this template applies to (row-major context); null: none.
+  std::function<LayoutOptions(const TemplateContext&)> layouts;
   std::function<bool(const TemplateContext&)> applies;
   // The same space for every input size: its choices come from the target's hardware.
   std::function<tune::Space(const TemplateContext&)> space;
@@ -97,6 +112,10 @@ struct OpDef {
   // The output holds the (single) input's elements in the same row-major order, only the shape
   // differs (reshape, flatten, squeeze, unsqueeze): fusion maps indices through it.
   bool reshape = false;
+  // Each output element is computed from the inputs' elements at the same (broadcast) logical
+  // index: the operator is indifferent to layouts, so the layout assignment stores its output in
+  // the layout of its input (elementwise arithmetic, activations, casts).
+  bool elementwise = false;
   // The shape rule sets the output's layout (layout_transform); every other operator's output
   // is row-major, whatever layout its inputs have.
   bool sets_layout = false;

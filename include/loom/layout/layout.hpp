@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,11 @@ struct LayoutStep {
 
 // "" for no steps, else ".split(1, 16).reorder(0, 1, 3, 4, 2)".
 std::string steps_to_string(const std::vector<LayoutStep>& steps);
+
+// Steps of the common image layouts, for rank-4 NCHW tensors: NCHW{block}c (channels in blocks
+// of `block`, the block innermost; channels past a multiple of block pad) and NHWC.
+std::vector<LayoutStep> channels_blocked(int64_t block);
+std::vector<LayoutStep> channels_last();
 
 class Layout {
  public:
@@ -82,6 +88,10 @@ class Layout {
   // other copies).
   std::vector<ir::Expr> physical_index(const std::vector<ir::Expr>& logical) const;
   std::vector<ir::Expr> logical_index(const std::vector<ir::Expr>& physical) const;
+  // The element stride of logical dim d when the offset is affine in it alone (no primitive
+  // splits, fuses or unfolds it; reorders and padding keep it): offset(i + e_d) = offset(i) +
+  // stride. Null otherwise. Kernels use it to step through a dim with one addition.
+  std::optional<ir::Expr> stride_of(int d) const;
   // Physical element offset of a logical index (one expression per dim).
   ir::Expr offset(const std::vector<ir::Expr>& indices) const;
   // Number of elements the storage must hold.

@@ -1,0 +1,272 @@
+// Layout benchmark (ALT's joint layout and loop tuning), in one run:
+//  1. the ResNet-50 convolution layers of bench_cpu_peers, batch 1: loom restricted to NCHW,
+//     loom with the layouts joint tuning picks for the layer (the conversions into and out of
+//     them excluded, as oneDNN's reorders are), and oneDNN in its preferred layouts and in NCHW.
+//     loom's times are CompiledGraph::profile's per-kernel medians, oneDNN's medians of as many
+//     runs, in interleaved rounds. Ratios: NCHW / joint (the goal: a geometric mean >= 1.2) and
+//     oneDNN preferred / joint (>= 1).
+//  2. ResNet-50 end to end, batch 1: every tensor row-major, each fixed layout for the whole
+//     graph (NCHW8c, NCHW16c, NHWC), and jointly tuned layouts; latency (Google Benchmark,
+//     repetitions interleaved), the conversions left in the compiled graph, tuning time.
+//
+//   bench_layouts [--tune none|fast|full] [--quick] [--json PATH] [Google Benchmark flags]
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "loom/graph/layouts.hpp"
+#include "loom/runtime/thread_pool.hpp"
+#include "models.hpp"
+#include "onednn_conv.hpp"
+
+namespace {
+
+using namespace loom_bench;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? std::nan("") : v[v.size() / 2];
+}
+
+loom::NDArray random_array(std::vector<int64_t> shape, uint64_t seed) {
+  loom::NDArray a(loom::DType::f32(), std::move(shape));
+  float* p = a.data_as<float>();
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    p[i] = static_cast<float>(static_cast<double>(seed >> 40) * 0x1p-23 - 1);
+  }
+  return a;
+}
+
+// ---- 1. Convolution layers ----------------------------------------------------------------------
+
+std::string layer_name(const ConvShape& s) {
+  return std::to_string(s.c_in) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + "->" +
+         std::to_string(s.c_out) + " k" + std::to_string(s.kernel) + " s" +
+         std::to_string(s.stride);
+}
+
+// A one-conv graph with the conv's layouts; its conv kernel's index in kernels().
+struct LoomLayer {
+  loom::CompiledGraph compiled;
+  size_t conv_kernel = 0;
+  std::string layouts;
+};
+
+absl::StatusOr<LoomLayer> compile_layer(const loom::Graph& g, int conv,
+                                        const loom::layouts::AnchorLayouts& choice,
+                                        const loom::CompileOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(loom::Graph laid, loom::layouts::apply(g, {{conv, choice}}));
+  LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph c, loom::Compiler().compile(laid, options));
+  LoomLayer l{std::move(c), 0, choice.to_string()};
+  for (size_t k = 0; k < l.compiled.kernels().size(); ++k)
+    if (l.compiled.kernels()[k].schedule.rfind("conv2d", 0) == 0) l.conv_kernel = k;
+  return l;
+}
+
+double kernel_ms(const LoomLayer& l, const std::vector<loom::NDArray>& inputs) {
+  absl::StatusOr<std::vector<double>> ms = l.compiled.profile(inputs, 10);
+  return ms.ok() ? (*ms)[l.conv_kernel] : std::nan("");
+}
+
+double peer_ms(Runner& r) {
+  std::vector<double> ms;
+  for (int i = 0; i < 11; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    r.run();
+    ms.push_back(seconds_since(t0) * 1e3);
+  }
+  return median(ms);
+}
+
+struct LayerResult {
+  std::string name, joint_layouts;
+  double nchw_ms, joint_ms, onednn_ms, onednn_nchw_ms, tune_s;
+};
+
+LayerResult bench_layer(const ConvShape& s, const loom::CompileOptions& options, int rounds) {
+  LayerResult r{layer_name(s), "", 0, 0, 0, 0, 0};
+  loom::Graph g;
+  loom::NDArray x = random_array({1, s.c_in, s.h, s.w}, 1);
+  loom::NDArray w = random_array({s.c_out, s.c_in, s.kernel, s.kernel}, 2);
+  loom::Tensor y = g.input("x", {1, s.c_in, s.h, s.w})
+                       .conv2d(g.constant("w", w), {.stride = s.stride, .padding = s.pad});
+  g.output(y);
+  const std::vector<loom::NDArray> inputs = {x};
+  // Joint: every layout choice of the conv tuned at the same level; the fastest kernel wins.
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<loom::layouts::AnchorLayouts> choices =
+      loom::layouts::options(g, y.id(), loom::Target::host_cpu());
+  std::vector<LoomLayer> layers;
+  for (const loom::layouts::AnchorLayouts& c : choices) {
+    absl::StatusOr<LoomLayer> l = compile_layer(g, y.id(), c, options);
+    if (!l.ok()) {
+      std::printf("%s %s: %s\n", r.name.c_str(), c.to_string().c_str(), l.status().ToString().c_str());
+      continue;
+    }
+    layers.push_back(*std::move(l));
+  }
+  r.tune_s = seconds_since(t0);
+  if (layers.empty()) return r;
+  std::string detail;
+  std::unique_ptr<Runner> onednn = onednn_conv(s, x, w, false, detail);
+  std::unique_ptr<Runner> onednn_nchw = onednn_conv(s, x, w, true, detail);
+  // Interleaved rounds; each layout's median over rounds.
+  std::vector<std::vector<double>> loom_ms(layers.size());
+  std::vector<double> dnnl_ms, dnnl_nchw_ms;
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t k = 0; k < layers.size(); ++k) loom_ms[k].push_back(kernel_ms(layers[k], inputs));
+    settle_after_switch("onednn");
+    dnnl_ms.push_back(peer_ms(*onednn));
+    dnnl_nchw_ms.push_back(peer_ms(*onednn_nchw));
+    settle_after_switch("loom");
+  }
+  r.nchw_ms = median(loom_ms[0]);  // choices[0] is row-major in and out
+  r.joint_ms = r.nchw_ms;
+  r.joint_layouts = layers[0].layouts;
+  for (size_t k = 1; k < layers.size(); ++k)
+    if (median(loom_ms[k]) < r.joint_ms) r.joint_ms = median(loom_ms[k]), r.joint_layouts = layers[k].layouts;
+  r.onednn_ms = median(dnnl_ms);
+  r.onednn_nchw_ms = median(dnnl_nchw_ms);
+  return r;
+}
+
+// ---- 2. ResNet-50 end to end -----------------------------------------------------------------
+
+struct Variant {
+  std::string name;
+  loom::CompiledGraph compiled;
+  int conversions = 0;
+  double compile_s = 0;
+};
+
+std::vector<Variant> g_variants;
+std::vector<loom::NDArray> g_resnet_inputs;
+
+void run_variant(benchmark::State& state, size_t v) {
+  for (auto _ : state) {
+    absl::StatusOr<std::vector<loom::NDArray>> out = g_variants[v].compiled.run(g_resnet_inputs);
+    if (!out.ok()) {
+      state.SkipWithError(out.status().ToString().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(out->data());
+  }
+}
+
+// Conversions the compiled graph runs: kernels computing a layout_transform node.
+int conversions_in(const loom::CompiledGraph& c) {
+  int n = 0;
+  for (const loom::KernelInfo& k : c.kernels())
+    for (const std::string& op : k.ops) n += op.rfind("layout_transform", 0) == 0 ? 1 : 0;
+  return n;
+}
+
+const char kUsage[] =
+    "bench_layouts [--tune none|fast|full] [--quick] [--json PATH] [Google Benchmark flags]\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (std::optional<int> code = init(argc, argv, 5, kUsage, options)) return *code;
+  loom::CompileOptions compile;
+  compile.tune = options.tune == "none" ? loom::TuneLevel::kNone
+                 : options.tune == "full" ? loom::TuneLevel::kFull
+                                          : loom::TuneLevel::kFast;
+  compile.report_progress = false;
+  omp_set_num_threads(loom::num_threads());
+  std::printf("threads %d, tuning %s\n", loom::num_threads(), options.tune.empty() ? "fast" : options.tune.c_str());
+
+  // 1. Layers.
+  std::vector<ConvShape> shapes = {{64, 56, 56, 64, 3, 1, 1, 1},  {64, 56, 56, 256, 1, 1, 0, 1},
+                                   {256, 56, 56, 64, 1, 1, 0, 1}, {128, 28, 28, 128, 3, 1, 1, 1},
+                                   {256, 14, 14, 256, 3, 1, 1, 1}, {512, 7, 7, 512, 3, 1, 1, 1},
+                                   {3, 224, 224, 64, 7, 2, 3, 1}};
+  if (options.quick) shapes = {{256, 14, 14, 256, 3, 1, 1, 1}, {64, 56, 56, 256, 1, 1, 0, 1}};
+  nlohmann::ordered_json records = nlohmann::ordered_json::array();
+  std::printf("\n%-26s %9s %9s %9s %9s %7s %7s  %s\n", "conv layer", "nchw ms", "joint ms",
+              "dnnl ms", "dnnl_nchw", "n/j", "d/j", "joint layouts");
+  double log_nchw = 0, log_dnnl = 0;
+  int n = 0;
+  for (const ConvShape& s : shapes) {
+    LayerResult r = bench_layer(s, compile, options.quick ? 3 : 7);
+    std::printf("%-26s %9.3f %9.3f %9.3f %9.3f %7.2f %7.2f  %s\n", r.name.c_str(), r.nchw_ms,
+                r.joint_ms, r.onednn_ms, r.onednn_nchw_ms, r.nchw_ms / r.joint_ms,
+                r.onednn_ms / r.joint_ms, r.joint_layouts.c_str());
+    log_nchw += std::log(r.nchw_ms / r.joint_ms);
+    log_dnnl += std::log(r.onednn_ms / r.joint_ms);
+    ++n;
+    records.push_back({{"name", r.name}, {"kind", "conv_layer"}, {"nchw_ms", r.nchw_ms},
+                       {"joint_ms", r.joint_ms}, {"joint_layouts", r.joint_layouts},
+                       {"onednn_ms", r.onednn_ms}, {"onednn_nchw_ms", r.onednn_nchw_ms},
+                       {"tune_s", r.tune_s}});
+  }
+  std::printf("geometric mean: nchw / joint %.3f, onednn preferred / joint %.3f\n",
+              std::exp(log_nchw / n), std::exp(log_dnnl / n));
+
+  // 2. ResNet-50.
+  loom_models::Weights weights;
+  loom_models::ResNetConfig config;
+  if (options.quick) config.blocks = {1, 1, 1, 1};
+  loom::Graph resnet = loom_models::build_resnet(config, weights);
+  g_resnet_inputs = {random_array({1, 3, config.image, config.image}, 3)};
+  struct Policy {
+    std::string name;
+    loom::LayoutPolicy policy;
+    std::vector<loom::LayoutStep> fixed;
+  };
+  const int64_t lanes = loom::Target::host_cpu().vector_lanes_f32();
+  std::vector<Policy> policies = {{"nchw", loom::LayoutPolicy::kRowMajor, {}},
+                                  {"nchw8c", loom::LayoutPolicy::kFixed, loom::channels_blocked(8)},
+                                  {"nchw16c", loom::LayoutPolicy::kFixed, loom::channels_blocked(16)},
+                                  {"nhwc", loom::LayoutPolicy::kFixed, loom::channels_last()},
+                                  {"joint", loom::LayoutPolicy::kJoint, {}}};
+  if (lanes != 8 && lanes != 16)
+    policies.insert(policies.begin() + 3, {"nchw" + std::to_string(lanes) + "c",
+                                           loom::LayoutPolicy::kFixed, loom::channels_blocked(lanes)});
+  for (const Policy& p : policies) {
+    loom::CompileOptions o = compile;
+    o.layouts = p.policy;
+    o.fixed_layout = p.fixed;
+    auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<loom::CompiledGraph> c = loom::Compiler().compile(resnet, o);
+    if (!c.ok()) {
+      std::printf("resnet50 %s: %s\n", p.name.c_str(), c.status().ToString().c_str());
+      return 1;
+    }
+    Variant v{p.name, *std::move(c), 0, seconds_since(t0)};
+    v.conversions = conversions_in(v.compiled);
+    std::printf("resnet50 %-8s compiled in %.1f s, %zu kernels, %d conversions\n", p.name.c_str(),
+                v.compile_s, v.compiled.kernels().size(), v.conversions);
+    g_variants.push_back(std::move(v));
+  }
+  for (size_t v = 0; v < g_variants.size(); ++v)
+    benchmark::RegisterBenchmark(("resnet50/" + g_variants[v].name).c_str(), run_variant, v)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  CollectingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  std::printf("\n%-12s %10s %12s %10s %12s\n", "resnet50", "ms", "conversions", "compile s",
+              "vs joint");
+  double joint_ms = reporter.median_ms["resnet50/joint"];
+  for (const Variant& v : g_variants) {
+    double ms = reporter.median_ms["resnet50/" + v.name];
+    std::printf("%-12s %10.2f %12d %10.1f %12.3f\n", v.name.c_str(), ms, v.conversions,
+                v.compile_s, ms / joint_ms);
+    records.push_back({{"name", "resnet50"}, {"kind", "end_to_end"}, {"layouts", v.name},
+                       {"ms", ms}, {"conversions", v.conversions}, {"compile_s", v.compile_s}});
+  }
+  if (!options.json_path.empty() && !write_records(records, options.json_path)) return 1;
+  return 0;
+}

@@ -1,0 +1,222 @@
+// Layout choice for Compiler::compile: a fixed layout, or ALT's joint tuning. Joint tuning
+// measures each anchor in each layout choice its templates offer (one small graph per anchor
+// and choice, tuned at the compile's level and served by the kernel cache on later compiles),
+// and each conversion the assignment needs, then searches assignments: the best uniform one
+// (every anchor the same choice) first, then one anchor at a time while the total time falls.
+
+#include "compiler_layouts.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+
+#include "loom/core/dump.hpp"
+#include "loom/core/status.hpp"
+#include "graph/template_context.hpp"
+
+namespace loom {
+namespace {
+
+using layouts::AnchorLayouts;
+using layouts::Assignment;
+
+NDArray random_array(const TensorType& t, uint64_t seed) {
+  std::vector<int64_t> shape;
+  for (const Dim& d : t.shape) shape.push_back(d.value());
+  NDArray a(t.dtype, shape);
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    a.set(i, static_cast<double>(seed >> 40) * 0x1p-24 * 2 - 1);
+  }
+  return a;
+}
+
+std::string type_key(const TensorType& t) { return t.to_string(); }
+
+class JointSearch {
+ public:
+  JointSearch(const Compiler& compiler, const Graph& g, const CompileOptions& options,
+              std::string* report)
+      : compiler_(compiler), g_(g), report_(report) {
+    measure_ = options;
+    measure_.layouts = LayoutPolicy::kRowMajor;
+    measure_.fuse = false;
+    measure_.graph_passes = false;
+    measure_.report_progress = false;
+    measure_.specialize_shapes = false;
+  }
+
+  absl::StatusOr<Graph> run() {
+    std::vector<int> anchors;
+    std::map<int, std::vector<AnchorLayouts>> choices;
+    for (size_t id = 0; id < g_.nodes().size(); ++id) {
+      std::vector<AnchorLayouts> o = layouts::options(g_, static_cast<int>(id), compiler_.target());
+      if (o.empty()) continue;
+      anchors.push_back(static_cast<int>(id));
+      choices[static_cast<int>(id)] = std::move(o);
+    }
+    if (anchors.empty()) return g_;
+    // Uniform starts: every distinct choice, given to the anchors that offer it.
+    std::vector<AnchorLayouts> distinct;
+    for (int id : anchors)
+      for (const AnchorLayouts& c : choices[id])
+        if (std::find(distinct.begin(), distinct.end(), c) == distinct.end()) distinct.push_back(c);
+    Assignment best;
+    double best_ms = std::numeric_limits<double>::infinity();
+    for (const AnchorLayouts& c : distinct) {
+      Assignment a;
+      for (int id : anchors) {
+        const auto& mine = choices[id];
+        a[id] = std::find(mine.begin(), mine.end(), c) != mine.end() ? c : mine.front();
+      }
+      LOOM_ASSIGN_OR_RETURN(double ms, cost(a));
+      *report_ += str_cat("uniform ", c.to_string(), ": ", ms, " ms\n");
+      if (ms < best_ms) best_ms = ms, best = a;
+    }
+    // One anchor at a time, in graph order, while some change lowers the total.
+    for (int sweep = 0; sweep < 4; ++sweep) {
+      bool improved = false;
+      for (int id : anchors)
+        for (const AnchorLayouts& c : choices[id]) {
+          if (best[id] == c) continue;
+          Assignment a = best;
+          a[id] = c;
+          LOOM_ASSIGN_OR_RETURN(double ms, cost(a));
+          if (ms < best_ms * 0.999) best_ms = ms, best = a, improved = true;
+        }
+      if (!improved) break;
+    }
+    for (int id : anchors)
+      *report_ += str_cat("chosen ", g_.nodes()[static_cast<size_t>(id)].name, ": ",
+                          best[id].to_string(), "\n");
+    *report_ += str_cat("total ", best_ms, " ms\n");
+    return layouts::apply(g_, best);
+  }
+
+ private:
+  // Measured anchors plus measured conversions of the graph the assignment gives.
+  absl::StatusOr<double> cost(const Assignment& a) {
+    double ms = 0;
+    for (const auto& [id, c] : a) {
+      LOOM_ASSIGN_OR_RETURN(double t, anchor_ms(id, c));
+      ms += t;
+    }
+    LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, a));
+    for (const Node& n : laid.nodes()) {
+      if (n.kind != Node::Kind::kOp || n.op != "layout_transform") continue;
+      LOOM_ASSIGN_OR_RETURN(double t, conversion_ms(laid.nodes()[static_cast<size_t>(n.inputs[0])].type,
+                                                    n.type.layout));
+      ms += t;
+    }
+    return ms;
+  }
+
+  // The median time of the kernel of m computing the node `pick` accepts.
+  absl::StatusOr<double> time_of(const Graph& m, const std::function<bool(const Node&)>& pick) {
+    LOOM_ASSIGN_OR_RETURN(CompiledGraph c, compiler_.compile(m, measure_));
+    std::vector<NDArray> inputs;
+    for (int in : m.inputs())
+      inputs.push_back(random_array(m.nodes()[static_cast<size_t>(in)].type, 7 + inputs.size()));
+    LOOM_ASSIGN_OR_RETURN(std::vector<double> ms, c.profile(inputs, 10));
+    for (size_t k = 0; k < c.kernels().size() && k < ms.size(); ++k)
+      for (const std::string& name : c.kernels()[k].ops)
+        for (const Node& n : m.nodes())
+          if (n.name == name && pick(n)) return ms[k];
+    return absl::InternalError("no kernel of the measuring graph computes the node timed");
+  }
+
+  absl::StatusOr<double> anchor_ms(int id, const AnchorLayouts& c) {
+    const Node& n = g_.nodes()[static_cast<size_t>(id)];
+    std::string key = str_cat(n.op, "(", n.attrs ? n.attrs->to_string() : "", ")");
+    for (int in : n.inputs) {
+      const Node& i = g_.nodes()[static_cast<size_t>(in)];
+      key += " " + type_key(i.type) + (i.kind == Node::Kind::kConstant ? "c" : "");
+    }
+    key += " " + c.to_string();
+    auto it = anchors_.find(key);
+    if (it != anchors_.end()) return it->second;
+    Graph m;
+    std::vector<Tensor> ins;
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const Node& i = g_.nodes()[static_cast<size_t>(n.inputs[k])];
+      ins.push_back(i.kind == Node::Kind::kConstant ? m.constant(i.name, i.value)
+                                                    : m.input(str_cat("in", k), i.type.shape, i.type.dtype));
+    }
+    Tensor y = m.apply(n.op, ins, n.attrs);
+    m.output(y);
+    LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(m, {{y.id(), c}}));
+    LOOM_ASSIGN_OR_RETURN(double ms,
+                          time_of(laid, [&](const Node& k) { return k.op == n.op; }));
+    *report_ += str_cat("anchor ", key, ": ", ms, " ms\n");
+    return anchors_[key] = ms;
+  }
+
+  absl::StatusOr<double> conversion_ms(const TensorType& from, const std::vector<LayoutStep>& to) {
+    std::string key = type_key(from) + " -> " + steps_to_string(to);
+    auto it = conversions_.find(key);
+    if (it != conversions_.end()) return it->second;
+    std::vector<ir::Expr> shape;
+    for (const Dim& d : from.shape) shape.push_back(ir::Expr(d.value()));
+    Graph m;
+    Tensor x = m.input("x", from.shape, from.dtype);
+    if (!from.layout.empty()) x = x.layout_transform(Layout::of(shape, from.layout));
+    Tensor y = x.layout_transform(Layout::of(shape, to));
+    m.output(to.empty() ? y : y.layout_transform(Layout::row_major(shape)));
+    LOOM_RETURN_IF_ERROR(m.status());
+    const std::string name = y.name();
+    LOOM_ASSIGN_OR_RETURN(double ms,
+                          time_of(m, [&](const Node& k) { return k.name == name; }));
+    *report_ += str_cat("conversion ", key, ": ", ms, " ms\n");
+    return conversions_[key] = ms;
+  }
+
+  const Compiler& compiler_;
+  const Graph& g_;
+  std::string* report_;
+  CompileOptions measure_;
+  std::map<std::string, double> anchors_, conversions_;
+};
+
+absl::StatusOr<Graph> fixed_layouts(const Compiler& compiler, const Graph& g,
+                                    const CompileOptions& options, std::string* report) {
+  Assignment a;
+  for (size_t id = 0; id < g.nodes().size(); ++id) {
+    std::vector<AnchorLayouts> o = layouts::options(g, static_cast<int>(id), compiler.target());
+    if (o.empty()) continue;
+    AnchorLayouts want;
+    want.inputs.assign(g.nodes()[id].inputs.size(), {});
+    want.inputs[0] = options.fixed_layout;
+    want.output = options.fixed_layout;
+    // Offered or not, a template that applies in the layout takes it.
+    const Node& n = g.nodes()[id];
+    const OpDef* def = OpRegistry::global().find(n.op);
+    TemplateContext ctx;
+    if (!template_context(g, n, compiler.target(), &ctx)) continue;
+    ctx.inputs[0].layout = want.inputs[0];
+    ctx.output.layout = want.output;
+    bool takes = std::any_of(def->templates.begin(), def->templates.end(), [&](const ScheduleTemplate& t) {
+      return t.target_kind == compiler.target().kind() && t.any_layout && t.applies && t.applies(ctx);
+    });
+    if (!takes) continue;
+    a[static_cast<int>(id)] = want;
+    *report += str_cat("fixed ", n.name, ": ", want.to_string(), "\n");
+  }
+  return layouts::apply(g, a);
+}
+
+}  // namespace
+
+absl::StatusOr<Graph> choose_layouts(const Compiler& compiler, const Graph& g,
+                                     const CompileOptions& options, std::string* report) {
+  switch (options.layouts) {
+    case LayoutPolicy::kRowMajor:
+      return g;
+    case LayoutPolicy::kFixed:
+      return fixed_layouts(compiler, g, options, report);
+    case LayoutPolicy::kJoint:
+      return JointSearch(compiler, g, options, report).run();
+  }
+  return g;
+}
+
+}  // namespace loom

@@ -1,0 +1,131 @@
+// Layout assignment (ALT): anchors reading and writing channel-blocked and channels-last layouts,
+// layouts flowing through elementwise operators, conversions only where choices meet, and the
+// same outputs for every choice (against the reference interpreter on fresh random data).
+
+#include <catch2/catch.hpp>
+
+#include "graph_reference.hpp"
+#include "loom/graph/layouts.hpp"
+#include "loom/loom.hpp"
+#include "run_util.hpp"
+#include "test_util.hpp"
+
+namespace loom {
+namespace {
+
+using testing::compile_and_run;
+using testing::random_array;
+using testing::reference_run;
+using testing::require_close;
+
+// conv -> bias -> relu -> conv -> + residual -> relu -> max pool, odd extents: a residual block's
+// shape with a pooling reader that only takes row-major tensors.
+struct Block {
+  Graph g;
+  std::vector<NDArray> inputs;
+  int conv1 = -1, conv2 = -1;
+};
+
+Block residual_block(int64_t c, int64_t o, int64_t h, int64_t w, int stride) {
+  Block b;
+  Tensor x = b.g.input("x", {1, c, h, w});
+  Tensor w1 = b.g.constant("w1", random_array(DType::f32(), {o, c, 3, 3}, -0.3, 0.3));
+  Tensor w2 = b.g.constant("w2", random_array(DType::f32(), {o, o, 3, 3}, -0.1, 0.1));
+  Tensor ws = b.g.constant("ws", random_array(DType::f32(), {o, c, 1, 1}, -0.3, 0.3));
+  Tensor bias = b.g.constant("bias", random_array(DType::f32(), {o, 1, 1}));
+  Tensor y1 = x.conv2d(w1, {.stride = stride, .padding = 1});
+  b.conv1 = y1.id();
+  Tensor r = (y1 + bias).relu();
+  Tensor y2 = r.conv2d(w2, {.padding = 1});
+  b.conv2 = y2.id();
+  Tensor shortcut = x.conv2d(ws, {.stride = stride});
+  b.g.output((y2 + shortcut).relu().max_pool2d({.kernel = 3, .stride = 2, .padding = 1}));
+  b.inputs = {random_array(DType::f32(), {1, c, h, w})};
+  return b;
+}
+
+TEST_CASE("layout assignment: every layout choice of every conv gives the reference output",
+          "[layout][assign]") {
+  const Target host = Target::host_cpu();
+  const int64_t lanes = host.vector_lanes_f32();
+  // Output channels: whole vectors plus a tail, so blocks pad; prime spatial extents.
+  for (auto [c, o, h, stride] : {std::tuple<int64_t, int64_t, int64_t, int>{7, 2 * lanes + 3, 13, 1},
+                                 {lanes, lanes, 11, 2}}) {
+    Block b = residual_block(c, o, h, h + 2, stride);
+    std::vector<NDArray> expected = reference_run(b.g, b.inputs);
+    std::vector<layouts::AnchorLayouts> choices = layouts::options(b.g, b.conv1, host);
+    REQUIRE(choices.size() == 4);  // row-major and NCHW{lanes}c, for input and output
+    REQUIRE(choices[0] == layouts::AnchorLayouts{{{}, {}}, {}});
+    for (const layouts::AnchorLayouts& first : choices)
+      for (const layouts::AnchorLayouts& second : layouts::options(b.g, b.conv2, host)) {
+        INFO("conv1 " << first.to_string() << ", conv2 " << second.to_string());
+        absl::StatusOr<Graph> laid = layouts::apply(b.g, {{b.conv1, first}, {b.conv2, second}});
+        REQUIRE(laid.ok());
+        require_close(compile_and_run(*laid, b.inputs)[0], expected[0], 1e-4, 1e-4);
+      }
+  }
+}
+
+TEST_CASE("layout assignment: fixed layouts for the whole graph, and joint tuning", "[layout][assign]") {
+  Block b = residual_block(5, 24, 9, 10, 1);
+  std::vector<NDArray> expected = reference_run(b.g, b.inputs);
+  for (const std::vector<LayoutStep>& fixed :
+       {channels_blocked(8), channels_blocked(16), channels_last(), channels_blocked(3)}) {
+    INFO("fixed " << steps_to_string(fixed));
+    CompileOptions o;
+    o.layouts = LayoutPolicy::kFixed;
+    o.fixed_layout = fixed;
+    require_close(compile_and_run(b.g, b.inputs, o)[0], expected[0], 1e-4, 1e-4);
+  }
+  CompileOptions joint;
+  joint.layouts = LayoutPolicy::kJoint;
+  joint.use_cache = false;
+  require_close(compile_and_run(b.g, b.inputs, joint)[0], expected[0], 1e-4, 1e-4);
+}
+
+TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions only where choices meet",
+          "[layout][assign]") {
+  Block b = residual_block(16, 32, 8, 8, 1);
+  const layouts::AnchorLayouts plain{{{}, {}}, {}};
+  const layouts::AnchorLayouts blocked{{channels_blocked(16), {}}, channels_blocked(16)};
+  // Nothing chosen: nothing converted.
+  absl::StatusOr<Graph> none = layouts::apply(b.g, {});
+  REQUIRE(none.ok());
+  CHECK(layouts::count_conversions(*none) == 0);
+  // Both convs blocked: x is converted once (conv1 and the shortcut's row-major read share
+  // nothing, the shortcut keeps row-major); bias and relu take conv1's layout, so conv2 reads
+  // it as it is; the residual sum is blocked and goes back to row-major once, for the pool.
+  absl::StatusOr<Graph> both = layouts::apply(b.g, {{b.conv1, blocked}, {b.conv2, blocked}});
+  REQUIRE(both.ok());
+  CHECK(layouts::count_conversions(*both) == 2);
+  int blocked_nodes = 0;
+  for (const Node& n : both->nodes())
+    if (n.type.layout == channels_blocked(16)) ++blocked_nodes;
+  // x's conversion, conv1, + bias, relu, conv2, + shortcut, relu.
+  CHECK(blocked_nodes == 7);
+  // Only conv2 blocked: relu's output is converted for it.
+  absl::StatusOr<Graph> second = layouts::apply(b.g, {{b.conv1, plain}, {b.conv2, blocked}});
+  REQUIRE(second.ok());
+  CHECK(layouts::count_conversions(*second) == 2);
+  // Graph outputs stay row-major.
+  for (int o : both->outputs()) CHECK(both->nodes()[o].type.layout.empty());
+  // The blocked convs are the direct template's, with their epilogues fused.
+  absl::StatusOr<CompiledGraph> c = Compiler().compile(*both);
+  REQUIRE(c.ok());
+  int direct = 0;
+  for (const KernelInfo& k : c->kernels())
+    if (k.schedule.rfind("conv2d_direct", 0) == 0) direct += k.ops.size() >= 3 ? 1 : 0;
+  CHECK(direct == 2);  // conv1 + bias + relu, conv2 + shortcut sum + relu
+}
+
+TEST_CASE("layout assignment errors: a layout that does not fit its tensor", "[layout][assign]") {
+  Block b = residual_block(4, 16, 6, 6, 1);
+  // A rank-5 split on a rank-4 tensor.
+  layouts::AnchorLayouts bad{{{}, {}}, Layout::row_major({1, 1, 1, 1, 1}).split(4, 2).steps()};
+  absl::StatusOr<Graph> laid = layouts::apply(b.g, {{b.conv1, bad}});
+  REQUIRE_FALSE(laid.ok());
+  CHECK(laid.status().message().find("cannot be stored in layout") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace loom
