@@ -91,11 +91,12 @@ double peer_ms(Runner& r) {
 
 struct LayerResult {
   std::string name, joint_layouts;
+  std::vector<std::pair<std::string, double>> choice_ms;  // every layout choice's kernel
   double nchw_ms, joint_ms, onednn_ms, onednn_nchw_ms, tune_s;
 };
 
 LayerResult bench_layer(const ConvShape& s, const loom::CompileOptions& options, int rounds) {
-  LayerResult r{layer_name(s), "", 0, 0, 0, 0, 0};
+  LayerResult r{layer_name(s), "", {}, 0, 0, 0, 0, 0};
   loom::Graph g;
   loom::NDArray x = random_array({1, s.c_in, s.h, s.w}, 1);
   loom::NDArray w = random_array({s.c_out, s.c_in, s.kernel, s.kernel}, 2);
@@ -136,6 +137,8 @@ LayerResult bench_layer(const ConvShape& s, const loom::CompileOptions& options,
   r.joint_layouts = layers[0].layouts;
   for (size_t k = 1; k < layers.size(); ++k)
     if (median(loom_ms[k]) < r.joint_ms) r.joint_ms = median(loom_ms[k]), r.joint_layouts = layers[k].layouts;
+  for (size_t k = 0; k < layers.size(); ++k)
+    r.choice_ms.emplace_back(layers[k].layouts, median(loom_ms[k]));
   r.onednn_ms = median(dnnl_ms);
   r.onednn_nchw_ms = median(dnnl_nchw_ms);
   return r;
@@ -204,13 +207,14 @@ int main(int argc, char** argv) {
     std::printf("%-26s %9.3f %9.3f %9.3f %9.3f %7.2f %7.2f  %s\n", r.name.c_str(), r.nchw_ms,
                 r.joint_ms, r.onednn_ms, r.onednn_nchw_ms, r.nchw_ms / r.joint_ms,
                 r.onednn_ms / r.joint_ms, r.joint_layouts.c_str());
+    for (const auto& [layouts, ms] : r.choice_ms) std::printf("    %9.3f  %s\n", ms, layouts.c_str());
     log_nchw += std::log(r.nchw_ms / r.joint_ms);
     log_dnnl += std::log(r.onednn_ms / r.joint_ms);
     ++n;
     records.push_back({{"name", r.name}, {"kind", "conv_layer"}, {"nchw_ms", r.nchw_ms},
                        {"joint_ms", r.joint_ms}, {"joint_layouts", r.joint_layouts},
                        {"onednn_ms", r.onednn_ms}, {"onednn_nchw_ms", r.onednn_nchw_ms},
-                       {"tune_s", r.tune_s}});
+                       {"choices_ms", r.choice_ms}, {"tune_s", r.tune_s}});
   }
   std::printf("geometric mean: nchw / joint %.3f, onednn preferred / joint %.3f\n",
               std::exp(log_nchw / n), std::exp(log_dnnl / n));

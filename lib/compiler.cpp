@@ -317,6 +317,19 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.schedule = t->name + "[" + tuned->config.to_string() + "]";
       } else {
         std::string task_text = template_task_text(n, ctx, *t, options.tune, forced_config);
+        // A fused kernel takes the config tuned for its anchor alone when the cache has it
+        // (joint layout tuning measures anchors so): the fused kernel tunes nothing again.
+        const tune::Config* tune_config = forced_config;
+        std::optional<tune::Config> recorded;
+        if (!forced_config && rewrite_ptr && options.tune != TuneLevel::kNone) {
+          runtime::CacheKeyParts alone = cache.parts(task_text);
+          runtime::KernelCache::Result e = runtime::KernelCache::global().get(
+              runtime::cache_key(alone), alone, cache.settings,
+              []() -> absl::StatusOr<runtime::CachedKernel> {
+                return absl::NotFoundError("not tuned alone");
+              });
+          if (e.ok() && !(*e)->config.to_string().empty()) tune_config = &recorded.emplace((*e)->config);
+        }
         for (const fusion::Prologue& p : prologues) task_text += "fused " + p.text;
         if (epilogue) task_text += "fused " + epilogue->text;
         runtime::CacheKeyParts parts = cache.parts(std::move(task_text));
@@ -326,7 +339,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
             key, parts, cache.settings, [&]() -> absl::StatusOr<runtime::CachedKernel> {
               LOOM_ASSIGN_OR_RETURN(tune::TunedKernel tuned,
                                     tune::tune_kernel(*t, ctx, constants, options.tune,
-                                                      *impl->jit, forced_config, rewrite_ptr));
+                                                      *impl->jit, tune_config, rewrite_ptr));
               runtime::CachedKernel k;
               k.kernel_name = tuned.func.name;
               k.schedule = t->name + "[" + tuned.config.to_string() + "]";

@@ -141,6 +141,46 @@ TEST_CASE("layout: random primitive chains round-trip every index of small tenso
   }
 }
 
+TEST_CASE("layout: stride_of steps a dim by one addition wherever no primitive splits it",
+          "[layout]") {
+  std::mt19937_64& g = rng();
+  int affine = 0, not_affine = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int rank = 1 + static_cast<int>(g() % 3);
+    std::vector<int64_t> shape;
+    for (int d = 0; d < rank; ++d) shape.push_back(1 + static_cast<int64_t>(g() % 7));
+    Layout l = Layout::row_major(consts(shape));
+    const int steps = static_cast<int>(g() % 4);
+    for (int s = 0; s < steps; ++s) l = random_step(l);
+    INFO(l.to_string());
+    for (int d = 0; d < rank; ++d) {
+      std::optional<ir::Expr> stride = l.stride_of(d);
+      if (!stride) {
+        ++not_affine;
+        continue;
+      }
+      ++affine;
+      const int64_t step = values({*stride})[0];
+      for (std::vector<int64_t> idx : all_indices(shape)) {
+        if (idx[static_cast<size_t>(d)] + 1 >= shape[static_cast<size_t>(d)]) continue;
+        const int64_t here = values({l.offset(consts(idx))})[0];
+        ++idx[static_cast<size_t>(d)];
+        REQUIRE(values({l.offset(consts(idx))})[0] == here + step);
+      }
+    }
+  }
+  CHECK(affine > 50);
+  CHECK(not_affine > 50);
+  // NCHW16c and NHWC keep rows and columns affine, not channels.
+  Layout blocked = Layout::of(consts({1, 32, 5, 7}), channels_blocked(16));
+  CHECK(values({*blocked.stride_of(2)})[0] == 7 * 16);
+  CHECK(values({*blocked.stride_of(3)})[0] == 16);
+  CHECK_FALSE(blocked.stride_of(1).has_value());
+  Layout last = Layout::of(consts({1, 3, 5, 7}), channels_last());
+  CHECK(values({*last.stride_of(1)})[0] == 1);
+  CHECK(values({*last.stride_of(2)})[0] == 21);
+}
+
 TEST_CASE("layout: unfold stores overlapping windows", "[layout]") {
   // 10 elements in tiles of 4, stride 3: tiles start at 0, 3 and 6.
   Layout l = Layout::row_major(consts({10})).unfold(0, 4, 3);

@@ -109,13 +109,17 @@ TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions 
   CHECK(layouts::count_conversions(*second) == 2);
   // Graph outputs stay row-major.
   for (int o : both->outputs()) CHECK(both->nodes()[o].type.layout.empty());
-  // The blocked convs are the direct template's, with their epilogues fused.
+  // The blocked convs are the direct template's, with their epilogues fused; the graph passes
+  // keep the layouts, so both conversions are still there.
   absl::StatusOr<CompiledGraph> c = Compiler().compile(*both);
   REQUIRE(c.ok());
-  int direct = 0;
-  for (const KernelInfo& k : c->kernels())
+  int direct = 0, converting = 0;
+  for (const KernelInfo& k : c->kernels()) {
     if (k.schedule.rfind("conv2d_direct", 0) == 0) direct += k.ops.size() >= 3 ? 1 : 0;
+    for (const std::string& op : k.ops) converting += op.rfind("layout_transform", 0) == 0;
+  }
   CHECK(direct == 2);  // conv1 + bias + relu, conv2 + shortcut sum + relu
+  CHECK(converting == 2);
 }
 
 TEST_CASE("layout assignment errors: a layout that does not fit its tensor", "[layout][assign]") {

@@ -21,13 +21,13 @@ absl::StatusOr<Graph> eliminate_common_subexpressions(const Graph& g) {
       key = str_cat("constant ", reinterpret_cast<uintptr_t>(n.value.data()), " ",
                     n.value.dtype().to_string(), shape_to_string(n.value.shape()));
     } else {
-      key = n.op + "(" + (n.attrs ? n.attrs->to_string() : "") + ")";
+      key = n.op + "(" + (n.attrs ? n.attrs->to_string() : "") + ")" + steps_to_string(n.type.layout);
       for (const Tensor& t : in) key += str_cat(" %", t.id());
     }
     auto it = seen.find(key);
     if (it != seen.end()) return it->second;
     Tensor t = n.kind == Node::Kind::kConstant ? out.constant(n.name, n.value)
-                                               : out.apply(n.op, in, n.attrs);
+                                               : keep_layout(out.apply(n.op, in, n.attrs), n);
     seen.emplace(std::move(key), t);
     return t;
   });

@@ -46,7 +46,7 @@ absl::StatusOr<Graph> fold_batch_norm_into_conv(const Graph& g) {
           const int64_t per_o = w.value.numel() / o;
           for (int64_t i = 0; i < w.value.numel(); ++i) scaled.set(i, w.value.get(i) * a->get(i / per_o));
           Tensor wt = out.constant(w.name + "_bn", scaled);
-          return out.apply("conv2d", {map[conv.inputs[0]], wt}, conv.attrs);
+          return keep_layout(out.apply("conv2d", {map[conv.inputs[0]], wt}, conv.attrs), m);
         }
         return std::nullopt;
       }));

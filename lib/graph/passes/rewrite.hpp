@@ -32,6 +32,14 @@ struct Uses {
   }
 };
 
+// t, a copy of node n, stored in n's layout (the layout assignment's choice; shape rules give
+// row-major).
+inline Tensor keep_layout(Tensor t, const Node& n) {
+  if (t.valid() && !n.type.layout.empty())
+    t.graph()->nodes[static_cast<size_t>(t.id())].type.layout = n.type.layout;
+  return t;
+}
+
 // `replace(id, mapped inputs)` may return the new tensor for old node id (a constant or an op
 // node); nullopt copies it. Inputs are always kept, in order; dead nodes are dropped.
 using Replace = std::function<std::optional<Tensor>(int id, const std::vector<Tensor>& inputs)>;
@@ -53,7 +61,7 @@ inline absl::StatusOr<Graph> rebuild(const Graph& g, Graph& out, std::vector<Ten
     std::optional<Tensor> r = replace ? replace(static_cast<int>(id), inputs) : std::nullopt;
     if (r) map[id] = *r;
     else if (n.kind == Node::Kind::kConstant) map[id] = out.constant(n.name, n.value);
-    else map[id] = out.apply(n.op, inputs, n.attrs);
+    else map[id] = keep_layout(out.apply(n.op, inputs, n.attrs), n);
   }
   for (int o : g.outputs()) out.output(map[o]);
   LOOM_RETURN_IF_ERROR(out.status());
