@@ -24,6 +24,7 @@
 #include "runtime/compiled_graph_impl.hpp"
 #include "graph/fusion.hpp"
 #include "graph/template_context.hpp"
+#include "compiler_cache.hpp"
 #include "compiler_layouts.hpp"
 
 namespace loom {
@@ -73,46 +74,6 @@ std::string template_task_text(const Node& n, const TemplateContext& ctx, const 
   s += str_cat("threads ", num_threads(), "\n");
   s += forced ? "config " + forced->to_string() : str_cat("tune ", tune_level_name(level));
   return s + "\n";
-}
-
-// How one compile uses the kernel cache.
-struct CacheUse {
-  bool enabled = false;
-  runtime::CacheSettings settings;
-  std::string target;   // key part: fingerprint and the cache sizes and cores spaces derive from
-  std::string backend;  // key part: LLVM's version
-  // Objects this compile loaded into its JIT, by key: identical nodes link one copy.
-  std::map<std::string, std::vector<runtime::KernelFn>> loaded;
-
-  runtime::CacheKeyParts parts(std::string task) const {
-    runtime::CacheKeyParts p;
-    p.task = std::move(task);
-    p.target = target;
-    p.backend_version = backend;
-    return p;
-  }
-  absl::StatusOr<std::vector<runtime::KernelFn>> load(const std::string& key,
-                                                      const runtime::CachedKernel& entry,
-                                                      runtime::CpuJit& jit) {
-    auto it = loaded.find(key);
-    if (it != loaded.end()) return it->second;
-    LOOM_ASSIGN_OR_RETURN(std::vector<runtime::KernelFn> fns, jit.load_object(entry.object));
-    return loaded[key] = std::move(fns);
-  }
-};
-
-CacheUse cache_use(const Target& target, const CompileOptions& options) {
-  CacheUse c;
-  c.enabled = options.use_cache && !dump_enabled();
-  if (!c.enabled) return c;
-  c.settings = runtime::CacheSettings::from_environment();
-  if (!options.cache_dir.empty()) c.settings.dir = options.cache_dir;
-  if (options.cache_max_bytes > 0) c.settings.max_bytes = options.cache_max_bytes;
-  if (!options.use_disk_cache) c.settings.dir.clear();
-  c.target = str_cat(target.fingerprint(), " l1d=", target.l1d_bytes(), " l2=", target.l2_bytes(),
-                     " cores=", target.cores());
-  c.backend = runtime::CpuJit::backend_version();
-  return c;
 }
 
 double best_ms(const std::vector<tune::Measurement>& ms) {

@@ -12,7 +12,9 @@
 
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
+#include "compiler_cache.hpp"
 #include "graph/template_context.hpp"
+#include "loom/runtime/thread_pool.hpp"
 
 namespace loom {
 namespace {
@@ -37,7 +39,7 @@ class JointSearch {
  public:
   JointSearch(const Compiler& compiler, const Graph& g, const CompileOptions& options,
               std::string* report)
-      : compiler_(compiler), g_(g), report_(report) {
+      : compiler_(compiler), g_(g), report_(report), cache_(cache_use(compiler.target(), options)) {
     measure_ = options;
     measure_.layouts = LayoutPolicy::kRowMajor;
     measure_.fuse = false;
@@ -135,18 +137,20 @@ class JointSearch {
     key += " " + c.to_string();
     auto it = anchors_.find(key);
     if (it != anchors_.end()) return it->second;
-    Graph m;
-    std::vector<Tensor> ins;
-    for (size_t k = 0; k < n.inputs.size(); ++k) {
-      const Node& i = g_.nodes()[static_cast<size_t>(n.inputs[k])];
-      ins.push_back(i.kind == Node::Kind::kConstant ? m.constant(i.name, i.value)
-                                                    : m.input(str_cat("in", k), i.type.shape, i.type.dtype));
-    }
-    Tensor y = m.apply(n.op, ins, n.attrs);
-    m.output(y);
-    LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(m, {{y.id(), c}}));
-    LOOM_ASSIGN_OR_RETURN(double ms,
-                          time_of(laid, [&](const Node& k) { return k.op == n.op; }));
+    LOOM_ASSIGN_OR_RETURN(double ms, recorded("anchor " + key, [&]() -> absl::StatusOr<double> {
+      Graph m;
+      std::vector<Tensor> ins;
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const Node& i = g_.nodes()[static_cast<size_t>(n.inputs[k])];
+        ins.push_back(i.kind == Node::Kind::kConstant
+                          ? m.constant(i.name, i.value)
+                          : m.input(str_cat("in", k), i.type.shape, i.type.dtype));
+      }
+      Tensor y = m.apply(n.op, ins, n.attrs);
+      m.output(y);
+      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(m, {{y.id(), c}}));
+      return time_of(laid, [&](const Node& k) { return k.op == n.op; });
+    }));
     *report_ += str_cat("anchor ", key, ": ", ms, " ms\n");
     return anchors_[key] = ms;
   }
@@ -155,24 +159,51 @@ class JointSearch {
     std::string key = type_key(from) + " -> " + steps_to_string(to);
     auto it = conversions_.find(key);
     if (it != conversions_.end()) return it->second;
-    std::vector<ir::Expr> shape;
-    for (const Dim& d : from.shape) shape.push_back(ir::Expr(d.value()));
-    Graph m;
-    Tensor x = m.input("x", from.shape, from.dtype);
-    if (!from.layout.empty()) x = x.layout_transform(Layout::of(shape, from.layout));
-    Tensor y = x.layout_transform(Layout::of(shape, to));
-    m.output(to.empty() ? y : y.layout_transform(Layout::row_major(shape)));
-    LOOM_RETURN_IF_ERROR(m.status());
-    const std::string name = y.name();
-    LOOM_ASSIGN_OR_RETURN(double ms,
-                          time_of(m, [&](const Node& k) { return k.name == name; }));
+    LOOM_ASSIGN_OR_RETURN(double ms, recorded("conversion " + key, [&]() -> absl::StatusOr<double> {
+      std::vector<ir::Expr> shape;
+      for (const Dim& d : from.shape) shape.push_back(ir::Expr(d.value()));
+      Graph m;
+      Tensor x = m.input("x", from.shape, from.dtype);
+      if (!from.layout.empty()) x = x.layout_transform(Layout::of(shape, from.layout));
+      Tensor y = x.layout_transform(Layout::of(shape, to));
+      m.output(to.empty() ? y : y.layout_transform(Layout::row_major(shape)));
+      LOOM_RETURN_IF_ERROR(m.status());
+      const std::string name = y.name();
+      return time_of(m, [&](const Node& k) { return k.name == name; });
+    }));
     *report_ += str_cat("conversion ", key, ": ", ms, " ms\n");
     return conversions_[key] = ms;
+  }
+
+  // A measurement, recorded in the kernel cache (an entry with no object code) so that the next
+  // compile of the same graph decides without measuring.
+  absl::StatusOr<double> recorded(const std::string& what,
+                                  const std::function<absl::StatusOr<double>()>& measure) {
+    if (!cache_.enabled) return measure();
+    runtime::CacheKeyParts parts =
+        cache_.parts(str_cat("layout measurement\n", what, "\nthreads ", num_threads(), "\ntune ",
+                             static_cast<int>(measure_.tune), "\n"));
+    runtime::KernelCache::Result e = runtime::KernelCache::global().get(
+        runtime::cache_key(parts), parts, cache_.settings,
+        [&]() -> absl::StatusOr<runtime::CachedKernel> {
+          LOOM_ASSIGN_OR_RETURN(double ms, measure());
+          runtime::CachedKernel k;
+          k.kernel_name = "layout_measurement";
+          k.schedule = "measurement";
+          k.measurements = {tune::Measurement{tune::Config(), ms}};
+          k.source = what + "\n";
+          return k;
+        });
+    if (!e.ok()) return e.status();
+    if ((*e)->measurements.size() != 1)
+      return absl::DataLossError("layout measurement record holds no time: " + what);
+    return (*e)->measurements[0].median_ms;
   }
 
   const Compiler& compiler_;
   const Graph& g_;
   std::string* report_;
+  CacheUse cache_;
   CompileOptions measure_;
   std::map<std::string, double> anchors_, conversions_;
 };

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "cache_test_util.hpp"
 #include "graph_reference.hpp"
 #include "loom/graph/layouts.hpp"
 #include "loom/loom.hpp"
@@ -120,6 +121,23 @@ TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions 
   }
   CHECK(direct == 2);  // conv1 + bias + relu, conv2 + shortcut sum + relu
   CHECK(converting == 2);
+}
+
+TEST_CASE("layout assignment: a warm joint compile measures and compiles nothing", "[layout][assign][cache]") {
+  testing::TempDir dir;
+  Block b = residual_block(6, 20, 7, 9, 1);
+  std::vector<NDArray> expected = reference_run(b.g, b.inputs);
+  CompileOptions o = testing::cold_cache_options(dir.path());
+  o.layouts = LayoutPolicy::kJoint;
+  require_close(compile_and_run(b.g, b.inputs, o)[0], expected[0], 1e-4, 1e-4);
+  runtime::KernelCache::global().clear_memory();
+  const Stats before = stats();
+  require_close(compile_and_run(b.g, b.inputs, o)[0], expected[0], 1e-4, 1e-4);
+  const Stats warm = stats() - before;
+  INFO(warm.to_string());
+  CHECK(warm.llvm_compiles == 0);
+  CHECK(warm.cache_misses == 0);
+  CHECK(warm.cache_disk_hits > 0);
 }
 
 TEST_CASE("layout assignment errors: a layout that does not fit its tensor", "[layout][assign]") {
