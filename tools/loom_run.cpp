@@ -220,10 +220,11 @@ absl::Status write_pictures(const fs::path& dir, const loom::Graph& imported,
   return absl::OkStatus();
 }
 
+// Each kernel's median time (microseconds), name, cache entry and schedule; then the entries.
 void print_kernels(const std::vector<loom::KernelInfo>& kernels, const std::vector<double>& ms) {
-  std::printf("%4s %10s  %-28s %-34s %s\n", "#", "ms", "kernel", "cache entry", "schedule");
+  std::printf("%4s %10s  %-28s %-34s %s\n", "#", "us", "kernel", "cache entry", "schedule");
   for (size_t k = 0; k < kernels.size(); ++k)
-    std::printf("%4zu %10.4f  %-28s %-34s %s\n", k, k < ms.size() ? ms[k] : 0.0, kernels[k].name.c_str(),
+    std::printf("%4zu %10.2f  %-28s %-34s %s\n", k, k < ms.size() ? 1e3 * ms[k] : 0.0, kernels[k].name.c_str(),
                 kernels[k].cache_key.empty() ? "-" : kernels[k].cache_key.c_str(), kernels[k].schedule.c_str());
   std::set<std::string> keys;
   for (const loom::KernelInfo& k : kernels)

@@ -45,10 +45,10 @@ std::string unescaped(const std::string& s) {
 
 ParsedDot parse_dot(const std::string& dot) {
   ParsedDot p;
-  const std::regex node(R"(^\s*n(\d+) \[label="((?:[^"\\]|\\.)*)"(.*)\];$)");
-  const std::regex edge(R"(^\s*n(\d+) -> n(\d+);$)");
-  const std::regex cluster(R"(^\s*subgraph cluster_\d+ \{$)");
-  const std::regex cluster_label(R"(^\s*label="((?:[^"\\]|\\.)*)";$)");
+  const std::regex node(R"re(^\s*n(\d+) \[label="((?:[^"\\]|\\.)*)"(.*)\];$)re");
+  const std::regex edge(R"re(^\s*n(\d+) -> n(\d+);$)re");
+  const std::regex cluster(R"re(^\s*subgraph cluster_\d+ \{$)re");
+  const std::regex cluster_label(R"re(^\s*label="((?:[^"\\]|\\.)*)";$)re");
   std::istringstream in(dot);
   std::string line;
   bool in_cluster = false;
@@ -251,7 +251,7 @@ TEST_CASE("tuning report: a row per tuned kernel, a dot per candidate placed by 
   CHECK(svg.find("100x</text>") == std::string::npos);
 
   // Circles in order: kernel 0's three candidates, then kernel 2's two.
-  const std::regex circle(R"(<circle( class="chosen")? cx="([0-9.]+)" cy="([0-9.]+)")");
+  const std::regex circle(R"re(<circle( class="chosen")? cx="([0-9.]+)" cy="([0-9.]+)")re");
   std::vector<double> cx, cy;
   std::vector<bool> chosen;
   for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator(); ++it) {

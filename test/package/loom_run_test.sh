@@ -27,12 +27,15 @@ expect 0 "outputs match the 1 expected" "$run" "$node/model.onnx" --input "$data
 expect 0 "outputs match" "$run" "$node/model.onnx" --input "$data/input_0.pb" \
   --input "$data/input_1.pb" --expect "$work/saved/output_0.npy" --tune none --runs 1
 expect 1 "output 0 is f32\[3, 3\], expected f32\[3, 4\]" "$run" "$node/model.onnx" \
-  --input "$data/input_0.pb" --input "$data/input_1.pb" --expect "$data/input_0.pb" --runs 1
+  --input "$data/input_0.pb" --input "$data/input_1.pb" --expect "$data/input_0.pb" --tune none \
+  --runs 1
 
 # Tuned and drawn: every kernel's time and cache entry, DOT and SVG pictures.
 expect 0 "cache entries used: [1-9]" "$run" "$models/mlp.onnx" --tune fast --runs 2 \
   --dot "$work/pictures" --tune-report "$work/tuning.svg"
 grep -Eq '^ +0 +[0-9.]+ +[^ ]+ +[0-9a-f]{32} ' "$work/out.txt" || fail "no kernel line with a cache key"
+[ "$(grep -Ec '^ +[0-9]+ +[0-9.]+ +[^ ]+ +[0-9a-f]{32} ' "$work/out.txt")" -eq "$(grep -c 'subgraph cluster_' "$work/pictures/compiled.dot")" ] ||
+  fail "compiled.dot does not have a cluster per kernel"
 grep -q '^digraph loom {' "$work/pictures/graph.dot" || fail "graph.dot is not DOT"
 grep -q 'label="x\\ninput\\nf32\[4, 32\]\\nrow-major"' "$work/pictures/graph.dot" || fail "graph.dot lacks input x"
 grep -q 'subgraph cluster_0 {' "$work/pictures/compiled.dot" || fail "compiled.dot has no kernel cluster"
