@@ -62,7 +62,8 @@ constexpr const char* kUsage =
 absl::StatusOr<int64_t> parse_int(const std::string& flag, const std::string& text) {
   char* end = nullptr;
   const long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0') return absl::InvalidArgumentError(flag + " takes an integer, not '" + text + "'");
+  if (text.empty() || *end != '\0')
+    return absl::InvalidArgumentError(flag + " takes an integer, not '" + text + "'");
   return v;
 }
 
@@ -88,7 +89,8 @@ absl::StatusOr<Options> parse_args(int argc, char** argv) {
     const std::string value = argv[++i];
     if (flag == "--dim") {
       const size_t eq = value.find('=');
-      if (eq == std::string::npos || eq == 0) return absl::InvalidArgumentError("--dim takes NAME=VALUE");
+      if (eq == std::string::npos || eq == 0)
+        return absl::InvalidArgumentError("--dim takes NAME=VALUE");
       LOOM_ASSIGN_OR_RETURN(o.dims[value.substr(0, eq)], parse_int("--dim", value.substr(eq + 1)));
     } else if (flag == "--input") {
       o.inputs.push_back(value);
@@ -99,7 +101,7 @@ absl::StatusOr<Options> parse_args(int argc, char** argv) {
     } else if (flag == "--tune") {
       if (value != "none" && value != "fast" && value != "full")
         return absl::InvalidArgumentError("--tune takes none, fast or full, not '" + value + "'");
-      o.tune = value == "none" ? loom::TuneLevel::kNone
+      o.tune = value == "none"   ? loom::TuneLevel::kNone
                : value == "fast" ? loom::TuneLevel::kFast
                                  : loom::TuneLevel::kFull;
     } else if (flag == "--runs") {
@@ -108,7 +110,8 @@ absl::StatusOr<Options> parse_args(int argc, char** argv) {
     } else if (flag == "--tolerance") {
       char* end = nullptr;
       o.tolerance = std::strtod(value.c_str(), &end);
-      if (*end != '\0' || !(o.tolerance >= 0)) return absl::InvalidArgumentError("--tolerance takes a number >= 0");
+      if (*end != '\0' || !(o.tolerance >= 0))
+        return absl::InvalidArgumentError("--tolerance takes a number >= 0");
     } else if (flag == "--save-outputs") {
       o.save_outputs = value;
     } else if (flag == "--dot") {
@@ -141,8 +144,8 @@ loom::NDArray random_array(loom::DType dtype, const std::vector<int64_t>& shape,
 // The given input files, in the graph's input order.
 absl::StatusOr<std::vector<loom::NDArray>> read_inputs(const loom::Graph& graph, const Options& o) {
   if (o.inputs.size() > graph.inputs().size())
-    return absl::InvalidArgumentError(loom::str_cat(o.inputs.size(), " --input files for a model with ",
-                                                    graph.inputs().size(), " inputs"));
+    return absl::InvalidArgumentError(loom::str_cat(
+        o.inputs.size(), " --input files for a model with ", graph.inputs().size(), " inputs"));
   std::vector<loom::NDArray> inputs;
   for (const std::string& path : o.inputs) {
     LOOM_ASSIGN_OR_RETURN(loom::NDArray a, read_array(path));
@@ -172,13 +175,15 @@ absl::Status add_random_inputs(const loom::Graph& graph, std::vector<loom::NDArr
     std::optional<std::vector<int64_t>> extents = loom::static_extents(n.type.shape);
     if (!extents)
       return absl::InvalidArgumentError("input " + n.name + " has symbolic dims " +
-                                        loom::shape_to_string(n.type.shape) + ": give them with --dim");
+                                        loom::shape_to_string(n.type.shape) +
+                                        ": give them with --dim");
     inputs->push_back(random_array(n.type.dtype, *extents, i + 1));
   }
   return absl::OkStatus();
 }
 
-absl::Status compare(const loom::NDArray& got, const loom::NDArray& want, double tolerance, size_t index) {
+absl::Status compare(const loom::NDArray& got, const loom::NDArray& want, double tolerance,
+                     size_t index) {
   if (got.dtype() != want.dtype() || got.shape() != want.shape())
     return absl::InvalidArgumentError(loom::str_cat(
         "output ", index, " is ", got.dtype().to_string(), loom::shape_to_string(got.shape()),
@@ -187,8 +192,8 @@ absl::Status compare(const loom::NDArray& got, const loom::NDArray& want, double
     const double g = got.get(i), w = want.get(i);
     if (std::isnan(g) && std::isnan(w)) continue;
     if (!(std::abs(g - w) <= tolerance * (1 + std::abs(w))))
-      return absl::InvalidArgumentError(
-          loom::str_cat("output ", index, " differs at element ", i, ": got ", g, ", expected ", w));
+      return absl::InvalidArgumentError(loom::str_cat("output ", index, " differs at element ", i,
+                                                      ": got ", g, ", expected ", w));
   }
   return absl::OkStatus();
 }
@@ -212,8 +217,10 @@ absl::Status write_pictures(const fs::path& dir, const loom::Graph& imported,
   for (const auto& [name, dot] : pictures) {
     LOOM_RETURN_IF_ERROR(write_text(dir / (name + ".dot"), dot));
     absl::Status svg = loom::render_svg(dot, (dir / (name + ".svg")).string());
-    if (absl::IsUnavailable(svg)) drawn = false;
-    else LOOM_RETURN_IF_ERROR(svg);
+    if (absl::IsUnavailable(svg))
+      drawn = false;
+    else
+      LOOM_RETURN_IF_ERROR(svg);
   }
   std::printf("pictures: %s/{graph,compiled}.dot%s\n", dir.string().c_str(),
               drawn ? " and .svg" : " (install graphviz for SVGs)");
@@ -224,8 +231,10 @@ absl::Status write_pictures(const fs::path& dir, const loom::Graph& imported,
 void print_kernels(const std::vector<loom::KernelInfo>& kernels, const std::vector<double>& ms) {
   std::printf("%4s %10s  %-28s %-34s %s\n", "#", "us", "kernel", "cache entry", "schedule");
   for (size_t k = 0; k < kernels.size(); ++k)
-    std::printf("%4zu %10.2f  %-28s %-34s %s\n", k, k < ms.size() ? 1e3 * ms[k] : 0.0, kernels[k].name.c_str(),
-                kernels[k].cache_key.empty() ? "-" : kernels[k].cache_key.c_str(), kernels[k].schedule.c_str());
+    std::printf("%4zu %10.2f  %-28s %-34s %s\n", k, k < ms.size() ? 1e3 * ms[k] : 0.0,
+                kernels[k].name.c_str(),
+                kernels[k].cache_key.empty() ? "-" : kernels[k].cache_key.c_str(),
+                kernels[k].schedule.c_str());
   std::set<std::string> keys;
   for (const loom::KernelInfo& k : kernels)
     if (!k.cache_key.empty()) keys.insert(k.cache_key);
@@ -251,7 +260,8 @@ absl::Status run_model(const Options& o) {
   loom::CompileOptions options;
   options.tune = o.tune;
   const loom::Stats before = loom::stats();
-  LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph compiled, loom::Compiler(o.target).compile(graph, options));
+  LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph compiled,
+                        loom::Compiler(o.target).compile(graph, options));
   LOOM_ASSIGN_OR_RETURN(std::vector<loom::NDArray> outputs, compiled.run(inputs));
   const double compile_s = seconds_since(t0);
   std::printf("%s: imported in %.2f s, compiled in %.2f s (%s)\n", o.model.c_str(), import_s,
@@ -282,12 +292,13 @@ absl::Status run_model(const Options& o) {
   }
   if (!o.dot_dir.empty()) LOOM_RETURN_IF_ERROR(write_pictures(o.dot_dir, graph, compiled, o.model));
   if (!o.tune_report.empty()) {
-    LOOM_RETURN_IF_ERROR(write_text(o.tune_report, loom::tuning_report_svg(compiled.kernels(), o.model)));
+    LOOM_RETURN_IF_ERROR(
+        write_text(o.tune_report, loom::tuning_report_svg(compiled.kernels(), o.model)));
     std::printf("tuning report: %s\n", o.tune_report.c_str());
   }
   if (o.expected.size() > outputs.size())
-    return absl::InvalidArgumentError(loom::str_cat(o.expected.size(), " --expect files for ",
-                                                    outputs.size(), " outputs"));
+    return absl::InvalidArgumentError(
+        loom::str_cat(o.expected.size(), " --expect files for ", outputs.size(), " outputs"));
   for (size_t i = 0; i < o.expected.size(); ++i) {
     LOOM_ASSIGN_OR_RETURN(loom::NDArray want, read_array(o.expected[i]));
     LOOM_RETURN_IF_ERROR(compare(outputs[i], want, o.tolerance, i));
@@ -301,7 +312,8 @@ absl::Status run_model(const Options& o) {
 int main(int argc, char** argv) {
   absl::StatusOr<Options> options = parse_args(argc, argv);
   if (!options.ok()) {
-    std::fprintf(stderr, "loom_run: %s\n%s", std::string(options.status().message()).c_str(), kUsage);
+    std::fprintf(stderr, "loom_run: %s\n%s", std::string(options.status().message()).c_str(),
+                 kUsage);
     return 2;
   }
   try {

@@ -48,7 +48,8 @@ absl::StatusOr<DType> parse_dtype(const std::string& header, const std::string& 
   return absl::DataLossError(path + ": header has no 'descr'");
 }
 
-absl::StatusOr<std::vector<int64_t>> parse_shape(const std::string& header, const std::string& path) {
+absl::StatusOr<std::vector<int64_t>> parse_shape(const std::string& header,
+                                                 const std::string& path) {
   std::optional<std::string> v = value_of(header, "shape");
   if (!v || v->empty() || (*v)[0] != '(')
     return absl::DataLossError(path + ": header has no 'shape' tuple");
@@ -106,7 +107,8 @@ absl::StatusOr<NDArray> read(const std::string& path) {
   int64_t numel = 1;
   for (int64_t d : shape) {
     if (d != 0 && numel > static_cast<int64_t>(data_bytes) / d)
-      return absl::DataLossError(str_cat(path, ": shape ", shape_to_string(shape), " needs more than its ", data_bytes, " data bytes"));
+      return absl::DataLossError(str_cat(path, ": shape ", shape_to_string(shape),
+                                         " needs more than its ", data_bytes, " data bytes"));
     numel *= d;
   }
   if (static_cast<size_t>(numel * dtype.bytes()) != data_bytes)
@@ -126,8 +128,8 @@ absl::Status write(const std::string& path, const NDArray& array) {
   std::string shape;  // a Python tuple's contents: "2, 3", or "2," for one dim
   for (int64_t d : array.shape()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
   if (array.shape().size() == 1) shape += ",";
-  std::string header = str_cat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (",
-                               shape, "), }");
+  std::string header =
+      str_cat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (", shape, "), }");
   // Version 1: magic, 2 version bytes, a 2-byte length; the whole preamble padded to 64 bytes.
   const size_t preamble = kMagicSize + 4;
   header.append(63 - (preamble + header.size()) % 64, ' ');

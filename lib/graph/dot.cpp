@@ -58,7 +58,8 @@ std::string to_dot(const Graph& graph, const DotOptions& options) {
   std::map<std::string, int> id_of;
   for (size_t i = 0; i < nodes.size(); ++i) id_of.emplace(nodes[i].name, static_cast<int>(i));
 
-  std::string out = "digraph loom {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n";
+  std::string out =
+      "digraph loom {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n";
   if (!options.title.empty()) out += "  labelloc=t;\n  label=" + quoted(options.title) + ";\n";
   std::vector<bool> drawn(nodes.size(), false);
   for (size_t c = 0; c < options.clusters.size(); ++c) {
@@ -69,15 +70,17 @@ std::string to_dot(const Graph& graph, const DotOptions& options) {
       auto it = id_of.find(name);
       if (it == id_of.end() || drawn[static_cast<size_t>(it->second)]) continue;
       drawn[static_cast<size_t>(it->second)] = true;
-      out += str_cat("    n", it->second, " ",
-                     node_attributes(nodes[static_cast<size_t>(it->second)], outputs.count(it->second) > 0),
-                     ";\n");
+      out += str_cat(
+          "    n", it->second, " ",
+          node_attributes(nodes[static_cast<size_t>(it->second)], outputs.count(it->second) > 0),
+          ";\n");
     }
     out += "  }\n";
   }
   for (size_t i = 0; i < nodes.size(); ++i)
     if (!drawn[i])
-      out += str_cat("  n", i, " ", node_attributes(nodes[i], outputs.count(static_cast<int>(i)) > 0), ";\n");
+      out += str_cat("  n", i, " ",
+                     node_attributes(nodes[i], outputs.count(static_cast<int>(i)) > 0), ";\n");
   for (size_t i = 0; i < nodes.size(); ++i)
     for (int in : nodes[i].inputs) out += str_cat("  n", in, " -> n", i, ";\n");
   return out + "}\n";

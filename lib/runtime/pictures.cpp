@@ -15,11 +15,20 @@ std::string xml_escaped(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -90,7 +99,8 @@ std::string tuning_report_svg(const std::vector<KernelInfo>& kernels, const std:
   std::string svg = str_cat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", width, "\" height=\"", height,
       "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"12\">\n",
-      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", "<text x=\"10\" y=\"22\" font-size=\"16\">",
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+      "<text x=\"10\" y=\"22\" font-size=\"16\">",
       xml_escaped(title.empty() ? "loom tuning report" : title), "</text>\n",
       "<text x=\"10\" y=\"42\" fill=\"#555\">each dot: one candidate config, its median time "
       "relative to the kernel's fastest (log scale); red: the chosen config</text>\n");
@@ -101,9 +111,9 @@ std::string tuning_report_svg(const std::vector<KernelInfo>& kernels, const std:
     if (axis.x(r) - last_x < 30) continue;  // labels of a wide axis would overlap
     last_x = axis.x(r);
     const std::string x = fixed(last_x, 1);
-    svg += str_cat("<line class=\"grid\" x1=\"", x, "\" y1=\"", header - 8, "\" x2=\"", x, "\" y2=\"",
-                   height - 40, "\" stroke=\"#ddd\"/>\n<text x=\"", x, "\" y=\"", height - 25,
-                   "\" text-anchor=\"middle\" fill=\"#555\">", r, "x</text>\n");
+    svg += str_cat("<line class=\"grid\" x1=\"", x, "\" y1=\"", header - 8, "\" x2=\"", x,
+                   "\" y2=\"", height - 40, "\" stroke=\"#ddd\"/>\n<text x=\"", x, "\" y=\"",
+                   height - 25, "\" text-anchor=\"middle\" fill=\"#555\">", r, "x</text>\n");
   }
   for (size_t i = 0; i < rows.size(); ++i) {
     const KernelInfo& k = *rows[i];
@@ -114,11 +124,11 @@ std::string tuning_report_svg(const std::vector<KernelInfo>& kernels, const std:
     for (const CandidateTime& c : k.candidates) {
       const bool chosen = is_chosen(k, c);
       const double ratio = best > 0 ? c.median_ms / best : 1;
-      svg += str_cat("<circle", chosen ? " class=\"chosen\"" : "", " cx=\"", fixed(axis.x(ratio), 1),
-                     "\" cy=\"", y, "\" r=\"", chosen ? 5 : 3.5, "\" fill=\"",
-                     chosen ? "#d62728" : "#4a7ebb", "\" fill-opacity=\"", chosen ? 1 : 0.5,
-                     "\"><title>", xml_escaped(c.config.to_string()), ": ", fixed(c.median_ms, 4),
-                     " ms</title></circle>\n");
+      svg += str_cat("<circle", chosen ? " class=\"chosen\"" : "", " cx=\"",
+                     fixed(axis.x(ratio), 1), "\" cy=\"", y, "\" r=\"", chosen ? 5 : 3.5,
+                     "\" fill=\"", chosen ? "#d62728" : "#4a7ebb", "\" fill-opacity=\"",
+                     chosen ? 1 : 0.5, "\"><title>", xml_escaped(c.config.to_string()), ": ",
+                     fixed(c.median_ms, 4), " ms</title></circle>\n");
     }
     svg += str_cat("<text x=\"", axis.right + 15, "\" y=\"", y + 4, "\">", fixed(best, 4), " ms, ",
                    k.candidates.size(), " candidates</text>\n</g>\n");

@@ -122,7 +122,8 @@ TEST_CASE("dot: each node with its op, type and layout, each edge, the output do
       ++layouts;
     }
     const bool is_output = i == static_cast<size_t>(g.outputs()[0]);
-    CHECK((p.attributes.at(static_cast<int>(i)).find("peripheries=2") != std::string::npos) == is_output);
+    CHECK((p.attributes.at(static_cast<int>(i)).find("peripheries=2") != std::string::npos) ==
+          is_output);
     for (int in : n.inputs) want_edges.insert({in, static_cast<int>(i)});
   }
   CHECK(layouts == 1);
@@ -254,7 +255,8 @@ TEST_CASE("tuning report: a row per tuned kernel, a dot per candidate placed by 
   const std::regex circle(R"re(<circle( class="chosen")? cx="([0-9.]+)" cy="([0-9.]+)")re");
   std::vector<double> cx, cy;
   std::vector<bool> chosen;
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator();
+       ++it) {
     chosen.push_back((*it)[1].matched);
     cx.push_back(std::stod((*it)[2]));
     cy.push_back(std::stod((*it)[3]));

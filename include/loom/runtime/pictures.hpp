@@ -19,6 +19,7 @@ std::string to_dot(const CompiledGraph& compiled, const std::string& title = "")
 // dot placed by its time relative to the kernel's fastest (log scale, shared by all rows), the
 // chosen config in red; hovering a dot shows its config and time. Kernels without candidates
 // are counted in a note.
-std::string tuning_report_svg(const std::vector<KernelInfo>& kernels, const std::string& title = "");
+std::string tuning_report_svg(const std::vector<KernelInfo>& kernels,
+                              const std::string& title = "");
 
 }  // namespace loom
