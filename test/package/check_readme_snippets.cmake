@@ -2,7 +2,8 @@
 # code is code that CI compiles. A block is named by the line before its opening fence:
 #   <!-- snippet: examples/embed/main.cpp -->            the whole file
 #   <!-- snippet: test/correctness/x.cpp#NAME -->       the lines between "snippet-begin: NAME"
-#                                                        and "snippet-end: NAME" in that file
+#                                                        and "snippet-end: NAME" in that file,
+#                                                        less the begin marker's indentation
 #   cmake -DSOURCE_DIR=... -P this
 file(READ "${SOURCE_DIR}/README.md" readme)
 string(REGEX MATCHALL "<!-- snippet: [^ ]+ -->\n```[a-z]*\n" openings "${readme}")
@@ -11,13 +12,20 @@ if(count EQUAL 0)
   message(FATAL_ERROR "README.md names no snippet sources")
 endif()
 
-# The lines strictly between the marker lines of region `name` in `text`.
+# The lines strictly between the marker lines of region `name` in `text`, less the begin
+# marker's indentation (a region inside a function reads as top-level code).
 function(region text name path out)
-  string(REGEX MATCH "[^\n]*snippet-begin: ${name}[^\n]*\n(.*)\n[^\n]*snippet-end: ${name}" m "${text}")
+  string(REGEX MATCH "\n([ ]*)[^\n]*snippet-begin: ${name}[^\n]*\n(.*)\n[^\n]*snippet-end: ${name}" m "${text}")
   if(NOT m)
     message(FATAL_ERROR "${path} has no snippet-begin/snippet-end: ${name}")
   endif()
-  set(${out} "${CMAKE_MATCH_1}\n" PARENT_SCOPE)
+  set(indent "${CMAKE_MATCH_1}")
+  set(lines "\n${CMAKE_MATCH_2}\n")
+  if(indent)
+    string(REPLACE "\n${indent}" "\n" lines "${lines}")
+  endif()
+  string(SUBSTRING "${lines}" 1 -1 lines)
+  set(${out} "${lines}" PARENT_SCOPE)
 endfunction()
 
 set(bad "")
