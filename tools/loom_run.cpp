@@ -310,6 +310,10 @@ absl::Status run_model(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::printf("%s", kUsage);
+    return 0;
+  }
   absl::StatusOr<Options> options = parse_args(argc, argv);
   if (!options.ok()) {
     std::fprintf(stderr, "loom_run: %s\n%s", std::string(options.status().message()).c_str(),

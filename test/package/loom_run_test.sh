@@ -48,6 +48,7 @@ printf 'not an onnx model' >"$work/corrupt.onnx"
 expect 1 "cannot open" "$run" "$work/missing.onnx"
 expect 1 "not a valid ONNX" "$run" "$work/corrupt.onnx"
 expect 2 "usage:" "$run"
+expect 0 "usage:" "$run" --help
 expect 2 "unknown flag --bogus" "$run" "$models/mlp.onnx" --bogus 1
 expect 2 "--tune takes none, fast or full" "$run" "$models/mlp.onnx" --tune fastest
 expect 2 "--runs takes an integer" "$run" "$models/mlp.onnx" --runs many
