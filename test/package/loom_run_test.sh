@@ -43,6 +43,19 @@ grep -q 'subgraph cluster_0 {' "$work/pictures/compiled.dot" || fail "compiled.d
 grep -q '<circle class="chosen"' "$work/tuning.svg" || fail "the tuning report marks no chosen config"
 grep -q '</svg>' "$work/tuning.svg" || fail "the tuning report is not a whole SVG"
 
+# An .npy written byte by byte the way NumPy writes one (format 1.0: magic, version, header
+# length 118, the header dict padded with spaces to a 64-byte boundary), all zeros.
+{
+  printf '\223NUMPY\001\000\166\000'
+  printf '%-117s\n' "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 32), }"
+  head -c 512 /dev/zero
+} >"$work/zeros.npy"
+expect 0 "output 0: f32\[4, 10\]" "$run" "$models/mlp.onnx" --input "$work/zeros.npy" --tune none \
+  --runs 1 --save-outputs "$work/from-zeros"
+# Random inputs give other outputs: --expect reads the saved file back and finds the difference.
+expect 1 "differs at element" "$run" "$models/mlp.onnx" --expect "$work/from-zeros/output_0.npy" \
+  --tune none --runs 1
+
 # Bad input: a clear message and a nonzero status.
 printf 'not an onnx model' >"$work/corrupt.onnx"
 expect 1 "cannot open" "$run" "$work/missing.onnx"
