@@ -40,6 +40,16 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
+// "0.42 us", "12.5 us", "3.14 ms": three significant digits, whatever the kernel's size.
+std::string duration_text(double ms) {
+  char buf[64];
+  if (ms < 0.1)
+    std::snprintf(buf, sizeof(buf), "%.3g us", ms * 1e3);
+  else
+    std::snprintf(buf, sizeof(buf), "%.3g ms", ms);
+  return buf;
+}
+
 bool is_chosen(const KernelInfo& k, const CandidateTime& c) {
   const std::string tag = "[" + c.config.to_string() + "]";
   return k.schedule.size() >= tag.size() &&
@@ -93,7 +103,7 @@ std::string tuning_report_svg(const std::vector<KernelInfo>& kernels, const std:
       if (best > 0) worst = std::max(worst, c.median_ms / best);
   }
   axis.top = round_up_ratio(worst);
-  const double row_height = 22, header = 70, width = 1000;
+  const double row_height = 22, header = 70, width = 1040;
   const double height = header + row_height * static_cast<double>(rows.size()) + 50;
 
   std::string svg = str_cat(
@@ -128,10 +138,10 @@ std::string tuning_report_svg(const std::vector<KernelInfo>& kernels, const std:
                      fixed(axis.x(ratio), 1), "\" cy=\"", y, "\" r=\"", chosen ? 5 : 3.5,
                      "\" fill=\"", chosen ? "#d62728" : "#4a7ebb", "\" fill-opacity=\"",
                      chosen ? 1 : 0.5, "\"><title>", xml_escaped(c.config.to_string()), ": ",
-                     fixed(c.median_ms, 4), " ms</title></circle>\n");
+                     duration_text(c.median_ms), "</title></circle>\n");
     }
-    svg += str_cat("<text x=\"", axis.right + 15, "\" y=\"", y + 4, "\">", fixed(best, 4), " ms, ",
-                   k.candidates.size(), " candidates</text>\n</g>\n");
+    svg += str_cat("<text x=\"", axis.right + 15, "\" y=\"", y + 4, "\">", "fastest ",
+                   duration_text(best), ", ", k.candidates.size(), " candidates</text>\n</g>\n");
   }
   const size_t untimed = kernels.size() - rows.size();
   svg += str_cat("<text x=\"10\" y=\"", height - 8, "\" fill=\"#555\">", rows.size(),

@@ -248,6 +248,8 @@ TEST_CASE("tuning report: a row per tuned kernel, a dot per candidate placed by 
   CHECK(svg.find("gemm<1>") == std::string::npos);
   CHECK(svg.find("fused_default") == std::string::npos);  // no candidates: no row
   CHECK(svg.find("2 kernels tuned; 1 not measured") != std::string::npos);
+  CHECK(svg.find("<title>a=2: 1 ms</title>") != std::string::npos);  // hover text: config, time
+  CHECK(svg.find("fastest 0.5 ms, 2 candidates") != std::string::npos);
   CHECK(svg.find("50x</text>") != std::string::npos);  // the axis reaches the worst ratio, 30
   CHECK(svg.find("100x</text>") == std::string::npos);
 
