@@ -2,8 +2,12 @@
 // edges) and of a compiled graph (one cluster per kernel), the candidates' times and cache keys
 // that kernels() reports, and the SVG tuning report.
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -272,17 +276,54 @@ TEST_CASE("tuning report: a row per tuned kernel, a dot per candidate placed by 
   CHECK((cy[0] == cy[1] && cy[1] == cy[2] && cy[3] == cy[4] && cy[0] < cy[3]));
 }
 
-TEST_CASE("render_svg: without Graphviz on PATH it says so instead of failing silently", "[dot]") {
-  const std::string empty_dir = std::filesystem::temp_directory_path().string() + "/loom-no-dot";
-  std::filesystem::create_directories(empty_dir);
+namespace {
+
+// Runs render_svg with PATH holding only dir (and the shell's own tools), then restores PATH.
+absl::Status render_with_path(const std::string& dir, const std::string& dot,
+                              const std::string& svg) {
   const char* path = std::getenv("PATH");
   const std::string saved = path ? path : "";
-  ::setenv("PATH", empty_dir.c_str(), 1);
-  absl::Status s = render_svg("digraph loom {\n}\n", empty_dir + "/g.svg");
+  ::setenv("PATH", (dir + ":/bin:/usr/bin").c_str(), 1);
+  absl::Status s = render_svg(dot, svg);
   ::setenv("PATH", saved.c_str(), 1);
-  CHECK(absl::IsUnavailable(s));
-  CHECK(s.message().find("dot") != std::string::npos);
-  CHECK(!std::filesystem::exists(empty_dir + "/g.svg.dot.tmp"));
+  return s;
+}
+
+void write_script(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+}
+
+}  // namespace
+
+TEST_CASE("render_svg: runs Graphviz's dot, or says it is missing or failed", "[dot]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("loom-fake-dot-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "bin");
+  const std::string text = "digraph loom {\n  n0 [label=\"x\"];\n}\n";
+  const std::string svg = (dir / "g.svg").string();
+
+  // No dot on PATH: Unavailable, nothing written, no temporary file left.
+  absl::Status missing = render_with_path((dir / "bin").string(), text, svg);
+  CHECK(absl::IsUnavailable(missing));
+  CHECK(missing.message().find("dot") != std::string::npos);
+  CHECK(!fs::exists(svg));
+
+  // A stand-in dot that checks its arguments (-Tsvg -o OUT IN) and copies IN to OUT.
+  write_script(dir / "bin" / "dot",
+               "#!/bin/sh\n[ \"$1\" = -Tsvg ] && [ \"$2\" = -o ] && cp \"$4\" \"$3\"\n");
+  REQUIRE(render_with_path((dir / "bin").string(), text, svg).ok());
+  std::ifstream in(svg);
+  const std::string drawn((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(drawn == text);
+
+  write_script(dir / "bin" / "dot", "#!/bin/sh\nexit 3\n");
+  absl::Status failed = render_with_path((dir / "bin").string(), text, svg);
+  CHECK(failed.code() == absl::StatusCode::kInternal);
+  for (const auto& entry : fs::directory_iterator(dir))
+    CHECK(entry.path().string().find(".dot.tmp") == std::string::npos);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("pictures: the calls README.md shows", "[dot][pictures]") {
