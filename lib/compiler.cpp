@@ -83,6 +83,12 @@ double best_ms(const std::vector<tune::Measurement>& ms) {
   return best;
 }
 
+std::vector<CandidateTime> candidate_times(const std::vector<tune::Measurement>& ms) {
+  std::vector<CandidateTime> out;
+  for (const tune::Measurement& m : ms) out.push_back({m.config, m.median_ms});
+  return out;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -130,6 +136,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
   }
   impl->inputs = graph.inputs();
   impl->outputs = graph.outputs();
+  impl->graph = graph.clone();
 
   if (options.specialize_shapes && has_symbolic_input(graph)) {
     // Each binding compiles a static copy; the graph is copied so later edits do not leak in.
@@ -276,6 +283,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         packed_inputs = std::move(tuned->packed_inputs);
         info.name = tuned->func.name;
         info.schedule = t->name + "[" + tuned->config.to_string() + "]";
+        info.candidates = candidate_times(tuned->measurements);
       } else {
         std::string task_text = template_task_text(n, ctx, *t, options.tune, forced_config);
         // A fused kernel takes the config tuned for its anchor alone when the cache has it
@@ -346,6 +354,8 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         if (!fresh) progress.kernel_done(n.name, false, 0);
         info.name = e.kernel_name;
         info.schedule = e.schedule;
+        info.cache_key = key;
+        info.candidates = candidate_times(e.measurements);
       }
       info.tune_seconds = seconds_since(t0);
       // Each input's buffers: the values its prologue reads, or the input itself.
@@ -413,6 +423,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
             return k;
           });
       if (!entry.ok()) return entry.status();
+      for (size_t launch : module_launches) impl->kernels[launch].cache_key = key;
       if (fresh) {
         fns = std::move(*fresh);
       } else {

@@ -2,10 +2,12 @@
 // seed), built node by node the way exporters write them: ResNet-50 with Conv + BatchNormalization
 // + Relu, MaxPool, GlobalAveragePool, Flatten and Gemm (opset 13); the BERT-base encoder with a
 // symbolic sequence length ("seq"), MatMul + Add, Reshape, Transpose, Softmax, Erf-based Gelu
-// and LayerNormalization (opset 17). They let examples/onnx_run import and time whole models on a
+// and LayerNormalization (opset 17). They let tools/loom_run import and time whole models on a
 // machine with no network.
 //
 //   onnx_make_models DIR [--quick]      writes DIR/resnet50.onnx and DIR/bert_base.onnx
+//
+// and, for quick tests of tools, DIR/mlp.onnx: softmax(relu(x W1 + b1) W2 + b2), x [4, 32].
 //
 // --quick writes small stand-ins (one block per ResNet stage at 64x64, a 2-layer BERT).
 
@@ -214,6 +216,15 @@ void write_bert(const std::filesystem::path& path, bool quick) {
   if (!m.write(path)) std::fprintf(stderr, "onnx_make_models: cannot write %s\n", path.c_str());
 }
 
+void write_mlp(const std::filesystem::path& path) {
+  ModelWriter m("mlp", 13);
+  m.input("x", {4, 32});
+  std::string h = m.node("Add", {m.node("MatMul", {"x", m.weight("w1", {32, 48}, 0.2)}), m.weight("b1", {48}, 0.1)});
+  h = m.node("Add", {m.node("MatMul", {m.node("Relu", {h}), m.weight("w2", {48, 10}, 0.2)}), m.weight("b2", {10}, 0.1)});
+  m.output(m.node("Softmax", {h}, {A::int_attr("axis", -1)}));
+  if (!m.write(path)) std::fprintf(stderr, "onnx_make_models: cannot write %s\n", path.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -227,7 +238,8 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir, ec);
   write_resnet(dir / "resnet50.onnx", quick);
   write_bert(dir / "bert_base.onnx", quick);
-  for (const char* f : {"resnet50.onnx", "bert_base.onnx"}) {
+  write_mlp(dir / "mlp.onnx");
+  for (const char* f : {"resnet50.onnx", "bert_base.onnx", "mlp.onnx"}) {
     if (!std::filesystem::exists(dir / f)) return 1;
     std::printf("wrote %s (%.1f MB)\n", (dir / f).c_str(),
                 static_cast<double>(std::filesystem::file_size(dir / f)) / 1e6);

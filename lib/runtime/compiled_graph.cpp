@@ -312,6 +312,11 @@ const std::vector<KernelInfo>& CompiledGraph::kernels() const {
   return impl_ ? impl_->kernels : kNone;
 }
 
+const Graph& CompiledGraph::graph() const {
+  static const Graph kEmpty;
+  return impl_ ? impl_->graph : kEmpty;
+}
+
 std::vector<std::string> CompiledGraph::input_names() const {
   std::vector<std::string> out;
   if (impl_)

@@ -96,6 +96,7 @@ struct CompiledGraphImpl {
   std::vector<int> inputs, outputs;
   std::vector<Launch> launches;
   std::vector<KernelInfo> kernels;
+  Graph graph;  // what the kernels compute (CompiledGraph::graph)
   bool poison_buffers = false;
   mutable ArenaPool arenas;
   // The plan of a graph whose shapes are all static, made by its first run.

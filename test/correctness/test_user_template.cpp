@@ -60,6 +60,7 @@ absl::StatusOr<ScheduledKernel> build_row_axpy(const TemplateContext& ctx, const
 
 void register_row_axpy() {
   if (OpRegistry::global().find(kOp)) return;
+  // snippet-begin: register (shown in README.md)
   OpDef def;
   def.name = kOp;
   def.num_inputs = 2;
@@ -98,6 +99,7 @@ void register_row_axpy() {
   t.build = build_row_axpy;
   def.templates.push_back(std::move(t));
   REQUIRE(OpRegistry::global().add(std::move(def)).ok());
+  // snippet-end: register
 }
 
 }  // namespace

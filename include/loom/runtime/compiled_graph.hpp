@@ -8,9 +8,16 @@
 
 #include "absl/status/statusor.h"
 #include "loom/core/ndarray.hpp"
+#include "loom/graph/graph.hpp"
 #include "loom/graph/op.hpp"
 
 namespace loom {
+
+// One config timed while tuning a kernel, and its median time.
+struct CandidateTime {
+  tune::Config config;
+  double median_ms = 0;
+};
 
 struct KernelInfo {
   std::string name;         // kernel (function) name
@@ -18,6 +25,12 @@ struct KernelInfo {
   std::string schedule;          // "default", or the template and its config
                                  // (ops: the anchor's prologue, the anchor, its epilogue)
   double tune_seconds = 0;       // spent choosing and compiling it (0 for default schedules)
+  // Its kernel cache entry (loom_cache show KEY); empty when the cache is off. Default-schedule
+  // kernels share one entry, the graph's default module.
+  std::string cache_key;
+  // The candidates timed when it was tuned (first round), also when it came from the cache;
+  // empty when nothing was measured (TuneLevel::kNone, a forced config, the default schedule).
+  std::vector<CandidateTime> candidates;
 };
 
 struct CompiledGraphImpl;
@@ -51,6 +64,9 @@ class CompiledGraph {
   // The kernels run, in order. Empty for a graph that specializes per binding: ask
   // specialize(dims).kernels().
   const std::vector<KernelInfo>& kernels() const;
+  // The graph the kernels compute: the compiled graph after the graph passes, with its tensors'
+  // layouts (the nodes named in kernels()[k].ops).
+  const Graph& graph() const;
   std::vector<std::string> input_names() const;
   std::vector<TensorType> input_types() const;
   std::vector<TensorType> output_types() const;
