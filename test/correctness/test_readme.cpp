@@ -125,6 +125,24 @@ TEST_CASE("README: store a tensor NCHW16c", "[readme]") {
   require_close((*got)[0], reference_run(g, {in})[0]);
 }
 
+TEST_CASE("README: choose layouts jointly", "[readme][layout]") {
+  Graph g;
+  Tensor x = g.input("x", {1, 8, 9, 9});
+  Tensor w = g.constant("w", random_array(DType::f32(), {32, 8, 3, 3}));
+  g.output(x.conv2d(w, {.padding = 1}).relu());
+  // snippet-begin: joint (shown in README.md)
+  loom::CompileOptions o{.tune = loom::TuneLevel::kNone};
+  o.layouts = loom::LayoutPolicy::kJoint;  // or kFixed with o.fixed_layout, or kRowMajor
+  // snippet-end: joint
+  o.use_cache = false;
+  NDArray in = random_array(DType::f32(), {1, 8, 9, 9});
+  auto compiled = Compiler().compile(g, o);
+  REQUIRE(compiled.ok());
+  auto got = compiled->run({in});
+  REQUIRE(got.ok());
+  require_close((*got)[0], reference_run(g, {in})[0], 1e-4, 1e-5);
+}
+
 TEST_CASE("README: import an ONNX model", "[readme][onnx]") {
   // snippet-begin: onnx (shown in README.md)
   absl::StatusOr<loom::Graph> g = loom::onnx::import("model.onnx");  // or import_from_memory(bytes)
