@@ -8,6 +8,9 @@
 //     --input FILE          the next graph input, .npy or ONNX TensorProto .pb; the rest are random
 //     --target cpu|cuda[:SM]  (default cpu)
 //     --tune none|fast|full (default fast)
+//     --layouts row_major|joint|nchw<B>c|nhwc  how tensors between anchors are stored
+//                           (default row_major; joint: ALT's joint layout tuning; nchw16c and
+//                           the like: a fixed layout wherever a template takes it)
 //     --runs N              timed runs (default 10)
 //     --expect FILE         the next expected output, .npy or .pb; a mismatch exits with status 1
 //     --tolerance T         |got - expected| <= T * (1 + |expected|) (default 1e-4)
@@ -49,6 +52,8 @@ struct Options {
   std::vector<std::string> inputs, expected;
   loom::Target target = loom::Target::host_cpu();
   loom::TuneLevel tune = loom::TuneLevel::kFast;
+  loom::LayoutPolicy layouts = loom::LayoutPolicy::kRowMajor;
+  std::vector<loom::LayoutStep> fixed_layout;
   int runs = 10;
   double tolerance = 1e-4;
   std::string save_outputs, dot_dir, tune_report;
@@ -56,7 +61,8 @@ struct Options {
 
 constexpr const char* kUsage =
     "usage: loom_run MODEL.onnx [--dim NAME=VALUE]... [--input FILE]... [--target cpu|cuda[:SM]]\n"
-    "                [--tune none|fast|full] [--runs N] [--expect FILE]... [--tolerance T]\n"
+    "                [--tune none|fast|full] [--layouts row_major|joint|nchw<B>c|nhwc]\n"
+    "                [--runs N] [--expect FILE]... [--tolerance T]\n"
     "                [--save-outputs DIR] [--dot DIR] [--tune-report FILE.svg]\n";
 
 absl::StatusOr<int64_t> parse_int(const std::string& flag, const std::string& text) {
@@ -77,6 +83,26 @@ absl::StatusOr<loom::Target> parse_target(const std::string& text) {
     return loom::Target::cuda(static_cast<int>(arch));
   }
   return absl::InvalidArgumentError("--target takes cpu, cuda or cuda:SM, not '" + text + "'");
+}
+
+// "row_major", "joint", "nhwc" or "nchw<B>c" (B channels per block).
+absl::Status parse_layouts(const std::string& text, Options* o) {
+  o->layouts = loom::LayoutPolicy::kFixed;
+  if (text == "row_major") {
+    o->layouts = loom::LayoutPolicy::kRowMajor;
+  } else if (text == "joint") {
+    o->layouts = loom::LayoutPolicy::kJoint;
+  } else if (text == "nhwc") {
+    o->fixed_layout = loom::channels_last();
+  } else if (text.size() > 5 && text.rfind("nchw", 0) == 0 && text.back() == 'c') {
+    LOOM_ASSIGN_OR_RETURN(int64_t block, parse_int("--layouts", text.substr(4, text.size() - 5)));
+    if (block < 1) return absl::InvalidArgumentError("--layouts " + text + ": blocks of at least 1");
+    o->fixed_layout = loom::channels_blocked(block);
+  } else {
+    return absl::InvalidArgumentError("--layouts takes row_major, joint, nhwc or nchw<B>c, not '" +
+                                      text + "'");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Options> parse_args(int argc, char** argv) {
@@ -104,6 +130,8 @@ absl::StatusOr<Options> parse_args(int argc, char** argv) {
       o.tune = value == "none"   ? loom::TuneLevel::kNone
                : value == "fast" ? loom::TuneLevel::kFast
                                  : loom::TuneLevel::kFull;
+    } else if (flag == "--layouts") {
+      LOOM_RETURN_IF_ERROR(parse_layouts(value, &o));
     } else if (flag == "--runs") {
       LOOM_ASSIGN_OR_RETURN(int64_t runs, parse_int(flag, value));
       o.runs = static_cast<int>(std::clamp<int64_t>(runs, 1, 1000000));
@@ -259,6 +287,8 @@ absl::Status run_model(const Options& o) {
   t0 = std::chrono::steady_clock::now();
   loom::CompileOptions options;
   options.tune = o.tune;
+  options.layouts = o.layouts;
+  options.fixed_layout = o.fixed_layout;
   const loom::Stats before = loom::stats();
   LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph compiled,
                         loom::Compiler(o.target).compile(graph, options));

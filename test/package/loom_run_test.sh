@@ -30,6 +30,16 @@ expect 1 "output 0 is f32\[3, 3\], expected f32\[3, 4\]" "$run" "$node/model.onn
   --input "$data/input_0.pb" --input "$data/input_1.pb" --expect "$data/input_0.pb" --tune none \
   --runs 1
 
+# A convolution in each layout policy matches ONNX's expected output.
+conv=/usr/share/libonnx-testdata/data/node/test_conv_with_strides_padding
+for layouts in joint nchw16c nhwc row_major; do
+  expect 0 "outputs match the 1 expected" "$run" "$conv/model.onnx" \
+    --input "$conv/test_data_set_0/input_0.pb" --input "$conv/test_data_set_0/input_1.pb" \
+    --expect "$conv/test_data_set_0/output_0.pb" --tune none --runs 1 --layouts "$layouts"
+done
+expect 2 "--layouts takes row_major, joint, nhwc or nchw<B>c" "$run" "$models/mlp.onnx" --layouts nchw
+expect 2 "--layouts takes an integer" "$run" "$models/mlp.onnx" --layouts nchwxc
+
 # Tuned and drawn: every kernel's time and cache entry, DOT and SVG pictures.
 expect 0 "cache entries used: [1-9]" "$run" "$models/mlp.onnx" --tune fast --runs 2 \
   --dot "$work/pictures" --tune-report "$work/tuning.svg"
