@@ -1,8 +1,9 @@
 // Layout choice for Compiler::compile: a fixed layout, or ALT's joint tuning. Joint tuning
 // measures each anchor in each layout choice its templates offer (one small graph per anchor
 // and choice, tuned at the compile's level and served by the kernel cache on later compiles),
-// and each conversion the assignment needs, then searches assignments: the best uniform one
-// (every anchor the same choice) first, then one anchor at a time while the total time falls.
+// and each conversion the assignment needs, then searches assignments: all of them when there
+// are few (at most 4096: a handful of anchors), else the best uniform one (every anchor the same
+// choice) first, then one anchor at a time while the total time falls.
 
 #include "compiler_layouts.hpp"
 
@@ -58,6 +59,26 @@ class JointSearch {
       choices[static_cast<int>(id)] = std::move(o);
     }
     if (anchors.empty()) return g_;
+    // A small space is searched whole: the least total exactly.
+    double combinations = 1;
+    for (int id : anchors) combinations *= static_cast<double>(choices[id].size());
+    if (combinations <= kExhaustive) {
+      Assignment best;
+      double best_ms = std::numeric_limits<double>::infinity();
+      std::vector<size_t> digit(anchors.size(), 0);
+      for (bool more = true; more;) {
+        Assignment a;
+        for (size_t k = 0; k < anchors.size(); ++k) a[anchors[k]] = choices[anchors[k]][digit[k]];
+        LOOM_ASSIGN_OR_RETURN(double ms, cost(a));
+        if (ms < best_ms) best_ms = ms, best = a;
+        more = false;
+        for (size_t k = 0; k < anchors.size() && !more; ++k) {
+          more = ++digit[k] < choices[anchors[k]].size();
+          if (!more) digit[k] = 0;
+        }
+      }
+      return decided(anchors, best, best_ms, "every assignment");
+    }
     // Uniform starts: every distinct choice, given to the anchors that offer it.
     std::vector<AnchorLayouts> distinct;
     for (int id : anchors)
@@ -88,14 +109,22 @@ class JointSearch {
         }
       if (!improved) break;
     }
-    for (int id : anchors)
-      *report_ += str_cat("chosen ", g_.nodes()[static_cast<size_t>(id)].name, ": ",
-                          best[id].to_string(), "\n");
-    *report_ += str_cat("total ", best_ms, " ms\n");
-    return layouts::apply(g_, best);
+    return decided(anchors, best, best_ms, "uniform starts and one anchor at a time");
   }
 
  private:
+  // At most this many assignments are all measured; larger spaces are searched greedily.
+  static constexpr double kExhaustive = 4096;
+
+  absl::StatusOr<Graph> decided(const std::vector<int>& anchors, Assignment& best, double ms,
+                                const char* search) {
+    for (int id : anchors)
+      *report_ += str_cat("chosen ", g_.nodes()[static_cast<size_t>(id)].name, ": ",
+                          best[id].to_string(), "\n");
+    *report_ += str_cat("total ", ms, " ms (", search, ")\n");
+    return layouts::apply(g_, best);
+  }
+
   // Measured anchors plus measured conversions of the graph the assignment gives.
   absl::StatusOr<double> cost(const Assignment& a) {
     double ms = 0;
