@@ -70,6 +70,30 @@ ir::Stmt emit_value(const ir::Expr& value, const std::function<ir::Stmt(ir::Expr
   return ir::Allocate::make(acc, ir::Seq::make({init, loop_nest(vars, extents, update), rest}));
 }
 
+// The loops computing tensor t around point (which reads t's axes). A tensor stored in another
+// layout is computed in its storage order, so that the innermost loop stores contiguously: the
+// loops run over its physical dims, the axes are derived from them, and physical positions that
+// hold no element (padding) are skipped.
+ir::Stmt storage_order_nest(const Tensor& t, ir::Stmt point) {
+  const Layout& layout = t->buffer.layout();
+  if (layout.is_row_major() || !layout.ok() || !layout.is_injective())
+    return loop_nest(t->axes, t.shape(), point);
+  std::vector<ir::Var> physical;
+  for (size_t k = 0; k < layout.physical_shape().size(); ++k)
+    physical.push_back(ir::Var(t->name + "_p" + std::to_string(k)));
+  std::vector<ir::Expr> logical =
+      layout.logical_index(std::vector<ir::Expr>(physical.begin(), physical.end()));
+  ir::Expr inside;
+  for (size_t d = 0; d < logical.size(); ++d) {
+    ir::Expr in_dim = logical[d] < t.shape()[d];
+    inside = inside.defined() ? (inside && in_dim) : in_dim;
+  }
+  for (int d = static_cast<int>(t->axes.size()) - 1; d >= 0; --d)
+    point = ir::LetStmt::make(t->axes[static_cast<size_t>(d)], logical[static_cast<size_t>(d)], point);
+  if (inside.defined()) point = ir::IfThenElse::make(inside, point);
+  return loop_nest(physical, layout.physical_shape(), point);
+}
+
 }  // namespace
 
 ir::Func lower_default(const Task& task) {
@@ -87,7 +111,7 @@ ir::Func lower_default(const Task& task) {
     std::vector<ir::Expr> index(t->axes.begin(), t->axes.end());
     ir::Stmt point = emit_value(
         t->body, [&](ir::Expr v) { return ir::Store::make(t->buffer, v, index); }, &counter);
-    ir::Stmt nest = loop_nest(t->axes, t.shape(), point);
+    ir::Stmt nest = storage_order_nest(t, point);
     body = ir::Seq::make({nest, body});
     if (!task.is_output(t)) body = ir::Allocate::make(t->buffer, body);
   }
