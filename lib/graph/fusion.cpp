@@ -191,9 +191,12 @@ absl::StatusOr<Epilogue> epilogue_of(const Graph& g, const FusedGroup& group) {
     return index.at(output);
   };
   out.fusion.anchor_shape = shapes.at(group.anchor);
-  // Row-major order at both ends: a view in the anchor's shape then meets the output's elements.
+  // The same storage order at both ends: row-major, or one layout over one shape (elementwise
+  // links). A view of the output in the anchor's shape and layout then meets its elements.
+  const TensorType& out_type = g.nodes()[output].type;
   out.fusion.flat_preserving =
-      anchor.type.layout.empty() && g.nodes()[output].type.layout.empty() &&
+      anchor.type.layout == out_type.layout &&
+      (anchor.type.layout.empty() || anchor.type.shape == out_type.shape) &&
       std::all_of(path.begin(), path.end(), [](const Step& s) { return s.link.preserves_order(); });
   out.fusion.output_index = output_index;
   out.fusion.value = [result, anchor_value](const std::vector<ir::Expr>& at, const ir::Expr& v) {

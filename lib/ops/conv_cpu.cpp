@@ -665,6 +665,7 @@ class DirectConvKernel {
     input_ = p.padded()
                  ? Buffer::make(ctx.name + "_xp", DType::f32(), {in_layout_.physical_size()})
                  : x_;
+    in_place_ = !ctx.output.layout.empty() && p.Og() % ocb_ == 0;
     // Row-major: [N, O, pixels], stored from the tile transposed. Other layouts: the logical
     // [N, O, OH, OW] through the layout, a vector of output channels at a time.
     out_ = ctx.output.layout.empty()
@@ -758,20 +759,21 @@ class DirectConvKernel {
       Var chunk("chunk"), tile("tile");
       Expr c0 = chunk * ic_chunk_;
       Expr clen = ir::min(Expr(ic_chunk_), p_.Cg() - c0);
-      Expr first = chunk == 0;
+      Expr first = chunk == 0, last = chunk == chunks_ - 1;
       std::vector<Stmt> per_chunk;
-      per_chunk.push_back(ir::For::make(tile, 0, npix / owb_, ForKind::kSerial,
-                                        micro_kernel(owb_, scratch, pix0 + tile * owb_, tile * owb_,
-                                                     n, b, group, c0, clen, first)));
+      per_chunk.push_back(ir::For::make(
+          tile, 0, npix / owb_, ForKind::kSerial,
+          micro_kernel(owb_, scratch, pix0 + tile * owb_, tile * owb_, n, b, group, c0, clen,
+                       first, last)));
       if (tail)
-        per_chunk.push_back(
-            ir::IfThenElse::make(pblock == pix_blocks_ - 1,
-                                 micro_kernel(tail, scratch, Expr(p_.P() - tail),
-                                              p_.P() - tail - pix0, n, b, group, c0, clen, first)));
+        per_chunk.push_back(ir::IfThenElse::make(
+            pblock == pix_blocks_ - 1,
+            micro_kernel(tail, scratch, Expr(p_.P() - tail), p_.P() - tail - pix0, n, b, group,
+                         c0, clen, first, last)));
+      Stmt chunks = loop(chunk, 0, chunks_, ir::Seq::make(std::move(per_chunk)));
+      if (in_place_) return chunks;
       Stmt store = store_tile(scratch, n, group, j, pix0, npix);
-      return ir::Allocate::make(
-          scratch,
-          ir::Seq::make({loop(chunk, 0, chunks_, ir::Seq::make(std::move(per_chunk))), store}));
+      return ir::Allocate::make(scratch, ir::Seq::make({chunks, store}));
     });
     return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
   }
@@ -809,18 +811,33 @@ class DirectConvKernel {
   // with the OCB weights of the tap; pixel i reads the input at its own base offset (pixels may
   // lie on different rows), plus the tap's constant offset.
   Stmt micro_kernel(int64_t npx, const Buffer& scratch, Expr pix0, Expr s0, Expr n, Expr b,
-                    Expr group, Expr c0, Expr clen, Expr first) const {
+                    Expr group, Expr c0, Expr clen, Expr first, Expr last) const {
     Buffer acc =
         Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(npx * ocb_)}, ir::MemoryScope::kLocal);
     auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr(i * ocb_ + v * lanes_), lanes_); };
     std::vector<std::vector<int64_t>> cells = tile_cells(npx, ocv_);
-    std::vector<Stmt> zero, load, fma, store;
+    // In place: each pixel's row and column, for its output index.
+    std::vector<Var> row, col;
+    for (int64_t i = 0; i < npx; ++i) {
+      row.push_back(Var("oh" + std::to_string(i)));
+      col.push_back(Var("ow" + std::to_string(i)));
+    }
+    Expr oc0 = group * p_.Og() + b % blocks_per_group_ * ocb_;
+    std::vector<Stmt> zero, load, fma, store, store_final;
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
-      Expr at = vec((s0 + i) * ocb_ + v * lanes_, lanes_);
       zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {acc_at(i, v)}));
-      load.push_back(ir::Store::make(acc, scratch.load({at}), {acc_at(i, v)}));
-      store.push_back(ir::Store::make(scratch, acc.load({acc_at(i, v)}), {at}));
+      Expr value = acc.load({acc_at(i, v)});
+      if (in_place_) {
+        std::vector<Expr> at = {n, vec(oc0 + v * lanes_, lanes_), row[i], col[i]};
+        load.push_back(ir::Store::make(acc, out_.load(at), {acc_at(i, v)}));
+        store.push_back(ir::Store::make(out_, value, at));
+        store_final.push_back(ir::Store::make(out_, ir::final_value(value), at));
+      } else {
+        Expr at = vec((s0 + i) * ocb_ + v * lanes_, lanes_);
+        load.push_back(ir::Store::make(acc, scratch.load({at}), {acc_at(i, v)}));
+        store.push_back(ir::Store::make(scratch, value, {at}));
+      }
     }
     Var c("c"), kh("kh"), kw("kw");
     std::vector<Var> base;
@@ -846,23 +863,33 @@ class DirectConvKernel {
     Stmt taps = ir::For::make(kh, 0, p_.KH, window_kind(fmas_per_row * p_.KH, 160),
                               ir::For::make(kw, 0, p_.KW, window_kind(fmas_per_row, 200), step));
     Stmt body = ir::For::make(c, c0, clen, ForKind::kSerial, taps);
-    // Each pixel's input offset, computed once per tile.
-    for (int64_t i = npx - 1; i >= 0; --i) {
-      Expr pixel = pix0 + i;
-      body = ir::LetStmt::make(
-          base[i], pixel / p_.OW * (p_.sh * row_stride_) + pixel % p_.OW * (p_.sw * col_stride_),
-          body);
-    }
-    return ir::Allocate::make(
+    Stmt stores = ir::Seq::make(std::move(store));
+    if (in_place_)
+      stores = ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)), stores);
+    Stmt tile = ir::Allocate::make(
         acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                                  ir::Seq::make(std::move(load))),
-                            body, ir::Seq::make(std::move(store))}));
+                            body, stores}));
+    // Each pixel's input offset (and output row and column), computed once per tile.
+    for (int64_t i = npx - 1; i >= 0; --i) {
+      Expr pixel = pix0 + i;
+      if (in_place_)
+        tile = ir::LetStmt::make(row[i], pixel / p_.OW,
+                                 ir::LetStmt::make(col[i], pixel % p_.OW, tile));
+      tile = ir::LetStmt::make(
+          base[i], pixel / p_.OW * (p_.sh * row_stride_) + pixel % p_.OW * (p_.sw * col_stride_),
+          tile);
+    }
+    return tile;
   }
 
   const TemplateContext& ctx_;
   ConvProblem p_;
   int64_t lanes_, owb_, ocv_, ocb_, ic_chunk_, chunks_, pix_block_, pix_blocks_;
   int64_t blocks_per_group_, blocks_, hp_, wp_;
+  // Output in another layout, every channel block whole: partial sums accumulate in the output
+  // itself (final stores marked), a vector of channels per pixel, with no scratch tile.
+  bool in_place_ = false;
   Layout x_layout_, in_layout_;        // the input's and its padded copy's
   int64_t row_stride_, col_stride_;    // of the padded copy (x itself when unpadded)
   Buffer x_, w_, packed_w_, input_, out_;

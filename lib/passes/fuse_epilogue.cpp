@@ -270,7 +270,7 @@ absl::StatusOr<ir::Func> fuse_epilogue(const ir::Func& kernel, const EpilogueFus
   // every element lands at its own position there (same dtype), else in scratch memory of the
   // kernel's own, as large as its output.
   ir::Buffer view, partial;
-  if (e.flat_preserving) view = ir::Buffer::make(out.name() + "_partial", out.dtype(), out.shape());
+  if (e.flat_preserving) view = ir::Buffer::make(out.name() + "_partial", out.dtype(), out.layout());
   const bool in_place = e.flat_preserving && e.output.dtype() == out.dtype();
   if (reads_output)
     partial = in_place ? view : ir::Buffer::make(out.name() + "_partial", out.dtype(), out.shape());

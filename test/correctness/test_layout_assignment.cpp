@@ -67,6 +67,33 @@ TEST_CASE("layout assignment: every layout choice of every conv gives the refere
   }
 }
 
+TEST_CASE("layout assignment: direct conv configs in blocked layouts, in place and through a tile",
+          "[layout][assign][conv]") {
+  const int64_t lanes = Target::host_cpu().vector_lanes_f32();
+  // Whole channel blocks (partial sums in the output) or not (a scratch tile); one input-channel
+  // chunk or several; pixel tiles with tails.
+  for (int64_t o : {2 * lanes, 3 * lanes}) {
+    Block b = residual_block(19, o, 7, 11, 1);
+    std::vector<NDArray> expected = reference_run(b.g, b.inputs);
+    const layouts::AnchorLayouts blocked{{channels_blocked(lanes), {}}, channels_blocked(lanes)};
+    absl::StatusOr<Graph> laid = layouts::apply(b.g, {{b.conv1, blocked}, {b.conv2, blocked}});
+    REQUIRE(laid.ok());
+    for (auto [owb, ocv, kc, tiles] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{4, 2, 64, 2},
+                                      {3, 1, 2048, 1},
+                                      {5, 3, 128, 4}}) {
+      tune::Config c;
+      c.set("ow_block", owb);
+      c.set("oc_vectors", ocv);
+      c.set("kc", kc);
+      c.set("tiles", tiles);
+      INFO("O " << o << ", config " << c.to_string());
+      CompileOptions options;
+      options.template_configs["conv2d_direct"] = c;
+      require_close(compile_and_run(*laid, b.inputs, options)[0], expected[0], 1e-4, 1e-4);
+    }
+  }
+}
+
 TEST_CASE("layout assignment: fixed layouts for the whole graph, and joint tuning", "[layout][assign]") {
   Block b = residual_block(5, 24, 9, 10, 1);
   std::vector<NDArray> expected = reference_run(b.g, b.inputs);

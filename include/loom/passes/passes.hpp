@@ -56,8 +56,8 @@ struct EpilogueFusion {
   std::function<bool(int lanes)> last_dim_contiguous;
   std::vector<ir::Buffer> inputs;  // the buffers value() reads, appended to the kernel's params
   ir::Buffer output;               // the fused kernel's output, replacing the anchor's
-  // Every anchor element lands at its own row-major position of `output` (the epilogue is
-  // elementwise ops and reshapes). Then the kernel gets one more parameter before `output`, to be
+  // Every anchor element lands at its own position of `output`, stored alike (the epilogue is
+  // elementwise ops and reshapes, row-major, or elementwise ops in the anchor's layout). Then the kernel gets one more parameter before `output`, to be
   // bound to the same memory: the output viewed in the kernel's own shape, where partial results
   // stay at the kernel's own indices.
   bool flat_preserving = false;
