@@ -9,12 +9,15 @@
 //     graph (NCHW8c, NCHW16c, NHWC), and jointly tuned layouts; latency (Google Benchmark,
 //     repetitions interleaved), the conversions left in the compiled graph, tuning time.
 //
-//   bench_layouts [--tune none|fast|full] [--quick] [--json PATH] [Google Benchmark flags]
+//   bench_layouts [--tune none|fast|full] [--quick] [--layers] [--json PATH] [Google Benchmark flags]
+//
+// --layers: the layer table alone.
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -176,11 +179,22 @@ int conversions_in(const loom::CompiledGraph& c) {
 }
 
 const char kUsage[] =
-    "bench_layouts [--tune none|fast|full] [--quick] [--json PATH] [Google Benchmark flags]\n";
+    "bench_layouts [--tune none|fast|full] [--quick] [--layers] [--json PATH] [Google Benchmark "
+    "flags]\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --layers goes before Google Benchmark sees the flags; init() may re-execute the program, so
+  // the choice travels in the environment.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--layers") {
+      ::setenv("LOOM_BENCH_LAYERS_ONLY", "1", 1);
+      for (int j = i; j < argc; ++j) argv[j] = argv[j + 1];  // argv[argc] is null
+      --argc;
+      break;
+    }
+  const bool layers_only = std::getenv("LOOM_BENCH_LAYERS_ONLY") != nullptr;
   Options options;
   if (std::optional<int> code = init(argc, argv, 5, kUsage, options)) return *code;
   loom::CompileOptions compile;
@@ -218,6 +232,8 @@ int main(int argc, char** argv) {
   }
   std::printf("geometric mean: nchw / joint %.3f, onednn preferred / joint %.3f\n",
               std::exp(log_nchw / n), std::exp(log_dnnl / n));
+
+  if (layers_only) return options.json_path.empty() || write_records(records, options.json_path) ? 0 : 1;
 
   // 2. ResNet-50.
   loom_models::Weights weights;

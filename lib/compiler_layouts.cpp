@@ -3,11 +3,13 @@
 // and choice, tuned at the compile's level and served by the kernel cache on later compiles),
 // and each conversion the assignment needs, then searches assignments: all of them when there
 // are few (at most 4096: a handful of anchors), else the best uniform one (every anchor the same
-// choice) first, then one anchor at a time while the total time falls.
+// choice) first, then one anchor at a time while the total time falls. The model's best and
+// the uniform assignments are then compiled whole and timed; the fastest wins.
 
 #include "compiler_layouts.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <limits>
 
@@ -41,6 +43,11 @@ class JointSearch {
   JointSearch(const Compiler& compiler, const Graph& g, const CompileOptions& options,
               std::string* report)
       : compiler_(compiler), g_(g), report_(report), cache_(cache_use(compiler.target(), options)) {
+    whole_ = options;
+    whole_.layouts = LayoutPolicy::kRowMajor;
+    whole_.graph_passes = false;
+    whole_.report_progress = false;
+    whole_.specialize_shapes = false;
     measure_ = options;
     measure_.layouts = LayoutPolicy::kRowMajor;
     measure_.fuse = false;
@@ -77,7 +84,7 @@ class JointSearch {
           if (!more) digit[k] = 0;
         }
       }
-      return decided(anchors, best, best_ms, "every assignment");
+      return decided(anchors, choices, best, best_ms, "every assignment");
     }
     // Uniform starts: every distinct choice, given to the anchors that offer it.
     std::vector<AnchorLayouts> distinct;
@@ -87,11 +94,7 @@ class JointSearch {
     Assignment best;
     double best_ms = std::numeric_limits<double>::infinity();
     for (const AnchorLayouts& c : distinct) {
-      Assignment a;
-      for (int id : anchors) {
-        const auto& mine = choices[id];
-        a[id] = std::find(mine.begin(), mine.end(), c) != mine.end() ? c : mine.front();
-      }
+      Assignment a = uniform(anchors, choices, c);
       LOOM_ASSIGN_OR_RETURN(double ms, cost(a));
       *report_ += str_cat("uniform ", c.to_string(), ": ", ms, " ms\n");
       if (ms < best_ms) best_ms = ms, best = a;
@@ -109,20 +112,78 @@ class JointSearch {
         }
       if (!improved) break;
     }
-    return decided(anchors, best, best_ms, "uniform starts and one anchor at a time");
+    return decided(anchors, choices, best, best_ms, "uniform starts and one anchor at a time");
   }
 
  private:
   // At most this many assignments are all measured; larger spaces are searched greedily.
   static constexpr double kExhaustive = 4096;
 
-  absl::StatusOr<Graph> decided(const std::vector<int>& anchors, Assignment& best, double ms,
-                                const char* search) {
+  // Each anchor choice c where it is offered, row-major elsewhere.
+  static Assignment uniform(const std::vector<int>& anchors,
+                            std::map<int, std::vector<AnchorLayouts>>& choices,
+                            const AnchorLayouts& c) {
+    Assignment a;
+    for (int id : anchors) {
+      const auto& mine = choices[id];
+      a[id] = std::find(mine.begin(), mine.end(), c) != mine.end() ? c : mine.front();
+    }
+    return a;
+  }
+
+  // The model's choice, checked against the whole graph: it and every uniform assignment that
+  // keeps one layout from input to output are compiled whole (fused, as they will run) and
+  // timed, and the fastest wins. The model sums anchors and conversions; a graph also runs
+  // epilogues and default-scheduled operators that read other layouts than they write.
+  absl::StatusOr<Graph> decided(const std::vector<int>& anchors,
+                                std::map<int, std::vector<AnchorLayouts>>& choices,
+                                const Assignment& model_best, double ms, const char* search) {
+    *report_ += str_cat("model ", ms, " ms (", search, ")\n");
+    std::vector<std::pair<std::string, Assignment>> candidates = {{"model", model_best}};
+    for (int id : anchors)
+      for (const AnchorLayouts& c : choices[id]) {
+        bool same = !c.inputs.empty() && c.inputs[0] == c.output;
+        Assignment a = uniform(anchors, choices, c);
+        bool seen = std::any_of(candidates.begin(), candidates.end(),
+                                [&](const auto& k) { return k.second == a; });
+        if (same && !seen) candidates.emplace_back("uniform " + c.to_string(), a);
+      }
+    size_t winner = 0;
+    Graph winner_graph;
+    double winner_ms = std::numeric_limits<double>::infinity();
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, candidates[k].second));
+      double t = 0;
+      if (candidates.size() > 1) {
+        LOOM_ASSIGN_OR_RETURN(t, recorded("whole graph\n" + laid.to_string(),
+                                          [&]() { return whole_ms(laid); }));
+      }
+      *report_ += str_cat("whole graph, ", candidates[k].first, ": ", t, " ms\n");
+      if (t < winner_ms) winner = k, winner_ms = t, winner_graph = laid;
+    }
+    const Assignment& best = candidates[winner].second;
     for (int id : anchors)
       *report_ += str_cat("chosen ", g_.nodes()[static_cast<size_t>(id)].name, ": ",
-                          best[id].to_string(), "\n");
-    *report_ += str_cat("total ", ms, " ms (", search, ")\n");
-    return layouts::apply(g_, best);
+                          best.at(id).to_string(), "\n");
+    *report_ += str_cat("decision: ", candidates[winner].first, "\n");
+    return winner_graph;
+  }
+
+  // The median of a few runs of the whole graph compiled as it will run.
+  absl::StatusOr<double> whole_ms(const Graph& laid) {
+    LOOM_ASSIGN_OR_RETURN(CompiledGraph c, compiler_.compile(laid, whole_));
+    std::vector<NDArray> inputs;
+    for (int in : laid.inputs())
+      inputs.push_back(random_array(laid.nodes()[static_cast<size_t>(in)].type, 11 + inputs.size()));
+    LOOM_RETURN_IF_ERROR(c.run(inputs).status());  // warm-up
+    std::vector<double> ms;
+    for (int r = 0; r < 7; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      LOOM_RETURN_IF_ERROR(c.run(inputs).status());
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
   }
 
   // Measured anchors plus measured conversions of the graph the assignment gives.
@@ -233,7 +294,7 @@ class JointSearch {
   const Graph& g_;
   std::string* report_;
   CacheUse cache_;
-  CompileOptions measure_;
+  CompileOptions whole_, measure_;  // how the graph, and each anchor alone, compile
   std::map<std::string, double> anchors_, conversions_;
 };
 
