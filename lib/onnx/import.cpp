@@ -57,22 +57,44 @@ absl::Status copy_field(const Field& field, NDArray& out) {
   return absl::OkStatus();
 }
 
+// How many values the typed repeated field that holds t's data has (when raw_data is absent).
+int64_t stored_values(const pb::TensorProto& t) {
+  switch (t.data_type()) {
+    case pb::TensorProto::FLOAT: return t.float_data_size();
+    case pb::TensorProto::INT64: return t.int64_data_size();
+    default: return t.int32_data_size();  // FLOAT16, BFLOAT16, INT8, INT32, BOOL
+  }
+}
+
 absl::StatusOr<NDArray> to_ndarray(const pb::TensorProto& t) {
   if (t.data_location() == pb::TensorProto::EXTERNAL)
     return absl::UnimplementedError("tensor '" + t.name() + "' keeps its data in an external file");
   LOOM_ASSIGN_OR_RETURN(DType dtype, dtype_of(t.data_type()));
   std::vector<int64_t> shape(t.dims().begin(), t.dims().end());
-  for (int64_t d : shape)
+  // A file may declare any dims: the size is checked against the data the file really holds
+  // before anything is allocated, so a few bytes can never ask for petabytes (or overflow).
+  int64_t numel = 1;
+  for (int64_t d : shape) {
     if (d < 0) return absl::DataLossError("tensor '" + t.name() + "' has a negative dim");
-  NDArray out(dtype, shape);
+    if (d > 0 && numel > std::numeric_limits<int64_t>::max() / dtype.bytes() / d)
+      return absl::DataLossError(str_cat("tensor '", t.name(), "' declares dims ",
+                                         shape_to_string(shape), ", more than 2^63 bytes"));
+    numel *= d;
+  }
+  const int64_t nbytes = numel * dtype.bytes();
   if (t.has_raw_data()) {
-    if (static_cast<int64_t>(t.raw_data().size()) != out.nbytes())
+    if (static_cast<int64_t>(t.raw_data().size()) != nbytes)
       return absl::DataLossError(str_cat("tensor '", t.name(), "' has ", t.raw_data().size(),
                                          " bytes of data for ", dtype.to_string(),
-                                         shape_to_string(shape), " (", out.nbytes(), " bytes)"));
-    if (out.nbytes() > 0) std::memcpy(out.data(), t.raw_data().data(), static_cast<size_t>(out.nbytes()));
+                                         shape_to_string(shape), " (", nbytes, " bytes)"));
+    NDArray out(dtype, shape);
+    if (nbytes > 0) std::memcpy(out.data(), t.raw_data().data(), static_cast<size_t>(nbytes));
     return out;
   }
+  if (stored_values(t) != numel)
+    return absl::DataLossError(str_cat("tensor '", t.name(), "' holds ", stored_values(t),
+                                       " values for shape ", shape_to_string(shape)));
+  NDArray out(dtype, shape);
   absl::Status s;
   switch (t.data_type()) {
     case pb::TensorProto::FLOAT:
@@ -173,25 +195,37 @@ class Node {
     return out;
   }
 
-  const pb::AttributeProto* attr(const std::string& name) const {
-    for (const pb::AttributeProto& a : n_.attribute())
-      if (a.name() == name) return &a;
+  // The attribute of that name and type. One of another type (a float where an int belongs) is
+  // recorded as the node's error (see attr_error) rather than read as a silent 0 or default.
+  const pb::AttributeProto* attr(const std::string& name,
+                                 pb::AttributeProto::AttributeType type) const {
+    for (const pb::AttributeProto& a : n_.attribute()) {
+      if (a.name() != name) continue;
+      // UNDEFINED: models from before the type field was written; their field is trusted.
+      if (a.type() == type || a.type() == pb::AttributeProto::UNDEFINED) return &a;
+      if (attr_error_.ok())
+        attr_error_ = absl::InvalidArgumentError(
+            str_cat("attribute '", name, "' is ", pb::AttributeProto::AttributeType_Name(a.type()),
+                    ", expected ", pb::AttributeProto::AttributeType_Name(type)));
+      return nullptr;
+    }
     return nullptr;
   }
+  const absl::Status& attr_error() const { return attr_error_; }
   int64_t attr_int(const std::string& name, int64_t fallback) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::INT);
     return a ? a->i() : fallback;
   }
   float attr_float(const std::string& name, float fallback) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::FLOAT);
     return a ? a->f() : fallback;
   }
   std::string attr_string(const std::string& name, const std::string& fallback) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::STRING);
     return a ? a->s() : fallback;
   }
   std::vector<int64_t> attr_ints(const std::string& name, std::vector<int64_t> fallback = {}) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::INTS);
     return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : fallback;
   }
 
@@ -202,6 +236,7 @@ class Node {
  private:
   const pb::NodeProto& n_;
   Importer& im_;
+  mutable absl::Status attr_error_;
 };
 
 using Convert = std::function<absl::StatusOr<std::vector<Tensor>>(Node&)>;
@@ -517,8 +552,9 @@ absl::StatusOr<std::vector<Tensor>> convert_batch_norm(Node& n) {
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_constant(Node& n) {
-  const pb::AttributeProto* a = n.attr("value");
+  const pb::AttributeProto* a = n.attr("value", pb::AttributeProto::TENSOR);
   if (!a) return n.unsupported("a Constant without a tensor 'value'");
+  if (n.proto().output_size() < 1) return absl::InvalidArgumentError("a Constant without an output");
   LOOM_ASSIGN_OR_RETURN(NDArray v, to_ndarray(a->t()));
   return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
 }
@@ -549,6 +585,7 @@ absl::StatusOr<std::vector<Tensor>> convert_shape(Node& n) {
     if (!x.shape()[d].is_static()) return n.unsupported("Shape of a symbolic dim");
     v.set(d - start, static_cast<double>(x.shape()[d].value()));
   }
+  if (n.proto().output_size() < 1) return absl::InvalidArgumentError("a Shape without an output");
   return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
 }
 
@@ -865,7 +902,7 @@ absl::StatusOr<std::vector<Tensor>> convert_resize(Node& n) {
   std::vector<float> scales;
   std::vector<int64_t> sizes;
   if (upsample && n.opset() < 9) {
-    if (const pb::AttributeProto* a = n.attr("scales")) scales.assign(a->floats().begin(), a->floats().end());
+    if (const pb::AttributeProto* a = n.attr("scales", pb::AttributeProto::FLOATS)) scales.assign(a->floats().begin(), a->floats().end());
   } else {
     const int scales_input = upsample || n.opset() < 11 ? 1 : 2;
     if (n.has_input(scales_input)) {
@@ -1083,6 +1120,7 @@ absl::StatusOr<Graph> convert(const pb::ModelProto& model) {
     Node node(np, im);
     absl::StatusOr<std::vector<Tensor>> outs = it->second(node);
     if (!g.status().ok()) outs = g.status();  // the loom operator's own error says more
+    if (!node.attr_error().ok()) outs = node.attr_error();  // what was read instead was wrong
     if (!outs.ok()) return absl::Status(outs.status().code(), where + ": " + std::string(outs.status().message()));
     if (static_cast<int>(outs->size()) < np.output_size())
       for (int k = static_cast<int>(outs->size()); k < np.output_size(); ++k)
