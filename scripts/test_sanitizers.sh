@@ -38,7 +38,9 @@ configure() {  # dir, extra cmake arguments
 }
 
 # Leaks are reported (LSan) and fail the tests; every UBSan report is fatal.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
+# allocator_may_return_null: a failed huge allocation returns null, as without ASan, so the
+# tests of run() errors for outputs too large to allocate see what users see.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 

@@ -145,9 +145,10 @@ Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
         str_cat(op, " takes ", def->num_inputs, " inputs, got ", inputs.size())));
   if (!attrs) attrs = std::make_shared<NoAttrs>();
   const std::type_info& want = def->attrs_type ? *def->attrs_type : typeid(NoAttrs);
-  if (typeid(*attrs) != want)
+  const OpAttrs& given = *attrs;  // clang warns about typeid of an expression that calls a function
+  if (typeid(given) != want)
     return impl_->fail(absl::InvalidArgumentError(op + " expects attributes of type " +
-                                                  want.name() + ", got " + typeid(*attrs).name()));
+                                                  want.name() + ", got " + typeid(given).name()));
   absl::StatusOr<TensorType> type = def->infer(types, *attrs);
   if (!type.ok()) {
     std::string names;

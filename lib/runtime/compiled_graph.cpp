@@ -310,10 +310,19 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     const Slot& s = g.slots[i];
     if (s.kind == Slot::Kind::kConstant) values[i] = s.constant;
     if (s.kind != Slot::Kind::kComputed) continue;
-    values[i] = plan.offsets[i] < 0
-                    ? NDArray(s.type.dtype, shapes[i])
-                    : NDArray::borrow(static_cast<char*>(arena.data.get()) + plan.offsets[i],
-                                      s.type.dtype, shapes[i]);
+    if (plan.offsets[i] >= 0) {
+      values[i] = NDArray::borrow(static_cast<char*>(arena.data.get()) + plan.offsets[i],
+                                  s.type.dtype, shapes[i]);
+      continue;
+    }
+    // An output: its size comes from the inputs' dims, so a failed allocation is an error.
+    absl::StatusOr<NDArray> output = NDArray::allocate(s.type.dtype, shapes[i]);
+    if (!output.ok()) {
+      g.arenas.give_back(std::move(arena));
+      return absl::Status(output.status().code(),
+                          str_cat("output ", s.name, ": ", output.status().message()));
+    }
+    values[i] = *std::move(output);
   }
 
   launch_all(g, values, symbols, launch_ms);

@@ -69,3 +69,19 @@ TEST_CASE("size overflow: symbolic dims bound to huge values", "[error][overflow
   require_overflow(compiled->specialize({{"n", k2p32}}).status(), "n=4294967296");
   CHECK(compiled->specialize({{"n", 3}}).ok());
 }
+
+TEST_CASE("size overflow: an output too large to allocate is a run() error", "[error][overflow]") {
+  // 2^50 floats (4 PiB): the shape is valid, the memory does not exist.
+  Graph g;
+  g.output(g.input("x", {1}).expand({int64_t{1} << 20, int64_t{1} << 20, int64_t{1} << 10}));
+  auto compiled = Compiler().compile(g);
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  NDArray x(DType::f32(), {1});
+  x.set(0, 1);
+  absl::Status s = compiled->run({x}).status();
+  INFO(s.ToString());
+  REQUIRE(!s.ok());
+  CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(s.message()), Catch::Contains("cannot allocate 4503599627370496 bytes"));
+}
