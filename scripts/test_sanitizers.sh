@@ -42,7 +42,7 @@ configure() {  # dir, extra cmake arguments
 # tests of run() errors for outputs too large to allocate see what users see.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/test/tsan.supp}
 
 if [[ $what == all || $what == asan || $what == fuzz ]]; then
   phase "build-asan: configure and build (clang, address,undefined, fuzzer coverage)"
