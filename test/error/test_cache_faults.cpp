@@ -12,6 +12,7 @@
 #include "cache_test_util.hpp"
 #include "graph_reference.hpp"
 #include "loom/loom.hpp"
+#include "nlohmann/json.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
@@ -187,4 +188,41 @@ TEST_CASE("cache fault: entries for another CPU are never used for this one", "[
   auto now = snapshot(dir.path());
   for (const auto& [path, bytes] : untouched)
     if (path.rfind(host_key, 0) != 0) CHECK(now.at(path) == bytes);
+}
+
+TEST_CASE("cache fault: record fields of the wrong type make the entry malformed",
+          "[cache][error]") {
+  TempDir dir;
+  Graph g = two_entry_graph(27, 21);
+  REQUIRE(Compiler().compile(g, cold_cache_options(dir.path())).ok());
+  std::string key;
+  for (const disk_cache::EntryInfo& e : disk_cache::list(dir.path()))
+    if (e.schedule != "default") key = e.key;
+  REQUIRE(!key.empty());
+  const fs::path record = dir.path() / key / "record.json";
+  const nlohmann::json original = nlohmann::json::parse(StderrCapture::read_text(record));
+  // The entry's own key parts: only the field under test is wrong.
+  runtime::CacheKeyParts parts{original["task"], original["target"], original["backend_version"],
+                               original["loom_version"]};
+  REQUIRE(disk_cache::read(dir.path(), key, parts).ok());
+  // Numbers where a float would have been converted to an int (undefined for 1e300), negative
+  // sizes, and packed buffers of impossible shapes.
+  const std::vector<std::pair<std::string, nlohmann::json>> cases = {
+      {"object_bytes", 1e300},
+      {"object_bytes", -5},
+      {"format", 1.5},
+      {"config", {{"mc", 1e300}}},
+      {"packed", {{{"input", 1}, {"shape", {-3}}}}},
+      {"packed", {{{"input", 1e20}, {"shape", {1}}}}},
+      {"packed", {{{"input", 1}, {"shape", {int64_t{1} << 40, int64_t{1} << 40}}}}}};
+  for (const auto& [field, value] : cases) {
+    nlohmann::json broken = original;
+    broken[field] = value;
+    loom::testing::write_text(record, broken.dump(2));
+    absl::Status s = disk_cache::read(dir.path(), key, parts).status();
+    INFO(field << " = " << value.dump() << ": " << s.ToString());
+    CHECK((s.code() == absl::StatusCode::kDataLoss ||
+           s.code() == absl::StatusCode::kFailedPrecondition));
+    CHECK_THAT(std::string(s.message()), Catch::Contains("record"));
+  }
 }
