@@ -216,6 +216,29 @@ class Node {
     const pb::AttributeProto* a = attr(name, pb::AttributeProto::INT);
     return a ? a->i() : fallback;
   }
+  // An int attribute that loom keeps in an int (axes, groups, dtypes): a value beyond int's range
+  // is an error, not a truncation (2^32 + 1 would otherwise read as axis 1).
+  int attr_int32(const std::string& name, int fallback) const {
+    const int64_t v = attr_int(name, fallback);
+    if (v >= std::numeric_limits<int>::min() && v <= std::numeric_limits<int>::max())
+      return static_cast<int>(v);
+    if (attr_error_.ok())
+      attr_error_ = absl::InvalidArgumentError(str_cat("attribute '", name, "' = ", v, " is out of range"));
+    return fallback;
+  }
+  std::vector<int> attr_ints32(const std::string& name) const {
+    std::vector<int> out;
+    for (int64_t v : attr_ints(name)) {
+      if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+        if (attr_error_.ok())
+          attr_error_ = absl::InvalidArgumentError(
+              str_cat("attribute '", name, "' holds ", v, ", out of range"));
+        return {};
+      }
+      out.push_back(static_cast<int>(v));
+    }
+    return out;
+  }
   float attr_float(const std::string& name, float fallback) const {
     const pb::AttributeProto* a = attr(name, pb::AttributeProto::FLOAT);
     return a ? a->f() : fallback;
@@ -333,7 +356,7 @@ absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
     o.stride = {1, static_cast<int>(s[0])};
     o.dilation = {1, static_cast<int>(d[0])};
     o.padding = Conv2dOptions::Padding(0, static_cast<int>(p[0]), 0, static_cast<int>(p[1]));
-    o.groups = static_cast<int>(n.attr_int("group", 1));
+    o.groups = n.attr_int32("group", 1);
     Tensor y = x.conv1d(w, o);
     if (n.has_input(2)) {
       LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
@@ -348,7 +371,7 @@ absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
   Conv2dOptions o;
   o.stride = {static_cast<int>(s[0]), static_cast<int>(s[1])};
   o.dilation = {static_cast<int>(d[0]), static_cast<int>(d[1])};
-  o.groups = static_cast<int>(n.attr_int("group", 1));
+  o.groups = n.attr_int32("group", 1);
   LOOM_ASSIGN_OR_RETURN(o.padding,
                         spatial_padding(n, x.shape(), w.shape()[2].value(), w.shape()[3].value(),
                                         o.stride.h, o.stride.w, o.dilation.h, o.dilation.w));
@@ -450,7 +473,7 @@ Convert softmax_like(Tensor (Tensor::*fn)(int) const) {
   return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
     LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
     const int rank = x.rank();
-    int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
+    int axis = n.attr_int32("axis", n.opset() >= 13 ? -1 : 1);
     if (axis < -rank || axis >= std::max(rank, 1))
       return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
     if (axis < 0) axis += rank;
@@ -486,7 +509,7 @@ absl::StatusOr<std::vector<Tensor>> convert_reshape(Node& n) {
 absl::StatusOr<std::vector<Tensor>> convert_transpose(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   std::vector<int> perm;
-  for (int64_t p : n.attr_ints("perm")) perm.push_back(static_cast<int>(p));
+  for (int p : n.attr_ints32("perm")) perm.push_back(p);
   return one(x.transpose(perm));
 }
 
@@ -523,7 +546,7 @@ absl::StatusOr<std::vector<Tensor>> convert_layer_norm(Node& n) {
     for (int64_t i = 0; i < zeros.numel(); ++i) zeros.set(i, 0);
     bias = n.graph().constant(n.proto().name() + "_B", zeros);
   }
-  return one(x.layer_norm(scale, bias, static_cast<int>(n.attr_int("axis", -1)),
+  return one(x.layer_norm(scale, bias, n.attr_int32("axis", -1),
                           n.attr_float("epsilon", 1e-5f)));
 }
 
@@ -614,7 +637,7 @@ absl::StatusOr<std::vector<Tensor>> convert_clip(Node& n) {
 
 absl::StatusOr<std::vector<Tensor>> convert_cast(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  LOOM_ASSIGN_OR_RETURN(DType to, dtype_of(static_cast<int>(n.attr_int("to", 0))));
+  LOOM_ASSIGN_OR_RETURN(DType to, dtype_of(n.attr_int32("to", 0)));
   return one(x.cast(to));
 }
 
@@ -669,13 +692,13 @@ absl::StatusOr<std::vector<Tensor>> convert_concat(Node& n) {
     LOOM_ASSIGN_OR_RETURN(Tensor t, n.input(i));
     in.push_back(t);
   }
-  return one(concat(in, static_cast<int>(n.attr_int("axis", 0))));
+  return one(concat(in, n.attr_int32("axis", 0)));
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_split(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   const int rank = x.rank();
-  int axis = static_cast<int>(n.attr_int("axis", 0));
+  int axis = n.attr_int32("axis", 0);
   if (axis < -rank || axis >= rank) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
   if (axis < 0) axis += rank;
   std::vector<int64_t> sizes;
@@ -704,7 +727,7 @@ absl::StatusOr<std::vector<Tensor>> convert_slice(Node& n) {
   if (n.opset() < 10) {
     starts = n.attr_ints("starts");
     ends = n.attr_ints("ends");
-    for (int64_t a : n.attr_ints("axes")) axes.push_back(static_cast<int>(a));
+    for (int a : n.attr_ints32("axes")) axes.push_back(a);
   } else {
     LOOM_ASSIGN_OR_RETURN(starts, n.ints_input(1));
     LOOM_ASSIGN_OR_RETURN(ends, n.ints_input(2));
@@ -722,7 +745,7 @@ absl::StatusOr<std::vector<Tensor>> convert_slice(Node& n) {
 absl::StatusOr<std::vector<Tensor>> convert_gather(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   LOOM_ASSIGN_OR_RETURN(Tensor i, n.input(1));
-  return one(x.gather(i, static_cast<int>(n.attr_int("axis", 0))));
+  return one(x.gather(i, n.attr_int32("axis", 0)));
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_pad(Node& n) {
@@ -780,14 +803,14 @@ absl::StatusOr<std::vector<Tensor>> convert_expand(Node& n) {
 
 absl::StatusOr<std::vector<Tensor>> convert_flatten(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  return one(x.flatten(static_cast<int>(n.attr_int("axis", 1))));
+  return one(x.flatten(n.attr_int32("axis", 1)));
 }
 
 Convert arg_reduce(bool is_max) {
   return [is_max](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
     LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
     if (n.attr_int("select_last_index", 0)) return n.unsupported("select_last_index=1");
-    const int axis = static_cast<int>(n.attr_int("axis", 0));
+    const int axis = n.attr_int32("axis", 0);
     const bool keep = n.attr_int("keepdims", 1) != 0;
     return one(is_max ? x.argmax(axis, keep) : x.argmin(axis, keep));
   };

@@ -124,6 +124,15 @@ TEST_CASE("onnx: attributes of the wrong type are errors, not silent defaults", 
   require_error(
       onnx::import_from_memory(one_node("LeakyRelu", {ob::attr_ints("alpha", {1})}).bytes()).status(),
       absl::StatusCode::kInvalidArgument, "attribute 'alpha' is INTS, expected FLOAT");
+  // An int beyond int's range: 2^32 + 1 would truncate to axis 1.
+  require_error(
+      onnx::import_from_memory(one_node("Softmax", {ob::attr_int("axis", (int64_t{1} << 32) + 1)}).bytes())
+          .status(),
+      absl::StatusCode::kInvalidArgument, "attribute 'axis' = 4294967297 is out of range");
+  require_error(
+      onnx::import_from_memory(one_node("Transpose", {ob::attr_ints("perm", {int64_t{1} << 33, 0})}).bytes())
+          .status(),
+      absl::StatusCode::kInvalidArgument, "attribute 'perm' holds 8589934592, out of range");
   // The right types import.
   CHECK(onnx::import_from_memory(one_node("Softmax", {ob::attr_int("axis", 1)}).bytes()).ok());
   CHECK(onnx::import_from_memory(one_node("Transpose", {ob::attr_ints("perm", {1, 0})}).bytes()).ok());
