@@ -52,3 +52,16 @@ TEST_CASE("fuzz regression: reductions of a rank-0 tensor return its element", "
     CHECK(o.get(0) == 2.5);
   }
 }
+
+TEST_CASE("fuzz regression: a batched matmul with an empty batch runs", "[error][fuzz]") {
+  // fuzz_graph_builder: the GEMM template tiled a zero batch and aborted (spatial(0, 1, 1)).
+  Graph g;
+  Tensor a = g.input("a", {0, 3, 4});
+  g.output(a.matmul(g.input("b", {0, 4, 5})));
+  g.output(a.matmul(g.constant("w", loom::testing::random_array(DType::f32(), {4, 5}))));
+  std::vector<NDArray> out =
+      loom::testing::compile_and_run(g, {NDArray(DType::f32(), {0, 3, 4}), NDArray(DType::f32(), {0, 4, 5})});
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].shape() == std::vector<int64_t>{0, 3, 5});
+  CHECK(out[1].shape() == std::vector<int64_t>{0, 3, 5});
+}
