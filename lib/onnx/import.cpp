@@ -190,8 +190,14 @@ class Node {
     LOOM_ASSIGN_OR_RETURN(NDArray v, constant_input(i));
     if (!v.dtype().is_int())
       return absl::InvalidArgumentError(str_cat("input ", i, " must be an integer tensor"));
+    // Read as integers: through double, INT64_MAX (Slice's "to the end") would round to 2^63,
+    // which no int64 holds.
     std::vector<int64_t> out;
-    for (int64_t k = 0; k < v.numel(); ++k) out.push_back(static_cast<int64_t>(v.get(k)));
+    for (int64_t k = 0; k < v.numel(); ++k) {
+      if (v.dtype() == DType::i64()) out.push_back(v.data_as<int64_t>()[k]);
+      else if (v.dtype() == DType::i32()) out.push_back(v.data_as<int32_t>()[k]);
+      else out.push_back(static_cast<int64_t>(v.get(k)));  // i8
+    }
     return out;
   }
 

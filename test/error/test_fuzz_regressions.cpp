@@ -65,3 +65,26 @@ TEST_CASE("fuzz regression: a batched matmul with an empty batch runs", "[error]
   CHECK(out[0].shape() == std::vector<int64_t>{0, 3, 5});
   CHECK(out[1].shape() == std::vector<int64_t>{0, 3, 5});
 }
+
+TEST_CASE("fuzz regression: a Slice end of INT64_MAX means to the end", "[error][fuzz]") {
+  // fuzz_onnx_import: integer inputs were read through double, so INT64_MAX (what exporters
+  // write for "to the end") became 2^63, outside int64 (undefined; INT64_MIN on x86: an empty
+  // slice).
+  ob::Model m;
+  m.inputs = {ob::value_info("x", {2, 5})};
+  auto i64 = [](int64_t v) { return std::string(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  m.initializers = {ob::tensor("starts", {1}, ob::kInt64, i64(1)),
+                    ob::tensor("ends", {1}, ob::kInt64, i64(INT64_MAX)),
+                    ob::tensor("axes", {1}, ob::kInt64, i64(1))};
+  m.nodes = {ob::node("Slice", {"x", "starts", "ends", "axes"}, {"y"})};
+  m.outputs = {ob::value_info("y", {})};
+  absl::StatusOr<Graph> g = onnx::import_from_memory(m.bytes());
+  INFO(g.status().ToString());
+  REQUIRE(g.ok());
+  NDArray x = loom::testing::random_array(DType::f32(), {2, 5});
+  std::vector<NDArray> out = loom::testing::compile_and_run(*g, {x});
+  REQUIRE(out.size() == 1);
+  REQUIRE(out[0].shape() == std::vector<int64_t>{2, 4});
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t c = 0; c < 4; ++c) CHECK(out[0].get(r * 4 + c) == x.get(r * 5 + c + 1));
+}
