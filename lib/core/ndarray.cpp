@@ -86,6 +86,28 @@ NDArray::NDArray(DType dtype, std::vector<int64_t> shape) : dtype_(dtype), shape
   data_ = p;
 }
 
+absl::StatusOr<NDArray> NDArray::allocate(DType dtype, std::vector<int64_t> shape) {
+  if (!dtype.is_scalar()) return absl::InvalidArgumentError("NDArray of vector dtype");
+  int64_t bytes = dtype.bytes();
+  for (int64_t e : shape) {
+    if (e < 0) return absl::InvalidArgumentError("negative extent in " + shape_to_string(shape));
+    if (e > 0 && bytes > (std::numeric_limits<int64_t>::max() - 63) / e)
+      return absl::InvalidArgumentError("the size of " + shape_to_string(shape) + " overflows");
+    bytes = e == 0 ? 0 : bytes * e;
+  }
+  const size_t rounded = static_cast<size_t>((bytes + 63) / 64 * 64);
+  void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
+  if (!p && rounded)
+    return absl::ResourceExhaustedError(
+        str_cat("cannot allocate ", bytes, " bytes for ", dtype.to_string(), shape_to_string(shape)));
+  NDArray a;
+  a.dtype_ = dtype;
+  a.shape_ = std::move(shape);
+  a.storage_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  a.data_ = p;
+  return a;
+}
+
 NDArray NDArray::borrow(void* data, DType dtype, std::vector<int64_t> shape) {
   NDArray a;
   a.dtype_ = dtype;

@@ -2,6 +2,7 @@
 
 #include "loom/graph/graph.hpp"
 
+#include <limits>
 #include <sstream>
 
 #include "loom/core/status.hpp"
@@ -9,6 +10,27 @@
 #include "ops/register.hpp"
 
 namespace loom {
+namespace {
+
+// Element counts, byte sizes and offsets are int64 from here to the kernels, so a static shape
+// whose bytes do not fit (dims from a hostile file, or an op that multiplies them) is an error
+// here rather than an overflow later. Symbolic dims count as 1 until bound.
+absl::Status check_size(const std::string& what, const TensorType& type) {
+  int64_t bytes = type.dtype.bytes();
+  for (const Dim& d : type.shape) {
+    if (!d.is_static() || d.value() <= 0) {
+      if (d.is_static() && d.value() == 0) return absl::OkStatus();
+      continue;
+    }
+    if (bytes > std::numeric_limits<int64_t>::max() / d.value())
+      return absl::InvalidArgumentError(str_cat(what, " has shape ", shape_to_string(type.shape),
+                                                ": its size overflows 64 bits"));
+    bytes *= d.value();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 // ---- OpRegistry -----------------------------------------------------------------------------
 
@@ -67,6 +89,7 @@ Tensor Graph::input(const std::string& name, Shape shape, DType dtype) {
           "input " + name + " has a negative dimension in " + shape_to_string(shape)));
   if (!dtype.is_scalar())
     return impl_->fail(absl::InvalidArgumentError("input " + name + " has a vector dtype"));
+  if (absl::Status s = check_size("input " + name, {shape, dtype}); !s.ok()) return impl_->fail(s);
   Node n;
   n.kind = Node::Kind::kInput;
   n.name = name;
@@ -122,9 +145,10 @@ Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
         str_cat(op, " takes ", def->num_inputs, " inputs, got ", inputs.size())));
   if (!attrs) attrs = std::make_shared<NoAttrs>();
   const std::type_info& want = def->attrs_type ? *def->attrs_type : typeid(NoAttrs);
-  if (typeid(*attrs) != want)
+  const OpAttrs& given = *attrs;  // clang warns about typeid of an expression that calls a function
+  if (typeid(given) != want)
     return impl_->fail(absl::InvalidArgumentError(op + " expects attributes of type " +
-                                                  want.name() + ", got " + typeid(*attrs).name()));
+                                                  want.name() + ", got " + typeid(given).name()));
   absl::StatusOr<TensorType> type = def->infer(types, *attrs);
   if (!type.ok()) {
     std::string names;
@@ -133,6 +157,7 @@ Tensor Graph::apply(const std::string& op, const std::vector<Tensor>& inputs,
                                     op + "(" + names + "): " + std::string(type.status().message())));
   }
   if (!def->sets_layout) type->layout.clear();
+  if (absl::Status s = check_size("the output of " + op, *type); !s.ok()) return impl_->fail(s);
   Node n;
   n.kind = Node::Kind::kOp;
   n.op = op;
@@ -183,6 +208,10 @@ absl::StatusOr<Graph> Graph::bind_dims(const DimBindings& dims) const {
     const Shape want = loom::bind_dims(n.type.shape, known);
     if (n.kind != Node::Kind::kOp) {
       n.type.shape = want;
+      if (absl::Status s = check_size(str_cat("with ", bindings_to_string(dims), ": ", n.name),
+                                      n.type);
+          !s.ok())
+        return s;
       continue;
     }
     if (n.attrs)
@@ -213,6 +242,8 @@ absl::StatusOr<Graph> Graph::bind_dims(const DimBindings& dims) const {
                            n.type.to_string(), " promised ",
                            TensorType{want, n.type.dtype}.to_string()));
     n.type = *std::move(type);
+    if (absl::Status s = check_size("output", n.type); !s.ok())
+      return error(s.code(), std::string(s.message()));
   }
   return out;
 }

@@ -57,22 +57,44 @@ absl::Status copy_field(const Field& field, NDArray& out) {
   return absl::OkStatus();
 }
 
+// How many values the typed repeated field that holds t's data has (when raw_data is absent).
+int64_t stored_values(const pb::TensorProto& t) {
+  switch (t.data_type()) {
+    case pb::TensorProto::FLOAT: return t.float_data_size();
+    case pb::TensorProto::INT64: return t.int64_data_size();
+    default: return t.int32_data_size();  // FLOAT16, BFLOAT16, INT8, INT32, BOOL
+  }
+}
+
 absl::StatusOr<NDArray> to_ndarray(const pb::TensorProto& t) {
   if (t.data_location() == pb::TensorProto::EXTERNAL)
     return absl::UnimplementedError("tensor '" + t.name() + "' keeps its data in an external file");
   LOOM_ASSIGN_OR_RETURN(DType dtype, dtype_of(t.data_type()));
   std::vector<int64_t> shape(t.dims().begin(), t.dims().end());
-  for (int64_t d : shape)
+  // A file may declare any dims: the size is checked against the data the file really holds
+  // before anything is allocated, so a few bytes can never ask for petabytes (or overflow).
+  int64_t numel = 1;
+  for (int64_t d : shape) {
     if (d < 0) return absl::DataLossError("tensor '" + t.name() + "' has a negative dim");
-  NDArray out(dtype, shape);
+    if (d > 0 && numel > std::numeric_limits<int64_t>::max() / dtype.bytes() / d)
+      return absl::DataLossError(str_cat("tensor '", t.name(), "' declares dims ",
+                                         shape_to_string(shape), ", more than 2^63 bytes"));
+    numel *= d;
+  }
+  const int64_t nbytes = numel * dtype.bytes();
   if (t.has_raw_data()) {
-    if (static_cast<int64_t>(t.raw_data().size()) != out.nbytes())
+    if (static_cast<int64_t>(t.raw_data().size()) != nbytes)
       return absl::DataLossError(str_cat("tensor '", t.name(), "' has ", t.raw_data().size(),
                                          " bytes of data for ", dtype.to_string(),
-                                         shape_to_string(shape), " (", out.nbytes(), " bytes)"));
-    if (out.nbytes() > 0) std::memcpy(out.data(), t.raw_data().data(), static_cast<size_t>(out.nbytes()));
+                                         shape_to_string(shape), " (", nbytes, " bytes)"));
+    NDArray out(dtype, shape);
+    if (nbytes > 0) std::memcpy(out.data(), t.raw_data().data(), static_cast<size_t>(nbytes));
     return out;
   }
+  if (stored_values(t) != numel)
+    return absl::DataLossError(str_cat("tensor '", t.name(), "' holds ", stored_values(t),
+                                       " values for shape ", shape_to_string(shape)));
+  NDArray out(dtype, shape);
   absl::Status s;
   switch (t.data_type()) {
     case pb::TensorProto::FLOAT:
@@ -168,30 +190,71 @@ class Node {
     LOOM_ASSIGN_OR_RETURN(NDArray v, constant_input(i));
     if (!v.dtype().is_int())
       return absl::InvalidArgumentError(str_cat("input ", i, " must be an integer tensor"));
+    // Read as integers: through double, INT64_MAX (Slice's "to the end") would round to 2^63,
+    // which no int64 holds.
     std::vector<int64_t> out;
-    for (int64_t k = 0; k < v.numel(); ++k) out.push_back(static_cast<int64_t>(v.get(k)));
+    for (int64_t k = 0; k < v.numel(); ++k) {
+      if (v.dtype() == DType::i64()) out.push_back(v.data_as<int64_t>()[k]);
+      else if (v.dtype() == DType::i32()) out.push_back(v.data_as<int32_t>()[k]);
+      else out.push_back(static_cast<int64_t>(v.get(k)));  // i8
+    }
     return out;
   }
 
-  const pb::AttributeProto* attr(const std::string& name) const {
-    for (const pb::AttributeProto& a : n_.attribute())
-      if (a.name() == name) return &a;
+  // The attribute of that name and type. One of another type (a float where an int belongs) is
+  // recorded as the node's error (see attr_error) rather than read as a silent 0 or default.
+  const pb::AttributeProto* attr(const std::string& name,
+                                 pb::AttributeProto::AttributeType type) const {
+    for (const pb::AttributeProto& a : n_.attribute()) {
+      if (a.name() != name) continue;
+      // UNDEFINED: models from before the type field was written; their field is trusted.
+      if (a.type() == type || a.type() == pb::AttributeProto::UNDEFINED) return &a;
+      if (attr_error_.ok())
+        attr_error_ = absl::InvalidArgumentError(
+            str_cat("attribute '", name, "' is ", pb::AttributeProto::AttributeType_Name(a.type()),
+                    ", expected ", pb::AttributeProto::AttributeType_Name(type)));
+      return nullptr;
+    }
     return nullptr;
   }
+  const absl::Status& attr_error() const { return attr_error_; }
   int64_t attr_int(const std::string& name, int64_t fallback) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::INT);
     return a ? a->i() : fallback;
   }
+  // An int attribute that loom keeps in an int (axes, groups, dtypes): a value beyond int's range
+  // is an error, not a truncation (2^32 + 1 would otherwise read as axis 1).
+  int attr_int32(const std::string& name, int fallback) const {
+    const int64_t v = attr_int(name, fallback);
+    if (v >= std::numeric_limits<int>::min() && v <= std::numeric_limits<int>::max())
+      return static_cast<int>(v);
+    if (attr_error_.ok())
+      attr_error_ = absl::InvalidArgumentError(str_cat("attribute '", name, "' = ", v, " is out of range"));
+    return fallback;
+  }
+  std::vector<int> attr_ints32(const std::string& name) const {
+    std::vector<int> out;
+    for (int64_t v : attr_ints(name)) {
+      if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+        if (attr_error_.ok())
+          attr_error_ = absl::InvalidArgumentError(
+              str_cat("attribute '", name, "' holds ", v, ", out of range"));
+        return {};
+      }
+      out.push_back(static_cast<int>(v));
+    }
+    return out;
+  }
   float attr_float(const std::string& name, float fallback) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::FLOAT);
     return a ? a->f() : fallback;
   }
   std::string attr_string(const std::string& name, const std::string& fallback) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::STRING);
     return a ? a->s() : fallback;
   }
   std::vector<int64_t> attr_ints(const std::string& name, std::vector<int64_t> fallback = {}) const {
-    const pb::AttributeProto* a = attr(name);
+    const pb::AttributeProto* a = attr(name, pb::AttributeProto::INTS);
     return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : fallback;
   }
 
@@ -202,6 +265,7 @@ class Node {
  private:
   const pb::NodeProto& n_;
   Importer& im_;
+  mutable absl::Status attr_error_;
 };
 
 using Convert = std::function<absl::StatusOr<std::vector<Tensor>>(Node&)>;
@@ -298,7 +362,7 @@ absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
     o.stride = {1, static_cast<int>(s[0])};
     o.dilation = {1, static_cast<int>(d[0])};
     o.padding = Conv2dOptions::Padding(0, static_cast<int>(p[0]), 0, static_cast<int>(p[1]));
-    o.groups = static_cast<int>(n.attr_int("group", 1));
+    o.groups = n.attr_int32("group", 1);
     Tensor y = x.conv1d(w, o);
     if (n.has_input(2)) {
       LOOM_ASSIGN_OR_RETURN(Tensor b, n.input(2));
@@ -313,7 +377,7 @@ absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
   Conv2dOptions o;
   o.stride = {static_cast<int>(s[0]), static_cast<int>(s[1])};
   o.dilation = {static_cast<int>(d[0]), static_cast<int>(d[1])};
-  o.groups = static_cast<int>(n.attr_int("group", 1));
+  o.groups = n.attr_int32("group", 1);
   LOOM_ASSIGN_OR_RETURN(o.padding,
                         spatial_padding(n, x.shape(), w.shape()[2].value(), w.shape()[3].value(),
                                         o.stride.h, o.stride.w, o.dilation.h, o.dilation.w));
@@ -415,7 +479,7 @@ Convert softmax_like(Tensor (Tensor::*fn)(int) const) {
   return [fn](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
     LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
     const int rank = x.rank();
-    int axis = static_cast<int>(n.attr_int("axis", n.opset() >= 13 ? -1 : 1));
+    int axis = n.attr_int32("axis", n.opset() >= 13 ? -1 : 1);
     if (axis < -rank || axis >= std::max(rank, 1))
       return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
     if (axis < 0) axis += rank;
@@ -451,7 +515,7 @@ absl::StatusOr<std::vector<Tensor>> convert_reshape(Node& n) {
 absl::StatusOr<std::vector<Tensor>> convert_transpose(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   std::vector<int> perm;
-  for (int64_t p : n.attr_ints("perm")) perm.push_back(static_cast<int>(p));
+  for (int p : n.attr_ints32("perm")) perm.push_back(p);
   return one(x.transpose(perm));
 }
 
@@ -488,7 +552,7 @@ absl::StatusOr<std::vector<Tensor>> convert_layer_norm(Node& n) {
     for (int64_t i = 0; i < zeros.numel(); ++i) zeros.set(i, 0);
     bias = n.graph().constant(n.proto().name() + "_B", zeros);
   }
-  return one(x.layer_norm(scale, bias, static_cast<int>(n.attr_int("axis", -1)),
+  return one(x.layer_norm(scale, bias, n.attr_int32("axis", -1),
                           n.attr_float("epsilon", 1e-5f)));
 }
 
@@ -517,8 +581,9 @@ absl::StatusOr<std::vector<Tensor>> convert_batch_norm(Node& n) {
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_constant(Node& n) {
-  const pb::AttributeProto* a = n.attr("value");
+  const pb::AttributeProto* a = n.attr("value", pb::AttributeProto::TENSOR);
   if (!a) return n.unsupported("a Constant without a tensor 'value'");
+  if (n.proto().output_size() < 1) return absl::InvalidArgumentError("a Constant without an output");
   LOOM_ASSIGN_OR_RETURN(NDArray v, to_ndarray(a->t()));
   return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
 }
@@ -549,6 +614,7 @@ absl::StatusOr<std::vector<Tensor>> convert_shape(Node& n) {
     if (!x.shape()[d].is_static()) return n.unsupported("Shape of a symbolic dim");
     v.set(d - start, static_cast<double>(x.shape()[d].value()));
   }
+  if (n.proto().output_size() < 1) return absl::InvalidArgumentError("a Shape without an output");
   return std::vector<Tensor>{n.importer().add_constant(n.proto().output(0), std::move(v))};
 }
 
@@ -577,7 +643,7 @@ absl::StatusOr<std::vector<Tensor>> convert_clip(Node& n) {
 
 absl::StatusOr<std::vector<Tensor>> convert_cast(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  LOOM_ASSIGN_OR_RETURN(DType to, dtype_of(static_cast<int>(n.attr_int("to", 0))));
+  LOOM_ASSIGN_OR_RETURN(DType to, dtype_of(n.attr_int32("to", 0)));
   return one(x.cast(to));
 }
 
@@ -632,13 +698,13 @@ absl::StatusOr<std::vector<Tensor>> convert_concat(Node& n) {
     LOOM_ASSIGN_OR_RETURN(Tensor t, n.input(i));
     in.push_back(t);
   }
-  return one(concat(in, static_cast<int>(n.attr_int("axis", 0))));
+  return one(concat(in, n.attr_int32("axis", 0)));
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_split(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   const int rank = x.rank();
-  int axis = static_cast<int>(n.attr_int("axis", 0));
+  int axis = n.attr_int32("axis", 0);
   if (axis < -rank || axis >= rank) return absl::InvalidArgumentError(str_cat("axis ", axis, " is out of range"));
   if (axis < 0) axis += rank;
   std::vector<int64_t> sizes;
@@ -667,7 +733,7 @@ absl::StatusOr<std::vector<Tensor>> convert_slice(Node& n) {
   if (n.opset() < 10) {
     starts = n.attr_ints("starts");
     ends = n.attr_ints("ends");
-    for (int64_t a : n.attr_ints("axes")) axes.push_back(static_cast<int>(a));
+    for (int a : n.attr_ints32("axes")) axes.push_back(a);
   } else {
     LOOM_ASSIGN_OR_RETURN(starts, n.ints_input(1));
     LOOM_ASSIGN_OR_RETURN(ends, n.ints_input(2));
@@ -685,7 +751,7 @@ absl::StatusOr<std::vector<Tensor>> convert_slice(Node& n) {
 absl::StatusOr<std::vector<Tensor>> convert_gather(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   LOOM_ASSIGN_OR_RETURN(Tensor i, n.input(1));
-  return one(x.gather(i, static_cast<int>(n.attr_int("axis", 0))));
+  return one(x.gather(i, n.attr_int32("axis", 0)));
 }
 
 absl::StatusOr<std::vector<Tensor>> convert_pad(Node& n) {
@@ -743,14 +809,14 @@ absl::StatusOr<std::vector<Tensor>> convert_expand(Node& n) {
 
 absl::StatusOr<std::vector<Tensor>> convert_flatten(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
-  return one(x.flatten(static_cast<int>(n.attr_int("axis", 1))));
+  return one(x.flatten(n.attr_int32("axis", 1)));
 }
 
 Convert arg_reduce(bool is_max) {
   return [is_max](Node& n) -> absl::StatusOr<std::vector<Tensor>> {
     LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
     if (n.attr_int("select_last_index", 0)) return n.unsupported("select_last_index=1");
-    const int axis = static_cast<int>(n.attr_int("axis", 0));
+    const int axis = n.attr_int32("axis", 0);
     const bool keep = n.attr_int("keepdims", 1) != 0;
     return one(is_max ? x.argmax(axis, keep) : x.argmin(axis, keep));
   };
@@ -865,7 +931,7 @@ absl::StatusOr<std::vector<Tensor>> convert_resize(Node& n) {
   std::vector<float> scales;
   std::vector<int64_t> sizes;
   if (upsample && n.opset() < 9) {
-    if (const pb::AttributeProto* a = n.attr("scales")) scales.assign(a->floats().begin(), a->floats().end());
+    if (const pb::AttributeProto* a = n.attr("scales", pb::AttributeProto::FLOATS)) scales.assign(a->floats().begin(), a->floats().end());
   } else {
     const int scales_input = upsample || n.opset() < 11 ? 1 : 2;
     if (n.has_input(scales_input)) {
@@ -1083,6 +1149,7 @@ absl::StatusOr<Graph> convert(const pb::ModelProto& model) {
     Node node(np, im);
     absl::StatusOr<std::vector<Tensor>> outs = it->second(node);
     if (!g.status().ok()) outs = g.status();  // the loom operator's own error says more
+    if (!node.attr_error().ok()) outs = node.attr_error();  // what was read instead was wrong
     if (!outs.ok()) return absl::Status(outs.status().code(), where + ": " + std::string(outs.status().message()));
     if (static_cast<int>(outs->size()) < np.output_size())
       for (int k = static_cast<int>(outs->size()); k < np.output_size(); ++k)

@@ -75,7 +75,8 @@ OpDef reduce_op(const std::string& name, ir::ReduceKind kind, bool mean) {
       }
       const bool accumulates = kind == ir::ReduceKind::kSum || kind == ir::ReduceKind::kProd;
       DType acc = accumulates ? accum_type(x.dtype()) : x.dtype();
-      ir::Expr v = ir::Reduce::make(kind, x(idx), rv, acc);
+      // A rank-0 input has no axis to reduce: the result is its one element.
+      ir::Expr v = rv.empty() ? ir::cast(acc, x(idx)) : ir::Reduce::make(kind, x(idx), rv, acc);
       if (mean) v = v / ir::cast(acc, count);
       return ir::cast(x.dtype(), v);
     });

@@ -33,8 +33,10 @@ absl::StatusOr<TensorType> infer_reshape(const std::vector<TensorType>& in, cons
       infer_at = static_cast<int>(k);
     } else if (d.value() < 0) {
       return absl::InvalidArgumentError("new shape " + shape_to_string(dst) + " has a negative dim");
-    } else {
-      dst_static *= d.value();
+    } else if (__builtin_mul_overflow(dst_static, d.value(), &dst_static)) {
+      // More elements than int64 holds: the input (whose size the graph checked) has fewer.
+      return absl::InvalidArgumentError("cannot reshape " + shape_to_string(src) + " to " +
+                                        shape_to_string(dst) + ": its size overflows 64 bits");
     }
   }
   std::vector<std::string> missing;

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <map>
 #include <set>
 
 #include "loom/core/status.hpp"
 #include "loom/ir/op.hpp"
+#include "loom/runtime/guard_pages.hpp"
 #include "runtime/compiled_graph_impl.hpp"
 
 namespace loom {
@@ -99,6 +101,67 @@ std::set<std::string> symbolic_dims(const CompiledGraphImpl& g) {
     for (const Dim& d : g.slots[i].type.shape)
       if (d.is_symbolic()) names.insert(d.name());
   return names;
+}
+
+// Calls every kernel in order on the buffers of values.
+void launch_all(const CompiledGraphImpl& g, std::vector<NDArray>& values,
+                const std::map<std::string, int64_t>& symbols, std::vector<double>* launch_ms) {
+  std::vector<void*> buffers;
+  std::vector<int64_t> scalars;
+  for (const Launch& l : g.launches) {
+    buffers.clear();
+    scalars.clear();
+    // Poisoned right before the kernel that writes it: arena bytes are shared over time.
+    if (g.poison_buffers) values[l.buffers.back()].poison();
+    for (int slot : l.buffers) buffers.push_back(values[slot].data());
+    for (const std::string& sym : l.symbols) scalars.push_back(symbols.at(sym));
+    if (!launch_ms) {
+      l.fn(buffers.data(), scalars.data());
+      continue;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    l.fn(buffers.data(), scalars.data());
+    launch_ms->push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+}
+
+// run() in guard-page mode (loom/runtime/guard_pages.hpp): every buffer a kernel sees, inputs
+// and constants included, is a copy in a mapping of its own that ends at (or starts after) an
+// inaccessible page, so an out-of-bounds access faults; outputs are copied out afterwards.
+absl::StatusOr<std::vector<NDArray>> run_guarded(const CompiledGraphImpl& g,
+                                                 const std::vector<NDArray>& inputs,
+                                                 const std::vector<std::vector<int64_t>>& shapes,
+                                                 const std::map<std::string, int64_t>& symbols,
+                                                 runtime::GuardPages guard,
+                                                 std::vector<double>* launch_ms) {
+  std::vector<std::shared_ptr<void>> blocks;  // own the mappings until the outputs are copied
+  auto place = [&](DType dtype, const std::vector<int64_t>& shape,
+                   const NDArray* from) -> absl::StatusOr<NDArray> {
+    const int64_t bytes = num_elements(shape) * dtype.bytes();
+    std::shared_ptr<void> block = runtime::allocate_guarded(bytes, guard);
+    if (!block) return absl::ResourceExhaustedError(str_cat("cannot map ", bytes, " guarded bytes"));
+    if (from && bytes > 0) std::memcpy(block.get(), from->data(), static_cast<size_t>(bytes));
+    blocks.push_back(block);
+    return NDArray::borrow(block.get(), dtype, shape);
+  };
+  std::vector<NDArray> values(g.slots.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    LOOM_ASSIGN_OR_RETURN(values[g.inputs[k]],
+                          place(inputs[k].dtype(), inputs[k].shape(), &inputs[k]));
+  }
+  for (size_t i = 0; i < g.slots.size(); ++i) {
+    const Slot& s = g.slots[i];
+    if (s.kind == Slot::Kind::kConstant) {
+      LOOM_ASSIGN_OR_RETURN(values[i], place(s.constant.dtype(), s.constant.shape(), &s.constant));
+    } else if (s.kind == Slot::Kind::kComputed) {
+      LOOM_ASSIGN_OR_RETURN(values[i], place(s.type.dtype, shapes[i], nullptr));
+    }
+  }
+  launch_all(g, values, symbols, launch_ms);
+  std::vector<NDArray> outputs;
+  for (int o : g.outputs) outputs.push_back(values[o].copy());
+  return outputs;
 }
 
 }  // namespace
@@ -224,6 +287,8 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
       shapes[i] = {*size};
     }
   }
+  if (const runtime::GuardPages guard = runtime::guard_pages(); guard != runtime::GuardPages::kOff)
+    return run_guarded(g, inputs, shapes, symbols, guard, launch_ms);
   // Static graphs plan once; graphs run with symbolic dims plan per run (their sizes vary).
   MemoryPlan dynamic_plan;
   if (symbols.empty()) {
@@ -245,30 +310,22 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     const Slot& s = g.slots[i];
     if (s.kind == Slot::Kind::kConstant) values[i] = s.constant;
     if (s.kind != Slot::Kind::kComputed) continue;
-    values[i] = plan.offsets[i] < 0
-                    ? NDArray(s.type.dtype, shapes[i])
-                    : NDArray::borrow(static_cast<char*>(arena.data.get()) + plan.offsets[i],
-                                      s.type.dtype, shapes[i]);
-  }
-
-  std::vector<void*> buffers;
-  std::vector<int64_t> scalars;
-  for (const Launch& l : g.launches) {
-    buffers.clear();
-    scalars.clear();
-    // Poisoned right before the kernel that writes it: arena bytes are shared over time.
-    if (g.poison_buffers) values[l.buffers.back()].poison();
-    for (int slot : l.buffers) buffers.push_back(values[slot].data());
-    for (const std::string& sym : l.symbols) scalars.push_back(symbols.at(sym));
-    if (!launch_ms) {
-      l.fn(buffers.data(), scalars.data());
+    if (plan.offsets[i] >= 0) {
+      values[i] = NDArray::borrow(static_cast<char*>(arena.data.get()) + plan.offsets[i],
+                                  s.type.dtype, shapes[i]);
       continue;
     }
-    auto t0 = std::chrono::steady_clock::now();
-    l.fn(buffers.data(), scalars.data());
-    launch_ms->push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    // An output: its size comes from the inputs' dims, so a failed allocation is an error.
+    absl::StatusOr<NDArray> output = NDArray::allocate(s.type.dtype, shapes[i]);
+    if (!output.ok()) {
+      g.arenas.give_back(std::move(arena));
+      return absl::Status(output.status().code(),
+                          str_cat("output ", s.name, ": ", output.status().message()));
+    }
+    values[i] = *std::move(output);
   }
+
+  launch_all(g, values, symbols, launch_ms);
   g.arenas.give_back(std::move(arena));
 
   std::vector<NDArray> outputs;

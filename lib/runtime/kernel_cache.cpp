@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "loom/core/hash.hpp"
 #include "loom/core/status.hpp"
@@ -79,9 +81,24 @@ json config_json(const tune::Config& c) {
   return j;
 }
 
+// A record field that must be an integer in [lo, hi]. nlohmann's get<int>() would also take a
+// float (1e300 cast to an int is undefined behaviour) or a bool; a record is never trusted.
+struct BadField : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int64_t integer(const json& j, int64_t lo = std::numeric_limits<int64_t>::min(),
+                int64_t hi = std::numeric_limits<int64_t>::max()) {
+  if (!j.is_number_integer() ||
+      (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(hi)) ||
+      (!j.is_number_unsigned() && (j.get<int64_t>() < lo || j.get<int64_t>() > hi)))
+    throw BadField(str_cat("expected an integer in [", lo, ", ", hi, "], got ", j.dump()));
+  return j.get<int64_t>();
+}
+
 tune::Config config_from(const json& j) {
   tune::Config c;
-  for (const auto& [name, value] : j.items()) c.set(name, value.get<int64_t>());
+  for (const auto& [name, value] : j.items()) c.set(name, integer(value));
   return c;
 }
 
@@ -118,7 +135,7 @@ absl::StatusOr<CachedKernel> parse_record(const std::string& text, json* record)
     return absl::DataLossError("record.json is not a JSON object (truncated or corrupt)");
   try {
     CachedKernel k;
-    if (j.at("format").get<int>() != kFormat)
+    if (!j.at("format").is_number_integer() || j.at("format").get<int64_t>() != kFormat)
       return absl::FailedPreconditionError(
           str_cat("record format ", j.at("format").dump(), ", this loom reads ", kFormat));
     k.parts.task = j.at("task").get<std::string>();
@@ -131,14 +148,25 @@ absl::StatusOr<CachedKernel> parse_record(const std::string& text, json* record)
     for (const json& m : j.at("measurements"))
       k.measurements.push_back({config_from(m.at("config")), m.at("median_ms").get<double>()});
     k.tune_seconds = j.at("tune_seconds").get<double>();
-    for (const json& p : j.at("packed"))
-      k.packed.push_back({p.at("input").get<int>(), p.at("shape").get<std::vector<int64_t>>()});
+    for (const json& p : j.at("packed")) {
+      CachedKernel::Packed packed{static_cast<int>(integer(p.at("input"), 0, 1 << 20)), {}};
+      // Extents whose byte count fits in int64 (the loader allocates the packed buffer).
+      int64_t bytes = 8;
+      for (const json& e : p.at("shape")) {
+        const int64_t extent = integer(e, 0, std::numeric_limits<int64_t>::max() / bytes);
+        bytes = std::max<int64_t>(bytes * extent, 8);
+        packed.shape.push_back(extent);
+      }
+      k.packed.push_back(std::move(packed));
+    }
     k.object.symbols = j.at("symbols").get<std::vector<std::string>>();
-    j.at("object_bytes").get<uint64_t>();
+    integer(j.at("object_bytes"), 0);
     j.at("object_checksum").get<std::string>();
     *record = std::move(j);
     return k;
   } catch (const json::exception& e) {
+    return absl::DataLossError(str_cat("record.json is malformed: ", e.what()));
+  } catch (const BadField& e) {
     return absl::DataLossError(str_cat("record.json is malformed: ", e.what()));
   }
 }

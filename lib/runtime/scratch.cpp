@@ -3,8 +3,14 @@
 #include "loom/runtime/scratch.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
+
+#include "loom/runtime/guard_pages.hpp"
 
 namespace {
 
@@ -35,9 +41,32 @@ ThreadCache& cache() {
 
 size_t& capacity_of(char* base) { return *reinterpret_cast<size_t*>(base); }
 
+// Guard-page mode: each block is a mapping of its own (no header, no reuse, so an access past
+// either end faults), found again by its address when freed.
+struct GuardedBlocks {
+  std::mutex mu;
+  std::unordered_map<void*, std::shared_ptr<void>> blocks;
+  std::atomic<size_t> count{0};  // lets loom_scratch_free skip the lock outside guard mode
+};
+
+GuardedBlocks& guarded() {
+  static GuardedBlocks* g = new GuardedBlocks();  // never destroyed: threads may free at exit
+  return *g;
+}
+
 }  // namespace
 
 extern "C" void* loom_scratch_alloc(int64_t bytes) {
+  if (loom::runtime::GuardPages mode = loom::runtime::guard_pages();
+      mode != loom::runtime::GuardPages::kOff) {
+    std::shared_ptr<void> block = loom::runtime::allocate_guarded(std::max<int64_t>(bytes, 0), mode);
+    if (!block) return nullptr;
+    GuardedBlocks& g = guarded();
+    std::lock_guard<std::mutex> lock(g.mu);
+    g.blocks.emplace(block.get(), block);
+    g.count.fetch_add(1);
+    return block.get();
+  }
   size_t want = static_cast<size_t>(std::max<int64_t>(bytes, 1));
   ThreadCache& c = cache();
   // The smallest cached block that fits.
@@ -59,6 +88,13 @@ extern "C" void* loom_scratch_alloc(int64_t bytes) {
 
 extern "C" void loom_scratch_free(void* p) {
   if (!p) return;
+  if (GuardedBlocks& g = guarded(); g.count.load() > 0) {
+    std::lock_guard<std::mutex> lock(g.mu);
+    if (g.blocks.erase(p)) {
+      g.count.fetch_sub(1);
+      return;
+    }
+  }
   char* base = static_cast<char*>(p) - kHeader;
   size_t capacity = capacity_of(base);
   ThreadCache& c = cache();

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
+#include "loom/compiler.hpp"
 #include "loom/core/target.hpp"
 #include "loom/ir/func.hpp"
 #include "loom/ir/op.hpp"
@@ -53,4 +54,42 @@ TEST_CASE("CUDA codegen errors: unflattened access, bad launch extents, dynamic 
   // A buffer that is neither a parameter nor allocated.
   require_error({"f", {n}, ir::Store::make(b, ir::Expr(1.0f), {ir::Expr(0)})},
                 absl::StatusCode::kInvalidArgument, "neither a parameter");
+}
+
+TEST_CASE("CUDA target: compile() for a GPU is a clear error, not a crash", "[cuda][error]") {
+  loom::Graph g;
+  g.output(g.input("x", {5, 7}).relu());
+  auto compiled = loom::Compiler(loom::Target::cuda(90)).compile(g);
+  INFO(compiled.status().ToString());
+  REQUIRE(!compiled.ok());
+  CHECK(compiled.status().code() == absl::StatusCode::kUnimplemented);
+  CHECK_THAT(std::string(compiled.status().message()),
+             Catch::Contains("only CPU targets are supported"));
+}
+
+TEST_CASE("CUDA driver absent: loading a compiled module reports the missing driver",
+          "[cuda][error]") {
+  if (cuda::Driver::get().ok()) {
+    WARN("a CUDA driver is present: the driver-absent path is tested on machines without one");
+    return;
+  }
+  const std::string why(cuda::Driver::get().status().message());
+  ir::Var i("i");
+  ir::Buffer b = ir::Buffer::make("b", DType::f32(), {ir::Expr(32)});
+  ir::Func f{"f", {b},
+             ir::For::make(i, ir::Expr(0), ir::Expr(32), ir::ForKind::kGpuThread,
+                           ir::Store::make(b, ir::Expr(1.0f), {i}))};
+  ir::Module m{"absent", loom::Target::cuda(90), {f}};
+  auto compiled = cuda::compile_module(m, 90);
+  if (!compiled.ok()) {
+    // No NVRTC either (or a build without CUDA): that is reported cleanly too.
+    INFO(compiled.status().ToString());
+    CHECK(!compiled.status().message().empty());
+    return;
+  }
+  auto loaded = cuda::LoadedModule::load(m, *std::move(compiled));
+  INFO(loaded.status().ToString());
+  REQUIRE(!loaded.ok());
+  CHECK(loaded.status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(loaded.status().message()), Catch::Contains(why));
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "loom/core/dtype.hpp"
 #include "loom/core/shape.hpp"
 
@@ -18,6 +19,9 @@ class NDArray {
   NDArray() = default;
   // Allocates uninitialised storage (64-byte aligned).
   NDArray(DType dtype, std::vector<int64_t> shape);
+  // The same, or ResourceExhausted when the system cannot provide the bytes (the constructor
+  // aborts instead): for sizes that come from data, like a run's outputs.
+  static absl::StatusOr<NDArray> allocate(DType dtype, std::vector<int64_t> shape);
   // Wraps memory owned by the caller; it must outlive the NDArray and every copy of it.
   static NDArray borrow(void* data, DType dtype, std::vector<int64_t> shape);
 
