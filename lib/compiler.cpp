@@ -286,19 +286,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.candidates = candidate_times(tuned->measurements);
       } else {
         std::string task_text = template_task_text(n, ctx, *t, options.tune, forced_config);
-        // A fused kernel takes the config tuned for its anchor alone when the cache has it
-        // (joint layout tuning measures anchors so): the fused kernel tunes nothing again.
-        const tune::Config* tune_config = forced_config;
-        std::optional<tune::Config> recorded;
-        if (!forced_config && rewrite_ptr && options.tune != TuneLevel::kNone) {
-          runtime::CacheKeyParts alone = cache.parts(task_text);
-          runtime::KernelCache::Result e = runtime::KernelCache::global().get(
-              runtime::cache_key(alone), alone, cache.settings,
-              []() -> absl::StatusOr<runtime::CachedKernel> {
-                return absl::NotFoundError("not tuned alone");
-              });
-          if (e.ok() && !(*e)->config.to_string().empty()) tune_config = &recorded.emplace((*e)->config);
-        }
+        const std::string alone_text = task_text;
         for (const fusion::Prologue& p : prologues) task_text += "fused " + p.text;
         if (epilogue) task_text += "fused " + epilogue->text;
         runtime::CacheKeyParts parts = cache.parts(std::move(task_text));
@@ -306,6 +294,20 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         std::optional<tune::TunedKernel> fresh;  // set when this thread built the entry
         runtime::KernelCache::Result entry = runtime::KernelCache::global().get(
             key, parts, cache.settings, [&]() -> absl::StatusOr<runtime::CachedKernel> {
+              // A fused kernel takes the config tuned for its anchor alone when the cache has
+              // it (joint layout tuning measures anchors so): it tunes nothing again.
+              const tune::Config* tune_config = forced_config;
+              std::optional<tune::Config> recorded;
+              if (!forced_config && rewrite_ptr && options.tune != TuneLevel::kNone) {
+                runtime::CacheKeyParts alone = cache.parts(alone_text);
+                runtime::KernelCache::Result e = runtime::KernelCache::global().get(
+                    runtime::cache_key(alone), alone, cache.settings,
+                    []() -> absl::StatusOr<runtime::CachedKernel> {
+                      return absl::NotFoundError("not tuned alone");
+                    });
+                if (e.ok() && !(*e)->config.to_string().empty())
+                  tune_config = &recorded.emplace((*e)->config);
+              }
               LOOM_ASSIGN_OR_RETURN(tune::TunedKernel tuned,
                                     tune::tune_kernel(*t, ctx, constants, options.tune,
                                                       *impl->jit, tune_config, rewrite_ptr));
