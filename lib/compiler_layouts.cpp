@@ -36,8 +36,6 @@ NDArray random_array(const TensorType& t, uint64_t seed) {
   return a;
 }
 
-std::string type_key(const TensorType& t) { return t.to_string(); }
-
 class JointSearch {
  public:
   JointSearch(const Compiler& compiler, const Graph& g, const CompileOptions& options,
@@ -48,12 +46,8 @@ class JointSearch {
     whole_.graph_passes = false;
     whole_.report_progress = false;
     whole_.specialize_shapes = false;
-    measure_ = options;
-    measure_.layouts = LayoutPolicy::kRowMajor;
+    measure_ = whole_;
     measure_.fuse = false;
-    measure_.graph_passes = false;
-    measure_.report_progress = false;
-    measure_.specialize_shapes = false;
   }
 
   absl::StatusOr<Graph> run() {
@@ -222,7 +216,7 @@ class JointSearch {
     std::string key = str_cat(n.op, "(", n.attrs ? n.attrs->to_string() : "", ")");
     for (int in : n.inputs) {
       const Node& i = g_.nodes()[static_cast<size_t>(in)];
-      key += " " + type_key(i.type) + (i.kind == Node::Kind::kConstant ? "c" : "");
+      key += " " + i.type.to_string() + (i.kind == Node::Kind::kConstant ? "c" : "");
     }
     key += " " + c.to_string();
     auto it = anchors_.find(key);
@@ -246,7 +240,7 @@ class JointSearch {
   }
 
   absl::StatusOr<double> conversion_ms(const TensorType& from, const std::vector<LayoutStep>& to) {
-    std::string key = type_key(from) + " -> " + steps_to_string(to);
+    std::string key = from.to_string() + " -> " + steps_to_string(to);
     auto it = conversions_.find(key);
     if (it != conversions_.end()) return it->second;
     LOOM_ASSIGN_OR_RETURN(double ms, recorded("conversion " + key, [&]() -> absl::StatusOr<double> {
