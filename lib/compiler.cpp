@@ -25,6 +25,7 @@
 #include "graph/fusion.hpp"
 #include "graph/template_context.hpp"
 #include "compiler_cache.hpp"
+#include "compiler_cuda.hpp"
 #include "compiler_layouts.hpp"
 
 namespace loom {
@@ -34,18 +35,6 @@ bool has_symbolic_input(const Graph& g) {
   for (int i : g.inputs())
     if (!is_static(g.nodes()[i].type.shape)) return true;
   return false;
-}
-
-// The first template of def that applies to node n on target, with its context; null if none
-// does (symbolic shapes always use the default schedule). Tensors stored in other layouts go to
-// templates that read and write through layouts, else to the default schedule, which does.
-const ScheduleTemplate* find_template(const OpDef& def, const Graph& g, const Node& n,
-                                      const Target& target, TemplateContext* ctx) {
-  if (def.templates.empty() || !template_context(g, n, target, ctx)) return nullptr;
-  for (const ScheduleTemplate& t : def.templates)
-    if (t.target_kind == target.kind() && takes_layouts(t, *ctx) && t.applies && t.applies(*ctx))
-      return &t;
-  return nullptr;
 }
 
 const char* tune_level_name(TuneLevel level) {
@@ -103,11 +92,13 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       return absl::InvalidArgumentError(
           "graph output '" + graph.nodes()[o].name + "' is stored in layout " +
           graph.nodes()[o].type.to_string() + "; outputs are row-major (transform it back)");
-  if (!target_.is_cpu())
+  if (target_.is_cuda() && options.layouts != LayoutPolicy::kRowMajor)
     return absl::UnimplementedError("target " + target_.to_string() +
-                                    ": only CPU targets are supported by this build of loom");
+                                    ": CUDA graphs are row-major (layout policies are CPU-only)");
   if (options.graph_passes) {
-    LOOM_ASSIGN_OR_RETURN(Graph optimized, passes::optimize(graph, target_));
+    // Constants fold on the host, whatever the target (a GPU compile needs no GPU).
+    LOOM_ASSIGN_OR_RETURN(Graph optimized,
+                          passes::optimize(graph, target_.is_cpu() ? target_ : Target::host_cpu()));
     CompileOptions rest = options;
     rest.graph_passes = false;
     return compile(optimized, rest);
@@ -153,6 +144,15 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
     return CompiledGraph(std::move(impl));
   }
 
+  if (target_.is_cuda()) {
+    if (has_symbolic_input(graph))
+      return absl::UnimplementedError(
+          "target " + target_.to_string() +
+          ": CUDA kernels need static shapes; compile graphs with symbolic dims with "
+          "CompileOptions::specialize_shapes (each binding is then compiled as a static graph)");
+    LOOM_RETURN_IF_ERROR(compile_for_cuda(target_, graph, options, *impl));
+    return CompiledGraph(std::move(impl));
+  }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::CpuJit> jit, runtime::CpuJit::create(target_));
   impl->jit = std::move(jit);
   CacheUse cache = cache_use(target_, options);
@@ -166,9 +166,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
 
   // The template scheduling an anchor node, if any.
   auto template_of = [&](int id, TemplateContext* ctx) -> const ScheduleTemplate* {
-    const OpDef* def = OpRegistry::global().find(nodes[id].op);
-    LOOM_CHECK(def, "node of unregistered op ", nodes[id].op);
-    return find_template(*def, graph, nodes[id], target_, ctx);
+    return find_template(graph, nodes[id], target_, ctx);
   };
   PartitionOptions partition_options;
   partition_options.fuse = options.fuse;
@@ -360,11 +358,8 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.candidates = candidate_times(e.measurements);
       }
       info.tune_seconds = seconds_since(t0);
-      // Each input's buffers: the values its prologue reads, or the input itself.
-      std::vector<std::vector<int>> per_input;
-      for (int in : n.inputs) per_input.push_back({in});
-      for (const fusion::Prologue& p : prologues) per_input[static_cast<size_t>(p.fusion.input)] = p.inputs;
       // Packed constants get slots of their own, filled at compile time.
+      std::map<int, int> packed_slots;
       for (auto& [input, array] : packed_inputs) {
         Slot s;
         s.kind = Slot::Kind::kConstant;
@@ -372,16 +367,11 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         s.type.dtype = array.dtype();
         for (int64_t e : array.shape()) s.type.shape.push_back(Dim(e));
         s.constant = std::move(array);
-        per_input[static_cast<size_t>(input)] = {static_cast<int>(impl->slots.size())};
+        packed_slots[input] = static_cast<int>(impl->slots.size());
         impl->slots.push_back(std::move(s));
       }
-      for (const std::vector<int>& b : per_input) launch.buffers.insert(launch.buffers.end(), b.begin(), b.end());
-      if (epilogue) {
-        for (int in : epilogue->inputs) launch.buffers.push_back(in);
-        // The output viewed as the anchor's own buffer (partial results), then as itself.
-        if (epilogue->fusion.flat_preserving) launch.buffers.push_back(cur.output);
-      }
-      launch.buffers.push_back(cur.output);
+      launch.buffers = fusion::anchor_buffers(n, prologues, epilogue ? &*epilogue : nullptr,
+                                              cur.output, packed_slots);
       impl->launches.push_back(std::move(launch));
       impl->kernels.push_back(std::move(info));
       continue;

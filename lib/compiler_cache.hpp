@@ -7,6 +7,7 @@
 
 #include "loom/compiler.hpp"
 #include "loom/core/dump.hpp"
+#include "loom/core/status.hpp"
 #include "loom/runtime/cpu_jit.hpp"
 #include "loom/runtime/kernel_cache.hpp"
 

@@ -329,4 +329,21 @@ std::pair<FusedGroup, FusedGroup> shorten_epilogue(const Graph& g, const FusedGr
   return {shorter, rest};
 }
 
+std::vector<int> anchor_buffers(const Node& anchor, const std::vector<Prologue>& prologues,
+                                const Epilogue* epilogue, int output,
+                                const std::map<int, int>& replaced) {
+  std::vector<std::vector<int>> per_input;
+  for (int in : anchor.inputs) per_input.push_back({in});
+  for (const Prologue& p : prologues) per_input[static_cast<size_t>(p.fusion.input)] = p.inputs;
+  for (const auto& [input, slot] : replaced) per_input[static_cast<size_t>(input)] = {slot};
+  std::vector<int> buffers;
+  for (const std::vector<int>& b : per_input) buffers.insert(buffers.end(), b.begin(), b.end());
+  if (epilogue) {
+    buffers.insert(buffers.end(), epilogue->inputs.begin(), epilogue->inputs.end());
+    if (epilogue->fusion.flat_preserving) buffers.push_back(output);
+  }
+  buffers.push_back(output);
+  return buffers;
+}
+
 }  // namespace loom::fusion

@@ -51,6 +51,14 @@ struct Prologue {
 // The prologue of each anchor input computed inside the group (in input order).
 absl::StatusOr<std::vector<Prologue>> prologues_of(const Graph& g, const FusedGroup& group);
 
+// The buffers of an anchor's kernel, in parameter order: each input's (the slot `replaced` gives
+// it, else the values its prologue reads, else the input itself), the epilogue's inputs, the
+// output viewed as the anchor's own buffer when the epilogue keeps partial results there, and the
+// output.
+std::vector<int> anchor_buffers(const Node& anchor, const std::vector<Prologue>& prologues,
+                                const Epilogue* epilogue, int output,
+                                const std::map<int, int>& replaced = {});
+
 // The fallback when an anchor's kernel cannot take its prologues: the group without them, and
 // one injective group per anchor input they computed.
 std::pair<FusedGroup, std::vector<FusedGroup>> split_prologues(const Graph& g,

@@ -1,6 +1,7 @@
 // What a schedule template sees of one node of a graph (private to lib/).
 #pragma once
 
+#include "loom/core/status.hpp"
 #include "loom/graph/graph.hpp"
 #include "loom/graph/op.hpp"
 
@@ -31,6 +32,20 @@ inline bool takes_layouts(const ScheduleTemplate& t, const TemplateContext& ctx)
   for (const TensorType& i : ctx.inputs)
     if (!i.layout.empty()) return false;
   return true;
+}
+
+// The first template of node n's op that applies to it on target, with its context; null if none
+// does (symbolic shapes always use the default schedule). Tensors stored in other layouts go to
+// templates that read and write through layouts, else to the default schedule, which does.
+inline const ScheduleTemplate* find_template(const Graph& g, const Node& n, const Target& target,
+                                             TemplateContext* ctx) {
+  const OpDef* def = OpRegistry::global().find(n.op);
+  LOOM_CHECK(def, "node of unregistered op ", n.op);
+  if (def->templates.empty() || !template_context(g, n, target, ctx)) return nullptr;
+  for (const ScheduleTemplate& t : def->templates)
+    if (t.target_kind == target.kind() && takes_layouts(t, *ctx) && t.applies && t.applies(*ctx))
+      return &t;
+  return nullptr;
 }
 
 }  // namespace loom

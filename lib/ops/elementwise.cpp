@@ -43,6 +43,17 @@ ir::Expr in_f32(ir::Expr a, ir::Expr b, const std::function<ir::Expr(ir::Expr, i
   return ir::cast(t, f(ir::cast(wide, a), ir::cast(wide, b)));
 }
 
+// a / b. Integer division is defined for every divisor, so data never traps the processor:
+// x / 0 is 0, and x / -1 is the wrapping negation (INT_MIN / -1 is INT_MIN). Other divisors
+// truncate toward zero. Float division is IEEE's.
+ir::Expr divide(ir::Expr a, ir::Expr b) {
+  if (a.type().is_float()) return a / b;
+  const ir::Expr zero = ir::make_zero(b.type());
+  const ir::Expr minus_one = zero - ir::make_one(b.type());
+  const ir::Expr safe = ir::select(b == zero || b == minus_one, ir::make_one(b.type()), b);
+  return ir::select(b == zero, zero, ir::select(b == minus_one, zero - a, a / safe));
+}
+
 // output dtype: the operands' (arithmetic) or bool (comparisons).
 OpDef binary_op(const std::string& name, BinaryFn fn, Accepts accepts = Accepts::kNumeric,
                 bool gives_bool = false) {
@@ -265,7 +276,7 @@ void register_elementwise_ops(OpRegistry& r) {
   add(binary_op("add", [](ir::Expr a, ir::Expr b) { return a + b; }));
   add(binary_op("sub", [](ir::Expr a, ir::Expr b) { return a - b; }));
   add(binary_op("mul", [](ir::Expr a, ir::Expr b) { return a * b; }));
-  add(binary_op("div", [](ir::Expr a, ir::Expr b) { return a / b; }));
+  add(binary_op("div", divide));
   add(binary_op(
       "pow", [](ir::Expr a, ir::Expr b) { return in_f32(a, b, ir::pow); }, Accepts::kFloat));
   add(binary_op("minimum", minimum));

@@ -43,6 +43,34 @@ ir::Stmt bind(const ir::For* op, int threads_per_block) {
   return ir::For::make(block, ir::Expr(int64_t{0}), blocks, ir::ForKind::kGpuBlock, body, 0);
 }
 
+// Directly nested parallel loops of constant extents (for i { for j { body } }) as one parallel
+// loop over their product, each variable recovered by division and remainder: more threads
+// than the outer loop alone gives.
+ir::Stmt collapse_nest(const ir::For* op) {
+  std::vector<const ir::For*> chain = {op};
+  while (true) {
+    const auto* inner = chain.back()->body.as<ir::For>();
+    if (!inner || inner->for_kind != ir::ForKind::kParallel || !ir::as_const_int(inner->extent) ||
+        !ir::as_const_int(chain.back()->extent))
+      break;
+    chain.push_back(inner);
+  }
+  if (chain.size() == 1) return ir::Stmt();
+  int64_t total = 1;
+  for (const ir::For* l : chain) total *= *ir::as_const_int(l->extent);
+  ir::Var flat(op->var.name() + "_nest", op->var.type());
+  ir::Stmt body = chain.back()->body;
+  int64_t stride = 1;
+  for (size_t k = chain.size(); k-- > 0;) {
+    const int64_t extent = *ir::as_const_int(chain[k]->extent);
+    ir::Expr index = stride == 1 ? ir::Expr(flat) : flat / ir::Expr(stride);
+    if (k > 0) index = index % ir::Expr(extent);
+    body = ir::LetStmt::make(chain[k]->var, chain[k]->min + index, body);
+    stride *= extent;
+  }
+  return ir::For::make(flat, ir::Expr(int64_t{0}), ir::Expr(total), ir::ForKind::kParallel, body);
+}
+
 // Rebuilds s with its single parallel loop (found through lets and one-iteration loops) bound.
 ir::Stmt bind_outer(const ir::Stmt& s, int threads_per_block, bool* bound) {
   if (const auto* let = s.as<ir::LetStmt>()) {
@@ -52,6 +80,8 @@ ir::Stmt bind_outer(const ir::Stmt& s, int threads_per_block, bool* bound) {
   if (const auto* loop = s.as<ir::For>()) {
     if (loop->for_kind == ir::ForKind::kParallel) {
       *bound = true;
+      if (ir::Stmt nest = collapse_nest(loop); nest.defined())
+        return bind(nest.as<ir::For>(), threads_per_block);
       return bind(loop, threads_per_block);
     }
     if (loop->for_kind == ir::ForKind::kSerial && ir::is_const_int(loop->extent, 1)) {

@@ -23,6 +23,7 @@ ir::Func lower(const te::Task& task, const Target& target) {
   dump_stage(group, "task", task.to_string());
   ir::Func f = step("default-schedule", te::lower_default(task));
   if (target.is_cpu()) f = step("parallelize", parallelize_outer_loops(f, kMinParallelWork));
+  if (target.is_cuda()) f = step("parallelize", parallelize_loop_nests(f, 1));
   f = step("flatten-layouts", flatten_layouts(f));
   f = step("simplify", ir::simplify(f));
   return f;

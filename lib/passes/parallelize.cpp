@@ -96,7 +96,7 @@ class DisjointIterations : public ir::IRVisitor {
 
 class ParallelizeOuterLoops : public ir::IRMutator {
  public:
-  explicit ParallelizeOuterLoops(int64_t min_work) : min_work_(min_work) {}
+  ParallelizeOuterLoops(int64_t min_work, bool nests) : min_work_(min_work), nests_(nests) {}
 
  protected:
   // Only outermost loops are considered; their bodies are left as they are (a nested parallel
@@ -110,18 +110,28 @@ class ParallelizeOuterLoops : public ir::IRMutator {
       return ir::For::make(op->var, op->min, op->extent, op->for_kind, inner);
     }
     if (work_of(s) < min_work_ || !DisjointIterations(op->var.node()).check(op->body)) return s;
-    return ir::For::make(op->var, op->min, op->extent, ir::ForKind::kParallel, op->body);
+    ir::Stmt body = op->body;
+    // A loop directly inside whose iterations are disjoint too (a GPU binds both).
+    if (const auto* inner = body.as<ir::For>(); nests_ && inner) body = mutate_for(inner, body);
+    return ir::For::make(op->var, op->min, op->extent, ir::ForKind::kParallel, body);
   }
 
  private:
   int64_t min_work_;
+  bool nests_;
 };
 
 }  // namespace
 
 ir::Func parallelize_outer_loops(const ir::Func& f, int64_t min_work) {
   ir::Func out = f;
-  out.body = ParallelizeOuterLoops(min_work).mutate(f.body);
+  out.body = ParallelizeOuterLoops(min_work, false).mutate(f.body);
+  return out;
+}
+
+ir::Func parallelize_loop_nests(const ir::Func& f, int64_t min_work) {
+  ir::Func out = f;
+  out.body = ParallelizeOuterLoops(min_work, true).mutate(f.body);
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include "loom/ir/op.hpp"
 #include "loom/runtime/guard_pages.hpp"
 #include "runtime/compiled_graph_impl.hpp"
+#include "runtime/gpu_graph.hpp"
 
 namespace loom {
 namespace {
@@ -30,68 +31,6 @@ absl::StatusOr<std::vector<int64_t>> concrete_shape(const Shape& shape,
     out.push_back(it->second);
   }
   return out;
-}
-
-// Greedy best-fit over the launches in order: a launch's output takes the smallest free block
-// that holds it (or grows the arena), and the values whose last reader is that launch are freed
-// after it, so a kernel's output never overlaps its inputs.
-MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector<int64_t>>& shapes) {
-  constexpr int64_t kAlign = 64;
-  const size_t n = g.slots.size();
-  MemoryPlan plan;
-  plan.offsets.assign(n, -1);
-  std::vector<bool> is_output(n, false);
-  for (int o : g.outputs) is_output[static_cast<size_t>(o)] = true;
-  std::vector<int> last_use(n, -1);
-  for (size_t l = 0; l < g.launches.size(); ++l)
-    for (int slot : g.launches[l].buffers) last_use[static_cast<size_t>(slot)] = static_cast<int>(l);
-  auto size_of = [&](size_t slot) {
-    int64_t bytes = num_elements(shapes[slot]) * g.slots[slot].type.dtype.bytes();
-    return std::max<int64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
-  };
-  std::map<int64_t, int64_t> free_blocks;  // offset -> bytes, coalesced
-  auto release = [&](int64_t offset, int64_t bytes) {
-    auto next = free_blocks.lower_bound(offset);
-    if (next != free_blocks.end() && offset + bytes == next->first) {
-      bytes += next->second;
-      next = free_blocks.erase(next);
-    }
-    if (next != free_blocks.begin()) {
-      auto prev = std::prev(next);
-      if (prev->first + prev->second == offset) {
-        prev->second += bytes;
-        return;
-      }
-    }
-    free_blocks[offset] = bytes;
-  };
-  for (size_t l = 0; l < g.launches.size(); ++l) {
-    const size_t out = static_cast<size_t>(g.launches[l].buffers.back());
-    if (g.slots[out].kind == Slot::Kind::kComputed && !is_output[out] && plan.offsets[out] < 0) {
-      const int64_t bytes = size_of(out);
-      auto best = free_blocks.end();
-      for (auto it = free_blocks.begin(); it != free_blocks.end(); ++it)
-        if (it->second >= bytes && (best == free_blocks.end() || it->second < best->second))
-          best = it;
-      if (best != free_blocks.end()) {
-        plan.offsets[out] = best->first;
-        const int64_t rest = best->second - bytes, at = best->first + bytes;
-        free_blocks.erase(best);
-        if (rest > 0) free_blocks[at] = rest;
-      } else {
-        plan.offsets[out] = plan.bytes;
-        plan.bytes += bytes;
-      }
-    }
-    for (int slot : g.launches[l].buffers) {
-      const size_t s = static_cast<size_t>(slot);
-      if (plan.offsets[s] >= 0 && last_use[s] == static_cast<int>(l)) {
-        release(plan.offsets[s], size_of(s));
-        last_use[s] = -2;  // released once even when a kernel reads it twice
-      }
-    }
-  }
-  return plan;
 }
 
 // The graph's symbolic dims, by name, from its inputs' types.
@@ -165,6 +104,65 @@ absl::StatusOr<std::vector<NDArray>> run_guarded(const CompiledGraphImpl& g,
 }
 
 }  // namespace
+
+MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector<int64_t>>& shapes) {
+  constexpr int64_t kAlign = 64;
+  const size_t n = g.slots.size();
+  MemoryPlan plan;
+  plan.offsets.assign(n, -1);
+  std::vector<bool> is_output(n, false);
+  for (int o : g.outputs) is_output[static_cast<size_t>(o)] = true;
+  std::vector<int> last_use(n, -1);
+  for (size_t l = 0; l < g.launches.size(); ++l)
+    for (int slot : g.launches[l].buffers) last_use[static_cast<size_t>(slot)] = static_cast<int>(l);
+  auto size_of = [&](size_t slot) {
+    int64_t bytes = num_elements(shapes[slot]) * g.slots[slot].type.dtype.bytes();
+    return std::max<int64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  };
+  std::map<int64_t, int64_t> free_blocks;  // offset -> bytes, coalesced
+  auto release = [&](int64_t offset, int64_t bytes) {
+    auto next = free_blocks.lower_bound(offset);
+    if (next != free_blocks.end() && offset + bytes == next->first) {
+      bytes += next->second;
+      next = free_blocks.erase(next);
+    }
+    if (next != free_blocks.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == offset) {
+        prev->second += bytes;
+        return;
+      }
+    }
+    free_blocks[offset] = bytes;
+  };
+  for (size_t l = 0; l < g.launches.size(); ++l) {
+    const size_t out = static_cast<size_t>(g.launches[l].buffers.back());
+    if (g.slots[out].kind == Slot::Kind::kComputed && !is_output[out] && plan.offsets[out] < 0) {
+      const int64_t bytes = size_of(out);
+      auto best = free_blocks.end();
+      for (auto it = free_blocks.begin(); it != free_blocks.end(); ++it)
+        if (it->second >= bytes && (best == free_blocks.end() || it->second < best->second))
+          best = it;
+      if (best != free_blocks.end()) {
+        plan.offsets[out] = best->first;
+        const int64_t rest = best->second - bytes, at = best->first + bytes;
+        free_blocks.erase(best);
+        if (rest > 0) free_blocks[at] = rest;
+      } else {
+        plan.offsets[out] = plan.bytes;
+        plan.bytes += bytes;
+      }
+    }
+    for (int slot : g.launches[l].buffers) {
+      const size_t s = static_cast<size_t>(slot);
+      if (plan.offsets[s] >= 0 && last_use[s] == static_cast<int>(l)) {
+        release(plan.offsets[s], size_of(s));
+        last_use[s] = -2;  // released once even when a kernel reads it twice
+      }
+    }
+  }
+  return plan;
+}
 
 absl::StatusOr<CompiledGraph> Specializations::get(const DimBindings& dims) {
   std::promise<absl::StatusOr<CompiledGraph>> promise;
@@ -287,6 +285,7 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
       shapes[i] = {*size};
     }
   }
+  if (g.gpu) return run_gpu(g, inputs, shapes, launch_ms);
   if (const runtime::GuardPages guard = runtime::guard_pages(); guard != runtime::GuardPages::kOff)
     return run_guarded(g, inputs, shapes, symbols, guard, launch_ms);
   // Static graphs plan once; graphs run with symbolic dims plan per run (their sizes vary).

@@ -25,7 +25,8 @@ struct Slot {
 };
 
 struct Launch {
-  runtime::KernelFn fn = nullptr;
+  runtime::KernelFn fn = nullptr;  // CPU kernels
+  int gpu_kernel = -1;             // GPU kernels: the index of its func in GpuProgram::module
   std::vector<int> buffers;           // slots, in the kernel's buffer parameter order
   std::vector<std::string> symbols;   // symbolic dims, in its scalar parameter order
 };
@@ -62,6 +63,14 @@ struct MemoryPlan {
   int64_t bytes = 0;
 };
 
+struct CompiledGraphImpl;
+
+// Greedy best-fit over the launches in order: a launch's output takes the smallest free block
+// that holds it (or grows the arena), and the values whose last reader is that launch are freed
+// after it, so a kernel's output never overlaps its inputs. Inputs, constants and outputs are
+// not placed. shapes: each computed slot's physical extents.
+MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector<int64_t>>& shapes);
+
 // Memory for the intermediate values of one run (every computed slot that is not an output),
 // kept between runs so that a steady stream of requests allocates (and page-faults) nothing.
 struct Arena {
@@ -90,8 +99,12 @@ class ArenaPool {
   std::vector<Arena> free_;
 };
 
+struct GpuProgram;  // runtime/gpu_graph.hpp
+
 struct CompiledGraphImpl {
   std::shared_ptr<runtime::CpuJit> jit;
+  // Set for a graph compiled for a CUDA target: its kernels, device memory and stream.
+  std::shared_ptr<GpuProgram> gpu;
   std::vector<Slot> slots;
   std::vector<int> inputs, outputs;
   std::vector<Launch> launches;

@@ -12,6 +12,7 @@
 
 #include "loom/core/status.hpp"
 #include "loom/runtime/cuda.hpp"
+#include "loom/runtime/stats.hpp"
 
 #ifndef LOOM_HAVE_NVRTC
 #define LOOM_HAVE_NVRTC 0
@@ -155,6 +156,7 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
   for (const std::string& o : options) option_ptrs.push_back(o.c_str());
   nvrtcResult compiled =
       api->compile_program(program.get(), static_cast<int>(option_ptrs.size()), option_ptrs.data());
+  count(Counter::kNvrtcCompiles);
 
   NvrtcOutput out;
   size_t log_size = 0;

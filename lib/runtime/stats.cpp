@@ -9,7 +9,7 @@
 namespace loom {
 namespace {
 
-constexpr int kCounters = 5;
+constexpr int kCounters = 6;
 std::atomic<uint64_t> counters[kCounters];
 
 uint64_t value(Counter c) {
@@ -29,6 +29,7 @@ Stats stats() {
   s.cache_memory_hits = value(Counter::kCacheMemoryHits);
   s.cache_disk_hits = value(Counter::kCacheDiskHits);
   s.cache_misses = value(Counter::kCacheMisses);
+  s.nvrtc_compiles = value(Counter::kNvrtcCompiles);
   return s;
 }
 
@@ -39,13 +40,14 @@ Stats Stats::operator-(const Stats& earlier) const {
   d.cache_memory_hits = cache_memory_hits - earlier.cache_memory_hits;
   d.cache_disk_hits = cache_disk_hits - earlier.cache_disk_hits;
   d.cache_misses = cache_misses - earlier.cache_misses;
+  d.nvrtc_compiles = nvrtc_compiles - earlier.nvrtc_compiles;
   return d;
 }
 
 std::string Stats::to_string() const {
   return str_cat("llvm_compiles=", llvm_compiles, " tune_measurements=", tune_measurements,
                  " cache_memory_hits=", cache_memory_hits, " cache_disk_hits=", cache_disk_hits,
-                 " cache_misses=", cache_misses);
+                 " cache_misses=", cache_misses, " nvrtc_compiles=", nvrtc_compiles);
 }
 
 }  // namespace loom

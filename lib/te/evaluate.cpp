@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 
 #include "loom/core/status.hpp"
@@ -48,6 +49,12 @@ Value make_value(DType t, double f, int64_t i) {
     v.f = static_cast<double>(v.i);
   }
   return v;
+}
+
+// a op b on two's complement integers, wrapping on overflow (signed overflow is undefined in C++).
+template <typename Op>
+int64_t wrapping(int64_t a, int64_t b, Op op) {
+  return static_cast<int64_t>(op(static_cast<uint64_t>(a), static_cast<uint64_t>(b)));
 }
 
 class Evaluator {
@@ -113,15 +120,19 @@ class Evaluator {
     DType t = e.type();
     bool fl = ot.is_float();
     switch (e.kind()) {
-      case ir::ExprKind::kAdd: return make_value(t, a.f + b.f, a.i + b.i);
-      case ir::ExprKind::kSub: return make_value(t, a.f - b.f, a.i - b.i);
-      case ir::ExprKind::kMul: return make_value(t, a.f * b.f, a.i * b.i);
+      // Integer arithmetic wraps, as the generated code's does.
+      case ir::ExprKind::kAdd: return make_value(t, a.f + b.f, wrapping(a.i, b.i, std::plus<>()));
+      case ir::ExprKind::kSub: return make_value(t, a.f - b.f, wrapping(a.i, b.i, std::minus<>()));
+      case ir::ExprKind::kMul:
+        return make_value(t, a.f * b.f, wrapping(a.i, b.i, std::multiplies<>()));
       case ir::ExprKind::kDiv:
         if (!fl && b.i == 0) return fail("integer division by zero in " + ir::to_string(e));
-        return make_value(t, a.f / b.f, fl ? 0 : a.i / b.i);
+        // x / -1 negates (wrapping: INT_MIN / -1 overflows in C++).
+        return make_value(t, a.f / b.f,
+                          fl ? 0 : b.i == -1 ? wrapping(0, a.i, std::minus<>()) : a.i / b.i);
       case ir::ExprKind::kMod:
         if (!fl && b.i == 0) return fail("integer modulo by zero in " + ir::to_string(e));
-        return make_value(t, std::fmod(a.f, b.f), fl ? 0 : a.i % b.i);
+        return make_value(t, std::fmod(a.f, b.f), fl || b.i == -1 ? 0 : a.i % b.i);
       case ir::ExprKind::kMin: return make_value(t, std::fmin(a.f, b.f), std::min(a.i, b.i));
       case ir::ExprKind::kMax: return make_value(t, std::fmax(a.f, b.f), std::max(a.i, b.i));
       case ir::ExprKind::kEQ: return make_value(t, 0, fl ? a.f == b.f : a.i == b.i);

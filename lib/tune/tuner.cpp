@@ -142,6 +142,17 @@ NDArray filled(const TensorType& t) {
 
 }  // namespace
 
+absl::Status check_config(const ScheduleTemplate& t, const Space& space, const Config& config) {
+  for (const auto& [name, choices] : space.params())
+    if (!config.has(name))
+      return absl::InvalidArgumentError(str_cat("config ", config.to_string(), " for template ",
+                                                t.name, " lacks parameter ", name));
+  if (std::vector<std::string> broken = space.broken_rules(config); !broken.empty())
+    return absl::InvalidArgumentError(str_cat("config ", config.to_string(), " for template ",
+                                              t.name, " breaks rule '", broken[0], "'"));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
                                         TuneLevel level, runtime::CpuJit& jit,
@@ -150,13 +161,7 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   Space space = t.space(ctx);
   std::vector<Config> configs;
   if (forced) {
-    for (const auto& [name, choices] : space.params())
-      if (!forced->has(name))
-        return absl::InvalidArgumentError(str_cat("config ", forced->to_string(), " for template ",
-                                                  t.name, " lacks parameter ", name));
-    if (std::vector<std::string> broken = space.broken_rules(*forced); !broken.empty())
-      return absl::InvalidArgumentError(str_cat("config ", forced->to_string(), " for template ",
-                                                t.name, " breaks rule '", broken[0], "'"));
+    LOOM_RETURN_IF_ERROR(check_config(t, space, *forced));
     level = TuneLevel::kNone;
     configs = {*forced};
   } else if (level == TuneLevel::kNone)

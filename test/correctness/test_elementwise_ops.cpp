@@ -618,3 +618,33 @@ TEST_CASE("abs and neg map an integer type's lowest value to itself", "[elementw
   CHECK(got[1].get(1) == -127);
   CHECK(got[1].get(2) == 5);
 }
+
+TEST_CASE("integer division by zero gives 0 and by -1 wraps, never trapping", "[elementwise]") {
+  // The divisors are mostly 0, -1 and 1; the numerators include the type's lowest value, whose
+  // quotient by -1 overflows (x86's idiv traps on it as on a zero divisor).
+  for (DType dtype : {DType::i8(), DType::i32(), DType::i64()}) {
+    for (std::vector<int64_t> divisor_shape : {std::vector<int64_t>{7, 13}, {1, 13}}) {
+      INFO(dtype.to_string() << " divisor of rank-2 shape " << divisor_shape[0] << "x13");
+      const double lowest = dtype == DType::i8()    ? -128.0
+                            : dtype == DType::i32() ? -2147483648.0
+                                                    : -9223372036854775808.0;
+      Graph g;
+      Tensor a = g.input("a", {7, 13}, dtype);
+      Tensor b = g.input("b", to_shape(divisor_shape), dtype);
+      g.output(a / b);
+      NDArray x = random_array(dtype, {7, 13}, -100, 100);
+      NDArray y = random_array(dtype, divisor_shape, -3, 3);
+      plant(x, {lowest, lowest, lowest, 7, -7, 0, lowest});
+      plant(y, {0, -1, 1, 0, -1, 0, 3});
+      NDArray want = expected_map(dtype, {x, y}, [&](const auto& v) {
+        const double n = v[0], d = v[1];
+        if (d == 0) return 0.0;
+        if (d == -1) return n == lowest ? lowest : -n;  // wraps at the lowest value
+        return std::trunc(n / d);
+      });
+      require_match(compile_and_run(g, {x, y})[0], want);
+      // The reference interpreter defines it the same way.
+      require_match(reference_run(g, {x, y})[0], want);
+    }
+  }
+}

@@ -31,6 +31,9 @@ absl::StatusOr<ir::Func> vectorize_loops(const ir::Func& f);
 // iterations) and the loop's iterations write disjoint elements: each buffer the body writes is
 // accessed only at index var in one fixed dim. Runs on multi-dimensional (unflattened) indices.
 ir::Func parallelize_outer_loops(const ir::Func& f, int64_t min_work);
+// The same, and inside each loop made parallel, the loop directly in its body too when its
+// iterations are disjoint, and so on down (for a GPU, which binds the whole nest to threads).
+ir::Func parallelize_loop_nests(const ir::Func& f, int64_t min_work);
 
 // The index in shape `to` of the element at index `index` of shape `from`, both row-major over
 // the same elements. Dims that match pass their index through unchanged (a vector index there
@@ -94,8 +97,9 @@ absl::StatusOr<ir::Func> fuse_prologue(const ir::Func& kernel, const PrologueFus
 // Removes final_value() marks (lower_scheduled runs it first).
 ir::Func strip_final_marks(const ir::Func& f);
 // The default GPU mapping: when the kernel body (through lets and loops of one iteration) is one
-// kParallel loop, its iterations go one per thread, threads_per_block threads per block (blockIdx.x,
-// threadIdx.x), guarded when they do not divide the extent. Every other kParallel loop becomes
+// kParallel loop (with the kParallel loops of constant extent directly nested in it, collapsed
+// into one index space), its iterations go one per thread, threads_per_block threads per block
+// (blockIdx.x, threadIdx.x), guarded when they do not divide the extent. Every other kParallel loop becomes
 // serial, so a kernel with several loop nests runs in one thread: correct, not fast.
 ir::Func bind_gpu_loops(const ir::Func& f, int threads_per_block);
 

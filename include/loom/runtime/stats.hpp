@@ -13,8 +13,10 @@ struct Stats {
   uint64_t cache_memory_hits = 0;  // kernels found in (or being built by) the memory level
   uint64_t cache_disk_hits = 0;    // kernels loaded from verified disk entries
   uint64_t cache_misses = 0;       // kernels built (tuned and compiled) because no level had them
+  uint64_t nvrtc_compiles = 0;     // CUDA modules compiled to cubins by NVRTC
 
-  // "llvm_compiles=0 tune_measurements=0 cache_memory_hits=3 cache_disk_hits=12 cache_misses=0"
+  // "llvm_compiles=0 tune_measurements=0 cache_memory_hits=3 cache_disk_hits=12 cache_misses=0
+  // nvrtc_compiles=0"
   std::string to_string() const;
   // Counts since an earlier snapshot.
   Stats operator-(const Stats& earlier) const;
@@ -28,7 +30,8 @@ enum class Counter {
   kTuneMeasurements,
   kCacheMemoryHits,
   kCacheDiskHits,
-  kCacheMisses
+  kCacheMisses,
+  kNvrtcCompiles
 };
 // Adds n to one counter (loom's compiler, JIT, tuner and cache do; thread-safe).
 void count(Counter counter, uint64_t n = 1);

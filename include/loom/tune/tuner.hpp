@@ -18,6 +18,10 @@ struct Measurement {
   double median_ms = 0;
 };
 
+// Whether `config` is a whole config of template t's `space` that keeps its rules; an
+// InvalidArgument error naming the missing parameter or the broken rule otherwise.
+absl::Status check_config(const ScheduleTemplate& t, const Space& space, const Config& config);
+
 struct TunedKernel {
   Config config;
   ir::Func func;  // the chosen kernel, lowered

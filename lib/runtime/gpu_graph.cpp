@@ -1,0 +1,186 @@
+// Running a graph compiled for a CUDA target: device memory laid out once (constants, then one
+// block for inputs, the intermediates' plan and outputs), kernels launched on one stream.
+
+#include "runtime/gpu_graph.hpp"
+
+#include "loom/core/status.hpp"
+
+namespace loom {
+namespace {
+
+using runtime::cuda::DevicePtr;
+using runtime::cuda::Driver;
+
+constexpr int64_t kAlign = 256;  // cudaMalloc's alignment; vector loads need 16
+
+int64_t aligned(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+
+// s with "what: " before its message.
+absl::Status during(const absl::Status& s, const std::string& what) {
+  return s.ok() ? s : absl::Status(s.code(), what + ": " + std::string(s.message()));
+}
+
+// The bytes of slot i's value: its constant, its static input shape, or its computed shape.
+int64_t slot_bytes(const CompiledGraphImpl& g, size_t i,
+                   const std::vector<std::vector<int64_t>>& shapes) {
+  const Slot& s = g.slots[i];
+  switch (s.kind) {
+    case Slot::Kind::kConstant:
+      return s.constant.numel() * s.constant.dtype().bytes();
+    case Slot::Kind::kInput: {
+      int64_t n = 1;
+      for (const Dim& d : s.type.shape) n *= d.value();  // GPU graphs are static
+      return n * s.type.dtype.bytes();
+    }
+    case Slot::Kind::kComputed:
+      return num_elements(shapes[i]) * s.type.dtype.bytes();
+  }
+  return 0;
+}
+
+absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
+    const CompiledGraphImpl& g, const GpuProgram& p,
+    const std::vector<std::vector<int64_t>>& shapes) {
+  auto d = std::make_unique<GpuProgram::Device>();
+  LOOM_ASSIGN_OR_RETURN(d->driver, Driver::get());
+  Driver& driver = *d->driver;
+  LOOM_ASSIGN_OR_RETURN(d->context, driver.retain_primary_context(p.ordinal));
+  d->ordinal = p.ordinal;
+  LOOM_RETURN_IF_ERROR(driver.set_current(d->context));
+  LOOM_ASSIGN_OR_RETURN(d->loaded, runtime::cuda::LoadedModule::load(p.module, p.compiled, p.ordinal));
+  LOOM_ASSIGN_OR_RETURN(d->stream, driver.create_stream());
+
+  const size_t n = g.slots.size();
+  std::vector<int64_t> constant_at(n, -1), memory_at(n, -1);
+  int64_t constant_bytes = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (g.slots[i].kind == Slot::Kind::kConstant) {
+      constant_at[i] = constant_bytes;
+      constant_bytes += aligned(slot_bytes(g, i, shapes));
+    }
+  // Intermediates where the plan puts them, then each input and each output of its own.
+  const MemoryPlan plan = plan_memory(g, shapes);
+  int64_t memory_bytes = aligned(plan.bytes);
+  for (size_t i = 0; i < n; ++i) {
+    if (plan.offsets[i] >= 0) {
+      memory_at[i] = plan.offsets[i];
+    } else if (g.slots[i].kind != Slot::Kind::kConstant) {
+      memory_at[i] = memory_bytes;
+      memory_bytes += aligned(slot_bytes(g, i, shapes));
+    }
+  }
+  if (constant_bytes > 0) {
+    LOOM_ASSIGN_OR_RETURN(d->constants, driver.allocate(static_cast<size_t>(constant_bytes)));
+  }
+  if (memory_bytes > 0) {
+    LOOM_ASSIGN_OR_RETURN(d->memory, driver.allocate(static_cast<size_t>(memory_bytes)));
+  }
+  d->address.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (constant_at[i] >= 0) {
+      d->address[i] = d->constants + static_cast<DevicePtr>(constant_at[i]);
+      const int64_t bytes = slot_bytes(g, i, shapes);
+      if (bytes > 0)
+        LOOM_RETURN_IF_ERROR(during(
+            driver.copy_to_device(d->address[i], g.slots[i].constant.data(),
+                                  static_cast<size_t>(bytes)),
+            "uploading constant '" + g.slots[i].name + "'"));
+    } else {
+      d->address[i] = d->memory + static_cast<DevicePtr>(memory_at[i]);
+    }
+  }
+  return d;
+}
+
+}  // namespace
+
+GpuProgram::Device::~Device() {
+  if (!driver) return;
+  // Errors here (a context a failed kernel left unusable) have nobody to go to.
+  if (context) (void)driver->set_current(context);
+  for (runtime::cuda::Event e : events) (void)driver->destroy_event(e);
+  if (memory) (void)driver->free(memory);
+  if (constants) (void)driver->free(constants);
+  if (stream) (void)driver->destroy_stream(stream);
+  loaded.reset();
+  if (context) (void)driver->release_primary_context(ordinal);
+}
+
+absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
+                                             const std::vector<NDArray>& inputs,
+                                             const std::vector<std::vector<int64_t>>& shapes,
+                                             std::vector<double>* launch_ms) {
+  GpuProgram& p = *g.gpu;
+  std::lock_guard<std::mutex> lock(p.mu);
+  if (!p.device) {
+    absl::StatusOr<std::unique_ptr<GpuProgram::Device>> d = prepare(g, p, shapes);
+    if (!d.ok()) return during(d.status(), "preparing the graph on the GPU");
+    p.device = *std::move(d);
+  }
+  GpuProgram::Device& d = *p.device;
+  Driver& driver = *d.driver;
+  LOOM_RETURN_IF_ERROR(during(driver.set_current(d.context), "running the graph on the GPU"));
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const size_t slot = static_cast<size_t>(g.inputs[k]);
+    const int64_t bytes = slot_bytes(g, slot, shapes);
+    if (bytes > 0)
+      LOOM_RETURN_IF_ERROR(during(driver.copy_to_device_async(d.address[slot], inputs[k].data(),
+                                                              static_cast<size_t>(bytes), d.stream),
+                                  "copying input '" + g.slots[slot].name + "' to the GPU"));
+  }
+  if (launch_ms && d.events.size() < 2 * g.launches.size()) {
+    while (d.events.size() < 2 * g.launches.size()) {
+      LOOM_ASSIGN_OR_RETURN(runtime::cuda::Event e, driver.create_event());
+      d.events.push_back(e);
+    }
+  }
+  std::vector<DevicePtr> buffers;
+  for (size_t l = 0; l < g.launches.size(); ++l) {
+    const Launch& launch = g.launches[l];
+    buffers.clear();
+    for (int slot : launch.buffers) buffers.push_back(d.address[static_cast<size_t>(slot)]);
+    if (launch_ms) LOOM_RETURN_IF_ERROR(driver.record_event(d.events[2 * l], d.stream));
+    absl::Status s = d.loaded->launch(static_cast<size_t>(launch.gpu_kernel), buffers, {}, d.stream);
+    if (launch_ms && s.ok()) s = driver.record_event(d.events[2 * l + 1], d.stream);
+    if (!s.ok()) {
+      (void)driver.synchronize(d.stream);  // let what was queued finish before returning
+      return during(s, str_cat("launching kernel '", g.kernels[l].name, "' (", l + 1, " of ",
+                               g.launches.size(), ")"));
+    }
+  }
+  std::vector<NDArray> outputs;
+  for (int o : g.outputs) {
+    const size_t slot = static_cast<size_t>(o);
+    std::vector<int64_t> shape;
+    if (g.slots[slot].kind == Slot::Kind::kComputed) {
+      shape = shapes[slot];
+    } else {
+      for (const Dim& dim : g.slots[slot].type.shape) shape.push_back(dim.value());
+    }
+    absl::StatusOr<NDArray> out = NDArray::allocate(g.slots[slot].type.dtype, shape);
+    if (!out.ok()) {
+      (void)driver.synchronize(d.stream);
+      return during(out.status(), "output " + g.slots[slot].name);
+    }
+    const int64_t bytes = slot_bytes(g, slot, shapes);
+    if (bytes > 0) {
+      absl::Status s = driver.copy_to_host_async(out->data(), d.address[slot],
+                                                 static_cast<size_t>(bytes), d.stream);
+      if (!s.ok()) {
+        (void)driver.synchronize(d.stream);
+        return during(s, "copying output '" + g.slots[slot].name + "' from the GPU");
+      }
+    }
+    outputs.push_back(*std::move(out));
+  }
+  // Kernel faults surface here, when the stream's work completes.
+  LOOM_RETURN_IF_ERROR(during(driver.synchronize(d.stream), "running the graph on the GPU"));
+  if (launch_ms)
+    for (size_t l = 0; l < g.launches.size(); ++l) {
+      LOOM_ASSIGN_OR_RETURN(float ms, driver.elapsed_ms(d.events[2 * l], d.events[2 * l + 1]));
+      launch_ms->push_back(ms);
+    }
+  return outputs;
+}
+
+}  // namespace loom

@@ -1,0 +1,287 @@
+// A stand-in for the CUDA driver (libcuda.so.1) for tests on machines without a GPU: loom's
+// driver loader finds it through LD_LIBRARY_PATH and resolves its entry points through
+// cuGetProcAddress_v2, exactly as it does the real one's.
+//
+// Device memory is host memory (a device pointer is the host address), copies are memcpy, and
+// every copy is checked to stay inside one allocation. Kernels do not run: a launch checks its
+// shape and is counted. Faults are injected through loom_fake_cuda_configure:
+//   - fault_after_launches = n >= 0: launch n + 1 "faults" the way a kernel's illegal address
+//     does on a real GPU: the launch itself succeeds, and every later call (synchronization,
+//     copies, launches, allocations) returns CUDA_ERROR_ILLEGAL_ADDRESS: the context is lost;
+//   - out_of_memory: every cuMemAlloc returns CUDA_ERROR_OUT_OF_MEMORY.
+// Configuring again clears a fault (a fresh device, as after a process restart).
+
+#include <cuda.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace {
+
+struct State {
+  std::mutex mu;
+  int launches = 0;
+  int fault_after = -1;
+  bool out_of_memory = false;
+  CUresult lost = CUDA_SUCCESS;                // sticky once a kernel faulted
+  std::map<CUdeviceptr, size_t> allocations;  // device pointer -> bytes
+  int sm_arch = 90;
+};
+
+State& state() {
+  static State* s = new State;  // never destroyed: drivers outlive static destructors
+  return *s;
+}
+
+// The sticky error of a lost context, for calls that need a working device.
+CUresult health() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().lost;
+}
+
+// Whether [p, p + bytes) lies inside one allocation.
+bool inside(CUdeviceptr p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  auto it = state().allocations.upper_bound(p);
+  if (it == state().allocations.begin()) return false;
+  --it;
+  return p >= it->first && p + bytes <= it->first + it->second;
+}
+
+CUresult error_name(CUresult r, const char** out) {
+  switch (r) {
+    case CUDA_SUCCESS: *out = "CUDA_SUCCESS"; break;
+    case CUDA_ERROR_INVALID_VALUE: *out = "CUDA_ERROR_INVALID_VALUE"; break;
+    case CUDA_ERROR_OUT_OF_MEMORY: *out = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+    case CUDA_ERROR_INVALID_IMAGE: *out = "CUDA_ERROR_INVALID_IMAGE"; break;
+    case CUDA_ERROR_NOT_FOUND: *out = "CUDA_ERROR_NOT_FOUND"; break;
+    case CUDA_ERROR_ILLEGAL_ADDRESS: *out = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
+    default: *out = nullptr; return CUDA_ERROR_INVALID_VALUE;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult error_string(CUresult r, const char** out) {
+  switch (r) {
+    case CUDA_SUCCESS: *out = "no error"; break;
+    case CUDA_ERROR_INVALID_VALUE: *out = "invalid argument"; break;
+    case CUDA_ERROR_OUT_OF_MEMORY: *out = "out of memory"; break;
+    case CUDA_ERROR_INVALID_IMAGE: *out = "device kernel image is invalid"; break;
+    case CUDA_ERROR_NOT_FOUND: *out = "named symbol not found"; break;
+    case CUDA_ERROR_ILLEGAL_ADDRESS: *out = "an illegal memory access was encountered"; break;
+    default: *out = nullptr; return CUDA_ERROR_INVALID_VALUE;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult init(unsigned int) { return CUDA_SUCCESS; }
+CUresult driver_version(int* v) {
+  *v = 12080;
+  return CUDA_SUCCESS;
+}
+CUresult device_count(int* n) {
+  *n = 1;
+  return CUDA_SUCCESS;
+}
+CUresult device_get(CUdevice* d, int ordinal) {
+  if (ordinal != 0) return CUDA_ERROR_INVALID_VALUE;
+  *d = 0;
+  return CUDA_SUCCESS;
+}
+CUresult device_name(char* name, int len, CUdevice) {
+  std::snprintf(name, static_cast<size_t>(len), "loom fake GPU");
+  return CUDA_SUCCESS;
+}
+CUresult device_attribute(int* v, CUdevice_attribute a, CUdevice) {
+  switch (a) {
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = state().sm_arch / 10; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = state().sm_arch % 10; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = 132; break;
+    case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: *v = 48 * 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *v = 227 * 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: *v = 228 * 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK: *v = 64 * 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR: *v = 64 * 1024; break;
+    case CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE: *v = 50 * 1024 * 1024; break;
+    default: *v = 0; break;
+  }
+  return CUDA_SUCCESS;
+}
+CUresult total_mem(size_t* bytes, CUdevice) {
+  *bytes = size_t{80} << 30;
+  return CUDA_SUCCESS;
+}
+
+int context_tag = 0;  // the primary context's handle points here
+CUresult ctx_retain(CUcontext* c, CUdevice) {
+  *c = reinterpret_cast<CUcontext>(&context_tag);
+  return CUDA_SUCCESS;
+}
+CUresult ctx_release(CUdevice) { return CUDA_SUCCESS; }
+CUresult ctx_set_current(CUcontext) { return health(); }
+
+CUresult module_load(CUmodule* m, const void* image) {
+  if (CUresult r = health()) return r;
+  if (!image || std::memcmp(image, "\x7f" "ELF", 4) != 0) return CUDA_ERROR_INVALID_IMAGE;
+  *m = reinterpret_cast<CUmodule>(new int(0));
+  return CUDA_SUCCESS;
+}
+CUresult module_unload(CUmodule m) {
+  delete reinterpret_cast<int*>(m);
+  return health();
+}
+CUresult module_function(CUfunction* f, CUmodule, const char* name) {
+  if (CUresult r = health()) return r;
+  if (!name || !*name) return CUDA_ERROR_NOT_FOUND;
+  *f = reinterpret_cast<CUfunction>(const_cast<char*>(name));
+  return CUDA_SUCCESS;
+}
+
+CUresult launch(CUfunction, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                unsigned bz, unsigned, CUstream, void** params, void**) {
+  if (CUresult r = health()) return r;
+  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 ||
+      uint64_t{bx} * by * bz > 1024 || gy > 65535 || gz > 65535 || !params)
+    return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().mu);
+  if (state().fault_after >= 0 && state().launches >= state().fault_after)
+    state().lost = CUDA_ERROR_ILLEGAL_ADDRESS;  // reported by the calls that follow
+  ++state().launches;
+  return CUDA_SUCCESS;
+}
+
+int stream_tag = 0;
+CUresult stream_create(CUstream* s, unsigned int) {
+  if (CUresult r = health()) return r;
+  *s = reinterpret_cast<CUstream>(&stream_tag);
+  return CUDA_SUCCESS;
+}
+CUresult stream_destroy(CUstream) { return health(); }
+CUresult stream_synchronize(CUstream) { return health(); }
+
+CUresult mem_alloc(CUdeviceptr* p, size_t bytes) {
+  if (CUresult r = health()) return r;
+  std::lock_guard<std::mutex> lock(state().mu);
+  if (state().out_of_memory || bytes == 0) return state().out_of_memory ? CUDA_ERROR_OUT_OF_MEMORY
+                                                                       : CUDA_ERROR_INVALID_VALUE;
+  void* block = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!block) return CUDA_ERROR_OUT_OF_MEMORY;
+  *p = reinterpret_cast<CUdeviceptr>(block);
+  state().allocations[*p] = bytes;
+  return CUDA_SUCCESS;
+}
+CUresult mem_free(CUdeviceptr p) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  auto it = state().allocations.find(p);
+  if (it == state().allocations.end()) return CUDA_ERROR_INVALID_VALUE;
+  std::free(reinterpret_cast<void*>(p));
+  state().allocations.erase(it);
+  return state().lost;
+}
+CUresult htod(CUdeviceptr dst, const void* src, size_t n) {
+  if (CUresult r = health()) return r;
+  if (!inside(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+  std::memcpy(reinterpret_cast<void*>(dst), src, n);
+  return CUDA_SUCCESS;
+}
+CUresult dtoh(void* dst, CUdeviceptr src, size_t n) {
+  if (CUresult r = health()) return r;
+  if (!inside(src, n)) return CUDA_ERROR_INVALID_VALUE;
+  std::memcpy(dst, reinterpret_cast<const void*>(src), n);
+  return CUDA_SUCCESS;
+}
+CUresult htod_async(CUdeviceptr dst, const void* src, size_t n, CUstream) {
+  return htod(dst, src, n);
+}
+CUresult dtoh_async(void* dst, CUdeviceptr src, size_t n, CUstream) { return dtoh(dst, src, n); }
+
+CUresult event_create(CUevent* e, unsigned int) {
+  if (CUresult r = health()) return r;
+  *e = reinterpret_cast<CUevent>(new int(0));
+  return CUDA_SUCCESS;
+}
+CUresult event_destroy(CUevent e) {
+  delete reinterpret_cast<int*>(e);
+  return CUDA_SUCCESS;
+}
+CUresult event_record(CUevent, CUstream) { return health(); }
+CUresult event_synchronize(CUevent) { return health(); }
+CUresult event_elapsed(float* ms, CUevent, CUevent) {
+  if (CUresult r = health()) return r;
+  *ms = 0.001f;
+  return CUDA_SUCCESS;
+}
+
+const std::map<std::string, void*>& entry_points() {
+  static const auto* table = new std::map<std::string, void*>{
+      {"cuGetErrorName", reinterpret_cast<void*>(&error_name)},
+      {"cuGetErrorString", reinterpret_cast<void*>(&error_string)},
+      {"cuInit", reinterpret_cast<void*>(&init)},
+      {"cuDriverGetVersion", reinterpret_cast<void*>(&driver_version)},
+      {"cuDeviceGetCount", reinterpret_cast<void*>(&device_count)},
+      {"cuDeviceGet", reinterpret_cast<void*>(&device_get)},
+      {"cuDeviceGetName", reinterpret_cast<void*>(&device_name)},
+      {"cuDeviceGetAttribute", reinterpret_cast<void*>(&device_attribute)},
+      {"cuDeviceTotalMem", reinterpret_cast<void*>(&total_mem)},
+      {"cuDevicePrimaryCtxRetain", reinterpret_cast<void*>(&ctx_retain)},
+      {"cuDevicePrimaryCtxRelease", reinterpret_cast<void*>(&ctx_release)},
+      {"cuCtxSetCurrent", reinterpret_cast<void*>(&ctx_set_current)},
+      {"cuModuleLoadData", reinterpret_cast<void*>(&module_load)},
+      {"cuModuleUnload", reinterpret_cast<void*>(&module_unload)},
+      {"cuModuleGetFunction", reinterpret_cast<void*>(&module_function)},
+      {"cuLaunchKernel", reinterpret_cast<void*>(&launch)},
+      {"cuStreamCreate", reinterpret_cast<void*>(&stream_create)},
+      {"cuStreamDestroy", reinterpret_cast<void*>(&stream_destroy)},
+      {"cuStreamSynchronize", reinterpret_cast<void*>(&stream_synchronize)},
+      {"cuMemAlloc", reinterpret_cast<void*>(&mem_alloc)},
+      {"cuMemFree", reinterpret_cast<void*>(&mem_free)},
+      {"cuMemcpyHtoD", reinterpret_cast<void*>(&htod)},
+      {"cuMemcpyDtoH", reinterpret_cast<void*>(&dtoh)},
+      {"cuMemcpyHtoDAsync", reinterpret_cast<void*>(&htod_async)},
+      {"cuMemcpyDtoHAsync", reinterpret_cast<void*>(&dtoh_async)},
+      {"cuEventCreate", reinterpret_cast<void*>(&event_create)},
+      {"cuEventDestroy", reinterpret_cast<void*>(&event_destroy)},
+      {"cuEventRecord", reinterpret_cast<void*>(&event_record)},
+      {"cuEventSynchronize", reinterpret_cast<void*>(&event_synchronize)},
+      {"cuEventElapsedTime", reinterpret_cast<void*>(&event_elapsed)},
+  };
+  return *table;
+}
+
+}  // namespace
+
+extern "C" {
+
+__attribute__((visibility("default"))) CUresult cuGetProcAddress_v2(
+    const char* symbol, void** pfn, int, cuuint64_t, CUdriverProcAddressQueryResult* status) {
+  auto it = entry_points().find(symbol ? symbol : "");
+  *pfn = it == entry_points().end() ? nullptr : it->second;
+  if (status)
+    *status = *pfn ? CU_GET_PROC_ADDRESS_SUCCESS : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+  return *pfn ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+
+// Test controls (found with dlsym on the loaded library).
+__attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_after_launches,
+                                                                    int out_of_memory) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  state().fault_after = fault_after_launches;
+  state().out_of_memory = out_of_memory != 0;
+  state().lost = CUDA_SUCCESS;
+  state().launches = 0;
+}
+__attribute__((visibility("default"))) int loom_fake_cuda_launches() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().launches;
+}
+__attribute__((visibility("default"))) int loom_fake_cuda_live_allocations() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return static_cast<int>(state().allocations.size());
+}
+
+}  // extern "C"
