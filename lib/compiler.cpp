@@ -37,45 +37,11 @@ bool has_symbolic_input(const Graph& g) {
   return false;
 }
 
-const char* tune_level_name(TuneLevel level) {
-  switch (level) {
-    case TuneLevel::kNone:
-      return "none";
-    case TuneLevel::kFast:
-      return "fast";
-    case TuneLevel::kFull:
-      return "full";
-  }
-  return "?";
-}
-
-// Canonical text of a templated node's task: all its tuning and code depend on, but the target
-// (a key part of its own) and the node's name (identical layers share one kernel). The thread
-// count is part of it: templates split their work by it and tuning measures with it.
-std::string template_task_text(const Node& n, const TemplateContext& ctx, const ScheduleTemplate& t,
-                               TuneLevel level, const tune::Config* forced) {
-  std::string s = str_cat("template ", t.name, "\nop ", n.op, "(",
-                          ctx.attrs ? ctx.attrs->to_string() : "", ")\n");
-  for (size_t i = 0; i < ctx.inputs.size(); ++i)
-    s += str_cat("input ", i, ": ", ctx.inputs[i].to_string(),
-                 ctx.constant_inputs[i] ? " constant" : "", "\n");
-  s += "output: " + ctx.output.to_string() + "\n";
-  s += str_cat("threads ", num_threads(), "\n");
-  s += forced ? "config " + forced->to_string() : str_cat("tune ", tune_level_name(level));
-  return s + "\n";
-}
-
 double best_ms(const std::vector<tune::Measurement>& ms) {
   double best = 0;
   for (const tune::Measurement& m : ms)
     if (best == 0 || m.median_ms < best) best = m.median_ms;
   return best;
-}
-
-std::vector<CandidateTime> candidate_times(const std::vector<tune::Measurement>& ms) {
-  std::vector<CandidateTime> out;
-  for (const tune::Measurement& m : ms) out.push_back({m.config, m.median_ms});
-  return out;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {

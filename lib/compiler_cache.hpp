@@ -10,6 +10,7 @@
 #include "loom/core/status.hpp"
 #include "loom/runtime/cpu_jit.hpp"
 #include "loom/runtime/kernel_cache.hpp"
+#include "loom/runtime/thread_pool.hpp"
 
 namespace loom {
 
@@ -51,6 +52,41 @@ inline CacheUse cache_use(const Target& target, const CompileOptions& options) {
                      " cores=", target.cores());
   c.backend = runtime::CpuJit::backend_version();
   return c;
+}
+
+inline const char* tune_level_name(TuneLevel level) {
+  switch (level) {
+    case TuneLevel::kNone:
+      return "none";
+    case TuneLevel::kFast:
+      return "fast";
+    case TuneLevel::kFull:
+      return "full";
+  }
+  return "?";
+}
+
+// Canonical text of a templated node's task: all its tuning and code depend on, but the target
+// (a key part of its own) and the node's name (identical layers share one kernel). On CPUs the
+// thread count is part of it: templates split their work by it and tuning measures with it.
+inline std::string template_task_text(const Node& n, const TemplateContext& ctx,
+                                      const ScheduleTemplate& t, TuneLevel level,
+                                      const tune::Config* forced) {
+  std::string s = str_cat("template ", t.name, "\nop ", n.op, "(",
+                          ctx.attrs ? ctx.attrs->to_string() : "", ")\n");
+  for (size_t i = 0; i < ctx.inputs.size(); ++i)
+    s += str_cat("input ", i, ": ", ctx.inputs[i].to_string(),
+                 ctx.constant_inputs[i] ? " constant" : "", "\n");
+  s += "output: " + ctx.output.to_string() + "\n";
+  if (ctx.target.is_cpu()) s += str_cat("threads ", num_threads(), "\n");
+  s += forced ? "config " + forced->to_string() : str_cat("tune ", tune_level_name(level));
+  return s + "\n";
+}
+
+inline std::vector<CandidateTime> candidate_times(const std::vector<tune::Measurement>& ms) {
+  std::vector<CandidateTime> out;
+  for (const tune::Measurement& m : ms) out.push_back({m.config, m.median_ms});
+  return out;
 }
 
 }  // namespace loom

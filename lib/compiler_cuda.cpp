@@ -3,7 +3,11 @@
 
 #include "compiler_cuda.hpp"
 
+#include <chrono>
+#include <cmath>
+#include <limits>
 #include <optional>
+#include <thread>
 
 #include "compiler_cache.hpp"
 #include "graph/fusion.hpp"
@@ -11,10 +15,12 @@
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
 #include "loom/graph/partition.hpp"
+#include "loom/ir/op.hpp"
 #include "loom/ops/injective_cuda.hpp"
 #include "loom/passes/passes.hpp"
 #include "loom/runtime/cuda.hpp"
 #include "loom/runtime/kernel_cache.hpp"
+#include "loom/runtime/stats.hpp"
 #include "loom/tune/tuner.hpp"
 #include "ops/cuda_common.hpp"
 #include "runtime/gpu_graph.hpp"
@@ -28,12 +34,184 @@ struct GroupKernel {
   ir::Func func;             // lowered, ready for the code generator
   std::vector<int> buffers;  // slots, in its buffer parameter order
   std::string schedule;
+  std::vector<tune::Measurement> measurements;  // the candidates timed (empty: none)
+  double tune_seconds = 0;
 };
 
-// The kernel computing group grp, or why it cannot be one kernel. Templates run their default
-// config (or the forced one): GPU candidates are not measured yet.
+// Whether kernels for target can be timed here: a device of its arch at its ordinal.
+bool can_measure(const Target& target) {
+  absl::StatusOr<runtime::cuda::Driver*> driver = runtime::cuda::Driver::get();
+  if (!driver.ok()) return false;
+  absl::StatusOr<runtime::cuda::DeviceProperties> p =
+      (*driver)->device_properties(target.device());
+  return p.ok() && p->sm_arch == target.sm_arch();
+}
+
+// Times candidate kernels (lowered funcs with the same buffer params) on target's device:
+// buffers of random values, each candidate launched once to warm up, then kRepeats
+// times between two events, in turns for kRounds rounds; the median of each. A candidate the
+// device refuses to launch (too many registers or threads) gets infinity.
+absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
+                                                   std::vector<ir::Func> funcs) {
+  constexpr int kRounds = 5, kRepeats = 10;
+  namespace cuda = runtime::cuda;
+  // NVRTC compiles modules of about 8 candidates each on as many threads as there are cores;
+  // candidate i is kernel i / n of module i % n.
+  const size_t candidates = funcs.size();
+  const size_t n = std::max<size_t>(
+      1, std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), (candidates + 7) / 8));
+  std::vector<ir::Module> modules;
+  for (size_t w = 0; w < n; ++w) modules.push_back({str_cat("candidates", w), target, {}});
+  for (size_t i = 0; i < candidates; ++i) {
+    funcs[i].name = str_cat("c", i, "_", funcs[i].name);
+    modules[i % n].funcs.push_back(std::move(funcs[i]));
+  }
+  std::vector<absl::StatusOr<cuda::CompiledModule>> compiled(n, absl::UnknownError("not compiled"));
+  {
+    std::vector<std::thread> threads;
+    for (size_t w = 1; w < n; ++w)
+      threads.emplace_back([&, w] { compiled[w] = cuda::compile_module(modules[w]); });
+    compiled[0] = cuda::compile_module(modules[0]);
+    for (std::thread& t : threads) t.join();
+  }
+  std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
+  for (size_t w = 0; w < n; ++w) {
+    if (!compiled[w].ok()) return compiled[w].status();
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<cuda::LoadedModule> l,
+                          cuda::LoadedModule::load(modules[w], *std::move(compiled[w]),
+                                                   target.device()));
+    loaded.push_back(std::move(l));
+  }
+  auto launch = [&](size_t i, const std::vector<cuda::DevicePtr>& buffers) {
+    return loaded[i % n]->launch(i / n, buffers, {});
+  };
+  LOOM_ASSIGN_OR_RETURN(cuda::Driver * driver, cuda::Driver::get());
+  // Device buffers of the first candidate's params (all candidates share them), freed on exit.
+  std::vector<cuda::DevicePtr> buffers;
+  struct Free {
+    cuda::Driver* driver;
+    std::vector<cuda::DevicePtr>* buffers;
+    std::vector<cuda::Event> events;
+    ~Free() {
+      for (cuda::DevicePtr p : *buffers) (void)driver->free(p);
+      for (cuda::Event e : events) (void)driver->destroy_event(e);
+    }
+  } cleanup{driver, &buffers, {}};
+  uint64_t seed = 7;
+  for (const ir::Buffer& b : modules[0].funcs[0].buffer_params()) {
+    int64_t n = 1;
+    for (const ir::Expr& e : b->shape) n *= ir::as_const_int(e).value_or(1);
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1) * b->dtype.bytes());
+    LOOM_ASSIGN_OR_RETURN(cuda::DevicePtr p, driver->allocate(bytes));
+    buffers.push_back(p);
+    // Small values in whatever type: the bytes of floats in [0.5, 1) repeated.
+    std::vector<uint8_t> host(bytes);
+    for (size_t i = 0; i < bytes; ++i) {
+      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+      host[i] = static_cast<uint8_t>(i % 4 == 3 ? 0x3f : (seed >> 56));
+    }
+    LOOM_RETURN_IF_ERROR(driver->copy_to_device(p, host.data(), bytes));
+  }
+  for (int e = 0; e < 2; ++e) {
+    LOOM_ASSIGN_OR_RETURN(cuda::Event ev, driver->create_event());
+    cleanup.events.push_back(ev);
+  }
+  std::vector<std::vector<double>> ms(candidates);
+  std::vector<bool> refused(candidates, false);
+  for (int round = 0; round <= kRounds; ++round)
+    for (size_t i = 0; i < candidates; ++i) {
+      if (refused[i]) continue;
+      if (round == 0) {  // warm-up; a launch the device refuses rules the candidate out
+        refused[i] = !launch(i, buffers).ok();
+        continue;
+      }
+      LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[0], nullptr));
+      for (int r = 0; r < kRepeats; ++r) LOOM_RETURN_IF_ERROR(launch(i, buffers));
+      LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[1], nullptr));
+      LOOM_RETURN_IF_ERROR(driver->synchronize_event(cleanup.events[1]));
+      LOOM_ASSIGN_OR_RETURN(float t, driver->elapsed_ms(cleanup.events[0], cleanup.events[1]));
+      ms[i].push_back(t / kRepeats);
+    }
+  LOOM_RETURN_IF_ERROR(driver->synchronize(nullptr));
+  count(Counter::kTuneMeasurements, candidates);
+  std::vector<double> out;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    if (refused[i] || ms[i].empty()) {
+      out.push_back(std::numeric_limits<double>::infinity());
+      continue;
+    }
+    std::nth_element(ms[i].begin(), ms[i].begin() + static_cast<std::ptrdiff_t>(ms[i].size() / 2),
+                     ms[i].end());
+    out.push_back(ms[i][ms[i].size() / 2]);
+  }
+  return out;
+}
+
+// The config template t runs for node n: the forced one, the default (kNone, or no device to
+// time candidates on), else the fastest candidate of the space (pruned at kFast) timed on the
+// device as built (before fusion). The choice and its timings are recorded in the kernel cache,
+// so a warm compile times nothing.
+absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const TemplateContext& ctx,
+                                           const Node& n, const tune::Space& space,
+                                           const CompileOptions& options, const CacheUse& cache,
+                                           GroupKernel* k) {
+  auto forced = options.template_configs.find(t.name);
+  if (forced != options.template_configs.end()) {
+    LOOM_RETURN_IF_ERROR(tune::check_config(t, space, forced->second));
+    return forced->second;
+  }
+  if (options.tune == TuneLevel::kNone || !can_measure(ctx.target)) return space.default_config();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto measure = [&]() -> absl::StatusOr<runtime::CachedKernel> {
+    std::vector<tune::Config> configs =
+        options.tune == TuneLevel::kFast ? space.pruned() : space.all();
+    std::vector<tune::Config> built;
+    std::vector<ir::Func> funcs;
+    for (const tune::Config& c : configs) {
+      absl::StatusOr<ScheduledKernel> s = t.build(ctx, c);
+      if (!s.ok() || !s->packed.empty()) continue;
+      built.push_back(c);
+      funcs.push_back(passes::lower_scheduled(s->func, ctx.target));
+    }
+    if (funcs.empty()) return absl::InternalError("template " + t.name + " built no candidate");
+    LOOM_ASSIGN_OR_RETURN(std::vector<double> ms, time_on_device(ctx.target, std::move(funcs)));
+    runtime::CachedKernel e;
+    e.kernel_name = "cuda_tuning";
+    e.schedule = t.name;
+    size_t best = 0;
+    for (size_t i = 0; i < built.size(); ++i) {
+      if (std::isinf(ms[i])) continue;
+      e.measurements.push_back({built[i], ms[i]});
+      if (std::isinf(ms[best]) || ms[i] < ms[best]) best = i;
+    }
+    if (std::isinf(ms[best]))
+      return absl::InternalError("the device launched no candidate of template " + t.name);
+    e.config = built[best];
+    e.tune_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return e;
+  };
+  std::shared_ptr<const runtime::CachedKernel> entry;
+  if (cache.enabled) {
+    runtime::CacheKeyParts parts =
+        cache.parts("cuda tuning\n" + template_task_text(n, ctx, t, options.tune, nullptr));
+    runtime::KernelCache::Result e =
+        runtime::KernelCache::global().get(runtime::cache_key(parts), parts, cache.settings, measure);
+    if (!e.ok()) return e.status();
+    entry = *e;
+  } else {
+    LOOM_ASSIGN_OR_RETURN(runtime::CachedKernel e, measure());
+    entry = std::make_shared<const runtime::CachedKernel>(std::move(e));
+  }
+  LOOM_RETURN_IF_ERROR(tune::check_config(t, space, entry->config));
+  k->measurements = entry->measurements;
+  k->tune_seconds = entry->tune_seconds;
+  return entry->config;
+}
+
+// The kernel computing group grp, or why it cannot be one kernel.
 absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& grp,
-                                        const Target& target, const CompileOptions& options) {
+                                        const Target& target, const CompileOptions& options,
+                                        const CacheUse& cache) {
   const std::vector<Node>& nodes = graph.nodes();
   GroupKernel k;
   TemplateContext ctx;
@@ -43,10 +221,8 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
   if (t) {
     const Node& n = nodes[static_cast<size_t>(grp.anchor)];
     const tune::Space space = t->space(ctx);
-    auto forced = options.template_configs.find(t->name);
-    const tune::Config config =
-        forced == options.template_configs.end() ? space.default_config() : forced->second;
-    LOOM_RETURN_IF_ERROR(tune::check_config(*t, space, config));
+    LOOM_ASSIGN_OR_RETURN(tune::Config config,
+                          choose_config(*t, ctx, n, space, options, cache, &k));
     LOOM_ASSIGN_OR_RETURN(ScheduledKernel scheduled, t->build(ctx, config));
     if (!scheduled.packed.empty())
       return absl::UnimplementedError("template " + t->name +
@@ -136,13 +312,22 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
   module.target = target;
   dump_stage("graph", "graph", graph.to_string());
 
+  // The cubin depends on the source, the arch and NVRTC; the spaces also on the device.
+  CacheUse cache = cache_use(target, options);
+  if (cache.enabled) {
+    const ops::GpuProperties gpu = ops::gpu_properties(target);
+    cache.target = str_cat(target.fingerprint(), " sms=", gpu.sm_count,
+                           " smem=", gpu.shared_memory_per_block, "/", gpu.shared_memory_per_sm,
+                           " regs=", gpu.registers_per_block, "/", gpu.registers_per_sm);
+    LOOM_ASSIGN_OR_RETURN(cache.backend, runtime::cuda::nvrtc_version());
+  }
   PartitionOptions partition_options;
   partition_options.fuse = options.fuse;
   std::vector<FusedGroup> groups = partition(graph, partition_options);
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     const FusedGroup grp = groups[gi];
     const Node& out = nodes[static_cast<size_t>(grp.output)];
-    absl::StatusOr<GroupKernel> k = build_group(graph, grp, target, options);
+    absl::StatusOr<GroupKernel> k = build_group(graph, grp, target, options, cache);
     if (!k.ok() && grp.nodes.size() > 1) {
       dump_stage("graph", "fusion-" + out.name,
                  str_cat(grp.to_string(graph), "\nnot fused: ", k.status().message(), "\n"));
@@ -166,6 +351,8 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
     for (int m : grp.nodes) info.ops.push_back(nodes[static_cast<size_t>(m)].name);
     info.name = k->func.name;
     info.schedule = k->schedule;
+    info.candidates = candidate_times(k->measurements);
+    info.tune_seconds = k->tune_seconds;
     impl.launches.push_back(std::move(launch));
     impl.kernels.push_back(std::move(info));
     module.funcs.push_back(std::move(k->func));
@@ -195,17 +382,10 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
     k.source = compiled.source;
     return k;
   };
-  CacheUse cache = cache_use(target, options);
   if (!cache.enabled) {
     LOOM_ASSIGN_OR_RETURN(runtime::CachedKernel k, nvrtc());
     compiled.cubin = std::move(k.object.bytes);
   } else {
-    // The cubin depends on the source, the arch and NVRTC; the spaces also on the device.
-    const ops::GpuProperties gpu = ops::gpu_properties(target);
-    cache.target = str_cat(target.fingerprint(), " sms=", gpu.sm_count,
-                           " smem=", gpu.shared_memory_per_block, "/", gpu.shared_memory_per_sm,
-                           " regs=", gpu.registers_per_block, "/", gpu.registers_per_sm);
-    LOOM_ASSIGN_OR_RETURN(cache.backend, runtime::cuda::nvrtc_version());
     runtime::CacheKeyParts parts = cache.parts("cuda module\n" + compiled.source);
     const std::string key = runtime::cache_key(parts);
     runtime::KernelCache::Result entry =

@@ -11,6 +11,7 @@ namespace loom {
 // of the partition is one kernel of one module (a CUDA template with its prologues and epilogue
 // fused in, the injective grid-stride kernel, or the default schedule one output element per
 // thread); a group whose fusion a template cannot take is compiled one operator per kernel.
+// Templates' candidates are timed on the device when the tune level asks and one is present.
 // The module goes through NVRTC, or comes from the kernel cache.
 absl::Status compile_for_cuda(const Target& target, const Graph& graph,
                               const CompileOptions& options, CompiledGraphImpl& impl);

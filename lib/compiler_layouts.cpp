@@ -1,10 +1,14 @@
 // Layout choice for Compiler::compile: a fixed layout, or ALT's joint tuning. Joint tuning
-// measures each anchor in each layout choice its templates offer (one small graph per anchor
-// and choice, tuned at the compile's level and served by the kernel cache on later compiles),
-// and each conversion the assignment needs, then searches assignments: all of them when there
-// are few (at most 4096: a handful of anchors), else the best uniform one (every anchor the same
-// choice) first, then one anchor at a time while the total time falls. The model's best and
-// the uniform assignments are then compiled whole and timed; the fastest wins.
+// measures each anchor's kernel in context, as it will run: for each layout choice that keeps
+// one layout from an anchor's input to its output, the graph with that choice wherever it is
+// offered (a uniform assignment) is compiled whole, fused and tuned at the compile's level, and
+// profiled, the uniform graphs in turns; each anchor's kernel time (epilogue included) is its cost
+// in that choice. Each
+// conversion an assignment needs is timed alone. The search then covers every assignment when
+// there are few (at most 4096: a handful of anchors), else starts from the best uniform one and
+// changes one anchor at a time while the total falls. The model's best and the uniform
+// assignments are then compiled whole and run in turns, round after round (a busy machine slows
+// them alike); the least median wins. Every measurement is recorded in the kernel cache, so a warm compile measures nothing.
 
 #include "compiler_layouts.hpp"
 
@@ -60,6 +64,17 @@ class JointSearch {
       choices[static_cast<int>(id)] = std::move(o);
     }
     if (anchors.empty()) return g_;
+    LOOM_RETURN_IF_ERROR(measure_in_context(anchors, choices));
+    // Only choices measured in context are searched.
+    for (int id : anchors) {
+      std::vector<AnchorLayouts>& mine = choices[id];
+      mine.erase(std::remove_if(mine.begin(), mine.end(),
+                                [&](const AnchorLayouts& c) {
+                                  return !in_context_.count({id, c.to_string()});
+                                }),
+                 mine.end());
+      if (mine.empty()) return absl::InternalError("no layout choice of an anchor was measured");
+    }
     // A small space is searched whole: the least total exactly.
     double combinations = 1;
     for (int id : anchors) combinations *= static_cast<double>(choices[id].size());
@@ -125,67 +140,218 @@ class JointSearch {
     return a;
   }
 
-  // The model's choice, checked against the whole graph: it and every uniform assignment that
-  // keeps one layout from input to output are compiled whole (fused, as they will run) and
-  // timed, and the fastest wins. The model sums anchors and conversions; a graph also runs
-  // epilogues and default-scheduled operators that read other layouts than they write.
-  absl::StatusOr<Graph> decided(const std::vector<int>& anchors,
-                                std::map<int, std::vector<AnchorLayouts>>& choices,
-                                const Assignment& model_best, double ms, const char* search) {
-    *report_ += str_cat("model ", ms, " ms (", search, ")\n");
-    std::vector<std::pair<std::string, Assignment>> candidates = {{"model", model_best}};
+  // The choices that keep one layout from an anchor's first input to its output, each given
+  // to every anchor that offers it (row-major elsewhere).
+  std::vector<std::pair<std::string, Assignment>> uniform_assignments(
+      const std::vector<int>& anchors, std::map<int, std::vector<AnchorLayouts>>& choices) {
+    std::vector<std::pair<std::string, Assignment>> out;
     for (int id : anchors)
       for (const AnchorLayouts& c : choices[id]) {
         bool same = !c.inputs.empty() && c.inputs[0] == c.output;
         Assignment a = uniform(anchors, choices, c);
-        bool seen = std::any_of(candidates.begin(), candidates.end(),
-                                [&](const auto& k) { return k.second == a; });
-        if (same && !seen) candidates.emplace_back("uniform " + c.to_string(), a);
+        bool seen = std::any_of(out.begin(), out.end(), [&](const auto& k) { return k.second == a; });
+        if (same && !seen) out.emplace_back("uniform " + c.to_string(), a);
       }
+    return out;
+  }
+
+  // Each anchor's kernel timed in its uniform graphs (see the top of this file).
+  absl::Status measure_in_context(const std::vector<int>& anchors,
+                                  std::map<int, std::vector<AnchorLayouts>>& choices) {
+    std::map<std::string, int> anchor_of;
+    for (int id : anchors) anchor_of[g_.nodes()[static_cast<size_t>(id)].name] = id;
+    const std::vector<std::pair<std::string, Assignment>> uniforms =
+        uniform_assignments(anchors, choices);
+    std::vector<Graph> graphs;
+    for (const auto& u : uniforms) {
+      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, u.second));
+      graphs.push_back(std::move(laid));
+    }
+    LOOM_ASSIGN_OR_RETURN(std::vector<Profile> profiles, profiled(graphs, anchor_of));
+    for (size_t k = 0; k < uniforms.size(); ++k) {
+      const auto& [name, a] = uniforms[k];
+      *report_ += str_cat(name, ": kernels ", profiles[k].total_ms, " ms in all\n");
+      for (const auto& [id, ms] : profiles[k].anchor_ms) {
+        const std::string choice = a.at(id).to_string();
+        // The first graph that measured an anchor in a choice keeps it (row-major comes first).
+        if (in_context_.emplace(std::make_pair(id, choice), ms).second)
+          *report_ += str_cat("anchor ", g_.nodes()[static_cast<size_t>(id)].name, " ", choice,
+                              ": ", ms, " ms\n");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The model's choice, checked against the whole graph: it and every uniform assignment are
+  // compiled whole (fused, as they will run) and run in turns, round after round, so that a busy
+  // machine slows them alike; the least median wins. The model sums anchors and conversions; a
+  // graph also runs default-scheduled operators that read other layouts than they write.
+  absl::StatusOr<Graph> decided(const std::vector<int>& anchors,
+                                std::map<int, std::vector<AnchorLayouts>>& choices,
+                                const Assignment& model_best, double ms, const char* search) {
+    *report_ += str_cat("model ", ms, " ms (", search, ")\n");
+    for (int id : anchors)
+      if (!(model_best.at(id) == choices[id].front()))
+        *report_ += str_cat("model ", g_.nodes()[static_cast<size_t>(id)].name, ": ",
+                            model_best.at(id).to_string(), "\n");
+    std::vector<std::pair<std::string, Assignment>> candidates = {{"model", model_best}};
+    for (auto& u : uniform_assignments(anchors, choices))
+      if (!(u.second == model_best)) candidates.push_back(std::move(u));
+    std::vector<Graph> graphs;
+    for (const auto& c : candidates) {
+      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, c.second));
+      graphs.push_back(std::move(laid));
+    }
+    std::vector<double> t(graphs.size(), 0);
+    if (graphs.size() > 1) {
+      LOOM_ASSIGN_OR_RETURN(t, timed_in_turns(graphs));
+    }
     size_t winner = 0;
-    Graph winner_graph;
-    double winner_ms = std::numeric_limits<double>::infinity();
     for (size_t k = 0; k < candidates.size(); ++k) {
-      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, candidates[k].second));
-      double t = 0;
-      if (candidates.size() > 1) {
-        LOOM_ASSIGN_OR_RETURN(t, recorded("whole graph\n" + laid.to_string(),
-                                          [&]() { return whole_ms(laid); }));
-      }
-      *report_ += str_cat("whole graph, ", candidates[k].first, ": ", t, " ms\n");
-      if (t < winner_ms) winner = k, winner_ms = t, winner_graph = laid;
+      *report_ += str_cat("whole graph, ", candidates[k].first, ": ", t[k], " ms\n");
+      if (t[k] < t[winner]) winner = k;
     }
     const Assignment& best = candidates[winner].second;
     for (int id : anchors)
       *report_ += str_cat("chosen ", g_.nodes()[static_cast<size_t>(id)].name, ": ",
                           best.at(id).to_string(), "\n");
     *report_ += str_cat("decision: ", candidates[winner].first, "\n");
-    return winner_graph;
+    return graphs[winner];
   }
 
-  // The median of a few runs of the whole graph compiled as it will run.
-  absl::StatusOr<double> whole_ms(const Graph& laid) {
-    LOOM_ASSIGN_OR_RETURN(CompiledGraph c, compiler_.compile(laid, whole_));
-    std::vector<NDArray> inputs;
-    for (int in : laid.inputs())
-      inputs.push_back(random_array(laid.nodes()[static_cast<size_t>(in)].type, 11 + inputs.size()));
-    LOOM_RETURN_IF_ERROR(c.run(inputs).status());  // warm-up
-    std::vector<double> ms;
-    for (int r = 0; r < 7; ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      LOOM_RETURN_IF_ERROR(c.run(inputs).status());
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  // Rounds in which every graph runs once (after a warm-up round): medians over them compare
+  // graphs measured alike, whatever else the machine does meanwhile.
+  static constexpr int kRounds = 15;
+
+  // The graphs compiled as they will run and their inputs.
+  absl::StatusOr<std::vector<std::pair<CompiledGraph, std::vector<NDArray>>>> compiled(
+      const std::vector<Graph>& graphs) {
+    std::vector<std::pair<CompiledGraph, std::vector<NDArray>>> out;
+    for (const Graph& laid : graphs) {
+      LOOM_ASSIGN_OR_RETURN(CompiledGraph c, compiler_.compile(laid, whole_));
+      std::vector<NDArray> inputs;
+      for (int in : laid.inputs())
+        inputs.push_back(
+            random_array(laid.nodes()[static_cast<size_t>(in)].type, 11 + inputs.size()));
+      out.emplace_back(std::move(c), std::move(inputs));
     }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
+    return out;
+  }
+
+  // The text identifying a set of graphs measured together (a cache key part).
+  static std::string texts(const char* what, const std::vector<Graph>& graphs) {
+    std::string s = what;
+    for (const Graph& g : graphs) s += "\n" + g.to_string();
+    return s;
+  }
+
+  // The median end-to-end milliseconds of each graph, run in turns (recorded in the cache).
+  absl::StatusOr<std::vector<double>> timed_in_turns(const std::vector<Graph>& graphs) {
+    auto measure = [&]() -> absl::StatusOr<runtime::CachedKernel> {
+      LOOM_ASSIGN_OR_RETURN(auto runs, compiled(graphs));
+      std::vector<std::vector<double>> ms(graphs.size());
+      for (int r = 0; r <= kRounds; ++r)
+        for (size_t k = 0; k < runs.size(); ++k) {
+          auto t0 = std::chrono::steady_clock::now();
+          LOOM_RETURN_IF_ERROR(runs[k].first.run(runs[k].second).status());
+          if (r > 0)
+            ms[k].push_back(std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - t0)
+                                .count());
+        }
+      runtime::CachedKernel e = measurement_entry("whole graphs in turns");
+      for (size_t k = 0; k < ms.size(); ++k)
+        e.measurements.push_back({tune::Config({{"graph", static_cast<int64_t>(k)}}), median(ms[k])});
+      return e;
+    };
+    LOOM_ASSIGN_OR_RETURN(auto entry, measured(texts("whole graphs in turns", graphs), measure));
+    if (entry->measurements.size() != graphs.size())
+      return absl::DataLossError("whole-graph measurement record does not match its graphs");
+    std::vector<double> out;
+    for (const tune::Measurement& m : entry->measurements) out.push_back(m.median_ms);
+    return out;
+  }
+
+  struct Profile {
+    double total_ms = 0;                            // the sum of every kernel's median
+    std::vector<std::pair<int, double>> anchor_ms;  // (anchor id, its kernel's median)
+  };
+
+  // Per-kernel medians of the graphs, profiled in turns (one profiled run each per round), as
+  // each graph's total and its anchors' kernels, recorded in the kernel cache with configs
+  // {graph: k} (the total) and {graph: k, anchor: id}.
+  absl::StatusOr<std::vector<Profile>> profiled(const std::vector<Graph>& graphs,
+                                                const std::map<std::string, int>& anchor_of) {
+    auto measure = [&]() -> absl::StatusOr<runtime::CachedKernel> {
+      LOOM_ASSIGN_OR_RETURN(auto runs, compiled(graphs));
+      std::vector<std::vector<std::vector<double>>> ms(runs.size());  // [graph][kernel][round]
+      for (int r = 0; r < kRounds; ++r)
+        for (size_t k = 0; k < runs.size(); ++k) {
+          LOOM_ASSIGN_OR_RETURN(std::vector<double> once, runs[k].first.profile(runs[k].second, 1));
+          ms[k].resize(once.size());
+          for (size_t i = 0; i < once.size(); ++i) ms[k][i].push_back(once[i]);
+        }
+      runtime::CachedKernel e = measurement_entry("graph profiles in turns");
+      for (size_t k = 0; k < runs.size(); ++k) {
+        const CompiledGraph& c = runs[k].first;
+        const int64_t g = static_cast<int64_t>(k);
+        double total = 0;
+        for (size_t i = 0; i < ms[k].size() && i < c.kernels().size(); ++i) {
+          const double kernel_ms = median(ms[k][i]);
+          total += kernel_ms;
+          for (const std::string& op : c.kernels()[i].ops)
+            if (auto it = anchor_of.find(op); it != anchor_of.end())
+              e.measurements.push_back(
+                  {tune::Config({{"graph", g}, {"anchor", it->second}}), kernel_ms});
+        }
+        e.measurements.push_back({tune::Config({{"graph", g}}), total});
+      }
+      return e;
+    };
+    LOOM_ASSIGN_OR_RETURN(auto entry, measured(texts("graph profiles in turns", graphs), measure));
+    std::vector<Profile> out(graphs.size());
+    for (const tune::Measurement& m : entry->measurements) {
+      if (!m.config.has("graph") || m.config["graph"] < 0 ||
+          m.config["graph"] >= static_cast<int64_t>(out.size()))
+        return absl::DataLossError("graph profile record is malformed");
+      Profile& p = out[static_cast<size_t>(m.config["graph"])];
+      if (m.config.has("anchor"))
+        p.anchor_ms.emplace_back(static_cast<int>(m.config["anchor"]), m.median_ms);
+      else
+        p.total_ms = m.median_ms;
+    }
+    return out;
+  }
+
+  static double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  }
+
+  // An entry of measurements: from the kernel cache when it holds one for `what`, else measured
+  // and recorded there.
+  absl::StatusOr<std::shared_ptr<const runtime::CachedKernel>> measured(
+      const std::string& what,
+      const std::function<absl::StatusOr<runtime::CachedKernel>()>& measure) {
+    if (!cache_.enabled) {
+      LOOM_ASSIGN_OR_RETURN(runtime::CachedKernel k, measure());
+      return std::make_shared<const runtime::CachedKernel>(std::move(k));
+    }
+    runtime::CacheKeyParts parts = measurement_parts(what);
+    runtime::KernelCache::Result e =
+        runtime::KernelCache::global().get(runtime::cache_key(parts), parts, cache_.settings, measure);
+    if (!e.ok()) return e.status();
+    return *e;
   }
 
   // Measured anchors plus measured conversions of the graph the assignment gives.
   absl::StatusOr<double> cost(const Assignment& a) {
     double ms = 0;
     for (const auto& [id, c] : a) {
-      LOOM_ASSIGN_OR_RETURN(double t, anchor_ms(id, c));
-      ms += t;
+      auto t = in_context_.find({id, c.to_string()});
+      if (t == in_context_.end()) return std::numeric_limits<double>::infinity();
+      ms += t->second;
     }
     LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, a));
     for (const Node& n : laid.nodes()) {
@@ -209,34 +375,6 @@ class JointSearch {
         for (const Node& n : m.nodes())
           if (n.name == name && pick(n)) return ms[k];
     return absl::InternalError("no kernel of the measuring graph computes the node timed");
-  }
-
-  absl::StatusOr<double> anchor_ms(int id, const AnchorLayouts& c) {
-    const Node& n = g_.nodes()[static_cast<size_t>(id)];
-    std::string key = str_cat(n.op, "(", n.attrs ? n.attrs->to_string() : "", ")");
-    for (int in : n.inputs) {
-      const Node& i = g_.nodes()[static_cast<size_t>(in)];
-      key += " " + i.type.to_string() + (i.kind == Node::Kind::kConstant ? "c" : "");
-    }
-    key += " " + c.to_string();
-    auto it = anchors_.find(key);
-    if (it != anchors_.end()) return it->second;
-    LOOM_ASSIGN_OR_RETURN(double ms, recorded("anchor " + key, [&]() -> absl::StatusOr<double> {
-      Graph m;
-      std::vector<Tensor> ins;
-      for (size_t k = 0; k < n.inputs.size(); ++k) {
-        const Node& i = g_.nodes()[static_cast<size_t>(n.inputs[k])];
-        ins.push_back(i.kind == Node::Kind::kConstant
-                          ? m.constant(i.name, i.value)
-                          : m.input(str_cat("in", k), i.type.shape, i.type.dtype));
-      }
-      Tensor y = m.apply(n.op, ins, n.attrs);
-      m.output(y);
-      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(m, {{y.id(), c}}));
-      return time_of(laid, [&](const Node& k) { return k.op == n.op; });
-    }));
-    *report_ += str_cat("anchor ", key, ": ", ms, " ms\n");
-    return anchors_[key] = ms;
   }
 
   absl::StatusOr<double> conversion_ms(const TensorType& from, const std::vector<LayoutStep>& to) {
@@ -263,25 +401,28 @@ class JointSearch {
   // compile of the same graph decides without measuring.
   absl::StatusOr<double> recorded(const std::string& what,
                                   const std::function<absl::StatusOr<double>()>& measure) {
-    if (!cache_.enabled) return measure();
-    runtime::CacheKeyParts parts =
-        cache_.parts(str_cat("layout measurement\n", what, "\nthreads ", num_threads(), "\ntune ",
-                             static_cast<int>(measure_.tune), "\n"));
-    runtime::KernelCache::Result e = runtime::KernelCache::global().get(
-        runtime::cache_key(parts), parts, cache_.settings,
-        [&]() -> absl::StatusOr<runtime::CachedKernel> {
-          LOOM_ASSIGN_OR_RETURN(double ms, measure());
-          runtime::CachedKernel k;
-          k.kernel_name = "layout_measurement";
-          k.schedule = "measurement";
-          k.measurements = {tune::Measurement{tune::Config(), ms}};
-          k.source = what + "\n";
-          return k;
-        });
-    if (!e.ok()) return e.status();
-    if ((*e)->measurements.size() != 1)
+    LOOM_ASSIGN_OR_RETURN(auto e, measured(what, [&]() -> absl::StatusOr<runtime::CachedKernel> {
+      LOOM_ASSIGN_OR_RETURN(double ms, measure());
+      runtime::CachedKernel k = measurement_entry(what);
+      k.measurements = {tune::Measurement{tune::Config(), ms}};
+      return k;
+    }));
+    if (e->measurements.size() != 1)
       return absl::DataLossError("layout measurement record holds no time: " + what);
-    return (*e)->measurements[0].median_ms;
+    return e->measurements[0].median_ms;
+  }
+
+  runtime::CacheKeyParts measurement_parts(const std::string& what) const {
+    return cache_.parts(str_cat("layout measurement\n", what, "\nthreads ", num_threads(),
+                                "\ntune ", static_cast<int>(measure_.tune), "\n"));
+  }
+  // A cache entry holding measurements and no code.
+  static runtime::CachedKernel measurement_entry(const std::string& what) {
+    runtime::CachedKernel k;
+    k.kernel_name = "layout_measurement";
+    k.schedule = "measurement";
+    k.source = what + "\n";
+    return k;
   }
 
   const Compiler& compiler_;
@@ -289,7 +430,8 @@ class JointSearch {
   std::string* report_;
   CacheUse cache_;
   CompileOptions whole_, measure_;  // how the graph, and each anchor alone, compile
-  std::map<std::string, double> anchors_, conversions_;
+  std::map<std::string, double> conversions_;
+  std::map<std::pair<int, std::string>, double> in_context_;  // (anchor, choice) -> kernel ms
 };
 
 absl::StatusOr<Graph> fixed_layouts(const Compiler& compiler, const Graph& g,

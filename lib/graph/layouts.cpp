@@ -73,7 +73,9 @@ absl::StatusOr<Graph> apply(const Graph& g, const Assignment& a) {
     }
     Tensor t = out.apply(n.op, inputs, n.attrs);
     LOOM_RETURN_IF_ERROR(out.status());
-    std::vector<LayoutStep>* layout = &out.impl()->nodes[static_cast<size_t>(t.id())].type.layout;
+    Node& made = out.impl()->nodes[static_cast<size_t>(t.id())];
+    made.name = n.name;  // the node keeps its name (conversions get names of their own)
+    std::vector<LayoutStep>* layout = &made.type.layout;
     if (chosen != a.end()) {
       *layout = chosen->second.output;
     } else if (def->elementwise) {
@@ -103,6 +105,16 @@ absl::StatusOr<Graph> apply(const Graph& g, const Assignment& a) {
   }
   for (int o : g.outputs()) out.output(convert(map[static_cast<size_t>(o)], kRowMajor));
   LOOM_RETURN_IF_ERROR(out.status());
+  // A conversion whose generated name an original node also has is renamed.
+  std::set<std::string> original;
+  for (const Node& n : g.nodes()) original.insert(n.name);
+  std::set<int> kept;
+  for (const Tensor& t : map)
+    if (t.valid()) kept.insert(t.id());
+  std::vector<Node>& nodes = out.impl()->nodes;
+  for (size_t id = 0; id < nodes.size(); ++id)
+    if (!kept.count(static_cast<int>(id)))
+      while (original.count(nodes[id].name)) nodes[id].name += "_c";
   return out;
 }
 

@@ -305,3 +305,35 @@ TEST_CASE("fake GPU: device memory running out is a ResourceExhausted error", "[
   fake.configure(-1, 0);
   loom::testing::run_ok(compiled, c.inputs);
 }
+
+TEST_CASE("fake GPU: tuning times every candidate on the device, and a warm compile times none",
+          "[.fake_cuda]") {
+  fake_driver();  // a fresh device
+  loom::testing::TempDir dir;
+  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
+  const GraphCase c = graph_cases()[1];  // row templates: small spaces, quick to compile
+  const Graph g = c.build();
+  Stats before = stats();
+  CompiledGraph cold = compile_for(g, Target::cuda(90), options);
+  const Stats tuned = stats() - before;
+  CHECK(tuned.tune_measurements > 0);
+  size_t candidates = 0;
+  for (const KernelInfo& k : cold.kernels()) {
+    candidates += k.candidates.size();
+    for (const CandidateTime& t : k.candidates) CHECK(t.median_ms > 0);
+  }
+  CHECK(candidates > 1);
+  CHECK(candidates <= tuned.tune_measurements);
+  loom::testing::run_ok(cold, c.inputs);
+
+  runtime::KernelCache::global().clear_memory();
+  before = stats();
+  CompiledGraph warm = compile_for(g, Target::cuda(90), options);
+  CHECK((stats() - before).tune_measurements == 0);
+  CHECK((stats() - before).nvrtc_compiles == 0);
+  REQUIRE(warm.kernels().size() == cold.kernels().size());
+  for (size_t k = 0; k < warm.kernels().size(); ++k) {
+    CHECK(warm.kernels()[k].schedule == cold.kernels()[k].schedule);
+    CHECK(warm.kernels()[k].candidates.size() == cold.kernels()[k].candidates.size());
+  }
+}

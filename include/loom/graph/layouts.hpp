@@ -35,7 +35,8 @@ struct AnchorLayouts {
 // By node id of the graph it applies to.
 using Assignment = std::map<int, AnchorLayouts>;
 
-// g with the assignment's layouts; node ids change. An error when a layout does not fit its
+// g with the assignment's layouts; node ids change, names do not (conversions are new nodes of
+// their own). An error when a layout does not fit its
 // tensor (rank, static extents).
 absl::StatusOr<Graph> apply(const Graph& g, const Assignment& a);
 
