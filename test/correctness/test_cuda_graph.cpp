@@ -88,6 +88,21 @@ std::vector<GraphCase> graph_cases() {
                    },
                    {random_array(DType::f32(), {3, 7, 5}, -3, 3),
                     random_array(DType::i32(), {3, 7, 5}, -4, 4)}});
+  cases.push_back({"transposed conv, resize, instance norm, conv1d, pow", [] {
+                     Graph g;
+                     Tensor x = g.input("x", {1, 4, 7, 9});
+                     Tensor t = x.conv_transpose2d(weights(g, "tw", {4, 3, 3, 3}),
+                                                   {.stride = 2, .padding = 1});
+                     g.output(t.resize({.sizes = {1, 3, 11, 19}, .mode = ResizeMode::kLinear}));
+                     g.output(x.instance_norm(weights(g, "s", {4}), weights(g, "b", {4})));
+                     Tensor v = g.input("v", {2, 5, 13});
+                     g.output(v.conv1d(weights(g, "w1", {3, 5, 3}), {.padding = 1})
+                                  .abs()
+                                  .pow(weights(g, "e", {1})));
+                     return g;
+                   },
+                   {random_array(DType::f32(), {1, 4, 7, 9}),
+                    random_array(DType::f32(), {2, 5, 13})}});
   return cases;
 }
 
