@@ -29,10 +29,6 @@ struct Model {
 
 std::vector<Model> g_models;
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 void run_model(benchmark::State& state, size_t model, bool fused) {
   const Model& m = g_models[model];
   const loom::CompiledGraph& c = fused ? m.fused : m.unfused;

@@ -15,15 +15,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "bench_support.hpp"
 #include "loom/loom.hpp"
 #include "loom/runtime/cuda.hpp"
 
 namespace cuda = loom::runtime::cuda;
+using loom_bench::median;
+using loom_bench::seconds_since;
+using loom_bench::seeded_array;
 
 namespace {
 
@@ -68,21 +70,6 @@ struct Cublas {
 struct Shape {
   int64_t m, n, k;
 };
-
-loom::NDArray random_array(std::vector<int64_t> shape, uint64_t seed) {
-  loom::NDArray a(loom::DType::f32(), std::move(shape));
-  float* p = a.data_as<float>();
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    p[i] = static_cast<float>(static_cast<double>(seed >> 40) * 0x1p-23 - 1);
-  }
-  return a;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? std::nan("") : v[v.size() / 2];
-}
 
 #define CHECK_OK(expr)                                                     \
   do {                                                                     \
@@ -134,14 +121,13 @@ int main(int argc, char** argv) {
   int counted = 0;
   bool wrong = false;  // some loom result differs from cuBLAS's beyond f32 rounding
   for (const Shape& s : shapes) {
-    loom::NDArray x = random_array({s.m, s.k}, 1), w = random_array({s.k, s.n}, 2);
+    loom::NDArray x = seeded_array({s.m, s.k}, 1), w = seeded_array({s.k, s.n}, 2);
     loom::Graph g;
     g.output(g.input("x", {s.m, s.k}).matmul(g.constant("w", w)));
     auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
     CHECK_OK(compiled.status());
-    const double tune_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double tune_s = seconds_since(t0);
     absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run({x});
     CHECK_OK(out.status());
     absl::StatusOr<std::vector<double>> kernel_ms = compiled->profile({x}, 20);
@@ -215,12 +201,7 @@ int main(int argc, char** argv) {
   if (counted)
     std::printf("geometric mean cublas / loom: %.3f (goal 0.8 or better)\n",
                 std::exp(log_ratio / counted));
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    f << records.dump(2) << "\n";
-    if (!f) return 1;
-    std::printf("wrote %s\n", json_path.c_str());
-  }
+  if (!json_path.empty() && !loom_bench::write_records(records, json_path)) return 1;
   if (wrong) std::printf("bench_gpu: loom's results differ from cuBLAS's (rel err > 1e-3)\n");
   return wrong ? 1 : 0;
 }

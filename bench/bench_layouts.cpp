@@ -32,25 +32,6 @@ namespace {
 
 using namespace loom_bench;
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? std::nan("") : v[v.size() / 2];
-}
-
-loom::NDArray random_array(std::vector<int64_t> shape, uint64_t seed) {
-  loom::NDArray a(loom::DType::f32(), std::move(shape));
-  float* p = a.data_as<float>();
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    p[i] = static_cast<float>(static_cast<double>(seed >> 40) * 0x1p-23 - 1);
-  }
-  return a;
-}
-
 // ---- 1. Convolution layers ----------------------------------------------------------------------
 
 std::string layer_name(const ConvShape& s) {
@@ -101,8 +82,8 @@ struct LayerResult {
 LayerResult bench_layer(const ConvShape& s, const loom::CompileOptions& options, int rounds) {
   LayerResult r{layer_name(s), "", {}, 0, 0, 0, 0, 0};
   loom::Graph g;
-  loom::NDArray x = random_array({1, s.c_in, s.h, s.w}, 1);
-  loom::NDArray w = random_array({s.c_out, s.c_in, s.kernel, s.kernel}, 2);
+  loom::NDArray x = seeded_array({1, s.c_in, s.h, s.w}, 1);
+  loom::NDArray w = seeded_array({s.c_out, s.c_in, s.kernel, s.kernel}, 2);
   loom::Tensor y = g.input("x", {1, s.c_in, s.h, s.w})
                        .conv2d(g.constant("w", w), {.stride = s.stride, .padding = s.pad});
   g.output(y);
@@ -240,7 +221,7 @@ int main(int argc, char** argv) {
   loom_models::ResNetConfig config;
   if (options.quick) config.blocks = {1, 1, 1, 1};
   loom::Graph resnet = loom_models::build_resnet(config, weights);
-  g_resnet_inputs = {random_array({1, 3, config.image, config.image}, 3)};
+  g_resnet_inputs = {seeded_array({1, 3, config.image, config.image}, 3)};
   struct Policy {
     std::string name;
     loom::LayoutPolicy policy;

@@ -8,6 +8,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -85,6 +86,28 @@ inline std::optional<int> init(int argc, char** argv, int repetitions, const cha
   benchmark::Initialize(&bench_argc, bench_argv.data());
   if (benchmark::ReportUnrecognizedArguments(bench_argc, bench_argv.data())) return 1;
   return std::nullopt;
+}
+
+// ---- Inputs and times ---------------------------------------------------------------------------
+
+// f32 values in [-1, 1) from a 64-bit LCG: the same array for the same seed on every machine.
+inline loom::NDArray seeded_array(std::vector<int64_t> shape, uint64_t seed) {
+  loom::NDArray a(loom::DType::f32(), std::move(shape));
+  float* p = a.data_as<float>();
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    p[i] = static_cast<float>(static_cast<double>(seed >> 40) * 0x1p-23 - 1);
+  }
+  return a;
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? std::nan("") : v[v.size() / 2];
+}
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // ---- Threads -----------------------------------------------------------------------------------

@@ -174,16 +174,11 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       // dropped become one group of their own, computed next.
       std::vector<fusion::Prologue> prologues;
       std::optional<fusion::Epilogue> epilogue;
-      // Prologues (last input first, so earlier parameters keep their places), then the epilogue.
       tune::KernelRewrite rewrite = [&prologues, &epilogue](const ScheduledKernel& k)
           -> absl::StatusOr<ScheduledKernel> {
         ScheduledKernel out = k;
-        for (auto p = prologues.rbegin(); p != prologues.rend(); ++p) {
-          LOOM_ASSIGN_OR_RETURN(out.func, passes::fuse_prologue(out.func, p->fusion));
-        }
-        if (epilogue) {
-          LOOM_ASSIGN_OR_RETURN(out.func, passes::fuse_epilogue(out.func, epilogue->fusion));
-        }
+        LOOM_ASSIGN_OR_RETURN(out.func,
+                              fusion::fused(k.func, prologues, epilogue ? &*epilogue : nullptr));
         return out;
       };
       auto probe = [&]() -> absl::Status {

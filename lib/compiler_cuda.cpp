@@ -235,14 +235,8 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
     if (grp.anchor != grp.output) {
       LOOM_ASSIGN_OR_RETURN(epilogue, fusion::epilogue_of(graph, grp));
     }
-    ir::Func f = scheduled.func;
-    // Last input first, so earlier parameters keep their places (as on the CPU).
-    for (auto p = prologues.rbegin(); p != prologues.rend(); ++p) {
-      LOOM_ASSIGN_OR_RETURN(f, passes::fuse_prologue(f, p->fusion));
-    }
-    if (epilogue) {
-      LOOM_ASSIGN_OR_RETURN(f, passes::fuse_epilogue(f, epilogue->fusion));
-    }
+    LOOM_ASSIGN_OR_RETURN(ir::Func f, fusion::fused(scheduled.func, prologues,
+                                                    epilogue ? &*epilogue : nullptr));
     k.func = passes::lower_scheduled(f, target);
     k.buffers = fusion::anchor_buffers(n, prologues, epilogue ? &*epilogue : nullptr, grp.output);
     k.schedule = t->name + "[" + config.to_string() + "]";

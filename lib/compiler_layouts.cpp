@@ -223,17 +223,23 @@ class JointSearch {
   // graphs measured alike, whatever else the machine does meanwhile.
   static constexpr int kRounds = 15;
 
-  // The graphs compiled as they will run and their inputs.
+  // The graphs compiled as they will run and their inputs. A uniform graph profiled first and
+  // timed whole later is compiled once.
   absl::StatusOr<std::vector<std::pair<CompiledGraph, std::vector<NDArray>>>> compiled(
       const std::vector<Graph>& graphs) {
     std::vector<std::pair<CompiledGraph, std::vector<NDArray>>> out;
     for (const Graph& laid : graphs) {
-      LOOM_ASSIGN_OR_RETURN(CompiledGraph c, compiler_.compile(laid, whole_));
-      std::vector<NDArray> inputs;
-      for (int in : laid.inputs())
-        inputs.push_back(
-            random_array(laid.nodes()[static_cast<size_t>(in)].type, 11 + inputs.size()));
-      out.emplace_back(std::move(c), std::move(inputs));
+      const std::string text = laid.to_string();
+      auto known = compiled_.find(text);
+      if (known == compiled_.end()) {
+        LOOM_ASSIGN_OR_RETURN(CompiledGraph c, compiler_.compile(laid, whole_));
+        std::vector<NDArray> inputs;
+        for (int in : laid.inputs())
+          inputs.push_back(
+              random_array(laid.nodes()[static_cast<size_t>(in)].type, 11 + inputs.size()));
+        known = compiled_.emplace(text, std::make_pair(std::move(c), std::move(inputs))).first;
+      }
+      out.push_back(known->second);
     }
     return out;
   }
@@ -431,6 +437,8 @@ class JointSearch {
   CacheUse cache_;
   CompileOptions whole_, measure_;  // how the graph, and each anchor alone, compile
   std::map<std::string, double> conversions_;
+  // Whole graphs compiled for measuring, by their text.
+  std::map<std::string, std::pair<CompiledGraph, std::vector<NDArray>>> compiled_;
   std::map<std::pair<int, std::string>, double> in_context_;  // (anchor, choice) -> kernel ms
 };
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages loom needs that are missing. Idempotent and quiet when
-# nothing is missing. Uses sudo when not run as root.
+# Installs the Debian 12 packages loom needs that are missing, and any packages named as
+# arguments (scripts/test_sanitizers.sh adds clang). Idempotent and quiet when nothing is
+# missing. Uses sudo when not run as root.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   libonnx-testdata             # the ONNX node tests (tools/onnx_conformance)
   catch2 libbenchmark-dev
   libdnnl-dev libopenblas-dev  # benchmark peers (bench/bench_cpu_peers)
+  "$@"
 )
 
 missing=()

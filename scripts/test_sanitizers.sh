@@ -11,21 +11,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 fuzz_seconds=${LOOM_FUZZ_SECONDS:-20}
 
-scripts/install-deps.sh
-# clang and its sanitizer runtimes (libFuzzer among them).
-missing=()
-for p in clang-14 libclang-rt-14-dev; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  [[ "$status" == "install ok installed" ]] || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  echo "loom: installing ${missing[*]}" >&2
-  sudo=""
-  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# clang and its sanitizer runtimes (libFuzzer among them) besides loom's own packages.
+scripts/install-deps.sh clang-14 libclang-rt-14-dev
 
 start=$SECONDS
 phase() { echo "== $1 ($((SECONDS - start)) s so far)"; }

@@ -329,6 +329,18 @@ std::pair<FusedGroup, FusedGroup> shorten_epilogue(const Graph& g, const FusedGr
   return {shorter, rest};
 }
 
+absl::StatusOr<ir::Func> fused(const ir::Func& kernel, const std::vector<Prologue>& prologues,
+                               const Epilogue* epilogue) {
+  ir::Func f = kernel;
+  for (auto p = prologues.rbegin(); p != prologues.rend(); ++p) {
+    LOOM_ASSIGN_OR_RETURN(f, passes::fuse_prologue(f, p->fusion));
+  }
+  if (epilogue) {
+    LOOM_ASSIGN_OR_RETURN(f, passes::fuse_epilogue(f, epilogue->fusion));
+  }
+  return f;
+}
+
 std::vector<int> anchor_buffers(const Node& anchor, const std::vector<Prologue>& prologues,
                                 const Epilogue* epilogue, int output,
                                 const std::map<int, int>& replaced) {

@@ -51,6 +51,11 @@ struct Prologue {
 // The prologue of each anchor input computed inside the group (in input order).
 absl::StatusOr<std::vector<Prologue>> prologues_of(const Graph& g, const FusedGroup& group);
 
+// An anchor's scheduled kernel with its prologues (last input first, so earlier parameters keep
+// their places) and its epilogue fused in; an error says why the kernel cannot take one.
+absl::StatusOr<ir::Func> fused(const ir::Func& kernel, const std::vector<Prologue>& prologues,
+                               const Epilogue* epilogue);
+
 // The buffers of an anchor's kernel, in parameter order: each input's (the slot `replaced` gives
 // it, else the values its prologue reads, else the input itself), the epilogue's inputs, the
 // output viewed as the anchor's own buffer when the epilogue keeps partial results there, and the

@@ -13,6 +13,7 @@
 
 #include <cuda.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -51,31 +52,34 @@ bool inside(CUdeviceptr p, size_t bytes) {
   return p >= it->first && p + bytes <= it->first + it->second;
 }
 
-CUresult error_name(CUresult r, const char** out) {
-  switch (r) {
-    case CUDA_SUCCESS: *out = "CUDA_SUCCESS"; break;
-    case CUDA_ERROR_INVALID_VALUE: *out = "CUDA_ERROR_INVALID_VALUE"; break;
-    case CUDA_ERROR_OUT_OF_MEMORY: *out = "CUDA_ERROR_OUT_OF_MEMORY"; break;
-    case CUDA_ERROR_INVALID_IMAGE: *out = "CUDA_ERROR_INVALID_IMAGE"; break;
-    case CUDA_ERROR_NOT_FOUND: *out = "CUDA_ERROR_NOT_FOUND"; break;
-    case CUDA_ERROR_ILLEGAL_ADDRESS: *out = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
-    default: *out = nullptr; return CUDA_ERROR_INVALID_VALUE;
-  }
-  return CUDA_SUCCESS;
-}
+// The errors this driver returns, with the real driver's names and texts.
+struct ErrorText {
+  CUresult code;
+  const char* name;
+  const char* text;
+};
+constexpr ErrorText kErrors[] = {
+    {CUDA_SUCCESS, "CUDA_SUCCESS", "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {CUDA_ERROR_INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
+    {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS",
+     "an illegal memory access was encountered"},
+};
 
-CUresult error_string(CUresult r, const char** out) {
-  switch (r) {
-    case CUDA_SUCCESS: *out = "no error"; break;
-    case CUDA_ERROR_INVALID_VALUE: *out = "invalid argument"; break;
-    case CUDA_ERROR_OUT_OF_MEMORY: *out = "out of memory"; break;
-    case CUDA_ERROR_INVALID_IMAGE: *out = "device kernel image is invalid"; break;
-    case CUDA_ERROR_NOT_FOUND: *out = "named symbol not found"; break;
-    case CUDA_ERROR_ILLEGAL_ADDRESS: *out = "an illegal memory access was encountered"; break;
-    default: *out = nullptr; return CUDA_ERROR_INVALID_VALUE;
-  }
-  return CUDA_SUCCESS;
+// *out = the name (or text) of r, as cuGetErrorName (cuGetErrorString) gives it.
+CUresult describe(CUresult r, const char** out, bool text) {
+  for (const ErrorText& e : kErrors)
+    if (e.code == r) {
+      *out = text ? e.text : e.name;
+      return CUDA_SUCCESS;
+    }
+  *out = nullptr;
+  return CUDA_ERROR_INVALID_VALUE;
 }
+CUresult error_name(CUresult r, const char** out) { return describe(r, out, false); }
+CUresult error_string(CUresult r, const char** out) { return describe(r, out, true); }
 
 CUresult init(unsigned int) { return CUDA_SUCCESS; }
 CUresult driver_version(int* v) {
