@@ -2,8 +2,12 @@
 
 # LLVM 19: ORC LLJIT and the X86/NVPTX targets. Its include dirs and definitions are added by
 # hand; llvm-config --cxxflags would force C++17 and -fno-exceptions.
-find_package(LLVM 19.1 REQUIRED CONFIG HINTS /usr/lib/llvm-19/lib/cmake/llvm)
-message(STATUS "loom: LLVM ${LLVM_PACKAGE_VERSION} from ${LLVM_DIR}")
+if(LOOM_WITH_LLVM)
+  find_package(LLVM 19.1 REQUIRED CONFIG HINTS /usr/lib/llvm-19/lib/cmake/llvm)
+  message(STATUS "loom: LLVM ${LLVM_PACKAGE_VERSION} from ${LLVM_DIR}")
+else()
+  message(STATUS "loom: built without LLVM (LOOM_WITH_LLVM=OFF): GPU targets only")
+endif()
 
 find_package(absl REQUIRED CONFIG)
 find_package(Threads REQUIRED)

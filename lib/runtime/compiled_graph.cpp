@@ -229,32 +229,40 @@ absl::StatusOr<std::vector<double>> CompiledGraph::profile(const std::vector<NDA
   return median;
 }
 
-absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArray>& inputs,
-                                                        std::vector<double>* launch_ms) const {
-  if (!impl_) return absl::FailedPreconditionError("run() on an empty CompiledGraph");
-  const CompiledGraphImpl& g = *impl_;
+namespace {
+
+// What is checked of one input, an NDArray or a DeviceTensor.
+struct InputView {
+  DType dtype;
+  const std::vector<int64_t>& shape;
+  bool has_data;
+};
+
+// Checks the inputs' count, dtypes, ranks and static extents against the graph's, and binds its
+// symbolic dims (consistently).
+absl::StatusOr<std::map<std::string, int64_t>> bind_inputs(const CompiledGraphImpl& g,
+                                                           const std::vector<InputView>& inputs) {
   if (inputs.size() != g.inputs.size())
     return absl::InvalidArgumentError(str_cat("graph takes ", g.inputs.size(), " inputs, got ", inputs.size()));
-
-  // Check dtypes, ranks and static extents, and bind symbolic dims (consistently).
   std::map<std::string, int64_t> symbols;
   for (size_t k = 0; k < inputs.size(); ++k) {
     const Slot& s = g.slots[g.inputs[k]];
-    const NDArray& a = inputs[k];
+    const InputView& a = inputs[k];
+    const int rank = static_cast<int>(a.shape.size());
     std::string what = str_cat("input ", k, " (", s.name, ")");
-    if (!a.data() && a.numel() > 0) return absl::InvalidArgumentError(what + " has no data");
-    if (a.dtype() != s.type.dtype)
-      return absl::InvalidArgumentError(what + " has dtype " + a.dtype().to_string() + ", expected " +
+    if (!a.has_data && num_elements(a.shape) > 0) return absl::InvalidArgumentError(what + " has no data");
+    if (a.dtype != s.type.dtype)
+      return absl::InvalidArgumentError(what + " has dtype " + a.dtype.to_string() + ", expected " +
                                         s.type.dtype.to_string());
-    if (a.rank() != static_cast<int>(s.type.shape.size()))
-      return absl::InvalidArgumentError(str_cat(what, " has rank ", a.rank(), " (shape ",
-                                                shape_to_string(a.shape()), "), expected rank ",
+    if (rank != static_cast<int>(s.type.shape.size()))
+      return absl::InvalidArgumentError(str_cat(what, " has rank ", rank, " (shape ",
+                                                shape_to_string(a.shape), "), expected rank ",
                                                 s.type.shape.size(), " ", shape_to_string(s.type.shape)));
-    for (int d = 0; d < a.rank(); ++d) {
+    for (int d = 0; d < rank; ++d) {
       const Dim& want = s.type.shape[d];
-      int64_t got = a.shape()[d];
+      int64_t got = a.shape[d];
       if (want.is_static() && want.value() != got)
-        return absl::InvalidArgumentError(str_cat(what, " has shape ", shape_to_string(a.shape()),
+        return absl::InvalidArgumentError(str_cat(what, " has shape ", shape_to_string(a.shape),
                                                   ", expected ", shape_to_string(s.type.shape)));
       if (want.is_symbolic()) {
         auto [it, inserted] = symbols.emplace(want.name(), got);
@@ -264,19 +272,17 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
       }
     }
   }
+  return symbols;
+}
 
-  if (g.specializations) {
-    LOOM_ASSIGN_OR_RETURN(CompiledGraph bound, specialize(symbols));
-    return bound.run(inputs, launch_ms);
-  }
-
-  // Outputs get arrays of their own; every other computed value lives in the arena at the
-  // offset the plan gives it, reusing the bytes of values no later kernel reads.
+// Each computed slot's extents for the bound dims; a value stored in another layout takes its
+// physical elements (padding included).
+absl::StatusOr<std::vector<std::vector<int64_t>>> computed_shapes(
+    const CompiledGraphImpl& g, const std::map<std::string, int64_t>& symbols) {
   std::vector<std::vector<int64_t>> shapes(g.slots.size());
   for (size_t i = 0; i < g.slots.size(); ++i) {
     if (g.slots[i].kind != Slot::Kind::kComputed) continue;
     LOOM_ASSIGN_OR_RETURN(shapes[i], concrete_shape(g.slots[i].type.shape, symbols));
-    // A value stored in another layout takes its physical elements (padding included).
     if (const std::vector<LayoutStep>& steps = g.slots[i].type.layout; !steps.empty()) {
       std::vector<ir::Expr> extents;
       for (int64_t e : shapes[i]) extents.push_back(ir::Expr(e));
@@ -285,7 +291,28 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
       shapes[i] = {*size};
     }
   }
-  if (g.gpu) return run_gpu(g, inputs, shapes, launch_ms);
+  return shapes;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArray>& inputs,
+                                                        std::vector<double>* launch_ms) const {
+  if (!impl_) return absl::FailedPreconditionError("run() on an empty CompiledGraph");
+  const CompiledGraphImpl& g = *impl_;
+  std::vector<InputView> views;
+  for (const NDArray& a : inputs) views.push_back({a.dtype(), a.shape(), a.data() != nullptr});
+  LOOM_ASSIGN_OR_RETURN(const auto symbols, bind_inputs(g, views));
+
+  if (g.specializations) {
+    LOOM_ASSIGN_OR_RETURN(CompiledGraph bound, specialize(symbols));
+    return bound.run(inputs, launch_ms);
+  }
+
+  // Outputs get arrays of their own; every other computed value lives in the arena at the
+  // offset the plan gives it, reusing the bytes of values no later kernel reads.
+  LOOM_ASSIGN_OR_RETURN(const std::vector<std::vector<int64_t>> shapes, computed_shapes(g, symbols));
+  if (g.gpu) return run_gpu(g, shapes, {.host_inputs = &inputs, .launch_ms = launch_ms});
   if (const runtime::GuardPages guard = runtime::guard_pages(); guard != runtime::GuardPages::kOff)
     return run_guarded(g, inputs, shapes, symbols, guard, launch_ms);
   // Static graphs plan once; graphs run with symbolic dims plan per run (their sizes vary).
@@ -334,6 +361,58 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
     outputs.push_back(s.kind == Slot::Kind::kComputed ? values[o] : values[o].copy());
   }
   return outputs;
+}
+
+absl::Status CompiledGraph::run_on_device(const std::vector<DeviceTensor>& inputs,
+                                          const std::vector<DeviceTensor>& outputs) const {
+  return run_device(inputs, outputs, /*enqueue=*/false, nullptr);
+}
+
+absl::Status CompiledGraph::enqueue_on_device(const std::vector<DeviceTensor>& inputs,
+                                              const std::vector<DeviceTensor>& outputs,
+                                              void* stream) const {
+  return run_device(inputs, outputs, /*enqueue=*/true, stream);
+}
+
+absl::Status CompiledGraph::run_device(const std::vector<DeviceTensor>& inputs,
+                                       const std::vector<DeviceTensor>& outputs, bool enqueue,
+                                       void* stream) const {
+  if (!impl_) return absl::FailedPreconditionError("run_on_device() on an empty CompiledGraph");
+  const CompiledGraphImpl& g = *impl_;
+  std::vector<InputView> views;
+  for (const DeviceTensor& t : inputs) views.push_back({t.dtype, t.shape, t.address != 0});
+  LOOM_ASSIGN_OR_RETURN(const auto symbols, bind_inputs(g, views));
+  if (g.specializations) {
+    LOOM_ASSIGN_OR_RETURN(CompiledGraph bound, specialize(symbols));
+    return bound.run_device(inputs, outputs, enqueue, stream);
+  }
+  if (!g.gpu)
+    return absl::FailedPreconditionError(
+        "run_on_device() needs a graph compiled for a CUDA target; this one runs on the CPU "
+        "(use run())");
+  LOOM_ASSIGN_OR_RETURN(const std::vector<std::vector<int64_t>> shapes, computed_shapes(g, symbols));
+  if (outputs.size() != g.outputs.size())
+    return absl::InvalidArgumentError(
+        str_cat("graph has ", g.outputs.size(), " outputs, got ", outputs.size(), " to write"));
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const Slot& s = g.slots[static_cast<size_t>(g.outputs[k])];
+    std::vector<int64_t> want = shapes[static_cast<size_t>(g.outputs[k])];
+    if (s.kind != Slot::Kind::kComputed)
+      for (const Dim& d : s.type.shape) want.push_back(d.is_static() ? d.value() : symbols.at(d.name()));
+    const DeviceTensor& t = outputs[k];
+    const std::string what = str_cat("output ", k, " (", s.name, ")");
+    if (t.dtype != s.type.dtype)
+      return absl::InvalidArgumentError(what + " has dtype " + t.dtype.to_string() +
+                                        ", expected " + s.type.dtype.to_string());
+    if (t.shape != want)
+      return absl::InvalidArgumentError(str_cat(what, " has shape ", shape_to_string(t.shape),
+                                                ", expected ", shape_to_string(want)));
+    if (t.address == 0 && num_elements(want) > 0)
+      return absl::InvalidArgumentError(what + " has a null device address");
+  }
+  GpuRun run{.device_inputs = &inputs, .device_outputs = &outputs, .enqueue = enqueue,
+             .stream = static_cast<runtime::cuda::Stream>(stream)};
+  return run_gpu(g, shapes, run).status();
 }
 
 absl::StatusOr<CompiledGraph> CompiledGraph::specialize(const DimBindings& dims) const {

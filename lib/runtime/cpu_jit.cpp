@@ -132,6 +132,10 @@ const Target& CpuJit::target() const {
   return impl_->target;
 }
 
+bool CpuJit::available() {
+  return true;
+}
+
 std::string CpuJit::backend_version() {
   return "LLVM " LLVM_VERSION_STRING;
 }

@@ -63,6 +63,8 @@ struct Driver::Api {
   decltype(&::cuMemcpyDtoH) memcpy_dtoh = nullptr;
   decltype(&::cuMemcpyHtoDAsync) memcpy_htod_async = nullptr;
   decltype(&::cuMemcpyDtoHAsync) memcpy_dtoh_async = nullptr;
+  decltype(&::cuMemcpyDtoDAsync) memcpy_dtod_async = nullptr;
+  decltype(&::cuStreamWaitEvent) stream_wait_event = nullptr;
   decltype(&::cuEventCreate) event_create = nullptr;
   decltype(&::cuEventDestroy) event_destroy = nullptr;
   decltype(&::cuEventRecord) event_record = nullptr;
@@ -154,6 +156,8 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   resolve("cuMemcpyDtoH", api->memcpy_dtoh);
   resolve("cuMemcpyHtoDAsync", api->memcpy_htod_async);
   resolve("cuMemcpyDtoHAsync", api->memcpy_dtoh_async);
+  resolve("cuMemcpyDtoDAsync", api->memcpy_dtod_async);
+  resolve("cuStreamWaitEvent", api->stream_wait_event);
   resolve("cuEventCreate", api->event_create);
   resolve("cuEventDestroy", api->event_destroy);
   resolve("cuEventRecord", api->event_record);
@@ -328,6 +332,12 @@ absl::Status Driver::copy_to_host_async(void* dst, DevicePtr src, size_t bytes, 
   return api_->check(api_->memcpy_dtoh_async(dst, src, bytes, stream), "cuMemcpyDtoHAsync");
 }
 
+absl::Status Driver::copy_on_device_async(DevicePtr dst, DevicePtr src, size_t bytes,
+                                          Stream stream) {
+  if (bytes == 0) return absl::OkStatus();
+  return api_->check(api_->memcpy_dtod_async(dst, src, bytes, stream), "cuMemcpyDtoDAsync");
+}
+
 absl::StatusOr<Event> Driver::create_event() {
   CUevent e = nullptr;
   LOOM_RETURN_IF_ERROR(api_->check(api_->event_create(&e, CU_EVENT_DEFAULT), "cuEventCreate"));
@@ -340,6 +350,10 @@ absl::Status Driver::destroy_event(Event event) {
 
 absl::Status Driver::record_event(Event event, Stream stream) {
   return api_->check(api_->event_record(event, stream), "cuEventRecord");
+}
+
+absl::Status Driver::wait_event(Stream stream, Event event) {
+  return api_->check(api_->stream_wait_event(stream, event, 0), "cuStreamWaitEvent");
 }
 
 absl::Status Driver::synchronize_event(Event event) {
@@ -387,9 +401,11 @@ absl::Status Driver::copy_to_device(DevicePtr, const void*, size_t) { LOOM_NO_CU
 absl::Status Driver::copy_to_host(void*, DevicePtr, size_t) { LOOM_NO_CUDA; }
 absl::Status Driver::copy_to_device_async(DevicePtr, const void*, size_t, Stream) { LOOM_NO_CUDA; }
 absl::Status Driver::copy_to_host_async(void*, DevicePtr, size_t, Stream) { LOOM_NO_CUDA; }
+absl::Status Driver::copy_on_device_async(DevicePtr, DevicePtr, size_t, Stream) { LOOM_NO_CUDA; }
 absl::StatusOr<Event> Driver::create_event() { LOOM_NO_CUDA; }
 absl::Status Driver::destroy_event(Event) { LOOM_NO_CUDA; }
 absl::Status Driver::record_event(Event, Stream) { LOOM_NO_CUDA; }
+absl::Status Driver::wait_event(Stream, Event) { LOOM_NO_CUDA; }
 absl::Status Driver::synchronize_event(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<float> Driver::elapsed_ms(Event, Event) { LOOM_NO_CUDA; }
 // clang-format on

@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   LOOM_RETURN_IF_ERROR(driver.set_current(d->context));
   LOOM_ASSIGN_OR_RETURN(d->loaded, runtime::cuda::LoadedModule::load(p.module, p.compiled, p.ordinal));
   LOOM_ASSIGN_OR_RETURN(d->stream, driver.create_stream());
+  LOOM_ASSIGN_OR_RETURN(d->done, driver.create_event());
 
   const size_t n = g.slots.size();
   std::vector<int64_t> constant_at(n, -1), memory_at(n, -1);
@@ -99,6 +100,7 @@ GpuProgram::Device::~Device() {
   // Errors here (a context a failed kernel left unusable) have nobody to go to.
   if (context) (void)driver->set_current(context);
   for (runtime::cuda::Event e : events) (void)driver->destroy_event(e);
+  if (done) (void)driver->destroy_event(done);
   if (memory) (void)driver->free(memory);
   if (constants) (void)driver->free(constants);
   if (stream) (void)driver->destroy_stream(stream);
@@ -107,9 +109,8 @@ GpuProgram::Device::~Device() {
 }
 
 absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
-                                             const std::vector<NDArray>& inputs,
                                              const std::vector<std::vector<int64_t>>& shapes,
-                                             std::vector<double>* launch_ms) {
+                                             const GpuRun& run) {
   GpuProgram& p = *g.gpu;
   std::lock_guard<std::mutex> lock(p.mu);
   if (!p.device) {
@@ -119,16 +120,43 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   }
   GpuProgram::Device& d = *p.device;
   Driver& driver = *d.driver;
+  const runtime::cuda::Stream stream = run.enqueue ? run.stream : d.stream;
   LOOM_RETURN_IF_ERROR(during(driver.set_current(d.context), "running the graph on the GPU"));
-  for (size_t k = 0; k < inputs.size(); ++k) {
+  // Once queued work fails, what was queued finishes before the error returns.
+  auto fail = [&](const absl::Status& s, const std::string& what) {
+    (void)driver.synchronize(stream);
+    return during(s, what);
+  };
+  if (d.ran && d.last_stream != stream)
+    LOOM_RETURN_IF_ERROR(during(driver.wait_event(stream, d.done), "ordering after the last run"));
+
+  // Where each slot lives in this run: the caller's memory for device inputs and outputs.
+  std::vector<DevicePtr> address = d.address;
+  for (size_t k = 0; k < g.inputs.size(); ++k) {
     const size_t slot = static_cast<size_t>(g.inputs[k]);
+    if (run.device_inputs) {
+      address[slot] = (*run.device_inputs)[k].address;
+      continue;
+    }
     const int64_t bytes = slot_bytes(g, slot, shapes);
-    if (bytes > 0)
-      LOOM_RETURN_IF_ERROR(during(driver.copy_to_device_async(d.address[slot], inputs[k].data(),
-                                                              static_cast<size_t>(bytes), d.stream),
-                                  "copying input '" + g.slots[slot].name + "' to the GPU"));
+    absl::Status s = driver.copy_to_device_async(d.address[slot], (*run.host_inputs)[k].data(),
+                                                 static_cast<size_t>(bytes), stream);
+    if (!s.ok()) return fail(s, "copying input '" + g.slots[slot].name + "' to the GPU");
   }
-  if (launch_ms && d.events.size() < 2 * g.launches.size()) {
+  // A computed output is written in place by its kernel; an output that is an input, a constant
+  // or a repeat of an earlier output is copied after the launches.
+  std::vector<bool> copy_output(g.outputs.size(), true);
+  if (run.device_outputs) {
+    std::vector<bool> taken(g.slots.size(), false);
+    for (size_t k = 0; k < g.outputs.size(); ++k) {
+      const size_t slot = static_cast<size_t>(g.outputs[k]);
+      if (g.slots[slot].kind != Slot::Kind::kComputed || taken[slot]) continue;
+      address[slot] = (*run.device_outputs)[k].address;
+      taken[slot] = true;
+      copy_output[k] = false;
+    }
+  }
+  if (run.launch_ms && d.events.size() < 2 * g.launches.size()) {
     while (d.events.size() < 2 * g.launches.size()) {
       LOOM_ASSIGN_OR_RETURN(runtime::cuda::Event e, driver.create_event());
       d.events.push_back(e);
@@ -138,19 +166,27 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   for (size_t l = 0; l < g.launches.size(); ++l) {
     const Launch& launch = g.launches[l];
     buffers.clear();
-    for (int slot : launch.buffers) buffers.push_back(d.address[static_cast<size_t>(slot)]);
-    if (launch_ms) LOOM_RETURN_IF_ERROR(driver.record_event(d.events[2 * l], d.stream));
-    absl::Status s = d.loaded->launch(static_cast<size_t>(launch.gpu_kernel), buffers, {}, d.stream);
-    if (launch_ms && s.ok()) s = driver.record_event(d.events[2 * l + 1], d.stream);
-    if (!s.ok()) {
-      (void)driver.synchronize(d.stream);  // let what was queued finish before returning
-      return during(s, str_cat("launching kernel '", g.kernels[l].name, "' (", l + 1, " of ",
-                               g.launches.size(), ")"));
-    }
+    for (int slot : launch.buffers) buffers.push_back(address[static_cast<size_t>(slot)]);
+    absl::Status s;
+    if (run.launch_ms) s = driver.record_event(d.events[2 * l], stream);
+    if (s.ok()) s = d.loaded->launch(static_cast<size_t>(launch.gpu_kernel), buffers, {}, stream);
+    if (run.launch_ms && s.ok()) s = driver.record_event(d.events[2 * l + 1], stream);
+    if (!s.ok())
+      return fail(s, str_cat("launching kernel '", g.kernels[l].name, "' (", l + 1, " of ",
+                             g.launches.size(), ")"));
   }
   std::vector<NDArray> outputs;
-  for (int o : g.outputs) {
-    const size_t slot = static_cast<size_t>(o);
+  for (size_t k = 0; k < g.outputs.size(); ++k) {
+    const size_t slot = static_cast<size_t>(g.outputs[k]);
+    const std::string name = g.slots[slot].name;
+    const size_t bytes = static_cast<size_t>(slot_bytes(g, slot, shapes));
+    if (run.device_outputs) {
+      if (!copy_output[k]) continue;
+      absl::Status s = driver.copy_on_device_async((*run.device_outputs)[k].address,
+                                                   address[slot], bytes, stream);
+      if (!s.ok()) return fail(s, "copying output '" + name + "' on the GPU");
+      continue;
+    }
     std::vector<int64_t> shape;
     if (g.slots[slot].kind == Slot::Kind::kComputed) {
       shape = shapes[slot];
@@ -158,27 +194,22 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
       for (const Dim& dim : g.slots[slot].type.shape) shape.push_back(dim.value());
     }
     absl::StatusOr<NDArray> out = NDArray::allocate(g.slots[slot].type.dtype, shape);
-    if (!out.ok()) {
-      (void)driver.synchronize(d.stream);
-      return during(out.status(), "output " + g.slots[slot].name);
-    }
-    const int64_t bytes = slot_bytes(g, slot, shapes);
-    if (bytes > 0) {
-      absl::Status s = driver.copy_to_host_async(out->data(), d.address[slot],
-                                                 static_cast<size_t>(bytes), d.stream);
-      if (!s.ok()) {
-        (void)driver.synchronize(d.stream);
-        return during(s, "copying output '" + g.slots[slot].name + "' from the GPU");
-      }
-    }
+    if (!out.ok()) return fail(out.status(), "output " + name);
+    absl::Status s = driver.copy_to_host_async(out->data(), address[slot], bytes, stream);
+    if (!s.ok()) return fail(s, "copying output '" + name + "' from the GPU");
     outputs.push_back(*std::move(out));
   }
+  absl::Status s = driver.record_event(d.done, stream);
+  if (!s.ok()) return fail(s, "running the graph on the GPU");
+  d.last_stream = stream;
+  d.ran = true;
+  if (run.enqueue) return outputs;
   // Kernel faults surface here, when the stream's work completes.
-  LOOM_RETURN_IF_ERROR(during(driver.synchronize(d.stream), "running the graph on the GPU"));
-  if (launch_ms)
+  LOOM_RETURN_IF_ERROR(during(driver.synchronize(stream), "running the graph on the GPU"));
+  if (run.launch_ms)
     for (size_t l = 0; l < g.launches.size(); ++l) {
       LOOM_ASSIGN_OR_RETURN(float ms, driver.elapsed_ms(d.events[2 * l], d.events[2 * l + 1]));
-      launch_ms->push_back(ms);
+      run.launch_ms->push_back(ms);
     }
   return outputs;
 }

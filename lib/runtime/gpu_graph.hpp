@@ -28,19 +28,36 @@ struct GpuProgram {
     runtime::cuda::DevicePtr memory = 0;     // a run's inputs, intermediates and outputs
     std::vector<runtime::cuda::DevicePtr> address;  // per slot: where its value lives
     std::vector<runtime::cuda::Event> events;       // two per launch, for profile()
+    // Recorded where the last run's work ended, on last_stream: a run queued on another stream
+    // waits for it (runs share the intermediates).
+    runtime::cuda::Event done = nullptr;
+    runtime::cuda::Stream last_stream = nullptr;
+    bool ran = false;
     ~Device();
   };
   std::mutex mu;
   std::unique_ptr<Device> device;
 };
 
-// run() of a graph compiled for a CUDA target: host inputs are copied in, the kernels run on the
-// program's stream in order, the outputs are copied back. shapes: each computed slot's physical
-// extents. A driver error (no driver, out of memory, a kernel failing) is a status naming the
-// step; the compiled graph stays usable as far as the driver allows.
+// What one run reads and writes, and where its work is queued.
+struct GpuRun {
+  const std::vector<NDArray>* host_inputs = nullptr;        // copied in, or
+  const std::vector<DeviceTensor>* device_inputs = nullptr;  // read in place
+  // Written in place (checked by the caller); without them the outputs are copied to the host
+  // and returned.
+  const std::vector<DeviceTensor>* device_outputs = nullptr;
+  // Queued on `stream` and not waited for; otherwise on the program's stream, synchronized.
+  bool enqueue = false;
+  runtime::cuda::Stream stream = nullptr;
+  std::vector<double>* launch_ms = nullptr;  // each launch timed (host runs only)
+};
+
+// A run of a graph compiled for a CUDA target: the inputs bound, the kernels launched in order,
+// the outputs written. shapes: each computed slot's physical extents. Returns the outputs of a
+// host run (none otherwise). A driver error (no driver, out of memory, a kernel failing) is a
+// status naming the step; the compiled graph stays usable as far as the driver allows.
 absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
-                                             const std::vector<NDArray>& inputs,
                                              const std::vector<std::vector<int64_t>>& shapes,
-                                             std::vector<double>* launch_ms);
+                                             const GpuRun& run);
 
 }  // namespace loom

@@ -1,19 +1,24 @@
 // Whole graphs compiled for CUDA targets by Compiler (Target::cuda): every operator family goes
 // through the CUDA templates, the injective kernel or the default GPU schedule into one module,
 // and NVRTC compiles it for sm_80 and sm_90 (CI, no GPU). With a GPU the outputs must match the
-// host CPU's; without one, run() says why it cannot run. The cases tagged [.fake_cuda] run only
-// under the stand-in driver (test/fake_cuda; ctest's fake_cuda_driver), which lets the GPU
-// runtime's memory, copies and launches run on any machine and injects device faults.
+// reference interpreter's (test/graph_reference.hpp); without one, run() says why it cannot run.
+// The cases tagged [.fake_cuda] run only under the stand-in driver (test/fake_cuda; ctest's
+// fake_cuda_driver), which lets the GPU runtime's memory, copies and launches run on any machine
+// and injects device faults.
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
 
 #include "cache_test_util.hpp"
+#include "graph_reference.hpp"
 #include "loom/loom.hpp"
+#include "loom/runtime/cpu_jit.hpp"
 #include "loom/runtime/cuda.hpp"
 #include "run_util.hpp"
 #include "test_util.hpp"
@@ -60,8 +65,11 @@ std::vector<GraphCase> graph_cases() {
   cases.push_back({"convolutions and pooling", [] {
                      Graph g;
                      Tensor x = g.input("x", {1, 6, 13, 11});
+                     // The bias's arithmetic folds at compile time (through the reference
+                     // evaluator in a build without LLVM).
+                     Tensor bias = weights(g, "cb", {1, 8, 1, 1}).mul(0.5).add(1.0);
                      Tensor c = x.conv2d(weights(g, "w", {8, 6, 3, 3}), {.padding = 1})
-                                    .add(weights(g, "cb", {1, 8, 1, 1}))
+                                    .add(bias)
                                     .relu();
                      Tensor p = c.max_pool2d({.kernel = 2, .stride = 2});
                      Tensor d = p.conv2d(weights(g, "dw", {8, 1, 3, 3}), {.padding = 1, .groups = 8});
@@ -147,6 +155,8 @@ struct FakeDriver {
   void (*configure)(int fault_after_launches, int out_of_memory) = nullptr;
   int (*launches)() = nullptr;
   int (*live_allocations)() = nullptr;
+  int (*host_copies)() = nullptr;
+  int (*stream_waits)() = nullptr;
 };
 
 FakeDriver fake_driver() {
@@ -158,12 +168,83 @@ FakeDriver fake_driver() {
   f.launches = reinterpret_cast<decltype(f.launches)>(dlsym(lib, "loom_fake_cuda_launches"));
   f.live_allocations =
       reinterpret_cast<decltype(f.live_allocations)>(dlsym(lib, "loom_fake_cuda_live_allocations"));
+  f.host_copies = reinterpret_cast<decltype(f.host_copies)>(dlsym(lib, "loom_fake_cuda_host_copies"));
+  f.stream_waits =
+      reinterpret_cast<decltype(f.stream_waits)>(dlsym(lib, "loom_fake_cuda_stream_waits"));
   INFO("libcuda.so.1 is not the stand-in driver: run these cases through ctest's fake_cuda_driver");
   REQUIRE(f.configure);
   REQUIRE(f.launches);
   REQUIRE(f.live_allocations);
+  REQUIRE(f.host_copies);
+  REQUIRE(f.stream_waits);
   f.configure(-1, 0);
   return f;
+}
+
+// A graph whose outputs take every path of a run on device memory: computed outputs (written in
+// place by their kernels), an input, a constant and a repeated output (copied on the device).
+Graph device_io_graph() {
+  Graph g;
+  Tensor x = g.input("x", {5, 7});
+  Tensor y = g.input("y", {7});
+  Tensor h = x.add(y).relu();
+  g.output(h);
+  g.output(x);
+  g.output(h.sum({1}));
+  g.output(g.constant("c", NDArray::from_vector<float>(DType::f32(), {3}, {1.5f, -2.0f, 0.25f})));
+  g.output(h);
+  return g;
+}
+
+// Device memory for a test, freed at the end of the scope.
+struct DeviceArrays {
+  cuda::Driver* driver = nullptr;
+  std::vector<cuda::DevicePtr> blocks;
+
+  DeviceArrays() {
+    absl::StatusOr<cuda::Driver*> d = cuda::Driver::get();
+    REQUIRE(d.ok());
+    driver = *d;
+    absl::StatusOr<cuda::Context> context = driver->retain_primary_context(0);
+    REQUIRE(context.ok());
+    REQUIRE(driver->set_current(*context).ok());
+  }
+  ~DeviceArrays() {
+    for (cuda::DevicePtr p : blocks) (void)driver->free(p);
+    (void)driver->release_primary_context(0);
+  }
+  DeviceTensor empty(DType dtype, std::vector<int64_t> shape) {
+    absl::StatusOr<cuda::DevicePtr> p = driver->allocate(static_cast<size_t>(
+        std::max<int64_t>(1, num_elements(shape) * dtype.bytes())));
+    REQUIRE(p.ok());
+    blocks.push_back(*p);
+    return {*p, dtype, std::move(shape)};
+  }
+  DeviceTensor upload(const NDArray& a) {
+    DeviceTensor t = empty(a.dtype(), a.shape());
+    REQUIRE(driver->copy_to_device(t.address, a.data(), static_cast<size_t>(a.numel() * a.dtype().bytes())).ok());
+    return t;
+  }
+  NDArray download(const DeviceTensor& t) {
+    absl::StatusOr<NDArray> a = NDArray::allocate(t.dtype, t.shape);
+    REQUIRE(a.ok());
+    REQUIRE(driver->copy_to_host(a->data(), t.address, static_cast<size_t>(a->numel() * t.dtype.bytes())).ok());
+    return *std::move(a);
+  }
+};
+
+// Device memory for each of the compiled graph's outputs, poisoned (NaN bytes).
+std::vector<DeviceTensor> poisoned_outputs(DeviceArrays& mem, const CompiledGraph& compiled) {
+  std::vector<DeviceTensor> outs;
+  for (const TensorType& t : compiled.output_types()) {
+    std::vector<int64_t> shape;
+    for (const Dim& d : t.shape) shape.push_back(d.value());
+    absl::StatusOr<NDArray> poison = NDArray::allocate(t.dtype, shape);
+    REQUIRE(poison.ok());
+    std::memset(poison->data(), 0xff, static_cast<size_t>(poison->numel() * t.dtype.bytes()));
+    outs.push_back(mem.upload(*poison));
+  }
+  return outs;
 }
 
 }  // namespace
@@ -195,7 +276,7 @@ TEST_CASE("CUDA graphs: every operator family compiles for sm_80 and sm_90, and 
         }
         continue;
       }
-      std::vector<NDArray> want = loom::testing::compile_and_run(g, c.inputs);
+      std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
       std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
       REQUIRE(got.size() == want.size());
       for (size_t o = 0; o < got.size(); ++o) {
@@ -245,6 +326,92 @@ TEST_CASE("CUDA graphs: unsupported requests are clear errors", "[cuda][cuda_gra
   REQUIRE(!c.ok());
   CHECK(c.status().code() == absl::StatusCode::kUnimplemented);
   CHECK_THAT(std::string(c.status().message()), Catch::Contains("row-major"));
+}
+
+TEST_CASE("CUDA graphs: inputs and outputs in device memory are checked before the device is used",
+          "[cuda][cuda_graph]") {
+  if (!have_nvrtc()) return;
+  CompiledGraph compiled = compile_for(device_io_graph(), Target::cuda(90));
+  const DeviceTensor x{0x1000, DType::f32(), {5, 7}}, y{0x2000, DType::f32(), {7}};
+  std::vector<DeviceTensor> outs;
+  for (const TensorType& t : compiled.output_types()) {
+    std::vector<int64_t> shape;
+    for (const Dim& d : t.shape) shape.push_back(d.value());
+    outs.push_back({0x3000, t.dtype, shape});
+  }
+  auto expect_invalid = [&](const std::vector<DeviceTensor>& in, const std::vector<DeviceTensor>& out,
+                            const std::string& says) {
+    absl::Status s = compiled.run_on_device(in, out);
+    INFO(s.ToString());
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains(says));
+  };
+  expect_invalid({x}, outs, "takes 2 inputs, got 1");
+  expect_invalid({x, {0x2000, DType::i32(), {7}}}, outs, "input 1 (y) has dtype i32");
+  expect_invalid({{0x1000, DType::f32(), {7, 5}}, y}, outs, "input 0 (x) has shape [7, 5]");
+  expect_invalid({x, {0, DType::f32(), {7}}}, outs, "input 1 (y) has no data");
+  expect_invalid({x, y}, {outs.begin(), outs.end() - 1}, "has 5 outputs, got 4");
+  std::vector<DeviceTensor> bad = outs;
+  bad[2].shape = {5, 1};
+  expect_invalid({x, y}, bad, "output 2");
+  bad = outs;
+  bad[3].dtype = DType::f16();
+  expect_invalid({x, y}, bad, "has dtype f16");
+  bad = outs;
+  bad[0].address = 0;
+  expect_invalid({x, y}, bad, "null device address");
+  if (gpu_sm_arch() == 0) {
+    // Valid arguments, no GPU: the run says why it cannot start.
+    absl::Status s = compiled.run_on_device({x, y}, outs);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("preparing the graph on the GPU"));
+  }
+  if (runtime::CpuJit::available()) {
+    CompiledGraph cpu = *Compiler(Target::host_cpu()).compile(device_io_graph());
+    absl::Status s = cpu.enqueue_on_device({x, y}, outs, nullptr);
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("CUDA target"));
+  }
+}
+
+TEST_CASE("CUDA graphs: a run on device memory matches the reference, on the graph's stream and "
+          "on the caller's",
+          "[cuda][cuda_graph]") {
+  const int sm = gpu_sm_arch();
+  if (sm == 0) {
+    std::printf("[cuda] no GPU here: device-memory runs not checked\n");
+    return;
+  }
+  const Graph g = device_io_graph();
+  CompiledGraph compiled = compile_for(g, Target::cuda(sm));
+  const std::vector<NDArray> inputs = {random_array(DType::f32(), {5, 7}, -2, 2),
+                                       random_array(DType::f32(), {7}, -2, 2)};
+  const std::vector<NDArray> want = loom::testing::reference_run(g, inputs);
+  DeviceArrays mem;
+  const std::vector<DeviceTensor> in = {mem.upload(inputs[0]), mem.upload(inputs[1])};
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  absl::Status s = compiled.run_on_device(in, outs);
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  for (size_t o = 0; o < want.size(); ++o) {
+    INFO("output " << o);
+    require_close(mem.download(outs[o]), want[o], 1e-5);
+  }
+  // Queued on a stream of the caller's, twice; the host waits for that stream alone.
+  absl::StatusOr<cuda::Stream> stream = mem.driver->create_stream();
+  REQUIRE(stream.ok());
+  for (int run = 0; run < 2; ++run) {
+    outs = poisoned_outputs(mem, compiled);
+    s = compiled.enqueue_on_device(in, outs, *stream);
+    REQUIRE(s.ok());
+    REQUIRE(mem.driver->synchronize(*stream).ok());
+    for (size_t o = 0; o < want.size(); ++o) {
+      INFO("run " << run << ", output " << o);
+      require_close(mem.download(outs[o]), want[o], 1e-5);
+    }
+  }
+  std::vector<NDArray> host = loom::testing::run_ok(compiled, inputs);
+  for (size_t o = 0; o < want.size(); ++o) require_close(host[o], want[o], 1e-5);
+  (void)mem.driver->destroy_stream(*stream);
 }
 
 TEST_CASE("fake GPU: a graph runs through device memory, copies and one launch per kernel",
@@ -351,4 +518,41 @@ TEST_CASE("fake GPU: tuning times every candidate on the device, and a warm comp
     CHECK(warm.kernels()[k].schedule == cold.kernels()[k].schedule);
     CHECK(warm.kernels()[k].candidates.size() == cold.kernels()[k].candidates.size());
   }
+}
+
+TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and runs on "
+          "another stream wait for the last one",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  CompiledGraph compiled = compile_for(device_io_graph(), Target::cuda(90));
+  const NDArray x = random_array(DType::f32(), {5, 7}), y = random_array(DType::f32(), {7});
+  DeviceArrays mem;
+  const std::vector<DeviceTensor> in = {mem.upload(x), mem.upload(y)};
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  for (int run = 0; run < 2; ++run) {  // the first run also prepares the device
+    const int copies = fake.host_copies(), launched = fake.launches();
+    absl::Status s = compiled.run_on_device(in, outs);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    if (run == 1) CHECK(fake.host_copies() == copies);
+    CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
+  }
+  // The stand-in runs no kernels, but the outputs copied on the device hold their values.
+  const NDArray constant = NDArray::from_vector<float>(DType::f32(), {3}, {1.5f, -2.0f, 0.25f});
+  require_close(mem.download(outs[1]), x, 0);
+  require_close(mem.download(outs[3]), constant, 0);
+
+  // Another stream waits for the graph's once; the same stream again needs no wait; a host run
+  // (the graph's own stream) waits again.
+  absl::StatusOr<cuda::Stream> stream = mem.driver->create_stream();
+  REQUIRE(stream.ok());
+  int waits = fake.stream_waits();
+  REQUIRE(compiled.enqueue_on_device(in, outs, *stream).ok());
+  CHECK(fake.stream_waits() == waits + 1);
+  REQUIRE(compiled.enqueue_on_device(in, outs, *stream).ok());
+  CHECK(fake.stream_waits() == waits + 1);
+  loom::testing::run_ok(compiled, {x, y});
+  CHECK(fake.stream_waits() == waits + 2);
+  CHECK(mem.driver->synchronize(*stream).ok());
+  (void)mem.driver->destroy_stream(*stream);
 }

@@ -4,7 +4,8 @@
 //
 // Device memory is host memory (a device pointer is the host address), copies are memcpy, and
 // every copy is checked to stay inside one allocation. Kernels do not run: a launch checks its
-// shape and is counted. Faults are injected through loom_fake_cuda_configure:
+// shape and is counted (loom_fake_cuda_launches), as are copies between host and device
+// (loom_fake_cuda_host_copies) and waits of a stream for an event (loom_fake_cuda_stream_waits). Faults are injected through loom_fake_cuda_configure:
 //   - fault_after_launches = n >= 0: launch n + 1 "faults" the way a kernel's illegal address
 //     does on a real GPU: the launch itself succeeds, and every later call (synchronization,
 //     copies, launches, allocations) returns CUDA_ERROR_ILLEGAL_ADDRESS: the context is lost;
@@ -25,6 +26,8 @@ namespace {
 struct State {
   std::mutex mu;
   int launches = 0;
+  int host_copies = 0;   // copies between host and device memory
+  int stream_waits = 0;  // cuStreamWaitEvent calls
   int fault_after = -1;
   bool out_of_memory = false;
   CUresult lost = CUDA_SUCCESS;                // sticky once a kernel faulted
@@ -41,6 +44,11 @@ State& state() {
 CUresult health() {
   std::lock_guard<std::mutex> lock(state().mu);
   return state().lost;
+}
+
+void count(int& counter) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  ++counter;
 }
 
 // Whether [p, p + bytes) lies inside one allocation.
@@ -159,13 +167,15 @@ CUresult launch(CUfunction, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
   return CUDA_SUCCESS;
 }
 
-int stream_tag = 0;
 CUresult stream_create(CUstream* s, unsigned int) {
   if (CUresult r = health()) return r;
-  *s = reinterpret_cast<CUstream>(&stream_tag);
+  *s = reinterpret_cast<CUstream>(new int(0));  // each stream a handle of its own
   return CUDA_SUCCESS;
 }
-CUresult stream_destroy(CUstream) { return health(); }
+CUresult stream_destroy(CUstream s) {
+  delete reinterpret_cast<int*>(s);
+  return health();
+}
 CUresult stream_synchronize(CUstream) { return health(); }
 
 CUresult mem_alloc(CUdeviceptr* p, size_t bytes) {
@@ -190,12 +200,14 @@ CUresult mem_free(CUdeviceptr p) {
 CUresult htod(CUdeviceptr dst, const void* src, size_t n) {
   if (CUresult r = health()) return r;
   if (!inside(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+  count(state().host_copies);
   std::memcpy(reinterpret_cast<void*>(dst), src, n);
   return CUDA_SUCCESS;
 }
 CUresult dtoh(void* dst, CUdeviceptr src, size_t n) {
   if (CUresult r = health()) return r;
   if (!inside(src, n)) return CUDA_ERROR_INVALID_VALUE;
+  count(state().host_copies);
   std::memcpy(dst, reinterpret_cast<const void*>(src), n);
   return CUDA_SUCCESS;
 }
@@ -203,6 +215,12 @@ CUresult htod_async(CUdeviceptr dst, const void* src, size_t n, CUstream) {
   return htod(dst, src, n);
 }
 CUresult dtoh_async(void* dst, CUdeviceptr src, size_t n, CUstream) { return dtoh(dst, src, n); }
+CUresult dtod_async(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
+  if (CUresult r = health()) return r;
+  if (!inside(dst, n) || !inside(src, n)) return CUDA_ERROR_INVALID_VALUE;
+  std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
+  return CUDA_SUCCESS;
+}
 
 CUresult event_create(CUevent* e, unsigned int) {
   if (CUresult r = health()) return r;
@@ -215,6 +233,11 @@ CUresult event_destroy(CUevent e) {
 }
 CUresult event_record(CUevent, CUstream) { return health(); }
 CUresult event_synchronize(CUevent) { return health(); }
+CUresult stream_wait_event(CUstream, CUevent e, unsigned int flags) {
+  if (CUresult r = health()) return r;
+  count(state().stream_waits);
+  return e && flags == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
 CUresult event_elapsed(float* ms, CUevent, CUevent) {
   if (CUresult r = health()) return r;
   *ms = 0.001f;
@@ -248,6 +271,8 @@ const std::map<std::string, void*>& entry_points() {
       {"cuMemcpyDtoH", reinterpret_cast<void*>(&dtoh)},
       {"cuMemcpyHtoDAsync", reinterpret_cast<void*>(&htod_async)},
       {"cuMemcpyDtoHAsync", reinterpret_cast<void*>(&dtoh_async)},
+      {"cuMemcpyDtoDAsync", reinterpret_cast<void*>(&dtod_async)},
+      {"cuStreamWaitEvent", reinterpret_cast<void*>(&stream_wait_event)},
       {"cuEventCreate", reinterpret_cast<void*>(&event_create)},
       {"cuEventDestroy", reinterpret_cast<void*>(&event_destroy)},
       {"cuEventRecord", reinterpret_cast<void*>(&event_record)},
@@ -282,6 +307,14 @@ __attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_a
 __attribute__((visibility("default"))) int loom_fake_cuda_launches() {
   std::lock_guard<std::mutex> lock(state().mu);
   return state().launches;
+}
+__attribute__((visibility("default"))) int loom_fake_cuda_host_copies() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().host_copies;
+}
+__attribute__((visibility("default"))) int loom_fake_cuda_stream_waits() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().stream_waits;
 }
 __attribute__((visibility("default"))) int loom_fake_cuda_live_allocations() {
   std::lock_guard<std::mutex> lock(state().mu);

@@ -2,6 +2,7 @@
 // the graph's kernels in order, returning the outputs. Copies share the compiled code.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,14 @@ struct KernelInfo {
   std::vector<CandidateTime> candidates;
 };
 
+// A tensor in the memory of the GPU a graph was compiled for, owned by the caller: a CUDA device
+// pointer (a CUdeviceptr) to its elements in row-major order, and the dtype and shape they hold.
+struct DeviceTensor {
+  uint64_t address = 0;
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+
 struct CompiledGraphImpl;
 
 class CompiledGraph {
@@ -49,6 +58,21 @@ class CompiledGraph {
   // milliseconds of each, in kernels() order. For a graph that specializes per binding the times
   // are those of specialize(dims) for the inputs' dims, in its kernels() order.
   absl::StatusOr<std::vector<double>> profile(const std::vector<NDArray>& inputs, int runs = 10) const;
+
+  // For a graph compiled for a CUDA target: runs on inputs already in the GPU's memory and writes
+  // the outputs into the caller's device memory (one DeviceTensor per output, in output order,
+  // with the output's dtype and shape): no copies through the host. Inputs are read in place;
+  // outputs are written by the kernels that compute them. Returns when the work is complete.
+  // Errors as run()'s, and for outputs of the wrong count, dtype or shape, null addresses, or a
+  // graph compiled for the CPU.
+  absl::Status run_on_device(const std::vector<DeviceTensor>& inputs,
+                             const std::vector<DeviceTensor>& outputs) const;
+  // The same, queued on the caller's CUDA stream (a CUstream; null is the legacy default stream)
+  // after the work already there, and returning at once: the outputs are ready when the stream
+  // reaches this point. Runs of one graph share its intermediates, so a run on another stream
+  // (or a host run()) first waits for this one's work.
+  absl::Status enqueue_on_device(const std::vector<DeviceTensor>& inputs,
+                                 const std::vector<DeviceTensor>& outputs, void* stream) const;
 
   // A graph with symbolic dims compiled with CompileOptions::specialize_shapes runs each
   // binding of its dims (from the inputs' extents) on a static CompiledGraph of its own, compiled
@@ -75,6 +99,9 @@ class CompiledGraph {
   // run(), timing each launch into (*launch_ms)[k] when launch_ms is given.
   absl::StatusOr<std::vector<NDArray>> run(const std::vector<NDArray>& inputs,
                                            std::vector<double>* launch_ms) const;
+  absl::Status run_device(const std::vector<DeviceTensor>& inputs,
+                          const std::vector<DeviceTensor>& outputs, bool enqueue,
+                          void* stream) const;
   std::shared_ptr<const CompiledGraphImpl> impl_;
 };
 

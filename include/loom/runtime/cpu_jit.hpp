@@ -28,6 +28,8 @@ class CpuJit {
   // A JIT for target, which must be a CPU of this machine's architecture (a different CPU model
   // or feature set is allowed: the code must then only use features this machine has).
   static absl::StatusOr<std::unique_ptr<CpuJit>> create(const Target& target = Target::host_cpu());
+  // False in a build without LLVM (LOOM_WITH_LLVM=OFF), where create() returns Unimplemented.
+  static bool available();
   ~CpuJit();
   CpuJit(const CpuJit&) = delete;
   CpuJit& operator=(const CpuJit&) = delete;

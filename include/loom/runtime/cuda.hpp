@@ -93,10 +93,13 @@ class Driver {
   absl::Status copy_to_host(void* dst, DevicePtr src, size_t bytes);
   absl::Status copy_to_device_async(DevicePtr dst, const void* src, size_t bytes, Stream stream);
   absl::Status copy_to_host_async(void* dst, DevicePtr src, size_t bytes, Stream stream);
+  absl::Status copy_on_device_async(DevicePtr dst, DevicePtr src, size_t bytes, Stream stream);
 
   absl::StatusOr<Event> create_event();
   absl::Status destroy_event(Event event);
   absl::Status record_event(Event event, Stream stream);
+  // Work queued on stream after this waits for event's recorded work to complete.
+  absl::Status wait_event(Stream stream, Event event);
   absl::Status synchronize_event(Event event);
   // Milliseconds between two recorded, completed events.
   absl::StatusOr<float> elapsed_ms(Event start, Event end);
