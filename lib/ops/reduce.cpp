@@ -1,6 +1,6 @@
 // Reductions over axes (sum, mean, max, min, prod), argmax/argmin, softmax and log_softmax;
-// their CPU templates are in rows_cpu.cpp and CUDA templates in rows_cuda.cpp (none for
-// log_softmax yet).
+// their CPU templates are in rows_cpu.cpp (none for log_softmax yet) and CUDA templates in
+// rows_cuda.cpp.
 
 #include <algorithm>
 
@@ -197,10 +197,8 @@ OpDef softmax_op(const std::string& op_name, bool log) {
       return ir::cast(x.dtype(), ir::exp(f32(x(idx)) - row_max(r)) / row_sum(r));
     });
   };
-  if (!log) {
-    def.templates.push_back(softmax_cpu_template());
-    def.templates.push_back(softmax_cuda_template());
-  }
+  if (!log) def.templates.push_back(softmax_cpu_template());
+  def.templates.push_back(softmax_cuda_template(log));
   return def;
 }
 

@@ -199,8 +199,10 @@ absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const t
   return kernel_of(ctx.name, {x, out}, body);
 }
 
-// Stages per row: "load" (to registers, when cached), "max", "exp and sum", "scale".
-absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const tune::Config& c) {
+// Stages per row: "load" (to registers, when cached), "max", "exp and sum", then "scale" (softmax,
+// exp(x - max) / sum) or "shift" (log_softmax, x - max - log(sum)).
+absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const tune::Config& c,
+                                              bool log) {
   std::optional<Rows> rows = softmax_rows(ctx);
   if (!rows)
     return absl::InvalidArgumentError("CUDA softmax template does not apply to " + ctx.name);
@@ -212,14 +214,26 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
       return k.cached() ? cols.load({slot}) : x.load({th.row, col});
     };
     Var row_max("row_max", DType::f32()), sum("sum", DType::f32());
-    Var inv_sum("inv_sum", DType::f32());
-    Stmt scale = k.columns(th, [&](const Expr& col, const Expr& slot) {
-      Expr e = k.cached() ? cols.load({slot}) : ir::exp(x.load({th.row, col}) - row_max);
-      return ir::IfThenElse::make(th.valid, ir::Store::make(y, e * inv_sum, {th.row, col}));
-    });
-    Stmt then = ir::LetStmt::make(inv_sum, ir::make_const(DType::f32(), 1.0) / sum, scale);
+    Var inv_sum("inv_sum", DType::f32()), log_sum("log_sum", DType::f32());
+    // softmax keeps the exponentials of a cached row in its registers; log_softmax keeps the
+    // inputs, which its last stage reads.
+    const bool cache_exps = k.cached() && !log;
+    Stmt then;
+    if (log) {
+      Stmt shift = k.columns(th, [&](const Expr& col, const Expr& slot) {
+        return ir::IfThenElse::make(
+            th.valid, ir::Store::make(y, input(col, slot) - row_max - log_sum, {th.row, col}));
+      });
+      then = ir::LetStmt::make(log_sum, ir::log(sum), shift);
+    } else {
+      Stmt scale = k.columns(th, [&](const Expr& col, const Expr& slot) {
+        Expr e = cache_exps ? cols.load({slot}) : ir::exp(x.load({th.row, col}) - row_max);
+        return ir::IfThenElse::make(th.valid, ir::Store::make(y, e * inv_sum, {th.row, col}));
+      });
+      then = ir::LetStmt::make(inv_sum, ir::make_const(DType::f32(), 1.0) / sum, scale);
+    }
     Stmt exp_sum;
-    if (k.cached()) {
+    if (cache_exps) {
       // The exponentials replace the inputs in registers, then are summed.
       Stmt exps = k.columns(th, [&](const Expr&, const Expr& slot) {
         return ir::Store::make(cols, ir::exp(cols.load({slot}) - row_max), {slot});
@@ -231,9 +245,7 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
     } else {
       exp_sum = k.reduce(
           th, ir::ReduceKind::kSum,
-          [&](const Expr& col, const Expr&) {
-            return ir::exp(x.load({th.row, col}) - row_max);
-          },
+          [&](const Expr& col, const Expr& slot) { return ir::exp(input(col, slot) - row_max); },
           sum, then);
     }
     Stmt passes = k.reduce(th, ir::ReduceKind::kMax, input, row_max, exp_sum);
@@ -306,15 +318,17 @@ ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {
   return t;
 }
 
-ScheduleTemplate softmax_cuda_template() {
+ScheduleTemplate softmax_cuda_template(bool log) {
   ScheduleTemplate t;
-  t.name = "cuda_rows_softmax";
+  t.name = log ? "cuda_rows_log_softmax" : "cuda_rows_softmax";
   t.target_kind = Target::Kind::kCuda;
   t.applies = [](const TemplateContext& ctx) {
     return ctx.target.is_cuda() && softmax_rows(ctx).has_value();
   };
   t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *softmax_rows(ctx)); };
-  t.build = build_softmax;
+  t.build = [log](const TemplateContext& ctx, const tune::Config& c) {
+    return build_softmax(ctx, c, log);
+  };
   return t;
 }
 

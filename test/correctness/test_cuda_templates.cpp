@@ -252,7 +252,7 @@ TEST_CASE("CUDA templates: row reductions (warp shuffles) compile for sm_80 and 
   }
 }
 
-TEST_CASE("CUDA templates: softmax and layer_norm compile for sm_80 and sm_90",
+TEST_CASE("CUDA templates: softmax, log_softmax and layer_norm compile for sm_80 and sm_90",
           "[cuda][cuda_templates]") {
   for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
     DYNAMIC_SECTION("softmax " << rows << "x" << len) {
@@ -263,6 +263,15 @@ TEST_CASE("CUDA templates: softmax and layer_norm compile for sm_80 and sm_90",
                1e-4,
                1e-6};
       check_op(c, {"__shfl_xor_sync", "expf("});
+    }
+    DYNAMIC_SECTION("log_softmax " << rows << "x" << len) {
+      OpCase c{"log_softmax",
+               {f32({rows, len})},
+               f32({rows, len}),
+               std::make_shared<ops::SoftmaxAttrs>(),
+               1e-4,
+               1e-5};
+      check_op(c, {"__shfl_xor_sync", "expf(", "logf("});
     }
     DYNAMIC_SECTION("layer_norm " << rows << "x" << len) {
       OpCase c{"layer_norm",
