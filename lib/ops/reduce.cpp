@@ -138,6 +138,7 @@ OpDef arg_reduce_op(const std::string& name, bool is_max) {
       return ir::min(first, n - int64_t{1});
     });
   };
+  def.templates.push_back(arg_reduce_cuda_template(is_max));
   return def;
 }
 

@@ -14,6 +14,7 @@
 #include "loom/ir/op.hpp"
 #include "loom/ops/attrs.hpp"
 #include "loom/schedule/task_mapping.hpp"
+#include "ops/common.hpp"
 #include "ops/cuda_common.hpp"
 #include "ops/rows.hpp"
 #include "ops/template_util.hpp"
@@ -199,6 +200,48 @@ absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const t
   return kernel_of(ctx.name, {x, out}, body);
 }
 
+// The rows of an argmax/argmin node over its last axis, whose indices f32 holds exactly.
+std::optional<Rows> arg_reduce_rows(const TemplateContext& ctx) {
+  if (ctx.inputs.size() != 1 || !ctx.attrs || ctx.output.dtype != DType::i64()) return std::nullopt;
+  const auto* attrs = dynamic_cast<const ArgReduceAttrs*>(ctx.attrs);
+  const int rank = static_cast<int>(ctx.inputs[0].shape.size());
+  if (!attrs || rank == 0) return std::nullopt;
+  absl::StatusOr<int> axis = normalize_axis(attrs->axis, rank);
+  if (!axis.ok() || *axis != rank - 1) return std::nullopt;
+  std::optional<Rows> rows = rows_of(ctx.inputs[0], *axis);
+  if (!rows || rows->len >= (int64_t{1} << 24)) return std::nullopt;
+  return rows;
+}
+
+// Stages per row: "extreme" (the max or min), then "first" (the least column holding it, so the
+// first one wins ties; clamped to the last column, as in the operator's definition).
+absl::StatusOr<ScheduledKernel> build_arg_reduce(const TemplateContext& ctx,
+                                                 const tune::Config& c, bool is_max) {
+  std::optional<Rows> rows = arg_reduce_rows(ctx);
+  if (!rows)
+    return absl::InvalidArgumentError("CUDA argmax/argmin template does not apply to " + ctx.name);
+  GpuRowKernel k(ctx, *rows, c);
+  Buffer x = k.matrix("x");
+  Buffer out = Buffer::make(ctx.name + "_out", DType::i64(), {Expr(rows->rows)});
+  const Expr none = ir::make_const(DType::f32(), static_cast<double>(rows->len));
+  Stmt body = k.launch([&](const RowThread& th) {
+    Var extreme("extreme", DType::f32()), first("first", DType::f32());
+    Expr index = ir::min(ir::cast(DType::i64(), first), Expr(rows->len - 1));
+    Stmt store = ir::IfThenElse::make(th.valid && th.t == int64_t{0},
+                                      ir::Store::make(out, index, {th.row}));
+    Stmt find = k.reduce(
+        th, ir::ReduceKind::kMin,
+        [&](const Expr& col, const Expr&) {
+          return ir::select(x.load({th.row, col}) == extreme, ir::cast(DType::f32(), col), none);
+        },
+        first, store);
+    return k.reduce(
+        th, is_max ? ir::ReduceKind::kMax : ir::ReduceKind::kMin,
+        [&](const Expr& col, const Expr&) { return x.load({th.row, col}); }, extreme, find);
+  });
+  return kernel_of(ctx.name, {x, out}, body);
+}
+
 // Stages per row: "load" (to registers, when cached), "max", "exp and sum", then "scale" (softmax,
 // exp(x - max) / sum) or "shift" (log_softmax, x - max - log(sum)).
 absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const tune::Config& c,
@@ -328,6 +371,20 @@ ScheduleTemplate softmax_cuda_template(bool log) {
   t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *softmax_rows(ctx)); };
   t.build = [log](const TemplateContext& ctx, const tune::Config& c) {
     return build_softmax(ctx, c, log);
+  };
+  return t;
+}
+
+ScheduleTemplate arg_reduce_cuda_template(bool is_max) {
+  ScheduleTemplate t;
+  t.name = is_max ? "cuda_rows_argmax" : "cuda_rows_argmin";
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cuda() && arg_reduce_rows(ctx).has_value();
+  };
+  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *arg_reduce_rows(ctx)); };
+  t.build = [is_max](const TemplateContext& ctx, const tune::Config& c) {
+    return build_arg_reduce(ctx, c, is_max);
   };
   return t;
 }

@@ -10,6 +10,7 @@ namespace loom::ops {
 // kind kSum with mean=true is mean; any kind (sum, prod, max, min) otherwise.
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean);
 ScheduleTemplate softmax_cuda_template(bool log = false);  // log: log_softmax
+ScheduleTemplate arg_reduce_cuda_template(bool is_max);    // argmax, or argmin
 ScheduleTemplate layer_norm_cuda_template();
 
 }  // namespace loom::ops

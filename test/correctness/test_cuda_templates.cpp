@@ -252,6 +252,21 @@ TEST_CASE("CUDA templates: row reductions (warp shuffles) compile for sm_80 and 
   }
 }
 
+TEST_CASE("CUDA templates: argmax and argmin (two warp-shuffle reductions) compile for sm_80 and "
+          "sm_90",
+          "[cuda][cuda_templates]") {
+  auto attrs = std::make_shared<ops::ArgReduceAttrs>();
+  attrs->axis = -1;
+  for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
+    for (const char* op : {"argmax", "argmin"}) {
+      DYNAMIC_SECTION(op << " " << rows << "x" << len) {
+        OpCase c{op, {f32({rows, len})}, TensorType{{rows, 1}, DType::i64()}, attrs, 0, 0};
+        CHECK(check_op(c, {"__shfl_xor_sync(0xffffffffu, "}) > 1);
+      }
+    }
+  }
+}
+
 TEST_CASE("CUDA templates: softmax, log_softmax and layer_norm compile for sm_80 and sm_90",
           "[cuda][cuda_templates]") {
   for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
