@@ -1,5 +1,6 @@
 // Layout assignment: the graph rebuilt with each anchor's chosen layouts, layouts flowing
-// through elementwise operators, and conversions only where a reader needs another layout.
+// through elementwise operators and pooling, and conversions only where a reader needs another
+// layout.
 
 #include "loom/graph/layouts.hpp"
 
@@ -32,6 +33,17 @@ class Converter {
   std::map<std::string, Tensor> done_;
 };
 
+// Whether a tensor of `shape` can be stored in `steps` (static extents, a valid injective layout).
+bool fits(const std::vector<LayoutStep>& steps, const Shape& shape) {
+  std::vector<ir::Expr> extents;
+  for (const Dim& d : shape) {
+    if (!d.is_static()) return false;
+    extents.push_back(ir::Expr(d.value()));
+  }
+  Layout l = Layout::of(extents, steps);
+  return l.ok() && l.is_injective();
+}
+
 }  // namespace
 
 std::string AnchorLayouts::to_string() const {
@@ -60,13 +72,16 @@ absl::StatusOr<Graph> apply(const Graph& g, const Assignment& a) {
     const OpDef* def = OpRegistry::global().find(n.op);
     LOOM_CHECK(def, "node of unregistered op ", n.op);
     auto chosen = a.find(static_cast<int>(id));
+    // Pooling keeps its input's layout where that layout fits its output.
+    const bool follows = chosen == a.end() && def->follows_input_layout && !n.inputs.empty() &&
+                         fits(layout_of(map[static_cast<size_t>(n.inputs[0])]), n.type.shape);
     std::vector<Tensor> inputs;
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const Tensor& in = map[static_cast<size_t>(n.inputs[k])];
       if (chosen != a.end())
         inputs.push_back(convert(in, k < chosen->second.inputs.size() ? chosen->second.inputs[k]
                                                                       : kRowMajor));
-      else if (def->elementwise || def->sets_layout)
+      else if (def->elementwise || def->sets_layout || (follows && k == 0))
         inputs.push_back(in);  // read through any layout
       else
         inputs.push_back(convert(in, kRowMajor));
@@ -78,6 +93,8 @@ absl::StatusOr<Graph> apply(const Graph& g, const Assignment& a) {
     std::vector<LayoutStep>* layout = &made.type.layout;
     if (chosen != a.end()) {
       *layout = chosen->second.output;
+    } else if (follows) {
+      *layout = layout_of(inputs[0]);
     } else if (def->elementwise) {
       // The layout of the first input with the output's shape (a bias or scale broadcast
       // into it keeps its own).

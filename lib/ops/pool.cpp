@@ -83,8 +83,10 @@ OpDef pool_op(const std::string& name, bool is_max) {
 }  // namespace
 
 void register_pool_ops(OpRegistry& r) {
-  for (OpDef def : {pool_op("max_pool2d", true), pool_op("avg_pool2d", false)})
+  for (OpDef def : {pool_op("max_pool2d", true), pool_op("avg_pool2d", false)}) {
+    def.follows_input_layout = true;
     LOOM_CHECK(r.add(std::move(def)).ok(), "duplicate built-in op");
+  }
 }
 
 }  // namespace loom::ops

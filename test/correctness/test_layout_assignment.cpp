@@ -20,7 +20,7 @@ using testing::reference_run;
 using testing::require_close;
 
 // conv -> bias -> relu -> conv -> + residual -> relu -> max pool, odd extents: a residual block's
-// shape with a pooling reader that only takes row-major tensors.
+// shape, its pooling taking the layout it reads.
 struct Block {
   Graph g;
   std::vector<NDArray> inputs;
@@ -122,15 +122,18 @@ TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions 
   CHECK(layouts::count_conversions(*none) == 0);
   // Both convs blocked: x is converted once (conv1 and the shortcut's row-major read share
   // nothing, the shortcut keeps row-major); bias and relu take conv1's layout, so conv2 reads
-  // it as it is; the residual sum is blocked and goes back to row-major once, for the pool.
+  // it as it is; the residual sum and the pool are blocked, and the pooled output goes back to
+  // row-major once, as a graph output.
   absl::StatusOr<Graph> both = layouts::apply(b.g, {{b.conv1, blocked}, {b.conv2, blocked}});
   REQUIRE(both.ok());
   CHECK(layouts::count_conversions(*both) == 2);
   int blocked_nodes = 0;
-  for (const Node& n : both->nodes())
+  for (const Node& n : both->nodes()) {
     if (n.type.layout == channels_blocked(16)) ++blocked_nodes;
-  // x's conversion, conv1, + bias, relu, conv2, + shortcut, relu.
-  CHECK(blocked_nodes == 7);
+    if (n.op == "layout_transform") CHECK(n.type.shape != b.g.nodes()[b.conv2].type.shape);
+  }
+  // x's conversion, conv1, + bias, relu, conv2, + shortcut, relu, max pool.
+  CHECK(blocked_nodes == 8);
   // Only conv2 blocked: relu's output is converted for it.
   absl::StatusOr<Graph> second = layouts::apply(b.g, {{b.conv1, plain}, {b.conv2, blocked}});
   REQUIRE(second.ok());
@@ -148,6 +151,36 @@ TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions 
   }
   CHECK(direct == 2);  // conv1 + bias + relu, conv2 + shortcut sum + relu
   CHECK(converting == 2);
+}
+
+TEST_CASE("layout assignment: pooling keeps the layout it reads, between two blocked convs",
+          "[layout][assign]") {
+  const int64_t lanes = Target::host_cpu().vector_lanes_f32();
+  // Channels not a multiple of the block (padded blocks), prime extents, padded windows.
+  const int64_t c = lanes + 3;
+  Graph g;
+  Tensor x = g.input("x", {1, c, 17, 13});
+  Tensor y1 = x.conv2d(g.constant("w1", random_array(DType::f32(), {c, c, 3, 3}, -0.3, 0.3)),
+                       {.padding = 1});
+  Tensor m = y1.relu().max_pool2d({.kernel = 3, .stride = 2, .padding = 1});
+  Tensor a = m.avg_pool2d({.kernel = 2, .padding = {0, 1}});
+  Tensor y2 = a.conv2d(g.constant("w2", random_array(DType::f32(), {c, c, 1, 1}, -0.3, 0.3)));
+  g.output(y2);
+  const std::vector<NDArray> inputs = {random_array(DType::f32(), {1, c, 17, 13})};
+  const std::vector<NDArray> expected = reference_run(g, inputs);
+  for (const std::vector<LayoutStep>& layout : {channels_blocked(lanes), channels_last()}) {
+    INFO(steps_to_string(layout));
+    const layouts::AnchorLayouts both{{layout, {}}, layout};
+    absl::StatusOr<Graph> laid = layouts::apply(g, {{y1.id(), both}, {y2.id(), both}});
+    REQUIRE(laid.ok());
+    // Only x going in and y2 coming out are converted: relu and both pools keep the layout.
+    CHECK(layouts::count_conversions(*laid) == 2);
+    int pools = 0;
+    for (const Node& n : laid->nodes())
+      if (n.op == "max_pool2d" || n.op == "avg_pool2d") pools += n.type.layout == layout;
+    CHECK(pools == 2);
+    require_close(compile_and_run(*laid, inputs)[0], expected[0], 1e-4, 1e-4);
+  }
 }
 
 TEST_CASE("layout assignment: a warm joint compile measures and compiles nothing", "[layout][assign][cache]") {

@@ -1,7 +1,8 @@
 // Layout assignment (ALT's layout propagation): which layout each tensor of a graph is stored
 // in. A choice names, for some anchor nodes, the layouts their templates read their inputs in
 // and write their output in; apply() stores each elementwise operator's output in the layout
-// of its input (so a layout flows through bias, activations and residual additions), inserts a
+// of its input (so a layout flows through bias, activations and residual additions), and each
+// pooling's where that layout fits its output (OpDef::follows_input_layout), inserts a
 // layout_transform only where a reader needs another layout than its producer gives (once per
 // tensor and layout), and keeps graph outputs and every other operator row-major.
 //

@@ -116,6 +116,10 @@ struct OpDef {
   // index: the operator is indifferent to layouts, so the layout assignment stores its output in
   // the layout of its input (elementwise arithmetic, activations, casts).
   bool elementwise = false;
+  // Input 0 may be read through any layout and the output stored in the same one, where it
+  // fits the output's shape (pooling: windows over H and W leave N and C, which the channel
+  // layouts split and reorder, as they are).
+  bool follows_input_layout = false;
   // The shape rule sets the output's layout (layout_transform); every other operator's output
   // is row-major, whatever layout its inputs have.
   bool sets_layout = false;
