@@ -139,6 +139,7 @@ OpDef arg_reduce_op(const std::string& name, bool is_max) {
     });
   };
   def.templates.push_back(arg_reduce_cuda_template(is_max));
+  def.templates.push_back(axis_columns_cuda_template(name));
   return def;
 }
 
@@ -200,6 +201,7 @@ OpDef softmax_op(const std::string& op_name, bool log) {
   };
   if (!log) def.templates.push_back(softmax_cpu_template());
   def.templates.push_back(softmax_cuda_template(log));
+  def.templates.push_back(axis_columns_cuda_template(op_name));
   return def;
 }
 

@@ -23,6 +23,7 @@ namespace loom::ops {
 namespace {
 
 using ir::Buffer;
+using ir::ForKind;
 using ir::Expr;
 using ir::Stmt;
 using ir::Var;
@@ -344,7 +345,147 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
   return kernel_of(ctx.name, {x, gamma, beta, y}, body);
 }
 
+// ---- one axis that is not the last: a thread per column ------------------------------------
+
+// x as [outer, len, inner] around `axis` (inner > 1: not the last axis), f32 and static.
+struct Columns {
+  int64_t outer = 0, len = 0, inner = 0;
+};
+
+std::optional<Columns> columns_of(const TensorType& x, int axis) {
+  if (x.dtype != DType::f32()) return std::nullopt;
+  const size_t a = static_cast<size_t>(axis);
+  auto outer = static_product(x.shape, 0, a), len = static_product(x.shape, a, a + 1);
+  auto inner = static_product(x.shape, a + 1, x.shape.size());
+  if (!outer || !len || !inner || *outer < 1 || *len < 1 || *inner < 2) return std::nullopt;
+  return Columns{*outer, *len, *inner};
+}
+
+// The columns of a softmax, log_softmax, argmax or argmin node over an axis not the last.
+std::optional<Columns> axis_columns(const TemplateContext& ctx) {
+  if (ctx.inputs.size() != 1 || !ctx.attrs) return std::nullopt;
+  const int rank = static_cast<int>(ctx.inputs[0].shape.size());
+  int axis = 0;
+  if (const auto* a = dynamic_cast<const SoftmaxAttrs*>(ctx.attrs)) {
+    if (ctx.output.dtype != DType::f32()) return std::nullopt;
+    axis = a->axis;
+  } else if (const auto* b = dynamic_cast<const ArgReduceAttrs*>(ctx.attrs)) {
+    if (ctx.output.dtype != DType::i64()) return std::nullopt;
+    axis = b->axis;
+  } else {
+    return std::nullopt;
+  }
+  absl::StatusOr<int> normalized = normalize_axis(axis, rank);
+  if (!normalized.ok() || *normalized == rank - 1) return std::nullopt;
+  std::optional<Columns> c = columns_of(ctx.inputs[0], *normalized);
+  if (!c || c->len >= (int64_t{1} << 24)) return std::nullopt;  // indices exact in f32
+  return c;
+}
+
+enum class ColumnOp { kSoftmax, kLogSoftmax, kArgMax, kArgMin };
+
+// Each thread takes one column (o, i) of [outer, len, inner]: consecutive threads read
+// consecutive i, so every pass over the column's len elements is coalesced across the warp.
+// Stages per column: "extreme" (max, or min for argmin), then "exp and sum" and "scale" or
+// "shift" (softmax, log_softmax), or "first" (the least index holding the extreme).
+absl::StatusOr<ScheduledKernel> build_axis_columns(const TemplateContext& ctx,
+                                                   const tune::Config& c, ColumnOp op) {
+  std::optional<Columns> cols = axis_columns(ctx);
+  if (!cols)
+    return absl::InvalidArgumentError("CUDA axis template does not apply to " + ctx.name);
+  const int64_t total = cols->outer * cols->inner, threads = c["threads"];
+  const bool arg = op == ColumnOp::kArgMax || op == ColumnOp::kArgMin;
+  Buffer x = Buffer::make(ctx.name + "_x", DType::f32(), {Expr(total * cols->len)});
+  Buffer y = Buffer::make(ctx.name + "_y", arg ? DType::i64() : DType::f32(),
+                          {Expr(arg ? total : total * cols->len)});
+  Var block("block"), thread("thread"), column("column"), base("base"), l("l");
+  auto at = [&](const Expr& k) { return base + k * cols->inner; };
+  // for l in [0, len): the kind-reduction of value(l), bound to result around then.
+  auto reduce = [&](ir::ReduceKind kind, const std::function<Expr(const Expr&)>& value,
+                    const Var& result, Stmt then) {
+    Buffer acc = Buffer::make(ctx.name + "_acc_" + result.name(), DType::f32(), {Expr(int64_t{1})},
+                              ir::MemoryScope::kLocal);
+    const Expr zero(int64_t{0});
+    Stmt init = ir::Store::make(acc, ir::Reduce::identity(kind, DType::f32()), {zero});
+    Stmt step = ir::Store::make(acc, ir::Reduce::combine(kind, acc.load({zero}), value(l)), {zero});
+    return ir::Allocate::make(
+        acc, ir::Seq::make({init, ir::For::make(l, 0, cols->len, ForKind::kSerial, step),
+                            ir::LetStmt::make(result, acc.load({zero}), std::move(then))}));
+  };
+  Var extreme("extreme", DType::f32()), sum("sum", DType::f32()), first("first", DType::f32());
+  Var norm("norm", DType::f32());
+  Stmt per_column;
+  if (arg) {
+    const Expr none = ir::make_const(DType::f32(), static_cast<double>(cols->len));
+    Expr index = ir::min(ir::cast(DType::i64(), first), Expr(cols->len - 1));
+    Stmt find = reduce(
+        ir::ReduceKind::kMin,
+        [&](const Expr& k) {
+          return ir::select(x.load({at(k)}) == extreme, ir::cast(DType::f32(), k), none);
+        },
+        first, ir::Store::make(y, index, {column}));
+    per_column = reduce(op == ColumnOp::kArgMax ? ir::ReduceKind::kMax : ir::ReduceKind::kMin,
+                        [&](const Expr& k) { return x.load({at(k)}); }, extreme, find);
+  } else {
+    const bool log = op == ColumnOp::kLogSoftmax;
+    Expr shifted = x.load({at(l)}) - extreme;
+    Stmt write = ir::For::make(
+        l, 0, cols->len, ForKind::kSerial,
+        ir::Store::make(y, log ? shifted - norm : ir::exp(shifted) * norm, {at(l)}));
+    Stmt then = ir::LetStmt::make(
+        norm, log ? ir::log(sum) : ir::make_const(DType::f32(), 1.0) / sum, write);
+    Stmt exp_sum = reduce(
+        ir::ReduceKind::kSum, [&](const Expr& k) { return ir::exp(x.load({at(k)}) - extreme); },
+        sum, then);
+    per_column = reduce(ir::ReduceKind::kMax, [&](const Expr& k) { return x.load({at(k)}); },
+                        extreme, exp_sum);
+  }
+  per_column = ir::LetStmt::make(
+      base, column / cols->inner * (cols->len * cols->inner) + column % cols->inner, per_column);
+  Stmt body = ir::LetStmt::make(column, block * threads + thread,
+                                total % threads ? ir::IfThenElse::make(column < total, per_column)
+                                                : per_column);
+  return kernel_of(ctx.name, {x, y}, gpu_launch(block, ceil_div(total, threads), thread, threads, body));
+}
+
+// Threads per block; by default the most that still give every SM a block.
+tune::Space axis_columns_space(const TemplateContext& ctx) {
+  const GpuProperties p = gpu_properties(ctx.target);
+  const Columns cols = *axis_columns(ctx);
+  tune::Space s;
+  s.param("threads", {32, 64, 128, 256, 512});
+  s.rule("threads per block within the device limit",
+         [=](const tune::Config& c) { return c["threads"] <= p.max_threads_per_block; });
+  s.prefer("64 to 256 threads", [](const tune::Config& c) {
+    return c["threads"] >= 64 && c["threads"] <= 256;
+  });
+  tune::Config best;
+  int64_t threads = 256;
+  while (threads > 32 && ceil_div(cols.outer * cols.inner, threads) < p.sm_count) threads /= 2;
+  best.set("threads", threads);
+  s.default_config(best);
+  return s;
+}
+
 }  // namespace
+
+ScheduleTemplate axis_columns_cuda_template(const std::string& op) {
+  const ColumnOp kind = op == "softmax"       ? ColumnOp::kSoftmax
+                        : op == "log_softmax" ? ColumnOp::kLogSoftmax
+                        : op == "argmax"      ? ColumnOp::kArgMax
+                                              : ColumnOp::kArgMin;
+  ScheduleTemplate t;
+  t.name = "cuda_axis_" + op;
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cuda() && axis_columns(ctx).has_value();
+  };
+  t.space = axis_columns_space;
+  t.build = [kind](const TemplateContext& ctx, const tune::Config& c) {
+    return build_axis_columns(ctx, c, kind);
+  };
+  return t;
+}
 
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {
   ScheduleTemplate t;

@@ -11,6 +11,8 @@ namespace loom::ops {
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean);
 ScheduleTemplate softmax_cuda_template(bool log = false);  // log: log_softmax
 ScheduleTemplate arg_reduce_cuda_template(bool is_max);    // argmax, or argmin
+// softmax, log_softmax, argmax or argmin over an axis that is not the last: a thread per column.
+ScheduleTemplate axis_columns_cuda_template(const std::string& op);
 ScheduleTemplate layer_norm_cuda_template();
 
 }  // namespace loom::ops

@@ -267,6 +267,32 @@ TEST_CASE("CUDA templates: argmax and argmin (two warp-shuffle reductions) compi
   }
 }
 
+TEST_CASE("CUDA templates: softmax, log_softmax, argmax and argmin over an axis not the last "
+          "(a thread per column) compile for sm_80 and sm_90",
+          "[cuda][cuda_templates]") {
+  auto softmax = std::make_shared<ops::SoftmaxAttrs>();
+  auto arg = std::make_shared<ops::ArgReduceAttrs>();
+  for (int axis : {0, 1}) {
+    softmax->axis = axis;
+    arg->axis = axis;
+    const std::vector<int64_t> in = {5, 37, 3};
+    std::vector<int64_t> reduced = in;
+    reduced[static_cast<size_t>(axis)] = 1;
+    for (const char* op : {"softmax", "log_softmax"}) {
+      DYNAMIC_SECTION(op << " over axis " << axis) {
+        check_op({op, {f32(in)}, f32(in), softmax, 1e-4, 1e-5}, {"expf("});
+      }
+    }
+    for (const char* op : {"argmax", "argmin"}) {
+      DYNAMIC_SECTION(op << " over axis " << axis) {
+        TensorType out = f32(reduced);
+        out.dtype = DType::i64();
+        check_op({op, {f32(in)}, out, arg, 0, 0});
+      }
+    }
+  }
+}
+
 TEST_CASE("CUDA templates: softmax, log_softmax and layer_norm compile for sm_80 and sm_90",
           "[cuda][cuda_templates]") {
   for (auto [rows, len] : {std::pair<int64_t, int64_t>{37, 129}, {3, 2053}}) {
