@@ -1,8 +1,9 @@
 // The CUDA schedule templates without a GPU: for every template (row reductions, softmax,
 // layer_norm, SIMT matmul, direct conv2d) and the injective lowering, configs sampled from the
 // space (all of a small space; else a fixed sample plus the default) on odd and prime shapes become
-// CUDA C++ that NVRTC compiles for sm_80 and sm_90. With a GPU the kernels also run and match the
-// te reference evaluator; without one that part says so and is skipped.
+// CUDA C++ that NVRTC compiles for sm_80 and sm_90. The kernels then run and must match the te
+// reference evaluator: on the GPU where there is one, else (the first two sampled configs and the
+// default) in the CUDA emulator, test/cuda_emulator.hpp, which runs the source on the host.
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_emulator.hpp"
 #include "loom/core/ndarray.hpp"
 #include "loom/core/target.hpp"
 #include "loom/graph/op.hpp"
@@ -76,7 +78,7 @@ bool have_nvrtc() {
 cuda::Driver* gpu_or_null(const std::string& what) {
   auto driver = cuda::Driver::get();
   if (!driver.ok() || !(*driver)->device_count().ok() || *(*driver)->device_count() == 0) {
-    std::printf("[cuda] no GPU here (%s): %s compiled, not run\n",
+    std::printf("[cuda] no GPU here (%s): %s compiled, and emulated on the host\n",
                 driver.ok() ? "no device" : driver.status().ToString().c_str(), what.c_str());
     return nullptr;
   }
@@ -146,6 +148,36 @@ void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& 
       loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
     }
     for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());
+  }
+}
+
+// Without a GPU: runs kernels of m in the CUDA emulator (the generated source compiled for the
+// host, test/cuda_emulator.hpp) and compares their outputs with the te reference. Host threads
+// standing in for CUDA threads are slow: the first two sampled configs and the last one (the
+// default when it was not sampled) run.
+void emulate_and_compare(const ir::Module& m, std::vector<Kernel>& kernels) {
+  auto emulated = loom::testing::EmulatedModule::compile(m, LOOM_TEST_CXX);
+  INFO(emulated.status().ToString());
+  REQUIRE(emulated.ok());
+  for (size_t k = 0; k < kernels.size(); ++k) {
+    if (k >= 2 && k + 1 < kernels.size()) continue;
+    Kernel& c = kernels[k];
+    INFO("kernel " << m.funcs[k].name << " (emulated)");
+    auto expected = te::evaluate(c.task, c.inputs);
+    REQUIRE(expected.ok());
+    std::vector<const void*> buffers;
+    for (const NDArray& in : c.inputs) buffers.push_back(in.data());
+    std::vector<NDArray> outputs;
+    for (const NDArray& e : *expected) {
+      outputs.emplace_back(e.dtype(), e.shape());
+      outputs.back().poison();
+      buffers.push_back(outputs.back().data());
+    }
+    absl::Status run = (*emulated)->run(k, buffers, {});
+    INFO(run.ToString());
+    REQUIRE(run.ok());
+    for (size_t o = 0; o < outputs.size(); ++o)
+      loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
   }
 }
 
@@ -224,7 +256,11 @@ size_t check_op(const OpCase& c, const std::vector<std::string>& expect = {}) {
     count += m.funcs.size();
     if (!nvrtc) continue;
     compile_and_check(m, sm);
-    if (sm == 90 && (gpu = gpu_or_null(c.op + " kernels"))) run_and_compare(gpu, m, kernels);
+    if (sm != 90) continue;
+    if ((gpu = gpu_or_null(c.op + " kernels")))
+      run_and_compare(gpu, m, kernels);
+    else
+      emulate_and_compare(m, kernels);
   }
   return count;
 }
@@ -453,7 +489,10 @@ TEST_CASE("CUDA templates: injective tasks as grid-stride kernels compile for sm
     if (!nvrtc) continue;
     compile_and_check(m, sm);
     if (sm != 90) continue;
-    if (cuda::Driver* gpu = gpu_or_null("injective kernels")) run_and_compare(gpu, m, kernels);
+    if (cuda::Driver* gpu = gpu_or_null("injective kernels"))
+      run_and_compare(gpu, m, kernels);
+    else
+      emulate_and_compare(m, kernels);
   }
 }
 

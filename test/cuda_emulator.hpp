@@ -1,0 +1,304 @@
+// Runs the CUDA C++ loom generates on the host CPU, so that machines without a GPU (CI) check
+// what the kernels compute, not only that NVRTC compiles them. The source is compiled by the host
+// C++ compiler behind a small shim (blockIdx/threadIdx, __syncthreads, __shfl_xor_sync, the CUDA
+// math and bit-cast functions, __shared__ arrays) into a shared library. A launch runs every CUDA
+// thread of a block as a host thread, the blocks one after another; __syncthreads is a barrier of
+// the block's threads and a warp shuffle an exchange among the warp's 32 threads, so barriers and
+// shuffles behave as on a GPU. A barrier that not every thread reaches aborts after a timeout.
+// cuda_fp16.h and cuda_bf16.h are stand-ins giving the storage types and their rounding
+// conversions (all the generated code uses of them).
+#pragma once
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iterator>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loom/ir/func.hpp"
+#include "loom/runtime/cuda.hpp"
+
+namespace loom::testing {
+
+namespace emulator_detail {
+
+// Put before the generated source.
+inline const char* kShim = R"(// loom CUDA emulator shim
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+struct loom_emu_dim3 { unsigned x, y, z; };
+extern "C" {
+__attribute__((visibility("default"))) thread_local loom_emu_dim3 loom_emu_thread_idx, loom_emu_block_idx;
+__attribute__((visibility("default"))) loom_emu_dim3 loom_emu_block_dim, loom_emu_grid_dim;
+__attribute__((visibility("default"))) void (*loom_emu_sync)() = 0;
+__attribute__((visibility("default"))) float (*loom_emu_shfl_f32)(float, int) = 0;
+__attribute__((visibility("default"))) int (*loom_emu_shfl_i32)(int, int) = 0;
+__attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, unsigned ty, unsigned tz,
+                                                                unsigned bx, unsigned by, unsigned bz) {
+  loom_emu_thread_idx = {tx, ty, tz};
+  loom_emu_block_idx = {bx, by, bz};
+}
+}
+#define threadIdx loom_emu_thread_idx
+#define blockIdx loom_emu_block_idx
+#define blockDim loom_emu_block_dim
+#define gridDim loom_emu_grid_dim
+#define __global__ __attribute__((visibility("default")))
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
+#define __syncthreads() loom_emu_sync()
+#define __trap() abort()
+static inline float __shfl_xor_sync(unsigned, float v, int m) { return loom_emu_shfl_f32(v, m); }
+static inline int __shfl_xor_sync(unsigned, int v, int m) { return loom_emu_shfl_i32(v, m); }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+)";
+
+// Stand-ins for the toolkit's headers: storage types and round-to-nearest-even conversions.
+inline const char* kHalfHeader = R"(#pragma once
+struct __half { _Float16 v; };
+static inline __half __float2half_rn(float f) { return __half{(_Float16)f}; }
+static inline float __half2float(__half h) { return (float)h.v; }
+)";
+inline const char* kBFloat16Header = R"(#pragma once
+#include <stdint.h>
+#include <string.h>
+struct __nv_bfloat16 { uint16_t bits; };
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40)};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return __nv_bfloat16{(uint16_t)(u >> 16)};
+}
+static inline float __bfloat162float(__nv_bfloat16 b) {
+  uint32_t u = (uint32_t)b.bits << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+)";
+
+// A barrier of n threads, reusable; gives up (aborting the test program) after a timeout.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait(const char* what) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t gen = generation_;
+    if (++waiting_ == n_) {
+      waiting_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return generation_ != gen; })) {
+      std::fprintf(stderr, "CUDA emulator: %s not reached by every thread (%d of %d waited)\n",
+                   what, waiting_, n_);
+      std::abort();
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_, waiting_ = 0;
+  uint64_t generation_ = 0;
+};
+
+// One warp's shuffle exchange.
+struct Warp {
+  explicit Warp(int n) : threads(n), barrier(n) {}
+  int threads;
+  Barrier barrier;
+  float f32[32] = {};
+  int i32[32] = {};
+};
+
+// What each emulated CUDA thread knows.
+struct ThreadState {
+  int tid = 0;
+  Barrier* block = nullptr;
+  Warp* warp = nullptr;
+};
+inline thread_local ThreadState* current = nullptr;
+
+inline void sync_threads() { current->block->wait("__syncthreads"); }
+
+template <typename T>
+T shuffle(T v, int mask, T (Warp::*slots)[32]) {
+  Warp& w = *current->warp;
+  const int lane = current->tid % 32, other = lane ^ mask;
+  (w.*slots)[lane] = v;
+  w.barrier.wait("__shfl_xor_sync");
+  T r = other < w.threads ? (w.*slots)[other] : v;
+  w.barrier.wait("__shfl_xor_sync");
+  return r;
+}
+inline float shuffle_f32(float v, int m) { return shuffle(v, m, &Warp::f32); }
+inline int shuffle_i32(int v, int m) { return shuffle(v, m, &Warp::i32); }
+
+}  // namespace emulator_detail
+
+class CudaEmulator {
+ public:
+  struct Dim3 {
+    unsigned x = 1, y = 1, z = 1;
+  };
+
+  // Compiles `source` (loom's generated CUDA C++) with the host compiler `cxx`.
+  static absl::StatusOr<std::unique_ptr<CudaEmulator>> compile(const std::string& source,
+                                                               const std::string& cxx) {
+    namespace fs = std::filesystem;
+    static int serial = 0;
+    const fs::path dir = fs::temp_directory_path() /
+                         ("loom-cuda-emu-" + std::to_string(getpid()) + "-" + std::to_string(serial++));
+    fs::create_directories(dir);
+    const fs::path src = dir / "kernels.cpp", lib = dir / "kernels.so", log = dir / "log.txt";
+    std::ofstream(src) << emulator_detail::kShim << source;
+    std::ofstream(dir / "cuda_fp16.h") << emulator_detail::kHalfHeader;
+    std::ofstream(dir / "cuda_bf16.h") << emulator_detail::kBFloat16Header;
+    const std::string command = cxx + " -std=c++17 -O1 -w -fPIC -shared -I" + dir.string() +
+                                " -o " + lib.string() + " " + src.string() + " > " +
+                                log.string() + " 2>&1";
+    if (std::system(command.c_str()) != 0) {
+      std::ifstream in(log);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      return absl::InternalError("host compile of the CUDA source failed: " + text.substr(0, 4000));
+    }
+    std::unique_ptr<CudaEmulator> e(new CudaEmulator);
+    e->dir_ = dir;
+    e->lib_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!e->lib_) return absl::InternalError(std::string("dlopen: ") + dlerror());
+    auto set = [&](const char* name, void* fn) {
+      *static_cast<void**>(dlsym(e->lib_, name)) = fn;
+    };
+    set("loom_emu_sync", reinterpret_cast<void*>(&emulator_detail::sync_threads));
+    set("loom_emu_shfl_f32", reinterpret_cast<void*>(&emulator_detail::shuffle_f32));
+    set("loom_emu_shfl_i32", reinterpret_cast<void*>(&emulator_detail::shuffle_i32));
+    return e;
+  }
+
+  ~CudaEmulator() {
+    if (lib_) dlclose(lib_);
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  // Runs kernel `symbol` over grid x block; args are its parameters in order (buffer addresses,
+  // then i64 scalars), at most 12.
+  absl::Status launch(const std::string& symbol, Dim3 grid, Dim3 block,
+                      const std::vector<uint64_t>& args) {
+    void* fn = dlsym(lib_, symbol.c_str());
+    if (!fn) return absl::NotFoundError("no kernel " + symbol);
+    if (args.size() > 12) return absl::InvalidArgumentError("more than 12 kernel arguments");
+    using Kernel = void (*)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
+                            uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
+    uint64_t a[12] = {};
+    for (size_t k = 0; k < args.size(); ++k) a[k] = args[k];
+    *static_cast<Dim3*>(dlsym(lib_, "loom_emu_block_dim")) = block;
+    *static_cast<Dim3*>(dlsym(lib_, "loom_emu_grid_dim")) = grid;
+    auto set_thread = reinterpret_cast<void (*)(unsigned, unsigned, unsigned, unsigned, unsigned,
+                                                unsigned)>(dlsym(lib_, "loom_emu_set_thread"));
+    const int threads = static_cast<int>(block.x * block.y * block.z);
+    emulator_detail::Barrier block_barrier(threads), block_done(threads);
+    std::vector<std::unique_ptr<emulator_detail::Warp>> warps;
+    for (int w = 0; w * 32 < threads; ++w)
+      warps.push_back(std::make_unique<emulator_detail::Warp>(std::min(32, threads - w * 32)));
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+      workers.emplace_back([&, t] {
+        emulator_detail::ThreadState state{t, &block_barrier, warps[static_cast<size_t>(t / 32)].get()};
+        emulator_detail::current = &state;
+        const unsigned tx = static_cast<unsigned>(t) % block.x;
+        const unsigned ty = static_cast<unsigned>(t) / block.x % block.y;
+        const unsigned tz = static_cast<unsigned>(t) / (block.x * block.y);
+        for (unsigned bz = 0; bz < grid.z; ++bz)
+          for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+              set_thread(tx, ty, tz, bx, by, bz);
+              reinterpret_cast<Kernel>(fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                                           a[9], a[10], a[11]);
+              // The block's __shared__ arrays are the next block's: every thread finishes first.
+              block_done.wait("the end of a block");
+            }
+        emulator_detail::current = nullptr;
+      });
+    for (std::thread& w : workers) w.join();
+    return absl::OkStatus();
+  }
+
+ private:
+  CudaEmulator() = default;
+  std::filesystem::path dir_;
+  void* lib_ = nullptr;
+};
+
+// A module loom generated for a CUDA target, emulated: each func runs as loom's runtime launches
+// it (its launch shape for the scalars, its params in order).
+class EmulatedModule {
+ public:
+  static absl::StatusOr<std::unique_ptr<EmulatedModule>> compile(const ir::Module& m,
+                                                                 const std::string& cxx) {
+    auto e = std::unique_ptr<EmulatedModule>(new EmulatedModule);
+    e->module_ = &m;
+    absl::StatusOr<std::string> source = runtime::cuda::emit_cuda_source(m, &e->kernels_);
+    if (!source.ok()) return source.status();
+    absl::StatusOr<std::unique_ptr<CudaEmulator>> emulator = CudaEmulator::compile(*source, cxx);
+    if (!emulator.ok()) return emulator.status();
+    e->emulator_ = *std::move(emulator);
+    return e;
+  }
+
+  // Runs func k: buffers (host addresses) in Func::buffer_params() order, scalars in
+  // Func::scalar_params() order.
+  absl::Status run(size_t k, const std::vector<const void*>& buffers,
+                   const std::vector<int64_t>& scalars) {
+    const ir::Func& f = module_->funcs[k];
+    absl::StatusOr<std::pair<runtime::cuda::Dim3, runtime::cuda::Dim3>> shape =
+        runtime::cuda::launch_shape(f, kernels_[k], scalars);
+    if (!shape.ok()) return shape.status();
+    std::vector<uint64_t> args;
+    size_t b = 0, s = 0;
+    for (const ir::Param& p : f.params) {
+      if (std::holds_alternative<ir::Buffer>(p)) {
+        if (b == buffers.size()) return absl::InvalidArgumentError("too few buffers");
+        args.push_back(reinterpret_cast<uint64_t>(buffers[b++]));
+      } else {
+        if (s == scalars.size()) return absl::InvalidArgumentError("too few scalars");
+        args.push_back(static_cast<uint64_t>(scalars[s++]));
+      }
+    }
+    const auto& [grid, block] = *shape;
+    return emulator_->launch(kernels_[k].symbol, {grid.x, grid.y, grid.z},
+                             {block.x, block.y, block.z}, args);
+  }
+
+ private:
+  EmulatedModule() = default;
+  const ir::Module* module_ = nullptr;
+  std::vector<runtime::cuda::KernelInfo> kernels_;
+  std::unique_ptr<CudaEmulator> emulator_;
+};
+
+}  // namespace loom::testing
