@@ -24,12 +24,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
-#include "absl/status/statusor.h"
-#include "loom/ir/func.hpp"
-#include "loom/runtime/cuda.hpp"
 
 namespace loom::testing {
 
@@ -166,9 +162,10 @@ class CudaEmulator {
     unsigned x = 1, y = 1, z = 1;
   };
 
-  // Compiles `source` (loom's generated CUDA C++) with the host compiler `cxx`.
-  static absl::StatusOr<std::unique_ptr<CudaEmulator>> compile(const std::string& source,
-                                                               const std::string& cxx) {
+  // Compiles `source` (loom's generated CUDA C++) with the host compiler `cxx`; null, with
+  // *error set, when that fails.
+  static std::unique_ptr<CudaEmulator> compile(const std::string& source, const std::string& cxx,
+                                               std::string* error) {
     namespace fs = std::filesystem;
     static int serial = 0;
     const fs::path dir = fs::temp_directory_path() /
@@ -184,12 +181,16 @@ class CudaEmulator {
     if (std::system(command.c_str()) != 0) {
       std::ifstream in(log);
       std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      return absl::InternalError("host compile of the CUDA source failed: " + text.substr(0, 4000));
+      *error = "host compile of the CUDA source failed: " + text.substr(0, 4000);
+      return nullptr;
     }
     std::unique_ptr<CudaEmulator> e(new CudaEmulator);
     e->dir_ = dir;
     e->lib_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!e->lib_) return absl::InternalError(std::string("dlopen: ") + dlerror());
+    if (!e->lib_) {
+      *error = std::string("dlopen: ") + dlerror();
+      return nullptr;
+    }
     auto set = [&](const char* name, void* fn) {
       *static_cast<void**>(dlsym(e->lib_, name)) = fn;
     };
@@ -205,13 +206,13 @@ class CudaEmulator {
     std::filesystem::remove_all(dir_, ignored);
   }
 
-  // Runs kernel `symbol` over grid x block; args are its parameters in order (buffer addresses,
-  // then i64 scalars), at most 12.
-  absl::Status launch(const std::string& symbol, Dim3 grid, Dim3 block,
-                      const std::vector<uint64_t>& args) {
+  // Runs kernel `symbol` over grid x block; args are its parameters in order (buffer addresses
+  // and i64 scalars), at most 12. Returns an error message, empty on success.
+  std::string launch(const std::string& symbol, Dim3 grid, Dim3 block,
+                     const std::vector<uint64_t>& args) {
     void* fn = dlsym(lib_, symbol.c_str());
-    if (!fn) return absl::NotFoundError("no kernel " + symbol);
-    if (args.size() > 12) return absl::InvalidArgumentError("more than 12 kernel arguments");
+    if (!fn) return "no kernel " + symbol;
+    if (args.size() > 12) return "more than 12 kernel arguments";
     using Kernel = void (*)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
                             uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
     uint64_t a[12] = {};
@@ -245,60 +246,13 @@ class CudaEmulator {
         emulator_detail::current = nullptr;
       });
     for (std::thread& w : workers) w.join();
-    return absl::OkStatus();
+    return "";
   }
 
  private:
   CudaEmulator() = default;
   std::filesystem::path dir_;
   void* lib_ = nullptr;
-};
-
-// A module loom generated for a CUDA target, emulated: each func runs as loom's runtime launches
-// it (its launch shape for the scalars, its params in order).
-class EmulatedModule {
- public:
-  static absl::StatusOr<std::unique_ptr<EmulatedModule>> compile(const ir::Module& m,
-                                                                 const std::string& cxx) {
-    auto e = std::unique_ptr<EmulatedModule>(new EmulatedModule);
-    e->module_ = &m;
-    absl::StatusOr<std::string> source = runtime::cuda::emit_cuda_source(m, &e->kernels_);
-    if (!source.ok()) return source.status();
-    absl::StatusOr<std::unique_ptr<CudaEmulator>> emulator = CudaEmulator::compile(*source, cxx);
-    if (!emulator.ok()) return emulator.status();
-    e->emulator_ = *std::move(emulator);
-    return e;
-  }
-
-  // Runs func k: buffers (host addresses) in Func::buffer_params() order, scalars in
-  // Func::scalar_params() order.
-  absl::Status run(size_t k, const std::vector<const void*>& buffers,
-                   const std::vector<int64_t>& scalars) {
-    const ir::Func& f = module_->funcs[k];
-    absl::StatusOr<std::pair<runtime::cuda::Dim3, runtime::cuda::Dim3>> shape =
-        runtime::cuda::launch_shape(f, kernels_[k], scalars);
-    if (!shape.ok()) return shape.status();
-    std::vector<uint64_t> args;
-    size_t b = 0, s = 0;
-    for (const ir::Param& p : f.params) {
-      if (std::holds_alternative<ir::Buffer>(p)) {
-        if (b == buffers.size()) return absl::InvalidArgumentError("too few buffers");
-        args.push_back(reinterpret_cast<uint64_t>(buffers[b++]));
-      } else {
-        if (s == scalars.size()) return absl::InvalidArgumentError("too few scalars");
-        args.push_back(static_cast<uint64_t>(scalars[s++]));
-      }
-    }
-    const auto& [grid, block] = *shape;
-    return emulator_->launch(kernels_[k].symbol, {grid.x, grid.y, grid.z},
-                             {block.x, block.y, block.z}, args);
-  }
-
- private:
-  EmulatedModule() = default;
-  const ir::Module* module_ = nullptr;
-  std::vector<runtime::cuda::KernelInfo> kernels_;
-  std::unique_ptr<CudaEmulator> emulator_;
 };
 
 }  // namespace loom::testing

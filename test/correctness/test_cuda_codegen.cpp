@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda_emulator.hpp"
+#include "cuda_emulated_module.hpp"
 #include "loom/core/ndarray.hpp"
 #include "loom/core/target.hpp"
 #include "loom/ir/func.hpp"

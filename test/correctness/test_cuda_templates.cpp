@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda_emulator.hpp"
+#include "cuda_emulated_module.hpp"
 #include "loom/core/ndarray.hpp"
 #include "loom/core/target.hpp"
 #include "loom/graph/op.hpp"

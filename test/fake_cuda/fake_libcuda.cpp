@@ -5,7 +5,9 @@
 // Device memory is host memory (a device pointer is the host address), copies are memcpy, and
 // every copy is checked to stay inside one allocation. Kernels do not run: a launch checks its
 // shape and is counted (loom_fake_cuda_launches), as are copies between host and device
-// (loom_fake_cuda_host_copies) and waits of a stream for an event (loom_fake_cuda_stream_waits). Faults are injected through loom_fake_cuda_configure:
+// (loom_fake_cuda_host_copies) and waits of a stream for an event (loom_fake_cuda_stream_waits).
+// Kernels of a cubin registered with loom_fake_cuda_emulate (with its CUDA source) do run, in the
+// CUDA emulator (test/cuda_emulator.hpp), so a whole graph's results can be checked. Faults are injected through loom_fake_cuda_configure:
 //   - fault_after_launches = n >= 0: launch n + 1 "faults" the way a kernel's illegal address
 //     does on a real GPU: the launch itself succeeds, and every later call (synchronization,
 //     copies, launches, allocations) returns CUDA_ERROR_ILLEGAL_ADDRESS: the context is lost;
@@ -13,13 +15,18 @@
 // Configuring again clears a fault (a fresh device, as after a process restart).
 
 #include <cuda.h>
+#include <elf.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
+
+#include "cuda_emulator.hpp"
 
 namespace {
 
@@ -33,6 +40,24 @@ struct State {
   CUresult lost = CUDA_SUCCESS;                // sticky once a kernel faulted
   std::map<CUdeviceptr, size_t> allocations;  // device pointer -> bytes
   int sm_arch = 90;
+  // Cubins whose kernels run in the CUDA emulator: their source, compiled on first load.
+  struct Emulated {
+    std::string cubin, source, cxx;
+    std::shared_ptr<loom::testing::CudaEmulator> emulator;
+  };
+  std::vector<Emulated> emulated;
+};
+
+// A loaded module; its kernels run in the emulator when its cubin was registered, else not at all.
+struct FakeModule {
+  std::shared_ptr<loom::testing::CudaEmulator> emulator;
+  std::string source;
+  std::vector<std::unique_ptr<struct FakeFunction>> functions;
+};
+struct FakeFunction {
+  std::string name;
+  FakeModule* module = nullptr;
+  size_t params = 0;  // the kernel's parameter count (each 8 bytes: pointers and i64)
 };
 
 State& state() {
@@ -137,34 +162,100 @@ CUresult ctx_retain(CUcontext* c, CUdevice) {
 CUresult ctx_release(CUdevice) { return CUDA_SUCCESS; }
 CUresult ctx_set_current(CUcontext) { return health(); }
 
+// The bytes of an ELF image: up to the end of its section or program header table.
+size_t elf_size(const void* image) {
+  Elf64_Ehdr h;
+  std::memcpy(&h, image, sizeof h);
+  if (h.e_ident[EI_CLASS] != ELFCLASS64) return 0;
+  return std::max<size_t>(h.e_shoff + size_t{h.e_shnum} * h.e_shentsize,
+                          h.e_phoff + size_t{h.e_phnum} * h.e_phentsize);
+}
+
+// The parameter count of kernel `name` in generated CUDA source (its top-level commas + 1).
+size_t parameter_count(const std::string& source, const std::string& name) {
+  size_t at = source.find(" " + name + "(");
+  if (at == std::string::npos) return 0;
+  at += name.size() + 2;
+  size_t count = 1;
+  int depth = 0;
+  for (; at < source.size(); ++at) {
+    const char c = source[at];
+    if (c == '(') ++depth;
+    if (c == ')' && depth-- == 0) break;
+    if (c == ',' && depth == 0) ++count;
+  }
+  return count;
+}
+
 CUresult module_load(CUmodule* m, const void* image) {
   if (CUresult r = health()) return r;
   if (!image || std::memcmp(image, "\x7f" "ELF", 4) != 0) return CUDA_ERROR_INVALID_IMAGE;
-  *m = reinterpret_cast<CUmodule>(new int(0));
+  auto module = std::make_unique<FakeModule>();
+  {
+    std::lock_guard<std::mutex> lock(state().mu);
+    const size_t size = elf_size(image);
+    for (State::Emulated& e : state().emulated) {
+      if (e.cubin.size() != size || std::memcmp(e.cubin.data(), image, size) != 0) continue;
+      if (!e.emulator) {
+        std::string error;
+        e.emulator = loom::testing::CudaEmulator::compile(e.source, e.cxx, &error);
+        if (!e.emulator) {
+          std::fprintf(stderr, "fake libcuda: %s\n", error.c_str());
+          return CUDA_ERROR_INVALID_IMAGE;
+        }
+      }
+      module->emulator = e.emulator;
+      module->source = e.source;
+    }
+  }
+  *m = reinterpret_cast<CUmodule>(module.release());
   return CUDA_SUCCESS;
 }
 CUresult module_unload(CUmodule m) {
-  delete reinterpret_cast<int*>(m);
+  delete reinterpret_cast<FakeModule*>(m);
   return health();
 }
-CUresult module_function(CUfunction* f, CUmodule, const char* name) {
+CUresult module_function(CUfunction* f, CUmodule m, const char* name) {
   if (CUresult r = health()) return r;
   if (!name || !*name) return CUDA_ERROR_NOT_FOUND;
-  *f = reinterpret_cast<CUfunction>(const_cast<char*>(name));
+  auto* module = reinterpret_cast<FakeModule*>(m);
+  auto fn = std::make_unique<FakeFunction>();
+  fn->name = name;
+  fn->module = module;
+  if (module->emulator) {
+    fn->params = parameter_count(module->source, name);
+    if (fn->params == 0) return CUDA_ERROR_NOT_FOUND;
+  }
+  *f = reinterpret_cast<CUfunction>(fn.get());
+  module->functions.push_back(std::move(fn));
   return CUDA_SUCCESS;
 }
 
-CUresult launch(CUfunction, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                 unsigned bz, unsigned, CUstream, void** params, void**) {
   if (CUresult r = health()) return r;
   if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 ||
-      uint64_t{bx} * by * bz > 1024 || gy > 65535 || gz > 65535 || !params)
+      uint64_t{bx} * by * bz > 1024 || gy > 65535 || gz > 65535 || !params || !f)
     return CUDA_ERROR_INVALID_VALUE;
-  std::lock_guard<std::mutex> lock(state().mu);
-  if (state().fault_after >= 0 && state().launches >= state().fault_after)
-    state().lost = CUDA_ERROR_ILLEGAL_ADDRESS;  // reported by the calls that follow
-  ++state().launches;
-  return CUDA_SUCCESS;
+  {
+    std::lock_guard<std::mutex> lock(state().mu);
+    if (state().fault_after >= 0 && state().launches >= state().fault_after) {
+      state().lost = CUDA_ERROR_ILLEGAL_ADDRESS;  // reported by the calls that follow
+      ++state().launches;
+      return CUDA_SUCCESS;
+    }
+    ++state().launches;
+  }
+  const auto* fn = reinterpret_cast<const FakeFunction*>(f);
+  if (!fn->module->emulator) return CUDA_SUCCESS;
+  // Every parameter of loom's kernels is 8 bytes: a device pointer or an i64 scalar.
+  std::vector<uint64_t> args(fn->params);
+  for (size_t k = 0; k < fn->params; ++k) std::memcpy(&args[k], params[k], 8);
+  std::string error =
+      fn->module->emulator->launch(fn->name, {gx, gy, gz}, {bx, by, bz}, args);
+  if (error.empty()) return CUDA_SUCCESS;
+  std::fprintf(stderr, "fake libcuda: %s\n", error.c_str());
+  return CUDA_ERROR_LAUNCH_FAILED;
 }
 
 CUresult stream_create(CUstream* s, unsigned int) {
@@ -307,6 +398,15 @@ __attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_a
 __attribute__((visibility("default"))) int loom_fake_cuda_launches() {
   std::lock_guard<std::mutex> lock(state().mu);
   return state().launches;
+}
+// Kernels of this cubin (the bytes of a kernel cache entry's kernel.o) run in the CUDA emulator,
+// compiled from its source (the entry's source.txt) by the host compiler cxx, when it is loaded.
+__attribute__((visibility("default"))) void loom_fake_cuda_emulate(const void* cubin, size_t bytes,
+                                                                   const char* source,
+                                                                   const char* cxx) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  state().emulated.push_back(
+      {std::string(static_cast<const char*>(cubin), bytes), source, cxx, nullptr});
 }
 __attribute__((visibility("default"))) int loom_fake_cuda_host_copies() {
   std::lock_guard<std::mutex> lock(state().mu);

@@ -1,0 +1,65 @@
+// A module loom generated for a CUDA target, run in the CUDA emulator (cuda_emulator.hpp) the way
+// loom's runtime launches it on a GPU.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cuda_emulator.hpp"
+#include "loom/ir/func.hpp"
+#include "loom/runtime/cuda.hpp"
+
+namespace loom::testing {
+
+// A module loom generated for a CUDA target, emulated: each func runs as loom's runtime launches
+// it (its launch shape for the scalars, its params in order).
+class EmulatedModule {
+ public:
+  static absl::StatusOr<std::unique_ptr<EmulatedModule>> compile(const ir::Module& m,
+                                                                 const std::string& cxx) {
+    auto e = std::unique_ptr<EmulatedModule>(new EmulatedModule);
+    e->module_ = &m;
+    absl::StatusOr<std::string> source = runtime::cuda::emit_cuda_source(m, &e->kernels_);
+    if (!source.ok()) return source.status();
+    std::string error;
+    e->emulator_ = CudaEmulator::compile(*source, cxx, &error);
+    if (!e->emulator_) return absl::InternalError(error);
+    return e;
+  }
+
+  // Runs func k: buffers (host addresses) in Func::buffer_params() order, scalars in
+  // Func::scalar_params() order.
+  absl::Status run(size_t k, const std::vector<const void*>& buffers,
+                   const std::vector<int64_t>& scalars) {
+    const ir::Func& f = module_->funcs[k];
+    absl::StatusOr<std::pair<runtime::cuda::Dim3, runtime::cuda::Dim3>> shape =
+        runtime::cuda::launch_shape(f, kernels_[k], scalars);
+    if (!shape.ok()) return shape.status();
+    std::vector<uint64_t> args;
+    size_t b = 0, s = 0;
+    for (const ir::Param& p : f.params) {
+      if (std::holds_alternative<ir::Buffer>(p)) {
+        if (b == buffers.size()) return absl::InvalidArgumentError("too few buffers");
+        args.push_back(reinterpret_cast<uint64_t>(buffers[b++]));
+      } else {
+        if (s == scalars.size()) return absl::InvalidArgumentError("too few scalars");
+        args.push_back(static_cast<uint64_t>(scalars[s++]));
+      }
+    }
+    const auto& [grid, block] = *shape;
+    std::string error = emulator_->launch(kernels_[k].symbol, {grid.x, grid.y, grid.z},
+                                          {block.x, block.y, block.z}, args);
+    return error.empty() ? absl::OkStatus() : absl::InternalError(error);
+  }
+
+ private:
+  EmulatedModule() = default;
+  const ir::Module* module_ = nullptr;
+  std::vector<runtime::cuda::KernelInfo> kernels_;
+  std::unique_ptr<CudaEmulator> emulator_;
+};
+
+}  // namespace loom::testing
