@@ -115,6 +115,24 @@ std::vector<GraphCase> graph_cases() {
                    },
                    {random_array(DType::f32(), {1, 4, 7, 9}),
                     random_array(DType::f32(), {2, 5, 13})}});
+  cases.push_back({"attention block: batched matmuls, heads, softmax, residual layer norm", [] {
+                     // BERT's shape in small: 2 sequences of 13 tokens, 3 heads of 8.
+                     Graph g;
+                     Tensor x = g.input("x", {2, 13, 24});
+                     auto heads = [&](const std::string& name) {
+                       Tensor p = x.matmul(weights(g, name, {24, 24}))
+                                      .add(weights(g, name + "_b", {24}));
+                       return p.reshape({2, 13, 3, 8}).transpose({0, 2, 1, 3});
+                     };
+                     Tensor q = heads("wq"), k = heads("wk"), v = heads("wv");
+                     Tensor scores = q.matmul(k.transpose({0, 1, 3, 2})).mul(0.35355);
+                     Tensor context = scores.softmax(-1).matmul(v).transpose({0, 2, 1, 3})
+                                          .reshape({2, 13, 24});
+                     Tensor out = context.matmul(weights(g, "wo", {24, 24})).add(x);
+                     g.output(out.layer_norm(weights(g, "gamma", {24}), weights(g, "beta", {24})));
+                     return g;
+                   },
+                   {random_array(DType::f32(), {2, 13, 24})}});
   return cases;
 }
 
