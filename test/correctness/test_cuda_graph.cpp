@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <set>
 #include <string>
 
@@ -625,6 +626,46 @@ TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches
     for (size_t o = 0; o < got.size(); ++o) {
       INFO("output " << o);
       require_close(got[o], want[o], 1e-4);
+    }
+  }
+}
+
+TEST_CASE("fake GPU: fused template kernels of other configs match the reference in the emulator",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  const std::vector<std::map<std::string, tune::Config>> choices = {
+      {{"cuda_simt_gemm", tune::Config({{"warps_m", 2}, {"warps_n", 2}, {"lanes_m", 8},
+                                        {"outer_m", 1}, {"outer_n", 2}, {"inner_m", 2},
+                                        {"inner_n", 4}, {"block_k", 8}})},
+       {"cuda_direct_conv2d", tune::Config({{"threads", 64}, {"oc_threads", 2},
+                                            {"oc_per_thread", 2}, {"px_per_thread", 4}})}},
+      {{"cuda_simt_gemm", tune::Config({{"warps_m", 1}, {"warps_n", 1}, {"lanes_m", 4},
+                                        {"outer_m", 2}, {"outer_n", 1}, {"inner_m", 4},
+                                        {"inner_n", 2}, {"block_k", 16}})},
+       {"cuda_direct_conv2d", tune::Config({{"threads", 256}, {"oc_threads", 8},
+                                            {"oc_per_thread", 1}, {"px_per_thread", 1}})}}};
+  const std::vector<GraphCase> cases = graph_cases();
+  for (size_t which : {size_t{2}, cases.size() - 1}) {  // convolutions; the attention block
+    for (size_t k = 0; k < choices.size(); ++k) {
+      const GraphCase& c = cases[which];
+      INFO(c.name << ", configs " << k);
+      loom::testing::TempDir dir;
+      CompileOptions options = loom::testing::cold_cache_options(dir.path());
+      options.template_configs = choices[k];
+      const Graph g = c.build();
+      CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+      int forced = 0;
+      for (const KernelInfo& kernel : compiled.kernels())
+        for (const auto& [name, config] : choices[k])
+          forced += kernel.schedule.find(name + "[" + config.to_string()) != std::string::npos;
+      CHECK(forced > 0);
+      emulate_kernels(fake, compiled, dir.path());
+      const std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
+      const std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
+      for (size_t o = 0; o < got.size(); ++o) {
+        INFO("output " << o);
+        require_close(got[o], want[o], 1e-4);
+      }
     }
   }
 }
