@@ -2,6 +2,8 @@
 // loom's runtime launches it on a GPU.
 #pragma once
 
+#include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <variant>
@@ -13,6 +15,14 @@
 #include "loom/runtime/cuda.hpp"
 
 namespace loom::testing {
+
+// Whether the host compiler the emulator needs is here (it is where loom was built; a test
+// binary carried to another machine may have none), saying so when not.
+inline bool have_host_compiler(const std::string& cxx) {
+  if (std::filesystem::exists(cxx)) return true;
+  std::printf("[cuda] no host compiler %s here: kernels not emulated\n", cxx.c_str());
+  return false;
+}
 
 // A module loom generated for a CUDA target, emulated: each func runs as loom's runtime launches
 // it (its launch shape for the scalars, its params in order).

@@ -212,6 +212,7 @@ bool run_on_gpu(const ir::Module& m, std::vector<Case>& cases) {
 // Without a GPU: every kernel of m in the CUDA emulator (test/cuda_emulator.hpp), against the te
 // reference.
 void emulate(const ir::Module& m, std::vector<Case>& cases) {
+  if (!loom::testing::have_host_compiler(LOOM_TEST_CXX)) return;
   auto emulated = loom::testing::EmulatedModule::compile(m, LOOM_TEST_CXX);
   INFO(emulated.status().ToString());
   REQUIRE(emulated.ok());
