@@ -9,10 +9,14 @@
 #include <variant>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "absl/status/statusor.h"
 #include "cuda_emulator.hpp"
 #include "loom/ir/func.hpp"
 #include "loom/runtime/cuda.hpp"
+#include "loom/te/evaluate.hpp"
+#include "test_util.hpp"
 
 namespace loom::testing {
 
@@ -71,5 +75,27 @@ class EmulatedModule {
   std::vector<runtime::cuda::KernelInfo> kernels_;
   std::unique_ptr<CudaEmulator> emulator_;
 };
+
+// Runs func k of an emulated module on inputs (then its outputs, poisoned) with scalars, and
+// compares the outputs with the te task's reference values.
+inline void check_emulated(EmulatedModule& module, size_t k, const te::Task& task,
+                           const std::vector<NDArray>& inputs, const std::vector<int64_t>& scalars,
+                           double rtol, double atol) {
+  INFO("kernel " << task.name() << " (emulated)");
+  absl::StatusOr<std::vector<NDArray>> expected = te::evaluate(task, inputs);
+  REQUIRE(expected.ok());
+  std::vector<const void*> buffers;
+  for (const NDArray& in : inputs) buffers.push_back(in.data());
+  std::vector<NDArray> outputs;
+  for (const NDArray& e : *expected) {
+    outputs.emplace_back(e.dtype(), e.shape());
+    outputs.back().poison();
+    buffers.push_back(outputs.back().data());
+  }
+  absl::Status run = module.run(k, buffers, scalars);
+  INFO(run.ToString());
+  REQUIRE(run.ok());
+  for (size_t o = 0; o < outputs.size(); ++o) require_close(outputs[o], (*expected)[o], rtol, atol);
+}
 
 }  // namespace loom::testing

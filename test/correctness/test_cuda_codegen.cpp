@@ -216,25 +216,9 @@ void emulate(const ir::Module& m, std::vector<Case>& cases) {
   auto emulated = loom::testing::EmulatedModule::compile(m, LOOM_TEST_CXX);
   INFO(emulated.status().ToString());
   REQUIRE(emulated.ok());
-  for (size_t k = 0; k < cases.size(); ++k) {
-    Case& c = cases[k];
-    INFO("kernel " << c.task.name() << " (emulated)");
-    auto expected = te::evaluate(c.task, c.inputs);
-    REQUIRE(expected.ok());
-    std::vector<const void*> buffers;
-    for (const NDArray& in : c.inputs) buffers.push_back(in.data());
-    std::vector<NDArray> outputs;
-    for (const NDArray& e : *expected) {
-      outputs.emplace_back(e.dtype(), e.shape());
-      outputs.back().poison();
-      buffers.push_back(outputs.back().data());
-    }
-    absl::Status run = (*emulated)->run(k, buffers, c.scalars);
-    INFO(run.ToString());
-    REQUIRE(run.ok());
-    for (size_t o = 0; o < outputs.size(); ++o)
-      loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
-  }
+  for (size_t k = 0; k < cases.size(); ++k)
+    loom::testing::check_emulated(**emulated, k, cases[k].task, cases[k].inputs, cases[k].scalars,
+                                  cases[k].rtol, cases[k].atol);
 }
 
 }  // namespace

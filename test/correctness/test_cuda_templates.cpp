@@ -160,26 +160,10 @@ void emulate_and_compare(const ir::Module& m, std::vector<Kernel>& kernels) {
   auto emulated = loom::testing::EmulatedModule::compile(m, LOOM_TEST_CXX);
   INFO(emulated.status().ToString());
   REQUIRE(emulated.ok());
-  for (size_t k = 0; k < kernels.size(); ++k) {
-    if (k >= 2 && k + 1 < kernels.size()) continue;
-    Kernel& c = kernels[k];
-    INFO("kernel " << m.funcs[k].name << " (emulated)");
-    auto expected = te::evaluate(c.task, c.inputs);
-    REQUIRE(expected.ok());
-    std::vector<const void*> buffers;
-    for (const NDArray& in : c.inputs) buffers.push_back(in.data());
-    std::vector<NDArray> outputs;
-    for (const NDArray& e : *expected) {
-      outputs.emplace_back(e.dtype(), e.shape());
-      outputs.back().poison();
-      buffers.push_back(outputs.back().data());
-    }
-    absl::Status run = (*emulated)->run(k, buffers, {});
-    INFO(run.ToString());
-    REQUIRE(run.ok());
-    for (size_t o = 0; o < outputs.size(); ++o)
-      loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
-  }
+  for (size_t k = 0; k < kernels.size(); ++k)
+    if (k < 2 || k + 1 == kernels.size())
+      loom::testing::check_emulated(**emulated, k, kernels[k].task, kernels[k].inputs, {},
+                                    kernels[k].rtol, kernels[k].atol);
 }
 
 // An operator node to schedule with its CUDA template.
