@@ -130,6 +130,18 @@ double NDArray::get(int64_t i) const {
   return 0;
 }
 
+namespace {
+// v as an integer of type T: truncated toward zero, saturated at T's range, NaN as 0 (a plain
+// cast of an out-of-range double is undefined behaviour).
+template <typename T>
+T saturate(double v) {
+  if (std::isnan(v)) return 0;
+  if (v <= static_cast<double>(std::numeric_limits<T>::min())) return std::numeric_limits<T>::min();
+  if (v >= static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+  return static_cast<T>(v);
+}
+}  // namespace
+
 void NDArray::set(int64_t i, double v) {
   char* p = static_cast<char*>(data_);
   switch (dtype_.code()) {
@@ -140,9 +152,9 @@ void NDArray::set(int64_t i, double v) {
     case DTypeCode::kBF16:
       reinterpret_cast<uint16_t*>(p)[i] = f32_to_bf16(static_cast<float>(v));
       break;
-    case DTypeCode::kI8: reinterpret_cast<int8_t*>(p)[i] = static_cast<int8_t>(v); break;
-    case DTypeCode::kI32: reinterpret_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
-    case DTypeCode::kI64: reinterpret_cast<int64_t*>(p)[i] = static_cast<int64_t>(v); break;
+    case DTypeCode::kI8: reinterpret_cast<int8_t*>(p)[i] = saturate<int8_t>(v); break;
+    case DTypeCode::kI32: reinterpret_cast<int32_t*>(p)[i] = saturate<int32_t>(v); break;
+    case DTypeCode::kI64: reinterpret_cast<int64_t*>(p)[i] = saturate<int64_t>(v); break;
     case DTypeCode::kBool: reinterpret_cast<uint8_t*>(p)[i] = v != 0; break;
   }
 }

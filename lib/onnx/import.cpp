@@ -53,7 +53,15 @@ absl::Status copy_field(const Field& field, NDArray& out) {
   if (field.size() != out.numel())
     return absl::DataLossError(str_cat("tensor holds ", field.size(), " values for shape ",
                                        shape_to_string(out.shape())));
-  for (int64_t i = 0; i < out.numel(); ++i) out.set(i, static_cast<double>(field.Get(static_cast<int>(i))));
+  const bool int8 = out.dtype() == DType::i8();
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    const auto v = field.Get(static_cast<int>(i));
+    // INT8 values travel in int32_data: one that does not fit is a broken file, not a value.
+    if (int8 && (v < -128 || v > 127))
+      return absl::InvalidArgumentError(
+          str_cat("tensor of INT8 holds the value ", v, " at element ", i, ", outside [-128, 127]"));
+    out.set(i, static_cast<double>(v));
+  }
   return absl::OkStatus();
 }
 

@@ -88,3 +88,25 @@ TEST_CASE("fuzz regression: a Slice end of INT64_MAX means to the end", "[error]
   for (int64_t r = 0; r < 2; ++r)
     for (int64_t c = 0; c < 4; ++c) CHECK(out[0].get(r * 4 + c) == x.get(r * 5 + c + 1));
 }
+
+TEST_CASE("fuzz regression: an INT8 tensor holding a value out of range is an error",
+          "[error][fuzz]") {
+  // fuzz_onnx_import: a TensorProto of INT8 whose int32_data holds about 1.85e9 (an undefined
+  // float-to-int8 conversion before).
+  const std::string bytes("\x28\xf8\xfe\x87\xf3\x16\xfa\x0a\x14\x08\x01\x0a\x02\xff\xff\xff"
+                          "alue\x1e\x00\x00\x00t_gr\x01\x10\x03",
+                          31);
+  absl::Status s = onnx::tensor_from_memory(bytes).status();
+  INFO(s.ToString());
+  REQUIRE(!s.ok());
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(s.message()), Catch::Contains("outside [-128, 127]"));
+  // Arrays saturate out-of-range values instead of converting them with undefined behaviour.
+  NDArray a(DType::i8(), {3});
+  a.set(0, 1e10);
+  a.set(1, -1e10);
+  a.set(2, std::nan(""));
+  CHECK(a.get(0) == 127);
+  CHECK(a.get(1) == -128);
+  CHECK(a.get(2) == 0);
+}
