@@ -76,6 +76,16 @@ class EmulatedModule {
   std::unique_ptr<CudaEmulator> emulator_;
 };
 
+// m compiled for the emulator with the host compiler loom was built with (LOOM_TEST_CXX); null,
+// after saying so, where that compiler is missing.
+inline std::unique_ptr<EmulatedModule> emulated_or_null(const ir::Module& m) {
+  if (!have_host_compiler(LOOM_TEST_CXX)) return nullptr;
+  absl::StatusOr<std::unique_ptr<EmulatedModule>> emulated = EmulatedModule::compile(m, LOOM_TEST_CXX);
+  INFO(emulated.status().ToString());
+  REQUIRE(emulated.ok());
+  return *std::move(emulated);
+}
+
 // Runs func k of an emulated module on inputs (then its outputs, poisoned) with scalars, and
 // compares the outputs with the te task's reference values.
 inline void check_emulated(EmulatedModule& module, size_t k, const te::Task& task,

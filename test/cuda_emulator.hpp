@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -167,7 +168,7 @@ class CudaEmulator {
   static std::unique_ptr<CudaEmulator> compile(const std::string& source, const std::string& cxx,
                                                std::string* error) {
     namespace fs = std::filesystem;
-    static int serial = 0;
+    static std::atomic<int> serial{0};
     const fs::path dir = fs::temp_directory_path() /
                          ("loom-cuda-emu-" + std::to_string(getpid()) + "-" + std::to_string(serial++));
     fs::create_directories(dir);
@@ -182,6 +183,8 @@ class CudaEmulator {
       std::ifstream in(log);
       std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       *error = "host compile of the CUDA source failed: " + text.substr(0, 4000);
+      std::error_code ignored;
+      fs::remove_all(dir, ignored);
       return nullptr;
     }
     std::unique_ptr<CudaEmulator> e(new CudaEmulator);

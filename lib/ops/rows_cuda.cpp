@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <optional>
 
 #include "loom/ir/op.hpp"
@@ -201,16 +202,35 @@ absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const t
   return kernel_of(ctx.name, {x, out}, body);
 }
 
-// The rows of an argmax/argmin node over its last axis, whose indices f32 holds exactly.
+// The axis (normalized) of a softmax or log_softmax node with an f32 output, or of an argmax or
+// argmin node (i64 output), with one input.
+std::optional<int> softmax_or_arg_axis(const TemplateContext& ctx) {
+  if (ctx.inputs.size() != 1 || !ctx.attrs || ctx.inputs[0].shape.empty()) return std::nullopt;
+  int axis = 0;
+  if (const auto* a = dynamic_cast<const SoftmaxAttrs*>(ctx.attrs);
+      a && ctx.output.dtype == DType::f32()) {
+    axis = a->axis;
+  } else if (const auto* b = dynamic_cast<const ArgReduceAttrs*>(ctx.attrs);
+             b && ctx.output.dtype == DType::i64()) {
+    axis = b->axis;
+  } else {
+    return std::nullopt;
+  }
+  absl::StatusOr<int> normalized = normalize_axis(axis, static_cast<int>(ctx.inputs[0].shape.size()));
+  if (!normalized.ok()) return std::nullopt;
+  return *normalized;
+}
+
+// Indices along a reduced axis are carried in f32, exact below 2^24.
+constexpr int64_t kMaxIndexedLength = int64_t{1} << 24;
+
+// The rows of an argmax/argmin node over its last axis.
 std::optional<Rows> arg_reduce_rows(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 1 || !ctx.attrs || ctx.output.dtype != DType::i64()) return std::nullopt;
-  const auto* attrs = dynamic_cast<const ArgReduceAttrs*>(ctx.attrs);
-  const int rank = static_cast<int>(ctx.inputs[0].shape.size());
-  if (!attrs || rank == 0) return std::nullopt;
-  absl::StatusOr<int> axis = normalize_axis(attrs->axis, rank);
-  if (!axis.ok() || *axis != rank - 1) return std::nullopt;
+  if (!dynamic_cast<const ArgReduceAttrs*>(ctx.attrs)) return std::nullopt;
+  std::optional<int> axis = softmax_or_arg_axis(ctx);
+  if (!axis || *axis != static_cast<int>(ctx.inputs[0].shape.size()) - 1) return std::nullopt;
   std::optional<Rows> rows = rows_of(ctx.inputs[0], *axis);
-  if (!rows || rows->len >= (int64_t{1} << 24)) return std::nullopt;
+  if (!rows || rows->len >= kMaxIndexedLength) return std::nullopt;
   return rows;
 }
 
@@ -363,22 +383,10 @@ std::optional<Columns> columns_of(const TensorType& x, int axis) {
 
 // The columns of a softmax, log_softmax, argmax or argmin node over an axis not the last.
 std::optional<Columns> axis_columns(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 1 || !ctx.attrs) return std::nullopt;
-  const int rank = static_cast<int>(ctx.inputs[0].shape.size());
-  int axis = 0;
-  if (const auto* a = dynamic_cast<const SoftmaxAttrs*>(ctx.attrs)) {
-    if (ctx.output.dtype != DType::f32()) return std::nullopt;
-    axis = a->axis;
-  } else if (const auto* b = dynamic_cast<const ArgReduceAttrs*>(ctx.attrs)) {
-    if (ctx.output.dtype != DType::i64()) return std::nullopt;
-    axis = b->axis;
-  } else {
-    return std::nullopt;
-  }
-  absl::StatusOr<int> normalized = normalize_axis(axis, rank);
-  if (!normalized.ok() || *normalized == rank - 1) return std::nullopt;
-  std::optional<Columns> c = columns_of(ctx.inputs[0], *normalized);
-  if (!c || c->len >= (int64_t{1} << 24)) return std::nullopt;  // indices exact in f32
+  std::optional<int> axis = softmax_or_arg_axis(ctx);
+  if (!axis || *axis == static_cast<int>(ctx.inputs[0].shape.size()) - 1) return std::nullopt;
+  std::optional<Columns> c = columns_of(ctx.inputs[0], *axis);
+  if (!c || c->len >= kMaxIndexedLength) return std::nullopt;
   return c;
 }
 
@@ -467,13 +475,29 @@ tune::Space axis_columns_space(const TemplateContext& ctx) {
   return s;
 }
 
+// A row template: it applies where rows(ctx) finds rows, over the rows space.
+ScheduleTemplate row_template(std::string name, std::optional<Rows> (*rows)(const TemplateContext&),
+                              decltype(ScheduleTemplate::build) build) {
+  ScheduleTemplate t;
+  t.name = std::move(name);
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [rows](const TemplateContext& ctx) {
+    return ctx.target.is_cuda() && rows(ctx).has_value();
+  };
+  t.space = [rows](const TemplateContext& ctx) { return rows_space(ctx, *rows(ctx)); };
+  t.build = std::move(build);
+  return t;
+}
+
 }  // namespace
 
 ScheduleTemplate axis_columns_cuda_template(const std::string& op) {
-  const ColumnOp kind = op == "softmax"       ? ColumnOp::kSoftmax
-                        : op == "log_softmax" ? ColumnOp::kLogSoftmax
-                        : op == "argmax"      ? ColumnOp::kArgMax
-                                              : ColumnOp::kArgMin;
+  const std::map<std::string, ColumnOp> kinds = {{"softmax", ColumnOp::kSoftmax},
+                                                 {"log_softmax", ColumnOp::kLogSoftmax},
+                                                 {"argmax", ColumnOp::kArgMax},
+                                                 {"argmin", ColumnOp::kArgMin}};
+  LOOM_CHECK(kinds.count(op) == 1, "no CUDA axis template for ", op);
+  const ColumnOp kind = kinds.at(op);
   ScheduleTemplate t;
   t.name = "cuda_axis_" + op;
   t.target_kind = Target::Kind::kCuda;
@@ -488,58 +512,29 @@ ScheduleTemplate axis_columns_cuda_template(const std::string& op) {
 }
 
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {
-  ScheduleTemplate t;
-  t.name =
-      mean ? std::string("cuda_rows_mean") : std::string("cuda_rows_") + ir::reduce_kind_name(kind);
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && reduce_rows(ctx).has_value();
-  };
-  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *reduce_rows(ctx)); };
-  t.build = [kind, mean](const TemplateContext& ctx, const tune::Config& c) {
-    return build_reduce(ctx, c, kind, mean);
-  };
-  return t;
+  return row_template(
+      mean ? std::string("cuda_rows_mean") : std::string("cuda_rows_") + ir::reduce_kind_name(kind),
+      reduce_rows, [kind, mean](const TemplateContext& ctx, const tune::Config& c) {
+        return build_reduce(ctx, c, kind, mean);
+      });
 }
 
 ScheduleTemplate softmax_cuda_template(bool log) {
-  ScheduleTemplate t;
-  t.name = log ? "cuda_rows_log_softmax" : "cuda_rows_softmax";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && softmax_rows(ctx).has_value();
-  };
-  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *softmax_rows(ctx)); };
-  t.build = [log](const TemplateContext& ctx, const tune::Config& c) {
-    return build_softmax(ctx, c, log);
-  };
-  return t;
+  return row_template(log ? "cuda_rows_log_softmax" : "cuda_rows_softmax", softmax_rows,
+                      [log](const TemplateContext& ctx, const tune::Config& c) {
+                        return build_softmax(ctx, c, log);
+                      });
 }
 
 ScheduleTemplate arg_reduce_cuda_template(bool is_max) {
-  ScheduleTemplate t;
-  t.name = is_max ? "cuda_rows_argmax" : "cuda_rows_argmin";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && arg_reduce_rows(ctx).has_value();
-  };
-  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *arg_reduce_rows(ctx)); };
-  t.build = [is_max](const TemplateContext& ctx, const tune::Config& c) {
-    return build_arg_reduce(ctx, c, is_max);
-  };
-  return t;
+  return row_template(is_max ? "cuda_rows_argmax" : "cuda_rows_argmin", arg_reduce_rows,
+                      [is_max](const TemplateContext& ctx, const tune::Config& c) {
+                        return build_arg_reduce(ctx, c, is_max);
+                      });
 }
 
 ScheduleTemplate layer_norm_cuda_template() {
-  ScheduleTemplate t;
-  t.name = "cuda_rows_layer_norm";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && layer_norm_rows(ctx).has_value();
-  };
-  t.space = [](const TemplateContext& ctx) { return rows_space(ctx, *layer_norm_rows(ctx)); };
-  t.build = build_layer_norm;
-  return t;
+  return row_template("cuda_rows_layer_norm", layer_norm_rows, build_layer_norm);
 }
 
 }  // namespace loom::ops

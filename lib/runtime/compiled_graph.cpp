@@ -397,8 +397,9 @@ absl::Status CompiledGraph::run_device(const std::vector<DeviceTensor>& inputs,
   for (size_t k = 0; k < outputs.size(); ++k) {
     const Slot& s = g.slots[static_cast<size_t>(g.outputs[k])];
     std::vector<int64_t> want = shapes[static_cast<size_t>(g.outputs[k])];
-    if (s.kind != Slot::Kind::kComputed)
-      for (const Dim& d : s.type.shape) want.push_back(d.is_static() ? d.value() : symbols.at(d.name()));
+    if (s.kind != Slot::Kind::kComputed) {
+      LOOM_ASSIGN_OR_RETURN(want, concrete_shape(s.type.shape, symbols));
+    }
     const DeviceTensor& t = outputs[k];
     const std::string what = str_cat("output ", k, " (", s.name, ")");
     if (t.dtype != s.type.dtype)

@@ -50,6 +50,9 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   LOOM_ASSIGN_OR_RETURN(d->loaded, runtime::cuda::LoadedModule::load(p.module, p.compiled, p.ordinal));
   LOOM_ASSIGN_OR_RETURN(d->stream, driver.create_stream());
   LOOM_ASSIGN_OR_RETURN(d->done, driver.create_event());
+  // As if a run had just ended on the graph's stream (nothing to wait for).
+  LOOM_RETURN_IF_ERROR(driver.record_event(d->done, d->stream));
+  d->last_stream = d->stream;
 
   const size_t n = g.slots.size();
   std::vector<int64_t> constant_at(n, -1), memory_at(n, -1);
@@ -127,7 +130,7 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     (void)driver.synchronize(stream);
     return during(s, what);
   };
-  if (d.ran && d.last_stream != stream)
+  if (d.last_stream != stream)
     LOOM_RETURN_IF_ERROR(during(driver.wait_event(stream, d.done), "ordering after the last run"));
 
   // Where each slot lives in this run: the caller's memory for device inputs and outputs.
@@ -178,7 +181,7 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   std::vector<NDArray> outputs;
   for (size_t k = 0; k < g.outputs.size(); ++k) {
     const size_t slot = static_cast<size_t>(g.outputs[k]);
-    const std::string name = g.slots[slot].name;
+    const std::string& name = g.slots[slot].name;
     const size_t bytes = static_cast<size_t>(slot_bytes(g, slot, shapes));
     if (run.device_outputs) {
       if (!copy_output[k]) continue;
@@ -202,7 +205,6 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   absl::Status s = driver.record_event(d.done, stream);
   if (!s.ok()) return fail(s, "running the graph on the GPU");
   d.last_stream = stream;
-  d.ran = true;
   if (run.enqueue) return outputs;
   // Kernel faults surface here, when the stream's work completes.
   LOOM_RETURN_IF_ERROR(during(driver.synchronize(stream), "running the graph on the GPU"));

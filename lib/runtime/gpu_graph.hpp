@@ -28,11 +28,10 @@ struct GpuProgram {
     runtime::cuda::DevicePtr memory = 0;     // a run's inputs, intermediates and outputs
     std::vector<runtime::cuda::DevicePtr> address;  // per slot: where its value lives
     std::vector<runtime::cuda::Event> events;       // two per launch, for profile()
-    // Recorded where the last run's work ended, on last_stream: a run queued on another stream
-    // waits for it (runs share the intermediates).
+    // Recorded where the last run's work ended (at first, on the empty `stream`), on
+    // last_stream: a run queued on another stream waits for it (runs share the intermediates).
     runtime::cuda::Event done = nullptr;
     runtime::cuda::Stream last_stream = nullptr;
-    bool ran = false;
     ~Device();
   };
   std::mutex mu;

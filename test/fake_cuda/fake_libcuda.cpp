@@ -3,11 +3,12 @@
 // cuGetProcAddress_v2, exactly as it does the real one's.
 //
 // Device memory is host memory (a device pointer is the host address), copies are memcpy, and
-// every copy is checked to stay inside one allocation. Kernels do not run: a launch checks its
-// shape and is counted (loom_fake_cuda_launches), as are copies between host and device
-// (loom_fake_cuda_host_copies) and waits of a stream for an event (loom_fake_cuda_stream_waits).
-// Kernels of a cubin registered with loom_fake_cuda_emulate (with its CUDA source) do run, in the
-// CUDA emulator (test/cuda_emulator.hpp), so a whole graph's results can be checked. Faults are injected through loom_fake_cuda_configure:
+// every copy is checked to stay inside one allocation. A launch checks its shape and is counted
+// (loom_fake_cuda_launches), as are copies between host and device (loom_fake_cuda_host_copies)
+// and waits of a stream for an event (loom_fake_cuda_stream_waits). Kernels run only when their
+// cubin was registered with loom_fake_cuda_emulate (with its CUDA source): then in the CUDA
+// emulator (test/cuda_emulator.hpp), so that a whole graph's results can be checked.
+// Faults are injected through loom_fake_cuda_configure:
 //   - fault_after_launches = n >= 0: launch n + 1 "faults" the way a kernel's illegal address
 //     does on a real GPU: the launch itself succeeds, and every later call (synchronization,
 //     copies, launches, allocations) returns CUDA_ERROR_ILLEGAL_ADDRESS: the context is lost;
@@ -206,6 +207,7 @@ CUresult module_load(CUmodule* m, const void* image) {
       }
       module->emulator = e.emulator;
       module->source = e.source;
+      break;
     }
   }
   *m = reinterpret_cast<CUmodule>(module.release());
@@ -404,9 +406,11 @@ __attribute__((visibility("default"))) int loom_fake_cuda_launches() {
 __attribute__((visibility("default"))) void loom_fake_cuda_emulate(const void* cubin, size_t bytes,
                                                                    const char* source,
                                                                    const char* cxx) {
+  std::string image(static_cast<const char*>(cubin), bytes);
   std::lock_guard<std::mutex> lock(state().mu);
-  state().emulated.push_back(
-      {std::string(static_cast<const char*>(cubin), bytes), source, cxx, nullptr});
+  for (const State::Emulated& e : state().emulated)
+    if (e.cubin == image) return;  // registered already (a module the cache served again)
+  state().emulated.push_back({std::move(image), source, cxx, nullptr});
 }
 __attribute__((visibility("default"))) int loom_fake_cuda_host_copies() {
   std::lock_guard<std::mutex> lock(state().mu);
