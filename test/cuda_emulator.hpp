@@ -6,7 +6,8 @@
 // the block's threads and a warp shuffle an exchange among the warp's 32 threads, so barriers and
 // shuffles behave as on a GPU. A barrier that not every thread reaches aborts after a timeout.
 // cuda_fp16.h and cuda_bf16.h are stand-ins giving the storage types and their rounding
-// conversions (all the generated code uses of them).
+// conversions (all the generated code uses of them). The tensor-core (mma.sync, ldmatrix) and
+// cp.async intrinsics are emulated with their PTX fragment layouts.
 #pragma once
 
 #include <dlfcn.h>
@@ -69,6 +70,71 @@ static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f
 static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+)"
+// The tensor-core and cp.async intrinsics of loom's preamble (inline PTX there). ldmatrix and mma
+// gather the addresses of the warp's 32 lanes and compute each lane's share from the others'
+// rows or fragments; the trailing gather keeps every lane's fragments in place until all have
+// read them. cp.async copies are deferred to the wait that needs them, so a kernel that reads
+// shared memory before waiting sees stale data, as it may on a GPU.
+R"(#include <vector>
+#include "cuda_fp16.h"
+#include "cuda_bf16.h"
+extern "C" __attribute__((visibility("default"))) int (*loom_emu_warp_gather)(const void* const*, int,
+                                                                            const void**) = 0;
+static inline float loom_emu_float(__half h) { return __half2float(h); }
+static inline float loom_emu_float(__nv_bfloat16 h) { return __bfloat162float(h); }
+template <typename T> static inline void loom_emu_ldmatrix(T* dst, const T* src, bool trans) {
+  const void* mine[1] = {src};
+  const void* rows[32];
+  const int lane = loom_emu_warp_gather(mine, 1, rows);
+  for (int m = 0; m < 4; ++m)
+    for (int h = 0; h < 2; ++h) {
+      const int r = trans ? (lane % 4) * 2 + h : lane / 4, c = trans ? lane / 4 : (lane % 4) * 2 + h;
+      dst[m * 2 + h] = static_cast<const T*>(rows[m * 8 + r])[c];
+    }
+}
+template <typename T> static inline void loom_ldmatrix_x4(T* dst, const T* src) { loom_emu_ldmatrix(dst, src, false); }
+template <typename T> static inline void loom_ldmatrix_x4_trans(T* dst, const T* src) { loom_emu_ldmatrix(dst, src, true); }
+template <typename T> static inline void loom_emu_mma(float* c, const T* a, const T* b) {
+  const void* mine[2] = {a, b};
+  const void* all[64];
+  const int lane = loom_emu_warp_gather(mine, 2, all);
+  float d[4];
+  for (int r = 0; r < 4; ++r) {
+    const int row = lane / 4 + (r / 2) * 8, col = (lane % 4) * 2 + r % 2;
+    float sum = c[r];
+    for (int k = 0; k < 16; ++k) {
+      const T* af = static_cast<const T*>(all[((row % 8) * 4 + (k % 8) / 2) * 2]);
+      const T* bf = static_cast<const T*>(all[(col * 4 + (k % 8) / 2) * 2 + 1]);
+      sum += loom_emu_float(af[(k / 8) * 4 + (row / 8) * 2 + k % 2]) *
+             loom_emu_float(bf[(k / 8) * 2 + k % 2]);
+    }
+    d[r] = sum;
+  }
+  loom_emu_warp_gather(mine, 0, all);
+  for (int r = 0; r < 4; ++r) c[r] = d[r];
+}
+static inline void loom_mma_m16n8k16_f16(float* c, const __half* a, const __half* b) { loom_emu_mma(c, a, b); }
+static inline void loom_mma_m16n8k16_bf16(float* c, const __nv_bfloat16* a, const __nv_bfloat16* b) { loom_emu_mma(c, a, b); }
+struct loom_emu_copy { void* dst; const void* src; long long bytes; };
+static thread_local std::vector<loom_emu_copy> loom_emu_uncommitted;
+static thread_local std::vector<std::vector<loom_emu_copy>> loom_emu_groups;
+template <typename T> static inline void loom_cp_async_16(T* dst, const T* src, long long bytes) {
+  loom_emu_uncommitted.push_back({dst, src, bytes});
+}
+static inline void loom_cp_async_commit() {
+  loom_emu_groups.push_back(loom_emu_uncommitted);
+  loom_emu_uncommitted.clear();
+}
+template <int N> static inline void loom_cp_async_wait() {
+  while (loom_emu_groups.size() > (size_t)N) {
+    for (const loom_emu_copy& c : loom_emu_groups.front()) {
+      memcpy(c.dst, c.src, (size_t)c.bytes);
+      memset((char*)c.dst + c.bytes, 0, (size_t)(16 - c.bytes));
+    }
+    loom_emu_groups.erase(loom_emu_groups.begin());
+  }
+}
 )";
 
 // Stand-ins for the toolkit's headers: storage types and round-to-nearest-even conversions.
@@ -130,6 +196,7 @@ struct Warp {
   Barrier barrier;
   float f32[32] = {};
   int i32[32] = {};
+  const void* pointers[32][4] = {};
 };
 
 // What each emulated CUDA thread knows.
@@ -151,6 +218,23 @@ T shuffle(T v, int mask, T (Warp::*slots)[32]) {
   T r = other < w.threads ? (w.*slots)[other] : v;
   w.barrier.wait("__shfl_xor_sync");
   return r;
+}
+// The n (at most 4) pointers of every lane of a full warp, lane by lane, into all; returns this
+// thread's lane.
+inline int warp_gather(const void* const* mine, int n, const void** all) {
+  Warp& w = *current->warp;
+  const int lane = current->tid % 32;
+  if (w.threads != 32 || n > 4) {
+    std::fprintf(stderr, "CUDA emulator: a tensor-core instruction in a warp of %d threads\n",
+                 w.threads);
+    std::abort();
+  }
+  for (int j = 0; j < n; ++j) w.pointers[lane][j] = mine[j];
+  w.barrier.wait("a warp-wide tensor-core instruction");
+  for (int l = 0; l < 32; ++l)
+    for (int j = 0; j < n; ++j) all[l * n + j] = w.pointers[l][j];
+  w.barrier.wait("a warp-wide tensor-core instruction");
+  return lane;
 }
 inline float shuffle_f32(float v, int m) { return shuffle(v, m, &Warp::f32); }
 inline int shuffle_i32(int v, int m) { return shuffle(v, m, &Warp::i32); }
@@ -200,6 +284,7 @@ class CudaEmulator {
     set("loom_emu_sync", reinterpret_cast<void*>(&emulator_detail::sync_threads));
     set("loom_emu_shfl_f32", reinterpret_cast<void*>(&emulator_detail::shuffle_f32));
     set("loom_emu_shfl_i32", reinterpret_cast<void*>(&emulator_detail::shuffle_i32));
+    set("loom_emu_warp_gather", reinterpret_cast<void*>(&emulator_detail::warp_gather));
     return e;
   }
 

@@ -41,6 +41,43 @@ constexpr const char* kBF16Preamble = R"(#include <cuda_bf16.h>
 __device__ __forceinline__ float loom_round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 )";
 
+// The tensor-core and cp.async intrinsics (ir::Call) as inline PTX. Outside NVRTC's device pass
+// (__CUDA_ARCH__ undefined) the includer provides them: the test emulator does.
+constexpr const char* kTensorCorePreamble = R"(#if defined(__CUDA_ARCH__)
+template <typename T> __device__ __forceinline__ void loom_ldmatrix_x4(T* dst, const T* src) {
+  unsigned* d = reinterpret_cast<unsigned*>(dst);
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(src));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(a));
+}
+template <typename T> __device__ __forceinline__ void loom_ldmatrix_x4_trans(T* dst, const T* src) {
+  unsigned* d = reinterpret_cast<unsigned*>(dst);
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(src));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]) : "r"(a));
+}
+#define LOOM_MMA_M16N8K16(suffix, type, ptx_type) \
+  __device__ __forceinline__ void loom_mma_m16n8k16_##suffix(float* c, const type* a, const type* b) { \
+    const unsigned* A = reinterpret_cast<const unsigned*>(a); \
+    const unsigned* B = reinterpret_cast<const unsigned*>(b); \
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." ptx_type "." ptx_type ".f32 " \
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n" \
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) \
+                 : "r"(A[0]), "r"(A[1]), "r"(A[2]), "r"(A[3]), "r"(B[0]), "r"(B[1])); \
+  }
+template <typename T>
+__device__ __forceinline__ void loom_cp_async_16(T* dst, const T* src, long long bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+               :: "r"(d), "l"(src), "r"(static_cast<int>(bytes)));
+}
+__device__ __forceinline__ void loom_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void loom_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" :: "n"(N));
+}
+#endif
+)";
+
 // "(a < b)" -> "a < b" where the outer parentheses enclose the whole text (if conditions).
 std::string strip_parens(const std::string& s) {
   if (s.size() < 2 || s.front() != '(' || s.back() != ')') return s;
@@ -182,7 +219,8 @@ class StoredBuffers : public ir::IRVisitor {
 
 class FuncEmitter {
  public:
-  FuncEmitter(bool* uses_f16, bool* uses_bf16) : uses_f16_(uses_f16), uses_bf16_(uses_bf16) {}
+  FuncEmitter(bool* uses_f16, bool* uses_bf16, bool* uses_tensor_cores)
+      : uses_f16_(uses_f16), uses_bf16_(uses_bf16), uses_tensor_cores_(uses_tensor_cores) {}
 
   absl::Status emit_func(const ir::Func& f, const std::string& symbol,
                          runtime::cuda::KernelInfo* info);
@@ -260,6 +298,7 @@ class FuncEmitter {
   std::string binary(const ir::Expr& e, int lane);
   std::string cast(DType from, DType to, const std::string& v);
   std::string call(const ir::Expr& e, const ir::Call* op, int lane);
+  std::string memory_intrinsic(const ir::Call* op);
   std::string load(const ir::Expr& e, const ir::Load* op, int lane);
   const BufferBinding* find_buffer(const ir::BufferNode* node, const char* what);
 
@@ -273,6 +312,7 @@ class FuncEmitter {
   int depth_ = 1;
   bool* uses_f16_;
   bool* uses_bf16_;
+  bool* uses_tensor_cores_;
   std::set<std::string> used_;
   VarMap vars_;
   BufferMap buffers_;
@@ -472,6 +512,7 @@ std::string FuncEmitter::cast(DType from, DType to, const std::string& v) {
 }
 
 std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
+  if (ir::Call::takes_addresses(op->name)) return memory_intrinsic(op);
   DType t = e.type().element_of();
   std::vector<std::string> args;
   for (const ir::Expr& a : op->args) args.push_back(expr(a, lane));
@@ -501,6 +542,38 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
   std::string r = std::string(it->second.first) + "(";
   for (size_t i = 0; i < args.size(); ++i) r += (i ? ", " : "") + args[i];
   return round_to(t, r + ")");
+}
+
+// The tensor-core and cp.async intrinsics: calls of the preamble's loom_* functions with the
+// addresses of their Load arguments.
+std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
+  *uses_tensor_cores_ = true;
+  const std::string& name = op->name;
+  if (name == "cp_async_commit") return "loom_cp_async_commit()";
+  if (name == "cp_async_wait")
+    return str_cat("loom_cp_async_wait<", ir::as_const_int(op->args[0]).value_or(0), ">()");
+  std::vector<std::string> args;
+  for (const ir::Expr& a : op->args) {
+    const auto* l = a.as<ir::Load>();
+    if (!l) {
+      args.push_back(expr(a, 0));
+      continue;
+    }
+    if (l->indices.size() != 1)
+      return fail_expr(absl::InvalidArgumentError(
+          str_cat(name, " of buffer '", l->buffer->name, "' needs flattened IR")));
+    const BufferBinding* buf = find_buffer(l->buffer.get(), name.c_str());
+    if (!buf) return "0";
+    note_type(buf->dtype);
+    args.push_back("&" + buf->name + "[" + expr(l->indices[0], 0) + "]");
+  }
+  if (name == "mma_m16n8k16") {
+    const char* in = op->args[1].type().code() == DTypeCode::kBF16 ? "bf16" : "f16";
+    return str_cat("loom_mma_m16n8k16_", in, "(", args[0], ", ", args[1], ", ", args[2], ")");
+  }
+  std::string r = "loom_" + name + "(";
+  for (size_t i = 0; i < args.size(); ++i) r += (i ? ", " : "") + args[i];
+  return r + ")";
 }
 
 const FuncEmitter::BufferBinding* FuncEmitter::find_buffer(const ir::BufferNode* node,
@@ -718,7 +791,9 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
                   "; the CUDA code generator supports constant-size shared memory only")));
     line(str_cat("__shared__ __align__(16) ", type, " ", name, "[", *count, "];"));
   } else if (count && *count * node->dtype.bytes() <= kMaxLocalArrayBytes) {
-    line(str_cat(type, " ", name, "[", std::max<int64_t>(*count, 1), "];"));
+    // 16-bit arrays are fragments that tensor-core instructions read as 32-bit registers.
+    line(str_cat(node->dtype.bytes() < 4 ? "__align__(16) " : "", type, " ", name, "[",
+                 std::max<int64_t>(*count, 1), "];"));
   } else {
     // A heap allocation failure traps: the kernel has no other way to report it.
     heap = true;
@@ -841,7 +916,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
 
 absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   EmittedCuda out;
-  bool uses_f16 = false, uses_bf16 = false;
+  bool uses_f16 = false, uses_bf16 = false, uses_tensor_cores = false;
   std::set<std::string> used;
   std::string kernels;
   for (const ir::Func& f : m.funcs) {
@@ -851,7 +926,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
     for (int n = 1; used.count(symbol); ++n) symbol = base + "_" + std::to_string(n);
     used.insert(symbol);
 
-    FuncEmitter emitter(&uses_f16, &uses_bf16);
+    FuncEmitter emitter(&uses_f16, &uses_bf16, &uses_tensor_cores);
     runtime::cuda::KernelInfo info;
     absl::Status s = emitter.emit_func(f, symbol, &info);
     if (!s.ok())
@@ -866,6 +941,13 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   if (uses_f16) src += kF16Preamble;
   if (uses_bf16) src += kBF16Preamble;
   src += kPreamble;
+  if (uses_tensor_cores) {
+    src += kTensorCorePreamble;
+    src += "#if defined(__CUDA_ARCH__)\n";
+    if (uses_f16) src += "LOOM_MMA_M16N8K16(f16, __half, \"f16\")\n";
+    if (uses_bf16) src += "LOOM_MMA_M16N8K16(bf16, __nv_bfloat16, \"bf16\")\n";
+    src += "#endif\n";
+  }
   src += kernels;
   return out;
 }

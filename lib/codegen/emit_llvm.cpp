@@ -535,6 +535,10 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
     return fail_expr(e, absl::InvalidArgumentError(
                             "shfl_xor_sync is a CUDA warp shuffle; the CPU code generator cannot "
                             "emit it (schedule this kernel with a CPU template)"));
+  if (ir::Call::takes_addresses(name))
+    return fail_expr(e, absl::InvalidArgumentError(
+                            name + " is a CUDA tensor-core or async-copy intrinsic; the CPU code "
+                                   "generator cannot emit it"));
   std::vector<llvm::Value*> args;
   for (const ir::Expr& a : op->args) args.push_back(emit(a));
 

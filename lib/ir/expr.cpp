@@ -190,8 +190,53 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
     {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
     {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
+    {"mma_m16n8k16", 3}, {"ldmatrix_x4", 2}, {"ldmatrix_x4_trans", 2}, {"cp_async_16", 3},
+    {"cp_async_commit", 0}, {"cp_async_wait", 1},
 };
+
+bool is_16_bit_float(DType t) {
+  return t.is_scalar() && (t.code() == DTypeCode::kF16 || t.code() == DTypeCode::kBF16);
+}
+
+// The CUDA memory intrinsics (see Call): checks of their arguments, then an i32 call.
+Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
+  auto load = [&](size_t i) {
+    const auto* l = args[i].as<Load>();
+    LOOM_CHECK(l && args[i].type().is_scalar(), name, " argument ", i,
+               " must be a scalar Load (it stands for the element's address)");
+    return l;
+  };
+  if (name == "mma_m16n8k16") {
+    load(0);
+    load(1);
+    load(2);
+    LOOM_CHECK(args[0].type() == DType::f32(), name, " accumulates in f32, not ", args[0].type());
+    LOOM_CHECK(is_16_bit_float(args[1].type()) && args[1].type() == args[2].type(), name,
+               " multiplies f16 or bf16 fragments, not ", args[1].type(), " and ",
+               args[2].type());
+  } else if (name == "ldmatrix_x4" || name == "ldmatrix_x4_trans") {
+    load(0);
+    LOOM_CHECK(load(1)->buffer->scope == MemoryScope::kShared, name, " reads shared memory");
+    LOOM_CHECK(args[0].type().bytes() == 2 && args[1].type().bytes() == 2, name,
+               " moves 16-bit elements");
+  } else if (name == "cp_async_16") {
+    LOOM_CHECK(load(0)->buffer->scope == MemoryScope::kShared, name, " writes shared memory");
+    LOOM_CHECK(load(1)->buffer->scope == MemoryScope::kGlobal, name, " reads global memory");
+    LOOM_CHECK(args[0].type() == args[1].type(), name, " copies between buffers of one type");
+    LOOM_CHECK(args[2].type().is_int() && args[2].type().is_scalar(), name,
+               " takes an integer byte count");
+  } else if (name == "cp_async_wait") {
+    const auto* n = args[0].as<IntImm>();
+    LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
+  }
+  return make_expr<Call>(DType::i32(), name, std::move(args));
+}
 }  // namespace
+
+bool Call::takes_addresses(const std::string& name) {
+  return name == "mma_m16n8k16" || name == "ldmatrix_x4" || name == "ldmatrix_x4_trans" ||
+         name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait";
+}
 
 bool Call::is_known(const std::string& name, int* arity) {
   for (const auto& info : kIntrinsics) {
@@ -207,6 +252,7 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
   int arity = 0;
   LOOM_CHECK(is_known(name, &arity), "unknown intrinsic ", name);
   LOOM_CHECK(static_cast<int>(args.size()) == arity, name, " takes ", arity, " arguments");
+  if (takes_addresses(name)) return make_memory_intrinsic(name, std::move(args));
   DType t = args[0].type();
   // The bit casts keep the bits and the lanes and change only how the bits are read.
   if (name == "reinterpret_f32") {

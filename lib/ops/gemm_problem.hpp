@@ -17,12 +17,13 @@ struct GemmProblem {
   bool b_batched = false;
 };
 
-inline std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx) {
+// Both inputs must be of type `element`.
+inline std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx,
+                                               DType element = DType::f32()) {
   if (ctx.inputs.size() != 2) return std::nullopt;
   const Shape& a = ctx.inputs[0].shape;
   const Shape& b = ctx.inputs[1].shape;
-  if (ctx.inputs[0].dtype != DType::f32() || ctx.inputs[1].dtype != DType::f32())
-    return std::nullopt;
+  if (ctx.inputs[0].dtype != element || ctx.inputs[1].dtype != element) return std::nullopt;
   auto pa = static_product(a, 0, a.size() - 2), pb = static_product(b, 0, b.size() - 2);
   auto m = static_product(a, a.size() - 2, a.size() - 1),
        k = static_product(a, a.size() - 1, a.size());

@@ -1,5 +1,6 @@
-// The CUDA schedule template of matmul (private to lib/ops): an f32 SIMT GEMM whose block, warp,
-// lane and register levels are task mappings, with double-buffered shared-memory tiles.
+// The CUDA schedule templates of matmul (private to lib/ops): an f32 SIMT GEMM whose block, warp,
+// lane and register levels are task mappings, with double-buffered shared-memory tiles, and an
+// f16/bf16 tensor-core GEMM (mma.sync m16n8k16, ldmatrix, a cp.async multi-stage pipeline).
 #pragma once
 
 #include "loom/graph/op.hpp"
@@ -7,5 +8,6 @@
 namespace loom::ops {
 
 ScheduleTemplate matmul_cuda_template();
+ScheduleTemplate matmul_tensor_core_cuda_template();
 
 }  // namespace loom::ops

@@ -359,6 +359,15 @@ class PrologueFuser : public ir::IRMutator {
     return lanes_buf.load({ir::Ramp::make(ir::Expr(int64_t{0}), ir::Expr(int64_t{1}), lanes)});
   }
 
+  // A memory intrinsic reads its input by address (cp.async): there is no value to replace.
+  ir::Expr mutate_call(const ir::Call* op, const ir::Expr& e) override {
+    if (ir::Call::takes_addresses(op->name))
+      for (const ir::Expr& a : op->args)
+        if (const auto* l = a.as<ir::Load>(); l && l->buffer == in_.node())
+          return fail(a, str_cat(op->name, " copies it by address"));
+    return ir::IRMutator::mutate_call(op, e);
+  }
+
   ir::Stmt mutate_store(const ir::Store* op, const ir::Stmt& s) override {
     if (op->buffer == in_.node() && status_.ok())
       status_ = absl::FailedPreconditionError(

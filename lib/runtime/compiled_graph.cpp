@@ -411,6 +411,17 @@ absl::Status CompiledGraph::run_device(const std::vector<DeviceTensor>& inputs,
     if (t.address == 0 && num_elements(want) > 0)
       return absl::InvalidArgumentError(what + " has a null device address");
   }
+  // Kernels read and write 16 bytes at a time (vector loads, cp.async).
+  auto misaligned = [](const std::vector<DeviceTensor>& ts, const char* what) {
+    for (size_t k = 0; k < ts.size(); ++k)
+      if (ts[k].address % kDeviceAlignment != 0)
+        return absl::InvalidArgumentError(
+            str_cat(what, " ", k, " has device address ", ts[k].address, ", not a multiple of ",
+                    kDeviceAlignment, " bytes (the GPU's allocations are)"));
+    return absl::OkStatus();
+  };
+  LOOM_RETURN_IF_ERROR(misaligned(inputs, "input"));
+  LOOM_RETURN_IF_ERROR(misaligned(outputs, "output"));
   GpuRun run{.device_inputs = &inputs, .device_outputs = &outputs, .enqueue = enqueue,
              .stream = static_cast<runtime::cuda::Stream>(stream)};
   return run_gpu(g, shapes, run).status();

@@ -144,6 +144,22 @@ std::vector<GraphCase> graph_cases() {
                    },
                    {random_array(DType::f16(), {17, 33}), random_array(DType::f16(), {33, 29})},
                    2e-2});
+  cases.push_back({"tensor cores: f16 linear layer with fused bias and gelu, bf16 batched matmul",
+                   [] {
+                     Graph g;
+                     Tensor x = g.input("x", {37, 64}, DType::f16());
+                     Tensor w = g.input("w", {64, 48}, DType::f16());
+                     Tensor b = g.input("b", {48}, DType::f16());
+                     g.output(x.matmul(w).add(b).gelu());
+                     Tensor p = g.input("p", {3, 21, 40}, DType::bf16());
+                     Tensor q = g.input("q", {3, 40, 16}, DType::bf16());
+                     g.output(p.matmul(q).relu());
+                     return g;
+                   },
+                   {random_array(DType::f16(), {37, 64}), random_array(DType::f16(), {64, 48}),
+                    random_array(DType::f16(), {48}), random_array(DType::bf16(), {3, 21, 40}),
+                    random_array(DType::bf16(), {3, 40, 16})},
+                   2e-2});
   return cases;
 }
 
@@ -316,11 +332,15 @@ TEST_CASE("CUDA graphs: every operator family compiles for sm_80 and sm_90, and 
       const Graph g = c.build();
       CompiledGraph compiled = compile_for(g, Target::cuda(sm));
       REQUIRE(!compiled.kernels().empty());
+      int tensor_core = 0;
       for (const KernelInfo& k : compiled.kernels()) {
         INFO("kernel " << k.name);
         CHECK(!k.schedule.empty());
         CHECK(!k.ops.empty());
+        tensor_core += k.schedule.rfind("cuda_tensor_core_gemm[", 0) == 0;
       }
+      // Both matmuls with their epilogues fused.
+      if (c.name.rfind("tensor cores", 0) == 0) CHECK(tensor_core == 2);
       if (sm != gpu) {
         if (gpu == 0 && sm == 90) {
           // No GPU: run() says so, after checking the inputs as on the CPU.
@@ -417,6 +437,10 @@ TEST_CASE("CUDA graphs: inputs and outputs in device memory are checked before t
   bad = outs;
   bad[0].address = 0;
   expect_invalid({x, y}, bad, "null device address");
+  bad = outs;
+  bad[1].address = 0x3004;
+  expect_invalid({x, y}, bad, "output 1 has device address 12292, not a multiple of 16 bytes");
+  expect_invalid({x, {0x2008, DType::f32(), {7}}}, outs, "input 1 has device address 8200");
   if (gpu_sm_arch() == 0) {
     // Valid arguments, no GPU: the run says why it cannot start.
     absl::Status s = compiled.run_on_device({x, y}, outs);

@@ -1,5 +1,5 @@
 // The CUDA schedule templates without a GPU: for every template (row reductions, softmax,
-// layer_norm, SIMT matmul, direct conv2d) and the injective lowering, configs sampled from the
+// layer_norm, SIMT and tensor-core matmul, direct conv2d) and the injective lowering, configs sampled from the
 // space (all of a small space; else a fixed sample plus the default) on odd and prime shapes become
 // CUDA C++ that NVRTC compiles for sm_80 and sm_90. The kernels then run and must match the te
 // reference evaluator: on the GPU where there is one, else (the first two sampled configs and the
@@ -248,11 +248,12 @@ size_t check_op(const OpCase& c, const std::vector<std::string>& expect = {}) {
   return count;
 }
 
-TensorType f32(std::vector<int64_t> shape) {
+TensorType typed(DType t, std::vector<int64_t> shape) {
   loom::Shape s;
   for (int64_t n : shape) s.push_back(loom::Dim(n));
-  return TensorType{s, DType::f32()};
+  return TensorType{s, t};
 }
+TensorType f32(std::vector<int64_t> shape) { return typed(DType::f32(), std::move(shape)); }
 
 }  // namespace
 
@@ -356,6 +357,83 @@ TEST_CASE("CUDA templates: SIMT matmul compiles for sm_80 and sm_90", "[cuda][cu
   }
   SECTION("batch dims of A folded into M") {
     check_op({"matmul", {f32({2, 33, 41}), f32({41, 131})}, f32({2, 33, 131}), none, 1e-4, 1e-4});
+  }
+}
+
+// f16 and bf16 products are exact in f32 and the sums differ from the reference only in order;
+// the output's rounding to 16 bits can then differ by one unit in the last place: 2^-10 of the
+// value for f16 (tolerance 2e-3), 2^-7 for bf16 (1e-2), with the same absolute tolerance for
+// results near 0.
+TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) compiles for sm_80 "
+          "and sm_90 and matches the reference",
+          "[cuda][cuda_templates]") {
+  auto none = std::make_shared<loom::NoAttrs>();
+  const DType f16 = DType::f16(), bf16 = DType::bf16();
+  SECTION("f16, K and N multiples of 8 (cp.async), M prime, K not a multiple of the slice") {
+    check_op({"matmul", {typed(f16, {61, 72}), typed(f16, {72, 40})}, typed(f16, {61, 40}), none,
+              2e-3, 2e-3},
+             {"loom_mma_m16n8k16_f16(", "loom_ldmatrix_x4(", "loom_ldmatrix_x4_trans(",
+              "loom_cp_async_16(", "loom_cp_async_wait<"});
+  }
+  SECTION("f16, odd K and N (copies through registers)") {
+    const size_t n = check_op({"matmul", {typed(f16, {37, 45}), typed(f16, {45, 29})},
+                               typed(f16, {37, 29}), none, 2e-3, 2e-3},
+                              {"loom_mma_m16n8k16_f16("});
+    CHECK(n > 0);
+  }
+  SECTION("bf16, batched A and B") {
+    check_op({"matmul", {typed(bf16, {2, 19, 64}), typed(bf16, {2, 64, 24})},
+              typed(bf16, {2, 19, 24}), none, 1e-2, 1e-2},
+             {"loom_mma_m16n8k16_bf16("});
+  }
+  SECTION("the PTX has the tensor-core instructions") {
+    if (!have_nvrtc()) return;
+    const OpDef* def = OpRegistry::global().find("matmul");
+    REQUIRE(def);
+    for (int sm : {80, 90}) {
+      TemplateContext ctx;
+      ctx.target = Target::cuda(sm);
+      ctx.inputs = {typed(f16, {128, 64}), typed(f16, {64, 128})};
+      ctx.output = typed(f16, {128, 128});
+      ctx.attrs = none.get();
+      ctx.constant_inputs = {false, false};
+      ctx.name = "tc";
+      const ScheduleTemplate* t = nullptr;
+      for (const ScheduleTemplate& candidate : def->templates)
+        if (candidate.name == "cuda_tensor_core_gemm") t = &candidate;
+      REQUIRE(t);
+      REQUIRE(t->applies(ctx));
+      auto scheduled = t->build(ctx, t->space(ctx).default_config());
+      REQUIRE(scheduled.ok());
+      ir::Module m{"tc", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+      auto compiled = cuda::compile_module(m, sm);
+      INFO(compiled.status().ToString());
+      REQUIRE(compiled.ok());
+      CHECK_THAT(compiled->ptx, Catch::Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
+      CHECK_THAT(compiled->ptx, Catch::Contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16"));
+      CHECK_THAT(compiled->ptx, Catch::Contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"));
+      CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.cg.shared.global"));
+      CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.wait_group"));
+    }
+  }
+  SECTION("sm_75 and f32 take other templates") {
+    const OpDef* def = OpRegistry::global().find("matmul");
+    REQUIRE(def);
+    const ScheduleTemplate* t = nullptr;
+    for (const ScheduleTemplate& candidate : def->templates)
+      if (candidate.name == "cuda_tensor_core_gemm") t = &candidate;
+    REQUIRE(t);
+    TemplateContext ctx;
+    ctx.target = Target::cuda(75);
+    ctx.inputs = {typed(f16, {16, 16}), typed(f16, {16, 16})};
+    ctx.output = typed(f16, {16, 16});
+    ctx.attrs = none.get();
+    CHECK_FALSE(t->applies(ctx));
+    ctx.target = Target::cuda(80);
+    CHECK(t->applies(ctx));
+    ctx.inputs = {f32({16, 16}), f32({16, 16})};
+    ctx.output = f32({16, 16});
+    CHECK_FALSE(t->applies(ctx));
   }
 }
 

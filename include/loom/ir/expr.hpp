@@ -181,6 +181,18 @@ struct Load : ExprNode {
 // shfl_xor_sync(x, mask) is CUDA-only: x (scalar f32 or i32) of the lane whose index is this
 // lane's xor the constant i64 mask, 1 <= mask < 32, across the whole warp (all 32 lanes must
 // execute it, as __shfl_xor_sync(0xffffffff, ...)); the CPU back end rejects it with an error.
+//
+// The CUDA tensor-core and asynchronous-copy intrinsics are statements (Evaluate of an i32 call
+// with no value) whose Load arguments stand for the addresses of the elements they name, with
+// the warp-wide semantics of the PTX instructions (every lane of the warp executes them):
+//   mma_m16n8k16(acc[i], a[j], b[k]): acc[i..i+3] (f32) += A * B for the 16x16 A fragment
+//     a[j..j+7] and the 16x8 B fragment b[k..k+3] (both f16 or both bf16), mma.sync.m16n8k16;
+//   ldmatrix_x4(dst[i], src[j]) and ldmatrix_x4_trans: four 8x8 matrices of 16-bit elements from
+//     shared memory, this lane giving the address of one row (src[j..j+7]), into dst[i..i+7];
+//   cp_async_16(dst[i], src[j], bytes): 16 bytes from global src to shared dst, of which the
+//     first `bytes` (0 or 16) are read and the rest zero-filled, asynchronously;
+//   cp_async_commit(): closes the group of this thread's copies issued since the last commit;
+//   cp_async_wait(n): waits until at most n (a constant) of this thread's groups are pending.
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)
@@ -189,6 +201,8 @@ struct Call : ExprNode {
   const std::vector<Expr> args;
   static Expr make(const std::string& name, std::vector<Expr> args);
   static bool is_known(const std::string& name, int* arity = nullptr);
+  // Whether the call's Load arguments are addresses (the CUDA memory intrinsics above).
+  static bool takes_addresses(const std::string& name);
 };
 
 // The vector base, base + stride, ..., base + (lanes-1) * stride.

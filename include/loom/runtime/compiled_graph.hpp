@@ -36,6 +36,8 @@ struct KernelInfo {
 
 // A tensor in the memory of the GPU a graph was compiled for, owned by the caller: a CUDA device
 // pointer (a CUdeviceptr) to its elements in row-major order, and the dtype and shape they hold.
+// The address must be a multiple of kDeviceAlignment (cuMemAlloc's are).
+inline constexpr uint64_t kDeviceAlignment = 16;
 struct DeviceTensor {
   uint64_t address = 0;
   DType dtype;

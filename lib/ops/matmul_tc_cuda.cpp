@@ -1,0 +1,390 @@
+// matmul on CUDA tensor cores (sm_80 and later): f16 or bf16 inputs, f32 accumulation, the
+// output in the inputs' type. A block computes a BM x BN tile of C; its warps split the tile
+// with the task mapping spatial(warps_m, warps_n), and each warp covers its tile with
+// repeat(mma_m, mma_n) of mma.sync m16n8k16 tiles, whose accumulators follow the instruction's
+// fragment mapping
+//   repeat(2, 1) * spatial(8, 4) * repeat(1, 2)
+// from the warp's 32 lanes to the 16 x 8 tile (lane l holds rows l/4 and l/4 + 8, columns
+// 2 (l%4) and 2 (l%4) + 1). K goes by block_k-deep slices through `stages` shared-memory buffers
+// filled with cp.async 16-byte copies: the copies of slice kt + stages - 1 are in flight while
+// slice kt is multiplied, and one barrier per slice orders them. Fragments come from shared
+// memory with ldmatrix (A as it is, B transposed). Shared rows are padded by 8 elements (16
+// bytes), so that the 8 rows one ldmatrix phase reads fall in different banks.
+//
+// The copies need 16-byte aligned rows: K and N multiples of 8 elements. Other shapes load the
+// slices through registers (a synchronous copy with the same pipeline), and out-of-range rows,
+// columns and K are zero-filled either way.
+
+#include <algorithm>
+#include <numeric>
+#include <optional>
+
+#include "loom/ir/op.hpp"
+#include "loom/schedule/task_mapping.hpp"
+#include "ops/cuda_common.hpp"
+#include "ops/gemm_problem.hpp"
+#include "ops/matmul_cuda.hpp"
+#include "ops/template_util.hpp"
+
+namespace loom::ops {
+namespace {
+
+using ir::Buffer;
+using ir::Expr;
+using ir::Stmt;
+using ir::Var;
+
+constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
+// Elements of a 16-byte copy, and the padding of a shared row.
+constexpr int64_t kChunk = 8, kPad = 8;
+
+// The levels of a config, and what follows from them.
+struct TcTiles {
+  int64_t warps_m, warps_n, mma_m, mma_n, block_k, stages;
+
+  explicit TcTiles(const tune::Config& c)
+      : warps_m(c["warps_m"]),
+        warps_n(c["warps_n"]),
+        mma_m(c["mma_m"]),
+        mma_n(c["mma_n"]),
+        block_k(c["block_k"]),
+        stages(c["stages"]) {}
+
+  int64_t threads() const { return warps_m * warps_n * 32; }
+  int64_t warp_m() const { return mma_m * kMmaM; }
+  int64_t warp_n() const { return mma_n * kMmaN; }
+  int64_t bm() const { return warps_m * warp_m(); }
+  int64_t bn() const { return warps_n * warp_n(); }
+  int64_t a_stride() const { return block_k + kPad; }
+  int64_t b_stride() const { return bn() + kPad; }
+  int64_t shared_bytes() const { return stages * (bm() * a_stride() + block_k * b_stride()) * 2; }
+  // 32-bit registers a thread needs: accumulators, fragments, about 40 for addresses.
+  int64_t registers() const { return mma_m * mma_n * 4 + mma_m * 4 + mma_n * 2 + 40; }
+  // How the threads copy a rows x cols slice in 16-byte chunks: spatial(threads / lanes, lanes)
+  // with lanes along a row's chunks, repeated over the rows.
+  int64_t chunk_lanes(int64_t cols) const { return std::gcd(threads(), cols / kChunk); }
+  bool copies_divide(int64_t rows, int64_t cols) const {
+    const int64_t lanes = chunk_lanes(cols);
+    return cols / kChunk == lanes && rows % (threads() / lanes) == 0;
+  }
+};
+
+class TensorCoreGemm {
+ public:
+  TensorCoreGemm(const TemplateContext& ctx, const GemmProblem& p, const tune::Config& c)
+      : ctx_(ctx), p_(p), t_(c), in_(ctx.inputs[0].dtype) {
+    const int64_t gb = p.b_batched ? p.G : 1;
+    async_ = p.K % kChunk == 0 && p.N % kChunk == 0;
+    a_ = Buffer::make(ctx.name + "_A", in_, {Expr(p.G), Expr(p.M), Expr(p.K)});
+    b_ = Buffer::make(ctx.name + "_B", in_, {Expr(gb), Expr(p.K), Expr(p.N)});
+    c_ = Buffer::make(ctx.name + "_C", ctx.output.dtype, {Expr(p.G), Expr(p.M), Expr(p.N)});
+    a_shared_ = Buffer::make(ctx.name + "_As", in_,
+                             {Expr(t_.stages), Expr(t_.bm()), Expr(t_.a_stride())},
+                             ir::MemoryScope::kShared);
+    b_shared_ = Buffer::make(ctx.name + "_Bs", in_,
+                             {Expr(t_.stages), Expr(t_.block_k), Expr(t_.b_stride())},
+                             ir::MemoryScope::kShared);
+    acc_ = local("acc", DType::f32(), t_.mma_m * t_.mma_n * 4);
+    a_frag_ = local("a_frag", in_, t_.mma_m * 8);
+    b_frag_ = local("b_frag", in_, t_.mma_n * 4);
+  }
+
+  std::vector<ir::Param> params() const { return {a_, b_, c_}; }
+
+  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n) over the blocks.
+  Stmt kernel() {
+    const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.bn());
+    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n);
+    LOOM_CHECK(blocks.ok(), blocks.status().ToString());
+    Var block("block"), tid("tid");
+    Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
+      g_ = tile[0];
+      gb_ = p_.b_batched ? tile[0] : Expr(int64_t{0});
+      m0_ = tile[1] * t_.bm();
+      n0_ = tile[2] * t_.bn();
+      return block_tile(tid);
+    });
+    return gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body);
+  }
+
+ private:
+  Buffer local(const std::string& what, DType t, int64_t n) const {
+    return Buffer::make(ctx_.name + "_" + what, t, {Expr(n)}, ir::MemoryScope::kLocal);
+  }
+
+  // The thread's place: spatial(warps_m, warps_n) over the warps gives the warp's tile; the lane
+  // within the warp is what the instructions' fragment mappings read.
+  void place_thread(const Var& tid) {
+    auto warps = schedule::spatial(t_.warps_m, t_.warps_n);
+    LOOM_CHECK(warps.ok(), "tensor-core GEMM warp mapping");
+    lane_ = tid % Expr(int64_t{32});
+    warps->on(tid / Expr(int64_t{32}), [&](const std::vector<Expr>& w) {
+      warp_row0_ = w[0] * t_.warp_m();
+      warp_col0_ = w[1] * t_.warp_n();
+      return ir::Evaluate::make(Expr(int64_t{0}));
+    });
+  }
+
+  // The copy of one rows x cols slice in 16-byte chunks: fn(row, first column) per chunk of
+  // this thread.
+  Stmt chunks(const Var& tid, int64_t rows, int64_t cols,
+              const std::function<Stmt(const Expr&, const Expr&)>& fn) const {
+    const int64_t lanes = t_.chunk_lanes(cols), lane_rows = t_.threads() / lanes;
+    auto threads = schedule::spatial(lane_rows, lanes);
+    auto steps = schedule::repeat(rows / lane_rows, int64_t{1});
+    LOOM_CHECK(threads.ok() && steps.ok(), "tensor-core GEMM copy mappings");
+    return threads->on(tid, [&](const std::vector<Expr>& w) {
+      std::vector<Stmt> s;
+      for (const std::vector<int64_t>& step : steps->tasks_of(0))
+        s.push_back(fn(w[0] + step[0] * lane_rows, w[1] * kChunk));
+      return ir::Seq::make(std::move(s));
+    });
+  }
+
+  // The copy of chunk src[batch, row, col .. col + 7] to dst[stage, r, c ..]: cp.async with the
+  // bytes past the rows or columns zero-filled, or (unaligned shapes) element by element. The
+  // tails say whether row or col can reach past `rows` or `cols`.
+  Stmt copy_chunk(const Buffer& dst, const Expr& stage, const Expr& r, const Expr& c,
+                  const Buffer& src, const Expr& batch, const Expr& row, int64_t rows,
+                  bool row_tail, const Expr& col, int64_t cols, bool col_tail) const {
+    Expr inside;
+    auto also = [&](Expr e) { inside = inside.defined() ? (inside && e) : e; };
+    const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
+    if (row_tail) also(row < rows);
+    if (async_) {
+      // Past the end the address stays in bounds, and cp.async reads none of it.
+      if (col_tail) also(col < cols);
+      const Expr src_col = col_tail ? ir::min(col, Expr(cols - kChunk)) : col;
+      Expr bytes = inside.defined() ? ir::select(inside, Expr(int64_t{16}), Expr(int64_t{0}))
+                                    : Expr(int64_t{16});
+      return ir::Evaluate::make(ir::Call::make(
+          "cp_async_16", {dst.load({stage, r, c}), src.load({batch, src_row, src_col}), bytes}));
+    }
+    std::vector<Stmt> s;
+    for (int64_t e = 0; e < kChunk; ++e) {
+      Expr in_e = inside;
+      Expr src_col = col + e;
+      if (col_tail || cols % kChunk) {
+        in_e = in_e.defined() ? (in_e && col + e < cols) : col + e < cols;
+        src_col = ir::min(col + e, Expr(cols - 1));
+      }
+      Expr v = src.load({batch, src_row, src_col});
+      if (in_e.defined()) v = ir::select(in_e, v, ir::cast(in_, Expr(0.0f)));
+      s.push_back(ir::Store::make(dst, v, {stage, r, c + e}));
+    }
+    return ir::Seq::make(std::move(s));
+  }
+
+  // Stage "copy slice kt to shared buffer `stage`".
+  Stmt load_slice(const Var& tid, const Expr& kt, const Expr& stage) const {
+    const Expr k0 = kt * t_.block_k;
+    const bool m_tail = p_.M % t_.bm() != 0, n_tail = p_.N % t_.bn() != 0,
+               k_tail = p_.K % t_.block_k != 0;
+    Stmt a = chunks(tid, t_.bm(), t_.block_k, [&](const Expr& i, const Expr& k) {
+      return copy_chunk(a_shared_, stage, i, k, a_, g_, m0_ + i, p_.M, m_tail, k0 + k, p_.K,
+                        k_tail);
+    });
+    Stmt b = chunks(tid, t_.block_k, t_.bn(), [&](const Expr& k, const Expr& j) {
+      return copy_chunk(b_shared_, stage, k, j, b_, gb_, k0 + k, p_.K, k_tail, n0_ + j, p_.N,
+                        n_tail);
+    });
+    return ir::Seq::make({a, b});
+  }
+
+  Stmt async(const std::string& name, std::vector<Expr> args = {}) const {
+    return async_ ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
+                  : ir::Evaluate::make(Expr(int64_t{0}));
+  }
+
+  // Stage "multiply": per 16-deep step of the slice in shared buffer `stage`, A's fragments
+  // (ldmatrix: lane l gives row l % 16, columns 8 (l / 16) .. of the 16 x 16 tile), B's in
+  // pairs of 8-wide tiles (ldmatrix.trans: lane l gives k row l % 16, columns 8 (l / 16) .. of
+  // the 16 x 16 pair), then the warp tile's mma_m x mma_n products.
+  Stmt multiply(const Expr& stage) const {
+    Var kk("kk");
+    const Expr row = lane_ % Expr(int64_t{16}), half = lane_ / Expr(int64_t{16}) * kChunk;
+    std::vector<Stmt> s;
+    for (int64_t mi = 0; mi < t_.mma_m; ++mi)
+      s.push_back(ir::Evaluate::make(ir::Call::make(
+          "ldmatrix_x4", {a_frag_.load({Expr(mi * 8)}),
+                          a_shared_.load({stage, warp_row0_ + mi * kMmaM + row,
+                                          kk * kMmaK + half})})));
+    for (int64_t pair = 0; pair < t_.mma_n / 2; ++pair)
+      s.push_back(ir::Evaluate::make(ir::Call::make(
+          "ldmatrix_x4_trans", {b_frag_.load({Expr(pair * 8)}),
+                                b_shared_.load({stage, kk * kMmaK + row,
+                                                warp_col0_ + pair * 2 * kMmaN + half})})));
+    for (int64_t mi = 0; mi < t_.mma_m; ++mi)
+      for (int64_t nj = 0; nj < t_.mma_n; ++nj)
+        s.push_back(ir::Evaluate::make(ir::Call::make(
+            "mma_m16n8k16", {acc_.load({Expr((mi * t_.mma_n + nj) * 4)}),
+                             a_frag_.load({Expr(mi * 8)}), b_frag_.load({Expr(nj * 4)})})));
+    return ir::For::make(kk, Expr(int64_t{0}), Expr(t_.block_k / kMmaK), ir::ForKind::kUnrolled,
+                         ir::Seq::make(std::move(s)));
+  }
+
+  // Stage "store C": each accumulator through the fragment mapping to its element of C, final
+  // values, guarded past M and N.
+  Stmt store_c() const {
+    auto lanes = schedule::spatial(8, 4);
+    auto regs = schedule::repeat(2, 1) * schedule::repeat(1, 2);
+    LOOM_CHECK(lanes.ok() && regs.ok(), "mma fragment mapping");
+    return lanes->on(lane_, [&](const std::vector<Expr>& l) {
+      std::vector<Stmt> s;
+      for (int64_t mi = 0; mi < t_.mma_m; ++mi)
+        for (int64_t nj = 0; nj < t_.mma_n; ++nj) {
+          int64_t r = 0;
+          for (const std::vector<int64_t>& reg : regs->tasks_of(0)) {
+            // repeat(2, 1) scales by spatial(8, 4)'s rows; repeat(1, 2) is innermost.
+            Expr row = m0_ + warp_row0_ + mi * kMmaM + reg[0] * 8 + l[0];
+            Expr col = n0_ + warp_col0_ + nj * kMmaN + l[1] * 2 + reg[1];
+            Expr v = acc_.load({Expr((mi * t_.mma_n + nj) * 4 + r++)});
+            Stmt store = ir::Store::make(c_, ir::final_value(ir::cast(c_.dtype(), v)),
+                                         {g_, row, col});
+            Expr inside;
+            if (p_.M % t_.bm()) inside = row < p_.M;
+            if (p_.N % t_.bn()) inside = inside.defined() ? (inside && col < p_.N) : col < p_.N;
+            s.push_back(inside.defined() ? ir::IfThenElse::make(inside, store) : store);
+          }
+        }
+      return ir::Seq::make(std::move(s));
+    });
+  }
+
+  // One block's tile: zero the accumulators, start the first stages - 1 slices, then per slice
+  // wait for it, barrier, start the slice stages - 1 ahead (into the buffer every thread has
+  // finished with), multiply.
+  Stmt block_tile(const Var& tid) {
+    place_thread(tid);
+    const int64_t slices = ceil_div(p_.K, t_.block_k), ahead = t_.stages - 1;
+    std::vector<Stmt> s;
+    for (int64_t i = 0; i < t_.mma_m * t_.mma_n * 4; ++i)
+      s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
+    for (int64_t k = 0; k < ahead; ++k) {
+      if (k < slices) s.push_back(load_slice(tid, Expr(k), Expr(k)));
+      s.push_back(async("cp_async_commit"));
+    }
+    Var kt("kt");
+    Stmt step = ir::Seq::make({
+        async("cp_async_wait", {Expr(ahead - 1)}),
+        ir::Barrier::make(),
+        ir::IfThenElse::make(kt + ahead < slices,
+                             load_slice(tid, kt + ahead, (kt + ahead) % t_.stages)),
+        async("cp_async_commit"),
+        multiply(kt % t_.stages),
+    });
+    s.push_back(ir::For::make(kt, Expr(int64_t{0}), Expr(slices), ir::ForKind::kSerial, step));
+    s.push_back(store_c());
+    Stmt body = ir::Seq::make(std::move(s));
+    for (const Buffer& b : {b_frag_, a_frag_, acc_, b_shared_, a_shared_})
+      body = ir::Allocate::make(b, body);
+    return body;
+  }
+
+  const TemplateContext& ctx_;
+  GemmProblem p_;
+  TcTiles t_;
+  DType in_;
+  bool async_ = false;
+  Buffer a_, b_, c_, a_shared_, b_shared_, acc_, a_frag_, b_frag_;
+  Expr g_, gb_, m0_, n0_, lane_, warp_row0_, warp_col0_;
+};
+
+// The inputs' type when the template applies: f16 or bf16 on sm_80 or later.
+std::optional<GemmProblem> tensor_core_problem(const TemplateContext& ctx) {
+  if (!ctx.target.is_cuda() || ctx.target.sm_arch() < 80 || ctx.inputs.size() != 2)
+    return std::nullopt;
+  const DType t = ctx.inputs[0].dtype;
+  if (t != DType::f16() && t != DType::bf16()) return std::nullopt;
+  if (ctx.output.dtype != t) return std::nullopt;
+  return gemm_problem(ctx, t);
+}
+
+tune::Space tensor_core_space(const TemplateContext& ctx) {
+  const GpuProperties p = gpu_properties(ctx.target);
+  std::optional<GemmProblem> problem = tensor_core_problem(ctx);
+  tune::Space s;
+  s.param("warps_m", {1, 2, 4})
+      .param("warps_n", {1, 2, 4})
+      .param("mma_m", {1, 2, 4})
+      .param("mma_n", {2, 4, 8})
+      .param("block_k", {16, 32, 64})
+      .param("stages", {2, 3, 4});
+  s.rule("threads per block within the device limit", [=](const tune::Config& c) {
+    return TcTiles(c).threads() <= p.max_threads_per_block;
+  });
+  s.rule("the stages of A and B fit the shared memory of a block", [=](const tune::Config& c) {
+    return TcTiles(c).shared_bytes() <= p.shared_memory_per_block;
+  });
+  s.rule("registers per thread within the limits", [=](const tune::Config& c) {
+    const TcTiles t(c);
+    return t.registers() <= p.max_registers_per_thread &&
+           t.registers() * t.threads() <= p.registers_per_block;
+  });
+  s.rule("the threads divide the copies of a slice", [=](const tune::Config& c) {
+    const TcTiles t(c);
+    return t.copies_divide(t.bm(), t.block_k) && t.copies_divide(t.block_k, t.bn());
+  });
+  // kFast: 4 to 8 warps, warp tiles of 32 x 32 and more, slices 32 deep, 3 or 4 stages.
+  s.prefer("4 to 8 warps per block", [](const tune::Config& c) {
+    const int64_t w = c["warps_m"] * c["warps_n"];
+    return w >= 4 && w <= 8;
+  });
+  s.prefer("warp tile of 32 x 32 or more",
+           [](const tune::Config& c) { return c["mma_m"] >= 2 && c["mma_n"] >= 4; });
+  s.prefer("slices 32 deep", [](const tune::Config& c) { return c["block_k"] == 32; });
+  s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
+
+  // Default: the largest block tile of these (128 x 128, 128 x 64, 64 x 64, 32 x 32) that still
+  // gives every SM a block, else the smallest.
+  auto config = [](int64_t wm, int64_t wn, int64_t mm, int64_t mn, int64_t stages) {
+    return tune::Config({{"warps_m", wm},
+                         {"warps_n", wn},
+                         {"mma_m", mm},
+                         {"mma_n", mn},
+                         {"block_k", 32},
+                         {"stages", stages}});
+  };
+  const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 2), config(2, 2, 4, 4, 3),
+                                             config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)};
+  tune::Config best = by_size.back();
+  for (const tune::Config& c : by_size) {
+    const TcTiles t(c);
+    const int64_t blocks =
+        problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
+    if (blocks >= p.sm_count && s.broken_rules(c).empty()) {
+      best = c;
+      break;
+    }
+  }
+  s.default_config(best);
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ctx,
+                                                       const tune::Config& c) {
+  std::optional<GemmProblem> p = tensor_core_problem(ctx);
+  if (!p)
+    return absl::InvalidArgumentError("CUDA tensor-core GEMM template does not apply to " +
+                                      ctx.name);
+  TensorCoreGemm gemm(ctx, *p, c);
+  ScheduledKernel k;
+  k.func.name = ctx.name;
+  k.func.body = gemm.kernel();
+  k.func.params = gemm.params();
+  return k;
+}
+
+}  // namespace
+
+ScheduleTemplate matmul_tensor_core_cuda_template() {
+  ScheduleTemplate t;
+  t.name = "cuda_tensor_core_gemm";
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) { return tensor_core_problem(ctx).has_value(); };
+  t.space = tensor_core_space;
+  t.build = build_tensor_core_gemm;
+  return t;
+}
+
+}  // namespace loom::ops
