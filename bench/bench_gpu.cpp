@@ -1,10 +1,11 @@
-// loom's CUDA f32 matmul against cuBLAS SGEMM (no TF32) on one GPU, in one process: 4096^3 and
+// loom's CUDA matmul against cuBLAS on one GPU, in one process: f32 against SGEMM (no TF32), f16
+// and bf16 (f32 accumulation, loom's tensor-core template) against cublasGemmEx, on 4096^3 and
 // the BERT-base shapes at batch x sequence 128. loom's kernel is timed by CompiledGraph::profile
 // (CUDA events around each launch); cuBLAS by events around ten calls, the median of rounds.
 // Both results are compared on the device's outputs. cuBLAS is opened with dlopen
 // (libcublas.so.13 or .12), so the program builds wherever the CUDA toolkit's headers are.
 //
-//   bench_gpu [--tune none|fast|full] [--quick] [--json PATH]
+//   bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] [--json PATH]
 //
 // Without a GPU it says so and exits 0 (it builds in CI, runs on a GPU machine).
 
@@ -37,6 +38,10 @@ struct Cublas {
   int (*set_math_mode)(Handle, int) = nullptr;
   int (*sgemm)(Handle, int, int, int, int, int, const float*, const float*, int, const float*,
                int, const float*, float*, int) = nullptr;
+  // cublasGemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
+  // Ctype, ldc, computeType, algo).
+  int (*gemm_ex)(Handle, int, int, int, int, int, const void*, const void*, int, int, const void*,
+                 int, int, const void*, void*, int, int, int, int) = nullptr;
   Handle handle = nullptr;
   std::string error;
 
@@ -53,7 +58,8 @@ struct Cublas {
     c.destroy = reinterpret_cast<decltype(c.destroy)>(dlsym(lib, "cublasDestroy_v2"));
     c.set_math_mode = reinterpret_cast<decltype(c.set_math_mode)>(dlsym(lib, "cublasSetMathMode"));
     c.sgemm = reinterpret_cast<decltype(c.sgemm)>(dlsym(lib, "cublasSgemm_v2"));
-    if (!c.create || !c.destroy || !c.set_math_mode || !c.sgemm) {
+    c.gemm_ex = reinterpret_cast<decltype(c.gemm_ex)>(dlsym(lib, "cublasGemmEx"));
+    if (!c.create || !c.destroy || !c.set_math_mode || !c.sgemm || !c.gemm_ex) {
       c.error = "cuBLAS lacks an entry point";
       return c;
     }
@@ -71,29 +77,119 @@ struct Shape {
   int64_t m, n, k;
 };
 
-#define CHECK_OK(expr)                                                     \
-  do {                                                                     \
-    auto _s = (expr);                                                      \
-    if (!_s.ok()) {                                                        \
-      std::fprintf(stderr, "%s: %s\n", #expr, _s.ToString().c_str());    \
-      return 1;                                                            \
-    }                                                                      \
-  } while (0)
+// cudaDataType_t of a loom dtype (library_types.h).
+int cuda_data_type(loom::DType t) {
+  if (t == loom::DType::f16()) return 2;    // CUDA_R_16F
+  if (t == loom::DType::bf16()) return 14;  // CUDA_R_16BF
+  return 0;                                 // CUDA_R_32F
+}
+
+loom::NDArray as_type(const loom::NDArray& a, loom::DType t) {
+  if (a.dtype() == t) return a;
+  loom::NDArray out(t, a.shape());
+  for (int64_t i = 0; i < a.numel(); ++i) out.set(i, a.get(i));
+  return out;
+}
+
+struct Result {
+  double loom_ms = 0, peer_ms = std::nan(""), rel_err = std::nan(""), tune_s = 0;
+};
+
+// Times y = x w (w a constant) in loom and in cuBLAS and compares the two results.
+absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Target& target,
+                                const loom::CompileOptions& options, cuda::Driver& d,
+                                Cublas& cublas) {
+  Result r;
+  const loom::NDArray x = as_type(seeded_array({s.m, s.k}, 1), t),
+                      w = as_type(seeded_array({s.k, s.n}, 2), t);
+  loom::Graph g;
+  g.output(g.input("x", {s.m, s.k}, t).matmul(g.constant("w", w)));
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
+  if (!compiled.ok()) return compiled.status();
+  r.tune_s = seconds_since(t0);
+  absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run({x});
+  if (!out.ok()) return out.status();
+  absl::StatusOr<std::vector<double>> kernel_ms = compiled->profile({x}, 20);
+  if (!kernel_ms.ok()) return kernel_ms.status();
+  for (double ms : *kernel_ms) r.loom_ms += ms;
+  if (!cublas.ok()) return r;
+
+  const size_t xb = static_cast<size_t>(x.nbytes()), wb = static_cast<size_t>(w.nbytes());
+  loom::NDArray ref(t, {s.m, s.n});
+  const size_t yb = static_cast<size_t>(ref.nbytes());
+  auto dx = d.allocate(xb), dw = d.allocate(wb), dy = d.allocate(yb);
+  for (const auto* p : {&dx, &dw, &dy})
+    if (!p->ok()) return p->status();
+  LOOM_RETURN_IF_ERROR(d.copy_to_device(*dx, x.data(), xb));
+  LOOM_RETURN_IF_ERROR(d.copy_to_device(*dw, w.data(), wb));
+  const float one = 1, zero = 0;
+  const int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
+  // Row-major y = x w is column-major y^T = w^T x^T.
+  auto gemm = [&] {
+    if (t == loom::DType::f32())
+      return cublas.sgemm(cublas.handle, 0, 0, n, m, k, &one, reinterpret_cast<const float*>(*dw),
+                          n, reinterpret_cast<const float*>(*dx), k, &zero,
+                          reinterpret_cast<float*>(*dy), n);
+    const int type = cuda_data_type(t);
+    return cublas.gemm_ex(cublas.handle, 0, 0, n, m, k, &one, reinterpret_cast<const void*>(*dw),
+                          type, n, reinterpret_cast<const void*>(*dx), type, k, &zero,
+                          reinterpret_cast<void*>(*dy), type, n, /*CUBLAS_COMPUTE_32F*/ 68,
+                          /*CUBLAS_GEMM_DEFAULT*/ -1);
+  };
+  if (gemm() != 0) return absl::InternalError("the cuBLAS GEMM failed");
+  auto e0 = d.create_event(), e1 = d.create_event();
+  if (!e0.ok() || !e1.ok()) return absl::InternalError("cuEventCreate failed");
+  std::vector<double> rounds;
+  for (int round = 0; round < 7; ++round) {
+    LOOM_RETURN_IF_ERROR(d.record_event(*e0, nullptr));
+    for (int i = 0; i < 10; ++i) gemm();
+    LOOM_RETURN_IF_ERROR(d.record_event(*e1, nullptr));
+    LOOM_RETURN_IF_ERROR(d.synchronize_event(*e1));
+    absl::StatusOr<double> ms = d.elapsed_ms(*e0, *e1);
+    if (!ms.ok()) return ms.status();
+    rounds.push_back(*ms / 10);
+  }
+  r.peer_ms = median(rounds);
+  LOOM_RETURN_IF_ERROR(d.copy_to_host(ref.data(), *dy, yb));
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(ref.get(i)));
+    max_diff = std::max(max_diff, std::fabs((*out)[0].get(i) - ref.get(i)));
+  }
+  r.rel_err = max_diff / std::max(max_ref, 1e-30);
+  (void)d.destroy_event(*e0);
+  (void)d.destroy_event(*e1);
+  for (cuda::DevicePtr p : {*dx, *dw, *dy}) (void)d.free(p);
+  return r;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string tune = "fast", json_path;
+  std::string tune = "fast", json_path, dtype_name = "all";
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--tune" && i + 1 < argc) tune = argv[++i];
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--quick") quick = true;
+    else if (a == "--dtype" && i + 1 < argc) dtype_name = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_gpu [--tune none|fast|full] [--quick] [--json PATH]\n");
+      std::fprintf(stderr, "usage: bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] "
+                   "[--json PATH]\n");
       return 2;
     }
+  }
+  std::vector<loom::DType> dtypes = {loom::DType::f32(), loom::DType::f16(), loom::DType::bf16()};
+  if (dtype_name != "all") {
+    auto named = std::find_if(dtypes.begin(), dtypes.end(),
+                              [&](loom::DType t) { return t.to_string() == dtype_name; });
+    if (named == dtypes.end()) {
+      std::fprintf(stderr, "bench_gpu: --dtype %s (f32, f16, bf16 or all)\n", dtype_name.c_str());
+      return 2;
+    }
+    dtypes = {*named};
   }
   absl::StatusOr<cuda::Driver*> driver = cuda::Driver::get();
   absl::StatusOr<cuda::DeviceProperties> props =
@@ -115,93 +211,41 @@ int main(int argc, char** argv) {
   if (quick) shapes = {{1024, 1024, 1024}, {128, 768, 768}};
   const loom::Target target = loom::Target::cuda(props->sm_arch, 0);
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
-  std::printf("\n%-20s %10s %10s %8s %10s %8s\n", "gemm (m,n,k)", "loom ms", "cublas ms",
-              "ratio", "rel err", "tune s");
-  double log_ratio = 0;
-  int counted = 0;
-  bool wrong = false;  // some loom result differs from cuBLAS's beyond f32 rounding
-  for (const Shape& s : shapes) {
-    loom::NDArray x = seeded_array({s.m, s.k}, 1), w = seeded_array({s.k, s.n}, 2);
-    loom::Graph g;
-    g.output(g.input("x", {s.m, s.k}).matmul(g.constant("w", w)));
-    auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
-    CHECK_OK(compiled.status());
-    const double tune_s = seconds_since(t0);
-    absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run({x});
-    CHECK_OK(out.status());
-    absl::StatusOr<std::vector<double>> kernel_ms = compiled->profile({x}, 20);
-    CHECK_OK(kernel_ms.status());
-    double loom_ms = 0;
-    for (double ms : *kernel_ms) loom_ms += ms;
-
-    double peer_ms = std::nan(""), rel_err = std::nan("");
-    if (cublas.ok()) {
-      cuda::Driver& d = **driver;
-      const size_t xb = static_cast<size_t>(s.m * s.k) * 4, wb = static_cast<size_t>(s.k * s.n) * 4,
-                   yb = static_cast<size_t>(s.m * s.n) * 4;
-      auto dx = d.allocate(xb), dw = d.allocate(wb), dy = d.allocate(yb);
-      CHECK_OK(dx.status());
-      CHECK_OK(dw.status());
-      CHECK_OK(dy.status());
-      CHECK_OK(d.copy_to_device(*dx, x.data(), xb));
-      CHECK_OK(d.copy_to_device(*dw, w.data(), wb));
-      const float one = 1, zero = 0;
-      // Row-major y = x w is column-major y^T = w^T x^T.
-      auto sgemm = [&] {
-        return cublas.sgemm(cublas.handle, 0, 0, static_cast<int>(s.n), static_cast<int>(s.m),
-                            static_cast<int>(s.k), &one, reinterpret_cast<const float*>(*dw),
-                            static_cast<int>(s.n), reinterpret_cast<const float*>(*dx),
-                            static_cast<int>(s.k), &zero, reinterpret_cast<float*>(*dy),
-                            static_cast<int>(s.n));
-      };
-      if (sgemm() != 0) {
-        std::fprintf(stderr, "cublasSgemm failed\n");
+  bool wrong = false;  // some loom result differs from cuBLAS's beyond rounding
+  for (loom::DType t : dtypes) {
+    // Goals: f32 0.8x SGEMM; f16/bf16 0.9x cuBLAS on 4096^3 (and 1.0x on BERT with epilogues).
+    const double goal = t == loom::DType::f32() ? 0.8 : 0.9;
+    const double max_err = t == loom::DType::f32() ? 1e-3 : t == loom::DType::f16() ? 1e-2 : 3e-2;
+    std::printf("\n%-26s %10s %10s %8s %10s %8s\n", ("gemm " + t.to_string() + " (m,n,k)").c_str(),
+                "loom ms", "cublas ms", "ratio", "rel err", "tune s");
+    double log_ratio = 0;
+    int counted = 0;
+    for (const Shape& s : shapes) {
+      absl::StatusOr<Result> r = run_case(s, t, target, options, **driver, cublas);
+      if (!r.ok()) {
+        std::fprintf(stderr, "bench_gpu: %s: %s\n", t.to_string().c_str(),
+                     r.status().ToString().c_str());
         return 1;
       }
-      auto e0 = d.create_event(), e1 = d.create_event();
-      CHECK_OK(e0.status());
-      CHECK_OK(e1.status());
-      std::vector<double> rounds;
-      for (int r = 0; r < 7; ++r) {
-        CHECK_OK(d.record_event(*e0, nullptr));
-        for (int i = 0; i < 10; ++i) sgemm();
-        CHECK_OK(d.record_event(*e1, nullptr));
-        CHECK_OK(d.synchronize_event(*e1));
-        auto ms = d.elapsed_ms(*e0, *e1);
-        CHECK_OK(ms.status());
-        rounds.push_back(*ms / 10);
+      if (!std::isnan(r->peer_ms)) {
+        log_ratio += std::log(r->peer_ms / r->loom_ms);
+        ++counted;
+        if (r->rel_err > max_err) wrong = true;
       }
-      peer_ms = median(rounds);
-      std::vector<float> ref(static_cast<size_t>(s.m * s.n));
-      CHECK_OK(d.copy_to_host(ref.data(), *dy, yb));
-      const float* got = (*out)[0].data_as<float>();
-      double max_ref = 0, max_diff = 0;
-      for (size_t i = 0; i < ref.size(); ++i) {
-        max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
-        max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - ref[i]));
-      }
-      rel_err = max_diff / std::max(max_ref, 1e-30);
-      if (rel_err > 1e-3) wrong = true;
-      (void)d.destroy_event(*e0);
-      (void)d.destroy_event(*e1);
-      (void)d.free(*dx);
-      (void)d.free(*dw);
-      (void)d.free(*dy);
-      log_ratio += std::log(peer_ms / loom_ms);
-      ++counted;
+      const std::string name =
+          std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
+      std::printf("%-26s %10.4f %10.4f %8.3f %10.2e %8.1f\n", name.c_str(), r->loom_ms,
+                  r->peer_ms, r->peer_ms / r->loom_ms, r->rel_err, r->tune_s);
+      records.push_back({{"name", name + "_" + t.to_string()}, {"op", "gemm"},
+                         {"dtype", t.to_string()}, {"shape", {s.m, s.n, s.k}},
+                         {"device", props->name}, {"loom_ms", r->loom_ms}, {"peer", "cublas"},
+                         {"peer_ms", r->peer_ms}, {"rel_err", r->rel_err}, {"tune_s", r->tune_s}});
     }
-    const std::string name = std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
-    std::printf("%-20s %10.4f %10.4f %8.3f %10.2e %8.1f\n", name.c_str(), loom_ms, peer_ms,
-                peer_ms / loom_ms, rel_err, tune_s);
-    records.push_back({{"name", name}, {"op", "gemm"}, {"shape", {s.m, s.n, s.k}},
-                       {"device", props->name}, {"loom_ms", loom_ms}, {"peer", "cublas"},
-                       {"peer_ms", peer_ms}, {"rel_err", rel_err}, {"tune_s", tune_s}});
+    if (counted)
+      std::printf("geometric mean cublas / loom, %s: %.3f (goal %.1f or better)\n",
+                  t.to_string().c_str(), std::exp(log_ratio / counted), goal);
   }
-  if (counted)
-    std::printf("geometric mean cublas / loom: %.3f (goal 0.8 or better)\n",
-                std::exp(log_ratio / counted));
   if (!json_path.empty() && !loom_bench::write_records(records, json_path)) return 1;
-  if (wrong) std::printf("bench_gpu: loom's results differ from cuBLAS's (rel err > 1e-3)\n");
+  if (wrong) std::printf("bench_gpu: loom's results differ from cuBLAS's beyond rounding\n");
   return wrong ? 1 : 0;
 }

@@ -15,6 +15,7 @@
 #include "loom/ir/op.hpp"
 #include "loom/ops/attrs.hpp"
 #include "loom/schedule/task_mapping.hpp"
+#include "ops/conv_problem.hpp"
 #include "ops/cuda_common.hpp"
 #include "ops/template_util.hpp"
 
@@ -28,36 +29,6 @@ using ir::Var;
 
 // Kernel windows up to this many taps per row are unrolled.
 constexpr int64_t kMaxUnrolledTaps = 7;
-
-struct ConvProblem {
-  int64_t n, c, h, w, o, cg, kh, kw, oh, ow;
-  Conv2dAttrs attrs;
-  bool depthwise() const { return attrs.groups > 1 && cg == 1 && o == attrs.groups; }
-};
-
-std::optional<ConvProblem> conv_problem(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 2 || !ctx.attrs || ctx.output.dtype != DType::f32()) return std::nullopt;
-  const auto* attrs = dynamic_cast<const Conv2dAttrs*>(ctx.attrs);
-  if (!attrs) return std::nullopt;
-  const TensorType &x = ctx.inputs[0], &w = ctx.inputs[1];
-  if (x.dtype != DType::f32() || w.dtype != DType::f32() || x.shape.size() != 4 ||
-      w.shape.size() != 4 || !is_static(x.shape) || !is_static(w.shape) ||
-      !is_static(ctx.output.shape) || ctx.output.shape.size() != 4)
-    return std::nullopt;
-  ConvProblem p{x.shape[0].value(),
-                x.shape[1].value(),
-                x.shape[2].value(),
-                x.shape[3].value(),
-                w.shape[0].value(),
-                w.shape[1].value(),
-                w.shape[2].value(),
-                w.shape[3].value(),
-                ctx.output.shape[2].value(),
-                ctx.output.shape[3].value(),
-                *attrs};
-  if (p.n < 1 || p.oh < 1 || p.ow < 1 || p.o < 1) return std::nullopt;
-  return p;
-}
 
 struct ConvTiles {
   int64_t threads, oc_threads, px_threads, oc_per_thread, px_per_thread;

@@ -7,5 +7,7 @@
 namespace loom::ops {
 
 ScheduleTemplate conv2d_cuda_template();
+// f16/bf16 conv2d (groups 1) as an implicit GEMM on tensor cores (tensor_core_cuda.cpp).
+ScheduleTemplate conv2d_tensor_core_cuda_template();
 
 }  // namespace loom::ops

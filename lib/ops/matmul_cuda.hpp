@@ -8,6 +8,7 @@
 namespace loom::ops {
 
 ScheduleTemplate matmul_cuda_template();
+// f16/bf16 matmul on tensor cores (tensor_core_cuda.cpp).
 ScheduleTemplate matmul_tensor_core_cuda_template();
 
 }  // namespace loom::ops

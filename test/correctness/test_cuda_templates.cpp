@@ -171,6 +171,7 @@ struct OpCase {
   TensorType output;
   std::shared_ptr<const loom::OpAttrs> attrs;
   double rtol = 1e-5, atol = 1e-5;
+  size_t sample = 10;  // configs sampled from a large space (and the default)
 };
 
 std::vector<ir::Expr> shape_exprs(const loom::Shape& s) {
@@ -217,7 +218,7 @@ size_t check_op(const OpCase& c, const std::vector<std::string>& expect = {}) {
     CHECK(space.broken_rules(space.default_config()).empty());
     ir::Module m{c.op + "_sm" + std::to_string(sm), ctx.target, {}};
     std::vector<Kernel> kernels;
-    for (const tune::Config& config : sample_configs(space)) {
+    for (const tune::Config& config : sample_configs(space, c.sample)) {
       ctx.name = c.op + "_" + std::to_string(m.funcs.size());
       INFO("config " << config.to_string());
       auto scheduled = t->build(ctx, config);
@@ -470,6 +471,46 @@ TEST_CASE("CUDA templates: direct and depthwise conv2d compile for sm_80 and sm_
     a.groups = 8;
     a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 2;
     check_op(conv({1, 8, 17, 19}, {8, 1, 5, 5}, a));
+  }
+}
+
+TEST_CASE("CUDA templates: conv2d as an implicit GEMM on tensor cores compiles for sm_80 and "
+          "sm_90 and matches the reference",
+          "[cuda][cuda_templates]") {
+  auto conv = [](DType t, std::vector<int64_t> x, std::vector<int64_t> w, ops::Conv2dAttrs attrs) {
+    const OpDef* def = OpRegistry::global().find("conv2d");
+    REQUIRE(def);
+    auto out = def->infer({typed(t, x), typed(t, w)}, attrs);
+    REQUIRE(out.ok());
+    const double tol = t == DType::f16() ? 2e-3 : 1e-2;
+    return OpCase{"conv2d", {typed(t, x), typed(t, w)}, *out,
+                  std::make_shared<ops::Conv2dAttrs>(attrs), tol, tol, 5};
+  };
+  SECTION("f16 3x3, padding 1, odd channels and sizes") {
+    ops::Conv2dAttrs a;
+    a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 1;
+    check_op(conv(DType::f16(), {2, 5, 9, 11}, {13, 5, 3, 3}, a),
+             {"loom_mma_m16n8k16_f16(", "loom_cp_async_16("});
+  }
+  SECTION("f16 strided, asymmetric padding, dilated") {
+    ops::Conv2dAttrs a;
+    a.stride_h = 2;
+    a.stride_w = 2;
+    a.pad_top = 1;
+    a.pad_left = 2;
+    a.pad_right = 1;
+    a.dilation_w = 2;
+    check_op(conv(DType::f16(), {1, 16, 13, 12}, {24, 16, 3, 3}, a));
+  }
+  SECTION("f16 1x1 reads the input with cp.async") {
+    check_op(conv(DType::f16(), {2, 24, 4, 6}, {40, 24, 1, 1}, {}),
+             {"loom_cp_async_16(", "loom_mma_m16n8k16_f16("});
+  }
+  SECTION("bf16 7x7 stride 2, padding 3 (a stem)") {
+    ops::Conv2dAttrs a;
+    a.stride_h = a.stride_w = 2;
+    a.pad_top = a.pad_bottom = a.pad_left = a.pad_right = 3;
+    check_op(conv(DType::bf16(), {1, 3, 15, 17}, {16, 3, 7, 7}, a), {"loom_mma_m16n8k16_bf16("});
   }
 }
 

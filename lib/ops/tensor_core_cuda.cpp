@@ -1,19 +1,26 @@
-// matmul on CUDA tensor cores (sm_80 and later): f16 or bf16 inputs, f32 accumulation, the
-// output in the inputs' type. A block computes a BM x BN tile of C; its warps split the tile
-// with the task mapping spatial(warps_m, warps_n), and each warp covers its tile with
-// repeat(mma_m, mma_n) of mma.sync m16n8k16 tiles, whose accumulators follow the instruction's
-// fragment mapping
+// Tensor-core GEMMs on CUDA (sm_80 and later): f16 or bf16 operands, f32 accumulation, the output
+// in the operands' type, for matmul and, as an implicit GEMM, for conv2d.
+//
+// A block computes a BM x BN tile of C; its warps split the tile with the task mapping
+// spatial(warps_m, warps_n), and each warp covers its tile with repeat(mma_m, mma_n) of
+// mma.sync m16n8k16 tiles, whose accumulators follow the instruction's fragment mapping
 //   repeat(2, 1) * spatial(8, 4) * repeat(1, 2)
 // from the warp's 32 lanes to the 16 x 8 tile (lane l holds rows l/4 and l/4 + 8, columns
-// 2 (l%4) and 2 (l%4) + 1). K goes by block_k-deep slices through `stages` shared-memory buffers
-// filled with cp.async 16-byte copies: the copies of slice kt + stages - 1 are in flight while
-// slice kt is multiplied, and one barrier per slice orders them. Fragments come from shared
-// memory with ldmatrix (A as it is, B transposed). Shared rows are padded by 8 elements (16
-// bytes), so that the 8 rows one ldmatrix phase reads fall in different banks.
+// 2 (l%4) and 2 (l%4) + 1). K goes by block_k-deep slices through `stages` shared-memory buffers:
+// the copies of slice kt + stages - 1 are in flight while slice kt is multiplied, and one barrier
+// per slice orders them. Fragments come from shared memory with ldmatrix (A as it is, B
+// transposed). Shared rows are padded by 8 elements (16 bytes), so that the 8 rows one ldmatrix
+// phase reads fall in different banks.
 //
-// The copies need 16-byte aligned rows: K and N multiples of 8 elements. Other shapes load the
-// slices through registers (a synchronous copy with the same pipeline), and out-of-range rows,
-// columns and K are zero-filled either way.
+// An operand stored as a row-major [batch, rows, cols] tensor with cols a multiple of 8 is copied
+// with cp.async, 16 bytes at a time (zero-filled past its rows and columns). Others are read
+// element by element through registers with the same pipeline: unaligned shapes, and the
+// implicit GEMM's B operand, whose element (k, pixel) is the input element under tap k of the
+// pixel's window (zero in the padding).
+//
+// conv2d (groups 1) is the GEMM, per image, C[o][pixel] = W[o][k] * X[k][pixel] over
+// k = (c, r, s): the weights are A as stored (OIHW is row-major O x C*KH*KW) and the NCHW output
+// is C as stored, so no layout changes.
 
 #include <algorithm>
 #include <numeric>
@@ -21,6 +28,8 @@
 
 #include "loom/ir/op.hpp"
 #include "loom/schedule/task_mapping.hpp"
+#include "ops/conv_cuda.hpp"
+#include "ops/conv_problem.hpp"
 #include "ops/cuda_common.hpp"
 #include "ops/gemm_problem.hpp"
 #include "ops/matmul_cuda.hpp"
@@ -69,15 +78,30 @@ struct TcTiles {
   }
 };
 
+// One GEMM operand: a parameter of the kernel and how to read element (batch, row, col) of the
+// operand matrix from it.
+struct Operand {
+  Buffer buffer;
+  // The value at (batch, row, col), rows and cols in range; null: buffer is the row-major
+  // [batch or 1, rows, cols] matrix itself.
+  std::function<Expr(const Expr&, const Expr&, const Expr&)> element;
+  bool batched = false;
+};
+
+// G GEMMs C[g] (M x N) = A (M x K) * B (K x N); c is [G, M, N] row-major.
+struct TcProblem {
+  int64_t G = 1, M = 0, N = 0, K = 0;
+  Operand a, b;
+  Buffer c;
+  std::vector<ir::Param> params;  // the kernel's, in the node's order
+};
+
 class TensorCoreGemm {
  public:
-  TensorCoreGemm(const TemplateContext& ctx, const GemmProblem& p, const tune::Config& c)
-      : ctx_(ctx), p_(p), t_(c), in_(ctx.inputs[0].dtype) {
-    const int64_t gb = p.b_batched ? p.G : 1;
-    async_ = p.K % kChunk == 0 && p.N % kChunk == 0;
-    a_ = Buffer::make(ctx.name + "_A", in_, {Expr(p.G), Expr(p.M), Expr(p.K)});
-    b_ = Buffer::make(ctx.name + "_B", in_, {Expr(gb), Expr(p.K), Expr(p.N)});
-    c_ = Buffer::make(ctx.name + "_C", ctx.output.dtype, {Expr(p.G), Expr(p.M), Expr(p.N)});
+  TensorCoreGemm(const TemplateContext& ctx, TcProblem p, const tune::Config& c)
+      : ctx_(ctx), p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
+    a_async_ = !p_.a.element && p_.K % kChunk == 0;
+    b_async_ = !p_.b.element && p_.N % kChunk == 0;
     a_shared_ = Buffer::make(ctx.name + "_As", in_,
                              {Expr(t_.stages), Expr(t_.bm()), Expr(t_.a_stride())},
                              ir::MemoryScope::kShared);
@@ -89,7 +113,7 @@ class TensorCoreGemm {
     b_frag_ = local("b_frag", in_, t_.mma_n * 4);
   }
 
-  std::vector<ir::Param> params() const { return {a_, b_, c_}; }
+  const std::vector<ir::Param>& params() const { return p_.params; }
 
   // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n) over the blocks.
   Stmt kernel() {
@@ -99,7 +123,6 @@ class TensorCoreGemm {
     Var block("block"), tid("tid");
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
       g_ = tile[0];
-      gb_ = p_.b_batched ? tile[0] : Expr(int64_t{0});
       m0_ = tile[1] * t_.bm();
       n0_ = tile[2] * t_.bn();
       return block_tile(tid);
@@ -125,54 +148,63 @@ class TensorCoreGemm {
     });
   }
 
-  // The copy of one rows x cols slice in 16-byte chunks: fn(row, first column) per chunk of
-  // this thread.
-  Stmt chunks(const Var& tid, int64_t rows, int64_t cols,
-              const std::function<Stmt(const Expr&, const Expr&)>& fn) const {
-    const int64_t lanes = t_.chunk_lanes(cols), lane_rows = t_.threads() / lanes;
-    auto threads = schedule::spatial(lane_rows, lanes);
-    auto steps = schedule::repeat(rows / lane_rows, int64_t{1});
-    LOOM_CHECK(threads.ok() && steps.ok(), "tensor-core GEMM copy mappings");
-    return threads->on(tid, [&](const std::vector<Expr>& w) {
-      std::vector<Stmt> s;
-      for (const std::vector<int64_t>& step : steps->tasks_of(0))
-        s.push_back(fn(w[0] + step[0] * lane_rows, w[1] * kChunk));
-      return ir::Seq::make(std::move(s));
+  // The copy of the slice_rows x slice_cols slice at (row0, col0) of operand `op` (rows x cols)
+  // to dst[stage]. The tails say whether the slice can reach past `rows` or `cols`; what lies
+  // past them is zero.
+  //  - cp.async: the chunk mapping spatial(threads / lanes, lanes) * repeat(slice_rows / ..., 1)
+  //    with a row's 16-byte chunks across lanes, one copy per chunk, the bytes past the operand
+  //    zero-filled (the source address clamped in bounds: none of it is read);
+  //  - element by element: repeat(...) * spatial(threads / lanes, lanes) over the elements,
+  //    consecutive threads on consecutive columns, in loops.
+  Stmt copy_slice(const Var& tid, const Buffer& dst, const Expr& stage, const Operand& op,
+                  bool async, int64_t slice_rows, int64_t slice_cols, const Expr& row0,
+                  int64_t rows, bool row_tail, const Expr& col0, int64_t cols,
+                  bool col_tail) const {
+    const Expr batch = op.batched ? g_ : Expr(int64_t{0});
+    auto also = [](Expr& cond, Expr e) { cond = cond.defined() ? (cond && e) : e; };
+    const int64_t threads = t_.threads();
+    if (async) {
+      const int64_t lanes = t_.chunk_lanes(slice_cols), lane_rows = threads / lanes;
+      auto spread = schedule::spatial(lane_rows, lanes);
+      auto steps = schedule::repeat(slice_rows / lane_rows, int64_t{1});
+      LOOM_CHECK(spread.ok() && steps.ok(), "tensor-core GEMM copy mappings");
+      return spread->on(tid, [&](const std::vector<Expr>& w) {
+        std::vector<Stmt> s;
+        for (const std::vector<int64_t>& step : steps->tasks_of(0)) {
+          const Expr r = w[0] + step[0] * lane_rows, c = w[1] * kChunk;
+          const Expr row = row0 + r, col = col0 + c;
+          Expr inside;
+          if (row_tail) also(inside, row < rows);
+          if (col_tail) also(inside, col < cols);
+          const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
+          const Expr src_col = col_tail ? ir::min(col, Expr(cols - kChunk)) : col;
+          Expr bytes = inside.defined()
+                           ? ir::select(inside, Expr(int64_t{16}), Expr(int64_t{0}))
+                           : Expr(int64_t{16});
+          s.push_back(ir::Evaluate::make(ir::Call::make(
+              "cp_async_16",
+              {dst.load({stage, r, c}), op.buffer.load({batch, src_row, src_col}), bytes})));
+        }
+        return ir::Seq::make(std::move(s));
+      });
+    }
+    const int64_t lanes = std::gcd(threads, slice_cols), lane_rows = threads / lanes;
+    LOOM_CHECK(slice_rows % lane_rows == 0, "the threads divide the slice's rows");
+    auto elements = schedule::repeat(slice_rows / lane_rows, slice_cols / lanes) *
+                    schedule::spatial(lane_rows, lanes);
+    LOOM_CHECK(elements.ok(), "tensor-core GEMM copy mappings");
+    return elements->on(tid, [&](const std::vector<Expr>& e) {
+      const Expr row = row0 + e[0], col = col0 + e[1];
+      Expr inside;
+      if (row_tail) also(inside, row < rows);
+      if (col_tail) also(inside, col < cols);
+      const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
+      const Expr src_col = col_tail ? ir::min(col, Expr(cols - 1)) : col;
+      Expr v = op.element ? op.element(batch, src_row, src_col)
+                          : op.buffer.load({batch, src_row, src_col});
+      if (inside.defined()) v = ir::select(inside, v, ir::cast(in_, Expr(0.0f)));
+      return ir::Store::make(dst, v, {stage, e[0], e[1]});
     });
-  }
-
-  // The copy of chunk src[batch, row, col .. col + 7] to dst[stage, r, c ..]: cp.async with the
-  // bytes past the rows or columns zero-filled, or (unaligned shapes) element by element. The
-  // tails say whether row or col can reach past `rows` or `cols`.
-  Stmt copy_chunk(const Buffer& dst, const Expr& stage, const Expr& r, const Expr& c,
-                  const Buffer& src, const Expr& batch, const Expr& row, int64_t rows,
-                  bool row_tail, const Expr& col, int64_t cols, bool col_tail) const {
-    Expr inside;
-    auto also = [&](Expr e) { inside = inside.defined() ? (inside && e) : e; };
-    const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
-    if (row_tail) also(row < rows);
-    if (async_) {
-      // Past the end the address stays in bounds, and cp.async reads none of it.
-      if (col_tail) also(col < cols);
-      const Expr src_col = col_tail ? ir::min(col, Expr(cols - kChunk)) : col;
-      Expr bytes = inside.defined() ? ir::select(inside, Expr(int64_t{16}), Expr(int64_t{0}))
-                                    : Expr(int64_t{16});
-      return ir::Evaluate::make(ir::Call::make(
-          "cp_async_16", {dst.load({stage, r, c}), src.load({batch, src_row, src_col}), bytes}));
-    }
-    std::vector<Stmt> s;
-    for (int64_t e = 0; e < kChunk; ++e) {
-      Expr in_e = inside;
-      Expr src_col = col + e;
-      if (col_tail || cols % kChunk) {
-        in_e = in_e.defined() ? (in_e && col + e < cols) : col + e < cols;
-        src_col = ir::min(col + e, Expr(cols - 1));
-      }
-      Expr v = src.load({batch, src_row, src_col});
-      if (in_e.defined()) v = ir::select(in_e, v, ir::cast(in_, Expr(0.0f)));
-      s.push_back(ir::Store::make(dst, v, {stage, r, c + e}));
-    }
-    return ir::Seq::make(std::move(s));
   }
 
   // Stage "copy slice kt to shared buffer `stage`".
@@ -180,19 +212,16 @@ class TensorCoreGemm {
     const Expr k0 = kt * t_.block_k;
     const bool m_tail = p_.M % t_.bm() != 0, n_tail = p_.N % t_.bn() != 0,
                k_tail = p_.K % t_.block_k != 0;
-    Stmt a = chunks(tid, t_.bm(), t_.block_k, [&](const Expr& i, const Expr& k) {
-      return copy_chunk(a_shared_, stage, i, k, a_, g_, m0_ + i, p_.M, m_tail, k0 + k, p_.K,
-                        k_tail);
+    return ir::Seq::make({
+        copy_slice(tid, a_shared_, stage, p_.a, a_async_, t_.bm(), t_.block_k, m0_, p_.M, m_tail,
+                   k0, p_.K, k_tail),
+        copy_slice(tid, b_shared_, stage, p_.b, b_async_, t_.block_k, t_.bn(), k0, p_.K, k_tail,
+                   n0_, p_.N, n_tail),
     });
-    Stmt b = chunks(tid, t_.block_k, t_.bn(), [&](const Expr& k, const Expr& j) {
-      return copy_chunk(b_shared_, stage, k, j, b_, gb_, k0 + k, p_.K, k_tail, n0_ + j, p_.N,
-                        n_tail);
-    });
-    return ir::Seq::make({a, b});
   }
 
   Stmt async(const std::string& name, std::vector<Expr> args = {}) const {
-    return async_ ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
+    return a_async_ || b_async_ ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
                   : ir::Evaluate::make(Expr(int64_t{0}));
   }
 
@@ -239,7 +268,7 @@ class TensorCoreGemm {
             Expr row = m0_ + warp_row0_ + mi * kMmaM + reg[0] * 8 + l[0];
             Expr col = n0_ + warp_col0_ + nj * kMmaN + l[1] * 2 + reg[1];
             Expr v = acc_.load({Expr((mi * t_.mma_n + nj) * 4 + r++)});
-            Stmt store = ir::Store::make(c_, ir::final_value(ir::cast(c_.dtype(), v)),
+            Stmt store = ir::Store::make(p_.c, ir::final_value(ir::cast(p_.c.dtype(), v)),
                                          {g_, row, col});
             Expr inside;
             if (p_.M % t_.bm()) inside = row < p_.M;
@@ -282,27 +311,90 @@ class TensorCoreGemm {
   }
 
   const TemplateContext& ctx_;
-  GemmProblem p_;
+  TcProblem p_;
   TcTiles t_;
   DType in_;
-  bool async_ = false;
-  Buffer a_, b_, c_, a_shared_, b_shared_, acc_, a_frag_, b_frag_;
-  Expr g_, gb_, m0_, n0_, lane_, warp_row0_, warp_col0_;
+  bool a_async_ = false, b_async_ = false;
+  Buffer a_shared_, b_shared_, acc_, a_frag_, b_frag_;
+  Expr g_, m0_, n0_, lane_, warp_row0_, warp_col0_;
 };
 
-// The inputs' type when the template applies: f16 or bf16 on sm_80 or later.
-std::optional<GemmProblem> tensor_core_problem(const TemplateContext& ctx) {
-  if (!ctx.target.is_cuda() || ctx.target.sm_arch() < 80 || ctx.inputs.size() != 2)
-    return std::nullopt;
+bool tensor_core_type(const TemplateContext& ctx) {
+  if (!ctx.target.is_cuda() || ctx.target.sm_arch() < 80 || ctx.inputs.size() != 2) return false;
   const DType t = ctx.inputs[0].dtype;
-  if (t != DType::f16() && t != DType::bf16()) return std::nullopt;
-  if (ctx.output.dtype != t) return std::nullopt;
-  return gemm_problem(ctx, t);
+  return (t == DType::f16() || t == DType::bf16()) && ctx.output.dtype == t;
+}
+
+std::optional<GemmProblem> matmul_problem(const TemplateContext& ctx) {
+  if (!tensor_core_type(ctx)) return std::nullopt;
+  return gemm_problem(ctx, ctx.inputs[0].dtype);
+}
+
+// Implicit GEMM: groups 1 only (grouped and depthwise convs keep the direct template).
+std::optional<ConvProblem> implicit_gemm_problem(const TemplateContext& ctx) {
+  if (!tensor_core_type(ctx)) return std::nullopt;
+  std::optional<ConvProblem> p = conv_problem(ctx, ctx.inputs[0].dtype);
+  if (!p || p->attrs.groups != 1) return std::nullopt;
+  return p;
+}
+
+// The GEMMs of the node, with the kernel's parameters.
+std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
+  const DType t = ctx.inputs.empty() ? DType::f32() : ctx.inputs[0].dtype;
+  TcProblem p;
+  if (std::optional<GemmProblem> g = matmul_problem(ctx)) {
+    p.G = g->G;
+    p.M = g->M;
+    p.N = g->N;
+    p.K = g->K;
+    p.a = {Buffer::make(ctx.name + "_A", t, {Expr(g->G), Expr(g->M), Expr(g->K)}), nullptr, true};
+    p.b = {Buffer::make(ctx.name + "_B", t,
+                        {Expr(g->b_batched ? g->G : 1), Expr(g->K), Expr(g->N)}),
+           nullptr, g->b_batched};
+    p.c = Buffer::make(ctx.name + "_C", t, {Expr(g->G), Expr(g->M), Expr(g->N)});
+    p.params = {p.a.buffer, p.b.buffer, p.c};
+    return p;
+  }
+  std::optional<ConvProblem> cv = implicit_gemm_problem(ctx);
+  if (!cv) return std::nullopt;
+  const ConvProblem c = *cv;
+  const Conv2dAttrs& a = c.attrs;
+  const int64_t taps = c.kh * c.kw, pixels = c.oh * c.ow;
+  p.G = c.n;
+  p.M = c.o;
+  p.N = pixels;
+  p.K = c.c * taps;
+  Buffer x = Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(c.h), Expr(c.w)});
+  Buffer w = Buffer::make(ctx.name + "_w", t, {Expr(int64_t{1}), Expr(c.o), Expr(p.K)});
+  p.c = Buffer::make(ctx.name + "_y", t, {Expr(c.n), Expr(c.o), Expr(pixels)});
+  p.a = {w, nullptr, false};
+  const bool pointwise = taps == 1 && a.stride_h == 1 && a.stride_w == 1 && a.pad_top == 0 &&
+                         a.pad_left == 0 && c.oh == c.h && c.ow == c.w;
+  if (pointwise) {
+    // A 1x1 conv reads X as it is: [n, c, h * w].
+    p.b = {Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(pixels)}), nullptr, true};
+  } else {
+    p.b = {x,
+           [x, c, a, taps](const Expr& n, const Expr& k, const Expr& px) {
+             const Expr ch = k / Expr(taps), r = k / Expr(c.kw) % Expr(c.kh), s = k % Expr(c.kw);
+             const Expr ih = px / Expr(c.ow) * int64_t{a.stride_h} + r * int64_t{a.dilation_h} -
+                             int64_t{a.pad_top};
+             const Expr iw = px % Expr(c.ow) * int64_t{a.stride_w} + s * int64_t{a.dilation_w} -
+                             int64_t{a.pad_left};
+             const Expr inside = ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w;
+             const Expr v = x.load({n, ch, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
+                                    ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1))});
+             return ir::select(inside, v, ir::cast(x.dtype(), Expr(0.0f)));
+           },
+           true};
+  }
+  p.params = {p.b.buffer, p.a.buffer, p.c};
+  return p;
 }
 
 tune::Space tensor_core_space(const TemplateContext& ctx) {
   const GpuProperties p = gpu_properties(ctx.target);
-  std::optional<GemmProblem> problem = tensor_core_problem(ctx);
+  std::optional<TcProblem> problem = tc_problem(ctx);
   tune::Space s;
   s.param("warps_m", {1, 2, 4})
       .param("warps_n", {1, 2, 4})
@@ -363,11 +455,11 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
 
 absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ctx,
                                                        const tune::Config& c) {
-  std::optional<GemmProblem> p = tensor_core_problem(ctx);
+  std::optional<TcProblem> p = tc_problem(ctx);
   if (!p)
-    return absl::InvalidArgumentError("CUDA tensor-core GEMM template does not apply to " +
+    return absl::InvalidArgumentError("CUDA tensor-core GEMM templates do not apply to " +
                                       ctx.name);
-  TensorCoreGemm gemm(ctx, *p, c);
+  TensorCoreGemm gemm(ctx, *std::move(p), c);
   ScheduledKernel k;
   k.func.name = ctx.name;
   k.func.body = gemm.kernel();
@@ -381,7 +473,17 @@ ScheduleTemplate matmul_tensor_core_cuda_template() {
   ScheduleTemplate t;
   t.name = "cuda_tensor_core_gemm";
   t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) { return tensor_core_problem(ctx).has_value(); };
+  t.applies = [](const TemplateContext& ctx) { return matmul_problem(ctx).has_value(); };
+  t.space = tensor_core_space;
+  t.build = build_tensor_core_gemm;
+  return t;
+}
+
+ScheduleTemplate conv2d_tensor_core_cuda_template() {
+  ScheduleTemplate t;
+  t.name = "cuda_tensor_core_conv2d";
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = [](const TemplateContext& ctx) { return implicit_gemm_problem(ctx).has_value(); };
   t.space = tensor_core_space;
   t.build = build_tensor_core_gemm;
   return t;
