@@ -311,7 +311,8 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
   if (cache.enabled) {
     const ops::GpuProperties gpu = ops::gpu_properties(target);
     cache.target = str_cat(target.fingerprint(), " sms=", gpu.sm_count,
-                           " smem=", gpu.shared_memory_per_block, "/", gpu.shared_memory_per_sm,
+                           " smem=", gpu.shared_memory_per_block, "/",
+                           gpu.shared_memory_per_block_optin, "/", gpu.shared_memory_per_sm,
                            " regs=", gpu.registers_per_block, "/", gpu.registers_per_sm);
     LOOM_ASSIGN_OR_RETURN(cache.backend, runtime::cuda::nvrtc_version());
   }

@@ -62,6 +62,8 @@ __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, uns
 #define __launch_bounds__(n)
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
+// A block's dynamic shared memory: one array, like the static ones (blocks run one at a time).
+#define LOOM_DYNAMIC_SHARED(name) static __attribute__((aligned(16))) unsigned char name[228 * 1024]
 #define __syncthreads() loom_emu_sync()
 #define __trap() abort()
 static inline float __shfl_xor_sync(unsigned, float v, int m) { return loom_emu_shfl_f32(v, m); }

@@ -41,6 +41,14 @@ constexpr const char* kBF16Preamble = R"(#include <cuda_bf16.h>
 __device__ __forceinline__ float loom_round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 )";
 
+// Static __shared__ arrays of a kernel are limited to 48 KiB; more is dynamic shared memory.
+constexpr int64_t kStaticSharedBytes = 48 * 1024;
+// The dynamic shared memory of a kernel, as an array of bytes. The test emulator defines its own.
+constexpr const char* kDynamicSharedPreamble = R"(#ifndef LOOM_DYNAMIC_SHARED
+#define LOOM_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+)";
+
 // The tensor-core and cp.async intrinsics (ir::Call) as inline PTX. Outside NVRTC's device pass
 // (__CUDA_ARCH__ undefined) the includer provides them: the test emulator does.
 constexpr const char* kTensorCorePreamble = R"(#if defined(__CUDA_ARCH__)
@@ -206,6 +214,28 @@ class GpuLoopCollector : public ir::IRVisitor {
   }
 };
 
+// What the kernels of a module need from the preamble.
+struct PreambleNeeds {
+  bool f16 = false, bf16 = false, tensor_cores = false, dynamic_shared = false;
+};
+
+// The bytes of a kernel's constant-size shared buffers, each rounded up to 16.
+class SharedBytes : public ir::IRVisitor {
+ public:
+  int64_t bytes = 0;
+
+ protected:
+  void visit_allocate(const ir::Allocate* op) override {
+    const ir::BufferNode* b = op->buffer.get();
+    if (b->scope == ir::MemoryScope::kShared) {
+      ir::Expr size = b->layout.physical_size();
+      std::optional<int64_t> n = size.defined() ? ir::as_const_int(ir::simplify(size)) : std::nullopt;
+      if (n && *n > 0) bytes += (*n * b->dtype.bytes() + 15) / 16 * 16;
+    }
+    IRVisitor::visit_allocate(op);
+  }
+};
+
 class StoredBuffers : public ir::IRVisitor {
  public:
   std::set<const ir::BufferNode*> stored;
@@ -219,8 +249,7 @@ class StoredBuffers : public ir::IRVisitor {
 
 class FuncEmitter {
  public:
-  FuncEmitter(bool* uses_f16, bool* uses_bf16, bool* uses_tensor_cores)
-      : uses_f16_(uses_f16), uses_bf16_(uses_bf16), uses_tensor_cores_(uses_tensor_cores) {}
+  explicit FuncEmitter(PreambleNeeds* needs) : needs_(needs) {}
 
   absl::Status emit_func(const ir::Func& f, const std::string& symbol,
                          runtime::cuda::KernelInfo* info);
@@ -280,8 +309,8 @@ class FuncEmitter {
     return candidate;
   }
   void note_type(DType t) {
-    if (t.code() == DTypeCode::kF16) *uses_f16_ = true;
-    if (t.code() == DTypeCode::kBF16) *uses_bf16_ = true;
+    if (t.code() == DTypeCode::kF16) needs_->f16 = true;
+    if (t.code() == DTypeCode::kBF16) needs_->bf16 = true;
   }
   // Rounds a float register to the precision of t (f16/bf16); f32 and others unchanged.
   std::string round_to(DType t, const std::string& v) {
@@ -310,9 +339,11 @@ class FuncEmitter {
 
   std::ostringstream os_;
   int depth_ = 1;
-  bool* uses_f16_;
-  bool* uses_bf16_;
-  bool* uses_tensor_cores_;
+  PreambleNeeds* needs_;
+  // Shared buffers are slices of dynamic shared memory (their total passes the static limit):
+  // the next free offset.
+  bool dynamic_shared_ = false;
+  int64_t shared_offset_ = 0;
   std::set<std::string> used_;
   VarMap vars_;
   BufferMap buffers_;
@@ -547,7 +578,7 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
 // The tensor-core and cp.async intrinsics: calls of the preamble's loom_* functions with the
 // addresses of their Load arguments.
 std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
-  *uses_tensor_cores_ = true;
+  needs_->tensor_cores = true;
   const std::string& name = op->name;
   if (name == "cp_async_commit") return "loom_cp_async_commit()";
   if (name == "cp_async_wait")
@@ -789,7 +820,13 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
       return fail(absl::UnimplementedError(
           str_cat("shared buffer '", node->name, "' has size ", ir::to_string(size),
                   "; the CUDA code generator supports constant-size shared memory only")));
-    line(str_cat("__shared__ __align__(16) ", type, " ", name, "[", *count, "];"));
+    if (dynamic_shared_) {
+      line(str_cat(type, "* ", name, " = reinterpret_cast<", type, "*>(loom_smem + ",
+                   shared_offset_, ");"));
+      shared_offset_ += (*count * node->dtype.bytes() + 15) / 16 * 16;
+    } else {
+      line(str_cat("__shared__ __align__(16) ", type, " ", name, "[", *count, "];"));
+    }
   } else if (count && *count * node->dtype.bytes() <= kMaxLocalArrayBytes) {
     // 16-bit arrays are fragments that tensor-core instructions read as 32-bit registers.
     line(str_cat(node->dtype.bytes() < 4 ? "__align__(16) " : "", type, " ", name, "[",
@@ -898,6 +935,17 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
     return absl::InvalidArgumentError(
         str_cat("kernel '", f.name, "' has ", threads, " threads per block; CUDA allows 1024"));
 
+  // Past the static limit, shared buffers are slices of the dynamic shared memory the launch
+  // gives (the runtime raises the kernel's limit when it loads the module).
+  SharedBytes shared;
+  shared.visit(f.body);
+  if (shared.bytes > kStaticSharedBytes) {
+    dynamic_shared_ = true;
+    needs_->dynamic_shared = true;
+    info->dynamic_shared_bytes = shared.bytes;
+    prologue.push_back("LOOM_DYNAMIC_SHARED(loom_smem);");
+  }
+
   stmt(f.body);
   LOOM_RETURN_IF_ERROR(status_);
   std::string body = os_.str();
@@ -916,7 +964,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
 
 absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   EmittedCuda out;
-  bool uses_f16 = false, uses_bf16 = false, uses_tensor_cores = false;
+  PreambleNeeds needs;
   std::set<std::string> used;
   std::string kernels;
   for (const ir::Func& f : m.funcs) {
@@ -926,7 +974,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
     for (int n = 1; used.count(symbol); ++n) symbol = base + "_" + std::to_string(n);
     used.insert(symbol);
 
-    FuncEmitter emitter(&uses_f16, &uses_bf16, &uses_tensor_cores);
+    FuncEmitter emitter(&needs);
     runtime::cuda::KernelInfo info;
     absl::Status s = emitter.emit_func(f, symbol, &info);
     if (!s.ok())
@@ -938,14 +986,15 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   std::string& src = out.source;
   src = str_cat("// CUDA C++ generated by loom for module '", m.name, "' (",
                 m.target.is_cuda() ? "sm_" + std::to_string(m.target.sm_arch()) : "any sm", ").\n");
-  if (uses_f16) src += kF16Preamble;
-  if (uses_bf16) src += kBF16Preamble;
+  if (needs.f16) src += kF16Preamble;
+  if (needs.bf16) src += kBF16Preamble;
   src += kPreamble;
-  if (uses_tensor_cores) {
+  if (needs.dynamic_shared) src += kDynamicSharedPreamble;
+  if (needs.tensor_cores) {
     src += kTensorCorePreamble;
     src += "#if defined(__CUDA_ARCH__)\n";
-    if (uses_f16) src += "LOOM_MMA_M16N8K16(f16, __half, \"f16\")\n";
-    if (uses_bf16) src += "LOOM_MMA_M16N8K16(bf16, __nv_bfloat16, \"bf16\")\n";
+    if (needs.f16) src += "LOOM_MMA_M16N8K16(f16, __half, \"f16\")\n";
+    if (needs.bf16) src += "LOOM_MMA_M16N8K16(bf16, __nv_bfloat16, \"bf16\")\n";
     src += "#endif\n";
   }
   src += kernels;

@@ -16,13 +16,16 @@ GpuProperties GpuProperties::defaults_for(int sm_arch) {
   if (sm_arch >= 90) {  // H100 SXM
     p.sm_count = 132;
     p.shared_memory_per_sm = 228 * 1024;
+    p.shared_memory_per_block_optin = 227 * 1024;
   } else if (sm_arch >= 86 && sm_arch != 87) {  // RTX 30xx/40xx class
     p.sm_count = 84;
     p.shared_memory_per_sm = 100 * 1024;
+    p.shared_memory_per_block_optin = 99 * 1024;
     p.max_threads_per_block = 1024;
   } else {  // A100 and older
     p.sm_count = 108;
     p.shared_memory_per_sm = 164 * 1024;
+    p.shared_memory_per_block_optin = sm_arch >= 80 ? 163 * 1024 : 48 * 1024;
   }
   return p;
 }
@@ -49,6 +52,8 @@ GpuProperties gpu_properties(const Target& target) {
         p.max_threads_per_block = d->max_threads_per_block;
         p.shared_memory_per_block = std::min<int64_t>(d->shared_memory_per_block, 48 * 1024);
         p.shared_memory_per_sm = d->shared_memory_per_sm;
+        p.shared_memory_per_block_optin =
+            std::max<int64_t>(p.shared_memory_per_block, d->shared_memory_per_block_optin);
         p.registers_per_block = d->registers_per_block;
         p.registers_per_sm = d->registers_per_sm;
         p.from_device = true;

@@ -22,6 +22,9 @@ struct GpuProperties {
   int max_threads_per_block = 1024;
   // Static __shared__ arrays are limited to 48 KiB per block whatever the device could opt in to.
   int64_t shared_memory_per_block = 48 * 1024;
+  // What a kernel may take when it opts in (dynamic shared memory, which the code generator
+  // uses when a kernel's shared buffers pass 48 KiB).
+  int64_t shared_memory_per_block_optin = 48 * 1024;
   int64_t shared_memory_per_sm = 0;
   int registers_per_block = 64 * 1024;
   int registers_per_sm = 64 * 1024;

@@ -405,9 +405,10 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
   s.rule("threads per block within the device limit", [=](const tune::Config& c) {
     return TcTiles(c).threads() <= p.max_threads_per_block;
   });
-  s.rule("the stages of A and B fit the shared memory of a block", [=](const tune::Config& c) {
-    return TcTiles(c).shared_bytes() <= p.shared_memory_per_block;
-  });
+  s.rule("the stages of A and B fit the (opt-in) shared memory of a block",
+         [=](const tune::Config& c) {
+           return TcTiles(c).shared_bytes() <= p.shared_memory_per_block_optin;
+         });
   s.rule("registers per thread within the limits", [=](const tune::Config& c) {
     const TcTiles t(c);
     return t.registers() <= p.max_registers_per_thread &&
@@ -437,7 +438,7 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
                          {"block_k", 32},
                          {"stages", stages}});
   };
-  const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 2), config(2, 2, 4, 4, 3),
+  const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 3), config(2, 2, 4, 4, 3),
                                              config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)};
   tune::Config best = by_size.back();
   for (const tune::Config& c : by_size) {

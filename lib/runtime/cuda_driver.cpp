@@ -53,6 +53,7 @@ struct Driver::Api {
   decltype(&::cuModuleLoadData) module_load_data = nullptr;
   decltype(&::cuModuleUnload) module_unload = nullptr;
   decltype(&::cuModuleGetFunction) module_get_function = nullptr;
+  decltype(&::cuFuncSetAttribute) func_set_attribute = nullptr;
   decltype(&::cuLaunchKernel) launch_kernel = nullptr;
   decltype(&::cuStreamCreate) stream_create = nullptr;
   decltype(&::cuStreamDestroy) stream_destroy = nullptr;
@@ -146,6 +147,7 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   resolve("cuModuleLoadData", api->module_load_data);
   resolve("cuModuleUnload", api->module_unload);
   resolve("cuModuleGetFunction", api->module_get_function);
+  resolve("cuFuncSetAttribute", api->func_set_attribute);
   resolve("cuLaunchKernel", api->launch_kernel);
   resolve("cuStreamCreate", api->stream_create);
   resolve("cuStreamDestroy", api->stream_destroy);
@@ -278,6 +280,13 @@ absl::StatusOr<Function> Driver::get_function(ModuleHandle module, const std::st
   return fn;
 }
 
+absl::Status Driver::set_dynamic_shared_limit(Function function, int64_t bytes) {
+  return api_->check(
+      api_->func_set_attribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                               static_cast<int>(bytes)),
+      "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+}
+
 absl::Status Driver::launch(Function function, Dim3 grid, Dim3 block, unsigned shared_memory_bytes,
                             Stream stream, void** args) {
   return api_->check(api_->launch_kernel(function, grid.x, grid.y, grid.z, block.x, block.y,
@@ -391,6 +400,7 @@ absl::Status Driver::set_current(Context) { LOOM_NO_CUDA; }
 absl::StatusOr<ModuleHandle> Driver::load_module(std::string_view) { LOOM_NO_CUDA; }
 absl::Status Driver::unload_module(ModuleHandle) { LOOM_NO_CUDA; }
 absl::StatusOr<Function> Driver::get_function(ModuleHandle, const std::string&) { LOOM_NO_CUDA; }
+absl::Status Driver::set_dynamic_shared_limit(Function, int64_t) { LOOM_NO_CUDA; }
 absl::Status Driver::launch(Function, Dim3, Dim3, unsigned, Stream, void**) { LOOM_NO_CUDA; }
 absl::StatusOr<Stream> Driver::create_stream() { LOOM_NO_CUDA; }
 absl::Status Driver::destroy_stream(Stream) { LOOM_NO_CUDA; }

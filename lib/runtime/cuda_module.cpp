@@ -115,6 +115,13 @@ absl::StatusOr<std::unique_ptr<LoadedModule>> LoadedModule::load(const ir::Modul
   LOOM_ASSIGN_OR_RETURN(out->module_, driver->load_module(compiled.cubin));
   for (const KernelInfo& k : compiled.kernels) {
     LOOM_ASSIGN_OR_RETURN(Function fn, driver->get_function(out->module_, k.symbol));
+    if (k.dynamic_shared_bytes > 0) {
+      absl::Status s = driver->set_dynamic_shared_limit(fn, k.dynamic_shared_bytes);
+      if (!s.ok())
+        return absl::Status(s.code(), str_cat("kernel '", k.symbol, "' needs ",
+                                              k.dynamic_shared_bytes,
+                                              " bytes of shared memory: ", s.message()));
+    }
     out->functions_.push_back(fn);
   }
   out->funcs_ = m.funcs;
@@ -156,7 +163,8 @@ absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& bu
   // An empty launch (a zero extent) has nothing to do; CUDA would reject it.
   if (int64_t{grid.x} * grid.y * grid.z * block.x * block.y * block.z == 0) return absl::OkStatus();
   LOOM_RETURN_IF_ERROR(driver_->set_current(context_));
-  return driver_->launch(functions_[index], grid, block, 0, stream, args.data());
+  return driver_->launch(functions_[index], grid, block,
+                         static_cast<unsigned>(kernel.dynamic_shared_bytes), stream, args.data());
 }
 
 }  // namespace loom::runtime::cuda

@@ -675,6 +675,42 @@ TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches
   }
 }
 
+TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory included, match "
+          "the reference in the emulator",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  auto tc = [](int64_t wm, int64_t wn, int64_t mm, int64_t mn, int64_t bk, int64_t stages) {
+    return tune::Config({{"warps_m", wm}, {"warps_n", wn}, {"mma_m", mm}, {"mma_n", mn},
+                         {"block_k", bk}, {"stages", stages}});
+  };
+  // 128 x 128 tiles in 4 stages need 75 KiB of shared memory: the kernels opt in at load, and
+  // the stand-in driver refuses launches past a function's limit as a GPU does.
+  const std::vector<tune::Config> configs = {tc(2, 2, 4, 8, 32, 4), tc(2, 1, 1, 2, 32, 2)};
+  const std::vector<GraphCase> cases = graph_cases();
+  const GraphCase& c = cases.back();
+  REQUIRE(c.name.rfind("tensor cores", 0) == 0);
+  for (const tune::Config& config : configs) {
+    INFO("config " << config.to_string());
+    loom::testing::TempDir dir;
+    CompileOptions options = loom::testing::cold_cache_options(dir.path());
+    options.template_configs = {{"cuda_tensor_core_gemm", config},
+                                {"cuda_tensor_core_conv2d", config}};
+    const Graph g = c.build();
+    CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+    int forced = 0;
+    for (const KernelInfo& kernel : compiled.kernels())
+      forced += kernel.schedule.find("[" + config.to_string() + "]") != std::string::npos;
+    CHECK(forced == 4);
+    emulate_kernels(fake, compiled, dir.path());
+    const std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
+    const std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
+    for (size_t o = 0; o < got.size(); ++o) {
+      INFO("output " << o);
+      require_close(got[o], want[o], c.tol);
+    }
+  }
+}
+
 TEST_CASE("fake GPU: fused template kernels of other configs match the reference in the emulator",
           "[.fake_cuda]") {
   FakeDriver fake = fake_driver();

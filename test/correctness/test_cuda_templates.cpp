@@ -417,6 +417,48 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
       CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.wait_group"));
     }
   }
+  SECTION("a 128 x 128 tile in 4 stages takes dynamic shared memory") {
+    const OpDef* def = OpRegistry::global().find("matmul");
+    REQUIRE(def);
+    const ScheduleTemplate* t = nullptr;
+    for (const ScheduleTemplate& candidate : def->templates)
+      if (candidate.name == "cuda_tensor_core_gemm") t = &candidate;
+    REQUIRE(t);
+    OpCase c{"matmul", {typed(f16, {131, 72}), typed(f16, {72, 136})}, typed(f16, {131, 136}),
+             none, 2e-3, 2e-3};
+    TemplateContext ctx;
+    ctx.target = Target::cuda(90);
+    ctx.inputs = c.inputs;
+    ctx.output = c.output;
+    ctx.attrs = none.get();
+    ctx.constant_inputs = {false, false};
+    ctx.name = "big";
+    const tune::Config big({{"warps_m", 2}, {"warps_n", 2}, {"mma_m", 4}, {"mma_n", 8},
+                            {"block_k", 32}, {"stages", 4}});
+    tune::Space space = t->space(ctx);
+    CHECK(space.broken_rules(big).empty());
+    auto scheduled = t->build(ctx, big);
+    REQUIRE(scheduled.ok());
+    ir::Module m{"big", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+    std::vector<cuda::KernelInfo> infos;
+    auto source = cuda::emit_cuda_source(m, &infos);
+    REQUIRE(source.ok());
+    // 4 stages of A (128 rows of 32 + 8) and B (32 rows of 128 + 8) in f16.
+    REQUIRE(infos.size() == 1);
+    CHECK(infos[0].dynamic_shared_bytes == 4 * (128 * 40 + 32 * 136) * 2);
+    CHECK_THAT(*source, Catch::Contains("LOOM_DYNAMIC_SHARED(loom_smem);"));
+    CHECK_THAT(*source, !Catch::Contains("__shared__ __align__(16) __half"));
+    if (!have_nvrtc()) return;
+    compile_and_check(m, 80);
+    compile_and_check(m, 90);
+    std::vector<Kernel> kernels{{reference_task(*def, c, "big"), {}, c.rtol, c.atol}};
+    kernels[0].inputs = {loom::testing::random_array(f16, {131, 72}),
+                         loom::testing::random_array(f16, {72, 136})};
+    if (cuda::Driver* gpu = gpu_or_null("a dynamic-shared-memory kernel"))
+      run_and_compare(gpu, m, kernels);
+    else
+      emulate_and_compare(m, kernels);
+  }
   SECTION("sm_75 and f32 take other templates") {
     const OpDef* def = OpRegistry::global().find("matmul");
     REQUIRE(def);

@@ -59,7 +59,11 @@ struct FakeFunction {
   std::string name;
   FakeModule* module = nullptr;
   size_t params = 0;  // the kernel's parameter count (each 8 bytes: pointers and i64)
+  int dynamic_shared_limit = 48 * 1024;  // raised by cuFuncSetAttribute, as on a GPU
 };
+
+// The opt-in shared memory of an H100 block.
+constexpr int kSharedOptIn = 227 * 1024;
 
 State& state() {
   static State* s = new State;  // never destroyed: drivers outlive static destructors
@@ -233,11 +237,21 @@ CUresult module_function(CUfunction* f, CUmodule m, const char* name) {
   return CUDA_SUCCESS;
 }
 
+CUresult func_set_attribute(CUfunction f, CUfunction_attribute attribute, int value) {
+  if (CUresult r = health()) return r;
+  if (!f || attribute != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES || value < 0 ||
+      value > kSharedOptIn)
+    return CUDA_ERROR_INVALID_VALUE;
+  reinterpret_cast<FakeFunction*>(f)->dynamic_shared_limit = value;
+  return CUDA_SUCCESS;
+}
+
 CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                unsigned bz, unsigned, CUstream, void** params, void**) {
+                unsigned bz, unsigned shared_bytes, CUstream, void** params, void**) {
   if (CUresult r = health()) return r;
   if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 ||
-      uint64_t{bx} * by * bz > 1024 || gy > 65535 || gz > 65535 || !params || !f)
+      uint64_t{bx} * by * bz > 1024 || gy > 65535 || gz > 65535 || !params || !f ||
+      shared_bytes > static_cast<unsigned>(reinterpret_cast<FakeFunction*>(f)->dynamic_shared_limit))
     return CUDA_ERROR_INVALID_VALUE;
   {
     std::lock_guard<std::mutex> lock(state().mu);
@@ -354,6 +368,7 @@ const std::map<std::string, void*>& entry_points() {
       {"cuModuleLoadData", reinterpret_cast<void*>(&module_load)},
       {"cuModuleUnload", reinterpret_cast<void*>(&module_unload)},
       {"cuModuleGetFunction", reinterpret_cast<void*>(&module_function)},
+      {"cuFuncSetAttribute", reinterpret_cast<void*>(&func_set_attribute)},
       {"cuLaunchKernel", reinterpret_cast<void*>(&launch)},
       {"cuStreamCreate", reinterpret_cast<void*>(&stream_create)},
       {"cuStreamDestroy", reinterpret_cast<void*>(&stream_destroy)},

@@ -79,6 +79,9 @@ class Driver {
   absl::StatusOr<ModuleHandle> load_module(std::string_view image);
   absl::Status unload_module(ModuleHandle module);
   absl::StatusOr<Function> get_function(ModuleHandle module, const std::string& name);
+  // Lets launches of the function give it up to `bytes` of dynamic shared memory (past 48 KiB
+  // a kernel must opt in).
+  absl::Status set_dynamic_shared_limit(Function function, int64_t bytes);
   // args[i] points at the value of kernel parameter i (cuLaunchKernel's kernelParams).
   absl::Status launch(Function function, Dim3 grid, Dim3 block, unsigned shared_memory_bytes,
                       Stream stream, void** args);
@@ -120,6 +123,9 @@ struct KernelInfo {
   std::string symbol;
   std::array<ir::Expr, 3> grid;
   std::array<ir::Expr, 3> block;
+  // Dynamic shared memory per block: the kernel's shared buffers when they pass the 48 KiB that
+  // static __shared__ arrays may take (0: static ones).
+  int64_t dynamic_shared_bytes = 0;
 };
 
 // A module compiled for one sm arch: the generated source and PTX for people to read, the cubin
