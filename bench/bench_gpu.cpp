@@ -1,11 +1,19 @@
-// loom's CUDA matmul against cuBLAS on one GPU, in one process: f32 against SGEMM (no TF32), f16
-// and bf16 (f32 accumulation, loom's tensor-core template) against cublasGemmEx, on 4096^3 and
-// the BERT-base shapes at batch x sequence 128. loom's kernel is timed by CompiledGraph::profile
-// (CUDA events around each launch); cuBLAS by events around ten calls, the median of rounds.
-// Both results are compared on the device's outputs. cuBLAS is opened with dlopen
-// (libcublas.so.13 or .12), so the program builds wherever the CUDA toolkit's headers are.
+// loom on one GPU, in one process, against the NVIDIA libraries where they are here:
+//  1. matmul: f32 against cuBLAS SGEMM (no TF32), f16 and bf16 (f32 accumulation, loom's
+//     tensor-core template) against cublasGemmEx, on 4096^3 and the BERT-base shapes at
+//     batch x sequence 128. loom's kernel is timed by CompiledGraph::profile (CUDA events around
+//     each launch); cuBLAS by events around ten calls, the median of rounds. Both results are
+//     compared on the device's outputs. cuBLAS is opened with dlopen (libcublas.so.13 or .12), so
+//     the program builds wherever the CUDA toolkit's headers are.
+//  2. the ResNet-50 convolution layers (with bias and relu as the model has them), f16, batch 1
+//     and 32: loom's kernels (profile).
+//  3. ResNet-50 and BERT-base (sequence 128) end to end, f16, batch 1: run_on_device with inputs
+//     and outputs in device memory, wall time per inference, median of rounds.
+// bench/gpu_torch_peers.py times 2 and 3 in PyTorch (cuDNN; eager and torch.compile) and prints
+// the ratios against this program's JSON.
 //
-//   bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] [--json PATH]
+//   bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] [--only gemm|models]
+//             [--json PATH]
 //
 // Without a GPU it says so and exits 0 (it builds in CI, runs on a GPU machine).
 
@@ -21,6 +29,7 @@
 
 #include "bench_support.hpp"
 #include "loom/loom.hpp"
+#include "models.hpp"
 #include "loom/runtime/cuda.hpp"
 
 namespace cuda = loom::runtime::cuda;
@@ -164,10 +173,145 @@ absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Targe
   return r;
 }
 
+// Wall milliseconds of one run_on_device of `compiled` (inputs on the device, outputs written to
+// device memory), the median of 7 rounds of 10 runs after a warm-up.
+absl::StatusOr<double> device_run_ms(const loom::CompiledGraph& compiled,
+                                     const std::vector<loom::NDArray>& inputs, cuda::Driver& d) {
+  std::vector<loom::DeviceTensor> in, out;
+  std::vector<cuda::DevicePtr> owned;
+  auto place = [&](loom::DType t, const std::vector<int64_t>& shape, size_t bytes,
+                   const void* host) -> absl::StatusOr<loom::DeviceTensor> {
+    absl::StatusOr<cuda::DevicePtr> p = d.allocate(std::max<size_t>(bytes, 16));
+    if (!p.ok()) return p.status();
+    owned.push_back(*p);
+    if (host) LOOM_RETURN_IF_ERROR(d.copy_to_device(*p, host, bytes));
+    return loom::DeviceTensor{static_cast<uint64_t>(*p), t, shape};
+  };
+  for (const loom::NDArray& a : inputs) {
+    absl::StatusOr<loom::DeviceTensor> t =
+        place(a.dtype(), a.shape(), static_cast<size_t>(a.nbytes()), a.data());
+    if (!t.ok()) return t.status();
+    in.push_back(*t);
+  }
+  for (const loom::TensorType& t : compiled.output_types()) {
+    std::vector<int64_t> shape;
+    int64_t n = 1;
+    for (const loom::Dim& dim : t.shape) {
+      shape.push_back(dim.value());
+      n *= dim.value();
+    }
+    absl::StatusOr<loom::DeviceTensor> o =
+        place(t.dtype, shape, static_cast<size_t>(n * t.dtype.bytes()), nullptr);
+    if (!o.ok()) return o.status();
+    out.push_back(*o);
+  }
+  absl::Status s = compiled.run_on_device(in, out);
+  std::vector<double> rounds;
+  for (int round = 0; round < 7 && s.ok(); ++round) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 10 && s.ok(); ++i) s = compiled.run_on_device(in, out);
+    rounds.push_back(seconds_since(t0) * 1e3 / 10);
+  }
+  for (cuda::DevicePtr p : owned) (void)d.free(p);
+  if (!s.ok()) return s;
+  return median(rounds);
+}
+
+// The ResNet-50 convolution layers: input channels, size, output channels, kernel, stride.
+struct ConvLayer {
+  int64_t c, hw, o;
+  int kernel, stride;
+};
+const ConvLayer kResnetLayers[] = {{64, 56, 64, 3, 1},   {64, 56, 256, 1, 1}, {256, 56, 64, 1, 1},
+                                   {128, 28, 128, 3, 1}, {256, 14, 256, 3, 1}, {512, 7, 512, 3, 1},
+                                   {3, 224, 64, 7, 2}};
+
+// Parts 2 and 3, f16. Returns false when something failed (said on stderr).
+bool bench_models(const loom::Target& target, const loom::CompileOptions& options, cuda::Driver& d,
+                  const std::string& device, bool quick, nlohmann::ordered_json& records) {
+  const loom::DType t = loom::DType::f16();
+  std::printf("\n%-34s %10s %8s\n", "conv2d f16 (+bias, relu)", "loom ms", "tune s");
+  for (int64_t batch : {int64_t{1}, int64_t{32}}) {
+    if (quick && batch > 1) break;
+    for (const ConvLayer& l : kResnetLayers) {
+      loom_models::Weights w;
+      loom::Graph g;
+      loom::Tensor x = g.input("x", {batch, l.c, l.hw, l.hw}, t);
+      loom::Tensor wt = g.constant("w", w.make({l.o, l.c, l.kernel, l.kernel}, 0.1, t));
+      g.output((x.conv2d(wt, {.stride = l.stride, .padding = l.kernel / 2}) +
+                g.constant("b", w.make({l.o, 1, 1}, 0.05, t)))
+                   .relu());
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
+      if (!compiled.ok()) {
+        std::fprintf(stderr, "conv2d: %s\n", compiled.status().ToString().c_str());
+        return false;
+      }
+      const double tune_s = seconds_since(t0);
+      const std::vector<loom::NDArray> inputs = {w.make({batch, l.c, l.hw, l.hw}, 1.0, t)};
+      absl::StatusOr<std::vector<double>> ms = compiled->profile(inputs, 20);
+      if (!ms.ok()) {
+        std::fprintf(stderr, "conv2d: %s\n", ms.status().ToString().c_str());
+        return false;
+      }
+      double loom_ms = 0;
+      for (double k : *ms) loom_ms += k;
+      const std::string name = "conv_b" + std::to_string(batch) + "_" + std::to_string(l.c) + "x" +
+                               std::to_string(l.hw) + "x" + std::to_string(l.hw) + "_" +
+                               std::to_string(l.o) + "_k" + std::to_string(l.kernel) + "s" +
+                               std::to_string(l.stride);
+      std::printf("%-34s %10.4f %8.1f\n", name.c_str(), loom_ms, tune_s);
+      records.push_back({{"name", name}, {"op", "conv2d"}, {"dtype", "f16"}, {"batch", batch},
+                         {"shape", {l.c, l.hw, l.o, l.kernel, l.stride}}, {"device", device},
+                         {"loom_ms", loom_ms}, {"tune_s", tune_s}});
+    }
+  }
+  std::printf("\n%-34s %10s %8s %8s\n", "model f16, batch 1", "loom ms", "kernels", "tune s");
+  for (const std::string model : {"resnet50", "bert_base_seq128"}) {
+    loom_models::Weights w;
+    loom::Graph g;
+    std::vector<loom::NDArray> inputs;
+    if (model == "resnet50") {
+      loom_models::ResNetConfig config;
+      config.dtype = t;
+      g = loom_models::build_resnet(config, w);
+      inputs = {w.make({1, 3, 224, 224}, 1.0, t)};
+    } else {
+      loom_models::BertConfig config;
+      config.dtype = t;
+      g = loom_models::build_bert(config, w);
+      inputs = {w.make({1, 128, 768}, 1.0, t)};
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
+    if (!compiled.ok()) {
+      std::fprintf(stderr, "%s: %s\n", model.c_str(), compiled.status().ToString().c_str());
+      return false;
+    }
+    const double tune_s = seconds_since(t0);
+    absl::StatusOr<loom::CompiledGraph> bound =
+        model == "resnet50" ? *compiled : compiled->specialize({{"seq", 128}});
+    if (!bound.ok()) {
+      std::fprintf(stderr, "%s: %s\n", model.c_str(), bound.status().ToString().c_str());
+      return false;
+    }
+    absl::StatusOr<double> ms = device_run_ms(*bound, inputs, d);
+    if (!ms.ok()) {
+      std::fprintf(stderr, "%s: %s\n", model.c_str(), ms.status().ToString().c_str());
+      return false;
+    }
+    std::printf("%-34s %10.3f %8zu %8.1f\n", model.c_str(), *ms, bound->kernels().size(), tune_s);
+    records.push_back({{"name", model}, {"op", "model"}, {"dtype", "f16"}, {"batch", 1},
+                       {"device", device}, {"loom_ms", *ms}, {"kernels", bound->kernels().size()},
+                       {"tune_s", tune_s}});
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string tune = "fast", json_path, dtype_name = "all";
+  std::string tune = "fast", json_path, dtype_name = "all", only;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -175,9 +319,10 @@ int main(int argc, char** argv) {
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--quick") quick = true;
     else if (a == "--dtype" && i + 1 < argc) dtype_name = argv[++i];
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else {
       std::fprintf(stderr, "usage: bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] "
-                   "[--json PATH]\n");
+                   "[--only gemm|models] [--json PATH]\n");
       return 2;
     }
   }
@@ -212,6 +357,7 @@ int main(int argc, char** argv) {
   const loom::Target target = loom::Target::cuda(props->sm_arch, 0);
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
   bool wrong = false;  // some loom result differs from cuBLAS's beyond rounding
+  if (only == "models") dtypes.clear();
   for (loom::DType t : dtypes) {
     // Goals: f32 0.8x SGEMM; f16/bf16 0.9x cuBLAS on 4096^3 (and 1.0x on BERT with epilogues).
     const double goal = t == loom::DType::f32() ? 0.8 : 0.9;
@@ -245,6 +391,8 @@ int main(int argc, char** argv) {
       std::printf("geometric mean cublas / loom, %s: %.3f (goal %.1f or better)\n",
                   t.to_string().c_str(), std::exp(log_ratio / counted), goal);
   }
+  if (only != "gemm" && !bench_models(target, options, **driver, props->name, quick, records))
+    return 1;
   if (!json_path.empty() && !loom_bench::write_records(records, json_path)) return 1;
   if (wrong) std::printf("bench_gpu: loom's results differ from cuBLAS's beyond rounding\n");
   return wrong ? 1 : 0;

@@ -1,6 +1,9 @@
 // ResNet-50 and BERT-base built with loom's fluent API, with random weights: what the examples
 // and benchmarks compile. Batch norm is already folded into the convolutions (conv + per-channel
 // bias), as an engine's converter would; BERT's input is the embedded sequence [1, seq, hidden].
+// Inputs, weights and outputs are of the config's dtype (f32, or f16/bf16 for GPUs); the weights'
+// values are the same in every dtype up to its rounding. bench/gpu_torch_peers.py builds the
+// same two models in PyTorch.
 #pragma once
 
 #include <cmath>
@@ -21,14 +24,18 @@ using loom::Tensor;
 // Uniform values in [-scale, scale) from a fixed-seed xorshift generator (fast for 100M values).
 class Weights {
  public:
-  NDArray make(std::vector<int64_t> shape, double scale) {
-    NDArray a(DType::f32(), std::move(shape));
-    float* p = a.data_as<float>();
+  NDArray make(std::vector<int64_t> shape, double scale, DType dtype = DType::f32()) {
+    NDArray a(dtype, std::move(shape));
+    float* p = dtype == DType::f32() ? a.data_as<float>() : nullptr;
     for (int64_t i = 0; i < a.numel(); ++i) {
       state_ ^= state_ << 13;
       state_ ^= state_ >> 7;
       state_ ^= state_ << 17;
-      p[i] = static_cast<float>(scale * (static_cast<double>(state_ >> 11) * 0x1p-52 - 1.0));
+      const double v = scale * (static_cast<double>(state_ >> 11) * 0x1p-52 - 1.0);
+      if (p)
+        p[i] = static_cast<float>(v);
+      else
+        a.set(i, v);
     }
     return a;
   }
@@ -42,6 +49,7 @@ class Weights {
 struct BertConfig {
   int layers = 12;
   int64_t hidden = 768, heads = 12, ffn = 3072;
+  DType dtype = DType::f32();
 };
 
 inline Graph build_bert(const BertConfig& c, Weights& w) {
@@ -49,7 +57,7 @@ inline Graph build_bert(const BertConfig& c, Weights& w) {
   const int64_t head_dim = c.hidden / c.heads;
   const Dim seq("seq");
   auto constant = [&](const std::string& name, std::vector<int64_t> shape, double scale) {
-    return g.constant(name, w.make(std::move(shape), scale));
+    return g.constant(name, w.make(std::move(shape), scale, c.dtype));
   };
   auto dense = [&](const Tensor& x, const std::string& name, int64_t in, int64_t out) {
     return x.matmul(constant(name + ".w", {in, out}, 0.05)) + constant(name + ".b", {out}, 0.02);
@@ -63,7 +71,7 @@ inline Graph build_bert(const BertConfig& c, Weights& w) {
     return x.reshape({1, seq, c.heads, head_dim}).transpose(std::move(perm));
   };
 
-  Tensor x = g.input("embeddings", {1, seq, c.hidden});
+  Tensor x = g.input("embeddings", {1, seq, c.hidden}, c.dtype);
   for (int l = 0; l < c.layers; ++l) {
     const std::string p = "layer" + std::to_string(l);
     Tensor q = split_heads(dense(x, p + ".q", c.hidden, c.hidden), {0, 2, 1, 3});
@@ -83,7 +91,8 @@ inline Graph build_bert(const BertConfig& c, Weights& w) {
 
 struct ResNetConfig {
   std::vector<int> blocks = {3, 4, 6, 3};
-  int64_t image = 224, classes = 1000;
+  int64_t image = 224, classes = 1000, batch = 1;
+  DType dtype = DType::f32();
 };
 
 inline Graph build_resnet(const ResNetConfig& c, Weights& w) {
@@ -94,12 +103,13 @@ inline Graph build_resnet(const ResNetConfig& c, Weights& w) {
     const int64_t in = x.shape()[1].value();
     const std::string name = "conv" + std::to_string(conv_id++);
     Tensor wt = g.constant(name + ".w", w.make({out, in, kernel, kernel},
-                                               std::sqrt(3.0 / static_cast<double>(in * kernel * kernel))));
+                                               std::sqrt(3.0 / static_cast<double>(in * kernel * kernel)),
+                                               c.dtype));
     Tensor y = x.conv2d(wt, {.stride = stride, .padding = kernel / 2}) +
-               g.constant(name + ".b", w.make({out, 1, 1}, 0.05));
+               g.constant(name + ".b", w.make({out, 1, 1}, 0.05, c.dtype));
     return relu ? y.relu() : y;
   };
-  Tensor x = g.input("image", {1, 3, c.image, c.image});
+  Tensor x = g.input("image", {c.batch, 3, c.image, c.image}, c.dtype);
   x = conv(x, 64, 7, 2, true).max_pool2d({.kernel = 3, .stride = 2, .padding = 1});
   int64_t width = 64;
   for (size_t stage = 0; stage < c.blocks.size(); ++stage, width *= 2) {
@@ -111,9 +121,9 @@ inline Graph build_resnet(const ResNetConfig& c, Weights& w) {
     }
   }
   const int64_t features = x.shape()[1].value();
-  Tensor pooled = x.mean({2, 3}).reshape({1, features});
-  g.output(pooled.matmul(g.constant("fc.w", w.make({features, c.classes}, 0.05))) +
-           g.constant("fc.b", w.make({c.classes}, 0.05)));
+  Tensor pooled = x.mean({2, 3}).reshape({c.batch, features});
+  g.output(pooled.matmul(g.constant("fc.w", w.make({features, c.classes}, 0.05, c.dtype))) +
+           g.constant("fc.b", w.make({c.classes}, 0.05, c.dtype)));
   return g;
 }
 

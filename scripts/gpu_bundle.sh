@@ -8,7 +8,8 @@
 #
 # The bundle holds bin/ (loom_tests with the [cuda] tests, bench_gpu, loom_run), lib/ (the shared
 # libraries they need beyond glibc and libstdc++), fake_cuda/ (the stand-in driver) and
-# gpu_check.sh. On the GPU machine: BUNDLE_DIR/gpu_check.sh OUT_DIR BUNDLE_DIR.
+# gpu_check.sh with gpu_torch_peers.py. On the GPU machine: BUNDLE_DIR/gpu_check.sh OUT_DIR
+# BUNDLE_DIR [PART].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:-gpu-bundle}
@@ -22,7 +23,7 @@ mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fake_cuda"
 cp build-gpu/test/loom_tests build-gpu/bench/bench_gpu build-gpu/tools/loom_run "$bundle/bin/"
 cp -P build-gpu/test/fake_cuda/libcuda.so* "$bundle/fake_cuda/"
 strip "$bundle"/bin/* "$bundle"/fake_cuda/libcuda.so.1
-cp scripts/gpu_check.sh "$bundle/"
+cp scripts/gpu_check.sh bench/gpu_torch_peers.py "$bundle/"
 
 # The libraries ldd resolves, except the C runtime, libstdc++ and libgcc_s (newer on the GPU
 # machine's image than here, and backward compatible), and the CUDA libraries found there.

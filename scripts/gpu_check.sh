@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: the CUDA back end's tests ([cuda]: NVRTC compiles every sampled
-# template config, and each kernel and whole graph runs against the reference evaluator) and
-# bench_gpu (loom's f32 matmul against cuBLAS), their results written to OUT_DIR. DIR is a build
-# tree (scripts/build.sh; default build) or a bundle made by scripts/gpu_bundle.sh, which runs
-# where only the CUDA driver and toolkit are installed. The exit status is nonzero when a test or
-# the benchmark fails.
+# template config, and each kernel and whole graph runs against the reference evaluator), then
+# bench_gpu (loom's matmul against cuBLAS in f32, f16 and bf16; the ResNet-50 conv layers and
+# ResNet-50 and BERT-base end to end in f16) and, where PyTorch is installed,
+# bench/gpu_torch_peers.py (the same convs in cuDNN, the models in PyTorch eager and
+# torch.compile, and the ratios), their results written to OUT_DIR. DIR is a build tree
+# (scripts/build.sh; default build) or a bundle made by scripts/gpu_bundle.sh, which runs where
+# only the CUDA driver and toolkit are installed. PART runs one part when device time is short:
+# tests, gemm, models (bench_gpu's parts 2 and 3, then PyTorch's) or all (the default). The exit
+# status is nonzero when a test or a benchmark fails.
 #
-#   scripts/gpu_check.sh OUT_DIR [DIR]
+#   scripts/gpu_check.sh OUT_DIR [DIR] [tests|gemm|models|all]
 set -uo pipefail
-out=${1:?usage: scripts/gpu_check.sh OUT_DIR [BUILD_OR_BUNDLE_DIR]}
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [BUILD_OR_BUNDLE_DIR] [tests|gemm|models|all]}
 dir=${2:-build}
+part=${3:-all}
+here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 if [ -x "$dir/bin/loom_tests" ]; then
   tests_bin=$dir/bin/loom_tests bench_bin=$dir/bin/bench_gpu
@@ -37,9 +43,30 @@ fi
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1
 } | tee "$out/environment.txt"
 
-"$tests_bin" "[cuda]" --durations yes 2>&1 | tee "$out/cuda_tests.txt"
-tests=${PIPESTATUS[0]}
-"$bench_bin" --tune fast --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench_gpu.txt"
-bench=${PIPESTATUS[0]}
-echo "cuda tests: exit $tests; bench_gpu: exit $bench"
-[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
+tests=0 bench=0 peers=0
+if [ "$part" = all ] || [ "$part" = tests ]; then
+  "$tests_bin" "[cuda]" --durations yes 2>&1 | tee "$out/cuda_tests.txt"
+  tests=${PIPESTATUS[0]}
+fi
+if [ "$part" = all ] || [ "$part" = gemm ]; then
+  "$bench_bin" --tune fast --only gemm --json "$out/bench_gpu_gemm.json" 2>&1 |
+    tee "$out/bench_gpu_gemm.txt"
+  bench=${PIPESTATUS[0]}
+fi
+if [ "$part" = all ] || [ "$part" = models ]; then
+  "$bench_bin" --tune fast --only models --json "$out/bench_gpu_models.json" 2>&1 |
+    tee "$out/bench_gpu_models.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
+  # The script sits beside this one in a bundle, under bench/ in a checkout.
+  peers_py=$here/gpu_torch_peers.py
+  [ -f "$peers_py" ] || peers_py=$here/../bench/gpu_torch_peers.py
+  if python3 -c "import torch" 2>/dev/null; then
+    python3 "$peers_py" --loom "$out/bench_gpu_models.json" --json "$out/torch_peers.json" 2>&1 |
+      tee "$out/torch_peers.txt"
+    peers=${PIPESTATUS[0]}
+  else
+    echo "no PyTorch here: the PyTorch and cuDNN peers are not timed" | tee "$out/torch_peers.txt"
+  fi
+fi
+echo "part $part: cuda tests exit $tests; bench_gpu exit $bench; PyTorch peers exit $peers"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$peers" -eq 0 ]

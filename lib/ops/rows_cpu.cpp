@@ -21,12 +21,12 @@
 namespace loom::ops {
 
 // x as rows of its dims from axis on; nullopt unless x is f32, static and not empty.
-std::optional<Rows> rows_of(const TensorType& x, int axis) {
-  if (x.dtype != DType::f32()) return std::nullopt;
+std::optional<Rows> rows_of(const TensorType& x, int axis, bool any_float) {
+  if (x.dtype != DType::f32() && !(any_float && x.dtype.is_float())) return std::nullopt;
   auto r = static_product(x.shape, 0, static_cast<size_t>(axis));
   auto l = static_product(x.shape, static_cast<size_t>(axis), x.shape.size());
   if (!r || !l || *r < 1 || *l < 1) return std::nullopt;
-  return Rows{*r, *l};
+  return Rows{*r, *l, x.dtype};
 }
 
 namespace {
@@ -47,37 +47,45 @@ std::optional<int> trailing_reduce_axis(const ReduceAttrs& attrs, int rank) {
 }
 }  // namespace
 
-std::optional<Rows> reduce_rows(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 1 || !ctx.attrs || ctx.output.dtype != DType::f32()) return std::nullopt;
+namespace {
+// The output's type is the input's, f32 unless any_float.
+bool same_float_type(const TemplateContext& ctx, bool any_float) {
+  return !ctx.inputs.empty() && ctx.output.dtype == ctx.inputs[0].dtype &&
+         (ctx.output.dtype == DType::f32() || (any_float && ctx.output.dtype.is_float()));
+}
+}  // namespace
+
+std::optional<Rows> reduce_rows(const TemplateContext& ctx, bool any_float) {
+  if (ctx.inputs.size() != 1 || !ctx.attrs || !same_float_type(ctx, any_float)) return std::nullopt;
   const auto* attrs = dynamic_cast<const ReduceAttrs*>(ctx.attrs);
   if (!attrs) return std::nullopt;
   std::optional<int> axis =
       trailing_reduce_axis(*attrs, static_cast<int>(ctx.inputs[0].shape.size()));
   if (!axis) return std::nullopt;
-  return rows_of(ctx.inputs[0], *axis);
+  return rows_of(ctx.inputs[0], *axis, any_float);
 }
 
-std::optional<Rows> softmax_rows(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 1 || !ctx.attrs || ctx.output.dtype != DType::f32()) return std::nullopt;
+std::optional<Rows> softmax_rows(const TemplateContext& ctx, bool any_float) {
+  if (ctx.inputs.size() != 1 || !ctx.attrs || !same_float_type(ctx, any_float)) return std::nullopt;
   const auto* attrs = dynamic_cast<const SoftmaxAttrs*>(ctx.attrs);
   const int rank = static_cast<int>(ctx.inputs[0].shape.size());
   if (!attrs || rank == 0) return std::nullopt;
   absl::StatusOr<int> axis = normalize_axis(attrs->axis, rank);
   if (!axis.ok() || *axis != rank - 1) return std::nullopt;
-  return rows_of(ctx.inputs[0], *axis);
+  return rows_of(ctx.inputs[0], *axis, any_float);
 }
 
-std::optional<Rows> layer_norm_rows(const TemplateContext& ctx) {
-  if (ctx.inputs.size() != 3 || !ctx.attrs || ctx.output.dtype != DType::f32()) return std::nullopt;
+std::optional<Rows> layer_norm_rows(const TemplateContext& ctx, bool any_float) {
+  if (ctx.inputs.size() != 3 || !ctx.attrs || !same_float_type(ctx, any_float)) return std::nullopt;
   const auto* attrs = dynamic_cast<const LayerNormAttrs*>(ctx.attrs);
   if (!attrs) return std::nullopt;
   absl::StatusOr<int> axis =
       normalize_axis(attrs->axis, static_cast<int>(ctx.inputs[0].shape.size()));
   if (!axis.ok()) return std::nullopt;
-  std::optional<Rows> rows = rows_of(ctx.inputs[0], *axis);
+  std::optional<Rows> rows = rows_of(ctx.inputs[0], *axis, any_float);
   for (int k = 1; k <= 2 && rows; ++k) {
-    std::optional<Rows> param = rows_of(ctx.inputs[k], 0);
-    if (!param || param->len != rows->len) return std::nullopt;
+    std::optional<Rows> param = rows_of(ctx.inputs[k], 0, any_float);
+    if (!param || param->len != rows->len || param->dtype != rows->dtype) return std::nullopt;
   }
   return rows;
 }

@@ -62,14 +62,21 @@ class GpuRowKernel {
   int64_t len() const { return rows_.len; }
   bool cached() const { return cached_; }
 
+  // Tensors of the rows' type; values are computed in f32 (value() and store()).
   Buffer matrix(const std::string& what) const {
-    return Buffer::make(name_ + "_" + what, DType::f32(), {Expr(rows_.rows), Expr(rows_.len)});
+    return Buffer::make(name_ + "_" + what, rows_.dtype, {Expr(rows_.rows), Expr(rows_.len)});
   }
   Buffer per_row(const std::string& what) const {
-    return Buffer::make(name_ + "_" + what, DType::f32(), {Expr(rows_.rows)});
+    return Buffer::make(name_ + "_" + what, rows_.dtype, {Expr(rows_.rows)});
   }
   Buffer one_row(const std::string& what) const {
-    return Buffer::make(name_ + "_" + what, DType::f32(), {Expr(rows_.len)});
+    return Buffer::make(name_ + "_" + what, rows_.dtype, {Expr(rows_.len)});
+  }
+  static Expr value(const Buffer& b, std::vector<Expr> at) {
+    return ir::cast(DType::f32(), b.load(std::move(at)));
+  }
+  static Stmt store(const Buffer& b, const Expr& v, std::vector<Expr> at) {
+    return ir::Store::make(b, ir::cast(b.dtype(), v), std::move(at));
   }
   // A thread's columns of its row, in registers (slot s holds column s * threads_per_row + t).
   Buffer row_cache() const {
@@ -181,7 +188,7 @@ tune::Space rows_space(const TemplateContext& ctx, Rows rows) {
 
 absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const tune::Config& c,
                                              ir::ReduceKind kind, bool mean) {
-  std::optional<Rows> rows = reduce_rows(ctx);
+  std::optional<Rows> rows = reduce_rows(ctx, /*any_float=*/true);
   if (!rows)
     return absl::InvalidArgumentError("CUDA row reduction template does not apply to " + ctx.name);
   GpuRowKernel k(ctx, *rows, c);
@@ -191,13 +198,10 @@ absl::StatusOr<ScheduledKernel> build_reduce(const TemplateContext& ctx, const t
     Expr value = total;
     if (mean) value = value / ir::make_const(DType::f32(), static_cast<double>(k.len()));
     Stmt store =
-        ir::IfThenElse::make(th.valid && th.t == int64_t{0}, ir::Store::make(out, value, {th.row}));
+        ir::IfThenElse::make(th.valid && th.t == int64_t{0}, k.store(out, value, {th.row}));
     return k.reduce(
-        th, kind,
-        [&](const Expr& col, const Expr&) {
-          return x.load({th.row, col});
-        },
-        total, store);
+        th, kind, [&](const Expr& col, const Expr&) { return k.value(x, {th.row, col}); }, total,
+        store);
   });
   return kernel_of(ctx.name, {x, out}, body);
 }
@@ -267,7 +271,7 @@ absl::StatusOr<ScheduledKernel> build_arg_reduce(const TemplateContext& ctx,
 // exp(x - max) / sum) or "shift" (log_softmax, x - max - log(sum)).
 absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const tune::Config& c,
                                               bool log) {
-  std::optional<Rows> rows = softmax_rows(ctx);
+  std::optional<Rows> rows = softmax_rows(ctx, /*any_float=*/true);
   if (!rows)
     return absl::InvalidArgumentError("CUDA softmax template does not apply to " + ctx.name);
   GpuRowKernel k(ctx, *rows, c);
@@ -275,7 +279,7 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
   Stmt body = k.launch([&](const RowThread& th) {
     Buffer cols = k.row_cache();
     auto input = [&](const Expr& col, const Expr& slot) {
-      return k.cached() ? cols.load({slot}) : x.load({th.row, col});
+      return k.cached() ? cols.load({slot}) : k.value(x, {th.row, col});
     };
     Var row_max("row_max", DType::f32()), sum("sum", DType::f32());
     Var inv_sum("inv_sum", DType::f32()), log_sum("log_sum", DType::f32());
@@ -286,13 +290,13 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
     if (log) {
       Stmt shift = k.columns(th, [&](const Expr& col, const Expr& slot) {
         return ir::IfThenElse::make(
-            th.valid, ir::Store::make(y, input(col, slot) - row_max - log_sum, {th.row, col}));
+            th.valid, k.store(y, input(col, slot) - row_max - log_sum, {th.row, col}));
       });
       then = ir::LetStmt::make(log_sum, ir::log(sum), shift);
     } else {
       Stmt scale = k.columns(th, [&](const Expr& col, const Expr& slot) {
-        Expr e = cache_exps ? cols.load({slot}) : ir::exp(x.load({th.row, col}) - row_max);
-        return ir::IfThenElse::make(th.valid, ir::Store::make(y, e * inv_sum, {th.row, col}));
+        Expr e = cache_exps ? cols.load({slot}) : ir::exp(k.value(x, {th.row, col}) - row_max);
+        return ir::IfThenElse::make(th.valid, k.store(y, e * inv_sum, {th.row, col}));
       });
       then = ir::LetStmt::make(inv_sum, ir::make_const(DType::f32(), 1.0) / sum, scale);
     }
@@ -315,7 +319,7 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
     Stmt passes = k.reduce(th, ir::ReduceKind::kMax, input, row_max, exp_sum);
     if (!k.cached()) return passes;
     Stmt load = k.columns(th, [&](const Expr& col, const Expr& slot) {
-      return ir::Store::make(cols, x.load({th.row, col}), {slot});
+      return ir::Store::make(cols, k.value(x, {th.row, col}), {slot});
     });
     return ir::Allocate::make(cols, ir::Seq::make({load, passes}));
   });
@@ -326,7 +330,7 @@ absl::StatusOr<ScheduledKernel> build_softmax(const TemplateContext& ctx, const 
 // "normalize" with gamma and beta.
 absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
                                                  const tune::Config& c) {
-  std::optional<Rows> rows = layer_norm_rows(ctx);
+  std::optional<Rows> rows = layer_norm_rows(ctx, /*any_float=*/true);
   if (!rows)
     return absl::InvalidArgumentError("CUDA layer_norm template does not apply to " + ctx.name);
   const auto& attrs = attrs_as<LayerNormAttrs>(*ctx.attrs);
@@ -337,7 +341,7 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
   Stmt body = k.launch([&](const RowThread& th) {
     Buffer cols = k.row_cache();
     auto input = [&](const Expr& col, const Expr& slot) {
-      return k.cached() ? cols.load({slot}) : x.load({th.row, col});
+      return k.cached() ? cols.load({slot}) : k.value(x, {th.row, col});
     };
     Var sum("sum", DType::f32()), squares("squares", DType::f32());
     Var mean("mean", DType::f32()), rstd("rstd", DType::f32());
@@ -345,7 +349,7 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
       Expr xhat = (input(col, slot) - mean) * rstd;
       return ir::IfThenElse::make(
           th.valid,
-          ir::Store::make(y, ir::fma(xhat, gamma.load({col}), beta.load({col})), {th.row, col}));
+          k.store(y, ir::fma(xhat, k.value(gamma, {col}), k.value(beta, {col})), {th.row, col}));
     });
     Stmt variance = k.reduce(
         th, ir::ReduceKind::kSum,
@@ -358,7 +362,7 @@ absl::StatusOr<ScheduledKernel> build_layer_norm(const TemplateContext& ctx,
                            ir::LetStmt::make(mean, sum / len, variance));
     if (!k.cached()) return passes;
     Stmt load = k.columns(th, [&](const Expr& col, const Expr& slot) {
-      return ir::Store::make(cols, x.load({th.row, col}), {slot});
+      return ir::Store::make(cols, k.value(x, {th.row, col}), {slot});
     });
     return ir::Allocate::make(cols, ir::Seq::make({load, passes}));
   });
@@ -514,13 +518,15 @@ ScheduleTemplate axis_columns_cuda_template(const std::string& op) {
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {
   return row_template(
       mean ? std::string("cuda_rows_mean") : std::string("cuda_rows_") + ir::reduce_kind_name(kind),
-      reduce_rows, [kind, mean](const TemplateContext& ctx, const tune::Config& c) {
+      [](const TemplateContext& ctx) { return reduce_rows(ctx, true); },
+      [kind, mean](const TemplateContext& ctx, const tune::Config& c) {
         return build_reduce(ctx, c, kind, mean);
       });
 }
 
 ScheduleTemplate softmax_cuda_template(bool log) {
-  return row_template(log ? "cuda_rows_log_softmax" : "cuda_rows_softmax", softmax_rows,
+  return row_template(log ? "cuda_rows_log_softmax" : "cuda_rows_softmax",
+                      [](const TemplateContext& ctx) { return softmax_rows(ctx, true); },
                       [log](const TemplateContext& ctx, const tune::Config& c) {
                         return build_softmax(ctx, c, log);
                       });
@@ -534,7 +540,9 @@ ScheduleTemplate arg_reduce_cuda_template(bool is_max) {
 }
 
 ScheduleTemplate layer_norm_cuda_template() {
-  return row_template("cuda_rows_layer_norm", layer_norm_rows, build_layer_norm);
+  return row_template("cuda_rows_layer_norm",
+                      [](const TemplateContext& ctx) { return layer_norm_rows(ctx, true); },
+                      build_layer_norm);
 }
 
 }  // namespace loom::ops

@@ -347,6 +347,34 @@ TEST_CASE("CUDA templates: softmax, log_softmax and layer_norm compile for sm_80
   }
 }
 
+// f16 and bf16 rows are read into f32, computed in f32 and rounded once when stored; the
+// reference rounds at its own steps, so results agree to a few units of the 16-bit type.
+TEST_CASE("CUDA templates: f16 and bf16 rows (softmax, layer_norm, mean, max) are computed in f32",
+          "[cuda][cuda_templates]") {
+  for (DType t : {DType::f16(), DType::bf16()}) {
+    const double tol = t == DType::f16() ? 1e-2 : 4e-2;
+    const int64_t rows = 23, len = 197;
+    DYNAMIC_SECTION("softmax " << t) {
+      check_op({"softmax", {typed(t, {rows, len})}, typed(t, {rows, len}),
+                std::make_shared<ops::SoftmaxAttrs>(), tol, tol, 4},
+               {"__shfl_xor_sync", "expf("});
+    }
+    DYNAMIC_SECTION("layer_norm " << t) {
+      check_op({"layer_norm", {typed(t, {rows, len}), typed(t, {len}), typed(t, {len})},
+                typed(t, {rows, len}), std::make_shared<ops::LayerNormAttrs>(), tol, tol, 4},
+               {"__shfl_xor_sync", "rsqrtf("});
+    }
+    auto attrs = std::make_shared<ops::ReduceAttrs>();
+    attrs->axes = {-1};
+    for (const char* op : {"mean", "max"}) {
+      DYNAMIC_SECTION(op << " " << t) {
+        check_op({op, {typed(t, {rows, len})}, typed(t, {rows}), attrs, tol, tol, 4},
+                 {"__shfl_xor_sync"});
+      }
+    }
+  }
+}
+
 TEST_CASE("CUDA templates: SIMT matmul compiles for sm_80 and sm_90", "[cuda][cuda_templates]") {
   auto none = std::make_shared<loom::NoAttrs>();
   SECTION("one GEMM, odd sizes, K not a multiple of the K slice") {
@@ -571,9 +599,9 @@ TEST_CASE("CUDA templates: the SIMT matmul space derives from the device",
     ctx.constant_inputs = {false, false};
     const ScheduleTemplate* t = nullptr;
     for (const ScheduleTemplate& candidate : def->templates) {
-      if (candidate.target_kind == Target::Kind::kCuda) t = &candidate;
-      // Templates apply to their own kind of target only.
-      CHECK(candidate.applies(ctx) == (candidate.target_kind == Target::Kind::kCuda));
+      if (candidate.name == "cuda_simt_gemm") t = &candidate;
+      // Templates apply to their own kind of target only, the tensor-core one to f16/bf16 only.
+      CHECK(candidate.applies(ctx) == (candidate.name == "cuda_simt_gemm"));
     }
     REQUIRE(t);
     tune::Space space = t->space(ctx);

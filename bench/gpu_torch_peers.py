@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""PyTorch peers of bench_gpu's parts 2 and 3, on the same GPU, f16.
+
+  2. the ResNet-50 convolution layers (conv + bias + relu) at batch 1 and 32: F.conv2d, which is
+     cuDNN (torch.backends.cudnn.benchmark on), in NCHW and in channels-last; the faster counts.
+  3. ResNet-50 (batch norm folded into the convolutions, as examples/models.hpp builds it) and
+     BERT-base (12 layers, sequence 128), batch 1: PyTorch eager and torch.compile.
+
+Times are CUDA-event milliseconds per call, the median of rounds after a warm-up. With --loom
+(bench_gpu's JSON) it prints peer / loom ratios (above 1: loom is faster). Without a GPU or
+PyTorch it says so and exits 0.
+
+  python3 bench/gpu_torch_peers.py [--loom bench_gpu.json] [--json OUT] [--quick] [--no-compile]
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+
+RESNET_LAYERS = [  # input channels, size, output channels, kernel, stride (bench_gpu's list)
+    (64, 56, 64, 3, 1), (64, 56, 256, 1, 1), (256, 56, 64, 1, 1), (128, 28, 128, 3, 1),
+    (256, 14, 256, 3, 1), (512, 7, 512, 3, 1), (3, 224, 64, 7, 2)]
+
+
+def conv_name(batch, c, hw, o, k, s):
+    return f"conv_b{batch}_{c}x{hw}x{hw}_{o}_k{k}s{s}"
+
+
+def time_ms(torch, fn, rounds=7, calls=10):
+    """Median over rounds of the CUDA-event time of `calls` calls, per call."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times)
+
+
+def build_models(torch):
+    nn, F = torch.nn, torch.nn.functional
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, width, stride):
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, width, 1)
+            self.c2 = nn.Conv2d(width, width, 3, stride, 1)
+            self.c3 = nn.Conv2d(width, 4 * width, 1)
+            self.shortcut = nn.Conv2d(cin, 4 * width, 1, stride) if stride != 1 or cin != 4 * width else None
+
+        def forward(self, x):
+            y = self.c3(F.relu(self.c2(F.relu(self.c1(x)))))
+            return F.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
+
+    class ResNet50(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 64, 7, 2, 3)
+            blocks, cin, width = [], 64, 64
+            for stage, count in enumerate([3, 4, 6, 3]):
+                for b in range(count):
+                    blocks.append(Bottleneck(cin, width, 2 if stage > 0 and b == 0 else 1))
+                    cin = 4 * width
+                width *= 2
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(cin, 1000)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.stem(x)), 3, 2, 1)
+            return self.fc(self.blocks(x).mean((2, 3)))
+
+    class BertLayer(nn.Module):
+        def __init__(self, hidden=768, heads=12, ffn=3072):
+            super().__init__()
+            self.heads = heads
+            self.q, self.k, self.v = (nn.Linear(hidden, hidden) for _ in range(3))
+            self.out = nn.Linear(hidden, hidden)
+            self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=1e-12), nn.LayerNorm(hidden, eps=1e-12)
+            self.ffn1, self.ffn2 = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
+
+        def forward(self, x):
+            b, s, h = x.shape
+            d = h // self.heads
+            q = self.q(x).view(b, s, self.heads, d).transpose(1, 2)
+            k = self.k(x).view(b, s, self.heads, d).permute(0, 2, 3, 1)
+            v = self.v(x).view(b, s, self.heads, d).transpose(1, 2)
+            probs = torch.softmax(q @ k * (1.0 / math.sqrt(d)), -1)
+            context = (probs @ v).transpose(1, 2).reshape(b, s, h)
+            x = self.norm1(x + self.out(context))
+            return self.norm2(x + self.ffn2(F.gelu(self.ffn1(x))))
+
+    class Bert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(*(BertLayer() for _ in range(12)))
+
+        def forward(self, x):
+            return self.layers(x)
+
+    return ResNet50, Bert
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loom", help="bench_gpu's JSON, for the ratios")
+    parser.add_argument("--json", help="write the peers' records here")
+    parser.add_argument("--quick", action="store_true", help="batch 1 only")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    args = parser.parse_args()
+    try:
+        import torch
+    except ImportError:
+        print("gpu_torch_peers: PyTorch is not installed; nothing to time")
+        return 0
+    if not torch.cuda.is_available():
+        print("gpu_torch_peers: no GPU for PyTorch; nothing to time")
+        return 0
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev, f16 = torch.device("cuda"), torch.float16
+    print(f"device {torch.cuda.get_device_name(0)}, PyTorch {torch.__version__}, "
+          f"cuDNN {torch.backends.cudnn.version()}")
+    records = []
+
+    print(f"\n{'conv2d f16 (+bias, relu)':34} {'nchw ms':>10} {'nhwc ms':>10}")
+    F = torch.nn.functional
+    with torch.inference_mode():
+        for batch in ([1] if args.quick else [1, 32]):
+            for c, hw, o, k, s in RESNET_LAYERS:
+                x = torch.randn(batch, c, hw, hw, device=dev, dtype=f16)
+                w = torch.randn(o, c, k, k, device=dev, dtype=f16) * 0.1
+                b = torch.randn(o, device=dev, dtype=f16) * 0.05
+                nchw = time_ms(torch, lambda: F.relu(F.conv2d(x, w, b, s, k // 2)))
+                xl = x.to(memory_format=torch.channels_last)
+                wl = w.to(memory_format=torch.channels_last)
+                nhwc = time_ms(torch, lambda: F.relu(F.conv2d(xl, wl, b, s, k // 2)))
+                name = conv_name(batch, c, hw, o, k, s)
+                print(f"{name:34} {nchw:10.4f} {nhwc:10.4f}")
+                records.append({"name": name, "op": "conv2d", "peer": "cudnn",
+                                "peer_ms": min(nchw, nhwc), "nchw_ms": nchw, "nhwc_ms": nhwc})
+
+        ResNet50, Bert = build_models(torch)
+        print(f"\n{'model f16, batch 1':34} {'eager ms':>10} {'compile ms':>10} {'compile s':>10}")
+        for name, make, shape in (("resnet50", ResNet50, (1, 3, 224, 224)),
+                                  ("bert_base_seq128", Bert, (1, 128, 768))):
+            model = make().to(dev, f16).eval()
+            x = torch.randn(*shape, device=dev, dtype=f16)
+            eager = time_ms(torch, lambda: model(x))
+            records.append({"name": name, "op": "model", "peer": "torch_eager", "peer_ms": eager})
+            compiled_ms, compile_s = float("nan"), float("nan")
+            if not args.no_compile:
+                try:
+                    import time
+                    t0 = time.time()
+                    compiled = torch.compile(model)
+                    compiled(x)
+                    torch.cuda.synchronize()
+                    compile_s = time.time() - t0
+                    compiled_ms = time_ms(torch, lambda: compiled(x))
+                    records.append({"name": name, "op": "model", "peer": "torch_compile",
+                                    "peer_ms": compiled_ms, "compile_s": compile_s})
+                except Exception as e:  # no Triton, no compiler: say so, keep the rest
+                    print(f"torch.compile of {name} failed: {type(e).__name__}: {e}"[:400])
+            print(f"{name:34} {eager:10.3f} {compiled_ms:10.3f} {compile_s:10.1f}")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    if args.loom:
+        with open(args.loom) as f:
+            loom = {r["name"]: r for r in json.load(f) if "loom_ms" in r}
+        print(f"\n{'peer / loom (above 1: loom faster)':40} {'peer':>14} {'ratio':>8}")
+        logs = {}
+        for r in records:
+            mine = loom.get(r["name"])
+            if not mine or not r["peer_ms"] or math.isnan(r["peer_ms"]):
+                continue
+            ratio = r["peer_ms"] / mine["loom_ms"]
+            logs.setdefault(r["peer"], []).append(math.log(ratio))
+            print(f"{r['name']:40} {r['peer']:>14} {ratio:8.3f}")
+        for peer, values in logs.items():
+            print(f"geometric mean {peer} / loom: {math.exp(sum(values) / len(values)):.3f} "
+                  f"({len(values)} cases)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
