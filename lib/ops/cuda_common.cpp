@@ -72,6 +72,14 @@ ir::Stmt gpu_launch(const ir::Var& block, int64_t blocks, const ir::Var& thread,
                        std::move(body), 0);
 }
 
+ir::Stmt store_inside(ir::Stmt store, const ir::Expr& row, int64_t rows, bool row_tail,
+                      const ir::Expr& col, int64_t cols, bool col_tail) {
+  ir::Expr inside;
+  if (row_tail) inside = row < rows;
+  if (col_tail) inside = inside.defined() ? (inside && col < cols) : col < cols;
+  return inside.defined() ? ir::IfThenElse::make(inside, std::move(store)) : store;
+}
+
 ir::Stmt warp_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t slot, int warp_size) {
   std::vector<ir::Stmt> steps;
   const ir::Expr at(slot);

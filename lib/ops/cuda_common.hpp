@@ -44,6 +44,11 @@ GpuProperties gpu_properties(const Target& target);
 ir::Stmt gpu_launch(const ir::Var& block, int64_t blocks, const ir::Var& thread, int64_t threads,
                     ir::Stmt body);
 
+// store, guarded by row < rows where row_tail and by col < cols where col_tail: a tile's element
+// that may lie past the edge of its matrix.
+ir::Stmt store_inside(ir::Stmt store, const ir::Expr& row, int64_t rows, bool row_tail,
+                      const ir::Expr& col, int64_t cols, bool col_tail);
+
 // Butterfly all-reduce of acc[slot] across the lanes of each warp (shfl_xor_sync with masks
 // warp/2, ..., 1): afterwards every lane holds the warp's combined value. Every lane of the warp
 // must run it.

@@ -239,10 +239,7 @@ class SimtGemm {
       Expr row = m0_ + row0_ + row_offset(r[0]), col = n0_ + col0_ + col_offset(r[1]);
       Stmt store = ir::Store::make(c_, ir::final_value(acc_.load({Expr(r[0] * t.tn() + r[1])})),
                                    {g_, row, col});
-      Expr inside;
-      if (p_.M % t.bm()) inside = row < p_.M;
-      if (p_.N % t.bn()) inside = inside.defined() ? (inside && col < p_.N) : col < p_.N;
-      s.push_back(inside.defined() ? ir::IfThenElse::make(inside, store) : store);
+      s.push_back(store_inside(store, row, p_.M, p_.M % t.bm() != 0, col, p_.N, p_.N % t.bn() != 0));
     }
     return ir::Seq::make(std::move(s));
   }

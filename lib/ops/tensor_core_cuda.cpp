@@ -270,10 +270,8 @@ class TensorCoreGemm {
             Expr v = acc_.load({Expr((mi * t_.mma_n + nj) * 4 + r++)});
             Stmt store = ir::Store::make(p_.c, ir::final_value(ir::cast(p_.c.dtype(), v)),
                                          {g_, row, col});
-            Expr inside;
-            if (p_.M % t_.bm()) inside = row < p_.M;
-            if (p_.N % t_.bn()) inside = inside.defined() ? (inside && col < p_.N) : col < p_.N;
-            s.push_back(inside.defined() ? ir::IfThenElse::make(inside, store) : store);
+            s.push_back(store_inside(store, row, p_.M, p_.M % t_.bm() != 0, col, p_.N,
+                                     p_.N % t_.bn() != 0));
           }
         }
       return ir::Seq::make(std::move(s));

@@ -675,6 +675,34 @@ TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches
   }
 }
 
+namespace {
+
+// Compiles case c for sm_90 with the given template configs forced, runs it on the stand-in
+// driver with its kernels emulated, and checks the outputs against the reference; returns how
+// many kernels took a forced config.
+int check_forced_configs(FakeDriver& fake, const GraphCase& c,
+                         const std::map<std::string, tune::Config>& configs) {
+  loom::testing::TempDir dir;
+  CompileOptions options = loom::testing::cold_cache_options(dir.path());
+  options.template_configs = configs;
+  const Graph g = c.build();
+  CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+  int forced = 0;
+  for (const KernelInfo& kernel : compiled.kernels())
+    for (const auto& [name, config] : configs)
+      forced += kernel.schedule.find(name + "[" + config.to_string() + "]") != std::string::npos;
+  emulate_kernels(fake, compiled, dir.path());
+  const std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
+  const std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
+  for (size_t o = 0; o < got.size(); ++o) {
+    INFO("output " << o);
+    require_close(got[o], want[o], c.tol);
+  }
+  return forced;
+}
+
+}  // namespace
+
 TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory included, match "
           "the reference in the emulator",
           "[.fake_cuda]") {
@@ -685,29 +713,15 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
   };
   // 128 x 128 tiles in 4 stages need 75 KiB of shared memory: the kernels opt in at load, and
   // the stand-in driver refuses launches past a function's limit as a GPU does.
-  const std::vector<tune::Config> configs = {tc(2, 2, 4, 8, 32, 4), tc(2, 1, 1, 2, 32, 2)};
   const std::vector<GraphCase> cases = graph_cases();
   const GraphCase& c = cases.back();
   REQUIRE(c.name.rfind("tensor cores", 0) == 0);
-  for (const tune::Config& config : configs) {
+  for (const tune::Config& config : {tc(2, 2, 4, 8, 32, 4), tc(2, 1, 1, 2, 32, 2)}) {
     INFO("config " << config.to_string());
-    loom::testing::TempDir dir;
-    CompileOptions options = loom::testing::cold_cache_options(dir.path());
-    options.template_configs = {{"cuda_tensor_core_gemm", config},
-                                {"cuda_tensor_core_conv2d", config}};
-    const Graph g = c.build();
-    CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
-    int forced = 0;
-    for (const KernelInfo& kernel : compiled.kernels())
-      forced += kernel.schedule.find("[" + config.to_string() + "]") != std::string::npos;
-    CHECK(forced == 4);
-    emulate_kernels(fake, compiled, dir.path());
-    const std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
-    const std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
-    for (size_t o = 0; o < got.size(); ++o) {
-      INFO("output " << o);
-      require_close(got[o], want[o], c.tol);
-    }
+    // Both matmuls and both convolutions.
+    CHECK(check_forced_configs(fake, c,
+                               {{"cuda_tensor_core_gemm", config},
+                                {"cuda_tensor_core_conv2d", config}}) == 4);
   }
 }
 
@@ -728,25 +742,8 @@ TEST_CASE("fake GPU: fused template kernels of other configs match the reference
   const std::vector<GraphCase> cases = graph_cases();
   for (size_t which : {size_t{2}, size_t{5}}) {  // convolutions; the attention block
     for (size_t k = 0; k < choices.size(); ++k) {
-      const GraphCase& c = cases[which];
-      INFO(c.name << ", configs " << k);
-      loom::testing::TempDir dir;
-      CompileOptions options = loom::testing::cold_cache_options(dir.path());
-      options.template_configs = choices[k];
-      const Graph g = c.build();
-      CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
-      int forced = 0;
-      for (const KernelInfo& kernel : compiled.kernels())
-        for (const auto& [name, config] : choices[k])
-          forced += kernel.schedule.find(name + "[" + config.to_string()) != std::string::npos;
-      CHECK(forced > 0);
-      emulate_kernels(fake, compiled, dir.path());
-      const std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
-      const std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
-      for (size_t o = 0; o < got.size(); ++o) {
-        INFO("output " << o);
-        require_close(got[o], want[o], c.tol);
-      }
+      INFO(cases[which].name << ", configs " << k);
+      CHECK(check_forced_configs(fake, cases[which], choices[k]) > 0);
     }
   }
 }

@@ -256,6 +256,28 @@ TensorType typed(DType t, std::vector<int64_t> shape) {
 }
 TensorType f32(std::vector<int64_t> shape) { return typed(DType::f32(), std::move(shape)); }
 
+// The template `name` of operator `op`.
+const ScheduleTemplate& template_named(const std::string& op, const std::string& name) {
+  const OpDef* def = OpRegistry::global().find(op);
+  REQUIRE(def);
+  for (const ScheduleTemplate& t : def->templates)
+    if (t.name == name) return t;
+  FAIL("no template " << name << " for " << op);
+  return def->templates.front();
+}
+
+// A node of c's types for target, its inputs not constant.
+TemplateContext context_of(const OpCase& c, const Target& target, const std::string& name) {
+  TemplateContext ctx;
+  ctx.target = target;
+  ctx.inputs = c.inputs;
+  ctx.output = c.output;
+  ctx.attrs = c.attrs.get();
+  ctx.constant_inputs.assign(c.inputs.size(), false);
+  ctx.name = name;
+  return ctx;
+}
+
 }  // namespace
 
 TEST_CASE("CUDA templates: row reductions (warp shuffles) compile for sm_80 and sm_90",
@@ -417,22 +439,13 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
   }
   SECTION("the PTX has the tensor-core instructions") {
     if (!have_nvrtc()) return;
-    const OpDef* def = OpRegistry::global().find("matmul");
-    REQUIRE(def);
+    const ScheduleTemplate& t = template_named("matmul", "cuda_tensor_core_gemm");
+    const OpCase c{"matmul", {typed(f16, {128, 64}), typed(f16, {64, 128})}, typed(f16, {128, 128}),
+                   none};
     for (int sm : {80, 90}) {
-      TemplateContext ctx;
-      ctx.target = Target::cuda(sm);
-      ctx.inputs = {typed(f16, {128, 64}), typed(f16, {64, 128})};
-      ctx.output = typed(f16, {128, 128});
-      ctx.attrs = none.get();
-      ctx.constant_inputs = {false, false};
-      ctx.name = "tc";
-      const ScheduleTemplate* t = nullptr;
-      for (const ScheduleTemplate& candidate : def->templates)
-        if (candidate.name == "cuda_tensor_core_gemm") t = &candidate;
-      REQUIRE(t);
-      REQUIRE(t->applies(ctx));
-      auto scheduled = t->build(ctx, t->space(ctx).default_config());
+      const TemplateContext ctx = context_of(c, Target::cuda(sm), "tc");
+      REQUIRE(t.applies(ctx));
+      auto scheduled = t.build(ctx, t.space(ctx).default_config());
       REQUIRE(scheduled.ok());
       ir::Module m{"tc", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
       auto compiled = cuda::compile_module(m, sm);
@@ -447,20 +460,10 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
   }
   SECTION("a 128 x 128 tile in 4 stages takes dynamic shared memory") {
     const OpDef* def = OpRegistry::global().find("matmul");
-    REQUIRE(def);
-    const ScheduleTemplate* t = nullptr;
-    for (const ScheduleTemplate& candidate : def->templates)
-      if (candidate.name == "cuda_tensor_core_gemm") t = &candidate;
-    REQUIRE(t);
+    const ScheduleTemplate* t = &template_named("matmul", "cuda_tensor_core_gemm");
     OpCase c{"matmul", {typed(f16, {131, 72}), typed(f16, {72, 136})}, typed(f16, {131, 136}),
              none, 2e-3, 2e-3};
-    TemplateContext ctx;
-    ctx.target = Target::cuda(90);
-    ctx.inputs = c.inputs;
-    ctx.output = c.output;
-    ctx.attrs = none.get();
-    ctx.constant_inputs = {false, false};
-    ctx.name = "big";
+    const TemplateContext ctx = context_of(c, Target::cuda(90), "big");
     const tune::Config big({{"warps_m", 2}, {"warps_n", 2}, {"mma_m", 4}, {"mma_n", 8},
                             {"block_k", 32}, {"stages", 4}});
     tune::Space space = t->space(ctx);
@@ -488,17 +491,10 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
       emulate_and_compare(m, kernels);
   }
   SECTION("sm_75 and f32 take other templates") {
-    const OpDef* def = OpRegistry::global().find("matmul");
-    REQUIRE(def);
-    const ScheduleTemplate* t = nullptr;
-    for (const ScheduleTemplate& candidate : def->templates)
-      if (candidate.name == "cuda_tensor_core_gemm") t = &candidate;
-    REQUIRE(t);
-    TemplateContext ctx;
-    ctx.target = Target::cuda(75);
-    ctx.inputs = {typed(f16, {16, 16}), typed(f16, {16, 16})};
-    ctx.output = typed(f16, {16, 16});
-    ctx.attrs = none.get();
+    const ScheduleTemplate* t = &template_named("matmul", "cuda_tensor_core_gemm");
+    TemplateContext ctx = context_of(
+        {"matmul", {typed(f16, {16, 16}), typed(f16, {16, 16})}, typed(f16, {16, 16}), none},
+        Target::cuda(75), "tc");
     CHECK_FALSE(t->applies(ctx));
     ctx.target = Target::cuda(80);
     CHECK(t->applies(ctx));
