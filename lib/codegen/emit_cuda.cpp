@@ -259,6 +259,11 @@ class FuncEmitter {
   struct VarBinding {
     std::string name;
     int lanes;
+    bool narrow = false;  // an i64 variable declared int (its values fit)
+  };
+  // Inclusive bounds of an integer value.
+  struct Range {
+    int64_t lo, hi;
   };
   struct BufferBinding {
     std::string name;
@@ -324,6 +329,16 @@ class FuncEmitter {
 
   // ---- expressions: the value of lane `lane` of e -------------------------------------------
   std::string expr(const ir::Expr& e, int lane);
+  // The range of i64 index arithmetic e (integers, variables of known range, + - * / % min max
+  // select) when every step of it stays within int32; nullopt otherwise. Such expressions are
+  // emitted in int: 64-bit integer arithmetic takes several instructions on a GPU.
+  std::optional<Range> narrow_range(const ir::Expr& e);
+  // The range of an i64 variable being declared with value (or bounds) r, bound when it fits.
+  bool bind_range(const ir::VarNode* v, std::optional<Range> r) {
+    if (!r || r->lo < kIntMin || r->hi > kIntMax) return false;
+    ranges_[v] = *r;
+    return true;
+  }
   std::string binary(const ir::Expr& e, int lane);
   std::string cast(DType from, DType to, const std::string& v);
   std::string call(const ir::Expr& e, const ir::Call* op, int lane);
@@ -347,6 +362,12 @@ class FuncEmitter {
   std::set<std::string> used_;
   VarMap vars_;
   BufferMap buffers_;
+  // Ranges of the i64 variables in scope that fit int32, and what narrow_range found per node.
+  static constexpr int64_t kIntMin = -2147483647, kIntMax = 2147483647;
+  std::map<const ir::VarNode*, Range> ranges_;
+  std::map<const ir::ExprNode*, std::optional<Range>> narrow_memo_;
+  bool narrow_ = false;  // emitting an i64 expression in int
+  bool widen_operand_ = false;  // the next expression is an operand of 64-bit arithmetic
   std::set<const ir::VarNode*> params_;
   LaunchAxes launch_;
   bool bound_[2][3] = {};  // GPU axes bound by enclosing loops: [block/thread][axis]
@@ -360,9 +381,21 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
     return fail_expr(absl::InvalidArgumentError("undefined expression in a kernel"));
   note_type(e.type());
   if (e.type().is_scalar()) lane = 0;
+  // An i64 expression whose every step fits int32 is emitted in int; the conditions of its
+  // selects are expressions of their own.
+  // An operand of 64-bit arithmetic emitted in int is widened first (two int operands would
+  // multiply in int).
+  const bool widen = widen_operand_;
+  widen_operand_ = false;
+  if (narrow_ != (e.type() == DType::i64() && (narrow_ || narrow_range(e)))) {
+    narrow_ = !narrow_;
+    std::string r = expr(e, lane);
+    narrow_ = !narrow_;
+    return widen && !narrow_ ? "((long long)" + r + ")" : r;
+  }
   switch (e.kind()) {
     case ir::ExprKind::kIntImm:
-      return int_literal(e.type(), e.as<ir::IntImm>()->value);
+      return int_literal(narrow_ ? DType::i32() : e.type(), e.as<ir::IntImm>()->value);
     case ir::ExprKind::kFloatImm: {
       double v = e.as<ir::FloatImm>()->value;
       // Constants of f16/bf16 are the nearest value of that type, held in a float.
@@ -379,6 +412,9 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
                                                "' is used outside the loop, let or parameter that "
                                                "defines it")));
       if (it->second.lanes > 1) return str_cat(it->second.name, "[", lane, "]");
+      // int variables in 64-bit arithmetic, and long long ones of a small range in int.
+      if (it->second.narrow && !narrow_) return "((long long)" + it->second.name + ")";
+      if (!it->second.narrow && narrow_) return "((int)" + it->second.name + ")";
       return it->second.name;
     }
     case ir::ExprKind::kNot:
@@ -432,13 +468,88 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
   }
 }
 
+std::optional<FuncEmitter::Range> FuncEmitter::narrow_range(const ir::Expr& e) {
+  if (e.type() != DType::i64()) return std::nullopt;
+  auto memo = narrow_memo_.find(e.get());
+  if (memo != narrow_memo_.end()) return memo->second;
+  using Wide = __int128;
+  auto fits = [](Wide lo, Wide hi) -> std::optional<Range> {
+    if (lo < kIntMin || hi > kIntMax) return std::nullopt;
+    return Range{static_cast<int64_t>(lo), static_cast<int64_t>(hi)};
+  };
+  std::optional<Range> r;
+  switch (e.kind()) {
+    case ir::ExprKind::kIntImm: {
+      const int64_t v = e.as<ir::IntImm>()->value;
+      r = fits(v, v);
+      break;
+    }
+    case ir::ExprKind::kVar: {
+      auto it = ranges_.find(e.as<ir::VarNode>());
+      if (it != ranges_.end()) r = it->second;
+      break;
+    }
+    case ir::ExprKind::kSelect: {
+      const auto* op = e.as<ir::Select>();
+      std::optional<Range> a = narrow_range(op->true_value), b = narrow_range(op->false_value);
+      if (a && b) r = Range{std::min(a->lo, b->lo), std::max(a->hi, b->hi)};
+      break;
+    }
+    case ir::ExprKind::kAdd: case ir::ExprKind::kSub: case ir::ExprKind::kMul:
+    case ir::ExprKind::kDiv: case ir::ExprKind::kMod: case ir::ExprKind::kMin:
+    case ir::ExprKind::kMax: {
+      ir::BinaryView operands = ir::binary_operands(e);
+      std::optional<Range> a = narrow_range(*operands.a), b = narrow_range(*operands.b);
+      if (!a || !b) break;
+      const Wide alo = a->lo, ahi = a->hi, blo = b->lo, bhi = b->hi;
+      switch (e.kind()) {
+        case ir::ExprKind::kAdd:
+          r = fits(alo + blo, ahi + bhi);
+          break;
+        case ir::ExprKind::kSub:
+          r = fits(alo - bhi, ahi - blo);
+          break;
+        case ir::ExprKind::kMul: {
+          const Wide p[] = {alo * blo, alo * bhi, ahi * blo, ahi * bhi};
+          r = fits(*std::min_element(p, p + 4), *std::max_element(p, p + 4));
+          break;
+        }
+        case ir::ExprKind::kDiv:
+          // C division truncates; by a positive divisor it is monotonic in both operands.
+          if (blo > 0) {
+            const Wide q[] = {alo / blo, alo / bhi, ahi / blo, ahi / bhi};
+            r = fits(*std::min_element(q, q + 4), *std::max_element(q, q + 4));
+          }
+          break;
+        case ir::ExprKind::kMod:
+          if (blo > 0) r = fits(alo >= 0 ? 0 : -(bhi - 1), bhi - 1);
+          break;
+        case ir::ExprKind::kMin:
+          r = fits(std::min(alo, blo), std::min(ahi, bhi));
+          break;
+        default:  // kMax
+          r = fits(std::max(alo, blo), std::max(ahi, bhi));
+          break;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  narrow_memo_[e.get()] = r;
+  return r;
+}
+
 std::string FuncEmitter::binary(const ir::Expr& e, int lane) {
   using K = ir::ExprKind;
   ir::BinaryView operands = ir::binary_operands(e);
   DType t = operands.a->type().element_of();
-  std::string a = expr(*operands.a, lane);
-  std::string b = expr(*operands.b, lane);
   K kind = e.kind();
+  const bool wide_arithmetic = !narrow_ && t == DType::i64() && !ir::is_comparison(kind);
+  widen_operand_ = wide_arithmetic;
+  std::string a = expr(*operands.a, lane);
+  widen_operand_ = wide_arithmetic;
+  std::string b = expr(*operands.b, lane);
   auto infix = [&](const char* op) { return "(" + a + " " + op + " " + b + ")"; };
   auto unsupported = [&] {
     return fail_expr(absl::InvalidArgumentError(
@@ -522,9 +633,9 @@ std::string FuncEmitter::binary(const ir::Expr& e, int lane) {
       r = infix("%");
       break;
     case K::kMin:
-      return "loom_min<" + type + ">(" + a + ", " + b + ")";
+      return "loom_min<" + (narrow_ ? std::string("int") : type) + ">(" + a + ", " + b + ")";
     case K::kMax:
-      return "loom_max<" + type + ">(" + a + ", " + b + ")";
+      return "loom_max<" + (narrow_ ? std::string("int") : type) + ">(" + a + ", " + b + ")";
     default:
       return unsupported();
   }
@@ -648,15 +759,23 @@ void FuncEmitter::stmt(const ir::Stmt& s) {
       const auto* op = s.as<ir::LetStmt>();
       DType t = op->value.type();
       std::string name = fresh(op->var.name(), "v");
-      if (t.is_scalar()) {
+      bool narrow = false;
+      if (t == DType::i64()) {
+        std::optional<Range> r = narrow_range(op->value);
+        narrow = r.has_value();
+        line(str_cat("const ", narrow ? "int" : "long long", " ", name, " = ", expr(op->value, 0),
+                     ";"));
+        bind_range(op->var.node(), r);
+      } else if (t.is_scalar()) {
         line(str_cat("const ", register_type(t), " ", name, " = ", expr(op->value, 0), ";"));
       } else {
         std::string lanes;
         for (int l = 0; l < t.lanes(); ++l) lanes += (l ? ", " : "") + expr(op->value, l);
         line(str_cat("const ", register_type(t), " ", name, "[", t.lanes(), "] = {", lanes, "};"));
       }
-      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, t.lanes()});
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, t.lanes(), narrow});
       stmt(op->body);
+      ranges_.erase(op->var.node());
       return;
     }
     case ir::StmtKind::kFor:
@@ -702,7 +821,12 @@ void FuncEmitter::for_loop(const ir::For* op) {
   if (!t.is_scalar() || !t.is_int())
     return fail(absl::InvalidArgumentError(
         str_cat("loop variable '", op->var.name(), "' has type ", t, "; loops count integers")));
-  std::string type = memory_type(t);
+  // A loop over a constant range that fits int32 counts in int.
+  std::optional<int64_t> min = ir::as_const_int(op->min), extent = ir::as_const_int(op->extent);
+  const bool narrow =
+      t == DType::i64() && min && extent &&
+      bind_range(op->var.node(), Range{*min, *min + std::max<int64_t>(*extent, 1) - 1});
+  std::string type = narrow ? "int" : memory_type(t);
   std::string name = fresh(op->var.name(), "i");
   bool block = op->for_kind == ir::ForKind::kGpuBlock;
   if (block || op->for_kind == ir::ForKind::kGpuThread) {
@@ -727,10 +851,11 @@ void FuncEmitter::for_loop(const ir::For* op) {
     }
     bound = true;
     {
-      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1, narrow});
       stmt(op->body);
     }
     bound = false;
+    ranges_.erase(op->var.node());
     if (guard) {
       --depth_;
       line("}");
@@ -749,9 +874,10 @@ void FuncEmitter::for_loop(const ir::For* op) {
                "; ++", name, ") {"));
   ++depth_;
   {
-    ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
+    ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1, narrow});
     stmt(op->body);
   }
+  ranges_.erase(op->var.node());
   --depth_;
   line("}");
 }

@@ -271,6 +271,52 @@ TEST_CASE("CUDA codegen: default-scheduled tasks compile with NVRTC for sm_80 an
   }
 }
 
+TEST_CASE("CUDA codegen: index arithmetic is int where every step fits int32, 64-bit elsewhere",
+          "[cuda]") {
+  using loom::testing::random_array;
+  std::vector<Case> cases;
+  {  // small static shapes: int all the way
+    te::Tensor a = te::placeholder("A", DType::f32(), {37, 41});
+    te::Tensor c = te::compute("C", {41, 37}, [&](const std::vector<ir::Var>& i) {
+      return a(i[1], i[0]) * 2.0f;
+    });
+    cases.push_back({make_task("small", {a}, {c}), {random_array(DType::f32(), {37, 41})}, {}});
+  }
+  {  // i * 1000003 passes int32 for i >= 2148: the product is 64-bit
+    te::Tensor a = te::placeholder("A", DType::i64(), {4099});
+    te::Tensor c = te::compute("C", {4099}, [&](const std::vector<ir::Var>& i) {
+      return a(i[0]) + ir::Expr(i[0]) * ir::Expr(int64_t{1000003});
+    });
+    cases.push_back({make_task("wide_product", {a}, {c}), {random_array(DType::i64(), {4099}, -9, 9)},
+                     {}});
+  }
+  {  // a constant past int32 in data arithmetic
+    te::Tensor c = te::compute("C", {1031}, [&](const std::vector<ir::Var>& i) {
+      return ir::Expr(i[0]) * ir::Expr(int64_t{3000000007}) - ir::Expr(int64_t{5});
+    });
+    cases.push_back({make_task("wide_constant", {}, {c}), {}, {}});
+  }
+  ir::Module m = module_of("narrow", cases, true);
+  auto source = cuda::emit_cuda_source(m);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  const std::string& text = *source;
+  auto kernel = [&](const std::string& name) {
+    const size_t at = text.find(") " + name + "(");
+    REQUIRE(at != std::string::npos);
+    const size_t end = text.find("\n}\n", at);
+    return text.substr(at, end - at);
+  };
+  INFO(text);
+  CHECK_THAT(kernel("small"), !Catch::Contains("long long"));
+  CHECK_THAT(kernel("small"), Catch::Contains("const int"));
+  CHECK_THAT(kernel("wide_product"), Catch::Contains("((long long)1000003)"));
+  CHECK_THAT(kernel("wide_constant"), Catch::Contains("3000000007LL"));
+  if (!have_nvrtc()) return;
+  compile(m, 90);
+  if (!run_on_gpu(m, cases)) emulate(m, cases);
+}
+
 TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compile", "[cuda]") {
   // One block per row of x (n rows of 128): the row goes to shared memory, thread t then writes
   // the sum of its element and its mirror, 4 lanes at a time as one vector store, as bf16.
