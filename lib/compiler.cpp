@@ -65,6 +65,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
     // Constants fold on the host, whatever the target (a GPU compile needs no GPU).
     LOOM_ASSIGN_OR_RETURN(Graph optimized,
                           passes::optimize(graph, target_.is_cpu() ? target_ : Target::host_cpu()));
+    LOOM_ASSIGN_OR_RETURN(optimized, passes::fuse_attention(optimized, target_));
     CompileOptions rest = options;
     rest.graph_passes = false;
     return compile(optimized, rest);

@@ -5,6 +5,7 @@
 
 namespace loom::ops {
 
+void register_attention_ops(OpRegistry& r);
 void register_conv_ops(OpRegistry& r);
 void register_conv_transpose_ops(OpRegistry& r);
 void register_elementwise_ops(OpRegistry& r);
@@ -19,6 +20,7 @@ void register_shape_ops(OpRegistry& r);
 void register_movement_ops(OpRegistry& r);
 
 inline void register_builtin_ops(OpRegistry& r) {
+  register_attention_ops(r);
   register_conv_ops(r);
   register_conv_transpose_ops(r);
   register_elementwise_ops(r);

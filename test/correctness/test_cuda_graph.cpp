@@ -144,6 +144,25 @@ std::vector<GraphCase> graph_cases() {
                    },
                    {random_array(DType::f16(), {17, 33}), random_array(DType::f16(), {33, 29})},
                    2e-2});
+  cases.push_back({"fused attention: f16 projections, 2 heads, softmax(q kt / sqrt(32)) v in one "
+                   "kernel",
+                   [] {
+                     Graph g;
+                     Tensor x = g.input("x", {13, 64}, DType::f16());
+                     auto project = [&](const char* name, std::vector<int> perm) {
+                       Tensor w = g.input(name, {64, 64}, DType::f16());
+                       return x.matmul(w).reshape({13, 2, 32}).transpose(std::move(perm));
+                     };
+                     Tensor q = project("wq", {1, 0, 2}), kt = project("wk", {1, 2, 0}),
+                            v = project("wv", {1, 0, 2});
+                     Tensor context = q.matmul(kt).mul(0.1767767).softmax(-1).matmul(v);
+                     g.output(context.transpose({1, 0, 2}).reshape({13, 64}).add(x));
+                     return g;
+                   },
+                   {random_array(DType::f16(), {13, 64}), random_array(DType::f16(), {64, 64}, -0.3, 0.3),
+                    random_array(DType::f16(), {64, 64}, -0.3, 0.3),
+                    random_array(DType::f16(), {64, 64}, -0.3, 0.3)},
+                   2e-2});
   cases.push_back({"tensor cores: f16 linear layer with fused bias and gelu, bf16 batched matmul, "
                    "f16 convolutions with bias, relu and residual",
                    [] {
@@ -352,6 +371,14 @@ TEST_CASE("CUDA graphs: every operator family compiles for sm_80 and sm_90, and 
       }
       // Both matmuls and both convolutions, with their epilogues fused.
       if (c.name.rfind("tensor cores", 0) == 0) CHECK(tensor_core == 4);
+      // The three projections, and the attention in one kernel.
+      if (c.name.rfind("fused attention", 0) == 0) {
+        CHECK(tensor_core == 4);
+        int fused = 0;
+        for (const KernelInfo& k : compiled.kernels())
+          fused += k.schedule.rfind("cuda_tensor_core_attention[", 0) == 0;
+        CHECK(fused == 1);
+      }
       if (sm != gpu) {
         if (gpu == 0 && sm == 90) {
           // No GPU: run() says so, after checking the inputs as on the CPU.

@@ -504,6 +504,39 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
   }
 }
 
+// Probabilities are rounded to the 16-bit type before they weight V, and the output once.
+TEST_CASE("CUDA templates: fused attention (online softmax on tensor cores) compiles for sm_80 and "
+          "sm_90 and matches the reference",
+          "[cuda][cuda_templates]") {
+  auto attention = [](DType t, std::vector<int64_t> q, std::vector<int64_t> kt,
+                      std::vector<int64_t> v, double scale) {
+    auto attrs = std::make_shared<ops::AttentionAttrs>();
+    attrs->scale = scale;
+    const OpDef* def = OpRegistry::global().find("attention");
+    REQUIRE(def);
+    auto out = def->infer({typed(t, q), typed(t, kt), typed(t, v)}, *attrs);
+    INFO(out.status().ToString());
+    REQUIRE(out.ok());
+    const double tol = t == DType::f16() ? 4e-3 : 2e-2;
+    return OpCase{"attention", {typed(t, q), typed(t, kt), typed(t, v)}, *out, attrs, tol, tol};
+  };
+  SECTION("f16, keys and queries not multiples of the tiles, E != D") {
+    check_op(attention(DType::f16(), {2, 37, 64}, {2, 64, 45}, {2, 45, 32}, 0.125),
+             {"loom_mma_m16n8k16_f16(", "__shfl_xor_sync", "expf("});
+  }
+  SECTION("bf16, heads as a second batch dim") {
+    check_op(attention(DType::bf16(), {1, 3, 20, 32}, {1, 3, 32, 70}, {1, 3, 70, 16}, 0.3),
+             {"loom_mma_m16n8k16_bf16("});
+  }
+  SECTION("f32 and head dims not multiples of 16 take no template") {
+    const ScheduleTemplate& t = template_named("attention", "cuda_tensor_core_attention");
+    auto f16 = attention(DType::f16(), {2, 8, 24}, {2, 24, 8}, {2, 8, 16}, 1.0);
+    CHECK_FALSE(t.applies(context_of(f16, Target::cuda(90), "a")));
+    auto f32 = attention(DType::f32(), {2, 8, 16}, {2, 16, 8}, {2, 8, 16}, 1.0);
+    CHECK_FALSE(t.applies(context_of(f32, Target::cuda(90), "a")));
+  }
+}
+
 TEST_CASE("CUDA templates: direct and depthwise conv2d compile for sm_80 and sm_90",
           "[cuda][cuda_templates]") {
   // The output type comes from the operator's own shape rule.

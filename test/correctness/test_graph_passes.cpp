@@ -154,6 +154,43 @@ TEST_CASE("graph passes: batch norm after a convolution folds into its weights",
   CHECK(count_ops(*rp, "mul") == 1);
 }
 
+TEST_CASE("graph passes: attention chains become one attention node for CUDA targets",
+          "[graph_passes]") {
+  auto build = [](DType t, int64_t d, bool probs_out) {
+    Graph g;
+    Tensor q = g.input("q", {3, 11, d}, t), kt = g.input("kt", {3, d, 7}, t),
+           v = g.input("v", {3, 7, 16}, t);
+    Tensor probs = q.matmul(kt).mul(0.25).softmax(-1);
+    g.output(probs.matmul(v));
+    if (probs_out) g.output(probs);
+    return g;
+  };
+  const Graph g = build(DType::f16(), 32, false);
+  auto fused = passes::fuse_attention(g, Target::cuda(90));
+  REQUIRE(fused.ok());
+  CHECK(count_ops(*fused, "attention") == 1);
+  CHECK(count_ops(*fused, "matmul") == 0);
+  CHECK(count_ops(*fused, "softmax") == 0);
+  // The attention node's definition (computed on the CPU here) matches the chain it replaced.
+  require_same_results(g, *fused,
+                       {random_array(DType::f16(), {3, 11, 32}), random_array(DType::f16(), {3, 32, 7}),
+                        random_array(DType::f16(), {3, 7, 16})},
+                       1e-2);
+  // Left alone: a CPU or pre-sm_80 target, f32, a head dim not a multiple of 16, the
+  // probabilities read elsewhere.
+  for (const auto& [graph, target] :
+       std::vector<std::pair<Graph, Target>>{{g, Target::host_cpu()},
+                                             {g, Target::cuda(75)},
+                                             {build(DType::f32(), 32, false), Target::cuda(90)},
+                                             {build(DType::f16(), 24, false), Target::cuda(90)},
+                                             {build(DType::f16(), 32, true), Target::cuda(90)}}) {
+    auto same = passes::fuse_attention(graph, target);
+    REQUIRE(same.ok());
+    CHECK(count_ops(*same, "attention") == 0);
+    CHECK(count_ops(*same, "softmax") == 1);
+  }
+}
+
 TEST_CASE("graph passes: compile() runs them (and can skip them)", "[graph_passes]") {
   Graph g;
   Tensor x = g.input("x", {3, 8});

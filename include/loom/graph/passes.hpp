@@ -24,6 +24,11 @@ absl::StatusOr<Graph> eliminate_common_subexpressions(const Graph& g);
 // b (what ONNX import makes of BatchNormalization), becomes conv2d(x, W * a) + b.
 absl::StatusOr<Graph> fold_batch_norm_into_conv(const Graph& g);
 
+// matmul(softmax(matmul(q, kt) * c), v) becomes one attention(q, kt, v) node (scale c) where the
+// target has a template computing it in one kernel (CUDA, sm_80 and later, f16/bf16, head dims
+// multiples of 16); elsewhere g is returned as it is. Compiler::compile runs it after optimize().
+absl::StatusOr<Graph> fuse_attention(const Graph& g, const Target& target);
+
 // All of the above, in an order where each can expose work for the next.
 absl::StatusOr<Graph> optimize(const Graph& g, const Target& target = Target::host_cpu());
 

@@ -39,6 +39,18 @@ struct SoftmaxAttrs final : OpAttrs {
   std::string to_string() const override { return "axis=" + std::to_string(axis); }
 };
 
+// attention(q, kt, v) = softmax(scale * q kt, last axis) v for q [..., S, D], kt [..., D, T] and
+// v [..., T, E] of one floating-point type with the same batch dims: what passes::fuse_attention
+// makes of that chain of operators on CUDA targets (computed in f32 and rounded once).
+struct AttentionAttrs final : OpAttrs {
+  double scale = 1.0;
+  std::string to_string() const override {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", scale);
+    return std::string("scale=") + text;
+  }
+};
+
 // layer_norm: normalizes over the dims from axis to the last; epsilon is added to the variance.
 struct LayerNormAttrs final : OpAttrs {
   int axis = -1;
