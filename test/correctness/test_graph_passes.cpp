@@ -176,6 +176,16 @@ TEST_CASE("graph passes: attention chains become one attention node for CUDA tar
                        {random_array(DType::f16(), {3, 11, 32}), random_array(DType::f16(), {3, 32, 7}),
                         random_array(DType::f16(), {3, 7, 16})},
                        1e-2);
+  // A symbolic sequence length fuses too: each binding compiles a static graph.
+  Graph symbolic;
+  const Dim seq("seq");
+  Tensor sq = symbolic.input("q", {2, seq, 32}, DType::f16()),
+         skt = symbolic.input("kt", {2, 32, seq}, DType::f16()),
+         sv = symbolic.input("v", {2, seq, 32}, DType::f16());
+  symbolic.output(sq.matmul(skt).softmax(-1).matmul(sv));
+  auto fused_symbolic = passes::fuse_attention(symbolic, Target::cuda(80));
+  REQUIRE(fused_symbolic.ok());
+  CHECK(count_ops(*fused_symbolic, "attention") == 1);
   // Left alone: a CPU or pre-sm_80 target, f32, a head dim not a multiple of 16, the
   // probabilities read elsewhere.
   for (const auto& [graph, target] :

@@ -1,7 +1,7 @@
 // fuse_attention: matmul(softmax(matmul(q, kt) * c, last axis), v), with c a mul_scalar's value, a
 // one-element constant or no scale at all, and each intermediate read only there, becomes attention(q, kt, v) with scale c,
 // which a GPU template computes in one kernel. Only where that template applies: f16 or bf16 on
-// sm_80 or later, static shapes with the same batch dims, D and E multiples of 16 up to 256.
+// sm_80 or later, the same batch dims, static head dims D and E, multiples of 16 up to 256.
 
 #include "graph/passes/rewrite.hpp"
 #include "loom/graph/passes.hpp"
@@ -18,7 +18,8 @@ bool suits_template(const TensorType& q, const TensorType& kt, const TensorType&
   if ((t != DType::f16() && t != DType::bf16()) || kt.dtype != t || v.dtype != t) return false;
   const size_t rank = q.shape.size();
   if (rank < 2 || kt.shape.size() != rank || v.shape.size() != rank) return false;
-  if (!is_static(q.shape) || !is_static(kt.shape) || !is_static(v.shape)) return false;
+  // Sequence and batch dims may be symbolic (each binding's compile is static); head dims not.
+  if (!q.shape[rank - 1].is_static() || !v.shape[rank - 1].is_static()) return false;
   for (size_t d = 0; d + 2 < rank; ++d)
     if (q.shape[d] != kt.shape[d] || q.shape[d] != v.shape[d]) return false;
   const int64_t d = q.shape[rank - 1].value(), e = v.shape[rank - 1].value();
