@@ -297,9 +297,10 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
   auto tiles = [warp](const tune::Config& c) { return SimtTiles(c, warp); };
   s.rule("threads per block within the device limit",
          [=](const tune::Config& c) { return tiles(c).threads() <= p.max_threads_per_block; });
-  s.rule("two K slices of A and B fit the shared memory of a block", [=](const tune::Config& c) {
-    return tiles(c).shared_bytes() <= p.shared_memory_per_block;
-  });
+  s.rule("two K slices of A and B fit the (opt-in) shared memory of a block",
+         [=](const tune::Config& c) {
+           return tiles(c).shared_bytes() <= p.shared_memory_per_block_optin;
+         });
   s.rule("registers per thread within the limits", [=](const tune::Config& c) {
     const SimtTiles t = tiles(c);
     return t.registers() <= p.max_registers_per_thread &&
