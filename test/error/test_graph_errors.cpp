@@ -51,6 +51,27 @@ TEST_CASE("matmul with mismatched inner dims or low rank", "[error]") {
   }
 }
 
+TEST_CASE("attention with mismatched shapes, ranks or dtypes", "[error]") {
+  auto attention = [](Shape q, Shape kt, Shape v, DType vt = DType::f16()) {
+    Graph g;
+    g.output(g.apply("attention",
+                     {g.input("q", q, DType::f16()), g.input("kt", kt, DType::f16()),
+                      g.input("v", v, vt)},
+                     std::make_shared<ops::AttentionAttrs>()));
+    return compile_status(g);
+  };
+  require_error(attention({2, 5, 8}, {2, 8, 7}, {2, 7, 4}, DType::f32()), "one floating-point type");
+  require_error(attention({5, 8}, {2, 8, 7}, {2, 7, 4}), "one rank >= 2");
+  require_error(attention({2, 5, 8}, {3, 8, 7}, {2, 7, 4}), "batch dims differ");
+  require_error(attention({2, 5, 8}, {2, 9, 7}, {2, 7, 4}), "q [..., S, D], kt [..., D, T]");
+  require_error(attention({2, 5, 8}, {2, 8, 7}, {2, 6, 4}), "q [..., S, D], kt [..., D, T]");
+  Graph missing;
+  missing.output(missing.apply("attention", {missing.input("q", {2, 5, 8}, DType::f16()),
+                                             missing.input("kt", {2, 8, 7}, DType::f16()),
+                                             missing.input("v", {2, 7, 4}, DType::f16())}));
+  require_error(compile_status(missing), "attention");
+}
+
 TEST_CASE("mismatched dtypes", "[error]") {
   Graph g;
   g.output(g.input("a", {3}, DType::f32()) + g.input("b", {3}, DType::i32()));
