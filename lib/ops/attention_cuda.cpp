@@ -330,23 +330,17 @@ absl::StatusOr<ScheduledKernel> build_attention(const TemplateContext& ctx, cons
   std::optional<AttentionProblem> p = attention_problem(ctx);
   if (!p) return absl::InvalidArgumentError("CUDA attention template does not apply to " + ctx.name);
   FlashAttention a(ctx, *p, c);
-  ScheduledKernel k;
-  k.func.name = ctx.name;
-  k.func.body = a.kernel();
-  k.func.params = a.params();
-  return k;
+  Stmt body = a.kernel();
+  return kernel_of(ctx.name, a.params(), body);
 }
 
 }  // namespace
 
 ScheduleTemplate attention_tensor_core_cuda_template() {
-  ScheduleTemplate t;
-  t.name = "cuda_tensor_core_attention";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) { return attention_problem(ctx).has_value(); };
-  t.space = attention_space;
-  t.build = build_attention;
-  return t;
+  return cuda_template(
+      "cuda_tensor_core_attention",
+      [](const TemplateContext& ctx) { return attention_problem(ctx).has_value(); },
+      attention_space, build_attention);
 }
 
 }  // namespace loom::ops

@@ -126,11 +126,8 @@ absl::StatusOr<ScheduledKernel> build_direct_conv(const TemplateContext& ctx,
                                                     ir::Seq::make(std::move(store))}));
     });
   });
-  ScheduledKernel k;
-  k.func.name = ctx.name;
-  k.func.params = {x, w, y};
-  k.func.body = gpu_launch(block, blocks->num_workers(), tid, t.threads, body);
-  return k;
+  return kernel_of(ctx.name, {x, w, y},
+                   gpu_launch(block, blocks->num_workers(), tid, t.threads, body));
 }
 
 tune::Space direct_conv_space(const TemplateContext& ctx) {
@@ -180,15 +177,12 @@ tune::Space direct_conv_space(const TemplateContext& ctx) {
 }  // namespace
 
 ScheduleTemplate conv2d_cuda_template() {
-  ScheduleTemplate t;
-  t.name = "cuda_direct_conv2d";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && conv_problem(ctx).has_value();
-  };
-  t.space = direct_conv_space;
-  t.build = build_direct_conv;
-  return t;
+  return cuda_template(
+      "cuda_direct_conv2d",
+      [](const TemplateContext& ctx) {
+        return ctx.target.is_cuda() && conv_problem(ctx).has_value();
+      },
+      direct_conv_space, build_direct_conv);
 }
 
 }  // namespace loom::ops

@@ -64,6 +64,18 @@ GpuProperties gpu_properties(const Target& target) {
   return p;
 }
 
+ScheduleTemplate cuda_template(std::string name, std::function<bool(const TemplateContext&)> applies,
+                               std::function<tune::Space(const TemplateContext&)> space,
+                               decltype(ScheduleTemplate::build) build) {
+  ScheduleTemplate t;
+  t.name = std::move(name);
+  t.target_kind = Target::Kind::kCuda;
+  t.applies = std::move(applies);
+  t.space = std::move(space);
+  t.build = std::move(build);
+  return t;
+}
+
 ir::Stmt gpu_launch(const ir::Var& block, int64_t blocks, const ir::Var& thread, int64_t threads,
                     ir::Stmt body) {
   body = ir::For::make(thread, ir::Expr(int64_t{0}), ir::Expr(threads), ir::ForKind::kGpuThread,

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "loom/core/target.hpp"
+#include "loom/graph/op.hpp"
 #include "loom/ir/buffer.hpp"
 #include "loom/ir/expr.hpp"
 #include "loom/ir/stmt.hpp"
@@ -38,6 +39,11 @@ struct GpuProperties {
 // The device's properties when target's device is present and of target's arch, else the arch's
 // defaults. Queried once per process and device.
 GpuProperties gpu_properties(const Target& target);
+
+// A CUDA schedule template.
+ScheduleTemplate cuda_template(std::string name, std::function<bool(const TemplateContext&)> applies,
+                               std::function<tune::Space(const TemplateContext&)> space,
+                               decltype(ScheduleTemplate::build) build);
 
 // The kernel launch: for block in [0, blocks) (blockIdx.x), for thread in [0, threads)
 // (threadIdx.x), body.

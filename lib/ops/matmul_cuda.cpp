@@ -353,26 +353,20 @@ absl::StatusOr<ScheduledKernel> build_simt_gemm(const TemplateContext& ctx, cons
   if (!p)
     return absl::InvalidArgumentError("CUDA SIMT GEMM template does not apply to " + ctx.name);
   SimtGemm gemm(ctx, *p, c);
-  ScheduledKernel k;
-  k.func.name = ctx.name;
-  k.func.body = gemm.kernel();
-  k.func.params = gemm.params();
-  return k;
+  Stmt body = gemm.kernel();
+  return kernel_of(ctx.name, gemm.params(), body);
 }
 
 }  // namespace
 
 ScheduleTemplate matmul_cuda_template() {
-  ScheduleTemplate t;
-  t.name = "cuda_simt_gemm";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && ctx.output.dtype == DType::f32() &&
-           gemm_problem(ctx).has_value();
-  };
-  t.space = simt_gemm_space;
-  t.build = build_simt_gemm;
-  return t;
+  return cuda_template(
+      "cuda_simt_gemm",
+      [](const TemplateContext& ctx) {
+        return ctx.target.is_cuda() && ctx.output.dtype == DType::f32() &&
+               gemm_problem(ctx).has_value();
+      },
+      simt_gemm_space, build_simt_gemm);
 }
 
 }  // namespace loom::ops

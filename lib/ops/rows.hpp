@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "loom/graph/op.hpp"
+#include "ops/template_util.hpp"
 
 namespace loom::ops {
 
@@ -29,14 +30,5 @@ std::optional<Rows> softmax_rows(const TemplateContext& ctx, bool any_float = fa
 // The rows of a layer_norm node (gamma and beta one row each, of the input's type).
 std::optional<Rows> layer_norm_rows(const TemplateContext& ctx, bool any_float = false);
 
-// A scheduled kernel of one func (the row templates pack no inputs).
-inline ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param> params,
-                                 ir::Stmt body) {
-  ScheduledKernel k;
-  k.func.name = name;
-  k.func.params = std::move(params);
-  k.func.body = std::move(body);
-  return k;
-}
 
 }  // namespace loom::ops

@@ -482,15 +482,11 @@ tune::Space axis_columns_space(const TemplateContext& ctx) {
 // A row template: it applies where rows(ctx) finds rows, over the rows space.
 ScheduleTemplate row_template(std::string name, std::optional<Rows> (*rows)(const TemplateContext&),
                               decltype(ScheduleTemplate::build) build) {
-  ScheduleTemplate t;
-  t.name = std::move(name);
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [rows](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && rows(ctx).has_value();
-  };
-  t.space = [rows](const TemplateContext& ctx) { return rows_space(ctx, *rows(ctx)); };
-  t.build = std::move(build);
-  return t;
+  return cuda_template(
+      std::move(name),
+      [rows](const TemplateContext& ctx) { return ctx.target.is_cuda() && rows(ctx).has_value(); },
+      [rows](const TemplateContext& ctx) { return rows_space(ctx, *rows(ctx)); },
+      std::move(build));
 }
 
 }  // namespace
@@ -502,17 +498,15 @@ ScheduleTemplate axis_columns_cuda_template(const std::string& op) {
                                                  {"argmin", ColumnOp::kArgMin}};
   LOOM_CHECK(kinds.count(op) == 1, "no CUDA axis template for ", op);
   const ColumnOp kind = kinds.at(op);
-  ScheduleTemplate t;
-  t.name = "cuda_axis_" + op;
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) {
-    return ctx.target.is_cuda() && axis_columns(ctx).has_value();
-  };
-  t.space = axis_columns_space;
-  t.build = [kind](const TemplateContext& ctx, const tune::Config& c) {
-    return build_axis_columns(ctx, c, kind);
-  };
-  return t;
+  return cuda_template(
+      "cuda_axis_" + op,
+      [](const TemplateContext& ctx) {
+        return ctx.target.is_cuda() && axis_columns(ctx).has_value();
+      },
+      axis_columns_space,
+      [kind](const TemplateContext& ctx, const tune::Config& c) {
+        return build_axis_columns(ctx, c, kind);
+      });
 }
 
 ScheduleTemplate row_reduce_cuda_template(ir::ReduceKind kind, bool mean) {

@@ -1,5 +1,5 @@
-// Helpers shared by the CPU schedule templates: static extents, and kernels that take one input
-// in a packed layout.
+// Helpers shared by the schedule templates: static extents, kernels of one func, and (CPU) kernels
+// that take one input in a packed layout.
 #pragma once
 
 #include <optional>
@@ -11,6 +11,16 @@
 #include "loom/ir/func.hpp"
 
 namespace loom::ops {
+
+// A scheduled kernel of one func that packs no inputs.
+inline ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param> params,
+                                 ir::Stmt body) {
+  ScheduledKernel k;
+  k.func.name = name;
+  k.func.params = std::move(params);
+  k.func.body = std::move(body);
+  return k;
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

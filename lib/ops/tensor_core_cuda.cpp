@@ -459,33 +459,24 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
     return absl::InvalidArgumentError("CUDA tensor-core GEMM templates do not apply to " +
                                       ctx.name);
   TensorCoreGemm gemm(ctx, *std::move(p), c);
-  ScheduledKernel k;
-  k.func.name = ctx.name;
-  k.func.body = gemm.kernel();
-  k.func.params = gemm.params();
-  return k;
+  Stmt body = gemm.kernel();
+  return kernel_of(ctx.name, gemm.params(), body);
 }
 
 }  // namespace
 
 ScheduleTemplate matmul_tensor_core_cuda_template() {
-  ScheduleTemplate t;
-  t.name = "cuda_tensor_core_gemm";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) { return matmul_problem(ctx).has_value(); };
-  t.space = tensor_core_space;
-  t.build = build_tensor_core_gemm;
-  return t;
+  return cuda_template(
+      "cuda_tensor_core_gemm",
+      [](const TemplateContext& ctx) { return matmul_problem(ctx).has_value(); },
+      tensor_core_space, build_tensor_core_gemm);
 }
 
 ScheduleTemplate conv2d_tensor_core_cuda_template() {
-  ScheduleTemplate t;
-  t.name = "cuda_tensor_core_conv2d";
-  t.target_kind = Target::Kind::kCuda;
-  t.applies = [](const TemplateContext& ctx) { return implicit_gemm_problem(ctx).has_value(); };
-  t.space = tensor_core_space;
-  t.build = build_tensor_core_gemm;
-  return t;
+  return cuda_template(
+      "cuda_tensor_core_conv2d",
+      [](const TemplateContext& ctx) { return implicit_gemm_problem(ctx).has_value(); },
+      tensor_core_space, build_tensor_core_gemm);
 }
 
 }  // namespace loom::ops
