@@ -125,7 +125,7 @@ class FlashAttention {
     });
   }
 
-  // x[i] if inside, else zero of the tensors' type.
+  // x where inside holds, else a zero of the tensors' type.
   Expr or_zero(const Expr& inside, const Expr& x) const {
     return ir::select(inside, x, ir::cast(type_, Expr(0.0f)));
   }
