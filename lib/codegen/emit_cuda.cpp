@@ -259,7 +259,6 @@ class FuncEmitter {
   struct VarBinding {
     std::string name;
     int lanes;
-    bool narrow = false;  // an i64 variable declared int (its values fit)
   };
   // Inclusive bounds of an integer value.
   struct Range {
@@ -412,9 +411,8 @@ std::string FuncEmitter::expr(const ir::Expr& e, int lane) {
                                                "' is used outside the loop, let or parameter that "
                                                "defines it")));
       if (it->second.lanes > 1) return str_cat(it->second.name, "[", lane, "]");
-      // int variables in 64-bit arithmetic, and long long ones of a small range in int.
-      if (it->second.narrow && !narrow_) return "((long long)" + it->second.name + ")";
-      if (!it->second.narrow && narrow_) return "((int)" + it->second.name + ")";
+      // An i64 variable is declared int exactly when its range is known, which is when an
+      // expression using it may be emitted in int (expr's entry widens it in 64-bit arithmetic).
       return it->second.name;
     }
     case ir::ExprKind::kNot:
@@ -759,12 +757,9 @@ void FuncEmitter::stmt(const ir::Stmt& s) {
       const auto* op = s.as<ir::LetStmt>();
       DType t = op->value.type();
       std::string name = fresh(op->var.name(), "v");
-      bool narrow = false;
       if (t == DType::i64()) {
-        std::optional<Range> r = narrow_range(op->value);
-        narrow = r.has_value();
-        line(str_cat("const ", narrow ? "int" : "long long", " ", name, " = ", expr(op->value, 0),
-                     ";"));
+        const std::optional<Range> r = narrow_range(op->value);
+        line(str_cat("const ", r ? "int" : "long long", " ", name, " = ", expr(op->value, 0), ";"));
         bind_range(op->var.node(), r);
       } else if (t.is_scalar()) {
         line(str_cat("const ", register_type(t), " ", name, " = ", expr(op->value, 0), ";"));
@@ -773,7 +768,7 @@ void FuncEmitter::stmt(const ir::Stmt& s) {
         for (int l = 0; l < t.lanes(); ++l) lanes += (l ? ", " : "") + expr(op->value, l);
         line(str_cat("const ", register_type(t), " ", name, "[", t.lanes(), "] = {", lanes, "};"));
       }
-      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, t.lanes(), narrow});
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, t.lanes()});
       stmt(op->body);
       ranges_.erase(op->var.node());
       return;
@@ -851,7 +846,7 @@ void FuncEmitter::for_loop(const ir::For* op) {
     }
     bound = true;
     {
-      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1, narrow});
+      ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
       stmt(op->body);
     }
     bound = false;
@@ -874,7 +869,7 @@ void FuncEmitter::for_loop(const ir::For* op) {
                "; ++", name, ") {"));
   ++depth_;
   {
-    ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1, narrow});
+    ScopedBind<VarMap> bind(vars_, op->var.node(), VarBinding{name, 1});
     stmt(op->body);
   }
   ranges_.erase(op->var.node());

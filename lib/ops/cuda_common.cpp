@@ -64,6 +64,14 @@ GpuProperties gpu_properties(const Target& target) {
   return p;
 }
 
+tune::Config first_filling_config(const tune::Space& s, const std::vector<tune::Config>& by_size,
+                                  int sm_count,
+                                  const std::function<int64_t(const tune::Config&)>& blocks) {
+  for (const tune::Config& c : by_size)
+    if (blocks(c) >= sm_count && s.broken_rules(c).empty()) return c;
+  return by_size.back();
+}
+
 ScheduleTemplate cuda_template(std::string name, std::function<bool(const TemplateContext&)> applies,
                                std::function<tune::Space(const TemplateContext&)> space,
                                decltype(ScheduleTemplate::build) build) {

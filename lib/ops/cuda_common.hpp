@@ -40,6 +40,12 @@ struct GpuProperties {
 // defaults. Queried once per process and device.
 GpuProperties gpu_properties(const Target& target);
 
+// The default of a GEMM-like space: the first of by_size (largest tile first) that breaks no rule
+// and gives every SM a block (blocks(config) of them), else the last.
+tune::Config first_filling_config(const tune::Space& s, const std::vector<tune::Config>& by_size,
+                                  int sm_count,
+                                  const std::function<int64_t(const tune::Config&)>& blocks);
+
 // A CUDA schedule template.
 ScheduleTemplate cuda_template(std::string name, std::function<bool(const TemplateContext&)> applies,
                                std::function<tune::Space(const TemplateContext&)> space,

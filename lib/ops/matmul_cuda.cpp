@@ -334,17 +334,10 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
   const std::vector<tune::Config> by_size = {config(4, 2, warp / 8, 2, 2, 4, 4),
                                              config(2, 2, warp / 8, 2, 1, 4, 4),
                                              config(2, 2, warp / 8, 1, 1, 4, 2)};
-  tune::Config best = by_size.back();
-  for (const tune::Config& c : by_size) {
+  s.default_config(first_filling_config(s, by_size, p.sm_count, [&](const tune::Config& c) {
     const SimtTiles t = tiles(c);
-    const int64_t blocks =
-        problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
-    if (blocks >= p.sm_count && s.broken_rules(c).empty()) {
-      best = c;
-      break;
-    }
-  }
-  s.default_config(best);
+    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
+  }));
   return s;
 }
 

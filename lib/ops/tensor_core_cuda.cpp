@@ -362,7 +362,6 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   p.M = c.o;
   p.N = pixels;
   p.K = c.c * taps;
-  Buffer x = Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(c.h), Expr(c.w)});
   Buffer w = Buffer::make(ctx.name + "_w", t, {Expr(int64_t{1}), Expr(c.o), Expr(p.K)});
   p.c = Buffer::make(ctx.name + "_y", t, {Expr(c.n), Expr(c.o), Expr(pixels)});
   p.a = {w, nullptr, false};
@@ -372,6 +371,7 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
     // A 1x1 conv reads X as it is: [n, c, h * w].
     p.b = {Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(pixels)}), nullptr, true};
   } else {
+    Buffer x = Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(c.h), Expr(c.w)});
     p.b = {x,
            [x, c, a, taps](const Expr& n, const Expr& k, const Expr& px) {
              const Expr ch = k / Expr(taps), r = k / Expr(c.kw) % Expr(c.kh), s = k % Expr(c.kw);
@@ -438,17 +438,10 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
   };
   const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 3), config(2, 2, 4, 4, 3),
                                              config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)};
-  tune::Config best = by_size.back();
-  for (const tune::Config& c : by_size) {
+  s.default_config(first_filling_config(s, by_size, p.sm_count, [&](const tune::Config& c) {
     const TcTiles t(c);
-    const int64_t blocks =
-        problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
-    if (blocks >= p.sm_count && s.broken_rules(c).empty()) {
-      best = c;
-      break;
-    }
-  }
-  s.default_config(best);
+    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
+  }));
   return s;
 }
 
