@@ -72,6 +72,8 @@ static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f
 static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+#define __threadfence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 )"
 // The tensor-core and cp.async intrinsics of loom's preamble (inline PTX there). ldmatrix and mma
 // gather the addresses of the warp's 32 lanes and compute each lane's share from the others'

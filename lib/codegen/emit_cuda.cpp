@@ -253,7 +253,7 @@ class FuncEmitter {
 
   absl::Status emit_func(const ir::Func& f, const std::string& symbol,
                          runtime::cuda::KernelInfo* info);
-  std::string code() const { return os_.str(); }
+  std::string code() const { return globals_ + os_.str(); }
 
  private:
   struct VarBinding {
@@ -370,6 +370,8 @@ class FuncEmitter {
   std::set<const ir::VarNode*> params_;
   LaunchAxes launch_;
   bool bound_[2][3] = {};  // GPU axes bound by enclosing loops: [block/thread][axis]
+  std::string symbol_;     // the kernel's
+  std::string globals_;    // module-scope arrays of the kernel (before its definition)
   absl::Status status_;
 };
 
@@ -531,6 +533,17 @@ std::optional<FuncEmitter::Range> FuncEmitter::narrow_range(const ir::Expr& e) {
       }
       break;
     }
+    case ir::ExprKind::kCall: {
+      // bit_xor of non-negative operands below 2^b is below 2^b.
+      const auto* op = e.as<ir::Call>();
+      if (op->name != "bit_xor") break;
+      std::optional<Range> a = narrow_range(op->args[0]), b = narrow_range(op->args[1]);
+      if (!a || !b || a->lo < 0 || b->lo < 0) break;
+      Wide below = 1;
+      while (below <= std::max(a->hi, b->hi)) below *= 2;
+      r = fits(0, below - 1);
+      break;
+    }
     default:
       break;
   }
@@ -666,6 +679,7 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
   if (name == "shfl_xor_sync" && args.size() == 2)
     return "__shfl_xor_sync(0xffffffffu, " + args[0] + ", (int)" + args[1] + ")";
   if (t.is_int()) {
+    if (name == "bit_xor" && args.size() == 2) return "(" + args[0] + " ^ " + args[1] + ")";
     if (name != "abs" || args.size() != 1) return unknown();
     if (t.code() == DTypeCode::kI64) return "llabs(" + args[0] + ")";
     if (t.code() == DTypeCode::kI32) return "abs(" + args[0] + ")";
@@ -684,11 +698,12 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
   return round_to(t, r + ")");
 }
 
-// The tensor-core and cp.async intrinsics: calls of the preamble's loom_* functions with the
-// addresses of their Load arguments.
+// The tensor-core, cp.async and atomic intrinsics: calls of the preamble's loom_* functions (or
+// CUDA's atomicAdd and __threadfence) with the addresses of their Load arguments.
 std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
-  needs_->tensor_cores = true;
   const std::string& name = op->name;
+  if (name == "thread_fence") return "__threadfence()";
+  if (name != "atomic_add_i32") needs_->tensor_cores = true;
   if (name == "cp_async_commit") return "loom_cp_async_commit()";
   if (name == "cp_async_wait")
     return str_cat("loom_cp_async_wait<", ir::as_const_int(op->args[0]).value_or(0), ">()");
@@ -707,6 +722,8 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
     note_type(buf->dtype);
     args.push_back("&" + buf->name + "[" + expr(l->indices[0], 0) + "]");
   }
+  if (name == "atomic_add_i32")
+    return str_cat("(*", args[0], " = atomicAdd(", args[1], ", ", args[2], "))");
   if (name == "mma_m16n8k16") {
     const char* in = op->args[1].type().code() == DTypeCode::kBF16 ? "bf16" : "f16";
     return str_cat("loom_mma_m16n8k16_", in, "(", args[0], ", ", args[1], ", ", args[2], ")");
@@ -936,7 +953,17 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
   std::string type = memory_type(node->dtype);
   std::optional<int64_t> count = ir::as_const_int(size);
   bool heap = false;
-  if (node->scope == ir::MemoryScope::kShared) {
+  const bool in_launch = std::any_of(&bound_[0][0], &bound_[0][0] + 6, [](bool b) { return b; });
+  if (node->scope == ir::MemoryScope::kGlobal && !in_launch) {
+    // Storage of the whole launch, outside every GPU loop: a module-scope __device__ array,
+    // zero when the module loads and kept from launch to launch.
+    if (!count || *count <= 0)
+      return fail(absl::UnimplementedError(
+          str_cat("global buffer '", node->name, "' around the launch has size ",
+                  ir::to_string(size), "; module memory needs a constant size")));
+    name = symbol_ + "_" + name;
+    globals_ += str_cat("__device__ __align__(16) ", type, " ", name, "[", *count, "];\n");
+  } else if (node->scope == ir::MemoryScope::kShared) {
     if (!count || *count <= 0)
       return fail(absl::UnimplementedError(
           str_cat("shared buffer '", node->name, "' has size ", ir::to_string(size),
@@ -1037,6 +1064,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   LOOM_RETURN_IF_ERROR(loops.status);
   launch_ = loops.axes;
   info->symbol = symbol;
+  symbol_ = symbol;
   int64_t threads = 1;
   for (size_t a = 0; a < 3; ++a) {
     for (ir::Expr* e : {&launch_.grid[a], &launch_.block[a]}) {

@@ -22,6 +22,9 @@ struct EmittedCuda {
 // blockIdx/threadIdx of their axis; the launch extent of an axis is the largest extent bound to
 // it (loops with a smaller one are guarded). Vector expressions are computed lane by lane.
 // f16/bf16 values are held in float registers and rounded after every operation, as on the CPU.
+// A global buffer allocated outside every GPU loop is storage of the whole launch: a module-scope
+// __device__ array, zero when the module loads and kept between launches (split-K's partial sums
+// and arrival counters), so one loaded module must not run the kernel twice at once.
 // Unsupported IR is an InvalidArgument/Unimplemented status naming the node, never a crash.
 absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m);
 

@@ -547,6 +547,7 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
   if (t.is_int()) {
     if (name == "abs" && args.size() == 1)
       return b_.CreateBinaryIntrinsic(llvm::Intrinsic::abs, args[0], b_.getFalse());
+    if (name == "bit_xor" && args.size() == 2) return b_.CreateXor(args[0], args[1]);
     return fail_expr(
         e, absl::InvalidArgumentError(str_cat("intrinsic ", name, " of ", t, " is not supported")));
   }

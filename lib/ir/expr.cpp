@@ -191,7 +191,8 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
     {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
     {"mma_m16n8k16", 3}, {"ldmatrix_x4", 2}, {"ldmatrix_x4_trans", 2}, {"cp_async_16", 3},
-    {"cp_async_commit", 0}, {"cp_async_wait", 1},
+    {"cp_async_commit", 0}, {"cp_async_wait", 1}, {"bit_xor", 2},
+    {"atomic_add_i32", 3}, {"thread_fence", 0},
 };
 
 bool is_16_bit_float(DType t) {
@@ -225,6 +226,15 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
     LOOM_CHECK(args[0].type() == args[1].type(), name, " copies between buffers of one type");
     LOOM_CHECK(args[2].type().is_int() && args[2].type().is_scalar(), name,
                " takes an integer byte count");
+  } else if (name == "atomic_add_i32") {
+    const MemoryScope old_scope = load(0)->buffer->scope;
+    LOOM_CHECK(old_scope == MemoryScope::kLocal || old_scope == MemoryScope::kShared, name,
+               " stores the old value to local or shared memory");
+    LOOM_CHECK(load(1)->buffer->scope == MemoryScope::kGlobal, name, " adds to global memory");
+    for (size_t i : {size_t{0}, size_t{1}, size_t{2}})
+      LOOM_CHECK(args[i].type() == DType::i32(), name, " works on i32, not ", args[i].type());
+    LOOM_CHECK(!args[2].is<Load>(), name, " adds a value, not a Load (which would stand for an "
+               "address): load it into a variable first");
   } else if (name == "cp_async_wait") {
     const auto* n = args[0].as<IntImm>();
     LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
@@ -235,7 +245,8 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
 
 bool Call::takes_addresses(const std::string& name) {
   return name == "mma_m16n8k16" || name == "ldmatrix_x4" || name == "ldmatrix_x4_trans" ||
-         name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait";
+         name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait" ||
+         name == "atomic_add_i32" || name == "thread_fence";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {
@@ -276,6 +287,12 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
     return make_expr<Call>(t, name, std::move(args));
   }
   for (const Expr& a : args) LOOM_CHECK(a.type() == t, name, " argument types differ");
+  // Bitwise exclusive or of two integers (swizzled layouts); the other intrinsics are float
+  // functions, abs also of integers.
+  if (name == "bit_xor") {
+    LOOM_CHECK(t.is_int(), name, " of ", t, " (needs integers)");
+    return make_expr<Call>(t, name, std::move(args));
+  }
   LOOM_CHECK(t.is_float() || (name == "abs" && t.is_int()), name, " of ", t);
   return make_expr<Call>(t, name, std::move(args));
 }
@@ -434,6 +451,12 @@ Expr round(Expr x) { return Call::make("round", {std::move(x)}); }
 Expr pow(Expr x, Expr y) {
   match_types(x, y);
   return Call::make("pow", {std::move(x), std::move(y)});
+}
+Expr bit_xor(Expr a, Expr b) {
+  match_types(a, b);
+  if (auto x = as_const_int(a), y = as_const_int(b); x && y && a.type().is_scalar())
+    return make_const(a.type(), static_cast<double>(*x ^ *y));
+  return Call::make("bit_xor", {std::move(a), std::move(b)});
 }
 Expr fma(Expr a, Expr b, Expr c) {
   match_types(a, b);

@@ -61,6 +61,7 @@ std::string LayoutStep::to_string() const {
     case Kind::kFuse: return str_cat("fuse(", dim, ")");
     case Kind::kPad: return str_cat("pad(", dim, ", ", a, ")");
     case Kind::kUnfold: return str_cat("unfold(", dim, ", ", a, ", ", b, ")");
+    case Kind::kSwizzle: return str_cat("swizzle(", dim, ", ", by, ", ", a, ", ", b, ")");
     case Kind::kReorder: {
       std::string s = "reorder(";
       for (size_t k = 0; k < perm.size(); ++k) s += str_cat(k ? ", " : "", perm[k]);
@@ -94,6 +95,7 @@ Layout Layout::then(const LayoutStep& step) const {
     case LayoutStep::Kind::kFuse: return fuse(step.dim);
     case LayoutStep::Kind::kPad: return pad(step.dim, step.a);
     case LayoutStep::Kind::kUnfold: return unfold(step.dim, step.a, step.b);
+    case LayoutStep::Kind::kSwizzle: return swizzle(step.dim, step.by, step.a, step.b);
   }
   return failed("unknown primitive");
 }
@@ -122,6 +124,9 @@ std::optional<ir::Expr> Layout::stride_of(int d) const {
         at = static_cast<int>(std::find(s.perm.begin(), s.perm.end(), at) - s.perm.begin());
         break;
       case LayoutStep::Kind::kPad:
+        break;
+      case LayoutStep::Kind::kSwizzle:
+        if (s.dim == at || s.by == at) return std::nullopt;
         break;
     }
   }
@@ -259,6 +264,34 @@ Layout Layout::unfold(int dim, int64_t tile, int64_t stride) const {
   return with(std::move(s), std::move(p));
 }
 
+Layout Layout::swizzle(int dim, int by, int64_t width, int64_t step) const {
+  if (!ok()) return *this;
+  if (!row_major_) return failed("a strided layout takes no primitives");
+  const int r = static_cast<int>(physical_shape_.size());
+  if (dim < 0 || dim >= r || by < 0 || by >= r || by == dim)
+    return failed(str_cat("swizzle of dim ", dim, " by dim ", by, " of ", r));
+  if (width < 1 || (width & (width - 1)) != 0 || step < 1)
+    return failed(str_cat("swizzle of width ", width, " and step ", step,
+                          " (needs a power-of-two width and a positive step)"));
+  std::optional<int64_t> e = ir::as_const_int(physical_shape_[static_cast<size_t>(dim)]);
+  if (!e || *e % width != 0)
+    return failed(str_cat("swizzle of width ", width, " needs a static extent it divides"));
+  LayoutStep s;
+  s.kind = LayoutStep::Kind::kSwizzle;
+  s.dim = dim;
+  s.by = by;
+  s.a = width;
+  s.b = step;
+  return with(std::move(s), physical_shape_);
+}
+
+namespace {
+// Index i of the swizzled dim given j of the dim it is swizzled by (the map is its own inverse).
+ir::Expr swizzled(const LayoutStep& s, const ir::Expr& i, const ir::Expr& j) {
+  return s.a == 1 ? i : ir::bit_xor(i, mod(div(j, s.b), s.a));
+}
+}  // namespace
+
 bool Layout::is_injective() const {
   return std::none_of(steps_.begin(), steps_.end(),
                       [](const LayoutStep& s) { return s.kind == LayoutStep::Kind::kUnfold; });
@@ -299,6 +332,9 @@ std::vector<ir::Expr> Layout::physical_index(const std::vector<ir::Expr>& logica
         idx.insert(idx.begin() + s.dim + 1, add(i, mul(t, i64(-s.b))));
         break;
       }
+      case LayoutStep::Kind::kSwizzle:
+        idx[d] = swizzled(s, idx[d], idx[static_cast<size_t>(s.by)]);
+        break;
     }
   }
   return idx;
@@ -335,6 +371,9 @@ std::vector<ir::Expr> Layout::logical_index(const std::vector<ir::Expr>& physica
       case LayoutStep::Kind::kUnfold:
         idx[d] = add(mul(idx[d], i64(s.b)), idx[d + 1]);
         idx.erase(idx.begin() + s.dim + 1);
+        break;
+      case LayoutStep::Kind::kSwizzle:
+        idx[d] = swizzled(s, idx[d], idx[static_cast<size_t>(s.by)]);
         break;
     }
   }

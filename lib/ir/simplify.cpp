@@ -464,6 +464,14 @@ Span Bounder::span(const Expr& e) {
     }
     case ExprKind::kCall: {
       auto* c = e.as<Call>();
+      if (c->name == "bit_xor") {
+        // Non-negative operands below 2^b give a result below 2^b.
+        Span a = span(c->args[0]), b = span(c->args[1]);
+        if (a.lo < 0 || b.lo < 0) return full_span(t);
+        Wide below = 1;
+        while (below <= std::max(a.hi, b.hi)) below *= 2;
+        return in_type({0, below - 1}, t);
+      }
       if (c->name != "abs") return full_span(t);
       Span a = span(c->args[0]);
       Wide lo = a.lo >= 0 ? a.lo : (a.hi <= 0 ? -a.hi : 0);
@@ -1017,6 +1025,13 @@ Expr Simplifier::cast(DType t, const Expr& v) {
 Expr Simplifier::mutate_call(const Call* op, const Expr& e) {
   Expr r = IRMutator::mutate_call(op, e);
   auto* c = r.as<Call>();
+  if (c && c->name == "bit_xor") {
+    auto x = as_const_int(c->args[0]), y = as_const_int(c->args[1]);
+    if (x && y) return int_const(c->type, Wide(*x ^ *y));
+    if (is_const_int(c->args[0], 0)) return c->args[1];
+    if (is_const_int(c->args[1], 0)) return c->args[0];
+    return r;
+  }
   if (!c || c->name != "abs" || !c->type.is_int()) return r;
   const Expr& x = c->args[0];
   if (auto v = as_const_int(x)) return int_const(c->type, *v < 0 ? -Wide(*v) : Wide(*v));

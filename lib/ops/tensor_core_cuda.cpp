@@ -9,8 +9,20 @@
 // 2 (l%4) and 2 (l%4) + 1). K goes by block_k-deep slices through `stages` shared-memory buffers:
 // the copies of slice kt + stages - 1 are in flight while slice kt is multiplied, and one barrier
 // per slice orders them. Fragments come from shared memory with ldmatrix (A as it is, B
-// transposed). Shared rows are padded by 8 elements (16 bytes), so that the 8 rows one ldmatrix
-// phase reads fall in different banks.
+// transposed). The 8 rows one ldmatrix phase reads must fall in different banks; the shared
+// tiles are stored in one of two loom layouts (a choice of the space) that do so:
+//  - padded: rows padded by 8 elements (16 bytes), row_major(...).pad(2, cols + 8);
+//  - swizzled: no padding; the 16-byte chunks of a row permuted by an XOR with the row,
+//    row_major(...).split(2, 8).swizzle(2, 1, width, step) (see Layout::swizzle), which keeps
+//    every chunk contiguous for cp.async and ldmatrix and saves the padding's shared memory.
+//
+// Split-K (for shapes with too few output tiles to fill the SMs and a deep K): spatial(..., split_k)
+// more blocks, each multiplying a contiguous range of the K slices. Every block writes its f32
+// partial tile to module memory (one slot per split, each thread its accumulators side by side
+// with its neighbours'), fences, and counts itself in the tile's arrival counter; the block that
+// arrives last sums the partials of all splits in split order (the same result whichever block is
+// last), resets the counter for the next launch and stores C, epilogue included. Partials and
+// counters are module-scope arrays (see emit_cuda.hpp), so the node needs no workspace.
 //
 // An operand stored as a row-major [batch, rows, cols] tensor with cols a multiple of 8 is copied
 // with cp.async, 16 bytes at a time (zero-filled past its rows and columns). Others are read
@@ -49,7 +61,8 @@ constexpr int64_t kChunk = 8, kPad = 8;
 
 // The levels of a config, and what follows from them.
 struct TcTiles {
-  int64_t warps_m, warps_n, mma_m, mma_n, block_k, stages;
+  int64_t warps_m, warps_n, mma_m, mma_n, block_k, stages, split_k;
+  bool swizzle;
 
   explicit TcTiles(const tune::Config& c)
       : warps_m(c["warps_m"]),
@@ -57,18 +70,31 @@ struct TcTiles {
         mma_m(c["mma_m"]),
         mma_n(c["mma_n"]),
         block_k(c["block_k"]),
-        stages(c["stages"]) {}
+        stages(c["stages"]),
+        split_k(c["split_k"]),
+        swizzle(c["swizzle"] != 0) {}
 
   int64_t threads() const { return warps_m * warps_n * 32; }
+  int64_t accumulators() const { return mma_m * mma_n * 4; }  // per thread
   int64_t warp_m() const { return mma_m * kMmaM; }
   int64_t warp_n() const { return mma_n * kMmaN; }
   int64_t bm() const { return warps_m * warp_m(); }
   int64_t bn() const { return warps_n * warp_n(); }
-  int64_t a_stride() const { return block_k + kPad; }
-  int64_t b_stride() const { return bn() + kPad; }
+  int64_t a_stride() const { return block_k + (swizzle ? 0 : kPad); }
+  int64_t b_stride() const { return bn() + (swizzle ? 0 : kPad); }
+  // The layout of `stages` shared tiles of rows x cols.
+  Layout shared_layout(int64_t rows, int64_t cols) const {
+    Layout plain = Layout::row_major({Expr(stages), Expr(rows), Expr(cols)});
+    if (!swizzle) return plain.pad(2, cols + kPad);
+    // Chunk c of row r goes to c ^ ((r / step) % width): the 8 rows of a phase span
+    // 8 * cols * 2 bytes; rows sharing a 128-byte line (step of them) are apart already.
+    const int64_t chunks = cols / kChunk;
+    return plain.split(2, kChunk).swizzle(2, 1, std::min<int64_t>(chunks, 8),
+                                          std::max<int64_t>(1, 8 / chunks));
+  }
   int64_t shared_bytes() const { return stages * (bm() * a_stride() + block_k * b_stride()) * 2; }
   // 32-bit registers a thread needs: accumulators, fragments, about 40 for addresses.
-  int64_t registers() const { return mma_m * mma_n * 4 + mma_m * 4 + mma_n * 2 + 40; }
+  int64_t registers() const { return accumulators() + mma_m * 4 + mma_n * 2 + 40; }
   // How the threads copy a rows x cols slice in 16-byte chunks: spatial(threads / lanes, lanes)
   // with lanes along a row's chunks, repeated over the rows.
   int64_t chunk_lanes(int64_t cols) const { return std::gcd(threads(), cols / kChunk); }
@@ -102,32 +128,44 @@ class TensorCoreGemm {
       : ctx_(ctx), p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
     a_async_ = !p_.a.element && p_.K % kChunk == 0;
     b_async_ = !p_.b.element && p_.N % kChunk == 0;
-    a_shared_ = Buffer::make(ctx.name + "_As", in_,
-                             {Expr(t_.stages), Expr(t_.bm()), Expr(t_.a_stride())},
+    a_shared_ = Buffer::make(ctx.name + "_As", in_, t_.shared_layout(t_.bm(), t_.block_k),
                              ir::MemoryScope::kShared);
-    b_shared_ = Buffer::make(ctx.name + "_Bs", in_,
-                             {Expr(t_.stages), Expr(t_.block_k), Expr(t_.b_stride())},
+    b_shared_ = Buffer::make(ctx.name + "_Bs", in_, t_.shared_layout(t_.block_k, t_.bn()),
                              ir::MemoryScope::kShared);
-    acc_ = local("acc", DType::f32(), t_.mma_m * t_.mma_n * 4);
+    acc_ = local("acc", DType::f32(), t_.accumulators());
     a_frag_ = local("a_frag", in_, t_.mma_m * 8);
     b_frag_ = local("b_frag", in_, t_.mma_n * 4);
+    if (t_.split_k > 1) {
+      const int64_t tiles =
+          p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.bn());
+      partials_ = Buffer::make(ctx.name + "_partials", DType::f32(),
+                               {Expr(tiles * t_.split_k * t_.accumulators() * t_.threads())});
+      arrivals_ = Buffer::make(ctx.name + "_arrivals", DType::i32(), {Expr(tiles)});
+      last_ = Buffer::make(ctx.name + "_last", DType::i32(), {Expr(int64_t{1})},
+                           ir::MemoryScope::kShared);
+      arrived_ = local("arrived", DType::i32(), 1);
+    }
   }
 
   const std::vector<ir::Param>& params() const { return p_.params; }
 
-  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n) over the blocks.
+  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n, split_k) over the blocks.
   Stmt kernel() {
     const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.bn());
-    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n);
+    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n, t_.split_k);
     LOOM_CHECK(blocks.ok(), blocks.status().ToString());
     Var block("block"), tid("tid");
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
       g_ = tile[0];
       m0_ = tile[1] * t_.bm();
       n0_ = tile[2] * t_.bn();
+      tile_id_ = (tile[0] * tiles_m + tile[1]) * tiles_n + tile[2];
+      split_ = tile[3];
       return block_tile(tid);
     });
-    return gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body);
+    Stmt launch = gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body);
+    if (t_.split_k == 1) return launch;
+    return ir::Allocate::make(partials_, ir::Allocate::make(arrivals_, launch));
   }
 
  private:
@@ -278,33 +316,86 @@ class TensorCoreGemm {
     });
   }
 
-  // One block's tile: zero the accumulators, start the first stages - 1 slices, then per slice
-  // wait for it, barrier, start the slice stages - 1 ahead (into the buffer every thread has
-  // finished with), multiply.
+  // Stage "split-K reduction" (split_k > 1): partials out, arrival counted, and in the block
+  // that arrives last, the sum of every split's partials (in split order) into the accumulators
+  // and store C. A thread's accumulator r of split s is partials[((tile * split_k + s) *
+  // accumulators + r) * threads + tid].
+  Stmt reduce_splits(const Var& tid) const {
+    const int64_t regs = t_.accumulators(), threads = t_.threads(), splits = t_.split_k;
+    auto slot = [&](const Expr& split, const Expr& r) {
+      return ((tile_id_ * splits + split) * regs + r) * threads + tid;
+    };
+    auto fence = [] { return ir::Evaluate::make(ir::Call::make("thread_fence", {})); };
+    Var r("r"), s("s");
+    Stmt publish = ir::For::make(r, Expr(int64_t{0}), Expr(regs), ir::ForKind::kUnrolled,
+                                 ir::Store::make(partials_, acc_.load({r}), {slot(split_, r)}));
+    const Expr zero32 = ir::cast(DType::i32(), Expr(int64_t{0}));
+    const Expr one32 = ir::cast(DType::i32(), Expr(int64_t{1}));
+    const Expr was_last = arrived_.load({Expr(int64_t{0})}) ==
+                          ir::cast(DType::i32(), Expr(splits - 1));
+    Stmt count = ir::IfThenElse::make(
+        tid == int64_t{0},
+        ir::Seq::make({
+            ir::Evaluate::make(ir::Call::make(
+                "atomic_add_i32", {arrived_.load({Expr(int64_t{0})}),
+                                   arrivals_.load({tile_id_}), one32})),
+            ir::Store::make(last_, ir::select(was_last, one32, zero32), {Expr(int64_t{0})}),
+            ir::IfThenElse::make(was_last, ir::Store::make(arrivals_, zero32, {tile_id_})),
+        }));
+    Stmt sum = ir::For::make(
+        r, Expr(int64_t{0}), Expr(regs), ir::ForKind::kUnrolled,
+        ir::Seq::make({ir::Store::make(acc_, Expr(0.0f), {r}),
+                       ir::For::make(s, Expr(int64_t{0}), Expr(splits), ir::ForKind::kSerial,
+                                     ir::Store::make(acc_, acc_.load({r}) +
+                                                               partials_.load({slot(s, r)}),
+                                                     {r}))}));
+    return ir::Seq::make({
+        publish,
+        fence(),
+        ir::Barrier::make(),
+        count,
+        ir::Barrier::make(),
+        ir::IfThenElse::make(last_.load({Expr(int64_t{0})}) == one32,
+                             ir::Seq::make({fence(), sum, store_c()})),
+    });
+  }
+
+  // One block's tile: zero the accumulators, start the first stages - 1 slices of its K range,
+  // then per slice wait for it, barrier, start the slice stages - 1 ahead (into the buffer every
+  // thread has finished with), multiply; then store C, or reduce the splits first.
   Stmt block_tile(const Var& tid) {
     place_thread(tid);
     const int64_t slices = ceil_div(p_.K, t_.block_k), ahead = t_.stages - 1;
+    // The split's slices: [first, first + count); count may be 0 (or less) past the end.
+    const int64_t per_split = ceil_div(slices, t_.split_k);
+    const Expr first = split_ * per_split;
+    const Expr count = t_.split_k == 1 ? Expr(slices)
+                                       : ir::min(Expr(per_split), Expr(slices) - first);
     std::vector<Stmt> s;
-    for (int64_t i = 0; i < t_.mma_m * t_.mma_n * 4; ++i)
+    for (int64_t i = 0; i < t_.accumulators(); ++i)
       s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
     for (int64_t k = 0; k < ahead; ++k) {
-      if (k < slices) s.push_back(load_slice(tid, Expr(k), Expr(k)));
+      if (t_.split_k > 1)
+        s.push_back(ir::IfThenElse::make(Expr(k) < count, load_slice(tid, first + k, Expr(k))));
+      else if (k < slices)
+        s.push_back(load_slice(tid, Expr(k), Expr(k)));
       s.push_back(async("cp_async_commit"));
     }
     Var kt("kt");
     Stmt step = ir::Seq::make({
         async("cp_async_wait", {Expr(ahead - 1)}),
         ir::Barrier::make(),
-        ir::IfThenElse::make(kt + ahead < slices,
-                             load_slice(tid, kt + ahead, (kt + ahead) % t_.stages)),
+        ir::IfThenElse::make(kt + ahead < count,
+                             load_slice(tid, first + kt + ahead, (kt + ahead) % t_.stages)),
         async("cp_async_commit"),
         multiply(kt % t_.stages),
     });
-    s.push_back(ir::For::make(kt, Expr(int64_t{0}), Expr(slices), ir::ForKind::kSerial, step));
-    s.push_back(store_c());
+    s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
+    s.push_back(t_.split_k == 1 ? store_c() : reduce_splits(tid));
     Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {b_frag_, a_frag_, acc_, b_shared_, a_shared_})
       body = ir::Allocate::make(b, body);
+    if (t_.split_k > 1) body = ir::Allocate::make(last_, ir::Allocate::make(arrived_, body));
     return body;
   }
 
@@ -314,7 +405,8 @@ class TensorCoreGemm {
   DType in_;
   bool a_async_ = false, b_async_ = false;
   Buffer a_shared_, b_shared_, acc_, a_frag_, b_frag_;
-  Expr g_, m0_, n0_, lane_, warp_row0_, warp_col0_;
+  Buffer partials_, arrivals_, last_, arrived_;  // split-K
+  Expr g_, m0_, n0_, tile_id_, split_, lane_, warp_row0_, warp_col0_;
 };
 
 bool tensor_core_type(const TemplateContext& ctx) {
@@ -399,7 +491,9 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
       .param("mma_m", {1, 2, 4})
       .param("mma_n", {2, 4, 8})
       .param("block_k", {16, 32, 64})
-      .param("stages", {2, 3, 4});
+      .param("stages", {2, 3, 4})
+      .param("swizzle", {0, 1})
+      .param("split_k", {1, 2, 4, 8});
   s.rule("threads per block within the device limit", [=](const tune::Config& c) {
     return TcTiles(c).threads() <= p.max_threads_per_block;
   });
@@ -416,6 +510,22 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
     const TcTiles t(c);
     return t.copies_divide(t.bm(), t.block_k) && t.copies_divide(t.block_k, t.bn());
   });
+  // The blocks of a split tile, and at most the split that keeps both the blocks within two
+  // per SM and every split 2 slices deep or more (which also bounds the partials' memory).
+  auto blocks = [problem](const TcTiles& t) {
+    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn())
+                   : 0;
+  };
+  auto splits_fit = [problem, blocks, sms = p.sm_count](const TcTiles& t, int64_t per_split) {
+    return problem && blocks(t) * t.split_k <= 2 * sms &&
+           ceil_div(problem->K, t.block_k) >= per_split * t.split_k;
+  };
+  s.rule("split-K only where the split tiles stay within two blocks per SM and each split is "
+         "2 slices deep or more",
+         [=](const tune::Config& c) {
+           const TcTiles t(c);
+           return t.split_k == 1 || splits_fit(t, 2);
+         });
   // kFast: 4 to 8 warps, warp tiles of 32 x 32 and more, slices 32 deep, 3 or 4 stages.
   s.prefer("4 to 8 warps per block", [](const tune::Config& c) {
     const int64_t w = c["warps_m"] * c["warps_n"];
@@ -425,6 +535,19 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
            [](const tune::Config& c) { return c["mma_m"] >= 2 && c["mma_n"] >= 4; });
   s.prefer("slices 32 deep", [](const tune::Config& c) { return c["block_k"] == 32; });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
+  s.prefer("swizzled shared tiles", [](const tune::Config& c) { return c["swizzle"] == 1; });
+  // The split of a tile: the largest that keeps the blocks within one per SM and every split 4
+  // slices deep; 1 where the tiles fill the SMs.
+  auto split_of = [=](TcTiles t) {
+    int64_t best = 1;
+    for (int64_t k : {2, 4, 8}) {
+      t.split_k = k;
+      if (blocks(t) * k <= p.sm_count && splits_fit(t, 4)) best = k;
+    }
+    return best;
+  };
+  s.prefer("no split, or the split that fills the SMs",
+           [=](const tune::Config& c) { return c["split_k"] == 1 || c["split_k"] == split_of(TcTiles(c)); });
 
   // Default: the largest block tile of these (128 x 128, 128 x 64, 64 x 64, 32 x 32) that still
   // gives every SM a block, else the smallest.
@@ -434,14 +557,16 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
                          {"mma_m", mm},
                          {"mma_n", mn},
                          {"block_k", 32},
-                         {"stages", stages}});
+                         {"stages", stages},
+                         {"swizzle", 1},
+                         {"split_k", 1}});
   };
   const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 3), config(2, 2, 4, 4, 3),
                                              config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)};
-  s.default_config(first_filling_config(s, by_size, p.sm_count, [&](const tune::Config& c) {
-    const TcTiles t(c);
-    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
-  }));
+  tune::Config tile = first_filling_config(
+      s, by_size, p.sm_count, [&](const tune::Config& c) { return blocks(TcTiles(c)); });
+  tile.set("split_k", split_of(TcTiles(tile)));
+  s.default_config(tile);
   return s;
 }
 

@@ -153,6 +153,7 @@ class Evaluator {
     DType t = c->type;
     const std::string& n = c->name;
     if (n == "abs" && t.is_int()) return make_value(t, 0, std::abs(a[0].i));
+    if (n == "bit_xor") return make_value(t, 0, a[0].i ^ a[1].i);
     if (n == "reinterpret_i32") {
       float f = static_cast<float>(a[0].f);
       int32_t bits;

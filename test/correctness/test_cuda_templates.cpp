@@ -105,8 +105,10 @@ void compile_and_check(const ir::Module& m, int sm) {
   CHECK_THAT(compiled->ptx, Catch::Contains(".target sm_" + std::to_string(sm)));
 }
 
-// Runs every kernel of m on device 0 and compares its outputs with the te reference.
-void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& kernels) {
+// Runs every kernel of m on device 0 (`launches` times, outputs poisoned before each) and
+// compares its outputs with the te reference.
+void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& kernels,
+                     int launches = 1) {
   auto props = d->device_properties(0);
   REQUIRE(props.ok());
   auto compiled = cuda::compile_module(m, props->sm_arch);
@@ -136,16 +138,24 @@ void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& 
       buffers.push_back(*p);
       outputs.push_back(std::move(out));
     }
-    absl::Status launched = (*loaded)->launch(k, buffers, {});
-    INFO(launched.ToString());
-    REQUIRE(launched.ok());
-    REQUIRE(d->synchronize(nullptr).ok());
-    for (size_t o = 0; o < outputs.size(); ++o) {
-      const size_t at = c.inputs.size() + o;
-      REQUIRE(
-          d->copy_to_host(outputs[o].data(), buffers[at], static_cast<size_t>(outputs[o].nbytes()))
-              .ok());
-      loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
+    for (int launch = 0; launch < launches; ++launch) {
+      for (size_t o = 0; o < outputs.size(); ++o) {
+        outputs[o].poison();
+        REQUIRE(d->copy_to_device(buffers[c.inputs.size() + o], outputs[o].data(),
+                                  static_cast<size_t>(outputs[o].nbytes()))
+                    .ok());
+      }
+      absl::Status launched = (*loaded)->launch(k, buffers, {});
+      INFO(launched.ToString());
+      REQUIRE(launched.ok());
+      REQUIRE(d->synchronize(nullptr).ok());
+      for (size_t o = 0; o < outputs.size(); ++o) {
+        const size_t at = c.inputs.size() + o;
+        REQUIRE(d->copy_to_host(outputs[o].data(), buffers[at],
+                                static_cast<size_t>(outputs[o].nbytes()))
+                    .ok());
+        loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
+      }
     }
     for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());
   }
@@ -464,8 +474,11 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
     OpCase c{"matmul", {typed(f16, {131, 72}), typed(f16, {72, 136})}, typed(f16, {131, 136}),
              none, 2e-3, 2e-3};
     const TemplateContext ctx = context_of(c, Target::cuda(90), "big");
+    const int swizzle = GENERATE(0, 1);
+    INFO("swizzle " << swizzle);
     const tune::Config big({{"warps_m", 2}, {"warps_n", 2}, {"mma_m", 4}, {"mma_n", 8},
-                            {"block_k", 32}, {"stages", 4}});
+                            {"block_k", 32}, {"stages", 4}, {"swizzle", swizzle},
+                            {"split_k", 1}});
     tune::Space space = t->space(ctx);
     CHECK(space.broken_rules(big).empty());
     auto scheduled = t->build(ctx, big);
@@ -474,9 +487,15 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
     std::vector<cuda::KernelInfo> infos;
     auto source = cuda::emit_cuda_source(m, &infos);
     REQUIRE(source.ok());
-    // 4 stages of A (128 rows of 32 + 8) and B (32 rows of 128 + 8) in f16.
+    // 4 stages of A (128 rows of 32) and B (32 rows of 128) in f16, rows padded by 8 elements
+    // or swizzled in place (chunk indices XORed with the row).
     REQUIRE(infos.size() == 1);
-    CHECK(infos[0].dynamic_shared_bytes == 4 * (128 * 40 + 32 * 136) * 2);
+    if (swizzle) {
+      CHECK(infos[0].dynamic_shared_bytes == 4 * (128 * 32 + 32 * 128) * 2);
+      CHECK_THAT(*source, Catch::Contains(" ^ "));
+    } else {
+      CHECK(infos[0].dynamic_shared_bytes == 4 * (128 * 40 + 32 * 136) * 2);
+    }
     CHECK_THAT(*source, Catch::Contains("LOOM_DYNAMIC_SHARED(loom_smem);"));
     CHECK_THAT(*source, !Catch::Contains("__shared__ __align__(16) __half"));
     if (!have_nvrtc()) return;
@@ -489,6 +508,62 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
       run_and_compare(gpu, m, kernels);
     else
       emulate_and_compare(m, kernels);
+  }
+  SECTION("split-K: a deep K over few tiles, summed by the block that arrives last") {
+    const OpDef* def = OpRegistry::global().find("matmul");
+    const ScheduleTemplate* t = &template_named("matmul", "cuda_tensor_core_gemm");
+    // K = 1088 (cp.async) and the prime 1091 (copies through registers): the last split is
+    // shorter than the others, and with 8 splits of 64-deep slices (17 or 18 slices, 3 a
+    // split) the last splits get no slice at all.
+    struct Split { int64_t K, block_k, split_k; };
+    for (const Split& sp : {Split{1088, 32, 2}, Split{1088, 64, 8}, Split{1091, 64, 8},
+                            Split{1091, 16, 4}}) {
+      OpCase c{"matmul", {typed(f16, {37, sp.K}), typed(f16, {sp.K, 40})}, typed(f16, {37, 40}),
+               none, 2e-3, 2e-3};
+      const TemplateContext ctx = context_of(c, Target::cuda(90), "split");
+      tune::Space space = t->space(ctx);
+      // Few tiles: the default splits K.
+      CHECK(space.default_config()["split_k"] > 1);
+      const tune::Config config({{"warps_m", 1}, {"warps_n", 2}, {"mma_m", 2}, {"mma_n", 2},
+                                 {"block_k", sp.block_k}, {"stages", 3}, {"swizzle", 1},
+                                 {"split_k", sp.split_k}});
+      INFO("K " << sp.K << ", config " << config.to_string());
+      CHECK(space.broken_rules(config).empty());
+      auto scheduled = t->build(ctx, config);
+      REQUIRE(scheduled.ok());
+      ir::Module m{"split", ctx.target,
+                   {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+      auto source = cuda::emit_cuda_source(m);
+      REQUIRE(source.ok());
+      CHECK_THAT(*source, Catch::Contains("__device__ __align__(16) float split_split_partials["));
+      CHECK_THAT(*source, Catch::Contains("atomicAdd("));
+      CHECK_THAT(*source, Catch::Contains("__threadfence();"));
+      if (have_nvrtc()) compile_and_check(m, 90);
+      // Two launches of one loaded module on fresh inputs: the arrival counters the first
+      // leaves must be zero again.
+      const te::Task task = reference_task(*def, c, "split");
+      auto inputs = [&] {
+        return std::vector<NDArray>{loom::testing::random_array(f16, {37, sp.K}),
+                                    loom::testing::random_array(f16, {sp.K, 40})};
+      };
+      if (cuda::Driver* gpu = gpu_or_null("a split-K kernel")) {
+        std::vector<Kernel> kernels{{task, inputs(), c.rtol, c.atol}};
+        run_and_compare(gpu, m, kernels, 2);
+      } else if (auto emulated = loom::testing::emulated_or_null(m)) {
+        for (int launch = 0; launch < 2; ++launch)
+          loom::testing::check_emulated(*emulated, 0, task, inputs(), {}, c.rtol, c.atol);
+      }
+    }
+    // Many tiles: no split is valid.
+    const TemplateContext many = context_of(
+        {"matmul", {typed(f16, {2048, 256}), typed(f16, {256, 2048})}, typed(f16, {2048, 2048}),
+         none},
+        Target::cuda(90), "many");
+    tune::Space space = t->space(many);
+    CHECK(space.default_config()["split_k"] == 1);
+    tune::Config split = space.default_config();
+    split.set("split_k", 2);
+    CHECK_FALSE(space.broken_rules(split).empty());
   }
   SECTION("sm_75 and f32 take other templates") {
     const ScheduleTemplate* t = &template_named("matmul", "cuda_tensor_core_gemm");

@@ -1,4 +1,4 @@
-// Layouts: ALT's primitives (split, reorder, fuse, pad, unfold) checked over every index of small
+// Layouts: ALT's primitives (split, reorder, fuse, pad, unfold, swizzle) checked over every index of small
 // tensors for random chains, and a kernel written against logical indices storing through them.
 
 #include <catch2/catch.hpp>
@@ -63,7 +63,7 @@ Layout random_step(const Layout& l) {
   const int r = static_cast<int>(l.physical_shape().size());
   std::vector<int64_t> ext = values(l.physical_shape());
   auto pick = [&](int n) { return static_cast<int>(g() % static_cast<uint64_t>(n)); };
-  switch (pick(5)) {
+  switch (pick(6)) {
     case 0:
       return l.split(pick(r), 1 + pick(4));
     case 1: {
@@ -77,6 +77,13 @@ Layout random_step(const Layout& l) {
       return l.pad(0, 1 + pick(3));
     case 3:
       return l.pad(pick(r), 1 + pick(4));
+    case 4: {
+      if (r < 2) return l.split(0, 1 + pick(3));
+      const int d = pick(r), by = (d + 1 + pick(r - 1)) % r;
+      int64_t width = 1;  // a random power of two dividing the extent
+      while (ext[static_cast<size_t>(d)] % (width * 2) == 0 && pick(3) != 0) width *= 2;
+      return l.swizzle(d, by, width, 1 + pick(3));
+    }
     default: {
       int d = pick(r);
       int64_t tile = 1 + pick(static_cast<int>(ext[static_cast<size_t>(d)]));
@@ -181,6 +188,62 @@ TEST_CASE("layout: stride_of steps a dim by one addition wherever no primitive s
   CHECK(values({*last.stride_of(2)})[0] == 21);
 }
 
+TEST_CASE("layout: swizzle permutes 16-byte chunks so that 8 rows fall in 8 bank groups",
+          "[layout]") {
+  // A shared tile of 64 rows of 32 f16 (4 chunks of 8, 64 bytes a row): chunk c of row r goes
+  // to chunk c ^ ((r / 2) % 4).
+  Layout l = Layout::row_major(consts({64, 32})).split(1, 8).swizzle(1, 0, 4, 2);
+  REQUIRE(l.ok());
+  CHECK(l.to_string() == "row_major(64, 32).split(1, 8).swizzle(1, 0, 4, 2)");
+  CHECK(values(l.physical_shape()) == std::vector<int64_t>{64, 4, 8});
+  CHECK(values(l.physical_index(consts({5, 9}))) == std::vector<int64_t>{5, 1 ^ 2, 1});
+  CHECK(values(l.logical_index(consts({5, 3, 1}))) == std::vector<int64_t>{5, 9});
+  CHECK_FALSE(l.stride_of(1).has_value());
+  CHECK_FALSE(l.stride_of(0).has_value());
+  // The 8 rows one ldmatrix phase reads (rows r0..r0+7, one chunk each) cover the 8 groups of
+  // 4 banks of a 128-byte line once each, for every chunk and every start row.
+  for (int64_t r0 = 0; r0 < 64; r0 += 8)
+    for (int64_t chunk = 0; chunk < 4; ++chunk) {
+      std::set<int64_t> groups;
+      for (int64_t r = r0; r < r0 + 8; ++r)
+        groups.insert(values({l.offset(consts({r, chunk * 8}))})[0] * 2 / 16 % 8);
+      CHECK(groups.size() == 8);
+    }
+  // The rows of the plain layout collide: 2 rows per line, 4 ways.
+  Layout plain = Layout::row_major(consts({64, 32}));
+  std::set<int64_t> groups;
+  for (int64_t r = 0; r < 8; ++r) groups.insert(values({plain.offset(consts({r, 0}))})[0] * 2 / 16 % 8);
+  CHECK(groups.size() == 2);
+}
+
+TEST_CASE("layout: a CPU kernel stores through a swizzled layout", "[layout]") {
+  const int64_t R = 7, C = 24;
+  ir::Buffer x = ir::Buffer::make("x", DType::f32(), consts({R, C}));
+  Layout swizzled = Layout::row_major(consts({R, C})).split(1, 3).swizzle(1, 0, 8, 1);
+  REQUIRE(swizzled.ok());
+  ir::Buffer y = ir::Buffer::make("y", DType::f32(), swizzled);
+  ir::Var r("r"), c("c");
+  ir::Stmt body = ir::Store::make(y, x.load({r, c}) + ir::Expr(1.0f), {r, c});
+  body = ir::For::make(c, ir::Expr(int64_t{0}), ir::Expr(C), ir::ForKind::kSerial, body);
+  body = ir::For::make(r, ir::Expr(int64_t{0}), ir::Expr(R), ir::ForKind::kSerial, body);
+  ir::Func f{"to_swizzled", {x, y}, body};
+  auto jit = runtime::CpuJit::create(Target::host_cpu());
+  REQUIRE(jit.ok());
+  ir::Module m{"swizzle", Target::host_cpu(), {passes::lower_scheduled(f, Target::host_cpu())}};
+  auto fns = (*jit)->compile(m);
+  INFO(fns.status().ToString());
+  REQUIRE(fns.ok());
+  std::vector<float> in(static_cast<size_t>(R * C)), out(static_cast<size_t>(R * C), -1);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i);
+  void* buffers[] = {in.data(), out.data()};
+  (*fns)[0](buffers, nullptr);
+  // Independent reference: element (i, j) at row i, group (j / 3) ^ (i % 8), place j % 3.
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t j = 0; j < C; ++j)
+      REQUIRE(out[static_cast<size_t>(i * C + ((j / 3) ^ (i % 8)) * 3 + j % 3)] ==
+              in[static_cast<size_t>(i * C + j)] + 1.0f);
+}
+
 TEST_CASE("layout: unfold stores overlapping windows", "[layout]") {
   // 10 elements in tiles of 4, stride 3: tiles start at 0, 3 and 6.
   Layout l = Layout::row_major(consts({10})).unfold(0, 4, 3);
@@ -200,7 +263,9 @@ TEST_CASE("layout errors: bad primitive arguments are reported, the layout kept"
   Layout base = Layout::row_major(consts({4, 6}));
   for (const Layout& bad : {base.split(2, 4), base.split(0, 0), base.reorder({0, 0}),
                             base.reorder({1}), base.fuse(1), base.pad(-1, 2), base.pad(0, 0),
-                            base.unfold(0, 5, 1), base.unfold(1, 3, 4), base.unfold(1, 0, 1)}) {
+                            base.unfold(0, 5, 1), base.unfold(1, 3, 4), base.unfold(1, 0, 1),
+                            base.swizzle(1, 1, 2, 1), base.swizzle(1, 0, 3, 1),
+                            base.swizzle(1, 0, 4, 1), base.swizzle(0, 1, 2, 0)}) {
     CHECK(!bad.ok());
     CHECK(bad.status().message().find("layout row_major(4, 6)") != std::string::npos);
     CHECK(values(bad.physical_shape()) == std::vector<int64_t>{4, 6});

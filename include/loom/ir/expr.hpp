@@ -174,7 +174,8 @@ struct Load : ExprNode {
 };
 
 // Pure math intrinsic applied elementwise: exp, log, sqrt, rsqrt, tanh, erf, abs, floor, ceil,
-// round, pow, fma. Known names only; arguments float (abs also int). The bit casts
+// round, pow, fma. Known names only; arguments float (abs also int). bit_xor(a, b) is the
+// bitwise exclusive or of two integers (swizzled layouts). The bit casts
 // reinterpret_f32 (i32 -> f32) and reinterpret_i32 (f32 -> i32) keep the bits and the lanes.
 // final_value(x) is x, marking a template's store of an output element's final value (when the
 // kernel also stores partial results there); fusion reads the mark and lowering removes it.
@@ -192,7 +193,11 @@ struct Load : ExprNode {
 //   cp_async_16(dst[i], src[j], bytes): 16 bytes from global src to shared dst, of which the
 //     first `bytes` (0 or 16) are read and the rest zero-filled, asynchronously;
 //   cp_async_commit(): closes the group of this thread's copies issued since the last commit;
-//   cp_async_wait(n): waits until at most n (a constant) of this thread's groups are pending.
+//   cp_async_wait(n): waits until at most n (a constant) of this thread's groups are pending;
+//   atomic_add_i32(old[i], target[j], v): target[j] (global i32) += v atomically, the value it
+//     held before stored to old[i] (a local or shared i32), by this thread alone;
+//   thread_fence(): this thread's writes to global memory before it are seen by every thread
+//     of the device before its writes after it (__threadfence).
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)

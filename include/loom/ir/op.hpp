@@ -54,6 +54,8 @@ Expr ceil(Expr x);
 Expr round(Expr x);
 Expr pow(Expr x, Expr y);
 Expr fma(Expr a, Expr b, Expr c);
+// a XOR b of two integers (constants fold): the intrinsic bit_xor, which swizzled layouts use.
+Expr bit_xor(Expr a, Expr b);
 // The bits of x read as type t (f32 <-> i32, same lanes): the intrinsics reinterpret_f32 and
 // reinterpret_i32. Vector exp and similar functions build float exponents this way.
 Expr reinterpret(DType t, Expr x);

@@ -1,6 +1,7 @@
 // Layout: how a tensor's logical index maps to a physical element offset. A layout is a base
 // (row-major, or explicit strides) followed by ALT's primitives on the physical dims: split,
-// reorder, fuse, pad and unfold. Layout::row_major({N, C, H, W}).split(1, 16).reorder({0, 1, 3,
+// reorder, fuse, pad and unfold, and swizzle (an XOR permutation within a dim, for shared
+// memory without bank conflicts). Layout::row_major({N, C, H, W}).split(1, 16).reorder({0, 1, 3,
 // 4, 2}) is NCHW16c. Each layout knows its physical shape, maps logical indices to physical ones
 // and back, and prints a canonical form (part of cache keys).
 #pragma once
@@ -17,16 +18,18 @@ namespace loom {
 
 // One primitive applied to the physical dims so far.
 struct LayoutStep {
-  enum class Kind : uint8_t { kSplit, kReorder, kFuse, kPad, kUnfold };
+  enum class Kind : uint8_t { kSplit, kReorder, kFuse, kPad, kUnfold, kSwizzle };
   Kind kind = Kind::kSplit;
   int dim = 0;
-  int64_t a = 0, b = 0;   // split: factor; pad: multiple; unfold: tile, stride
+  int by = 0;             // swizzle: the dim whose index permutes dim's
+  int64_t a = 0, b = 0;   // split: factor; pad: multiple; unfold: tile, stride; swizzle: width, step
   std::vector<int> perm;  // reorder
   std::vector<ir::Expr> extents_before;  // the physical extents it applies to
   std::string to_string() const;
   // The same primitive with the same arguments (the recorded extents aside).
   bool operator==(const LayoutStep& o) const {
-    return kind == o.kind && dim == o.dim && a == o.a && b == o.b && perm == o.perm;
+    return kind == o.kind && dim == o.dim && by == o.by && a == o.a && b == o.b &&
+           perm == o.perm;
   }
 };
 
@@ -62,6 +65,12 @@ class Layout {
   // convolution windows. Elements in several tiles are stored in each; the logical-to-physical
   // map picks the tile that starts at or before it, the last one for the tail.
   Layout unfold(int dim, int64_t tile, int64_t stride) const;
+  // Index i of dim d becomes i XOR ((j / step) % width), j the index of dim `by` (not d): a
+  // permutation of each row of d, different for each group of `step` rows of `by`. width is a
+  // power of two dividing d's static extent, so the result stays in range; the shape does not
+  // change. With d the 16-byte chunks of a shared-memory row and `by` the row, the rows one
+  // warp-wide access reads fall in different banks (the swizzle CUTLASS and TMA use).
+  Layout swizzle(int dim, int by, int64_t width, int64_t step) const;
 
   // The primitive step applied here (its recorded extents are ignored).
   Layout then(const LayoutStep& step) const;
