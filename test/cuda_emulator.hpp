@@ -63,7 +63,7 @@ __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, uns
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
 // A block's dynamic shared memory: one array, like the static ones (blocks run one at a time).
-#define LOOM_DYNAMIC_SHARED(name) static __attribute__((aligned(16))) unsigned char name[228 * 1024]
+#define LOOM_DYNAMIC_SHARED(name) static __attribute__((aligned(1024))) unsigned char name[228 * 1024]
 #define __syncthreads() loom_emu_sync()
 #define __trap() abort()
 static inline float __shfl_xor_sync(unsigned, float v, int m) { return loom_emu_shfl_f32(v, m); }
@@ -139,6 +139,45 @@ template <int N> static inline void loom_cp_async_wait() {
     loom_emu_groups.erase(loom_emu_groups.begin());
   }
 }
+)"
+// wgmma (sm_90a): each thread computes its own accumulators from the shared tiles, read through
+// the hardware's 128-byte swizzle (address bits 4-6 XOR bits 7-9) from the canonical layouts: A
+// K-major (row r at (r / 8) * ASBO + (r % 8) * 128), B N-major (column n in atom n / 64 at
+// BLBO apart, k row at (k / 8) * BSBO + (k % 8) * 128). The products land at issue; the fences and
+// waits have nothing left to do.
+R"(static inline const void* loom_emu_swizzle128(const char* p) {
+  const uintptr_t a = (uintptr_t)p;
+  return (const void*)(a ^ (((a >> 7) & 7) << 4));
+}
+template <int N, unsigned ASBO, unsigned BLBO, unsigned BSBO, typename T>
+static inline void loom_emu_wgmma(float* d, const T* a, const T* b) {
+  const int t = (int)(loom_emu_thread_idx.x % 128), w = t / 32, l = t % 32;
+  for (int r = 0; r < N / 2; ++r) {
+    const int row = 16 * w + l / 4 + 8 * ((r % 4) / 2), col = 8 * (r / 4) + 2 * (l % 4) + r % 2;
+    float sum = 0;
+    for (int k = 0; k < 16; ++k) {
+      const char* pa = (const char*)a + (row / 8) * ASBO + (row % 8) * 128 + k * 2;
+      const char* pb = (const char*)b + (col / 64) * BLBO + (k / 8) * BSBO + (k % 8) * 128 + (col % 64) * 2;
+      sum += loom_emu_float(*(const T*)loom_emu_swizzle128(pa)) *
+             loom_emu_float(*(const T*)loom_emu_swizzle128(pb));
+    }
+    d[r] += sum;
+  }
+}
+#define LOOM_EMU_WGMMA(N) \
+  template <unsigned A, unsigned BL, unsigned BS> static inline void loom_wgmma_m64n##N##k16_f16(float* d, const __half* a, const __half* b) { loom_emu_wgmma<N, A, BL, BS>(d, a, b); } \
+  template <unsigned A, unsigned BL, unsigned BS> static inline void loom_wgmma_m64n##N##k16_bf16(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b) { loom_emu_wgmma<N, A, BL, BS>(d, a, b); }
+LOOM_EMU_WGMMA(8) LOOM_EMU_WGMMA(16) LOOM_EMU_WGMMA(24) LOOM_EMU_WGMMA(32) LOOM_EMU_WGMMA(40)
+LOOM_EMU_WGMMA(48) LOOM_EMU_WGMMA(56) LOOM_EMU_WGMMA(64) LOOM_EMU_WGMMA(72) LOOM_EMU_WGMMA(80)
+LOOM_EMU_WGMMA(88) LOOM_EMU_WGMMA(96) LOOM_EMU_WGMMA(104) LOOM_EMU_WGMMA(112) LOOM_EMU_WGMMA(120)
+LOOM_EMU_WGMMA(128) LOOM_EMU_WGMMA(136) LOOM_EMU_WGMMA(144) LOOM_EMU_WGMMA(152) LOOM_EMU_WGMMA(160)
+LOOM_EMU_WGMMA(168) LOOM_EMU_WGMMA(176) LOOM_EMU_WGMMA(184) LOOM_EMU_WGMMA(192) LOOM_EMU_WGMMA(200)
+LOOM_EMU_WGMMA(208) LOOM_EMU_WGMMA(216) LOOM_EMU_WGMMA(224) LOOM_EMU_WGMMA(232) LOOM_EMU_WGMMA(240)
+LOOM_EMU_WGMMA(248) LOOM_EMU_WGMMA(256)
+static inline void loom_wgmma_fence(float*, int) {}
+static inline void loom_wgmma_commit() {}
+template <int N> static inline void loom_wgmma_wait(float*, int) {}
+static inline void loom_fence_proxy_async() {}
 )";
 
 // Stand-ins for the toolkit's headers: storage types and round-to-nearest-even conversions.

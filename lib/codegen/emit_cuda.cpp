@@ -45,7 +45,7 @@ __device__ __forceinline__ float loom_round_bf16(float x) { return __bfloat162fl
 constexpr int64_t kStaticSharedBytes = 48 * 1024;
 // The dynamic shared memory of a kernel, as an array of bytes. The test emulator defines its own.
 constexpr const char* kDynamicSharedPreamble = R"(#ifndef LOOM_DYNAMIC_SHARED
-#define LOOM_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#define LOOM_DYNAMIC_SHARED(name) extern __shared__ __align__(1024) unsigned char name[]
 #endif
 )";
 
@@ -85,6 +85,50 @@ template <int N> __device__ __forceinline__ void loom_cp_async_wait() {
 }
 #endif
 )";
+
+// The Hopper warpgroup intrinsics (sm_90a: wgmma, and the proxy fence that orders shared-memory
+// writes before its reads). Descriptors of shared tiles with the 128-byte swizzle: start address,
+// leading and stride byte offsets (all >> 4) and the swizzle mode (1 at bit 62). The fences tie
+// the accumulators to the asm statements around the asynchronous products, so the compiler keeps
+// its own accesses of them outside.
+constexpr const char* kWgmmaPreamble = R"(#if defined(__CUDA_ARCH__)
+__device__ __forceinline__ unsigned long long loom_wgmma_desc(const void* p, unsigned lbo, unsigned sbo) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  return (unsigned long long)((a & 0x3FFFF) >> 4) | ((unsigned long long)((lbo & 0x3FFFF) >> 4) << 16) |
+         ((unsigned long long)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void loom_wgmma_fence(float* d, int count) {
+  for (int i = 0; i < count; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void loom_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void loom_wgmma_wait(float* d, int count) {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory");
+  for (int i = 0; i < count; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
+}
+__device__ __forceinline__ void loom_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+#endif
+)";
+
+// loom_wgmma_m64n<n>k16_<type>: one wgmma.mma_async of the given N, A K-major and B N-major
+// (transposed), both with the 128-byte swizzle, f32 accumulators added to.
+std::string wgmma_function(int64_t n, const std::string& type) {
+  const char* storage = type == "bf16" ? "__nv_bfloat16" : "__half";
+  const int64_t regs = n / 2;
+  std::string list, outputs;
+  for (int64_t i = 0; i < regs; ++i) {
+    list += str_cat(i ? ", " : "", "%", i);
+    outputs += str_cat(i ? ", " : "", "\"+f\"(d[", i, "])");
+  }
+  return str_cat(
+      "template <unsigned ASBO, unsigned BLBO, unsigned BSBO>\n__device__ __forceinline__ void "
+      "loom_wgmma_m64n", n, "k16_", type, "(float* d, const ", storage, "* a, const ", storage,
+      "* b) {\n  const unsigned long long da = loom_wgmma_desc(a, 16, ASBO), db = "
+      "loom_wgmma_desc(b, BLBO, BSBO);\n  asm volatile(\"{\\n.reg .pred p;\\nsetp.ne.b32 p, %",
+      regs + 2, ", 0;\\nwgmma.mma_async.sync.aligned.m64n", n, "k16.f32.", type, ".", type, " {",
+      list, "}, %", regs, ", %", regs + 1, ", p, 1, 1, 0, 1;\\n}\\n\"\n    : ", outputs,
+      "\n    : \"l\"(da), \"l\"(db), \"r\"(1));\n}\n");
+}
 
 // "(a < b)" -> "a < b" where the outer parentheses enclose the whole text (if conditions).
 std::string strip_parens(const std::string& s) {
@@ -216,8 +260,14 @@ class GpuLoopCollector : public ir::IRVisitor {
 
 // What the kernels of a module need from the preamble.
 struct PreambleNeeds {
-  bool f16 = false, bf16 = false, tensor_cores = false, dynamic_shared = false;
+  bool f16 = false, bf16 = false, tensor_cores = false, dynamic_shared = false, wgmma = false;
+  std::set<std::pair<int64_t, std::string>> wgmma_shapes;  // (N, f16 or bf16)
 };
+
+// Shared buffers of 1 KiB or more start 1024-aligned (the 128-byte swizzle of wgmma and TMA
+// repeats every 1024 bytes and is computed from the address); smaller ones 16-aligned.
+int64_t shared_alignment(int64_t bytes) { return bytes >= 1024 ? 1024 : 16; }
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // The bytes of a kernel's constant-size shared buffers, each rounded up to 16.
 class SharedBytes : public ir::IRVisitor {
@@ -230,7 +280,10 @@ class SharedBytes : public ir::IRVisitor {
     if (b->scope == ir::MemoryScope::kShared) {
       ir::Expr size = b->layout.physical_size();
       std::optional<int64_t> n = size.defined() ? ir::as_const_int(ir::simplify(size)) : std::nullopt;
-      if (n && *n > 0) bytes += (*n * b->dtype.bytes() + 15) / 16 * 16;
+      if (n && *n > 0) {
+        const int64_t size = *n * b->dtype.bytes();
+        bytes = round_up(bytes, shared_alignment(size)) + round_up(size, 16);
+      }
     }
     IRVisitor::visit_allocate(op);
   }
@@ -703,7 +756,11 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
 std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   const std::string& name = op->name;
   if (name == "thread_fence") return "__threadfence()";
-  if (name != "atomic_add_i32") needs_->tensor_cores = true;
+  const bool warpgroup = name.rfind("wgmma", 0) == 0 || name == "fence_proxy_async";
+  if (warpgroup) needs_->wgmma = true;
+  else if (name != "atomic_add_i32") needs_->tensor_cores = true;
+  if (name == "wgmma_commit") return "loom_wgmma_commit()";
+  if (name == "fence_proxy_async") return "loom_fence_proxy_async()";
   if (name == "cp_async_commit") return "loom_cp_async_commit()";
   if (name == "cp_async_wait")
     return str_cat("loom_cp_async_wait<", ir::as_const_int(op->args[0]).value_or(0), ">()");
@@ -724,6 +781,16 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   }
   if (name == "atomic_add_i32")
     return str_cat("(*", args[0], " = atomicAdd(", args[1], ", ", args[2], "))");
+  auto constant = [&](size_t i) { return ir::as_const_int(op->args[i]).value_or(0); };
+  if (name == "wgmma_fence") return str_cat("loom_wgmma_fence(", args[0], ", ", constant(1), ")");
+  if (name == "wgmma_wait")
+    return str_cat("loom_wgmma_wait<", constant(2), ">(", args[0], ", ", constant(1), ")");
+  if (name == "wgmma_m64k16") {
+    const std::string in = op->args[1].type().code() == DTypeCode::kBF16 ? "bf16" : "f16";
+    needs_->wgmma_shapes.insert({constant(3), in});
+    return str_cat("loom_wgmma_m64n", constant(3), "k16_", in, "<", constant(4), ", ", constant(5),
+                   ", ", constant(6), ">(", args[0], ", ", args[1], ", ", args[2], ")");
+  }
   if (name == "mma_m16n8k16") {
     const char* in = op->args[1].type().code() == DTypeCode::kBF16 ? "bf16" : "f16";
     return str_cat("loom_mma_m16n8k16_", in, "(", args[0], ", ", args[1], ", ", args[2], ")");
@@ -968,12 +1035,15 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
       return fail(absl::UnimplementedError(
           str_cat("shared buffer '", node->name, "' has size ", ir::to_string(size),
                   "; the CUDA code generator supports constant-size shared memory only")));
+    const int64_t bytes = *count * node->dtype.bytes();
     if (dynamic_shared_) {
+      shared_offset_ = round_up(shared_offset_, shared_alignment(bytes));
       line(str_cat(type, "* ", name, " = reinterpret_cast<", type, "*>(loom_smem + ",
                    shared_offset_, ");"));
-      shared_offset_ += (*count * node->dtype.bytes() + 15) / 16 * 16;
+      shared_offset_ += round_up(bytes, 16);
     } else {
-      line(str_cat("__shared__ __align__(16) ", type, " ", name, "[", *count, "];"));
+      line(str_cat("__shared__ __align__(", shared_alignment(bytes), ") ", type, " ", name, "[",
+                   *count, "];"));
     }
   } else if (count && *count * node->dtype.bytes() <= kMaxLocalArrayBytes) {
     // 16-bit arrays are fragments that tensor-core instructions read as 32-bit registers.
@@ -1144,6 +1214,12 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
     src += "#if defined(__CUDA_ARCH__)\n";
     if (needs.f16) src += "LOOM_MMA_M16N8K16(f16, __half, \"f16\")\n";
     if (needs.bf16) src += "LOOM_MMA_M16N8K16(bf16, __nv_bfloat16, \"bf16\")\n";
+    src += "#endif\n";
+  }
+  if (needs.wgmma) {
+    src += kWgmmaPreamble;
+    src += "#if defined(__CUDA_ARCH__)\n";
+    for (const auto& [n, type] : needs.wgmma_shapes) src += wgmma_function(n, type);
     src += "#endif\n";
   }
   src += kernels;

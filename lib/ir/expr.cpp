@@ -192,7 +192,8 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
     {"mma_m16n8k16", 3}, {"ldmatrix_x4", 2}, {"ldmatrix_x4_trans", 2}, {"cp_async_16", 3},
     {"cp_async_commit", 0}, {"cp_async_wait", 1}, {"bit_xor", 2},
-    {"atomic_add_i32", 3}, {"thread_fence", 0},
+    {"atomic_add_i32", 3}, {"thread_fence", 0}, {"wgmma_m64k16", 7}, {"wgmma_fence", 2},
+    {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0},
 };
 
 bool is_16_bit_float(DType t) {
@@ -235,6 +236,31 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
       LOOM_CHECK(args[i].type() == DType::i32(), name, " works on i32, not ", args[i].type());
     LOOM_CHECK(!args[2].is<Load>(), name, " adds a value, not a Load (which would stand for an "
                "address): load it into a variable first");
+  } else if (name == "wgmma_m64k16") {
+    load(0);
+    LOOM_CHECK(args[0].type() == DType::f32(), name, " accumulates in f32, not ", args[0].type());
+    for (size_t i : {size_t{1}, size_t{2}})
+      LOOM_CHECK(load(i)->buffer->scope == MemoryScope::kShared, name, " reads shared memory");
+    LOOM_CHECK(is_16_bit_float(args[1].type()) && args[1].type() == args[2].type(), name,
+               " multiplies f16 or bf16 tiles, not ", args[1].type(), " and ", args[2].type());
+    const auto* n = args[3].as<IntImm>();
+    LOOM_CHECK(n && n->value >= 8 && n->value <= 256 && n->value % 8 == 0, name,
+               " needs a constant N, a multiple of 8 in [8, 256]");
+    for (size_t i : {size_t{4}, size_t{5}, size_t{6}}) {
+      const auto* bytes = args[i].as<IntImm>();
+      LOOM_CHECK(bytes && bytes->value > 0 && bytes->value % 16 == 0 && bytes->value < (1 << 18),
+                 name, " needs constant byte strides, multiples of 16 below 2^18");
+    }
+  } else if (name == "wgmma_fence" || name == "wgmma_wait") {
+    LOOM_CHECK(load(0)->buffer->scope == MemoryScope::kLocal && args[0].type() == DType::f32(),
+               name, " names the f32 accumulators in registers");
+    const auto* count = args[1].as<IntImm>();
+    LOOM_CHECK(count && count->value > 0 && count->value <= 128, name,
+               " needs a constant count of accumulators in [1, 128]");
+    if (name == "wgmma_wait") {
+      const auto* n = args[2].as<IntImm>();
+      LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
+    }
   } else if (name == "cp_async_wait") {
     const auto* n = args[0].as<IntImm>();
     LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
@@ -246,7 +272,9 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
 bool Call::takes_addresses(const std::string& name) {
   return name == "mma_m16n8k16" || name == "ldmatrix_x4" || name == "ldmatrix_x4_trans" ||
          name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait" ||
-         name == "atomic_add_i32" || name == "thread_fence";
+         name == "atomic_add_i32" || name == "thread_fence" || name == "wgmma_m64k16" ||
+         name == "wgmma_fence" || name == "wgmma_commit" || name == "wgmma_wait" ||
+         name == "fence_proxy_async";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {

@@ -66,6 +66,7 @@ void register_matmul_ops(OpRegistry& r) {
   def.infer = infer_matmul;
   def.compute = compute_matmul;
   def.templates.push_back(matmul_cpu_template());
+  def.templates.push_back(matmul_wgmma_cuda_template());
   def.templates.push_back(matmul_tensor_core_cuda_template());
   def.templates.push_back(matmul_cuda_template());
   LOOM_CHECK(r.add(std::move(def)).ok(), "duplicate built-in op");

@@ -104,6 +104,39 @@ struct TcTiles {
   }
 };
 
+// The copy with cp.async of the slice_rows x slice_cols slice at (row0, col0) of the row-major
+// [batch, rows, cols] matrix src to dst[stage] by `threads` threads: the chunk mapping
+// spatial(threads / lanes, lanes) * repeat(slice_rows / ..., 1) with a row's 16-byte chunks across
+// lanes, one copy per chunk, the bytes past the matrix (where the tails say the slice can reach
+// past rows or cols) zero-filled and the source address clamped in bounds (none of it is read).
+Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& stage,
+                      const Buffer& src, const Expr& batch, int64_t slice_rows, int64_t slice_cols,
+                      const Expr& row0, int64_t rows, bool row_tail, const Expr& col0,
+                      int64_t cols, bool col_tail) {
+  const int64_t lanes = std::gcd(threads, slice_cols / kChunk), lane_rows = threads / lanes;
+  auto spread = schedule::spatial(lane_rows, lanes);
+  auto steps = schedule::repeat(slice_rows / lane_rows, int64_t{1});
+  LOOM_CHECK(spread.ok() && steps.ok(), "tensor-core GEMM copy mappings");
+  return spread->on(tid, [&](const std::vector<Expr>& w) {
+    std::vector<Stmt> s;
+    for (const std::vector<int64_t>& step : steps->tasks_of(0)) {
+      const Expr r = w[0] + step[0] * lane_rows, c = w[1] * kChunk;
+      const Expr row = row0 + r, col = col0 + c;
+      Expr inside;
+      auto also = [&inside](Expr e) { inside = inside.defined() ? (inside && e) : e; };
+      if (row_tail) also(row < rows);
+      if (col_tail) also(col < cols);
+      const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
+      const Expr src_col = col_tail ? ir::min(col, Expr(cols - kChunk)) : col;
+      Expr bytes = inside.defined() ? ir::select(inside, Expr(int64_t{16}), Expr(int64_t{0}))
+                                    : Expr(int64_t{16});
+      s.push_back(ir::Evaluate::make(ir::Call::make(
+          "cp_async_16", {dst.load({stage, r, c}), src.load({batch, src_row, src_col}), bytes})));
+    }
+    return ir::Seq::make(std::move(s));
+  });
+}
+
 // One GEMM operand: a parameter of the kernel and how to read element (batch, row, col) of the
 // operand matrix from it.
 struct Operand {
@@ -189,9 +222,7 @@ class TensorCoreGemm {
   // The copy of the slice_rows x slice_cols slice at (row0, col0) of operand `op` (rows x cols)
   // to dst[stage]. The tails say whether the slice can reach past `rows` or `cols`; what lies
   // past them is zero.
-  //  - cp.async: the chunk mapping spatial(threads / lanes, lanes) * repeat(slice_rows / ..., 1)
-  //    with a row's 16-byte chunks across lanes, one copy per chunk, the bytes past the operand
-  //    zero-filled (the source address clamped in bounds: none of it is read);
+  //  - cp.async: async_copy_slice;
   //  - element by element: repeat(...) * spatial(threads / lanes, lanes) over the elements,
   //    consecutive threads on consecutive columns, in loops.
   Stmt copy_slice(const Var& tid, const Buffer& dst, const Expr& stage, const Operand& op,
@@ -201,31 +232,9 @@ class TensorCoreGemm {
     const Expr batch = op.batched ? g_ : Expr(int64_t{0});
     auto also = [](Expr& cond, Expr e) { cond = cond.defined() ? (cond && e) : e; };
     const int64_t threads = t_.threads();
-    if (async) {
-      const int64_t lanes = t_.chunk_lanes(slice_cols), lane_rows = threads / lanes;
-      auto spread = schedule::spatial(lane_rows, lanes);
-      auto steps = schedule::repeat(slice_rows / lane_rows, int64_t{1});
-      LOOM_CHECK(spread.ok() && steps.ok(), "tensor-core GEMM copy mappings");
-      return spread->on(tid, [&](const std::vector<Expr>& w) {
-        std::vector<Stmt> s;
-        for (const std::vector<int64_t>& step : steps->tasks_of(0)) {
-          const Expr r = w[0] + step[0] * lane_rows, c = w[1] * kChunk;
-          const Expr row = row0 + r, col = col0 + c;
-          Expr inside;
-          if (row_tail) also(inside, row < rows);
-          if (col_tail) also(inside, col < cols);
-          const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
-          const Expr src_col = col_tail ? ir::min(col, Expr(cols - kChunk)) : col;
-          Expr bytes = inside.defined()
-                           ? ir::select(inside, Expr(int64_t{16}), Expr(int64_t{0}))
-                           : Expr(int64_t{16});
-          s.push_back(ir::Evaluate::make(ir::Call::make(
-              "cp_async_16",
-              {dst.load({stage, r, c}), op.buffer.load({batch, src_row, src_col}), bytes})));
-        }
-        return ir::Seq::make(std::move(s));
-      });
-    }
+    if (async)
+      return async_copy_slice(tid, threads, dst, stage, op.buffer, batch, slice_rows, slice_cols,
+                              row0, rows, row_tail, col0, cols, col_tail);
     const int64_t lanes = std::gcd(threads, slice_cols), lane_rows = threads / lanes;
     LOOM_CHECK(slice_rows % lane_rows == 0, "the threads divide the slice's rows");
     auto elements = schedule::repeat(slice_rows / lane_rows, slice_cols / lanes) *
@@ -581,7 +590,242 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
   return kernel_of(ctx.name, gemm.params(), body);
 }
 
+
+// ---- Hopper: warpgroup GEMM (wgmma) --------------------------------------------------------
+//
+// On sm_90 (compiled for sm_90a) a block of 1 or 2 warpgroups (128 threads each) computes a
+// (64 * warpgroups) x block_n tile of C; warpgroup w owns rows 64 w .. 64 w + 63 and all block_n
+// columns, which one wgmma.mma_async m64nNk16 per 16-deep step multiplies straight from shared
+// memory (no fragments in registers but the accumulators). Its operands are shared tiles in the
+// layouts wgmma reads, as loom layouts:
+//   A, [stages, BM, 64]: K-major, 64 elements (128 bytes) a row, the 16-byte chunks of row r
+//     XORed with r % 8: row_major(...).split(2, 8).swizzle(2, 1, 8, 1); 8-row groups are 1024
+//     bytes apart (the descriptor's stride byte offset);
+//   B, [stages, 64, block_n]: N-major in atoms of 64 columns: row_major(...).split(2, 64)
+//     .reorder(0, 2, 1, 3).split(3, 8).swizzle(3, 2, 8, 1), k rows 128 bytes apart, 8-row
+//     groups 1024 bytes apart, atoms 8192 bytes apart (the leading byte offset).
+// Slices 64 deep go through `stages` buffers with cp.async as in the mma.sync GEMM; before the
+// barrier that publishes a slice each thread fences its copies for the asynchronous proxy that
+// wgmma reads through. The accumulators follow wgmma's mapping (see ir::Call): within each warp
+// the mma.sync fragment mapping repeat(2, 1) * spatial(8, 4) * repeat(1, 2) over 16 x 8 tiles,
+// warps spatial(4) along M, the N/8 tiles along N in register order. Operands must allow
+// 16-byte copies (K and N multiples of 8); others take the mma.sync template.
+
+constexpr int64_t kWgK = 64;  // a slice: one 128-byte swizzle atom of 16-bit elements
+constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAtomRowBytes;
+
+struct WgTiles {
+  int64_t warpgroups, block_n, stages;
+
+  explicit WgTiles(const tune::Config& c)
+      : warpgroups(c["warpgroups"]), block_n(c["block_n"]), stages(c["stages"]) {}
+
+  int64_t threads() const { return warpgroups * 128; }
+  int64_t bm() const { return warpgroups * 64; }
+  int64_t accumulators() const { return block_n / 2; }  // per thread
+  int64_t shared_bytes() const { return stages * (bm() + block_n) * kWgK * 2; }
+  int64_t registers() const { return accumulators() + 48; }
+};
+
+class WarpgroupGemm {
+ public:
+  WarpgroupGemm(const TemplateContext& ctx, TcProblem p, const tune::Config& c)
+      : ctx_(ctx), p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
+    const Expr stages(t_.stages);
+    a_shared_ = Buffer::make(
+        ctx.name + "_As", in_,
+        Layout::row_major({stages, Expr(t_.bm()), Expr(kWgK)}).split(2, kChunk).swizzle(2, 1, 8, 1),
+        ir::MemoryScope::kShared);
+    b_shared_ = Buffer::make(ctx.name + "_Bs", in_,
+                             Layout::row_major({stages, Expr(kWgK), Expr(t_.block_n)})
+                                 .split(2, 64)
+                                 .reorder({0, 2, 1, 3})
+                                 .split(3, kChunk)
+                                 .swizzle(3, 2, 8, 1),
+                             ir::MemoryScope::kShared);
+    acc_ = Buffer::make(ctx.name + "_acc", DType::f32(), {Expr(t_.accumulators())},
+                        ir::MemoryScope::kLocal);
+  }
+
+  const std::vector<ir::Param>& params() const { return p_.params; }
+
+  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n) over the blocks.
+  Stmt kernel() {
+    const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.block_n);
+    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n);
+    LOOM_CHECK(blocks.ok(), blocks.status().ToString());
+    Var block("block"), tid("tid");
+    Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
+      g_ = tile[0];
+      m0_ = tile[1] * t_.bm();
+      n0_ = tile[2] * t_.block_n;
+      return block_tile(tid);
+    });
+    return gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body);
+  }
+
+ private:
+  Stmt call(const std::string& name, std::vector<Expr> args = {}) const {
+    return ir::Evaluate::make(ir::Call::make(name, std::move(args)));
+  }
+
+  // Stage "copy slice kt to shared buffer `stage`", zero past M, N and K.
+  Stmt load_slice(const Var& tid, const Expr& kt, const Expr& stage) const {
+    const Expr k0 = kt * kWgK;
+    const bool k_tail = p_.K % kWgK != 0;
+    return ir::Seq::make({
+        async_copy_slice(tid, t_.threads(), a_shared_, stage, p_.a.buffer, g_, t_.bm(), kWgK, m0_,
+                         p_.M, p_.M % t_.bm() != 0, k0, p_.K, k_tail),
+        async_copy_slice(tid, t_.threads(), b_shared_, stage, p_.b.buffer,
+                         p_.b.batched ? g_ : Expr(int64_t{0}), kWgK, t_.block_n, k0, p_.K, k_tail,
+                         n0_, p_.N, p_.N % t_.block_n != 0),
+    });
+  }
+
+  // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
+  // descriptors' start at row 64 w of A and k row 16 kk of B.
+  Stmt multiply(const Expr& stage, const Expr& warpgroup) const {
+    const Expr regs(t_.accumulators());
+    std::vector<Stmt> s = {call("wgmma_fence", {acc_.load({Expr(int64_t{0})}), regs})};
+    for (int64_t kk = 0; kk < kWgK / kMmaK; ++kk)
+      s.push_back(call("wgmma_m64k16",
+                       {acc_.load({Expr(int64_t{0})}),
+                        a_shared_.load({stage, warpgroup * 64, Expr(kk * kMmaK)}),
+                        b_shared_.load({stage, Expr(kk * kMmaK), Expr(int64_t{0})}),
+                        Expr(t_.block_n), Expr(kGroupBytes), Expr(kAtomBytes),
+                        Expr(kGroupBytes)}));
+    s.push_back(call("wgmma_commit"));
+    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})}));
+    return ir::Seq::make(std::move(s));
+  }
+
+  // Stage "store C": spatial(warpgroups, 4) over the warps, then the fragment mapping of each
+  // 16 x 8 tile over the lanes; final values, guarded past M and N.
+  Stmt store_c(const Var& tid) const {
+    auto warps = schedule::spatial(t_.warpgroups, 4);
+    auto lanes = schedule::spatial(8, 4);
+    auto regs = schedule::repeat(2, 1) * schedule::repeat(1, 2);
+    LOOM_CHECK(warps.ok() && lanes.ok() && regs.ok(), "wgmma accumulator mapping");
+    return warps->on(tid / Expr(int64_t{32}), [&](const std::vector<Expr>& w) {
+      return lanes->on(tid % Expr(int64_t{32}), [&](const std::vector<Expr>& l) {
+        std::vector<Stmt> s;
+        for (int64_t j = 0; j < t_.block_n / kMmaN; ++j) {
+          int64_t r = 0;
+          for (const std::vector<int64_t>& reg : regs->tasks_of(0)) {
+            Expr row = m0_ + w[0] * 64 + w[1] * kMmaM + reg[0] * 8 + l[0];
+            Expr col = n0_ + j * kMmaN + l[1] * 2 + reg[1];
+            Expr v = acc_.load({Expr(j * 4 + r++)});
+            Stmt store = ir::Store::make(p_.c, ir::final_value(ir::cast(p_.c.dtype(), v)),
+                                         {g_, row, col});
+            s.push_back(store_inside(store, row, p_.M, p_.M % t_.bm() != 0, col, p_.N,
+                                     p_.N % t_.block_n != 0));
+          }
+        }
+        return ir::Seq::make(std::move(s));
+      });
+    });
+  }
+
+  // One block's tile: zero the accumulators, start the first stages - 1 slices, then per slice
+  // wait for this thread's copies, fence them for wgmma, barrier, start the slice stages - 1
+  // ahead (into the buffer whose products the last wait completed), multiply.
+  Stmt block_tile(const Var& tid) {
+    const int64_t slices = ceil_div(p_.K, kWgK), ahead = t_.stages - 1;
+    const Expr warpgroup = tid / Expr(int64_t{128});
+    std::vector<Stmt> s;
+    for (int64_t i = 0; i < t_.accumulators(); ++i)
+      s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
+    for (int64_t k = 0; k < ahead; ++k) {
+      if (k < slices) s.push_back(load_slice(tid, Expr(k), Expr(k)));
+      s.push_back(call("cp_async_commit"));
+    }
+    Var kt("kt");
+    Stmt step = ir::Seq::make({
+        call("cp_async_wait", {Expr(ahead - 1)}),
+        call("fence_proxy_async"),
+        ir::Barrier::make(),
+        ir::IfThenElse::make(kt + ahead < slices,
+                             load_slice(tid, kt + ahead, (kt + ahead) % t_.stages)),
+        call("cp_async_commit"),
+        multiply(kt % t_.stages, warpgroup),
+    });
+    s.push_back(ir::For::make(kt, Expr(int64_t{0}), Expr(slices), ir::ForKind::kSerial, step));
+    s.push_back(store_c(tid));
+    Stmt body = ir::Seq::make(std::move(s));
+    for (const Buffer& b : {acc_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
+    return body;
+  }
+
+  const TemplateContext& ctx_;
+  TcProblem p_;
+  WgTiles t_;
+  DType in_;
+  Buffer a_shared_, b_shared_, acc_;
+  Expr g_, m0_, n0_;
+};
+
+// The matmul a warpgroup GEMM computes: sm_90 exactly (wgmma is sm_90a's), both operands row-major
+// with rows a multiple of 16 bytes.
+std::optional<TcProblem> wgmma_problem(const TemplateContext& ctx) {
+  if (!ctx.target.is_cuda() || ctx.target.sm_arch() != 90 || !matmul_problem(ctx))
+    return std::nullopt;
+  std::optional<TcProblem> p = tc_problem(ctx);
+  if (!p || p->K % kChunk != 0 || p->N % kChunk != 0) return std::nullopt;
+  return p;
+}
+
+tune::Space wgmma_space(const TemplateContext& ctx) {
+  const GpuProperties p = gpu_properties(ctx.target);
+  std::optional<TcProblem> problem = wgmma_problem(ctx);
+  tune::Space s;
+  s.param("warpgroups", {1, 2}).param("block_n", {64, 128, 256}).param("stages", {2, 3, 4});
+  s.rule("threads per block within the device limit", [=](const tune::Config& c) {
+    return WgTiles(c).threads() <= p.max_threads_per_block;
+  });
+  s.rule("the stages of A and B fit the (opt-in) shared memory of a block",
+         [=](const tune::Config& c) {
+           return WgTiles(c).shared_bytes() <= p.shared_memory_per_block_optin;
+         });
+  s.rule("registers per thread within the limits", [=](const tune::Config& c) {
+    const WgTiles t(c);
+    return t.registers() <= p.max_registers_per_thread &&
+           t.registers() * t.threads() <= p.registers_per_block;
+  });
+  s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
+  // Default: the largest tile of these that still gives every SM a block, else the smallest.
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
+    return tune::Config(
+        {{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}});
+  };
+  const std::vector<tune::Config> by_size = {config(2, 256, 3), config(2, 128, 4),
+                                             config(1, 128, 4), config(1, 64, 4)};
+  s.default_config(first_filling_config(s, by_size, p.sm_count, [&](const tune::Config& c) {
+    const WgTiles t(c);
+    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.block_n)
+                   : 0;
+  }));
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_wgmma_gemm(const TemplateContext& ctx,
+                                                 const tune::Config& c) {
+  std::optional<TcProblem> p = wgmma_problem(ctx);
+  if (!p)
+    return absl::InvalidArgumentError("the CUDA warpgroup GEMM template does not apply to " +
+                                      ctx.name);
+  WarpgroupGemm gemm(ctx, *std::move(p), c);
+  Stmt body = gemm.kernel();
+  return kernel_of(ctx.name, gemm.params(), body);
+}
+
 }  // namespace
+
+ScheduleTemplate matmul_wgmma_cuda_template() {
+  return cuda_template(
+      "cuda_wgmma_gemm",
+      [](const TemplateContext& ctx) { return wgmma_problem(ctx).has_value(); }, wgmma_space,
+      build_wgmma_gemm);
+}
 
 ScheduleTemplate matmul_tensor_core_cuda_template() {
   return cuda_template(

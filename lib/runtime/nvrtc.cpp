@@ -149,8 +149,10 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
       "nvrtcCreateProgram"));
   Program program(*api, raw);
 
-  std::vector<std::string> options = {str_cat("-arch=sm_", sm_arch), "--std=c++17",
-                                      "-default-device"};
+  // sm_90 compiles for sm_90a: the same devices, plus the arch-specific warpgroup instructions
+  // (wgmma) the Hopper templates use.
+  std::vector<std::string> options = {str_cat("-arch=sm_", sm_arch, sm_arch == 90 ? "a" : ""),
+                                      "--std=c++17", "-default-device"};
   if (std::string include = cuda_include_dir(); !include.empty()) options.push_back("-I" + include);
   std::vector<const char*> option_ptrs;
   for (const std::string& o : options) option_ptrs.push_back(o.c_str());

@@ -367,7 +367,10 @@ TEST_CASE("CUDA graphs: every operator family compiles for sm_80 and sm_90, and 
         INFO("kernel " << k.name);
         CHECK(!k.schedule.empty());
         CHECK(!k.ops.empty());
-        tensor_core += k.schedule.rfind("cuda_tensor_core_", 0) == 0;
+        tensor_core += k.schedule.rfind("cuda_tensor_core_", 0) == 0 ||
+                       k.schedule.rfind("cuda_wgmma_", 0) == 0;
+        // sm_90 multiplies aligned matmuls with wgmma, sm_80 with mma.sync.
+        if (k.schedule.rfind("cuda_wgmma_", 0) == 0) CHECK(sm == 90);
       }
       // Both matmuls and both convolutions, with their epilogues fused.
       if (c.name.rfind("tensor cores", 0) == 0) CHECK(tensor_core == 4);
@@ -753,14 +756,19 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
   const std::vector<GraphCase> cases = graph_cases();
   const GraphCase& c = cases.back();
   REQUIRE(c.name.rfind("tensor cores", 0) == 0);
-  for (const tune::Config& config :
-       {tc(2, 2, 4, 8, 32, 4, 0), tc(2, 2, 4, 8, 32, 4, 1), tc(2, 1, 1, 2, 32, 2, 1),
-        tc(1, 2, 2, 2, 16, 3, 1)}) {
-    INFO("config " << config.to_string());
-    // Both matmuls and both convolutions.
+  auto wg = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
+    return tune::Config({{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}});
+  };
+  const std::vector<tune::Config> warpgroup_configs = {wg(1, 64, 2), wg(2, 128, 4),
+                                                       wg(1, 256, 3), wg(2, 64, 3)};
+  const std::vector<tune::Config> configs = {tc(2, 2, 4, 8, 32, 4, 0), tc(2, 2, 4, 8, 32, 4, 1),
+                                             tc(2, 1, 1, 2, 32, 2, 1), tc(1, 2, 2, 2, 16, 3, 1)};
+  for (size_t k = 0; k < configs.size(); ++k) {
+    INFO("configs " << configs[k].to_string() << "; " << warpgroup_configs[k].to_string());
+    // Both matmuls (wgmma on sm_90: their rows are multiples of 16 bytes) and both convolutions.
     CHECK(check_forced_configs(fake, c,
-                               {{"cuda_tensor_core_gemm", config},
-                                {"cuda_tensor_core_conv2d", config}}) == 4);
+                               {{"cuda_wgmma_gemm", warpgroup_configs[k]},
+                                {"cuda_tensor_core_conv2d", configs[k]}}) == 4);
   }
 }
 
@@ -769,19 +777,20 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
           "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   // 4 output tiles of 32 x 32 and K = 1031 (prime: copies through registers) or 1024: K split
-  // 4 or 8 ways, the last block of a tile applying the epilogue.
+  // 4 or 8 ways, the last block of a tile applying the epilogue. N = 44 is no multiple of 8, so
+  // the warpgroup GEMM does not apply on sm_90 and the mma.sync one is chosen.
   for (const int64_t K : {int64_t{1031}, int64_t{1024}}) {
     const GraphCase c{"split-K linear layer",
                       [K] {
                         Graph g;
                         Tensor x = g.input("x", {37, K}, DType::f16());
-                        Tensor w = g.input("w", {K, 48}, DType::f16());
-                        Tensor b = g.input("b", {48}, DType::f16());
+                        Tensor w = g.input("w", {K, 44}, DType::f16());
+                        Tensor b = g.input("b", {44}, DType::f16());
                         g.output(x.matmul(w).add(b).gelu());
                         return g;
                       },
-                      {random_array(DType::f16(), {37, K}), random_array(DType::f16(), {K, 48}),
-                       random_array(DType::f16(), {48})},
+                      {random_array(DType::f16(), {37, K}), random_array(DType::f16(), {K, 44}),
+                       random_array(DType::f16(), {44})},
                       2e-2};
     const int64_t split = K == 1024 ? 8 : 4;
     const tune::Config config({{"warps_m", 1}, {"warps_n", 2}, {"mma_m", 2}, {"mma_n", 2},

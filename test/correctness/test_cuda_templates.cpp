@@ -579,6 +579,79 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
   }
 }
 
+// wgmma (sm_90a) from shared tiles in the 128-byte swizzled layouts. The emulator reads the tiles
+// through the hardware's address swizzle and the canonical layouts' byte strides, not through
+// loom's Layout, so the two descriptions of the layouts are checked against each other.
+TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a and matches the "
+          "reference",
+          "[cuda][cuda_templates]") {
+  auto none = std::make_shared<loom::NoAttrs>();
+  const DType f16 = DType::f16(), bf16 = DType::bf16();
+  const OpDef* def = OpRegistry::global().find("matmul");
+  const ScheduleTemplate* t = &template_named("matmul", "cuda_wgmma_gemm");
+  struct Case {
+    OpCase op;
+    std::vector<int64_t> a, b;
+  };
+  // M prime, K a multiple of 8 but not of 64 (a zero-filled tail slice), N past a tile; bf16
+  // with batched A and B.
+  const std::vector<Case> cases = {
+      {{"matmul", {typed(f16, {131, 200}), typed(f16, {200, 136})}, typed(f16, {131, 136}), none,
+        2e-3, 2e-3},
+       {131, 200},
+       {200, 136}},
+      {{"matmul", {typed(bf16, {2, 67, 72}), typed(bf16, {2, 72, 64})}, typed(bf16, {2, 67, 64}),
+        none, 1e-2, 1e-2},
+       {2, 67, 72},
+       {2, 72, 64}},
+  };
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
+    return tune::Config({{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}});
+  };
+  for (const Case& c : cases) {
+    const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
+    REQUIRE(t->applies(ctx));
+    tune::Space space = t->space(ctx);
+    CHECK(space.broken_rules(space.default_config()).empty());
+    for (const tune::Config& cfg : {config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)}) {
+      INFO(c.op.inputs[0].dtype << ", config " << cfg.to_string());
+      REQUIRE(space.broken_rules(cfg).empty());
+      auto scheduled = t->build(ctx, cfg);
+      REQUIRE(scheduled.ok());
+      ir::Module m{"wg", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+      auto source = cuda::emit_cuda_source(m);
+      REQUIRE(source.ok());
+      CHECK_THAT(*source, Catch::Contains("loom_wgmma_m64n" + std::to_string(cfg["block_n"]) + "k16_"));
+      CHECK_THAT(*source, Catch::Contains("loom_fence_proxy_async()"));
+      if (have_nvrtc()) {
+        auto compiled = cuda::compile_module(m, 90);
+        INFO(compiled.status().ToString());
+        REQUIRE(compiled.ok());
+        CHECK_THAT(compiled->ptx, Catch::Contains(".target sm_90a"));
+        CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.mma_async.sync.aligned.m64n" +
+                                                  std::to_string(cfg["block_n"]) + "k16.f32"));
+        CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.fence.sync.aligned"));
+        CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.commit_group.sync.aligned"));
+        CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 0"));
+        CHECK_THAT(compiled->ptx, Catch::Contains("fence.proxy.async.shared::cta"));
+      }
+      std::vector<Kernel> kernels{{reference_task(*def, c.op, "wg"),
+                                   {loom::testing::random_array(c.op.inputs[0].dtype, c.a),
+                                    loom::testing::random_array(c.op.inputs[1].dtype, c.b)},
+                                   c.op.rtol,
+                                   c.op.atol}};
+      if (cuda::Driver* gpu = gpu_or_null("a wgmma kernel"); gpu && gpu->device_properties(0)->sm_arch == 90)
+        run_and_compare(gpu, m, kernels);
+      else
+        emulate_and_compare(m, kernels);
+    }
+  }
+  // Not on sm_80, nor on operands whose rows are not a multiple of 16 bytes.
+  const OpCase odd{"matmul", {typed(f16, {16, 20}), typed(f16, {20, 16})}, typed(f16, {16, 16}), none};
+  CHECK_FALSE(t->applies(context_of(odd, Target::cuda(90), "odd")));
+  CHECK_FALSE(t->applies(context_of(cases[0].op, Target::cuda(80), "old")));
+}
+
 // Probabilities are rounded to the 16-bit type before they weight V, and the output once.
 TEST_CASE("CUDA templates: fused attention (online softmax on tensor cores) compiles for sm_80 and "
           "sm_90 and matches the reference",

@@ -197,7 +197,24 @@ struct Load : ExprNode {
 //   atomic_add_i32(old[i], target[j], v): target[j] (global i32) += v atomically, the value it
 //     held before stored to old[i] (a local or shared i32), by this thread alone;
 //   thread_fence(): this thread's writes to global memory before it are seen by every thread
-//     of the device before its writes after it (__threadfence).
+//     of the device before its writes after it (__threadfence);
+// and the Hopper (sm_90a) warpgroup instructions, executed by all 128 threads of a warpgroup
+// (4 consecutive warps):
+//   wgmma_m64k16(acc[i], a[j], b[k], n, a_sbo, b_lbo, b_sbo): acc[i..i+n/2) (f32) += A * B,
+//     wgmma.mma_async m64nNk16, asynchronously. A is the 64 x 16 tile of shared memory at a[j],
+//     K-major with the 128-byte swizzle (rows 128 bytes apart, 8-row groups a_sbo bytes
+//     apart); B the 16 x n tile at b[k], N-major with the 128-byte swizzle (k rows 128 bytes
+//     apart, 8-row groups b_sbo apart, 64-column atoms b_lbo apart). Tiles start 1024-aligned
+//     but for the offset of their K step within the atom. Accumulator r of thread t (of the
+//     warpgroup) is row 16 (t / 32) + (t % 32) / 4 + 8 ((r % 4) / 2), column
+//     8 (r / 4) + 2 (t % 4) + r % 2;
+//   wgmma_fence(acc[i], count): orders the accumulators' register accesses before it with the
+//     wgmma that follow (wgmma.fence);
+//   wgmma_commit(): closes the group of wgmma issued since the last commit;
+//   wgmma_wait(acc[i], count, n): waits until at most n (a constant) groups are pending, after
+//     which acc[i..i+count) hold the products;
+//   fence_proxy_async(): this thread's writes to shared memory before it are seen by the
+//     asynchronous proxy (wgmma's reads) after it.
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)
