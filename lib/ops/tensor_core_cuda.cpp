@@ -137,6 +137,95 @@ Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const 
   });
 }
 
+// Split-K's state and stages (see the header), for a GEMM whose threads each hold `regs` f32
+// accumulators: the partials and arrival counters in module memory, and per block the flag that
+// it arrived last.
+class SplitK {
+ public:
+  SplitK() = default;
+  SplitK(const std::string& name, int64_t tiles, int64_t splits, int64_t regs, int64_t threads)
+      : splits_(splits), regs_(regs), threads_(threads) {
+    if (splits == 1) return;
+    partials_ = Buffer::make(name + "_partials", DType::f32(),
+                             {Expr(tiles * splits * regs * threads)});
+    arrivals_ = Buffer::make(name + "_arrivals", DType::i32(), {Expr(tiles)});
+    last_ = Buffer::make(name + "_last", DType::i32(), {Expr(int64_t{1})},
+                         ir::MemoryScope::kShared);
+    arrived_ = Buffer::make(name + "_arrived", DType::i32(), {Expr(int64_t{1})},
+                            ir::MemoryScope::kLocal);
+  }
+
+  int64_t splits() const { return splits_; }
+
+  // The K slices of split `split` of `slices`: [first, first + count); count may be 0 or less
+  // past the end.
+  std::pair<Expr, Expr> slices_of(const Expr& split, int64_t slices) const {
+    if (splits_ == 1) return {Expr(int64_t{0}), Expr(slices)};
+    const int64_t per_split = ceil_div(slices, splits_);
+    const Expr first = split * per_split;
+    return {first, ir::min(Expr(per_split), Expr(slices) - first)};
+  }
+
+  // The module memory around the launch, the block's flags around its body.
+  Stmt around_launch(Stmt launch) const {
+    if (splits_ == 1) return launch;
+    return ir::Allocate::make(partials_, ir::Allocate::make(arrivals_, std::move(launch)));
+  }
+  Stmt around_block(Stmt body) const {
+    if (splits_ == 1) return body;
+    return ir::Allocate::make(last_, ir::Allocate::make(arrived_, std::move(body)));
+  }
+
+  // Stage "split-K reduction", then `store` (the stage storing acc as C): partials out, arrival
+  // counted, and in the block that arrives last the sum of every split's partials (in split
+  // order) into the accumulators. Accumulator r of thread tid of split s of tile t is
+  // partials[((t * splits + s) * regs + r) * threads + tid]. Without a split, just `store`.
+  Stmt reduce(const Var& tid, const Expr& tile, const Expr& split, const Buffer& acc,
+              Stmt store) const {
+    if (splits_ == 1) return store;
+    auto slot = [&](const Expr& s, const Expr& r) {
+      return ((tile * splits_ + s) * regs_ + r) * threads_ + tid;
+    };
+    auto fence = [] { return ir::Evaluate::make(ir::Call::make("thread_fence", {})); };
+    Var r("r"), s("s");
+    Stmt publish = ir::For::make(r, Expr(int64_t{0}), Expr(regs_), ir::ForKind::kUnrolled,
+                                 ir::Store::make(partials_, acc.load({r}), {slot(split, r)}));
+    const Expr zero32 = ir::cast(DType::i32(), Expr(int64_t{0}));
+    const Expr one32 = ir::cast(DType::i32(), Expr(int64_t{1}));
+    const Expr was_last =
+        arrived_.load({Expr(int64_t{0})}) == ir::cast(DType::i32(), Expr(splits_ - 1));
+    Stmt count = ir::IfThenElse::make(
+        tid == int64_t{0},
+        ir::Seq::make({
+            ir::Evaluate::make(ir::Call::make(
+                "atomic_add_i32",
+                {arrived_.load({Expr(int64_t{0})}), arrivals_.load({tile}), one32})),
+            ir::Store::make(last_, ir::select(was_last, one32, zero32), {Expr(int64_t{0})}),
+            ir::IfThenElse::make(was_last, ir::Store::make(arrivals_, zero32, {tile})),
+        }));
+    Stmt sum = ir::For::make(
+        r, Expr(int64_t{0}), Expr(regs_), ir::ForKind::kUnrolled,
+        ir::Seq::make({ir::Store::make(acc, Expr(0.0f), {r}),
+                       ir::For::make(s, Expr(int64_t{0}), Expr(splits_), ir::ForKind::kSerial,
+                                     ir::Store::make(acc, acc.load({r}) +
+                                                              partials_.load({slot(s, r)}),
+                                                     {r}))}));
+    return ir::Seq::make({
+        publish,
+        fence(),
+        ir::Barrier::make(),
+        count,
+        ir::Barrier::make(),
+        ir::IfThenElse::make(last_.load({Expr(int64_t{0})}) == one32,
+                             ir::Seq::make({fence(), sum, std::move(store)})),
+    });
+  }
+
+ private:
+  int64_t splits_ = 1, regs_ = 0, threads_ = 0;
+  Buffer partials_, arrivals_, last_, arrived_;
+};
+
 // One GEMM operand: a parameter of the kernel and how to read element (batch, row, col) of the
 // operand matrix from it.
 struct Operand {
@@ -168,16 +257,8 @@ class TensorCoreGemm {
     acc_ = local("acc", DType::f32(), t_.accumulators());
     a_frag_ = local("a_frag", in_, t_.mma_m * 8);
     b_frag_ = local("b_frag", in_, t_.mma_n * 4);
-    if (t_.split_k > 1) {
-      const int64_t tiles =
-          p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.bn());
-      partials_ = Buffer::make(ctx.name + "_partials", DType::f32(),
-                               {Expr(tiles * t_.split_k * t_.accumulators() * t_.threads())});
-      arrivals_ = Buffer::make(ctx.name + "_arrivals", DType::i32(), {Expr(tiles)});
-      last_ = Buffer::make(ctx.name + "_last", DType::i32(), {Expr(int64_t{1})},
-                           ir::MemoryScope::kShared);
-      arrived_ = local("arrived", DType::i32(), 1);
-    }
+    split_ = SplitK(ctx.name, p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.bn()),
+                    t_.split_k, t_.accumulators(), t_.threads());
   }
 
   const std::vector<ir::Param>& params() const { return p_.params; }
@@ -193,12 +274,10 @@ class TensorCoreGemm {
       m0_ = tile[1] * t_.bm();
       n0_ = tile[2] * t_.bn();
       tile_id_ = (tile[0] * tiles_m + tile[1]) * tiles_n + tile[2];
-      split_ = tile[3];
+      split_index_ = tile[3];
       return block_tile(tid);
     });
-    Stmt launch = gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body);
-    if (t_.split_k == 1) return launch;
-    return ir::Allocate::make(partials_, ir::Allocate::make(arrivals_, launch));
+    return split_.around_launch(gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body));
   }
 
  private:
@@ -325,61 +404,13 @@ class TensorCoreGemm {
     });
   }
 
-  // Stage "split-K reduction" (split_k > 1): partials out, arrival counted, and in the block
-  // that arrives last, the sum of every split's partials (in split order) into the accumulators
-  // and store C. A thread's accumulator r of split s is partials[((tile * split_k + s) *
-  // accumulators + r) * threads + tid].
-  Stmt reduce_splits(const Var& tid) const {
-    const int64_t regs = t_.accumulators(), threads = t_.threads(), splits = t_.split_k;
-    auto slot = [&](const Expr& split, const Expr& r) {
-      return ((tile_id_ * splits + split) * regs + r) * threads + tid;
-    };
-    auto fence = [] { return ir::Evaluate::make(ir::Call::make("thread_fence", {})); };
-    Var r("r"), s("s");
-    Stmt publish = ir::For::make(r, Expr(int64_t{0}), Expr(regs), ir::ForKind::kUnrolled,
-                                 ir::Store::make(partials_, acc_.load({r}), {slot(split_, r)}));
-    const Expr zero32 = ir::cast(DType::i32(), Expr(int64_t{0}));
-    const Expr one32 = ir::cast(DType::i32(), Expr(int64_t{1}));
-    const Expr was_last = arrived_.load({Expr(int64_t{0})}) ==
-                          ir::cast(DType::i32(), Expr(splits - 1));
-    Stmt count = ir::IfThenElse::make(
-        tid == int64_t{0},
-        ir::Seq::make({
-            ir::Evaluate::make(ir::Call::make(
-                "atomic_add_i32", {arrived_.load({Expr(int64_t{0})}),
-                                   arrivals_.load({tile_id_}), one32})),
-            ir::Store::make(last_, ir::select(was_last, one32, zero32), {Expr(int64_t{0})}),
-            ir::IfThenElse::make(was_last, ir::Store::make(arrivals_, zero32, {tile_id_})),
-        }));
-    Stmt sum = ir::For::make(
-        r, Expr(int64_t{0}), Expr(regs), ir::ForKind::kUnrolled,
-        ir::Seq::make({ir::Store::make(acc_, Expr(0.0f), {r}),
-                       ir::For::make(s, Expr(int64_t{0}), Expr(splits), ir::ForKind::kSerial,
-                                     ir::Store::make(acc_, acc_.load({r}) +
-                                                               partials_.load({slot(s, r)}),
-                                                     {r}))}));
-    return ir::Seq::make({
-        publish,
-        fence(),
-        ir::Barrier::make(),
-        count,
-        ir::Barrier::make(),
-        ir::IfThenElse::make(last_.load({Expr(int64_t{0})}) == one32,
-                             ir::Seq::make({fence(), sum, store_c()})),
-    });
-  }
-
   // One block's tile: zero the accumulators, start the first stages - 1 slices of its K range,
   // then per slice wait for it, barrier, start the slice stages - 1 ahead (into the buffer every
   // thread has finished with), multiply; then store C, or reduce the splits first.
   Stmt block_tile(const Var& tid) {
     place_thread(tid);
     const int64_t slices = ceil_div(p_.K, t_.block_k), ahead = t_.stages - 1;
-    // The split's slices: [first, first + count); count may be 0 (or less) past the end.
-    const int64_t per_split = ceil_div(slices, t_.split_k);
-    const Expr first = split_ * per_split;
-    const Expr count = t_.split_k == 1 ? Expr(slices)
-                                       : ir::min(Expr(per_split), Expr(slices) - first);
+    const auto [first, count] = split_.slices_of(split_index_, slices);
     std::vector<Stmt> s;
     for (int64_t i = 0; i < t_.accumulators(); ++i)
       s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
@@ -400,12 +431,11 @@ class TensorCoreGemm {
         multiply(kt % t_.stages),
     });
     s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
-    s.push_back(t_.split_k == 1 ? store_c() : reduce_splits(tid));
+    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_, store_c()));
     Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {b_frag_, a_frag_, acc_, b_shared_, a_shared_})
       body = ir::Allocate::make(b, body);
-    if (t_.split_k > 1) body = ir::Allocate::make(last_, ir::Allocate::make(arrived_, body));
-    return body;
+    return split_.around_block(body);
   }
 
   const TemplateContext& ctx_;
@@ -414,8 +444,8 @@ class TensorCoreGemm {
   DType in_;
   bool a_async_ = false, b_async_ = false;
   Buffer a_shared_, b_shared_, acc_, a_frag_, b_frag_;
-  Buffer partials_, arrivals_, last_, arrived_;  // split-K
-  Expr g_, m0_, n0_, tile_id_, split_, lane_, warp_row0_, warp_col0_;
+  SplitK split_;
+  Expr g_, m0_, n0_, tile_id_, split_index_, lane_, warp_row0_, warp_col0_;
 };
 
 bool tensor_core_type(const TemplateContext& ctx) {
@@ -491,6 +521,35 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   return p;
 }
 
+// Split-K in a GEMM space: the parameter split_k (1, 2, 4, 8), valid where the split tiles stay
+// within two blocks per SM and every split is 2 slices deep or more (which also bounds the
+// partials' memory), and preferred (kFast) at 1 or at the split that fills the SMs. blocks(c) and
+// slices(c) are config c's output tiles and K slices (0 without a problem: no split). Returns the
+// split that fills the SMs: the largest keeping the blocks within one per SM and every split 4
+// slices deep, 1 where the tiles fill the SMs.
+std::function<int64_t(const tune::Config&)> split_k_choices(
+    tune::Space& s, int64_t sm_count, std::function<int64_t(const tune::Config&)> blocks,
+    std::function<int64_t(const tune::Config&)> slices) {
+  s.param("split_k", {1, 2, 4, 8});
+  auto fits = [=](const tune::Config& c, int64_t split, int64_t per_split, int64_t per_sm) {
+    const int64_t n = blocks(c);
+    return n > 0 && n * split <= per_sm * sm_count && slices(c) >= per_split * split;
+  };
+  auto split_of = [=](const tune::Config& c) {
+    int64_t best = 1;
+    for (int64_t k : {2, 4, 8})
+      if (fits(c, k, 4, 1)) best = k;
+    return best;
+  };
+  s.rule("split-K only where the split tiles stay within two blocks per SM and each split is "
+         "2 slices deep or more",
+         [=](const tune::Config& c) { return c["split_k"] == 1 || fits(c, c["split_k"], 2, 2); });
+  s.prefer("no split, or the split that fills the SMs", [=](const tune::Config& c) {
+    return c["split_k"] == 1 || c["split_k"] == split_of(c);
+  });
+  return split_of;
+}
+
 tune::Space tensor_core_space(const TemplateContext& ctx) {
   const GpuProperties p = gpu_properties(ctx.target);
   std::optional<TcProblem> problem = tc_problem(ctx);
@@ -501,8 +560,7 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
       .param("mma_n", {2, 4, 8})
       .param("block_k", {16, 32, 64})
       .param("stages", {2, 3, 4})
-      .param("swizzle", {0, 1})
-      .param("split_k", {1, 2, 4, 8});
+      .param("swizzle", {0, 1});
   s.rule("threads per block within the device limit", [=](const tune::Config& c) {
     return TcTiles(c).threads() <= p.max_threads_per_block;
   });
@@ -519,22 +577,14 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
     const TcTiles t(c);
     return t.copies_divide(t.bm(), t.block_k) && t.copies_divide(t.block_k, t.bn());
   });
-  // The blocks of a split tile, and at most the split that keeps both the blocks within two
-  // per SM and every split 2 slices deep or more (which also bounds the partials' memory).
-  auto blocks = [problem](const TcTiles& t) {
+  auto blocks = [problem](const tune::Config& c) {
+    const TcTiles t(c);
     return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn())
                    : 0;
   };
-  auto splits_fit = [problem, blocks, sms = p.sm_count](const TcTiles& t, int64_t per_split) {
-    return problem && blocks(t) * t.split_k <= 2 * sms &&
-           ceil_div(problem->K, t.block_k) >= per_split * t.split_k;
-  };
-  s.rule("split-K only where the split tiles stay within two blocks per SM and each split is "
-         "2 slices deep or more",
-         [=](const tune::Config& c) {
-           const TcTiles t(c);
-           return t.split_k == 1 || splits_fit(t, 2);
-         });
+  auto split_of = split_k_choices(s, p.sm_count, blocks, [problem](const tune::Config& c) {
+    return problem ? ceil_div(problem->K, c["block_k"]) : 0;
+  });
   // kFast: 4 to 8 warps, warp tiles of 32 x 32 and more, slices 32 deep, 3 or 4 stages.
   s.prefer("4 to 8 warps per block", [](const tune::Config& c) {
     const int64_t w = c["warps_m"] * c["warps_n"];
@@ -545,18 +595,6 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
   s.prefer("slices 32 deep", [](const tune::Config& c) { return c["block_k"] == 32; });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
   s.prefer("swizzled shared tiles", [](const tune::Config& c) { return c["swizzle"] == 1; });
-  // The split of a tile: the largest that keeps the blocks within one per SM and every split 4
-  // slices deep; 1 where the tiles fill the SMs.
-  auto split_of = [=](TcTiles t) {
-    int64_t best = 1;
-    for (int64_t k : {2, 4, 8}) {
-      t.split_k = k;
-      if (blocks(t) * k <= p.sm_count && splits_fit(t, 4)) best = k;
-    }
-    return best;
-  };
-  s.prefer("no split, or the split that fills the SMs",
-           [=](const tune::Config& c) { return c["split_k"] == 1 || c["split_k"] == split_of(TcTiles(c)); });
 
   // Default: the largest block tile of these (128 x 128, 128 x 64, 64 x 64, 32 x 32) that still
   // gives every SM a block, else the smallest.
@@ -572,9 +610,8 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
   };
   const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 3), config(2, 2, 4, 4, 3),
                                              config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)};
-  tune::Config tile = first_filling_config(
-      s, by_size, p.sm_count, [&](const tune::Config& c) { return blocks(TcTiles(c)); });
-  tile.set("split_k", split_of(TcTiles(tile)));
+  tune::Config tile = first_filling_config(s, by_size, p.sm_count, blocks);
+  tile.set("split_k", split_of(tile));
   s.default_config(tile);
   return s;
 }
@@ -608,17 +645,21 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 // barrier that publishes a slice each thread fences its copies for the asynchronous proxy that
 // wgmma reads through. The accumulators follow wgmma's mapping (see ir::Call): within each warp
 // the mma.sync fragment mapping repeat(2, 1) * spatial(8, 4) * repeat(1, 2) over 16 x 8 tiles,
-// warps spatial(4) along M, the N/8 tiles along N in register order. Operands must allow
-// 16-byte copies (K and N multiples of 8); others take the mma.sync template.
+// warps spatial(4) along M, the N/8 tiles along N in register order. Split-K as in the mma.sync
+// GEMM. Operands must allow 16-byte copies (K and N multiples of 8); others take the mma.sync
+// template.
 
 constexpr int64_t kWgK = 64;  // a slice: one 128-byte swizzle atom of 16-bit elements
 constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAtomRowBytes;
 
 struct WgTiles {
-  int64_t warpgroups, block_n, stages;
+  int64_t warpgroups, block_n, stages, split_k;
 
   explicit WgTiles(const tune::Config& c)
-      : warpgroups(c["warpgroups"]), block_n(c["block_n"]), stages(c["stages"]) {}
+      : warpgroups(c["warpgroups"]),
+        block_n(c["block_n"]),
+        stages(c["stages"]),
+        split_k(c["split_k"]) {}
 
   int64_t threads() const { return warpgroups * 128; }
   int64_t bm() const { return warpgroups * 64; }
@@ -645,23 +686,27 @@ class WarpgroupGemm {
                              ir::MemoryScope::kShared);
     acc_ = Buffer::make(ctx.name + "_acc", DType::f32(), {Expr(t_.accumulators())},
                         ir::MemoryScope::kLocal);
+    split_ = SplitK(ctx.name, p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.block_n),
+                    t_.split_k, t_.accumulators(), t_.threads());
   }
 
   const std::vector<ir::Param>& params() const { return p_.params; }
 
-  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n) over the blocks.
+  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n, split_k) over the blocks.
   Stmt kernel() {
     const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.block_n);
-    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n);
+    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n, t_.split_k);
     LOOM_CHECK(blocks.ok(), blocks.status().ToString());
     Var block("block"), tid("tid");
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
       g_ = tile[0];
       m0_ = tile[1] * t_.bm();
       n0_ = tile[2] * t_.block_n;
+      tile_id_ = (tile[0] * tiles_m + tile[1]) * tiles_n + tile[2];
+      split_index_ = tile[3];
       return block_tile(tid);
     });
-    return gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body);
+    return split_.around_launch(gpu_launch(block, blocks->num_workers(), tid, t_.threads(), body));
   }
 
  private:
@@ -731,12 +776,16 @@ class WarpgroupGemm {
   // ahead (into the buffer whose products the last wait completed), multiply.
   Stmt block_tile(const Var& tid) {
     const int64_t slices = ceil_div(p_.K, kWgK), ahead = t_.stages - 1;
+    const auto [first, count] = split_.slices_of(split_index_, slices);
     const Expr warpgroup = tid / Expr(int64_t{128});
     std::vector<Stmt> s;
     for (int64_t i = 0; i < t_.accumulators(); ++i)
       s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
     for (int64_t k = 0; k < ahead; ++k) {
-      if (k < slices) s.push_back(load_slice(tid, Expr(k), Expr(k)));
+      if (t_.split_k > 1)
+        s.push_back(ir::IfThenElse::make(Expr(k) < count, load_slice(tid, first + k, Expr(k))));
+      else if (k < slices)
+        s.push_back(load_slice(tid, Expr(k), Expr(k)));
       s.push_back(call("cp_async_commit"));
     }
     Var kt("kt");
@@ -744,16 +793,16 @@ class WarpgroupGemm {
         call("cp_async_wait", {Expr(ahead - 1)}),
         call("fence_proxy_async"),
         ir::Barrier::make(),
-        ir::IfThenElse::make(kt + ahead < slices,
-                             load_slice(tid, kt + ahead, (kt + ahead) % t_.stages)),
+        ir::IfThenElse::make(kt + ahead < count,
+                             load_slice(tid, first + kt + ahead, (kt + ahead) % t_.stages)),
         call("cp_async_commit"),
         multiply(kt % t_.stages, warpgroup),
     });
-    s.push_back(ir::For::make(kt, Expr(int64_t{0}), Expr(slices), ir::ForKind::kSerial, step));
-    s.push_back(store_c(tid));
+    s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
+    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)));
     Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {acc_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
-    return body;
+    return split_.around_block(body);
   }
 
   const TemplateContext& ctx_;
@@ -761,7 +810,8 @@ class WarpgroupGemm {
   WgTiles t_;
   DType in_;
   Buffer a_shared_, b_shared_, acc_;
-  Expr g_, m0_, n0_;
+  SplitK split_;
+  Expr g_, m0_, n0_, tile_id_, split_index_;
 };
 
 // The matmul a warpgroup GEMM computes: sm_90 exactly (wgmma is sm_90a's), both operands row-major
@@ -792,18 +842,27 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
            t.registers() * t.threads() <= p.registers_per_block;
   });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
-  // Default: the largest tile of these that still gives every SM a block, else the smallest.
-  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
-    return tune::Config(
-        {{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}});
-  };
-  const std::vector<tune::Config> by_size = {config(2, 256, 3), config(2, 128, 4),
-                                             config(1, 128, 4), config(1, 64, 4)};
-  s.default_config(first_filling_config(s, by_size, p.sm_count, [&](const tune::Config& c) {
+  auto blocks = [problem](const tune::Config& c) {
     const WgTiles t(c);
     return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.block_n)
                    : 0;
-  }));
+  };
+  auto split_of = split_k_choices(s, p.sm_count, blocks, [problem](const tune::Config&) {
+    return problem ? ceil_div(problem->K, kWgK) : 0;
+  });
+  // Default: the largest tile of these that still gives every SM a block, else the smallest,
+  // with the split that fills the SMs.
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
+    return tune::Config({{"warpgroups", warpgroups},
+                         {"block_n", block_n},
+                         {"stages", stages},
+                         {"split_k", 1}});
+  };
+  const std::vector<tune::Config> by_size = {config(2, 256, 3), config(2, 128, 4),
+                                             config(1, 128, 4), config(1, 64, 4)};
+  tune::Config tile = first_filling_config(s, by_size, p.sm_count, blocks);
+  tile.set("split_k", split_of(tile));
+  s.default_config(tile);
   return s;
 }
 

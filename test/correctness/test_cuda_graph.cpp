@@ -757,7 +757,8 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
   const GraphCase& c = cases.back();
   REQUIRE(c.name.rfind("tensor cores", 0) == 0);
   auto wg = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
-    return tune::Config({{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}});
+    return tune::Config(
+        {{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}, {"split_k", 1}});
   };
   const std::vector<tune::Config> warpgroup_configs = {wg(1, 64, 2), wg(2, 128, 4),
                                                        wg(1, 256, 3), wg(2, 64, 3)};

@@ -605,15 +605,29 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
        {2, 67, 72},
        {2, 72, 64}},
   };
-  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
-    return tune::Config({{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}});
+  // A deep K over one tile: 17 slices of 64, split 4 (5, 5, 5, 2 slices) or 8 (3 a split, the
+  // last two splits empty).
+  const Case deep{{"matmul", {typed(f16, {37, 1088}), typed(f16, {1088, 48})}, typed(f16, {37, 48}),
+                   none, 2e-3, 2e-3},
+                  {37, 1088},
+                  {1088, 48}};
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1) {
+    return tune::Config({{"warpgroups", warpgroups},
+                         {"block_n", block_n},
+                         {"stages", stages},
+                         {"split_k", split_k}});
   };
-  for (const Case& c : cases) {
+  for (const Case& c : {cases[0], cases[1], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
     REQUIRE(t->applies(ctx));
     tune::Space space = t->space(ctx);
     CHECK(space.broken_rules(space.default_config()).empty());
-    for (const tune::Config& cfg : {config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)}) {
+    const bool split = c.a[1] == 1088;
+    if (split) CHECK(space.default_config()["split_k"] > 1);
+    const std::vector<tune::Config> configs =
+        split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8)}
+              : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)};
+    for (const tune::Config& cfg : configs) {
       INFO(c.op.inputs[0].dtype << ", config " << cfg.to_string());
       REQUIRE(space.broken_rules(cfg).empty());
       auto scheduled = t->build(ctx, cfg);
