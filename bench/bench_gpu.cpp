@@ -102,6 +102,7 @@ loom::NDArray as_type(const loom::NDArray& a, loom::DType t) {
 
 struct Result {
   double loom_ms = 0, peer_ms = std::nan(""), rel_err = std::nan(""), tune_s = 0;
+  std::string schedule;  // the kernels' templates and configs
 };
 
 // Times y = x w (w a constant) in loom and in cuBLAS and compares the two results.
@@ -122,6 +123,8 @@ absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Targe
   absl::StatusOr<std::vector<double>> kernel_ms = compiled->profile({x}, 20);
   if (!kernel_ms.ok()) return kernel_ms.status();
   for (double ms : *kernel_ms) r.loom_ms += ms;
+  for (const loom::KernelInfo& k : compiled->kernels())
+    r.schedule += (r.schedule.empty() ? "" : "; ") + k.schedule;
   if (!cublas.ok()) return r;
 
   const size_t xb = static_cast<size_t>(x.nbytes()), wb = static_cast<size_t>(w.nbytes());
@@ -362,8 +365,8 @@ int main(int argc, char** argv) {
     // Goals: f32 0.8x SGEMM; f16/bf16 0.9x cuBLAS on 4096^3 (and 1.0x on BERT with epilogues).
     const double goal = t == loom::DType::f32() ? 0.8 : 0.9;
     const double max_err = t == loom::DType::f32() ? 1e-3 : t == loom::DType::f16() ? 1e-2 : 3e-2;
-    std::printf("\n%-26s %10s %10s %8s %10s %8s\n", ("gemm " + t.to_string() + " (m,n,k)").c_str(),
-                "loom ms", "cublas ms", "ratio", "rel err", "tune s");
+    std::printf("\n%-26s %10s %10s %8s %10s %8s  %s\n", ("gemm " + t.to_string() + " (m,n,k)").c_str(),
+                "loom ms", "cublas ms", "ratio", "rel err", "tune s", "schedule");
     double log_ratio = 0;
     int counted = 0;
     for (const Shape& s : shapes) {
@@ -380,12 +383,14 @@ int main(int argc, char** argv) {
       }
       const std::string name =
           std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
-      std::printf("%-26s %10.4f %10.4f %8.3f %10.2e %8.1f\n", name.c_str(), r->loom_ms,
-                  r->peer_ms, r->peer_ms / r->loom_ms, r->rel_err, r->tune_s);
+      std::printf("%-26s %10.4f %10.4f %8.3f %10.2e %8.1f  %s\n", name.c_str(), r->loom_ms,
+                  r->peer_ms, r->peer_ms / r->loom_ms, r->rel_err, r->tune_s,
+                  r->schedule.c_str());
       records.push_back({{"name", name + "_" + t.to_string()}, {"op", "gemm"},
                          {"dtype", t.to_string()}, {"shape", {s.m, s.n, s.k}},
                          {"device", props->name}, {"loom_ms", r->loom_ms}, {"peer", "cublas"},
-                         {"peer_ms", r->peer_ms}, {"rel_err", r->rel_err}, {"tune_s", r->tune_s}});
+                         {"peer_ms", r->peer_ms}, {"rel_err", r->rel_err}, {"tune_s", r->tune_s},
+                         {"schedule", r->schedule}});
     }
     if (counted)
       std::printf("geometric mean cublas / loom, %s: %.3f (goal %.1f or better)\n",
