@@ -125,6 +125,7 @@ void register_conv_ops(OpRegistry& r) {
   def.infer = infer_conv2d;
   def.compute = compute_conv2d;
   def.templates = conv2d_cpu_templates();
+  def.templates.push_back(conv2d_wgmma_cuda_template());
   def.templates.push_back(conv2d_tensor_core_cuda_template());
   def.templates.push_back(conv2d_cuda_template());
   LOOM_CHECK(r.add(std::move(def)).ok(), "duplicate built-in op");

@@ -630,9 +630,10 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 
 // ---- Hopper: warpgroup GEMM (wgmma) --------------------------------------------------------
 //
-// On sm_90 (compiled for sm_90a) a block of 1 or 2 warpgroups (128 threads each) computes a
-// (64 * warpgroups) x block_n tile of C; warpgroup w owns rows 64 w .. 64 w + 63 and all block_n
-// columns, which one wgmma.mma_async m64nNk16 per 16-deep step multiplies straight from shared
+// On sm_90 (compiled for sm_90a), for matmuls and 1x1 stride-1 convolutions, a block of 1 or 2
+// warpgroups (128 threads each) computes a (64 * warpgroups) x block_n tile of C; warpgroup w
+// owns rows 64 w .. 64 w + 63 and all block_n columns, which one wgmma.mma_async m64nNk16 per
+// 16-deep step multiplies straight from shared
 // memory (no fragments in registers but the accumulators). Its operands are shared tiles in the
 // layouts wgmma reads, as loom layouts:
 //   A, [stages, BM, 64]: K-major, 64 elements (128 bytes) a row, the 16-byte chunks of row r
@@ -719,8 +720,9 @@ class WarpgroupGemm {
     const Expr k0 = kt * kWgK;
     const bool k_tail = p_.K % kWgK != 0;
     return ir::Seq::make({
-        async_copy_slice(tid, t_.threads(), a_shared_, stage, p_.a.buffer, g_, t_.bm(), kWgK, m0_,
-                         p_.M, p_.M % t_.bm() != 0, k0, p_.K, k_tail),
+        async_copy_slice(tid, t_.threads(), a_shared_, stage, p_.a.buffer,
+                         p_.a.batched ? g_ : Expr(int64_t{0}), t_.bm(), kWgK, m0_, p_.M,
+                         p_.M % t_.bm() != 0, k0, p_.K, k_tail),
         async_copy_slice(tid, t_.threads(), b_shared_, stage, p_.b.buffer,
                          p_.b.batched ? g_ : Expr(int64_t{0}), kWgK, t_.block_n, k0, p_.K, k_tail,
                          n0_, p_.N, p_.N % t_.block_n != 0),
@@ -814,13 +816,14 @@ class WarpgroupGemm {
   Expr g_, m0_, n0_, tile_id_, split_index_;
 };
 
-// The matmul a warpgroup GEMM computes: sm_90 exactly (wgmma is sm_90a's), both operands row-major
-// with rows a multiple of 16 bytes.
+// The GEMMs a warpgroup GEMM computes: sm_90 exactly (wgmma is sm_90a's), a matmul or a 1x1
+// stride-1 conv2d (the weights and the input as they are), both operands row-major with rows a
+// multiple of 16 bytes.
 std::optional<TcProblem> wgmma_problem(const TemplateContext& ctx) {
-  if (!ctx.target.is_cuda() || ctx.target.sm_arch() != 90 || !matmul_problem(ctx))
-    return std::nullopt;
+  if (!ctx.target.is_cuda() || ctx.target.sm_arch() != 90) return std::nullopt;
   std::optional<TcProblem> p = tc_problem(ctx);
-  if (!p || p->K % kChunk != 0 || p->N % kChunk != 0) return std::nullopt;
+  if (!p || p->a.element || p->b.element || p->K % kChunk != 0 || p->N % kChunk != 0)
+    return std::nullopt;
   return p;
 }
 
@@ -882,8 +885,19 @@ absl::StatusOr<ScheduledKernel> build_wgmma_gemm(const TemplateContext& ctx,
 ScheduleTemplate matmul_wgmma_cuda_template() {
   return cuda_template(
       "cuda_wgmma_gemm",
-      [](const TemplateContext& ctx) { return wgmma_problem(ctx).has_value(); }, wgmma_space,
-      build_wgmma_gemm);
+      [](const TemplateContext& ctx) {
+        return matmul_problem(ctx).has_value() && wgmma_problem(ctx).has_value();
+      },
+      wgmma_space, build_wgmma_gemm);
+}
+
+ScheduleTemplate conv2d_wgmma_cuda_template() {
+  return cuda_template(
+      "cuda_wgmma_conv2d",
+      [](const TemplateContext& ctx) {
+        return implicit_gemm_problem(ctx).has_value() && wgmma_problem(ctx).has_value();
+      },
+      wgmma_space, build_wgmma_gemm);
 }
 
 ScheduleTemplate matmul_tensor_core_cuda_template() {

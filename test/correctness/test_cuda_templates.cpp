@@ -664,6 +664,40 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
   const OpCase odd{"matmul", {typed(f16, {16, 20}), typed(f16, {20, 16})}, typed(f16, {16, 16}), none};
   CHECK_FALSE(t->applies(context_of(odd, Target::cuda(90), "odd")));
   CHECK_FALSE(t->applies(context_of(cases[0].op, Target::cuda(80), "old")));
+
+  // A 1x1 stride-1 convolution is the GEMM W[o][c] X[n][c][pixel] per image: weights as A,
+  // the image as B; other convolutions take the mma.sync implicit GEMM.
+  const OpDef* conv_def = OpRegistry::global().find("conv2d");
+  const ScheduleTemplate* conv_t = &template_named("conv2d", "cuda_wgmma_conv2d");
+  auto conv = [&](std::vector<int64_t> x, std::vector<int64_t> w, ops::Conv2dAttrs attrs) {
+    auto out = conv_def->infer({typed(f16, x), typed(f16, w)}, attrs);
+    REQUIRE(out.ok());
+    return OpCase{"conv2d", {typed(f16, x), typed(f16, w)}, *out,
+                  std::make_shared<ops::Conv2dAttrs>(attrs), 2e-3, 2e-3};
+  };
+  const OpCase pointwise = conv({2, 40, 4, 6}, {72, 40, 1, 1}, {});
+  const TemplateContext ctx = context_of(pointwise, Target::cuda(90), "pw");
+  REQUIRE(conv_t->applies(ctx));
+  ops::Conv2dAttrs padded;
+  padded.pad_top = padded.pad_bottom = padded.pad_left = padded.pad_right = 1;
+  CHECK_FALSE(conv_t->applies(
+      context_of(conv({2, 40, 4, 6}, {72, 40, 3, 3}, padded), Target::cuda(90), "3x3")));
+  for (const tune::Config& cfg : {conv_t->space(ctx).default_config(), config(2, 64, 3)}) {
+    INFO("conv config " << cfg.to_string());
+    auto scheduled = conv_t->build(ctx, cfg);
+    REQUIRE(scheduled.ok());
+    ir::Module m{"pw", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+    if (have_nvrtc()) compile_and_check(m, 90);
+    std::vector<Kernel> kernels{{reference_task(*conv_def, pointwise, "pw"),
+                                 {loom::testing::random_array(f16, {2, 40, 4, 6}),
+                                  loom::testing::random_array(f16, {72, 40, 1, 1})},
+                                 2e-3,
+                                 2e-3}};
+    if (cuda::Driver* gpu = gpu_or_null("a wgmma conv kernel"); gpu && gpu->device_properties(0)->sm_arch == 90)
+      run_and_compare(gpu, m, kernels);
+    else
+      emulate_and_compare(m, kernels);
+  }
 }
 
 // Probabilities are rounded to the 16-bit type before they weight V, and the output once.
