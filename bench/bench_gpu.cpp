@@ -7,7 +7,8 @@
 //     the program builds wherever the CUDA toolkit's headers are.
 //  2. the ResNet-50 convolution layers (with bias and relu as the model has them), f16, batch 1
 //     and 32: loom's kernels (profile).
-//  3. ResNet-50 and BERT-base (sequence 128) end to end, f16, batch 1: run_on_device with inputs
+//  3. ResNet-50 and BERT-base (sequence 128, with an attention mask) end to end, f16, batch 1:
+//     run_on_device with inputs
 //     and outputs in device memory, wall time per inference, median of rounds.
 // bench/gpu_torch_peers.py times 2 and 3 in PyTorch (cuDNN; eager and torch.compile) and prints
 // the ratios against this program's JSON.
@@ -282,8 +283,12 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
     } else {
       loom_models::BertConfig config;
       config.dtype = t;
+      config.attention_mask = true;
       g = loom_models::build_bert(config, w);
-      inputs = {w.make({1, 128, 768}, 1.0, t)};
+      // The last 16 of the 128 tokens are padding.
+      loom::NDArray mask(t, {1, 1, 1, 128});
+      for (int64_t i = 0; i < 128; ++i) mask.set(i, i < 112 ? 0.0 : -10000.0);
+      inputs = {w.make({1, 128, 768}, 1.0, t), mask};
     }
     const auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ struct BertConfig {
   int layers = 12;
   int64_t hidden = 768, heads = 12, ffn = 3072;
   DType dtype = DType::f32();
+  // A second input "attention_mask" [1, 1, 1, seq] added to the scaled scores (0 for tokens,
+  // a large negative value for padding), as BERT's encoder takes it.
+  bool attention_mask = false;
 };
 
 inline Graph build_bert(const BertConfig& c, Weights& w) {
@@ -72,12 +76,16 @@ inline Graph build_bert(const BertConfig& c, Weights& w) {
   };
 
   Tensor x = g.input("embeddings", {1, seq, c.hidden}, c.dtype);
+  std::optional<Tensor> mask;
+  if (c.attention_mask) mask = g.input("attention_mask", {1, 1, 1, seq}, c.dtype);
   for (int l = 0; l < c.layers; ++l) {
     const std::string p = "layer" + std::to_string(l);
     Tensor q = split_heads(dense(x, p + ".q", c.hidden, c.hidden), {0, 2, 1, 3});
     Tensor k = split_heads(dense(x, p + ".k", c.hidden, c.hidden), {0, 2, 3, 1});
     Tensor v = split_heads(dense(x, p + ".v", c.hidden, c.hidden), {0, 2, 1, 3});
-    Tensor probs = q.matmul(k).mul(1.0 / std::sqrt(static_cast<double>(head_dim))).softmax(-1);
+    Tensor scores = q.matmul(k).mul(1.0 / std::sqrt(static_cast<double>(head_dim)));
+    if (mask) scores = scores.add(*mask);
+    Tensor probs = scores.softmax(-1);
     Tensor context = probs.matmul(v).transpose({0, 2, 1, 3}).reshape({1, seq, c.hidden});
     x = norm(x + dense(context, p + ".out", c.hidden, c.hidden), p + ".norm1");
     Tensor h = dense(x, p + ".ffn1", c.hidden, c.ffn).gelu();

@@ -1,6 +1,8 @@
-// attention(q, kt, v): softmax(scale * q kt) v over the last axis, one operator so that a GPU
-// template can compute it in one kernel without storing the scores (passes::fuse_attention makes
-// it from matmul, mul and softmax on CUDA targets). Its definition, the reference, computes in f32
+// attention(q, kt, v[, mask]): softmax(scale * q kt + mask) v over the last axis, one operator so
+// that a GPU template can compute it in one kernel without storing the scores
+// (passes::fuse_attention makes it from matmul, mul, add and softmax on CUDA targets). The
+// optional mask is added to the scaled scores and broadcasts to them (BERT's [batch, 1, 1, T]
+// padding mask of 0 and large negative values). Its definition, the reference, computes in f32
 // and rounds the result once.
 
 #include "loom/ops/attrs.hpp"
@@ -12,6 +14,9 @@ namespace loom::ops {
 namespace {
 
 absl::StatusOr<TensorType> infer_attention(const std::vector<TensorType>& in, const OpAttrs&) {
+  if (in.size() != 3 && in.size() != 4)
+    return absl::InvalidArgumentError(
+        str_cat("attention takes q, kt, v and an optional mask, got ", in.size(), " inputs"));
   const TensorType &q = in[0], &kt = in[1], &v = in[2];
   if (!q.dtype.is_float() || kt.dtype != q.dtype || v.dtype != q.dtype)
     return absl::InvalidArgumentError("attention needs q, kt and v of one floating-point type, got " +
@@ -32,6 +37,17 @@ absl::StatusOr<TensorType> infer_attention(const std::vector<TensorType>& in, co
     return absl::InvalidArgumentError("attention needs q [..., S, D], kt [..., D, T], v [..., T, E], got " +
                                       shape_to_string(q.shape) + ", " + shape_to_string(kt.shape) +
                                       ", " + shape_to_string(v.shape));
+  if (in.size() == 4) {
+    const TensorType& mask = in[3];
+    Shape scores = q.shape;
+    scores[rank - 1] = kt.shape[rank - 1];
+    absl::StatusOr<Shape> both = broadcast_shapes(scores, mask.shape);
+    if (mask.dtype != q.dtype || !both.ok() || *both != scores)
+      return absl::InvalidArgumentError(
+          "attention's mask must have q's type and broadcast to the scores " +
+          shape_to_string(scores) + ", got " + mask.dtype.to_string() + " " +
+          shape_to_string(mask.shape));
+  }
   Shape out = q.shape;
   out[rank - 1] = v.shape[rank - 1];
   return TensorType{out, q.dtype};
@@ -53,8 +69,10 @@ te::Tensor compute_attention(const std::vector<te::Tensor>& in, const OpAttrs& a
   };
   ir::IterVar d = te::reduce_axis(q.shape()[rank - 1], name + "_d");
   te::Tensor scores = te::compute(name + "_scores", scores_shape, [&](const std::vector<ir::Var>& i) {
-    return te::sum(f32(q(index(i, 1, {d.var}))) * f32(kt(index(i, 2, {d.var, i[rank - 1]}))), {d}) *
-           scale;
+    ir::Expr s =
+        te::sum(f32(q(index(i, 1, {d.var}))) * f32(kt(index(i, 2, {d.var, i[rank - 1]}))), {d}) *
+        scale;
+    return in.size() == 4 ? s + f32(in[3](broadcast_index(in[3], i))) : s;
   });
   std::vector<ir::Expr> row_shape = scores_shape;
   row_shape[rank - 1] = ir::Expr(int64_t{1});
@@ -81,7 +99,7 @@ te::Tensor compute_attention(const std::vector<te::Tensor>& in, const OpAttrs& a
 void register_attention_ops(OpRegistry& r) {
   OpDef def;
   def.name = "attention";
-  def.num_inputs = 3;
+  def.num_inputs = -1;  // 3, or 4 with a mask
   def.attrs_type = &typeid(AttentionAttrs);
   def.infer = infer_attention;
   def.compute = compute_attention;

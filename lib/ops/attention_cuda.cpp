@@ -2,7 +2,7 @@
 // FlashAttention-2. A block takes `warps` x 16 query rows of one batch-head; its warps split the
 // rows with spatial(warps) and each runs over the keys in kv_tile-wide tiles:
 //   S = Q Kt (mma.sync m16n8k16, the Q and Kt fragments by ldmatrix from shared memory),
-//   scaled, keys past T masked;
+//   scaled, the mask added (read where it broadcasts from), keys past T masked;
 //   per row the running max m and the rescale exp(m_old - m_new) of the output accumulators and
 //   of the running sum l;
 //   P = exp(S - m), whose accumulator fragments are, pair by pair of 8-key tiles, the A
@@ -35,14 +35,22 @@ constexpr int64_t kPad = 8;
 // The running max starts here rather than at -inf, so that exp(m_old - m_new) is never NaN.
 constexpr float kNoScore = -1e30f;
 
-// q [BH, S, D], kt [BH, D, T], v [BH, T, E]: the batch dims flattened.
+// q [BH, S, D], kt [BH, D, T], v [BH, T, E]: the batch dims flattened. An optional mask of
+// `mask_numel` elements broadcasts to the scores [batch..., S, T]: element (b..., i, j) of the
+// scores adds mask[sum b_k mask_strides[k] + i mask_strides[-2] + j mask_strides[-1]], strides
+// 0 along the mask's dims of 1.
 struct AttentionProblem {
   int64_t bh = 1, s = 0, d = 0, t = 0, e = 0;
   float scale = 1;
+  std::vector<int64_t> batch;  // the batch dims of the scores
+  bool masked = false;
+  int64_t mask_numel = 0;
+  std::vector<int64_t> mask_strides;  // per dim of the scores
 };
 
 std::optional<AttentionProblem> attention_problem(const TemplateContext& ctx) {
-  if (!ctx.target.is_cuda() || ctx.target.sm_arch() < 80 || ctx.inputs.size() != 3 || !ctx.attrs)
+  if (!ctx.target.is_cuda() || ctx.target.sm_arch() < 80 || ctx.inputs.size() < 3 ||
+      ctx.inputs.size() > 4 || !ctx.attrs)
     return std::nullopt;
   const auto* attrs = dynamic_cast<const AttentionAttrs*>(ctx.attrs);
   const DType type = ctx.output.dtype;
@@ -58,6 +66,21 @@ std::optional<AttentionProblem> attention_problem(const TemplateContext& ctx) {
   p.t = v[rank - 2].value();
   p.e = v[rank - 1].value();
   p.scale = static_cast<float>(attrs->scale);
+  for (size_t k = 0; k + 2 < rank; ++k) p.batch.push_back(q[k].value());
+  if (ctx.inputs.size() == 4) {
+    // The mask's dims aligned with the scores' last ones; row-major strides, 0 where it is 1.
+    const Shape& m = ctx.inputs[3].shape;
+    if (m.size() > rank) return std::nullopt;
+    p.masked = true;
+    p.mask_strides.assign(rank, 0);
+    int64_t stride = 1;
+    for (size_t k = m.size(); k-- > 0;) {
+      const size_t at = rank - m.size() + k;
+      if (m[k].value() != 1) p.mask_strides[at] = stride;
+      stride *= m[k].value();
+    }
+    p.mask_numel = stride;
+  }
   // Whole 16-deep steps of D and 16-wide pairs of output tiles, kept in registers.
   if (p.bh < 1 || p.s < 1 || p.t < 1 || p.d % 16 || p.e % 16 || p.d > 256 || p.e > 256)
     return std::nullopt;
@@ -72,6 +95,7 @@ class FlashAttention {
     kt_ = Buffer::make(ctx.name + "_kt", type_, {Expr(p.bh), Expr(p.d), Expr(p.t)});
     v_ = Buffer::make(ctx.name + "_v", type_, {Expr(p.bh), Expr(p.t), Expr(p.e)});
     out_ = Buffer::make(ctx.name + "_out", type_, {Expr(p.bh), Expr(p.s), Expr(p.e)});
+    if (p.masked) mask_ = Buffer::make(ctx.name + "_mask", type_, {Expr(p.mask_numel)});
     q_shared_ = shared("qs", rows(), p.d + kPad);
     kt_shared_ = shared("kts", p.d, kv_ + kPad);
     v_shared_ = shared("vs", kv_, p.e + kPad);
@@ -98,7 +122,10 @@ class FlashAttention {
     return gpu_launch(block, blocks->num_workers(), tid, warps_ * 32, body);
   }
 
-  std::vector<ir::Param> params() const { return {q_, kt_, v_, out_}; }
+  std::vector<ir::Param> params() const {
+    if (p_.masked) return {q_, kt_, v_, mask_, out_};
+    return {q_, kt_, v_, out_};
+  }
 
  private:
   int64_t rows() const { return warps_ * 16; }
@@ -134,8 +161,23 @@ class FlashAttention {
     return ir::Evaluate::make(ir::Call::make(name, std::move(args)));
   }
 
-  // Stage "S = Q Kt" for the warp's 16 rows and the tile's keys, scaled and masked past T.
-  Stmt scores(const Expr& warp, const Expr& lane, const Expr& k0, const Expr& t4) const {
+  // The mask's element for score (row, key) of the block's batch-head (both in range).
+  Expr mask_at(const Expr& row, const Expr& key) const {
+    const size_t rank = p_.mask_strides.size();
+    Expr offset = row * p_.mask_strides[rank - 2] + key * p_.mask_strides[rank - 1];
+    int64_t inner = 1;  // the batch dims' sizes after dim k
+    for (size_t k = p_.batch.size(); k-- > 0;) {
+      if (p_.mask_strides[k] != 0)
+        offset = offset + bh_ / Expr(inner) % Expr(p_.batch[k]) * p_.mask_strides[k];
+      inner *= p_.batch[k];
+    }
+    return ir::cast(DType::f32(), mask_.load({offset}));
+  }
+
+  // Stage "S = Q Kt" for the warp's 16 rows and the tile's keys, scaled, the mask added, and
+  // masked past T.
+  Stmt scores(const Expr& warp, const Expr& lane, const Expr& k0, const Expr& g4,
+              const Expr& t4) const {
     std::vector<Stmt> s;
     const int64_t key_tiles = kv_ / 8;
     for (int64_t i = 0; i < key_tiles * 4; ++i)
@@ -151,12 +193,18 @@ class FlashAttention {
         s.push_back(call("mma_m16n8k16", {s_acc_.load({Expr(nj * 4)}), q_frag_.load({Expr(int64_t{0})}),
                                           kt_frag_.load({Expr(nj * 4)})}));
     }
-    // Scale, and mask the keys past T (the last tile's).
+    // Scale, add the mask (rows and keys clamped in range), and mask the keys past T (the last
+    // tile's).
     for (int64_t nj = 0; nj < key_tiles; ++nj)
       for (int64_t r = 0; r < 4; ++r) {
         const Expr at(nj * 4 + r);
+        const Expr key = k0 + nj * 8 + t4 * 2 + r % 2;
         Expr scaled = s_acc_.load({at}) * p_.scale;
-        if (p_.t % kv_) scaled = ir::select(k0 + nj * 8 + t4 * 2 + r % 2 < p_.t, scaled, Expr(kNoScore));
+        if (p_.masked) {
+          const Expr row = q0_ + warp * 16 + g4 + r / 2 * 8;
+          scaled = scaled + mask_at(ir::min(row, Expr(p_.s - 1)), ir::min(key, Expr(p_.t - 1)));
+        }
+        if (p_.t % kv_) scaled = ir::select(key < p_.t, scaled, Expr(kNoScore));
         s.push_back(ir::Store::make(s_acc_, scaled, {at}));
       }
     return ir::Seq::make(std::move(s));
@@ -285,7 +333,7 @@ class FlashAttention {
               }),
     });
     Stmt step = ir::Seq::make({ir::Barrier::make(), load_kv, ir::Barrier::make(),
-                               scores(warp, lane, k0, t4), softmax(), accumulate(lane)});
+                               scores(warp, lane, k0, g4, t4), softmax(), accumulate(lane)});
     s.push_back(ir::For::make(kv, Expr(int64_t{0}), Expr(ceil_div(p_.t, kv_)), ir::ForKind::kSerial,
                               step));
     s.push_back(store(warp, g4, t4));
@@ -300,7 +348,7 @@ class FlashAttention {
   AttentionProblem p_;
   int64_t warps_, kv_;
   DType type_;
-  Buffer q_, kt_, v_, out_, q_shared_, kt_shared_, v_shared_, s_acc_, o_acc_, q_frag_, kt_frag_,
+  Buffer q_, kt_, v_, out_, mask_, q_shared_, kt_shared_, v_shared_, s_acc_, o_acc_, q_frag_, kt_frag_,
       p_frag_, v_frag_, max_, sum_;
   Expr bh_, q0_;
 };

@@ -144,8 +144,12 @@ std::vector<GraphCase> graph_cases() {
                    },
                    {random_array(DType::f16(), {17, 33}), random_array(DType::f16(), {33, 29})},
                    2e-2});
-  cases.push_back({"fused attention: f16 projections, 2 heads, softmax(q kt / sqrt(32)) v in one "
-                   "kernel",
+  // The mask hides the last 4 keys (-10000), weights the others a little, and broadcasts over
+  // heads and queries.
+  NDArray padding = random_array(DType::f16(), {1, 13}, -0.5, 0.5);
+  for (int64_t key = 9; key < 13; ++key) padding.set(key, -10000.0);
+  cases.push_back({"fused attention: f16 projections, 2 heads, softmax(q kt / sqrt(32) + mask) v "
+                   "in one kernel",
                    [] {
                      Graph g;
                      Tensor x = g.input("x", {13, 64}, DType::f16());
@@ -155,13 +159,15 @@ std::vector<GraphCase> graph_cases() {
                      };
                      Tensor q = project("wq", {1, 0, 2}), kt = project("wk", {1, 2, 0}),
                             v = project("wv", {1, 0, 2});
-                     Tensor context = q.matmul(kt).mul(0.1767767).softmax(-1).matmul(v);
+                     Tensor mask = g.input("mask", {1, 13}, DType::f16());
+                     Tensor context =
+                         q.matmul(kt).mul(0.1767767).add(mask).softmax(-1).matmul(v);
                      g.output(context.transpose({1, 0, 2}).reshape({13, 64}).add(x));
                      return g;
                    },
                    {random_array(DType::f16(), {13, 64}), random_array(DType::f16(), {64, 64}, -0.3, 0.3),
                     random_array(DType::f16(), {64, 64}, -0.3, 0.3),
-                    random_array(DType::f16(), {64, 64}, -0.3, 0.3)},
+                    random_array(DType::f16(), {64, 64}, -0.3, 0.3), padding},
                    2e-2});
   cases.push_back({"tensor cores: f16 linear layer with fused bias and gelu, bf16 batched matmul, "
                    "f16 convolutions with bias, relu and residual",

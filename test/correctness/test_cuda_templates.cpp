@@ -724,6 +724,39 @@ TEST_CASE("CUDA templates: fused attention (online softmax on tensor cores) comp
     check_op(attention(DType::bf16(), {1, 3, 20, 32}, {1, 3, 32, 70}, {1, 3, 70, 16}, 0.3),
              {"loom_mma_m16n8k16_bf16("});
   }
+  auto masked = [](DType t, std::vector<int64_t> q, std::vector<int64_t> kt, std::vector<int64_t> v,
+                   std::vector<int64_t> mask, double scale) {
+    auto attrs = std::make_shared<ops::AttentionAttrs>();
+    attrs->scale = scale;
+    const OpDef* def = OpRegistry::global().find("attention");
+    auto out = def->infer({typed(t, q), typed(t, kt), typed(t, v), typed(t, mask)}, *attrs);
+    INFO(out.status().ToString());
+    REQUIRE(out.ok());
+    const double tol = t == DType::f16() ? 4e-3 : 2e-2;
+    return OpCase{"attention", {typed(t, q), typed(t, kt), typed(t, v), typed(t, mask)}, *out,
+                  attrs, tol, tol, 4};
+  };
+  SECTION("f16 with a padding mask [B, 1, 1, T] (one value per batch and key)") {
+    check_op(masked(DType::f16(), {2, 3, 37, 32}, {2, 3, 32, 45}, {2, 3, 45, 32}, {2, 1, 1, 45},
+                    0.17),
+             {"_mask["});
+  }
+  SECTION("bf16 with a mask [S, T] shared by every batch and head") {
+    check_op(masked(DType::bf16(), {2, 19, 16}, {2, 16, 70}, {2, 70, 16}, {19, 70}, 0.25),
+             {"_mask["});
+  }
+  SECTION("a mask that does not broadcast to the scores, or of another type, is refused") {
+    const OpDef* def = OpRegistry::global().find("attention");
+    const ops::AttentionAttrs attrs;
+    const DType f16 = DType::f16();
+    for (const TensorType& mask : {typed(f16, {2, 1, 9}), typed(f16, {3, 1, 8}),
+                                   typed(DType::f32(), {2, 1, 8})}) {
+      auto out = def->infer({typed(f16, {2, 5, 16}), typed(f16, {2, 16, 8}),
+                             typed(f16, {2, 8, 16}), mask},
+                            attrs);
+      CHECK(out.status().code() == absl::StatusCode::kInvalidArgument);
+    }
+  }
   SECTION("f32 and head dims not multiples of 16 take no template") {
     const ScheduleTemplate& t = template_named("attention", "cuda_tensor_core_attention");
     auto f16 = attention(DType::f16(), {2, 8, 24}, {2, 24, 8}, {2, 8, 16}, 1.0);

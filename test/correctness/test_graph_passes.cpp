@@ -176,6 +176,27 @@ TEST_CASE("graph passes: attention chains become one attention node for CUDA tar
                        {random_array(DType::f16(), {3, 11, 32}), random_array(DType::f16(), {3, 32, 7}),
                         random_array(DType::f16(), {3, 7, 16})},
                        1e-2);
+  // An additive mask after the scale (BERT's padding mask, [batch, 1, T]) becomes the node's
+  // fourth input; a mask added before the scale does not match.
+  for (const bool after_scale : {true, false}) {
+    Graph m;
+    Tensor q = m.input("q", {3, 11, 32}, DType::f16()), kt = m.input("kt", {3, 32, 7}, DType::f16()),
+           v = m.input("v", {3, 7, 16}, DType::f16()), mask = m.input("mask", {3, 1, 7}, DType::f16());
+    Tensor scores = after_scale ? q.matmul(kt).mul(0.25).add(mask) : q.matmul(kt).add(mask).mul(0.25);
+    m.output(scores.softmax(-1).matmul(v));
+    auto fused_mask = passes::fuse_attention(m, Target::cuda(90));
+    REQUIRE(fused_mask.ok());
+    CHECK(count_ops(*fused_mask, "attention") == (after_scale ? 1 : 0));
+    if (!after_scale) continue;
+    CHECK(count_ops(*fused_mask, "add") == 0);
+    NDArray mask_values = random_array(DType::f16(), {3, 1, 7});
+    for (int64_t i = 0; i < mask_values.numel(); i += 3) mask_values.set(i, -10000.0);
+    require_same_results(m, *fused_mask,
+                         {random_array(DType::f16(), {3, 11, 32}),
+                          random_array(DType::f16(), {3, 32, 7}),
+                          random_array(DType::f16(), {3, 7, 16}), mask_values},
+                         1e-2);
+  }
   // A symbolic sequence length fuses too: each binding compiles a static graph.
   Graph symbolic;
   const Dim seq("seq");

@@ -1,5 +1,7 @@
-// fuse_attention: matmul(softmax(matmul(q, kt) * c, last axis), v), with c a mul_scalar's value, a
-// one-element constant or no scale at all, and each intermediate read only there, becomes attention(q, kt, v) with scale c,
+// fuse_attention: matmul(softmax(matmul(q, kt) * c [+ mask], last axis), v), with c a mul_scalar's
+// value, a one-element constant or no scale at all, an optional mask added after the scale (of q's
+// type, broadcasting to the scores), and each intermediate read only there, becomes
+// attention(q, kt, v[, mask]) with scale c,
 // which a GPU template computes in one kernel. Only where that template applies: f16 or bf16 on
 // sm_80 or later, the same batch dims, static head dims D and E, multiples of 16 up to 256.
 
@@ -45,6 +47,21 @@ absl::StatusOr<Graph> fuse_attention(const Graph& g, const Target& target) {
         const int axis = attrs_as<ops::SoftmaxAttrs>(*probs.attrs).axis;
         if (axis != -1 && axis != rank - 1) return std::nullopt;
         int scores = probs.inputs[0];
+        // An added mask: the other operand of an add whose one operand is the scaled scores.
+        int mask = -1;
+        if (is_op(nodes[scores], "add") && uses.readers[scores] == 1) {
+          const Node& add = nodes[scores];
+          for (int side : {0, 1}) {
+            const Node& x = nodes[add.inputs[side]];
+            if ((is_op(x, "matmul") || is_op(x, "mul_scalar") || is_op(x, "mul")) &&
+                uses.readers[add.inputs[side]] == 1 && x.type.shape == add.type.shape) {
+              mask = add.inputs[1 - side];
+              scores = add.inputs[side];
+              break;
+            }
+          }
+          if (mask < 0) return std::nullopt;
+        }
         double scale = 1;
         if (is_op(nodes[scores], "mul_scalar") && uses.readers[scores] == 1) {
           scale = attrs_as<ops::ScalarAttrs>(*nodes[scores].attrs).value;
@@ -66,9 +83,12 @@ absl::StatusOr<Graph> fuse_attention(const Graph& g, const Target& target) {
         if (!is_op(qk, "matmul") || uses.readers[scores] != 1) return std::nullopt;
         const int q = qk.inputs[0], kt = qk.inputs[1], v = pv.inputs[1];
         if (!suits_template(nodes[q].type, nodes[kt].type, nodes[v].type)) return std::nullopt;
+        if (mask >= 0 && nodes[mask].type.dtype != nodes[q].type.dtype) return std::nullopt;
         auto attrs = std::make_shared<ops::AttentionAttrs>();
         attrs->scale = scale;
-        return keep_layout(out.apply("attention", {map[q], map[kt], map[v]}, attrs), pv);
+        std::vector<Tensor> inputs = {map[q], map[kt], map[v]};
+        if (mask >= 0) inputs.push_back(map[mask]);
+        return keep_layout(out.apply("attention", inputs, attrs), pv);
       }));
   return rebuild(result, nullptr);  // drops the operators that were fused
 }
