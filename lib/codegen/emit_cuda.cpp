@@ -264,9 +264,15 @@ struct PreambleNeeds {
   std::set<std::pair<int64_t, std::string>> wgmma_shapes;  // (N, f16 or bf16)
 };
 
-// Shared buffers of 1 KiB or more start 1024-aligned (the 128-byte swizzle of wgmma and TMA
-// repeats every 1024 bytes and is computed from the address); smaller ones 16-aligned.
-int64_t shared_alignment(int64_t bytes) { return bytes >= 1024 ? 1024 : 16; }
+// Shared buffers stored with a swizzle start 1024-aligned (the 128-byte swizzle wgmma and TMA
+// apply repeats every 1024 bytes and is computed from the address); others 16-aligned.
+int64_t shared_alignment(const ir::BufferNode* b) {
+  const std::vector<LayoutStep>& steps = b->layout.steps();
+  return std::any_of(steps.begin(), steps.end(),
+                     [](const LayoutStep& s) { return s.kind == LayoutStep::Kind::kSwizzle; })
+             ? 1024
+             : 16;
+}
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // The bytes of a kernel's constant-size shared buffers, each rounded up to 16.
@@ -282,7 +288,7 @@ class SharedBytes : public ir::IRVisitor {
       std::optional<int64_t> n = size.defined() ? ir::as_const_int(ir::simplify(size)) : std::nullopt;
       if (n && *n > 0) {
         const int64_t size = *n * b->dtype.bytes();
-        bytes = round_up(bytes, shared_alignment(size)) + round_up(size, 16);
+        bytes = round_up(bytes, shared_alignment(b)) + round_up(size, 16);
       }
     }
     IRVisitor::visit_allocate(op);
@@ -1037,12 +1043,12 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
                   "; the CUDA code generator supports constant-size shared memory only")));
     const int64_t bytes = *count * node->dtype.bytes();
     if (dynamic_shared_) {
-      shared_offset_ = round_up(shared_offset_, shared_alignment(bytes));
+      shared_offset_ = round_up(shared_offset_, shared_alignment(node));
       line(str_cat(type, "* ", name, " = reinterpret_cast<", type, "*>(loom_smem + ",
                    shared_offset_, ");"));
       shared_offset_ += round_up(bytes, 16);
     } else {
-      line(str_cat("__shared__ __align__(", shared_alignment(bytes), ") ", type, " ", name, "[",
+      line(str_cat("__shared__ __align__(", shared_alignment(node), ") ", type, " ", name, "[",
                    *count, "];"));
     }
   } else if (count && *count * node->dtype.bytes() <= kMaxLocalArrayBytes) {

@@ -92,7 +92,10 @@ struct TcTiles {
     return plain.split(2, kChunk).swizzle(2, 1, std::min<int64_t>(chunks, 8),
                                           std::max<int64_t>(1, 8 / chunks));
   }
-  int64_t shared_bytes() const { return stages * (bm() * a_stride() + block_k * b_stride()) * 2; }
+  // The two tiles' bytes, with room for aligning the second to 1024 (swizzled tiles are).
+  int64_t shared_bytes() const {
+    return stages * (bm() * a_stride() + block_k * b_stride()) * 2 + (swizzle ? 1024 : 0);
+  }
   // 32-bit registers a thread needs: accumulators, fragments, about 40 for addresses.
   int64_t registers() const { return accumulators() + mma_m * 4 + mma_n * 2 + 40; }
   // How the threads copy a rows x cols slice in 16-byte chunks: spatial(threads / lanes, lanes)
