@@ -174,9 +174,9 @@ LOOM_EMU_WGMMA(128) LOOM_EMU_WGMMA(136) LOOM_EMU_WGMMA(144) LOOM_EMU_WGMMA(152) 
 LOOM_EMU_WGMMA(168) LOOM_EMU_WGMMA(176) LOOM_EMU_WGMMA(184) LOOM_EMU_WGMMA(192) LOOM_EMU_WGMMA(200)
 LOOM_EMU_WGMMA(208) LOOM_EMU_WGMMA(216) LOOM_EMU_WGMMA(224) LOOM_EMU_WGMMA(232) LOOM_EMU_WGMMA(240)
 LOOM_EMU_WGMMA(248) LOOM_EMU_WGMMA(256)
-static inline void loom_wgmma_fence(float*, int) {}
+template <int Count> static inline void loom_wgmma_fence(float*) {}
 static inline void loom_wgmma_commit() {}
-template <int N> static inline void loom_wgmma_wait(float*, int) {}
+template <int N, int Count> static inline void loom_wgmma_wait(float*) {}
 static inline void loom_fence_proxy_async() {}
 )";
 

@@ -97,14 +97,16 @@ __device__ __forceinline__ unsigned long long loom_wgmma_desc(const void* p, uns
   return (unsigned long long)((a & 0x3FFFF) >> 4) | ((unsigned long long)((lbo & 0x3FFFF) >> 4) << 16) |
          ((unsigned long long)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
 }
-__device__ __forceinline__ void loom_wgmma_fence(float* d, int count) {
-  for (int i = 0; i < count; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
+template <int Count> __device__ __forceinline__ void loom_wgmma_fence(float* d) {
+#pragma unroll
+  for (int i = 0; i < Count; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
 __device__ __forceinline__ void loom_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void loom_wgmma_wait(float* d, int count) {
+template <int N, int Count> __device__ __forceinline__ void loom_wgmma_wait(float* d) {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory");
-  for (int i = 0; i < count; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
+#pragma unroll
+  for (int i = 0; i < Count; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
 }
 __device__ __forceinline__ void loom_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif
@@ -788,9 +790,9 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   if (name == "atomic_add_i32")
     return str_cat("(*", args[0], " = atomicAdd(", args[1], ", ", args[2], "))");
   auto constant = [&](size_t i) { return ir::as_const_int(op->args[i]).value_or(0); };
-  if (name == "wgmma_fence") return str_cat("loom_wgmma_fence(", args[0], ", ", constant(1), ")");
+  if (name == "wgmma_fence") return str_cat("loom_wgmma_fence<", constant(1), ">(", args[0], ")");
   if (name == "wgmma_wait")
-    return str_cat("loom_wgmma_wait<", constant(2), ">(", args[0], ", ", constant(1), ")");
+    return str_cat("loom_wgmma_wait<", constant(2), ", ", constant(1), ">(", args[0], ")");
   if (name == "wgmma_m64k16") {
     const std::string in = op->args[1].type().code() == DTypeCode::kBF16 ? "bf16" : "f16";
     needs_->wgmma_shapes.insert({constant(3), in});

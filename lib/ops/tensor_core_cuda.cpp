@@ -1,5 +1,6 @@
-// Tensor-core GEMMs on CUDA (sm_80 and later): f16 or bf16 operands, f32 accumulation, the output
-// in the operands' type, for matmul and, as an implicit GEMM, for conv2d.
+// Tensor-core GEMMs on CUDA: f16 or bf16 operands, f32 accumulation, the output in the operands'
+// type, for matmul and, as an implicit GEMM, for conv2d. The mma.sync GEMM (sm_80 and later) is
+// described here; the warpgroup (wgmma) GEMM of sm_90 further down.
 //
 // A block computes a BM x BN tile of C; its warps split the tile with the task mapping
 // spatial(warps_m, warps_n), and each warp covers its tile with repeat(mma_m, mma_n) of

@@ -466,6 +466,7 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
       CHECK_THAT(compiled->ptx, Catch::Contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"));
       CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.cg.shared.global"));
       CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.wait_group"));
+      CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
     }
   }
   SECTION("a 128 x 128 tile in 4 stages takes dynamic shared memory") {
@@ -648,6 +649,8 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.commit_group.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 0"));
         CHECK_THAT(compiled->ptx, Catch::Contains("fence.proxy.async.shared::cta"));
+        // The accumulators stay in registers: no local memory.
+        CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
       }
       std::vector<Kernel> kernels{{reference_task(*def, c.op, "wg"),
                                    {loom::testing::random_array(c.op.inputs[0].dtype, c.a),
