@@ -9,7 +9,8 @@ namespace loom::ops {
 ScheduleTemplate conv2d_cuda_template();
 // f16/bf16 conv2d (groups 1) as an implicit GEMM on tensor cores (tensor_core_cuda.cpp).
 ScheduleTemplate conv2d_tensor_core_cuda_template();
-// 1x1 stride-1 f16/bf16 conv2d with wgmma on sm_90 (tensor_core_cuda.cpp); tried first.
+// f16/bf16 conv2d (groups 1) as an implicit GEMM with wgmma on sm_90 (tensor_core_cuda.cpp);
+// tried first.
 ScheduleTemplate conv2d_wgmma_cuda_template();
 
 }  // namespace loom::ops

@@ -240,6 +240,40 @@ struct Operand {
   bool batched = false;
 };
 
+// The copy of the slice_rows x slice_cols slice at (row0, col0) of operand `op` (rows x cols,
+// batch g where it is batched) to dst[stage] by `threads` threads. The tails say whether the
+// slice can reach past `rows` or `cols`; what lies past them is zero.
+//  - async: async_copy_slice (op must be the row-major matrix, cols a multiple of 8);
+//  - else element by element: repeat(...) * spatial(threads / lanes, lanes) over the elements,
+//    consecutive threads on consecutive columns, through registers.
+Stmt copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& stage,
+                const Operand& op, const Expr& g, bool async, int64_t slice_rows,
+                int64_t slice_cols, const Expr& row0, int64_t rows, bool row_tail,
+                const Expr& col0, int64_t cols, bool col_tail) {
+  const Expr batch = op.batched ? g : Expr(int64_t{0});
+  if (async)
+    return async_copy_slice(tid, threads, dst, stage, op.buffer, batch, slice_rows, slice_cols,
+                            row0, rows, row_tail, col0, cols, col_tail);
+  const int64_t lanes = std::gcd(threads, slice_cols), lane_rows = threads / lanes;
+  LOOM_CHECK(slice_rows % lane_rows == 0, "the threads divide the slice's rows");
+  auto elements = schedule::repeat(slice_rows / lane_rows, slice_cols / lanes) *
+                  schedule::spatial(lane_rows, lanes);
+  LOOM_CHECK(elements.ok(), "tensor-core GEMM copy mappings");
+  return elements->on(tid, [&](const std::vector<Expr>& e) {
+    const Expr row = row0 + e[0], col = col0 + e[1];
+    Expr inside;
+    auto also = [&inside](Expr x) { inside = inside.defined() ? (inside && x) : x; };
+    if (row_tail) also(row < rows);
+    if (col_tail) also(col < cols);
+    const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
+    const Expr src_col = col_tail ? ir::min(col, Expr(cols - 1)) : col;
+    Expr v = op.element ? op.element(batch, src_row, src_col)
+                        : op.buffer.load({batch, src_row, src_col});
+    if (inside.defined()) v = ir::select(inside, v, ir::cast(dst.dtype(), Expr(0.0f)));
+    return ir::Store::make(dst, v, {stage, e[0], e[1]});
+  });
+}
+
 // G GEMMs C[g] (M x N) = A (M x K) * B (K x N); c is [G, M, N] row-major.
 struct TcProblem {
   int64_t G = 1, M = 0, N = 0, K = 0;
@@ -302,51 +336,16 @@ class TensorCoreGemm {
     });
   }
 
-  // The copy of the slice_rows x slice_cols slice at (row0, col0) of operand `op` (rows x cols)
-  // to dst[stage]. The tails say whether the slice can reach past `rows` or `cols`; what lies
-  // past them is zero.
-  //  - cp.async: async_copy_slice;
-  //  - element by element: repeat(...) * spatial(threads / lanes, lanes) over the elements,
-  //    consecutive threads on consecutive columns, in loops.
-  Stmt copy_slice(const Var& tid, const Buffer& dst, const Expr& stage, const Operand& op,
-                  bool async, int64_t slice_rows, int64_t slice_cols, const Expr& row0,
-                  int64_t rows, bool row_tail, const Expr& col0, int64_t cols,
-                  bool col_tail) const {
-    const Expr batch = op.batched ? g_ : Expr(int64_t{0});
-    auto also = [](Expr& cond, Expr e) { cond = cond.defined() ? (cond && e) : e; };
-    const int64_t threads = t_.threads();
-    if (async)
-      return async_copy_slice(tid, threads, dst, stage, op.buffer, batch, slice_rows, slice_cols,
-                              row0, rows, row_tail, col0, cols, col_tail);
-    const int64_t lanes = std::gcd(threads, slice_cols), lane_rows = threads / lanes;
-    LOOM_CHECK(slice_rows % lane_rows == 0, "the threads divide the slice's rows");
-    auto elements = schedule::repeat(slice_rows / lane_rows, slice_cols / lanes) *
-                    schedule::spatial(lane_rows, lanes);
-    LOOM_CHECK(elements.ok(), "tensor-core GEMM copy mappings");
-    return elements->on(tid, [&](const std::vector<Expr>& e) {
-      const Expr row = row0 + e[0], col = col0 + e[1];
-      Expr inside;
-      if (row_tail) also(inside, row < rows);
-      if (col_tail) also(inside, col < cols);
-      const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
-      const Expr src_col = col_tail ? ir::min(col, Expr(cols - 1)) : col;
-      Expr v = op.element ? op.element(batch, src_row, src_col)
-                          : op.buffer.load({batch, src_row, src_col});
-      if (inside.defined()) v = ir::select(inside, v, ir::cast(in_, Expr(0.0f)));
-      return ir::Store::make(dst, v, {stage, e[0], e[1]});
-    });
-  }
-
   // Stage "copy slice kt to shared buffer `stage`".
   Stmt load_slice(const Var& tid, const Expr& kt, const Expr& stage) const {
     const Expr k0 = kt * t_.block_k;
     const bool m_tail = p_.M % t_.bm() != 0, n_tail = p_.N % t_.bn() != 0,
                k_tail = p_.K % t_.block_k != 0;
     return ir::Seq::make({
-        copy_slice(tid, a_shared_, stage, p_.a, a_async_, t_.bm(), t_.block_k, m0_, p_.M, m_tail,
-                   k0, p_.K, k_tail),
-        copy_slice(tid, b_shared_, stage, p_.b, b_async_, t_.block_k, t_.bn(), k0, p_.K, k_tail,
-                   n0_, p_.N, n_tail),
+        copy_slice(tid, t_.threads(), a_shared_, stage, p_.a, g_, a_async_, t_.bm(), t_.block_k,
+                   m0_, p_.M, m_tail, k0, p_.K, k_tail),
+        copy_slice(tid, t_.threads(), b_shared_, stage, p_.b, g_, b_async_, t_.block_k, t_.bn(),
+                   k0, p_.K, k_tail, n0_, p_.N, n_tail),
     });
   }
 
@@ -634,7 +633,7 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 
 // ---- Hopper: warpgroup GEMM (wgmma) --------------------------------------------------------
 //
-// On sm_90 (compiled for sm_90a), for matmuls and 1x1 stride-1 convolutions, a block of 1 or 2
+// On sm_90 (compiled for sm_90a), for matmuls and convolutions (groups 1), a block of 1 or 2
 // warpgroups (128 threads each) computes a (64 * warpgroups) x block_n tile of C; warpgroup w
 // owns rows 64 w .. 64 w + 63 and all block_n columns, which one wgmma.mma_async m64nNk16 per
 // 16-deep step multiplies straight from shared
@@ -646,13 +645,14 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 //   B, [stages, 64, block_n]: N-major in atoms of 64 columns: row_major(...).split(2, 64)
 //     .reorder(0, 2, 1, 3).split(3, 8).swizzle(3, 2, 8, 1), k rows 128 bytes apart, 8-row
 //     groups 1024 bytes apart, atoms 8192 bytes apart (the leading byte offset).
-// Slices 64 deep go through `stages` buffers with cp.async as in the mma.sync GEMM; before the
-// barrier that publishes a slice each thread fences its copies for the asynchronous proxy that
-// wgmma reads through. The accumulators follow wgmma's mapping (see ir::Call): within each warp
+// Slices 64 deep go through `stages` buffers as in the mma.sync GEMM; before the barrier that
+// publishes a slice each thread fences its copies for the asynchronous proxy that wgmma reads
+// through. The accumulators follow wgmma's mapping (see ir::Call): within each warp
 // the mma.sync fragment mapping repeat(2, 1) * spatial(8, 4) * repeat(1, 2) over 16 x 8 tiles,
-// warps spatial(4) along M, the N/8 tiles along N in register order. Split-K as in the mma.sync
-// GEMM. Operands must allow 16-byte copies (K and N multiples of 8); others take the mma.sync
-// template.
+// warps spatial(4) along M, the N/8 tiles along N in register order. Split-K, and copies of
+// operands that cp.async cannot copy (rows not a multiple of 16 bytes, the gathered windows of
+// a convolution), as in the mma.sync GEMM: whatever writes a slice, each thread fences its
+// writes for the asynchronous proxy before the barrier.
 
 constexpr int64_t kWgK = 64;  // a slice: one 128-byte swizzle atom of 16-bit elements
 constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAtomRowBytes;
@@ -691,6 +691,8 @@ class WarpgroupGemm {
                              ir::MemoryScope::kShared);
     acc_ = Buffer::make(ctx.name + "_acc", DType::f32(), {Expr(t_.accumulators())},
                         ir::MemoryScope::kLocal);
+    a_async_ = !p_.a.element && p_.K % kChunk == 0;
+    b_async_ = !p_.b.element && p_.N % kChunk == 0;
     split_ = SplitK(ctx.name, p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.block_n),
                     t_.split_k, t_.accumulators(), t_.threads());
   }
@@ -724,13 +726,17 @@ class WarpgroupGemm {
     const Expr k0 = kt * kWgK;
     const bool k_tail = p_.K % kWgK != 0;
     return ir::Seq::make({
-        async_copy_slice(tid, t_.threads(), a_shared_, stage, p_.a.buffer,
-                         p_.a.batched ? g_ : Expr(int64_t{0}), t_.bm(), kWgK, m0_, p_.M,
-                         p_.M % t_.bm() != 0, k0, p_.K, k_tail),
-        async_copy_slice(tid, t_.threads(), b_shared_, stage, p_.b.buffer,
-                         p_.b.batched ? g_ : Expr(int64_t{0}), kWgK, t_.block_n, k0, p_.K, k_tail,
-                         n0_, p_.N, p_.N % t_.block_n != 0),
+        copy_slice(tid, t_.threads(), a_shared_, stage, p_.a, g_, a_async_, t_.bm(), kWgK, m0_,
+                   p_.M, p_.M % t_.bm() != 0, k0, p_.K, k_tail),
+        copy_slice(tid, t_.threads(), b_shared_, stage, p_.b, g_, b_async_, kWgK, t_.block_n, k0,
+                   p_.K, k_tail, n0_, p_.N, p_.N % t_.block_n != 0),
     });
+  }
+
+  // A cp.async commit or wait, where an operand is copied with cp.async.
+  Stmt async(const std::string& name, std::vector<Expr> args = {}) const {
+    return a_async_ || b_async_ ? call(name, std::move(args))
+                                : ir::Evaluate::make(Expr(int64_t{0}));
   }
 
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
@@ -792,16 +798,16 @@ class WarpgroupGemm {
         s.push_back(ir::IfThenElse::make(Expr(k) < count, load_slice(tid, first + k, Expr(k))));
       else if (k < slices)
         s.push_back(load_slice(tid, Expr(k), Expr(k)));
-      s.push_back(call("cp_async_commit"));
+      s.push_back(async("cp_async_commit"));
     }
     Var kt("kt");
     Stmt step = ir::Seq::make({
-        call("cp_async_wait", {Expr(ahead - 1)}),
+        async("cp_async_wait", {Expr(ahead - 1)}),
         call("fence_proxy_async"),
         ir::Barrier::make(),
         ir::IfThenElse::make(kt + ahead < count,
                              load_slice(tid, first + kt + ahead, (kt + ahead) % t_.stages)),
-        call("cp_async_commit"),
+        async("cp_async_commit"),
         multiply(kt % t_.stages, warpgroup),
     });
     s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
@@ -815,20 +821,17 @@ class WarpgroupGemm {
   TcProblem p_;
   WgTiles t_;
   DType in_;
+  bool a_async_ = false, b_async_ = false;
   Buffer a_shared_, b_shared_, acc_;
   SplitK split_;
   Expr g_, m0_, n0_, tile_id_, split_index_;
 };
 
-// The GEMMs a warpgroup GEMM computes: sm_90 exactly (wgmma is sm_90a's), a matmul or a 1x1
-// stride-1 conv2d (the weights and the input as they are), both operands row-major with rows a
-// multiple of 16 bytes.
+// The GEMMs a warpgroup GEMM computes: those of the mma.sync GEMM, on sm_90 exactly (wgmma is
+// sm_90a's).
 std::optional<TcProblem> wgmma_problem(const TemplateContext& ctx) {
   if (!ctx.target.is_cuda() || ctx.target.sm_arch() != 90) return std::nullopt;
-  std::optional<TcProblem> p = tc_problem(ctx);
-  if (!p || p->a.element || p->b.element || p->K % kChunk != 0 || p->N % kChunk != 0)
-    return std::nullopt;
-  return p;
+  return tc_problem(ctx);
 }
 
 tune::Space wgmma_space(const TemplateContext& ctx) {

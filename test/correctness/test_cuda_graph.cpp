@@ -713,17 +713,17 @@ TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches
 
 namespace {
 
-// Compiles case c for sm_90 with the given template configs forced, runs it on the stand-in
+// Compiles case c for sm_90 (or sm) with the given template configs forced, runs it on the stand-in
 // driver with its kernels emulated (on c's inputs, then on fresh ones), and checks the outputs
 // against the reference; returns how
 // many kernels took a forced config.
 int check_forced_configs(FakeDriver& fake, const GraphCase& c,
-                         const std::map<std::string, tune::Config>& configs) {
+                         const std::map<std::string, tune::Config>& configs, int sm = 90) {
   loom::testing::TempDir dir;
   CompileOptions options = loom::testing::cold_cache_options(dir.path());
   options.template_configs = configs;
   const Graph g = c.build();
-  CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+  CompiledGraph compiled = compile_for(g, Target::cuda(sm), options);
   int forced = 0;
   for (const KernelInfo& kernel : compiled.kernels())
     for (const auto& [name, config] : configs)
@@ -770,12 +770,17 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
                                                        wg(1, 256, 3), wg(2, 64, 3)};
   const std::vector<tune::Config> configs = {tc(2, 2, 4, 8, 32, 4, 0), tc(2, 2, 4, 8, 32, 4, 1),
                                              tc(2, 1, 1, 2, 32, 2, 1), tc(1, 2, 2, 2, 16, 3, 1)};
+  // Both matmuls and both convolutions: wgmma on sm_90, mma.sync on sm_80 (the stand-in driver
+  // runs either in the emulator).
   for (size_t k = 0; k < configs.size(); ++k) {
     INFO("configs " << configs[k].to_string() << "; " << warpgroup_configs[k].to_string());
-    // Both matmuls (wgmma on sm_90: their rows are multiples of 16 bytes) and both convolutions.
     CHECK(check_forced_configs(fake, c,
                                {{"cuda_wgmma_gemm", warpgroup_configs[k]},
-                                {"cuda_tensor_core_conv2d", configs[k]}}) == 4);
+                                {"cuda_wgmma_conv2d", warpgroup_configs[k]}}) == 4);
+    CHECK(check_forced_configs(fake, c,
+                               {{"cuda_tensor_core_gemm", configs[k]},
+                                {"cuda_tensor_core_conv2d", configs[k]}},
+                               80) == 4);
   }
 }
 
@@ -783,9 +788,9 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
           "in the emulator, run after run",
           "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
-  // 4 output tiles of 32 x 32 and K = 1031 (prime: copies through registers) or 1024: K split
-  // 4 or 8 ways, the last block of a tile applying the epilogue. N = 44 is no multiple of 8, so
-  // the warpgroup GEMM does not apply on sm_90 and the mma.sync one is chosen.
+  // K = 1031 (prime: copies through registers) or 1024 split 4 or 8 ways, the last block of a
+  // tile applying the epilogue: the mma.sync GEMM (sm_80, 32 x 32 tiles) and the wgmma one
+  // (sm_90, 64 x 64 tiles).
   for (const int64_t K : {int64_t{1031}, int64_t{1024}}) {
     const GraphCase c{"split-K linear layer",
                       [K] {
@@ -803,8 +808,11 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
     const tune::Config config({{"warps_m", 1}, {"warps_n", 2}, {"mma_m", 2}, {"mma_n", 2},
                                {"block_k", 32}, {"stages", 3}, {"swizzle", 1},
                                {"split_k", split}});
+    const tune::Config warpgroup(
+        {{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", split}});
     INFO("K " << K);
-    CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}) == 1);
+    CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}, 80) == 1);
+    CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", warpgroup}}) == 1);
   }
 }
 

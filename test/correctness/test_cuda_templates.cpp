@@ -595,7 +595,7 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     std::vector<int64_t> a, b;
   };
   // M prime, K a multiple of 8 but not of 64 (a zero-filled tail slice), N past a tile; bf16
-  // with batched A and B.
+  // with batched A and B; odd K and N.
   const std::vector<Case> cases = {
       {{"matmul", {typed(f16, {131, 200}), typed(f16, {200, 136})}, typed(f16, {131, 136}), none,
         2e-3, 2e-3},
@@ -605,6 +605,11 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         none, 1e-2, 1e-2},
        {2, 67, 72},
        {2, 72, 64}},
+      // Rows not a multiple of 16 bytes: both operands copied element by element.
+      {{"matmul", {typed(f16, {37, 45}), typed(f16, {45, 29})}, typed(f16, {37, 29}), none, 2e-3,
+        2e-3},
+       {37, 45},
+       {45, 29}},
   };
   // A deep K over one tile: 17 slices of 64, split 4 (5, 5, 5, 2 slices) or 8 (3 a split, the
   // last two splits empty).
@@ -618,7 +623,7 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                          {"stages", stages},
                          {"split_k", split_k}});
   };
-  for (const Case& c : {cases[0], cases[1], deep}) {
+  for (const Case& c : {cases[0], cases[1], cases[2], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
     REQUIRE(t->applies(ctx));
     tune::Space space = t->space(ctx);
@@ -663,13 +668,12 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         emulate_and_compare(m, kernels);
     }
   }
-  // Not on sm_80, nor on operands whose rows are not a multiple of 16 bytes.
-  const OpCase odd{"matmul", {typed(f16, {16, 20}), typed(f16, {20, 16})}, typed(f16, {16, 16}), none};
-  CHECK_FALSE(t->applies(context_of(odd, Target::cuda(90), "odd")));
+  // Not on sm_80.
   CHECK_FALSE(t->applies(context_of(cases[0].op, Target::cuda(80), "old")));
 
-  // A 1x1 stride-1 convolution is the GEMM W[o][c] X[n][c][pixel] per image: weights as A,
-  // the image as B; other convolutions take the mma.sync implicit GEMM.
+  // A convolution is the GEMM W[o][k] X[n][k][pixel] per image: the weights as A, the image's
+  // windows as B (gathered element by element; a 1x1 stride-1 one reads the image as it is,
+  // with cp.async).
   const OpDef* conv_def = OpRegistry::global().find("conv2d");
   const ScheduleTemplate* conv_t = &template_named("conv2d", "cuda_wgmma_conv2d");
   auto conv = [&](std::vector<int64_t> x, std::vector<int64_t> w, ops::Conv2dAttrs attrs) {
@@ -678,28 +682,35 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     return OpCase{"conv2d", {typed(f16, x), typed(f16, w)}, *out,
                   std::make_shared<ops::Conv2dAttrs>(attrs), 2e-3, 2e-3};
   };
-  const OpCase pointwise = conv({2, 40, 4, 6}, {72, 40, 1, 1}, {});
-  const TemplateContext ctx = context_of(pointwise, Target::cuda(90), "pw");
-  REQUIRE(conv_t->applies(ctx));
   ops::Conv2dAttrs padded;
   padded.pad_top = padded.pad_bottom = padded.pad_left = padded.pad_right = 1;
-  CHECK_FALSE(conv_t->applies(
-      context_of(conv({2, 40, 4, 6}, {72, 40, 3, 3}, padded), Target::cuda(90), "3x3")));
-  for (const tune::Config& cfg : {conv_t->space(ctx).default_config(), config(2, 64, 3)}) {
-    INFO("conv config " << cfg.to_string());
-    auto scheduled = conv_t->build(ctx, cfg);
-    REQUIRE(scheduled.ok());
-    ir::Module m{"pw", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
-    if (have_nvrtc()) compile_and_check(m, 90);
-    std::vector<Kernel> kernels{{reference_task(*conv_def, pointwise, "pw"),
-                                 {loom::testing::random_array(f16, {2, 40, 4, 6}),
-                                  loom::testing::random_array(f16, {72, 40, 1, 1})},
-                                 2e-3,
-                                 2e-3}};
-    if (cuda::Driver* gpu = gpu_or_null("a wgmma conv kernel"); gpu && gpu->device_properties(0)->sm_arch == 90)
-      run_and_compare(gpu, m, kernels);
-    else
-      emulate_and_compare(m, kernels);
+  padded.stride_w = 2;
+  struct ConvCase {
+    OpCase op;
+    std::vector<int64_t> x, w;
+  };
+  for (const ConvCase& cc : {ConvCase{conv({2, 40, 4, 6}, {72, 40, 1, 1}, {}), {2, 40, 4, 6},
+                                      {72, 40, 1, 1}},
+                             ConvCase{conv({2, 5, 9, 11}, {13, 5, 3, 3}, padded), {2, 5, 9, 11},
+                                      {13, 5, 3, 3}}}) {
+    const TemplateContext ctx = context_of(cc.op, Target::cuda(90), "conv");
+    REQUIRE(conv_t->applies(ctx));
+    for (const tune::Config& cfg : {conv_t->space(ctx).default_config(), config(2, 64, 3)}) {
+      INFO("conv " << cc.w[2] << "x" << cc.w[3] << ", config " << cfg.to_string());
+      auto scheduled = conv_t->build(ctx, cfg);
+      REQUIRE(scheduled.ok());
+      ir::Module m{"conv", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+      if (have_nvrtc()) compile_and_check(m, 90);
+      std::vector<Kernel> kernels{{reference_task(*conv_def, cc.op, "conv"),
+                                   {loom::testing::random_array(f16, cc.x),
+                                    loom::testing::random_array(f16, cc.w)},
+                                   2e-3,
+                                   2e-3}};
+      if (cuda::Driver* gpu = gpu_or_null("a wgmma conv kernel"); gpu && gpu->device_properties(0)->sm_arch == 90)
+        run_and_compare(gpu, m, kernels);
+      else
+        emulate_and_compare(m, kernels);
+    }
   }
 }
 
