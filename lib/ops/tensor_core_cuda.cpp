@@ -553,6 +553,17 @@ std::function<int64_t(const tune::Config&)> split_k_choices(
   return split_of;
 }
 
+// The default of a GEMM space: the largest tile of by_size (largest first) that still gives
+// every SM a block, else the smallest, with the split that fills the SMs.
+tune::Config default_gemm_config(const tune::Space& s, const std::vector<tune::Config>& by_size,
+                                 int64_t sm_count,
+                                 const std::function<int64_t(const tune::Config&)>& blocks,
+                                 const std::function<int64_t(const tune::Config&)>& split_of) {
+  tune::Config tile = first_filling_config(s, by_size, static_cast<int>(sm_count), blocks);
+  tile.set("split_k", split_of(tile));
+  return tile;
+}
+
 tune::Space tensor_core_space(const TemplateContext& ctx) {
   const GpuProperties p = gpu_properties(ctx.target);
   std::optional<TcProblem> problem = tc_problem(ctx);
@@ -611,23 +622,27 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
                          {"swizzle", 1},
                          {"split_k", 1}});
   };
-  const std::vector<tune::Config> by_size = {config(2, 2, 4, 8, 3), config(2, 2, 4, 4, 3),
-                                             config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)};
-  tune::Config tile = first_filling_config(s, by_size, p.sm_count, blocks);
-  tile.set("split_k", split_of(tile));
-  s.default_config(tile);
+  s.default_config(default_gemm_config(s,
+                                       {config(2, 2, 4, 8, 3), config(2, 2, 4, 4, 3),
+                                        config(2, 2, 2, 4, 3), config(2, 2, 1, 2, 3)},
+                                       p.sm_count, blocks, split_of));
   return s;
+}
+
+// The kernel of GEMM class Gemm (TensorCoreGemm or WarpgroupGemm) for problem p.
+template <typename Gemm>
+absl::StatusOr<ScheduledKernel> build_gemm(const TemplateContext& ctx, const tune::Config& c,
+                                           std::optional<TcProblem> p, const char* what) {
+  if (!p)
+    return absl::InvalidArgumentError(str_cat("the CUDA ", what, " does not apply to ", ctx.name));
+  Gemm gemm(ctx, *std::move(p), c);
+  Stmt body = gemm.kernel();
+  return kernel_of(ctx.name, gemm.params(), body);
 }
 
 absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ctx,
                                                        const tune::Config& c) {
-  std::optional<TcProblem> p = tc_problem(ctx);
-  if (!p)
-    return absl::InvalidArgumentError("CUDA tensor-core GEMM templates do not apply to " +
-                                      ctx.name);
-  TensorCoreGemm gemm(ctx, *std::move(p), c);
-  Stmt body = gemm.kernel();
-  return kernel_of(ctx.name, gemm.params(), body);
+  return build_gemm<TensorCoreGemm>(ctx, c, tc_problem(ctx), "tensor-core GEMM templates");
 }
 
 
@@ -868,23 +883,15 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
                          {"stages", stages},
                          {"split_k", 1}});
   };
-  const std::vector<tune::Config> by_size = {config(2, 256, 3), config(2, 128, 4),
-                                             config(1, 128, 4), config(1, 64, 4)};
-  tune::Config tile = first_filling_config(s, by_size, p.sm_count, blocks);
-  tile.set("split_k", split_of(tile));
-  s.default_config(tile);
+  s.default_config(default_gemm_config(
+      s, {config(2, 256, 3), config(2, 128, 4), config(1, 128, 4), config(1, 64, 4)},
+      p.sm_count, blocks, split_of));
   return s;
 }
 
 absl::StatusOr<ScheduledKernel> build_wgmma_gemm(const TemplateContext& ctx,
                                                  const tune::Config& c) {
-  std::optional<TcProblem> p = wgmma_problem(ctx);
-  if (!p)
-    return absl::InvalidArgumentError("the CUDA warpgroup GEMM template does not apply to " +
-                                      ctx.name);
-  WarpgroupGemm gemm(ctx, *std::move(p), c);
-  Stmt body = gemm.kernel();
-  return kernel_of(ctx.name, gemm.params(), body);
+  return build_gemm<WarpgroupGemm>(ctx, c, wgmma_problem(ctx), "warpgroup GEMM template");
 }
 
 }  // namespace
