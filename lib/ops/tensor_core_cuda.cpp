@@ -230,6 +230,43 @@ class SplitK {
   Buffer partials_, arrivals_, last_, arrived_;
 };
 
+// Stage "main loop" of a GEMM block with `stages` shared buffers: the accumulators zeroed, the
+// first stages - 1 slices of the block's range (of `slices`, split by `split`) started, then per
+// slice: wait for this thread's copies, `publish` (a barrier, after whatever the instruction
+// reading the slice needs), start the slice stages - 1 ahead (into the buffer every thread has
+// finished with), multiply. load(slice, stage) copies a slice; async: whether some copy is a
+// cp.async (else no commits and waits).
+Stmt main_loop(const Buffer& acc, int64_t accumulators, int64_t slices, int64_t stages,
+               const SplitK& split, const Expr& split_index, bool async,
+               const std::function<Stmt(const Expr&, const Expr&)>& load,
+               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish) {
+  auto cp_async = [async](const std::string& name, std::vector<Expr> args = {}) {
+    return async ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
+                 : ir::Evaluate::make(Expr(int64_t{0}));
+  };
+  const int64_t ahead = stages - 1;
+  const auto [first, count] = split.slices_of(split_index, slices);
+  std::vector<Stmt> s;
+  for (int64_t i = 0; i < accumulators; ++i) s.push_back(ir::Store::make(acc, Expr(0.0f), {Expr(i)}));
+  for (int64_t k = 0; k < ahead; ++k) {
+    if (split.splits() > 1)
+      s.push_back(ir::IfThenElse::make(Expr(k) < count, load(first + k, Expr(k))));
+    else if (k < slices)
+      s.push_back(load(Expr(k), Expr(k)));
+    s.push_back(cp_async("cp_async_commit"));
+  }
+  Var kt("kt");
+  Stmt step = ir::Seq::make({
+      cp_async("cp_async_wait", {Expr(ahead - 1)}),
+      publish,
+      ir::IfThenElse::make(kt + ahead < count, load(first + kt + ahead, (kt + ahead) % stages)),
+      cp_async("cp_async_commit"),
+      multiply(kt % stages),
+  });
+  s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
+  return ir::Seq::make(std::move(s));
+}
+
 // One GEMM operand: a parameter of the kernel and how to read element (batch, row, col) of the
 // operand matrix from it.
 struct Operand {
@@ -349,11 +386,6 @@ class TensorCoreGemm {
     });
   }
 
-  Stmt async(const std::string& name, std::vector<Expr> args = {}) const {
-    return a_async_ || b_async_ ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
-                  : ir::Evaluate::make(Expr(int64_t{0}));
-  }
-
   // Stage "multiply": per 16-deep step of the slice in shared buffer `stage`, A's fragments
   // (ldmatrix: lane l gives row l % 16, columns 8 (l / 16) .. of the 16 x 16 tile), B's in
   // pairs of 8-wide tiles (ldmatrix.trans: lane l gives k row l % 16, columns 8 (l / 16) .. of
@@ -407,35 +439,18 @@ class TensorCoreGemm {
     });
   }
 
-  // One block's tile: zero the accumulators, start the first stages - 1 slices of its K range,
-  // then per slice wait for it, barrier, start the slice stages - 1 ahead (into the buffer every
-  // thread has finished with), multiply; then store C, or reduce the splits first.
+  // One block's tile: the main loop over its K range (publishing each slice with a barrier),
+  // then store C, or reduce the splits first.
   Stmt block_tile(const Var& tid) {
     place_thread(tid);
-    const int64_t slices = ceil_div(p_.K, t_.block_k), ahead = t_.stages - 1;
-    const auto [first, count] = split_.slices_of(split_index_, slices);
-    std::vector<Stmt> s;
-    for (int64_t i = 0; i < t_.accumulators(); ++i)
-      s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
-    for (int64_t k = 0; k < ahead; ++k) {
-      if (t_.split_k > 1)
-        s.push_back(ir::IfThenElse::make(Expr(k) < count, load_slice(tid, first + k, Expr(k))));
-      else if (k < slices)
-        s.push_back(load_slice(tid, Expr(k), Expr(k)));
-      s.push_back(async("cp_async_commit"));
-    }
-    Var kt("kt");
-    Stmt step = ir::Seq::make({
-        async("cp_async_wait", {Expr(ahead - 1)}),
-        ir::Barrier::make(),
-        ir::IfThenElse::make(kt + ahead < count,
-                             load_slice(tid, first + kt + ahead, (kt + ahead) % t_.stages)),
-        async("cp_async_commit"),
-        multiply(kt % t_.stages),
+    Stmt body = ir::Seq::make({
+        main_loop(
+            acc_, t_.accumulators(), ceil_div(p_.K, t_.block_k), t_.stages, split_, split_index_,
+            a_async_ || b_async_,
+            [&](const Expr& kt, const Expr& stage) { return load_slice(tid, kt, stage); },
+            [&](const Expr& stage) { return multiply(stage); }, ir::Barrier::make()),
+        split_.reduce(tid, tile_id_, split_index_, acc_, store_c()),
     });
-    s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
-    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_, store_c()));
-    Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {b_frag_, a_frag_, acc_, b_shared_, a_shared_})
       body = ir::Allocate::make(b, body);
     return split_.around_block(body);
@@ -748,11 +763,6 @@ class WarpgroupGemm {
     });
   }
 
-  // A cp.async commit or wait, where an operand is copied with cp.async.
-  Stmt async(const std::string& name, std::vector<Expr> args = {}) const {
-    return a_async_ || b_async_ ? call(name, std::move(args))
-                                : ir::Evaluate::make(Expr(int64_t{0}));
-  }
 
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
   // descriptors' start at row 64 w of A and k row 16 kk of B.
@@ -798,36 +808,21 @@ class WarpgroupGemm {
     });
   }
 
-  // One block's tile: zero the accumulators, start the first stages - 1 slices, then per slice
-  // wait for this thread's copies, fence them for wgmma, barrier, start the slice stages - 1
-  // ahead (into the buffer whose products the last wait completed), multiply.
+  // One block's tile: the main loop over its K range, each slice published by a proxy fence
+  // (wgmma reads through the asynchronous proxy) and a barrier; the stage a slice is loaded into
+  // is free, as the last wgmma_wait completed the products that read it. Then store C, or
+  // reduce the splits first.
   Stmt block_tile(const Var& tid) {
-    const int64_t slices = ceil_div(p_.K, kWgK), ahead = t_.stages - 1;
-    const auto [first, count] = split_.slices_of(split_index_, slices);
     const Expr warpgroup = tid / Expr(int64_t{128});
-    std::vector<Stmt> s;
-    for (int64_t i = 0; i < t_.accumulators(); ++i)
-      s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
-    for (int64_t k = 0; k < ahead; ++k) {
-      if (t_.split_k > 1)
-        s.push_back(ir::IfThenElse::make(Expr(k) < count, load_slice(tid, first + k, Expr(k))));
-      else if (k < slices)
-        s.push_back(load_slice(tid, Expr(k), Expr(k)));
-      s.push_back(async("cp_async_commit"));
-    }
-    Var kt("kt");
-    Stmt step = ir::Seq::make({
-        async("cp_async_wait", {Expr(ahead - 1)}),
-        call("fence_proxy_async"),
-        ir::Barrier::make(),
-        ir::IfThenElse::make(kt + ahead < count,
-                             load_slice(tid, first + kt + ahead, (kt + ahead) % t_.stages)),
-        async("cp_async_commit"),
-        multiply(kt % t_.stages, warpgroup),
+    Stmt body = ir::Seq::make({
+        main_loop(
+            acc_, t_.accumulators(), ceil_div(p_.K, kWgK), t_.stages, split_, split_index_,
+            a_async_ || b_async_,
+            [&](const Expr& kt, const Expr& stage) { return load_slice(tid, kt, stage); },
+            [&](const Expr& stage) { return multiply(stage, warpgroup); },
+            ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()})),
+        split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)),
     });
-    s.push_back(ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step));
-    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)));
-    Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {acc_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
     return split_.around_block(body);
   }
