@@ -706,7 +706,7 @@ struct WgTiles {
 class WarpgroupGemm {
  public:
   WarpgroupGemm(const TemplateContext& ctx, TcProblem p, const tune::Config& c)
-      : ctx_(ctx), p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
+      : p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
     const Expr stages(t_.stages);
     a_shared_ = Buffer::make(
         ctx.name + "_As", in_,
@@ -827,7 +827,6 @@ class WarpgroupGemm {
     return split_.around_block(body);
   }
 
-  const TemplateContext& ctx_;
   TcProblem p_;
   WgTiles t_;
   DType in_;
