@@ -370,8 +370,9 @@ int main(int argc, char** argv) {
     // Goals: f32 0.8x SGEMM; f16/bf16 0.9x cuBLAS on 4096^3 (and 1.0x on BERT with epilogues).
     const double goal = t == loom::DType::f32() ? 0.8 : 0.9;
     const double max_err = t == loom::DType::f32() ? 1e-3 : t == loom::DType::f16() ? 1e-2 : 3e-2;
-    std::printf("\n%-26s %10s %10s %8s %10s %8s  %s\n", ("gemm " + t.to_string() + " (m,n,k)").c_str(),
-                "loom ms", "cublas ms", "ratio", "rel err", "tune s", "schedule");
+    std::printf("\n%-26s %10s %10s %8s %10s %8s  %s\n",
+                ("gemm " + t.to_string() + " (m,n,k)").c_str(), "loom ms", "cublas ms", "ratio",
+                "rel err", "tune s", "schedule");
     double log_ratio = 0;
     int counted = 0;
     for (const Shape& s : shapes) {

@@ -348,7 +348,8 @@ class FlashAttention {
   AttentionProblem p_;
   int64_t warps_, kv_;
   DType type_;
-  Buffer q_, kt_, v_, out_, mask_, q_shared_, kt_shared_, v_shared_, s_acc_, o_acc_, q_frag_, kt_frag_,
+  Buffer q_, kt_, v_, out_, mask_,  // mask_: only when masked
+      q_shared_, kt_shared_, v_shared_, s_acc_, o_acc_, q_frag_, kt_frag_,
       p_frag_, v_frag_, max_, sum_;
   Expr bh_, q0_;
 };

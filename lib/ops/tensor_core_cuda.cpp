@@ -17,8 +17,8 @@
 //    row_major(...).split(2, 8).swizzle(2, 1, width, step) (see Layout::swizzle), which keeps
 //    every chunk contiguous for cp.async and ldmatrix and saves the padding's shared memory.
 //
-// Split-K (for shapes with too few output tiles to fill the SMs and a deep K): spatial(..., split_k)
-// more blocks, each multiplying a contiguous range of the K slices. Every block writes its f32
+// Split-K (for shapes with too few output tiles to fill the SMs and a deep K):
+// spatial(..., split_k) more blocks, each multiplying a contiguous range of the K slices. Every block writes its f32
 // partial tile to module memory (one slot per split, each thread its accumulators side by side
 // with its neighbours'), fences, and counts itself in the tile's arrival counter; the block that
 // arrives last sums the partials of all splits in split order (the same result whichever block is
@@ -247,7 +247,8 @@ Stmt main_loop(const Buffer& acc, int64_t accumulators, int64_t slices, int64_t 
   const int64_t ahead = stages - 1;
   const auto [first, count] = split.slices_of(split_index, slices);
   std::vector<Stmt> s;
-  for (int64_t i = 0; i < accumulators; ++i) s.push_back(ir::Store::make(acc, Expr(0.0f), {Expr(i)}));
+  for (int64_t i = 0; i < accumulators; ++i)
+    s.push_back(ir::Store::make(acc, Expr(0.0f), {Expr(i)}));
   for (int64_t k = 0; k < ahead; ++k) {
     if (split.splits() > 1)
       s.push_back(ir::IfThenElse::make(Expr(k) < count, load(first + k, Expr(k))));
@@ -660,14 +661,13 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
   return build_gemm<TensorCoreGemm>(ctx, c, tc_problem(ctx), "tensor-core GEMM templates");
 }
 
-
 // ---- Hopper: warpgroup GEMM (wgmma) --------------------------------------------------------
 //
 // On sm_90 (compiled for sm_90a), for matmuls and convolutions (groups 1), a block of 1 or 2
 // warpgroups (128 threads each) computes a (64 * warpgroups) x block_n tile of C; warpgroup w
 // owns rows 64 w .. 64 w + 63 and all block_n columns, which one wgmma.mma_async m64nNk16 per
-// 16-deep step multiplies straight from shared
-// memory (no fragments in registers but the accumulators). Its operands are shared tiles in the
+// 16-deep step multiplies straight from shared memory (no fragments in registers but the
+// accumulators). Its operands are shared tiles in the
 // layouts wgmma reads, as loom layouts:
 //   A, [stages, BM, 64]: K-major, 64 elements (128 bytes) a row, the 16-byte chunks of row r
 //     XORed with r % 8: row_major(...).split(2, 8).swizzle(2, 1, 8, 1); 8-row groups are 1024
@@ -763,7 +763,6 @@ class WarpgroupGemm {
     });
   }
 
-
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
   // descriptors' start at row 64 w of A and k row 16 kk of B.
   Stmt multiply(const Expr& stage, const Expr& warpgroup) const {
@@ -836,11 +835,14 @@ class WarpgroupGemm {
   Expr g_, m0_, n0_, tile_id_, split_index_;
 };
 
-// The GEMMs a warpgroup GEMM computes: those of the mma.sync GEMM, on sm_90 exactly (wgmma is
-// sm_90a's).
+// wgmma is sm_90a's: the warpgroup GEMM runs on sm_90 exactly.
+bool wgmma_target(const TemplateContext& ctx) {
+  return ctx.target.is_cuda() && ctx.target.sm_arch() == 90;
+}
+
+// The GEMMs a warpgroup GEMM computes: those of the mma.sync GEMM, on sm_90.
 std::optional<TcProblem> wgmma_problem(const TemplateContext& ctx) {
-  if (!ctx.target.is_cuda() || ctx.target.sm_arch() != 90) return std::nullopt;
-  return tc_problem(ctx);
+  return wgmma_target(ctx) ? tc_problem(ctx) : std::nullopt;
 }
 
 tune::Space wgmma_space(const TemplateContext& ctx) {
@@ -894,7 +896,7 @@ ScheduleTemplate matmul_wgmma_cuda_template() {
   return cuda_template(
       "cuda_wgmma_gemm",
       [](const TemplateContext& ctx) {
-        return matmul_problem(ctx).has_value() && wgmma_problem(ctx).has_value();
+        return wgmma_target(ctx) && matmul_problem(ctx).has_value();
       },
       wgmma_space, build_wgmma_gemm);
 }
@@ -903,7 +905,7 @@ ScheduleTemplate conv2d_wgmma_cuda_template() {
   return cuda_template(
       "cuda_wgmma_conv2d",
       [](const TemplateContext& ctx) {
-        return implicit_gemm_problem(ctx).has_value() && wgmma_problem(ctx).has_value();
+        return wgmma_target(ctx) && implicit_gemm_problem(ctx).has_value();
       },
       wgmma_space, build_wgmma_gemm);
 }

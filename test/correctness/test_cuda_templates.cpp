@@ -85,6 +85,17 @@ cuda::Driver* gpu_or_null(const std::string& what) {
   return *driver;
 }
 
+// The driver with an sm_90 device first (sm_90a kernels run on no other), or null after saying
+// why the kernels are not run.
+cuda::Driver* sm90_or_null(const std::string& what) {
+  cuda::Driver* gpu = gpu_or_null(what);
+  if (!gpu) return nullptr;
+  auto props = gpu->device_properties(0);
+  if (props.ok() && props->sm_arch == 90) return gpu;
+  std::printf("[cuda] the GPU is not sm_90: %s compiled, and emulated on the host\n", what.c_str());
+  return nullptr;
+}
+
 // Emits m, compiles it for sm_<sm>, and checks a cubin with every kernel's entry symbol.
 void compile_and_check(const ir::Module& m, int sm) {
   auto compiled = cuda::compile_module(m, sm);
@@ -641,15 +652,16 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
       ir::Module m{"wg", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
       auto source = cuda::emit_cuda_source(m);
       REQUIRE(source.ok());
-      CHECK_THAT(*source, Catch::Contains("loom_wgmma_m64n" + std::to_string(cfg["block_n"]) + "k16_"));
+      const std::string n = std::to_string(cfg["block_n"]);
+      CHECK_THAT(*source, Catch::Contains("loom_wgmma_m64n" + n + "k16_"));
       CHECK_THAT(*source, Catch::Contains("loom_fence_proxy_async()"));
       if (have_nvrtc()) {
         auto compiled = cuda::compile_module(m, 90);
         INFO(compiled.status().ToString());
         REQUIRE(compiled.ok());
         CHECK_THAT(compiled->ptx, Catch::Contains(".target sm_90a"));
-        CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.mma_async.sync.aligned.m64n" +
-                                                  std::to_string(cfg["block_n"]) + "k16.f32"));
+        CHECK_THAT(compiled->ptx,
+                   Catch::Contains("wgmma.mma_async.sync.aligned.m64n" + n + "k16.f32"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.fence.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.commit_group.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 0"));
@@ -662,7 +674,7 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                                     loom::testing::random_array(c.op.inputs[1].dtype, c.b)},
                                    c.op.rtol,
                                    c.op.atol}};
-      if (cuda::Driver* gpu = gpu_or_null("a wgmma kernel"); gpu && gpu->device_properties(0)->sm_arch == 90)
+      if (cuda::Driver* gpu = sm90_or_null("a wgmma kernel"))
         run_and_compare(gpu, m, kernels);
       else
         emulate_and_compare(m, kernels);
@@ -699,14 +711,15 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
       INFO("conv " << cc.w[2] << "x" << cc.w[3] << ", config " << cfg.to_string());
       auto scheduled = conv_t->build(ctx, cfg);
       REQUIRE(scheduled.ok());
-      ir::Module m{"conv", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+      ir::Module m{"conv", ctx.target,
+                   {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
       if (have_nvrtc()) compile_and_check(m, 90);
       std::vector<Kernel> kernels{{reference_task(*conv_def, cc.op, "conv"),
                                    {loom::testing::random_array(f16, cc.x),
                                     loom::testing::random_array(f16, cc.w)},
                                    2e-3,
                                    2e-3}};
-      if (cuda::Driver* gpu = gpu_or_null("a wgmma conv kernel"); gpu && gpu->device_properties(0)->sm_arch == 90)
+      if (cuda::Driver* gpu = sm90_or_null("a wgmma conv kernel"))
         run_and_compare(gpu, m, kernels);
       else
         emulate_and_compare(m, kernels);

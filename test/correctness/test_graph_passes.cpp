@@ -180,9 +180,11 @@ TEST_CASE("graph passes: attention chains become one attention node for CUDA tar
   // fourth input; a mask added before the scale does not match.
   for (const bool after_scale : {true, false}) {
     Graph m;
-    Tensor q = m.input("q", {3, 11, 32}, DType::f16()), kt = m.input("kt", {3, 32, 7}, DType::f16()),
-           v = m.input("v", {3, 7, 16}, DType::f16()), mask = m.input("mask", {3, 1, 7}, DType::f16());
-    Tensor scores = after_scale ? q.matmul(kt).mul(0.25).add(mask) : q.matmul(kt).add(mask).mul(0.25);
+    const DType f16 = DType::f16();
+    Tensor q = m.input("q", {3, 11, 32}, f16), kt = m.input("kt", {3, 32, 7}, f16),
+           v = m.input("v", {3, 7, 16}, f16), mask = m.input("mask", {3, 1, 7}, f16);
+    Tensor scores =
+        after_scale ? q.matmul(kt).mul(0.25).add(mask) : q.matmul(kt).add(mask).mul(0.25);
     m.output(scores.softmax(-1).matmul(v));
     auto fused_mask = passes::fuse_attention(m, Target::cuda(90));
     REQUIRE(fused_mask.ok());

@@ -1,5 +1,6 @@
-// Layouts: ALT's primitives (split, reorder, fuse, pad, unfold, swizzle) checked over every index of small
-// tensors for random chains, and a kernel written against logical indices storing through them.
+// Layouts: ALT's primitives (split, reorder, fuse, pad, unfold, swizzle) checked over every index
+// of small tensors for random chains, and kernels written against logical indices storing
+// through them.
 
 #include <catch2/catch.hpp>
 
@@ -55,6 +56,18 @@ std::vector<std::vector<int64_t>> all_indices(const std::vector<int64_t>& shape)
     }
   }
   return out;
+}
+
+// Compiles f (params: an input, an output) for the host CPU and runs it on in and out.
+void run_on_host(const ir::Func& f, std::vector<float>& in, std::vector<float>& out) {
+  auto jit = runtime::CpuJit::create(Target::host_cpu());
+  REQUIRE(jit.ok());
+  ir::Module m{f.name, Target::host_cpu(), {passes::lower_scheduled(f, Target::host_cpu())}};
+  auto fns = (*jit)->compile(m);
+  INFO(fns.status().ToString());
+  REQUIRE(fns.ok());
+  void* buffers[] = {in.data(), out.data()};
+  (*fns)[0](buffers, nullptr);
 }
 
 // A random primitive applied to l (always a valid one).
@@ -212,7 +225,8 @@ TEST_CASE("layout: swizzle permutes 16-byte chunks so that 8 rows fall in 8 bank
   // The rows of the plain layout collide: 2 rows per line, 4 ways.
   Layout plain = Layout::row_major(consts({64, 32}));
   std::set<int64_t> groups;
-  for (int64_t r = 0; r < 8; ++r) groups.insert(values({plain.offset(consts({r, 0}))})[0] * 2 / 16 % 8);
+  for (int64_t r = 0; r < 8; ++r)
+    groups.insert(values({plain.offset(consts({r, 0}))})[0] * 2 / 16 % 8);
   CHECK(groups.size() == 2);
 }
 
@@ -226,17 +240,9 @@ TEST_CASE("layout: a CPU kernel stores through a swizzled layout", "[layout]") {
   ir::Stmt body = ir::Store::make(y, x.load({r, c}) + ir::Expr(1.0f), {r, c});
   body = ir::For::make(c, ir::Expr(int64_t{0}), ir::Expr(C), ir::ForKind::kSerial, body);
   body = ir::For::make(r, ir::Expr(int64_t{0}), ir::Expr(R), ir::ForKind::kSerial, body);
-  ir::Func f{"to_swizzled", {x, y}, body};
-  auto jit = runtime::CpuJit::create(Target::host_cpu());
-  REQUIRE(jit.ok());
-  ir::Module m{"swizzle", Target::host_cpu(), {passes::lower_scheduled(f, Target::host_cpu())}};
-  auto fns = (*jit)->compile(m);
-  INFO(fns.status().ToString());
-  REQUIRE(fns.ok());
   std::vector<float> in(static_cast<size_t>(R * C)), out(static_cast<size_t>(R * C), -1);
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i);
-  void* buffers[] = {in.data(), out.data()};
-  (*fns)[0](buffers, nullptr);
+  run_on_host(ir::Func{"to_swizzled", {x, y}, body}, in, out);
   // Independent reference: element (i, j) at row i, group (j / 3) ^ (i % 8), place j % 3.
   for (int64_t i = 0; i < R; ++i)
     for (int64_t j = 0; j < C; ++j)
@@ -288,17 +294,10 @@ TEST_CASE("layout: a kernel written against logical indices stores NCHW8c throug
   ir::Stmt body = ir::Store::make(y, x.load({n, c, h, w}) * ir::Expr(2.0f), {n, c, h, w});
   for (auto [v, e] : {std::pair{w, W}, {h, H}, {c, C}, {n, N}})
     body = ir::For::make(v, ir::Expr(int64_t{0}), ir::Expr(e), ir::ForKind::kSerial, body);
-  ir::Func f{"to_nchw8c", {x, y}, body};
-  auto jit = runtime::CpuJit::create(Target::host_cpu());
-  REQUIRE(jit.ok());
-  ir::Module m{"layout", Target::host_cpu(), {passes::lower_scheduled(f, Target::host_cpu())}};
-  auto fns = (*jit)->compile(m);
-  INFO(fns.status().ToString());
-  REQUIRE(fns.ok());
-  std::vector<float> in(static_cast<size_t>(N * C * H * W)), out(static_cast<size_t>(N * 2 * H * W * 8), -1);
+  std::vector<float> in(static_cast<size_t>(N * C * H * W)),
+      out(static_cast<size_t>(N * 2 * H * W * 8), -1);
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i);
-  void* buffers[] = {in.data(), out.data()};
-  (*fns)[0](buffers, nullptr);
+  run_on_host(ir::Func{"to_nchw8c", {x, y}, body}, in, out);
   // Independent reference: NCHW8c offset of (n, c, h, w) written out by hand.
   for (int64_t a = 0; a < N; ++a)
     for (int64_t b = 0; b < C; ++b)

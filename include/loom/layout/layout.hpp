@@ -22,7 +22,8 @@ struct LayoutStep {
   Kind kind = Kind::kSplit;
   int dim = 0;
   int by = 0;             // swizzle: the dim whose index permutes dim's
-  int64_t a = 0, b = 0;   // split: factor; pad: multiple; unfold: tile, stride; swizzle: width, step
+  // split: factor; pad: multiple; unfold: tile, stride; swizzle: width, step
+  int64_t a = 0, b = 0;
   std::vector<int> perm;  // reorder
   std::vector<ir::Expr> extents_before;  // the physical extents it applies to
   std::string to_string() const;
