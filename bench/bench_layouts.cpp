@@ -51,7 +51,11 @@ absl::StatusOr<LoomLayer> compile_layer(const loom::Graph& g, int conv,
                                         const loom::layouts::AnchorLayouts& choice,
                                         const loom::CompileOptions& options) {
   LOOM_ASSIGN_OR_RETURN(loom::Graph laid, loom::layouts::apply(g, {{conv, choice}}));
-  LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph c, loom::Compiler().compile(laid, options));
+  // Unfused, so the conversions into and out of the layouts stay kernels of their own (fused,
+  // the conv kernel would read and write the graph's row-major tensors through them).
+  loom::CompileOptions unfused = options;
+  unfused.fuse = false;
+  LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph c, loom::Compiler().compile(laid, unfused));
   LoomLayer l{std::move(c), 0, choice.to_string()};
   for (size_t k = 0; k < l.compiled.kernels().size(); ++k)
     if (l.compiled.kernels()[k].schedule.rfind("conv2d", 0) == 0) l.conv_kernel = k;

@@ -701,22 +701,28 @@ class DirectConvKernel {
 
  private:
   // Stage "pad input": xp[n, c, hp, wp] = x[n, c, hp - pt, wp - pl], zero outside the image.
+  // NCHW and NCHW{v}c copy whole rows (W x v contiguous floats; in NCHW{v}c the lanes past the
+  // last channel are copied too and never read); other layouts go element by element.
   Stmt pad_input() const {
-    if (!ctx_.inputs[0].layout.empty()) return pad_input_any_layout();
+    const std::vector<LayoutStep>& steps = ctx_.inputs[0].layout;
+    const int64_t v = steps.empty() ? 1 : col_stride_;
+    if (!steps.empty() && steps != channels_blocked(v)) return pad_input_any_layout();
+    const int64_t row = wp_ * v, left = p_.pl * v;
     Var plane("plane"), hp("hp"), col("col");
     Expr ih = hp - p_.pt;
-    Expr dst = (plane * hp_ + hp) * wp_;
-    Expr src = (plane * p_.H + ih) * p_.W;
-    int64_t copy_end = std::min(p_.pl + p_.W, wp_);
+    Expr dst = (plane * hp_ + hp) * row;
+    Expr src = (plane * p_.H + ih) * (p_.W * v);
+    int64_t copy_end = std::min(p_.pl + p_.W, wp_) * v;
     Stmt copy;
-    if (copy_end > p_.pl)
-      copy = ir::For::make(col, Expr(p_.pl), Expr(copy_end - p_.pl), ForKind::kVectorized,
-                           ir::Store::make(input_, x_.load({src + col - p_.pl}), {dst + col}));
-    Stmt row = ir::Seq::make({zero_range(input_, dst, 0, std::min(p_.pl, wp_), "col"), copy,
-                              zero_range(input_, dst, std::max(copy_end, p_.pl), wp_, "col")});
+    if (copy_end > left)
+      copy = ir::For::make(col, Expr(left), Expr(copy_end - left), ForKind::kVectorized,
+                           ir::Store::make(input_, x_.load({src + col - left}), {dst + col}));
+    Stmt fill = ir::Seq::make({zero_range(input_, dst, 0, std::min(left, row), "col"), copy,
+                               zero_range(input_, dst, std::max(copy_end, left), row, "col")});
     Stmt body =
-        ir::IfThenElse::make(ih >= 0 && ih < p_.H, row, zero_range(input_, dst, 0, wp_, "col"));
-    return ir::For::make(plane, 0, p_.N * p_.C, ForKind::kParallel, loop(hp, 0, hp_, body));
+        ir::IfThenElse::make(ih >= 0 && ih < p_.H, fill, zero_range(input_, dst, 0, row, "col"));
+    return ir::For::make(plane, 0, p_.N * ceil_div(p_.C, v), ForKind::kParallel,
+                         loop(hp, 0, hp_, body));
   }
 
   // The same in any layout: a loop over the copy's physical dims in memory order, each element

@@ -71,7 +71,7 @@ TEST_CASE("layout assignment: direct conv configs in blocked layouts, in place a
           "[layout][assign][conv]") {
   const int64_t lanes = Target::host_cpu().vector_lanes_f32();
   // Whole channel blocks (partial sums in the output) or not (a scratch tile); one input-channel
-  // chunk or several; pixel tiles with tails.
+  // chunk or several; pixel tiles with tails; padded copies of NCHW{lanes}c inputs.
   for (int64_t o : {2 * lanes, 3 * lanes}) {
     Block b = residual_block(19, o, 7, 11, 1);
     std::vector<NDArray> expected = reference_run(b.g, b.inputs);
@@ -86,10 +86,15 @@ TEST_CASE("layout assignment: direct conv configs in blocked layouts, in place a
       c.set("oc_vectors", ocv);
       c.set("kc", kc);
       c.set("tiles", tiles);
-      INFO("O " << o << ", config " << c.to_string());
-      CompileOptions options;
-      options.template_configs["conv2d_direct"] = c;
-      require_close(compile_and_run(*laid, b.inputs, options)[0], expected[0], 1e-4, 1e-4);
+      // Unfused, the first conv also reads its blocked input (19 channels: the last block
+      // padded) from a conversion kernel rather than through a fused prologue.
+      for (bool fuse : {true, false}) {
+        INFO("O " << o << ", config " << c.to_string() << ", fused " << fuse);
+        CompileOptions options;
+        options.template_configs["conv2d_direct"] = c;
+        options.fuse = fuse;
+        require_close(compile_and_run(*laid, b.inputs, options)[0], expected[0], 1e-4, 1e-4);
+      }
     }
   }
 }
