@@ -635,10 +635,6 @@ class DirectConvKernel {
     owb_ = c["ow_block"];
     ocv_ = c["oc_vectors"];
     ocb_ = ocv_ * lanes_;
-    // Input channels per cache block: at most kc / (KH x KW), the blocks as even as possible.
-    chunks_ = ceil_div(p.Cg(), std::clamp<int64_t>(c["kc"] / (p.KH * p.KW), 1, p.Cg()));
-    ic_chunk_ = ceil_div(p.Cg(), chunks_);
-    chunks_ = ceil_div(p.Cg(), ic_chunk_);
     pix_block_ = c["tiles"] * owb_;
     pix_blocks_ = ceil_div(p.P(), pix_block_);
     blocks_per_group_ = ceil_div(p.Og(), ocb_);
@@ -657,6 +653,16 @@ class DirectConvKernel {
     in_layout_ = Layout::of({Expr(p.N), Expr(p.C), Expr(hp_), Expr(wp_)}, x_steps);
     row_stride_ = *ir::as_const_int(*in_layout_.stride_of(2));
     col_stride_ = *ir::as_const_int(*in_layout_.stride_of(3));
+    // NCHW{v}c input whose groups start on block boundaries: chunks of whole blocks (below).
+    if (!x_steps.empty() && x_steps == channels_blocked(col_stride_) &&
+        (p.groups == 1 || p.Cg() % col_stride_ == 0))
+      cblock_ = col_stride_;
+    // Input channels per cache block: at most kc / (KH x KW), the blocks as even as possible; in
+    // NCHW{v}c the nearest multiple of v.
+    chunks_ = ceil_div(p.Cg(), std::clamp<int64_t>(c["kc"] / (p.KH * p.KW), 1, p.Cg()));
+    ic_chunk_ = ceil_div(p.Cg(), chunks_);
+    if (cblock_) ic_chunk_ = std::max(cblock_, (ic_chunk_ + cblock_ / 2) / cblock_ * cblock_);
+    chunks_ = ceil_div(p.Cg(), ic_chunk_);
     x_ = Buffer::make(ctx.name + "_x", DType::f32(), {x_layout_.physical_size()});
     w_ = Buffer::make(ctx.name + "_w", DType::f32(),
                       {Expr(p.O), Expr(p.Cg()), Expr(p.KH), Expr(p.KW)});
@@ -845,12 +851,21 @@ class DirectConvKernel {
         store.push_back(ir::Store::make(scratch, value, {at}));
       }
     }
-    Var c("c"), kh("kh"), kw("kw");
+    Var kh("kh"), kw("kw");
     std::vector<Var> base;
     for (int64_t i = 0; i < npx; ++i) base.push_back(Var("base" + std::to_string(i)));
+    // Channel c of the group. In NCHW{v}c, chunks hold whole blocks and c = cb * v + ci, so the
+    // channel's offset needs no division by v in the loop: the block's, plus ci.
+    Var c("c"), cb("cb"), ci("ci");
+    Expr chan = c, chan_offset;
+    if (cblock_) {
+      chan = cb * cblock_ + ci;
+      chan_offset = in_layout_.offset({n, group * p_.Cg() + cb * cblock_, Expr(0), Expr(0)}) + ci;
+    } else {
+      chan_offset = in_layout_.offset({n, group * p_.Cg() + c, Expr(0), Expr(0)});
+    }
     // The input's offset is affine in the row and column (stride_of), whatever its layout.
-    Expr tap = in_layout_.offset({n, group * p_.Cg() + c, Expr(0), Expr(0)}) +
-               kh * (p_.dh * row_stride_) + kw * (p_.dw * col_stride_);
+    Expr tap = chan_offset + kh * (p_.dh * row_stride_) + kw * (p_.dw * col_stride_);
     std::vector<Var> w_vec;
     for (int64_t v = 0; v < ocv_; ++v)
       w_vec.push_back(
@@ -864,11 +879,16 @@ class DirectConvKernel {
     Stmt step = ir::Seq::make(std::move(fma));
     for (int64_t v = ocv_ - 1; v >= 0; --v)
       step = ir::LetStmt::make(w_vec[v],
-                               packed_w_.load({b, c, kh, kw, vec(Expr(v * lanes_), lanes_)}), step);
+                               packed_w_.load({b, chan, kh, kw, vec(Expr(v * lanes_), lanes_)}), step);
     const int64_t fmas_per_row = npx * ocv_ * p_.KW;
     Stmt taps = ir::For::make(kh, 0, p_.KH, window_kind(fmas_per_row * p_.KH, 160),
                               ir::For::make(kw, 0, p_.KW, window_kind(fmas_per_row, 200), step));
-    Stmt body = ir::For::make(c, c0, clen, ForKind::kSerial, taps);
+    Stmt body = cblock_ ? ir::For::make(cb, c0 / cblock_, (clen + (cblock_ - 1)) / cblock_,
+                                        ForKind::kSerial,
+                                        ir::For::make(ci, 0, ir::min(Expr(cblock_),
+                                                                     c0 + clen - cb * cblock_),
+                                                      ForKind::kSerial, taps))
+                        : ir::For::make(c, c0, clen, ForKind::kSerial, taps);
     Stmt stores = ir::Seq::make(std::move(store));
     if (in_place_)
       stores = ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)), stores);
@@ -896,6 +916,7 @@ class DirectConvKernel {
   // Output in another layout, every channel block whole: partial sums accumulate in the output
   // itself (final stores marked), a vector of channels per pixel, with no scratch tile.
   bool in_place_ = false;
+  int64_t cblock_ = 0;                 // v of an NCHW{v}c input (0: another layout)
   Layout x_layout_, in_layout_;        // the input's and its padded copy's
   int64_t row_stride_, col_stride_;    // of the padded copy (x itself when unpadded)
   Buffer x_, w_, packed_w_, input_, out_;

@@ -99,6 +99,45 @@ TEST_CASE("layout assignment: direct conv configs in blocked layouts, in place a
   }
 }
 
+TEST_CASE("layout assignment: grouped direct convs in blocked layouts", "[layout][assign][conv]") {
+  const int64_t lanes = Target::host_cpu().vector_lanes_f32();
+  // Groups that start on a channel block (input channels per group a multiple of the block) and
+  // groups that do not; prime spatial extents, padding and a stride.
+  for (auto [c_per_group, stride] : {std::pair<int64_t, int>{lanes, 1}, {lanes + 3, 2}}) {
+    const int64_t groups = 2, c = groups * c_per_group, o = groups * lanes;
+    Graph g;
+    Tensor x = g.input("x", {1, c, 11, 13});
+    Tensor y = x.conv2d(g.constant("w", random_array(DType::f32(), {o, c_per_group, 3, 3}, -0.3, 0.3)),
+                        {.stride = stride, .padding = 1, .groups = static_cast<int>(groups)});
+    g.output(y.relu());
+    const std::vector<NDArray> inputs = {random_array(DType::f32(), {1, c, 11, 13})};
+    const std::vector<NDArray> expected = reference_run(g, inputs);
+    const layouts::AnchorLayouts blocked{{channels_blocked(lanes), {}}, channels_blocked(lanes)};
+    absl::StatusOr<Graph> laid = layouts::apply(g, {{y.id(), blocked}});
+    REQUIRE(laid.ok());
+    for (int64_t kc : {64, 2048}) {
+      tune::Config cfg;
+      cfg.set("ow_block", 4);
+      cfg.set("oc_vectors", 1);
+      cfg.set("kc", kc);
+      cfg.set("tiles", 2);
+      INFO("channels per group " << c_per_group << ", kc " << kc);
+      CompileOptions options;
+      options.template_configs["conv2d_direct"] = cfg;
+      options.fuse = false;
+      absl::StatusOr<CompiledGraph> compiled = Compiler().compile(*laid, options);
+      REQUIRE(compiled.ok());
+      bool direct = false;
+      for (const KernelInfo& k : compiled->kernels())
+        direct = direct || k.schedule.rfind("conv2d_direct", 0) == 0;
+      REQUIRE(direct);
+      absl::StatusOr<std::vector<NDArray>> out = compiled->run(inputs);
+      REQUIRE(out.ok());
+      require_close((*out)[0], expected[0], 1e-4, 1e-4);
+    }
+  }
+}
+
 TEST_CASE("layout assignment: fixed layouts for the whole graph, and joint tuning", "[layout][assign]") {
   Block b = residual_block(5, 24, 9, 10, 1);
   std::vector<NDArray> expected = reference_run(b.g, b.inputs);
