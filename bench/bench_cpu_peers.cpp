@@ -8,6 +8,13 @@
 // faster of its matmul primitive (weights reordered once, untimed, into the layout the primitive
 // prefers) and dnnl_sgemm; for conv2d the layouts it prefers ("onednn", reorders untimed) and
 // plain NCHW in and out ("onednn_nchw"). OpenBLAS (cblas_sgemm) is a peer for GEMM only.
+//
+// loom's conv2d runs two ways: "loom", the compiled graph NCHW in and out, and "loom_layouts",
+// the conv in the layouts loom's joint tuning offers it (NCHW or NCHW{v}c for input and output,
+// each tuned at kFast, the fastest kept), timed as oneDNN's preferred path is: the conv kernel
+// alone (CompiledGraph::profile, Google Benchmark's manual time), the conversions into and out
+// of the layouts untimed. Against oneDNN's preferred layouts the faster of the two counts
+// (loom_variant in the JSON); against oneDNN in NCHW, "loom" alone.
 
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -31,6 +38,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "loom/graph/layouts.hpp"
 #include "loom/loom.hpp"
 #include "loom/runtime/thread_pool.hpp"
 #include "bench_support.hpp"
@@ -201,7 +209,15 @@ void prepare(Case& c) {
 
 // ---- Implementations --------------------------------------------------------------------------
 
-enum class Impl { kLoom, kOnednnMatmul, kOnednnSgemm, kOpenblas, kOnednnConv, kOnednnConvNchw };
+enum class Impl {
+  kLoom,
+  kLoomLayouts,
+  kOnednnMatmul,
+  kOnednnSgemm,
+  kOpenblas,
+  kOnednnConv,
+  kOnednnConvNchw
+};
 
 struct ImplInfo {
   const char* name;     // in benchmark names
@@ -213,7 +229,9 @@ struct ImplInfo {
 ImplInfo info(Impl impl) {
   switch (impl) {
     case Impl::kLoom:
-      return {"loom", "loom", nullptr, ""};
+      return {"loom", "loom", nullptr, "nchw"};
+    case Impl::kLoomLayouts:
+      return {"loom_layouts", "loom", nullptr, "layouts"};
     case Impl::kOnednnMatmul:
       return {"onednn_matmul", "onednn", "onednn", "matmul"};
     case Impl::kOnednnSgemm:
@@ -226,6 +244,104 @@ ImplInfo info(Impl impl) {
       return {"onednn_nchw", "onednn", "onednn_nchw", "nchw"};
   }
   return {"?", "?", nullptr, ""};
+}
+
+// The conv kernel of a graph compiled in some layouts, timed alone: run() profiles one run of
+// the graph and keeps the conv kernel's time; output() runs the graph (conversions included).
+class LoomKernelRunner final : public Runner {
+ public:
+  LoomKernelRunner(loom::CompiledGraph compiled, size_t kernel, loom::NDArray input)
+      : compiled_(std::move(compiled)), kernel_(kernel), inputs_{std::move(input)} {}
+  void run() override {
+    absl::StatusOr<std::vector<double>> ms = compiled_.profile(inputs_, 1);
+    if (ms.ok() && kernel_ < ms->size())
+      seconds_ = (*ms)[kernel_] * 1e-3;
+    else
+      status_ = ms.ok() ? absl::InternalError("no conv kernel time") : ms.status();
+  }
+  std::vector<float> output() override {
+    absl::StatusOr<std::vector<loom::NDArray>> out = compiled_.run(inputs_);
+    if (!out.ok()) {
+      status_ = out.status();
+      return {};
+    }
+    const float* p = out->front().data_as<float>();
+    return std::vector<float>(p, p + out->front().numel());
+  }
+  absl::Status status() const override { return status_; }
+  double seconds() const { return seconds_; }  // the conv kernel's, in the last run()
+
+ private:
+  loom::CompiledGraph compiled_;
+  size_t kernel_;
+  std::vector<loom::NDArray> inputs_;
+  double seconds_ = 0;
+  absl::Status status_;
+};
+
+loom::Graph conv_graph(const Case& c, int* conv_id) {
+  const ConvShape& s = c.conv;
+  loom::Graph g;
+  loom::Tensor x = g.input("x", {1, s.c_in, s.h, s.w});
+  loom::Tensor y =
+      x.conv2d(g.constant("w", c.w), {.stride = s.stride, .padding = s.pad, .groups = s.groups});
+  g.output(y);
+  *conv_id = y.id();
+  return g;
+}
+
+// Every layout choice of the conv, unfused (the conversions stay kernels of their own), tuned at
+// kFast; the one whose conv kernel's median over interleaved rounds is least.
+absl::StatusOr<std::unique_ptr<Runner>> make_loom_layouts(const Case& c, double& tune_s,
+                                                          std::string& detail) {
+  int conv = -1;
+  loom::Graph g = conv_graph(c, &conv);
+  loom::CompileOptions options{.tune = loom::TuneLevel::kFast, .fuse = false, .use_cache = false};
+  auto t0 = std::chrono::steady_clock::now();
+  struct Choice {
+    std::string layouts;
+    loom::CompiledGraph compiled;
+    size_t kernel = 0;
+    std::vector<double> ms;
+    double tune_s = 0;  // its kFast tuning and compile
+  };
+  std::vector<Choice> choices;
+  std::vector<loom::layouts::AnchorLayouts> offered =
+      loom::layouts::options(g, conv, loom::Target::host_cpu());
+  // A conv offered no choice (depthwise) stays row-major.
+  if (offered.empty()) offered.emplace_back();
+  for (const loom::layouts::AnchorLayouts& a : offered) {
+    loom::Graph laid = g;
+    if (!a.inputs.empty()) {
+      LOOM_ASSIGN_OR_RETURN(laid, loom::layouts::apply(g, {{conv, a}}));
+    }
+    auto compile_start = std::chrono::steady_clock::now();
+    LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph compiled, loom::Compiler().compile(laid, options));
+    Choice ch{a.inputs.empty() ? "row_major" : a.to_string(), std::move(compiled), 0, {},
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - compile_start)
+                  .count()};
+    for (size_t k = 0; k < ch.compiled.kernels().size(); ++k)
+      if (ch.compiled.kernels()[k].schedule.rfind("conv2d", 0) == 0) ch.kernel = k;
+    choices.push_back(std::move(ch));
+  }
+  const std::vector<loom::NDArray> inputs = {c.x};
+  for (int round = 0; round < 5; ++round)
+    for (Choice& ch : choices) {
+      LOOM_ASSIGN_OR_RETURN(std::vector<double> ms, ch.compiled.profile(inputs, 5));
+      ch.ms.push_back(ms.at(ch.kernel));
+    }
+  auto best = std::min_element(choices.begin(), choices.end(), [](const Choice& a, const Choice& b) {
+    return median(a.ms) < median(b.ms);
+  });
+  // tune_s: the chosen layouts' kFast tuning (one operator, as for "loom"); the whole search
+  // (every choice tuned, then timed) in the detail.
+  tune_s = best->tune_s;
+  char search[64];
+  std::snprintf(search, sizeof search, " (%zu layout choices tuned and timed in %.1f s)",
+                choices.size(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  detail = best->layouts + ": " + best->compiled.kernels()[best->kernel].schedule + search;
+  return std::make_unique<LoomKernelRunner>(std::move(best->compiled), best->kernel, c.x);
 }
 
 absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
@@ -336,8 +452,11 @@ Entry& entry(int case_index, Impl impl, int threads) {
   prepare(c);
   try {
     switch (impl) {
-      case Impl::kLoom: {
-        absl::StatusOr<std::unique_ptr<Runner>> r = make_loom(c, e.tune_s, e.detail);
+      case Impl::kLoom:
+      case Impl::kLoomLayouts: {
+        absl::StatusOr<std::unique_ptr<Runner>> r = impl == Impl::kLoom
+                                                         ? make_loom(c, e.tune_s, e.detail)
+                                                         : make_loom_layouts(c, e.tune_s, e.detail);
         if (!r.ok()) {
           fail(e, c, impl, threads, "compile: " + r.status().ToString());
           return e;
@@ -387,7 +506,14 @@ void run_benchmark(benchmark::State& state, int case_index, Impl impl, int threa
     state.SkipWithError(e.error.c_str());
     return;
   }
-  for (auto _ : state) e.runner->run();
+  if (auto* kernel = dynamic_cast<LoomKernelRunner*>(e.runner.get())) {
+    for (auto _ : state) {
+      kernel->run();
+      state.SetIterationTime(kernel->seconds());
+    }
+  } else {
+    for (auto _ : state) e.runner->run();
+  }
   // Checked again after timing: a race between threads may show only over many runs.
   const Case& c = g_cases[case_index];
   std::string problem;
@@ -410,7 +536,7 @@ void run_benchmark(benchmark::State& state, int case_index, Impl impl, int threa
 std::vector<Impl> impls_for(const Case& c) {
   if (c.op == "gemm")
     return {Impl::kLoom, Impl::kOnednnMatmul, Impl::kOnednnSgemm, Impl::kOpenblas};
-  return {Impl::kLoom, Impl::kOnednnConv, Impl::kOnednnConvNchw};
+  return {Impl::kLoom, Impl::kLoomLayouts, Impl::kOnednnConv, Impl::kOnednnConvNchw};
 }
 
 constexpr int kThreadCounts[] = {1, 2};
@@ -421,6 +547,8 @@ struct Row {
   const Case* c;
   int threads;
   std::optional<double> loom_ms, tune_s;
+  std::string loom_variant;  // conv2d: "nchw" or "layouts" (see the top of the file)
+  std::map<std::string, double> loom_variant_ms;
   std::string peer, variant;
   std::optional<double> peer_ms;
   std::map<std::string, double> variant_ms;
@@ -458,6 +586,8 @@ std::vector<Row> collect_rows(const CollectingReporter& reporter) {
                 t,
                 time_of(c, t, Impl::kLoom),
                 std::nullopt,
+                "",
+                {},
                 peer,
                 "",
                 std::nullopt,
@@ -466,6 +596,23 @@ std::vector<Row> collect_rows(const CollectingReporter& reporter) {
                 std::nan(""),
                 loom && !loom->error.empty()};
         if (loom && loom->tune_s >= 0) row.tune_s = loom->tune_s;
+        if (row.loom_ms && c.op == "conv2d") {
+          row.loom_variant = info(Impl::kLoom).variant;
+          row.loom_variant_ms[row.loom_variant] = *row.loom_ms;
+        }
+        // Against oneDNN in the layouts it prefers, loom in its own when that is faster.
+        const Entry* laid = find_entry(ci, Impl::kLoomLayouts, t);
+        std::optional<double> laid_ms = time_of(c, t, Impl::kLoomLayouts);
+        if (laid && peer == "onednn") {
+          row.failed = row.failed || !laid->error.empty();
+          if (laid_ms) row.loom_variant_ms[info(Impl::kLoomLayouts).variant] = *laid_ms;
+          if (laid_ms && (!row.loom_ms || *laid_ms < *row.loom_ms)) {
+            row.loom_ms = laid_ms;
+            row.loom_variant = info(Impl::kLoomLayouts).variant;
+            row.loom_err = laid->rel_err;
+            if (laid->tune_s >= 0) row.tune_s = laid->tune_s;
+          }
+        }
         bool any_entry = loom != nullptr;
         for (Impl impl : variants) {
           const Entry* e = find_entry(ci, impl, t);
@@ -489,7 +636,8 @@ std::vector<Row> collect_rows(const CollectingReporter& reporter) {
 }
 
 void print_table(const std::vector<Row>& rows) {
-  std::printf("\npeer_ms / loom_ms (> 1 means loom is faster); medians of real time\n");
+  std::printf("\npeer_ms / loom_ms (> 1 means loom is faster); medians of real time; * loom's conv\n"
+              "kernel alone in the layouts it chose (conversions untimed, as oneDNN's reorders)\n");
   std::printf("%-30s %3s %10s  %-19s %10s %8s %8s\n", "case", "thr", "loom ms", "peer", "peer ms",
               "ratio", "tune s");
   for (const Row& r : rows) {
@@ -497,10 +645,12 @@ void print_table(const std::vector<Row>& rows) {
     std::string peer = r.peer;
     if (r.c->op == "gemm" && r.peer == "onednn" && !r.variant.empty())
       peer += " (" + r.variant + ")";
+    std::string loom = fmt(r.loom_ms, "%.3f");
+    if (r.loom_variant == info(Impl::kLoomLayouts).variant) loom += "*";
     std::optional<double> ratio;
     if (r.loom_ms && r.peer_ms) ratio = *r.peer_ms / *r.loom_ms;
     std::printf("%-30s %3d %10s  %-19s %10s %8s %8s%s\n", r.c->name.c_str(), r.threads,
-                fmt(r.loom_ms, "%.3f").c_str(), peer.c_str(), fmt(r.peer_ms, "%.3f").c_str(),
+                loom.c_str(), peer.c_str(), fmt(r.peer_ms, "%.3f").c_str(),
                 fmt(ratio, "%.2f").c_str(), fmt(r.tune_s, "%.2f").c_str(),
                 r.failed ? "  FAILED" : "");
   }
@@ -530,6 +680,8 @@ bool write_json(const std::vector<Row>& rows, const std::string& path) {
                                {"peer", r.peer},
                                {"peer_ms", optional_json(r.peer_ms)},
                                {"tune_s", optional_json(r.tune_s)},
+                               {"loom_variant", r.loom_variant},
+                               {"loom_variant_ms", r.loom_variant_ms},
                                {"peer_variant", r.variant},
                                {"peer_variant_ms", r.variant_ms},
                                {"failed", r.failed}};
@@ -564,11 +716,16 @@ int main(int argc, char** argv) {
   g_cases = all_cases(quick);
   for (int ci = 0; ci < static_cast<int>(g_cases.size()); ++ci)
     for (int t : kThreadCounts)
-      for (Impl impl : impls_for(g_cases[ci]))
-        benchmark::RegisterBenchmark(bench_name(g_cases[ci], t, impl).c_str(), run_benchmark, ci,
-                                     impl, t)
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime();
+      for (Impl impl : impls_for(g_cases[ci])) {
+        benchmark::internal::Benchmark* b =
+            benchmark::RegisterBenchmark(bench_name(g_cases[ci], t, impl).c_str(), run_benchmark,
+                                         ci, impl, t)
+                ->Unit(benchmark::kMillisecond);
+        if (impl == Impl::kLoomLayouts)
+          b->UseManualTime();
+        else
+          b->UseRealTime();
+      }
 
   CollectingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
