@@ -707,12 +707,14 @@ class DirectConvKernel {
 
  private:
   // Stage "pad input": xp[n, c, hp, wp] = x[n, c, hp - pt, wp - pl], zero outside the image.
-  // NCHW and NCHW{v}c copy whole rows (W x v contiguous floats; in NCHW{v}c the lanes past the
-  // last channel are copied too and never read); other layouts go element by element.
+  // NCHW, NCHW{v}c and NHWC (NCHW{C}c in memory) copy whole rows (W x v contiguous floats; in
+  // NCHW{v}c the lanes past the last channel are copied too and never read); other layouts go
+  // element by element.
   Stmt pad_input() const {
     const std::vector<LayoutStep>& steps = ctx_.inputs[0].layout;
     const int64_t v = steps.empty() ? 1 : col_stride_;
-    if (!steps.empty() && steps != channels_blocked(v)) return pad_input_any_layout();
+    if (!steps.empty() && steps != channels_blocked(v) && steps != channels_last())
+      return pad_input_any_layout();
     const int64_t row = wp_ * v, left = p_.pl * v;
     Var plane("plane"), hp("hp"), col("col");
     Expr ih = hp - p_.pt;
