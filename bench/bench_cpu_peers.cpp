@@ -330,9 +330,9 @@ absl::StatusOr<std::unique_ptr<Runner>> make_loom_layouts(const Case& c, double&
       LOOM_ASSIGN_OR_RETURN(std::vector<double> ms, ch.compiled.profile(inputs, 5));
       ch.ms.push_back(ms.at(ch.kernel));
     }
-  auto best = std::min_element(choices.begin(), choices.end(), [](const Choice& a, const Choice& b) {
-    return median(a.ms) < median(b.ms);
-  });
+  auto best = std::min_element(
+      choices.begin(), choices.end(),
+      [](const Choice& a, const Choice& b) { return median(a.ms) < median(b.ms); });
   // tune_s: the chosen layouts' kFast tuning (one operator, as for "loom"); the whole search
   // (every choice tuned, then timed) in the detail.
   tune_s = best->tune_s;
@@ -636,8 +636,9 @@ std::vector<Row> collect_rows(const CollectingReporter& reporter) {
 }
 
 void print_table(const std::vector<Row>& rows) {
-  std::printf("\npeer_ms / loom_ms (> 1 means loom is faster); medians of real time; * loom's conv\n"
-              "kernel alone in the layouts it chose (conversions untimed, as oneDNN's reorders)\n");
+  std::printf(
+      "\npeer_ms / loom_ms (> 1 means loom is faster); medians of real time; * loom's conv\n"
+      "kernel alone in the layouts it chose (conversions untimed, as oneDNN's reorders)\n");
   std::printf("%-30s %3s %10s  %-19s %10s %8s %8s\n", "case", "thr", "loom ms", "peer", "peer ms",
               "ratio", "tune s");
   for (const Row& r : rows) {

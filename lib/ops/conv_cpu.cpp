@@ -880,8 +880,8 @@ class DirectConvKernel {
     }
     Stmt step = ir::Seq::make(std::move(fma));
     for (int64_t v = ocv_ - 1; v >= 0; --v)
-      step = ir::LetStmt::make(w_vec[v],
-                               packed_w_.load({b, chan, kh, kw, vec(Expr(v * lanes_), lanes_)}), step);
+      step = ir::LetStmt::make(
+          w_vec[v], packed_w_.load({b, chan, kh, kw, vec(Expr(v * lanes_), lanes_)}), step);
     const int64_t fmas_per_row = npx * ocv_ * p_.KW;
     Stmt taps = ir::For::make(kh, 0, p_.KH, window_kind(fmas_per_row * p_.KH, 160),
                               ir::For::make(kw, 0, p_.KW, window_kind(fmas_per_row, 200), step));

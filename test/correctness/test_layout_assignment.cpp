@@ -107,8 +107,8 @@ TEST_CASE("layout assignment: grouped direct convs in blocked layouts", "[layout
     const int64_t groups = 2, c = groups * c_per_group, o = groups * lanes;
     Graph g;
     Tensor x = g.input("x", {1, c, 11, 13});
-    Tensor y = x.conv2d(g.constant("w", random_array(DType::f32(), {o, c_per_group, 3, 3}, -0.3, 0.3)),
-                        {.stride = stride, .padding = 1, .groups = static_cast<int>(groups)});
+    Tensor w = g.constant("w", random_array(DType::f32(), {o, c_per_group, 3, 3}, -0.3, 0.3));
+    Tensor y = x.conv2d(w, {.stride = stride, .padding = 1, .groups = static_cast<int>(groups)});
     g.output(y.relu());
     const std::vector<NDArray> inputs = {random_array(DType::f32(), {1, c, 11, 13})};
     const std::vector<NDArray> expected = reference_run(g, inputs);
