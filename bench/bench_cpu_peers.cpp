@@ -320,8 +320,7 @@ absl::StatusOr<std::unique_ptr<Runner>> make_loom_layouts(const Case& c, double&
     Choice ch{a.inputs.empty() ? "row_major" : a.to_string(), std::move(compiled), 0, {},
               std::chrono::duration<double>(std::chrono::steady_clock::now() - compile_start)
                   .count()};
-    for (size_t k = 0; k < ch.compiled.kernels().size(); ++k)
-      if (ch.compiled.kernels()[k].schedule.rfind("conv2d", 0) == 0) ch.kernel = k;
+    ch.kernel = conv_kernel_index(ch.compiled);
     choices.push_back(std::move(ch));
   }
   const std::vector<loom::NDArray> inputs = {c.x};
@@ -351,10 +350,8 @@ absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
     loom::Tensor a = g.input("a", {c.gemm.m, c.gemm.k});
     g.output(a.matmul(g.constant("b", c.w)));
   } else {
-    const ConvShape& s = c.conv;
-    loom::Tensor x = g.input("x", {1, s.c_in, s.h, s.w});
-    g.output(x.conv2d(g.constant("w", c.w),
-                      {.stride = s.stride, .padding = s.pad, .groups = s.groups}));
+    int conv = -1;
+    g = conv_graph(c, &conv);
   }
   // The kernel cache is off: every run tunes afresh, so tune_s is a real tuning time.
   loom::CompileOptions options{.tune = loom::TuneLevel::kFast, .use_cache = false};

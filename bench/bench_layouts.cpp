@@ -56,10 +56,8 @@ absl::StatusOr<LoomLayer> compile_layer(const loom::Graph& g, int conv,
   loom::CompileOptions unfused = options;
   unfused.fuse = false;
   LOOM_ASSIGN_OR_RETURN(loom::CompiledGraph c, loom::Compiler().compile(laid, unfused));
-  LoomLayer l{std::move(c), 0, choice.to_string()};
-  for (size_t k = 0; k < l.compiled.kernels().size(); ++k)
-    if (l.compiled.kernels()[k].schedule.rfind("conv2d", 0) == 0) l.conv_kernel = k;
-  return l;
+  const size_t conv_kernel = conv_kernel_index(c);
+  return LoomLayer{std::move(c), conv_kernel, choice.to_string()};
 }
 
 double kernel_ms(const LoomLayer& l, const std::vector<loom::NDArray>& inputs) {

@@ -179,6 +179,14 @@ class LoomRunner final : public Runner {
   absl::Status status_;
 };
 
+// The index in kernels() of the (last) kernel a conv2d template scheduled; 0 if none did.
+inline size_t conv_kernel_index(const loom::CompiledGraph& c) {
+  size_t index = 0;
+  for (size_t k = 0; k < c.kernels().size(); ++k)
+    if (c.kernels()[k].schedule.rfind("conv2d", 0) == 0) index = k;
+  return index;
+}
+
 // ---- Results -----------------------------------------------------------------------------------
 
 // Console output as usual; keeps each benchmark's median and minimum real time (ms).
