@@ -354,35 +354,40 @@ tune::Space gemm_1x1_space(const TemplateContext& ctx) {
     int64_t mc = c["mc_tiles"] * c["mr"], nc = c["nc_panels"] * c["nv"] * lanes;
     return (mc * c["kc"] + c["kc"] * nc) * 4 <= l2;
   });
-  // kFast: the two register tiles that fill the registers best, a few blockings of each.
+  // kFast: register tiles of at least 3/4 of the registers' worth of accumulators, two or more
+  // pixel vectors wide (on AVX-512: 12x2, 14x2, 7x3, 8x3 and 6x4; which one wins depends on how
+  // the output channels split into rows).
   s.prefer("register tile uses most registers", [=](const tune::Config& c) {
-    int64_t acc = c["mr"] * c["nv"];
-    return c["nv"] >= 2 && acc >= (regs - 4) * 3 / 4 && c["mr"] * c["nv"] + c["nv"] + 1 >= regs - 1;
+    return c["nv"] >= 2 && c["mr"] * c["nv"] >= (regs - 4) * 3 / 4;
   });
-  // Row tiles of 16 register tiles, or the fewest that cover all output channels (so that each
-  // pixel panel is packed once). Pixel panels read in place: measured interleaved on AVX-512,
-  // packing them (pack=1) was never faster, and a noisy tuning round could still pick it
-  // (64->256 at 56x56: 1.26 ms against 0.94 ms).
+  // Pixel panels read in place: measured interleaved on AVX-512, packing them (pack=1) was
+  // never clearly faster, and a noisy tuning round could still pick it (64->256 at 56x56:
+  // 1.26 ms against 0.94 ms).
   s.prefer("pixel panels read in place", [](const tune::Config& c) { return c["pack"] == 0; });
+  // Row tiles of 2 register tiles, or the fewest that cover all output channels. Few rows win
+  // when the channel count C is small: every output row is then stored after a short k loop,
+  // and a tile's rows lie a whole plane apart, one page each (64->256 at 56x56, one thread:
+  // 1.14 ms with 16-row tiles, 1.93 ms with all 256 rows). All rows win when C is large and
+  // O small (256->64: 1.27 ms against 2.18 ms with 16 rows, in one tuning). K blocks of 64
+  // channels: for the in-place pixel panels, whose rows are a plane apart, 64 beat 128 with
+  // every register tile on 256->64 at 56x56 and 512->128 at 28x28.
   const std::optional<ConvProblem> prob = conv_problem(ctx);
   const int64_t channels = prob ? prob->O : 0;
   s.prefer("blocking near the cache sizes", [=](const tune::Config& c) {
     int64_t mt = c["mc_tiles"], mr = c["mr"];
     bool covers_o = mt * mr >= channels && (mt / 2) * mr < channels;
-    return (c["kc"] == 128 || c["kc"] == 256) && (mt == 16 || covers_o) &&
+    return c["kc"] == 64 && (mt == 2 || covers_o) &&
            (c["nc_panels"] == 4 || c["nc_panels"] == 16);
   });
+  // Default: 8x3 vectors (4x3 with 16 registers), the tile that came within 10% of the best in
+  // each of the tunings above.
   tune::Config best;
-  best.set("mr", regs >= 32 ? 12 : 6);
-  best.set("nv", 2);
-  best.set("kc", 256);
-  best.set("mc_tiles", 4);
-  best.set("nc_panels", 4);
-  best.set("pack", 1);
-  for (int64_t kc : {256, 128, 64}) {
-    best.set("kc", kc);
-    if (s.broken_rules(best).empty()) break;
-  }
+  best.set("mr", regs >= 32 ? 8 : 4);
+  best.set("nv", 3);
+  best.set("kc", 64);
+  best.set("mc_tiles", 8);
+  best.set("nc_panels", 16);
+  best.set("pack", 0);
   s.default_config(best);
   return s;
 }

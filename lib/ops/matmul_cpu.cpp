@@ -237,11 +237,12 @@ tune::Space gemm_space(const TemplateContext& ctx) {
   // kFast: register tiles that use most of the registers, and a few blockings of each.
   s.prefer("register tile uses most registers",
            [=](const tune::Config& c) { return c["mr"] * c["nv"] >= (regs - 4) * 3 / 4; });
-  // Row tiles of 8 and more register tiles keep a B panel busy; 2 gives two threads enough
-  // tiles when M is small (128x3072x768 at 2 threads on AVX-512: 2.84 ms against 3.05 ms).
+  // Row tiles of 8 and more register tiles keep a B panel busy, K blocks of 128. Over the
+  // benchmark's 7 shapes at 1 and 2 threads on AVX-512 (14 tunings), kc = 256 and row tiles of
+  // 2 register tiles won none (at best they tied within 1%), and measuring them too took 56
+  // candidates and 14.4 s for 1024^3 at one thread.
   s.prefer("blocking near the cache sizes", [](const tune::Config& c) {
-    return (c["kc"] == 128 || c["kc"] == 256) && (c["mc_tiles"] >= 8 || c["mc_tiles"] == 2) &&
-           (c["nc_panels"] == 4 || c["nc_panels"] == 16);
+    return c["kc"] == 128 && c["mc_tiles"] >= 8 && (c["nc_panels"] == 4 || c["nc_panels"] == 16);
   });
 
   // Default: the largest register tile (6x2 vectors with 16 registers), then the deepest kc that
