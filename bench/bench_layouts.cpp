@@ -6,12 +6,14 @@
 //     runs, in interleaved rounds. Ratios: NCHW / joint (the goal: a geometric mean >= 1.2) and
 //     oneDNN preferred / joint (>= 1).
 //  2. ResNet-50 end to end, batch 1: every tensor row-major, each fixed layout for the whole
-//     graph (NCHW8c, NCHW16c, NHWC), and jointly tuned layouts; latency (Google Benchmark,
-//     repetitions interleaved), the conversions left in the compiled graph, tuning time.
+//     graph (NCHW8c, NCHW16c, NHWC), and jointly tuned layouts; latency (Google Benchmark, 20
+//     repetitions in random order: a few percent apart, variants need many), the conversions
+//     left in the compiled graph, tuning time.
 //
-//   bench_layouts [--tune none|fast|full] [--quick] [--layers] [--json PATH] [Google Benchmark flags]
+//   bench_layouts [--tune none|fast|full] [--quick] [--layers|--resnet] [--json PATH]
+//                 [Google Benchmark flags]
 //
-// --layers: the layer table alone.
+// --layers: the layer table alone. --resnet: ResNet-50 alone.
 
 #include <omp.h>
 
@@ -19,6 +21,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -161,25 +164,44 @@ int conversions_in(const loom::CompiledGraph& c) {
   return n;
 }
 
+// How many convolutions read and write each pair of layouts, as "in -> out: count; ...".
+std::string conv_layouts(const loom::CompiledGraph& c) {
+  const std::vector<loom::Node>& nodes = c.graph().nodes();
+  std::map<std::string, int> count;
+  auto name = [](const std::vector<loom::LayoutStep>& l) {
+    return l.empty() ? std::string("row_major") : loom::steps_to_string(l);
+  };
+  for (const loom::Node& n : nodes)
+    if (n.op == "conv2d")
+      ++count[name(nodes[static_cast<size_t>(n.inputs[0])].type.layout) + " -> " +
+              name(n.type.layout)];
+  std::string s;
+  for (const auto& [pair, k] : count) s += (s.empty() ? "" : "; ") + pair + ": " + std::to_string(k);
+  return s;
+}
+
 const char kUsage[] =
-    "bench_layouts [--tune none|fast|full] [--quick] [--layers] [--json PATH] [Google Benchmark "
+    "bench_layouts [--tune none|fast|full] [--quick] [--layers|--resnet] [--json PATH] [Google Benchmark "
     "flags]\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --layers goes before Google Benchmark sees the flags; init() may re-execute the program, so
-  // the choice travels in the environment.
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--layers") {
-      ::setenv("LOOM_BENCH_LAYERS_ONLY", "1", 1);
-      for (int j = i; j < argc; ++j) argv[j] = argv[j + 1];  // argv[argc] is null
-      --argc;
-      break;
-    }
+  // --layers and --resnet go before Google Benchmark sees the flags; init() may re-execute the
+  // program, so the choice travels in the environment.
+  for (auto [flag, env] : {std::pair{"--layers", "LOOM_BENCH_LAYERS_ONLY"},
+                           std::pair{"--resnet", "LOOM_BENCH_RESNET_ONLY"}})
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) == flag) {
+        ::setenv(env, "1", 1);
+        for (int j = i; j < argc; ++j) argv[j] = argv[j + 1];  // argv[argc] is null
+        --argc;
+        break;
+      }
   const bool layers_only = std::getenv("LOOM_BENCH_LAYERS_ONLY") != nullptr;
+  const bool resnet_only = std::getenv("LOOM_BENCH_RESNET_ONLY") != nullptr;
   Options options;
-  if (std::optional<int> code = init(argc, argv, 5, kUsage, options)) return *code;
+  if (std::optional<int> code = init(argc, argv, 20, kUsage, options)) return *code;
   loom::CompileOptions compile;
   compile.tune = options.tune == "none" ? loom::TuneLevel::kNone
                  : options.tune == "full" ? loom::TuneLevel::kFull
@@ -194,9 +216,11 @@ int main(int argc, char** argv) {
                                    {256, 14, 14, 256, 3, 1, 1, 1}, {512, 7, 7, 512, 3, 1, 1, 1},
                                    {3, 224, 224, 64, 7, 2, 3, 1}};
   if (options.quick) shapes = {{256, 14, 14, 256, 3, 1, 1, 1}, {64, 56, 56, 256, 1, 1, 0, 1}};
+  if (resnet_only) shapes.clear();
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
-  std::printf("\n%-26s %9s %9s %9s %9s %7s %7s  %s\n", "conv layer", "nchw ms", "joint ms",
-              "dnnl ms", "dnnl_nchw", "n/j", "d/j", "joint layouts");
+  if (!shapes.empty())
+    std::printf("\n%-26s %9s %9s %9s %9s %7s %7s  %s\n", "conv layer", "nchw ms", "joint ms",
+                "dnnl ms", "dnnl_nchw", "n/j", "d/j", "joint layouts");
   double log_nchw = 0, log_dnnl = 0;
   int n = 0;
   for (const ConvShape& s : shapes) {
@@ -213,8 +237,9 @@ int main(int argc, char** argv) {
                        {"onednn_ms", r.onednn_ms}, {"onednn_nchw_ms", r.onednn_nchw_ms},
                        {"choices_ms", r.choice_ms}, {"tune_s", r.tune_s}});
   }
-  std::printf("geometric mean: nchw / joint %.3f, onednn preferred / joint %.3f\n",
-              std::exp(log_nchw / n), std::exp(log_dnnl / n));
+  if (n > 0)
+    std::printf("geometric mean: nchw / joint %.3f, onednn preferred / joint %.3f\n",
+                std::exp(log_nchw / n), std::exp(log_dnnl / n));
 
   if (layers_only) return options.json_path.empty() || write_records(records, options.json_path) ? 0 : 1;
 
@@ -252,6 +277,7 @@ int main(int argc, char** argv) {
     v.conversions = conversions_in(v.compiled);
     std::printf("resnet50 %-8s compiled in %.1f s, %zu kernels, %d conversions\n", p.name.c_str(),
                 v.compile_s, v.compiled.kernels().size(), v.conversions);
+    std::printf("    convs %s\n", conv_layouts(v.compiled).c_str());
     g_variants.push_back(std::move(v));
   }
   for (size_t v = 0; v < g_variants.size(); ++v)

@@ -3,12 +3,14 @@
 // one layout from an anchor's input to its output, the graph with that choice wherever it is
 // offered (a uniform assignment) is compiled whole, fused and tuned at the compile's level, and
 // profiled, the uniform graphs in turns; each anchor's kernel time (epilogue included) is its cost
-// in that choice. Each
-// conversion an assignment needs is timed alone. The search then covers every assignment when
-// there are few (at most 4096: a handful of anchors), else starts from the best uniform one and
-// changes one anchor at a time while the total falls. The model's best and the uniform
-// assignments are then compiled whole and run in turns, round after round (a busy machine slows
-// them alike); the least median wins. Every measurement is recorded in the kernel cache, so a warm compile measures nothing.
+// in that choice. A choice that changes the layout between an anchor's input and output is
+// measured where it removes a conversion from a uniform graph (at the graph's inputs and
+// outputs: see boundary_assignments). Each conversion an assignment needs is timed alone. The
+// search then covers every assignment when there are few (at most 4096: a handful of anchors),
+// else starts from the best uniform one and changes one anchor at a time while the total falls.
+// The model's best and the uniform assignments are then compiled whole and run in turns, round
+// after round (a busy machine slows them alike); the least median wins. Every measurement is
+// recorded in the kernel cache, so a warm compile measures nothing.
 
 #include "compiler_layouts.hpp"
 
@@ -155,21 +157,53 @@ class JointSearch {
     return out;
   }
 
-  // Each anchor's kernel timed in its uniform graphs (see the top of this file).
+  // Choices that change the layout from an anchor's input to its output, where one removes a
+  // conversion from a uniform assignment: an anchor reading the graph's input row-major and
+  // writing blocked channels absorbs the input's conversion (the first conv of a network), and
+  // one writing a graph output row-major absorbs the output's. Such a choice, given to every
+  // anchor where it removes a conversion from the same uniform assignment, is one more graph
+  // measured in context. Inside a uniform graph a changing choice would add a conversion, so it
+  // is not measured there (nor searched).
+  absl::StatusOr<std::vector<std::pair<std::string, Assignment>>> boundary_assignments(
+      const std::vector<int>& anchors, std::map<int, std::vector<AnchorLayouts>>& choices,
+      const std::vector<std::pair<std::string, Assignment>>& uniforms) {
+    std::vector<std::pair<std::string, Assignment>> out;
+    for (const auto& [name, u] : uniforms) {
+      LOOM_ASSIGN_OR_RETURN(Graph base, layouts::apply(g_, u));
+      const int base_conversions = layouts::count_conversions(base);
+      std::map<std::string, Assignment> by_choice;
+      for (int id : anchors)
+        for (const AnchorLayouts& c : choices[id]) {
+          if (c.inputs.empty() || c.inputs[0] == c.output) continue;
+          Assignment a = u;
+          a[id] = c;
+          LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, a));
+          if (layouts::count_conversions(laid) >= base_conversions) continue;
+          by_choice.emplace(c.to_string(), u).first->second[id] = c;
+        }
+      for (auto& [choice, a] : by_choice)
+        out.emplace_back(str_cat("boundary ", choice, " in ", name), std::move(a));
+    }
+    return out;
+  }
+
+  // Each anchor's kernel timed in its uniform graphs and boundary graphs (see above).
   absl::Status measure_in_context(const std::vector<int>& anchors,
                                   std::map<int, std::vector<AnchorLayouts>>& choices) {
     std::map<std::string, int> anchor_of;
     for (int id : anchors) anchor_of[g_.nodes()[static_cast<size_t>(id)].name] = id;
-    const std::vector<std::pair<std::string, Assignment>> uniforms =
+    std::vector<std::pair<std::string, Assignment>> contexts =
         uniform_assignments(anchors, choices);
+    LOOM_ASSIGN_OR_RETURN(auto boundary, boundary_assignments(anchors, choices, contexts));
+    contexts.insert(contexts.end(), boundary.begin(), boundary.end());
     std::vector<Graph> graphs;
-    for (const auto& u : uniforms) {
+    for (const auto& u : contexts) {
       LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, u.second));
       graphs.push_back(std::move(laid));
     }
     LOOM_ASSIGN_OR_RETURN(std::vector<Profile> profiles, profiled(graphs, anchor_of));
-    for (size_t k = 0; k < uniforms.size(); ++k) {
-      const auto& [name, a] = uniforms[k];
+    for (size_t k = 0; k < contexts.size(); ++k) {
+      const auto& [name, a] = contexts[k];
       *report_ += str_cat(name, ": kernels ", profiles[k].total_ms, " ms in all\n");
       for (const auto& [id, ms] : profiles[k].anchor_ms) {
         const std::string choice = a.at(id).to_string();

@@ -4,6 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 #include "cache_test_util.hpp"
 #include "graph_reference.hpp"
 #include "loom/graph/layouts.hpp"
@@ -236,6 +239,53 @@ TEST_CASE("layout assignment: pooling keeps the layout it reads, between two blo
     CHECK(pools == 2);
     require_close(compile_and_run(*laid, inputs)[0], expected[0], 1e-4, 1e-4);
   }
+}
+
+TEST_CASE("layout assignment: joint tuning measures the convs at the graph's edges changing layout",
+          "[layout][assign]") {
+  namespace fs = std::filesystem;
+  const int64_t lanes = Target::host_cpu().vector_lanes_f32();
+  // A network's stem: three input channels, then a channel count with a partial block.
+  const int64_t o = 2 * lanes + 3;
+  Graph g;
+  Tensor x = g.input("x", {1, 3, 19, 23});
+  Tensor y1 = x.conv2d(g.constant("w1", random_array(DType::f32(), {o, 3, 3, 3}, -0.3, 0.3)),
+                       {.stride = 2, .padding = 1});
+  Tensor w2 = g.constant("w2", random_array(DType::f32(), {o, o, 3, 3}, -0.1, 0.1));
+  Tensor y2 = y1.relu().conv2d(w2, {.padding = 1});
+  g.output(y2);
+  const std::vector<NDArray> inputs = {random_array(DType::f32(), {1, 3, 19, 23})};
+  const std::vector<NDArray> expected = reference_run(g, inputs);
+  testing::TempDir dump;
+  CompileOptions joint;
+  joint.layouts = LayoutPolicy::kJoint;
+  joint.use_cache = false;
+  ::setenv("LOOM_DUMP_IR", dump.path().c_str(), 1);
+  const std::vector<NDArray> got = compile_and_run(g, inputs, joint);
+  ::unsetenv("LOOM_DUMP_IR");
+  require_close(got[0], expected[0], 1e-4, 1e-4);
+  std::string report;
+  for (const auto& e : fs::directory_iterator(dump.path() / "graph"))
+    if (e.path().filename().string().find("layouts") != std::string::npos) {
+      std::ifstream in(e.path());
+      report += std::string(std::istreambuf_iterator<char>(in), {});
+    }
+  INFO(report);
+  auto measured = [&](const Tensor& conv, const layouts::AnchorLayouts& choice) {
+    const std::string line =
+        "anchor " + g.nodes()[conv.id()].name + " " + choice.to_string() + ": ";
+    return report.find(line) != std::string::npos;
+  };
+  const layouts::AnchorLayouts rows_to_blocks{{{}, {}}, channels_blocked(lanes)};
+  const layouts::AnchorLayouts blocks_to_rows{{channels_blocked(lanes), {}}, {}};
+  // The first conv reads x row-major and writes blocks (x's conversion gone), the last reads
+  // blocks and writes the output row-major; each is timed in a graph of its own.
+  CHECK(measured(y1, rows_to_blocks));
+  CHECK(measured(y2, blocks_to_rows));
+  // Inside, a changing choice would add a conversion: the first conv writing rows, read in
+  // blocks by the second, is not measured.
+  CHECK_FALSE(measured(y1, blocks_to_rows));
+  CHECK(report.find("decision: ") != std::string::npos);
 }
 
 TEST_CASE("layout assignment: a warm joint compile measures and compiles nothing", "[layout][assign][cache]") {
