@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
   double log_nchw = 0, log_dnnl = 0;
   int n = 0;
   for (const ConvShape& s : shapes) {
-    LayerResult r = bench_layer(s, compile, options.quick ? 3 : 7);
+    LayerResult r = bench_layer(s, compile, options.quick ? 3 : 21);
     std::printf("%-26s %9.3f %9.3f %9.3f %9.3f %7.2f %7.2f  %s\n", r.name.c_str(), r.nchw_ms,
                 r.joint_ms, r.onednn_ms, r.onednn_nchw_ms, r.nchw_ms / r.joint_ms,
                 r.onednn_ms / r.joint_ms, r.joint_layouts.c_str());
