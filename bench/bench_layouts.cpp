@@ -164,25 +164,23 @@ int conversions_in(const loom::CompiledGraph& c) {
   return n;
 }
 
-// How many convolutions read and write each pair of layouts, as "in -> out: count; ...".
+// How many convolutions read and write each pair of layouts, as "in(...) out ...: count; ...".
 std::string conv_layouts(const loom::CompiledGraph& c) {
   const std::vector<loom::Node>& nodes = c.graph().nodes();
   std::map<std::string, int> count;
-  auto name = [](const std::vector<loom::LayoutStep>& l) {
-    return l.empty() ? std::string("row_major") : loom::steps_to_string(l);
-  };
   for (const loom::Node& n : nodes)
-    if (n.op == "conv2d")
-      ++count[name(nodes[static_cast<size_t>(n.inputs[0])].type.layout) + " -> " +
-              name(n.type.layout)];
+    if (n.op == "conv2d") {
+      const auto& in = nodes[static_cast<size_t>(n.inputs[0])].type.layout;
+      ++count[loom::layouts::AnchorLayouts{{in}, n.type.layout}.to_string()];
+    }
   std::string s;
   for (const auto& [pair, k] : count) s += (s.empty() ? "" : "; ") + pair + ": " + std::to_string(k);
   return s;
 }
 
 const char kUsage[] =
-    "bench_layouts [--tune none|fast|full] [--quick] [--layers|--resnet] [--json PATH] [Google Benchmark "
-    "flags]\n";
+    "bench_layouts [--tune none|fast|full] [--quick] [--layers|--resnet] [--json PATH]\n"
+    "              [Google Benchmark flags]\n";
 
 }  // namespace
 
