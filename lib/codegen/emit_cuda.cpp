@@ -764,6 +764,7 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
 std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   const std::string& name = op->name;
   if (name == "thread_fence") return "__threadfence()";
+  if (name == "prefetch") return "0";  // a CPU cache hint; GPU kernels stage through shared memory
   const bool warpgroup = name.rfind("wgmma", 0) == 0 || name == "fence_proxy_async";
   if (warpgroup) needs_->wgmma = true;
   else if (name != "atomic_add_i32") needs_->tensor_cores = true;

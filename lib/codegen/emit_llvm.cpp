@@ -188,6 +188,7 @@ class FuncEmitter {
   llvm::Value* emit_binary(const ir::Expr& e);
   llvm::Value* emit_ramp(const ir::Expr& e, const ir::Ramp* op);
   llvm::Value* emit_call(const ir::Expr& e, const ir::Call* op);
+  llvm::Value* emit_prefetch(const ir::Load* op);
   llvm::Value* call_libm(const char* name, llvm::Value* x);
   llvm::Value* emit_load(const ir::Expr& e, const ir::Load* op);
   // Pointer to element `index` (scalar or vector of indices) of a buffer.
@@ -535,6 +536,7 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
     return fail_expr(e, absl::InvalidArgumentError(
                             "shfl_xor_sync is a CUDA warp shuffle; the CPU code generator cannot "
                             "emit it (schedule this kernel with a CPU template)"));
+  if (name == "prefetch") return emit_prefetch(op->args[0].as<ir::Load>());
   if (ir::Call::takes_addresses(name))
     return fail_expr(e, absl::InvalidArgumentError(
                             name + " is a CUDA tensor-core or async-copy intrinsic; the CPU code "
@@ -586,6 +588,21 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
     return fail_expr(e, absl::InvalidArgumentError(str_cat("unknown intrinsic ", name, " with ",
                                                            args.size(), " arguments")));
   return from_f32(r, t);
+}
+
+// prefetcht1: the element's cache line towards L2, for reading (the value is a dummy 0).
+llvm::Value* FuncEmitter::emit_prefetch(const ir::Load* op) {
+  const BufferBinding* buf = find_buffer(op->buffer.get(), "prefetch");
+  if (!buf) return b_.getInt32(0);
+  if (op->indices.size() != 1) {
+    fail(absl::InvalidArgumentError(str_cat("prefetch of buffer '", op->buffer->name,
+                                            "' needs flattened IR (one physical element index)")));
+    return b_.getInt32(0);
+  }
+  llvm::Value* ptr = element_ptr(*buf, to_index(emit(op->indices[0]), op->indices[0].type()));
+  b_.CreateIntrinsic(llvm::Intrinsic::prefetch, {ptr->getType()},
+                     {ptr, b_.getInt32(0), b_.getInt32(2), b_.getInt32(1)});
+  return b_.getInt32(0);
 }
 
 const FuncEmitter::BufferBinding* FuncEmitter::find_buffer(const ir::BufferNode* node,

@@ -193,7 +193,7 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"mma_m16n8k16", 3}, {"ldmatrix_x4", 2}, {"ldmatrix_x4_trans", 2}, {"cp_async_16", 3},
     {"cp_async_commit", 0}, {"cp_async_wait", 1}, {"bit_xor", 2},
     {"atomic_add_i32", 3}, {"thread_fence", 0}, {"wgmma_m64k16", 7}, {"wgmma_fence", 2},
-    {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0},
+    {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0}, {"prefetch", 1},
 };
 
 bool is_16_bit_float(DType t) {
@@ -261,6 +261,8 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
       const auto* n = args[2].as<IntImm>();
       LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
     }
+  } else if (name == "prefetch") {
+    load(0);
   } else if (name == "cp_async_wait") {
     const auto* n = args[0].as<IntImm>();
     LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
@@ -274,7 +276,7 @@ bool Call::takes_addresses(const std::string& name) {
          name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait" ||
          name == "atomic_add_i32" || name == "thread_fence" || name == "wgmma_m64k16" ||
          name == "wgmma_fence" || name == "wgmma_commit" || name == "wgmma_wait" ||
-         name == "fence_proxy_async";
+         name == "fence_proxy_async" || name == "prefetch";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 #include <random>
+#include <tuple>
 
 #include "graph_reference.hpp"
 #include "loom/loom.hpp"
@@ -234,6 +235,33 @@ TEST_CASE("conv2d 1x1 GEMM template: pruned space and a sample of the whole spac
   sweep("conv2d_1x1_gemm",
         {{{2, 131, 7, 9}, {19, 131, 1, 1}, {}}, {{1, 13, 13, 17}, {7, 13, 1, 1}, {.stride = 2}}},
         8);
+}
+
+TEST_CASE("conv2d 1x1 GEMM template: every way of reading the pixel panels", "[conv][template]") {
+  // Packed per task (1), read in place (0) or packed by the first row block (2), each with and
+  // without prefetching the next panel's rows. In tiles of 3 rows, 19 and 7 output channels
+  // leave a last tile of only the row tail (which then packs, for pack 2); in tiles of 4 rows, a
+  // full block and a tail. kc = 64 < 131 channels gives several K blocks (prefetch crosses into
+  // the next one); two images (it crosses into the next image at the end of the first and stops
+  // at the end of the input). Register tiles of 3x3 and 2x2 vectors fit every target.
+  tune::Space space = space_of("conv2d_1x1_gemm");
+  const std::vector<ConvCase> cases = {{{2, 131, 7, 9}, {19, 131, 1, 1}, {}},
+                                       {{2, 13, 13, 17}, {7, 13, 1, 1}, {.stride = 2}}};
+  for (int64_t pack : {0, 1, 2})
+    for (int64_t prefetch : {0, 1})
+      for (auto [mr, nv, mc_tiles] : {std::tuple{3, 3, 1}, std::tuple{2, 2, 2}}) {
+        tune::Config config = space.default_config();
+        config.set("pack", pack);
+        config.set("prefetch", prefetch);
+        config.set("mr", mr);
+        config.set("nv", nv);
+        config.set("mc_tiles", mc_tiles);
+        config.set("kc", 64);
+        config.set("nc_panels", 1);
+        REQUIRE(space.broken_rules(config).empty());
+        for (const ConvCase& c : cases)
+          check_conv(c, /*w_constant=*/true, false, "conv2d_1x1_gemm", config);
+      }
 }
 
 TEST_CASE("conv2d depthwise template: pruned space and a sample of the whole space",

@@ -183,6 +183,11 @@ struct Load : ExprNode {
 // lane's xor the constant i64 mask, 1 <= mask < 32, across the whole warp (all 32 lanes must
 // execute it, as __shfl_xor_sync(0xffffffff, ...)); the CPU back end rejects it with an error.
 //
+// prefetch(buf[i]) is a statement (Evaluate of an i32 call) whose Load argument stands for an
+// element's address: a hint to bring that element's cache line towards the core (on the CPU
+// into L2, prefetcht1; CUDA ignores it). It never faults, but the element must lie inside the
+// buffer.
+//
 // The CUDA tensor-core and asynchronous-copy intrinsics are statements (Evaluate of an i32 call
 // with no value) whose Load arguments stand for the addresses of the elements they name, with
 // the warp-wide semantics of the PTX instructions (every lane of the warp executes them):
