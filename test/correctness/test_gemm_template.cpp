@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "loom/loom.hpp"
 #include "loom/tune/tuner.hpp"
@@ -101,6 +103,32 @@ TEST_CASE("gemm template: pruned space and a sample of the whole space", "[gemm]
   }
   // The non-constant B path packs B inside the kernel; a few configs suffice.
   for (size_t i = 0; i < configs.size(); i += 5) check_config(as, bs, /*b_constant=*/false, configs[i]);
+}
+
+TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles and batches",
+          "[gemm][template]") {
+  // K = 200 in blocks of 64 (the last partial): the prefetch of a tile's last panel reaches into
+  // the next K block, and in the last K block past the end of K (clamped). N = 37 in panels of
+  // one or two vectors, 2 panels per tile: a next panel within the tile, and a partial last one.
+  // B batched (3 x 200 x 37) and not.
+  const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
+      {{13, 200}, {200, 37}}, {{3, 13, 200}, {3, 200, 37}}};
+  for (const auto& [as, bs] : shapes) {
+    tune::Space space = space_for(as, bs);
+    for (int64_t prefetch : {0, 1})
+      for (int64_t nv : {1, 2}) {
+        tune::Config c = space.default_config();
+        c.set("mr", 3);
+        c.set("nv", nv);
+        c.set("kc", 64);
+        c.set("mc_tiles", 2);
+        c.set("nc_panels", 2);
+        c.set("prefetch", prefetch);
+        REQUIRE(space.broken_rules(c).empty());
+        check_config(as, bs, /*b_constant=*/true, c);
+        check_config(as, bs, /*b_constant=*/false, c);
+      }
+  }
 }
 
 TEST_CASE("gemm template: odd, prime and degenerate shapes with the default config",
