@@ -109,7 +109,10 @@ Stmt zero_range(const Buffer& buf, const Expr& base, int64_t lo, int64_t hi, con
 
 // out[n] (O x P) = W (O x C) x X[n] (C x P), X[n] = x[n] for stride 1, else the strided pixels of
 // x[n] gathered into a scratch buffer. Classic blocked GEMM names: mr x NR register tile, kc-deep
-// K blocks, mc x nc tiles of the output per parallel task.
+// K blocks, mc x nc tiles of the output per parallel task. The config's "pack" says how the
+// micro-kernels read a panel of pixels (kc rows of NR, a plane apart in X): packed per task before
+// the blocks (1), in place (0), or in place by the first row block, which packs it for the others
+// (2); "prefetch" makes every k step also ask for a line of the panel read next.
 class Conv1x1Kernel {
  public:
   Conv1x1Kernel(const TemplateContext& ctx, const ConvProblem& p, const tune::Config& c)
