@@ -216,7 +216,7 @@ class Conv1x1Kernel {
             Expr next_row = n * p_.C + ir::select(has_next, k0, k0 + kc_);
             Expr next_col = ir::select(has_next, panel + 1, panel_begin) * nr_;
             fetch = next_row * p_.P() + next_col + (ib_value % nv_) * lanes_;
-          } else if (prefetch_ && !direct_) {
+          } else if (prefetch_) {
             // pack 1: the rows of the task's next K block, or the next task's first; each
             // micro-kernel fetches one line of every row, spread over the task's lines.
             Expr next_row = n * p_.C + ir::select(last, Expr(0), k0 + kc_);
@@ -365,8 +365,7 @@ class Conv1x1Kernel {
     if (prefetch) {
       Expr last_element = Expr(p_.N * p_.C * p_.P() - 1);
       fma.insert(fma.begin(),
-                 ir::Evaluate::make(ir::Call::make(
-                     "prefetch", {pixels_.load({ir::min(*prefetch + k * p_.P(), last_element)})})));
+                 ops::prefetch(pixels_, {ir::min(*prefetch + k * p_.P(), last_element)}));
     }
     if (copy) {
       std::vector<Stmt> stores;

@@ -139,9 +139,7 @@ class GemmKernel {
     }
     if (prefetch) {
       Expr row = ir::min(prefetch->k0 + k, Expr(p_.K - 1));
-      fma.insert(fma.begin(),
-                 ir::Evaluate::make(ir::Call::make(
-                     "prefetch", {packed_b_.load({gb, prefetch->panel, row, prefetch->col})})));
+      fma.insert(fma.begin(), ops::prefetch(packed_b_, {gb, prefetch->panel, row, prefetch->col}));
     }
     Stmt step = ir::Seq::make(std::move(fma));
     for (int64_t v = nv_ - 1; v >= 0; --v)

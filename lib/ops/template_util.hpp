@@ -24,6 +24,11 @@ inline ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param>
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The statement prefetch(buf[indices]): a hint to bring that element's line towards the core.
+inline ir::Stmt prefetch(const ir::Buffer& buf, std::vector<ir::Expr> indices) {
+  return ir::Evaluate::make(ir::Call::make("prefetch", {buf.load(std::move(indices))}));
+}
+
 // The product of the static extents s[begin, end), or nullopt when any is symbolic.
 inline std::optional<int64_t> static_product(const Shape& s, size_t begin, size_t end) {
   int64_t p = 1;
