@@ -599,7 +599,10 @@ llvm::Value* FuncEmitter::emit_prefetch(const ir::Load* op) {
                                             "' needs flattened IR (one physical element index)")));
     return b_.getInt32(0);
   }
-  llvm::Value* ptr = element_ptr(*buf, to_index(emit(op->indices[0]), op->indices[0].type()));
+  // A plain GEP: the element may lie outside the buffer (an in-bounds GEP would make that
+  // address poison).
+  llvm::Value* ptr = b_.CreateGEP(mem_type(buf->dtype), buf->base,
+                                  to_index(emit(op->indices[0]), op->indices[0].type()));
   b_.CreateIntrinsic(llvm::Intrinsic::prefetch, {ptr->getType()},
                      {ptr, b_.getInt32(0), b_.getInt32(2), b_.getInt32(1)});
   return b_.getInt32(0);
