@@ -18,6 +18,7 @@
 #include "loom/ir/op.hpp"
 #include "loom/ir/stmt.hpp"
 #include "loom/runtime/cpu_jit.hpp"
+#include "loom/runtime/guard_pages.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -149,6 +150,31 @@ TEST_CASE("codegen: elementwise f32 add, scalar loop, constant sizes", "[codegen
     std::vector<float> vc(n, kNaN), want(n);
     run(kernels[0], {va.data(), vb.data(), vc.data()});
     for (int64_t k = 0; k < n; ++k) want[k] = va[k] + vb[k];
+    require_close(vc, want, 0, 0);
+  }
+}
+
+TEST_CASE("codegen: prefetch of elements far outside the buffer never faults", "[codegen]") {
+  // Each step hints at the elements 2 pages past and 2 pages before its own: for the first and
+  // last elements those lie in the inaccessible pages around a guarded buffer, and beyond.
+  auto jit = make_jit();
+  for (runtime::GuardPages mode : {runtime::GuardPages::kAfter, runtime::GuardPages::kBefore}) {
+    const int64_t n = 301, far = 2048;
+    ir::Buffer a = buffer("a", DType::f32(), n), c = buffer("c", DType::f32(), n);
+    ir::Var i("i");
+    auto hint = [&](ir::Expr index) {
+      return ir::Evaluate::make(ir::Call::make("prefetch", {a(std::move(index))}));
+    };
+    ir::Func f{"hinted_copy",
+               {a, c},
+               loop(i, n, ir::Seq::make({hint(i + far), hint(i - far), store(c, a(i) * 2.0f, i)}))};
+    auto kernels = compile(*jit, "hinted_copy", {f});
+    std::shared_ptr<void> guarded = runtime::allocate_guarded(n * 4, mode);
+    REQUIRE(guarded);
+    std::vector<float> va = random_floats(n, -10, 10), vc(n, kNaN), want(n);
+    std::memcpy(guarded.get(), va.data(), va.size() * sizeof(float));
+    run(kernels[0], {guarded.get(), vc.data()});
+    for (int64_t k = 0; k < n; ++k) want[k] = va[k] * 2;
     require_close(vc, want, 0, 0);
   }
 }
