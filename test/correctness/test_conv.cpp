@@ -242,8 +242,8 @@ TEST_CASE("conv2d 1x1 GEMM template: every way of reading the pixel panels", "[c
   // without prefetching the next panel's rows. In tiles of 3 rows, 19 and 7 output channels
   // leave a last tile of only the row tail (which then packs, for pack 2); in tiles of 4 rows, a
   // full block and a tail. kc = 64 < 131 channels gives several K blocks (prefetch crosses into
-  // the next one); two images (it crosses into the next image at the end of the first and stops
-  // at the end of the input). Register tiles of 3x3 and 2x2 vectors fit every target.
+  // the next one); two images (it crosses into the next image at the end of the first and points
+  // past the end of the input at the end of the second). Register tiles of 3x3 and 2x2 vectors fit every target.
   tune::Space space = space_of("conv2d_1x1_gemm");
   const std::vector<ConvCase> cases = {{{2, 131, 7, 9}, {19, 131, 1, 1}, {}},
                                        {{2, 13, 13, 17}, {7, 13, 1, 1}, {.stride = 2}}};
