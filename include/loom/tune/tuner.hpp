@@ -37,9 +37,11 @@ struct TunedKernel {
 };
 
 // Chooses t's config for ctx: the space's default at kNone, else the fastest of the pruned space
-// (kFast) or the whole space (kFull): each candidate is timed (warm-up, repeats, median), then the
-// three fastest are timed again, interleaved, and the lowest median of that final round wins. constants[i] is input i's value when it is a constant (the
-// kernel packs it, and it is timed on it), else null (timed on random data). Code lives in jit.
+// (kFast) or the whole space (kFull): each candidate is timed (warm-up, repeats, median; runs
+// write two output buffers in turn, so that no run finds the output it has just written), then
+// the three fastest are timed again, interleaved, and the lowest median of that final round
+// wins. constants[i] is input i's value when it is a constant (the kernel packs it, and it is
+// timed on it), else null (timed on random data). Code lives in jit.
 // A forced config replaces the choice (nothing is measured); it must satisfy the space's rules.
 //
 // A rewrite (post-scheduling fusion) turns a built candidate into the kernel finally compiled:
