@@ -137,10 +137,10 @@ class GemmKernel {
       fma.push_back(
           ir::Store::make(acc, ir::fma(a, b_rows[v], acc.load({acc_at(i, v)})), {acc_at(i, v)}));
     }
-    // Unclamped: past the last K block the row lies beyond the panel, which a prefetch may.
-    if (prefetch)
-      fma.insert(fma.begin(), ops::prefetch(packed_b_, {gb, prefetch->panel, prefetch->k0 + k,
-                                                        prefetch->col}));
+    if (prefetch) {
+      Expr row = ir::min(prefetch->k0 + k, Expr(p_.K - 1));
+      fma.insert(fma.begin(), ops::prefetch(packed_b_, {gb, prefetch->panel, row, prefetch->col}));
+    }
     Stmt step = ir::Seq::make(std::move(fma));
     for (int64_t v = nv_ - 1; v >= 0; --v)
       step = ir::LetStmt::make(b_rows[v], packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}),

@@ -108,7 +108,7 @@ TEST_CASE("gemm template: pruned space and a sample of the whole space", "[gemm]
 TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles and batches",
           "[gemm][template]") {
   // K = 200 in blocks of 64 (the last partial): the prefetch of a tile's last panel reaches into
-  // the next K block, and in the last K block past the end of K (past the panel, unclamped). N = 37 in panels of
+  // the next K block, and in the last K block past the end of K (clamped). N = 37 in panels of
   // one or two vectors, 2 panels per tile: a next panel within the tile, and a partial last one.
   // B batched (3 x 200 x 37) and not.
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
