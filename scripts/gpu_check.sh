@@ -44,17 +44,38 @@ fi
 } | tee "$out/environment.txt"
 
 tests=0 bench=0 peers=0
+# Test cases run as parallel processes (one each, $LOOM_GPU_JOBS at a time, default the core
+# count), each within $LOOM_GPU_TEST_TIMEOUT seconds (default 600); $LOOM_GPU_TESTS, a Catch test
+# spec, picks the cases (default [cuda]); every case's log is kept in
+# OUT_DIR/tests/, and cuda_tests.txt lists PASS, FAIL or TIMEOUT with the seconds each took.
+# Output is line-buffered (stdbuf), so what a killed program printed is kept.
+line_buffered() { if command -v stdbuf >/dev/null; then stdbuf -oL -eL "$@"; else "$@"; fi; }
+run_case() {  # run_case "INDEX<tab>NAME": one test case, its log in tests/INDEX.txt
+  local index=${1%%$'\t'*} name=${1#*$'\t'} start=$SECONDS status spec
+  spec=$(printf '%s' "$name" | sed 's/[][\\,*]/\\&/g')  # Catch's test spec escapes
+  line_buffered timeout "${LOOM_GPU_TEST_TIMEOUT:-600}" "$tests_bin" "$spec" --durations yes \
+    >"$out/tests/$index.txt" 2>&1
+  status=$?
+  case $status in 0) status=PASS ;; 124 | 137) status=TIMEOUT ;; *) status="FAIL($status)" ;; esac
+  printf '%-9s %4ds  %s  [tests/%s.txt]\n' "$status" $((SECONDS - start)) "$name" "$index"
+}
+export -f run_case line_buffered
 if [ "$part" = all ] || [ "$part" = tests ]; then
-  "$tests_bin" "[cuda]" --durations yes 2>&1 | tee "$out/cuda_tests.txt"
-  tests=${PIPESTATUS[0]}
+  mkdir -p "$out/tests"
+  export tests_bin out
+  "$tests_bin" "${LOOM_GPU_TESTS:-[cuda]}" --list-test-names-only | grep -v '^$' | nl -w1 -s$'\t' |
+    xargs -d '\n' -n 1 -P "${LOOM_GPU_JOBS:-$(nproc)}" bash -c 'run_case "$1"' _ |
+    tee "$out/cuda_tests.txt"
+  ! grep -qv '^PASS' "$out/cuda_tests.txt" && [ -s "$out/cuda_tests.txt" ]
+  tests=$?
 fi
 if [ "$part" = all ] || [ "$part" = gemm ]; then
-  "$bench_bin" --tune fast --only gemm --json "$out/bench_gpu_gemm.json" 2>&1 |
+  line_buffered "$bench_bin" --tune fast --only gemm --json "$out/bench_gpu_gemm.json" 2>&1 |
     tee "$out/bench_gpu_gemm.txt"
   bench=${PIPESTATUS[0]}
 fi
 if [ "$part" = all ] || [ "$part" = models ]; then
-  "$bench_bin" --tune fast --only models --json "$out/bench_gpu_models.json" 2>&1 |
+  line_buffered "$bench_bin" --tune fast --only models --json "$out/bench_gpu_models.json" 2>&1 |
     tee "$out/bench_gpu_models.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
   # The script sits beside this one in a bundle, under bench/ in a checkout.

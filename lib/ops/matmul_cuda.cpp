@@ -5,7 +5,9 @@
 // from its threads to the tile's elements (warps, then each warp's lanes, then each lane's
 // register tile), over K in block_k-deep slices that go global -> registers -> shared memory,
 // two shared buffers deep so that one barrier per slice suffices and the global loads of the
-// next slice are in flight while the current one is multiplied.
+// next slice are in flight while the current one is multiplied. Where the output tiles are too
+// few to fill the SMs and K is deep (BERT's 128-row products), split_k blocks share each tile's K
+// slices and sum their partials (ops/split_k_cuda.hpp).
 
 #include "ops/matmul_cuda.hpp"
 
@@ -17,6 +19,7 @@
 #include "loom/schedule/task_mapping.hpp"
 #include "ops/cuda_common.hpp"
 #include "ops/gemm_problem.hpp"
+#include "ops/split_k_cuda.hpp"
 #include "ops/template_util.hpp"
 
 namespace loom::ops {
@@ -29,7 +32,7 @@ using ir::Var;
 
 // The levels of a config, and what follows from them.
 struct SimtTiles {
-  int64_t warps_m, warps_n, lanes_m, lanes_n, outer_m, outer_n, inner_m, inner_n, block_k;
+  int64_t warps_m, warps_n, lanes_m, lanes_n, outer_m, outer_n, inner_m, inner_n, block_k, split_k;
   int warp_size;
 
   SimtTiles(const tune::Config& c, int warp)
@@ -42,6 +45,7 @@ struct SimtTiles {
         inner_m(c["inner_m"]),
         inner_n(c["inner_n"]),
         block_k(c["block_k"]),
+        split_k(c["split_k"]),
         warp_size(warp) {}
 
   int64_t threads() const { return warps_m * warps_n * warp_size; }
@@ -92,16 +96,18 @@ class SimtGemm {
     acc_ = local("acc", t.tm() * t.tn());
     a_frag_ = local("a_frag", t.tm());
     b_frag_ = local("b_frag", t.tn());
+    split_ = SplitK(ctx.name, p.G * ceil_div(p.M, t.bm()) * ceil_div(p.N, t.bn()), t.split_k,
+                    t.tm() * t.tn(), t.threads());
   }
 
   std::vector<ir::Param> params() const { return {a_, b_, c_}; }
 
-  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n) over the blocks, then the block's
-  // threads.
+  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n, split_k) over the blocks, then the
+  // block's threads.
   Stmt kernel() {
     const SimtTiles& t = tiles_;
     const int64_t tiles_m = ceil_div(p_.M, t.bm()), tiles_n = ceil_div(p_.N, t.bn());
-    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n);
+    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n, t.split_k);
     LOOM_CHECK(blocks.ok(), blocks.status().ToString());
     Var block("block"), tid("tid");
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
@@ -109,9 +115,11 @@ class SimtGemm {
       gb_ = p_.b_batched ? tile[0] : Expr(int64_t{0});
       m0_ = tile[1] * t.bm();
       n0_ = tile[2] * t.bn();
+      tile_id_ = (tile[0] * tiles_m + tile[1]) * tiles_n + tile[2];
+      split_index_ = tile[3];
       return block_tile(tid);
     });
-    return gpu_launch(block, blocks->num_workers(), tid, t.threads(), body);
+    return split_.around_launch(gpu_launch(block, blocks->num_workers(), tid, t.threads(), body));
   }
 
  private:
@@ -244,41 +252,49 @@ class SimtGemm {
     return ir::Seq::make(std::move(s));
   }
 
-  // One block's tile: zero the accumulators, fill shared buffer 0, then per K slice prefetch the
-  // next one to registers, multiply the current one, store the next one to the other buffer.
+  // One block's tile: zero the accumulators, fill shared buffer 0 with the first slice of the
+  // block's range, then per K slice prefetch the next one to registers, multiply the current one,
+  // store the next one to the other buffer. A split past the end of K (count 0 or less) loads
+  // nothing and adds zeros to the tile.
   Stmt block_tile(const Var& tid) {
     const SimtTiles& t = tiles_;
     place_thread(tid);
     const int64_t slices = ceil_div(p_.K, t.block_k);
+    const auto [first, count] = split_.slices_of(split_index_, slices);
     std::vector<Stmt> zero;
     for (int64_t i = 0; i < t.tm() * t.tn(); ++i)
       zero.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
     Var kt("kt");
-    Expr has_next = kt + 1 < slices;
+    Expr has_next = kt + 1 < count;
     Stmt step = ir::Seq::make({
-        ir::IfThenElse::make(has_next, load_global(tid, kt + 1)),
+        ir::IfThenElse::make(has_next, load_global(tid, first + kt + 1)),
         multiply(kt % 2),
         ir::IfThenElse::make(has_next, store_shared(tid, (kt + 1) % 2)),
         ir::Barrier::make(),
     });
-    Stmt body = ir::Seq::make({
-        ir::Seq::make(std::move(zero)),
-        load_global(tid, Expr(int64_t{0})),
+    Stmt main_loop = ir::Seq::make({
+        load_global(tid, first),
         store_shared(tid, Expr(int64_t{0})),
         ir::Barrier::make(),
-        ir::For::make(kt, Expr(int64_t{0}), Expr(slices), ir::ForKind::kSerial, step),
-        store_c(),
+        ir::For::make(kt, Expr(int64_t{0}), count, ir::ForKind::kSerial, step),
+    });
+    if (t.split_k > 1) main_loop = ir::IfThenElse::make(count > int64_t{0}, main_loop);
+    Stmt body = ir::Seq::make({
+        ir::Seq::make(std::move(zero)),
+        main_loop,
+        split_.reduce(tid, tile_id_, split_index_, acc_, store_c()),
     });
     for (const Buffer& b : {a_frag_, b_frag_, a_stage_, b_stage_, acc_, b_shared_, a_shared_})
       body = ir::Allocate::make(b, body);
-    return body;
+    return split_.around_block(body);
   }
 
   const TemplateContext& ctx_;
   GemmProblem p_;
   SimtTiles tiles_;
   Buffer a_, b_, c_, a_shared_, b_shared_, a_stage_, b_stage_, acc_, a_frag_, b_frag_;
-  Expr g_, gb_, m0_, n0_, row0_, col0_;
+  SplitK split_;
+  Expr g_, gb_, m0_, n0_, row0_, col0_, tile_id_, split_index_;
 };
 
 tune::Space simt_gemm_space(const TemplateContext& ctx) {
@@ -310,6 +326,14 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
     const SimtTiles t = tiles(c);
     return t.loads_divide(t.bm(), t.block_k) && t.loads_divide(t.block_k, t.bn());
   });
+  auto blocks = [=](const tune::Config& c) {
+    const SimtTiles t = tiles(c);
+    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
+  };
+  auto split_of = split_k_choices(
+      s, p.sm_count, blocks,
+      [=](const tune::Config& c) { return problem ? ceil_div(problem->K, c["block_k"]) : 0; },
+      /*fill=*/2);
   // kFast: register tiles of 16 and more elements in blocks of 4 to 8 warps.
   s.prefer("register tile of 16+ elements",
            [=](const tune::Config& c) { return tiles(c).tm() * tiles(c).tn() >= 16; });
@@ -319,7 +343,7 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
   });
 
   // Default: the largest block tile of these (128x128, 64x64, 32x32) that still gives every SM
-  // a block, else the smallest.
+  // a block, else the smallest, with the split that fills the SMs two blocks each.
   auto config = [](int64_t wm, int64_t wn, int64_t lm, int64_t om, int64_t on, int64_t im,
                    int64_t in) {
     return tune::Config({{"warps_m", wm},
@@ -329,15 +353,13 @@ tune::Space simt_gemm_space(const TemplateContext& ctx) {
                          {"outer_n", on},
                          {"inner_m", im},
                          {"inner_n", in},
-                         {"block_k", 8}});
+                         {"block_k", 8},
+                         {"split_k", 1}});
   };
   const std::vector<tune::Config> by_size = {config(4, 2, warp / 8, 2, 2, 4, 4),
                                              config(2, 2, warp / 8, 2, 1, 4, 4),
                                              config(2, 2, warp / 8, 1, 1, 4, 2)};
-  s.default_config(first_filling_config(s, by_size, p.sm_count, [&](const tune::Config& c) {
-    const SimtTiles t = tiles(c);
-    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.bn()) : 0;
-  }));
+  s.default_config(default_gemm_config(s, by_size, p.sm_count, blocks, split_of));
   return s;
 }
 

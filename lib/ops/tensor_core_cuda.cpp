@@ -17,13 +17,7 @@
 //    row_major(...).split(2, 8).swizzle(2, 1, width, step) (see Layout::swizzle), which keeps
 //    every chunk contiguous for cp.async and ldmatrix and saves the padding's shared memory.
 //
-// Split-K (for shapes with too few output tiles to fill the SMs and a deep K):
-// spatial(..., split_k) more blocks, each multiplying a contiguous range of the K slices. Every block writes its f32
-// partial tile to module memory (one slot per split, each thread its accumulators side by side
-// with its neighbours'), fences, and counts itself in the tile's arrival counter; the block that
-// arrives last sums the partials of all splits in split order (the same result whichever block is
-// last), resets the counter for the next launch and stores C, epilogue included. Partials and
-// counters are module-scope arrays (see emit_cuda.hpp), so the node needs no workspace.
+// Split-K, for shapes with too few output tiles and a deep K: ops/split_k_cuda.hpp.
 //
 // An operand stored as a row-major [batch, rows, cols] tensor with cols a multiple of 8 is copied
 // with cp.async, 16 bytes at a time (zero-filled past its rows and columns). Others are read
@@ -46,6 +40,7 @@
 #include "ops/cuda_common.hpp"
 #include "ops/gemm_problem.hpp"
 #include "ops/matmul_cuda.hpp"
+#include "ops/split_k_cuda.hpp"
 #include "ops/template_util.hpp"
 
 namespace loom::ops {
@@ -141,110 +136,25 @@ Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const 
   });
 }
 
-// Split-K's state and stages (see the header), for a GEMM whose threads each hold `regs` f32
-// accumulators: the partials and arrival counters in module memory, and per block the flag that
-// it arrived last.
-class SplitK {
- public:
-  SplitK() = default;
-  SplitK(const std::string& name, int64_t tiles, int64_t splits, int64_t regs, int64_t threads)
-      : splits_(splits), regs_(regs), threads_(threads) {
-    if (splits == 1) return;
-    partials_ = Buffer::make(name + "_partials", DType::f32(),
-                             {Expr(tiles * splits * regs * threads)});
-    arrivals_ = Buffer::make(name + "_arrivals", DType::i32(), {Expr(tiles)});
-    last_ = Buffer::make(name + "_last", DType::i32(), {Expr(int64_t{1})},
-                         ir::MemoryScope::kShared);
-    arrived_ = Buffer::make(name + "_arrived", DType::i32(), {Expr(int64_t{1})},
-                            ir::MemoryScope::kLocal);
-  }
-
-  int64_t splits() const { return splits_; }
-
-  // The K slices of split `split` of `slices`: [first, first + count); count may be 0 or less
-  // past the end.
-  std::pair<Expr, Expr> slices_of(const Expr& split, int64_t slices) const {
-    if (splits_ == 1) return {Expr(int64_t{0}), Expr(slices)};
-    const int64_t per_split = ceil_div(slices, splits_);
-    const Expr first = split * per_split;
-    return {first, ir::min(Expr(per_split), Expr(slices) - first)};
-  }
-
-  // The module memory around the launch, the block's flags around its body.
-  Stmt around_launch(Stmt launch) const {
-    if (splits_ == 1) return launch;
-    return ir::Allocate::make(partials_, ir::Allocate::make(arrivals_, std::move(launch)));
-  }
-  Stmt around_block(Stmt body) const {
-    if (splits_ == 1) return body;
-    return ir::Allocate::make(last_, ir::Allocate::make(arrived_, std::move(body)));
-  }
-
-  // Stage "split-K reduction", then `store` (the stage storing acc as C): partials out, arrival
-  // counted, and in the block that arrives last the sum of every split's partials (in split
-  // order) into the accumulators. Accumulator r of thread tid of split s of tile t is
-  // partials[((t * splits + s) * regs + r) * threads + tid]. Without a split, just `store`.
-  Stmt reduce(const Var& tid, const Expr& tile, const Expr& split, const Buffer& acc,
-              Stmt store) const {
-    if (splits_ == 1) return store;
-    auto slot = [&](const Expr& s, const Expr& r) {
-      return ((tile * splits_ + s) * regs_ + r) * threads_ + tid;
-    };
-    auto fence = [] { return ir::Evaluate::make(ir::Call::make("thread_fence", {})); };
-    Var r("r"), s("s");
-    Stmt publish = ir::For::make(r, Expr(int64_t{0}), Expr(regs_), ir::ForKind::kUnrolled,
-                                 ir::Store::make(partials_, acc.load({r}), {slot(split, r)}));
-    const Expr zero32 = ir::cast(DType::i32(), Expr(int64_t{0}));
-    const Expr one32 = ir::cast(DType::i32(), Expr(int64_t{1}));
-    const Expr was_last =
-        arrived_.load({Expr(int64_t{0})}) == ir::cast(DType::i32(), Expr(splits_ - 1));
-    Stmt count = ir::IfThenElse::make(
-        tid == int64_t{0},
-        ir::Seq::make({
-            ir::Evaluate::make(ir::Call::make(
-                "atomic_add_i32",
-                {arrived_.load({Expr(int64_t{0})}), arrivals_.load({tile}), one32})),
-            ir::Store::make(last_, ir::select(was_last, one32, zero32), {Expr(int64_t{0})}),
-            ir::IfThenElse::make(was_last, ir::Store::make(arrivals_, zero32, {tile})),
-        }));
-    Stmt sum = ir::For::make(
-        r, Expr(int64_t{0}), Expr(regs_), ir::ForKind::kUnrolled,
-        ir::Seq::make({ir::Store::make(acc, Expr(0.0f), {r}),
-                       ir::For::make(s, Expr(int64_t{0}), Expr(splits_), ir::ForKind::kSerial,
-                                     ir::Store::make(acc, acc.load({r}) +
-                                                              partials_.load({slot(s, r)}),
-                                                     {r}))}));
-    return ir::Seq::make({
-        publish,
-        fence(),
-        ir::Barrier::make(),
-        count,
-        ir::Barrier::make(),
-        ir::IfThenElse::make(last_.load({Expr(int64_t{0})}) == one32,
-                             ir::Seq::make({fence(), sum, std::move(store)})),
-    });
-  }
-
- private:
-  int64_t splits_ = 1, regs_ = 0, threads_ = 0;
-  Buffer partials_, arrivals_, last_, arrived_;
-};
-
 // Stage "main loop" of a GEMM block with `stages` shared buffers: the accumulators zeroed, the
-// first stages - 1 slices of the block's range (of `slices`, split by `split`) started, then per
-// slice: wait for this thread's copies, `publish` (a barrier, after whatever the instruction
-// reading the slice needs), start the slice stages - 1 ahead (into the buffer every thread has
-// finished with), multiply. load(slice, stage) copies a slice; async: whether some copy is a
-// cp.async (else no commits and waits).
+// first `ahead` = stages - 1 - in_flight slices of the block's range (of `slices`, split by
+// `split`) started, then per slice: wait for this thread's copies, `publish` (a barrier, after
+// whatever the instruction reading the slice needs), start the slice `ahead` ahead (into the
+// buffer every thread has finished with), multiply. load(slice, stage) copies a slice; async:
+// whether some copy is a cp.async (else no commits and waits). in_flight: how many slices'
+// products `multiply` leaves running when it returns (asynchronous wgmma); their buffers are
+// not reused until the barrier after the products that read them have been waited for.
 Stmt main_loop(const Buffer& acc, int64_t accumulators, int64_t slices, int64_t stages,
                const SplitK& split, const Expr& split_index, bool async,
                const std::function<Stmt(const Expr&, const Expr&)>& load,
-               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish) {
+               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish,
+               int64_t in_flight = 0) {
   auto cp_async = [async](const std::string& name, std::vector<Expr> args = {}) {
     return async ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
                  : ir::Evaluate::make(Expr(int64_t{0}));
   };
-  const int64_t ahead = stages - 1;
+  const int64_t ahead = stages - 1 - in_flight;
+  LOOM_CHECK(ahead >= 1, "a GEMM main loop needs a slice in flight ahead of the products");
   const auto [first, count] = split.slices_of(split_index, slices);
   std::vector<Stmt> s;
   for (int64_t i = 0; i < accumulators; ++i)
@@ -540,46 +450,6 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   return p;
 }
 
-// Split-K in a GEMM space: the parameter split_k (1, 2, 4, 8), valid where the split tiles stay
-// within two blocks per SM and every split is 2 slices deep or more (which also bounds the
-// partials' memory), and preferred (kFast) at 1 or at the split that fills the SMs. blocks(c) and
-// slices(c) are config c's output tiles and K slices (0 without a problem: no split). Returns the
-// split that fills the SMs: the largest keeping the blocks within one per SM and every split 4
-// slices deep, 1 where the tiles fill the SMs.
-std::function<int64_t(const tune::Config&)> split_k_choices(
-    tune::Space& s, int64_t sm_count, std::function<int64_t(const tune::Config&)> blocks,
-    std::function<int64_t(const tune::Config&)> slices) {
-  s.param("split_k", {1, 2, 4, 8});
-  auto fits = [=](const tune::Config& c, int64_t split, int64_t per_split, int64_t per_sm) {
-    const int64_t n = blocks(c);
-    return n > 0 && n * split <= per_sm * sm_count && slices(c) >= per_split * split;
-  };
-  auto split_of = [=](const tune::Config& c) {
-    int64_t best = 1;
-    for (int64_t k : {2, 4, 8})
-      if (fits(c, k, 4, 1)) best = k;
-    return best;
-  };
-  s.rule("split-K only where the split tiles stay within two blocks per SM and each split is "
-         "2 slices deep or more",
-         [=](const tune::Config& c) { return c["split_k"] == 1 || fits(c, c["split_k"], 2, 2); });
-  s.prefer("no split, or the split that fills the SMs", [=](const tune::Config& c) {
-    return c["split_k"] == 1 || c["split_k"] == split_of(c);
-  });
-  return split_of;
-}
-
-// The default of a GEMM space: the largest tile of by_size (largest first) that still gives
-// every SM a block, else the smallest, with the split that fills the SMs.
-tune::Config default_gemm_config(const tune::Space& s, const std::vector<tune::Config>& by_size,
-                                 int64_t sm_count,
-                                 const std::function<int64_t(const tune::Config&)>& blocks,
-                                 const std::function<int64_t(const tune::Config&)>& split_of) {
-  tune::Config tile = first_filling_config(s, by_size, static_cast<int>(sm_count), blocks);
-  tile.set("split_k", split_of(tile));
-  return tile;
-}
-
 tune::Space tensor_core_space(const TemplateContext& ctx) {
   const GpuProperties p = gpu_properties(ctx.target);
   std::optional<TcProblem> problem = tc_problem(ctx);
@@ -764,7 +634,8 @@ class WarpgroupGemm {
   }
 
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
-  // descriptors' start at row 64 w of A and k row 16 kk of B.
+  // descriptors' start at row 64 w of A and k row 16 kk of B; the products of the previous slice
+  // are waited for, those of this one left running (in_flight()), where the stages allow.
   Stmt multiply(const Expr& stage, const Expr& warpgroup) const {
     const Expr regs(t_.accumulators());
     std::vector<Stmt> s = {call("wgmma_fence", {acc_.load({Expr(int64_t{0})}), regs})};
@@ -776,9 +647,13 @@ class WarpgroupGemm {
                         Expr(t_.block_n), Expr(kGroupBytes), Expr(kAtomBytes),
                         Expr(kGroupBytes)}));
     s.push_back(call("wgmma_commit"));
-    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})}));
+    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(in_flight())}));
     return ir::Seq::make(std::move(s));
   }
+
+  // Slices whose products run on while the next slice is published and its copies started: one
+  // where three stages or more leave a slice to copy ahead besides the two being multiplied.
+  int64_t in_flight() const { return t_.stages >= 3 ? 1 : 0; }
 
   // Stage "store C": spatial(warpgroups, 4) over the warps, then the fragment mapping of each
   // 16 x 8 tile over the lanes; final values, guarded past M and N.
@@ -809,17 +684,21 @@ class WarpgroupGemm {
 
   // One block's tile: the main loop over its K range, each slice published by a proxy fence
   // (wgmma reads through the asynchronous proxy) and a barrier; the stage a slice is loaded into
-  // is free, as the last wgmma_wait completed the products that read it. Then store C, or
-  // reduce the splits first.
+  // is free, as every thread waited for the products that read it before that barrier (with a
+  // slice in flight, they are those of two slices back). Then the last products waited for, and
+  // store C, or reduce the splits first.
   Stmt block_tile(const Var& tid) {
     const Expr warpgroup = tid / Expr(int64_t{128});
+    const Expr regs(t_.accumulators());
     Stmt body = ir::Seq::make({
         main_loop(
             acc_, t_.accumulators(), ceil_div(p_.K, kWgK), t_.stages, split_, split_index_,
             a_async_ || b_async_,
             [&](const Expr& kt, const Expr& stage) { return load_slice(tid, kt, stage); },
             [&](const Expr& stage) { return multiply(stage, warpgroup); },
-            ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()})),
+            ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()}), in_flight()),
+        in_flight() ? call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})})
+                    : ir::Evaluate::make(Expr(int64_t{0})),
         split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)),
     });
     for (const Buffer& b : {acc_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);

@@ -816,18 +816,45 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
   }
 }
 
+TEST_CASE("fake GPU: a split-K SIMT GEMM (f32) with a fused bias and gelu matches the reference "
+          "in the emulator, run after run",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  // 16 x 32 tiles, K = 1031 (prime: the last slice has a tail) split 4 ways, or K = 1024 split 8
+  // ways: the last block of a tile sums the partials and applies the epilogue.
+  for (const int64_t K : {int64_t{1031}, int64_t{1024}}) {
+    const GraphCase c{"split-K f32 linear layer",
+                      [K] {
+                        Graph g;
+                        Tensor x = g.input("x", {37, K});
+                        Tensor w = g.input("w", {K, 44});
+                        Tensor b = g.input("b", {44});
+                        g.output(x.matmul(w).add(b).gelu());
+                        return g;
+                      },
+                      {random_array(DType::f32(), {37, K}), random_array(DType::f32(), {K, 44}),
+                       random_array(DType::f32(), {44})},
+                      1e-4};
+    const tune::Config config({{"warps_m", 2}, {"warps_n", 2}, {"lanes_m", 4}, {"outer_m", 1},
+                               {"outer_n", 1}, {"inner_m", 2}, {"inner_n", 2}, {"block_k", 8},
+                               {"split_k", K == 1024 ? 8 : 4}});
+    INFO("K " << K);
+    CHECK(check_forced_configs(fake, c, {{"cuda_simt_gemm", config}}) == 1);
+  }
+}
+
 TEST_CASE("fake GPU: fused template kernels of other configs match the reference in the emulator",
           "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   const std::vector<std::map<std::string, tune::Config>> choices = {
       {{"cuda_simt_gemm", tune::Config({{"warps_m", 2}, {"warps_n", 2}, {"lanes_m", 8},
                                         {"outer_m", 1}, {"outer_n", 2}, {"inner_m", 2},
-                                        {"inner_n", 4}, {"block_k", 8}})},
+                                        {"inner_n", 4}, {"block_k", 8}, {"split_k", 1}})},
        {"cuda_direct_conv2d", tune::Config({{"threads", 64}, {"oc_threads", 2},
                                             {"oc_per_thread", 2}, {"px_per_thread", 4}})}},
       {{"cuda_simt_gemm", tune::Config({{"warps_m", 1}, {"warps_n", 1}, {"lanes_m", 4},
                                         {"outer_m", 2}, {"outer_n", 1}, {"inner_m", 4},
-                                        {"inner_n", 2}, {"block_k", 16}})},
+                                        {"inner_n", 2}, {"block_k", 16}, {"split_k", 1}})},
        {"cuda_direct_conv2d", tune::Config({{"threads", 256}, {"oc_threads", 8},
                                             {"oc_per_thread", 1}, {"px_per_thread", 1}})}}};
   const std::vector<GraphCase> cases = graph_cases();

@@ -430,6 +430,11 @@ TEST_CASE("CUDA templates: SIMT matmul compiles for sm_80 and sm_90", "[cuda][cu
   SECTION("batch dims of A folded into M") {
     check_op({"matmul", {f32({2, 33, 41}), f32({41, 131})}, f32({2, 33, 131}), none, 1e-4, 1e-4});
   }
+  SECTION("few output tiles and a deep, prime K: split-K blocks sum their partials") {
+    // The default splits K (too few tiles to fill the SMs), so at least it counts arrivals.
+    check_op({"matmul", {f32({23, 1009}), f32({1009, 37})}, f32({23, 37}), none, 1e-4, 1e-4},
+             {"atomicAdd(", "__threadfence()"});
+  }
 }
 
 // f16 and bf16 products are exact in f32 and the sums differ from the reference only in order;
