@@ -137,24 +137,20 @@ Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const 
 }
 
 // Stage "main loop" of a GEMM block with `stages` shared buffers: the accumulators zeroed, the
-// first `ahead` = stages - 1 - in_flight slices of the block's range (of `slices`, split by
-// `split`) started, then per slice: wait for this thread's copies, `publish` (a barrier, after
-// whatever the instruction reading the slice needs), start the slice `ahead` ahead (into the
-// buffer every thread has finished with), multiply. load(slice, stage) copies a slice; async:
-// whether some copy is a cp.async (else no commits and waits). in_flight: how many slices'
-// products `multiply` leaves running when it returns (asynchronous wgmma); their buffers are
-// not reused until the barrier after the products that read them have been waited for.
+// first stages - 1 slices of the block's range (of `slices`, split by `split`) started, then per
+// slice: wait for this thread's copies, `publish` (a barrier, after whatever the instruction
+// reading the slice needs), start the slice stages - 1 ahead (into the buffer every thread has
+// finished with), multiply. load(slice, stage) copies a slice; async: whether some copy is a
+// cp.async (else no commits and waits).
 Stmt main_loop(const Buffer& acc, int64_t accumulators, int64_t slices, int64_t stages,
                const SplitK& split, const Expr& split_index, bool async,
                const std::function<Stmt(const Expr&, const Expr&)>& load,
-               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish,
-               int64_t in_flight = 0) {
+               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish) {
   auto cp_async = [async](const std::string& name, std::vector<Expr> args = {}) {
     return async ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
                  : ir::Evaluate::make(Expr(int64_t{0}));
   };
-  const int64_t ahead = stages - 1 - in_flight;
-  LOOM_CHECK(ahead >= 1, "a GEMM main loop needs a slice in flight ahead of the products");
+  const int64_t ahead = stages - 1;
   const auto [first, count] = split.slices_of(split_index, slices);
   std::vector<Stmt> s;
   for (int64_t i = 0; i < accumulators; ++i)
@@ -634,8 +630,7 @@ class WarpgroupGemm {
   }
 
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
-  // descriptors' start at row 64 w of A and k row 16 kk of B; the products of the previous slice
-  // are waited for, those of this one left running (in_flight()), where the stages allow.
+  // descriptors' start at row 64 w of A and k row 16 kk of B.
   Stmt multiply(const Expr& stage, const Expr& warpgroup) const {
     const Expr regs(t_.accumulators());
     std::vector<Stmt> s = {call("wgmma_fence", {acc_.load({Expr(int64_t{0})}), regs})};
@@ -647,13 +642,9 @@ class WarpgroupGemm {
                         Expr(t_.block_n), Expr(kGroupBytes), Expr(kAtomBytes),
                         Expr(kGroupBytes)}));
     s.push_back(call("wgmma_commit"));
-    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(in_flight())}));
+    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})}));
     return ir::Seq::make(std::move(s));
   }
-
-  // Slices whose products run on while the next slice is published and its copies started: one
-  // where three stages or more leave a slice to copy ahead besides the two being multiplied.
-  int64_t in_flight() const { return t_.stages >= 3 ? 1 : 0; }
 
   // Stage "store C": spatial(warpgroups, 4) over the warps, then the fragment mapping of each
   // 16 x 8 tile over the lanes; final values, guarded past M and N.
@@ -684,21 +675,17 @@ class WarpgroupGemm {
 
   // One block's tile: the main loop over its K range, each slice published by a proxy fence
   // (wgmma reads through the asynchronous proxy) and a barrier; the stage a slice is loaded into
-  // is free, as every thread waited for the products that read it before that barrier (with a
-  // slice in flight, they are those of two slices back). Then the last products waited for, and
-  // store C, or reduce the splits first.
+  // is free, as the last wgmma_wait completed the products that read it. Then store C, or
+  // reduce the splits first.
   Stmt block_tile(const Var& tid) {
     const Expr warpgroup = tid / Expr(int64_t{128});
-    const Expr regs(t_.accumulators());
     Stmt body = ir::Seq::make({
         main_loop(
             acc_, t_.accumulators(), ceil_div(p_.K, kWgK), t_.stages, split_, split_index_,
             a_async_ || b_async_,
             [&](const Expr& kt, const Expr& stage) { return load_slice(tid, kt, stage); },
             [&](const Expr& stage) { return multiply(stage, warpgroup); },
-            ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()}), in_flight()),
-        in_flight() ? call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})})
-                    : ir::Evaluate::make(Expr(int64_t{0})),
+            ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()})),
         split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)),
     });
     for (const Buffer& b : {acc_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);

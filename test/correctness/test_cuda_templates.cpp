@@ -902,12 +902,20 @@ TEST_CASE("CUDA templates: the SIMT matmul space derives from the device",
     CHECK(valid <= 600);
     CHECK(space.default_config()["warps_m"] * space.default_config()["warps_n"] == 8);
     CHECK(!space.pruned().empty());
-    // A small GEMM gets a smaller default tile (more blocks for the SMs).
+    // A big GEMM's tiles fill the SMs: no split of K is valid.
+    for (const tune::Config& c : space.all()) CHECK(c["split_k"] == 1);
+    // A small GEMM gets a smaller default tile (more blocks for the SMs), split along K. Its
+    // space is the big one's (the same tiles from the same device), with split-K besides.
     ctx.inputs = {f32({64, 64}), f32({64, 64})};
     ctx.output = f32({64, 64});
     tune::Space small = t->space(ctx);
-    CHECK(small.all().size() == valid);
+    std::vector<tune::Config> unsplit;
+    for (tune::Config c : small.all())
+      if (c["split_k"] == 1) unsplit.push_back(std::move(c));
+    CHECK(unsplit == space.all());
+    CHECK(small.all().size() > valid);
     CHECK(small.default_config()["inner_n"] == 2);
+    CHECK(small.default_config()["split_k"] > 1);
   }
 }
 
