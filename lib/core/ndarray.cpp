@@ -108,6 +108,15 @@ absl::StatusOr<NDArray> NDArray::allocate(DType dtype, std::vector<int64_t> shap
   return a;
 }
 
+NDArray NDArray::adopt(std::shared_ptr<void> storage, DType dtype, std::vector<int64_t> shape) {
+  NDArray a;
+  a.dtype_ = dtype;
+  a.shape_ = std::move(shape);
+  a.data_ = storage.get();
+  a.storage_ = std::move(storage);
+  return a;
+}
+
 NDArray NDArray::borrow(void* data, DType dtype, std::vector<int64_t> shape) {
   NDArray a;
   a.dtype_ = dtype;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -105,6 +106,52 @@ absl::StatusOr<std::vector<NDArray>> run_guarded(const CompiledGraphImpl& g,
 
 }  // namespace
 
+OutputBuffers::~OutputBuffers() {
+  for (auto& [bytes, buffers] : free_)
+    for (void* b : buffers) std::free(b);
+}
+
+absl::StatusOr<NDArray> OutputBuffers::take(DType dtype, std::vector<int64_t> shape) {
+  int64_t bytes = dtype.bytes();
+  for (int64_t e : shape)
+    if (e < 0 || __builtin_mul_overflow(bytes, e, &bytes) || bytes > INT64_MAX - 63)
+      return NDArray::allocate(dtype, std::move(shape));  // which says what is wrong
+  const size_t rounded = static_cast<size_t>((bytes + 63) / 64 * 64);
+  if (rounded == 0) return NDArray::allocate(dtype, std::move(shape));
+  void* buffer = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(rounded);
+    if (it != free_.end() && !it->second.empty()) {
+      buffer = it->second.back();
+      it->second.pop_back();
+    }
+  }
+  if (!buffer && !(buffer = std::aligned_alloc(64, rounded)))
+    return absl::ResourceExhaustedError(str_cat("cannot allocate ", bytes, " bytes for ",
+                                                dtype.to_string(), shape_to_string(shape)));
+  std::weak_ptr<OutputBuffers> home = weak_from_this();
+  std::shared_ptr<void> storage(buffer, [home, rounded](void* b) {
+    if (std::shared_ptr<OutputBuffers> pool = home.lock())
+      pool->give_back(b, rounded);
+    else
+      std::free(b);
+  });
+  return NDArray::adopt(std::move(storage), dtype, std::move(shape));
+}
+
+void OutputBuffers::give_back(void* buffer, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<void*>& waiting = free_[bytes];
+    if (waiting.size() < kKeep) {
+      waiting.push_back(buffer);
+      return;
+    }
+  }
+  std::free(buffer);
+}
+
 MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector<int64_t>>& shapes) {
   constexpr int64_t kAlign = 64;
   const size_t n = g.slots.size();
@@ -115,6 +162,8 @@ MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector
   std::vector<int> last_use(n, -1);
   for (size_t l = 0; l < g.launches.size(); ++l)
     for (int slot : g.launches[l].buffers) last_use[static_cast<size_t>(slot)] = static_cast<int>(l);
+  plan.used.assign(n, false);
+  for (size_t i = 0; i < n; ++i) plan.used[i] = is_output[i] || last_use[i] >= 0;
   auto size_of = [&](size_t slot) {
     int64_t bytes = num_elements(shapes[slot]) * g.slots[slot].type.dtype.bytes();
     return std::max<int64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
@@ -341,8 +390,9 @@ absl::StatusOr<std::vector<NDArray>> CompiledGraph::run(const std::vector<NDArra
                                   s.type.dtype, shapes[i]);
       continue;
     }
+    if (!plan.used[i]) continue;  // fused into the kernels that read it: never stored
     // An output: its size comes from the inputs' dims, so a failed allocation is an error.
-    absl::StatusOr<NDArray> output = NDArray::allocate(s.type.dtype, shapes[i]);
+    absl::StatusOr<NDArray> output = g.output_buffers->take(s.type.dtype, shapes[i]);
     if (!output.ok()) {
       g.arenas.give_back(std::move(arena));
       return absl::Status(output.status().code(),

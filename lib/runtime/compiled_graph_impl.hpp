@@ -57,9 +57,11 @@ class Specializations {
 };
 
 // Where each intermediate value lives in a run's arena: offsets[slot] in bytes, or -1 for slots
-// that are not arena-allocated (inputs, constants, outputs).
+// that are not arena-allocated (inputs, constants, outputs, values fused into the kernels that
+// read them). used[slot]: whether a kernel reads or writes the slot or the graph returns it.
 struct MemoryPlan {
   std::vector<int64_t> offsets;
+  std::vector<bool> used;
   int64_t bytes = 0;
 };
 
@@ -99,6 +101,28 @@ class ArenaPool {
   std::vector<Arena> free_;
 };
 
+// Output buffers of one CompiledGraph that callers have let go of, kept for the next runs: a
+// fresh buffer page-faults on first touch, up to a fifth of a small graph's run. A run's output
+// is an NDArray whose deleter brings its buffer back here (or frees it, once the graph is gone),
+// so a buffer returns only when no caller holds it. At most kKeep buffers of each size wait.
+class OutputBuffers : public std::enable_shared_from_this<OutputBuffers> {
+ public:
+  static constexpr size_t kKeep = 2;
+  OutputBuffers() = default;
+  OutputBuffers(const OutputBuffers&) = delete;
+  OutputBuffers& operator=(const OutputBuffers&) = delete;
+  ~OutputBuffers();
+  // An array for a run's output: a waiting buffer of its size, else a new one (64-byte aligned;
+  // ResourceExhausted when the system has no memory for it).
+  absl::StatusOr<NDArray> take(DType dtype, std::vector<int64_t> shape);
+
+ private:
+  void give_back(void* buffer, size_t bytes);
+
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;  // by size in bytes
+};
+
 struct GpuProgram;  // runtime/gpu_graph.hpp
 
 struct CompiledGraphImpl {
@@ -112,6 +136,7 @@ struct CompiledGraphImpl {
   Graph graph;  // what the kernels compute (CompiledGraph::graph)
   bool poison_buffers = false;
   mutable ArenaPool arenas;
+  std::shared_ptr<OutputBuffers> output_buffers = std::make_shared<OutputBuffers>();
   // The plan of a graph whose shapes are all static, made by its first run.
   mutable std::once_flag static_plan_once;
   mutable MemoryPlan static_plan;

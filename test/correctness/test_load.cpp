@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cache_test_util.hpp"
@@ -204,4 +205,69 @@ TEST_CASE("load: threads run one compiled graph at once, static and per-binding"
   for (const std::string& f : failures.list()) FAIL_CHECK(f);
   CHECK(failures.list().empty());
   CHECK(dynamic->num_specializations() == 4);
+}
+
+TEST_CASE("load: outputs the caller holds are never written again, dropped ones are reused",
+          "[load]") {
+  TempDir dir;
+  CompileOptions options = loom::testing::cold_cache_options(dir.path());
+  std::vector<NDArray> first_inputs;
+  const Graph g = make_graph(0, 37, 11, &first_inputs);  // a [37, 39] output
+  auto inputs_for = [&](uint64_t seed) {
+    return std::vector<NDArray>{random_values({37, 9}, seed)};
+  };
+  absl::StatusOr<CompiledGraph> made = Compiler().compile(g, options);
+  REQUIRE(made.ok());
+  std::optional<CompiledGraph> compiled = *std::move(made);
+
+  SECTION("one thread") {
+    const std::vector<NDArray> in1 = inputs_for(1), in2 = inputs_for(2), in3 = inputs_for(3);
+    std::vector<NDArray> out1 = *compiled->run(in1);
+    std::vector<NDArray> out2 = *compiled->run(in2);
+    CHECK(out2[0].data() != out1[0].data());
+    CHECK(mismatch(out1, loom::testing::reference_run(g, in1)).empty());
+    CHECK(mismatch(out2, loom::testing::reference_run(g, in2)).empty());
+    // Dropped, out1's buffer serves the next run; a copy of out2 keeps out2's from it.
+    const void* dropped = out1[0].data();
+    out1.clear();
+    const NDArray kept = out2[0];
+    out2.clear();
+    std::vector<NDArray> out3 = *compiled->run(in3);
+    CHECK(out3[0].data() == dropped);
+    CHECK(mismatch(out3, loom::testing::reference_run(g, in3)).empty());
+    CHECK(mismatch({kept}, loom::testing::reference_run(g, in2)).empty());
+    // Outputs outlive their graph, and are freed after it.
+    compiled.reset();
+    CHECK(mismatch(out3, loom::testing::reference_run(g, in3)).empty());
+  }
+
+  SECTION("threads holding their last two outputs while they run again") {
+    struct Run {
+      std::vector<NDArray> inputs, want, got;
+    };
+    std::vector<std::vector<Run>> runs(kThreads);
+    for (int t = 0; t < kThreads; ++t)
+      for (int r = 0; r < kRounds + 2; ++r) {
+        Run run{inputs_for(static_cast<uint64_t>(100 + t * 10 + r)), {}, {}};
+        run.want = loom::testing::reference_run(g, run.inputs);
+        runs[t].push_back(std::move(run));
+      }
+    Failures failures;
+    auto work = [&](int t) {
+      for (size_t r = 0; r < runs[t].size(); ++r) {
+        auto out = compiled->run(runs[t][r].inputs);
+        if (!out.ok()) return failures.add(out.status().ToString());
+        runs[t][r].got = *std::move(out);
+        if (r >= 2) runs[t][r - 2].got.clear();  // the caller lets go of its oldest
+        for (size_t held = r >= 1 ? r - 1 : 0; held <= r; ++held)
+          if (std::string m = mismatch(runs[t][held].got, runs[t][held].want); !m.empty())
+            failures.add(str_cat("thread ", t, " run ", held, " seen after run ", r, ": ", m));
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) threads.emplace_back(work, t);
+    for (std::thread& th : threads) th.join();
+    for (const std::string& f : failures.list()) FAIL_CHECK(f);
+    CHECK(failures.list().empty());
+  }
 }

@@ -24,6 +24,9 @@ class NDArray {
   static absl::StatusOr<NDArray> allocate(DType dtype, std::vector<int64_t> shape);
   // Wraps memory owned by the caller; it must outlive the NDArray and every copy of it.
   static NDArray borrow(void* data, DType dtype, std::vector<int64_t> shape);
+  // Shares `storage` (data at storage.get(), at least nbytes() of them): storage's deleter runs
+  // when the last NDArray and the last other owner let go. A pool hands out buffers so.
+  static NDArray adopt(std::shared_ptr<void> storage, DType dtype, std::vector<int64_t> shape);
 
   template <typename T>
   static NDArray from_vector(DType dtype, std::vector<int64_t> shape, const std::vector<T>& v) {
