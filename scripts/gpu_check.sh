@@ -45,10 +45,10 @@ fi
 
 tests=0 bench=0 peers=0
 # Test cases run as parallel processes (one each, $LOOM_GPU_JOBS at a time, default the core
-# count), each within $LOOM_GPU_TEST_TIMEOUT seconds (default 600); $LOOM_GPU_TESTS, a Catch test
-# spec, picks the cases (default [cuda]); every case's log is kept in
-# OUT_DIR/tests/, and cuda_tests.txt lists PASS, FAIL or TIMEOUT with the seconds each took.
-# Output is line-buffered (stdbuf), so what a killed program printed is kept.
+# count), each within $LOOM_GPU_TEST_TIMEOUT seconds (default 600); $LOOM_GPU_TESTS, a Catch
+# test spec, picks the cases (default [cuda]). Every case's log is kept in OUT_DIR/tests/, and
+# cuda_tests.txt lists PASS, FAIL or TIMEOUT with the seconds each took. Output is line-buffered
+# (stdbuf), so what a killed program printed is kept.
 line_buffered() { if command -v stdbuf >/dev/null; then stdbuf -oL -eL "$@"; else "$@"; fi; }
 run_case() {  # run_case "INDEX<tab>NAME": one test case, its log in tests/INDEX.txt
   local index=${1%%$'\t'*} name=${1#*$'\t'} start=$SECONDS status spec

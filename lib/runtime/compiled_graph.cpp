@@ -107,8 +107,7 @@ absl::StatusOr<std::vector<NDArray>> run_guarded(const CompiledGraphImpl& g,
 }  // namespace
 
 OutputBuffers::~OutputBuffers() {
-  for (auto& [bytes, buffers] : free_)
-    for (void* b : buffers) std::free(b);
+  for (const auto& [bytes, buffer] : waiting_) std::free(buffer);
 }
 
 absl::StatusOr<NDArray> OutputBuffers::take(DType dtype, std::vector<int64_t> shape) {
@@ -121,11 +120,12 @@ absl::StatusOr<NDArray> OutputBuffers::take(DType dtype, std::vector<int64_t> sh
   void* buffer = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.find(rounded);
-    if (it != free_.end() && !it->second.empty()) {
-      buffer = it->second.back();
-      it->second.pop_back();
-    }
+    for (auto it = waiting_.rbegin(); it != waiting_.rend(); ++it)
+      if (it->first == rounded) {
+        buffer = it->second;
+        waiting_.erase(std::next(it).base());
+        break;
+      }
   }
   if (!buffer && !(buffer = std::aligned_alloc(64, rounded)))
     return absl::ResourceExhaustedError(str_cat("cannot allocate ", bytes, " bytes for ",
@@ -141,15 +141,16 @@ absl::StatusOr<NDArray> OutputBuffers::take(DType dtype, std::vector<int64_t> sh
 }
 
 void OutputBuffers::give_back(void* buffer, size_t bytes) {
+  void* evicted = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    std::vector<void*>& waiting = free_[bytes];
-    if (waiting.size() < kKeep) {
-      waiting.push_back(buffer);
-      return;
+    waiting_.emplace_back(bytes, buffer);
+    if (waiting_.size() > kKeep) {
+      evicted = waiting_.front().second;
+      waiting_.erase(waiting_.begin());
     }
   }
-  std::free(buffer);
+  std::free(evicted);
 }
 
 MemoryPlan plan_memory(const CompiledGraphImpl& g, const std::vector<std::vector<int64_t>>& shapes) {
