@@ -111,12 +111,14 @@ OutputBuffers::~OutputBuffers() {
 }
 
 absl::StatusOr<NDArray> OutputBuffers::take(DType dtype, std::vector<int64_t> shape) {
+  // Empty outputs, and sizes that do not fit, are NDArray::allocate's (which says what is wrong).
   int64_t bytes = dtype.bytes();
+  bool unusual = false;
   for (int64_t e : shape)
-    if (e < 0 || __builtin_mul_overflow(bytes, e, &bytes) || bytes > INT64_MAX - 63)
-      return NDArray::allocate(dtype, std::move(shape));  // which says what is wrong
+    unusual = unusual || e < 0 || __builtin_mul_overflow(bytes, e, &bytes) ||
+              bytes > INT64_MAX - 63;
+  if (unusual || bytes == 0) return NDArray::allocate(dtype, std::move(shape));
   const size_t rounded = static_cast<size_t>((bytes + 63) / 64 * 64);
-  if (rounded == 0) return NDArray::allocate(dtype, std::move(shape));
   void* buffer = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);

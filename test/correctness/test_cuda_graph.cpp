@@ -745,6 +745,22 @@ int check_forced_configs(FakeDriver& fake, const GraphCase& c,
   return forced;
 }
 
+// gelu(x w + b), x [37, K], in dtype t: a GEMM with too few tiles to fill the SMs, to split
+// along K, and an epilogue for the block that sums the splits.
+GraphCase linear_layer_case(int64_t K, DType t, double tol) {
+  return {"split-K linear layer",
+          [K, t] {
+            Graph g;
+            Tensor x = g.input("x", {37, K}, t);
+            Tensor w = g.input("w", {K, 44}, t);
+            Tensor b = g.input("b", {44}, t);
+            g.output(x.matmul(w).add(b).gelu());
+            return g;
+          },
+          {random_array(t, {37, K}), random_array(t, {K, 44}), random_array(t, {44})},
+          tol};
+}
+
 }  // namespace
 
 TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory included, match "
@@ -792,18 +808,7 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
   // tile applying the epilogue: the mma.sync GEMM (sm_80, 32 x 32 tiles) and the wgmma one
   // (sm_90, 64 x 64 tiles).
   for (const int64_t K : {int64_t{1031}, int64_t{1024}}) {
-    const GraphCase c{"split-K linear layer",
-                      [K] {
-                        Graph g;
-                        Tensor x = g.input("x", {37, K}, DType::f16());
-                        Tensor w = g.input("w", {K, 44}, DType::f16());
-                        Tensor b = g.input("b", {44}, DType::f16());
-                        g.output(x.matmul(w).add(b).gelu());
-                        return g;
-                      },
-                      {random_array(DType::f16(), {37, K}), random_array(DType::f16(), {K, 44}),
-                       random_array(DType::f16(), {44})},
-                      2e-2};
+    const GraphCase c = linear_layer_case(K, DType::f16(), 2e-2);
     const int64_t split = K == 1024 ? 8 : 4;
     const tune::Config config({{"warps_m", 1}, {"warps_n", 2}, {"mma_m", 2}, {"mma_n", 2},
                                {"block_k", 32}, {"stages", 3}, {"swizzle", 1},
@@ -823,18 +828,7 @@ TEST_CASE("fake GPU: a split-K SIMT GEMM (f32) with a fused bias and gelu matche
   // 16 x 32 tiles, K = 1031 (prime: the last slice has a tail) split 4 ways, or K = 1024 split 8
   // ways: the last block of a tile sums the partials and applies the epilogue.
   for (const int64_t K : {int64_t{1031}, int64_t{1024}}) {
-    const GraphCase c{"split-K f32 linear layer",
-                      [K] {
-                        Graph g;
-                        Tensor x = g.input("x", {37, K});
-                        Tensor w = g.input("w", {K, 44});
-                        Tensor b = g.input("b", {44});
-                        g.output(x.matmul(w).add(b).gelu());
-                        return g;
-                      },
-                      {random_array(DType::f32(), {37, K}), random_array(DType::f32(), {K, 44}),
-                       random_array(DType::f32(), {44})},
-                      1e-4};
+    const GraphCase c = linear_layer_case(K, DType::f32(), 1e-4);
     const tune::Config config({{"warps_m", 2}, {"warps_n", 2}, {"lanes_m", 4}, {"outer_m", 1},
                                {"outer_n", 1}, {"inner_m", 2}, {"inner_n", 2}, {"block_k", 8},
                                {"split_k", K == 1024 ? 8 : 4}});
