@@ -632,12 +632,27 @@ std::vector<Row> collect_rows(const CollectingReporter& reporter) {
   return rows;
 }
 
+// The machine's FMA peak (GFLOP/s) by thread count, measured after the benchmarks.
+std::map<int, double> g_peak_gflops;
+
+// Of the FMA peak at the row's thread count, the fraction a time reaches; nullopt without one.
+std::optional<double> peak_fraction(const Row& r, std::optional<double> ms) {
+  auto peak = g_peak_gflops.find(r.threads);
+  if (!ms || peak == g_peak_gflops.end() || std::isnan(peak->second)) return std::nullopt;
+  return r.c->flops / (*ms * 1e6) / peak->second;
+}
+
 void print_table(const std::vector<Row>& rows) {
   std::printf(
       "\npeer_ms / loom_ms (> 1 means loom is faster); medians of real time; * loom's conv\n"
-      "kernel alone in the layouts it chose (conversions untimed, as oneDNN's reorders)\n");
-  std::printf("%-30s %3s %10s  %-19s %10s %8s %8s\n", "case", "thr", "loom ms", "peer", "peer ms",
-              "ratio", "tune s");
+      "kernel alone in the layouts it chose (conversions untimed, as oneDNN's reorders); %%pk:\n"
+      "the share of the machine's FMA peak at that thread count each reaches (");
+  for (const auto& [threads, gflops] : g_peak_gflops)
+    std::printf("%s%d: %.1f GFLOP/s", threads == g_peak_gflops.begin()->first ? "" : ", ", threads,
+                gflops);
+  std::printf(")\n");
+  std::printf("%-30s %3s %10s %5s  %-19s %10s %5s %8s %8s\n", "case", "thr", "loom ms", "%pk",
+              "peer", "peer ms", "%pk", "ratio", "tune s");
   for (const Row& r : rows) {
     // oneDNN's GEMM row is the faster of two paths: say which.
     std::string peer = r.peer;
@@ -647,8 +662,13 @@ void print_table(const std::vector<Row>& rows) {
     if (r.loom_variant == info(Impl::kLoomLayouts).variant) loom += "*";
     std::optional<double> ratio;
     if (r.loom_ms && r.peer_ms) ratio = *r.peer_ms / *r.loom_ms;
-    std::printf("%-30s %3d %10s  %-19s %10s %8s %8s%s\n", r.c->name.c_str(), r.threads,
-                loom.c_str(), peer.c_str(), fmt(r.peer_ms, "%.3f").c_str(),
+    auto percent = [&](std::optional<double> ms) {
+      std::optional<double> f = peak_fraction(r, ms);
+      return fmt(f ? std::optional<double>(*f * 100) : std::nullopt, "%.0f");
+    };
+    std::printf("%-30s %3d %10s %5s  %-19s %10s %5s %8s %8s%s\n", r.c->name.c_str(), r.threads,
+                loom.c_str(), percent(r.loom_ms).c_str(), peer.c_str(),
+                fmt(r.peer_ms, "%.3f").c_str(), percent(r.peer_ms).c_str(),
                 fmt(ratio, "%.2f").c_str(), fmt(r.tune_s, "%.2f").c_str(),
                 r.failed ? "  FAILED" : "");
   }
@@ -683,6 +703,8 @@ bool write_json(const std::vector<Row>& rows, const std::string& path) {
                                {"peer_variant", r.variant},
                                {"peer_variant_ms", r.variant_ms},
                                {"failed", r.failed}};
+    rec["loom_peak_fraction"] = optional_json(peak_fraction(r, r.loom_ms));
+    rec["peer_peak_fraction"] = optional_json(peak_fraction(r, r.peer_ms));
     rec["loom_rel_err"] = error_json(r.loom_err);
     rec["peer_rel_err"] = error_json(r.peer_err);
     records.push_back(std::move(rec));
@@ -729,6 +751,7 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
 
+  for (int t : kThreadCounts) g_peak_gflops[t] = fma_peak_gflops(t);
   std::vector<Row> rows = collect_rows(reporter);
   print_table(rows);
   print_verification();

@@ -110,7 +110,67 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// ---- Threads -----------------------------------------------------------------------------------
+// ---- The machine's arithmetic peak --------------------------------------------------------------
+
+// f32 multiply-add throughput of `threads` threads at once, in GFLOP/s: each runs independent
+// vector FMAs on registers alone (12 chains, enough to cover the FMA latency on both ports) for
+// about 35 ms, best of three; the threads' rates add up. It is the ceiling of a kernel bound by
+// arithmetic at the clock the machine runs now, what the benchmarks' "% of peak" divides by.
+// NaN where no measurement is built in (other than x86-64 with AVX2 + FMA or AVX-512).
+inline double fma_peak_gflops(int threads) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (!avx512 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+    return std::nan("");
+  auto one_thread = [avx512] {
+    constexpr long kIterations = 1 << 24;  // x 12 FMAs: about 35 ms at 3 GHz
+    double best = 0;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      long n = kIterations;
+      auto t0 = std::chrono::steady_clock::now();
+      // Twelve accumulators 0-11 gain 12 x 13 each step; all are zero, so no denormal ever
+      // reaches the multipliers. R is the register name: zmm (AVX-512) or ymm (AVX2).
+#define LOOM_ZERO(I) "vxorps %%xmm" #I ", %%xmm" #I ", %%xmm" #I "\n\t"
+#define LOOM_FMA(R, I) "vfmadd231ps %%" R "12, %%" R "13, %%" R #I "\n\t"
+#define LOOM_PEAK_LOOP(R)                                                                      \
+  LOOM_ZERO(0) LOOM_ZERO(1) LOOM_ZERO(2) LOOM_ZERO(3) LOOM_ZERO(4) LOOM_ZERO(5) LOOM_ZERO(6)    \
+  LOOM_ZERO(7) LOOM_ZERO(8) LOOM_ZERO(9) LOOM_ZERO(10) LOOM_ZERO(11) LOOM_ZERO(12)            \
+  LOOM_ZERO(13) "1:\n\t" LOOM_FMA(R, 0) LOOM_FMA(R, 1) LOOM_FMA(R, 2) LOOM_FMA(R, 3)         \
+  LOOM_FMA(R, 4) LOOM_FMA(R, 5) LOOM_FMA(R, 6) LOOM_FMA(R, 7) LOOM_FMA(R, 8) LOOM_FMA(R, 9)   \
+  LOOM_FMA(R, 10) LOOM_FMA(R, 11) "dec %0\n\tjnz 1b\n\t"
+      if (avx512)
+        __asm__ volatile(LOOM_PEAK_LOOP("zmm")
+                         : "+r"(n)
+                         :
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                           "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc");
+      else
+        __asm__ volatile(LOOM_PEAK_LOOP("ymm")
+                         : "+r"(n)
+                         :
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                           "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc");
+#undef LOOM_PEAK_LOOP
+#undef LOOM_FMA
+#undef LOOM_ZERO
+      const double s = seconds_since(t0);
+      best = std::max(best, kIterations * 12.0 * (avx512 ? 32 : 16) / s * 1e-9);
+    }
+    return best;
+  };
+  std::vector<double> rates(static_cast<size_t>(std::max(threads, 1)));
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t < rates.size(); ++t) workers.emplace_back([&, t] { rates[t] = one_thread(); });
+  rates[0] = one_thread();
+  for (std::thread& w : workers) w.join();
+  double total = 0;
+  for (double r : rates) total += r;
+  return total;
+#else
+  (void)threads;
+  return std::nan("");
+#endif
+}
 
 // Idle OpenMP (and OpenBLAS) workers spin for a while after their last call (up to ~0.1 s) and
 // would steal a core from the next library: wait them out whenever the library changes.

@@ -301,25 +301,26 @@ absl::StatusOr<std::map<std::string, int64_t>> bind_inputs(const CompiledGraphIm
     const Slot& s = g.slots[g.inputs[k]];
     const InputView& a = inputs[k];
     const int rank = static_cast<int>(a.shape.size());
-    std::string what = str_cat("input ", k, " (", s.name, ")");
-    if (!a.has_data && num_elements(a.shape) > 0) return absl::InvalidArgumentError(what + " has no data");
+    // Named only for an error: a run with good inputs builds no strings.
+    auto what = [&] { return str_cat("input ", k, " (", s.name, ")"); };
+    if (!a.has_data && num_elements(a.shape) > 0) return absl::InvalidArgumentError(what() + " has no data");
     if (a.dtype != s.type.dtype)
-      return absl::InvalidArgumentError(what + " has dtype " + a.dtype.to_string() + ", expected " +
+      return absl::InvalidArgumentError(what() + " has dtype " + a.dtype.to_string() + ", expected " +
                                         s.type.dtype.to_string());
     if (rank != static_cast<int>(s.type.shape.size()))
-      return absl::InvalidArgumentError(str_cat(what, " has rank ", rank, " (shape ",
+      return absl::InvalidArgumentError(str_cat(what(), " has rank ", rank, " (shape ",
                                                 shape_to_string(a.shape), "), expected rank ",
                                                 s.type.shape.size(), " ", shape_to_string(s.type.shape)));
     for (int d = 0; d < rank; ++d) {
       const Dim& want = s.type.shape[d];
       int64_t got = a.shape[d];
       if (want.is_static() && want.value() != got)
-        return absl::InvalidArgumentError(str_cat(what, " has shape ", shape_to_string(a.shape),
+        return absl::InvalidArgumentError(str_cat(what(), " has shape ", shape_to_string(a.shape),
                                                   ", expected ", shape_to_string(s.type.shape)));
       if (want.is_symbolic()) {
         auto [it, inserted] = symbols.emplace(want.name(), got);
         if (!inserted && it->second != got)
-          return absl::InvalidArgumentError(str_cat(what, " has ", want.name(), " = ", got,
+          return absl::InvalidArgumentError(str_cat(what(), " has ", want.name(), " = ", got,
                                                     " but an earlier input bound it to ", it->second));
       }
     }
@@ -454,15 +455,15 @@ absl::Status CompiledGraph::run_device(const std::vector<DeviceTensor>& inputs,
       LOOM_ASSIGN_OR_RETURN(want, concrete_shape(s.type.shape, symbols));
     }
     const DeviceTensor& t = outputs[k];
-    const std::string what = str_cat("output ", k, " (", s.name, ")");
+    auto what = [&] { return str_cat("output ", k, " (", s.name, ")"); };
     if (t.dtype != s.type.dtype)
-      return absl::InvalidArgumentError(what + " has dtype " + t.dtype.to_string() +
+      return absl::InvalidArgumentError(what() + " has dtype " + t.dtype.to_string() +
                                         ", expected " + s.type.dtype.to_string());
     if (t.shape != want)
-      return absl::InvalidArgumentError(str_cat(what, " has shape ", shape_to_string(t.shape),
+      return absl::InvalidArgumentError(str_cat(what(), " has shape ", shape_to_string(t.shape),
                                                 ", expected ", shape_to_string(want)));
     if (t.address == 0 && num_elements(want) > 0)
-      return absl::InvalidArgumentError(what + " has a null device address");
+      return absl::InvalidArgumentError(what() + " has a null device address");
   }
   // Kernels read and write 16 bytes at a time (vector loads, cp.async).
   auto misaligned = [](const std::vector<DeviceTensor>& ts, const char* what) {
