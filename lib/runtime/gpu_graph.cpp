@@ -62,13 +62,15 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
       constant_at[i] = constant_bytes;
       constant_bytes += aligned(slot_bytes(g, i, shapes));
     }
-  // Intermediates where the plan puts them, then each input and each output of its own.
+  // Intermediates where the plan puts them, then each input and each output of its own. Values
+  // fused into the kernels that read them are never stored and get no memory (address 0).
   const MemoryPlan plan = plan_memory(g, shapes);
   int64_t memory_bytes = aligned(plan.bytes);
   for (size_t i = 0; i < n; ++i) {
     if (plan.offsets[i] >= 0) {
       memory_at[i] = plan.offsets[i];
-    } else if (g.slots[i].kind != Slot::Kind::kConstant) {
+    } else if (g.slots[i].kind == Slot::Kind::kInput ||
+               (g.slots[i].kind == Slot::Kind::kComputed && plan.used[i])) {
       memory_at[i] = memory_bytes;
       memory_bytes += aligned(slot_bytes(g, i, shapes));
     }
@@ -89,7 +91,7 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
             driver.copy_to_device(d->address[i], g.slots[i].constant.data(),
                                   static_cast<size_t>(bytes)),
             "uploading constant '" + g.slots[i].name + "'"));
-    } else {
+    } else if (memory_at[i] >= 0) {
       d->address[i] = d->memory + static_cast<DevicePtr>(memory_at[i]);
     }
   }

@@ -240,6 +240,7 @@ struct FakeDriver {
   void (*configure)(int fault_after_launches, int out_of_memory) = nullptr;
   int (*launches)() = nullptr;
   int (*live_allocations)() = nullptr;
+  size_t (*live_bytes)() = nullptr;
   int (*host_copies)() = nullptr;
   int (*stream_waits)() = nullptr;
   void (*emulate)(const void* cubin, size_t bytes, const char* source, const char* cxx) = nullptr;
@@ -254,6 +255,7 @@ FakeDriver fake_driver() {
   f.launches = reinterpret_cast<decltype(f.launches)>(dlsym(lib, "loom_fake_cuda_launches"));
   f.live_allocations =
       reinterpret_cast<decltype(f.live_allocations)>(dlsym(lib, "loom_fake_cuda_live_allocations"));
+  f.live_bytes = reinterpret_cast<decltype(f.live_bytes)>(dlsym(lib, "loom_fake_cuda_live_bytes"));
   f.host_copies = reinterpret_cast<decltype(f.host_copies)>(dlsym(lib, "loom_fake_cuda_host_copies"));
   f.stream_waits =
       reinterpret_cast<decltype(f.stream_waits)>(dlsym(lib, "loom_fake_cuda_stream_waits"));
@@ -262,6 +264,7 @@ FakeDriver fake_driver() {
   REQUIRE(f.configure);
   REQUIRE(f.launches);
   REQUIRE(f.live_allocations);
+  REQUIRE(f.live_bytes);
   REQUIRE(f.host_copies);
   REQUIRE(f.stream_waits);
   REQUIRE(f.emulate);
@@ -568,6 +571,21 @@ TEST_CASE("fake GPU: a graph runs through device memory, copies and one launch p
   }
   // The graph's device memory goes with it.
   CHECK(fake.live_allocations() == live);
+}
+
+TEST_CASE("fake GPU: values fused into their readers get no device memory", "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  // x (64 x 96) times the constant w (96 x 128), then gelu: one kernel, whose product never
+  // reaches memory. The device holds x, w and the output, nothing else.
+  Graph g;
+  NDArray w = random_array(DType::f32(), {96, 128});
+  g.output(g.input("x", {64, 96}).matmul(g.constant("w", w)).gelu());
+  CompiledGraph compiled = compile_for(g, Target::cuda(90));
+  REQUIRE(compiled.kernels().size() == 1);
+  const size_t before = fake.live_bytes();
+  loom::testing::run_ok(compiled, {random_array(DType::f32(), {64, 96})});
+  const size_t x_bytes = 64 * 96 * 4, w_bytes = 96 * 128 * 4, out_bytes = 64 * 128 * 4;
+  CHECK(fake.live_bytes() - before == x_bytes + w_bytes + out_bytes);
 }
 
 TEST_CASE("fake GPU: a kernel faulting mid-run is an error, never a crash, and spares the cache",

@@ -440,4 +440,12 @@ __attribute__((visibility("default"))) int loom_fake_cuda_live_allocations() {
   return static_cast<int>(state().allocations.size());
 }
 
+// The bytes the live allocations asked for.
+__attribute__((visibility("default"))) size_t loom_fake_cuda_live_bytes() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  size_t total = 0;
+  for (const auto& [address, bytes] : state().allocations) total += bytes;
+  return total;
+}
+
 }  // extern "C"
