@@ -145,7 +145,10 @@ std::vector<AnchorLayouts> options(const Graph& g, int n, const Target& target) 
   ctx.output.layout.clear();
   std::vector<AnchorLayouts> out;
   for (const ScheduleTemplate& t : def->templates) {
-    if (t.target_kind != target.kind() || !t.layouts || !t.applies || !t.applies(ctx)) continue;
+    // Templates that take layouts are asked whatever applies() says of the row-major node (one
+    // may take a node in blocked layouts only); their layouts() offer nothing for the others.
+    if (t.target_kind != target.kind() || !t.layouts) continue;
+    if (!t.any_layout && !(t.applies && t.applies(ctx))) continue;
     LayoutOptions o = t.layouts(ctx);
     if (o.output.empty() && o.inputs.empty()) continue;
     // Every combination, input 0 varying slowest.

@@ -1,8 +1,12 @@
-// conv2d on the CPU, NCHW in and out. Three templates, tried in order:
+// conv2d on the CPU. Four templates, tried in order:
 //  - conv2d_1x1_gemm: out[n] (O x P) = W (O x C) x x[n] (C x P), a GEMM whose register tile is
 //    mr output channels x nv vectors of pixels, weights packed at compile time into mr-row panels;
 //  - conv2d_depthwise: one channel per group, vectorized over output width from a zero-padded
 //    (and, for strides > 1, de-interleaved) copy of the input rows;
+//  - conv2d_winograd: 3x3 stride-1 convs in NCHW{v}c in and out (v the vector width), by
+//    Winograd's F(2x2, 3x3): 16 GEMMs over transformed input tiles and weights (transformed
+//    and packed at compile time), 2.25x fewer multiplies than the direct method; the layout
+//    assignment offers it the blocked layouts, where the transforms work on vectors of channels;
 //  - conv2d_direct: the general case, a register tile of ow_block output pixels x oc_vectors
 //    vectors of output channels, weights packed into oc blocks (the NCHWc weight layout), input
 //    read through its layout (through a zero-padded copy when the conv pads). It also takes its
@@ -13,6 +17,7 @@
 #include "ops/template_util.hpp"
 
 #include <algorithm>
+#include <array>
 #include <optional>
 
 #include "loom/core/status.hpp"
@@ -700,6 +705,292 @@ bool applies_depthwise(const TemplateContext& ctx) {
   return p && p->groups == p->C && p->O == p->C;
 }
 
+// ---- Winograd convolution F(2x2, 3x3), channel-blocked --------------------------------------
+
+// 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016):
+// each 2x2 block of output pixels (a tile) of output channel o is
+//   Y = A^T [ sum_c (G g[o, c] G^T) .* (B^T d[c] B) ] A,
+// d[c] the 4x4 input patch under the tile, so 16 multiplies per tile and channel pair stand for
+// the direct method's 36. The transforms B^T d B and A^T m A are additions only, done a vector
+// of channels at a time: the template takes NCHW{v}c in and out (v the vector width), where a
+// pixel's v channels are one vector. The 16 element-wise products summed over c are 16 GEMMs,
+// [tiles x C] x [C x O], whose B operands, the transformed weights U = G g G^T, are packed at
+// compile time into NR-wide panels: Up[pos, panel, c, NR].
+//
+// A parallel task is (image, block of `tile_rows` x mr tiles, block of `o_panels` panels of
+// output channels). It transforms its tiles' input patches into V[16][tiles][C] (zero outside
+// the image; tiles past the plane's last read clamped pixels and are never stored), multiplies
+// M[pos] = V[pos] x Up[pos] with an mr x nv register tile, and transforms each tile's 16
+// vectors of M back into its 2x2 outputs (those past the output's edge skipped).
+class WinogradKernel {
+ public:
+  WinogradKernel(const TemplateContext& ctx, const ConvProblem& p, const tune::Config& c)
+      : ctx_(ctx), p_(p), lanes_(ctx.target.vector_lanes_f32()) {
+    mr_ = c["mr"];
+    nv_ = c["nv"];
+    nr_ = nv_ * lanes_;
+    tiles_ = c["tile_rows"] * mr_;
+    o_panels_ = c["o_panels"];
+    th_ = ceil_div(p.OH, 2);
+    tw_ = ceil_div(p.OW, 2);
+    tile_blocks_ = ceil_div(th_ * tw_, tiles_);
+    panels_ = p.O / nr_;
+    o_blocks_ = panels_ / o_panels_;
+    x_layout_ = Layout::of({Expr(p.N), Expr(p.C), Expr(p.H), Expr(p.W)}, ctx.inputs[0].layout);
+    x_ = Buffer::make(ctx.name + "_x", DType::f32(), {x_layout_.physical_size()});
+    w_ = Buffer::make(ctx.name + "_w", DType::f32(), {Expr(p.O), Expr(p.C), Expr(3), Expr(3)});
+    packed_w_ = Buffer::make(ctx.name + "_wp", DType::f32(),
+                             {Expr(16), Expr(panels_), Expr(p.C), Expr(nr_)});
+    out_ = Buffer::make(ctx.name + "_y", DType::f32(),
+                        Layout::of({Expr(p.N), Expr(p.O), Expr(p.OH), Expr(p.OW)}, ctx.output.layout));
+  }
+
+  std::vector<int64_t> packed_shape() const { return {16, panels_, p_.C, nr_}; }
+  const Buffer& x() const { return x_; }
+  const Buffer& w() const { return w_; }
+  const Buffer& packed_w() const { return packed_w_; }
+  const Buffer& out() const { return out_; }
+
+  // Stage "pack W": Up[a * 4 + b, panel, c, l] = (G g G^T)[a, b], g = W[panel * NR + l, c].
+  Stmt pack_w() const {
+    static constexpr float kG[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+    Var panel("panel"), c("c"), l("l");
+    Expr o = panel * nr_ + l;
+    std::vector<Stmt> stores;
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b) {
+        Expr sum;
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) {
+            const float coef = kG[a][i] * kG[b][j];
+            if (coef == 0) continue;
+            Expr term = w_.load({o, c, Expr(i), Expr(j)});
+            if (coef != 1) term = term * Expr(coef);
+            sum = sum.defined() ? sum + term : term;
+          }
+        stores.push_back(ir::Store::make(packed_w_, sum, {Expr(a * 4 + b), panel, c, l}));
+      }
+    return ir::For::make(panel, 0, panels_, ForKind::kParallel,
+                         loop(c, 0, p_.C, loop(l, 0, nr_, ir::Seq::make(std::move(stores)))));
+  }
+
+  Stmt body() const {
+    auto work = schedule::spatial(p_.N, tile_blocks_, o_blocks_);
+    LOOM_CHECK(work.ok(), work.status().ToString());
+    Var t("task");
+    Stmt body = work->on(t, [&](const std::vector<Expr>& task) {
+      Expr n = task[0], block = task[1], ob = task[2];
+      Buffer v = Buffer::make(ctx_.name + "_v", DType::f32(), {Expr(16 * tiles_ * p_.C)});
+      Buffer m = Buffer::make(ctx_.name + "_m", DType::f32(), {Expr(16 * tiles_ * o_panels_ * nr_)});
+      return ir::Allocate::make(
+          v, ir::Allocate::make(m, ir::Seq::make({transform_input(v, n, block), multiply(v, m, ob),
+                                                  transform_output(m, n, block, ob)})));
+    });
+    return ir::For::make(t, 0, work->num_workers(), ForKind::kParallel, body);
+  }
+
+ private:
+  // Stage "transform input": V[pos, t, c] = (B^T d B)[pos] for the 4x4 patch d of the block's
+  // tile t, a vector of channels at a time. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+  Stmt transform_input(const Buffer& v, Expr n, Expr block) const {
+    Var t("t"), cb("cb");
+    Expr tile = block * tiles_ + t;
+    Expr h0 = tile / tw_ * 2 - p_.pt, w0 = tile % tw_ * 2 - p_.pl;
+    auto clamp = [](Expr e, int64_t hi) { return ir::max(ir::min(e, Expr(hi - 1)), Expr(0)); };
+    std::vector<Var> d;
+    for (int k = 0; k < 16; ++k)
+      d.push_back(Var("d" + std::to_string(k), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    auto bt = [](const std::array<Expr, 4>& x) -> std::array<Expr, 4> {
+      return {x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]};
+    };
+    std::array<std::array<Expr, 4>, 4> rows;  // (B^T d)[i][j]
+    for (int j = 0; j < 4; ++j) {
+      std::array<Expr, 4> r = bt({d[j], d[4 + j], d[8 + j], d[12 + j]});
+      for (int i = 0; i < 4; ++i) rows[i][j] = r[i];
+    }
+    std::vector<Stmt> stores;
+    for (int i = 0; i < 4; ++i) {
+      std::array<Expr, 4> r = bt(rows[i]);
+      for (int j = 0; j < 4; ++j)
+        stores.push_back(ir::Store::make(
+            v, r[j], {vec(((i * 4 + j) * tiles_ + t) * p_.C + cb * lanes_, lanes_)}));
+    }
+    Stmt step = ir::Seq::make(std::move(stores));
+    for (int k = 15; k >= 0; --k) {
+      Expr h = h0 + k / 4, w = w0 + k % 4;
+      Expr at = x_layout_.offset({n, cb * lanes_, clamp(h, p_.H), clamp(w, p_.W)});
+      Expr inside = h >= 0 && h < p_.H && w >= 0 && w < p_.W;
+      step = ir::LetStmt::make(
+          d[static_cast<size_t>(k)],
+          ir::select(inside, x_.load({vec(at, lanes_)}), splat(Expr(0.0f), lanes_)), step);
+    }
+    return loop(t, 0, tiles_, loop(cb, 0, p_.C / lanes_, step));
+  }
+
+  // Stage "multiply": M[pos, t, :] = V[pos, t, :] x Up[pos, panel] for the task's panels, an
+  // mr x nv register tile (mr tiles, nv vectors of output channels) over all C.
+  Stmt multiply(const Buffer& v, const Buffer& m, Expr ob) const {
+    Var pos("pos"), jp("jp"), ib("ib"), k("k");
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(mr_ * nr_)},
+                              ir::MemoryScope::kLocal);
+    auto acc_at = [&](int64_t i, int64_t u) { return vec(Expr(i * nr_ + u * lanes_), lanes_); };
+    const int64_t m_row = o_panels_ * nr_;
+    Expr t0 = ib * mr_, panel = ob * o_panels_ + jp;
+    std::vector<Stmt> zero, fma, store;
+    std::vector<Var> b_vec;
+    for (int64_t u = 0; u < nv_; ++u)
+      b_vec.push_back(Var("b" + std::to_string(u), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    for (const auto& cell : tile_cells(mr_, nv_)) {
+      const int64_t i = cell[0], u = cell[1];
+      zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {acc_at(i, u)}));
+      Expr a = splat(v.load({(pos * tiles_ + t0 + i) * p_.C + k}), lanes_);
+      fma.push_back(ir::Store::make(acc, ir::fma(a, b_vec[u], acc.load({acc_at(i, u)})),
+                                    {acc_at(i, u)}));
+      store.push_back(ir::Store::make(
+          m, acc.load({acc_at(i, u)}),
+          {vec((pos * tiles_ + t0 + i) * m_row + jp * nr_ + u * lanes_, lanes_)}));
+    }
+    Stmt step = ir::Seq::make(std::move(fma));
+    for (int64_t u = nv_ - 1; u >= 0; --u)
+      step = ir::LetStmt::make(b_vec[u], packed_w_.load({pos, panel, k, vec(Expr(u * lanes_), lanes_)}),
+                               step);
+    Stmt tile = ir::Allocate::make(
+        acc, ir::Seq::make({ir::Seq::make(std::move(zero)),
+                            ir::For::make(k, 0, p_.C, ForKind::kSerial, step),
+                            ir::Seq::make(std::move(store))}));
+    return loop(pos, 0, 16, loop(jp, 0, o_panels_, loop(ib, 0, tiles_ / mr_, tile)));
+  }
+
+  // Stage "transform output": the 2x2 outputs A^T m A of each of the block's tiles (those of
+  // the plane), a vector of output channels at a time. A^T = [1 1 1 0; 0 1 -1 -1].
+  Stmt transform_output(const Buffer& m, Expr n, Expr block, Expr ob) const {
+    Var t("t"), ov("ov");
+    Expr tile = block * tiles_ + t;
+    Expr oh = tile / tw_ * 2, ow = tile % tw_ * 2;
+    const int64_t m_row = o_panels_ * nr_;
+    std::vector<Var> mv;
+    for (int k = 0; k < 16; ++k)
+      mv.push_back(Var("m" + std::to_string(k), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    auto at = [](const std::array<Expr, 4>& x) -> std::array<Expr, 2> {
+      return {x[0] + x[1] + x[2], x[1] - x[2] - x[3]};
+    };
+    std::array<std::array<Expr, 4>, 2> rows;  // (A^T m)[a][j]
+    for (int j = 0; j < 4; ++j) {
+      std::array<Expr, 2> r = at({mv[j], mv[4 + j], mv[8 + j], mv[12 + j]});
+      rows[0][j] = r[0];
+      rows[1][j] = r[1];
+    }
+    Expr oc = ob * m_row + ov * lanes_;
+    std::vector<Stmt> stores;
+    for (int a = 0; a < 2; ++a) {
+      std::array<Expr, 2> y = at(rows[a]);
+      for (int b = 0; b < 2; ++b) {
+        Stmt s = ir::Store::make(out_, ir::final_value(y[b]), {n, vec(oc, lanes_), oh + a, ow + b});
+        // Odd output extents: the last tile row or column has one pixel.
+        Expr inside;
+        if (a && p_.OH % 2) inside = oh + a < p_.OH;
+        if (b && p_.OW % 2) inside = inside.defined() ? (inside && ow + b < p_.OW) : (ow + b < p_.OW);
+        stores.push_back(inside.defined() ? ir::IfThenElse::make(inside, s) : s);
+      }
+    }
+    Stmt step = ir::Seq::make(std::move(stores));
+    for (int k = 15; k >= 0; --k)
+      step = ir::LetStmt::make(mv[static_cast<size_t>(k)],
+                               m.load({vec((k * tiles_ + t) * m_row + ov * lanes_, lanes_)}), step);
+    Expr count = ir::min(Expr(tiles_), th_ * tw_ - block * tiles_);
+    return ir::For::make(t, 0, count, ForKind::kSerial,
+                         loop(ov, 0, o_panels_ * nv_, step));
+  }
+
+  const TemplateContext& ctx_;
+  ConvProblem p_;
+  int64_t lanes_, mr_, nv_, nr_, tiles_, o_panels_, th_, tw_, tile_blocks_, panels_, o_blocks_;
+  Layout x_layout_;
+  Buffer x_, w_, packed_w_, out_;
+};
+
+// The problems the Winograd template computes, whatever the layouts: 3x3, stride and dilation
+// 1, one group, whole vectors of input and output channels.
+bool winograd_problem(const TemplateContext& ctx) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  const int64_t v = ctx.target.vector_lanes_f32();
+  return p && p->KH == 3 && p->KW == 3 && p->sh == 1 && p->sw == 1 && p->dh == 1 && p->dw == 1 &&
+         p->groups == 1 && p->C % v == 0 && p->O % v == 0 && ctx.inputs[1].layout.empty();
+}
+
+bool applies_winograd(const TemplateContext& ctx) {
+  const std::vector<LayoutStep> blocked = channels_blocked(ctx.target.vector_lanes_f32());
+  return winograd_problem(ctx) && ctx.inputs[0].layout == blocked && ctx.output.layout == blocked;
+}
+
+LayoutOptions winograd_layouts(const TemplateContext& ctx) {
+  LayoutOptions o;
+  if (!winograd_problem(ctx)) return o;
+  const std::vector<LayoutStep> blocked = channels_blocked(ctx.target.vector_lanes_f32());
+  o.inputs = {{blocked}, {}};
+  o.output = {blocked};
+  return o;
+}
+
+tune::Space winograd_space(const TemplateContext& ctx) {
+  const Target& t = ctx.target;
+  const int64_t lanes = t.vector_lanes_f32(), regs = t.vector_registers(), l2 = t.l2_bytes();
+  const std::optional<ConvProblem> p = conv_problem(ctx);
+  const int64_t C = p ? p->C : lanes, O = p ? p->O : lanes;
+  std::vector<int64_t> mr = {1, 2, 3, 4, 5, 6, 7, 8};
+  if (regs >= 32) mr.insert(mr.end(), {10, 12, 14});
+  tune::Space s;
+  s.param("mr", mr)
+      .param("nv", {1, 2, 3, 4})
+      .param("tile_rows", {1, 2, 4, 8})
+      .param("o_panels", {1, 2, 4, 8, 16, 32});
+  s.rule("register tile fits the vector registers",
+         [=](const tune::Config& c) { return c["mr"] * c["nv"] + c["nv"] + 1 <= regs; });
+  s.rule("panels of the task divide the output channels",
+         [=](const tune::Config& c) { return O % (c["o_panels"] * c["nv"] * lanes) == 0; });
+  // V and M of one task, 16 rows of tiles each, stay in L2.
+  s.rule("task scratch fits L2", [=](const tune::Config& c) {
+    return 16 * c["tile_rows"] * c["mr"] * (C + c["o_panels"] * c["nv"] * lanes) * 4 <= l2;
+  });
+  // kFast: tasks of 64 or 128 output channels (all of them when fewer) and either register
+  // tiles of most registers over 16 to 64 tiles, or, on a plane of few tiles, one block of
+  // exactly its tiles (512x7x7 has 16: blocks of 24 would compute 8 in vain).
+  const int64_t plane_tiles = p ? ceil_div(p->OH, 2) * ceil_div(p->OW, 2) : 0;
+  s.prefer("register tiles and blocks near the registers and caches", [=](const tune::Config& c) {
+    const int64_t tiles = c["tile_rows"] * c["mr"], channels = c["o_panels"] * c["nv"] * lanes;
+    const int64_t accumulators = c["mr"] * c["nv"];
+    const bool wide = c["nv"] >= 2 && accumulators >= (regs - 4) * 3 / 4 && tiles >= 16 &&
+                      tiles <= 64;
+    const bool exact = plane_tiles < 32 && tiles == plane_tiles && accumulators >= regs / 2;
+    return (channels == std::min<int64_t>(O, 64) || channels == 128) && (wide || exact);
+  });
+  tune::Config best;
+  best.set("mr", regs >= 32 ? 12 : 6);
+  best.set("nv", 2);
+  best.set("tile_rows", 2);
+  best.set("o_panels", 1);
+  for (int64_t ob : {4, 2, 1}) {
+    best.set("o_panels", ob);
+    if (O % (ob * 2 * lanes) == 0) break;
+  }
+  if (!s.broken_rules(best).empty()) {
+    // Narrow outputs: one vector of channels per step.
+    best.set("nv", 1);
+    best.set("o_panels", 1);
+  }
+  s.default_config(best);
+  return s;
+}
+
+absl::StatusOr<ScheduledKernel> build_winograd(const TemplateContext& ctx, const tune::Config& c) {
+  std::optional<ConvProblem> p = conv_problem(ctx);
+  if (!p || !applies_winograd(ctx))
+    return absl::InvalidArgumentError("conv2d_winograd does not apply to " + ctx.name);
+  WinogradKernel k(ctx, *p, c);
+  return kernel_with_packed_input(ctx, 1, {k.x(), k.w(), k.out()}, k.packed_w(), k.pack_w(),
+                                  k.body(), k.packed_shape());
+}
+
 // ---- direct convolution, channel-blocked --------------------------------------------------
 
 // Output channels of each group are cut into blocks of OCB = oc_vectors x lanes; weights are
@@ -1094,7 +1385,7 @@ LayoutOptions direct_layouts(const TemplateContext& ctx) {
 }  // namespace
 
 std::vector<ScheduleTemplate> conv2d_cpu_templates() {
-  std::vector<ScheduleTemplate> out(3);
+  std::vector<ScheduleTemplate> out(4);
   out[0].name = "conv2d_1x1_gemm";
   out[0].applies = applies_1x1;
   out[0].space = gemm_1x1_space;
@@ -1103,12 +1394,18 @@ std::vector<ScheduleTemplate> conv2d_cpu_templates() {
   out[1].applies = applies_depthwise;
   out[1].space = depthwise_space;
   out[1].build = build_depthwise;
-  out[2].name = "conv2d_direct";
-  out[2].applies = applies_direct;
+  out[2].name = "conv2d_winograd";
+  out[2].applies = applies_winograd;
   out[2].any_layout = true;
-  out[2].layouts = direct_layouts;
-  out[2].space = direct_space;
-  out[2].build = build_direct;
+  out[2].layouts = winograd_layouts;
+  out[2].space = winograd_space;
+  out[2].build = build_winograd;
+  out[3].name = "conv2d_direct";
+  out[3].applies = applies_direct;
+  out[3].any_layout = true;
+  out[3].layouts = direct_layouts;
+  out[3].space = direct_space;
+  out[3].build = build_direct;
   for (ScheduleTemplate& t : out) t.target_kind = Target::Kind::kCpu;
   return out;
 }

@@ -1,4 +1,4 @@
-// conv2d: the op and its CPU templates (1x1 GEMM, depthwise, direct) on odd and prime shapes,
+// conv2d: the op and its CPU templates (1x1 GEMM, depthwise, Winograd, direct) on odd and prime shapes,
 // strides, dilations, asymmetric padding and groups, against plain C++ in double and the te
 // reference evaluator; every template's pruned space and a sample of its whole space.
 
@@ -8,7 +8,10 @@
 #include <tuple>
 
 #include "graph_reference.hpp"
+#include "loom/graph/layouts.hpp"
 #include "loom/loom.hpp"
+#include "loom/ops/attrs.hpp"
+#include "run_util.hpp"
 #include "test_util.hpp"
 
 using namespace loom;
@@ -226,6 +229,103 @@ TEST_CASE("conv2d direct template: pruned space and a sample of the whole space"
         {{{2, 13, 13, 11}, {19, 13, 3, 3}, {.padding = {1, 1, 1, 1}}},
          {{1, 10, 11, 9}, {14, 5, 3, 3}, {.stride = 2, .padding = {2, 1, 0, 1}, .groups = 2}}},
         8);
+}
+
+// The Winograd template takes NCHW{v}c in and out (v the vector width): each case's conv is laid
+// out so (conversions in and out), compiled with one config, run and compared with plain C++.
+void check_winograd(const ConvCase& c, const tune::Config& config) {
+  const std::vector<LayoutStep> blocked = channels_blocked(Target::host_cpu().vector_lanes_f32());
+  NDArray x = random_array(DType::f32(), c.x), w = random_array(DType::f32(), c.w);
+  Graph g;
+  Tensor y = g.input("x", static_shape(c.x)).conv2d(g.constant("w", w), c.options);
+  g.output(y);
+  absl::StatusOr<Graph> laid = layouts::apply(g, {{y.id(), {{blocked, {}}, blocked}}});
+  REQUIRE(laid.ok());
+  CompileOptions options;
+  options.poison_buffers = true;
+  options.template_configs["conv2d_winograd"] = config;
+  INFO(describe(c) << ", config " << config.to_string());
+  absl::StatusOr<CompiledGraph> compiled = Compiler().compile(*laid, options);
+  INFO(compiled.status().ToString());
+  REQUIRE(compiled.ok());
+  std::string schedules;
+  for (const KernelInfo& k : compiled->kernels()) schedules += k.schedule + " ";
+  INFO("schedules " << schedules);
+  REQUIRE(schedules.find("conv2d_winograd") != std::string::npos);
+  require_close(loom::testing::run_ok(*compiled, {x})[0], naive_conv(x, w, c.options), 1e-4,
+                1e-4);
+}
+
+TEST_CASE("conv2d Winograd template: pruned space and register tiles of every shape, blocked",
+          "[conv][template]") {
+  const int v = static_cast<int>(Target::host_cpu().vector_lanes_f32());
+  // 13 x 13 with padding 1: 7 x 7 tiles, the last row and column half outside the output; two
+  // images of 7 x 11 unpadded: 5 x 9 outputs, odd both ways; asymmetric padding; 4 x 3 tiles.
+  const std::vector<ConvCase> cases = {
+      {{1, v, 13, 13}, {4 * v, v, 3, 3}, {.padding = 1}},
+      {{2, 2 * v, 7, 11}, {4 * v, 2 * v, 3, 3}, {}},
+      {{1, v, 5, 4}, {4 * v, v, 3, 3}, {.padding = {2, 1, 1, 0}}},
+  };
+  // The space of the first case (the output channels rule the valid configs; all three cases
+  // have 4v of them).
+  const std::vector<LayoutStep> blocked = channels_blocked(v);
+  ops::Conv2dAttrs attrs;
+  attrs.pad_top = attrs.pad_left = attrs.pad_bottom = attrs.pad_right = 1;
+  TemplateContext ctx;
+  ctx.target = Target::host_cpu();
+  ctx.name = "conv";
+  ctx.inputs = {TensorType{static_shape(cases[0].x), DType::f32(), blocked},
+                TensorType{static_shape(cases[0].w), DType::f32(), {}}};
+  ctx.output = TensorType{static_shape({1, 4 * v, 13, 13}), DType::f32(), blocked};
+  ctx.attrs = &attrs;
+  ctx.constant_inputs = {false, true};
+  const ScheduleTemplate& t = conv_template("conv2d_winograd");
+  REQUIRE(t.applies(ctx));
+  tune::Space space = t.space(ctx);
+  std::vector<tune::Config> configs = space.pruned();
+  REQUIRE(!configs.empty());
+  // Register tiles of 1 to 14 rows (partial tile blocks), 1 to 4 vectors, several task shapes.
+  for (int64_t mr : {1, 3, 5, 14})
+    for (int64_t nv : {1, 2, 4})
+      for (int64_t rows_and_panels : {1, 2}) {
+        tune::Config c;
+        c.set("mr", mr);
+        c.set("nv", nv);
+        c.set("tile_rows", rows_and_panels);
+        c.set("o_panels", 4 / nv >= rows_and_panels ? rows_and_panels : 1);
+        if (space.broken_rules(c).empty()) configs.push_back(c);
+      }
+  for (const tune::Config& c : configs)
+    for (const ConvCase& cc : cases) check_winograd(cc, c);
+}
+
+TEST_CASE("conv2d Winograd template: epilogues fused in, against the te reference",
+          "[conv][template]") {
+  // conv + bias + relu, then a second conv + the first's output (a residual sum) + relu, both
+  // blocked; 9 x 9 images, two of them.
+  const int v = static_cast<int>(Target::host_cpu().vector_lanes_f32());
+  Graph g;
+  Tensor x = g.input("x", {2, v, 9, 9});
+  Tensor b = g.constant("b", random_array(DType::f32(), {1, 2 * v, 1, 1}));
+  Tensor c1 = x.conv2d(g.constant("w1", random_array(DType::f32(), {2 * v, v, 3, 3})),
+                       {.padding = 1});
+  Tensor h = (c1 + b).relu();
+  Tensor c2 = h.conv2d(g.constant("w2", random_array(DType::f32(), {2 * v, 2 * v, 3, 3})),
+                       {.padding = 1});
+  g.output((c2 + h).relu());
+  const std::vector<LayoutStep> blocked = channels_blocked(v);
+  absl::StatusOr<Graph> laid = layouts::apply(
+      g, {{c1.id(), {{blocked, {}}, blocked}}, {c2.id(), {{blocked, {}}, blocked}}});
+  REQUIRE(laid.ok());
+  absl::StatusOr<CompiledGraph> compiled = Compiler().compile(*laid);
+  REQUIRE(compiled.ok());
+  int winograd = 0;
+  for (const KernelInfo& k : compiled->kernels())
+    winograd += k.schedule.rfind("conv2d_winograd", 0) == 0 && k.ops.size() >= 3;
+  CHECK(winograd == 2);  // each conv with its sum and relu
+  std::vector<NDArray> inputs = {random_array(DType::f32(), {2, v, 9, 9})};
+  require_close(loom::testing::run_ok(*compiled, inputs)[0], reference_run(g, inputs)[0], 1e-4,
+                1e-4);
 }
 
 TEST_CASE("conv2d 1x1 GEMM template: pruned space and a sample of the whole space",

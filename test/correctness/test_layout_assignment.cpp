@@ -198,16 +198,18 @@ TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions 
   CHECK(layouts::count_conversions(*second) == 2);
   // Graph outputs stay row-major.
   for (int o : both->outputs()) CHECK(both->nodes()[o].type.layout.empty());
-  // The blocked convs are the direct template's, with their epilogues fused; the graph passes
+  // The blocked convs (3x3, stride 1: Winograd) have their epilogues fused; the graph passes
   // keep the layouts, so both conversions are still there.
   absl::StatusOr<CompiledGraph> c = Compiler().compile(*both);
   REQUIRE(c.ok());
-  int direct = 0, converting = 0;
+  int blocked_convs = 0, converting = 0;
   for (const KernelInfo& k : c->kernels()) {
-    if (k.schedule.rfind("conv2d_direct", 0) == 0) direct += k.ops.size() >= 3 ? 1 : 0;
+    const bool blocked_conv = k.schedule.rfind("conv2d_direct", 0) == 0 ||
+                              k.schedule.rfind("conv2d_winograd", 0) == 0;
+    if (blocked_conv) blocked_convs += k.ops.size() >= 3 ? 1 : 0;
     for (const std::string& op : k.ops) converting += op.rfind("layout_transform", 0) == 0;
   }
-  CHECK(direct == 2);  // conv1 + bias + relu, conv2 + shortcut sum + relu
+  CHECK(blocked_convs == 2);  // conv1 + bias + relu, conv2 + shortcut sum + relu
   CHECK(converting == 2);
 }
 
