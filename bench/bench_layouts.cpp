@@ -191,19 +191,16 @@ const char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --layers and --resnet go before Google Benchmark sees the flags; init() may re-execute the
-  // program, so the choice travels in the environment.
-  for (auto [flag, env] : {std::pair{"--layers", "LOOM_BENCH_LAYERS_ONLY"},
-                           std::pair{"--resnet", "LOOM_BENCH_RESNET_ONLY"}})
+  // --layers and --resnet are taken out before Google Benchmark sees the flags.
+  bool layers_only = false, resnet_only = false;
+  for (auto [flag, on] : {std::pair{"--layers", &layers_only}, std::pair{"--resnet", &resnet_only}})
     for (int i = 1; i < argc; ++i)
       if (std::string(argv[i]) == flag) {
-        ::setenv(env, "1", 1);
+        *on = true;
         for (int j = i; j < argc; ++j) argv[j] = argv[j + 1];  // argv[argc] is null
         --argc;
         break;
       }
-  const bool layers_only = std::getenv("LOOM_BENCH_LAYERS_ONLY") != nullptr;
-  const bool resnet_only = std::getenv("LOOM_BENCH_RESNET_ONLY") != nullptr;
   Options options;
   if (std::optional<int> code = init(argc, argv, 20, kUsage, options)) return *code;
   loom::CompileOptions compile;
@@ -222,8 +219,9 @@ int main(int argc, char** argv) {
   if (options.quick) shapes = {{256, 14, 14, 256, 3, 1, 1, 1}, {64, 56, 56, 256, 1, 1, 0, 1}};
   if (resnet_only) shapes.clear();
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
-  // The roofline: what share of the FMA peak each time reaches, and so how far any layout could
-  // take a layer past its NCHW time (peak / NCHW's rate: a joint kernel at the peak).
+  // The roofline: what share of the FMA peak each time reaches, counting the direct method's
+  // FLOPs (Winograd does fewer multiplies and may pass 100%), and so how far a layout could take
+  // a layer past its NCHW time with the same arithmetic (peak / NCHW's rate).
   const double peak = shapes.empty() ? std::nan("") : fma_peak_gflops(loom::num_threads());
   auto peak_fraction = [&](const ConvShape& s, double ms) {
     const double flops = 2.0 * s.c_out * (s.c_in / s.groups) * s.kernel * s.kernel * s.out_h() *
@@ -231,7 +229,8 @@ int main(int argc, char** argv) {
     return flops / (ms * 1e6) / peak;
   };
   if (!shapes.empty())
-    std::printf("\nFMA peak %.1f GFLOP/s on %d threads; %%pk: the share of it a kernel reaches\n"
+    std::printf("\nFMA peak %.1f GFLOP/s on %d threads; %%pk: the direct method's FLOPs over the time,\n"
+                "as a share of it (Winograd kernels do fewer multiplies, so theirs may pass 100)\n"
                 "%-26s %9s %9s %9s %9s %7s %7s %5s %5s %5s  %s\n",
                 peak, loom::num_threads(), "conv layer", "nchw ms", "joint ms", "dnnl ms",
                 "dnnl_nchw", "n/j", "d/j", "n%pk", "j%pk", "d%pk", "joint layouts");
@@ -259,7 +258,7 @@ int main(int argc, char** argv) {
   }
   if (n > 0)
     std::printf("geometric mean: nchw / joint %.3f, onednn preferred / joint %.3f\n"
-                "ceiling of nchw / joint (every joint kernel at the FMA peak): %.3f\n",
+                "ceiling of nchw / joint with the direct method's arithmetic at the FMA peak: %.3f\n",
                 std::exp(log_nchw / n), std::exp(log_dnnl / n), std::exp(log_ceiling / n));
 
   if (layers_only) return options.json_path.empty() || write_records(records, options.json_path) ? 0 : 1;
