@@ -910,12 +910,14 @@ class WinogradKernel {
 };
 
 // The problems the Winograd template computes, whatever the layouts: 3x3, stride and dilation
-// 1, one group, whole vectors of input and output channels.
+// 1, one group, whole vectors of input and output channels, and few enough input channels that
+// the smallest task (one tile, one vector of output channels) keeps its scratch in L2.
 bool winograd_problem(const TemplateContext& ctx) {
   std::optional<ConvProblem> p = conv_problem(ctx);
   const int64_t v = ctx.target.vector_lanes_f32();
   return p && p->KH == 3 && p->KW == 3 && p->sh == 1 && p->sw == 1 && p->dh == 1 && p->dw == 1 &&
-         p->groups == 1 && p->C % v == 0 && p->O % v == 0 && ctx.inputs[1].layout.empty();
+         p->groups == 1 && p->C % v == 0 && p->O % v == 0 && ctx.inputs[1].layout.empty() &&
+         16 * (p->C + v) * 4 <= ctx.target.l2_bytes();
 }
 
 bool applies_winograd(const TemplateContext& ctx) {
@@ -974,9 +976,17 @@ tune::Space winograd_space(const TemplateContext& ctx) {
     if (O % (ob * 2 * lanes) == 0) break;
   }
   if (!s.broken_rules(best).empty()) {
-    // Narrow outputs: one vector of channels per step.
-    best.set("nv", 1);
-    best.set("o_panels", 1);
+    // Narrow outputs or very many channels: the valid config with the most accumulators, then
+    // the most tiles per task (applies_winograd makes sure that one exists).
+    std::vector<tune::Config> valid = s.all();
+    auto rank = [](const tune::Config& c) {
+      return std::pair{c["mr"] * c["nv"], c["tile_rows"] * c["mr"]};
+    };
+    if (!valid.empty())
+      best = *std::max_element(valid.begin(), valid.end(),
+                               [&](const tune::Config& a, const tune::Config& b) {
+                                 return rank(a) < rank(b);
+                               });
   }
   s.default_config(best);
   return s;

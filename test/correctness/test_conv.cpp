@@ -233,18 +233,20 @@ TEST_CASE("conv2d direct template: pruned space and a sample of the whole space"
 
 // The Winograd template takes NCHW{v}c in and out (v the vector width): each case's conv is laid
 // out so (conversions in and out), compiled with one config, run and compared with plain C++.
-void check_winograd(const ConvCase& c, const tune::Config& config) {
+void check_winograd(const ConvCase& c, const tune::Config& config, bool w_constant = true) {
   const std::vector<LayoutStep> blocked = channels_blocked(Target::host_cpu().vector_lanes_f32());
   NDArray x = random_array(DType::f32(), c.x), w = random_array(DType::f32(), c.w);
   Graph g;
-  Tensor y = g.input("x", static_shape(c.x)).conv2d(g.constant("w", w), c.options);
+  Tensor wt = w_constant ? g.constant("w", w) : g.input("w", static_shape(c.w));
+  Tensor y = g.input("x", static_shape(c.x)).conv2d(wt, c.options);
   g.output(y);
   absl::StatusOr<Graph> laid = layouts::apply(g, {{y.id(), {{blocked, {}}, blocked}}});
   REQUIRE(laid.ok());
   CompileOptions options;
   options.poison_buffers = true;
   options.template_configs["conv2d_winograd"] = config;
-  INFO(describe(c) << ", config " << config.to_string());
+  INFO(describe(c) << ", config " << config.to_string()
+                   << (w_constant ? " (constant weight)" : " (weight input)"));
   absl::StatusOr<CompiledGraph> compiled = Compiler().compile(*laid, options);
   INFO(compiled.status().ToString());
   REQUIRE(compiled.ok());
@@ -252,7 +254,8 @@ void check_winograd(const ConvCase& c, const tune::Config& config) {
   for (const KernelInfo& k : compiled->kernels()) schedules += k.schedule + " ";
   INFO("schedules " << schedules);
   REQUIRE(schedules.find("conv2d_winograd") != std::string::npos);
-  require_close(loom::testing::run_ok(*compiled, {x})[0], naive_conv(x, w, c.options), 1e-4,
+  const std::vector<NDArray> inputs = w_constant ? std::vector<NDArray>{x} : std::vector<NDArray>{w, x};
+  require_close(loom::testing::run_ok(*compiled, inputs)[0], naive_conv(x, w, c.options), 1e-4,
                 1e-4);
 }
 
@@ -297,6 +300,8 @@ TEST_CASE("conv2d Winograd template: pruned space and register tiles of every sh
       }
   for (const tune::Config& c : configs)
     for (const ConvCase& cc : cases) check_winograd(cc, c);
+  // Weights that are an input: transformed inside the kernel, before the multiply.
+  check_winograd(cases[1], configs.back(), /*w_constant=*/false);
 }
 
 TEST_CASE("conv2d Winograd template: epilogues fused in, against the te reference",
@@ -375,7 +380,7 @@ TEST_CASE("conv2d depthwise template: pruned space and a sample of the whole spa
 }
 
 TEST_CASE("conv2d templates: the space does not depend on the input size", "[conv][template]") {
-  for (const char* name : {"conv2d_direct", "conv2d_1x1_gemm", "conv2d_depthwise"}) {
+  for (const char* name : {"conv2d_direct", "conv2d_1x1_gemm", "conv2d_depthwise", "conv2d_winograd"}) {
     INFO(name);
     tune::Space space = space_of(name);
     REQUIRE(space.broken_rules(space.default_config()).empty());
