@@ -95,7 +95,9 @@ struct ScheduleTemplate {
   // types carry them), checking in `applies` which ones it takes. Others only ever see
   // row-major tensors.
   bool any_layout = false;
-  // The layouts to try for a node this template applies to (row-major context); null: none.
+  // The layouts to try for a node, given its row-major context; null: none. With any_layout it
+  // is asked even when `applies` refuses the row-major node (a template may take a node only in
+  // blocked layouts), so it must offer nothing for nodes it cannot take in any layout.
   std::function<LayoutOptions(const TemplateContext&)> layouts;
   std::function<bool(const TemplateContext&)> applies;
   // The same space for every input size: its choices come from the target's hardware.
