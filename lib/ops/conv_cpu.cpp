@@ -1395,29 +1395,28 @@ LayoutOptions direct_layouts(const TemplateContext& ctx) {
 }  // namespace
 
 std::vector<ScheduleTemplate> conv2d_cpu_templates() {
-  std::vector<ScheduleTemplate> out(4);
-  out[0].name = "conv2d_1x1_gemm";
-  out[0].applies = applies_1x1;
-  out[0].space = gemm_1x1_space;
-  out[0].build = build_1x1;
-  out[1].name = "conv2d_depthwise";
-  out[1].applies = applies_depthwise;
-  out[1].space = depthwise_space;
-  out[1].build = build_depthwise;
-  out[2].name = "conv2d_winograd";
-  out[2].applies = applies_winograd;
-  out[2].any_layout = true;
-  out[2].layouts = winograd_layouts;
-  out[2].space = winograd_space;
-  out[2].build = build_winograd;
-  out[3].name = "conv2d_direct";
-  out[3].applies = applies_direct;
-  out[3].any_layout = true;
-  out[3].layouts = direct_layouts;
-  out[3].space = direct_space;
-  out[3].build = build_direct;
-  for (ScheduleTemplate& t : out) t.target_kind = Target::Kind::kCpu;
-  return out;
+  // A template; with `layouts`, one that reads and writes through the tensors' layouts.
+  auto cpu_template = [](std::string name, bool (*applies)(const TemplateContext&),
+                         tune::Space (*space)(const TemplateContext&),
+                         absl::StatusOr<ScheduledKernel> (*build)(const TemplateContext&,
+                                                                  const tune::Config&),
+                         LayoutOptions (*layouts)(const TemplateContext&) = nullptr) {
+    ScheduleTemplate t;
+    t.name = std::move(name);
+    t.target_kind = Target::Kind::kCpu;
+    t.applies = applies;
+    t.space = space;
+    t.build = build;
+    t.any_layout = layouts != nullptr;
+    if (layouts) t.layouts = layouts;
+    return t;
+  };
+  return {cpu_template("conv2d_1x1_gemm", applies_1x1, gemm_1x1_space, build_1x1),
+          cpu_template("conv2d_depthwise", applies_depthwise, depthwise_space, build_depthwise),
+          cpu_template("conv2d_winograd", applies_winograd, winograd_space, build_winograd,
+                       winograd_layouts),
+          cpu_template("conv2d_direct", applies_direct, direct_space, build_direct,
+                       direct_layouts)};
 }
 
 }  // namespace loom::ops
