@@ -113,7 +113,7 @@ Case conv_case(ConvShape s) {
   c.shape = str(s.c_in) + "x" + str(s.h) + "x" + str(s.w) + "->" + str(s.c_out) + " k" +
             str(s.kernel) + "x" + str(s.kernel) + " s" + str(s.stride) + " p" + str(s.pad) +
             (s.groups > 1 ? " g" + str(s.groups) : "");
-  c.flops = 2.0 * s.c_out * s.out_h() * s.out_w() * (s.c_in / s.groups) * s.kernel * s.kernel;
+  c.flops = s.flops();
   return c;
 }
 

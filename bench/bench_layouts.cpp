@@ -223,11 +223,7 @@ int main(int argc, char** argv) {
   // FLOPs (Winograd does fewer multiplies and may pass 100%), and so how far a layout could take
   // a layer past its NCHW time with the same arithmetic (peak / NCHW's rate).
   const double peak = shapes.empty() ? std::nan("") : fma_peak_gflops(loom::num_threads());
-  auto peak_fraction = [&](const ConvShape& s, double ms) {
-    const double flops = 2.0 * s.c_out * (s.c_in / s.groups) * s.kernel * s.kernel * s.out_h() *
-                         s.out_w();
-    return flops / (ms * 1e6) / peak;
-  };
+  auto peak_fraction = [&](const ConvShape& s, double ms) { return s.flops() / (ms * 1e6) / peak; };
   if (!shapes.empty())
     std::printf("\nFMA peak %.1f GFLOP/s on %d threads; %%pk: the direct method's FLOPs over the time,\n"
                 "as a share of it (Winograd kernels do fewer multiplies, so theirs may pass 100)\n"

@@ -16,6 +16,9 @@ struct ConvShape {
   int c_in, h, w, c_out, kernel, stride, pad, groups;
   int out_h() const { return (h + 2 * pad - kernel) / stride + 1; }
   int out_w() const { return (w + 2 * pad - kernel) / stride + 1; }
+  double flops() const {  // multiplies and adds of the direct method
+    return 2.0 * c_out * out_h() * out_w() * (c_in / groups) * kernel * kernel;
+  }
 };
 
 inline dnnl::engine& cpu_engine() {

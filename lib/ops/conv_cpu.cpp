@@ -82,6 +82,19 @@ Expr splat(const Expr& v, int64_t lanes) {
   return ir::Broadcast::make(v, static_cast<int>(lanes));
 }
 
+// v clamped into [0, extent): an index that stays inside its dimension.
+Expr clamp_index(const Expr& v, int64_t extent) {
+  return ir::max(ir::min(v, Expr(extent - 1)), Expr(0));
+}
+
+// count f32 vector variables of `lanes` lanes, named prefix0, prefix1, ...
+std::vector<Var> vector_vars(const std::string& prefix, int64_t count, int64_t lanes) {
+  std::vector<Var> out;
+  for (int64_t i = 0; i < count; ++i)
+    out.push_back(Var(prefix + std::to_string(i), DType::f32().with_lanes(static_cast<int>(lanes))));
+  return out;
+}
+
 Stmt loop(const Var& v, Expr min, Expr extent, Stmt body, ForKind kind = ForKind::kSerial) {
   if (ir::is_const_int(extent, 1) && kind != ForKind::kParallel)
     return ir::LetStmt::make(v, min, body);
@@ -357,10 +370,7 @@ class Conv1x1Kernel {
     // The k loop: nvec vectors of the packed pixel panel, one broadcast weight per row, rows x
     // nvec FMAs.
     Var k("k");
-    std::vector<Var> x_rows;
-    for (int64_t v = 0; v < nvec; ++v)
-      x_rows.push_back(
-          Var("x" + std::to_string(v), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    const std::vector<Var> x_rows = vector_vars("x", nvec, lanes_);
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
       Expr wv = splat(packed_w_.load({b, k0 + k, Expr(i)}), lanes_);
@@ -796,10 +806,7 @@ class WinogradKernel {
     Var t("t"), cb("cb");
     Expr tile = block * tiles_ + t;
     Expr h0 = tile / tw_ * 2 - p_.pt, w0 = tile % tw_ * 2 - p_.pl;
-    auto clamp = [](Expr e, int64_t hi) { return ir::max(ir::min(e, Expr(hi - 1)), Expr(0)); };
-    std::vector<Var> d;
-    for (int k = 0; k < 16; ++k)
-      d.push_back(Var("d" + std::to_string(k), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    const std::vector<Var> d = vector_vars("d", 16, lanes_);
     auto bt = [](const std::array<Expr, 4>& x) -> std::array<Expr, 4> {
       return {x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]};
     };
@@ -818,7 +825,7 @@ class WinogradKernel {
     Stmt step = ir::Seq::make(std::move(stores));
     for (int k = 15; k >= 0; --k) {
       Expr h = h0 + k / 4, w = w0 + k % 4;
-      Expr at = x_layout_.offset({n, cb * lanes_, clamp(h, p_.H), clamp(w, p_.W)});
+      Expr at = x_layout_.offset({n, cb * lanes_, clamp_index(h, p_.H), clamp_index(w, p_.W)});
       Expr inside = h >= 0 && h < p_.H && w >= 0 && w < p_.W;
       step = ir::LetStmt::make(
           d[static_cast<size_t>(k)],
@@ -837,9 +844,7 @@ class WinogradKernel {
     const int64_t m_row = o_panels_ * nr_;
     Expr t0 = ib * mr_, panel = ob * o_panels_ + jp;
     std::vector<Stmt> zero, fma, store;
-    std::vector<Var> b_vec;
-    for (int64_t u = 0; u < nv_; ++u)
-      b_vec.push_back(Var("b" + std::to_string(u), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    const std::vector<Var> b_vec = vector_vars("b", nv_, lanes_);
     for (const auto& cell : tile_cells(mr_, nv_)) {
       const int64_t i = cell[0], u = cell[1];
       zero.push_back(ir::Store::make(acc, splat(Expr(0.0f), lanes_), {acc_at(i, u)}));
@@ -868,9 +873,7 @@ class WinogradKernel {
     Expr tile = block * tiles_ + t;
     Expr oh = tile / tw_ * 2, ow = tile % tw_ * 2;
     const int64_t m_row = o_panels_ * nr_;
-    std::vector<Var> mv;
-    for (int k = 0; k < 16; ++k)
-      mv.push_back(Var("m" + std::to_string(k), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    const std::vector<Var> mv = vector_vars("m", 16, lanes_);
     auto at = [](const std::array<Expr, 4>& x) -> std::array<Expr, 2> {
       return {x[0] + x[1] + x[2], x[1] - x[2] - x[3]};
     };
@@ -970,7 +973,6 @@ tune::Space winograd_space(const TemplateContext& ctx) {
   best.set("mr", regs >= 32 ? 12 : 6);
   best.set("nv", 2);
   best.set("tile_rows", 2);
-  best.set("o_panels", 1);
   for (int64_t ob : {4, 2, 1}) {
     best.set("o_panels", ob);
     if (O % (ob * 2 * lanes) == 0) break;
@@ -1123,9 +1125,8 @@ class DirectConvKernel {
     std::vector<Expr> at = in_layout_.logical_index(std::vector<Expr>(phys.begin(), phys.end()));
     Expr c = at[1], ih = at[2] - p_.pt, iw = at[3] - p_.pl;
     Expr inside = c < p_.C && ih >= 0 && ih < p_.H && iw >= 0 && iw < p_.W;
-    auto clamp = [](Expr v, int64_t hi) { return ir::max(ir::min(v, Expr(hi - 1)), Expr(0)); };
     Expr value = x_.load({x_layout_.offset(
-        {at[0], clamp(c, p_.C), clamp(ih, p_.H), clamp(iw, p_.W)})});
+        {at[0], clamp_index(c, p_.C), clamp_index(ih, p_.H), clamp_index(iw, p_.W)})});
     Expr dst = Expr(0);
     for (size_t d = 0; d < phys.size(); ++d) dst = dst + phys[d] * in_layout_.strides()[d];
     Stmt body = ir::Store::make(input_, ir::select(inside, value, Expr(0.0f)), {dst});
@@ -1249,10 +1250,7 @@ class DirectConvKernel {
     }
     // The input's offset is affine in the row and column (stride_of), whatever its layout.
     Expr tap = chan_offset + kh * (p_.dh * row_stride_) + kw * (p_.dw * col_stride_);
-    std::vector<Var> w_vec;
-    for (int64_t v = 0; v < ocv_; ++v)
-      w_vec.push_back(
-          Var("w" + std::to_string(v), DType::f32().with_lanes(static_cast<int>(lanes_))));
+    const std::vector<Var> w_vec = vector_vars("w", ocv_, lanes_);
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
       Expr xv = splat(input_.load({tap + base[i]}), lanes_);
