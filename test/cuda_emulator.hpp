@@ -78,8 +78,10 @@ static inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __A
 // The tensor-core and cp.async intrinsics of loom's preamble (inline PTX there). ldmatrix and mma
 // gather the addresses of the warp's 32 lanes and compute each lane's share from the others'
 // rows or fragments; the trailing gather keeps every lane's fragments in place until all have
-// read them. cp.async copies are deferred to the wait that needs them, so a kernel that reads
-// shared memory before waiting sees stale data, as it may on a GPU.
+// read them. A cp.async fills its 16 bytes with NaNs at issue and copies the data at the wait that
+// needs it: on a GPU the copy lands at some time in between, so a kernel that reads shared memory
+// before waiting, or that starts a copy over data some product has yet to read, computes NaNs
+// here.
 R"(#include <vector>
 #include "cuda_fp16.h"
 #include "cuda_bf16.h"
@@ -124,6 +126,7 @@ struct loom_emu_copy { void* dst; const void* src; long long bytes; };
 static thread_local std::vector<loom_emu_copy> loom_emu_uncommitted;
 static thread_local std::vector<std::vector<loom_emu_copy>> loom_emu_groups;
 template <typename T> static inline void loom_cp_async_16(T* dst, const T* src, long long bytes) {
+  memset(dst, 0xFF, 16);  // all-ones: a NaN in every float, half and bfloat16
   loom_emu_uncommitted.push_back({dst, src, bytes});
 }
 static inline void loom_cp_async_commit() {
@@ -143,14 +146,18 @@ template <int N> static inline void loom_cp_async_wait() {
 // wgmma (sm_90a): each thread computes its own accumulators from the shared tiles, read through
 // the hardware's 128-byte swizzle (address bits 4-6 XOR bits 7-9) from the canonical layouts: A
 // K-major (row r at (r / 8) * ASBO + (r % 8) * 128), B N-major (column n in atom n / 64 at
-// BLBO apart, k row at (k / 8) * BSBO + (k % 8) * 128). The products land at issue; the fences and
-// waits have nothing left to do.
+// BLBO apart, k row at (k / 8) * BSBO + (k % 8) * 128). As on the GPU, the products are
+// asynchronous: a wgmma is only recorded at issue, committed into a group, and computed, from what
+// the shared tiles hold then, when a wait lets no more than N groups stay pending. A kernel that
+// rewrites a tile before the wait that covers its readers computes wrong products here.
 R"(static inline const void* loom_emu_swizzle128(const char* p) {
   const uintptr_t a = (uintptr_t)p;
   return (const void*)(a ^ (((a >> 7) & 7) << 4));
 }
 template <int N, unsigned ASBO, unsigned BLBO, unsigned BSBO, typename T>
-static inline void loom_emu_wgmma(float* d, const T* a, const T* b) {
+static inline void loom_emu_wgmma_run(float* d, const void* va, const void* vb) {
+  const T* a = static_cast<const T*>(va);
+  const T* b = static_cast<const T*>(vb);
   const int t = (int)(loom_emu_thread_idx.x % 128), w = t / 32, l = t % 32;
   for (int r = 0; r < N / 2; ++r) {
     const int row = 16 * w + l / 4 + 8 * ((r % 4) / 2), col = 8 * (r / 4) + 2 * (l % 4) + r % 2;
@@ -164,6 +171,13 @@ static inline void loom_emu_wgmma(float* d, const T* a, const T* b) {
     d[r] += sum;
   }
 }
+struct loom_emu_product { void (*run)(float*, const void*, const void*); float* d; const void* a; const void* b; };
+static thread_local std::vector<loom_emu_product> loom_emu_wgmma_open;
+static thread_local std::vector<std::vector<loom_emu_product>> loom_emu_wgmma_groups;
+template <int N, unsigned ASBO, unsigned BLBO, unsigned BSBO, typename T>
+static inline void loom_emu_wgmma(float* d, const T* a, const T* b) {
+  loom_emu_wgmma_open.push_back({&loom_emu_wgmma_run<N, ASBO, BLBO, BSBO, T>, d, a, b});
+}
 #define LOOM_EMU_WGMMA(N) \
   template <unsigned A, unsigned BL, unsigned BS> static inline void loom_wgmma_m64n##N##k16_f16(float* d, const __half* a, const __half* b) { loom_emu_wgmma<N, A, BL, BS>(d, a, b); } \
   template <unsigned A, unsigned BL, unsigned BS> static inline void loom_wgmma_m64n##N##k16_bf16(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b) { loom_emu_wgmma<N, A, BL, BS>(d, a, b); }
@@ -175,8 +189,16 @@ LOOM_EMU_WGMMA(168) LOOM_EMU_WGMMA(176) LOOM_EMU_WGMMA(184) LOOM_EMU_WGMMA(192) 
 LOOM_EMU_WGMMA(208) LOOM_EMU_WGMMA(216) LOOM_EMU_WGMMA(224) LOOM_EMU_WGMMA(232) LOOM_EMU_WGMMA(240)
 LOOM_EMU_WGMMA(248) LOOM_EMU_WGMMA(256)
 template <int Count> static inline void loom_wgmma_fence(float*) {}
-static inline void loom_wgmma_commit() {}
-template <int N, int Count> static inline void loom_wgmma_wait(float*) {}
+static inline void loom_wgmma_commit() {
+  loom_emu_wgmma_groups.push_back(loom_emu_wgmma_open);
+  loom_emu_wgmma_open.clear();
+}
+template <int N, int Count> static inline void loom_wgmma_wait(float*) {
+  while (loom_emu_wgmma_groups.size() > (size_t)N) {
+    for (const loom_emu_product& p : loom_emu_wgmma_groups.front()) p.run(p.d, p.a, p.b);
+    loom_emu_wgmma_groups.erase(loom_emu_wgmma_groups.begin());
+  }
+}
 static inline void loom_fence_proxy_async() {}
 )";
 
