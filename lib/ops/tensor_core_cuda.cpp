@@ -137,28 +137,20 @@ Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const 
 }
 
 // Stage "main loop" of a GEMM block with `stages` shared buffers: the accumulators zeroed, the
-// first `ahead` slices of the block's range (of `slices`, split by `split`) started, then per
+// first stages - 1 slices of the block's range (of `slices`, split by `split`) started, then per
 // slice: wait for this thread's copies, `publish` (a barrier, after whatever the instruction
-// reading the slice needs), start the slice `ahead` ahead (into the buffer every thread has
+// reading the slice needs), start the slice stages - 1 ahead (into the buffer every thread has
 // finished with), multiply. load(slice, stage) copies a slice; async: whether some copy is a
 // cp.async (else no commits and waits).
-//
-// ahead = stages - 1 - in_flight: with in_flight = 0, multiply(kt) has finished reading its
-// buffer when it returns; with in_flight = 1 (wgmma), it may still be reading it, and only the
-// multiply of the slice after it waits for that. The buffer of slice kt - 1 - in_flight is the
-// free one at slice kt: every thread passed the barrier of slice kt after finishing (or waiting
-// for) its products with it.
 Stmt main_loop(const Buffer& acc, int64_t accumulators, int64_t slices, int64_t stages,
                const SplitK& split, const Expr& split_index, bool async,
                const std::function<Stmt(const Expr&, const Expr&)>& load,
-               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish,
-               int64_t in_flight = 0) {
+               const std::function<Stmt(const Expr&)>& multiply, const Stmt& publish) {
   auto cp_async = [async](const std::string& name, std::vector<Expr> args = {}) {
     return async ? ir::Evaluate::make(ir::Call::make(name, std::move(args)))
                  : ir::Evaluate::make(Expr(int64_t{0}));
   };
-  const int64_t ahead = stages - 1 - in_flight;
-  LOOM_CHECK(ahead >= 1, "a GEMM main loop needs a slice in flight");
+  const int64_t ahead = stages - 1;
   const auto [first, count] = split.slices_of(split_index, slices);
   std::vector<Stmt> s;
   for (int64_t i = 0; i < accumulators; ++i)
@@ -563,16 +555,12 @@ constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAt
 
 struct WgTiles {
   int64_t warpgroups, block_n, stages, split_k;
-  // wgmma groups left running when a slice's multiply returns: 0 or 1 (see main_loop). Configs
-  // from before this parameter existed mean 0.
-  int64_t in_flight;
 
   explicit WgTiles(const tune::Config& c)
       : warpgroups(c["warpgroups"]),
         block_n(c["block_n"]),
         stages(c["stages"]),
-        split_k(c["split_k"]),
-        in_flight(c.has("in_flight") ? c["in_flight"] : 0) {}
+        split_k(c["split_k"]) {}
 
   int64_t threads() const { return warpgroups * 128; }
   int64_t bm() const { return warpgroups * 64; }
@@ -642,8 +630,7 @@ class WarpgroupGemm {
   }
 
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
-  // descriptors' start at row 64 w of A and k row 16 kk of B; one commit group, waited for
-  // (all but in_flight groups) before returning.
+  // descriptors' start at row 64 w of A and k row 16 kk of B.
   Stmt multiply(const Expr& stage, const Expr& warpgroup) const {
     const Expr regs(t_.accumulators());
     std::vector<Stmt> s = {call("wgmma_fence", {acc_.load({Expr(int64_t{0})}), regs})};
@@ -655,7 +642,7 @@ class WarpgroupGemm {
                         Expr(t_.block_n), Expr(kGroupBytes), Expr(kAtomBytes),
                         Expr(kGroupBytes)}));
     s.push_back(call("wgmma_commit"));
-    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(t_.in_flight)}));
+    s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})}));
     return ir::Seq::make(std::move(s));
   }
 
@@ -688,22 +675,19 @@ class WarpgroupGemm {
 
   // One block's tile: the main loop over its K range, each slice published by a proxy fence
   // (wgmma reads through the asynchronous proxy) and a barrier; the stage a slice is loaded into
-  // is free, as the wgmma_wait before that barrier completed the products that read it (with
-  // in_flight 1, those of the slice two back). Then the last products are waited for, and C is
-  // stored, or the splits reduced first.
+  // is free, as the last wgmma_wait completed the products that read it. Then store C, or
+  // reduce the splits first.
   Stmt block_tile(const Var& tid) {
     const Expr warpgroup = tid / Expr(int64_t{128});
-    std::vector<Stmt> s = {main_loop(
-        acc_, t_.accumulators(), ceil_div(p_.K, kWgK), t_.stages, split_, split_index_,
-        a_async_ || b_async_,
-        [&](const Expr& kt, const Expr& stage) { return load_slice(tid, kt, stage); },
-        [&](const Expr& stage) { return multiply(stage, warpgroup); },
-        ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()}), t_.in_flight)};
-    if (t_.in_flight)
-      s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}),
-                                      Expr(t_.accumulators()), Expr(int64_t{0})}));
-    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)));
-    Stmt body = ir::Seq::make(std::move(s));
+    Stmt body = ir::Seq::make({
+        main_loop(
+            acc_, t_.accumulators(), ceil_div(p_.K, kWgK), t_.stages, split_, split_index_,
+            a_async_ || b_async_,
+            [&](const Expr& kt, const Expr& stage) { return load_slice(tid, kt, stage); },
+            [&](const Expr& stage) { return multiply(stage, warpgroup); },
+            ir::Seq::make({call("fence_proxy_async"), ir::Barrier::make()})),
+        split_.reduce(tid, tile_id_, split_index_, acc_, store_c(tid)),
+    });
     for (const Buffer& b : {acc_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
     return split_.around_block(body);
   }
@@ -731,17 +715,9 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
   const GpuProperties p = gpu_properties(ctx.target);
   std::optional<TcProblem> problem = wgmma_problem(ctx);
   tune::Space s;
-  s.param("warpgroups", {1, 2})
-      .param("block_n", {64, 128, 256})
-      .param("stages", {2, 3, 4})
-      .param("in_flight", {0, 1});
+  s.param("warpgroups", {1, 2}).param("block_n", {64, 128, 256}).param("stages", {2, 3, 4});
   s.rule("threads per block within the device limit", [=](const tune::Config& c) {
     return WgTiles(c).threads() <= p.max_threads_per_block;
-  });
-  // With a wgmma group left running, the slice being loaded goes two buffers back.
-  s.rule("a slice loads while the products run", [](const tune::Config& c) {
-    const WgTiles t(c);
-    return t.stages - 1 - t.in_flight >= 1;
   });
   s.rule("the stages of A and B fit the (opt-in) shared memory of a block",
          [=](const tune::Config& c) {
@@ -767,8 +743,7 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
     return tune::Config({{"warpgroups", warpgroups},
                          {"block_n", block_n},
                          {"stages", stages},
-                         {"split_k", 1},
-                         {"in_flight", 0}});
+                         {"split_k", 1}});
   };
   s.default_config(default_gemm_config(
       s, {config(2, 256, 3), config(2, 128, 4), config(1, 128, 4), config(1, 64, 4)},

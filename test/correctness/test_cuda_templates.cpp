@@ -633,15 +633,11 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                    none, 2e-3, 2e-3},
                   {37, 1088},
                   {1088, 48}};
-  // in_flight 1 leaves each slice's wgmma group running while the next slice is published (the
-  // emulator computes the products only at the wait, from the tiles as they are then).
-  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
-                   int64_t in_flight = 0) {
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1) {
     return tune::Config({{"warpgroups", warpgroups},
                          {"block_n", block_n},
                          {"stages", stages},
-                         {"split_k", split_k},
-                         {"in_flight", in_flight}});
+                         {"split_k", split_k}});
   };
   for (const Case& c : {cases[0], cases[1], cases[2], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
@@ -651,10 +647,8 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     const bool split = c.a[1] == 1088;
     if (split) CHECK(space.default_config()["split_k"] > 1);
     const std::vector<tune::Config> configs =
-        split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8),
-                                          config(2, 64, 3, 4, 1)}
-              : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4),
-                                          config(1, 64, 3, 1, 1), config(2, 128, 4, 1, 1)};
+        split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8)}
+              : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)};
     for (const tune::Config& cfg : configs) {
       INFO(c.op.inputs[0].dtype << ", config " << cfg.to_string());
       REQUIRE(space.broken_rules(cfg).empty());
@@ -676,8 +670,6 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.fence.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.commit_group.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 0"));
-        if (cfg["in_flight"] == 1)
-          CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 1"));
         CHECK_THAT(compiled->ptx, Catch::Contains("fence.proxy.async.shared::cta"));
         // The accumulators stay in registers: no local memory.
         CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
@@ -720,8 +712,7 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                                       {13, 5, 3, 3}}}) {
     const TemplateContext ctx = context_of(cc.op, Target::cuda(90), "conv");
     REQUIRE(conv_t->applies(ctx));
-    for (const tune::Config& cfg :
-         {conv_t->space(ctx).default_config(), config(2, 64, 3), config(1, 128, 3, 1, 1)}) {
+    for (const tune::Config& cfg : {conv_t->space(ctx).default_config(), config(2, 64, 3)}) {
       INFO("conv " << cc.w[2] << "x" << cc.w[3] << ", config " << cfg.to_string());
       auto scheduled = conv_t->build(ctx, cfg);
       REQUIRE(scheduled.ok());
