@@ -310,7 +310,10 @@ class StoredBuffers : public ir::IRVisitor {
 
 class FuncEmitter {
  public:
-  explicit FuncEmitter(PreambleNeeds* needs) : needs_(needs) {}
+  // canonical: every C name from its fallback alone ("buf", "v", ...), none from the IR's names,
+  // so that funcs that differ in names only emit the same code.
+  explicit FuncEmitter(PreambleNeeds* needs, bool canonical = false)
+      : needs_(needs), canonical_(canonical) {}
 
   absl::Status emit_func(const ir::Func& f, const std::string& symbol,
                          runtime::cuda::KernelInfo* info);
@@ -366,7 +369,7 @@ class FuncEmitter {
   }
   // A C name not used before in this kernel, close to the IR's name.
   std::string fresh(const std::string& base, const char* fallback) {
-    std::string name = sanitize(base, fallback);
+    std::string name = sanitize(canonical_ ? std::string() : base, fallback);
     if (is_reserved(name)) name += "_";
     std::string candidate = name;
     for (int n = 1; used_.count(candidate); ++n) candidate = name + "_" + std::to_string(n);
@@ -420,6 +423,7 @@ class FuncEmitter {
   bool dynamic_shared_ = false;
   int64_t shared_offset_ = 0;
   std::set<std::string> used_;
+  bool canonical_ = false;
   VarMap vars_;
   BufferMap buffers_;
   // Ranges of the i64 variables in scope that fit int32, and what narrow_range found per node.
@@ -1195,7 +1199,23 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   PreambleNeeds needs;
   std::set<std::string> used;
   std::string kernels;
+  // Funcs that emit the same code up to names (identical layers of a model) share one kernel,
+  // the first's: NVRTC compiles it once. Each keeps its own KernelInfo (its launch shape is in
+  // its own scalar params) with that kernel's symbol.
+  std::map<std::string, std::string> symbol_of_code;
   for (const ir::Func& f : m.funcs) {
+    PreambleNeeds same_needs = needs;
+    FuncEmitter canonical(&same_needs, /*canonical=*/true);
+    runtime::cuda::KernelInfo shared;
+    const bool comparable = canonical.emit_func(f, "kernel", &shared).ok();
+    if (comparable) {
+      auto it = symbol_of_code.find(canonical.code());
+      if (it != symbol_of_code.end()) {
+        shared.symbol = it->second;
+        out.kernels.push_back(std::move(shared));
+        continue;
+      }
+    }
     std::string base = sanitize(f.name, "kernel");
     if (is_reserved(base)) base += "_";
     std::string symbol = base;
@@ -1209,6 +1229,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
       return absl::Status(s.code(),
                           str_cat("func '", f.name, "' of module '", m.name, "': ", s.message()));
     kernels += "\n" + emitter.code();
+    if (comparable) symbol_of_code.emplace(canonical.code(), symbol);
     out.kernels.push_back(std::move(info));
   }
   std::string& src = out.source;

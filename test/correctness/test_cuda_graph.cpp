@@ -729,6 +729,56 @@ TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches
   }
 }
 
+// Three layers of one shape (their own weights, their own names): NVRTC compiles one kernel for
+// the three matmuls, whose launches still read each layer's weights and write its output; the
+// layer-norm kernels differ (by their eps: 0.2, 0.8, 1.8, far apart in the results) and stay
+// apart.
+TEST_CASE("fake GPU: identical layers share one kernel of the module and each computes its own",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  const GraphCase c{"three linear layers",
+                    [] {
+                      Graph g;
+                      Tensor h = g.input("x", {19, 40});
+                      for (int layer = 0; layer < 3; ++layer) {
+                        const std::string l = std::to_string(layer);
+                        h = h.matmul(weights(g, "w" + l, {40, 40}))
+                                .add(weights(g, "b" + l, {40}))
+                                .relu()
+                                .add(h)
+                                .layer_norm(weights(g, "gamma" + l, {40}),
+                                            weights(g, "beta" + l, {40}), -1, 0.2 * (layer + 1) * (layer + 1));
+                      }
+                      g.output(h);
+                      return g;
+                    },
+                    {random_array(DType::f32(), {19, 40})}};
+  loom::testing::TempDir dir;
+  const Graph g = c.build();
+  CompiledGraph compiled =
+      compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
+  size_t matmuls = 0;
+  for (const KernelInfo& k : compiled.kernels())
+    matmuls += std::count_if(k.ops.begin(), k.ops.end(),
+                             [](const std::string& op) { return op.rfind("matmul", 0) == 0; });
+  REQUIRE(matmuls == 3);
+  const size_t kernels = compiled.kernels().size();
+  REQUIRE(kernels >= 6);
+  std::ifstream source(dir.path() / compiled.kernels()[0].cache_key / "source.txt");
+  const std::string text((std::istreambuf_iterator<char>(source)), std::istreambuf_iterator<char>());
+  size_t defined = 0;
+  for (size_t at = text.find("__global__"); at != std::string::npos;
+       at = text.find("__global__", at + 1))
+    ++defined;
+  // Two matmul kernels fewer; the three layer norms stay three.
+  CHECK(defined == kernels - 2);
+  emulate_kernels(fake, compiled, dir.path());
+  const std::vector<NDArray> want = loom::testing::reference_run(g, c.inputs);
+  const std::vector<NDArray> got = loom::testing::run_ok(compiled, c.inputs);
+  REQUIRE(got.size() == 1);
+  require_close(got[0], want[0], c.tol);
+}
+
 namespace {
 
 // Compiles case c for sm_90 (or sm) with the given template configs forced, runs it on the stand-in
