@@ -12,9 +12,16 @@
 namespace loom::codegen {
 
 struct EmittedCuda {
-  std::string source;
+  std::string source;  // preamble, then every definition
   // One per func, in func order: the extern "C" symbol and the launch shape.
   std::vector<runtime::cuda::KernelInfo> kernels;
+  // What every part of the source needs (includes, intrinsics), and the kernels' definitions
+  // (each with its module-scope arrays): funcs whose code is the same up to names share one.
+  // preamble + any subset of the definitions is a source NVRTC compiles.
+  std::string preamble;
+  std::vector<std::string> definitions;
+  std::vector<int> definition_of;  // per func: the index of its definition
+  std::vector<int> first_user;     // per definition: the first func it defines
 };
 
 // Every func becomes an extern "C" __global__ kernel whose parameters are the func's params in

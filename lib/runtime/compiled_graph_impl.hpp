@@ -26,7 +26,7 @@ struct Slot {
 
 struct Launch {
   runtime::KernelFn fn = nullptr;  // CPU kernels
-  int gpu_kernel = -1;             // GPU kernels: the index of its func in GpuProgram::module
+  int gpu_kernel = -1;             // GPU kernels: its index in GpuProgram::kernel_at
   std::vector<int> buffers;           // slots, in the kernel's buffer parameter order
   std::vector<std::string> symbols;   // symbolic dims, in its scalar parameter order
 };

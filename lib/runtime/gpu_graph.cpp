@@ -47,7 +47,11 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   LOOM_ASSIGN_OR_RETURN(d->context, driver.retain_primary_context(p.ordinal));
   d->ordinal = p.ordinal;
   LOOM_RETURN_IF_ERROR(driver.set_current(d->context));
-  LOOM_ASSIGN_OR_RETURN(d->loaded, runtime::cuda::LoadedModule::load(p.module, p.compiled, p.ordinal));
+  for (const GpuProgram::Part& part : p.parts) {
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<runtime::cuda::LoadedModule> loaded,
+                          runtime::cuda::LoadedModule::load(part.module, part.compiled, p.ordinal));
+    d->loaded.push_back(std::move(loaded));
+  }
   LOOM_ASSIGN_OR_RETURN(d->stream, driver.create_stream());
   LOOM_ASSIGN_OR_RETURN(d->done, driver.create_event());
   // As if a run had just ended on the graph's stream (nothing to wait for).
@@ -109,7 +113,7 @@ GpuProgram::Device::~Device() {
   if (memory) (void)driver->free(memory);
   if (constants) (void)driver->free(constants);
   if (stream) (void)driver->destroy_stream(stream);
-  loaded.reset();
+  loaded.clear();
   if (context) (void)driver->release_primary_context(ordinal);
 }
 
@@ -174,7 +178,8 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     for (int slot : launch.buffers) buffers.push_back(address[static_cast<size_t>(slot)]);
     absl::Status s;
     if (run.launch_ms) s = driver.record_event(d.events[2 * l], stream);
-    if (s.ok()) s = d.loaded->launch(static_cast<size_t>(launch.gpu_kernel), buffers, {}, stream);
+    const GpuProgram::KernelAt at = p.kernel_at[static_cast<size_t>(launch.gpu_kernel)];
+    if (s.ok()) s = d.loaded[at.part]->launch(at.func, buffers, {}, stream);
     if (run.launch_ms && s.ok()) s = driver.record_event(d.events[2 * l + 1], stream);
     if (!s.ok())
       return fail(s, str_cat("launching kernel '", g.kernels[l].name, "' (", l + 1, " of ",

@@ -1,6 +1,7 @@
-// A CompiledGraph on a CUDA GPU (private to lib/): one module holding every kernel, and what
-// its runs need on the device (the module loaded, the constants uploaded, one block of device
-// memory for inputs, intermediates and outputs, a stream), set up by the first run.
+// A CompiledGraph on a CUDA GPU (private to lib/): its kernels, in modules compiled apart (at
+// once, on as many cores), and what its runs need on the device (the modules loaded, the
+// constants uploaded, one block of device memory for inputs, intermediates and outputs, a
+// stream), set up by the first run.
 #pragma once
 
 #include <memory>
@@ -13,16 +14,25 @@
 namespace loom {
 
 struct GpuProgram {
-  int ordinal = 0;              // the device
-  ir::Module module;            // the lowered kernels; Launch::gpu_kernel indexes its funcs
-  runtime::cuda::CompiledModule compiled;  // their cubin and launch shapes
+  int ordinal = 0;  // the device
+  // One module of lowered kernels, its cubin and their launch shapes.
+  struct Part {
+    ir::Module module;
+    runtime::cuda::CompiledModule compiled;
+  };
+  std::vector<Part> parts;
+  // Per kernel of the graph (Launch::gpu_kernel): its part, and its func there.
+  struct KernelAt {
+    size_t part, func;
+  };
+  std::vector<KernelAt> kernel_at;
 
   // Device state, made by the first run (under mu; runs of one graph take turns).
   struct Device {
     runtime::cuda::Driver* driver = nullptr;
     int ordinal = 0;
     runtime::cuda::Context context = nullptr;  // the device's primary context, retained
-    std::unique_ptr<runtime::cuda::LoadedModule> loaded;
+    std::vector<std::unique_ptr<runtime::cuda::LoadedModule>> loaded;  // per part
     runtime::cuda::Stream stream = nullptr;
     runtime::cuda::DevicePtr constants = 0;  // every constant slot's data, uploaded once
     runtime::cuda::DevicePtr memory = 0;     // a run's inputs, intermediates and outputs
