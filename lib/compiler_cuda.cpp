@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -50,6 +51,22 @@ bool can_measure(const Target& target) {
   return p.ok() && p->sm_arch == target.sm_arch();
 }
 
+// The machine's cores (at least 1).
+size_t cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+// Runs work(i) for i in [0, count) on up to cores() threads, the caller one of them, each taking
+// the next i in turn (NVRTC compiles, which run in parallel).
+void on_all_cores(size_t count, const std::function<void(size_t)>& work) {
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next++; i < count; i = next++) work(i);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < std::min(cores(), count); ++t) helpers.emplace_back(worker);
+  worker();
+  for (std::thread& t : helpers) t.join();
+}
+
 // Times candidate kernels (lowered funcs with the same buffer params) on target's device:
 // buffers of random values, each candidate launched once to warm up, then kRepeats
 // times between two events, in turns for kRounds rounds; the median of each. A candidate the
@@ -62,8 +79,7 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
   // kernel i / n of module i % n. Every module pays for the preamble, but that is about 0.03 s of
   // NVRTC against about 0.2 s for a wgmma candidate (a 2026 Xeon core).
   const size_t candidates = funcs.size();
-  const size_t n = std::max<size_t>(
-      1, std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), candidates));
+  const size_t n = std::max<size_t>(1, std::min(cores(), candidates));
   std::vector<ir::Module> modules;
   for (size_t w = 0; w < n; ++w) modules.push_back({str_cat("candidates", w), target, {}});
   for (size_t i = 0; i < candidates; ++i) {
@@ -71,13 +87,7 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
     modules[i % n].funcs.push_back(std::move(funcs[i]));
   }
   std::vector<absl::StatusOr<cuda::CompiledModule>> compiled(n, absl::UnknownError("not compiled"));
-  {
-    std::vector<std::thread> threads;
-    for (size_t w = 1; w < n; ++w)
-      threads.emplace_back([&, w] { compiled[w] = cuda::compile_module(modules[w]); });
-    compiled[0] = cuda::compile_module(modules[0]);
-    for (std::thread& t : threads) t.join();
-  }
+  on_all_cores(n, [&](size_t w) { compiled[w] = cuda::compile_module(modules[w]); });
   std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
   for (size_t w = 0; w < n; ++w) {
     if (!compiled[w].ok()) return compiled[w].status();
@@ -397,8 +407,8 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
   program->parts = split_into_parts(module, *emitted, program->kernel_at);
 
   // NVRTC compiles the parts at once (each through the cache, keyed by its source).
-  std::vector<absl::StatusOr<std::shared_ptr<const runtime::CachedKernel>>> built(
-      program->parts.size(), absl::UnknownError("not compiled"));
+  std::vector<runtime::KernelCache::Result> built(program->parts.size(),
+                                                 absl::UnknownError("not compiled"));
   std::vector<std::string> keys(program->parts.size());
   auto compile_part = [&](size_t i) {
     runtime::cuda::CompiledModule& compiled = program->parts[i].compiled;
@@ -420,33 +430,16 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
     };
     if (!cache.enabled) {
       absl::StatusOr<runtime::CachedKernel> k = nvrtc();
-      if (!k.ok())
-        built[i] = k.status();
-      else
-        built[i] = std::make_shared<const runtime::CachedKernel>(*std::move(k));
+      built[i] = k.ok() ? runtime::KernelCache::Result(
+                              std::make_shared<const runtime::CachedKernel>(*std::move(k)))
+                        : k.status();
       return;
     }
     runtime::CacheKeyParts parts = cache.parts("cuda module\n" + compiled.source);
     keys[i] = runtime::cache_key(parts);
-    runtime::KernelCache::Result entry =
-        runtime::KernelCache::global().get(keys[i], parts, cache.settings, nvrtc);
-    if (entry.ok())
-      built[i] = *entry;
-    else
-      built[i] = entry.status();
+    built[i] = runtime::KernelCache::global().get(keys[i], parts, cache.settings, nvrtc);
   };
-  {
-    const size_t threads =
-        std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), built.size());
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      for (size_t i = next++; i < built.size(); i = next++) compile_part(i);
-    };
-    std::vector<std::thread> helpers;
-    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
-    work();
-    for (std::thread& t : helpers) t.join();
-  }
+  on_all_cores(built.size(), compile_part);
   for (size_t i = 0; i < built.size(); ++i) {
     if (!built[i].ok()) return built[i].status();
     runtime::cuda::CompiledModule& compiled = program->parts[i].compiled;

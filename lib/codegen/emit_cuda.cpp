@@ -1202,6 +1202,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
   // the first's: NVRTC compiles it once. Each keeps its own KernelInfo (its launch shape is in
   // its own scalar params) with that kernel's symbol.
   std::map<std::string, int> definition_of_code;
+  std::vector<std::string> symbol_of_definition;
   for (const ir::Func& f : m.funcs) {
     PreambleNeeds same_needs = needs;
     FuncEmitter canonical(&same_needs, /*canonical=*/true);
@@ -1210,7 +1211,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
     if (comparable) {
       auto it = definition_of_code.find(canonical.code());
       if (it != definition_of_code.end()) {
-        shared.symbol = out.kernels[static_cast<size_t>(out.first_user[it->second])].symbol;
+        shared.symbol = symbol_of_definition[static_cast<size_t>(it->second)];
         out.kernels.push_back(std::move(shared));
         out.definition_of.push_back(it->second);
         continue;
@@ -1230,7 +1231,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
                           str_cat("func '", f.name, "' of module '", m.name, "': ", s.message()));
     const int definition = static_cast<int>(out.definitions.size());
     out.definitions.push_back("\n" + emitter.code());
-    out.first_user.push_back(static_cast<int>(out.kernels.size()));
+    symbol_of_definition.push_back(symbol);
     if (comparable) definition_of_code.emplace(canonical.code(), definition);
     out.kernels.push_back(std::move(info));
     out.definition_of.push_back(definition);

@@ -21,7 +21,6 @@ struct EmittedCuda {
   std::string preamble;
   std::vector<std::string> definitions;
   std::vector<int> definition_of;  // per func: the index of its definition
-  std::vector<int> first_user;     // per definition: the first func it defines
 };
 
 // Every func becomes an extern "C" __global__ kernel whose parameters are the func's params in
