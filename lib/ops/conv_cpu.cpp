@@ -23,6 +23,7 @@
 #include "loom/core/status.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/ops/attrs.hpp"
+#include "loom/runtime/thread_pool.hpp"
 #include "loom/schedule/task_mapping.hpp"
 
 namespace loom::ops {
@@ -139,8 +140,10 @@ class Conv1x1Kernel {
     nv_ = c["nv"];
     nr_ = nv_ * lanes_;
     kc_ = std::min<int64_t>(c["kc"], p.C);
-    mc_ = c["mc_tiles"] * mr_;
-    nc_ = c["nc_panels"] * nr_;
+    const TileSplit split = balance_tiles(p.N, ceil_div(p.O, mr_), ceil_div(p.P(), nr_),
+                                          c["mc_tiles"], c["nc_panels"], num_threads());
+    mc_ = split.rows_per_tile * mr_;
+    nc_ = split.panels_per_tile * nr_;
     const int64_t pack = c.has("pack") ? c["pack"] : 1;
     direct_ = pack == 0;
     pack_in_first_block_ = pack == 2;

@@ -31,7 +31,10 @@ class GemmKernel {
     kc_ = std::min<int64_t>(c["kc"], p.K);
     prefetch_ = c.has("prefetch") && c["prefetch"] == 1;
     panels_ = ceil_div(p.N, nr_);
-    balance_tiles(c["mc_tiles"], c["nc_panels"], num_threads());
+    const TileSplit split = balance_tiles(p.G, ceil_div(p.M, mr_), panels_, c["mc_tiles"],
+                                          c["nc_panels"], num_threads());
+    mc_ = split.rows_per_tile * mr_;
+    nc_ = split.panels_per_tile * nr_;
     int64_t gb = p.b_batched ? p.G : 1;
     a_ = Buffer::make(ctx.name + "_A", DType::f32(), {Expr(p.G), Expr(p.M), Expr(p.K)});
     b_ = Buffer::make(ctx.name + "_B", DType::f32(), {Expr(gb), Expr(p.K), Expr(p.N)});
@@ -201,25 +204,6 @@ class GemmKernel {
                                            rows_of_panel(Expr(full_panels), col_tail)));
     return ir::For::make(kb, 0, ceil_div(p_.K, kc_), ir::ForKind::kSerial,
                          ir::Seq::make(std::move(per_k)));
-  }
-
-  // Tiles of C as even as the register tile allows (a 128-row C in 96-row tiles would leave
-  // one thread a third of the work), and, when there are few tiles, a count that the thread
-  // count divides, splitting columns finer.
-  void balance_tiles(int64_t mc_tiles, int64_t nc_panels, int threads) {
-    int64_t row_blocks = ceil_div(p_.M, mr_);
-    int64_t tiles_m = ceil_div(row_blocks, mc_tiles);
-    int64_t tiles_n = ceil_div(panels_, nc_panels);
-    int64_t total = p_.G * tiles_m * tiles_n;
-    if (threads > 1 && total < 8 * threads && total % threads != 0) {
-      for (int64_t tn = tiles_n + 1; tn <= std::min(panels_, 4 * tiles_n); ++tn)
-        if (p_.G * tiles_m * tn % threads == 0) {
-          tiles_n = tn;
-          break;
-        }
-    }
-    mc_ = ceil_div(row_blocks, tiles_m) * mr_;
-    nc_ = ceil_div(panels_, tiles_n) * nr_;
   }
 
   const TemplateContext& ctx_;

@@ -2,6 +2,8 @@
 // that take one input in a packed layout.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -23,6 +25,28 @@ inline ScheduledKernel kernel_of(const std::string& name, std::vector<ir::Param>
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// How a GEMM-like output of batches x row_blocks x panels register tiles splits into the parallel
+// tasks of `threads`: tiles of about mc_tiles x nc_panels register tiles, as even as the register
+// tile allows (a 128-row output in 96-row tiles would leave one thread a third of the work), and,
+// when there are few tiles, a count that the thread count divides, splitting columns finer.
+struct TileSplit {
+  int64_t rows_per_tile, panels_per_tile;  // in register tiles
+};
+inline TileSplit balance_tiles(int64_t batches, int64_t row_blocks, int64_t panels,
+                               int64_t mc_tiles, int64_t nc_panels, int threads) {
+  int64_t tiles_m = ceil_div(row_blocks, mc_tiles);
+  int64_t tiles_n = ceil_div(panels, nc_panels);
+  if (threads > 1 && batches * tiles_m * tiles_n < 8 * threads &&
+      batches * tiles_m * tiles_n % threads != 0) {
+    for (int64_t tn = tiles_n + 1; tn <= std::min(panels, 4 * tiles_n); ++tn)
+      if (batches * tiles_m * tn % threads == 0) {
+        tiles_n = tn;
+        break;
+      }
+  }
+  return {ceil_div(row_blocks, tiles_m), ceil_div(panels, tiles_n)};
+}
 
 // The statement prefetch(buf[indices]): a hint to bring that element's line towards the core.
 inline ir::Stmt prefetch(const ir::Buffer& buf, std::vector<ir::Expr> indices) {

@@ -1,6 +1,7 @@
-// ThreadPool: persistent workers that wait for a parallel loop, claim contiguous chunks of its
-// iterations (a few per thread, so that a slower core takes fewer), and go back to waiting.
-// Workers spin briefly before sleeping: kernels come in bursts.
+// ThreadPool: persistent workers that wait for a parallel loop, run contiguous chunks of its
+// iterations (a few per thread: their own run of chunks first, then the others', so that a slower
+// core takes fewer), and go back to waiting. Workers spin briefly before sleeping: kernels come
+// in bursts.
 
 #include "loom/runtime/thread_pool.hpp"
 
@@ -45,14 +46,25 @@ constexpr int kChunksPerThread = 4;
 }  // namespace
 
 struct ThreadPool::Impl {
-  // One parallel loop. Chunks are claimed with next_chunk; remaining counts unfinished ones.
+  // One parallel loop. Each thread owns a contiguous run of the chunks and claims them in order;
+  // a thread whose run is done takes chunks from the others' (the next one each has not begun).
+  // In a balanced loop every thread thus runs the same iterations run after run, and finds the
+  // data it touched last time still in its own L2; a slower core still takes fewer. Against one
+  // shared queue of chunks, interleaved in one process on the 2-core Xeon VM: the 1x1 conv
+  // 256->64 at 56x56 on two threads, medians 0.300 against 0.318 ms (8x3 tiles) and 0.314
+  // against 0.329 (12x2); GEMM 128x768x3072 at best 1.61 against 1.69 ms, 1024^3 even.
+  struct alignas(64) Run {
+    std::atomic<int> next{0};
+    int end = 0;
+  };
   struct Job {
     ParallelBody body = nullptr;
     void* context = nullptr;
     int64_t begin = 0, end = 0;
     int64_t chunk = 0;
     int num_chunks = 0;
-    std::atomic<int> next_chunk{0};
+    int num_runs = 0;
+    std::unique_ptr<Run[]> runs;
     std::atomic<int> remaining{0};
   };
 
@@ -65,21 +77,25 @@ struct ThreadPool::Impl {
   std::vector<std::thread> workers;
   std::atomic<int> threads{1};
 
-  // Runs chunks of a job until none is left.
-  static void work(Job& job) {
-    for (;;) {
-      int c = job.next_chunk.fetch_add(1, std::memory_order_relaxed);
-      if (c >= job.num_chunks) return;
-      int64_t lo = job.begin + c * job.chunk;
-      int64_t hi = std::min(job.end, lo + job.chunk);
-      job.body(lo, hi, job.context);
-      job.remaining.fetch_sub(1, std::memory_order_acq_rel);
+  // Runs chunks of a job until none is left: thread `self`'s own first, then the others'.
+  static void work(Job& job, int self) {
+    for (int r = 0; r < job.num_runs; ++r) {
+      Run& run = job.runs[(self + r) % job.num_runs];
+      for (;;) {
+        int c = run.next.fetch_add(1, std::memory_order_relaxed);
+        if (c >= run.end) break;
+        int64_t lo = job.begin + c * job.chunk;
+        int64_t hi = std::min(job.end, lo + job.chunk);
+        job.body(lo, hi, job.context);
+        job.remaining.fetch_sub(1, std::memory_order_acq_rel);
+      }
     }
   }
 
-  void worker_loop() {
+  // `seen` is the generation when the worker was started: a loop posted before the new thread
+  // first runs is still its to join.
+  void worker_loop(int self, uint64_t seen) {
     in_parallel_region = true;
-    uint64_t seen = generation.load(std::memory_order_acquire);
     for (;;) {
       // Spin a little for the next job, then sleep.
       int spins = 0;
@@ -95,13 +111,14 @@ struct ThreadPool::Impl {
         seen = generation.load(std::memory_order_acquire);
         job = current;
       }
-      work(*job);
+      work(*job, self);
     }
   }
 
   void start(int n) {
     threads.store(n);
-    for (int i = 1; i < n; ++i) workers.emplace_back([this] { worker_loop(); });
+    const uint64_t seen = generation.load(std::memory_order_acquire);
+    for (int i = 1; i < n; ++i) workers.emplace_back([this, i, seen] { worker_loop(i, seen); });
   }
   void join_all() {
     {
@@ -155,7 +172,13 @@ void ThreadPool::parallel_for(int64_t begin, int64_t end, ParallelBody body, voi
   const int64_t chunks = std::min<int64_t>(extent, int64_t{n} * kChunksPerThread);
   job.chunk = (extent + chunks - 1) / chunks;
   job.num_chunks = static_cast<int>((extent + job.chunk - 1) / job.chunk);
-  job.next_chunk.store(0, std::memory_order_relaxed);
+  job.num_runs = std::min(n, job.num_chunks);
+  job.runs = std::make_unique<Impl::Run[]>(static_cast<size_t>(job.num_runs));
+  for (int r = 0; r < job.num_runs; ++r) {
+    job.runs[r].next.store(static_cast<int>(int64_t{job.num_chunks} * r / job.num_runs),
+                           std::memory_order_relaxed);
+    job.runs[r].end = static_cast<int>(int64_t{job.num_chunks} * (r + 1) / job.num_runs);
+  }
   job.remaining.store(job.num_chunks, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> wake_lock(p.mu);
@@ -164,7 +187,7 @@ void ThreadPool::parallel_for(int64_t begin, int64_t end, ParallelBody body, voi
   }
   p.wake.notify_all();
   in_parallel_region = true;
-  Impl::work(job);
+  Impl::work(job, 0);
   in_parallel_region = false;
   // Wait for the other chunks: spin first, then yield so that an oversubscribed machine still
   // lets the workers run.

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <thread>
@@ -60,6 +61,36 @@ TEST_CASE("thread pool: every iteration runs once for any thread count and range
         REQUIRE(hits[static_cast<size_t>(i)] == (i >= begin && i < end ? 1 : 0));
       }
     }
+  }
+}
+
+TEST_CASE("thread pool: chunks a stalled thread owns are run by the others", "[parallel]") {
+  ThreadCountGuard guard;
+  for (int threads : {2, 3}) {
+    loom::set_num_threads(threads);
+    // The caller's first chunk waits until every other chunk is done, which the other threads
+    // reach only by taking the rest of the caller's own run of chunks.
+    const std::thread::id caller = std::this_thread::get_id();
+    constexpr int64_t kIterations = 64;  // as many chunks as the pool makes (a few per thread)
+    std::atomic<int64_t> done{0};
+    std::atomic<int> chunks{0};
+    std::atomic<bool> caller_waited{false}, rest_done{false};
+    runtime::ThreadPool::global().parallel_for(0, kIterations, [&](int64_t lo, int64_t hi) {
+      chunks.fetch_add(1);
+      if (std::this_thread::get_id() == caller && !caller_waited.exchange(true)) {
+        auto t0 = std::chrono::steady_clock::now();
+        while (done.load() != kIterations - (hi - lo) &&
+               std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
+          std::this_thread::yield();
+        rest_done = done.load() == kIterations - (hi - lo);
+      }
+      done.fetch_add(hi - lo);
+    });
+    INFO("threads " << threads << ", chunks " << chunks.load() << ", done " << done.load());
+    REQUIRE(chunks.load() > threads);  // the caller owned more than the chunk it stalled in
+    REQUIRE(caller_waited.load());
+    REQUIRE(rest_done.load());
+    REQUIRE(done.load() == kIterations);
   }
 }
 

@@ -27,8 +27,9 @@ class ThreadPool {
   int num_threads() const;
   void set_num_threads(int n);
 
-  // Runs body over [begin, end) split into contiguous chunks, a few per thread, that the threads
-  // claim in turn (the caller takes the first). Returns when every chunk is done. A loop started
+  // Runs body over [begin, end) split into contiguous chunks, a few per thread. Each thread owns
+  // a contiguous run of them (the caller the first) and, done with its own, takes the next
+  // chunks of the others'. Returns when every chunk is done. A loop started
   // while the pool is busy (from another thread, or nested inside a parallel loop) runs serially
   // on its caller: correct, never blocked.
   void parallel_for(int64_t begin, int64_t end, ParallelBody body, void* context);
