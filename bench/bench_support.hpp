@@ -35,7 +35,7 @@ struct Options {
 // Parses our flags and hands the rest, after our defaults (so the user's win), to Google
 // Benchmark. Returns an exit code when the program should stop (--help, a bad flag), else nullopt.
 inline std::optional<int> init(int argc, char** argv, int repetitions, const char* usage,
-                               Options& options) {
+                               Options& options, double min_time_s = 0.2) {
   // OpenMP (Debian's oneDNN and OpenBLAS) keeps its default wait policy: its workers spin a
   // while after each parallel region (libgomp: 300000 iterations, milliseconds), and every switch
   // of library waits longer than that (settle_after_switch), so they never steal a core from
@@ -64,7 +64,7 @@ inline std::optional<int> init(int argc, char** argv, int repetitions, const cha
   }
   std::vector<std::string> defaults{
       "--benchmark_repetitions=" + std::to_string(options.quick ? 3 : repetitions),
-      options.quick ? "--benchmark_min_time=0.05" : "--benchmark_min_time=0.2",
+      "--benchmark_min_time=" + std::to_string(options.quick ? 0.05 : min_time_s),
       "--benchmark_display_aggregates_only=true",
       // Repetitions of all cases and peers in random order: drift of a shared machine (clock,
       // neighbours) spreads over every implementation instead of favouring whichever ran first.

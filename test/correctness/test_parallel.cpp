@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -68,16 +70,15 @@ TEST_CASE("thread pool: chunks a stalled thread owns are run by the others", "[p
   ThreadCountGuard guard;
   for (int threads : {2, 3}) {
     loom::set_num_threads(threads);
-    // The caller's first chunk waits until every other chunk is done, which the other threads
-    // reach only by taking the rest of the caller's own run of chunks.
-    const std::thread::id caller = std::this_thread::get_id();
+    // The first chunk to start waits until every other chunk is done, which the other threads
+    // reach only by taking the rest of the stalled thread's own run of chunks.
     constexpr int64_t kIterations = 64;  // as many chunks as the pool makes (a few per thread)
     std::atomic<int64_t> done{0};
     std::atomic<int> chunks{0};
-    std::atomic<bool> caller_waited{false}, rest_done{false};
+    std::atomic<bool> stalled{false}, rest_done{false};
     runtime::ThreadPool::global().parallel_for(0, kIterations, [&](int64_t lo, int64_t hi) {
       chunks.fetch_add(1);
-      if (std::this_thread::get_id() == caller && !caller_waited.exchange(true)) {
+      if (!stalled.exchange(true)) {
         auto t0 = std::chrono::steady_clock::now();
         while (done.load() != kIterations - (hi - lo) &&
                std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
@@ -87,10 +88,33 @@ TEST_CASE("thread pool: chunks a stalled thread owns are run by the others", "[p
       done.fetch_add(hi - lo);
     });
     INFO("threads " << threads << ", chunks " << chunks.load() << ", done " << done.load());
-    REQUIRE(chunks.load() > threads);  // the caller owned more than the chunk it stalled in
-    REQUIRE(caller_waited.load());
+    REQUIRE(chunks.load() > threads);  // each thread owned more than the chunk it may stall in
     REQUIRE(rest_done.load());
     REQUIRE(done.load() == kIterations);
+  }
+}
+
+TEST_CASE("thread pool: a lowered thread count keeps loops to that many threads", "[parallel]") {
+  ThreadCountGuard guard;
+  for (int threads : {4, 2, 1, 3}) {
+    loom::set_num_threads(threads);
+    // Chunks long enough that every thread allowed in would take some.
+    std::mutex mu;
+    std::set<std::thread::id> ran_on;
+    std::atomic<int64_t> done{0};
+    for (int rep = 0; rep < 3; ++rep)
+      runtime::ThreadPool::global().parallel_for(0, 64, [&](int64_t lo, int64_t hi) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          ran_on.insert(std::this_thread::get_id());
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        done.fetch_add(hi - lo);
+      });
+    INFO("threads " << threads);
+    REQUIRE(done.load() == 3 * 64);
+    REQUIRE(static_cast<int>(ran_on.size()) <= threads);
+    REQUIRE(static_cast<int>(ran_on.size()) >= 1);
   }
 }
 
