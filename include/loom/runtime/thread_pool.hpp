@@ -12,7 +12,8 @@ namespace loom {
 // $LOOM_NUM_THREADS, else the number of hardware threads.
 int num_threads();
 // Sets the thread count (n >= 1; larger than the hardware's is allowed). Takes effect for the
-// next parallel loop; safe to call while kernels run on other threads.
+// next parallel loop; safe to call while kernels run on other threads. Lowering the count keeps
+// the threads past it, asleep, for when it rises again.
 void set_num_threads(int n);
 
 namespace runtime {
