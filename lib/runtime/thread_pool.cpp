@@ -70,8 +70,10 @@ struct ThreadPool::Impl {
 
   std::mutex run_mu;  // one parallel loop at a time (try_lock: busy means run serially)
   std::mutex mu;      // guards generation/stop for sleeping workers
-  std::condition_variable wake;
+  std::condition_variable wake;  // loops posted, for active workers
+  std::condition_variable park;  // the thread count changed, for workers past it
   std::atomic<uint64_t> generation{0};
+  uint64_t resized_at = 0;  // the generation when the count last changed (guarded by mu)
   bool stop = false;
   std::shared_ptr<Job> current;  // the latest job; workers keep their own reference to it
   std::vector<std::thread> workers;
@@ -103,6 +105,12 @@ struct ThreadPool::Impl {
   void worker_loop(int self, uint64_t seen) {
     in_parallel_region = true;
     for (;;) {
+      if (!active(self)) {  // parked: loops do not wake it, only a count that includes it
+        std::unique_lock<std::mutex> lock(mu);
+        park.wait(lock, [&] { return stop || active(self); });
+        if (stop) return;
+        seen = resized_at;  // a loop posted since the count rose is still its to join
+      }
       // Spin a little for the next job, then sleep.
       int spins = 0;
       while (active(self) && generation.load(std::memory_order_acquire) == seen &&
@@ -114,9 +122,10 @@ struct ThreadPool::Impl {
       {
         std::unique_lock<std::mutex> lock(mu);
         wake.wait(lock, [&] {
-          return stop || (active(self) && generation.load(std::memory_order_acquire) != seen);
+          return stop || !active(self) || generation.load(std::memory_order_acquire) != seen;
         });
         if (stop) return;
+        if (!active(self)) continue;
         seen = generation.load(std::memory_order_acquire);
         job = current;
       }
@@ -126,12 +135,14 @@ struct ThreadPool::Impl {
 
   // Sets the thread count to n, starting the workers it lacks (under run_mu).
   void resize(int n) {
+    uint64_t seen = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
       threads.store(n, std::memory_order_release);
+      seen = resized_at = generation.load(std::memory_order_acquire);
     }
-    wake.notify_all();  // sleeping workers that the count now includes
-    const uint64_t seen = generation.load(std::memory_order_acquire);
+    wake.notify_all();  // workers the count no longer includes go to park
+    park.notify_all();  // parked workers it includes again come back
     for (int i = static_cast<int>(workers.size()) + 1; i < n; ++i)
       workers.emplace_back([this, i, seen] { worker_loop(i, seen); });
   }
@@ -142,6 +153,7 @@ struct ThreadPool::Impl {
       stop = true;
     }
     wake.notify_all();
+    park.notify_all();
     for (std::thread& t : workers) t.join();
     workers.clear();
   }
