@@ -1,18 +1,18 @@
-// Compiler::compile for a CUDA target: fused groups -> one loop-IR func each -> one CUDA module
-// -> NVRTC (or the kernel cache) -> a GpuProgram that the first run loads onto the device.
+// Compiler::compile for a CUDA target: fused groups -> one loop-IR func each -> CUDA source
+// (identical kernels defined once) in parts of a few definitions -> NVRTC on all cores (or the
+// kernel cache) -> a GpuProgram that the first run loads onto the device.
 
 #include "compiler_cuda.hpp"
-#include "codegen/emit_cuda.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <thread>
 
+#include "codegen/emit_cuda.hpp"
 #include "compiler_cache.hpp"
 #include "graph/fusion.hpp"
 #include "graph/template_context.hpp"
@@ -25,6 +25,7 @@
 #include "loom/runtime/cuda.hpp"
 #include "loom/runtime/kernel_cache.hpp"
 #include "loom/runtime/stats.hpp"
+#include "loom/runtime/thread_pool.hpp"
 #include "loom/tune/tuner.hpp"
 #include "ops/cuda_common.hpp"
 #include "runtime/gpu_graph.hpp"
@@ -54,17 +55,9 @@ bool can_measure(const Target& target) {
 // The machine's cores (at least 1).
 size_t cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-// Runs work(i) for i in [0, count) on up to cores() threads, the caller one of them, each taking
-// the next i in turn (NVRTC compiles, which run in parallel).
+// Runs work(i) for i in [0, count) on as many threads as cores (NVRTC compiles in parallel).
 void on_all_cores(size_t count, const std::function<void(size_t)>& work) {
-  std::atomic<size_t> next{0};
-  auto worker = [&] {
-    for (size_t i = next++; i < count; i = next++) work(i);
-  };
-  std::vector<std::thread> helpers;
-  for (size_t t = 1; t < std::min(cores(), count); ++t) helpers.emplace_back(worker);
-  worker();
-  for (std::thread& t : helpers) t.join();
+  runtime::on_threads(count, cores(), work);
 }
 
 // Times candidate kernels (lowered funcs with the same buffer params) on target's device:

@@ -224,6 +224,17 @@ void ThreadPool::parallel_for(int64_t begin, int64_t end, ParallelBody body, voi
   }
 }
 
+void on_threads(size_t count, size_t threads, const std::function<void(size_t)>& work) {
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < count;) work(i);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < std::min(threads, count); ++t) helpers.emplace_back(worker);
+  worker();
+  for (std::thread& t : helpers) t.join();
+}
+
 void ThreadPool::parallel_for(int64_t begin, int64_t end,
                               const std::function<void(int64_t, int64_t)>& body) {
   auto trampoline = [](int64_t lo, int64_t hi, void* ctx) {

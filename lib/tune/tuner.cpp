@@ -4,15 +4,14 @@
 #include "loom/tune/tuner.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstring>
-#include <thread>
 
 #include "loom/core/status.hpp"
 #include "loom/ir/printer.hpp"
 #include "loom/passes/passes.hpp"
 #include "loom/runtime/stats.hpp"
+#include "loom/runtime/thread_pool.hpp"
 
 namespace loom::tune {
 namespace {
@@ -197,17 +196,12 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   std::vector<Compiled> candidates(configs.size());
   for (size_t i = 0; i < configs.size(); ++i) candidates[i].config = configs[i];
   // Compile in parallel: the JIT accepts concurrent compiles.
-  size_t workers = std::min<size_t>(candidates.size(), std::max(1, ctx.target.cores()));
-  std::atomic<size_t> next{0};
-  auto compile_some = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < candidates.size();)
-      build_and_compile(t, ctx, jit, level == TuneLevel::kNone ? rewrite : nullptr,
-                        candidates[i]);
-  };
-  std::vector<std::thread> threads;
-  for (size_t w = 1; w < workers; ++w) threads.emplace_back(compile_some);
-  compile_some();
-  for (std::thread& th : threads) th.join();
+  runtime::on_threads(candidates.size(), static_cast<size_t>(std::max(1, ctx.target.cores())),
+                      [&](size_t i) {
+                        build_and_compile(t, ctx, jit,
+                                          level == TuneLevel::kNone ? rewrite : nullptr,
+                                          candidates[i]);
+                      });
 
   TunedKernel out;
   if (level == TuneLevel::kNone) {

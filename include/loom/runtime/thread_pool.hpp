@@ -2,6 +2,7 @@
 // kernels. One process-wide pool; the engine sets its size (LOOM_NUM_THREADS is the default).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,6 +18,11 @@ int num_threads();
 void set_num_threads(int n);
 
 namespace runtime {
+
+// Runs work(i) for every i in [0, count) on up to `threads` threads of its own (the caller one
+// of them), each taking the next i in turn; returns when all are done. For host work that runs
+// apart from the kernels' pool and may take it meanwhile: compiles of tuning candidates, NVRTC.
+void on_threads(size_t count, size_t threads, const std::function<void(size_t)>& work);
 
 // The body of a parallel loop: runs iterations [begin, end) with the captured context.
 using ParallelBody = void (*)(int64_t begin, int64_t end, void* context);
