@@ -63,6 +63,20 @@ class EmulatedModule {
         args.push_back(static_cast<uint64_t>(scalars[s++]));
       }
     }
+    // Then the tensor maps (runtime::cuda::TensorMapInfo), each passed as its address.
+    std::vector<runtime::cuda::TensorMap> maps(kernels_[k].tensor_maps.size());
+    for (size_t i = 0; i < maps.size(); ++i) {
+      const runtime::cuda::TensorMapInfo& info = kernels_[k].tensor_maps[i];
+      if (info.buffer >= buffers.size()) return absl::InvalidArgumentError("too few buffers");
+      absl::StatusOr<runtime::cuda::TensorMapShape> m =
+          runtime::cuda::tensor_map_shape(f, info, scalars);
+      if (!m.ok()) return m.status();
+      emulator_detail::encode_emulated_tensor_map(maps[i].bytes.data(), buffers[info.buffer],
+                                                  m->rank, static_cast<uint32_t>(m->element_bytes),
+                                                  m->dims.data(), m->strides.data(),
+                                                  m->box.data(), static_cast<uint32_t>(m->swizzle));
+      args.push_back(reinterpret_cast<uint64_t>(maps[i].bytes.data()));
+    }
     const auto& [grid, block] = *shape;
     std::string error = emulator_->launch(kernels_[k].symbol, {grid.x, grid.y, grid.z},
                                           {block.x, block.y, block.z}, args);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <fstream>
@@ -60,7 +61,10 @@ __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, uns
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(n)
+#define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
+// A tensor map parameter arrives as the address of its 128 bytes (a reference: one 8-byte word).
+#define LOOM_TENSOR_MAP_PARAM(name) const loom_tensor_map& name
 #define __shared__ static
 // A block's dynamic shared memory: one array, like the static ones (blocks run one at a time).
 #define LOOM_DYNAMIC_SHARED(name) static __attribute__((aligned(1024))) unsigned char name[228 * 1024]
@@ -200,7 +204,135 @@ template <int N, int Count> static inline void loom_wgmma_wait(float*) {
   }
 }
 static inline void loom_fence_proxy_async() {}
+)"
+// TMA and mbarriers (sm_90). A tensor map holds the emulator's own description of the tensor
+// (loom_emu_tensor_map, written by encode_emulated_tensor_map). An mbarrier is host state keyed
+// by its shared address, made anew by each init. A copy is recorded on its barrier at issue and
+// done, through the 128-byte swizzle of the destination address, when a wait finds every arrival
+// of the phase in: until then shared memory holds what it held, so a thread that reads a stage
+// before waiting for it computes wrong values here. The phase completes when the copies brought
+// exactly the bytes announced (expect_tx); more bytes abort, and so does a wait past 30 seconds
+// (fewer bytes, or arrivals missing).
+R"(#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+struct loom_emu_tensor_map {
+  const char* base;
+  uint32_t rank, element_bytes, swizzle;
+  uint64_t dims[5], strides[4];
+  uint32_t box[5];
+};
+struct loom_emu_tma_copy { loom_emu_tensor_map map; char* dst; long long c[5]; };
+struct loom_emu_mbarrier { int count = 0, pending = 0; long long tx = 0; unsigned long long phase = 0; std::vector<loom_emu_tma_copy> copies; };
+static std::mutex loom_emu_mbarrier_mu;
+static std::map<const void*, loom_emu_mbarrier> loom_emu_mbarriers;
+static inline void loom_emu_fail(const char* what) { fprintf(stderr, "CUDA emulator: %s\n", what); abort(); }
+static inline loom_emu_mbarrier& loom_emu_mbarrier_at(const void* bar) {
+  auto it = loom_emu_mbarriers.find(bar);
+  if (it == loom_emu_mbarriers.end()) loom_emu_fail("an mbarrier used before its init");
+  return it->second;
+}
+static inline void loom_emu_arrive(loom_emu_mbarrier& b) {
+  if (b.pending <= 0) loom_emu_fail("more arrivals on an mbarrier than its count in one phase");
+  if (--b.pending == 0 && b.copies.empty() && b.tx == 0) { ++b.phase; b.pending = b.count; }
+}
+static inline void loom_mbarrier_init(long long* bar, int count) {
+  std::lock_guard<std::mutex> lock(loom_emu_mbarrier_mu);
+  loom_emu_mbarrier& b = loom_emu_mbarriers[bar];
+  b = loom_emu_mbarrier();
+  b.count = b.pending = count;
+}
+static inline void loom_mbarrier_arrive(long long* bar) {
+  std::lock_guard<std::mutex> lock(loom_emu_mbarrier_mu);
+  loom_emu_arrive(loom_emu_mbarrier_at(bar));
+}
+static inline void loom_mbarrier_expect_tx(long long* bar, int bytes) {
+  std::lock_guard<std::mutex> lock(loom_emu_mbarrier_mu);
+  loom_emu_mbarrier& b = loom_emu_mbarrier_at(bar);
+  b.tx += bytes;
+  loom_emu_arrive(b);
+}
+static inline long long loom_emu_tma_run(const loom_emu_tma_copy& c) {
+  const loom_emu_tensor_map& m = c.map;
+  long long n = 1;
+  for (uint32_t d = 0; d < m.rank; ++d) n *= m.box[d];
+  for (long long i = 0; i < n; ++i) {
+    long long rest = i, offset = 0;
+    bool inside = true;
+    for (uint32_t d = 0; d < m.rank; ++d) {  // innermost first
+      const long long x = c.c[d] + rest % m.box[d];
+      rest /= m.box[d];
+      if (x < 0 || x >= (long long)m.dims[d]) inside = false;
+      offset += x * (d == 0 ? m.element_bytes : (long long)m.strides[d - 1]);
+    }
+    char* to = c.dst + i * m.element_bytes;
+    if (m.swizzle == 3) to = (char*)loom_emu_swizzle128(to);
+    if (inside) memcpy(to, m.base + offset, m.element_bytes);
+    else memset(to, 0, m.element_bytes);
+  }
+  return n * m.element_bytes;
+}
+static inline void loom_tma_load_3d(void* dst, const void* map, long long* bar, int c0, int c1, int c2) {
+  std::lock_guard<std::mutex> lock(loom_emu_mbarrier_mu);
+  loom_emu_tma_copy c{*(const loom_emu_tensor_map*)map, (char*)dst, {c0, c1, c2, 0, 0}};
+  if (c.map.rank != 3) loom_emu_fail("a 3-d TMA copy through a tensor map of another rank");
+  if (c.map.swizzle == 3 && ((uintptr_t)dst % 1024) != 0) loom_emu_fail("a swizzled TMA copy to shared memory not 1024-aligned");
+  loom_emu_mbarrier_at(bar).copies.push_back(c);
+}
+static inline void loom_mbarrier_wait(long long* bar, int parity) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(loom_emu_mbarrier_mu);
+      loom_emu_mbarrier& b = loom_emu_mbarrier_at(bar);
+      if ((int)(b.phase & 1) != parity) return;
+      if (b.pending == 0) {  // every arrival in: the copies land (more may still be issued)
+        for (const loom_emu_tma_copy& c : b.copies) b.tx -= loom_emu_tma_run(c);
+        b.copies.clear();
+        if (b.tx < 0) loom_emu_fail("the TMA copies of an mbarrier phase brought more bytes than announced");
+        if (b.tx == 0) {
+          ++b.phase;
+          b.pending = b.count;
+          continue;
+        }
+      }
+      if (std::chrono::steady_clock::now() > deadline)
+        loom_emu_fail(b.pending ? "an mbarrier wait timed out after 30 seconds, arrivals missing"
+                                : "an mbarrier wait timed out after 30 seconds, announced bytes missing");
+    }
+    std::this_thread::yield();
+  }
+}
+template <int N, int Raise> static inline void loom_set_max_registers() {}
 )";
+
+// The emulator's tensor map (the shim's loom_emu_tensor_map) in the 128 bytes at `out`: the
+// tensor at `base`, innermost dimension first, as cuTensorMapEncodeTiled takes it.
+struct EmulatedTensorMap {
+  const char* base;
+  uint32_t rank, element_bytes, swizzle;
+  uint64_t dims[5], strides[4];
+  uint32_t box[5];
+};
+static_assert(sizeof(EmulatedTensorMap) <= 128, "a tensor map is 128 bytes");
+inline void encode_emulated_tensor_map(void* out, const void* base, uint32_t rank,
+                                       uint32_t element_bytes, const uint64_t* dims,
+                                       const uint64_t* strides, const uint32_t* box,
+                                       uint32_t swizzle) {
+  EmulatedTensorMap m{};
+  m.base = static_cast<const char*>(base);
+  m.rank = rank;
+  m.element_bytes = element_bytes;
+  m.swizzle = swizzle;
+  for (uint32_t d = 0; d < rank && d < 5; ++d) {
+    m.dims[d] = dims[d];
+    m.box[d] = box[d];
+    if (d > 0) m.strides[d - 1] = strides[d - 1];
+  }
+  std::memset(out, 0, 128);
+  std::memcpy(out, &m, sizeof m);
+}
 
 // Stand-ins for the toolkit's headers: storage types and round-to-nearest-even conversions.
 inline const char* kHalfHeader = R"(#pragma once

@@ -112,6 +112,50 @@ __device__ __forceinline__ void loom_fence_proxy_async() { asm volatile("fence.p
 #endif
 )";
 
+// The Hopper TMA copies and the mbarriers they complete on (sm_90), and setmaxnreg (sm_90a).
+// A tensor map is a kernel parameter of 128 bytes, __grid_constant__ so that its address is its
+// place in parameter memory, which the copy reads it from. The test emulator declares such
+// parameters its own way (LOOM_TENSOR_MAP_PARAM) and provides the functions.
+constexpr const char* kTmaPreamble = R"(struct __align__(64) loom_tensor_map { unsigned long long bytes[16]; };
+#ifndef LOOM_TENSOR_MAP_PARAM
+#define LOOM_TENSOR_MAP_PARAM(name) const __grid_constant__ loom_tensor_map name
+#endif
+#if defined(__CUDA_ARCH__)
+__device__ __forceinline__ unsigned loom_shared_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void loom_mbarrier_init(long long* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(loom_shared_address(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void loom_mbarrier_arrive(long long* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(loom_shared_address(bar)) : "memory");
+}
+__device__ __forceinline__ void loom_mbarrier_expect_tx(long long* bar, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+               :: "r"(loom_shared_address(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void loom_mbarrier_wait(long long* bar, int parity) {
+  const unsigned a = loom_shared_address(bar);
+  unsigned done = 0;
+  do {
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(a), "r"(parity) : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void loom_tma_load_3d(void* dst, const loom_tensor_map* map, long long* bar,
+                                                 int c0, int c1, int c2) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%2, %3, %4}], [%5];\n"
+               :: "r"(loom_shared_address(dst)), "l"(reinterpret_cast<unsigned long long>(map)),
+                  "r"(c0), "r"(c1), "r"(c2), "r"(loom_shared_address(bar)) : "memory");
+}
+template <int N, int Raise> __device__ __forceinline__ void loom_set_max_registers() {
+  if (Raise) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(N));
+  else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(N));
+}
+#endif
+)";
+
 // loom_wgmma_m64n<n>k16_<type>: one wgmma.mma_async of the given N, A K-major and B N-major
 // (transposed), both with the 128-byte swizzle, f32 accumulators added to.
 std::string wgmma_function(int64_t n, const std::string& type) {
@@ -262,7 +306,8 @@ class GpuLoopCollector : public ir::IRVisitor {
 
 // What the kernels of a module need from the preamble.
 struct PreambleNeeds {
-  bool f16 = false, bf16 = false, tensor_cores = false, dynamic_shared = false, wgmma = false;
+  bool f16 = false, bf16 = false, tensor_cores = false, dynamic_shared = false, wgmma = false,
+       tma = false;
   std::set<std::pair<int64_t, std::string>> wgmma_shapes;  // (N, f16 or bf16)
 };
 
@@ -406,6 +451,9 @@ class FuncEmitter {
   std::string cast(DType from, DType to, const std::string& v);
   std::string call(const ir::Expr& e, const ir::Call* op, int lane);
   std::string memory_intrinsic(const ir::Call* op);
+  // A tma_load_3d: the copy through the kernel's tensor map of its source and box (added to
+  // tensor_maps_ and the kernel's params on first use).
+  std::string tma_load(const ir::Call* op);
   std::string load(const ir::Expr& e, const ir::Load* op, int lane);
   const BufferBinding* find_buffer(const ir::BufferNode* node, const char* what);
 
@@ -433,6 +481,14 @@ class FuncEmitter {
   bool narrow_ = false;  // emitting an i64 expression in int
   bool widen_operand_ = false;  // the next expression is an operand of 64-bit arithmetic
   std::set<const ir::VarNode*> params_;
+  // Buffer params by position among the func's buffer params; the tensor maps used so far.
+  std::map<const ir::BufferNode*, size_t> buffer_position_;
+  struct TensorMapUse {
+    const ir::BufferNode* buffer;
+    std::vector<int64_t> box;
+    std::string name;
+  };
+  std::vector<TensorMapUse> tensor_maps_;
   LaunchAxes launch_;
   bool bound_[2][3] = {};  // GPU axes bound by enclosing loops: [block/thread][axis]
   std::string symbol_;     // the kernel's
@@ -770,8 +826,15 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   if (name == "thread_fence") return "__threadfence()";
   if (name == "prefetch") return "0";  // a CPU cache hint; GPU kernels stage through shared memory
   const bool warpgroup = name.rfind("wgmma", 0) == 0 || name == "fence_proxy_async";
+  const bool tma = name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" ||
+                   name == "set_max_registers";
   if (warpgroup) needs_->wgmma = true;
+  else if (tma) needs_->tma = true;
   else if (name != "atomic_add_i32") needs_->tensor_cores = true;
+  if (name == "set_max_registers")
+    return str_cat("loom_set_max_registers<", ir::as_const_int(op->args[0]).value_or(0), ", ",
+                   ir::as_const_int(op->args[1]).value_or(0), ">()");
+  if (name == "tma_load_3d") return tma_load(op);
   if (name == "wgmma_commit") return "loom_wgmma_commit()";
   if (name == "fence_proxy_async") return "loom_fence_proxy_async()";
   if (name == "cp_async_commit") return "loom_cp_async_commit()";
@@ -810,6 +873,41 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   }
   std::string r = "loom_" + name + "(";
   for (size_t i = 0; i < args.size(); ++i) r += (i ? ", " : "") + args[i];
+  return r + ")";
+}
+
+std::string FuncEmitter::tma_load(const ir::Call* op) {
+  const auto* dst = op->args[0].as<ir::Load>();
+  const auto* bar = op->args[1].as<ir::Load>();
+  const ir::BufferNode* src = op->args[2].as<ir::Load>()->buffer.get();
+  auto position = buffer_position_.find(src);
+  if (position == buffer_position_.end())
+    return fail_expr(absl::InvalidArgumentError(
+        str_cat("tma_load_3d of buffer '", src->name, "', which is not a parameter of the func")));
+  if (src->shape.size() != 3 || !src->layout.steps().empty())
+    return fail_expr(absl::InvalidArgumentError(str_cat(
+        "tma_load_3d of buffer '", src->name, "': TMA copies from row-major rank-3 buffers")));
+  std::vector<int64_t> box;
+  for (size_t i = 6; i < 9; ++i) box.push_back(ir::as_const_int(op->args[i]).value_or(0));
+  if (box[2] * src->dtype.bytes() != 128)
+    return fail_expr(absl::InvalidArgumentError(
+        str_cat("tma_load_3d of buffer '", src->name, "': the box's rows are ",
+                box[2] * src->dtype.bytes(), " bytes; the 128-byte swizzle takes 128")));
+  if (dst->indices.size() != 1 || bar->indices.size() != 1)
+    return fail_expr(absl::InvalidArgumentError("tma_load_3d needs flattened IR"));
+  const BufferBinding* d = find_buffer(dst->buffer.get(), "tma_load_3d");
+  const BufferBinding* b = find_buffer(bar->buffer.get(), "tma_load_3d");
+  if (!d || !b) return "0";
+  std::string map;
+  for (const TensorMapUse& use : tensor_maps_)
+    if (use.buffer == src && use.box == box) map = use.name;
+  if (map.empty()) {
+    map = fresh(src->name + "_map", "map");
+    tensor_maps_.push_back({src, box, map});
+  }
+  std::string r = str_cat("loom_tma_load_3d(&", d->name, "[", expr(dst->indices[0], 0), "], &",
+                          map, ", &", b->name, "[", expr(bar->indices[0], 0), "]");
+  for (size_t i = 6; i-- > 3;) r += ", (int)(" + expr(op->args[i], 0) + ")";  // innermost first
   return r + ")";
 }
 
@@ -1115,6 +1213,8 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
       params.push_back(str_cat(read_only && !aliased ? "const " : "", memory_type(buf->dtype()),
                                aliased ? "* " : "* __restrict__ ", name));
       buffers_[buf->node().get()] = BufferBinding{name, buf->dtype()};
+      const size_t buffer_index = buffer_position_.size();
+      buffer_position_[buf->node().get()] = buffer_index;
     } else {
       const ir::Var& var = std::get<ir::Var>(p);
       if (!var.defined()) return absl::InvalidArgumentError("undefined scalar parameter");
@@ -1180,6 +1280,11 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
 
   stmt(f.body);
   LOOM_RETURN_IF_ERROR(status_);
+  for (const TensorMapUse& use : tensor_maps_) {
+    params.push_back("LOOM_TENSOR_MAP_PARAM(" + use.name + ")");
+    info->tensor_maps.push_back({buffer_position_.at(use.buffer), use.buffer->dtype,
+                                 use.buffer->shape, use.box});
+  }
   std::string body = os_.str();
   os_.str("");
   os_ << "extern \"C\" __global__ void ";
@@ -1250,6 +1355,7 @@ absl::StatusOr<EmittedCuda> emit_cuda(const ir::Module& m) {
     if (needs.bf16) src += "LOOM_MMA_M16N8K16(bf16, __nv_bfloat16, \"bf16\")\n";
     src += "#endif\n";
   }
+  if (needs.tma) src += kTmaPreamble;
   if (needs.wgmma) {
     src += kWgmmaPreamble;
     src += "#if defined(__CUDA_ARCH__)\n";

@@ -194,6 +194,8 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"cp_async_commit", 0}, {"cp_async_wait", 1}, {"bit_xor", 2},
     {"atomic_add_i32", 3}, {"thread_fence", 0}, {"wgmma_m64k16", 7}, {"wgmma_fence", 2},
     {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0}, {"prefetch", 1},
+    {"mbarrier_init", 2}, {"mbarrier_arrive", 1}, {"mbarrier_expect_tx", 2},
+    {"mbarrier_wait", 2}, {"tma_load_3d", 9}, {"set_max_registers", 2},
 };
 
 bool is_16_bit_float(DType t) {
@@ -261,6 +263,39 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
       const auto* n = args[2].as<IntImm>();
       LOOM_CHECK(n && n->value >= 0 && n->value < 8, name, " needs a constant count in [0, 8)");
     }
+  } else if (name.rfind("mbarrier_", 0) == 0) {
+    const Load* bar = load(0);
+    LOOM_CHECK(bar->buffer->scope == MemoryScope::kShared && args[0].type() == DType::i64(), name,
+               " names an mbarrier: an i64 element of shared memory");
+    if (name == "mbarrier_init" || name == "mbarrier_expect_tx") {
+      const auto* n = args[1].as<IntImm>();
+      LOOM_CHECK(n && n->value > 0 && n->value < (1 << 20), name,
+                 " needs a constant count in [1, 2^20)");
+    } else if (name == "mbarrier_wait") {
+      LOOM_CHECK(args[1].type().is_int() && args[1].type().is_scalar(), name,
+                 " takes an integer phase parity");
+    }
+  } else if (name == "tma_load_3d") {
+    LOOM_CHECK(load(0)->buffer->scope == MemoryScope::kShared, name, " writes shared memory");
+    LOOM_CHECK(load(1)->buffer->scope == MemoryScope::kShared && args[1].type() == DType::i64(),
+               name, " completes on an mbarrier: an i64 element of shared memory");
+    LOOM_CHECK(load(2)->buffer->scope == MemoryScope::kGlobal, name, " reads global memory");
+    LOOM_CHECK(args[0].type() == args[2].type(), name, " copies between buffers of one type");
+    for (size_t i = 3; i < 6; ++i)
+      LOOM_CHECK(args[i].type().is_int() && args[i].type().is_scalar(), name,
+                 " takes integer coordinates");
+    for (size_t i = 6; i < 9; ++i) {
+      const auto* box = args[i].as<IntImm>();
+      LOOM_CHECK(box && box->value >= 1 && box->value <= 256, name,
+                 " needs constant box extents in [1, 256]");
+    }
+  } else if (name == "set_max_registers") {
+    const auto* n = args[0].as<IntImm>();
+    const auto* up = args[1].as<IntImm>();
+    LOOM_CHECK(n && n->value >= 24 && n->value <= 256 && n->value % 8 == 0, name,
+               " needs a constant count, a multiple of 8 in [24, 256]");
+    LOOM_CHECK(up && (up->value == 0 || up->value == 1), name,
+               " needs a constant 1 (raise) or 0 (lower)");
   } else if (name == "prefetch") {
     load(0);
   } else if (name == "cp_async_wait") {
@@ -276,7 +311,8 @@ bool Call::takes_addresses(const std::string& name) {
          name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait" ||
          name == "atomic_add_i32" || name == "thread_fence" || name == "wgmma_m64k16" ||
          name == "wgmma_fence" || name == "wgmma_commit" || name == "wgmma_wait" ||
-         name == "fence_proxy_async" || name == "prefetch";
+         name == "fence_proxy_async" || name == "prefetch" || name.rfind("mbarrier_", 0) == 0 ||
+         name == "tma_load_3d" || name == "set_max_registers";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {

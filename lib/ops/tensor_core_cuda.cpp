@@ -555,18 +555,32 @@ constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAt
 
 struct WgTiles {
   int64_t warpgroups, block_n, stages, split_k;
+  bool tma;  // TMA copies by a producer warpgroup (below), else cp.async by every thread
 
   explicit WgTiles(const tune::Config& c)
       : warpgroups(c["warpgroups"]),
         block_n(c["block_n"]),
         stages(c["stages"]),
-        split_k(c["split_k"]) {}
+        split_k(c["split_k"]),
+        tma(c.has("tma") && c["tma"] != 0) {}
 
-  int64_t threads() const { return warpgroups * 128; }
+  int64_t consumers() const { return warpgroups * 128; }  // the threads that multiply
+  int64_t threads() const { return consumers() + (tma ? 128 : 0); }
   int64_t bm() const { return warpgroups * 64; }
   int64_t accumulators() const { return block_n / 2; }  // per thread
-  int64_t shared_bytes() const { return stages * (bm() + block_n) * kWgK * 2; }
+  int64_t stage_bytes() const { return (bm() + block_n) * kWgK * 2; }
+  // The stages, and the TMA path's two mbarriers per stage (past the 1024-aligned tiles).
+  int64_t shared_bytes() const { return stages * stage_bytes() + (tma ? 1024 : 0); }
   int64_t registers() const { return accumulators() + 48; }
+  // With a producer warpgroup and two that multiply (384 threads, 168 registers each at
+  // launch), the producer gives registers up for the others (setmaxnreg): 40 against 232.
+  // Not with split-K, whose reduction every thread takes part in.
+  bool shifts_registers() const { return tma && warpgroups == 2 && split_k == 1; }
+  int64_t register_limit(int64_t registers_per_block, int64_t max_per_thread) const {
+    if (shifts_registers()) return kConsumerRegisters;
+    return std::min(max_per_thread, registers_per_block / threads() / 8 * 8);
+  }
+  static constexpr int64_t kProducerRegisters = 40, kConsumerRegisters = 232;
 };
 
 class WarpgroupGemm {
@@ -587,10 +601,20 @@ class WarpgroupGemm {
                              ir::MemoryScope::kShared);
     acc_ = Buffer::make(ctx.name + "_acc", DType::f32(), {Expr(t_.accumulators())},
                         ir::MemoryScope::kLocal);
+    bars_ = Buffer::make(ctx.name + "_bars", DType::i64(), {Expr(2 * t_.stages)},
+                         ir::MemoryScope::kShared);
     a_async_ = !p_.a.element && p_.K % kChunk == 0;
     b_async_ = !p_.b.element && p_.N % kChunk == 0;
+    LOOM_CHECK(!t_.tma || tma_copies(p_), "TMA copies of operands it cannot copy");
     split_ = SplitK(ctx.name, p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.block_n),
                     t_.split_k, t_.accumulators(), t_.threads());
+  }
+
+  // Whether TMA can copy both operands: row-major [batch, rows, cols] tensors whose rows are
+  // multiples of 16 bytes (the tensor map's strides).
+  static bool tma_copies(const TcProblem& p) {
+    return !p.a.element && !p.b.element && p.a.buffer.shape().size() == 3 &&
+           p.b.buffer.shape().size() == 3 && p.K % kChunk == 0 && p.N % kChunk == 0;
   }
 
   const std::vector<ir::Param>& params() const { return p_.params; }
@@ -629,18 +653,22 @@ class WarpgroupGemm {
     });
   }
 
+  // The wgmma of 16-deep step kk of the slice in `stage`: the descriptors start at row 64 w of
+  // A and k row 16 kk of B.
+  Stmt wgmma(const Expr& stage, const Expr& warpgroup, int64_t kk) const {
+    return call("wgmma_m64k16",
+                {acc_.load({Expr(int64_t{0})}),
+                 a_shared_.load({stage, warpgroup * 64, Expr(kk * kMmaK)}),
+                 b_shared_.load({stage, Expr(kk * kMmaK), Expr(int64_t{0})}), Expr(t_.block_n),
+                 Expr(kGroupBytes), Expr(kAtomBytes), Expr(kGroupBytes)});
+  }
+
   // Stage "multiply": the warpgroup's 64 rows of A times B, one wgmma per 16-deep step, the
   // descriptors' start at row 64 w of A and k row 16 kk of B.
   Stmt multiply(const Expr& stage, const Expr& warpgroup) const {
     const Expr regs(t_.accumulators());
     std::vector<Stmt> s = {call("wgmma_fence", {acc_.load({Expr(int64_t{0})}), regs})};
-    for (int64_t kk = 0; kk < kWgK / kMmaK; ++kk)
-      s.push_back(call("wgmma_m64k16",
-                       {acc_.load({Expr(int64_t{0})}),
-                        a_shared_.load({stage, warpgroup * 64, Expr(kk * kMmaK)}),
-                        b_shared_.load({stage, Expr(kk * kMmaK), Expr(int64_t{0})}),
-                        Expr(t_.block_n), Expr(kGroupBytes), Expr(kAtomBytes),
-                        Expr(kGroupBytes)}));
+    for (int64_t kk = 0; kk < kWgK / kMmaK; ++kk) s.push_back(wgmma(stage, warpgroup, kk));
     s.push_back(call("wgmma_commit"));
     s.push_back(call("wgmma_wait", {acc_.load({Expr(int64_t{0})}), regs, Expr(int64_t{0})}));
     return ir::Seq::make(std::move(s));
@@ -673,11 +701,93 @@ class WarpgroupGemm {
     });
   }
 
+  // The TMA path's barriers: full[s] completes when stage s holds its slice (the producer's
+  // arrival with the slice's bytes, then the copies), empty[s] when every consumer thread is
+  // done with it.
+  Expr full(const Expr& s) const { return bars_.load({s}); }
+  Expr empty(const Expr& s) const { return bars_.load({s + t_.stages}); }
+
+  // Stage "produce" (TMA): one thread of the producer warpgroup, per slice of the block's
+  // range: wait until the stage is empty (its previous round's readers arrived; the first round
+  // passes, as parity 1 of a fresh barrier does), announce the stage's bytes on full[s], copy A's
+  // BM x 64 box and B's 64 x 64 atoms into it.
+  Stmt produce(const Expr& first, const Expr& count) const {
+    Var kt("kt");
+    const Expr s = kt % t_.stages, round = kt / t_.stages, k0 = (first + kt) * kWgK;
+    const Expr zero(int64_t{0}), one(int64_t{1});
+    auto batch = [&](const Operand& op) { return op.batched ? g_ : zero; };
+    std::vector<Stmt> step = {
+        call("mbarrier_wait", {empty(s), (round + one) % int64_t{2}}),
+        call("mbarrier_expect_tx", {full(s), Expr(t_.stage_bytes())}),
+        call("tma_load_3d", {a_shared_.load({s, zero, zero}), full(s), p_.a.buffer.load({zero, zero, zero}),
+                             batch(p_.a), m0_, k0, one, Expr(t_.bm()), Expr(kWgK)}),
+    };
+    for (int64_t j = 0; j < t_.block_n / 64; ++j)
+      step.push_back(call("tma_load_3d",
+                          {b_shared_.load({s, zero, Expr(j * 64)}), full(s),
+                           p_.b.buffer.load({zero, zero, zero}), batch(p_.b), k0,
+                           n0_ + j * 64, one, Expr(kWgK), Expr(int64_t{64})}));
+    return ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step)));
+  }
+
+  // Stage "consume" (TMA): per slice, wait until its stage is full, multiply, and once the
+  // previous slice's products are done (one group stays in flight) release that one's stage.
+  Stmt consume(const Expr& count, const Expr& warpgroup) const {
+    Var kt("kt");
+    const Expr s = kt % t_.stages, regs(t_.accumulators()), zero(int64_t{0});
+    std::vector<Stmt> step = {call("mbarrier_wait", {full(s), (kt / t_.stages) % int64_t{2}}),
+                              call("wgmma_fence", {acc_.load({zero}), regs})};
+    for (int64_t kk = 0; kk < kWgK / kMmaK; ++kk) step.push_back(wgmma(s, warpgroup, kk));
+    step.push_back(call("wgmma_commit"));
+    step.push_back(call("wgmma_wait", {acc_.load({zero}), regs, Expr(int64_t{1})}));
+    step.push_back(ir::IfThenElse::make(
+        kt > int64_t{0}, call("mbarrier_arrive", {empty((kt + (t_.stages - 1)) % t_.stages)})));
+    return ir::Seq::make({
+        ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step))),
+        call("wgmma_wait", {acc_.load({zero}), regs, zero}),
+    });
+  }
+
+  // One block's tile on the TMA path: thread 0 sets up the barriers; the last warpgroup
+  // produces (one thread copying), the others consume; then C is stored by the consumers, or
+  // the splits reduced first (every thread, the producer's accumulators zero).
+  Stmt tma_block_tile(const Var& tid) {
+    const Expr warpgroup = tid / Expr(int64_t{128}), zero(int64_t{0});
+    const auto [first, count] = split_.slices_of(split_index_, ceil_div(p_.K, kWgK));
+    std::vector<Stmt> init;
+    for (int64_t s = 0; s < t_.stages; ++s) {
+      init.push_back(call("mbarrier_init", {full(Expr(s)), Expr(int64_t{1})}));
+      init.push_back(call("mbarrier_init", {empty(Expr(s)), Expr(t_.consumers())}));
+    }
+    init.push_back(call("fence_proxy_async"));
+    std::vector<Stmt> s;
+    for (int64_t i = 0; i < t_.accumulators(); ++i)
+      s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
+    s.push_back(ir::IfThenElse::make(tid == zero, ir::Seq::make(std::move(init))));
+    s.push_back(ir::Barrier::make());
+    const bool shift = t_.shifts_registers();
+    auto registers = [&](int64_t n, int64_t raise) {
+      return shift ? call("set_max_registers", {Expr(n), Expr(raise)})
+                   : ir::Evaluate::make(Expr(int64_t{0}));
+    };
+    s.push_back(ir::IfThenElse::make(
+        warpgroup == t_.warpgroups,
+        ir::Seq::make({registers(WgTiles::kProducerRegisters, 0),
+                       ir::IfThenElse::make(tid == t_.consumers(), produce(first, count))}),
+        ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consume(count, warpgroup)})));
+    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_,
+                              ir::IfThenElse::make(tid < t_.consumers(), store_c(tid))));
+    Stmt body = ir::Seq::make(std::move(s));
+    for (const Buffer& b : {acc_, bars_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
+    return split_.around_block(body);
+  }
+
   // One block's tile: the main loop over its K range, each slice published by a proxy fence
   // (wgmma reads through the asynchronous proxy) and a barrier; the stage a slice is loaded into
   // is free, as the last wgmma_wait completed the products that read it. Then store C, or
   // reduce the splits first.
   Stmt block_tile(const Var& tid) {
+    if (t_.tma) return tma_block_tile(tid);
     const Expr warpgroup = tid / Expr(int64_t{128});
     Stmt body = ir::Seq::make({
         main_loop(
@@ -696,7 +806,7 @@ class WarpgroupGemm {
   WgTiles t_;
   DType in_;
   bool a_async_ = false, b_async_ = false;
-  Buffer a_shared_, b_shared_, acc_;
+  Buffer a_shared_, b_shared_, acc_, bars_;
   SplitK split_;
   Expr g_, m0_, n0_, tile_id_, split_index_;
 };
@@ -716,6 +826,10 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
   std::optional<TcProblem> problem = wgmma_problem(ctx);
   tune::Space s;
   s.param("warpgroups", {1, 2}).param("block_n", {64, 128, 256}).param("stages", {2, 3, 4});
+  s.param("tma", {0, 1});
+  const bool tma_copies = problem && WarpgroupGemm::tma_copies(*problem);
+  s.rule("TMA copies only operands stored as row-major tensors with rows of 16-byte multiples",
+         [=](const tune::Config& c) { return c["tma"] == 0 || tma_copies; });
   s.rule("threads per block within the device limit", [=](const tune::Config& c) {
     return WgTiles(c).threads() <= p.max_threads_per_block;
   });
@@ -725,8 +839,7 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
          });
   s.rule("registers per thread within the limits", [=](const tune::Config& c) {
     const WgTiles t(c);
-    return t.registers() <= p.max_registers_per_thread &&
-           t.registers() * t.threads() <= p.registers_per_block;
+    return t.registers() <= t.register_limit(p.registers_per_block, p.max_registers_per_thread);
   });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
   auto blocks = [problem](const tune::Config& c) {
@@ -743,7 +856,8 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
     return tune::Config({{"warpgroups", warpgroups},
                          {"block_n", block_n},
                          {"stages", stages},
-                         {"split_k", 1}});
+                         {"split_k", 1},
+                         {"tma", 0}});
   };
   s.default_config(default_gemm_config(
       s, {config(2, 256, 3), config(2, 128, 4), config(1, 128, 4), config(1, 64, 4)},

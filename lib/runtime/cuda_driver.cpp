@@ -71,6 +71,8 @@ struct Driver::Api {
   decltype(&::cuEventRecord) event_record = nullptr;
   decltype(&::cuEventSynchronize) event_synchronize = nullptr;
   decltype(&::cuEventElapsedTime) event_elapsed_time = nullptr;
+  // Optional (CUDA 12 and later drivers): null where the driver lacks it.
+  decltype(&::cuTensorMapEncodeTiled) tensor_map_encode_tiled = nullptr;
 
   // "CUDA_ERROR_INVALID_VALUE (invalid argument) in cuMemAlloc" as an absl::Status.
   absl::Status check(CUresult r, const char* call) const {
@@ -166,6 +168,8 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   resolve("cuEventSynchronize", api->event_synchronize);
   resolve("cuEventElapsedTime", api->event_elapsed_time);
   LOOM_RETURN_IF_ERROR(status);
+  resolve("cuTensorMapEncodeTiled", api->tensor_map_encode_tiled);
+  status = absl::OkStatus();  // an older driver runs every kernel but the TMA ones
   LOOM_RETURN_IF_ERROR(api->check(api->init(0), "cuInit"));
   return api;
 }
@@ -287,6 +291,27 @@ absl::Status Driver::set_dynamic_shared_limit(Function function, int64_t bytes) 
       "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
 }
 
+static_assert(sizeof(CUtensorMap) == sizeof(TensorMap), "TensorMap is a CUtensorMap");
+
+absl::StatusOr<TensorMap> Driver::encode_tensor_map(const TensorMapShape& shape,
+                                                    DevicePtr address) {
+  if (!api_->tensor_map_encode_tiled)
+    return absl::UnimplementedError(
+        "the CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver)");
+  TensorMap map;
+  const std::array<cuuint32_t, 5> element_strides = {1, 1, 1, 1, 1};
+  LOOM_RETURN_IF_ERROR(api_->check(
+      api_->tensor_map_encode_tiled(
+          reinterpret_cast<CUtensorMap*>(map.bytes.data()),
+          static_cast<CUtensorMapDataType>(shape.data_type), shape.rank,
+          reinterpret_cast<void*>(address), shape.dims.data(), shape.strides.data(),
+          shape.box.data(), element_strides.data(), CU_TENSOR_MAP_INTERLEAVE_NONE,
+          static_cast<CUtensorMapSwizzle>(shape.swizzle), CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+      "cuTensorMapEncodeTiled"));
+  return map;
+}
+
 absl::Status Driver::launch(Function function, Dim3 grid, Dim3 block, unsigned shared_memory_bytes,
                             Stream stream, void** args) {
   return api_->check(api_->launch_kernel(function, grid.x, grid.y, grid.z, block.x, block.y,
@@ -401,6 +426,9 @@ absl::StatusOr<ModuleHandle> Driver::load_module(std::string_view) { LOOM_NO_CUD
 absl::Status Driver::unload_module(ModuleHandle) { LOOM_NO_CUDA; }
 absl::StatusOr<Function> Driver::get_function(ModuleHandle, const std::string&) { LOOM_NO_CUDA; }
 absl::Status Driver::set_dynamic_shared_limit(Function, int64_t) { LOOM_NO_CUDA; }
+absl::StatusOr<TensorMap> Driver::encode_tensor_map(const TensorMapShape&, DevicePtr) {
+  LOOM_NO_CUDA;
+}
 absl::Status Driver::launch(Function, Dim3, Dim3, unsigned, Stream, void**) { LOOM_NO_CUDA; }
 absl::StatusOr<Stream> Driver::create_stream() { LOOM_NO_CUDA; }
 absl::Status Driver::destroy_stream(Stream) { LOOM_NO_CUDA; }

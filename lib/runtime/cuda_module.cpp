@@ -1,6 +1,8 @@
 // Compiling loop-IR modules for a CUDA GPU (emit_cuda + NVRTC) and launching their kernels with
 // loom's calling convention: the func's params in order, buffers as device pointers, scalars i64.
 
+#include <map>
+#include <optional>
 #include <utility>
 
 #include "codegen/emit_cuda.hpp"
@@ -61,6 +63,53 @@ absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch) 
   out.cubin = std::move(compiled.cubin);
   out.log = std::move(compiled.log);
   if (!out.ptx.empty()) dump_stage(group, "ptx", out.ptx, "ptx");
+  return out;
+}
+
+absl::StatusOr<TensorMapShape> tensor_map_shape(const ir::Func& f, const TensorMapInfo& m,
+                                                const std::vector<int64_t>& scalars) {
+  std::vector<ir::Var> params = f.scalar_params();
+  if (params.size() != scalars.size())
+    return absl::InvalidArgumentError(str_cat("func '", f.name, "' takes ", params.size(),
+                                              " scalars; ", scalars.size(), " were given"));
+  const size_t rank = m.dims.size();
+  if (rank < 1 || rank > 5 || m.box.size() != rank)
+    return absl::InvalidArgumentError(str_cat("a tensor map of func '", f.name, "' has rank ",
+                                              rank, " and a box of rank ", m.box.size()));
+  std::map<const ir::VarNode*, int64_t> values;
+  for (size_t i = 0; i < params.size(); ++i) values[params[i].node()] = scalars[i];
+  SubstituteVars substitute(std::move(values));
+  TensorMapShape out;
+  switch (m.dtype.code()) {
+    case DTypeCode::kF16: out.data_type = 6; break;
+    case DTypeCode::kBF16: out.data_type = 9; break;
+    case DTypeCode::kF32: out.data_type = 7; break;
+    case DTypeCode::kI32: out.data_type = 3; break;
+    case DTypeCode::kI64: out.data_type = 5; break;
+    default: out.data_type = 0; break;  // 1-byte elements
+  }
+  out.element_bytes = m.dtype.bytes();
+  out.rank = static_cast<uint32_t>(rank);
+  out.swizzle = 3;
+  uint64_t stride = static_cast<uint64_t>(out.element_bytes);
+  for (size_t d = 0; d < rank; ++d) {  // innermost first
+    const ir::Expr& e = m.dims[rank - 1 - d];
+    std::optional<int64_t> v = ir::as_const_int(ir::simplify(substitute.mutate(e)));
+    if (!v || *v < 1 || *v > (int64_t{1} << 32))
+      return absl::InvalidArgumentError(
+          str_cat("the extent ", ir::to_string(e), " of a tensor map of func '", f.name,
+                  "' is not a constant in [1, 2^32] for the given scalars"));
+    out.dims[d] = static_cast<uint64_t>(*v);
+    out.box[d] = static_cast<uint32_t>(m.box[rank - 1 - d]);
+    if (d > 0) {
+      if (stride % 16 != 0)
+        return absl::InvalidArgumentError(str_cat(
+            "a tensor map of func '", f.name, "' has a stride of ", stride,
+            " bytes; TMA needs multiples of 16 (the inner extent times the element size)"));
+      out.strides[d - 1] = stride;
+    }
+    stride *= out.dims[d];
+  }
   return out;
 }
 
@@ -163,6 +212,22 @@ absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& bu
   // An empty launch (a zero extent) has nothing to do; CUDA would reject it.
   if (int64_t{grid.x} * grid.y * grid.z * block.x * block.y * block.z == 0) return absl::OkStatus();
   LOOM_RETURN_IF_ERROR(driver_->set_current(context_));
+  // Then the tensor maps, by value, over this launch's buffers.
+  std::vector<TensorMap> maps(kernel.tensor_maps.size());
+  for (size_t i = 0; i < maps.size(); ++i) {
+    const TensorMapInfo& info = kernel.tensor_maps[i];
+    if (info.buffer >= buffers.size())
+      return absl::InvalidArgumentError(str_cat("a tensor map of kernel '", kernel.symbol,
+                                                "' names buffer ", info.buffer));
+    LOOM_ASSIGN_OR_RETURN(TensorMapShape map_shape, tensor_map_shape(f, info, scalars));
+    absl::StatusOr<TensorMap> map = driver_->encode_tensor_map(map_shape, buffers[info.buffer]);
+    if (!map.ok())
+      return absl::Status(map.status().code(),
+                          str_cat("tensor map ", i, " of kernel '", kernel.symbol,
+                                  "': ", map.status().message()));
+    maps[i] = *map;
+    args.push_back(&maps[i]);
+  }
   return driver_->launch(functions_[index], grid, block,
                          static_cast<unsigned>(kernel.dynamic_shared_bytes), stream, args.data());
 }

@@ -633,11 +633,13 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                    none, 2e-3, 2e-3},
                   {37, 1088},
                   {1088, 48}};
-  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1) {
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
+                   int64_t tma = 0) {
     return tune::Config({{"warpgroups", warpgroups},
                          {"block_n", block_n},
                          {"stages", stages},
-                         {"split_k", split_k}});
+                         {"split_k", split_k},
+                         {"tma", tma}});
   };
   for (const Case& c : {cases[0], cases[1], cases[2], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
@@ -646,9 +648,20 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     CHECK(space.broken_rules(space.default_config()).empty());
     const bool split = c.a[1] == 1088;
     if (split) CHECK(space.default_config()["split_k"] > 1);
-    const std::vector<tune::Config> configs =
+    // TMA where the rows are multiples of 16 bytes: all cases but the odd one.
+    const bool tma = c.a.back() % 8 == 0 && c.b.back() % 8 == 0;
+    CHECK(space.broken_rules(config(1, 64, 3, 1, 1)).empty() == tma);
+    std::vector<tune::Config> configs =
         split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8)}
               : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)};
+    if (tma && split) {
+      configs.push_back(config(1, 64, 3, 4, 1));
+      configs.push_back(config(2, 128, 2, 8, 1));
+    } else if (tma) {
+      configs.push_back(config(1, 64, 2, 1, 1));
+      configs.push_back(config(2, 256, 4, 1, 1));  // registers shifted to the consumers
+      configs.push_back(config(1, 128, 3, 1, 1));
+    }
     for (const tune::Config& cfg : configs) {
       INFO(c.op.inputs[0].dtype << ", config " << cfg.to_string());
       REQUIRE(space.broken_rules(cfg).empty());
@@ -660,6 +673,11 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
       const std::string n = std::to_string(cfg["block_n"]);
       CHECK_THAT(*source, Catch::Contains("loom_wgmma_m64n" + n + "k16_"));
       CHECK_THAT(*source, Catch::Contains("loom_fence_proxy_async()"));
+      const bool with_tma = cfg["tma"] == 1;
+      if (with_tma) {
+        CHECK_THAT(*source, Catch::Contains("LOOM_TENSOR_MAP_PARAM("));
+        CHECK_THAT(*source, !Catch::Contains("loom_cp_async_16("));
+      }
       if (have_nvrtc()) {
         auto compiled = cuda::compile_module(m, 90);
         INFO(compiled.status().ToString());
@@ -671,6 +689,16 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.commit_group.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 0"));
         CHECK_THAT(compiled->ptx, Catch::Contains("fence.proxy.async.shared::cta"));
+        if (with_tma) {
+          CHECK(compiled->kernels[0].tensor_maps.size() == 2);  // A, and B's atoms
+          CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.bulk.tensor.3d.shared::cluster.global"));
+          CHECK_THAT(compiled->ptx, Catch::Contains("mbarrier.try_wait.parity.shared::cta.b64"));
+          CHECK_THAT(compiled->ptx, Catch::Contains("mbarrier.arrive.expect_tx.shared::cta.b64"));
+          CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 1"));
+          const bool shifted = cfg["warpgroups"] == 2 && cfg["split_k"] == 1;
+          CHECK((compiled->ptx.find("setmaxnreg.inc.sync.aligned.u32 232") != std::string::npos) ==
+                shifted);
+        }
         // The accumulators stay in registers: no local memory.
         CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
       }

@@ -58,7 +58,8 @@ struct FakeModule {
 struct FakeFunction {
   std::string name;
   FakeModule* module = nullptr;
-  size_t params = 0;  // the kernel's parameter count (each 8 bytes: pointers and i64)
+  size_t params = 0;  // the kernel's parameter count (8 bytes each: pointers and i64; or maps)
+  std::vector<bool> tensor_map_params;  // per parameter: a tensor map
   int dynamic_shared_limit = 48 * 1024;  // raised by cuFuncSetAttribute, as on a GPU
 };
 
@@ -177,19 +178,28 @@ size_t elf_size(const void* image) {
 }
 
 // The parameter count of kernel `name` in generated CUDA source (its top-level commas + 1).
-size_t parameter_count(const std::string& source, const std::string& name) {
+// Kernel `name`'s parameters in the source: per parameter, whether it is a tensor map (passed
+// by value, 128 bytes) rather than an 8-byte pointer or i64. Empty where the kernel is missing.
+std::vector<bool> parameter_kinds(const std::string& source, const std::string& name) {
   size_t at = source.find(" " + name + "(");
-  if (at == std::string::npos) return 0;
+  if (at == std::string::npos) return {};
   at += name.size() + 2;
-  size_t count = 1;
+  std::vector<bool> maps;
+  std::string param;
   int depth = 0;
   for (; at < source.size(); ++at) {
     const char c = source[at];
     if (c == '(') ++depth;
-    if (c == ')' && depth-- == 0) break;
-    if (c == ',' && depth == 0) ++count;
+    if ((c == ')' && depth == 0) || (c == ',' && depth == 0)) {
+      maps.push_back(param.find("LOOM_TENSOR_MAP_PARAM") != std::string::npos);
+      param.clear();
+      if (c == ')') break;
+      continue;
+    }
+    if (c == ')') --depth;
+    param += c;
   }
-  return count;
+  return maps;
 }
 
 CUresult module_load(CUmodule* m, const void* image) {
@@ -229,7 +239,8 @@ CUresult module_function(CUfunction* f, CUmodule m, const char* name) {
   fn->name = name;
   fn->module = module;
   if (module->emulator) {
-    fn->params = parameter_count(module->source, name);
+    fn->tensor_map_params = parameter_kinds(module->source, name);
+    fn->params = fn->tensor_map_params.size();
     if (fn->params == 0) return CUDA_ERROR_NOT_FOUND;
   }
   *f = reinterpret_cast<CUfunction>(fn.get());
@@ -264,14 +275,46 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
   }
   const auto* fn = reinterpret_cast<const FakeFunction*>(f);
   if (!fn->module->emulator) return CUDA_SUCCESS;
-  // Every parameter of loom's kernels is 8 bytes: a device pointer or an i64 scalar.
+  // Every parameter of loom's kernels is 8 bytes (a device pointer or an i64 scalar) but the
+  // tensor maps, which the emulator takes by address.
   std::vector<uint64_t> args(fn->params);
-  for (size_t k = 0; k < fn->params; ++k) std::memcpy(&args[k], params[k], 8);
+  for (size_t k = 0; k < fn->params; ++k) {
+    if (fn->tensor_map_params[k])
+      args[k] = reinterpret_cast<uint64_t>(params[k]);
+    else
+      std::memcpy(&args[k], params[k], 8);
+  }
   std::string error =
       fn->module->emulator->launch(fn->name, {gx, gy, gz}, {bx, by, bz}, args);
   if (error.empty()) return CUDA_SUCCESS;
   std::fprintf(stderr, "fake libcuda: %s\n", error.c_str());
   return CUDA_ERROR_LAUNCH_FAILED;
+}
+
+// The checks the driver makes that loom's maps could fail (alignment, strides, box), then the
+// emulator's description of the tensor (its kernels read it).
+CUresult tensor_map_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank,
+                                 void* address, const cuuint64_t* dims, const cuuint64_t* strides,
+                                 const cuuint32_t* box, const cuuint32_t* element_strides,
+                                 CUtensorMapInterleave, CUtensorMapSwizzle swizzle,
+                                 CUtensorMapL2promotion, CUtensorMapFloatOOBfill) {
+  if (!map || rank < 1 || rank > 5 || !address || !dims || !box || !element_strides ||
+      (rank > 1 && !strides) || reinterpret_cast<uintptr_t>(address) % 16 != 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t d = 0; d < rank; ++d) {
+    if (dims[d] == 0 || box[d] == 0 || box[d] > 256 || element_strides[d] != 1)
+      return CUDA_ERROR_INVALID_VALUE;
+    if (d > 0 && strides[d - 1] % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
+  }
+  static constexpr uint64_t kBytes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+  if (static_cast<unsigned>(type) >= sizeof kBytes / sizeof kBytes[0]) return CUDA_ERROR_INVALID_VALUE;
+  const uint64_t element_bytes = kBytes[type];
+  if (swizzle == CU_TENSOR_MAP_SWIZZLE_128B && box[0] * element_bytes > 128)
+    return CUDA_ERROR_INVALID_VALUE;
+  loom::testing::emulator_detail::encode_emulated_tensor_map(
+      map, address, rank, static_cast<uint32_t>(element_bytes), dims, strides, box,
+      static_cast<uint32_t>(swizzle));
+  return CUDA_SUCCESS;
 }
 
 CUresult stream_create(CUstream* s, unsigned int) {
@@ -353,6 +396,7 @@ CUresult event_elapsed(float* ms, CUevent, CUevent) {
 
 const std::map<std::string, void*>& entry_points() {
   static const auto* table = new std::map<std::string, void*>{
+      {"cuTensorMapEncodeTiled", reinterpret_cast<void*>(&tensor_map_encode_tiled)},
       {"cuGetErrorName", reinterpret_cast<void*>(&error_name)},
       {"cuGetErrorString", reinterpret_cast<void*>(&error_string)},
       {"cuInit", reinterpret_cast<void*>(&init)},

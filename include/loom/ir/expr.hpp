@@ -220,7 +220,24 @@ struct Load : ExprNode {
 //   wgmma_wait(acc[i], count, n): waits until at most n (a constant) groups are pending, after
 //     which acc[i..i+count) hold the products;
 //   fence_proxy_async(): this thread's writes to shared memory before it are seen by the
-//     asynchronous proxy (wgmma's reads) after it.
+//     asynchronous proxy (wgmma's reads, TMA's copies and their mbarriers) after it;
+// and the Hopper asynchronous copies with the transaction barriers they complete on, executed
+// by one thread each (mbarrier_wait by every thread that needs the data):
+//   mbarrier_init(bar[i], count): bar[i] (a shared i64) becomes a barrier whose phase
+//     completes when `count` (a constant) arrivals and every byte it expects have come;
+//   mbarrier_arrive(bar[i]): one arrival;
+//   mbarrier_expect_tx(bar[i], bytes): one arrival, and `bytes` (a constant) more that the
+//     phase waits for (mbarrier.arrive.expect_tx);
+//   mbarrier_wait(bar[i], parity): waits until the phase of that parity (0 or 1; the first
+//     phase is 0) has completed; a barrier whose phase 0 is pending passes parity 1 at once;
+//   tma_load_3d(dst[i], bar[j], src[k], c0, c1, c2, b0, b1, b2): the b0 x b1 x b2 box (constant
+//     extents) of the row-major global buffer src (rank 3; src[k]'s index is ignored) at
+//     coordinates (c0, c1, c2), outermost first, to shared dst[i] with the 128-byte swizzle,
+//     elements past src's extents zero; completes b0 * b1 * b2 * element bytes on bar[j]
+//     (cp.async.bulk.tensor through a tensor map the runtime encodes at launch, see
+//     runtime::cuda::TensorMapInfo). dst starts 1024-aligned, b2 elements are 128 bytes;
+//   set_max_registers(n, raise): the warpgroup's threads keep n registers each from here on
+//     (constants; setmaxnreg.inc when raise is 1, .dec when 0).
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)

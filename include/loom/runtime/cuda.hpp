@@ -51,6 +51,25 @@ struct DeviceProperties {
   int64_t total_memory_bytes = 0;
 };
 
+// A TMA tensor map, as the driver encodes it (CUtensorMap): 128 opaque bytes, passed to a kernel
+// by value.
+struct alignas(64) TensorMap {
+  std::array<uint64_t, 16> bytes{};
+};
+
+// A tensor map's contents, innermost dimension first (as the driver takes them): element type
+// (CUtensorMapDataType), extents, byte strides of dimensions 1 and up, box extents, swizzle
+// (CUtensorMapSwizzle: 0 none, 3 128 bytes).
+struct TensorMapShape {
+  int data_type = 0;
+  int element_bytes = 0;
+  uint32_t rank = 0;
+  std::array<uint64_t, 5> dims{};
+  std::array<uint64_t, 4> strides{};
+  std::array<uint32_t, 5> box{};
+  int swizzle = 0;
+};
+
 struct Dim3 {
   unsigned x = 1, y = 1, z = 1;
 };
@@ -82,6 +101,9 @@ class Driver {
   // Lets launches of the function give it up to `bytes` of dynamic shared memory (past 48 KiB
   // a kernel must opt in).
   absl::Status set_dynamic_shared_limit(Function function, int64_t bytes);
+  // A tiled tensor map over the global tensor at `address` (cuTensorMapEncodeTiled; the driver
+  // checks alignment, strides and box). Unimplemented before CUDA 12.
+  absl::StatusOr<TensorMap> encode_tensor_map(const TensorMapShape& shape, DevicePtr address);
   // args[i] points at the value of kernel parameter i (cuLaunchKernel's kernelParams).
   absl::Status launch(Function function, Dim3 grid, Dim3 block, unsigned shared_memory_bytes,
                       Stream stream, void** args);
@@ -117,6 +139,22 @@ class Driver {
   std::unique_ptr<Api> api_;
 };
 
+// A tensor map of a kernel: buffer param `buffer` (position among Func::buffer_params(); a
+// row-major tensor), whose extents (outermost first) are expressions over the func's scalar
+// params, copied in boxes of `box` (outermost first) with the 128-byte swizzle.
+struct TensorMapInfo {
+  size_t buffer = 0;
+  DType dtype;
+  std::vector<ir::Expr> dims;
+  std::vector<int64_t> box;
+};
+
+// The shape of tensor map `m` of a kernel for given scalar parameter values (in
+// Func::scalar_params order); an error where an extent is not a positive constant for them or a
+// stride is not a multiple of 16 bytes.
+absl::StatusOr<TensorMapShape> tensor_map_shape(const ir::Func& f, const TensorMapInfo& m,
+                                                const std::vector<int64_t>& scalars);
+
 // One CUDA kernel of a compiled module: its symbol and launch shape. The grid and block extents
 // are i64 expressions over the func's scalar parameters (symbolic dims), 1 where unused.
 struct KernelInfo {
@@ -126,6 +164,9 @@ struct KernelInfo {
   // Dynamic shared memory per block: the kernel's shared buffers when they pass the 48 KiB that
   // static __shared__ arrays may take (0: static ones).
   int64_t dynamic_shared_bytes = 0;
+  // The TMA tensor maps the kernel copies through (ir::Call tma_load_3d), passed after the
+  // func's params in this order, each encoded at launch over a buffer param.
+  std::vector<TensorMapInfo> tensor_maps;
 };
 
 // A module compiled for one sm arch: the generated source and PTX for people to read, the cubin
