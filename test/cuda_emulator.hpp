@@ -209,8 +209,9 @@ static inline void loom_fence_proxy_async() {}
 // (loom_emu_tensor_map, written by encode_emulated_tensor_map). An mbarrier is host state keyed
 // by its shared address, made anew by each init. A copy is recorded on its barrier at issue and
 // done, through the 128-byte swizzle of the destination address, when a wait finds every arrival
-// of the phase in: until then shared memory holds what it held, so a thread that reads a stage
-// before waiting for it computes wrong values here. The phase completes when the copies brought
+// of the phase in; until then the destination holds NaNs, written at issue. On a GPU the copy
+// lands at some time in between, so a kernel that reads a stage before waiting for it, or that
+// copies over a stage some product has yet to read, computes NaNs here. The phase completes when the copies brought
 // exactly the bytes announced (expect_tx); more bytes abort, and so does a wait past 30 seconds
 // (fewer bytes, or arrivals missing).
 R"(#include <chrono>
@@ -253,7 +254,8 @@ static inline void loom_mbarrier_expect_tx(long long* bar, int bytes) {
   b.tx += bytes;
   loom_emu_arrive(b);
 }
-static inline long long loom_emu_tma_run(const loom_emu_tma_copy& c) {
+// Does copy c, or (poison) fills its destination with all-ones (NaNs) instead.
+static inline long long loom_emu_tma_run(const loom_emu_tma_copy& c, bool poison = false) {
   const loom_emu_tensor_map& m = c.map;
   long long n = 1;
   for (uint32_t d = 0; d < m.rank; ++d) n *= m.box[d];
@@ -268,7 +270,8 @@ static inline long long loom_emu_tma_run(const loom_emu_tma_copy& c) {
     }
     char* to = c.dst + i * m.element_bytes;
     if (m.swizzle == 3) to = (char*)loom_emu_swizzle128(to);
-    if (inside) memcpy(to, m.base + offset, m.element_bytes);
+    if (poison) memset(to, 0xFF, m.element_bytes);
+    else if (inside) memcpy(to, m.base + offset, m.element_bytes);
     else memset(to, 0, m.element_bytes);
   }
   return n * m.element_bytes;
@@ -278,6 +281,7 @@ static inline void loom_tma_load_3d(void* dst, const void* map, long long* bar, 
   loom_emu_tma_copy c{*(const loom_emu_tensor_map*)map, (char*)dst, {c0, c1, c2, 0, 0}};
   if (c.map.rank != 3) loom_emu_fail("a 3-d TMA copy through a tensor map of another rank");
   if (c.map.swizzle == 3 && ((uintptr_t)dst % 1024) != 0) loom_emu_fail("a swizzled TMA copy to shared memory not 1024-aligned");
+  loom_emu_tma_run(c, /*poison=*/true);
   loom_emu_mbarrier_at(bar).copies.push_back(c);
 }
 static inline void loom_mbarrier_wait(long long* bar, int parity) {
