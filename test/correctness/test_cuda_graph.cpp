@@ -854,9 +854,12 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
   const std::vector<GraphCase> cases = graph_cases();
   const GraphCase& c = cases.back();
   REQUIRE(c.name.rfind("tensor cores", 0) == 0);
-  auto wg = [](int64_t warpgroups, int64_t block_n, int64_t stages) {
-    return tune::Config(
-        {{"warpgroups", warpgroups}, {"block_n", block_n}, {"stages", stages}, {"split_k", 1}});
+  auto wg = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t tma = 0) {
+    return tune::Config({{"warpgroups", warpgroups},
+                         {"block_n", block_n},
+                         {"stages", stages},
+                         {"split_k", 1},
+                         {"tma", tma}});
   };
   const std::vector<tune::Config> warpgroup_configs = {wg(1, 64, 2), wg(2, 128, 4),
                                                        wg(1, 256, 3), wg(2, 64, 3)};
@@ -874,6 +877,12 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
                                 {"cuda_tensor_core_conv2d", configs[k]}},
                                80) == 4);
   }
+  // The two matmuls (rows of 16-byte multiples) copied by TMA, through tensor maps the stand-in
+  // driver encodes at each launch; the convolutions as tuned.
+  for (const tune::Config& tma : {wg(1, 64, 2, 1), wg(2, 256, 4, 1)}) {
+    INFO("TMA config " << tma.to_string());
+    CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", tma}}) == 2);
+  }
 }
 
 TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu matches the reference "
@@ -890,10 +899,11 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
                                {"block_k", 32}, {"stages", 3}, {"swizzle", 1},
                                {"split_k", split}});
     const tune::Config warpgroup(
-        {{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", split}});
+        {{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", split}, {"tma", 0}});
     INFO("K " << K);
     CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}, 80) == 1);
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", warpgroup}}) == 1);
+
   }
 }
 
