@@ -770,13 +770,18 @@ class WarpgroupGemm {
       return shift ? call("set_max_registers", {Expr(n), Expr(raise)})
                    : ir::Evaluate::make(Expr(int64_t{0}));
     };
+    // Without a split the consumers store C in their own branch: the producer's registers are
+    // few, and no accumulator stays live past the branches.
+    const bool split = split_.splits() > 1;
     s.push_back(ir::IfThenElse::make(
         warpgroup == t_.warpgroups,
         ir::Seq::make({registers(WgTiles::kProducerRegisters, 0),
                        ir::IfThenElse::make(tid == t_.consumers(), produce(first, count))}),
-        ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consume(count, warpgroup)})));
-    s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_,
-                              ir::IfThenElse::make(tid < t_.consumers(), store_c(tid))));
+        ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consume(count, warpgroup),
+                       split ? ir::Evaluate::make(Expr(int64_t{0})) : store_c(tid)})));
+    if (split)
+      s.push_back(split_.reduce(tid, tile_id_, split_index_, acc_,
+                                ir::IfThenElse::make(tid < t_.consumers(), store_c(tid))));
     Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {acc_, bars_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
     return split_.around_block(body);
