@@ -104,3 +104,65 @@ TEST_CASE("CUDA driver absent: loading a compiled module reports the missing dri
   CHECK(loaded.status().code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(loaded.status().message()), Catch::Contains(why));
 }
+
+TEST_CASE("CUDA codegen errors: TMA copies from buffers a tensor map cannot describe", "[cuda]") {
+  const ir::Expr zero(int64_t{0}), one(int64_t{1});
+  ir::Buffer dst = ir::Buffer::make("dst", DType::f16(), {ir::Expr(int64_t{4096})},
+                                    ir::MemoryScope::kShared);
+  ir::Buffer bar = ir::Buffer::make("bar", DType::i64(), {ir::Expr(int64_t{1})},
+                                    ir::MemoryScope::kShared);
+  auto copy = [&](const ir::Buffer& src, int64_t inner) {
+    ir::Stmt s = ir::Evaluate::make(ir::Call::make(
+        "tma_load_3d", {dst.load({zero}), bar.load({zero}), src.load({zero}), zero, zero, zero,
+                        one, ir::Expr(int64_t{64}), ir::Expr(inner)}));
+    return ir::Allocate::make(dst, ir::Allocate::make(bar, s));
+  };
+  ir::Buffer a = ir::Buffer::make("a", DType::f16(), {one, ir::Expr(int64_t{64}), ir::Expr(int64_t{64})});
+  // Rows of 32 bytes: the 128-byte swizzle takes rows of 128.
+  require_error({"f", {a}, copy(a, 16)}, absl::StatusCode::kInvalidArgument, "128-byte swizzle");
+  // Rank 2: the 3-d copy needs a rank-3 tensor.
+  ir::Buffer flat = ir::Buffer::make("flat", DType::f16(), {ir::Expr(int64_t{64}), ir::Expr(int64_t{64})});
+  require_error({"f", {flat}, copy(flat, 64)}, absl::StatusCode::kInvalidArgument, "rank-3");
+  // Not a parameter (a tensor map is made from a launch's argument).
+  require_error({"f", {}, ir::Allocate::make(a, copy(a, 64))}, absl::StatusCode::kInvalidArgument,
+                "not a parameter");
+  // A valid copy: one tensor map over buffer 0, passed after the params.
+  ir::Module m{"ok", loom::Target::cuda(90), {{"f", {a}, copy(a, 64)}}};
+  std::vector<cuda::KernelInfo> kernels;
+  auto source = cuda::emit_cuda_source(m, &kernels);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  CHECK_THAT(*source, Catch::Contains("LOOM_TENSOR_MAP_PARAM(a_map)"));
+  REQUIRE(kernels.size() == 1);
+  REQUIRE(kernels[0].tensor_maps.size() == 1);
+  CHECK(kernels[0].tensor_maps[0].buffer == 0);
+  CHECK(kernels[0].tensor_maps[0].box == std::vector<int64_t>{1, 64, 64});
+}
+
+TEST_CASE("CUDA tensor maps: shapes innermost first, strides checked", "[cuda]") {
+  ir::Var rows("rows");
+  const ir::Expr cols(int64_t{200}), two(int64_t{2});
+  ir::Buffer a = ir::Buffer::make("a", DType::f16(), {two, ir::Expr(rows), cols});
+  ir::Func f{"f", {a, rows}, ir::Evaluate::make(ir::Expr(int64_t{0}))};
+  cuda::TensorMapInfo info{0, DType::f16(), a.shape(), {1, 64, 64}};
+  auto shape = cuda::tensor_map_shape(f, info, {37});
+  INFO(shape.status().ToString());
+  REQUIRE(shape.ok());
+  CHECK(shape->rank == 3);
+  CHECK(shape->data_type == 6);  // CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+  CHECK(shape->dims[0] == 200);
+  CHECK(shape->dims[1] == 37);
+  CHECK(shape->dims[2] == 2);
+  CHECK(shape->strides[0] == 400);
+  CHECK(shape->strides[1] == 400 * 37);
+  CHECK(shape->box[0] == 64);
+  CHECK(shape->box[2] == 1);
+  // Rows of 202 bytes: not a multiple of 16.
+  ir::Buffer odd = ir::Buffer::make("odd", DType::f16(), {two, ir::Expr(rows), ir::Expr(int64_t{101})});
+  ir::Func g{"g", {odd, rows}, ir::Evaluate::make(ir::Expr(int64_t{0}))};
+  auto bad = cuda::tensor_map_shape(g, {0, DType::f16(), odd.shape(), {1, 64, 64}}, {37});
+  REQUIRE(!bad.ok());
+  CHECK_THAT(std::string(bad.status().message()), Catch::Contains("multiples of 16"));
+  // A symbolic extent needs its scalar.
+  CHECK(!cuda::tensor_map_shape(f, info, {}).ok());
+}
