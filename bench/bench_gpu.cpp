@@ -17,13 +17,15 @@
 //             [--only gemm|models|convs] [--json PATH]
 //
 // --only gemm runs part 1, --only models parts 2 and 3, --only convs part 2; --quick runs two
-// matmul shapes and the convolutions at batch 1 only.
+// matmul shapes and the convolutions at batch 1 only. On sm_90, part 1 also times f16 4096^3
+// with chosen warpgroup GEMM configs, operands copied by cp.async or by TMA.
 //
 // Without a GPU it says so and exits 0 (it builds in CI, runs on a GPU machine).
 
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -415,6 +417,35 @@ int main(int argc, char** argv) {
     if (counted)
       std::printf("geometric mean cublas / loom, %s: %.3f (goal %.1f or better)\n",
                   t.to_string().c_str(), std::exp(log_ratio / counted), goal);
+    // On sm_90, f16 4096^3 with chosen warpgroup GEMM configs: the operands copied by every
+    // thread (cp.async) or by a producer warpgroup (TMA), side by side.
+    if (t != loom::DType::f16() || props->sm_arch != 90 || quick) continue;
+    std::printf("\n%-40s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
+                "ratio");
+    for (const auto& [warpgroups, block_n, stages, tma] :
+         std::vector<std::array<int64_t, 4>>{{2, 256, 3, 0}, {2, 128, 4, 0}, {2, 256, 3, 1},
+                                             {2, 256, 4, 1}, {2, 128, 4, 1}, {1, 256, 4, 1}}) {
+      const loom::tune::Config config({{"warpgroups", warpgroups},
+                                       {"block_n", block_n},
+                                       {"stages", stages},
+                                       {"split_k", 1},
+                                       {"tma", tma}});
+      loom::CompileOptions forced = options;
+      forced.template_configs = {{"cuda_wgmma_gemm", config}};
+      absl::StatusOr<Result> r = run_case({4096, 4096, 4096}, t, target, forced, **driver, cublas);
+      if (!r.ok()) {
+        std::printf("%-40s %s\n", config.to_string().c_str(), r.status().ToString().c_str());
+        continue;
+      }
+      if (!std::isnan(r->peer_ms) && !(r->rel_err <= max_err)) wrong = true;
+      std::printf("%-40s %10.4f %10.4f %8.3f\n", config.to_string().c_str(), r->loom_ms,
+                  r->peer_ms, r->peer_ms / r->loom_ms);
+      records.push_back({{"name", "4096x4096x4096_f16_" + config.to_string()}, {"op", "gemm"},
+                         {"dtype", "f16"}, {"shape", {4096, 4096, 4096}},
+                         {"device", props->name}, {"loom_ms", r->loom_ms}, {"peer", "cublas"},
+                         {"peer_ms", r->peer_ms}, {"rel_err", r->rel_err}, {"tune_s", r->tune_s},
+                         {"schedule", r->schedule}});
+    }
   }
   if (only != "gemm" && !bench_models(target, options, **driver, props->name, quick,
                                       only != "convs", records))

@@ -134,13 +134,23 @@ __device__ __forceinline__ void loom_mbarrier_expect_tx(long long* bar, int byte
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
                :: "r"(loom_shared_address(bar)), "r"(bytes) : "memory");
 }
+__device__ __forceinline__ unsigned loom_mbarrier_try_wait(unsigned a, int parity) {
+  unsigned done;
+  asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+               : "=r"(done) : "r"(a), "r"(parity) : "memory");
+  return done;
+}
+// A wait that lasts 10 seconds is a protocol error (a phase that never completes): the kernel
+// traps, and its launch fails, rather than hanging the device.
 __device__ __forceinline__ void loom_mbarrier_wait(long long* bar, int parity) {
   const unsigned a = loom_shared_address(bar);
-  unsigned done = 0;
-  do {
-    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done) : "r"(a), "r"(parity) : "memory");
-  } while (!done);
+  if (loom_mbarrier_try_wait(a, parity)) return;
+  unsigned long long start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  while (!loom_mbarrier_try_wait(a, parity)) {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    if (now - start > 10000000000ull) __trap();
+  }
 }
 __device__ __forceinline__ void loom_tma_load_3d(void* dst, const loom_tensor_map* map, long long* bar,
                                                  int c0, int c1, int c2) {
