@@ -76,13 +76,25 @@ class SplitK {
   Stmt reduce(const Var& tid, const Expr& tile, const Expr& split, const Buffer& acc,
               Stmt store) const {
     if (splits_ == 1) return store;
-    auto slot = [&](const Expr& s, const Expr& r) {
-      return ((tile * splits_ + s) * regs_ + r) * threads_ + tid;
-    };
+    return ir::Seq::make({publish(tid, tile, split, acc), gather(tid, tile, acc, std::move(store))});
+  }
+
+  // The two halves of the reduction, for kernels in which only some threads hold accumulators:
+  // publish (those threads: their partials out, fenced), then gather (every thread of the
+  // block: the arrival counted, and in the last block `store` after summing the partials, both
+  // under `holds` when given, the predicate of the threads that published).
+  Stmt publish(const Var& tid, const Expr& tile, const Expr& split, const Buffer& acc) const {
+    Var r("r");
+    return ir::Seq::make(
+        {ir::For::make(r, Expr(int64_t{0}), Expr(regs_), ir::ForKind::kUnrolled,
+                       ir::Store::make(partials_, acc.load({r}), {slot(tid, tile, split, r)})),
+         ir::Evaluate::make(ir::Call::make("thread_fence", {}))});
+  }
+  Stmt gather(const Var& tid, const Expr& tile, const Buffer& acc, Stmt store,
+              const Expr& holds = Expr()) const {
+    auto slot = [&](const Expr& s, const Expr& r) { return this->slot(tid, tile, s, r); };
     auto fence = [] { return ir::Evaluate::make(ir::Call::make("thread_fence", {})); };
     Var r("r"), s("s");
-    Stmt publish = ir::For::make(r, Expr(int64_t{0}), Expr(regs_), ir::ForKind::kUnrolled,
-                                 ir::Store::make(partials_, acc.load({r}), {slot(split, r)}));
     const Expr zero32 = ir::cast(DType::i32(), Expr(int64_t{0}));
     const Expr one32 = ir::cast(DType::i32(), Expr(int64_t{1}));
     const Expr was_last =
@@ -103,18 +115,21 @@ class SplitK {
                                      ir::Store::make(acc, acc.load({r}) +
                                                               partials_.load({slot(s, r)}),
                                                      {r}))}));
+    Expr last = last_.load({Expr(int64_t{0})}) == one32;
+    if (holds.defined()) last = last && holds;
     return ir::Seq::make({
-        publish,
-        fence(),
         ir::Barrier::make(),
         count,
         ir::Barrier::make(),
-        ir::IfThenElse::make(last_.load({Expr(int64_t{0})}) == one32,
-                             ir::Seq::make({fence(), sum, std::move(store)})),
+        ir::IfThenElse::make(last, ir::Seq::make({fence(), sum, std::move(store)})),
     });
   }
 
  private:
+  Expr slot(const Var& tid, const Expr& tile, const Expr& s, const Expr& r) const {
+    return ((tile * splits_ + s) * regs_ + r) * threads_ + tid;
+  }
+
   int64_t splits_ = 1, regs_ = 0, threads_ = 0;
   Buffer partials_, arrivals_, last_, arrived_;
 };
