@@ -490,10 +490,6 @@ tune::Space tensor_core_space(const TemplateContext& ctx) {
            [](const tune::Config& c) { return c["mma_m"] >= 2 && c["mma_n"] >= 4; });
   s.prefer("slices 32 deep", [](const tune::Config& c) { return c["block_k"] == 32; });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
-  // The TMA path saves the copies' instructions, which count most for wide tiles; measuring it
-  // on narrow ones too would add a third of the candidates.
-  s.prefer("TMA with tiles 128 columns wide or more",
-           [](const tune::Config& c) { return c["tma"] == 0 || c["block_n"] >= 128; });
   s.prefer("swizzled shared tiles", [](const tune::Config& c) { return c["swizzle"] == 1; });
 
   // Default: the largest block tile of these (128 x 128, 128 x 64, 64 x 64, 32 x 32) that still
@@ -850,6 +846,10 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
     return t.registers() <= t.register_limit(p.registers_per_block, p.max_registers_per_thread);
   });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
+  // The TMA path saves the copies' instructions, which count most for wide tiles; measuring it
+  // on narrow ones too would add a third of the candidates.
+  s.prefer("TMA with tiles 128 columns wide or more",
+           [](const tune::Config& c) { return c["tma"] == 0 || c["block_n"] >= 128; });
   auto blocks = [problem](const tune::Config& c) {
     const WgTiles t(c);
     return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.block_n)

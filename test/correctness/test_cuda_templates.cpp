@@ -237,6 +237,7 @@ size_t check_op(const OpCase& c, const std::vector<std::string>& expect = {}) {
     REQUIRE(t);
     tune::Space space = t->space(ctx);
     CHECK(space.broken_rules(space.default_config()).empty());
+    CHECK(!space.pruned().empty());  // every prefer rule reads only the space's parameters
     ir::Module m{c.op + "_sm" + std::to_string(sm), ctx.target, {}};
     std::vector<Kernel> kernels;
     for (const tune::Config& config : sample_configs(space, c.sample)) {
@@ -651,6 +652,11 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     // TMA where the rows are multiples of 16 bytes: all cases but the odd one.
     const bool tma = c.a.back() % 8 == 0 && c.b.back() % 8 == 0;
     CHECK(space.broken_rules(config(1, 64, 3, 1, 1)).empty() == tma);
+    // kFast measures TMA where it applies, on tiles 128 columns wide or more.
+    const std::vector<tune::Config> pruned = space.pruned();
+    CHECK(std::any_of(pruned.begin(), pruned.end(),
+                      [](const tune::Config& p) { return p["tma"] == 1; }) == tma);
+    for (const tune::Config& p : pruned) CHECK((p["tma"] == 0 || p["block_n"] >= 128));
     std::vector<tune::Config> configs =
         split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8)}
               : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)};
