@@ -212,21 +212,32 @@ absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& bu
   // An empty launch (a zero extent) has nothing to do; CUDA would reject it.
   if (int64_t{grid.x} * grid.y * grid.z * block.x * block.y * block.z == 0) return absl::OkStatus();
   LOOM_RETURN_IF_ERROR(driver_->set_current(context_));
-  // Then the tensor maps, by value, over this launch's buffers.
+  // Then the tensor maps, by value, over this launch's buffers (encoded again only where the
+  // buffer or the scalars changed since the kernel's last launch).
   std::vector<TensorMap> maps(kernel.tensor_maps.size());
-  for (size_t i = 0; i < maps.size(); ++i) {
-    const TensorMapInfo& info = kernel.tensor_maps[i];
-    if (info.buffer >= buffers.size())
-      return absl::InvalidArgumentError(str_cat("a tensor map of kernel '", kernel.symbol,
-                                                "' names buffer ", info.buffer));
-    LOOM_ASSIGN_OR_RETURN(TensorMapShape map_shape, tensor_map_shape(f, info, scalars));
-    absl::StatusOr<TensorMap> map = driver_->encode_tensor_map(map_shape, buffers[info.buffer]);
-    if (!map.ok())
-      return absl::Status(map.status().code(),
-                          str_cat("tensor map ", i, " of kernel '", kernel.symbol,
-                                  "': ", map.status().message()));
-    maps[i] = *map;
-    args.push_back(&maps[i]);
+  if (!maps.empty()) {
+    std::lock_guard<std::mutex> lock(maps_mu_);
+    maps_.resize(funcs_.size());
+    maps_[index].resize(maps.size());
+    for (size_t i = 0; i < maps.size(); ++i) {
+      const TensorMapInfo& info = kernel.tensor_maps[i];
+      if (info.buffer >= buffers.size())
+        return absl::InvalidArgumentError(str_cat("a tensor map of kernel '", kernel.symbol,
+                                                  "' names buffer ", info.buffer));
+      std::optional<EncodedMap>& last = maps_[index][i];
+      if (!last || last->address != buffers[info.buffer] || last->scalars != scalars) {
+        last.reset();
+        LOOM_ASSIGN_OR_RETURN(TensorMapShape map_shape, tensor_map_shape(f, info, scalars));
+        absl::StatusOr<TensorMap> map = driver_->encode_tensor_map(map_shape, buffers[info.buffer]);
+        if (!map.ok())
+          return absl::Status(map.status().code(),
+                              str_cat("tensor map ", i, " of kernel '", kernel.symbol,
+                                      "': ", map.status().message()));
+        last = EncodedMap{buffers[info.buffer], scalars, *map};
+      }
+      maps[i] = last->map;
+      args.push_back(&maps[i]);
+    }
   }
   return driver_->launch(functions_[index], grid, block,
                          static_cast<unsigned>(kernel.dynamic_shared_bytes), stream, args.data());

@@ -709,6 +709,37 @@ TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and
   (void)mem.driver->destroy_stream(*stream);
 }
 
+TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {
+  // A warpgroup GEMM with TMA copies reads x through a tensor map encoded at launch over x's
+  // address: runs on other device buffers (other data) must not reuse the last map.
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  Graph g;
+  const NDArray w = random_array(DType::f16(), {64, 48});
+  g.output(g.input("x", {40, 64}, DType::f16()).matmul(g.constant("w", w)));
+  CompileOptions options = loom::testing::cold_cache_options(dir.path());
+  options.template_configs = {{"cuda_wgmma_gemm", tune::Config({{"warpgroups", 1},
+                                                                 {"block_n", 128},
+                                                                 {"stages", 3},
+                                                                 {"split_k", 1},
+                                                                 {"tma", 1}})}};
+  CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+  REQUIRE(compiled.kernels().size() == 1);
+  CHECK_THAT(compiled.kernels()[0].schedule, Catch::Contains("tma=1"));
+  emulate_kernels(fake, compiled, dir.path());
+  DeviceArrays mem;
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  for (int run = 0; run < 3; ++run) {  // a fresh input buffer each time (the last one kept)
+    INFO("run " << run);
+    const NDArray x = random_array(DType::f16(), {40, 64});
+    const std::vector<DeviceTensor> in = {mem.upload(x)};
+    absl::Status s = compiled.run_on_device(in, outs);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    require_close(mem.download(outs[0]), loom::testing::reference_run(g, {x})[0], 1e-2);
+  }
+}
+
 TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches the reference",
           "[.fake_cuda]") {
   FakeDriver fake = fake_driver();

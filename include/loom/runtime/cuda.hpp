@@ -5,6 +5,8 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -230,6 +232,15 @@ class LoadedModule {
   std::vector<ir::Func> funcs_;
   std::vector<Function> functions_;
   CompiledModule compiled_;
+  // Per kernel, per tensor map: the last one encoded, reused while the buffer's address and the
+  // scalars stay (runs of a compiled graph keep their buffers).
+  struct EncodedMap {
+    DevicePtr address = 0;
+    std::vector<int64_t> scalars;
+    TensorMap map;
+  };
+  std::mutex maps_mu_;
+  std::vector<std::vector<std::optional<EncodedMap>>> maps_;
 };
 
 }  // namespace loom::runtime::cuda
