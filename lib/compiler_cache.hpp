@@ -83,6 +83,19 @@ inline std::string template_task_text(const Node& n, const TemplateContext& ctx,
   return s + "\n";
 }
 
+// The parameters of a space and their choices ("block_n{64,128,256} stages{2,3,4}"): part of a
+// tuning record's key, so that a record made before a template's space changed (a parameter
+// added) is not taken for one of the new space, whose configs it would lack.
+inline std::string space_text(const tune::Space& space) {
+  std::string s = "space";
+  for (const auto& [name, choices] : space.params()) {
+    s += " " + name + "{";
+    for (size_t i = 0; i < choices.size(); ++i) s += (i ? "," : "") + std::to_string(choices[i]);
+    s += "}";
+  }
+  return s + "\n";
+}
+
 inline std::vector<CandidateTime> candidate_times(const std::vector<tune::Measurement>& ms) {
   std::vector<CandidateTime> out;
   for (const tune::Measurement& m : ms) out.push_back({m.config, m.median_ms});

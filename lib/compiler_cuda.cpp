@@ -200,7 +200,8 @@ absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const Temp
   std::shared_ptr<const runtime::CachedKernel> entry;
   if (cache.enabled) {
     runtime::CacheKeyParts parts =
-        cache.parts("cuda tuning\n" + template_task_text(n, ctx, t, options.tune, nullptr));
+        cache.parts("cuda tuning\n" + template_task_text(n, ctx, t, options.tune, nullptr) +
+                    space_text(space));
     runtime::KernelCache::Result e =
         runtime::KernelCache::global().get(runtime::cache_key(parts), parts, cache.settings, measure);
     if (!e.ok()) return e.status();
