@@ -29,10 +29,11 @@ configure() {  # dir, extra cmake arguments
 # allocator_may_return_null: a failed huge allocation returns null, as without ASan, so the
 # tests of run() errors for outputs too large to allocate see what users see.
 # intercept_tls_get_addr=0: LSan's bookkeeping of dynamic TLS blocks (its __tls_get_addr
-# interceptor) records a garbage block when a dlopen'd library (NVRTC) reaches its TLS through
-# TLS descriptors, and the leak check then crashes in its tracer ("Tracer caught signal 11",
-# "DTLS 9 at 0x...2439"). Whether it does depends on stack garbage: a test compiling for CUDA
-# failed for working directories 10 to 25 characters long and passed for others.
+# interceptor) recorded a block at a garbage address ("DTLS 9 at 0x000000002439-0x00200000353b")
+# in a test that compiles for CUDA (NVRTC, dlopen'd, has TLS), and the leak check then crashed in
+# its tracer ("Tracer caught signal 11"). It depended on the memory layout alone: the test failed
+# when run from working directories 16 to 31 characters long and passed from others (no ASan
+# report either way). Without the interception LSan scans static TLS only.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1:intercept_tls_get_addr=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/test/tsan.supp}
