@@ -45,6 +45,7 @@ extern "C" {
 __attribute__((visibility("default"))) thread_local loom_emu_dim3 loom_emu_thread_idx, loom_emu_block_idx;
 __attribute__((visibility("default"))) loom_emu_dim3 loom_emu_block_dim, loom_emu_grid_dim;
 __attribute__((visibility("default"))) void (*loom_emu_sync)() = 0;
+__attribute__((visibility("default"))) void (*loom_emu_warpgroup_sync)() = 0;
 __attribute__((visibility("default"))) float (*loom_emu_shfl_f32)(float, int) = 0;
 __attribute__((visibility("default"))) int (*loom_emu_shfl_i32)(int, int) = 0;
 __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, unsigned ty, unsigned tz,
@@ -153,7 +154,10 @@ template <int N> static inline void loom_cp_async_wait() {
 // BLBO apart, k row at (k / 8) * BSBO + (k % 8) * 128). As on the GPU, the products are
 // asynchronous: a wgmma is only recorded at issue, committed into a group, and computed, from what
 // the shared tiles hold then, when a wait lets no more than N groups stay pending. A kernel that
-// rewrites a tile before the wait that covers its readers computes wrong products here.
+// rewrites a tile before the wait that covers its readers computes wrong products here. The wait
+// is the warpgroup's (wgmma.wait_group is .sync.aligned over it, and the group it waits for is
+// the warpgroup's): its 128 threads meet before and after computing, so that one thread past the
+// wait knows the whole warpgroup's reads done, as on the GPU.
 R"(static inline const void* loom_emu_swizzle128(const char* p) {
   const uintptr_t a = (uintptr_t)p;
   return (const void*)(a ^ (((a >> 7) & 7) << 4));
@@ -198,10 +202,12 @@ static inline void loom_wgmma_commit() {
   loom_emu_wgmma_open.clear();
 }
 template <int N, int Count> static inline void loom_wgmma_wait(float*) {
+  loom_emu_warpgroup_sync();
   while (loom_emu_wgmma_groups.size() > (size_t)N) {
     for (const loom_emu_product& p : loom_emu_wgmma_groups.front()) p.run(p.d, p.a, p.b);
     loom_emu_wgmma_groups.erase(loom_emu_wgmma_groups.begin());
   }
+  loom_emu_warpgroup_sync();
 }
 static inline void loom_fence_proxy_async() {}
 )"
@@ -405,10 +411,12 @@ struct ThreadState {
   int tid = 0;
   Barrier* block = nullptr;
   Warp* warp = nullptr;
+  Barrier* warpgroup = nullptr;  // the 128 threads of 4 consecutive warps (fewer at the end)
 };
 inline thread_local ThreadState* current = nullptr;
 
 inline void sync_threads() { current->block->wait("__syncthreads"); }
+inline void sync_warpgroup() { current->warpgroup->wait("a warpgroup-wide wgmma wait"); }
 
 template <typename T>
 T shuffle(T v, int mask, T (Warp::*slots)[32]) {
@@ -486,6 +494,7 @@ class CudaEmulator {
     set("loom_emu_shfl_f32", reinterpret_cast<void*>(&emulator_detail::shuffle_f32));
     set("loom_emu_shfl_i32", reinterpret_cast<void*>(&emulator_detail::shuffle_i32));
     set("loom_emu_warp_gather", reinterpret_cast<void*>(&emulator_detail::warp_gather));
+    set("loom_emu_warpgroup_sync", reinterpret_cast<void*>(&emulator_detail::sync_warpgroup));
     return e;
   }
 
@@ -515,10 +524,14 @@ class CudaEmulator {
     std::vector<std::unique_ptr<emulator_detail::Warp>> warps;
     for (int w = 0; w * 32 < threads; ++w)
       warps.push_back(std::make_unique<emulator_detail::Warp>(std::min(32, threads - w * 32)));
+    std::vector<std::unique_ptr<emulator_detail::Barrier>> warpgroups;
+    for (int w = 0; w * 128 < threads; ++w)
+      warpgroups.push_back(std::make_unique<emulator_detail::Barrier>(std::min(128, threads - w * 128)));
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t)
       workers.emplace_back([&, t] {
-        emulator_detail::ThreadState state{t, &block_barrier, warps[static_cast<size_t>(t / 32)].get()};
+        emulator_detail::ThreadState state{t, &block_barrier, warps[static_cast<size_t>(t / 32)].get(),
+                                           warpgroups[static_cast<size_t>(t / 128)].get()};
         emulator_detail::current = &state;
         const unsigned tx = static_cast<unsigned>(t) % block.x;
         const unsigned ty = static_cast<unsigned>(t) / block.x % block.y;

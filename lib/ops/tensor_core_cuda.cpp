@@ -702,7 +702,7 @@ class WarpgroupGemm {
   }
 
   // The TMA path's barriers: full[s] completes when stage s holds its slice (the producer's
-  // arrival with the slice's bytes, then the copies), empty[s] when every consumer thread is
+  // arrival with the slice's bytes, then the copies), empty[s] when every consumer warpgroup is
   // done with it.
   Expr full(const Expr& s) const { return bars_.load({s}); }
   Expr empty(const Expr& s) const { return bars_.load({s + t_.stages}); }
@@ -731,8 +731,10 @@ class WarpgroupGemm {
   }
 
   // Stage "consume" (TMA): per slice, wait until its stage is full, multiply, and once the
-  // previous slice's products are done (one group stays in flight) release that one's stage.
-  Stmt consume(const Expr& count, const Expr& warpgroup) const {
+  // previous slice's products are done (one group stays in flight) release that one's stage:
+  // one arrival per warpgroup, by its first thread (the wait is the warpgroup's, so the
+  // warpgroup's reads of the stage are done when any of its threads is past it).
+  Stmt consume(const Var& tid, const Expr& count, const Expr& warpgroup) const {
     Var kt("kt");
     const Expr s = kt % t_.stages, regs(t_.accumulators()), zero(int64_t{0});
     std::vector<Stmt> step = {call("mbarrier_wait", {full(s), (kt / t_.stages) % int64_t{2}}),
@@ -741,7 +743,8 @@ class WarpgroupGemm {
     step.push_back(call("wgmma_commit"));
     step.push_back(call("wgmma_wait", {acc_.load({zero}), regs, Expr(int64_t{1})}));
     step.push_back(ir::IfThenElse::make(
-        kt > int64_t{0}, call("mbarrier_arrive", {empty((kt + (t_.stages - 1)) % t_.stages)})));
+        kt > int64_t{0} && tid % int64_t{128} == int64_t{0},
+        call("mbarrier_arrive", {empty((kt + (t_.stages - 1)) % t_.stages)})));
     return ir::Seq::make({
         ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step))),
         call("wgmma_wait", {acc_.load({zero}), regs, zero}),
@@ -756,7 +759,7 @@ class WarpgroupGemm {
     std::vector<Stmt> init;
     for (int64_t s = 0; s < t_.stages; ++s) {
       init.push_back(call("mbarrier_init", {full(Expr(s)), Expr(int64_t{1})}));
-      init.push_back(call("mbarrier_init", {empty(Expr(s)), Expr(t_.consumers())}));
+      init.push_back(call("mbarrier_init", {empty(Expr(s)), Expr(t_.warpgroups)}));
     }
     init.push_back(call("fence_proxy_async"));
     std::vector<Stmt> s;
@@ -777,7 +780,7 @@ class WarpgroupGemm {
         warpgroup == t_.warpgroups,
         ir::Seq::make({registers(WgTiles::kProducerRegisters, 0),
                        ir::IfThenElse::make(tid == t_.consumers(), produce(first, count))}),
-        ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consume(count, warpgroup),
+        ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consume(tid, count, warpgroup),
                        split ? split_.publish(tid, tile_id_, split_index_, acc_) : store_c(tid)})));
     if (split)
       s.push_back(split_.gather(tid, tile_id_, acc_, store_c(tid), tid < t_.consumers()));
