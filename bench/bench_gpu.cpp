@@ -381,6 +381,13 @@ int main(int argc, char** argv) {
   const loom::Target target = loom::Target::cuda(props->sm_arch, 0);
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
   bool wrong = false;  // some loom result differs from cuBLAS's beyond rounding
+  auto gemm_record = [&](const std::string& name, const Shape& s, loom::DType t, const Result& r) {
+    return nlohmann::ordered_json{
+        {"name", name},          {"op", "gemm"},         {"dtype", t.to_string()},
+        {"shape", {s.m, s.n, s.k}}, {"device", props->name}, {"loom_ms", r.loom_ms},
+        {"peer", "cublas"},      {"peer_ms", r.peer_ms}, {"rel_err", r.rel_err},
+        {"tune_s", r.tune_s},    {"schedule", r.schedule}};
+  };
   if (only == "models" || only == "convs") dtypes.clear();
   for (loom::DType t : dtypes) {
     // Goals: f32 0.8x SGEMM; f16/bf16 0.9x cuBLAS on 4096^3 (and 1.0x on BERT with epilogues).
@@ -408,11 +415,7 @@ int main(int argc, char** argv) {
       std::printf("%-26s %10.4f %10.4f %8.3f %10.2e %8.1f  %s\n", name.c_str(), r->loom_ms,
                   r->peer_ms, r->peer_ms / r->loom_ms, r->rel_err, r->tune_s,
                   r->schedule.c_str());
-      records.push_back({{"name", name + "_" + t.to_string()}, {"op", "gemm"},
-                         {"dtype", t.to_string()}, {"shape", {s.m, s.n, s.k}},
-                         {"device", props->name}, {"loom_ms", r->loom_ms}, {"peer", "cublas"},
-                         {"peer_ms", r->peer_ms}, {"rel_err", r->rel_err}, {"tune_s", r->tune_s},
-                         {"schedule", r->schedule}});
+      records.push_back(gemm_record(name + "_" + t.to_string(), s, t, *r));
     }
     if (counted)
       std::printf("geometric mean cublas / loom, %s: %.3f (goal %.1f or better)\n",
@@ -440,11 +443,8 @@ int main(int argc, char** argv) {
       if (!std::isnan(r->peer_ms) && !(r->rel_err <= max_err)) wrong = true;
       std::printf("%-40s %10.4f %10.4f %8.3f\n", config.to_string().c_str(), r->loom_ms,
                   r->peer_ms, r->peer_ms / r->loom_ms);
-      records.push_back({{"name", "4096x4096x4096_f16_" + config.to_string()}, {"op", "gemm"},
-                         {"dtype", "f16"}, {"shape", {4096, 4096, 4096}},
-                         {"device", props->name}, {"loom_ms", r->loom_ms}, {"peer", "cublas"},
-                         {"peer_ms", r->peer_ms}, {"rel_err", r->rel_err}, {"tune_s", r->tune_s},
-                         {"schedule", r->schedule}});
+      records.push_back(gemm_record("4096x4096x4096_f16_" + config.to_string(),
+                                    {4096, 4096, 4096}, t, *r));
     }
   }
   if (only != "gemm" && !bench_models(target, options, **driver, props->name, quick,

@@ -890,8 +890,7 @@ std::string FuncEmitter::tma_load(const ir::Call* op) {
   const auto* dst = op->args[0].as<ir::Load>();
   const auto* bar = op->args[1].as<ir::Load>();
   const ir::BufferNode* src = op->args[2].as<ir::Load>()->buffer.get();
-  auto position = buffer_position_.find(src);
-  if (position == buffer_position_.end())
+  if (!buffer_position_.count(src))
     return fail_expr(absl::InvalidArgumentError(
         str_cat("tma_load_3d of buffer '", src->name, "', which is not a parameter of the func")));
   if (src->shape.size() != 3 || !src->layout.steps().empty())

@@ -34,6 +34,19 @@ class SubstituteVars : public ir::IRMutator {
   std::map<const ir::VarNode*, int64_t> values_;
 };
 
+// The substitution of a func's scalar params by their values for a launch (in
+// Func::scalar_params order); an error when the count differs.
+absl::StatusOr<SubstituteVars> scalar_values(const ir::Func& f, const std::string& kernel,
+                                             const std::vector<int64_t>& scalars) {
+  std::vector<ir::Var> params = f.scalar_params();
+  if (params.size() != scalars.size())
+    return absl::InvalidArgumentError(str_cat("kernel '", kernel, "' takes ", params.size(),
+                                              " scalars; ", scalars.size(), " were given"));
+  std::map<const ir::VarNode*, int64_t> values;
+  for (size_t i = 0; i < params.size(); ++i) values[params[i].node()] = scalars[i];
+  return SubstituteVars(std::move(values));
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> emit_cuda_source(const ir::Module& m,
@@ -68,17 +81,11 @@ absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch) 
 
 absl::StatusOr<TensorMapShape> tensor_map_shape(const ir::Func& f, const TensorMapInfo& m,
                                                 const std::vector<int64_t>& scalars) {
-  std::vector<ir::Var> params = f.scalar_params();
-  if (params.size() != scalars.size())
-    return absl::InvalidArgumentError(str_cat("func '", f.name, "' takes ", params.size(),
-                                              " scalars; ", scalars.size(), " were given"));
   const size_t rank = m.dims.size();
   if (rank < 1 || rank > 5 || m.box.size() != rank)
     return absl::InvalidArgumentError(str_cat("a tensor map of func '", f.name, "' has rank ",
                                               rank, " and a box of rank ", m.box.size()));
-  std::map<const ir::VarNode*, int64_t> values;
-  for (size_t i = 0; i < params.size(); ++i) values[params[i].node()] = scalars[i];
-  SubstituteVars substitute(std::move(values));
+  LOOM_ASSIGN_OR_RETURN(SubstituteVars substitute, scalar_values(f, f.name, scalars));
   TensorMapShape out;
   switch (m.dtype.code()) {
     case DTypeCode::kF16: out.data_type = 6; break;
@@ -115,13 +122,7 @@ absl::StatusOr<TensorMapShape> tensor_map_shape(const ir::Func& f, const TensorM
 
 absl::StatusOr<std::pair<Dim3, Dim3>> launch_shape(const ir::Func& f, const KernelInfo& kernel,
                                                    const std::vector<int64_t>& scalars) {
-  std::vector<ir::Var> params = f.scalar_params();
-  if (params.size() != scalars.size())
-    return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' takes ", params.size(),
-                                              " scalars; ", scalars.size(), " were given"));
-  std::map<const ir::VarNode*, int64_t> values;
-  for (size_t i = 0; i < params.size(); ++i) values[params[i].node()] = scalars[i];
-  SubstituteVars substitute(std::move(values));
+  LOOM_ASSIGN_OR_RETURN(SubstituteVars substitute, scalar_values(f, kernel.symbol, scalars));
   auto extent = [&](const ir::Expr& e, int64_t limit,
                     const char* what) -> absl::StatusOr<unsigned> {
     std::optional<int64_t> v = ir::as_const_int(ir::simplify(substitute.mutate(e)));
