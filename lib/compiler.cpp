@@ -58,9 +58,11 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       return absl::InvalidArgumentError(
           "graph output '" + graph.nodes()[o].name + "' is stored in layout " +
           graph.nodes()[o].type.to_string() + "; outputs are row-major (transform it back)");
-  if (target_.is_cuda() && options.layouts != LayoutPolicy::kRowMajor)
-    return absl::UnimplementedError("target " + target_.to_string() +
-                                    ": CUDA graphs are row-major (layout policies are CPU-only)");
+  if (target_.is_cuda() && options.layouts == LayoutPolicy::kJoint)
+    return absl::UnimplementedError(
+        "target " + target_.to_string() +
+        ": the joint layout search is CPU-only; CUDA graphs take LayoutPolicy::kFixed (with "
+        "channels_last(), convolutions run as NHWC implicit GEMMs)");
   if (options.graph_passes) {
     // Constants fold on the host, whatever the target (a GPU compile needs no GPU).
     LOOM_ASSIGN_OR_RETURN(Graph optimized,

@@ -16,13 +16,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <limits>
 
 #include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
 #include "compiler_cache.hpp"
+#include "graph/passes/rewrite.hpp"
 #include "graph/template_context.hpp"
+#include "loom/ir/op.hpp"
+#include "loom/ir/simplify.hpp"
 #include "loom/runtime/thread_pool.hpp"
 
 namespace loom {
@@ -480,27 +484,107 @@ absl::StatusOr<Graph> fixed_layouts(const Compiler& compiler, const Graph& g,
                                     const CompileOptions& options, std::string* report) {
   Assignment a;
   for (size_t id = 0; id < g.nodes().size(); ++id) {
-    std::vector<AnchorLayouts> o = layouts::options(g, static_cast<int>(id), compiler.target());
-    if (o.empty()) continue;
-    AnchorLayouts want;
-    want.inputs.assign(g.nodes()[id].inputs.size(), {});
-    want.inputs[0] = options.fixed_layout;
-    want.output = options.fixed_layout;
-    // Offered or not, a template that applies in the layout takes it.
+    std::vector<AnchorLayouts> offered =
+        layouts::options(g, static_cast<int>(id), compiler.target());
+    if (offered.empty()) continue;
     const Node& n = g.nodes()[id];
     const OpDef* def = OpRegistry::global().find(n.op);
-    TemplateContext ctx;
-    if (!template_context(g, n, compiler.target(), &ctx)) continue;
-    ctx.inputs[0].layout = want.inputs[0];
-    ctx.output.layout = want.output;
-    bool takes = std::any_of(def->templates.begin(), def->templates.end(), [&](const ScheduleTemplate& t) {
-      return t.target_kind == compiler.target().kind() && t.any_layout && t.applies && t.applies(ctx);
-    });
-    if (!takes) continue;
-    a[static_cast<int>(id)] = want;
-    *report += str_cat("fixed ", n.name, ": ", want.to_string(), "\n");
+    TemplateContext row_major;
+    if (!template_context(g, n, compiler.target(), &row_major)) continue;
+    // The fixed layout for input 0 and the output, the others row-major; or, first, an offered
+    // choice with it there, which names the other inputs' layouts (weights a template reads in
+    // a layout of its own).
+    AnchorLayouts plain;
+    plain.inputs.assign(n.inputs.size(), {});
+    plain.inputs[0] = options.fixed_layout;
+    plain.output = options.fixed_layout;
+    std::vector<AnchorLayouts> wants;
+    for (const AnchorLayouts& o : offered)
+      if (!o.inputs.empty() && o.inputs[0] == plain.inputs[0] && o.output == plain.output)
+        wants.push_back(o);
+    wants.push_back(plain);
+    // Offered or not, a choice counts where a template applies in it.
+    for (const AnchorLayouts& want : wants) {
+      TemplateContext ctx = row_major;
+      for (size_t k = 0; k < ctx.inputs.size() && k < want.inputs.size(); ++k)
+        ctx.inputs[k].layout = want.inputs[k];
+      ctx.output.layout = want.output;
+      const bool takes =
+          std::any_of(def->templates.begin(), def->templates.end(), [&](const ScheduleTemplate& t) {
+            return t.target_kind == compiler.target().kind() && t.any_layout && t.applies &&
+                   t.applies(ctx);
+          });
+      if (!takes) continue;
+      a[static_cast<int>(id)] = want;
+      *report += str_cat("fixed ", n.name, ": ", want.to_string(), "\n");
+      break;
+    }
   }
   return layouts::apply(g, a);
+}
+
+// The conversions of constants to the layouts their readers take (weights a template reads in a
+// layout of its own) done here, once: each becomes a constant stored in the layout. Only layouts
+// whose offset is affine in every logical dim (reorders and padding) are folded; conversions to
+// others stay in the graph and run with it.
+absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
+  const std::vector<Node>& nodes = g.nodes();
+  std::vector<std::optional<NDArray>> folded(nodes.size());
+  bool any = false;
+  for (size_t id = 0; id < nodes.size(); ++id) {
+    const Node& n = nodes[id];
+    if (n.kind != Node::Kind::kOp || n.op != "layout_transform" || n.inputs.size() != 1) continue;
+    const Node& in = nodes[static_cast<size_t>(n.inputs[0])];
+    if (in.kind != Node::Kind::kConstant || !in.type.layout.empty()) continue;
+    const std::vector<int64_t>& shape = in.value.shape();
+    std::vector<ir::Expr> extents;
+    for (int64_t e : shape) extents.push_back(ir::Expr(e));
+    const Layout layout = Layout::of(extents, n.type.layout);
+    auto number = [](const ir::Expr& e) { return ir::as_const_int(ir::simplify(e)); };
+    std::optional<int64_t> size = number(layout.physical_size());
+    std::vector<int64_t> strides;
+    for (int d = 0; d < layout.rank() && size; ++d) {
+      std::optional<ir::Expr> stride = layout.stride_of(d);
+      std::optional<int64_t> value = stride ? number(*stride) : std::nullopt;
+      if (!value) size.reset();
+      else strides.push_back(*value);
+    }
+    const std::optional<int64_t> origin =
+        number(layout.offset(std::vector<ir::Expr>(extents.size(), ir::Expr(int64_t{0}))));
+    if (!layout.ok() || !size || !origin || *origin != 0) continue;
+    NDArray physical(in.value.dtype(), {*size});  // zeros in the padding
+    const size_t bytes = static_cast<size_t>(in.value.dtype().bytes());
+    const auto* src = static_cast<const char*>(in.value.data());
+    auto* dst = static_cast<char*>(physical.data());
+    std::vector<int64_t> index(shape.size(), 0);
+    for (int64_t i = 0; i < in.value.numel(); ++i) {
+      int64_t at = 0;
+      for (size_t d = 0; d < shape.size(); ++d) at += index[d] * strides[d];
+      std::memcpy(dst + static_cast<size_t>(at) * bytes, src + static_cast<size_t>(i) * bytes,
+                  bytes);
+      for (size_t d = shape.size(); d-- > 0;) {
+        if (++index[d] < shape[d]) break;
+        index[d] = 0;
+      }
+    }
+    folded[id] = std::move(physical);
+    any = true;
+  }
+  if (!any) return g;
+  Graph out;
+  std::vector<Tensor> map;
+  LOOM_ASSIGN_OR_RETURN(
+      Graph result,
+      passes::rebuild(g, out, map, [&](int id, const std::vector<Tensor>&) -> std::optional<Tensor> {
+        if (!folded[static_cast<size_t>(id)]) return std::nullopt;
+        const Node& n = nodes[static_cast<size_t>(id)];
+        // The physical elements, typed as the conversion's output: its shape, in its layout.
+        const Node& source = nodes[static_cast<size_t>(n.inputs[0])];
+        return passes::keep_type(
+            out.constant(source.name + "_laid", *std::move(folded[static_cast<size_t>(id)])),
+                                 n);
+      }));
+  return passes::rebuild(result, nullptr);  // drops the row-major constants, now unread
 }
 
 }  // namespace
@@ -510,10 +594,14 @@ absl::StatusOr<Graph> choose_layouts(const Compiler& compiler, const Graph& g,
   switch (options.layouts) {
     case LayoutPolicy::kRowMajor:
       return g;
-    case LayoutPolicy::kFixed:
-      return fixed_layouts(compiler, g, options, report);
-    case LayoutPolicy::kJoint:
-      return JointSearch(compiler, g, options, report).run();
+    case LayoutPolicy::kFixed: {
+      LOOM_ASSIGN_OR_RETURN(Graph laid, fixed_layouts(compiler, g, options, report));
+      return fold_constant_conversions(laid);
+    }
+    case LayoutPolicy::kJoint: {
+      LOOM_ASSIGN_OR_RETURN(Graph laid, JointSearch(compiler, g, options, report).run());
+      return fold_constant_conversions(laid);
+    }
   }
   return g;
 }

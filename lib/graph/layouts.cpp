@@ -177,6 +177,10 @@ std::vector<AnchorLayouts> options(const Graph& g, int n, const Target& target) 
         else out.push_back(d);
       }
   }
+  // Row-major is always a choice (the default schedules take it), first.
+  AnchorLayouts plain;
+  plain.inputs.assign(ctx.inputs.size(), {});
+  if (!out.empty() && !(out.front() == plain)) out.insert(out.begin(), plain);
   if (out.size() == 1) out.clear();  // row-major alone is no choice
   return out;
 }

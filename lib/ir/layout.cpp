@@ -82,6 +82,10 @@ std::vector<LayoutStep> channels_last() {
   return Layout::row_major({i64(1), i64(1), i64(1), i64(1)}).reorder({0, 2, 3, 1}).steps();
 }
 
+std::vector<LayoutStep> weights_hwio() {
+  return Layout::row_major({i64(1), i64(1), i64(1), i64(1)}).reorder({2, 3, 1, 0}).steps();
+}
+
 std::string steps_to_string(const std::vector<LayoutStep>& steps) {
   std::string s;
   for (const LayoutStep& step : steps) s += "." + step.to_string();

@@ -14,6 +14,11 @@ struct ConvProblem {
   int64_t n, c, h, w, o, cg, kh, kw, oh, ow;
   Conv2dAttrs attrs;
   bool depthwise() const { return attrs.groups > 1 && cg == 1 && o == attrs.groups; }
+  // 1x1, stride 1, no padding: each output pixel reads its own input pixel.
+  bool pointwise() const {
+    return kh == 1 && kw == 1 && attrs.stride_h == 1 && attrs.stride_w == 1 &&
+           attrs.pad_top == 0 && attrs.pad_left == 0 && oh == h && ow == w;
+  }
 };
 
 // The problem when the node is a conv2d with input, weights and output all of type `element`.

@@ -21,13 +21,19 @@
 //
 // An operand stored as a row-major [batch, rows, cols] tensor with cols a multiple of 8 is copied
 // with cp.async, 16 bytes at a time (zero-filled past its rows and columns). Others are read
-// element by element through registers with the same pipeline: unaligned shapes, and the
+// element by element through registers with the same pipeline: unaligned shapes, and the NCHW
 // implicit GEMM's B operand, whose element (k, pixel) is the input element under tap k of the
 // pixel's window (zero in the padding).
 //
-// conv2d (groups 1) is the GEMM, per image, C[o][pixel] = W[o][k] * X[k][pixel] over
-// k = (c, r, s): the weights are A as stored (OIHW is row-major O x C*KH*KW) and the NCHW output
-// is C as stored, so no layout changes.
+// conv2d (groups 1) is an implicit GEMM in one of two layouts:
+//  - NCHW: per image, C[o][pixel] = W[o][k] * X[k][pixel] over k = (c, r, s): the weights are A
+//    as stored (OIHW is row-major O x C*KH*KW) and the NCHW output is C as stored;
+//  - NHWC, with the weights HWIO (the layouts the template offers the layout assignment): over
+//    the batch's pixels, C[pixel][o] = X[pixel][k] * W[k][o] over k = (r, s, c). A row of A is a
+//    pixel's window with the channels innermost, so 8 channels of one tap are 16 contiguous
+//    bytes that cp.async gathers (zero-filled in the padding) when C is a multiple of 8; a 1x1
+//    stride-1 conv reads the image as the [N*H*W, C] matrix. B is the weights as stored and C
+//    the output.
 
 #include <algorithm>
 #include <numeric>
@@ -103,13 +109,39 @@ struct TcTiles {
   }
 };
 
-// The copy with cp.async of the slice_rows x slice_cols slice at (row0, col0) of the row-major
-// [batch, rows, cols] matrix src to dst[stage] by `threads` threads: the chunk mapping
+// One GEMM operand: a parameter of the kernel and how to read element (batch, row, col) of the
+// operand matrix from it.
+struct Operand {
+  Buffer buffer;
+  // The value at (batch, row, col), rows and cols in range; null: buffer is the row-major
+  // [batch or 1, rows, cols] matrix itself.
+  std::function<Expr(const Expr&, const Expr&, const Expr&)> element;
+  bool batched = false;
+  // For a gathered operand (element set) whose 8-element chunks along a row are contiguous in
+  // memory, so that cp.async copies them: the chunk at (batch, row, col), col a multiple of 8,
+  // rows and cols in range, as its first element's load and whether it holds the operand's
+  // elements (else zeros: a convolution's padding). Null: none.
+  struct Chunk {
+    Expr first, inside;
+  };
+  std::function<Chunk(const Expr&, const Expr&, const Expr&)> chunk;
+
+  // Whether cp.async can copy the operand: chunks of 16 bytes along rows of `cols` elements.
+  bool async(int64_t cols) const { return (!element || chunk) && cols % kChunk == 0; }
+  // The load of element (batch, row, col) of the plain matrix, or of the chunk there.
+  Chunk at(const Expr& batch, const Expr& row, const Expr& col) const {
+    if (chunk) return chunk(batch, row, col);
+    return {buffer.load({batch, row, col}), Expr()};
+  }
+};
+
+// The copy with cp.async of the slice_rows x slice_cols slice at (row0, col0) of operand src
+// (a row-major [batch, rows, cols] matrix, or gathered in chunks) to dst[stage] by `threads` threads: the chunk mapping
 // spatial(threads / lanes, lanes) * repeat(slice_rows / ..., 1) with a row's 16-byte chunks across
 // lanes, one copy per chunk, the bytes past the matrix (where the tails say the slice can reach
 // past rows or cols) zero-filled and the source address clamped in bounds (none of it is read).
 Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& stage,
-                      const Buffer& src, const Expr& batch, int64_t slice_rows, int64_t slice_cols,
+                      const Operand& src, const Expr& batch, int64_t slice_rows, int64_t slice_cols,
                       const Expr& row0, int64_t rows, bool row_tail, const Expr& col0,
                       int64_t cols, bool col_tail) {
   const int64_t lanes = std::gcd(threads, slice_cols / kChunk), lane_rows = threads / lanes;
@@ -127,10 +159,12 @@ Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const 
       if (col_tail) also(col < cols);
       const Expr src_row = row_tail ? ir::min(row, Expr(rows - 1)) : row;
       const Expr src_col = col_tail ? ir::min(col, Expr(cols - kChunk)) : col;
+      const Operand::Chunk chunk = src.at(batch, src_row, src_col);
+      if (chunk.inside.defined()) also(chunk.inside);
       Expr bytes = inside.defined() ? ir::select(inside, Expr(int64_t{16}), Expr(int64_t{0}))
                                     : Expr(int64_t{16});
-      s.push_back(ir::Evaluate::make(ir::Call::make(
-          "cp_async_16", {dst.load({stage, r, c}), src.load({batch, src_row, src_col}), bytes})));
+      s.push_back(ir::Evaluate::make(
+          ir::Call::make("cp_async_16", {dst.load({stage, r, c}), chunk.first, bytes})));
     }
     return ir::Seq::make(std::move(s));
   });
@@ -174,20 +208,10 @@ Stmt main_loop(const Buffer& acc, int64_t accumulators, int64_t slices, int64_t 
   return ir::Seq::make(std::move(s));
 }
 
-// One GEMM operand: a parameter of the kernel and how to read element (batch, row, col) of the
-// operand matrix from it.
-struct Operand {
-  Buffer buffer;
-  // The value at (batch, row, col), rows and cols in range; null: buffer is the row-major
-  // [batch or 1, rows, cols] matrix itself.
-  std::function<Expr(const Expr&, const Expr&, const Expr&)> element;
-  bool batched = false;
-};
-
 // The copy of the slice_rows x slice_cols slice at (row0, col0) of operand `op` (rows x cols,
 // batch g where it is batched) to dst[stage] by `threads` threads. The tails say whether the
 // slice can reach past `rows` or `cols`; what lies past them is zero.
-//  - async: async_copy_slice (op must be the row-major matrix, cols a multiple of 8);
+//  - async: async_copy_slice (op.async(cols));
 //  - else element by element: repeat(...) * spatial(threads / lanes, lanes) over the elements,
 //    consecutive threads on consecutive columns, through registers.
 Stmt copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& stage,
@@ -196,7 +220,7 @@ Stmt copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& 
                 const Expr& col0, int64_t cols, bool col_tail) {
   const Expr batch = op.batched ? g : Expr(int64_t{0});
   if (async)
-    return async_copy_slice(tid, threads, dst, stage, op.buffer, batch, slice_rows, slice_cols,
+    return async_copy_slice(tid, threads, dst, stage, op, batch, slice_rows, slice_cols,
                             row0, rows, row_tail, col0, cols, col_tail);
   const int64_t lanes = std::gcd(threads, slice_cols), lane_rows = threads / lanes;
   LOOM_CHECK(slice_rows % lane_rows == 0, "the threads divide the slice's rows");
@@ -218,20 +242,28 @@ Stmt copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& 
   });
 }
 
-// G GEMMs C[g] (M x N) = A (M x K) * B (K x N); c is [G, M, N] row-major.
+// G GEMMs C[g] (M x N) = A (M x K) * B (K x N); c is [G, M, N] row-major, or c_at gives the
+// index of C[g][row][col] in c (an NHWC convolution's output, in logical indices for the fused
+// epilogue).
 struct TcProblem {
   int64_t G = 1, M = 0, N = 0, K = 0;
   Operand a, b;
   Buffer c;
+  std::function<std::vector<Expr>(const Expr&, const Expr&, const Expr&)> c_at;
   std::vector<ir::Param> params;  // the kernel's, in the node's order
+
+  Stmt store_c(const Expr& g, const Expr& row, const Expr& col, const Expr& acc) const {
+    return ir::Store::make(c, ir::final_value(ir::cast(c.dtype(), acc)),
+                           c_at ? c_at(g, row, col) : std::vector<Expr>{g, row, col});
+  }
 };
 
 class TensorCoreGemm {
  public:
   TensorCoreGemm(const TemplateContext& ctx, TcProblem p, const tune::Config& c)
       : ctx_(ctx), p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
-    a_async_ = !p_.a.element && p_.K % kChunk == 0;
-    b_async_ = !p_.b.element && p_.N % kChunk == 0;
+    a_async_ = p_.a.async(p_.K);
+    b_async_ = p_.b.async(p_.N);
     a_shared_ = Buffer::make(ctx.name + "_As", in_, t_.shared_layout(t_.bm(), t_.block_k),
                              ir::MemoryScope::kShared);
     b_shared_ = Buffer::make(ctx.name + "_Bs", in_, t_.shared_layout(t_.block_k, t_.bn()),
@@ -336,8 +368,7 @@ class TensorCoreGemm {
             Expr row = m0_ + warp_row0_ + mi * kMmaM + reg[0] * 8 + l[0];
             Expr col = n0_ + warp_col0_ + nj * kMmaN + l[1] * 2 + reg[1];
             Expr v = acc_.load({Expr((mi * t_.mma_n + nj) * 4 + r++)});
-            Stmt store = ir::Store::make(p_.c, ir::final_value(ir::cast(p_.c.dtype(), v)),
-                                         {g_, row, col});
+            Stmt store = p_.store_c(g_, row, col, v);
             s.push_back(store_inside(store, row, p_.M, p_.M % t_.bm() != 0, col, p_.N,
                                      p_.N % t_.bn() != 0));
           }
@@ -384,12 +415,85 @@ std::optional<GemmProblem> matmul_problem(const TemplateContext& ctx) {
   return gemm_problem(ctx, ctx.inputs[0].dtype);
 }
 
-// Implicit GEMM: groups 1 only (grouped and depthwise convs keep the direct template).
+// The layouts an implicit GEMM takes a convolution in: all row-major (NCHW image and output,
+// OIHW weights), or NHWC image and output with HWIO weights.
+enum class ConvLayouts { kNchw, kNhwc };
+
+std::optional<ConvLayouts> conv_layouts(const TemplateContext& ctx) {
+  const std::vector<LayoutStep>&x = ctx.inputs[0].layout, &w = ctx.inputs[1].layout,
+  &y = ctx.output.layout;
+  if (x.empty() && w.empty() && y.empty()) return ConvLayouts::kNchw;
+  if (x == channels_last() && w == weights_hwio() && y == channels_last())
+    return ConvLayouts::kNhwc;
+  return std::nullopt;
+}
+
+// Implicit GEMM: groups 1 only (grouped and depthwise convs keep the direct template), in the
+// layouts above.
 std::optional<ConvProblem> implicit_gemm_problem(const TemplateContext& ctx) {
-  if (!tensor_core_type(ctx)) return std::nullopt;
+  if (!tensor_core_type(ctx) || !conv_layouts(ctx)) return std::nullopt;
   std::optional<ConvProblem> p = conv_problem(ctx, ctx.inputs[0].dtype);
   if (!p || p->attrs.groups != 1) return std::nullopt;
   return p;
+}
+
+// The layouts offered for a convolution the implicit GEMM takes row-major: NHWC with HWIO
+// weights, where the channels and output channels are multiples of 8, so that cp.async copies
+// 16-byte chunks of the image's windows (8 channels of one tap) and of the weights' rows.
+LayoutOptions implicit_gemm_layouts(const TemplateContext& ctx) {
+  std::optional<ConvProblem> p = implicit_gemm_problem(ctx);
+  if (!p || p->c % kChunk != 0 || p->o % kChunk != 0) return {};
+  return {{{channels_last()}, {weights_hwio()}}, {channels_last()}};
+}
+
+// The NHWC convolution as one GEMM over the batch's pixels: C[pixel][o] = A[pixel][k] *
+// B[k][o] over k = (r, s, c). A's row is the pixel's window, c innermost (chunks of 8 channels
+// contiguous: cp.async gathers them); a 1x1 stride-1 conv reads the image as it is, the
+// [N * H * W, C] matrix. B is the HWIO weights as stored, C the NHWC output.
+void nhwc_conv_problem(const TemplateContext& ctx, const ConvProblem& c, TcProblem& p) {
+  const DType t = ctx.inputs[0].dtype;
+  const Conv2dAttrs& a = c.attrs;
+  const int64_t pixels = c.oh * c.ow;
+  p.G = 1;
+  p.M = c.n * pixels;
+  p.N = c.o;
+  p.K = c.kh * c.kw * c.c;
+  p.b = {Buffer::make(ctx.name + "_w", t, {Expr(int64_t{1}), Expr(p.K), Expr(c.o)}), nullptr,
+         false};
+  p.c = Buffer::make(ctx.name + "_y", t,
+                     Layout::of({Expr(c.n), Expr(c.o), Expr(c.oh), Expr(c.ow)}, channels_last()));
+  p.c_at = [c, pixels](const Expr&, const Expr& row, const Expr& col) {
+    return std::vector<Expr>{row / Expr(pixels), col, row / Expr(c.ow) % Expr(c.oh),
+                             row % Expr(c.ow)};
+  };
+  if (c.pointwise()) {
+    p.a = {Buffer::make(ctx.name + "_x", t, {Expr(int64_t{1}), Expr(c.n * c.h * c.w), Expr(c.c)}),
+           nullptr, false};
+  } else {
+    Buffer x = Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.h), Expr(c.w), Expr(c.c)});
+    // Tap k = (r, s, ch) of the pixel's window: its image element, clamped into the image, and
+    // whether it lies inside (else the padding's zero).
+    auto tap = [x, c, a, pixels](const Expr& px, const Expr& k) {
+      const Expr img = px / Expr(pixels), oy = px / Expr(c.ow) % Expr(c.oh), ox = px % Expr(c.ow);
+      const Expr r = k / Expr(c.kw * c.c), s = k / Expr(c.c) % Expr(c.kw), ch = k % Expr(c.c);
+      const Expr ih = oy * int64_t{a.stride_h} + r * int64_t{a.dilation_h} - int64_t{a.pad_top};
+      const Expr iw = ox * int64_t{a.stride_w} + s * int64_t{a.dilation_w} - int64_t{a.pad_left};
+      const Expr inside = ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w;
+      const Expr load =
+          x.load({img, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
+                  ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1)), ch});
+      return Operand::Chunk{load, inside};
+    };
+    p.a = {x,
+           [tap, x](const Expr&, const Expr& px, const Expr& k) {
+             const Operand::Chunk e = tap(px, k);
+             return ir::select(e.inside, e.first, ir::cast(x.dtype(), Expr(0.0f)));
+           },
+           false};
+    if (c.c % kChunk == 0)
+      p.a.chunk = [tap](const Expr&, const Expr& px, const Expr& k) { return tap(px, k); };
+  }
+  p.params = {p.a.buffer, p.b.buffer, p.c};
 }
 
 // The GEMMs of the node, with the kernel's parameters.
@@ -412,6 +516,10 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   std::optional<ConvProblem> cv = implicit_gemm_problem(ctx);
   if (!cv) return std::nullopt;
   const ConvProblem c = *cv;
+  if (conv_layouts(ctx) == ConvLayouts::kNhwc) {
+    nhwc_conv_problem(ctx, c, p);
+    return p;
+  }
   const Conv2dAttrs& a = c.attrs;
   const int64_t taps = c.kh * c.kw, pixels = c.oh * c.ow;
   p.G = c.n;
@@ -421,9 +529,7 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   Buffer w = Buffer::make(ctx.name + "_w", t, {Expr(int64_t{1}), Expr(c.o), Expr(p.K)});
   p.c = Buffer::make(ctx.name + "_y", t, {Expr(c.n), Expr(c.o), Expr(pixels)});
   p.a = {w, nullptr, false};
-  const bool pointwise = taps == 1 && a.stride_h == 1 && a.stride_w == 1 && a.pad_top == 0 &&
-                         a.pad_left == 0 && c.oh == c.h && c.ow == c.w;
-  if (pointwise) {
+  if (c.pointwise()) {
     // A 1x1 conv reads X as it is: [n, c, h * w].
     p.b = {Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(pixels)}), nullptr, true};
   } else {
@@ -603,8 +709,8 @@ class WarpgroupGemm {
                         ir::MemoryScope::kLocal);
     bars_ = Buffer::make(ctx.name + "_bars", DType::i64(), {Expr(2 * t_.stages)},
                          ir::MemoryScope::kShared);
-    a_async_ = !p_.a.element && p_.K % kChunk == 0;
-    b_async_ = !p_.b.element && p_.N % kChunk == 0;
+    a_async_ = p_.a.async(p_.K);
+    b_async_ = p_.b.async(p_.N);
     LOOM_CHECK(!t_.tma || tma_copies(p_), "TMA copies of operands it cannot copy");
     split_ = SplitK(ctx.name, p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.block_n),
                     t_.split_k, t_.accumulators(), t_.threads());
@@ -690,8 +796,7 @@ class WarpgroupGemm {
             Expr row = m0_ + w[0] * 64 + w[1] * kMmaM + reg[0] * 8 + l[0];
             Expr col = n0_ + j * kMmaN + l[1] * 2 + reg[1];
             Expr v = acc_.load({Expr(j * 4 + r++)});
-            Stmt store = ir::Store::make(p_.c, ir::final_value(ir::cast(p_.c.dtype(), v)),
-                                         {g_, row, col});
+            Stmt store = p_.store_c(g_, row, col, v);
             s.push_back(store_inside(store, row, p_.M, p_.M % t_.bm() != 0, col, p_.N,
                                      p_.N % t_.block_n != 0));
           }
@@ -893,12 +998,17 @@ ScheduleTemplate matmul_wgmma_cuda_template() {
 }
 
 ScheduleTemplate conv2d_wgmma_cuda_template() {
-  return cuda_template(
+  ScheduleTemplate t = cuda_template(
       "cuda_wgmma_conv2d",
       [](const TemplateContext& ctx) {
         return wgmma_target(ctx) && implicit_gemm_problem(ctx).has_value();
       },
       wgmma_space, build_wgmma_gemm);
+  t.any_layout = true;
+  t.layouts = [](const TemplateContext& ctx) {
+    return wgmma_target(ctx) ? implicit_gemm_layouts(ctx) : LayoutOptions{};
+  };
+  return t;
 }
 
 ScheduleTemplate matmul_tensor_core_cuda_template() {
@@ -909,10 +1019,13 @@ ScheduleTemplate matmul_tensor_core_cuda_template() {
 }
 
 ScheduleTemplate conv2d_tensor_core_cuda_template() {
-  return cuda_template(
+  ScheduleTemplate t = cuda_template(
       "cuda_tensor_core_conv2d",
       [](const TemplateContext& ctx) { return implicit_gemm_problem(ctx).has_value(); },
       tensor_core_space, build_tensor_core_gemm);
+  t.any_layout = true;
+  t.layouts = implicit_gemm_layouts;
+  return t;
 }
 
 }  // namespace loom::ops

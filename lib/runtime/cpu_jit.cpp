@@ -123,10 +123,25 @@ struct CpuJit::Impl {
   // (each gets the JITDylib "object<N>", so symbols need only be unique within one object).
   std::atomic<uint64_t> next_module{0};
   std::atomic<uint64_t> next_object{0};
+  // Serializes linking objects into this JIT. Compiling (the costly part) stays concurrent;
+  // linking is short, and concurrent adds and lookups through the main JITDylib's generators
+  // were seen to leave ORC with a defunct resource tracker once in many threaded test runs.
+  std::mutex link_mutex;
 };
 
+namespace {
+// LLJIT sessions are created and torn down one at a time in the process, for the same reason.
+std::mutex& session_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+}  // namespace
+
 CpuJit::CpuJit(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-CpuJit::~CpuJit() = default;
+CpuJit::~CpuJit() {
+  std::lock_guard<std::mutex> lock(session_mutex());
+  impl_.reset();
+}
 
 const Target& CpuJit::target() const {
   return impl_->target;
@@ -190,6 +205,7 @@ absl::StatusOr<std::unique_ptr<CpuJit>> CpuJit::create(const Target& target) {
   impl->options.features = impl->machine_builder.getFeatures().getString();
   impl->options.prefer_512_bit_vectors = target.has_feature("avx512f");
 
+  std::lock_guard<std::mutex> session_lock(session_mutex());
   auto jit = llvm::orc::LLJITBuilder()
                  .setJITTargetMachineBuilder(impl->machine_builder)
                  .setSupportConcurrentCompilation(true)
@@ -256,6 +272,7 @@ absl::StatusOr<ObjectCode> CpuJit::compile_object(const ir::Module& m) {
 }
 
 absl::StatusOr<std::vector<KernelFn>> CpuJit::load_object(const ObjectCode& object) {
+  std::lock_guard<std::mutex> lock(impl_->link_mutex);
   llvm::orc::LLJIT& jit = *impl_->jit;
   const std::string name = "object" + std::to_string(impl_->next_object++);
   auto dylib = jit.getExecutionSession().createJITDylib(name);

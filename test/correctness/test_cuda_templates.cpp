@@ -915,6 +915,111 @@ TEST_CASE("CUDA templates: conv2d as an implicit GEMM on tensor cores compiles f
   }
 }
 
+TEST_CASE("CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs (mma.sync and "
+          "wgmma) compile and match the reference",
+          "[cuda][cuda_templates]") {
+  using loom::LayoutStep;
+  const DType f16 = DType::f16();
+  const OpDef* def = OpRegistry::global().find("conv2d");
+  REQUIRE(def);
+  struct ConvCase {
+    std::string name;
+    std::vector<int64_t> x, w;
+    ops::Conv2dAttrs attrs;
+    bool chunks;  // channels in eights: cp.async gathers the windows
+  };
+  ops::Conv2dAttrs padded;
+  padded.pad_top = padded.pad_bottom = padded.pad_left = padded.pad_right = 1;
+  ops::Conv2dAttrs strided;
+  strided.stride_h = strided.stride_w = 2;
+  strided.pad_top = 1;
+  strided.pad_left = 2;
+  strided.pad_right = 1;
+  strided.dilation_w = 2;
+  const std::vector<ConvCase> cases = {
+      {"3x3, padding 1, odd sizes", {2, 16, 9, 11}, {24, 16, 3, 3}, padded, true},
+      {"strided, asymmetric padding, dilated", {1, 8, 13, 12}, {40, 8, 3, 3}, strided, true},
+      {"1x1 reads the image as a matrix", {2, 24, 5, 7}, {40, 24, 1, 1}, {}, true},
+      {"5 channels, gathered element by element", {1, 5, 7, 9}, {16, 5, 3, 3}, padded, false},
+  };
+  // The reference on the kernel's own buffers: the image [N, H, W, C], the weights
+  // [KH, KW, C, O], the output [N, OH, OW, O].
+  auto reference = [&](const ConvCase& c, const TensorType& out, const std::string& name) {
+    const std::vector<int64_t>&x = c.x, &w = c.w;
+    auto e = [](int64_t v) { return ir::Expr(v); };
+    te::Tensor xp = te::placeholder(name + "_x", f16, {e(x[0]), e(x[2]), e(x[3]), e(x[1])});
+    te::Tensor wp = te::placeholder(name + "_w", f16, {e(w[2]), e(w[3]), e(w[1]), e(w[0])});
+    te::Tensor xl = te::compute(name + "_nchw", {e(x[0]), e(x[1]), e(x[2]), e(x[3])},
+                                [&](const std::vector<ir::Var>& i) { return xp(i[0], i[2], i[3], i[1]); });
+    te::Tensor wl = te::compute(name + "_oihw", {e(w[0]), e(w[1]), e(w[2]), e(w[3])},
+                                [&](const std::vector<ir::Var>& i) { return wp(i[2], i[3], i[1], i[0]); });
+    const std::vector<ir::Expr> shape = shape_exprs(out.shape);
+    te::Tensor y = def->compute({xl, wl}, c.attrs, shape, name + "_conv");
+    te::Tensor yp = te::compute(name, {shape[0], shape[2], shape[3], shape[1]},
+                                [&](const std::vector<ir::Var>& i) { return y(i[0], i[3], i[1], i[2]); });
+    auto task = te::Task::make(name, {xp, wp}, {yp});
+    REQUIRE(task.ok());
+    return *task;
+  };
+  for (const ConvCase& c : cases) {
+    INFO(c.name);
+    auto out = def->infer({typed(f16, c.x), typed(f16, c.w)}, c.attrs);
+    REQUIRE(out.ok());
+    OpCase op{"conv2d", {typed(f16, c.x), typed(f16, c.w)}, *out,
+              std::make_shared<ops::Conv2dAttrs>(c.attrs), 2e-3, 2e-3};
+    for (int sm : {80, 90}) {
+      INFO("sm_" << sm);
+      const ScheduleTemplate& t =
+          template_named("conv2d", sm == 90 ? "cuda_wgmma_conv2d" : "cuda_tensor_core_conv2d");
+      TemplateContext ctx = context_of(op, Target::cuda(sm), "nhwc");
+      // Offered for the layout assignment where the channels come in eights.
+      const loom::LayoutOptions offered = t.layouts(ctx);
+      if (c.chunks) {
+        REQUIRE(offered.inputs.size() == 2);
+        CHECK(offered.inputs[0] == std::vector<std::vector<LayoutStep>>{loom::channels_last()});
+        CHECK(offered.inputs[1] == std::vector<std::vector<LayoutStep>>{loom::weights_hwio()});
+        CHECK(offered.output == std::vector<std::vector<LayoutStep>>{loom::channels_last()});
+      } else {
+        CHECK(offered.inputs.empty());
+      }
+      ctx.inputs[0].layout = loom::channels_last();
+      ctx.output.layout = loom::channels_last();
+      // NHWC takes HWIO weights only.
+      CHECK_FALSE(t.applies(ctx));
+      ctx.inputs[1].layout = loom::weights_hwio();
+      REQUIRE(t.applies(ctx));
+      const tune::Space space = t.space(ctx);
+      ir::Module m{"nhwc_sm" + std::to_string(sm), ctx.target, {}};
+      std::vector<Kernel> kernels;
+      for (const tune::Config& config : sample_configs(space, 4)) {
+        INFO("config " << config.to_string());
+        ctx.name = "nhwc_" + std::to_string(m.funcs.size());
+        auto scheduled = t.build(ctx, config);
+        INFO(scheduled.status().ToString());
+        REQUIRE(scheduled.ok());
+        m.funcs.push_back(loom::passes::lower_scheduled(scheduled->func, ctx.target));
+        kernels.push_back({reference(c, *out, ctx.name),
+                           {loom::testing::random_array(f16, {c.x[0], c.x[2], c.x[3], c.x[1]}),
+                            loom::testing::random_array(f16, {c.w[2], c.w[3], c.w[1], c.w[0]})},
+                           2e-3,
+                           2e-3});
+      }
+      auto source = cuda::emit_cuda_source(m);
+      REQUIRE(source.ok());
+      // The image's windows in 16-byte chunks where the channels allow.
+      if (c.chunks) CHECK_THAT(*source, Catch::Contains("loom_cp_async_16("));
+      if (!have_nvrtc()) continue;
+      compile_and_check(m, sm);
+      cuda::Driver* gpu =
+          sm == 90 ? sm90_or_null("NHWC wgmma convs") : gpu_or_null("NHWC mma.sync convs");
+      if (gpu)
+        run_and_compare(gpu, m, kernels);
+      else
+        emulate_and_compare(m, kernels);
+    }
+  }
+}
+
 TEST_CASE("CUDA templates: the SIMT matmul space derives from the device",
           "[cuda][cuda_templates]") {
   const OpDef* def = OpRegistry::global().find("matmul");

@@ -41,6 +41,9 @@ std::string steps_to_string(const std::vector<LayoutStep>& steps);
 // of `block`, the block innermost; channels past a multiple of block pad) and NHWC.
 std::vector<LayoutStep> channels_blocked(int64_t block);
 std::vector<LayoutStep> channels_last();
+// Convolution weights, rank-4 OIHW, stored HWIO: for each tap its input channels' rows of output
+// channels (the B operand of an NHWC implicit GEMM, row-major (KH * KW * I) x O).
+std::vector<LayoutStep> weights_hwio();
 
 class Layout {
  public:

@@ -40,6 +40,14 @@ inline Tensor keep_layout(Tensor t, const Node& n) {
   return t;
 }
 
+// t, a copy of constant n: a constant stored in a layout holds its physical elements and keeps
+// n's type (its logical shape, in its layout).
+inline Tensor keep_type(Tensor t, const Node& n) {
+  if (t.valid() && !n.type.layout.empty())
+    t.graph()->nodes[static_cast<size_t>(t.id())].type = n.type;
+  return t;
+}
+
 // `replace(id, mapped inputs)` may return the new tensor for old node id (a constant or an op
 // node); nullopt copies it. Inputs are always kept, in order; dead nodes are dropped.
 using Replace = std::function<std::optional<Tensor>(int id, const std::vector<Tensor>& inputs)>;
@@ -60,7 +68,7 @@ inline absl::StatusOr<Graph> rebuild(const Graph& g, Graph& out, std::vector<Ten
     for (int i : n.inputs) inputs.push_back(map[i]);
     std::optional<Tensor> r = replace ? replace(static_cast<int>(id), inputs) : std::nullopt;
     if (r) map[id] = *r;
-    else if (n.kind == Node::Kind::kConstant) map[id] = out.constant(n.name, n.value);
+    else if (n.kind == Node::Kind::kConstant) map[id] = keep_type(out.constant(n.name, n.value), n);
     else map[id] = keep_layout(out.apply(n.op, inputs, n.attrs), n);
   }
   for (int o : g.outputs()) out.output(map[o]);
