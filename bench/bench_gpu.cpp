@@ -6,10 +6,14 @@
 //     compared on the device's outputs. cuBLAS is opened with dlopen (libcublas.so.13 or .12), so
 //     the program builds wherever the CUDA toolkit's headers are.
 //  2. the ResNet-50 convolution layers (with bias and relu as the model has them), f16, batch 1
-//     and 32: loom's kernels (profile).
+//     and 32: loom's kernels (profile), NCHW (all kernels) and NHWC (LayoutPolicy::kFixed with
+//     channels_last(): the conv's kernel, with its fused epilogue; the conversions of the
+//     graph's NCHW input and output excluded, as PyTorch's channels-last time excludes them).
+//     The faster counts as loom_ms.
 //  3. ResNet-50 and BERT-base (sequence 128, with an attention mask) end to end, f16, batch 1:
-//     run_on_device with inputs
-//     and outputs in device memory, wall time per inference, median of rounds.
+//     run_on_device with inputs and outputs in device memory, wall time per inference, median
+//     of rounds. ResNet-50 also with channels_last() fixed (conversions included); the faster
+//     counts.
 // bench/gpu_torch_peers.py times 2 and 3 in PyTorch (cuDNN; eager and torch.compile) and prints
 // the ratios against this program's JSON.
 //
@@ -239,12 +243,20 @@ const ConvLayer kResnetLayers[] = {{64, 56, 64, 3, 1},   {64, 56, 256, 1, 1}, {2
                                    {128, 28, 128, 3, 1}, {256, 14, 256, 3, 1}, {512, 7, 512, 3, 1},
                                    {3, 224, 64, 7, 2}};
 
+// options with every conv the NHWC implicit GEMM takes in channels_last().
+loom::CompileOptions nhwc_options(loom::CompileOptions options) {
+  options.layouts = loom::LayoutPolicy::kFixed;
+  options.fixed_layout = loom::channels_last();
+  return options;
+}
+
 // Part 2 and, with `models`, part 3, f16. Returns false when something failed (said on stderr).
 bool bench_models(const loom::Target& target, const loom::CompileOptions& options, cuda::Driver& d,
                   const std::string& device, bool quick, bool models,
                   nlohmann::ordered_json& records) {
   const loom::DType t = loom::DType::f16();
-  std::printf("\n%-34s %10s %8s\n", "conv2d f16 (+bias, relu)", "loom ms", "tune s");
+  std::printf("\n%-34s %10s %10s %8s %8s\n", "conv2d f16 (+bias, relu)", "nchw ms", "nhwc ms",
+              "tune s", "nhwc s");
   for (int64_t batch : {int64_t{1}, int64_t{32}}) {
     if (quick && batch > 1) break;
     for (const ConvLayer& l : kResnetLayers) {
@@ -255,38 +267,55 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
       g.output((x.conv2d(wt, {.stride = l.stride, .padding = l.kernel / 2}) +
                 g.constant("b", w.make({l.o, 1, 1}, 0.05, t)))
                    .relu());
-      const auto t0 = std::chrono::steady_clock::now();
-      absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
-      if (!compiled.ok()) {
-        std::fprintf(stderr, "conv2d: %s\n", compiled.status().ToString().c_str());
-        return false;
-      }
-      const double tune_s = seconds_since(t0);
       const std::vector<loom::NDArray> inputs = {w.make({batch, l.c, l.hw, l.hw}, 1.0, t)};
-      absl::StatusOr<std::vector<double>> ms = compiled->profile(inputs, 20);
-      if (!ms.ok()) {
-        std::fprintf(stderr, "conv2d: %s\n", ms.status().ToString().c_str());
-        return false;
-      }
-      double loom_ms = 0;
-      for (double k : *ms) loom_ms += k;
+      // Milliseconds of the graph's kernels (all, or those computing a conv2d), and seconds
+      // compiling it.
+      auto time = [&](const loom::CompileOptions& o, bool conv_only) -> std::pair<double, double> {
+        const auto t0 = std::chrono::steady_clock::now();
+        absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, o);
+        if (!compiled.ok()) {
+          std::fprintf(stderr, "conv2d: %s\n", compiled.status().ToString().c_str());
+          return {-1, 0};
+        }
+        const double tune_s = seconds_since(t0);
+        absl::StatusOr<std::vector<double>> ms = compiled->profile(inputs, 20);
+        if (!ms.ok()) {
+          std::fprintf(stderr, "conv2d: %s\n", ms.status().ToString().c_str());
+          return {-1, 0};
+        }
+        double sum = 0;
+        for (size_t k = 0; k < ms->size(); ++k) {
+          const std::vector<std::string>& ops = compiled->kernels()[k].ops;
+          if (!conv_only || std::any_of(ops.begin(), ops.end(), [](const std::string& op) {
+                return op.rfind("conv2d", 0) == 0;
+              }))
+            sum += (*ms)[k];
+        }
+        return {sum, tune_s};
+      };
+      const auto [nchw_ms, tune_s] = time(options, false);
+      const auto [nhwc_ms, nhwc_tune_s] = time(nhwc_options(options), true);
+      if (nchw_ms < 0 || nhwc_ms < 0) return false;
+      const double loom_ms = std::min(nchw_ms, nhwc_ms);
       const std::string name = "conv_b" + std::to_string(batch) + "_" + std::to_string(l.c) + "x" +
                                std::to_string(l.hw) + "x" + std::to_string(l.hw) + "_" +
                                std::to_string(l.o) + "_k" + std::to_string(l.kernel) + "s" +
                                std::to_string(l.stride);
-      std::printf("%-34s %10.4f %8.1f\n", name.c_str(), loom_ms, tune_s);
+      std::printf("%-34s %10.4f %10.4f %8.1f %8.1f\n", name.c_str(), nchw_ms, nhwc_ms, tune_s,
+                  nhwc_tune_s);
       records.push_back({{"name", name}, {"op", "conv2d"}, {"dtype", "f16"}, {"batch", batch},
                          {"shape", {l.c, l.hw, l.o, l.kernel, l.stride}}, {"device", device},
-                         {"loom_ms", loom_ms}, {"tune_s", tune_s}});
+                         {"loom_ms", loom_ms}, {"loom_nchw_ms", nchw_ms}, {"loom_nhwc_ms", nhwc_ms},
+                         {"tune_s", tune_s}, {"nhwc_tune_s", nhwc_tune_s}});
     }
   }
   if (!models) return true;
   std::printf("\n%-34s %10s %8s %8s\n", "model f16, batch 1", "loom ms", "kernels", "tune s");
-  for (const std::string model : {"resnet50", "bert_base_seq128"}) {
+  for (const std::string model : {"resnet50", "resnet50_nhwc", "bert_base_seq128"}) {
     loom_models::Weights w;
     loom::Graph g;
     std::vector<loom::NDArray> inputs;
-    if (model == "resnet50") {
+    if (model.rfind("resnet50", 0) == 0) {
       loom_models::ResNetConfig config;
       config.dtype = t;
       g = loom_models::build_resnet(config, w);
@@ -302,14 +331,15 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
       inputs = {w.make({1, 128, 768}, 1.0, t), mask};
     }
     const auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
+    absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(
+        g, model == "resnet50_nhwc" ? nhwc_options(options) : options);
     if (!compiled.ok()) {
       std::fprintf(stderr, "%s: %s\n", model.c_str(), compiled.status().ToString().c_str());
       return false;
     }
     // BERT is compiled with a symbolic sequence length and tuned when specialize binds it.
     absl::StatusOr<loom::CompiledGraph> bound =
-        model == "resnet50" ? *compiled : compiled->specialize({{"seq", 128}});
+        model.rfind("bert", 0) != 0 ? *compiled : compiled->specialize({{"seq", 128}});
     if (!bound.ok()) {
       std::fprintf(stderr, "%s: %s\n", model.c_str(), bound.status().ToString().c_str());
       return false;

@@ -330,7 +330,7 @@ absl::StatusOr<std::map<std::string, int64_t>> bind_inputs(const CompiledGraphIm
 
 // Each computed slot's extents for the bound dims; a value stored in another layout takes its
 // physical elements (padding included).
-absl::StatusOr<std::vector<std::vector<int64_t>>> computed_shapes(
+absl::StatusOr<std::vector<std::vector<int64_t>>> shapes_for(
     const CompiledGraphImpl& g, const std::map<std::string, int64_t>& symbols) {
   std::vector<std::vector<int64_t>> shapes(g.slots.size());
   for (size_t i = 0; i < g.slots.size(); ++i) {
@@ -345,6 +345,14 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> computed_shapes(
     }
   }
   return shapes;
+}
+
+// The computed slots' shapes for the bound symbols: a static graph's worked out once.
+absl::StatusOr<std::vector<std::vector<int64_t>>> computed_shapes(
+    const CompiledGraphImpl& g, const std::map<std::string, int64_t>& symbols) {
+  if (!symbols.empty()) return shapes_for(g, symbols);
+  std::call_once(g.static_shapes_once, [&] { g.static_shapes = shapes_for(g, symbols); });
+  return g.static_shapes;
 }
 
 }  // namespace

@@ -141,6 +141,10 @@ struct CompiledGraphImpl {
   // The plan of a graph whose shapes are all static, made by its first run.
   mutable std::once_flag static_plan_once;
   mutable MemoryPlan static_plan;
+  // The computed slots' physical shapes of a graph whose shapes are all static, worked out
+  // once (a slot stored in a layout needs its layout's size).
+  mutable std::once_flag static_shapes_once;
+  mutable absl::StatusOr<std::vector<std::vector<int64_t>>> static_shapes;
   // Set for a graph with symbolic dims compiled per binding: run() hands each call to the
   // static version for its inputs' dims, and launches stay empty here.
   std::shared_ptr<Specializations> specializations;

@@ -175,6 +175,8 @@ absl::StatusOr<std::unique_ptr<LoadedModule>> LoadedModule::load(const ir::Modul
     out->functions_.push_back(fn);
   }
   out->funcs_ = m.funcs;
+  for (const ir::Func& f : m.funcs) out->buffer_counts_.push_back(f.buffer_params().size());
+  out->shapes_.resize(m.funcs.size());
   out->compiled_ = std::move(compiled);
   return out;
 }
@@ -193,11 +195,21 @@ absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& bu
         str_cat("kernel index ", index, " of a module with ", funcs_.size(), " kernels"));
   const ir::Func& f = funcs_[index];
   const KernelInfo& kernel = compiled_.kernels[index];
-  size_t num_buffers = f.buffer_params().size();
+  const size_t num_buffers = buffer_counts_[index];
   if (buffers.size() != num_buffers)
     return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' takes ", num_buffers,
                                               " buffers; ", buffers.size(), " were given"));
-  LOOM_ASSIGN_OR_RETURN(auto shape, launch_shape(f, kernel, scalars));
+  std::pair<Dim3, Dim3> shape;
+  {
+    std::lock_guard<std::mutex> lock(shapes_mu_);
+    std::optional<LastShape>& last = shapes_[index];
+    if (!last || last->scalars != scalars) {
+      last.reset();
+      LOOM_ASSIGN_OR_RETURN(auto computed, launch_shape(f, kernel, scalars));
+      last = LastShape{scalars, computed};
+    }
+    shape = last->shape;
+  }
   // cuLaunchKernel reads each parameter through a pointer to its value, in the func's order.
   std::vector<DevicePtr> buffer_values = buffers;
   std::vector<int64_t> scalar_values = scalars;

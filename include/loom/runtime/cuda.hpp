@@ -241,6 +241,15 @@ class LoadedModule {
   };
   std::mutex maps_mu_;
   std::vector<std::vector<std::optional<EncodedMap>>> maps_;
+  // Per kernel: its buffer count, and its last launch shape with the scalars it was computed
+  // for (a static graph's launches repeat them; working them out costs more than the launch).
+  struct LastShape {
+    std::vector<int64_t> scalars;
+    std::pair<Dim3, Dim3> shape;
+  };
+  std::vector<size_t> buffer_counts_;
+  std::mutex shapes_mu_;
+  std::vector<std::optional<LastShape>> shapes_;
 };
 
 }  // namespace loom::runtime::cuda
