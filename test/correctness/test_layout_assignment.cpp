@@ -169,6 +169,47 @@ TEST_CASE("layout assignment: fixed layouts for the whole graph, and joint tunin
   require_close(compile_and_run(b.g, b.inputs, joint)[0], expected[0], 1e-4, 1e-4);
 }
 
+TEST_CASE("layout assignment: a constant an anchor reads in an affine layout is converted at "
+          "compile time, others at run time",
+          "[layout][assign]") {
+  // A conv of a constant image (odd sizes), graph passes off so that it is not folded whole:
+  // with NHWC fixed the image is stored NHWC once, as a constant; NCHW16c splits the channels
+  // (not affine), so that conversion runs with the graph.
+  Graph g;
+  Tensor w = g.constant("w", random_array(DType::f32(), {24, 5, 3, 3}));
+  Tensor image = g.constant("image", random_array(DType::f32(), {1, 5, 7, 9}));
+  g.output(image.conv2d(w, {.padding = 1}).relu().add(g.input("x", {1, 24, 7, 9})));
+  const std::vector<NDArray> inputs = {random_array(DType::f32(), {1, 24, 7, 9})};
+  const std::vector<NDArray> expected = reference_run(g, inputs);
+  for (const std::vector<LayoutStep>& fixed : {channels_last(), channels_blocked(16)}) {
+    INFO("fixed " << steps_to_string(fixed));
+    CompileOptions o;
+    o.layouts = LayoutPolicy::kFixed;
+    o.fixed_layout = fixed;
+    o.graph_passes = false;
+    absl::StatusOr<CompiledGraph> c = Compiler().compile(g, o);
+    REQUIRE(c.ok());
+    int conversions = 0, laid_constants = 0;
+    for (const Node& n : c->graph().nodes()) {
+      conversions += n.op == "layout_transform" &&
+                     c->graph().nodes()[n.inputs[0]].kind == Node::Kind::kConstant;
+      if (n.kind == Node::Kind::kConstant && !n.type.layout.empty()) {
+        ++laid_constants;
+        CHECK(n.type.layout == fixed);
+        CHECK(n.name == "image_laid");
+        // Its physical elements: NHWC's [1, 7, 9, 5].
+        CHECK(n.value.numel() == 5 * 7 * 9);
+        CHECK(n.value.get(1) == image.graph()->nodes[image.id()].value.get(7 * 9));
+      }
+    }
+    const bool affine = fixed == channels_last();
+    CHECK(laid_constants == (affine ? 1 : 0));
+    CHECK(conversions == (affine ? 0 : 1));
+    std::vector<NDArray> got = loom::testing::run_ok(*c, inputs);
+    require_close(got[0], expected[0], 1e-4, 1e-4);
+  }
+}
+
 TEST_CASE("layout assignment: layouts flow through elementwise ops, conversions only where choices meet",
           "[layout][assign]") {
   Block b = residual_block(16, 32, 8, 8, 1);
