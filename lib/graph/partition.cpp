@@ -257,7 +257,9 @@ std::vector<FusedGroup> partition(const Graph& g, const PartitionOptions& option
       int grp = owner[static_cast<size_t>(c)];
       if (grp >= 0) {
         const FusedGroup& target = groups[static_cast<size_t>(grp)];
-        bool anchor_consumer = target.anchor == c;
+        // An anchor's template reads an input stored in another layout by its physical
+        // offsets: the node computing it stays a kernel of its own.
+        bool anchor_consumer = target.anchor == c && nodes[static_cast<size_t>(id)].type.layout.empty();
         bool injective_group = target.anchor < 0;
         bool prologue_chain = target.anchor >= 0 && c < target.anchor;
         if (injective_group || prologue_chain ||
