@@ -416,42 +416,55 @@ std::optional<GemmProblem> matmul_problem(const TemplateContext& ctx) {
 }
 
 // The layouts an implicit GEMM takes a convolution in: all row-major (NCHW image and output,
-// OIHW weights), or NHWC image and output with HWIO weights.
-enum class ConvLayouts { kNchw, kNhwc };
+// OIHW weights), or the image and the output in one layout with the channels innermost, NHWC or
+// NCHW{b}c with b a multiple of 8, and the weights HWIO ("channels last").
+enum class ConvLayouts { kNchw, kChannelsLast };
+
+// b when steps is NCHW{b}c, else 0.
+int64_t channel_block(const std::vector<LayoutStep>& steps) {
+  if (steps.empty() || steps[0].kind != LayoutStep::Kind::kSplit) return 0;
+  return steps == channels_blocked(steps[0].a) ? steps[0].a : 0;
+}
 
 std::optional<ConvLayouts> conv_layouts(const TemplateContext& ctx) {
   const std::vector<LayoutStep>&x = ctx.inputs[0].layout, &w = ctx.inputs[1].layout,
-  &y = ctx.output.layout;
+                               &y = ctx.output.layout;
   if (x.empty() && w.empty() && y.empty()) return ConvLayouts::kNchw;
-  if (x == channels_last() && w == weights_hwio() && y == channels_last())
-    return ConvLayouts::kNhwc;
+  const int64_t block = channel_block(x);
+  if (x == y && w == weights_hwio() && (x == channels_last() || block % kChunk == 0))
+    return ConvLayouts::kChannelsLast;
   return std::nullopt;
 }
 
 // Implicit GEMM: groups 1 only (grouped and depthwise convs keep the direct template), in the
-// layouts above.
+// layouts above; NCHW{b}c where b divides the channels and output channels (no padding lanes).
 std::optional<ConvProblem> implicit_gemm_problem(const TemplateContext& ctx) {
   if (!tensor_core_type(ctx) || !conv_layouts(ctx)) return std::nullopt;
   std::optional<ConvProblem> p = conv_problem(ctx, ctx.inputs[0].dtype);
   if (!p || p->attrs.groups != 1) return std::nullopt;
+  const int64_t block = channel_block(ctx.inputs[0].layout);
+  if (block > 0 && (p->c % block != 0 || p->o % block != 0)) return std::nullopt;
   return p;
 }
 
-// The layouts offered for a convolution the implicit GEMM takes row-major: NHWC with HWIO
-// weights, where the channels and output channels are multiples of 8, so that cp.async copies
-// 16-byte chunks of the image's windows (8 channels of one tap) and of the weights' rows.
+// The layouts offered for a convolution the implicit GEMM takes row-major: NHWC and NCHW8c with
+// HWIO weights, where the channels and output channels are multiples of 8, so that cp.async
+// copies 16-byte chunks of the image's windows (8 channels of one tap) and of the weights' rows.
 LayoutOptions implicit_gemm_layouts(const TemplateContext& ctx) {
   std::optional<ConvProblem> p = implicit_gemm_problem(ctx);
   if (!p || p->c % kChunk != 0 || p->o % kChunk != 0) return {};
-  return {{{channels_last()}, {weights_hwio()}}, {channels_last()}};
+  const std::vector<std::vector<LayoutStep>> images = {channels_last(), channels_blocked(kChunk)};
+  return {{images, {weights_hwio()}}, images};
 }
 
-// The NHWC convolution as one GEMM over the batch's pixels: C[pixel][o] = A[pixel][k] *
-// B[k][o] over k = (r, s, c). A's row is the pixel's window, c innermost (chunks of 8 channels
-// contiguous: cp.async gathers them); a 1x1 stride-1 conv reads the image as it is, the
-// [N * H * W, C] matrix. B is the HWIO weights as stored, C the NHWC output.
-void nhwc_conv_problem(const TemplateContext& ctx, const ConvProblem& c, TcProblem& p) {
+// The convolution with the channels innermost (NHWC, NCHW{b}c) as one GEMM over the batch's
+// pixels: C[pixel][o] = A[pixel][k] * B[k][o] over k = (r, s, c). A's row is the pixel's window,
+// c innermost (chunks of 8 channels contiguous: cp.async gathers them); an NHWC 1x1 stride-1
+// conv reads the image as it is, the [N * H * W, C] matrix. B is the HWIO weights as stored, C
+// the output in its layout.
+void channels_last_conv_problem(const TemplateContext& ctx, const ConvProblem& c, TcProblem& p) {
   const DType t = ctx.inputs[0].dtype;
+  const std::vector<LayoutStep>& layout = ctx.output.layout;
   const Conv2dAttrs& a = c.attrs;
   const int64_t pixels = c.oh * c.ow;
   p.G = 1;
@@ -461,16 +474,17 @@ void nhwc_conv_problem(const TemplateContext& ctx, const ConvProblem& c, TcProbl
   p.b = {Buffer::make(ctx.name + "_w", t, {Expr(int64_t{1}), Expr(p.K), Expr(c.o)}), nullptr,
          false};
   p.c = Buffer::make(ctx.name + "_y", t,
-                     Layout::of({Expr(c.n), Expr(c.o), Expr(c.oh), Expr(c.ow)}, channels_last()));
+                     Layout::of({Expr(c.n), Expr(c.o), Expr(c.oh), Expr(c.ow)}, layout));
   p.c_at = [c, pixels](const Expr&, const Expr& row, const Expr& col) {
     return std::vector<Expr>{row / Expr(pixels), col, row / Expr(c.ow) % Expr(c.oh),
                              row % Expr(c.ow)};
   };
-  if (c.pointwise()) {
+  if (c.pointwise() && layout == channels_last()) {
     p.a = {Buffer::make(ctx.name + "_x", t, {Expr(int64_t{1}), Expr(c.n * c.h * c.w), Expr(c.c)}),
            nullptr, false};
   } else {
-    Buffer x = Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.h), Expr(c.w), Expr(c.c)});
+    Buffer x = Buffer::make(ctx.name + "_x", t,
+                            Layout::of({Expr(c.n), Expr(c.c), Expr(c.h), Expr(c.w)}, layout));
     // Tap k = (r, s, ch) of the pixel's window: its image element, clamped into the image, and
     // whether it lies inside (else the padding's zero).
     auto tap = [x, c, a, pixels](const Expr& px, const Expr& k) {
@@ -480,8 +494,8 @@ void nhwc_conv_problem(const TemplateContext& ctx, const ConvProblem& c, TcProbl
       const Expr iw = ox * int64_t{a.stride_w} + s * int64_t{a.dilation_w} - int64_t{a.pad_left};
       const Expr inside = ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w;
       const Expr load =
-          x.load({img, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
-                  ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1)), ch});
+          x.load({img, ch, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
+                  ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1))});
       return Operand::Chunk{load, inside};
     };
     p.a = {x,
@@ -516,8 +530,8 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   std::optional<ConvProblem> cv = implicit_gemm_problem(ctx);
   if (!cv) return std::nullopt;
   const ConvProblem c = *cv;
-  if (conv_layouts(ctx) == ConvLayouts::kNhwc) {
-    nhwc_conv_problem(ctx, c, p);
+  if (conv_layouts(ctx) == ConvLayouts::kChannelsLast) {
+    channels_last_conv_problem(ctx, c, p);
     return p;
   }
   const Conv2dAttrs& a = c.attrs;

@@ -997,9 +997,10 @@ Graph nhwc_block() {
   return g;
 }
 
-CompileOptions nhwc_options(CompileOptions options) {
+CompileOptions nhwc_options(CompileOptions options,
+                            std::vector<LayoutStep> layout = channels_last()) {
   options.layouts = LayoutPolicy::kFixed;
-  options.fixed_layout = channels_last();
+  options.fixed_layout = std::move(layout);
   return options;
 }
 
@@ -1020,6 +1021,9 @@ TEST_CASE("CUDA graphs: with channels_last fixed, convolutions run as NHWC impli
     INFO("sm_" << sm);
     const Graph g = nhwc_block();
     CompiledGraph compiled = compile_for(g, Target::cuda(sm), nhwc_options({}));
+    // NCHW8c too: 8 channels of a pixel are 16 contiguous bytes as well.
+    CompiledGraph blocked = compile_for(g, Target::cuda(sm), nhwc_options({}, channels_blocked(8)));
+    CHECK(blocked.kernels().size() == 6);
     const std::string gemm = sm == 90 ? "cuda_wgmma_conv2d[" : "cuda_tensor_core_conv2d[";
     // The stem (3 channels) and the three others are implicit GEMMs; only the conversions of
     // the stem's output and of the graph's outputs run: the weights were converted once.
@@ -1052,6 +1056,7 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     NDArray input;
     int gemms;
     std::map<std::string, tune::Config> configs;
+    std::vector<LayoutStep> layout = channels_last();
   };
   const tune::Config tma({{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", 1}, {"tma", 1}});
   const std::vector<Case> cases = {
@@ -1059,14 +1064,23 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
       // A 1x1 conv reads the image as the plain [pixels, channels] matrix: TMA copies it.
       {"a 1x1 conv with TMA", pointwise, y, 1, {{"cuda_wgmma_conv2d", tma}}},
       {"a 1x1 conv with cp.async", pointwise, y, 1, {}},
+      {"the block in NCHW8c", nhwc_block(), x, 4, {}, channels_blocked(8)},
+      {"a 1x1 conv in NCHW8c (its windows gathered)", pointwise, y, 1, {}, channels_blocked(8)},
   };
   for (const Case& c : cases) {
     INFO(c.name);
     loom::testing::TempDir dir;
-    CompileOptions options = nhwc_options(loom::testing::cold_cache_options(dir.path()));
+    CompileOptions options =
+        nhwc_options(loom::testing::cold_cache_options(dir.path()), c.layout);
     options.template_configs = c.configs;
     CompiledGraph compiled = compile_for(c.graph, Target::cuda(90), options);
     CHECK(count_schedules(compiled, "cuda_wgmma_conv2d[") == c.gemms);
+    // Every conv but a stem of 3 channels reads and writes the layout.
+    int laid = 0;
+    for (const Node& n : compiled.graph().nodes())
+      laid += n.op == "conv2d" && n.type.layout == c.layout &&
+              compiled.graph().nodes()[n.inputs[0]].type.layout == c.layout;
+    CHECK(laid == (c.gemms == 4 ? 3 : 1));
     emulate_kernels(fake, compiled, dir.path());
     const std::vector<NDArray> want = loom::testing::reference_run(c.graph, {c.input});
     const std::vector<NDArray> got = loom::testing::run_ok(compiled, {c.input});

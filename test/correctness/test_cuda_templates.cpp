@@ -975,15 +975,24 @@ TEST_CASE("CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs
       // Offered for the layout assignment where the channels come in eights.
       const loom::LayoutOptions offered = t.layouts(ctx);
       if (c.chunks) {
+        const std::vector<std::vector<LayoutStep>> images = {loom::channels_last(),
+                                                             loom::channels_blocked(8)};
         REQUIRE(offered.inputs.size() == 2);
-        CHECK(offered.inputs[0] == std::vector<std::vector<LayoutStep>>{loom::channels_last()});
+        CHECK(offered.inputs[0] == images);
         CHECK(offered.inputs[1] == std::vector<std::vector<LayoutStep>>{loom::weights_hwio()});
-        CHECK(offered.output == std::vector<std::vector<LayoutStep>>{loom::channels_last()});
+        CHECK(offered.output == images);
       } else {
         CHECK(offered.inputs.empty());
       }
-      ctx.inputs[0].layout = loom::channels_last();
+      // NCHW16c when 16 divides neither the channels nor the output channels.
+      ctx.inputs[0].layout = ctx.output.layout = loom::channels_blocked(16);
+      ctx.inputs[1].layout = loom::weights_hwio();
+      CHECK(t.applies(ctx) == (c.x[1] % 16 == 0 && c.w[0] % 16 == 0));
+      // Image and output in one layout.
       ctx.output.layout = loom::channels_last();
+      CHECK_FALSE(t.applies(ctx));
+      ctx.inputs[1].layout.clear();
+      ctx.inputs[0].layout = loom::channels_last();
       // NHWC takes HWIO weights only.
       CHECK_FALSE(t.applies(ctx));
       ctx.inputs[1].layout = loom::weights_hwio();
