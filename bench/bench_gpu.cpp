@@ -303,10 +303,17 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
                                std::to_string(l.stride);
       std::printf("%-34s %10.4f %10.4f %8.1f %8.1f\n", name.c_str(), nchw_ms, nhwc_ms, tune_s,
                   nhwc_tune_s);
-      records.push_back({{"name", name}, {"op", "conv2d"}, {"dtype", "f16"}, {"batch", batch},
-                         {"shape", {l.c, l.hw, l.o, l.kernel, l.stride}}, {"device", device},
-                         {"loom_ms", loom_ms}, {"loom_nchw_ms", nchw_ms}, {"loom_nhwc_ms", nhwc_ms},
-                         {"tune_s", tune_s}, {"nhwc_tune_s", nhwc_tune_s}});
+      records.push_back({{"name", name},
+                         {"op", "conv2d"},
+                         {"dtype", "f16"},
+                         {"batch", batch},
+                         {"shape", {l.c, l.hw, l.o, l.kernel, l.stride}},
+                         {"device", device},
+                         {"loom_ms", loom_ms},
+                         {"loom_nchw_ms", nchw_ms},
+                         {"loom_nhwc_ms", nhwc_ms},
+                         {"tune_s", tune_s},
+                         {"nhwc_tune_s", nhwc_tune_s}});
     }
   }
   if (!models) return true;

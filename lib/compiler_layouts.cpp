@@ -20,11 +20,11 @@
 #include <functional>
 #include <limits>
 
-#include "loom/core/dump.hpp"
-#include "loom/core/status.hpp"
 #include "compiler_cache.hpp"
 #include "graph/passes/rewrite.hpp"
 #include "graph/template_context.hpp"
+#include "loom/core/dump.hpp"
+#include "loom/core/status.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/ir/simplify.hpp"
 #include "loom/runtime/thread_pool.hpp"
@@ -546,8 +546,10 @@ absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
     for (int d = 0; d < layout.rank() && size; ++d) {
       std::optional<ir::Expr> stride = layout.stride_of(d);
       std::optional<int64_t> value = stride ? number(*stride) : std::nullopt;
-      if (!value) size.reset();
-      else strides.push_back(*value);
+      if (!value)
+        size.reset();
+      else
+        strides.push_back(*value);
     }
     const std::optional<int64_t> origin =
         number(layout.offset(std::vector<ir::Expr>(extents.size(), ir::Expr(int64_t{0}))));
@@ -575,15 +577,16 @@ absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
   std::vector<Tensor> map;
   LOOM_ASSIGN_OR_RETURN(
       Graph result,
-      passes::rebuild(g, out, map, [&](int id, const std::vector<Tensor>&) -> std::optional<Tensor> {
-        if (!folded[static_cast<size_t>(id)]) return std::nullopt;
-        const Node& n = nodes[static_cast<size_t>(id)];
-        // The physical elements, typed as the conversion's output: its shape, in its layout.
-        const Node& source = nodes[static_cast<size_t>(n.inputs[0])];
-        return passes::keep_type(
-            out.constant(source.name + "_laid", *std::move(folded[static_cast<size_t>(id)])),
-                                 n);
-      }));
+      passes::rebuild(
+          g, out, map, [&](int id, const std::vector<Tensor>&) -> std::optional<Tensor> {
+            if (!folded[static_cast<size_t>(id)]) return std::nullopt;
+            const Node& n = nodes[static_cast<size_t>(id)];
+            // The physical elements, typed as the conversion's output: its shape, in its layout.
+            const Node& source = nodes[static_cast<size_t>(n.inputs[0])];
+            return passes::keep_type(
+                out.constant(source.name + "_laid", *std::move(folded[static_cast<size_t>(id)])),
+                n);
+          }));
   return passes::rebuild(result, nullptr);  // drops the row-major constants, now unread
 }
 

@@ -259,7 +259,8 @@ std::vector<FusedGroup> partition(const Graph& g, const PartitionOptions& option
         const FusedGroup& target = groups[static_cast<size_t>(grp)];
         // An anchor's template reads an input stored in another layout by its physical
         // offsets: the node computing it stays a kernel of its own.
-        bool anchor_consumer = target.anchor == c && nodes[static_cast<size_t>(id)].type.layout.empty();
+        bool anchor_consumer =
+            target.anchor == c && nodes[static_cast<size_t>(id)].type.layout.empty();
         bool injective_group = target.anchor < 0;
         bool prologue_chain = target.anchor >= 0 && c < target.anchor;
         if (injective_group || prologue_chain ||

@@ -16,8 +16,8 @@ struct ConvProblem {
   bool depthwise() const { return attrs.groups > 1 && cg == 1 && o == attrs.groups; }
   // 1x1, stride 1, no padding: each output pixel reads its own input pixel.
   bool pointwise() const {
-    return kh == 1 && kw == 1 && attrs.stride_h == 1 && attrs.stride_w == 1 &&
-           attrs.pad_top == 0 && attrs.pad_left == 0 && oh == h && ow == w;
+    return kh == 1 && kw == 1 && attrs.stride_h == 1 && attrs.stride_w == 1 && attrs.pad_top == 0 &&
+           attrs.pad_left == 0 && oh == h && ow == w;
   }
 };
 

@@ -136,14 +136,15 @@ struct Operand {
 };
 
 // The copy with cp.async of the slice_rows x slice_cols slice at (row0, col0) of operand src
-// (a row-major [batch, rows, cols] matrix, or gathered in chunks) to dst[stage] by `threads` threads: the chunk mapping
-// spatial(threads / lanes, lanes) * repeat(slice_rows / ..., 1) with a row's 16-byte chunks across
-// lanes, one copy per chunk, the bytes past the matrix (where the tails say the slice can reach
-// past rows or cols) zero-filled and the source address clamped in bounds (none of it is read).
+// (a row-major [batch, rows, cols] matrix, or gathered in chunks) to dst[stage] by `threads`
+// threads: the chunk mapping spatial(threads / lanes, lanes) * repeat(slice_rows / ..., 1) with a
+// row's 16-byte chunks across lanes, one copy per chunk, the bytes past the matrix (where the tails
+// say the slice can reach past rows or cols) zero-filled and the source address clamped in bounds
+// (none of it is read).
 Stmt async_copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& stage,
                       const Operand& src, const Expr& batch, int64_t slice_rows, int64_t slice_cols,
-                      const Expr& row0, int64_t rows, bool row_tail, const Expr& col0,
-                      int64_t cols, bool col_tail) {
+                      const Expr& row0, int64_t rows, bool row_tail, const Expr& col0, int64_t cols,
+                      bool col_tail) {
   const int64_t lanes = std::gcd(threads, slice_cols / kChunk), lane_rows = threads / lanes;
   auto spread = schedule::spatial(lane_rows, lanes);
   auto steps = schedule::repeat(slice_rows / lane_rows, int64_t{1});
@@ -220,8 +221,8 @@ Stmt copy_slice(const Var& tid, int64_t threads, const Buffer& dst, const Expr& 
                 const Expr& col0, int64_t cols, bool col_tail) {
   const Expr batch = op.batched ? g : Expr(int64_t{0});
   if (async)
-    return async_copy_slice(tid, threads, dst, stage, op, batch, slice_rows, slice_cols,
-                            row0, rows, row_tail, col0, cols, col_tail);
+    return async_copy_slice(tid, threads, dst, stage, op, batch, slice_rows, slice_cols, row0, rows,
+                            row_tail, col0, cols, col_tail);
   const int64_t lanes = std::gcd(threads, slice_cols), lane_rows = threads / lanes;
   LOOM_CHECK(slice_rows % lane_rows == 0, "the threads divide the slice's rows");
   auto elements = schedule::repeat(slice_rows / lane_rows, slice_cols / lanes) *
@@ -427,11 +428,12 @@ int64_t channel_block(const std::vector<LayoutStep>& steps) {
 }
 
 std::optional<ConvLayouts> conv_layouts(const TemplateContext& ctx) {
-  const std::vector<LayoutStep>&x = ctx.inputs[0].layout, &w = ctx.inputs[1].layout,
-                               &y = ctx.output.layout;
+  const std::vector<LayoutStep>& x = ctx.inputs[0].layout;
+  const std::vector<LayoutStep>& w = ctx.inputs[1].layout;
+  const std::vector<LayoutStep>& y = ctx.output.layout;
   if (x.empty() && w.empty() && y.empty()) return ConvLayouts::kNchw;
   const int64_t block = channel_block(x);
-  if (x == y && w == weights_hwio() && (x == channels_last() || block % kChunk == 0))
+  if (x == y && w == weights_hwio() && (x == channels_last() || (block > 0 && block % kChunk == 0)))
     return ConvLayouts::kChannelsLast;
   return std::nullopt;
 }
@@ -493,9 +495,8 @@ void channels_last_conv_problem(const TemplateContext& ctx, const ConvProblem& c
       const Expr ih = oy * int64_t{a.stride_h} + r * int64_t{a.dilation_h} - int64_t{a.pad_top};
       const Expr iw = ox * int64_t{a.stride_w} + s * int64_t{a.dilation_w} - int64_t{a.pad_left};
       const Expr inside = ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w;
-      const Expr load =
-          x.load({img, ch, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
-                  ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1))});
+      const Expr load = x.load({img, ch, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
+                                ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1))});
       return Operand::Chunk{load, inside};
     };
     p.a = {x,

@@ -989,7 +989,8 @@ Graph nhwc_block() {
   };
   Tensor x = g.input("x", {2, 3, 11, 9}, DType::f16());
   Tensor stem = x.conv2d(w("w0", {16, 3, 3, 3}), {.padding = 1}).relu();
-  Tensor c1 = stem.conv2d(w("w1", {24, 16, 3, 3}), {.padding = 1}).add(w("b1", {1, 24, 1, 1})).relu();
+  Tensor c1 =
+      stem.conv2d(w("w1", {24, 16, 3, 3}), {.padding = 1}).add(w("b1", {1, 24, 1, 1})).relu();
   Tensor c2 = c1.conv2d(w("w2", {24, 24, 1, 1})).add(c1);
   Tensor p = c2.max_pool2d({.kernel = 2, .stride = 2});
   g.output(p.conv2d(w("w3", {8, 24, 3, 3}), {.stride = 2, .padding = 1}).relu());
@@ -1006,16 +1007,17 @@ CompileOptions nhwc_options(CompileOptions options,
 
 // The kernels of compiled whose schedule starts with `prefix`.
 int count_schedules(const CompiledGraph& compiled, const std::string& prefix) {
-  return static_cast<int>(std::count_if(
-      compiled.kernels().begin(), compiled.kernels().end(),
-      [&](const KernelInfo& k) { return k.schedule.rfind(prefix, 0) == 0; }));
+  return static_cast<int>(
+      std::count_if(compiled.kernels().begin(), compiled.kernels().end(),
+                    [&](const KernelInfo& k) { return k.schedule.rfind(prefix, 0) == 0; }));
 }
 
 }  // namespace
 
-TEST_CASE("CUDA graphs: with channels_last fixed, convolutions run as NHWC implicit GEMMs with "
-          "HWIO weights folded at compile time",
-          "[cuda][cuda_graph]") {
+TEST_CASE(
+    "CUDA graphs: with channels_last fixed, convolutions run as NHWC implicit GEMMs with "
+    "HWIO weights folded at compile time",
+    "[cuda][cuda_graph]") {
   if (!have_nvrtc()) return;
   for (int sm : {80, 90}) {
     INFO("sm_" << sm);
@@ -1058,7 +1060,8 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     std::map<std::string, tune::Config> configs;
     std::vector<LayoutStep> layout = channels_last();
   };
-  const tune::Config tma({{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", 1}, {"tma", 1}});
+  const tune::Config tma(
+      {{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", 1}, {"tma", 1}});
   const std::vector<Case> cases = {
       {"the block, default configs", nhwc_block(), x, 4, {}},
       // A 1x1 conv reads the image as the plain [pixels, channels] matrix: TMA copies it.
@@ -1070,8 +1073,7 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
   for (const Case& c : cases) {
     INFO(c.name);
     loom::testing::TempDir dir;
-    CompileOptions options =
-        nhwc_options(loom::testing::cold_cache_options(dir.path()), c.layout);
+    CompileOptions options = nhwc_options(loom::testing::cold_cache_options(dir.path()), c.layout);
     options.template_configs = c.configs;
     CompiledGraph compiled = compile_for(c.graph, Target::cuda(90), options);
     CHECK(count_schedules(compiled, "cuda_wgmma_conv2d[") == c.gemms);

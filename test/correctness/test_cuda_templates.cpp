@@ -915,9 +915,10 @@ TEST_CASE("CUDA templates: conv2d as an implicit GEMM on tensor cores compiles f
   }
 }
 
-TEST_CASE("CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs (mma.sync and "
-          "wgmma) compile and match the reference",
-          "[cuda][cuda_templates]") {
+TEST_CASE(
+    "CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs (mma.sync and "
+    "wgmma) compile and match the reference",
+    "[cuda][cuda_templates]") {
   using loom::LayoutStep;
   const DType f16 = DType::f16();
   const OpDef* def = OpRegistry::global().find("conv2d");
@@ -949,14 +950,17 @@ TEST_CASE("CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs
     auto e = [](int64_t v) { return ir::Expr(v); };
     te::Tensor xp = te::placeholder(name + "_x", f16, {e(x[0]), e(x[2]), e(x[3]), e(x[1])});
     te::Tensor wp = te::placeholder(name + "_w", f16, {e(w[2]), e(w[3]), e(w[1]), e(w[0])});
-    te::Tensor xl = te::compute(name + "_nchw", {e(x[0]), e(x[1]), e(x[2]), e(x[3])},
-                                [&](const std::vector<ir::Var>& i) { return xp(i[0], i[2], i[3], i[1]); });
-    te::Tensor wl = te::compute(name + "_oihw", {e(w[0]), e(w[1]), e(w[2]), e(w[3])},
-                                [&](const std::vector<ir::Var>& i) { return wp(i[2], i[3], i[1], i[0]); });
+    te::Tensor xl =
+        te::compute(name + "_nchw", {e(x[0]), e(x[1]), e(x[2]), e(x[3])},
+                    [&](const std::vector<ir::Var>& i) { return xp(i[0], i[2], i[3], i[1]); });
+    te::Tensor wl =
+        te::compute(name + "_oihw", {e(w[0]), e(w[1]), e(w[2]), e(w[3])},
+                    [&](const std::vector<ir::Var>& i) { return wp(i[2], i[3], i[1], i[0]); });
     const std::vector<ir::Expr> shape = shape_exprs(out.shape);
     te::Tensor y = def->compute({xl, wl}, c.attrs, shape, name + "_conv");
-    te::Tensor yp = te::compute(name, {shape[0], shape[2], shape[3], shape[1]},
-                                [&](const std::vector<ir::Var>& i) { return y(i[0], i[3], i[1], i[2]); });
+    te::Tensor yp =
+        te::compute(name, {shape[0], shape[2], shape[3], shape[1]},
+                    [&](const std::vector<ir::Var>& i) { return y(i[0], i[3], i[1], i[2]); });
     auto task = te::Task::make(name, {xp, wp}, {yp});
     REQUIRE(task.ok());
     return *task;
@@ -965,8 +969,9 @@ TEST_CASE("CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs
     INFO(c.name);
     auto out = def->infer({typed(f16, c.x), typed(f16, c.w)}, c.attrs);
     REQUIRE(out.ok());
-    OpCase op{"conv2d", {typed(f16, c.x), typed(f16, c.w)}, *out,
-              std::make_shared<ops::Conv2dAttrs>(c.attrs), 2e-3, 2e-3};
+    OpCase op{"conv2d", {typed(f16, c.x), typed(f16, c.w)},
+              *out,     std::make_shared<ops::Conv2dAttrs>(c.attrs),
+              2e-3,     2e-3};
     for (int sm : {80, 90}) {
       INFO("sm_" << sm);
       const ScheduleTemplate& t =
@@ -988,11 +993,19 @@ TEST_CASE("CUDA templates: NHWC convolutions with HWIO weights as implicit GEMMs
       ctx.inputs[0].layout = ctx.output.layout = loom::channels_blocked(16);
       ctx.inputs[1].layout = loom::weights_hwio();
       CHECK(t.applies(ctx) == (c.x[1] % 16 == 0 && c.w[0] % 16 == 0));
-      // Image and output in one layout.
+      // Image and output in one layout, with the channels innermost.
       ctx.output.layout = loom::channels_last();
       CHECK_FALSE(t.applies(ctx));
+      ctx.inputs[0].layout = ctx.output.layout = loom::channels_blocked(3);
+      CHECK_FALSE(t.applies(ctx));
+      ctx.inputs[0].layout = ctx.output.layout =
+          loom::Layout::row_major({ir::Expr(int64_t{1}), ir::Expr(int64_t{1}), ir::Expr(int64_t{1}),
+                                   ir::Expr(int64_t{1})})
+              .reorder({0, 3, 2, 1})
+              .steps();
+      CHECK_FALSE(t.applies(ctx));
       ctx.inputs[1].layout.clear();
-      ctx.inputs[0].layout = loom::channels_last();
+      ctx.inputs[0].layout = ctx.output.layout = loom::channels_last();
       // NHWC takes HWIO weights only.
       CHECK_FALSE(t.applies(ctx));
       ctx.inputs[1].layout = loom::weights_hwio();

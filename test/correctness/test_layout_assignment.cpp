@@ -169,9 +169,10 @@ TEST_CASE("layout assignment: fixed layouts for the whole graph, and joint tunin
   require_close(compile_and_run(b.g, b.inputs, joint)[0], expected[0], 1e-4, 1e-4);
 }
 
-TEST_CASE("layout assignment: a constant an anchor reads in an affine layout is converted at "
-          "compile time, others at run time",
-          "[layout][assign]") {
+TEST_CASE(
+    "layout assignment: a constant an anchor reads in an affine layout is converted at "
+    "compile time, others at run time",
+    "[layout][assign]") {
   // A conv of a constant image (odd sizes), graph passes off so that it is not folded whole:
   // with NHWC fixed the image is stored NHWC once, as a constant; NCHW16c splits the channels
   // (not affine), so that conversion runs with the graph.

@@ -68,7 +68,8 @@ inline absl::StatusOr<Graph> rebuild(const Graph& g, Graph& out, std::vector<Ten
     for (int i : n.inputs) inputs.push_back(map[i]);
     std::optional<Tensor> r = replace ? replace(static_cast<int>(id), inputs) : std::nullopt;
     if (r) map[id] = *r;
-    else if (n.kind == Node::Kind::kConstant) map[id] = keep_type(out.constant(n.name, n.value), n);
+    else if (n.kind == Node::Kind::kConstant)
+      map[id] = keep_type(out.constant(n.name, n.value), n);
     else map[id] = keep_layout(out.apply(n.op, inputs, n.attrs), n);
   }
   for (int o : g.outputs()) out.output(map[o]);
