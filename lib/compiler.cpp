@@ -58,11 +58,13 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       return absl::InvalidArgumentError(
           "graph output '" + graph.nodes()[o].name + "' is stored in layout " +
           graph.nodes()[o].type.to_string() + "; outputs are row-major (transform it back)");
-  if (target_.is_cuda() && options.layouts == LayoutPolicy::kJoint)
-    return absl::UnimplementedError(
+
+  if (target_.is_cuda() && options.layouts == LayoutPolicy::kJoint && !can_measure(target_))
+    return absl::FailedPreconditionError(
         "target " + target_.to_string() +
-        ": the joint layout search is CPU-only; CUDA graphs take LayoutPolicy::kFixed (with "
-        "channels_last(), convolutions run as NHWC implicit GEMMs)");
+        ": the joint layout search times each layout choice on the device, and no device of "
+        "that arch is here; LayoutPolicy::kFixed chooses without one (channels_last(): "
+        "convolutions as NHWC implicit GEMMs)");
   if (options.graph_passes) {
     // Constants fold on the host, whatever the target (a GPU compile needs no GPU).
     LOOM_ASSIGN_OR_RETURN(Graph optimized,

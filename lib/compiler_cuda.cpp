@@ -31,6 +31,16 @@
 #include "runtime/gpu_graph.hpp"
 
 namespace loom {
+
+// Whether kernels for target can be timed here: a device of its arch at its ordinal.
+bool can_measure(const Target& target) {
+  absl::StatusOr<runtime::cuda::Driver*> driver = runtime::cuda::Driver::get();
+  if (!driver.ok()) return false;
+  absl::StatusOr<runtime::cuda::DeviceProperties> p =
+      (*driver)->device_properties(target.device());
+  return p.ok() && p->sm_arch == target.sm_arch();
+}
+
 namespace {
 
 constexpr int kDefaultThreadsPerBlock = 256;  // default-scheduled kernels: one element a thread
@@ -42,15 +52,6 @@ struct GroupKernel {
   std::vector<tune::Measurement> measurements;  // the candidates timed (empty: none)
   double tune_seconds = 0;
 };
-
-// Whether kernels for target can be timed here: a device of its arch at its ordinal.
-bool can_measure(const Target& target) {
-  absl::StatusOr<runtime::cuda::Driver*> driver = runtime::cuda::Driver::get();
-  if (!driver.ok()) return false;
-  absl::StatusOr<runtime::cuda::DeviceProperties> p =
-      (*driver)->device_properties(target.device());
-  return p.ok() && p->sm_arch == target.sm_arch();
-}
 
 // The machine's cores (at least 1).
 size_t cores() { return std::max(1u, std::thread::hardware_concurrency()); }

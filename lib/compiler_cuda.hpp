@@ -13,6 +13,9 @@ namespace loom {
 // thread); a group whose fusion a template cannot take is compiled one operator per kernel.
 // Templates' candidates are timed on the device when the tune level asks and one is present.
 // The module goes through NVRTC, or comes from the kernel cache.
+// Whether kernels for target can be timed here: a device of its arch at its ordinal.
+bool can_measure(const Target& target);
+
 absl::Status compile_for_cuda(const Target& target, const Graph& graph,
                               const CompileOptions& options, CompiledGraphImpl& impl);
 

@@ -46,6 +46,73 @@ NDArray random_array(const TensorType& t, uint64_t seed) {
   return a;
 }
 
+// The conversions of constants to the layouts their readers take (weights a template reads in a
+// layout of its own) done here, once: each becomes a constant stored in the layout. Only layouts
+// whose offset is affine in every logical dim (reorders and padding) are folded; conversions to
+// others stay in the graph and run with it.
+absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
+  const std::vector<Node>& nodes = g.nodes();
+  std::vector<std::optional<NDArray>> folded(nodes.size());
+  bool any = false;
+  for (size_t id = 0; id < nodes.size(); ++id) {
+    const Node& n = nodes[id];
+    if (n.kind != Node::Kind::kOp || n.op != "layout_transform" || n.inputs.size() != 1) continue;
+    const Node& in = nodes[static_cast<size_t>(n.inputs[0])];
+    if (in.kind != Node::Kind::kConstant || !in.type.layout.empty()) continue;
+    const std::vector<int64_t>& shape = in.value.shape();
+    std::vector<ir::Expr> extents;
+    for (int64_t e : shape) extents.push_back(ir::Expr(e));
+    const Layout layout = Layout::of(extents, n.type.layout);
+    auto number = [](const ir::Expr& e) { return ir::as_const_int(ir::simplify(e)); };
+    std::optional<int64_t> size = number(layout.physical_size());
+    std::vector<int64_t> strides;
+    for (int d = 0; d < layout.rank() && size; ++d) {
+      std::optional<ir::Expr> stride = layout.stride_of(d);
+      std::optional<int64_t> value = stride ? number(*stride) : std::nullopt;
+      if (!value)
+        size.reset();
+      else
+        strides.push_back(*value);
+    }
+    const std::optional<int64_t> origin =
+        number(layout.offset(std::vector<ir::Expr>(extents.size(), ir::Expr(int64_t{0}))));
+    if (!layout.ok() || !size || !origin || *origin != 0) continue;
+    NDArray physical(in.value.dtype(), {*size});  // zeros in the padding
+    const size_t bytes = static_cast<size_t>(in.value.dtype().bytes());
+    const auto* src = static_cast<const char*>(in.value.data());
+    auto* dst = static_cast<char*>(physical.data());
+    std::vector<int64_t> index(shape.size(), 0);
+    for (int64_t i = 0; i < in.value.numel(); ++i) {
+      int64_t at = 0;
+      for (size_t d = 0; d < shape.size(); ++d) at += index[d] * strides[d];
+      std::memcpy(dst + static_cast<size_t>(at) * bytes, src + static_cast<size_t>(i) * bytes,
+                  bytes);
+      for (size_t d = shape.size(); d-- > 0;) {
+        if (++index[d] < shape[d]) break;
+        index[d] = 0;
+      }
+    }
+    folded[id] = std::move(physical);
+    any = true;
+  }
+  if (!any) return g;
+  Graph out;
+  std::vector<Tensor> map;
+  LOOM_ASSIGN_OR_RETURN(
+      Graph result,
+      passes::rebuild(
+          g, out, map, [&](int id, const std::vector<Tensor>&) -> std::optional<Tensor> {
+            if (!folded[static_cast<size_t>(id)]) return std::nullopt;
+            const Node& n = nodes[static_cast<size_t>(id)];
+            // The physical elements, typed as the conversion's output: its shape, in its layout.
+            const Node& source = nodes[static_cast<size_t>(n.inputs[0])];
+            return passes::keep_type(
+                out.constant(source.name + "_laid", *std::move(folded[static_cast<size_t>(id)])),
+                n);
+          }));
+  return passes::rebuild(result, nullptr);  // drops the row-major constants, now unread
+}
+
 class JointSearch {
  public:
   JointSearch(const Compiler& compiler, const Graph& g, const CompileOptions& options,
@@ -173,7 +240,7 @@ class JointSearch {
       const std::vector<std::pair<std::string, Assignment>>& uniforms) {
     std::vector<std::pair<std::string, Assignment>> out;
     for (const auto& [name, u] : uniforms) {
-      LOOM_ASSIGN_OR_RETURN(Graph base, layouts::apply(g_, u));
+      LOOM_ASSIGN_OR_RETURN(Graph base, laid(u));
       const int base_conversions = layouts::count_conversions(base);
       std::map<std::string, Assignment> by_choice;
       for (int id : anchors)
@@ -181,8 +248,8 @@ class JointSearch {
           if (c.inputs.empty() || c.inputs[0] == c.output) continue;
           Assignment a = u;
           a[id] = c;
-          LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, a));
-          if (layouts::count_conversions(laid) >= base_conversions) continue;
+          LOOM_ASSIGN_OR_RETURN(Graph with, laid(a));
+          if (layouts::count_conversions(with) >= base_conversions) continue;
           by_choice.emplace(c.to_string(), u).first->second[id] = c;
         }
       for (auto& [choice, a] : by_choice)
@@ -202,8 +269,8 @@ class JointSearch {
     contexts.insert(contexts.end(), boundary.begin(), boundary.end());
     std::vector<Graph> graphs;
     for (const auto& u : contexts) {
-      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, u.second));
-      graphs.push_back(std::move(laid));
+      LOOM_ASSIGN_OR_RETURN(Graph with, laid(u.second));
+      graphs.push_back(std::move(with));
     }
     LOOM_ASSIGN_OR_RETURN(std::vector<Profile> profiles, profiled(graphs, anchor_of));
     for (size_t k = 0; k < contexts.size(); ++k) {
@@ -237,8 +304,8 @@ class JointSearch {
       if (!(u.second == model_best)) candidates.push_back(std::move(u));
     std::vector<Graph> graphs;
     for (const auto& c : candidates) {
-      LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, c.second));
-      graphs.push_back(std::move(laid));
+      LOOM_ASSIGN_OR_RETURN(Graph with, laid(c.second));
+      graphs.push_back(std::move(with));
     }
     std::vector<double> t(graphs.size(), 0);
     if (graphs.size() > 1) {
@@ -389,6 +456,12 @@ class JointSearch {
     return *e;
   }
 
+  // g with the assignment's layouts, its constants' conversions done (as the compile will).
+  absl::StatusOr<Graph> laid(const Assignment& a) const {
+    LOOM_ASSIGN_OR_RETURN(Graph applied, layouts::apply(g_, a));
+    return fold_constant_conversions(applied);
+  }
+
   // Measured anchors plus measured conversions of the graph the assignment gives.
   absl::StatusOr<double> cost(const Assignment& a) {
     double ms = 0;
@@ -397,10 +470,10 @@ class JointSearch {
       if (t == in_context_.end()) return std::numeric_limits<double>::infinity();
       ms += t->second;
     }
-    LOOM_ASSIGN_OR_RETURN(Graph laid, layouts::apply(g_, a));
-    for (const Node& n : laid.nodes()) {
+    LOOM_ASSIGN_OR_RETURN(Graph with, laid(a));
+    for (const Node& n : with.nodes()) {
       if (n.kind != Node::Kind::kOp || n.op != "layout_transform") continue;
-      LOOM_ASSIGN_OR_RETURN(double t, conversion_ms(laid.nodes()[static_cast<size_t>(n.inputs[0])].type,
+      LOOM_ASSIGN_OR_RETURN(double t, conversion_ms(with.nodes()[static_cast<size_t>(n.inputs[0])].type,
                                                     n.type.layout));
       ms += t;
     }
@@ -521,73 +594,6 @@ absl::StatusOr<Graph> fixed_layouts(const Compiler& compiler, const Graph& g,
     }
   }
   return layouts::apply(g, a);
-}
-
-// The conversions of constants to the layouts their readers take (weights a template reads in a
-// layout of its own) done here, once: each becomes a constant stored in the layout. Only layouts
-// whose offset is affine in every logical dim (reorders and padding) are folded; conversions to
-// others stay in the graph and run with it.
-absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
-  const std::vector<Node>& nodes = g.nodes();
-  std::vector<std::optional<NDArray>> folded(nodes.size());
-  bool any = false;
-  for (size_t id = 0; id < nodes.size(); ++id) {
-    const Node& n = nodes[id];
-    if (n.kind != Node::Kind::kOp || n.op != "layout_transform" || n.inputs.size() != 1) continue;
-    const Node& in = nodes[static_cast<size_t>(n.inputs[0])];
-    if (in.kind != Node::Kind::kConstant || !in.type.layout.empty()) continue;
-    const std::vector<int64_t>& shape = in.value.shape();
-    std::vector<ir::Expr> extents;
-    for (int64_t e : shape) extents.push_back(ir::Expr(e));
-    const Layout layout = Layout::of(extents, n.type.layout);
-    auto number = [](const ir::Expr& e) { return ir::as_const_int(ir::simplify(e)); };
-    std::optional<int64_t> size = number(layout.physical_size());
-    std::vector<int64_t> strides;
-    for (int d = 0; d < layout.rank() && size; ++d) {
-      std::optional<ir::Expr> stride = layout.stride_of(d);
-      std::optional<int64_t> value = stride ? number(*stride) : std::nullopt;
-      if (!value)
-        size.reset();
-      else
-        strides.push_back(*value);
-    }
-    const std::optional<int64_t> origin =
-        number(layout.offset(std::vector<ir::Expr>(extents.size(), ir::Expr(int64_t{0}))));
-    if (!layout.ok() || !size || !origin || *origin != 0) continue;
-    NDArray physical(in.value.dtype(), {*size});  // zeros in the padding
-    const size_t bytes = static_cast<size_t>(in.value.dtype().bytes());
-    const auto* src = static_cast<const char*>(in.value.data());
-    auto* dst = static_cast<char*>(physical.data());
-    std::vector<int64_t> index(shape.size(), 0);
-    for (int64_t i = 0; i < in.value.numel(); ++i) {
-      int64_t at = 0;
-      for (size_t d = 0; d < shape.size(); ++d) at += index[d] * strides[d];
-      std::memcpy(dst + static_cast<size_t>(at) * bytes, src + static_cast<size_t>(i) * bytes,
-                  bytes);
-      for (size_t d = shape.size(); d-- > 0;) {
-        if (++index[d] < shape[d]) break;
-        index[d] = 0;
-      }
-    }
-    folded[id] = std::move(physical);
-    any = true;
-  }
-  if (!any) return g;
-  Graph out;
-  std::vector<Tensor> map;
-  LOOM_ASSIGN_OR_RETURN(
-      Graph result,
-      passes::rebuild(
-          g, out, map, [&](int id, const std::vector<Tensor>&) -> std::optional<Tensor> {
-            if (!folded[static_cast<size_t>(id)]) return std::nullopt;
-            const Node& n = nodes[static_cast<size_t>(id)];
-            // The physical elements, typed as the conversion's output: its shape, in its layout.
-            const Node& source = nodes[static_cast<size_t>(n.inputs[0])];
-            return passes::keep_type(
-                out.constant(source.name + "_laid", *std::move(folded[static_cast<size_t>(id)])),
-                n);
-          }));
-  return passes::rebuild(result, nullptr);  // drops the row-major constants, now unread
 }
 
 }  // namespace
