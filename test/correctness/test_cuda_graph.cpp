@@ -359,6 +359,21 @@ void emulate_kernels(const FakeDriver& fake, const CompiledGraph& compiled,
   }
 }
 
+// Two runs of compiled on device memory: each launches every kernel once, and the second (the
+// first also prepares the device) copies nothing through the host.
+void run_twice_on_device(const FakeDriver& fake, const CompiledGraph& compiled,
+                         const std::vector<DeviceTensor>& in, std::vector<DeviceTensor>& outs) {
+  for (int run = 0; run < 2; ++run) {
+    INFO("run " << run);
+    const int copies = fake.host_copies(), launched = fake.launches();
+    absl::Status s = compiled.run_on_device(in, outs);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    if (run == 1) CHECK(fake.host_copies() == copies);
+    CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("CUDA graphs: every operator family compiles for sm_80 and sm_90, and runs where a GPU is",
@@ -682,14 +697,7 @@ TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and
   DeviceArrays mem;
   const std::vector<DeviceTensor> in = {mem.upload(x), mem.upload(y)};
   std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
-  for (int run = 0; run < 2; ++run) {  // the first run also prepares the device
-    const int copies = fake.host_copies(), launched = fake.launches();
-    absl::Status s = compiled.run_on_device(in, outs);
-    INFO(s.ToString());
-    REQUIRE(s.ok());
-    if (run == 1) CHECK(fake.host_copies() == copies);
-    CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
-  }
+  run_twice_on_device(fake, compiled, in, outs);
   // Kernels (in the emulator) wrote the computed outputs in place; the others were copied.
   for (size_t o = 0; o < want.size(); ++o) {
     INFO("output " << o);
@@ -1098,14 +1106,7 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     DeviceArrays mem;
     const std::vector<DeviceTensor> in = {mem.upload(c.input)};
     std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
-    for (int run = 0; run < 2; ++run) {
-      const int copies = fake.host_copies(), launched = fake.launches();
-      absl::Status s = compiled.run_on_device(in, outs);
-      INFO(s.ToString());
-      REQUIRE(s.ok());
-      if (run == 1) CHECK(fake.host_copies() == copies);
-      CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
-    }
+    run_twice_on_device(fake, compiled, in, outs);
     require_close(mem.download(outs[0]), want[0], 2e-2);
   }
 }
