@@ -1050,6 +1050,22 @@ TEST_CASE(
     // Bias, relu, residual and conversions fused: the four convs, the pooling, the mean.
     CHECK(compiled.kernels().size() == 6);
   }
+  // A warm compile (the kernel cache on disk) compiles nothing, its weights stored HWIO again.
+  loom::testing::TempDir dir;
+  const CompileOptions options = nhwc_options(loom::testing::cold_cache_options(dir.path()));
+  const Graph g = nhwc_block();
+  CompiledGraph cold = compile_for(g, Target::cuda(90), options);
+  runtime::KernelCache::global().clear_memory();
+  const Stats before = stats();
+  CompiledGraph warm = compile_for(g, Target::cuda(90), options);
+  CHECK((stats() - before).nvrtc_compiles == 0);
+  REQUIRE(warm.kernels().size() == cold.kernels().size());
+  for (size_t k = 0; k < warm.kernels().size(); ++k)
+    CHECK(warm.kernels()[k].cache_key == cold.kernels()[k].cache_key);
+  int laid = 0;
+  for (const Node& n : warm.graph().nodes())
+    laid += n.kind == Node::Kind::kConstant && n.type.layout == weights_hwio();
+  CHECK(laid == 3);
 }
 
 TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match the reference",
