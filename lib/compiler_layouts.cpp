@@ -63,6 +63,7 @@ absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
     std::vector<ir::Expr> extents;
     for (int64_t e : shape) extents.push_back(ir::Expr(e));
     const Layout layout = Layout::of(extents, n.type.layout);
+    if (!layout.ok()) continue;
     auto number = [](const ir::Expr& e) { return ir::as_const_int(ir::simplify(e)); };
     std::optional<int64_t> size = number(layout.physical_size());
     std::vector<int64_t> strides;
@@ -76,7 +77,7 @@ absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
     }
     const std::optional<int64_t> origin =
         number(layout.offset(std::vector<ir::Expr>(extents.size(), ir::Expr(int64_t{0}))));
-    if (!layout.ok() || !size || !origin || *origin != 0) continue;
+    if (!size || !origin || *origin != 0) continue;
     NDArray physical(in.value.dtype(), {*size});  // zeros in the padding
     const size_t bytes = static_cast<size_t>(in.value.dtype().bytes());
     const auto* src = static_cast<const char*>(in.value.data());
