@@ -1020,11 +1020,14 @@ void FuncEmitter::for_loop(const ir::For* op) {
   if (!t.is_scalar() || !t.is_int())
     return fail(absl::InvalidArgumentError(
         str_cat("loop variable '", op->var.name(), "' has type ", t, "; loops count integers")));
-  // A loop over a constant range that fits int32 counts in int.
-  std::optional<int64_t> min = ir::as_const_int(op->min), extent = ir::as_const_int(op->extent);
+  // A loop whose bounds are int32 index arithmetic counts in int: constant bounds, or bounds of
+  // known range (split-K's slice count for its block, min(slices left, slices per split)).
+  // 64-bit loop counters make every index computed from them 64-bit, divisions included.
+  std::optional<Range> min = t == DType::i64() ? narrow_range(op->min) : std::nullopt;
+  std::optional<Range> extent = min ? narrow_range(op->extent) : std::nullopt;
   const bool narrow =
-      t == DType::i64() && min && extent &&
-      bind_range(op->var.node(), Range{*min, *min + std::max<int64_t>(*extent, 1) - 1});
+      min && extent &&
+      bind_range(op->var.node(), Range{min->lo, min->hi + std::max<int64_t>(extent->hi, 1) - 1});
   std::string type = narrow ? "int" : memory_type(t);
   std::string name = fresh(op->var.name(), "i");
   bool block = op->for_kind == ir::ForKind::kGpuBlock;

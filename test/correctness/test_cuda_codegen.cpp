@@ -317,6 +317,37 @@ TEST_CASE("CUDA codegen: index arithmetic is int where every step fits int32, 64
   if (!run_on_gpu(m, cases)) emulate(m, cases);
 }
 
+TEST_CASE("CUDA codegen: a loop whose bounds have a known int32 range counts in int",
+          "[cuda]") {
+  // Split-K's shape: block b takes slices [5 (b % 2), 5 (b % 2) + min(9 - 5 (b % 2), 5)) of 9.
+  // The count varies with the block but stays within [4, 5]; the loop and the index arithmetic
+  // on it are int. A bound of unknown range (the scalar n) keeps a 64-bit counter.
+  ir::Var b("b"), kt("kt"), i("i"), n("n");
+  ir::Buffer y = ir::Buffer::make("y", DType::f32(), {ir::Expr(int64_t{18})});
+  ir::Buffer z = ir::Buffer::make("z", DType::f32(), {n});
+  const ir::Expr first = b % int64_t{2} * int64_t{5};
+  ir::Stmt slices = ir::For::make(
+      kt, ir::Expr(int64_t{0}), ir::min(ir::Expr(int64_t{9}) - first, ir::Expr(int64_t{5})),
+      ir::ForKind::kSerial,
+      ir::Store::make(y, ir::cast(DType::f32(), (first + kt) / int64_t{3}),
+                      {b / int64_t{2} * int64_t{9} + first + kt}));
+  ir::Stmt unknown = ir::For::make(i, ir::Expr(int64_t{0}), n, ir::ForKind::kSerial,
+                                   ir::Store::make(z, ir::Expr(1.0f), {i}));
+  ir::Func f{"slices",
+             {y, z, n},
+             ir::For::make(b, ir::Expr(int64_t{0}), ir::Expr(int64_t{4}), ir::ForKind::kGpuBlock,
+                           ir::Seq::make({slices, unknown}))};
+  ir::Module m{"loops", Target::cuda(90), {f}};
+  auto source = cuda::emit_cuda_source(m);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  INFO(*source);
+  CHECK_THAT(*source, Catch::Contains("for (int kt = 0, kt_end = loom_min<int>("));
+  CHECK_THAT(*source, Catch::Contains("for (long long i = 0"));
+  if (!have_nvrtc()) return;
+  compile(m, 90);
+}
+
 TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compile", "[cuda]") {
   // One block per row of x (n rows of 128): the row goes to shared memory, thread t then writes
   // the sum of its element and its mirror, 4 lanes at a time as one vector store, as bf16.
