@@ -169,13 +169,12 @@ TEST_CASE("layout assignment: fixed layouts for the whole graph, and joint tunin
   require_close(compile_and_run(b.g, b.inputs, joint)[0], expected[0], 1e-4, 1e-4);
 }
 
-TEST_CASE(
-    "layout assignment: a constant an anchor reads in an affine layout is converted at "
-    "compile time, others at run time",
-    "[layout][assign]") {
+TEST_CASE("layout assignment: a constant an anchor reads in another layout is converted at compile "
+          "time",
+          "[layout][assign]") {
   // A conv of a constant image (odd sizes), graph passes off so that it is not folded whole:
-  // with NHWC fixed the image is stored NHWC once, as a constant; NCHW16c splits the channels
-  // (not affine), so that conversion runs with the graph.
+  // with NHWC or NCHW16c fixed the image is stored in it once, as a constant (NHWC by strides,
+  // NCHW16c, which splits the channels, element by element; its padding lanes zero).
   Graph g;
   Tensor w = g.constant("w", random_array(DType::f32(), {24, 5, 3, 3}));
   Tensor image = g.constant("image", random_array(DType::f32(), {1, 5, 7, 9}));
@@ -198,14 +197,18 @@ TEST_CASE(
         ++laid_constants;
         CHECK(n.type.layout == fixed);
         CHECK(n.name == "image_laid");
-        // Its physical elements: NHWC's [1, 7, 9, 5].
-        CHECK(n.value.numel() == 5 * 7 * 9);
-        CHECK(n.value.get(1) == image.graph()->nodes[image.id()].value.get(7 * 9));
+        // Its physical elements: NHWC's [1, 7, 9, 5], NCHW16c's [1, 1, 7, 9, 16]. In both,
+        // element 1 is channel 1 of pixel (0, 0).
+        const bool nhwc = fixed == channels_last();
+        CHECK(n.value.numel() == (nhwc ? 5 : 16) * 7 * 9);
+        const NDArray& logical = image.graph()->nodes[image.id()].value;
+        CHECK(n.value.get(1) == logical.get(7 * 9));
+        CHECK(n.value.get(nhwc ? 5 : 16) == logical.get(1));  // pixel (0, 1), channel 0
+        if (!nhwc) CHECK(n.value.get(5) == 0.0);               // a padding lane
       }
     }
-    const bool affine = fixed == channels_last();
-    CHECK(laid_constants == (affine ? 1 : 0));
-    CHECK(conversions == (affine ? 0 : 1));
+    CHECK(laid_constants == 1);
+    CHECK(conversions == 0);
     std::vector<NDArray> got = loom::testing::run_ok(*c, inputs);
     require_close(got[0], expected[0], 1e-4, 1e-4);
   }
