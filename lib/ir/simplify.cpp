@@ -273,11 +273,40 @@ void linearize_into(Linear& l, const Expr& e, Wide coeff) {
   add_term(l, e, coeff);
 }
 
+// (x / a % b) * a + x % a is x % (a * b) for positive constants a and b (truncating / and %
+// agree: x / a / b is x / (a * b)). Merges such pairs, scaled alike, until none is left: the
+// offset of a row-major index split into dims, ((x / (b a)) * b + x / a % b) * a + x % a, then
+// folds whole (below).
+void merge_mods(Linear& l) {
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (size_t i = 0; i < l.terms.size(); ++i) {
+      auto* outer = l.terms[i].first.as<Mod>();
+      auto* inner = outer ? outer->a.as<Div>() : nullptr;
+      auto a = inner ? as_const_int(inner->b) : std::nullopt;
+      auto b = outer ? as_const_int(outer->b) : std::nullopt;
+      if (!a || !b || *a <= 0 || *b <= 0 || l.terms[i].second == 0) continue;
+      Expr low = Mod::make(inner->a, inner->b);
+      auto j = l.find(low, expr_hash(low));
+      if (!j || l.terms[*j].second == 0) continue;
+      const int64_t coeff = l.terms[*j].second;
+      if (l.terms[i].second != wrap(l.type, Wide(coeff) * *a)) continue;
+      const Wide ab = Wide(*a) * *b;
+      const DType t = inner->a.type();
+      if (ab > std::numeric_limits<int64_t>::max() || Wide(wrap(t, ab)) != ab) continue;
+      l.terms[i].second = l.terms[*j].second = 0;
+      add_term(l, Mod::make(inner->a, int_const(t, ab)), coeff);
+      merged = true;
+    }
+  }
+}
+
 // (x / c) * c + x % c is x for every non-zero constant c: truncating / and % agree.
 // Then drops zero coefficients.
 void finish(Linear& l) {
   bool has_mod = std::any_of(l.terms.begin(), l.terms.end(),
                              [](const auto& t) { return t.first.template is<Mod>(); });
+  if (has_mod) merge_mods(l);
   for (size_t i = 0; has_mod && i < l.terms.size(); ++i) {
     auto* d = l.terms[i].first.as<Div>();
     auto c = d ? as_const_int(d->b) : std::nullopt;

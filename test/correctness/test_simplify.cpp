@@ -173,7 +173,7 @@ class ExprGen {
 
   Expr gen(int depth) {
     if (depth <= 0 || chance(15)) return leaf();
-    switch (uniform(0, 15)) {
+    switch (uniform(0, 16)) {
       case 0:
       case 1: return gen(depth - 1) + gen(depth - 1);
       case 2: return gen(depth - 1) - gen(depth - 1);
@@ -212,6 +212,13 @@ class ExprGen {
         int64_t c = divisor();
         int64_t m = chance(70) ? 1 : uniform(-2, 3);
         return (e / num(c)) * num(c * m) + (e % num(c)) * num(chance(80) ? m : m + 1);
+      }
+      case 15: {
+        // (e / a % b) * a + e % a is e % (a * b); with other multipliers it is not.
+        Expr e = gen(depth - 2);
+        int64_t a = positive_divisor(), b = positive_divisor();
+        int64_t m = chance(70) ? 1 : uniform(-2, 3);
+        return (e / num(a) % num(b)) * num(a * m) + (e % num(a)) * num(chance(80) ? m : m + 1);
       }
       default: return (gen(depth - 1) / num(positive_divisor())) / num(positive_divisor());
     }
@@ -340,6 +347,12 @@ TEST_CASE("integer identities and canonical linear forms", "[simplify]") {
   CHECK(str((x / 8) * 8 + x % 8) == "x");
   CHECK(str((x / 8) * 4 + x % 8) == "(((x / 8) * 4) + (x % 8))");
   CHECK(str((x / 8) * 16 + (x % 8) * 2 + z) == "((x * 2) + z)");
+  // (x / a % b) * a + x % a is x % (a * b): an NHWC offset of a pixel split into (n, h, w) folds
+  // back to the pixel, however the terms are ordered.
+  CHECK(str((x / 4 % 3) * 4 + x % 4) == "(x % 12)");
+  CHECK(str((x / 99) * 2376 + (x / 9 % 11) * 216 + (x % 9) * 24 + y) == "((x * 24) + y)");
+  CHECK(str((x % 9) * 24 + (x / 9 % 11) * 216 + (x / 99) * 2376) == "(x * 24)");
+  CHECK(str((x / 4 % 3) * 8 + x % 4) == "((((x / 4) % 3) * 8) + (x % 4))");
   // Wraparound is exact for + - *, so these hold even without bounds.
   CHECK(str((x + 1) - (x - 1)) == "2");
   // i8 coefficients live modulo 256.
