@@ -7,9 +7,10 @@
 //     the program builds wherever the CUDA toolkit's headers are.
 //  2. the ResNet-50 convolution layers (with bias and relu as the model has them), f16, batch 1
 //     and 32: loom's kernels (profile), NCHW (all kernels) and NHWC (LayoutPolicy::kFixed with
-//     channels_last(): the conv's kernel, with its fused epilogue; the conversions of the
-//     graph's NCHW input and output excluded, as PyTorch's channels-last time excludes them).
-//     The faster counts as loom_ms.
+//     channels_last(): the conv's kernel, with its fused epilogue; the conversion of the graph's
+//     NCHW input excluded, as PyTorch's channels-last time excludes it, while the conversion of
+//     the output back to NCHW is fused into the conv's stores and counts). The faster counts as
+//     loom_ms.
 //  3. ResNet-50 and BERT-base (sequence 128, with an attention mask) end to end, f16, batch 1:
 //     run_on_device with inputs and outputs in device memory, wall time per inference, median
 //     of rounds. ResNet-50 also with channels_last() fixed (conversions included); the faster
