@@ -58,7 +58,6 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       return absl::InvalidArgumentError(
           "graph output '" + graph.nodes()[o].name + "' is stored in layout " +
           graph.nodes()[o].type.to_string() + "; outputs are row-major (transform it back)");
-
   if (target_.is_cuda() && options.layouts == LayoutPolicy::kJoint && !can_measure(target_))
     return absl::FailedPreconditionError(
         "target " + target_.to_string() +

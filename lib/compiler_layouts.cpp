@@ -46,76 +46,11 @@ NDArray random_array(const TensorType& t, uint64_t seed) {
   return a;
 }
 
-// A layout's map from logical to physical element offsets on numbers: its steps applied to the
-// index (as Layout::physical_index does to expressions), then its physical strides. For layouts
-// whose offset is not affine in each dim (splits, fuses, swizzles); not for unfold.
-class NumericLayout {
- public:
-  static std::optional<NumericLayout> of(const Layout& layout) {
-    NumericLayout n;
-    n.steps_ = layout.steps();
-    for (const LayoutStep& step : n.steps_) {
-      if (step.kind == LayoutStep::Kind::kUnfold) return std::nullopt;
-      std::vector<int64_t> extents;
-      for (const ir::Expr& e : step.extents_before) {
-        std::optional<int64_t> v = ir::as_const_int(ir::simplify(e));
-        if (!v) return std::nullopt;
-        extents.push_back(*v);
-      }
-      n.extents_.push_back(std::move(extents));
-    }
-    for (const ir::Expr& e : layout.strides()) {
-      std::optional<int64_t> v = ir::as_const_int(ir::simplify(e));
-      if (!v) return std::nullopt;
-      n.strides_.push_back(*v);
-    }
-    return n;
-  }
-
-  int64_t offset(std::vector<int64_t> idx) const {
-    for (size_t k = 0; k < steps_.size(); ++k) {
-      const LayoutStep& s = steps_[k];
-      const size_t d = static_cast<size_t>(s.dim);
-      switch (s.kind) {
-        case LayoutStep::Kind::kSplit: {
-          const int64_t i = idx[d];
-          idx[d] = i / s.a;
-          idx.insert(idx.begin() + s.dim + 1, i % s.a);
-          break;
-        }
-        case LayoutStep::Kind::kReorder: {
-          std::vector<int64_t> next;
-          for (int p : s.perm) next.push_back(idx[static_cast<size_t>(p)]);
-          idx = std::move(next);
-          break;
-        }
-        case LayoutStep::Kind::kFuse:
-          idx[d] = idx[d] * extents_[k][d + 1] + idx[d + 1];
-          idx.erase(idx.begin() + s.dim + 1);
-          break;
-        case LayoutStep::Kind::kSwizzle:
-          if (s.a != 1) idx[d] ^= (idx[static_cast<size_t>(s.by)] / s.b) % s.a;
-          break;
-        default:  // kPad; kUnfold is refused by of()
-          break;
-      }
-    }
-    int64_t at = 0;
-    for (size_t d = 0; d < idx.size(); ++d) at += idx[d] * strides_[d];
-    return at;
-  }
-
- private:
-  std::vector<LayoutStep> steps_;
-  std::vector<std::vector<int64_t>> extents_;  // per step, the physical extents it applied to
-  std::vector<int64_t> strides_;
-};
-
 // The conversions of constants to the layouts their readers take (weights a template reads in a
 // layout of its own) done here, once: each becomes a constant stored in the layout, its padding
 // zero. Layouts whose offset is affine in every logical dim (reorders, padding: HWIO weights,
 // NHWC) go by strides; others (splits, fuses, swizzles) element by element through
-// NumericLayout.
+// Layout::offset, folded (slower, and rare: templates pack such weights themselves).
 absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
   const std::vector<Node>& nodes = g.nodes();
   std::vector<std::optional<NDArray>> folded(nodes.size());
@@ -144,8 +79,6 @@ absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
     const std::optional<int64_t> origin =
         number(layout.offset(std::vector<ir::Expr>(extents.size(), ir::Expr(int64_t{0}))));
     const bool affine = strides.size() == shape.size() && origin == int64_t{0};
-    std::optional<NumericLayout> numeric;
-    if (!affine && !(numeric = NumericLayout::of(layout))) continue;
     NDArray physical(in.value.dtype(), {*size});
     const size_t bytes = static_cast<size_t>(in.value.dtype().bytes());
     std::memset(physical.data(), 0, static_cast<size_t>(*size) * bytes);  // the padding
@@ -154,10 +87,13 @@ absl::StatusOr<Graph> fold_constant_conversions(const Graph& g) {
     std::vector<int64_t> index(shape.size(), 0);
     for (int64_t i = 0; i < in.value.numel(); ++i) {
       int64_t at = 0;
-      if (affine)
+      if (affine) {
         for (size_t d = 0; d < shape.size(); ++d) at += index[d] * strides[d];
-      else
-        at = numeric->offset(index);
+      } else {
+        std::optional<int64_t> offset =
+            number(layout.offset(std::vector<ir::Expr>(index.begin(), index.end())));
+        at = offset.value_or(-1);
+      }
       if (at < 0 || at >= *size)
         return absl::InternalError(str_cat("folding the conversion of ", in.name, " to ",
                                            layout.to_string(), ": element ", i,

@@ -28,12 +28,12 @@
 // conv2d (groups 1) is an implicit GEMM in one of two layouts:
 //  - NCHW: per image, C[o][pixel] = W[o][k] * X[k][pixel] over k = (c, r, s): the weights are A
 //    as stored (OIHW is row-major O x C*KH*KW) and the NCHW output is C as stored;
-//  - NHWC, with the weights HWIO (the layouts the template offers the layout assignment): over
-//    the batch's pixels, C[pixel][o] = X[pixel][k] * W[k][o] over k = (r, s, c). A row of A is a
-//    pixel's window with the channels innermost, so 8 channels of one tap are 16 contiguous
-//    bytes that cp.async gathers (zero-filled in the padding) when C is a multiple of 8; a 1x1
-//    stride-1 conv reads the image as the [N*H*W, C] matrix. B is the weights as stored and C
-//    the output.
+//  - NHWC or NCHW{b}c (the channels innermost, b a multiple of 8), with the weights HWIO (the
+//    layouts the template offers the layout assignment): over the batch's pixels,
+//    C[pixel][o] = X[pixel][k] * W[k][o] over k = (r, s, c). A row of A is a pixel's window
+//    with the channels innermost, so 8 channels of one tap are 16 contiguous bytes that cp.async
+//    gathers (zero-filled in the padding) when C is a multiple of 8; an NHWC 1x1 stride-1 conv
+//    reads the image as the [N*H*W, C] matrix. B is the weights as stored and C the output.
 
 #include <algorithm>
 #include <numeric>
@@ -459,6 +459,21 @@ LayoutOptions implicit_gemm_layouts(const TemplateContext& ctx) {
   return {{images, {weights_hwio()}}, images};
 }
 
+// Tap (r, s) of output pixel (oy, ox)'s window: the input row and column, clamped into the
+// image (an address to read), and whether they lie inside it (else the padding's zero).
+struct WindowTap {
+  Expr ih, iw, inside;
+};
+WindowTap window_tap(const ConvProblem& c, const Expr& oy, const Expr& ox, const Expr& r,
+                     const Expr& s) {
+  const Conv2dAttrs& a = c.attrs;
+  const Expr ih = oy * int64_t{a.stride_h} + r * int64_t{a.dilation_h} - int64_t{a.pad_top};
+  const Expr iw = ox * int64_t{a.stride_w} + s * int64_t{a.dilation_w} - int64_t{a.pad_left};
+  return {ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
+          ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1)),
+          ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w};
+}
+
 // The convolution with the channels innermost (NHWC, NCHW{b}c) as one GEMM over the batch's
 // pixels: C[pixel][o] = A[pixel][k] * B[k][o] over k = (r, s, c). A's row is the pixel's window,
 // c innermost (chunks of 8 channels contiguous: cp.async gathers them); an NHWC 1x1 stride-1
@@ -467,7 +482,6 @@ LayoutOptions implicit_gemm_layouts(const TemplateContext& ctx) {
 void channels_last_conv_problem(const TemplateContext& ctx, const ConvProblem& c, TcProblem& p) {
   const DType t = ctx.inputs[0].dtype;
   const std::vector<LayoutStep>& layout = ctx.output.layout;
-  const Conv2dAttrs& a = c.attrs;
   const int64_t pixels = c.oh * c.ow;
   p.G = 1;
   p.M = c.n * pixels;
@@ -489,15 +503,10 @@ void channels_last_conv_problem(const TemplateContext& ctx, const ConvProblem& c
                             Layout::of({Expr(c.n), Expr(c.c), Expr(c.h), Expr(c.w)}, layout));
     // Tap k = (r, s, ch) of the pixel's window: its image element, clamped into the image, and
     // whether it lies inside (else the padding's zero).
-    auto tap = [x, c, a, pixels](const Expr& px, const Expr& k) {
-      const Expr img = px / Expr(pixels), oy = px / Expr(c.ow) % Expr(c.oh), ox = px % Expr(c.ow);
+    auto tap = [x, c, pixels](const Expr& px, const Expr& k) {
       const Expr r = k / Expr(c.kw * c.c), s = k / Expr(c.c) % Expr(c.kw), ch = k % Expr(c.c);
-      const Expr ih = oy * int64_t{a.stride_h} + r * int64_t{a.dilation_h} - int64_t{a.pad_top};
-      const Expr iw = ox * int64_t{a.stride_w} + s * int64_t{a.dilation_w} - int64_t{a.pad_left};
-      const Expr inside = ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w;
-      const Expr load = x.load({img, ch, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
-                                ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1))});
-      return Operand::Chunk{load, inside};
+      const WindowTap w = window_tap(c, px / Expr(c.ow) % Expr(c.oh), px % Expr(c.ow), r, s);
+      return Operand::Chunk{x.load({px / Expr(pixels), ch, w.ih, w.iw}), w.inside};
     };
     p.a = {x,
            [tap, x](const Expr&, const Expr& px, const Expr& k) {
@@ -535,7 +544,6 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
     channels_last_conv_problem(ctx, c, p);
     return p;
   }
-  const Conv2dAttrs& a = c.attrs;
   const int64_t taps = c.kh * c.kw, pixels = c.oh * c.ow;
   p.G = c.n;
   p.M = c.o;
@@ -550,16 +558,11 @@ std::optional<TcProblem> tc_problem(const TemplateContext& ctx) {
   } else {
     Buffer x = Buffer::make(ctx.name + "_x", t, {Expr(c.n), Expr(c.c), Expr(c.h), Expr(c.w)});
     p.b = {x,
-           [x, c, a, taps](const Expr& n, const Expr& k, const Expr& px) {
+           [x, c, taps](const Expr& n, const Expr& k, const Expr& px) {
              const Expr ch = k / Expr(taps), r = k / Expr(c.kw) % Expr(c.kh), s = k % Expr(c.kw);
-             const Expr ih = px / Expr(c.ow) * int64_t{a.stride_h} + r * int64_t{a.dilation_h} -
-                             int64_t{a.pad_top};
-             const Expr iw = px % Expr(c.ow) * int64_t{a.stride_w} + s * int64_t{a.dilation_w} -
-                             int64_t{a.pad_left};
-             const Expr inside = ih >= int64_t{0} && ih < c.h && iw >= int64_t{0} && iw < c.w;
-             const Expr v = x.load({n, ch, ir::min(ir::max(ih, Expr(int64_t{0})), Expr(c.h - 1)),
-                                    ir::min(ir::max(iw, Expr(int64_t{0})), Expr(c.w - 1))});
-             return ir::select(inside, v, ir::cast(x.dtype(), Expr(0.0f)));
+             const WindowTap w = window_tap(c, px / Expr(c.ow), px % Expr(c.ow), r, s);
+             return ir::select(w.inside, x.load({n, ch, w.ih, w.iw}),
+                               ir::cast(x.dtype(), Expr(0.0f)));
            },
            true};
   }

@@ -938,7 +938,7 @@ TEST_CASE(
   strided.pad_right = 1;
   strided.dilation_w = 2;
   const std::vector<ConvCase> cases = {
-      {"3x3, padding 1, odd sizes", {2, 16, 9, 11}, {24, 16, 3, 3}, padded, true},
+      {"3x3, padding 1, odd sizes", {2, 16, 9, 11}, {32, 16, 3, 3}, padded, true},
       {"strided, asymmetric padding, dilated", {1, 8, 13, 12}, {40, 8, 3, 3}, strided, true},
       {"1x1 reads the image as a matrix", {2, 24, 5, 7}, {40, 24, 1, 1}, {}, true},
       {"5 channels, gathered element by element", {1, 5, 7, 9}, {16, 5, 3, 3}, padded, false},
@@ -989,7 +989,7 @@ TEST_CASE(
       } else {
         CHECK(offered.inputs.empty());
       }
-      // NCHW16c when 16 divides neither the channels nor the output channels.
+      // NCHW16c where 16 divides the channels and the output channels (the first case) only.
       ctx.inputs[0].layout = ctx.output.layout = loom::channels_blocked(16);
       ctx.inputs[1].layout = loom::weights_hwio();
       CHECK(t.applies(ctx) == (c.x[1] % 16 == 0 && c.w[0] % 16 == 0));
