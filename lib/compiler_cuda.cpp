@@ -81,7 +81,11 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
     modules[i % n].funcs.push_back(std::move(funcs[i]));
   }
   std::vector<absl::StatusOr<cuda::CompiledModule>> compiled(n, absl::UnknownError("not compiled"));
-  on_all_cores(n, [&](size_t w) { compiled[w] = cuda::compile_module(modules[w]); });
+  {
+    CountTime compiling(Counter::kTuneCompileMicros);
+    on_all_cores(n, [&](size_t w) { compiled[w] = cuda::compile_module(modules[w]); });
+  }
+  std::optional<CountTime> loading(std::in_place, Counter::kTuneLoadMicros);
   std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
   for (size_t w = 0; w < n; ++w) {
     if (!compiled[w].ok()) return compiled[w].status();
@@ -124,6 +128,8 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
     LOOM_ASSIGN_OR_RETURN(cuda::Event ev, driver->create_event());
     cleanup.events.push_back(ev);
   }
+  loading.reset();
+  CountTime measuring(Counter::kTuneMeasureMicros);
   std::vector<std::vector<double>> ms(candidates);
   std::vector<bool> refused(candidates, false);
   for (int round = 0; round <= kRounds; ++round)

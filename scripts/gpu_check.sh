@@ -7,12 +7,15 @@
 # torch.compile, and the ratios), their results written to OUT_DIR. DIR is a build tree
 # (scripts/build.sh; default build) or a bundle made by scripts/gpu_bundle.sh, which runs where
 # only the CUDA driver and toolkit are installed. PART runs one part when device time is short:
-# tests, gemm, models (bench_gpu's parts 2 and 3, then PyTorch's) or all (the default). The exit
+# tests, gemm, models (bench_gpu's parts 2 and 3, then PyTorch's) or all (the default); goals
+# runs, in this order, what the GPU issue's goals are judged by, in about 8 minutes on an H200:
+# the tests, the f16 matmuls against cuBLAS, then the convolutions at batch 1 and the two models
+# with their kFast tuning times (bench_gpu --quick), and the PyTorch peers at batch 1. The exit
 # status is nonzero when a test or a benchmark fails.
 #
-#   scripts/gpu_check.sh OUT_DIR [DIR] [tests|gemm|models|all]
+#   scripts/gpu_check.sh OUT_DIR [DIR] [tests|gemm|models|goals|all]
 set -uo pipefail
-out=${1:?usage: scripts/gpu_check.sh OUT_DIR [BUILD_OR_BUNDLE_DIR] [tests|gemm|models|all]}
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [BUILD_OR_BUNDLE_DIR] [tests|gemm|models|goals|all]}
 dir=${2:-build}
 part=${3:-all}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,7 +63,7 @@ run_case() {  # run_case "INDEX<tab>NAME": one test case, its log in tests/INDEX
   printf '%-9s %4ds  %s  [tests/%s.txt]\n' "$status" $((SECONDS - start)) "$name" "$index"
 }
 export -f run_case line_buffered
-if [ "$part" = all ] || [ "$part" = tests ]; then
+if [ "$part" = all ] || [ "$part" = tests ] || [ "$part" = goals ]; then
   mkdir -p "$out/tests"
   export tests_bin out
   "$tests_bin" "${LOOM_GPU_TESTS:-[cuda]}" --list-test-names-only | grep -v '^$' | nl -w1 -s$'\t' |
@@ -69,20 +72,27 @@ if [ "$part" = all ] || [ "$part" = tests ]; then
   ! grep -qv '^PASS' "$out/cuda_tests.txt" && [ -s "$out/cuda_tests.txt" ]
   tests=$?
 fi
-if [ "$part" = all ] || [ "$part" = gemm ]; then
-  line_buffered "$bench_bin" --tune fast --only gemm --json "$out/bench_gpu_gemm.json" 2>&1 |
+if [ "$part" = all ] || [ "$part" = gemm ] || [ "$part" = goals ]; then
+  dtype=all
+  [ "$part" = goals ] && dtype=f16
+  line_buffered "$bench_bin" --tune fast --only gemm --dtype $dtype \
+    --json "$out/bench_gpu_gemm.json" 2>&1 |
     tee "$out/bench_gpu_gemm.txt"
   bench=${PIPESTATUS[0]}
 fi
-if [ "$part" = all ] || [ "$part" = models ]; then
-  line_buffered "$bench_bin" --tune fast --only models --json "$out/bench_gpu_models.json" 2>&1 |
+if [ "$part" = all ] || [ "$part" = models ] || [ "$part" = goals ]; then
+  quick=()
+  [ "$part" = goals ] && quick=(--quick)
+  line_buffered "$bench_bin" --tune fast --only models ${quick[@]+"${quick[@]}"} \
+    --json "$out/bench_gpu_models.json" 2>&1 |
     tee "$out/bench_gpu_models.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
   # The script sits beside this one in a bundle, under bench/ in a checkout.
   peers_py=$here/gpu_torch_peers.py
   [ -f "$peers_py" ] || peers_py=$here/../bench/gpu_torch_peers.py
   if python3 -c "import torch" 2>/dev/null; then
-    python3 "$peers_py" --loom "$out/bench_gpu_models.json" --json "$out/torch_peers.json" 2>&1 |
+    python3 "$peers_py" --loom "$out/bench_gpu_models.json" --json "$out/torch_peers.json" \
+      ${quick[@]+"${quick[@]}"} 2>&1 |
       tee "$out/torch_peers.txt"
     peers=${PIPESTATUS[0]}
   else

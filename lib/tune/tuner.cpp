@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "loom/core/status.hpp"
 #include "loom/ir/printer.hpp"
@@ -196,12 +197,15 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   std::vector<Compiled> candidates(configs.size());
   for (size_t i = 0; i < configs.size(); ++i) candidates[i].config = configs[i];
   // Compile in parallel: the JIT accepts concurrent compiles.
-  runtime::on_threads(candidates.size(), static_cast<size_t>(std::max(1, ctx.target.cores())),
-                      [&](size_t i) {
-                        build_and_compile(t, ctx, jit,
-                                          level == TuneLevel::kNone ? rewrite : nullptr,
-                                          candidates[i]);
-                      });
+  {
+    std::optional<CountTime> compiling;
+    if (level != TuneLevel::kNone) compiling.emplace(Counter::kTuneCompileMicros);
+    runtime::on_threads(
+        candidates.size(), static_cast<size_t>(std::max(1, ctx.target.cores())), [&](size_t i) {
+          build_and_compile(t, ctx, jit, level == TuneLevel::kNone ? rewrite : nullptr,
+                            candidates[i]);
+        });
+  }
 
   TunedKernel out;
   if (level == TuneLevel::kNone) {
@@ -212,6 +216,7 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     return out;
   }
 
+  CountTime measuring(Counter::kTuneMeasureMicros);
   // The same inputs for every candidate; constants are the real ones.
   std::vector<NDArray> inputs;
   for (size_t i = 0; i < ctx.inputs.size(); ++i)

@@ -56,6 +56,10 @@ TEST_CASE("cold, memory-warm and disk-warm compiles agree, and warm ones run no 
   INFO("cold: " << d_cold.to_string());
   CHECK(d_cold.llvm_compiles > 0);
   CHECK(d_cold.tune_measurements > 0);
+  // Tuning compiled and timed candidates (on the CPU, nothing is loaded onto a device).
+  CHECK(d_cold.tune_compile_us > 0);
+  CHECK(d_cold.tune_measure_us > 0);
+  CHECK(d_cold.tune_load_us == 0);
   CHECK(d_cold.cache_misses == 3);  // matmul, softmax, the default module
   CHECK(d_cold.cache_memory_hits == 0);
   CHECK(d_cold.cache_disk_hits == 0);
@@ -73,6 +77,7 @@ TEST_CASE("cold, memory-warm and disk-warm compiles agree, and warm ones run no 
   INFO("memory-warm: " << d_memory.to_string());
   CHECK(d_memory.llvm_compiles == 0);
   CHECK(d_memory.tune_measurements == 0);
+  CHECK(d_memory.tune_compile_us + d_memory.tune_load_us + d_memory.tune_measure_us == 0);
   CHECK(d_memory.cache_misses == 0);
   CHECK(d_memory.cache_memory_hits == 3);
 

@@ -662,6 +662,9 @@ TEST_CASE("fake GPU: tuning times every candidate on the device, and a warm comp
   CompiledGraph cold = compile_for(g, Target::cuda(90), options);
   const Stats tuned = stats() - before;
   CHECK(tuned.tune_measurements > 0);
+  CHECK(tuned.tune_compile_us > 0);  // NVRTC
+  CHECK(tuned.tune_load_us > 0);     // modules and buffers on the device
+  CHECK(tuned.tune_measure_us > 0);
   size_t candidates = 0;
   for (const KernelInfo& k : cold.kernels()) {
     candidates += k.candidates.size();
@@ -675,6 +678,7 @@ TEST_CASE("fake GPU: tuning times every candidate on the device, and a warm comp
   before = stats();
   CompiledGraph warm = compile_for(g, Target::cuda(90), options);
   CHECK((stats() - before).tune_measurements == 0);
+  CHECK((stats() - before).tune_compile_us == 0);
   CHECK((stats() - before).nvrtc_compiles == 0);
   REQUIRE(warm.kernels().size() == cold.kernels().size());
   for (size_t k = 0; k < warm.kernels().size(); ++k) {

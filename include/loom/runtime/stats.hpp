@@ -14,9 +14,14 @@ struct Stats {
   uint64_t cache_disk_hits = 0;    // kernels loaded from verified disk entries
   uint64_t cache_misses = 0;       // kernels built (tuned and compiled) because no level had them
   uint64_t nvrtc_compiles = 0;     // CUDA modules compiled to cubins by NVRTC
+  // Where tuning's wall time went, in microseconds: compiling candidates (LLVM or NVRTC, all
+  // cores at once), loading them onto a device with its buffers (CUDA), and timing them.
+  uint64_t tune_compile_us = 0;
+  uint64_t tune_load_us = 0;
+  uint64_t tune_measure_us = 0;
 
   // "llvm_compiles=0 tune_measurements=0 cache_memory_hits=3 cache_disk_hits=12 cache_misses=0
-  // nvrtc_compiles=0"
+  // nvrtc_compiles=0 tune_compile_us=0 tune_load_us=0 tune_measure_us=0"
   std::string to_string() const;
   // Counts since an earlier snapshot.
   Stats operator-(const Stats& earlier) const;
@@ -31,9 +36,25 @@ enum class Counter {
   kCacheMemoryHits,
   kCacheDiskHits,
   kCacheMisses,
-  kNvrtcCompiles
+  kNvrtcCompiles,
+  kTuneCompileMicros,
+  kTuneLoadMicros,
+  kTuneMeasureMicros
 };
 // Adds n to one counter (loom's compiler, JIT, tuner and cache do; thread-safe).
 void count(Counter counter, uint64_t n = 1);
+
+// Adds the wall time since it was made to a microsecond counter when it goes out of scope.
+class CountTime {
+ public:
+  explicit CountTime(Counter counter);
+  ~CountTime();
+  CountTime(const CountTime&) = delete;
+  CountTime& operator=(const CountTime&) = delete;
+
+ private:
+  Counter counter_;
+  int64_t start_ns_;
+};
 
 }  // namespace loom
