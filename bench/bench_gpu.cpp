@@ -360,8 +360,8 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
       std::fprintf(stderr, "%s: %s\n", model.c_str(), ms.status().ToString().c_str());
       return false;
     }
-    // Where the compile's time went: the tuner's compiles (all cores), loads and timings; the
-    // rest is the graph's own compile.
+    // Where the compile's time went: the tuner's compiles (summed over tunings, which overlap),
+    // loads and timings (which take turns); the rest of tune_s is the graph's own compile.
     const double compile_s = spent.tune_compile_us * 1e-6, load_s = spent.tune_load_us * 1e-6,
                  measure_s = spent.tune_measure_us * 1e-6;
     std::printf("%-34s %10.3f %8zu %8.1f   (tuning: %llu candidates; compile %.1f s, load %.1f s, "

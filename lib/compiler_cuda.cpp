@@ -9,7 +9,10 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <semaphore>
 #include <thread>
 
 #include "codegen/emit_cuda.hpp"
@@ -61,6 +64,21 @@ void on_all_cores(size_t count, const std::function<void(size_t)>& work) {
   runtime::on_threads(count, cores(), work);
 }
 
+// NVRTC compiles at once, across every tuning of the process: all cores, but one where there are
+// more than two, left to the thread that launches the candidates being timed (a launch that waits
+// for a core would count as the kernel's time).
+std::counting_semaphore<>& compile_slots() {
+  static std::counting_semaphore<> slots(
+      static_cast<std::ptrdiff_t>(cores() > 2 ? cores() - 1 : cores()));
+  return slots;
+}
+
+// Candidates are timed one tuning at a time, whatever else compiles meanwhile.
+std::mutex& device_timing_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 // Times candidate kernels (lowered funcs with the same buffer params) on target's device:
 // buffers of random values, each candidate launched once to warm up, then kRepeats
 // times between two events, in turns for kRounds rounds; the median of each. A candidate the
@@ -83,8 +101,13 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
   std::vector<absl::StatusOr<cuda::CompiledModule>> compiled(n, absl::UnknownError("not compiled"));
   {
     CountTime compiling(Counter::kTuneCompileMicros);
-    on_all_cores(n, [&](size_t w) { compiled[w] = cuda::compile_module(modules[w]); });
+    on_all_cores(n, [&](size_t w) {
+      compile_slots().acquire();
+      compiled[w] = cuda::compile_module(modules[w]);
+      compile_slots().release();
+    });
   }
+  std::lock_guard<std::mutex> exclusive(device_timing_mutex());
   std::optional<CountTime> loading(std::in_place, Counter::kTuneLoadMicros);
   std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
   for (size_t w = 0; w < n; ++w) {
@@ -161,20 +184,27 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
   return out;
 }
 
-// The config template t runs for node n: the forced one, the default (kNone, or no device to
-// time candidates on), else the fastest candidate of the space (pruned at kFast) timed on the
-// device as built (before fusion). The choice and its timings are recorded in the kernel cache,
-// so a warm compile times nothing.
-absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const TemplateContext& ctx,
+// A tuning's outcome as the kernel cache keeps it: the chosen config and the candidates' times.
+using TuningEntry = std::shared_ptr<const runtime::CachedKernel>;
+
+// What identifies the tuning of template t for node n: the cache's task text for it.
+std::string tuning_text(const ScheduleTemplate& t, const TemplateContext& ctx, const Node& n,
+                        const tune::Space& space, const CompileOptions& options) {
+  return "cuda tuning\n" + template_task_text(n, ctx, t, options.tune, nullptr) + space_text(space);
+}
+
+// Whether template t's config for node n is chosen by timing candidates on a device.
+bool tunes(const ScheduleTemplate& t, const TemplateContext& ctx, const CompileOptions& options) {
+  return !options.template_configs.contains(t.name) && options.tune != TuneLevel::kNone &&
+         can_measure(ctx.target);
+}
+
+// The fastest candidate of t's space (pruned at kFast) for node n, timed on the device as built
+// (before fusion), with the timings; through the kernel cache, so that a warm compile times
+// nothing.
+absl::StatusOr<TuningEntry> tune_on_device(const ScheduleTemplate& t, const TemplateContext& ctx,
                                            const Node& n, const tune::Space& space,
-                                           const CompileOptions& options, const CacheUse& cache,
-                                           GroupKernel* k) {
-  auto forced = options.template_configs.find(t.name);
-  if (forced != options.template_configs.end()) {
-    LOOM_RETURN_IF_ERROR(tune::check_config(t, space, forced->second));
-    return forced->second;
-  }
-  if (options.tune == TuneLevel::kNone || !can_measure(ctx.target)) return space.default_config();
+                                           const CompileOptions& options, const CacheUse& cache) {
   const auto t0 = std::chrono::steady_clock::now();
   auto measure = [&]() -> absl::StatusOr<runtime::CachedKernel> {
     std::vector<tune::Config> configs =
@@ -204,18 +234,37 @@ absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const Temp
     e.tune_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return e;
   };
-  std::shared_ptr<const runtime::CachedKernel> entry;
   if (cache.enabled) {
-    runtime::CacheKeyParts parts =
-        cache.parts("cuda tuning\n" + template_task_text(n, ctx, t, options.tune, nullptr) +
-                    space_text(space));
+    runtime::CacheKeyParts parts = cache.parts(tuning_text(t, ctx, n, space, options));
     runtime::KernelCache::Result e =
         runtime::KernelCache::global().get(runtime::cache_key(parts), parts, cache.settings, measure);
     if (!e.ok()) return e.status();
-    entry = *e;
+    return *e;
+  }
+  LOOM_ASSIGN_OR_RETURN(runtime::CachedKernel e, measure());
+  return std::make_shared<const runtime::CachedKernel>(std::move(e));
+}
+
+// Tunings done ahead of the graph's kernels (tune_ahead), by tuning text.
+using TunedAhead = std::map<std::string, TuningEntry>;
+
+// The config template t runs for node n: the forced one, the default (kNone, or no device to
+// time candidates on), else the fastest candidate (tuned ahead, or now).
+absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const TemplateContext& ctx,
+                                           const Node& n, const tune::Space& space,
+                                           const CompileOptions& options, const CacheUse& cache,
+                                           const TunedAhead& ahead, GroupKernel* k) {
+  auto forced = options.template_configs.find(t.name);
+  if (forced != options.template_configs.end()) {
+    LOOM_RETURN_IF_ERROR(tune::check_config(t, space, forced->second));
+    return forced->second;
+  }
+  if (!tunes(t, ctx, options)) return space.default_config();
+  TuningEntry entry;
+  if (auto it = ahead.find(tuning_text(t, ctx, n, space, options)); it != ahead.end()) {
+    entry = it->second;
   } else {
-    LOOM_ASSIGN_OR_RETURN(runtime::CachedKernel e, measure());
-    entry = std::make_shared<const runtime::CachedKernel>(std::move(e));
+    LOOM_ASSIGN_OR_RETURN(entry, tune_on_device(t, ctx, n, space, options, cache));
   }
   LOOM_RETURN_IF_ERROR(tune::check_config(t, space, entry->config));
   k->measurements = entry->measurements;
@@ -226,7 +275,7 @@ absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const Temp
 // The kernel computing group grp, or why it cannot be one kernel.
 absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& grp,
                                         const Target& target, const CompileOptions& options,
-                                        const CacheUse& cache) {
+                                        const CacheUse& cache, const TunedAhead& ahead) {
   const std::vector<Node>& nodes = graph.nodes();
   GroupKernel k;
   TemplateContext ctx;
@@ -237,7 +286,7 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
     const Node& n = nodes[static_cast<size_t>(grp.anchor)];
     const tune::Space space = t->space(ctx);
     LOOM_ASSIGN_OR_RETURN(tune::Config config,
-                          choose_config(*t, ctx, n, space, options, cache, &k));
+                          choose_config(*t, ctx, n, space, options, cache, ahead, &k));
     LOOM_ASSIGN_OR_RETURN(ScheduledKernel scheduled, t->build(ctx, config));
     if (!scheduled.packed.empty())
       return absl::UnimplementedError("template " + t->name +
@@ -272,6 +321,43 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
   k.buffers = grp.inputs;
   k.buffers.push_back(grp.output);
   return k;
+}
+
+// The tunings of the groups' anchors, each distinct one once, all at once: their candidates
+// compile on all cores together (compile_slots) while the device times one tuning at a time
+// (device_timing_mutex). Tuned one group after another, a tuning of few candidates left cores
+// idle, and every core waited while the device timed. A tuning that fails here is left to the
+// group's own build, which says so in context.
+TunedAhead tune_ahead(const Graph& graph, const std::vector<FusedGroup>& groups,
+                      const Target& target, const CompileOptions& options, const CacheUse& cache) {
+  struct Job {
+    const ScheduleTemplate* t;
+    TemplateContext ctx;
+    const Node* node;
+    tune::Space space;
+  };
+  std::map<std::string, Job> jobs;
+  for (const FusedGroup& grp : groups) {
+    if (grp.anchor < 0) continue;
+    const Node& n = graph.nodes()[static_cast<size_t>(grp.anchor)];
+    TemplateContext ctx;
+    const ScheduleTemplate* t = find_template(graph, n, target, &ctx);
+    if (!t || !tunes(*t, ctx, options)) continue;
+    tune::Space space = t->space(ctx);
+    std::string text = tuning_text(*t, ctx, n, space, options);
+    jobs.emplace(std::move(text), Job{t, std::move(ctx), &n, std::move(space)});
+  }
+  std::vector<std::pair<const std::string*, const Job*>> list;
+  for (const auto& [text, job] : jobs) list.emplace_back(&text, &job);
+  std::vector<absl::StatusOr<TuningEntry>> done(list.size(), absl::UnknownError("not tuned"));
+  runtime::on_threads(list.size(), cores(), [&](size_t i) {
+    const Job& j = *list[i].second;
+    done[i] = tune_on_device(*j.t, j.ctx, *j.node, j.space, options, cache);
+  });
+  TunedAhead ahead;
+  for (size_t i = 0; i < list.size(); ++i)
+    if (done[i].ok()) ahead.emplace(*list[i].first, *std::move(done[i]));
+  return ahead;
 }
 
 // One group per operator of grp, in graph order.
@@ -368,10 +454,11 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
   PartitionOptions partition_options;
   partition_options.fuse = options.fuse;
   std::vector<FusedGroup> groups = partition(graph, partition_options);
+  const TunedAhead ahead = tune_ahead(graph, groups, target, options, cache);
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     const FusedGroup grp = groups[gi];
     const Node& out = nodes[static_cast<size_t>(grp.output)];
-    absl::StatusOr<GroupKernel> k = build_group(graph, grp, target, options, cache);
+    absl::StatusOr<GroupKernel> k = build_group(graph, grp, target, options, cache, ahead);
     if (!k.ok() && grp.nodes.size() > 1) {
       dump_stage("graph", "fusion-" + out.name,
                  str_cat(grp.to_string(graph), "\nnot fused: ", k.status().message(), "\n"));

@@ -687,6 +687,44 @@ TEST_CASE("fake GPU: tuning times every candidate on the device, and a warm comp
   }
 }
 
+TEST_CASE(
+    "fake GPU: a graph's identical anchors are tuned once, ahead of its kernels, even "
+    "without the kernel cache",
+    "[.fake_cuda]") {
+  fake_driver();
+  // Three softmaxes over [24, 40] rows (the second and third take a scaled input as prologue,
+  // which their tuning does not see) and one over 12 columns of x: two distinct tunings.
+  Graph g;
+  Tensor x = g.input("x", {24, 40});
+  Tensor a = x.softmax(-1).mul(2.0).softmax(-1);
+  g.output(a.mul(0.5).softmax(-1));
+  g.output(x.slice({1}, {13}, {1}).softmax(-1));
+  CompileOptions options;
+  options.tune = TuneLevel::kFast;
+  options.use_cache = false;
+  Stats before = stats();
+  CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+  const Stats tuned = stats() - before;
+  // Each distinct tuning timed its candidates once: as many measurements as the two tunings'
+  // candidates (three tunings of the [24, 40] rows would count theirs three times).
+  size_t kernels_40 = 0, kernels_13 = 0, candidates_40 = 0, candidates_13 = 0;
+  for (const KernelInfo& k : compiled.kernels()) {
+    if (k.candidates.empty()) continue;
+    bool narrow = false;
+    for (const std::string& op : k.ops)
+      for (const Node& n : g.nodes())
+        if (n.name == op && n.op == "softmax" && n.type.shape.back() != Dim(40)) narrow = true;
+    (narrow ? kernels_13 : kernels_40) += 1;
+    (narrow ? candidates_13 : candidates_40) = k.candidates.size();
+  }
+  CHECK(kernels_40 == 3);
+  CHECK(kernels_13 == 1);
+  CHECK(candidates_40 > 1);
+  CHECK(candidates_13 > 1);
+  CHECK(tuned.tune_measurements == candidates_40 + candidates_13);
+  loom::testing::run_ok(compiled, {random_array(DType::f32(), {24, 40})});
+}
+
 TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and runs on "
           "another stream wait for the last one",
           "[.fake_cuda]") {

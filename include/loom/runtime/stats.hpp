@@ -14,8 +14,10 @@ struct Stats {
   uint64_t cache_disk_hits = 0;    // kernels loaded from verified disk entries
   uint64_t cache_misses = 0;       // kernels built (tuned and compiled) because no level had them
   uint64_t nvrtc_compiles = 0;     // CUDA modules compiled to cubins by NVRTC
-  // Where tuning's wall time went, in microseconds: compiling candidates (LLVM or NVRTC, all
-  // cores at once), loading them onto a device with its buffers (CUDA), and timing them.
+  // Where tuning's wall time went, in microseconds, summed over tunings: compiling candidates
+  // (LLVM or NVRTC, all cores at once), loading them onto a device with its buffers (CUDA), and
+  // timing them. A CUDA graph's tunings compile at the same time, so their compile times add up
+  // to more than the wall time; their loads and timings take turns.
   uint64_t tune_compile_us = 0;
   uint64_t tune_load_us = 0;
   uint64_t tune_measure_us = 0;
