@@ -4,7 +4,9 @@
 //     batch x sequence 128. loom's kernel is timed by CompiledGraph::profile (CUDA events around
 //     each launch); cuBLAS by events around ten calls, the median of rounds. Both results are
 //     compared on the device's outputs. cuBLAS is opened with dlopen (libcublas.so.13 or .12), so
-//     the program builds wherever the CUDA toolkit's headers are.
+//     the program builds wherever the CUDA toolkit's headers are. In f16 also the BERT-base
+//     matmuls with their epilogues (+ bias, GELU, + residual): loom's one fused kernel against
+//     cuBLAS's GEMM plus the epilogue as a kernel of its own.
 //  2. the ResNet-50 convolution layers (with bias and relu as the model has them), f16, batch 1
 //     and 32: loom's kernels (profile), NCHW (all kernels) and NHWC (LayoutPolicy::kFixed with
 //     channels_last(): the conv's kernel, with its fused epilogue; the conversion of the graph's
@@ -116,28 +118,42 @@ struct Result {
   std::string schedule;  // the kernels' templates and configs
 };
 
-// Times y = x w (w a constant) in loom and in cuBLAS and compares the two results.
-absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Target& target,
-                                const loom::CompileOptions& options, cuda::Driver& d,
-                                Cublas& cublas) {
-  Result r;
-  const loom::NDArray x = as_type(seeded_array({s.m, s.k}, 1), t),
-                      w = as_type(seeded_array({s.k, s.n}, 2), t);
-  loom::Graph g;
-  g.output(g.input("x", {s.m, s.k}, t).matmul(g.constant("w", w)));
-  auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
-  if (!compiled.ok()) return compiled.status();
-  r.tune_s = seconds_since(t0);
-  absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run({x});
-  if (!out.ok()) return out.status();
-  absl::StatusOr<std::vector<double>> kernel_ms = compiled->profile({x}, 20);
-  if (!kernel_ms.ok()) return kernel_ms.status();
-  for (double ms : *kernel_ms) r.loom_ms += ms;
-  for (const loom::KernelInfo& k : compiled->kernels())
-    r.schedule += (r.schedule.empty() ? "" : "; ") + k.schedule;
-  if (!cublas.ok()) return r;
+// The largest difference between got and want relative to want's largest magnitude; NaN when a
+// value is not finite (std::max would skip it).
+double relative_error(const loom::NDArray& got, const loom::NDArray& want) {
+  double max_ref = 0, max_diff = 0;
+  bool finite = true;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double w = want.get(i), g = got.get(i);
+    finite = finite && std::isfinite(w) && std::isfinite(g);
+    max_ref = std::max(max_ref, std::fabs(w));
+    max_diff = std::max(max_diff, std::fabs(g - w));
+  }
+  return finite ? max_diff / std::max(max_ref, 1e-30) : std::nan("");
+}
 
+// The summed kernel milliseconds of one run of `compiled` (median of 20 profiled runs each).
+absl::StatusOr<double> kernels_ms(const loom::CompiledGraph& compiled,
+                                  const std::vector<loom::NDArray>& inputs) {
+  absl::StatusOr<std::vector<double>> kernel_ms = compiled.profile(inputs, 20);
+  if (!kernel_ms.ok()) return kernel_ms.status();
+  double sum = 0;
+  for (double ms : *kernel_ms) sum += ms;
+  return sum;
+}
+
+std::string schedules(const loom::CompiledGraph& compiled) {
+  std::string s;
+  for (const loom::KernelInfo& k : compiled.kernels()) s += (s.empty() ? "" : "; ") + k.schedule;
+  return s;
+}
+
+// y = x w in cuBLAS (GemmEx, f32 accumulation; Sgemm without TF32 for f32): the milliseconds per
+// call (median of 7 rounds of 10 calls, CUDA events) and y.
+absl::StatusOr<std::pair<double, loom::NDArray>> cublas_gemm(const Shape& s, loom::DType t,
+                                                             cuda::Driver& d, Cublas& cublas,
+                                                             const loom::NDArray& x,
+                                                             const loom::NDArray& w) {
   const size_t xb = static_cast<size_t>(x.nbytes()), wb = static_cast<size_t>(w.nbytes());
   loom::NDArray ref(t, {s.m, s.n});
   const size_t yb = static_cast<size_t>(ref.nbytes());
@@ -173,21 +189,104 @@ absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Targe
     if (!ms.ok()) return ms.status();
     rounds.push_back(*ms / 10);
   }
-  r.peer_ms = median(rounds);
   LOOM_RETURN_IF_ERROR(d.copy_to_host(ref.data(), *dy, yb));
-  // Any value that is not finite makes the error NaN (std::max would skip it).
-  double max_ref = 0, max_diff = 0;
-  bool finite = true;
-  for (int64_t i = 0; i < ref.numel(); ++i) {
-    const double want = ref.get(i), got = (*out)[0].get(i);
-    finite = finite && std::isfinite(want) && std::isfinite(got);
-    max_ref = std::max(max_ref, std::fabs(want));
-    max_diff = std::max(max_diff, std::fabs(got - want));
-  }
-  r.rel_err = finite ? max_diff / std::max(max_ref, 1e-30) : std::nan("");
   (void)d.destroy_event(*e0);
   (void)d.destroy_event(*e1);
   for (cuda::DevicePtr p : {*dx, *dw, *dy}) (void)d.free(p);
+  return std::make_pair(median(rounds), std::move(ref));
+}
+
+// Times y = x w (w a constant) in loom and in cuBLAS and compares the two results.
+absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Target& target,
+                                const loom::CompileOptions& options, cuda::Driver& d,
+                                Cublas& cublas) {
+  Result r;
+  const loom::NDArray x = as_type(seeded_array({s.m, s.k}, 1), t),
+                      w = as_type(seeded_array({s.k, s.n}, 2), t);
+  loom::Graph g;
+  g.output(g.input("x", {s.m, s.k}, t).matmul(g.constant("w", w)));
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(g, options);
+  if (!compiled.ok()) return compiled.status();
+  r.tune_s = seconds_since(t0);
+  absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run({x});
+  if (!out.ok()) return out.status();
+  LOOM_ASSIGN_OR_RETURN(r.loom_ms, kernels_ms(*compiled, {x}));
+  r.schedule = schedules(*compiled);
+  if (!cublas.ok()) return r;
+  LOOM_ASSIGN_OR_RETURN(auto peer, cublas_gemm(s, t, d, cublas, x, w));
+  r.peer_ms = peer.first;
+  r.rel_err = relative_error((*out)[0], peer.second);
+  return r;
+}
+
+// A matmul of BERT-base (sequence 128) with what follows it in the layer: + bias, then GELU (the
+// first FFN matmul) or + the residual (the attention output and the second FFN matmul).
+struct EpilogueCase {
+  const char* name;
+  Shape shape;
+  bool gelu, residual;
+};
+const EpilogueCase kBertEpilogues[] = {
+    {"qkv 128x2304x768 +bias", {128, 2304, 768}, false, false},
+    {"attn_out 128x768x768 +bias+res", {128, 768, 768}, false, true},
+    {"ffn1 128x3072x768 +bias+gelu", {128, 3072, 768}, true, false},
+    {"ffn2 128x768x3072 +bias+res", {128, 768, 3072}, false, true}};
+
+struct EpilogueResult {
+  double loom_ms = 0, cublas_ms = std::nan(""), epilogue_ms = std::nan(""), rel_err = std::nan("");
+  double tune_s = 0;
+  size_t kernels = 0;  // loom's kernels for the matmul and its epilogue (1: fused)
+  std::string schedule;
+};
+
+// The matmul and its epilogue in loom (fused into the matmul's kernel) against cuBLAS's GEMM
+// followed by the epilogue as a kernel of its own (what a framework without epilogue fusion
+// launches; loom compiles that elementwise kernel, whose time is bound by memory), compared.
+absl::StatusOr<EpilogueResult> run_epilogue_case(const EpilogueCase& c, loom::DType t,
+                                                 const loom::Target& target,
+                                                 const loom::CompileOptions& options,
+                                                 cuda::Driver& d, Cublas& cublas) {
+  const Shape& s = c.shape;
+  const loom::NDArray x = as_type(seeded_array({s.m, s.k}, 1), t),
+                      w = as_type(seeded_array({s.k, s.n}, 2), t),
+                      b = as_type(seeded_array({s.n}, 3), t),
+                      res = as_type(seeded_array({s.m, s.n}, 4), t);
+  // y -> y + b [-> gelu] [-> + residual], on the graph of y.
+  auto epilogue = [&](loom::Graph& g, loom::Tensor y) {
+    y = y.add(g.constant("b", b));
+    if (c.gelu) y = y.gelu();
+    if (c.residual) y = y.add(g.input("r", {s.m, s.n}, t));
+    g.output(y);
+  };
+  loom::Graph fused, alone;
+  epilogue(fused, fused.input("x", {s.m, s.k}, t).matmul(fused.constant("w", w)));
+  epilogue(alone, alone.input("y", {s.m, s.n}, t));
+  std::vector<loom::NDArray> fused_in = {x};
+  if (c.residual) fused_in.push_back(res);
+
+  EpilogueResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(fused, options);
+  if (!compiled.ok()) return compiled.status();
+  r.tune_s = seconds_since(t0);
+  r.kernels = compiled->kernels().size();
+  r.schedule = schedules(*compiled);
+  absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run(fused_in);
+  if (!out.ok()) return out.status();
+  LOOM_ASSIGN_OR_RETURN(r.loom_ms, kernels_ms(*compiled, fused_in));
+  if (!cublas.ok()) return r;
+
+  LOOM_ASSIGN_OR_RETURN(auto gemm, cublas_gemm(s, t, d, cublas, x, w));
+  r.cublas_ms = gemm.first;
+  absl::StatusOr<loom::CompiledGraph> epi = loom::Compiler(target).compile(alone, options);
+  if (!epi.ok()) return epi.status();
+  std::vector<loom::NDArray> epi_in = {gemm.second};
+  if (c.residual) epi_in.push_back(res);
+  LOOM_ASSIGN_OR_RETURN(r.epilogue_ms, kernels_ms(*epi, epi_in));
+  absl::StatusOr<std::vector<loom::NDArray>> want = epi->run(epi_in);
+  if (!want.ok()) return want.status();
+  r.rel_err = relative_error((*out)[0], (*want)[0]);
   return r;
 }
 
@@ -470,6 +569,49 @@ int main(int argc, char** argv) {
     if (counted)
       std::printf("geometric mean cublas / loom, %s: %.3f (goal %.1f or better)\n",
                   t.to_string().c_str(), std::exp(log_ratio / counted), goal);
+    // f16: the BERT-base matmuls with their epilogues, fused in loom, against cuBLAS's GEMM and
+    // the epilogue's own kernel (goal: 1.0 or better).
+    if (t == loom::DType::f16() && !quick) {
+      std::printf("\n%-32s %9s %10s %9s %8s %10s %8s %7s  %s\n",
+                  "f16 matmul + epilogue (BERT-base)", "loom ms", "cublas ms", "+ epi ms", "ratio",
+                  "rel err", "tune s", "kernels", "schedule");
+      double log_epi = 0;
+      int timed = 0;
+      for (const EpilogueCase& c : kBertEpilogues) {
+        absl::StatusOr<EpilogueResult> r =
+            run_epilogue_case(c, t, target, options, **driver, cublas);
+        if (!r.ok()) {
+          std::fprintf(stderr, "bench_gpu: %s: %s\n", c.name, r.status().ToString().c_str());
+          return 1;
+        }
+        const double peer_ms = r->cublas_ms + r->epilogue_ms;
+        if (!std::isnan(peer_ms)) {
+          log_epi += std::log(peer_ms / r->loom_ms);
+          ++timed;
+          if (!(r->rel_err <= max_err)) wrong = true;  // NaN too
+        }
+        std::printf("%-32s %9.4f %10.4f %9.4f %8.3f %10.2e %8.1f %7zu  %s\n", c.name, r->loom_ms,
+                    r->cublas_ms, r->epilogue_ms, peer_ms / r->loom_ms, r->rel_err, r->tune_s,
+                    r->kernels, r->schedule.c_str());
+        records.push_back({{"name", c.name},
+                           {"op", "gemm_epilogue"},
+                           {"dtype", t.to_string()},
+                           {"shape", {c.shape.m, c.shape.n, c.shape.k}},
+                           {"device", props->name},
+                           {"loom_ms", r->loom_ms},
+                           {"peer", "cublas+epilogue"},
+                           {"peer_ms", peer_ms},
+                           {"cublas_ms", r->cublas_ms},
+                           {"epilogue_ms", r->epilogue_ms},
+                           {"rel_err", r->rel_err},
+                           {"tune_s", r->tune_s},
+                           {"kernels", r->kernels},
+                           {"schedule", r->schedule}});
+      }
+      if (timed)
+        std::printf("geometric mean (cublas + epilogue) / loom: %.3f (goal 1.0 or better)\n",
+                    std::exp(log_epi / timed));
+    }
     // On sm_90, f16 4096^3 with chosen warpgroup GEMM configs: the operands copied by every
     // thread (cp.async) or by a producer warpgroup (TMA), side by side.
     if (t != loom::DType::f16() || props->sm_arch != 90 || quick) continue;

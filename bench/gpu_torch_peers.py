@@ -5,15 +5,18 @@
      cuDNN (torch.backends.cudnn.benchmark on), in NCHW and in channels-last; the faster counts.
   3. ResNet-50 (batch norm folded into the convolutions, as examples/models.hpp builds it) and
      BERT-base (12 layers, sequence 128), batch 1: PyTorch eager and torch.compile.
+And of part 1's f16 BERT-base matmuls with their epilogues (F.linear with the bias, then GELU or
+the residual): eager and torch.compile (without --quick).
 
-Against bench_gpu's JSON, loom's faster layout counts: a conv record's loom_ms is the faster of
+Against bench_gpu's JSON files (--loom takes several: the models' and the matmuls'), loom's
+faster layout counts: a conv record's loom_ms is the faster of
 its NCHW and NHWC kernels, and ResNet-50 is also compiled NHWC ("resnet50_nhwc").
 
 Times are CUDA-event milliseconds per call, the median of rounds after a warm-up. With --loom
 (bench_gpu's JSON) it prints peer / loom ratios (above 1: loom is faster). Without a GPU or
 PyTorch it says so and exits 0.
 
-  python3 bench/gpu_torch_peers.py [--loom bench_gpu.json] [--json OUT] [--quick] [--no-compile]
+  python3 bench/gpu_torch_peers.py [--loom bench_gpu.json ...] [--json OUT] [--quick] [--no-compile]
 """
 
 import argparse
@@ -25,6 +28,13 @@ import sys
 RESNET_LAYERS = [  # input channels, size, output channels, kernel, stride (bench_gpu's list)
     (64, 56, 64, 3, 1), (64, 56, 256, 1, 1), (256, 56, 64, 1, 1), (128, 28, 128, 3, 1),
     (256, 14, 256, 3, 1), (512, 7, 512, 3, 1), (3, 224, 64, 7, 2)]
+
+
+BERT_EPILOGUES = [  # bench_gpu's names: m, n, k, then GELU, residual
+    ("qkv 128x2304x768 +bias", 128, 2304, 768, False, False),
+    ("attn_out 128x768x768 +bias+res", 128, 768, 768, False, True),
+    ("ffn1 128x3072x768 +bias+gelu", 128, 3072, 768, True, False),
+    ("ffn2 128x768x3072 +bias+res", 128, 768, 3072, False, True)]
 
 
 def conv_name(batch, c, hw, o, k, s):
@@ -115,7 +125,7 @@ def build_models(torch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loom", help="bench_gpu's JSON, for the ratios")
+    parser.add_argument("--loom", nargs="+", default=[], help="bench_gpu's JSON files, for the ratios")
     parser.add_argument("--json", help="write the peers' records here")
     parser.add_argument("--quick", action="store_true", help="batch 1 only")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -153,6 +163,34 @@ def main():
                 records.append({"name": name, "op": "conv2d", "peer": "cudnn",
                                 "peer_ms": min(nchw, nhwc), "nchw_ms": nchw, "nhwc_ms": nhwc})
 
+        if not args.quick:
+            print(f"\n{'f16 matmul + epilogue (BERT-base)':34} {'eager ms':>10} {'compile ms':>10}")
+            for name, m, n, k, gelu, residual in BERT_EPILOGUES:
+                x = torch.randn(m, k, device=dev, dtype=f16)
+                w = torch.randn(n, k, device=dev, dtype=f16) * 0.05
+                b = torch.randn(n, device=dev, dtype=f16) * 0.05
+                r = torch.randn(m, n, device=dev, dtype=f16)
+
+                def layer(x, w, b, r, gelu=gelu, residual=residual):
+                    y = F.linear(x, w, b)
+                    if gelu:
+                        y = F.gelu(y)
+                    return y + r if residual else y
+
+                eager = time_ms(torch, lambda: layer(x, w, b, r))
+                records.append({"name": name, "op": "gemm_epilogue", "peer": "torch_eager",
+                                "peer_ms": eager})
+                compiled_ms = float("nan")
+                if not args.no_compile:
+                    try:
+                        compiled = torch.compile(layer)
+                        compiled_ms = time_ms(torch, lambda: compiled(x, w, b, r))
+                        records.append({"name": name, "op": "gemm_epilogue",
+                                        "peer": "torch_compile", "peer_ms": compiled_ms})
+                    except Exception as e:  # no Triton, no compiler: say so, keep the rest
+                        print(f"torch.compile of {name} failed: {type(e).__name__}: {e}"[:400])
+                print(f"{name:34} {eager:10.4f} {compiled_ms:10.4f}")
+
         ResNet50, Bert = build_models(torch)
         print(f"\n{'model f16, batch 1':34} {'eager ms':>10} {'compile ms':>10} {'compile s':>10}")
         for name, make, shape in (("resnet50", ResNet50, (1, 3, 224, 224)),
@@ -186,8 +224,10 @@ def main():
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
     if args.loom:
-        with open(args.loom) as f:
-            loom = {r["name"]: r for r in json.load(f) if "loom_ms" in r}
+        loom = {}
+        for path in args.loom:
+            with open(path) as f:
+                loom.update({r["name"]: r for r in json.load(f) if "loom_ms" in r})
         print(f"\n{'peer / loom (above 1: loom faster)':40} {'peer':>14} {'ratio':>8}")
         logs = {}
         for r in records:

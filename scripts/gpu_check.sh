@@ -90,8 +90,10 @@ if [ "$part" = all ] || [ "$part" = models ] || [ "$part" = goals ]; then
   # The script sits beside this one in a bundle, under bench/ in a checkout.
   peers_py=$here/gpu_torch_peers.py
   [ -f "$peers_py" ] || peers_py=$here/../bench/gpu_torch_peers.py
+  loom_json=("$out/bench_gpu_models.json")
+  [ -f "$out/bench_gpu_gemm.json" ] && loom_json+=("$out/bench_gpu_gemm.json")
   if python3 -c "import torch" 2>/dev/null; then
-    python3 "$peers_py" --loom "$out/bench_gpu_models.json" --json "$out/torch_peers.json" \
+    python3 "$peers_py" --loom "${loom_json[@]}" --json "$out/torch_peers.json" \
       ${quick[@]+"${quick[@]}"} 2>&1 |
       tee "$out/torch_peers.txt"
     peers=${PIPESTATUS[0]}
