@@ -102,9 +102,11 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
   {
     CountTime compiling(Counter::kTuneCompileMicros);
     on_all_cores(n, [&](size_t w) {
-      compile_slots().acquire();
+      struct Slot {  // held for one compile, whatever ends it
+        Slot() { compile_slots().acquire(); }
+        ~Slot() { compile_slots().release(); }
+      } slot;
       compiled[w] = cuda::compile_module(modules[w]);
-      compile_slots().release();
     });
   }
   std::lock_guard<std::mutex> exclusive(device_timing_mutex());
