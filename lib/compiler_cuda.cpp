@@ -328,8 +328,10 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
 // The tunings of the groups' anchors, each distinct one once, all at once: their candidates
 // compile on all cores together (compile_slots) while the device times one tuning at a time
 // (device_timing_mutex). Tuned one group after another, a tuning of few candidates left cores
-// idle, and every core waited while the device timed. A tuning that fails here is left to the
-// group's own build, which says so in context.
+// idle, and every core waited while the device timed. A few tunings at a time keep the cores
+// busy (each has some ten candidates) without a thread per core for every tuning of a large
+// graph on a large machine. A tuning that fails here is left to the group's own build, which
+// says so in context.
 TunedAhead tune_ahead(const Graph& graph, const std::vector<FusedGroup>& groups,
                       const Target& target, const CompileOptions& options, const CacheUse& cache) {
   struct Job {
@@ -352,7 +354,8 @@ TunedAhead tune_ahead(const Graph& graph, const std::vector<FusedGroup>& groups,
   std::vector<std::pair<const std::string*, const Job*>> list;
   for (const auto& [text, job] : jobs) list.emplace_back(&text, &job);
   std::vector<absl::StatusOr<TuningEntry>> done(list.size(), absl::UnknownError("not tuned"));
-  runtime::on_threads(list.size(), cores(), [&](size_t i) {
+  constexpr size_t kTuningsAtOnce = 4;
+  runtime::on_threads(list.size(), kTuningsAtOnce, [&](size_t i) {
     const Job& j = *list[i].second;
     done[i] = tune_on_device(*j.t, j.ctx, *j.node, j.space, options, cache);
   });
