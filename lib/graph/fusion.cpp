@@ -224,6 +224,10 @@ absl::StatusOr<Epilogue> epilogue_of(const Graph& g, const FusedGroup& group) {
       "out", result.dtype(), Layout::of(shapes.at(output), g.nodes()[output].type.layout));
   LOOM_ASSIGN_OR_RETURN(te::Task task, te::Task::make("epilogue", t.placeholders, {result}));
   out.text = task.to_string();
+  // The output's layout is the stores' (a fused layout_transform leaves the values as they are):
+  // part of the text, so that the kernel cache tells such epilogues apart.
+  if (const Layout& l = out.fusion.output.layout(); !l.is_row_major())
+    out.text += "  output stored " + l.to_string() + "\n";
   return out;
 }
 

@@ -170,7 +170,13 @@ std::string Task::to_string() const {
     return s + "]";
   };
   os << "task " << name_ << "\n";
-  for (const Tensor& t : inputs_) os << "  input " << t.name() << ": " << shape_text(t) << "\n";
+  // An input stored in another layout is read through it: part of the text (and so of the
+  // kernel cache's key), as two such tasks compile to different kernels.
+  for (const Tensor& t : inputs_) {
+    os << "  input " << t.name() << ": " << shape_text(t);
+    if (const Layout& l = t->buffer.layout(); !l.is_row_major()) os << " stored " << l.to_string();
+    os << "\n";
+  }
   for (const Tensor& t : computes_) {
     os << "  " << (is_output(t) ? "output " : "") << t.name() << "[";
     for (size_t i = 0; i < t->axes.size(); ++i) os << (i ? ", " : "") << t->axes[i].name();

@@ -123,3 +123,22 @@ TEST_CASE("tasks reject tensors that are neither inputs nor computed", "[te][err
   auto wrong = te::evaluate(*te::Task::make("ok", {x, y}, {z}), {NDArray(DType::f32(), {4})});
   CHECK(!wrong.ok());
 }
+
+TEST_CASE("a task's text names the layout an input is stored in", "[te][cache]") {
+  // The text is part of the kernel cache's key (fused prologues and epilogues): two tasks that
+  // read one input row-major and in blocks compile to different kernels. Without the layout in
+  // the text, the joint layout search's candidate graphs once shared one kernel for both.
+  auto text = [](const Layout& layout) {
+    te::Tensor x = te::placeholder("x", DType::f32(), layout);
+    te::Tensor y = te::compute("y", {ir::Expr(4), ir::Expr(16)},
+                               [&](const std::vector<ir::Var>& i) { return x(i[0], i[1]) * 2.0f; });
+    absl::StatusOr<te::Task> task = te::Task::make("t", {x}, {y});
+    REQUIRE(task.ok());
+    return task->to_string();
+  };
+  const Layout rows = Layout::row_major({ir::Expr(4), ir::Expr(16)});
+  const Layout blocks = rows.split(1, 8).reorder({0, 2, 1});
+  CHECK(text(rows).find("stored") == std::string::npos);
+  CHECK(text(blocks).find("stored " + blocks.to_string()) != std::string::npos);
+  CHECK(text(rows) != text(blocks));
+}
