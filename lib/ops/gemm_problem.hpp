@@ -28,9 +28,9 @@ inline std::optional<GemmProblem> gemm_problem(const TemplateContext& ctx,
   auto m = static_product(a, a.size() - 2, a.size() - 1),
        k = static_product(a, a.size() - 1, a.size());
   auto n = static_product(b, b.size() - 1, b.size());
-  // Empty problems (a zero extent anywhere but K) have nothing to tile: the default schedule
-  // runs them.
-  if (!pa || !pb || !m || !k || !n || *m == 0 || *n == 0 || *pa == 0 || *pb == 0)
+  // Empty problems have nothing to tile, and an empty K (zeros out) no K block: the default
+  // schedule runs them.
+  if (!pa || !pb || !m || !k || !n || *m == 0 || *n == 0 || *k == 0 || *pa == 0 || *pb == 0)
     return std::nullopt;
   GemmProblem p;
   p.N = *n;

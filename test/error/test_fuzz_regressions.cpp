@@ -110,3 +110,20 @@ TEST_CASE("fuzz regression: an INT8 tensor holding a value out of range is an er
   CHECK(a.get(1) == -128);
   CHECK(a.get(2) == 0);
 }
+
+TEST_CASE("fuzz regression: a matmul over an empty K gives zeros", "[error][fuzz]") {
+  // fuzz_graph_builder: [m, 0] x [0, n] reached the GEMM template, whose K blocks divided by a
+  // block depth of 0. An empty K has no block: the default schedule runs it (zeros out).
+  for (bool constant_b : {true, false}) {
+    Graph g;
+    Tensor a = g.input("a", {5, 0});
+    Tensor b = constant_b ? g.constant("b", NDArray(DType::f32(), {0, 7})) : g.input("b", {0, 7});
+    g.output(a.matmul(b).add(1.0));
+    std::vector<NDArray> inputs = {NDArray(DType::f32(), {5, 0})};
+    if (!constant_b) inputs.push_back(NDArray(DType::f32(), {0, 7}));
+    const std::vector<NDArray> out = loom::testing::compile_and_run(g, inputs);
+    REQUIRE(out.size() == 1);
+    REQUIRE(out[0].numel() == 35);
+    for (int64_t i = 0; i < 35; ++i) CHECK(out[0].get(i) == 1.0);
+  }
+}
