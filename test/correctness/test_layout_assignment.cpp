@@ -352,6 +352,29 @@ TEST_CASE("layout assignment: a warm joint compile measures and compiles nothing
   CHECK(warm.cache_disk_hits > 0);
 }
 
+TEST_CASE("layout assignment: a kernel whose epilogue stores in blocks is not a cached row-major one",
+          "[layout][assign][cache]") {
+  // The first conv's group (conv, bias, relu) is the same in both graphs but for where its last
+  // store goes: row-major, or, once the second conv reads blocks, through the fused conversion
+  // into blocks. The kernel cache must tell the two apart, or the second graph would run the
+  // first's kernel and its second conv would read row-major values as blocks.
+  testing::TempDir dir;
+  const int64_t lanes = Target::host_cpu().vector_lanes_f32();
+  Block b = residual_block(5, 2 * lanes + 3, 7, 11, 1);
+  const std::vector<NDArray> expected = reference_run(b.g, b.inputs);
+  absl::StatusOr<Graph> laid =
+      layouts::apply(b.g, {{b.conv2, layouts::AnchorLayouts{{channels_blocked(lanes), {}}, {}}}});
+  REQUIRE(laid.ok());
+  const CompileOptions o = testing::cold_cache_options(dir.path());
+  require_close(compile_and_run(b.g, b.inputs, o)[0], expected[0], 1e-4, 1e-4);
+  runtime::KernelCache::global().clear_memory();
+  const Stats before = stats();
+  require_close(compile_and_run(*laid, b.inputs, o)[0], expected[0], 1e-4, 1e-4);
+  const Stats second = stats() - before;
+  INFO(second.to_string());
+  CHECK(second.cache_misses > 0);
+}
+
 TEST_CASE("layout assignment errors: a layout that does not fit its tensor", "[layout][assign]") {
   Block b = residual_block(4, 16, 6, 6, 1);
   // A rank-5 split on a rank-4 tensor.
