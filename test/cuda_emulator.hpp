@@ -61,7 +61,7 @@ __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, uns
 #define __global__ __attribute__((visibility("default")))
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
 // A tensor map parameter arrives as the address of its 128 bytes (a reference: one 8-byte word).

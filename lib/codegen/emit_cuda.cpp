@@ -499,6 +499,7 @@ class FuncEmitter {
     std::string name;
   };
   std::vector<TensorMapUse> tensor_maps_;
+  bool shifts_registers_ = false;  // the kernel calls set_max_registers (setmaxnreg)
   LaunchAxes launch_;
   bool bound_[2][3] = {};  // GPU axes bound by enclosing loops: [block/thread][axis]
   std::string symbol_;     // the kernel's
@@ -841,9 +842,11 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   if (warpgroup) needs_->wgmma = true;
   else if (tma) needs_->tma = true;
   else if (name != "atomic_add_i32") needs_->tensor_cores = true;
-  if (name == "set_max_registers")
+  if (name == "set_max_registers") {
+    shifts_registers_ = true;
     return str_cat("loom_set_max_registers<", ir::as_const_int(op->args[0]).value_or(0), ", ",
                    ir::as_const_int(op->args[1]).value_or(0), ">()");
+  }
   if (name == "tma_load_3d") return tma_load(op);
   if (name == "wgmma_commit") return "loom_wgmma_commit()";
   if (name == "fence_proxy_async") return "loom_fence_proxy_async()";
@@ -1300,7 +1303,12 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   std::string body = os_.str();
   os_.str("");
   os_ << "extern \"C\" __global__ void ";
-  if (threads > 0) os_ << "__launch_bounds__(" << threads << ") ";
+  // A kernel that moves registers between warpgroups (setmaxnreg) also promises at most one
+  // block per SM: ptxas needs the register count at entry fixed by the launch bounds, and some
+  // ptxas versions drop every setmaxnreg ("unable to determine register count at entry") when
+  // only the block size bounds it.
+  if (threads > 0)
+    os_ << "__launch_bounds__(" << threads << (shifts_registers_ ? ", 1" : "") << ") ";
   os_ << symbol << "(";
   for (size_t i = 0; i < params.size(); ++i) os_ << (i ? ", " : "") << params[i];
   os_ << ") {\n";

@@ -704,6 +704,9 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
           const bool shifted = cfg["warpgroups"] == 2 && cfg["split_k"] == 1;
           CHECK((compiled->ptx.find("setmaxnreg.inc.sync.aligned.u32 232") != std::string::npos) ==
                 shifted);
+          // With registers shifted, the launch bounds also fix one block per SM, so that ptxas
+          // knows the register count at entry and keeps the setmaxnreg instructions.
+          CHECK((compiled->ptx.find(".minnctapersm 1") != std::string::npos) == shifted);
         }
         // The accumulators stay in registers: no local memory.
         CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
