@@ -518,8 +518,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   Cublas cublas = Cublas::open();
-  std::printf("device %s (sm_%d, %d SMs), tune %s, cuBLAS %s\n", props->name.c_str(),
-              props->sm_arch, props->sm_count, tune.c_str(), cublas.ok() ? "found" : cublas.error.c_str());
+  // NVRTC's version names the ptxas that compiled loom's kernels (register allocation, spills).
+  absl::StatusOr<std::string> nvrtc = cuda::nvrtc_version();
+  std::printf("device %s (sm_%d, %d SMs), tune %s, cuBLAS %s, %s\n", props->name.c_str(),
+              props->sm_arch, props->sm_count, tune.c_str(),
+              cublas.ok() ? "found" : cublas.error.c_str(),
+              nvrtc.ok() ? nvrtc->c_str() : nvrtc.status().ToString().c_str());
   loom::CompileOptions options;
   options.tune = tune == "none" ? loom::TuneLevel::kNone
                  : tune == "full" ? loom::TuneLevel::kFull
