@@ -542,6 +542,7 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
                                          " kernels for ", compiled.kernels.size()));
     compiled.cubin = k.object.bytes;
     if (!compiled.ptx.empty()) dump_stage("graph", str_cat("ptx", i), compiled.ptx, "ptx");
+    if (!compiled.log.empty()) dump_stage("graph", str_cat("nvrtc-log", i), compiled.log);
   }
   for (size_t f = 0; f < impl.kernels.size(); ++f)
     impl.kernels[f].cache_key = keys[program->kernel_at[f].part];

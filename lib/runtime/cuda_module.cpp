@@ -76,6 +76,7 @@ absl::StatusOr<CompiledModule> compile_module(const ir::Module& m, int sm_arch) 
   out.cubin = std::move(compiled.cubin);
   out.log = std::move(compiled.log);
   if (!out.ptx.empty()) dump_stage(group, "ptx", out.ptx, "ptx");
+  if (!out.log.empty()) dump_stage(group, "nvrtc-log", out.log);
   return out;
 }
 

@@ -7,9 +7,11 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "loom/core/dump.hpp"
 #include "loom/core/status.hpp"
 #include "loom/runtime/cuda.hpp"
 #include "loom/runtime/stats.hpp"
@@ -143,31 +145,42 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
     return absl::InvalidArgumentError(
         str_cat("sm arch ", sm_arch, " is not a CUDA compute capability (expected e.g. 80, 90)"));
   LOOM_ASSIGN_OR_RETURN(const Nvrtc* api, load_nvrtc());
-  nvrtcProgram raw = nullptr;
-  LOOM_RETURN_IF_ERROR(api->check(
-      api->create_program(&raw, source.c_str(), program_name.c_str(), 0, nullptr, nullptr),
-      "nvrtcCreateProgram"));
-  Program program(*api, raw);
 
   // sm_90 compiles for sm_90a: the same devices, plus the arch-specific warpgroup instructions
   // (wgmma) the Hopper templates use.
   std::vector<std::string> options = {str_cat("-arch=sm_", sm_arch, sm_arch == 90 ? "a" : ""),
                                       "--std=c++17", "-default-device"};
   if (std::string include = cuda_include_dir(); !include.empty()) options.push_back("-I" + include);
-  std::vector<const char*> option_ptrs;
-  for (const std::string& o : options) option_ptrs.push_back(o.c_str());
-  nvrtcResult compiled =
-      api->compile_program(program.get(), static_cast<int>(option_ptrs.size()), option_ptrs.data());
-  count(Counter::kNvrtcCompiles);
+  // Under LOOM_DUMP_IR, ptxas also reports each kernel's registers, spills and shared memory in
+  // the log (which the dump keeps); an NVRTC that does not know the option compiles without it.
+  const bool verbose = dump_enabled();
+  if (verbose) options.push_back("--ptxas-options=-v");
+  std::optional<Program> program;
+  nvrtcResult compiled = NVRTC_SUCCESS;
+  for (bool retry = true;; retry = false) {
+    nvrtcProgram raw = nullptr;
+    LOOM_RETURN_IF_ERROR(api->check(
+        api->create_program(&raw, source.c_str(), program_name.c_str(), 0, nullptr, nullptr),
+        "nvrtcCreateProgram"));
+    program.emplace(*api, raw);
+    std::vector<const char*> option_ptrs;
+    for (const std::string& o : options) option_ptrs.push_back(o.c_str());
+    compiled = api->compile_program(program->get(), static_cast<int>(option_ptrs.size()),
+                                    option_ptrs.data());
+    count(Counter::kNvrtcCompiles);
+    if (!(verbose && retry && compiled == NVRTC_ERROR_INVALID_OPTION)) break;
+    options.pop_back();
+    program.reset();
+  }
 
   NvrtcOutput out;
   size_t log_size = 0;
   LOOM_RETURN_IF_ERROR(
-      api->check(api->get_log_size(program.get(), &log_size), "nvrtcGetProgramLogSize"));
+      api->check(api->get_log_size(program->get(), &log_size), "nvrtcGetProgramLogSize"));
   if (log_size > 1) {
     out.log.resize(log_size);
     LOOM_RETURN_IF_ERROR(
-        api->check(api->get_log(program.get(), out.log.data()), "nvrtcGetProgramLog"));
+        api->check(api->get_log(program->get(), out.log.data()), "nvrtcGetProgramLog"));
     out.log.resize(log_size - 1);  // the terminating NUL
   }
   if (compiled != NVRTC_SUCCESS) {
@@ -180,16 +193,16 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
 
   size_t cubin_size = 0;
   LOOM_RETURN_IF_ERROR(
-      api->check(api->get_cubin_size(program.get(), &cubin_size), "nvrtcGetCUBINSize"));
+      api->check(api->get_cubin_size(program->get(), &cubin_size), "nvrtcGetCUBINSize"));
   out.cubin.resize(cubin_size);
   if (cubin_size > 0)
     LOOM_RETURN_IF_ERROR(
-        api->check(api->get_cubin(program.get(), out.cubin.data()), "nvrtcGetCUBIN"));
+        api->check(api->get_cubin(program->get(), out.cubin.data()), "nvrtcGetCUBIN"));
   size_t ptx_size = 0;
   // For a real sm arch the PTX is an intermediate NVRTC still returns; readers want it.
-  if (api->get_ptx_size(program.get(), &ptx_size) == NVRTC_SUCCESS && ptx_size > 1) {
+  if (api->get_ptx_size(program->get(), &ptx_size) == NVRTC_SUCCESS && ptx_size > 1) {
     out.ptx.resize(ptx_size);
-    LOOM_RETURN_IF_ERROR(api->check(api->get_ptx(program.get(), out.ptx.data()), "nvrtcGetPTX"));
+    LOOM_RETURN_IF_ERROR(api->check(api->get_ptx(program->get(), out.ptx.data()), "nvrtcGetPTX"));
     out.ptx.resize(ptx_size - 1);
   }
   if (out.cubin.empty())

@@ -5,9 +5,14 @@
 
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "cache_test_util.hpp"
 #include "cuda_emulated_module.hpp"
 #include "loom/core/ndarray.hpp"
 #include "loom/core/target.hpp"
@@ -460,4 +465,28 @@ TEST_CASE("CUDA codegen: NVRTC errors carry NVRTC's log", "[cuda]") {
   auto version = cuda::nvrtc_version();
   REQUIRE(version.ok());
   CHECK_THAT(*version, Catch::StartsWith("NVRTC "));
+}
+
+TEST_CASE("CUDA codegen: under LOOM_DUMP_IR, ptxas reports registers and spills in the dump",
+          "[cuda][dump]") {
+  if (!have_nvrtc()) return;
+  std::vector<Case> cases = make_cases();
+  cases.resize(1);
+  const ir::Module m = module_of("verbose", cases, true);
+  // Off: NVRTC's log stays empty for a kernel that compiles cleanly.
+  CHECK(compile(m, 90).log.find("ptxas info") == std::string::npos);
+  loom::testing::TempDir dir;
+  ::setenv("LOOM_DUMP_IR", dir.path().c_str(), 1);
+  cuda::CompiledModule verbose = compile(m, 90);
+  ::unsetenv("LOOM_DUMP_IR");
+  CHECK_THAT(verbose.log, Catch::Contains("ptxas info"));
+  CHECK_THAT(verbose.log, Catch::Contains("registers"));
+  CHECK_THAT(verbose.log, Catch::Contains("spill"));
+  std::string dumped;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path() / "verbose"))
+    if (e.path().filename().string().find("nvrtc-log") != std::string::npos) {
+      std::ifstream in(e.path());
+      dumped.assign(std::istreambuf_iterator<char>(in), {});
+    }
+  CHECK(dumped == verbose.log);
 }
