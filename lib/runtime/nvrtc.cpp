@@ -156,8 +156,8 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
   const bool verbose = dump_enabled();
   if (verbose) options.push_back("--ptxas-options=-v");
   std::optional<Program> program;
-  nvrtcResult compiled = NVRTC_SUCCESS;
-  for (bool retry = true;; retry = false) {
+  auto compile = [&]() -> absl::StatusOr<nvrtcResult> {
+    program.reset();
     nvrtcProgram raw = nullptr;
     LOOM_RETURN_IF_ERROR(api->check(
         api->create_program(&raw, source.c_str(), program_name.c_str(), 0, nullptr, nullptr),
@@ -165,12 +165,14 @@ absl::StatusOr<NvrtcOutput> compile_cuda_source(const std::string& source, int s
     program.emplace(*api, raw);
     std::vector<const char*> option_ptrs;
     for (const std::string& o : options) option_ptrs.push_back(o.c_str());
-    compiled = api->compile_program(program->get(), static_cast<int>(option_ptrs.size()),
-                                    option_ptrs.data());
     count(Counter::kNvrtcCompiles);
-    if (!(verbose && retry && compiled == NVRTC_ERROR_INVALID_OPTION)) break;
+    return api->compile_program(program->get(), static_cast<int>(option_ptrs.size()),
+                                option_ptrs.data());
+  };
+  LOOM_ASSIGN_OR_RETURN(nvrtcResult compiled, compile());
+  if (verbose && compiled == NVRTC_ERROR_INVALID_OPTION) {
     options.pop_back();
-    program.reset();
+    LOOM_ASSIGN_OR_RETURN(compiled, compile());
   }
 
   NvrtcOutput out;
