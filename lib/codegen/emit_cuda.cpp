@@ -835,7 +835,8 @@ std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
 std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   const std::string& name = op->name;
   if (name == "thread_fence") return "__threadfence()";
-  if (name == "prefetch") return "0";  // a CPU cache hint; GPU kernels stage through shared memory
+  if (name == "prefetch" || name == "prefetch_l1")
+    return "0";  // a CPU cache hint; GPU kernels stage through shared memory
   const bool warpgroup = name.rfind("wgmma", 0) == 0 || name == "fence_proxy_async";
   const bool tma = name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" ||
                    name == "set_max_registers";

@@ -188,7 +188,7 @@ class FuncEmitter {
   llvm::Value* emit_binary(const ir::Expr& e);
   llvm::Value* emit_ramp(const ir::Expr& e, const ir::Ramp* op);
   llvm::Value* emit_call(const ir::Expr& e, const ir::Call* op);
-  llvm::Value* emit_prefetch(const ir::Load* op);
+  llvm::Value* emit_prefetch(const ir::Load* op, bool into_l1);
   llvm::Value* call_libm(const char* name, llvm::Value* x);
   llvm::Value* emit_load(const ir::Expr& e, const ir::Load* op);
   // Pointer to element `index` (scalar or vector of indices) of a buffer.
@@ -536,7 +536,8 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
     return fail_expr(e, absl::InvalidArgumentError(
                             "shfl_xor_sync is a CUDA warp shuffle; the CPU code generator cannot "
                             "emit it (schedule this kernel with a CPU template)"));
-  if (name == "prefetch") return emit_prefetch(op->args[0].as<ir::Load>());
+  if (name == "prefetch" || name == "prefetch_l1")
+    return emit_prefetch(op->args[0].as<ir::Load>(), name == "prefetch_l1");
   if (ir::Call::takes_addresses(name))
     return fail_expr(e, absl::InvalidArgumentError(
                             name + " is a CUDA tensor-core or async-copy intrinsic; the CPU code "
@@ -590,8 +591,9 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
   return from_f32(r, t);
 }
 
-// prefetcht1: the element's cache line towards L2, for reading (the value is a dummy 0).
-llvm::Value* FuncEmitter::emit_prefetch(const ir::Load* op) {
+// prefetcht1 (prefetcht0 into L1): the element's cache line towards L2, for reading (the value
+// is a dummy 0).
+llvm::Value* FuncEmitter::emit_prefetch(const ir::Load* op, bool into_l1) {
   const BufferBinding* buf = find_buffer(op->buffer.get(), "prefetch");
   if (!buf) return b_.getInt32(0);
   if (op->indices.size() != 1) {
@@ -604,7 +606,7 @@ llvm::Value* FuncEmitter::emit_prefetch(const ir::Load* op) {
   llvm::Value* ptr = b_.CreateGEP(mem_type(buf->dtype), buf->base,
                                   to_index(emit(op->indices[0]), op->indices[0].type()));
   b_.CreateIntrinsic(llvm::Intrinsic::prefetch, {ptr->getType()},
-                     {ptr, b_.getInt32(0), b_.getInt32(2), b_.getInt32(1)});
+                     {ptr, b_.getInt32(0), b_.getInt32(into_l1 ? 3 : 2), b_.getInt32(1)});
   return b_.getInt32(0);
 }
 

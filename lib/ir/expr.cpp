@@ -187,15 +187,44 @@ struct IntrinsicInfo {
   int arity;
 };
 constexpr IntrinsicInfo kIntrinsics[] = {
-    {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
-    {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
-    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
-    {"mma_m16n8k16", 3}, {"ldmatrix_x4", 2}, {"ldmatrix_x4_trans", 2}, {"cp_async_16", 3},
-    {"cp_async_commit", 0}, {"cp_async_wait", 1}, {"bit_xor", 2},
-    {"atomic_add_i32", 3}, {"thread_fence", 0}, {"wgmma_m64k16", 7}, {"wgmma_fence", 2},
-    {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0}, {"prefetch", 1},
-    {"mbarrier_init", 2}, {"mbarrier_arrive", 1}, {"mbarrier_expect_tx", 2},
-    {"mbarrier_wait", 2}, {"tma_load_3d", 9}, {"set_max_registers", 2},
+    {"exp", 1},
+    {"log", 1},
+    {"sqrt", 1},
+    {"rsqrt", 1},
+    {"tanh", 1},
+    {"erf", 1},
+    {"abs", 1},
+    {"floor", 1},
+    {"ceil", 1},
+    {"round", 1},
+    {"pow", 2},
+    {"fma", 3},
+    {"reinterpret_f32", 1},
+    {"reinterpret_i32", 1},
+    {"final_value", 1},
+    {"shfl_xor_sync", 2},
+    {"mma_m16n8k16", 3},
+    {"ldmatrix_x4", 2},
+    {"ldmatrix_x4_trans", 2},
+    {"cp_async_16", 3},
+    {"cp_async_commit", 0},
+    {"cp_async_wait", 1},
+    {"bit_xor", 2},
+    {"atomic_add_i32", 3},
+    {"thread_fence", 0},
+    {"wgmma_m64k16", 7},
+    {"wgmma_fence", 2},
+    {"wgmma_commit", 0},
+    {"wgmma_wait", 3},
+    {"fence_proxy_async", 0},
+    {"prefetch", 1},
+    {"prefetch_l1", 1},
+    {"mbarrier_init", 2},
+    {"mbarrier_arrive", 1},
+    {"mbarrier_expect_tx", 2},
+    {"mbarrier_wait", 2},
+    {"tma_load_3d", 9},
+    {"set_max_registers", 2},
 };
 
 bool is_16_bit_float(DType t) {
@@ -296,7 +325,7 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
                " needs a constant count, a multiple of 8 in [24, 256]");
     LOOM_CHECK(up && (up->value == 0 || up->value == 1), name,
                " needs a constant 1 (raise) or 0 (lower)");
-  } else if (name == "prefetch") {
+  } else if (name == "prefetch" || name == "prefetch_l1") {
     load(0);
   } else if (name == "cp_async_wait") {
     const auto* n = args[0].as<IntImm>();
@@ -311,8 +340,8 @@ bool Call::takes_addresses(const std::string& name) {
          name == "cp_async_16" || name == "cp_async_commit" || name == "cp_async_wait" ||
          name == "atomic_add_i32" || name == "thread_fence" || name == "wgmma_m64k16" ||
          name == "wgmma_fence" || name == "wgmma_commit" || name == "wgmma_wait" ||
-         name == "fence_proxy_async" || name == "prefetch" || name.rfind("mbarrier_", 0) == 0 ||
-         name == "tma_load_3d" || name == "set_max_registers";
+         name == "fence_proxy_async" || name == "prefetch" || name == "prefetch_l1" ||
+         name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" || name == "set_max_registers";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {

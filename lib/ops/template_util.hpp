@@ -48,9 +48,12 @@ inline TileSplit balance_tiles(int64_t batches, int64_t row_blocks, int64_t pane
   return {ceil_div(row_blocks, tiles_m), ceil_div(panels, tiles_n)};
 }
 
-// The statement prefetch(buf[indices]): a hint to bring that element's line towards the core.
-inline ir::Stmt prefetch(const ir::Buffer& buf, std::vector<ir::Expr> indices) {
-  return ir::Evaluate::make(ir::Call::make("prefetch", {buf.load(std::move(indices))}));
+// The statement prefetch(buf[indices]): a hint to bring that element's line towards the core,
+// into L2 or (into_l1) into L1.
+inline ir::Stmt prefetch(const ir::Buffer& buf, std::vector<ir::Expr> indices,
+                         bool into_l1 = false) {
+  return ir::Evaluate::make(
+      ir::Call::make(into_l1 ? "prefetch_l1" : "prefetch", {buf.load(std::move(indices))}));
 }
 
 // The product of the static extents s[begin, end), or nullopt when any is symbolic.

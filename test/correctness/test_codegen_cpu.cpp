@@ -156,27 +156,30 @@ TEST_CASE("codegen: elementwise f32 add, scalar loop, constant sizes", "[codegen
 
 TEST_CASE("codegen: prefetch of elements far outside the buffer never faults", "[codegen]") {
   // Each step hints at the elements 2 pages past and 2 pages before its own: for the first and
-  // last elements those lie in the inaccessible pages around a guarded buffer, and beyond.
+  // last elements those lie in the inaccessible pages around a guarded buffer, and beyond. Both
+  // hints: towards L2 (prefetch) and into L1 (prefetch_l1).
   auto jit = make_jit();
-  for (runtime::GuardPages mode : {runtime::GuardPages::kAfter, runtime::GuardPages::kBefore}) {
-    const int64_t n = 301, far = 2048;
-    ir::Buffer a = buffer("a", DType::f32(), n), c = buffer("c", DType::f32(), n);
-    ir::Var i("i");
-    auto hint = [&](ir::Expr index) {
-      return ir::Evaluate::make(ir::Call::make("prefetch", {a(std::move(index))}));
-    };
-    ir::Func f{"hinted_copy",
-               {a, c},
-               loop(i, n, ir::Seq::make({hint(i + far), hint(i - far), store(c, a(i) * 2.0f, i)}))};
-    auto kernels = compile(*jit, "hinted_copy", {f});
-    std::shared_ptr<void> guarded = runtime::allocate_guarded(n * 4, mode);
-    REQUIRE(guarded);
-    std::vector<float> va = random_floats(n, -10, 10), vc(n, kNaN), want(n);
-    std::memcpy(guarded.get(), va.data(), va.size() * sizeof(float));
-    run(kernels[0], {guarded.get(), vc.data()});
-    for (int64_t k = 0; k < n; ++k) want[k] = va[k] * 2;
-    require_close(vc, want, 0, 0);
-  }
+  for (runtime::GuardPages mode : {runtime::GuardPages::kAfter, runtime::GuardPages::kBefore})
+    for (const char* intrinsic : {"prefetch", "prefetch_l1"}) {
+      const int64_t n = 301, far = 2048;
+      ir::Buffer a = buffer("a", DType::f32(), n), c = buffer("c", DType::f32(), n);
+      ir::Var i("i");
+      auto hint = [&](ir::Expr index) {
+        return ir::Evaluate::make(ir::Call::make(intrinsic, {a(std::move(index))}));
+      };
+      ir::Func f{
+          "hinted_copy",
+          {a, c},
+          loop(i, n, ir::Seq::make({hint(i + far), hint(i - far), store(c, a(i) * 2.0f, i)}))};
+      auto kernels = compile(*jit, "hinted_copy", {f});
+      std::shared_ptr<void> guarded = runtime::allocate_guarded(n * 4, mode);
+      REQUIRE(guarded);
+      std::vector<float> va = random_floats(n, -10, 10), vc(n, kNaN), want(n);
+      std::memcpy(guarded.get(), va.data(), va.size() * sizeof(float));
+      run(kernels[0], {guarded.get(), vc.data()});
+      for (int64_t k = 0; k < n; ++k) want[k] = va[k] * 2;
+      require_close(vc, want, 0, 0);
+    }
 }
 
 TEST_CASE("codegen: scalar i64 parameter as loop extent, vector body and scalar tail",

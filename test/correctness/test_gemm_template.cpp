@@ -2,7 +2,11 @@
 // space, on shapes with tails in every blocked dimension, against plain C++ in double.
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -110,24 +114,68 @@ TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles a
   // K = 200 in blocks of 64 (the last partial): the prefetch of a tile's last panel reaches into
   // the next K block, and in the last K block past the end of K (clamped). N = 37 in panels of
   // one or two vectors, 2 panels per tile: a next panel within the tile, and a partial last one.
-  // B batched (3 x 200 x 37) and not.
+  // B batched (3 x 200 x 37) and not. Streaming B, each k step asks for the row 8 steps ahead:
+  // into the next K block, and past K (clamped); the row tail (M = 13 in blocks of 3) has fewer
+  // rows than a panel row has vectors.
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
       {{13, 200}, {200, 37}}, {{3, 13, 200}, {3, 200, 37}}};
   for (const auto& [as, bs] : shapes) {
     tune::Space space = space_for(as, bs);
     for (int64_t prefetch : {0, 1})
-      for (int64_t nv : {1, 2}) {
-        tune::Config c = space.default_config();
-        c.set("mr", 3);
-        c.set("nv", nv);
-        c.set("kc", 64);
-        c.set("mc_tiles", 2);
-        c.set("nc_panels", 2);
-        c.set("prefetch", prefetch);
-        REQUIRE(space.broken_rules(c).empty());
-        check_config(as, bs, /*b_constant=*/true, c);
-        check_config(as, bs, /*b_constant=*/false, c);
+      for (int64_t nv : {1, 2})
+        for (int64_t stream_b : {0, 1}) {
+          tune::Config c = space.default_config();
+          c.set("mr", 3);
+          c.set("nv", nv);
+          c.set("kc", 64);
+          c.set("mc_tiles", 2);
+          c.set("nc_panels", 2);
+          c.set("prefetch", prefetch);
+          c.set("stream_b", stream_b);
+          REQUIRE(space.broken_rules(c).empty());
+          check_config(as, bs, /*b_constant=*/true, c);
+          check_config(as, bs, /*b_constant=*/false, c);
+        }
+  }
+}
+
+TEST_CASE("gemm template: a streamed B panel is prefetched into L1, the next panel into L2",
+          "[gemm][template][dump]") {
+  // The assembly of the compiled kernel (LOOM_DUMP_IR): streaming B asks for lines with
+  // prefetcht0 and not prefetcht1; the next-panel prefetch asks with prefetcht1 only.
+  namespace fs = std::filesystem;
+  const std::vector<int64_t> as = {29, 300}, bs = {300, 70};
+  tune::Space space = space_for(as, bs);
+  for (int64_t stream_b : {0, 1}) {
+    tune::Config c = space.default_config();
+    c.set("mr", 4);
+    c.set("nv", 2);
+    c.set("kc", stream_b ? 512 : 64);
+    c.set("mc_tiles", 4);
+    c.set("nc_panels", stream_b ? 1 : 2);
+    c.set("prefetch", 1 - stream_b);
+    c.set("stream_b", stream_b);
+    REQUIRE(space.broken_rules(c).empty());
+    fs::path dir = fs::temp_directory_path() /
+                   ("loom_gemm_prefetch_" + std::to_string(loom::testing::test_seed()) + "_" +
+                    std::to_string(stream_b));
+    fs::remove_all(dir);
+    ::setenv("LOOM_DUMP_IR", dir.c_str(), 1);
+    check_config(as, bs, /*b_constant=*/true, c);
+    ::unsetenv("LOOM_DUMP_IR");
+    std::string assembly;
+    for (const auto& e : fs::recursive_directory_iterator(dir))
+      if (e.path().filename().string().find("asm.s") != std::string::npos) {
+        std::ifstream in(e.path());
+        std::stringstream text;
+        text << in.rdbuf();
+        assembly += text.str();
       }
+    fs::remove_all(dir);
+    INFO("stream_b " << stream_b);
+    REQUIRE(!assembly.empty());
+    CHECK((assembly.find("prefetcht0") != std::string::npos) == (stream_b == 1));
+    CHECK((assembly.find("prefetcht1") != std::string::npos) == (stream_b == 0));
   }
 }
 

@@ -185,9 +185,10 @@ struct Load : ExprNode {
 //
 // prefetch(buf[i]) is a statement (Evaluate of an i32 call) whose Load argument stands for an
 // element's address: a hint to bring that element's cache line towards the core (on the CPU
-// into L2, prefetcht1; CUDA ignores it). It never faults, and the element may lie outside the
-// buffer (past its end, say, where the next block would start): the address is computed without
-// LLVM's in-bounds promise and only hinted at, never read.
+// into L2, prefetcht1; CUDA ignores it). prefetch_l1(buf[i]) is the same hint into L1
+// (prefetcht0), for a line needed within the next few hundred cycles. It never faults, and the
+// element may lie outside the buffer (past its end, say, where the next block would start): the
+// address is computed without LLVM's in-bounds promise and only hinted at, never read.
 //
 // The CUDA tensor-core and asynchronous-copy intrinsics are statements (Evaluate of an i32 call
 // with no value) whose Load arguments stand for the addresses of the elements they name, with
