@@ -61,6 +61,7 @@ tune::Config gemm_config(int64_t mr, int64_t kc) {
   c.set("mc_tiles", 1);
   c.set("nc_panels", 1);
   c.set("prefetch", 0);
+  c.set("stream_b", 0);
   return c;
 }
 
