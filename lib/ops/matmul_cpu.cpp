@@ -317,9 +317,10 @@ tune::Space gemm_space(const TemplateContext& ctx) {
   best.set("stream_b", 1);
   best.set("prefetch", 0);
   best.set("nc_panels", 1);
+  best.set("mc_tiles", 1);
   for (int64_t kc : {1024, 512, 384, 256, 192, 128, 64}) {
     best.set("kc", kc);
-    if (kc * best["mr"] * 4 <= l1 / 2) break;
+    if (s.broken_rules(best).empty()) break;
   }
   for (int64_t mc : {32, 16, 8, 4, 2, 1}) {
     best.set("mc_tiles", mc);
