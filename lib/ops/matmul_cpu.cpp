@@ -25,6 +25,9 @@ using ir::Var;
 // tiles, interleaved with oneDNN: 2 steps ahead 0.969 of oneDNN, 4 0.971, 8 0.980.
 constexpr int64_t kStreamAhead = 8;
 
+// f32 values per 64-byte cache line.
+constexpr int64_t kFloatsPerLine = 16;
+
 // One GEMM kernel for one config: the names below follow the classic blocked GEMM
 // (mr x NR register tile, kc-deep panels, mc x nc tiles of C per parallel task). With
 // "stream_b" 0, a kc-deep slice of a B panel stays in L1 while the tile's row blocks pass over
@@ -101,23 +104,39 @@ class GemmKernel {
 
   // C[g, i0 : i0+rows, panel*NR : +cols] (+)= A[g, i0 : i0+rows, k0 : k0+klen] x Bp[gb, panel,
   // k0 : k0+klen, :]. The accumulator tile is a local buffer with constant offsets only, which
-  // LLVM keeps in vector registers; its layout mirrors the task mapping repeat(rows, nv).
+  // LLVM keeps in vector registers; its layout mirrors the task mapping repeat(rows, nv). A tile
+  // of few rows keeps several such sets, one per k step in turn (accumulator_sets), and adds
+  // them up before C: a matrix-vector product's one row of 3 vectors has 12 FMA chains then, not
+  // 3, each waiting out the FMA latency.
   Stmt micro_kernel(int64_t rows, int64_t cols, Expr g, Expr gb, Expr i0, Expr panel, Expr k0,
                     Expr klen, Expr first, Expr last,
                     std::optional<BSlice> prefetch = std::nullopt) const {
-    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nr_)},
+    const int64_t sets =
+        accumulator_sets(rows * nv_, nv_, ctx_.target.vector_registers());
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(sets * rows * nr_)},
                               ir::MemoryScope::kLocal);
     auto tile = schedule::repeat(rows, nv_);
     LOOM_CHECK(tile.ok(), tile.status().ToString());
     std::vector<std::vector<int64_t>> cells = tile->tasks_of(0);
-    auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr(i * nr_ + v * lanes_)); };
+    auto acc_at = [&](int64_t i, int64_t v, int64_t set = 0) {
+      return vec(Expr((set * rows + i) * nr_ + v * lanes_));
+    };
     Expr col0 = panel * nr_;
 
     // The last K block stores final values (marked for fusion), the others partial sums.
-    std::vector<Stmt> zero, load, fma, store, store_final;
+    std::vector<Stmt> zero, load, fma, store, store_final, sum_sets;
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
-      zero.push_back(ir::Store::make(acc, ir::Broadcast::make(Expr(0.0f), lanes_), {acc_at(i, v)}));
+      for (int64_t set = 0; set < sets; ++set) {
+        Stmt zero_set =
+            ir::Store::make(acc, ir::Broadcast::make(Expr(0.0f), lanes_), {acc_at(i, v, set)});
+        zero.push_back(zero_set);
+        if (set > 0) {
+          load.push_back(zero_set);
+          sum_sets.push_back(ir::Store::make(
+              acc, acc.load({acc_at(i, v)}) + acc.load({acc_at(i, v, set)}), {acc_at(i, v)}));
+        }
+      }
       // Whole vectors of C move as vectors; a partial last panel moves element by element.
       int64_t valid = std::clamp<int64_t>(cols - v * lanes_, 0, lanes_);
       if (valid == lanes_) {
@@ -140,38 +159,63 @@ class GemmKernel {
         }
       }
     }
-    // The k loop: NR/lanes vectors of the B panel row, one broadcast of A per row, rows x nv FMAs.
-    Var k("k");
-    std::vector<Var> b_rows;
-    for (int64_t v = 0; v < nv_; ++v)
-      b_rows.push_back(Var("b" + std::to_string(v), DType::f32().with_lanes(lanes_)));
-    for (const auto& cell : cells) {
-      int64_t i = cell[0], v = cell[1];
-      Expr a = ir::Broadcast::make(a_.load({g, i0 + i, k0 + k}), lanes_);
-      fma.push_back(
-          ir::Store::make(acc, ir::fma(a, b_rows[v], acc.load({acc_at(i, v)})), {acc_at(i, v)}));
-    }
-    // Streaming B: the panel's row kStreamAhead steps ahead into L1, one line before each of the
-    // first nv rows' FMAs.
-    if (stream_b_) {
-      Expr row = ir::min(k0 + k + kStreamAhead, Expr(p_.K - 1));
+    // One k step into accumulator set `set`: NR/lanes vectors of the B panel row, one broadcast
+    // of A per row, rows x nv FMAs.
+    auto step = [&](Expr k, int64_t set) {
+      std::vector<Var> b_rows;
+      for (int64_t v = 0; v < nv_; ++v)
+        b_rows.push_back(Var("b" + std::to_string(v), DType::f32().with_lanes(lanes_)));
+      std::vector<Stmt> fma;
+      for (const auto& cell : cells) {
+        int64_t i = cell[0], v = cell[1];
+        Expr a = ir::Broadcast::make(a_.load({g, i0 + i, k0 + k}), lanes_);
+        fma.push_back(ir::Store::make(acc, ir::fma(a, b_rows[v], acc.load({acc_at(i, v, set)})),
+                                      {acc_at(i, v, set)}));
+      }
+      // Streaming B: the panel's row kStreamAhead steps ahead into L1, one prefetch per 64-byte
+      // line of the row (a row of 3 AVX2 vectors spans at most 2 lines), before the first rows'
+      // FMAs. One per vector would cost a 3-vector AVX2 row 3 load-port slots per step where
+      // 2 suffice: a 1-row tile then ran 0.70-0.83 of oneDNN on 1x1000x2048 on Zen 2.
+      if (stream_b_) {
+        // Unclamped: past K the prefetch reaches into the next panel or past the buffer,
+        // which a prefetch may (a clamp cost 5 integer instructions per step).
+        Expr row = k0 + k + kStreamAhead;
+        const int64_t lines = ceil_div(nr_, kFloatsPerLine);
+        for (int64_t l = lines - 1; l >= 0; --l)
+          fma.insert(fma.begin() + std::min<int64_t>(l, rows - 1) * nv_,
+                     ops::prefetch(packed_b_, {gb, panel, row, Expr(l * kFloatsPerLine)}, true));
+      }
+      if (prefetch) {
+        Expr row = ir::min(prefetch->k0 + k, Expr(p_.K - 1));
+        fma.insert(fma.begin(),
+                   ops::prefetch(packed_b_, {gb, prefetch->panel, row, prefetch->col}));
+      }
+      Stmt body = ir::Seq::make(std::move(fma));
       for (int64_t v = nv_ - 1; v >= 0; --v)
-        fma.insert(fma.begin() + std::min<int64_t>(v, rows - 1) * nv_,
-                   ops::prefetch(packed_b_, {gb, panel, row, Expr(v * lanes_)}, true));
+        body = ir::LetStmt::make(
+            b_rows[v], packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}), body);
+      return body;
+    };
+    // The k loop: `sets` steps per iteration, one into each set, then the steps left over.
+    Var k("k");
+    std::vector<Stmt> k_loop;
+    if (sets == 1) {
+      k_loop.push_back(ir::For::make(k, 0, klen, ir::ForKind::kSerial, step(k, 0)));
+    } else {
+      std::vector<Stmt> unrolled;
+      for (int64_t set = 0; set < sets; ++set) unrolled.push_back(step(k * sets + set, set));
+      Var kr("kr");
+      k_loop.push_back(ir::For::make(k, 0, klen / sets, ir::ForKind::kSerial,
+                                     ir::Seq::make(std::move(unrolled))));
+      k_loop.push_back(ir::For::make(kr, klen / sets * sets, klen % sets, ir::ForKind::kSerial,
+                                     step(kr, 0)));
+      k_loop.push_back(ir::Seq::make(std::move(sum_sets)));
     }
-    if (prefetch) {
-      Expr row = ir::min(prefetch->k0 + k, Expr(p_.K - 1));
-      fma.insert(fma.begin(), ops::prefetch(packed_b_, {gb, prefetch->panel, row, prefetch->col}));
-    }
-    Stmt step = ir::Seq::make(std::move(fma));
-    for (int64_t v = nv_ - 1; v >= 0; --v)
-      step = ir::LetStmt::make(b_rows[v], packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}),
-                               step);
     return ir::Allocate::make(
         acc, ir::Seq::make({
                  ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                       ir::Seq::make(std::move(load))),
-                 ir::For::make(k, 0, klen, ir::ForKind::kSerial, step),
+                 ir::Seq::make(std::move(k_loop)),
                  ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
                                       ir::Seq::make(std::move(store))),
              }));

@@ -48,6 +48,19 @@ inline TileSplit balance_tiles(int64_t batches, int64_t row_blocks, int64_t pane
   return {ceil_div(row_blocks, tiles_m), ceil_div(panels, tiles_n)};
 }
 
+// How many independent sets of accumulators a micro-kernel with `accumulators` vector
+// accumulators keeps over alternating k steps (summed before C is stored). A tile with few
+// accumulators (the one row of a matrix-vector product, a row tail) otherwise has too few FMA
+// chains to cover the FMA latency on every FMA port: about 5 cycles x 2 ports on Zen 2, 4 x 2
+// on Intel cores, so 12 chains with margin. The sets, the `loads` vectors one k step loads and
+// one broadcast value fit the `regs` vector registers; at most 4 sets.
+inline int64_t accumulator_sets(int64_t accumulators, int64_t loads, int64_t regs) {
+  constexpr int64_t kFmaChains = 12;
+  int64_t sets = std::clamp<int64_t>(ceil_div(kFmaChains, std::max<int64_t>(accumulators, 1)), 1, 4);
+  while (sets > 1 && sets * accumulators + loads + 1 > regs) --sets;
+  return sets;
+}
+
 // The statement prefetch(buf[indices]): a hint to bring that element's line towards the core,
 // into L2 or (into_l1) into L1.
 inline ir::Stmt prefetch(const ir::Buffer& buf, std::vector<ir::Expr> indices,

@@ -111,6 +111,21 @@ absl::StatusOr<std::vector<std::pair<int, NDArray>>> pack_constants(
   return out;
 }
 
+// `packed`, or an equal packing measured before (same dtype, shape and bytes), which every
+// candidate that packs its constants alike then reads. Candidates of one template mostly share a
+// few packings (a GEMM's packed B depends only on the panel width), and a buffer that was just
+// written for the first time ran slow for many runs on a VM: a matrix-vector product's 8 MB of
+// packed weights took 20 to 40 runs to settle on Zen 2, so that each candidate's own copy made
+// the ranking of such kernels noise.
+NDArray shared_packing(std::vector<NDArray>& packings, NDArray packed) {
+  for (const NDArray& p : packings)
+    if (p.dtype() == packed.dtype() && p.shape() == packed.shape() &&
+        std::memcmp(p.data(), packed.data(), static_cast<size_t>(p.nbytes())) == 0)
+      return p;
+  packings.push_back(packed);
+  return packed;
+}
+
 // A candidate's buffers: its inputs (packed where it packs them), then one of two outputs,
 // alternating from run to run. A graph's kernel rarely writes an output that it wrote a moment
 // ago: one output, rewritten run after run, stays in L2 and flatters kernels that write many
@@ -129,8 +144,16 @@ struct CandidateBuffers {
   }
 };
 
-// Median time of c over its inputs: one warm-up, then repeats until about 50 ms or 15 runs
-// (at least 3). A candidate whose warm-up is far slower than the best so far stops early.
+// Warm-up before a candidate's timed runs, in milliseconds of runs (at least one run). On a
+// 2-vCPU KVM guest (Zen 2) a kernel's first runs after the tuner packed or compiled something
+// were slow and sped up run by run: a 0.07 ms matrix-vector product ran 0.3 ms, then 0.12-0.15,
+// reaching 0.07 only after about 15 runs, so that the median of its first 15 runs ranked the
+// candidates by how they caught up. After 5 ms of warm-up it ran 0.070 +- 0.001 from the first
+// timed run.
+constexpr double kWarmupMs = 5;
+
+// Median time of c over its inputs: warm-up (kWarmupMs), then repeats until about 50 ms or 15
+// runs (at least 3). A candidate whose first run is far slower than the best so far stops early.
 double time_candidate(const Compiled& c, CandidateBuffers& buffers, double best_ms) {
   size_t runs = 0;
   auto run_once = [&] {
@@ -141,6 +164,7 @@ double time_candidate(const Compiled& c, CandidateBuffers& buffers, double best_
   };
   double warm = run_once();
   if (best_ms > 0 && warm > 3 * best_ms) return warm;
+  for (double spent = warm; spent < kWarmupMs;) spent += run_once();
   std::vector<double> times;
   double total = 0;
   while (times.size() < 3 || (total < 50 && times.size() < 15)) {
@@ -231,6 +255,7 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   };
   std::vector<Finalist> finalists;
   constexpr size_t kFinalists = 3;
+  std::vector<NDArray> packings;  // every distinct packing of the constants so far
   for (size_t i = 0; i < candidates.size(); ++i) {
     Compiled& c = candidates[i];
     if (!c.status.ok()) return c.status;  // a template must build every config of its space
@@ -239,6 +264,7 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     Finalist f;
     f.index = i;
     LOOM_ASSIGN_OR_RETURN(f.packed, pack_constants(c, values));
+    for (auto& [input, array] : f.packed) array = shared_packing(packings, std::move(array));
     for (size_t k = 0; k < inputs.size(); ++k) {
       void* data = inputs[k].data();
       for (auto& [input, array] : f.packed)
@@ -259,16 +285,24 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     }
   }
   // Final round: the finalists again, interleaved, so that a burst of noise during one
-  // candidate's turn cannot crown it or sink it; the lowest median of these runs wins.
+  // candidate's turn cannot crown it or sink it; the lowest median of these runs wins. Each turn
+  // runs its finalist once untimed first, as the first measurement did: each finalist has its
+  // own packed constants, and the others' runs in between would otherwise have pushed them out
+  // of the caches. A matrix-vector product of 1x1000x2048 (8 MB packed, 16 MB L3 on Zen 2) was
+  // then timed streaming from memory, not from L3 as every other run of it: the tuner chose a
+  // config that ran 0.78-0.81 of oneDNN against 0.99-1.04 for the one it dropped.
   if (finalists.size() > 1) {
     std::vector<std::vector<double>> times(finalists.size());
     double spent = 0;
     size_t runs = 0;  // consecutive runs write different outputs, whichever finalist runs
     for (int round = 0; round < 15 && (round < 5 || spent < 150); ++round)
       for (size_t f = 0; f < finalists.size(); ++f) {
-        void* const* b = finalists[f].buffers.for_run(runs++);
+        const Compiled& c = candidates[finalists[f].index];
         auto start = Clock::now();
-        candidates[finalists[f].index].fn(b, nullptr);
+        c.fn(finalists[f].buffers.for_run(runs++), nullptr);
+        spent += seconds_since(start) * 1e3;
+        start = Clock::now();
+        c.fn(finalists[f].buffers.for_run(runs++), nullptr);
         times[f].push_back(seconds_since(start) * 1e3);
         spent += times[f].back();
       }

@@ -89,6 +89,29 @@ void check_config(const std::vector<int64_t>& as, const std::vector<int64_t>& bs
   require_close((*out)[0], naive_matmul(a, b), 1e-5, 1e-4);
 }
 
+// Checks a @ b (b constant) with the given config, as check_config, and returns the assembly of
+// the kernels compiled for it (LOOM_DUMP_IR).
+std::string checked_assembly(const std::vector<int64_t>& as, const std::vector<int64_t>& bs,
+                             const tune::Config& config, const std::string& tag) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() /
+                 ("loom_gemm_" + tag + "_" + std::to_string(loom::testing::test_seed()));
+  fs::remove_all(dir);
+  ::setenv("LOOM_DUMP_IR", dir.c_str(), 1);
+  check_config(as, bs, /*b_constant=*/true, config);
+  ::unsetenv("LOOM_DUMP_IR");
+  std::string assembly;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.path().filename().string().find("asm.s") != std::string::npos) {
+      std::ifstream in(e.path());
+      std::stringstream text;
+      text << in.rdbuf();
+      assembly += text.str();
+    }
+  fs::remove_all(dir);
+  return assembly;
+}
+
 }  // namespace
 
 TEST_CASE("gemm template: pruned space and a sample of the whole space", "[gemm][template]") {
@@ -115,7 +138,7 @@ TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles a
   // the next K block, and in the last K block past the end of K (clamped). N = 37 in panels of
   // one or two vectors, 2 panels per tile: a next panel within the tile, and a partial last one.
   // B batched (3 x 200 x 37) and not. Streaming B, each k step asks for the row 8 steps ahead:
-  // into the next K block, and past K (clamped); the row tail (M = 13 in blocks of 3) has fewer
+  // into the next K block, and past K (into the next panel, or past the buffer); the row tail (M = 13 in blocks of 3) has fewer
   // rows than a panel row has vectors.
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
       {{13, 200}, {200, 37}}, {{3, 13, 200}, {3, 200, 37}}};
@@ -143,7 +166,6 @@ TEST_CASE("gemm template: a streamed B panel is prefetched into L1, the next pan
           "[gemm][template][dump]") {
   // The assembly of the compiled kernel (LOOM_DUMP_IR): streaming B asks for lines with
   // prefetcht0 and not prefetcht1; the next-panel prefetch asks with prefetcht1 only.
-  namespace fs = std::filesystem;
   const std::vector<int64_t> as = {29, 300}, bs = {300, 70};
   tune::Space space = space_for(as, bs);
   for (int64_t stream_b : {0, 1}) {
@@ -156,26 +178,55 @@ TEST_CASE("gemm template: a streamed B panel is prefetched into L1, the next pan
     c.set("prefetch", 1 - stream_b);
     c.set("stream_b", stream_b);
     REQUIRE(space.broken_rules(c).empty());
-    fs::path dir = fs::temp_directory_path() /
-                   ("loom_gemm_prefetch_" + std::to_string(loom::testing::test_seed()) + "_" +
-                    std::to_string(stream_b));
-    fs::remove_all(dir);
-    ::setenv("LOOM_DUMP_IR", dir.c_str(), 1);
-    check_config(as, bs, /*b_constant=*/true, c);
-    ::unsetenv("LOOM_DUMP_IR");
-    std::string assembly;
-    for (const auto& e : fs::recursive_directory_iterator(dir))
-      if (e.path().filename().string().find("asm.s") != std::string::npos) {
-        std::ifstream in(e.path());
-        std::stringstream text;
-        text << in.rdbuf();
-        assembly += text.str();
-      }
-    fs::remove_all(dir);
+    const std::string assembly =
+        checked_assembly(as, bs, c, "prefetch_" + std::to_string(stream_b));
     INFO("stream_b " << stream_b);
     REQUIRE(!assembly.empty());
     CHECK((assembly.find("prefetcht0") != std::string::npos) == (stream_b == 1));
     CHECK((assembly.find("prefetcht1") != std::string::npos) == (stream_b == 0));
+  }
+}
+
+TEST_CASE("gemm template: tiles of few rows add up several accumulator sets",
+          "[gemm][template][dump]") {
+  // M = 1 (a matrix-vector product) and M = 2 and 5 (a row tail under mr = 3) keep one
+  // accumulator set per k step in turn; K = 1, 3, 5, 67 and 131 in blocks of 64 leave every
+  // remainder of the k loop over the sets, in the first, a middle and the last K block.
+  for (int64_t m : {1, 2, 5})
+    for (int64_t k : {1, 3, 5, 67, 131})
+      for (int64_t stream_b : {0, 1}) {
+        const std::vector<int64_t> as = {m, k}, bs = {k, 29};
+        tune::Space space = space_for(as, bs);
+        tune::Config c = space.default_config();
+        c.set("mr", 3);
+        c.set("nv", 3);
+        c.set("kc", 64);
+        c.set("mc_tiles", 1);
+        c.set("nc_panels", 1);
+        c.set("prefetch", 1 - stream_b);
+        c.set("stream_b", stream_b);
+        REQUIRE(space.broken_rules(c).empty());
+        check_config(as, bs, /*b_constant=*/true, c);
+        check_config(as, bs, /*b_constant=*/false, c);
+      }
+  // The sets are added up before C is stored: vector adds, which a GEMM of full tiles lacks
+  // (FMAs only).
+  const std::vector<int64_t> bs = {300, 70};
+  tune::Space space = space_for({1, 300}, bs);
+  for (int64_t m : {1, 12}) {
+    tune::Config c = space.default_config();
+    c.set("mr", 4);
+    c.set("nv", 3);
+    c.set("kc", 128);
+    c.set("mc_tiles", 1);
+    c.set("nc_panels", 1);
+    c.set("prefetch", 1);
+    c.set("stream_b", 0);
+    REQUIRE(space.broken_rules(c).empty());
+    const std::string assembly = checked_assembly({m, 300}, bs, c, "sets_" + std::to_string(m));
+    INFO("M = " << m);
+    REQUIRE(!assembly.empty());
+    CHECK((assembly.find("vaddps") != std::string::npos) == (m == 1));
   }
 }
 
