@@ -333,19 +333,24 @@ class Conv1x1Kernel {
 
   // out[n, r0 : r0+rows, col0 : col0+cols] (+)= Wp[b, k0 : k0+klen, :rows] x the packed pixel
   // panel at `at`. The accumulator tile is a local buffer with constant offsets only (kept in
-  // vector registers); its layout mirrors the mapping repeat(rows, vectors).
+  // vector registers); its layout mirrors the mapping repeat(rows, vectors). A tile of few rows
+  // (a row tail) keeps several such sets, one per k step in turn, as the GEMM's micro-kernel.
   Stmt micro_kernel(int64_t rows, int64_t cols, Expr n, Expr b, Expr r0, Expr col0,
                     const Buffer& panels, Expr at, int64_t stride, Expr k0, Expr klen,
                     Expr first, Expr last, const Copy* copy = nullptr,
                     std::optional<Expr> prefetch = std::nullopt) const {
     const int64_t nvec = ceil_div(cols, lanes_);
-    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(rows * nvec * lanes_)},
-                              ir::MemoryScope::kLocal);
-    auto acc_at = [&](int64_t i, int64_t v) { return vec(Expr((i * nvec + v) * lanes_), lanes_); };
+    const int64_t sets = accumulator_sets(rows * nvec, nvec, ctx_.target.vector_registers());
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(),
+                              {Expr(sets * rows * nvec * lanes_)}, ir::MemoryScope::kLocal);
+    auto acc_at = [&](int64_t i, int64_t v, int64_t set = 0) {
+      return vec(Expr(((set * rows + i) * nvec + v) * lanes_), lanes_);
+    };
     auto valid = [&](int64_t v) { return std::clamp<int64_t>(cols - v * lanes_, 0, lanes_); };
     std::vector<std::vector<int64_t>> cells = tile_cells(rows, nvec);
     // The last channel block stores final values (marked for fusion), the others partial sums.
-    std::vector<Stmt> zero, load, fma, store, store_final;
+    ExtraSets extra = extra_sets(acc, rows * nvec, lanes_, sets);
+    std::vector<Stmt> zero = extra.zero, load = extra.zero, store, store_final;
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
       Expr col = col0 + v * lanes_;
@@ -370,33 +375,38 @@ class Conv1x1Kernel {
         }
       }
     }
-    // The k loop: nvec vectors of the packed pixel panel, one broadcast weight per row, rows x
-    // nvec FMAs.
-    Var k("k");
-    const std::vector<Var> x_rows = vector_vars("x", nvec, lanes_);
-    for (const auto& cell : cells) {
-      int64_t i = cell[0], v = cell[1];
-      Expr wv = splat(packed_w_.load({b, k0 + k, Expr(i)}), lanes_);
-      fma.push_back(
-          ir::Store::make(acc, ir::fma(wv, x_rows[v], acc.load({acc_at(i, v)})), {acc_at(i, v)}));
-    }
-    // Unclamped: the last panel's prefetch points past the input, which a prefetch may.
-    if (prefetch) fma.insert(fma.begin(), ops::prefetch(pixels_, {*prefetch + k * p_.P()}));
-    if (copy) {
-      std::vector<Stmt> stores;
-      for (int64_t v = 0; v < nvec; ++v)
-        stores.push_back(
-            ir::Store::make(*copy->to, x_rows[v], {vec(copy->at + k * nr_ + v * lanes_, lanes_)}));
-      fma.insert(fma.begin(), stores.begin(), stores.end());
-    }
-    Stmt step = ir::Seq::make(std::move(fma));
-    for (int64_t v = nvec - 1; v >= 0; --v)
-      step =
-          ir::LetStmt::make(x_rows[v], panels.load({vec(at + k * stride + v * lanes_, lanes_)}), step);
+    // One k step into accumulator set `set`: nvec vectors of the packed pixel panel, one
+    // broadcast weight per row, rows x nvec FMAs.
+    auto step = [&](Expr k, int64_t set) {
+      const std::vector<Var> x_rows = vector_vars("x", nvec, lanes_);
+      std::vector<Stmt> fma;
+      for (const auto& cell : cells) {
+        int64_t i = cell[0], v = cell[1];
+        Expr wv = splat(packed_w_.load({b, k0 + k, Expr(i)}), lanes_);
+        fma.push_back(ir::Store::make(acc, ir::fma(wv, x_rows[v], acc.load({acc_at(i, v, set)})),
+                                      {acc_at(i, v, set)}));
+      }
+      // Unclamped: the last panel's prefetch points past the input, which a prefetch may.
+      if (prefetch) fma.insert(fma.begin(), ops::prefetch(pixels_, {*prefetch + k * p_.P()}));
+      if (copy) {
+        std::vector<Stmt> stores;
+        for (int64_t v = 0; v < nvec; ++v)
+          stores.push_back(ir::Store::make(*copy->to, x_rows[v],
+                                           {vec(copy->at + k * nr_ + v * lanes_, lanes_)}));
+        fma.insert(fma.begin(), stores.begin(), stores.end());
+      }
+      Stmt body = ir::Seq::make(std::move(fma));
+      for (int64_t v = nvec - 1; v >= 0; --v)
+        body = ir::LetStmt::make(x_rows[v], panels.load({vec(at + k * stride + v * lanes_, lanes_)}),
+                                 body);
+      return body;
+    };
+    Stmt k_loop = k_loop_over_sets("k", klen, sets, step);
+    if (sets > 1) k_loop = ir::Seq::make({k_loop, ir::Seq::make(std::move(extra.sum))});
     return ir::Allocate::make(
         acc, ir::Seq::make({ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                                  ir::Seq::make(std::move(load))),
-                            ir::For::make(k, 0, klen, ForKind::kSerial, step),
+                            k_loop,
                             ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
                                                  ir::Seq::make(std::move(store)))}));
   }

@@ -124,19 +124,11 @@ class GemmKernel {
     Expr col0 = panel * nr_;
 
     // The last K block stores final values (marked for fusion), the others partial sums.
-    std::vector<Stmt> zero, load, fma, store, store_final, sum_sets;
+    ExtraSets extra = extra_sets(acc, rows * nv_, lanes_, sets);
+    std::vector<Stmt> zero = extra.zero, load = extra.zero, store, store_final;
     for (const auto& cell : cells) {
       int64_t i = cell[0], v = cell[1];
-      for (int64_t set = 0; set < sets; ++set) {
-        Stmt zero_set =
-            ir::Store::make(acc, ir::Broadcast::make(Expr(0.0f), lanes_), {acc_at(i, v, set)});
-        zero.push_back(zero_set);
-        if (set > 0) {
-          load.push_back(zero_set);
-          sum_sets.push_back(ir::Store::make(
-              acc, acc.load({acc_at(i, v)}) + acc.load({acc_at(i, v, set)}), {acc_at(i, v)}));
-        }
-      }
+      zero.push_back(ir::Store::make(acc, ir::Broadcast::make(Expr(0.0f), lanes_), {acc_at(i, v)}));
       // Whole vectors of C move as vectors; a partial last panel moves element by element.
       int64_t valid = std::clamp<int64_t>(cols - v * lanes_, 0, lanes_);
       if (valid == lanes_) {
@@ -196,26 +188,13 @@ class GemmKernel {
             b_rows[v], packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}), body);
       return body;
     };
-    // The k loop: `sets` steps per iteration, one into each set, then the steps left over.
-    Var k("k");
-    std::vector<Stmt> k_loop;
-    if (sets == 1) {
-      k_loop.push_back(ir::For::make(k, 0, klen, ir::ForKind::kSerial, step(k, 0)));
-    } else {
-      std::vector<Stmt> unrolled;
-      for (int64_t set = 0; set < sets; ++set) unrolled.push_back(step(k * sets + set, set));
-      Var kr("kr");
-      k_loop.push_back(ir::For::make(k, 0, klen / sets, ir::ForKind::kSerial,
-                                     ir::Seq::make(std::move(unrolled))));
-      k_loop.push_back(ir::For::make(kr, klen / sets * sets, klen % sets, ir::ForKind::kSerial,
-                                     step(kr, 0)));
-      k_loop.push_back(ir::Seq::make(std::move(sum_sets)));
-    }
+    Stmt k_loop = k_loop_over_sets("k", klen, sets, step);
+    if (sets > 1) k_loop = ir::Seq::make({k_loop, ir::Seq::make(std::move(extra.sum))});
     return ir::Allocate::make(
         acc, ir::Seq::make({
                  ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
                                       ir::Seq::make(std::move(load))),
-                 ir::Seq::make(std::move(k_loop)),
+                 k_loop,
                  ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
                                       ir::Seq::make(std::move(store))),
              }));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -11,6 +12,7 @@
 
 #include "loom/graph/op.hpp"
 #include "loom/ir/func.hpp"
+#include "loom/ir/op.hpp"
 
 namespace loom::ops {
 
@@ -59,6 +61,45 @@ inline int64_t accumulator_sets(int64_t accumulators, int64_t loads, int64_t reg
   int64_t sets = std::clamp<int64_t>(ceil_div(kFmaChains, std::max<int64_t>(accumulators, 1)), 1, 4);
   while (sets > 1 && sets * accumulators + loads + 1 > regs) --sets;
   return sets;
+}
+
+// The accumulator sets after the first of a micro-kernel whose set holds `vectors` vectors of
+// `lanes` lanes (set s's vector j at acc[(s * vectors + j) * lanes]): the statements that zero
+// them before a K block, and those that add them into the first set after it.
+struct ExtraSets {
+  std::vector<ir::Stmt> zero, sum;
+};
+inline ExtraSets extra_sets(const ir::Buffer& acc, int64_t vectors, int64_t lanes, int64_t sets) {
+  ExtraSets out;
+  auto at = [&](int64_t set, int64_t j) {
+    return ir::Ramp::make(ir::Expr((set * vectors + j) * lanes), ir::Expr(1),
+                          static_cast<int>(lanes));
+  };
+  for (int64_t set = 1; set < sets; ++set)
+    for (int64_t j = 0; j < vectors; ++j) {
+      out.zero.push_back(
+          ir::Store::make(acc, ir::Broadcast::make(ir::Expr(0.0f), static_cast<int>(lanes)),
+                          {at(set, j)}));
+      out.sum.push_back(
+          ir::Store::make(acc, acc.load({at(0, j)}) + acc.load({at(set, j)}), {at(0, j)}));
+    }
+  return out;
+}
+
+// A micro-kernel's k loop over [0, klen) with `sets` accumulator sets: step(k, set) is one k
+// step into set `set`. One set: a plain loop. More: each iteration takes `sets` steps, one into
+// each set, and the steps left over (klen % sets) go into set 0; the caller then adds the sets up.
+inline ir::Stmt k_loop_over_sets(const std::string& name, const ir::Expr& klen, int64_t sets,
+                                 const std::function<ir::Stmt(ir::Expr, int64_t)>& step) {
+  ir::Var k(name);
+  if (sets == 1) return ir::For::make(k, 0, klen, ir::ForKind::kSerial, step(k, 0));
+  std::vector<ir::Stmt> unrolled;
+  for (int64_t set = 0; set < sets; ++set) unrolled.push_back(step(k * sets + set, set));
+  ir::Var rest(name + "_rest");
+  return ir::Seq::make({ir::For::make(k, 0, klen / sets, ir::ForKind::kSerial,
+                                      ir::Seq::make(std::move(unrolled))),
+                        ir::For::make(rest, klen / sets * sets, klen % sets, ir::ForKind::kSerial,
+                                      step(rest, 0))});
 }
 
 // The statement prefetch(buf[indices]): a hint to bring that element's line towards the core,
