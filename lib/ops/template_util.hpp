@@ -41,18 +41,18 @@ struct TileSplit {
 inline TileSplit balance_tiles(int64_t batches, int64_t row_blocks, int64_t panels,
                                int64_t mc_tiles, int64_t nc_panels, int threads) {
   const int64_t tiles_m = ceil_div(row_blocks, mc_tiles);
-  int64_t per_tile = ceil_div(panels, ceil_div(panels, nc_panels));
-  auto tasks = [&](int64_t p) { return batches * tiles_m * ceil_div(panels, p); };
-  if (threads > 1 && tasks(per_tile) % threads != 0) {
-    const int64_t tiles_n = ceil_div(panels, per_tile);
-    const int64_t most = tasks(per_tile) < 8 * threads ? 4 * tiles_n : tiles_n + tiles_n / 3;
-    for (int64_t p = per_tile - 1; p >= 1 && ceil_div(panels, p) <= most; --p)
-      if (tasks(p) % threads == 0) {
-        per_tile = p;
+  int64_t tiles_n = ceil_div(panels, nc_panels);
+  if (threads > 1 && batches * tiles_m * tiles_n % threads != 0) {
+    const int64_t most =
+        batches * tiles_m * tiles_n < 8 * threads ? 4 * tiles_n : tiles_n + tiles_n / 3;
+    // A count of tiles of even width (the last one at most one panel narrower per tile).
+    for (int64_t tn = tiles_n + 1; tn <= std::min(panels, most); ++tn)
+      if (ceil_div(panels, ceil_div(panels, tn)) == tn && batches * tiles_m * tn % threads == 0) {
+        tiles_n = tn;
         break;
       }
   }
-  return {ceil_div(row_blocks, tiles_m), per_tile};
+  return {ceil_div(row_blocks, tiles_m), ceil_div(panels, tiles_n)};
 }
 
 // How many independent sets of accumulators a micro-kernel with `accumulators` vector

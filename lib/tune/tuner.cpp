@@ -112,11 +112,11 @@ absl::StatusOr<std::vector<std::pair<int, NDArray>>> pack_constants(
 }
 
 // `packed`, or an equal packing measured before (same dtype, shape and bytes), which every
-// candidate that packs its constants alike then reads. Candidates of one template mostly share a
-// few packings (a GEMM's packed B depends only on the panel width), and a buffer that was just
-// written for the first time ran slow for many runs on a VM: a matrix-vector product's 8 MB of
-// packed weights took 20 to 40 runs to settle on Zen 2, so that each candidate's own copy made
-// the ranking of such kernels noise.
+// candidate that packs its constants alike then reads. Candidates of one template mostly pack
+// alike (a GEMM's packed B depends only on its panel width): one copy per packing, not per
+// candidate, spares memory (the 3 finalists of a 1x1000x2048 GEMM held 3 copies of its 8 MB of
+// weights) and lets each candidate read weights that the ones before left in the caches, as the
+// runs of a compiled graph do.
 NDArray shared_packing(std::vector<NDArray>& packings, NDArray packed) {
   for (const NDArray& p : packings)
     if (p.dtype() == packed.dtype() && p.shape() == packed.shape() &&
@@ -145,15 +145,16 @@ struct CandidateBuffers {
 };
 
 // Warm-up before a candidate's timed runs, in milliseconds of runs (at least one run). On a
-// 2-vCPU KVM guest (Zen 2) a kernel's first runs after the tuner packed or compiled something
-// were slow and sped up run by run: a 0.07 ms matrix-vector product ran 0.3 ms, then 0.12-0.15,
-// reaching 0.07 only after about 15 runs, so that the median of its first 15 runs ranked the
-// candidates by how they caught up. After 5 ms of warm-up it ran 0.070 +- 0.001 from the first
-// timed run.
-constexpr double kWarmupMs = 5;
+// 2-vCPU KVM guest (Zen 2) the first runs of a kernel after the tuner had packed or compiled
+// something were slow and sped up run by run: a matrix-vector product (1x1000x2048, two
+// threads) ran 0.15-0.34 ms first, then 0.11-0.14, reaching 0.07-0.08 only after about 15 runs,
+// so that the median of its first 15 runs ranked the candidates by how fast they caught up.
+// After 10 ms of warm-up, its timed runs read 0.070-0.072 ms.
+constexpr double kWarmupMs = 10;
 
 // Median time of c over its inputs: warm-up (kWarmupMs), then repeats until about 50 ms or 15
-// runs (at least 3). A candidate whose first run is far slower than the best so far stops early.
+// runs (at least 3). A candidate whose last warm-up run is far slower than the best so far stops
+// early.
 double time_candidate(const Compiled& c, CandidateBuffers& buffers, double best_ms) {
   size_t runs = 0;
   auto run_once = [&] {
@@ -162,9 +163,9 @@ double time_candidate(const Compiled& c, CandidateBuffers& buffers, double best_
     c.fn(b, nullptr);
     return seconds_since(t0) * 1e3;
   };
-  double warm = run_once();
+  double warm = 0;
+  for (double spent = 0; runs == 0 || spent < kWarmupMs; spent += warm) warm = run_once();
   if (best_ms > 0 && warm > 3 * best_ms) return warm;
-  for (double spent = warm; spent < kWarmupMs;) spent += run_once();
   std::vector<double> times;
   double total = 0;
   while (times.size() < 3 || (total < 50 && times.size() < 15)) {
@@ -286,11 +287,10 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   }
   // Final round: the finalists again, interleaved, so that a burst of noise during one
   // candidate's turn cannot crown it or sink it; the lowest median of these runs wins. Each turn
-  // runs its finalist once untimed first, as the first measurement did: each finalist has its
-  // own packed constants, and the others' runs in between would otherwise have pushed them out
-  // of the caches. A matrix-vector product of 1x1000x2048 (8 MB packed, 16 MB L3 on Zen 2) was
-  // then timed streaming from memory, not from L3 as every other run of it: the tuner chose a
-  // config that ran 0.78-0.81 of oneDNN against 0.99-1.04 for the one it dropped.
+  // runs its finalist once untimed first, as the first measurement warmed it up: finalists that
+  // pack their constants differently push each other's packings out of the caches (three 8 MB
+  // packings of a 1x1000x2048 GEMM's weights overflow a 16 MB L3), and a graph runs its kernel
+  // on constants left there by its last run.
   if (finalists.size() > 1) {
     std::vector<std::vector<double>> times(finalists.size());
     double spent = 0;

@@ -83,8 +83,8 @@ TEST_CASE("layout assignment: direct conv configs in blocked layouts, in place a
     absl::StatusOr<Graph> laid = layouts::apply(b.g, {{b.conv1, blocked}, {b.conv2, blocked}});
     REQUIRE(laid.ok());
     for (auto [owb, ocv, kc, tiles] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{4, 2, 64, 2},
-                                      {3, 1, 2048, 1},
-                                      {5, 3, 128, 4}}) {
+                                       {3, 1, 2048, 1},
+                                       {4, 3, 128, 4}}) {
       tune::Config c;
       c.set("ow_block", owb);
       c.set("oc_vectors", ocv);
