@@ -341,8 +341,8 @@ class Conv1x1Kernel {
                     std::optional<Expr> prefetch = std::nullopt) const {
     const int64_t nvec = ceil_div(cols, lanes_);
     const int64_t sets = accumulator_sets(rows * nvec, nvec, ctx_.target.vector_registers());
-    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(),
-                              {Expr(sets * rows * nvec * lanes_)}, ir::MemoryScope::kLocal);
+    Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(sets * rows * nvec * lanes_)},
+                              ir::MemoryScope::kLocal);
     auto acc_at = [&](int64_t i, int64_t v, int64_t set = 0) {
       return vec(Expr(((set * rows + i) * nvec + v) * lanes_), lanes_);
     };
@@ -397,8 +397,8 @@ class Conv1x1Kernel {
       }
       Stmt body = ir::Seq::make(std::move(fma));
       for (int64_t v = nvec - 1; v >= 0; --v)
-        body = ir::LetStmt::make(x_rows[v], panels.load({vec(at + k * stride + v * lanes_, lanes_)}),
-                                 body);
+        body = ir::LetStmt::make(x_rows[v],
+                                 panels.load({vec(at + k * stride + v * lanes_, lanes_)}), body);
       return body;
     };
     Stmt k_loop = k_loop_over_sets("k", klen, sets, step);

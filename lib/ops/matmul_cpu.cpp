@@ -111,8 +111,7 @@ class GemmKernel {
   Stmt micro_kernel(int64_t rows, int64_t cols, Expr g, Expr gb, Expr i0, Expr panel, Expr k0,
                     Expr klen, Expr first, Expr last,
                     std::optional<BSlice> prefetch = std::nullopt) const {
-    const int64_t sets =
-        accumulator_sets(rows * nv_, nv_, ctx_.target.vector_registers());
+    const int64_t sets = accumulator_sets(rows * nv_, nv_, ctx_.target.vector_registers());
     Buffer acc = Buffer::make(ctx_.name + "_acc", DType::f32(), {Expr(sets * rows * nr_)},
                               ir::MemoryScope::kLocal);
     auto tile = schedule::repeat(rows, nv_);
@@ -185,20 +184,20 @@ class GemmKernel {
       }
       Stmt body = ir::Seq::make(std::move(fma));
       for (int64_t v = nv_ - 1; v >= 0; --v)
-        body = ir::LetStmt::make(
-            b_rows[v], packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}), body);
+        body = ir::LetStmt::make(b_rows[v],
+                                 packed_b_.load({gb, panel, k0 + k, vec(Expr(v * lanes_))}), body);
       return body;
     };
     Stmt k_loop = k_loop_over_sets("k", klen, sets, step);
     if (sets > 1) k_loop = ir::Seq::make({k_loop, ir::Seq::make(std::move(extra.sum))});
-    return ir::Allocate::make(
-        acc, ir::Seq::make({
-                 ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
-                                      ir::Seq::make(std::move(load))),
-                 k_loop,
-                 ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
-                                      ir::Seq::make(std::move(store))),
-             }));
+    return ir::Allocate::make(acc,
+                              ir::Seq::make({
+                                  ir::IfThenElse::make(first, ir::Seq::make(std::move(zero)),
+                                                       ir::Seq::make(std::move(load))),
+                                  k_loop,
+                                  ir::IfThenElse::make(last, ir::Seq::make(std::move(store_final)),
+                                                       ir::Seq::make(std::move(store))),
+                              }));
   }
 
   // C tile (tm, tn) of GEMM g, blocked over K: full mr-row blocks of each full panel, then the

@@ -63,7 +63,8 @@ inline TileSplit balance_tiles(int64_t batches, int64_t row_blocks, int64_t pane
 // one broadcast value fit the `regs` vector registers; at most 4 sets.
 inline int64_t accumulator_sets(int64_t accumulators, int64_t loads, int64_t regs) {
   constexpr int64_t kFmaChains = 12;
-  int64_t sets = std::clamp<int64_t>(ceil_div(kFmaChains, std::max<int64_t>(accumulators, 1)), 1, 4);
+  int64_t sets =
+      std::clamp<int64_t>(ceil_div(kFmaChains, std::max<int64_t>(accumulators, 1)), 1, 4);
   while (sets > 1 && sets * accumulators + loads + 1 > regs) --sets;
   return sets;
 }
@@ -82,9 +83,8 @@ inline ExtraSets extra_sets(const ir::Buffer& acc, int64_t vectors, int64_t lane
   };
   for (int64_t set = 1; set < sets; ++set)
     for (int64_t j = 0; j < vectors; ++j) {
-      out.zero.push_back(
-          ir::Store::make(acc, ir::Broadcast::make(ir::Expr(0.0f), static_cast<int>(lanes)),
-                          {at(set, j)}));
+      out.zero.push_back(ir::Store::make(
+          acc, ir::Broadcast::make(ir::Expr(0.0f), static_cast<int>(lanes)), {at(set, j)}));
       out.sum.push_back(
           ir::Store::make(acc, acc.load({at(0, j)}) + acc.load({at(set, j)}), {at(0, j)}));
     }
@@ -101,10 +101,9 @@ inline ir::Stmt k_loop_over_sets(const std::string& name, const ir::Expr& klen, 
   std::vector<ir::Stmt> unrolled;
   for (int64_t set = 0; set < sets; ++set) unrolled.push_back(step(k * sets + set, set));
   ir::Var rest(name + "_rest");
-  return ir::Seq::make({ir::For::make(k, 0, klen / sets, ir::ForKind::kSerial,
-                                      ir::Seq::make(std::move(unrolled))),
-                        ir::For::make(rest, klen / sets * sets, klen % sets, ir::ForKind::kSerial,
-                                      step(rest, 0))});
+  return ir::Seq::make(
+      {ir::For::make(k, 0, klen / sets, ir::ForKind::kSerial, ir::Seq::make(std::move(unrolled))),
+       ir::For::make(rest, klen / sets * sets, klen % sets, ir::ForKind::kSerial, step(rest, 0))});
 }
 
 // The statement prefetch(buf[indices]): a hint to bring that element's line towards the core,

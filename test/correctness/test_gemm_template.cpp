@@ -138,8 +138,8 @@ TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles a
   // the next K block, and in the last K block past the end of K (clamped). N = 37 in panels of
   // one or two vectors, 2 panels per tile: a next panel within the tile, and a partial last one.
   // B batched (3 x 200 x 37) and not. Streaming B, each k step asks for the row 8 steps ahead:
-  // into the next K block, and past K (into the next panel, or past the buffer); the row tail (M = 13 in blocks of 3) has fewer
-  // rows than a panel row has vectors.
+  // into the next K block, and past K (into the next panel, or past the buffer); the row tail (M =
+  // 13 in blocks of 3) has fewer rows than a panel row has vectors.
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
       {{13, 200}, {200, 37}}, {{3, 13, 200}, {3, 200, 37}}};
   for (const auto& [as, bs] : shapes) {
