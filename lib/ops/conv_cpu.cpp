@@ -229,13 +229,18 @@ class Conv1x1Kernel {
         // One micro-kernel on this panel. With prefetch, its k step also asks for one line of
         // row k of the pixels the task reads next, into L2: in place (pack 0, or pack 2's first
         // block), those of the next panel of this K block, else of the first panel of the next
-        // K block, the line chosen by the row block's index.
+        // K block or, after the last, of the next task (the next one this thread runs, most
+        // often), the line chosen by the row block's index.
         auto block = [&](int64_t rows, Expr b, Expr r0, const Copy* copy, Expr ib_value = Expr(0)) {
           std::optional<Expr> fetch;
           if (prefetch_ && (pack_in_first_block_ || direct_)) {
             Expr has_next = panel + 1 < panel_begin + panel_count;
-            Expr next_row = n * p_.C + ir::select(has_next, k0, k0 + kc_);
-            Expr next_col = ir::select(has_next, panel + 1, panel_begin) * nr_;
+            Expr next_row =
+                n * p_.C + ir::select(has_next, k0, ir::select(last, Expr(0), k0 + kc_));
+            Expr next_col =
+                ir::select(has_next, panel + 1,
+                           ir::select(last, panel_begin + panels_per_tile, panel_begin)) *
+                nr_;
             fetch = next_row * p_.P() + next_col + (ib_value % nv_) * lanes_;
           } else if (prefetch_) {
             // pack 1: the rows of the task's next K block, or the next task's first; each
@@ -465,21 +470,32 @@ tune::Space gemm_1x1_space(const TemplateContext& ctx) {
   // place: 256->64 at 56x56 with 8x3 tiles in place, two threads, 0.75 ms against 1.02 (oneDNN
   // 0.51-0.65 in the same runs), 512->128 at 28x28 0.61 against 0.76; packed by the first
   // block 0.95 against 1.01. Where it lost, it lost at most 4%, within the noise.
-  s.prefer("pixel panels in place with short K blocks, or packed", [](const tune::Config& c) {
-    return c["prefetch"] == 1 &&
-           ((c["pack"] == 0 && c["kc"] == 64) || (c["pack"] == 2 && c["kc"] == 128));
+  //
+  // Packed by the first block, K blocks of 256 (all of C = 256) in tasks of one panel won once
+  // the last K block's prefetch went to the next task's panel (Zen 2, 256->64 at 56x56, 4x3
+  // tiles: 1.07 ms at one thread and 0.533 at two, against 1.07 and 0.567 in place with K
+  // blocks of 64; before, the first block read a task's panel from L3 row by row, 1.98 ms).
+  const std::optional<ConvProblem> prob = conv_problem(ctx);
+  const int64_t in_channels = prob ? prob->C : 0;
+  s.prefer("pixel panels in place with short K blocks, or packed", [=](const tune::Config& c) {
+    if (c["prefetch"] != 1) return false;
+    if (c["pack"] == 0) return c["kc"] == 64;
+    // K blocks of 256 only where C has more than 128 channels (else they equal those of 128).
+    return c["pack"] == 2 && (c["kc"] == 128 || (c["kc"] == 256 && in_channels > 128));
   });
   // Row tiles of 2 register tiles, or the fewest that cover all output channels. Few rows win
   // when the channel count C is small: every output row is then stored after a short k loop,
   // and a tile's rows lie a whole plane apart, one page each (64->256 at 56x56, one thread:
   // 1.14 ms with 16-row tiles, 1.93 ms with all 256 rows). All rows win when C is large and
-  // O small (256->64: 1.27 ms against 2.18 ms with 16 rows, in one tuning).
-  const std::optional<ConvProblem> prob = conv_problem(ctx);
+  // O small (256->64: 1.27 ms against 2.18 ms with 16 rows, in one tuning). Packed panels
+  // also in tasks of one panel, the finest split over threads (256->64 above, K blocks of 256:
+  // 0.533 ms at two threads with 1 panel a task, 0.537 with 2, 1.07 and 1.08 at one thread with
+  // 1 and 4).
   const int64_t channels = prob ? prob->O : 0;
   s.prefer("blocking near the cache sizes", [=](const tune::Config& c) {
-    int64_t mt = c["mc_tiles"], mr = c["mr"];
+    int64_t mt = c["mc_tiles"], mr = c["mr"], nc = c["nc_panels"];
     bool covers_o = mt * mr >= channels && (mt / 2) * mr < channels;
-    return (mt == 2 || covers_o) && (c["nc_panels"] == 4 || c["nc_panels"] == 16);
+    return (mt == 2 || covers_o) && (nc == 4 || nc == 16 || (nc == 1 && c["pack"] == 2));
   });
   // Default: 8x3 vectors (4x3 with 16 registers), the tile that came within 10% of the best in
   // each of the tunings above.
