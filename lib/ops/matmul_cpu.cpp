@@ -178,9 +178,9 @@ class GemmKernel {
                      ops::prefetch(packed_b_, {gb, panel, row, Expr(l * kFloatsPerLine)}, true));
       }
       if (prefetch) {
-        Expr row = ir::min(prefetch->k0 + k, Expr(p_.K - 1));
-        fma.insert(fma.begin(),
-                   ops::prefetch(packed_b_, {gb, prefetch->panel, row, prefetch->col}));
+        // Unclamped as well: a next K block shorter than this one ends before k does.
+        fma.insert(fma.begin(), ops::prefetch(packed_b_, {gb, prefetch->panel, prefetch->k0 + k,
+                                                          prefetch->col}));
       }
       Stmt body = ir::Seq::make(std::move(fma));
       for (int64_t v = nv_ - 1; v >= 0; --v)
@@ -221,12 +221,16 @@ class GemmKernel {
       Expr rows_end = ir::min(Expr(p_.M), row0 + mc_);
       Expr full_blocks = (rows_end - row0) / mr_;
       // With prefetch, row block ib asks for line ib % nv of every k row of the B panel slice
-      // the tile multiplies next: the next panel of this K block, else the first of the next.
+      // the tile multiplies next: the next panel of this K block, else the first of the next
+      // K block or, after the last, the first of the next tile (the one this thread runs next,
+      // most often; past the last tile the prefetch points past B, which a prefetch may).
       auto fetch = [&](Expr ib_value) -> std::optional<BSlice> {
         if (!prefetch_) return std::nullopt;
         Expr has_next = panel + 1 < panel_end;
-        return BSlice{ir::select(has_next, panel + 1, panel_begin),
-                      ir::select(has_next, k0, k0 + kc_), (ib_value % nv_) * lanes_};
+        return BSlice{ir::select(has_next, panel + 1,
+                                 ir::select(last, panel_begin + panels_per_tile, panel_begin)),
+                      ir::select(has_next, k0, ir::select(last, Expr(0), k0 + kc_)),
+                      (ib_value % nv_) * lanes_};
       };
       std::vector<Stmt> s;
       s.push_back(ir::For::make(
