@@ -355,14 +355,13 @@ TEST_CASE("conv2d 1x1 GEMM template: every way of reading the pixel panels", "[c
   for (int64_t pack : {0, 1, 2})
     for (int64_t prefetch : {0, 1})
       for (auto [mr, nv, mc_tiles] : {std::tuple{3, 3, 1}, std::tuple{2, 2, 2}}) {
-        tune::Config config = space.default_config();
-        config.set("pack", pack);
-        config.set("prefetch", prefetch);
-        config.set("mr", mr);
-        config.set("nv", nv);
-        config.set("mc_tiles", mc_tiles);
-        config.set("kc", 64);
-        config.set("nc_panels", 1);
+        const tune::Config config({{"pack", pack},
+                                   {"prefetch", prefetch},
+                                   {"mr", mr},
+                                   {"nv", nv},
+                                   {"mc_tiles", mc_tiles},
+                                   {"kc", 64},
+                                   {"nc_panels", 1}});
         REQUIRE(space.broken_rules(config).empty());
         for (const ConvCase& c : cases)
           check_conv(c, /*w_constant=*/true, false, "conv2d_1x1_gemm", config);

@@ -54,15 +54,13 @@ const KernelInfo* kernel_of(const std::vector<KernelInfo>& ks, const std::string
 }
 
 tune::Config gemm_config(int64_t mr, int64_t kc) {
-  tune::Config c;
-  c.set("mr", mr);
-  c.set("nv", 1);
-  c.set("kc", kc);
-  c.set("mc_tiles", 1);
-  c.set("nc_panels", 1);
-  c.set("prefetch", 0);
-  c.set("stream_b", 0);
-  return c;
+  return tune::Config({{"mr", mr},
+                       {"nv", 1},
+                       {"kc", kc},
+                       {"mc_tiles", 1},
+                       {"nc_panels", 1},
+                       {"prefetch", 0},
+                       {"stream_b", 0}});
 }
 
 }  // namespace

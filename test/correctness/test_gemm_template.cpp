@@ -135,8 +135,9 @@ TEST_CASE("gemm template: pruned space and a sample of the whole space", "[gemm]
 TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles and batches",
           "[gemm][template]") {
   // K = 200 in blocks of 64 (the last partial): the prefetch of a tile's last panel reaches into
-  // the next K block, and in the last K block past the end of K (clamped). N = 37 in panels of
-  // one or two vectors, 2 panels per tile: a next panel within the tile, and a partial last one.
+  // the next K block, and in the last K block into the next tile's first panel (past B after
+  // the last tile). N = 37 in panels of one or two vectors, 2 panels per tile: a next panel
+  // within the tile, and a partial last one.
   // B batched (3 x 200 x 37) and not. Streaming B, each k step asks for the row 8 steps ahead:
   // into the next K block, and past K (into the next panel, or past the buffer); the row tail (M =
   // 13 in blocks of 3) has fewer rows than a panel row has vectors.
@@ -147,14 +148,13 @@ TEST_CASE("gemm template: prefetching the next B panel, across K blocks, tiles a
     for (int64_t prefetch : {0, 1})
       for (int64_t nv : {1, 2})
         for (int64_t stream_b : {0, 1}) {
-          tune::Config c = space.default_config();
-          c.set("mr", 3);
-          c.set("nv", nv);
-          c.set("kc", 64);
-          c.set("mc_tiles", 2);
-          c.set("nc_panels", 2);
-          c.set("prefetch", prefetch);
-          c.set("stream_b", stream_b);
+          const tune::Config c({{"mr", 3},
+                                {"nv", nv},
+                                {"kc", 64},
+                                {"mc_tiles", 2},
+                                {"nc_panels", 2},
+                                {"prefetch", prefetch},
+                                {"stream_b", stream_b}});
           REQUIRE(space.broken_rules(c).empty());
           check_config(as, bs, /*b_constant=*/true, c);
           check_config(as, bs, /*b_constant=*/false, c);
@@ -169,14 +169,13 @@ TEST_CASE("gemm template: a streamed B panel is prefetched into L1, the next pan
   const std::vector<int64_t> as = {29, 300}, bs = {300, 70};
   tune::Space space = space_for(as, bs);
   for (int64_t stream_b : {0, 1}) {
-    tune::Config c = space.default_config();
-    c.set("mr", 4);
-    c.set("nv", 2);
-    c.set("kc", stream_b ? 512 : 64);
-    c.set("mc_tiles", 4);
-    c.set("nc_panels", stream_b ? 1 : 2);
-    c.set("prefetch", 1 - stream_b);
-    c.set("stream_b", stream_b);
+    const tune::Config c({{"mr", 4},
+                          {"nv", 2},
+                          {"kc", stream_b ? 512 : 64},
+                          {"mc_tiles", 4},
+                          {"nc_panels", stream_b ? 1 : 2},
+                          {"prefetch", 1 - stream_b},
+                          {"stream_b", stream_b}});
     REQUIRE(space.broken_rules(c).empty());
     const std::string assembly =
         checked_assembly(as, bs, c, "prefetch_" + std::to_string(stream_b));
@@ -197,14 +196,13 @@ TEST_CASE("gemm template: tiles of few rows add up several accumulator sets",
       for (int64_t stream_b : {0, 1}) {
         const std::vector<int64_t> as = {m, k}, bs = {k, 29};
         tune::Space space = space_for(as, bs);
-        tune::Config c = space.default_config();
-        c.set("mr", 3);
-        c.set("nv", 3);
-        c.set("kc", 64);
-        c.set("mc_tiles", 1);
-        c.set("nc_panels", 1);
-        c.set("prefetch", 1 - stream_b);
-        c.set("stream_b", stream_b);
+        const tune::Config c({{"mr", 3},
+                              {"nv", 3},
+                              {"kc", 64},
+                              {"mc_tiles", 1},
+                              {"nc_panels", 1},
+                              {"prefetch", 1 - stream_b},
+                              {"stream_b", stream_b}});
         REQUIRE(space.broken_rules(c).empty());
         check_config(as, bs, /*b_constant=*/true, c);
         check_config(as, bs, /*b_constant=*/false, c);
@@ -214,14 +212,13 @@ TEST_CASE("gemm template: tiles of few rows add up several accumulator sets",
   const std::vector<int64_t> bs = {300, 70};
   tune::Space space = space_for({1, 300}, bs);
   for (int64_t m : {1, 12}) {
-    tune::Config c = space.default_config();
-    c.set("mr", 4);
-    c.set("nv", 3);
-    c.set("kc", 128);
-    c.set("mc_tiles", 1);
-    c.set("nc_panels", 1);
-    c.set("prefetch", 1);
-    c.set("stream_b", 0);
+    const tune::Config c({{"mr", 4},
+                          {"nv", 3},
+                          {"kc", 128},
+                          {"mc_tiles", 1},
+                          {"nc_panels", 1},
+                          {"prefetch", 1},
+                          {"stream_b", 0}});
     REQUIRE(space.broken_rules(c).empty());
     const std::string assembly = checked_assembly({m, 300}, bs, c, "sets_" + std::to_string(m));
     INFO("M = " << m);
