@@ -228,20 +228,14 @@ class Conv1x1Kernel {
         std::vector<Stmt> s;
         // One micro-kernel on this panel. With prefetch, its k step also asks for one line of
         // row k of the pixels the task reads next, into L2: in place (pack 0, or pack 2's first
-        // block), those of the next panel of this K block, else of the first panel of the next
-        // K block or, after the last, of the next task (the next one this thread runs, most
-        // often), the line chosen by the row block's index.
+        // block), those of the next panel (next_panel), the line chosen by the row block's
+        // index.
         auto block = [&](int64_t rows, Expr b, Expr r0, const Copy* copy, Expr ib_value = Expr(0)) {
           std::optional<Expr> fetch;
           if (prefetch_ && (pack_in_first_block_ || direct_)) {
-            Expr has_next = panel + 1 < panel_begin + panel_count;
-            Expr next_row =
-                n * p_.C + ir::select(has_next, k0, ir::select(last, Expr(0), k0 + kc_));
-            Expr next_col =
-                ir::select(has_next, panel + 1,
-                           ir::select(last, panel_begin + panels_per_tile, panel_begin)) *
-                nr_;
-            fetch = next_row * p_.P() + next_col + (ib_value % nv_) * lanes_;
+            NextPanel next = next_panel(panel + 1 < panel_begin + panel_count, last, panel,
+                                        panel_begin, panels_per_tile, k0, kc_);
+            fetch = (n * p_.C + next.k0) * p_.P() + next.panel * nr_ + (ib_value % nv_) * lanes_;
           } else if (prefetch_) {
             // pack 1: the rows of the task's next K block, or the next task's first; each
             // micro-kernel fetches one line of every row, spread over the task's lines.

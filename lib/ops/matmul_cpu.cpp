@@ -221,16 +221,12 @@ class GemmKernel {
       Expr rows_end = ir::min(Expr(p_.M), row0 + mc_);
       Expr full_blocks = (rows_end - row0) / mr_;
       // With prefetch, row block ib asks for line ib % nv of every k row of the B panel slice
-      // the tile multiplies next: the next panel of this K block, else the first of the next
-      // K block or, after the last, the first of the next tile (the one this thread runs next,
-      // most often; past the last tile the prefetch points past B, which a prefetch may).
+      // the tile multiplies next (next_panel).
       auto fetch = [&](Expr ib_value) -> std::optional<BSlice> {
         if (!prefetch_) return std::nullopt;
-        Expr has_next = panel + 1 < panel_end;
-        return BSlice{ir::select(has_next, panel + 1,
-                                 ir::select(last, panel_begin + panels_per_tile, panel_begin)),
-                      ir::select(has_next, k0, ir::select(last, Expr(0), k0 + kc_)),
-                      (ib_value % nv_) * lanes_};
+        NextPanel next =
+            next_panel(panel + 1 < panel_end, last, panel, panel_begin, panels_per_tile, k0, kc_);
+        return BSlice{next.panel, next.k0, (ib_value % nv_) * lanes_};
       };
       std::vector<Stmt> s;
       s.push_back(ir::For::make(

@@ -106,6 +106,22 @@ inline ir::Stmt k_loop_over_sets(const std::string& name, const ir::Expr& klen, 
        ir::For::make(rest, klen / sets * sets, klen % sets, ir::ForKind::kSerial, step(rest, 0))});
 }
 
+// What a blocked GEMM-like task reads after panel `panel` of the K block at k0 (a software
+// prefetch's target): the next panel of this K block when there is one (has_next), else the
+// task's first panel (panel_begin) in its next K block or, after the last K block, the first
+// panel of the next task, the one this thread most often runs next (tasks of panels_per_tile
+// panels in a row). Past the last task the panel lies past the data, which a prefetch may read.
+struct NextPanel {
+  ir::Expr panel, k0;
+};
+inline NextPanel next_panel(const ir::Expr& has_next, const ir::Expr& last_k_block,
+                            const ir::Expr& panel, const ir::Expr& panel_begin,
+                            int64_t panels_per_tile, const ir::Expr& k0, int64_t kc) {
+  return {ir::select(has_next, panel + 1,
+                     ir::select(last_k_block, panel_begin + panels_per_tile, panel_begin)),
+          ir::select(has_next, k0, ir::select(last_k_block, ir::Expr(0), k0 + kc))};
+}
+
 // The statement prefetch(buf[indices]): a hint to bring that element's line towards the core,
 // into L2 or (into_l1) into L1.
 inline ir::Stmt prefetch(const ir::Buffer& buf, std::vector<ir::Expr> indices,

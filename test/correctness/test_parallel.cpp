@@ -67,6 +67,28 @@ TEST_CASE("thread pool: every iteration runs once for any thread count and range
   }
 }
 
+TEST_CASE("thread pool: a loop's chunks differ in size by at most one iteration", "[parallel]") {
+  // 33 iterations on two threads once ran as chunks of 5, 5, 5, 5, 5, 5 and 3: one thread could
+  // end with 18 while the other, done at 15, found nothing left to take.
+  ThreadCountGuard guard;
+  for (int threads : {2, 3, 8}) {
+    loom::set_num_threads(threads);
+    for (int64_t extent : {7, 33, 100, 257, 1000}) {
+      std::mutex mu;
+      std::vector<int64_t> sizes;
+      runtime::ThreadPool::global().parallel_for(0, extent, [&](int64_t lo, int64_t hi) {
+        std::lock_guard<std::mutex> lock(mu);
+        sizes.push_back(hi - lo);
+      });
+      INFO("threads " << threads << ", " << extent << " iterations in " << sizes.size()
+                      << " chunks");
+      REQUIRE(sizes.size() > 1);
+      auto [smallest, largest] = std::minmax_element(sizes.begin(), sizes.end());
+      REQUIRE(*largest - *smallest <= 1);
+    }
+  }
+}
+
 TEST_CASE("thread pool: chunks a stalled thread owns are run by the others", "[parallel]") {
   ThreadCountGuard guard;
   for (int threads : {2, 3}) {
