@@ -33,6 +33,8 @@ constexpr int64_t kMaxLocalArrayBytes = 4096;
 constexpr const char* kPreamble =
     R"(template <typename T> __device__ __forceinline__ T loom_min(T a, T b) { return b < a ? b : a; }
 template <typename T> __device__ __forceinline__ T loom_max(T a, T b) { return a < b ? b : a; }
+// N consecutive elements stored at once (one vector store), at an address N * sizeof(T) aligned.
+template <typename T, int N> struct alignas(sizeof(T) * N) loom_vec { T v[N]; };
 )";
 constexpr const char* kF16Preamble = R"(#include <cuda_fp16.h>
 __device__ __forceinline__ float loom_round_f16(float x) { return __half2float(__float2half_rn(x)); }
@@ -332,6 +334,54 @@ int64_t shared_alignment(const ir::BufferNode* b) {
 }
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// The largest power of two, up to 2^20, that provably divides integer expression e; 1 when
+// nothing is known. A vector access at index e is aligned to that many elements.
+int64_t known_power_of_two(const ir::Expr& e) {
+  constexpr int64_t kMax = int64_t{1} << 20;
+  if (std::optional<int64_t> c = ir::as_const_int(e)) {
+    const uint64_t u = static_cast<uint64_t>(*c);
+    return u == 0 ? kMax : static_cast<int64_t>(std::min<uint64_t>(kMax, u & (~u + 1)));
+  }
+  if (!e.type().is_int() || !e.type().is_scalar()) return 1;
+  switch (e.kind()) {
+    case ir::ExprKind::kAdd:
+    case ir::ExprKind::kSub:
+    case ir::ExprKind::kMin:
+    case ir::ExprKind::kMax:
+    case ir::ExprKind::kMod: {  // a % b is a - b * (a / b)
+      ir::BinaryView v = ir::binary_operands(e);
+      return std::min(known_power_of_two(*v.a), known_power_of_two(*v.b));
+    }
+    case ir::ExprKind::kMul: {
+      ir::BinaryView v = ir::binary_operands(e);
+      return std::min(kMax, known_power_of_two(*v.a) * known_power_of_two(*v.b));
+    }
+    case ir::ExprKind::kSelect: {
+      const auto* op = e.as<ir::Select>();
+      return std::min(known_power_of_two(op->true_value), known_power_of_two(op->false_value));
+    }
+    case ir::ExprKind::kCast: {  // to an integer of 32 bits or more: the low bits stay
+      const ir::Expr& v = e.as<ir::Cast>()->value;
+      return e.type().bytes() >= 4 ? known_power_of_two(v) : 1;
+    }
+    default:
+      return 1;
+  }
+}
+
+// v without its outer call to fn when v is exactly one call fn(...); else v.
+std::string strip_call(const std::string& v, const std::string& fn) {
+  const std::string open = fn + "(";
+  if (v.size() <= open.size() || v.compare(0, open.size(), open) != 0) return v;
+  int depth = 0;
+  for (size_t i = open.size() - 1; i < v.size(); ++i) {
+    if (v[i] == '(') ++depth;
+    if (v[i] == ')' && --depth == 0)
+      return i + 1 == v.size() ? v.substr(open.size(), v.size() - open.size() - 1) : v;
+  }
+  return v;
+}
+
 // The bytes of a kernel's constant-size shared buffers, each rounded up to 16.
 class SharedBytes : public ir::IRVisitor {
  public:
@@ -386,6 +436,9 @@ class FuncEmitter {
   struct BufferBinding {
     std::string name;
     DType dtype;
+    // Bytes that the address of element 0 is known to be a multiple of; 0: not addressed as
+    // vectors (arrays meant for registers).
+    int64_t alignment = 0;
   };
 
   // Binds a key for the lifetime of a scope, restoring an outer binding (shadowing).
@@ -1103,6 +1156,13 @@ void FuncEmitter::store(const ir::Store* op) {
     return fail(absl::InvalidArgumentError(str_cat("Store of a ", vt, " value to buffer '",
                                                    op->buffer->name, "' at an index of type ",
                                                    index.type(), "; lanes must match")));
+  // A value rounded to f16 (bf16) in its float register is stored without that rounding:
+  // converting it to memory rounds the same way.
+  auto unrounded = [&](const std::string& v) {
+    if (buf->dtype.code() == DTypeCode::kF16) return strip_call(v, "loom_round_f16");
+    if (buf->dtype.code() == DTypeCode::kBF16) return strip_call(v, "loom_round_bf16");
+    return v;
+  };
   auto to_memory = [&](const std::string& v) -> std::string {
     switch (buf->dtype.code()) {
       case DTypeCode::kF16:
@@ -1116,7 +1176,8 @@ void FuncEmitter::store(const ir::Store* op) {
     }
   };
   if (lanes == 1) {
-    line(str_cat(buf->name, "[", expr(index, 0), "] = ", to_memory(expr(op->value, 0)), ";"));
+    line(str_cat(buf->name, "[", expr(index, 0), "] = ", to_memory(unrounded(expr(op->value, 0))),
+                 ";"));
     return;
   }
   // A vector store: every lane is computed before any is stored, as one vector store would.
@@ -1126,11 +1187,25 @@ void FuncEmitter::store(const ir::Store* op) {
   std::vector<std::string> temps;
   for (int l = 0; l < lanes; ++l) {
     temps.push_back(fresh(str_cat(buf->name, "_lane", l), "lane"));
-    line(str_cat("const ", type, " ", temps.back(), " = ", expr(op->value, l), ";"));
+    line(str_cat("const ", type, " ", temps.back(), " = ", unrounded(expr(op->value, l)), ";"));
   }
-  for (int l = 0; l < lanes; ++l)
-    line(str_cat(buf->name, "[", expr(index, l), "] = ", to_memory(temps[static_cast<size_t>(l)]),
-                 ";"));
+  // Consecutive elements (a ramp of stride 1) from an index that is a multiple of the lane
+  // count, in an array aligned to their bytes: one vector store of at most 16 bytes.
+  const ir::Ramp* ramp = index.as<ir::Ramp>();
+  const int64_t bytes = lanes * buf->dtype.bytes();
+  if (ramp && ir::is_const_int(ramp->stride, 1) && (lanes & (lanes - 1)) == 0 && bytes <= 16 &&
+      buf->alignment >= bytes && known_power_of_two(ramp->base) >= lanes) {
+    const std::string vec = str_cat("loom_vec<", memory_type(buf->dtype), ", ", lanes, ">");
+    std::string elements;
+    for (int l = 0; l < lanes; ++l)
+      elements += (l ? ", " : "") + to_memory(temps[static_cast<size_t>(l)]);
+    line(str_cat("*reinterpret_cast<", vec, "*>(&", buf->name, "[", expr(ramp->base, 0),
+                 "]) = ", vec, "{{", elements, "}};"));
+  } else {
+    for (int l = 0; l < lanes; ++l)
+      line(str_cat(buf->name, "[", expr(index, l), "] = ", to_memory(temps[static_cast<size_t>(l)]),
+                   ";"));
+  }
   --depth_;
   line("}");
 }
@@ -1147,6 +1222,7 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
   std::string type = memory_type(node->dtype);
   std::optional<int64_t> count = ir::as_const_int(size);
   bool heap = false;
+  int64_t alignment = 16;  // 0 for arrays in registers
   const bool in_launch = std::any_of(&bound_[0][0], &bound_[0][0] + 6, [](bool b) { return b; });
   if (node->scope == ir::MemoryScope::kGlobal && !in_launch) {
     // Storage of the whole launch, outside every GPU loop: a module-scope __device__ array,
@@ -1163,6 +1239,7 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
           str_cat("shared buffer '", node->name, "' has size ", ir::to_string(size),
                   "; the CUDA code generator supports constant-size shared memory only")));
     const int64_t bytes = *count * node->dtype.bytes();
+    alignment = shared_alignment(node);
     if (dynamic_shared_) {
       shared_offset_ = round_up(shared_offset_, shared_alignment(node));
       line(str_cat(type, "* ", name, " = reinterpret_cast<", type, "*>(loom_smem + ",
@@ -1174,6 +1251,7 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
     }
   } else if (count && *count * node->dtype.bytes() <= kMaxLocalArrayBytes) {
     // 16-bit arrays are fragments that tensor-core instructions read as 32-bit registers.
+    alignment = 0;
     line(str_cat(node->dtype.bytes() < 4 ? "__align__(16) " : "", type, " ", name, "[",
                  std::max<int64_t>(*count, 1), "];"));
   } else {
@@ -1184,7 +1262,7 @@ void FuncEmitter::allocate(const ir::Allocate* op) {
     line(str_cat("if (", name, " == nullptr) __trap();"));
   }
   {
-    ScopedBind<BufferMap> bind(buffers_, node, BufferBinding{name, node->dtype});
+    ScopedBind<BufferMap> bind(buffers_, node, BufferBinding{name, node->dtype, alignment});
     stmt(op->body);
   }
   if (heap) line("free(" + name + ");");
@@ -1228,7 +1306,9 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
       bool read_only = !stored.stored.count(buf->node().get());
       params.push_back(str_cat(read_only && !aliased ? "const " : "", memory_type(buf->dtype()),
                                aliased ? "* " : "* __restrict__ ", name));
-      buffers_[buf->node().get()] = BufferBinding{name, buf->dtype()};
+      // The runtime passes arrays kDeviceAlignment (16) bytes aligned, as cuMemAlloc returns
+      // them; the cp.async and vector accesses rely on it.
+      buffers_[buf->node().get()] = BufferBinding{name, buf->dtype(), 16};
       const size_t buffer_index = buffer_position_.size();
       buffer_position_[buf->node().get()] = buffer_index;
     } else {

@@ -280,12 +280,14 @@ class FlashAttention {
       Var quad("quad", DType::f32()), total("total", DType::f32());
       std::vector<Stmt> writes;
       const Expr row = q0_ + warp * 16 + g4 + h * 8;
-      for (int64_t nj = 0; nj < p_.e / 8; ++nj)
-        for (int64_t c = 0; c < 2; ++c) {
-          Expr value = o_acc_.load({Expr(nj * 4 + h * 2 + c)}) / total;
-          writes.push_back(ir::Store::make(out_, ir::cast(type_, value),
-                                           {bh_, row, Expr(nj * 8) + t4 * 2 + c}));
-        }
+      // repeat(1, 2), a lane's two adjacent columns, is one 2-lane store (E is a multiple of 8).
+      for (int64_t nj = 0; nj < p_.e / 8; ++nj) {
+        Expr value = o_acc_.load({ir::Ramp::make(Expr(nj * 4 + h * 2), Expr(int64_t{1}), 2)}) /
+                     ir::Broadcast::make(total, 2);
+        writes.push_back(ir::Store::make(
+            out_, ir::cast(DType(type_.code(), 2), value),
+            {bh_, row, ir::Ramp::make(Expr(nj * 8) + t4 * 2, Expr(int64_t{1}), 2)}));
+      }
       Stmt w = ir::Seq::make(std::move(writes));
       if (p_.s % rows()) w = ir::IfThenElse::make(row < p_.s, w);
       Expr l = sum_.load({Expr(h)});

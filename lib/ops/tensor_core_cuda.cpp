@@ -257,6 +257,26 @@ struct TcProblem {
     return ir::Store::make(c, ir::final_value(ir::cast(c.dtype(), acc)),
                            c_at ? c_at(g, row, col) : std::vector<Expr>{g, row, col});
   }
+
+  // Stores the pair of accumulators acc[slot], acc[slot + 1], C's elements (row, col) and
+  // (row, col + 1) with col even, guarded past M and N (tails as told). Where C is stored as it
+  // is with N even, the pair is one 2-lane store, aligned (the CUDA emitter makes it one 4-byte
+  // store of f16 or bf16); col < N then holds for both. Otherwise two stores.
+  Stmt store_pair(const Expr& g, const Expr& row, const Expr& col, const Buffer& acc, int64_t slot,
+                  bool row_tail, bool col_tail) const {
+    if (!c_at && N % 2 == 0) {
+      const Expr pair = ir::Ramp::make(Expr(slot), Expr(int64_t{1}), 2);
+      Stmt store = ir::Store::make(
+          c, ir::final_value(ir::cast(DType(c.dtype().code(), 2), acc.load({pair}))),
+          {g, row, ir::Ramp::make(col, Expr(int64_t{1}), 2)});
+      return store_inside(store, row, M, row_tail, col, N, col_tail);
+    }
+    std::vector<Stmt> s;
+    for (int64_t i = 0; i < 2; ++i)
+      s.push_back(store_inside(store_c(g, row, col + i, acc.load({Expr(slot + i)})), row, M,
+                               row_tail, col + i, N, col_tail));
+    return ir::Seq::make(std::move(s));
+  }
 };
 
 class TensorCoreGemm {
@@ -354,26 +374,23 @@ class TensorCoreGemm {
   }
 
   // Stage "store C": each accumulator through the fragment mapping to its element of C, final
-  // values, guarded past M and N.
+  // values, guarded past M and N. The mapping's innermost repeat(1, 2), the two adjacent columns
+  // a lane holds, is stored as one pair.
   Stmt store_c() const {
     auto lanes = schedule::spatial(8, 4);
-    auto regs = schedule::repeat(2, 1) * schedule::repeat(1, 2);
-    LOOM_CHECK(lanes.ok() && regs.ok(), "mma fragment mapping");
+    auto rows = schedule::repeat(2, 1);
+    LOOM_CHECK(lanes.ok() && rows.ok(), "mma fragment mapping");
     return lanes->on(lane_, [&](const std::vector<Expr>& l) {
       std::vector<Stmt> s;
       for (int64_t mi = 0; mi < t_.mma_m; ++mi)
-        for (int64_t nj = 0; nj < t_.mma_n; ++nj) {
-          int64_t r = 0;
-          for (const std::vector<int64_t>& reg : regs->tasks_of(0)) {
-            // repeat(2, 1) scales by spatial(8, 4)'s rows; repeat(1, 2) is innermost.
+        for (int64_t nj = 0; nj < t_.mma_n; ++nj)
+          for (const std::vector<int64_t>& reg : rows->tasks_of(0)) {
+            // repeat(2, 1) scales by spatial(8, 4)'s rows.
             Expr row = m0_ + warp_row0_ + mi * kMmaM + reg[0] * 8 + l[0];
-            Expr col = n0_ + warp_col0_ + nj * kMmaN + l[1] * 2 + reg[1];
-            Expr v = acc_.load({Expr((mi * t_.mma_n + nj) * 4 + r++)});
-            Stmt store = p_.store_c(g_, row, col, v);
-            s.push_back(store_inside(store, row, p_.M, p_.M % t_.bm() != 0, col, p_.N,
-                                     p_.N % t_.bn() != 0));
+            Expr col = n0_ + warp_col0_ + nj * kMmaN + l[1] * 2;
+            s.push_back(p_.store_pair(g_, row, col, acc_, (mi * t_.mma_n + nj) * 4 + reg[0] * 2,
+                                      p_.M % t_.bm() != 0, p_.N % t_.bn() != 0));
           }
-        }
       return ir::Seq::make(std::move(s));
     });
   }
@@ -799,26 +816,23 @@ class WarpgroupGemm {
   }
 
   // Stage "store C": spatial(warpgroups, 4) over the warps, then the fragment mapping of each
-  // 16 x 8 tile over the lanes; final values, guarded past M and N.
+  // 16 x 8 tile over the lanes; final values, guarded past M and N. The mapping's innermost
+  // repeat(1, 2), the two adjacent columns a lane holds, is stored as one pair.
   Stmt store_c(const Var& tid) const {
     auto warps = schedule::spatial(t_.warpgroups, 4);
     auto lanes = schedule::spatial(8, 4);
-    auto regs = schedule::repeat(2, 1) * schedule::repeat(1, 2);
-    LOOM_CHECK(warps.ok() && lanes.ok() && regs.ok(), "wgmma accumulator mapping");
+    auto rows = schedule::repeat(2, 1);
+    LOOM_CHECK(warps.ok() && lanes.ok() && rows.ok(), "wgmma accumulator mapping");
     return warps->on(tid / Expr(int64_t{32}), [&](const std::vector<Expr>& w) {
       return lanes->on(tid % Expr(int64_t{32}), [&](const std::vector<Expr>& l) {
         std::vector<Stmt> s;
-        for (int64_t j = 0; j < t_.block_n / kMmaN; ++j) {
-          int64_t r = 0;
-          for (const std::vector<int64_t>& reg : regs->tasks_of(0)) {
+        for (int64_t j = 0; j < t_.block_n / kMmaN; ++j)
+          for (const std::vector<int64_t>& reg : rows->tasks_of(0)) {
             Expr row = m0_ + w[0] * 64 + w[1] * kMmaM + reg[0] * 8 + l[0];
-            Expr col = n0_ + j * kMmaN + l[1] * 2 + reg[1];
-            Expr v = acc_.load({Expr(j * 4 + r++)});
-            Stmt store = p_.store_c(g_, row, col, v);
-            s.push_back(store_inside(store, row, p_.M, p_.M % t_.bm() != 0, col, p_.N,
-                                     p_.N % t_.block_n != 0));
+            Expr col = n0_ + j * kMmaN + l[1] * 2;
+            s.push_back(p_.store_pair(g_, row, col, acc_, j * 4 + reg[0] * 2, p_.M % t_.bm() != 0,
+                                      p_.N % t_.block_n != 0));
           }
-        }
         return ir::Seq::make(std::move(s));
       });
     });

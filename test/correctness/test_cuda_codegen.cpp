@@ -448,6 +448,109 @@ TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compi
   for (auto p : {*px, *py, *pc}) REQUIRE(d->free(p).ok());
 }
 
+TEST_CASE(
+    "CUDA codegen: consecutive lanes stored from an aligned index are one vector store; "
+    "others are stored lane by lane",
+    "[cuda]") {
+  // Block `row` of n, thread t of 16, over rows of 64 elements: r = row * 64 + 4 t.
+  //  - y (f16): lanes r, r + 1 and r + 2, r + 3 as 2-lane stores of 2 x, rounded to f16 (cast,
+  //    then stored: one rounding);
+  //  - z (f32): lanes r .. r + 3 as one 4-lane store of x + 1;
+  //  - u (bf16), lane by lane: 2 lanes at r + s, s a scalar of unknown parity (run with s = 1);
+  //    2 lanes at row * 66 + 3 t (3 t is odd for odd t); 2 lanes at stride 2 from r; and 2
+  //    lanes into a local array, then stored one by one.
+  ir::Var n("n"), s("s"), row("row"), t("t");
+  const ir::Expr len = n * 66 + 64;
+  ir::Buffer x = ir::Buffer::make("x", DType::f32(), {n * 64});
+  ir::Buffer y = ir::Buffer::make("y", DType::f16(), {n * 64});
+  ir::Buffer z = ir::Buffer::make("z", DType::f32(), {n * 64});
+  ir::Buffer u = ir::Buffer::make("u", DType::bf16(), {len});
+  ir::Buffer v = ir::Buffer::make("v", DType::bf16(), {len});
+  ir::Buffer w = ir::Buffer::make("w", DType::bf16(), {len});
+  ir::Buffer local = ir::Buffer::make("pair", DType::f32(), {ir::Expr(2)}, ir::MemoryScope::kLocal);
+  const ir::Expr r = row * 64 + t * 4;
+  auto ramp = [](const ir::Expr& base, int64_t stride, int lanes) {
+    return ir::Ramp::make(base, ir::Expr(stride), lanes);
+  };
+  auto twice = [&](const ir::Expr& at) { return x(ramp(at, 1, 2)) * ir::Broadcast::make(2.0f, 2); };
+  std::vector<ir::Stmt> stores = {
+      ir::Store::make(y, ir::cast(DType::f16(2), twice(r)), {ramp(r, 1, 2)}),
+      ir::Store::make(y, ir::cast(DType::f16(2), twice(r + 2)), {ramp(r + 2, 1, 2)}),
+      ir::Store::make(z, x(ramp(r, 1, 4)) + ir::Broadcast::make(1.0f, 4), {ramp(r, 1, 4)}),
+      ir::Store::make(u, ir::cast(DType::bf16(2), twice(r)), {ramp(r + s, 1, 2)}),
+      ir::Store::make(v, ir::cast(DType::bf16(2), twice(r)), {ramp(row * 66 + t * 3, 1, 2)}),
+      ir::Store::make(w, ir::cast(DType::bf16(2), twice(r)), {ramp(r, 2, 2)}),
+      ir::Allocate::make(
+          local, ir::Seq::make({ir::Store::make(local, twice(r), {ramp(ir::Expr(0), 1, 2)}),
+                                ir::Store::make(w, ir::cast(DType::bf16(), local(0)), {r + 1}),
+                                ir::Store::make(w, ir::cast(DType::bf16(), local(1)), {r + 3})}))};
+  ir::Func f{"lanes",
+             {x, y, z, u, v, w, n, s},
+             ir::For::make(row, ir::Expr(0), n, ir::ForKind::kGpuBlock,
+                           ir::For::make(t, ir::Expr(0), ir::Expr(16), ir::ForKind::kGpuThread,
+                                         ir::Seq::make(stores)))};
+  ir::Module m{"vector_stores", Target::cuda(90), {f}};
+  auto source = cuda::emit_cuda_source(m);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  INFO(*source);
+  const std::string kernel = source->substr(source->find(") lanes("));
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = kernel.find(what); at != std::string::npos; at = kernel.find(what, at + 1))
+      ++n;
+    return n;
+  };
+  CHECK(count("*reinterpret_cast<loom_vec<__half, 2>*>(&y[") == 2);
+  CHECK(count("*reinterpret_cast<loom_vec<float, 4>*>(&z[") == 1);
+  CHECK(count("loom_vec<__nv_bfloat16") == 0);
+  CHECK(count("u[") == 2);
+  CHECK(count("v[") == 2);
+  CHECK(count("w[") == 4);
+  // f16 and bf16 values are rounded once, on their way to memory.
+  CHECK(count("__float2half_rn(loom_round_f16(") == 0);
+  CHECK(count("__float2bfloat16_rn(loom_round_bf16(") == 0);
+  if (!have_nvrtc()) return;
+  for (int sm : {80, 90}) {
+    cuda::CompiledModule compiled = compile(m, sm);
+    CHECK_THAT(compiled.ptx,
+               Catch::Contains("st.global.v2.u16") || Catch::Contains("st.global.v2.b16") ||
+                   Catch::Contains("st.global.b32") || Catch::Contains("st.global.u32"));
+    CHECK_THAT(compiled.ptx, Catch::Contains("st.global.v4.f32") ||
+                                 Catch::Contains("st.global.v4.b32") ||
+                                 Catch::Contains("st.global.v4.u32"));
+  }
+
+  // Run it (emulated) with n = 3, s = 1 against the same arithmetic on the host.
+  std::unique_ptr<loom::testing::EmulatedModule> emulated = loom::testing::emulated_or_null(m);
+  if (!emulated) return;
+  const int64_t rows = 3, shift = 1, size = rows * 66 + 64;
+  NDArray hx = loom::testing::random_array(DType::f32(), {rows * 64});
+  NDArray hy(DType::f16(), {rows * 64}), hz(DType::f32(), {rows * 64});
+  NDArray hu(DType::bf16(), {size}), hv(DType::bf16(), {size}), hw(DType::bf16(), {size});
+  for (NDArray* a : {&hy, &hz, &hu, &hv, &hw}) a->poison();
+  REQUIRE(emulated
+              ->run(0, {hx.data(), hy.data(), hz.data(), hu.data(), hv.data(), hw.data()},
+                    {rows, shift})
+              .ok());
+  auto f16 = [](float f) { return loom::f16_to_f32(loom::f32_to_f16(f)); };
+  auto bf16 = [](float f) { return loom::bf16_to_f32(loom::f32_to_bf16(f)); };
+  for (int64_t b = 0; b < rows; ++b)
+    for (int64_t i = 0; i < 16; ++i) {
+      const int64_t at = b * 64 + i * 4;
+      auto twice_at = [&](int64_t e) { return static_cast<float>(hx.get(e)) * 2.0f; };
+      for (int64_t l = 0; l < 4; ++l) {
+        CHECK(hy.get(at + l) == f16(twice_at(at + l)));
+        CHECK(hz.get(at + l) == static_cast<float>(hx.get(at + l)) + 1.0f);
+        CHECK(hw.get(at + l) == bf16(twice_at(at + l / 2)));
+      }
+      for (int64_t l = 0; l < 2; ++l) {
+        CHECK(hu.get(at + shift + l) == bf16(twice_at(at + l)));
+        CHECK(hv.get(b * 66 + i * 3 + l) == bf16(twice_at(at + l)));
+      }
+    }
+}
+
 TEST_CASE("CUDA codegen: NVRTC errors carry NVRTC's log", "[cuda]") {
   if (!have_nvrtc()) return;
   auto bad = cuda::compile_cuda_source(

@@ -448,10 +448,15 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
   auto none = std::make_shared<loom::NoAttrs>();
   const DType f16 = DType::f16(), bf16 = DType::bf16();
   SECTION("f16, K and N multiples of 8 (cp.async), M prime, K not a multiple of the slice") {
-    check_op({"matmul", {typed(f16, {61, 72}), typed(f16, {72, 40})}, typed(f16, {61, 40}), none,
-              2e-3, 2e-3},
-             {"loom_mma_m16n8k16_f16(", "loom_ldmatrix_x4(", "loom_ldmatrix_x4_trans(",
-              "loom_cp_async_16(", "loom_cp_async_wait<"});
+    check_op(
+        {"matmul",
+         {typed(f16, {61, 72}), typed(f16, {72, 40})},
+         typed(f16, {61, 40}),
+         none,
+         2e-3,
+         2e-3},
+        {"loom_mma_m16n8k16_f16(", "loom_ldmatrix_x4(", "loom_ldmatrix_x4_trans(",
+         "loom_cp_async_16(", "loom_cp_async_wait<", "*reinterpret_cast<loom_vec<__half, 2>*>("});
   }
   SECTION("f16, odd K and N (copies through registers)") {
     const size_t n = check_op({"matmul", {typed(f16, {37, 45}), typed(f16, {45, 29})},
@@ -460,9 +465,13 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
     CHECK(n > 0);
   }
   SECTION("bf16, batched A and B") {
-    check_op({"matmul", {typed(bf16, {2, 19, 64}), typed(bf16, {2, 64, 24})},
-              typed(bf16, {2, 19, 24}), none, 1e-2, 1e-2},
-             {"loom_mma_m16n8k16_bf16("});
+    check_op({"matmul",
+              {typed(bf16, {2, 19, 64}), typed(bf16, {2, 64, 24})},
+              typed(bf16, {2, 19, 24}),
+              none,
+              1e-2,
+              1e-2},
+             {"loom_mma_m16n8k16_bf16(", "*reinterpret_cast<loom_vec<__nv_bfloat16, 2>*>("});
   }
   SECTION("the PTX has the tensor-core instructions") {
     if (!have_nvrtc()) return;
@@ -484,6 +493,9 @@ TEST_CASE("CUDA templates: tensor-core matmul (mma.sync, ldmatrix, cp.async) com
       CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.cg.shared.global"));
       CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.wait_group"));
       CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
+      // Each lane's two adjacent columns of C are one 4-byte store.
+      CHECK_THAT(compiled->ptx,
+                 Catch::Contains("st.global.v2.u16") && !Catch::Contains("st.global.u16"));
     }
   }
   SECTION("a 128 x 128 tile in 4 stages takes dynamic shared memory") {
@@ -710,6 +722,10 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         }
         // The accumulators stay in registers: no local memory.
         CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
+        // Each lane's two adjacent columns of C are one 4-byte store where N is even, else two.
+        const bool pairs = c.b.back() % 2 == 0;
+        CHECK((compiled->ptx.find("st.global.v2.u16") != std::string::npos) == pairs);
+        CHECK((compiled->ptx.find("st.global.u16") != std::string::npos) == !pairs);
       }
       std::vector<Kernel> kernels{{reference_task(*def, c.op, "wg"),
                                    {loom::testing::random_array(c.op.inputs[0].dtype, c.a),
@@ -794,11 +810,12 @@ TEST_CASE("CUDA templates: fused attention (online softmax on tensor cores) comp
   };
   SECTION("f16, keys and queries not multiples of the tiles, E != D") {
     check_op(attention(DType::f16(), {2, 37, 64}, {2, 64, 45}, {2, 45, 32}, 0.125),
-             {"loom_mma_m16n8k16_f16(", "__shfl_xor_sync", "expf("});
+             {"loom_mma_m16n8k16_f16(", "__shfl_xor_sync", "expf(",
+              "*reinterpret_cast<loom_vec<__half, 2>*>("});
   }
   SECTION("bf16, heads as a second batch dim") {
     check_op(attention(DType::bf16(), {1, 3, 20, 32}, {1, 3, 32, 70}, {1, 3, 70, 16}, 0.3),
-             {"loom_mma_m16n8k16_bf16("});
+             {"loom_mma_m16n8k16_bf16(", "*reinterpret_cast<loom_vec<__nv_bfloat16, 2>*>("});
   }
   auto masked = [](DType t, std::vector<int64_t> q, std::vector<int64_t> kt, std::vector<int64_t> v,
                    std::vector<int64_t> mask, double scale) {
