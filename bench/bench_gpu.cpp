@@ -1,12 +1,15 @@
 // loom on one GPU, in one process, against the NVIDIA libraries where they are here:
 //  1. matmul: f32 against cuBLAS SGEMM (no TF32), f16 and bf16 (f32 accumulation, loom's
 //     tensor-core template) against cublasGemmEx, on 4096^3 and the BERT-base shapes at
-//     batch x sequence 128. loom's kernel is timed by CompiledGraph::profile (CUDA events around
-//     each launch); cuBLAS by events around ten calls, the median of rounds. Both results are
-//     compared on the device's outputs. cuBLAS is opened with dlopen (libcublas.so.13 or .12), so
-//     the program builds wherever the CUDA toolkit's headers are. In f16 also the BERT-base
-//     matmuls with their epilogues (+ bias, GELU, + residual): loom's one fused kernel against
-//     cuBLAS's GEMM plus the epilogue as a kernel of its own.
+//     batch x sequence 128. loom and cuBLAS are timed alike: CUDA events around ten calls
+//     queued back to back (loom's enqueue_on_device on device memory), the median of rounds
+//     (events_ms). loom's kernel time as CompiledGraph::profile reads it (events around each
+//     launch, which for a kernel of a few microseconds also catch the launch's own latency) is
+//     printed beside it. Both results are compared on the device's outputs. cuBLAS is opened with
+//     dlopen (libcublas.so.13 or .12), so the program builds wherever the CUDA toolkit's headers
+//     are. In f16 also the BERT-base matmuls with their epilogues (+ bias, GELU, + residual):
+//     loom's one fused kernel against cuBLAS's GEMM plus the epilogue as a kernel of its own (both
+//     timed as above).
 //  2. the ResNet-50 convolution layers (with bias and relu as the model has them), f16, batch 1
 //     and 32: loom's kernels (profile), NCHW (all kernels) and NHWC (LayoutPolicy::kFixed with
 //     channels_last(): the conv's kernel, with its fused epilogue; the conversion of the graph's
@@ -21,11 +24,13 @@
 // the ratios against this program's JSON.
 //
 //   bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all]
-//             [--only gemm|models|convs] [--json PATH]
+//             [--only gemm|models|convs] [--shapes MxNxK[,MxNxK...]] [--json PATH]
 //
 // --only gemm runs part 1, --only models parts 2 and 3, --only convs part 2; --quick runs two
 // matmul shapes and the convolutions at batch 1 only. On sm_90, part 1 also times f16 4096^3
-// with chosen warpgroup GEMM configs, operands copied by cp.async or by TMA.
+// with chosen warpgroup GEMM configs, operands copied by cp.async or by TMA. --shapes times
+// part 1 on the given matmul shapes instead (in f16 each also with + bias, GELU and + residual
+// fused), without the chosen configs.
 //
 // Without a GPU it says so and exits 0 (it builds in CI, runs on a GPU machine).
 
@@ -34,6 +39,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -42,8 +48,8 @@
 
 #include "bench_support.hpp"
 #include "loom/loom.hpp"
-#include "models.hpp"
 #include "loom/runtime/cuda.hpp"
+#include "models.hpp"
 
 namespace cuda = loom::runtime::cuda;
 using loom_bench::median;
@@ -99,6 +105,33 @@ struct Shape {
   int64_t m, n, k;
 };
 
+std::string shape_name(const Shape& s) {
+  return std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
+}
+
+// Appends the shapes of a list "MxNxK,MxNxK,..." (each extent positive) to *out; false (saying
+// why) for anything else.
+bool parse_shapes(const std::string& list, std::vector<Shape>* out) {
+  size_t at = 0;
+  while (at <= list.size()) {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, end - at);
+    Shape s{};
+    char x1 = 0, x2 = 0;
+    int used = 0;
+    if (std::sscanf(item.c_str(), "%" SCNd64 "%c%" SCNd64 "%c%" SCNd64 "%n", &s.m, &x1, &s.n, &x2,
+                    &s.k, &used) != 5 ||
+        x1 != 'x' || x2 != 'x' || used != static_cast<int>(item.size()) || s.m < 1 || s.n < 1 ||
+        s.k < 1) {
+      std::fprintf(stderr, "bench_gpu: --shapes: '%s' is not MxNxK\n", item.c_str());
+      return false;
+    }
+    out->push_back(s);
+    at = end + 1;
+  }
+  return true;
+}
+
 // cudaDataType_t of a loom dtype (library_types.h).
 int cuda_data_type(loom::DType t) {
   if (t == loom::DType::f16()) return 2;    // CUDA_R_16F
@@ -114,7 +147,9 @@ loom::NDArray as_type(const loom::NDArray& a, loom::DType t) {
 }
 
 struct Result {
-  double loom_ms = 0, peer_ms = std::nan(""), rel_err = std::nan(""), tune_s = 0;
+  // loom_ms: runs queued back to back (events_ms, as cuBLAS is timed); kernel_ms: the kernels'
+  // time as CompiledGraph::profile reads it (events around each launch).
+  double loom_ms = 0, kernel_ms = 0, peer_ms = std::nan(""), rel_err = std::nan(""), tune_s = 0;
   std::string schedule;  // the kernels' templates and configs
 };
 
@@ -130,6 +165,95 @@ double relative_error(const loom::NDArray& got, const loom::NDArray& want) {
     max_diff = std::max(max_diff, std::fabs(g - w));
   }
   return finite ? max_diff / std::max(max_ref, 1e-30) : std::nan("");
+}
+
+// Milliseconds per call of `call` (which queues GPU work on the legacy default stream): CUDA
+// events around 10 calls, the median of 7 rounds, after one call. loom and cuBLAS are timed
+// alike by it: back to back, so each launch's host cost overlaps the work queued before it.
+template <typename Call>
+absl::StatusOr<double> events_ms(cuda::Driver& d, Call&& call) {
+  LOOM_RETURN_IF_ERROR(call());
+  auto e0 = d.create_event(), e1 = d.create_event();
+  if (!e0.ok() || !e1.ok()) return absl::InternalError("cuEventCreate failed");
+  std::vector<double> rounds;
+  absl::Status s;
+  for (int round = 0; round < 7 && s.ok(); ++round) {
+    s = d.record_event(*e0, nullptr);
+    for (int i = 0; i < 10 && s.ok(); ++i) s = call();
+    if (s.ok()) s = d.record_event(*e1, nullptr);
+    if (s.ok()) s = d.synchronize_event(*e1);
+    if (!s.ok()) break;
+    absl::StatusOr<float> ms = d.elapsed_ms(*e0, *e1);
+    if (ms.ok()) rounds.push_back(*ms / 10.0);
+    s = ms.status();
+  }
+  (void)d.destroy_event(*e0);
+  (void)d.destroy_event(*e1);
+  if (!s.ok()) return s;
+  return median(rounds);
+}
+
+// A graph's inputs copied to device memory and room for its outputs there, freed at the end.
+class DeviceRun {
+ public:
+  static absl::StatusOr<DeviceRun> place(const loom::CompiledGraph& compiled,
+                                         const std::vector<loom::NDArray>& inputs,
+                                         cuda::Driver& d) {
+    DeviceRun run(d);
+    for (const loom::NDArray& a : inputs) {
+      absl::StatusOr<loom::DeviceTensor> t =
+          run.allocate(a.dtype(), a.shape(), static_cast<size_t>(a.nbytes()), a.data());
+      if (!t.ok()) return t.status();
+      run.in_.push_back(*t);
+    }
+    for (const loom::TensorType& t : compiled.output_types()) {
+      std::vector<int64_t> shape;
+      int64_t n = 1;
+      for (const loom::Dim& dim : t.shape) {
+        shape.push_back(dim.value());
+        n *= dim.value();
+      }
+      absl::StatusOr<loom::DeviceTensor> o =
+          run.allocate(t.dtype, shape, static_cast<size_t>(n * t.dtype.bytes()), nullptr);
+      if (!o.ok()) return o.status();
+      run.out_.push_back(*o);
+    }
+    return run;
+  }
+  DeviceRun(DeviceRun&& o) noexcept
+      : d_(o.d_), owned_(std::move(o.owned_)), in_(std::move(o.in_)), out_(std::move(o.out_)) {
+    o.owned_.clear();
+  }
+  DeviceRun& operator=(DeviceRun&&) = delete;
+  ~DeviceRun() {
+    for (cuda::DevicePtr p : owned_) (void)d_->free(p);
+  }
+
+  const std::vector<loom::DeviceTensor>& in() const { return in_; }
+  const std::vector<loom::DeviceTensor>& out() const { return out_; }
+
+ private:
+  explicit DeviceRun(cuda::Driver& d) : d_(&d) {}
+  absl::StatusOr<loom::DeviceTensor> allocate(loom::DType t, const std::vector<int64_t>& shape,
+                                              size_t bytes, const void* host) {
+    absl::StatusOr<cuda::DevicePtr> p = d_->allocate(std::max<size_t>(bytes, 16));
+    if (!p.ok()) return p.status();
+    owned_.push_back(*p);
+    if (host) LOOM_RETURN_IF_ERROR(d_->copy_to_device(*p, host, bytes));
+    return loom::DeviceTensor{static_cast<uint64_t>(*p), t, shape};
+  }
+
+  cuda::Driver* d_;
+  std::vector<cuda::DevicePtr> owned_;
+  std::vector<loom::DeviceTensor> in_, out_;
+};
+
+// Milliseconds per run of `compiled` queued back to back on the default stream (inputs and
+// outputs in device memory), by events_ms: the method cuBLAS is timed with.
+absl::StatusOr<double> queued_ms(const loom::CompiledGraph& compiled,
+                                 const std::vector<loom::NDArray>& inputs, cuda::Driver& d) {
+  LOOM_ASSIGN_OR_RETURN(DeviceRun run, DeviceRun::place(compiled, inputs, d));
+  return events_ms(d, [&] { return compiled.enqueue_on_device(run.in(), run.out(), nullptr); });
 }
 
 // The summed kernel milliseconds of one run of `compiled` (median of 20 profiled runs each).
@@ -176,24 +300,13 @@ absl::StatusOr<std::pair<double, loom::NDArray>> cublas_gemm(const Shape& s, loo
                           reinterpret_cast<void*>(*dy), type, n, /*CUBLAS_COMPUTE_32F*/ 68,
                           /*CUBLAS_GEMM_DEFAULT*/ -1);
   };
-  if (gemm() != 0) return absl::InternalError("the cuBLAS GEMM failed");
-  auto e0 = d.create_event(), e1 = d.create_event();
-  if (!e0.ok() || !e1.ok()) return absl::InternalError("cuEventCreate failed");
-  std::vector<double> rounds;
-  for (int round = 0; round < 7; ++round) {
-    LOOM_RETURN_IF_ERROR(d.record_event(*e0, nullptr));
-    for (int i = 0; i < 10; ++i) gemm();
-    LOOM_RETURN_IF_ERROR(d.record_event(*e1, nullptr));
-    LOOM_RETURN_IF_ERROR(d.synchronize_event(*e1));
-    absl::StatusOr<double> ms = d.elapsed_ms(*e0, *e1);
-    if (!ms.ok()) return ms.status();
-    rounds.push_back(*ms / 10);
-  }
-  LOOM_RETURN_IF_ERROR(d.copy_to_host(ref.data(), *dy, yb));
-  (void)d.destroy_event(*e0);
-  (void)d.destroy_event(*e1);
+  absl::StatusOr<double> ms = events_ms(d, [&] {
+    return gemm() == 0 ? absl::OkStatus() : absl::InternalError("the cuBLAS GEMM failed");
+  });
+  absl::Status copied = ms.ok() ? d.copy_to_host(ref.data(), *dy, yb) : ms.status();
   for (cuda::DevicePtr p : {*dx, *dw, *dy}) (void)d.free(p);
-  return std::make_pair(median(rounds), std::move(ref));
+  if (!copied.ok()) return copied;
+  return std::make_pair(*ms, std::move(ref));
 }
 
 // Times y = x w (w a constant) in loom and in cuBLAS and compares the two results.
@@ -211,7 +324,8 @@ absl::StatusOr<Result> run_case(const Shape& s, loom::DType t, const loom::Targe
   r.tune_s = seconds_since(t0);
   absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run({x});
   if (!out.ok()) return out.status();
-  LOOM_ASSIGN_OR_RETURN(r.loom_ms, kernels_ms(*compiled, {x}));
+  LOOM_ASSIGN_OR_RETURN(r.kernel_ms, kernels_ms(*compiled, {x}));
+  LOOM_ASSIGN_OR_RETURN(r.loom_ms, queued_ms(*compiled, {x}, d));
   r.schedule = schedules(*compiled);
   if (!cublas.ok()) return r;
   LOOM_ASSIGN_OR_RETURN(auto peer, cublas_gemm(s, t, d, cublas, x, w));
@@ -234,7 +348,9 @@ const EpilogueCase kBertEpilogues[] = {
     {"ffn2 128x768x3072 +bias+res", {128, 768, 3072}, false, true}};
 
 struct EpilogueResult {
-  double loom_ms = 0, cublas_ms = std::nan(""), epilogue_ms = std::nan(""), rel_err = std::nan("");
+  // Timed as Result's loom_ms (queued runs, events_ms); kernel_ms as its kernel_ms.
+  double loom_ms = 0, kernel_ms = 0, cublas_ms = std::nan(""), epilogue_ms = std::nan(""),
+         rel_err = std::nan("");
   double tune_s = 0;
   size_t kernels = 0;  // loom's kernels for the matmul and its epilogue (1: fused)
   std::string schedule;
@@ -274,7 +390,8 @@ absl::StatusOr<EpilogueResult> run_epilogue_case(const EpilogueCase& c, loom::DT
   r.schedule = schedules(*compiled);
   absl::StatusOr<std::vector<loom::NDArray>> out = compiled->run(fused_in);
   if (!out.ok()) return out.status();
-  LOOM_ASSIGN_OR_RETURN(r.loom_ms, kernels_ms(*compiled, fused_in));
+  LOOM_ASSIGN_OR_RETURN(r.kernel_ms, kernels_ms(*compiled, fused_in));
+  LOOM_ASSIGN_OR_RETURN(r.loom_ms, queued_ms(*compiled, fused_in, d));
   if (!cublas.ok()) return r;
 
   LOOM_ASSIGN_OR_RETURN(auto gemm, cublas_gemm(s, t, d, cublas, x, w));
@@ -283,7 +400,7 @@ absl::StatusOr<EpilogueResult> run_epilogue_case(const EpilogueCase& c, loom::DT
   if (!epi.ok()) return epi.status();
   std::vector<loom::NDArray> epi_in = {gemm.second};
   if (c.residual) epi_in.push_back(res);
-  LOOM_ASSIGN_OR_RETURN(r.epilogue_ms, kernels_ms(*epi, epi_in));
+  LOOM_ASSIGN_OR_RETURN(r.epilogue_ms, queued_ms(*epi, epi_in, d));
   absl::StatusOr<std::vector<loom::NDArray>> want = epi->run(epi_in);
   if (!want.ok()) return want.status();
   r.rel_err = relative_error((*out)[0], (*want)[0]);
@@ -294,42 +411,14 @@ absl::StatusOr<EpilogueResult> run_epilogue_case(const EpilogueCase& c, loom::DT
 // device memory), the median of 7 rounds of 10 runs after a warm-up.
 absl::StatusOr<double> device_run_ms(const loom::CompiledGraph& compiled,
                                      const std::vector<loom::NDArray>& inputs, cuda::Driver& d) {
-  std::vector<loom::DeviceTensor> in, out;
-  std::vector<cuda::DevicePtr> owned;
-  auto place = [&](loom::DType t, const std::vector<int64_t>& shape, size_t bytes,
-                   const void* host) -> absl::StatusOr<loom::DeviceTensor> {
-    absl::StatusOr<cuda::DevicePtr> p = d.allocate(std::max<size_t>(bytes, 16));
-    if (!p.ok()) return p.status();
-    owned.push_back(*p);
-    if (host) LOOM_RETURN_IF_ERROR(d.copy_to_device(*p, host, bytes));
-    return loom::DeviceTensor{static_cast<uint64_t>(*p), t, shape};
-  };
-  for (const loom::NDArray& a : inputs) {
-    absl::StatusOr<loom::DeviceTensor> t =
-        place(a.dtype(), a.shape(), static_cast<size_t>(a.nbytes()), a.data());
-    if (!t.ok()) return t.status();
-    in.push_back(*t);
-  }
-  for (const loom::TensorType& t : compiled.output_types()) {
-    std::vector<int64_t> shape;
-    int64_t n = 1;
-    for (const loom::Dim& dim : t.shape) {
-      shape.push_back(dim.value());
-      n *= dim.value();
-    }
-    absl::StatusOr<loom::DeviceTensor> o =
-        place(t.dtype, shape, static_cast<size_t>(n * t.dtype.bytes()), nullptr);
-    if (!o.ok()) return o.status();
-    out.push_back(*o);
-  }
-  absl::Status s = compiled.run_on_device(in, out);
+  LOOM_ASSIGN_OR_RETURN(DeviceRun run, DeviceRun::place(compiled, inputs, d));
+  absl::Status s = compiled.run_on_device(run.in(), run.out());
   std::vector<double> rounds;
   for (int round = 0; round < 7 && s.ok(); ++round) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 10 && s.ok(); ++i) s = compiled.run_on_device(in, out);
+    for (int i = 0; i < 10 && s.ok(); ++i) s = compiled.run_on_device(run.in(), run.out());
     rounds.push_back(seconds_since(t0) * 1e3 / 10);
   }
-  for (cuda::DevicePtr p : owned) (void)d.free(p);
   if (!s.ok()) return s;
   return median(rounds);
 }
@@ -482,6 +571,7 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
 int main(int argc, char** argv) {
   std::string tune = "fast", json_path, dtype_name = "all", only;
   bool quick = false;
+  std::vector<Shape> chosen;  // --shapes
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--tune" && i + 1 < argc) tune = argv[++i];
@@ -489,9 +579,12 @@ int main(int argc, char** argv) {
     else if (a == "--quick") quick = true;
     else if (a == "--dtype" && i + 1 < argc) dtype_name = argv[++i];
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--shapes" && i + 1 < argc && parse_shapes(argv[++i], &chosen))
+      continue;
     else {
-      std::fprintf(stderr, "usage: bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] "
-                   "[--only gemm|models|convs] [--json PATH]\n");
+      std::fprintf(stderr,
+                   "usage: bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] "
+                   "[--only gemm|models|convs] [--shapes MxNxK[,MxNxK...]] [--json PATH]\n");
       return 2;
     }
   }
@@ -531,24 +624,42 @@ int main(int argc, char** argv) {
   std::vector<Shape> shapes = {{4096, 4096, 4096}, {128, 768, 768}, {128, 3072, 768},
                                {128, 768, 3072}, {128, 2304, 768}};
   if (quick) shapes = {{1024, 1024, 1024}, {128, 768, 768}};
+  std::vector<EpilogueCase> epilogues(std::begin(kBertEpilogues), std::end(kBertEpilogues));
+  std::vector<std::string> chosen_names;  // EpilogueCase names point into it
+  if (!chosen.empty()) {
+    shapes = chosen;
+    chosen_names.reserve(chosen.size());
+    epilogues.clear();
+    for (const Shape& s : chosen) {
+      chosen_names.push_back(shape_name(s) + " +bias+gelu+res");
+      epilogues.push_back({chosen_names.back().c_str(), s, true, true});
+    }
+  }
   const loom::Target target = loom::Target::cuda(props->sm_arch, 0);
   nlohmann::ordered_json records = nlohmann::ordered_json::array();
   bool wrong = false;  // some loom result differs from cuBLAS's beyond rounding
   auto gemm_record = [&](const std::string& name, const Shape& s, loom::DType t, const Result& r) {
-    return nlohmann::ordered_json{
-        {"name", name},          {"op", "gemm"},         {"dtype", t.to_string()},
-        {"shape", {s.m, s.n, s.k}}, {"device", props->name}, {"loom_ms", r.loom_ms},
-        {"peer", "cublas"},      {"peer_ms", r.peer_ms}, {"rel_err", r.rel_err},
-        {"tune_s", r.tune_s},    {"schedule", r.schedule}};
+    return nlohmann::ordered_json{{"name", name},
+                                  {"op", "gemm"},
+                                  {"dtype", t.to_string()},
+                                  {"shape", {s.m, s.n, s.k}},
+                                  {"device", props->name},
+                                  {"loom_ms", r.loom_ms},
+                                  {"loom_kernel_ms", r.kernel_ms},
+                                  {"peer", "cublas"},
+                                  {"peer_ms", r.peer_ms},
+                                  {"rel_err", r.rel_err},
+                                  {"tune_s", r.tune_s},
+                                  {"schedule", r.schedule}};
   };
   if (only == "models" || only == "convs") dtypes.clear();
   for (loom::DType t : dtypes) {
     // Goals: f32 0.8x SGEMM; f16/bf16 0.9x cuBLAS on 4096^3 (and 1.0x on BERT with epilogues).
     const double goal = t == loom::DType::f32() ? 0.8 : 0.9;
     const double max_err = t == loom::DType::f32() ? 1e-3 : t == loom::DType::f16() ? 1e-2 : 3e-2;
-    std::printf("\n%-26s %10s %10s %8s %10s %8s  %s\n",
-                ("gemm " + t.to_string() + " (m,n,k)").c_str(), "loom ms", "cublas ms", "ratio",
-                "rel err", "tune s", "schedule");
+    std::printf("\n%-26s %10s %10s %10s %8s %10s %8s  %s\n",
+                ("gemm " + t.to_string() + " (m,n,k)").c_str(), "loom ms", "kernel ms", "cublas ms",
+                "ratio", "rel err", "tune s", "schedule");
     double log_ratio = 0;
     int counted = 0;
     for (const Shape& s : shapes) {
@@ -563,10 +674,9 @@ int main(int argc, char** argv) {
         ++counted;
         if (!(r->rel_err <= max_err)) wrong = true;  // NaN too
       }
-      const std::string name =
-          std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
-      std::printf("%-26s %10.4f %10.4f %8.3f %10.2e %8.1f  %s\n", name.c_str(), r->loom_ms,
-                  r->peer_ms, r->peer_ms / r->loom_ms, r->rel_err, r->tune_s,
+      const std::string name = shape_name(s);
+      std::printf("%-26s %10.4f %10.4f %10.4f %8.3f %10.2e %8.1f  %s\n", name.c_str(), r->loom_ms,
+                  r->kernel_ms, r->peer_ms, r->peer_ms / r->loom_ms, r->rel_err, r->tune_s,
                   r->schedule.c_str());
       records.push_back(gemm_record(name + "_" + t.to_string(), s, t, *r));
     }
@@ -575,13 +685,13 @@ int main(int argc, char** argv) {
                   t.to_string().c_str(), std::exp(log_ratio / counted), goal);
     // f16: the BERT-base matmuls with their epilogues, fused in loom, against cuBLAS's GEMM and
     // the epilogue's own kernel (goal: 1.0 or better).
-    if (t == loom::DType::f16() && !quick) {
-      std::printf("\n%-32s %9s %10s %9s %8s %10s %8s %7s  %s\n",
-                  "f16 matmul + epilogue (BERT-base)", "loom ms", "cublas ms", "+ epi ms", "ratio",
-                  "rel err", "tune s", "kernels", "schedule");
+    if (t == loom::DType::f16() && !quick && !epilogues.empty()) {
+      std::printf("\n%-32s %9s %10s %10s %9s %8s %10s %8s %7s  %s\n",
+                  "f16 matmul + epilogue (BERT-base)", "loom ms", "kernel ms", "cublas ms",
+                  "+ epi ms", "ratio", "rel err", "tune s", "kernels", "schedule");
       double log_epi = 0;
       int timed = 0;
-      for (const EpilogueCase& c : kBertEpilogues) {
+      for (const EpilogueCase& c : epilogues) {
         absl::StatusOr<EpilogueResult> r =
             run_epilogue_case(c, t, target, options, **driver, cublas);
         if (!r.ok()) {
@@ -594,15 +704,16 @@ int main(int argc, char** argv) {
           ++timed;
           if (!(r->rel_err <= max_err)) wrong = true;  // NaN too
         }
-        std::printf("%-32s %9.4f %10.4f %9.4f %8.3f %10.2e %8.1f %7zu  %s\n", c.name, r->loom_ms,
-                    r->cublas_ms, r->epilogue_ms, peer_ms / r->loom_ms, r->rel_err, r->tune_s,
-                    r->kernels, r->schedule.c_str());
+        std::printf("%-32s %9.4f %10.4f %10.4f %9.4f %8.3f %10.2e %8.1f %7zu  %s\n", c.name,
+                    r->loom_ms, r->kernel_ms, r->cublas_ms, r->epilogue_ms, peer_ms / r->loom_ms,
+                    r->rel_err, r->tune_s, r->kernels, r->schedule.c_str());
         records.push_back({{"name", c.name},
                            {"op", "gemm_epilogue"},
                            {"dtype", t.to_string()},
                            {"shape", {c.shape.m, c.shape.n, c.shape.k}},
                            {"device", props->name},
                            {"loom_ms", r->loom_ms},
+                           {"loom_kernel_ms", r->kernel_ms},
                            {"peer", "cublas+epilogue"},
                            {"peer_ms", peer_ms},
                            {"cublas_ms", r->cublas_ms},
@@ -618,7 +729,7 @@ int main(int argc, char** argv) {
     }
     // On sm_90, f16 4096^3 with chosen warpgroup GEMM configs: the operands copied by every
     // thread (cp.async) or by a producer warpgroup (TMA), side by side.
-    if (t != loom::DType::f16() || props->sm_arch != 90 || quick) continue;
+    if (t != loom::DType::f16() || props->sm_arch != 90 || quick || !chosen.empty()) continue;
     std::printf("\n%-40s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
                 "ratio");
     for (const auto& [warpgroups, block_n, stages, tma] :
