@@ -12,6 +12,7 @@
 #include "loom/ir/printer.hpp"
 #include "loom/ir/simplify.hpp"
 #include "loom/ir/visitor.hpp"
+#include "loom/runtime/compiled_graph.hpp"
 #include "loom/runtime/cuda.hpp"
 
 namespace loom::runtime::cuda {
@@ -200,6 +201,13 @@ absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& bu
   if (buffers.size() != num_buffers)
     return absl::InvalidArgumentError(str_cat("kernel '", kernel.symbol, "' takes ", num_buffers,
                                               " buffers; ", buffers.size(), " were given"));
+  // Kernels access their buffers 16 bytes at a time (cp.async, vector loads and stores) from
+  // addresses they assume kDeviceAlignment-aligned: an address off it would fault on the GPU.
+  for (size_t i = 0; i < buffers.size(); ++i)
+    if (buffers[i] % kDeviceAlignment != 0)
+      return absl::InvalidArgumentError(
+          str_cat("buffer ", i, " of kernel '", kernel.symbol, "' has device address ", buffers[i],
+                  ", not a multiple of ", kDeviceAlignment, " bytes (the GPU's allocations are)"));
   std::pair<Dim3, Dim3> shape;
   {
     std::lock_guard<std::mutex> lock(shapes_mu_);

@@ -22,6 +22,7 @@
 
 #include "cache_test_util.hpp"
 #include "graph_reference.hpp"
+#include "loom/ir/op.hpp"
 #include "loom/loom.hpp"
 #include "loom/runtime/cpu_jit.hpp"
 #include "loom/runtime/cuda.hpp"
@@ -634,6 +635,42 @@ TEST_CASE("fake GPU: a kernel faulting mid-run is an error, never a crash, and s
   CHECK((stats() - before).nvrtc_compiles == 0);
   CHECK((stats() - before).cache_disk_hits == 1);
   loom::testing::run_ok(again, c.inputs);
+}
+
+TEST_CASE("fake GPU: a kernel launched on a buffer off 16-byte alignment is an error",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  // y[i] = x[i] + x[i] over 64 f16 elements, two at a time (4-byte stores).
+  ir::Var i("i");
+  ir::Buffer x = ir::Buffer::make("x", DType::f16(), {ir::Expr(int64_t{64})});
+  ir::Buffer y = ir::Buffer::make("y", DType::f16(), {ir::Expr(int64_t{64})});
+  const ir::Expr pair = ir::Ramp::make(i * int64_t{2}, ir::Expr(int64_t{1}), 2);
+  ir::Func f{"twice",
+             {x, y},
+             ir::For::make(i, ir::Expr(int64_t{0}), ir::Expr(int64_t{32}), ir::ForKind::kGpuThread,
+                           ir::Store::make(y, x(pair) + x(pair), {pair}))};
+  ir::Module m{"aligned", Target::cuda(90), {f}};
+  absl::StatusOr<cuda::CompiledModule> compiled = cuda::compile_module(m, 90);
+  REQUIRE(compiled.ok());
+  absl::StatusOr<std::unique_ptr<cuda::LoadedModule>> loaded =
+      cuda::LoadedModule::load(m, *std::move(compiled));
+  INFO(loaded.status().ToString());
+  REQUIRE(loaded.ok());
+  cuda::Driver* d = *cuda::Driver::get();
+  absl::StatusOr<cuda::DevicePtr> a = d->allocate(256), b = d->allocate(256);
+  REQUIRE((a.ok() && b.ok()));
+  const int launched = fake.launches();
+  for (cuda::DevicePtr off : {cuda::DevicePtr{2}, cuda::DevicePtr{8}}) {
+    absl::Status s = (*loaded)->launch(0, {*a, *b + off}, {});
+    INFO(s.ToString());
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("buffer 1 of kernel") &&
+                                             Catch::Contains("not a multiple of 16 bytes"));
+  }
+  CHECK(fake.launches() == launched);  // refused before the device is touched
+  CHECK((*loaded)->launch(0, {*a + 16, *b}, {}).ok());
+  CHECK(fake.launches() == launched + 1);
+  for (cuda::DevicePtr p : {*a, *b}) CHECK(d->free(p).ok());
 }
 
 TEST_CASE("fake GPU: device memory running out is a ResourceExhausted error", "[.fake_cuda]") {

@@ -218,7 +218,9 @@ class LoadedModule {
   LoadedModule& operator=(const LoadedModule&) = delete;
 
   // Launches func `index` with the runtime's convention: device buffers in the order of
-  // Func::buffer_params(), scalars (i64) in the order of Func::scalar_params().
+  // Func::buffer_params(), scalars (i64) in the order of Func::scalar_params(). Every buffer's
+  // address must be a multiple of kDeviceAlignment (16; cuMemAlloc's are): kernels access their
+  // buffers in vectors of up to 16 bytes. Another address is an InvalidArgument error.
   absl::Status launch(size_t index, const std::vector<DevicePtr>& buffers,
                       const std::vector<int64_t>& scalars, Stream stream = nullptr);
   const CompiledModule& compiled() const { return compiled_; }
