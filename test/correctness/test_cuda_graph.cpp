@@ -849,6 +849,36 @@ TEST_CASE("fake GPU: every operator family runs in the CUDA emulator and matches
   }
 }
 
+// The tensor-core GEMMs store a lane's two adjacent output columns as one pair. In an NCHW conv
+// the pair is two adjacent pixels of a channel's plane, stored at once through the fused
+// epilogue: in one row of the image (W even), or straddling two rows (W odd), still adjacent in
+// memory. Both, emulated.
+TEST_CASE(
+    "fake GPU: f16 convolutions store pixel pairs through their fused epilogue, also pairs "
+    "that straddle two rows",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  for (int64_t width : {8, 7}) {
+    INFO("6 x " << width << " pixels");
+    Graph g;
+    Tensor x = g.input("x", {2, 8, 6, width}, DType::f16());
+    g.output(x.conv2d(g.constant("w", random_array(DType::f16(), {16, 8, 3, 3}, -0.3, 0.3)),
+                      {.padding = 1})
+                 .add(g.constant("b", random_array(DType::f16(), {1, 16, 1, 1})))
+                 .relu());
+    loom::testing::TempDir dir;
+    CompiledGraph compiled =
+        compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
+    REQUIRE(compiled.kernels().size() == 1);
+    CHECK_THAT(compiled.kernels()[0].schedule, Catch::StartsWith("cuda_wgmma_conv2d") ||
+                                                   Catch::StartsWith("cuda_tensor_core_conv2d"));
+    emulate_kernels(fake, compiled, dir.path());
+    const std::vector<NDArray> in = {random_array(DType::f16(), {2, 8, 6, width})};
+    require_close(loom::testing::run_ok(compiled, in)[0], loom::testing::reference_run(g, in)[0],
+                  2e-2);
+  }
+}
+
 // Three layers of one shape (their own weights, their own names): NVRTC compiles one kernel for
 // the three matmuls, whose launches still read each layer's weights and write its output; the
 // layer-norm kernels differ (by their eps: 0.2, 0.8, 1.8, far apart in the results) and stay
