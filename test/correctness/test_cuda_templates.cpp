@@ -436,6 +436,17 @@ TEST_CASE("CUDA templates: SIMT matmul compiles for sm_80 and sm_90", "[cuda][cu
     check_op({"matmul", {f32({23, 1009}), f32({1009, 37})}, f32({23, 37}), none, 1e-4, 1e-4},
              {"atomicAdd(", "__threadfence()"});
   }
+  SECTION("N a multiple of 4, or of 2 only: a register row's adjacent columns as one store") {
+    // inner_n 2 and 4 both store vectors where N is a multiple of 4; where it is a multiple of 2
+    // only, inner_n 2 does and inner_n 4 stores lane by lane.
+    check_op(
+        {"matmul", {f32({37, 64}), f32({64, 44})}, f32({37, 44}), none, 1e-4, 1e-4},
+        {"*reinterpret_cast<loom_vec<float, 2>*>(", "*reinterpret_cast<loom_vec<float, 4>*>("});
+    check_op({"matmul", {f32({2, 19, 40}), f32({2, 40, 30})}, f32({2, 19, 30}), none, 1e-4, 1e-4},
+             {"*reinterpret_cast<loom_vec<float, 2>*>("});
+    check_op({"matmul", {f32({23, 1009}), f32({1009, 36})}, f32({23, 36}), none, 1e-4, 1e-4},
+             {"atomicAdd(", "*reinterpret_cast<loom_vec<float, "});
+  }
 }
 
 // f16 and bf16 products are exact in f32 and the sums differ from the reference only in order;
