@@ -382,6 +382,28 @@ std::string strip_call(const std::string& v, const std::string& fn) {
   return v;
 }
 
+// The vector loads of an expression that run whenever it is evaluated: not under a select, a
+// short-circuit && or ||, or a let, nor arguments that stand for addresses.
+class UnconditionalVectorLoads : public ir::IRVisitor {
+ public:
+  std::vector<const ir::Load*> loads;
+
+ protected:
+  void visit_load(const ir::Load* op) override {
+    if (op->type.is_vector()) loads.push_back(op);
+    ir::IRVisitor::visit_load(op);
+  }
+  void visit_binary(const ir::ExprNode* op, const ir::Expr& a, const ir::Expr& b) override {
+    if (op->kind != ir::ExprKind::kAnd && op->kind != ir::ExprKind::kOr)
+      ir::IRVisitor::visit_binary(op, a, b);
+  }
+  void visit_select(const ir::Select* op) override { visit(op->cond); }
+  void visit_let(const ir::Let*) override {}
+  void visit_call(const ir::Call* op) override {
+    if (!ir::Call::takes_addresses(op->name)) ir::IRVisitor::visit_call(op);
+  }
+};
+
 // The bytes of a kernel's constant-size shared buffers, each rounded up to 16.
 class SharedBytes : public ir::IRVisitor {
  public:
@@ -519,6 +541,13 @@ class FuncEmitter {
   std::string tma_load(const ir::Call* op);
   std::string load(const ir::Expr& e, const ir::Load* op, int lane);
   const BufferBinding* find_buffer(const ir::BufferNode* node, const char* what);
+  // The ramp of an access to buf at `index` that is one aligned vector access: consecutive
+  // elements (stride 1, a power-of-two count, at most 16 bytes) from an index provably a multiple
+  // of their count, in global or shared memory; null otherwise.
+  static const ir::Ramp* vector_access(const BufferBinding& buf, const ir::Expr& index);
+  // Reads each vector load of `value` that vector_access allows as one vector into a local,
+  // which load() then takes its lanes from (until vector_loads_ is cleared).
+  void read_vector_loads(const ir::Expr& value);
 
   // ---- statements ---------------------------------------------------------------------------
   void stmt(const ir::Stmt& s);
@@ -541,6 +570,7 @@ class FuncEmitter {
   static constexpr int64_t kIntMin = -2147483647, kIntMax = 2147483647;
   std::map<const ir::VarNode*, Range> ranges_;
   std::map<const ir::ExprNode*, std::optional<Range>> narrow_memo_;
+  std::map<const ir::Load*, std::string> vector_loads_;  // read_vector_loads' locals
   bool narrow_ = false;  // emitting an i64 expression in int
   bool widen_operand_ = false;  // the next expression is an operand of 64-bit arithmetic
   std::set<const ir::VarNode*> params_;
@@ -996,7 +1026,10 @@ std::string FuncEmitter::load(const ir::Expr& e, const ir::Load* op, int lane) {
                 ir::to_string(e))));
   const BufferBinding* buf = find_buffer(op->buffer.get(), "Load");
   if (!buf) return "0";
-  std::string element = buf->name + "[" + expr(op->indices[0], lane) + "]";
+  auto read = vector_loads_.find(op);
+  std::string element = read != vector_loads_.end()
+                            ? str_cat(read->second, ".v[", lane, "]")
+                            : buf->name + "[" + expr(op->indices[0], lane) + "]";
   switch (buf->dtype.code()) {
     case DTypeCode::kF16:
       return "__half2float(" + element + ")";
@@ -1141,6 +1174,33 @@ void FuncEmitter::for_loop(const ir::For* op) {
   line("}");
 }
 
+const ir::Ramp* FuncEmitter::vector_access(const BufferBinding& buf, const ir::Expr& index) {
+  const ir::Ramp* ramp = index.as<ir::Ramp>();
+  if (!ramp || !ir::is_const_int(ramp->stride, 1)) return nullptr;
+  const int lanes = ramp->lanes;
+  const int64_t bytes = lanes * buf.dtype.bytes();
+  const bool aligned = (lanes & (lanes - 1)) == 0 && bytes <= 16 && buf.alignment >= bytes &&
+                       known_power_of_two(ramp->base) >= lanes;
+  return aligned ? ramp : nullptr;
+}
+
+void FuncEmitter::read_vector_loads(const ir::Expr& value) {
+  UnconditionalVectorLoads found;
+  found.visit(value);
+  for (const ir::Load* load : found.loads) {
+    if (load->indices.size() != 1 || vector_loads_.count(load)) continue;
+    const BufferBinding* buf = find_buffer(load->buffer.get(), "Load");
+    if (!buf) return;
+    const ir::Ramp* ramp = vector_access(*buf, load->indices[0]);
+    if (!ramp) continue;
+    const std::string vec = str_cat("loom_vec<", memory_type(buf->dtype), ", ", ramp->lanes, ">");
+    const std::string name = fresh(buf->name + "_vec", "vec");
+    line(str_cat("const ", vec, " ", name, " = *reinterpret_cast<const ", vec, "*>(&", buf->name,
+                 "[", expr(ramp->base, 0), "]);"));
+    vector_loads_[load] = name;
+  }
+}
+
 void FuncEmitter::store(const ir::Store* op) {
   if (op->indices.size() != 1)
     return fail(absl::InvalidArgumentError(str_cat(
@@ -1183,18 +1243,15 @@ void FuncEmitter::store(const ir::Store* op) {
   // A vector store: every lane is computed before any is stored, as one vector store would.
   line("{");
   ++depth_;
+  read_vector_loads(op->value);
   std::string type = register_type(vt.element_of());
   std::vector<std::string> temps;
   for (int l = 0; l < lanes; ++l) {
     temps.push_back(fresh(str_cat(buf->name, "_lane", l), "lane"));
     line(str_cat("const ", type, " ", temps.back(), " = ", unrounded(expr(op->value, l)), ";"));
   }
-  // Consecutive elements (a ramp of stride 1) from an index that is a multiple of the lane
-  // count, in an array aligned to their bytes: one vector store of at most 16 bytes.
-  const ir::Ramp* ramp = index.as<ir::Ramp>();
-  const int64_t bytes = lanes * buf->dtype.bytes();
-  if (ramp && ir::is_const_int(ramp->stride, 1) && (lanes & (lanes - 1)) == 0 && bytes <= 16 &&
-      buf->alignment >= bytes && known_power_of_two(ramp->base) >= lanes) {
+  vector_loads_.clear();
+  if (const ir::Ramp* ramp = vector_access(*buf, index)) {
     const std::string vec = str_cat("loom_vec<", memory_type(buf->dtype), ", ", lanes, ">");
     std::string elements;
     for (int l = 0; l < lanes; ++l)

@@ -29,8 +29,9 @@ struct EmittedCuda {
 // it (loops with a smaller one are guarded). Vector expressions are computed lane by lane; a
 // vector store of consecutive elements (a ramp of stride 1, up to 16 bytes) whose first index
 // is provably a multiple of the lane count, into a buffer in global or shared memory, is one
-// vector store (kernel buffers are 16-byte aligned: LoadedModule::launch), others are stored
-// lane by lane. f16/bf16 values are held in float registers and rounded after every operation,
+// vector store (kernel buffers are 16-byte aligned: LoadedModule::launch), and so is each such
+// load its value reads whatever the lanes hold (not under a select, && or ||); others go lane
+// by lane. f16/bf16 values are held in float registers and rounded after every operation,
 // as on the CPU (once on their way to memory: the conversion rounds).
 // A global buffer allocated outside every GPU loop is storage of the whole launch: a module-scope
 // __device__ array, zero when the module loads and kept between launches (split-K's partial sums

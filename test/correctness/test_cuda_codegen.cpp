@@ -456,6 +456,7 @@ TEST_CASE(
   //  - y (f16): lanes r, r + 1 and r + 2, r + 3 as 2-lane stores of 2 x, rounded to f16 (cast,
   //    then stored: one rounding);
   //  - z (f32): lanes r .. r + 3 as one 4-lane store of x + 1;
+  //  - q (f32): lanes r, r + 1 as a 2-lane store of x where t < 8, else 0;
   //  - u (bf16), lane by lane: 2 lanes at r + s, s a scalar of unknown parity (run with s = 1);
   //    2 lanes at row * 66 + 3 t (3 t is odd for odd t); 2 lanes at stride 2 from r; and 2
   //    lanes into a local array, then stored one by one.
@@ -464,6 +465,7 @@ TEST_CASE(
   ir::Buffer x = ir::Buffer::make("x", DType::f32(), {n * 64});
   ir::Buffer y = ir::Buffer::make("y", DType::f16(), {n * 64});
   ir::Buffer z = ir::Buffer::make("z", DType::f32(), {n * 64});
+  ir::Buffer q = ir::Buffer::make("q", DType::f32(), {n * 64});
   ir::Buffer u = ir::Buffer::make("u", DType::bf16(), {len});
   ir::Buffer v = ir::Buffer::make("v", DType::bf16(), {len});
   ir::Buffer w = ir::Buffer::make("w", DType::bf16(), {len});
@@ -477,6 +479,10 @@ TEST_CASE(
       ir::Store::make(y, ir::cast(DType::f16(2), twice(r)), {ramp(r, 1, 2)}),
       ir::Store::make(y, ir::cast(DType::f16(2), twice(r + 2)), {ramp(r + 2, 1, 2)}),
       ir::Store::make(z, x(ramp(r, 1, 4)) + ir::Broadcast::make(1.0f, 4), {ramp(r, 1, 4)}),
+      ir::Store::make(
+          q,
+          ir::select(ir::Broadcast::make(t < 8, 2), x(ramp(r, 1, 2)), ir::Broadcast::make(0.0f, 2)),
+          {ramp(r, 1, 2)}),
       ir::Store::make(u, ir::cast(DType::bf16(2), twice(r)), {ramp(r + s, 1, 2)}),
       ir::Store::make(v, ir::cast(DType::bf16(2), twice(r)), {ramp(row * 66 + t * 3, 1, 2)}),
       ir::Store::make(w, ir::cast(DType::bf16(2), twice(r)), {ramp(r, 2, 2)}),
@@ -485,7 +491,7 @@ TEST_CASE(
                                 ir::Store::make(w, ir::cast(DType::bf16(), local(0)), {r + 1}),
                                 ir::Store::make(w, ir::cast(DType::bf16(), local(1)), {r + 3})}))};
   ir::Func f{"lanes",
-             {x, y, z, u, v, w, n, s},
+             {x, y, z, q, u, v, w, n, s},
              ir::For::make(row, ir::Expr(0), n, ir::ForKind::kGpuBlock,
                            ir::For::make(t, ir::Expr(0), ir::Expr(16), ir::ForKind::kGpuThread,
                                          ir::Seq::make(stores)))};
@@ -504,9 +510,14 @@ TEST_CASE(
   CHECK(count("*reinterpret_cast<loom_vec<__half, 2>*>(&y[") == 2);
   CHECK(count("*reinterpret_cast<loom_vec<float, 4>*>(&z[") == 1);
   CHECK(count("loom_vec<__nv_bfloat16") == 0);
-  CHECK(count("u[") == 2);
-  CHECK(count("v[") == 2);
-  CHECK(count("w[") == 4);
+  CHECK(count(" u[") == 2);
+  CHECK(count(" v[") == 2);
+  CHECK(count(" w[") == 4);
+  // The loads of x each value reads in full, at r or r + 2, are vector loads too; the one under
+  // a select (q's) goes lane by lane, as the select reads it only for the lanes that take it.
+  CHECK(count("*reinterpret_cast<const loom_vec<float, 2>*>(&x[") == 6);
+  CHECK(count("*reinterpret_cast<const loom_vec<float, 4>*>(&x[") == 1);
+  CHECK(count(" ? x[") == 2);
   // f16 and bf16 values are rounded once, on their way to memory.
   CHECK(count("__float2half_rn(loom_round_f16(") == 0);
   CHECK(count("__float2bfloat16_rn(loom_round_bf16(") == 0);
@@ -526,11 +537,13 @@ TEST_CASE(
   if (!emulated) return;
   const int64_t rows = 3, shift = 1, size = rows * 66 + 64;
   NDArray hx = loom::testing::random_array(DType::f32(), {rows * 64});
-  NDArray hy(DType::f16(), {rows * 64}), hz(DType::f32(), {rows * 64});
+  NDArray hy(DType::f16(), {rows * 64}), hz(DType::f32(), {rows * 64}),
+      hq(DType::f32(), {rows * 64});
   NDArray hu(DType::bf16(), {size}), hv(DType::bf16(), {size}), hw(DType::bf16(), {size});
-  for (NDArray* a : {&hy, &hz, &hu, &hv, &hw}) a->poison();
+  for (NDArray* a : {&hy, &hz, &hq, &hu, &hv, &hw}) a->poison();
   REQUIRE(emulated
-              ->run(0, {hx.data(), hy.data(), hz.data(), hu.data(), hv.data(), hw.data()},
+              ->run(0,
+                    {hx.data(), hy.data(), hz.data(), hq.data(), hu.data(), hv.data(), hw.data()},
                     {rows, shift})
               .ok());
   auto f16 = [](float f) { return loom::f16_to_f32(loom::f32_to_f16(f)); };
@@ -542,6 +555,7 @@ TEST_CASE(
       for (int64_t l = 0; l < 4; ++l) {
         CHECK(hy.get(at + l) == f16(twice_at(at + l)));
         CHECK(hz.get(at + l) == static_cast<float>(hx.get(at + l)) + 1.0f);
+        if (l < 2) CHECK(hq.get(at + l) == (i < 8 ? hx.get(at + l) : 0.0));
         CHECK(hw.get(at + l) == bf16(twice_at(at + l / 2)));
       }
       for (int64_t l = 0; l < 2; ++l) {
