@@ -33,7 +33,7 @@ constexpr int64_t kMaxLocalArrayBytes = 4096;
 constexpr const char* kPreamble =
     R"(template <typename T> __device__ __forceinline__ T loom_min(T a, T b) { return b < a ? b : a; }
 template <typename T> __device__ __forceinline__ T loom_max(T a, T b) { return a < b ? b : a; }
-// N consecutive elements stored at once (one vector store), at an address N * sizeof(T) aligned.
+// N consecutive elements read or written at once (one vector access), N * sizeof(T) aligned.
 template <typename T, int N> struct alignas(sizeof(T) * N) loom_vec { T v[N]; };
 )";
 constexpr const char* kF16Preamble = R"(#include <cuda_fp16.h>
