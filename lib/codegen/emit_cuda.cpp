@@ -252,6 +252,11 @@ std::string memory_type(DType t) {
   return "?";
 }
 
+// The preamble's loom_vec of `lanes` elements of t in memory: one vector load or store.
+std::string vector_type(DType t, int lanes) {
+  return str_cat("loom_vec<", memory_type(t), ", ", lanes, ">");
+}
+
 // Type of a scalar value in registers: f16/bf16 are computed in float (as the CPU back end does).
 std::string register_type(DType t) {
   if (t.is_float()) return "float";
@@ -1193,7 +1198,7 @@ void FuncEmitter::read_vector_loads(const ir::Expr& value) {
     if (!buf) return;
     const ir::Ramp* ramp = vector_access(*buf, load->indices[0]);
     if (!ramp) continue;
-    const std::string vec = str_cat("loom_vec<", memory_type(buf->dtype), ", ", ramp->lanes, ">");
+    const std::string vec = vector_type(buf->dtype, ramp->lanes);
     const std::string name = fresh(buf->name + "_vec", "vec");
     line(str_cat("const ", vec, " ", name, " = *reinterpret_cast<const ", vec, "*>(&", buf->name,
                  "[", expr(ramp->base, 0), "]);"));
@@ -1252,7 +1257,7 @@ void FuncEmitter::store(const ir::Store* op) {
   }
   vector_loads_.clear();
   if (const ir::Ramp* ramp = vector_access(*buf, index)) {
-    const std::string vec = str_cat("loom_vec<", memory_type(buf->dtype), ", ", lanes, ">");
+    const std::string vec = vector_type(buf->dtype, lanes);
     std::string elements;
     for (int l = 0; l < lanes; ++l)
       elements += (l ? ", " : "") + to_memory(temps[static_cast<size_t>(l)]);

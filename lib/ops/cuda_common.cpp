@@ -100,6 +100,32 @@ ir::Stmt store_inside(ir::Stmt store, const ir::Expr& row, int64_t rows, bool ro
   return inside.defined() ? ir::IfThenElse::make(inside, std::move(store)) : store;
 }
 
+ir::Stmt store_accumulators(const GemmOutput& out, const ir::Expr& g, const ir::Expr& row,
+                            const ir::Expr& col, const ir::Buffer& acc, int64_t slot, int lanes,
+                            bool row_tail, bool col_tail) {
+  const ir::Expr one(int64_t{1});
+  auto inside = [&](ir::Stmt store, const ir::Expr& c) {
+    return store_inside(std::move(store), row, out.M, row_tail, c, out.N, col_tail);
+  };
+  if (lanes > 1 && !out.at && out.N % lanes == 0) {
+    ir::Expr v = acc.load({ir::Ramp::make(ir::Expr(slot), one, lanes)});
+    return inside(
+        ir::Store::make(out.c, ir::final_value(ir::cast(DType(out.c.dtype().code(), lanes), v)),
+                        {g, row, ir::Ramp::make(col, one, lanes)}),
+        col);
+  }
+  std::vector<ir::Stmt> s;
+  for (int64_t i = 0; i < lanes; ++i) {
+    const ir::Expr c = col + i;
+    s.push_back(inside(
+        ir::Store::make(out.c,
+                        ir::final_value(ir::cast(out.c.dtype(), acc.load({ir::Expr(slot + i)}))),
+                        out.at ? out.at(g, row, c) : std::vector<ir::Expr>{g, row, c}),
+        c));
+  }
+  return ir::Seq::make(std::move(s));
+}
+
 ir::Stmt warp_all_reduce(ir::ReduceKind kind, const ir::Buffer& acc, int64_t slot, int warp_size) {
   std::vector<ir::Stmt> steps;
   const ir::Expr at(slot);

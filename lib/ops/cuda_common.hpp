@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "loom/core/target.hpp"
 #include "loom/graph/op.hpp"
@@ -60,6 +61,23 @@ ir::Stmt gpu_launch(const ir::Var& block, int64_t blocks, const ir::Var& thread,
 // that may lie past the edge of its matrix.
 ir::Stmt store_inside(ir::Stmt store, const ir::Expr& row, int64_t rows, bool row_tail,
                       const ir::Expr& col, int64_t cols, bool col_tail);
+
+// Where a GEMM's C[g][row][col] is stored: the buffer, the logical shape, and the index of an
+// element (null: c itself is the row-major [G, M, N]).
+struct GemmOutput {
+  ir::Buffer c;
+  int64_t M = 0, N = 0;
+  std::function<std::vector<ir::Expr>(const ir::Expr&, const ir::Expr&, const ir::Expr&)> at;
+};
+
+// Stores accumulators acc[slot], ..., acc[slot + lanes - 1] as C's elements (row, col), ...,
+// (row, col + lanes - 1) of GEMM g, col a multiple of lanes: final values in C's type, guarded
+// past M and N (tails as told). Where C is stored as it is and N is a multiple of lanes, one
+// vector store (aligned, and col < N holds for all lanes or none; the CUDA emitter makes it one
+// store); otherwise one store each.
+ir::Stmt store_accumulators(const GemmOutput& out, const ir::Expr& g, const ir::Expr& row,
+                            const ir::Expr& col, const ir::Buffer& acc, int64_t slot, int lanes,
+                            bool row_tail, bool col_tail);
 
 // Butterfly all-reduce of acc[slot] across the lanes of each warp (shfl_xor_sync with masks
 // warp/2, ..., 1): afterwards every lane holds the warp's combined value. Every lane of the warp

@@ -239,25 +239,18 @@ class SimtGemm {
                          ir::Seq::make(std::move(s)));
   }
 
-  // Stage "store C": the accumulators to C, final values, guarded past M and N. Where N is a
-  // multiple of inner_n, the inner_n adjacent columns of a register row (repeat(inner_m,
-  // inner_n)'s innermost) are one vector store: its first column and N are multiples of inner_n,
-  // so the vector is aligned and col < N holds for all of it or none.
+  // Stage "store C": the accumulators to C, final values, guarded past M and N; a register
+  // row's inner_n adjacent columns (repeat(inner_m, inner_n)'s innermost) stored together, as
+  // one vector where N allows (store_accumulators).
   Stmt store_c() const {
     const SimtTiles& t = tiles_;
-    const int lanes = p_.N % t.inner_n == 0 ? static_cast<int>(t.inner_n) : 1;
     std::vector<Stmt> s;
     for (const std::vector<int64_t>& r : registers()) {
-      if (r[1] % lanes != 0) continue;  // within the vector of the register before
+      if (r[1] % t.inner_n != 0) continue;  // stored with the first column of its run
       Expr row = m0_ + row0_ + row_offset(r[0]), col = n0_ + col0_ + col_offset(r[1]);
-      const Expr at(r[0] * t.tn() + r[1]);
-      Stmt store =
-          lanes == 1
-              ? ir::Store::make(c_, ir::final_value(acc_.load({at})), {g_, row, col})
-              : ir::Store::make(
-                    c_, ir::final_value(acc_.load({ir::Ramp::make(at, Expr(int64_t{1}), lanes)})),
-                    {g_, row, ir::Ramp::make(col, Expr(int64_t{1}), lanes)});
-      s.push_back(store_inside(store, row, p_.M, p_.M % t.bm() != 0, col, p_.N, p_.N % t.bn() != 0));
+      s.push_back(store_accumulators({c_, p_.M, p_.N, nullptr}, g_, row, col, acc_,
+                                     r[0] * t.tn() + r[1], static_cast<int>(t.inner_n),
+                                     p_.M % t.bm() != 0, p_.N % t.bn() != 0));
     }
     return ir::Seq::make(std::move(s));
   }

@@ -253,30 +253,7 @@ struct TcProblem {
   std::function<std::vector<Expr>(const Expr&, const Expr&, const Expr&)> c_at;
   std::vector<ir::Param> params;  // the kernel's, in the node's order
 
-  Stmt store_c(const Expr& g, const Expr& row, const Expr& col, const Expr& acc) const {
-    return ir::Store::make(c, ir::final_value(ir::cast(c.dtype(), acc)),
-                           c_at ? c_at(g, row, col) : std::vector<Expr>{g, row, col});
-  }
-
-  // Stores the pair of accumulators acc[slot], acc[slot + 1], C's elements (row, col) and
-  // (row, col + 1) with col even, guarded past M and N (tails as told). Where C is stored as it
-  // is with N even, the pair is one 2-lane store, aligned (the CUDA emitter makes it one 4-byte
-  // store of f16 or bf16); col < N then holds for both. Otherwise two stores.
-  Stmt store_pair(const Expr& g, const Expr& row, const Expr& col, const Buffer& acc, int64_t slot,
-                  bool row_tail, bool col_tail) const {
-    if (!c_at && N % 2 == 0) {
-      const Expr pair = ir::Ramp::make(Expr(slot), Expr(int64_t{1}), 2);
-      Stmt store = ir::Store::make(
-          c, ir::final_value(ir::cast(DType(c.dtype().code(), 2), acc.load({pair}))),
-          {g, row, ir::Ramp::make(col, Expr(int64_t{1}), 2)});
-      return store_inside(store, row, M, row_tail, col, N, col_tail);
-    }
-    std::vector<Stmt> s;
-    for (int64_t i = 0; i < 2; ++i)
-      s.push_back(store_inside(store_c(g, row, col + i, acc.load({Expr(slot + i)})), row, M,
-                               row_tail, col + i, N, col_tail));
-    return ir::Seq::make(std::move(s));
-  }
+  GemmOutput output() const { return {c, M, N, c_at}; }
 };
 
 class TensorCoreGemm {
@@ -388,8 +365,9 @@ class TensorCoreGemm {
             // repeat(2, 1) scales by spatial(8, 4)'s rows.
             Expr row = m0_ + warp_row0_ + mi * kMmaM + reg[0] * 8 + l[0];
             Expr col = n0_ + warp_col0_ + nj * kMmaN + l[1] * 2;
-            s.push_back(p_.store_pair(g_, row, col, acc_, (mi * t_.mma_n + nj) * 4 + reg[0] * 2,
-                                      p_.M % t_.bm() != 0, p_.N % t_.bn() != 0));
+            s.push_back(store_accumulators(p_.output(), g_, row, col, acc_,
+                                           (mi * t_.mma_n + nj) * 4 + reg[0] * 2, 2,
+                                           p_.M % t_.bm() != 0, p_.N % t_.bn() != 0));
           }
       return ir::Seq::make(std::move(s));
     });
@@ -830,8 +808,8 @@ class WarpgroupGemm {
           for (const std::vector<int64_t>& reg : rows->tasks_of(0)) {
             Expr row = m0_ + w[0] * 64 + w[1] * kMmaM + reg[0] * 8 + l[0];
             Expr col = n0_ + j * kMmaN + l[1] * 2;
-            s.push_back(p_.store_pair(g_, row, col, acc_, j * 4 + reg[0] * 2, p_.M % t_.bm() != 0,
-                                      p_.N % t_.block_n != 0));
+            s.push_back(store_accumulators(p_.output(), g_, row, col, acc_, j * 4 + reg[0] * 2, 2,
+                                           p_.M % t_.bm() != 0, p_.N % t_.block_n != 0));
           }
         return ir::Seq::make(std::move(s));
       });
