@@ -2,8 +2,9 @@
 // what the kernels compute, not only that NVRTC compiles them. The source is compiled by the host
 // C++ compiler behind a small shim (blockIdx/threadIdx, __syncthreads, __shfl_xor_sync, the CUDA
 // math and bit-cast functions, __shared__ arrays) into a shared library. A launch runs every CUDA
-// thread of a block as a host thread, the blocks one after another; __syncthreads is a barrier of
-// the block's threads and a warp shuffle an exchange among the warp's 32 threads, so barriers and
+// thread of a block as a host thread, the blocks one after another (a thread-block cluster's
+// blocks at once, each with its own dynamic shared memory); __syncthreads is a barrier of the
+// block's threads and a warp shuffle an exchange among the warp's 32 threads, so barriers and
 // shuffles behave as on a GPU. A barrier that not every thread reaches aborts after a timeout.
 // cuda_fp16.h and cuda_bf16.h are stand-ins giving the storage types and their rounding
 // conversions (all the generated code uses of them). The tensor-core (mma.sync, ldmatrix) and
@@ -43,15 +44,28 @@ inline const char* kShim = R"(// loom CUDA emulator shim
 struct loom_emu_dim3 { unsigned x, y, z; };
 extern "C" {
 __attribute__((visibility("default"))) thread_local loom_emu_dim3 loom_emu_thread_idx, loom_emu_block_idx;
+__attribute__((visibility("default"))) thread_local int loom_emu_rank;  // the block's in its cluster
 __attribute__((visibility("default"))) loom_emu_dim3 loom_emu_block_dim, loom_emu_grid_dim;
+// The dynamic shared memory of the blocks of the cluster running now, by rank; the threads of
+// each rank that have returned from the kernel, over all the launch's clusters so far, and this
+// thread's cluster (its count of clusters before): block r of this cluster has exited when
+// loom_emu_exited[r] is loom_emu_block_threads * (loom_emu_round + 1).
+__attribute__((visibility("default"))) unsigned char* loom_emu_cluster_smem[8];
+__attribute__((visibility("default"))) long long loom_emu_exited[8];
+__attribute__((visibility("default"))) long long loom_emu_block_threads;
+__attribute__((visibility("default"))) thread_local long long loom_emu_round;
 __attribute__((visibility("default"))) void (*loom_emu_sync)() = 0;
+__attribute__((visibility("default"))) void (*loom_emu_cluster_sync)() = 0;
 __attribute__((visibility("default"))) void (*loom_emu_warpgroup_sync)() = 0;
 __attribute__((visibility("default"))) float (*loom_emu_shfl_f32)(float, int) = 0;
 __attribute__((visibility("default"))) int (*loom_emu_shfl_i32)(int, int) = 0;
 __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, unsigned ty, unsigned tz,
-                                                                unsigned bx, unsigned by, unsigned bz) {
+                                                                unsigned bx, unsigned by, unsigned bz,
+                                                                int rank, long long round) {
   loom_emu_thread_idx = {tx, ty, tz};
   loom_emu_block_idx = {bx, by, bz};
+  loom_emu_rank = rank;
+  loom_emu_round = round;
 }
 }
 #define threadIdx loom_emu_thread_idx
@@ -66,9 +80,15 @@ __attribute__((visibility("default"))) void loom_emu_set_thread(unsigned tx, uns
 #define __align__(n) __attribute__((aligned(n)))
 // A tensor map parameter arrives as the address of its 128 bytes (a reference: one 8-byte word).
 #define LOOM_TENSOR_MAP_PARAM(name) const loom_tensor_map& name
+// Static shared arrays are the function's statics: the blocks that run at once (a cluster's) share
+// them, so a cluster kernel has none (its shared buffers are dynamic shared memory).
 #define __shared__ static
-// A block's dynamic shared memory: one array, like the static ones (blocks run one at a time).
-#define LOOM_DYNAMIC_SHARED(name) static __attribute__((aligned(1024))) unsigned char name[228 * 1024]
+// A block's dynamic shared memory: 228 KiB of its own, 1024-aligned, all-ones (NaNs) at the
+// launch.
+#define LOOM_DYNAMIC_SHARED(name) unsigned char* name = loom_emu_cluster_smem[loom_emu_rank]
+#define __cluster_dims__(...)
+#define LOOM_CLUSTER_SIZE(kernel, n) \
+  extern "C" __attribute__((visibility("default"), used)) const int kernel##_loom_cluster_size = n;
 #define __syncthreads() loom_emu_sync()
 #define __trap() abort()
 static inline float __shfl_xor_sync(unsigned, float v, int m) { return loom_emu_shfl_f32(v, m); }
@@ -290,6 +310,28 @@ static inline void loom_tma_load_3d(void* dst, const void* map, long long* bar, 
   loom_emu_tma_run(c, /*poison=*/true);
   loom_emu_mbarrier_at(bar).copies.push_back(c);
 }
+// Thread-block clusters: the address at p's offset in the shared memory of block `rank` of the
+// cluster (mapa), a remote arrival, a multicast copy (one copy per block in the mask, each on
+// that block's barrier), the cluster-wide barrier.
+template <typename T> static inline T* loom_emu_map(T* p, int rank) {
+  unsigned char* mine = loom_emu_cluster_smem[loom_emu_rank];
+  const long long offset = (unsigned char*)p - mine;
+  if (offset < 0 || offset >= 228 * 1024) loom_emu_fail("a cluster address outside this block's dynamic shared memory");
+  if (rank < 0 || rank >= 8 || !loom_emu_cluster_smem[rank]) loom_emu_fail("a block rank outside the cluster");
+  if (__atomic_load_n(&loom_emu_exited[rank], __ATOMIC_SEQ_CST) >= loom_emu_block_threads * (loom_emu_round + 1))
+    loom_emu_fail("an access to the shared memory of a block of the cluster that has exited");
+  return (T*)(loom_emu_cluster_smem[rank] + offset);
+}
+static inline void loom_mbarrier_arrive_cluster(long long* bar, int rank) {
+  loom_mbarrier_arrive(loom_emu_map(bar, rank));
+}
+static inline void loom_tma_load_3d_multicast(void* dst, const void* map, long long* bar, unsigned short mask,
+                                              int c0, int c1, int c2) {
+  for (int r = 0; r < 16; ++r)
+    if (mask >> r & 1) loom_tma_load_3d(loom_emu_map((char*)dst, r), map, loom_emu_map(bar, r), c0, c1, c2);
+}
+static inline void loom_fence_mbarrier_init() {}
+static inline void loom_cluster_sync() { loom_emu_cluster_sync(); }
 static inline void loom_mbarrier_wait(long long* bar, int parity) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (;;) {
@@ -412,11 +454,13 @@ struct ThreadState {
   Barrier* block = nullptr;
   Warp* warp = nullptr;
   Barrier* warpgroup = nullptr;  // the 128 threads of 4 consecutive warps (fewer at the end)
+  Barrier* cluster = nullptr;    // every thread of the blocks of the cluster
 };
 inline thread_local ThreadState* current = nullptr;
 
 inline void sync_threads() { current->block->wait("__syncthreads"); }
 inline void sync_warpgroup() { current->warpgroup->wait("a warpgroup-wide wgmma wait"); }
+inline void sync_cluster() { current->cluster->wait("a cluster barrier"); }
 
 template <typename T>
 T shuffle(T v, int mask, T (Warp::*slots)[32]) {
@@ -495,6 +539,7 @@ class CudaEmulator {
     set("loom_emu_shfl_i32", reinterpret_cast<void*>(&emulator_detail::shuffle_i32));
     set("loom_emu_warp_gather", reinterpret_cast<void*>(&emulator_detail::warp_gather));
     set("loom_emu_warpgroup_sync", reinterpret_cast<void*>(&emulator_detail::sync_warpgroup));
+    set("loom_emu_cluster_sync", reinterpret_cast<void*>(&emulator_detail::sync_cluster));
     return e;
   }
 
@@ -505,45 +550,80 @@ class CudaEmulator {
   }
 
   // Runs kernel `symbol` over grid x block; args are its parameters in order (buffer addresses
-  // and i64 scalars), at most 12. Returns an error message, empty on success.
+  // and i64 scalars), at most 12. A cluster kernel (LOOM_CLUSTER_SIZE) runs a cluster of blocks
+  // at a time, each with its own dynamic shared memory, else one block at a time. Returns an
+  // error message, empty on success.
   std::string launch(const std::string& symbol, Dim3 grid, Dim3 block,
                      const std::vector<uint64_t>& args) {
     void* fn = dlsym(lib_, symbol.c_str());
     if (!fn) return "no kernel " + symbol;
     if (args.size() > 12) return "more than 12 kernel arguments";
+    const auto* declared = static_cast<const int*>(dlsym(lib_, (symbol + "_loom_cluster_size").c_str()));
+    const unsigned cluster = declared ? static_cast<unsigned>(*declared) : 1;
+    if (cluster < 1 || cluster > 8 || grid.x % cluster != 0)
+      return "kernel " + symbol + ": a grid of " + std::to_string(grid.x) +
+             " blocks in clusters of " + std::to_string(cluster);
     using Kernel = void (*)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
                             uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
     uint64_t a[12] = {};
     for (size_t k = 0; k < args.size(); ++k) a[k] = args[k];
     *static_cast<Dim3*>(dlsym(lib_, "loom_emu_block_dim")) = block;
     *static_cast<Dim3*>(dlsym(lib_, "loom_emu_grid_dim")) = grid;
-    auto set_thread = reinterpret_cast<void (*)(unsigned, unsigned, unsigned, unsigned, unsigned,
-                                                unsigned)>(dlsym(lib_, "loom_emu_set_thread"));
+    auto set_thread =
+        reinterpret_cast<void (*)(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, int,
+                                  long long)>(dlsym(lib_, "loom_emu_set_thread"));
+    constexpr size_t kSharedBytes = 228 * 1024;
+    auto* smem = static_cast<unsigned char**>(dlsym(lib_, "loom_emu_cluster_smem"));
+    std::vector<std::unique_ptr<unsigned char, void (*)(void*)>> shared;
+    for (unsigned r = 0; r < 8; ++r) smem[r] = nullptr;
+    for (unsigned r = 0; r < cluster; ++r) {
+      shared.emplace_back(static_cast<unsigned char*>(std::aligned_alloc(1024, kSharedBytes)), &std::free);
+      std::memset(shared.back().get(), 0xFF, kSharedBytes);
+      smem[r] = shared.back().get();
+    }
     const int threads = static_cast<int>(block.x * block.y * block.z);
-    emulator_detail::Barrier block_barrier(threads), block_done(threads);
-    std::vector<std::unique_ptr<emulator_detail::Warp>> warps;
-    for (int w = 0; w * 32 < threads; ++w)
-      warps.push_back(std::make_unique<emulator_detail::Warp>(std::min(32, threads - w * 32)));
-    std::vector<std::unique_ptr<emulator_detail::Barrier>> warpgroups;
-    for (int w = 0; w * 128 < threads; ++w)
-      warpgroups.push_back(std::make_unique<emulator_detail::Barrier>(std::min(128, threads - w * 128)));
+    const int all = threads * static_cast<int>(cluster);
+    auto* exited = static_cast<long long*>(dlsym(lib_, "loom_emu_exited"));
+    for (unsigned r = 0; r < 8; ++r) exited[r] = 0;
+    *static_cast<long long*>(dlsym(lib_, "loom_emu_block_threads")) = threads;
+    // Per block of the cluster: its barrier, warps and warpgroups.
+    struct Block {
+      explicit Block(int threads) : barrier(threads) {
+        for (int w = 0; w * 32 < threads; ++w)
+          warps.push_back(std::make_unique<emulator_detail::Warp>(std::min(32, threads - w * 32)));
+        for (int w = 0; w * 128 < threads; ++w)
+          warpgroups.push_back(
+              std::make_unique<emulator_detail::Barrier>(std::min(128, threads - w * 128)));
+      }
+      emulator_detail::Barrier barrier;
+      std::vector<std::unique_ptr<emulator_detail::Warp>> warps;
+      std::vector<std::unique_ptr<emulator_detail::Barrier>> warpgroups;
+    };
+    std::vector<std::unique_ptr<Block>> blocks;
+    for (unsigned r = 0; r < cluster; ++r) blocks.push_back(std::make_unique<Block>(threads));
+    emulator_detail::Barrier cluster_barrier(all), cluster_done(all);
     std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t)
-      workers.emplace_back([&, t] {
-        emulator_detail::ThreadState state{t, &block_barrier, warps[static_cast<size_t>(t / 32)].get(),
-                                           warpgroups[static_cast<size_t>(t / 128)].get()};
+    for (int i = 0; i < all; ++i)
+      workers.emplace_back([&, i] {
+        const int rank = i / threads, t = i % threads;
+        Block& b = *blocks[static_cast<size_t>(rank)];
+        emulator_detail::ThreadState state{t, &b.barrier, b.warps[static_cast<size_t>(t / 32)].get(),
+                                           b.warpgroups[static_cast<size_t>(t / 128)].get(),
+                                           &cluster_barrier};
         emulator_detail::current = &state;
         const unsigned tx = static_cast<unsigned>(t) % block.x;
         const unsigned ty = static_cast<unsigned>(t) / block.x % block.y;
         const unsigned tz = static_cast<unsigned>(t) / (block.x * block.y);
+        long long round = 0;
         for (unsigned bz = 0; bz < grid.z; ++bz)
           for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-              set_thread(tx, ty, tz, bx, by, bz);
+            for (unsigned bx = static_cast<unsigned>(rank); bx < grid.x; bx += cluster) {
+              set_thread(tx, ty, tz, bx, by, bz, rank, round++);
               reinterpret_cast<Kernel>(fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
                                            a[9], a[10], a[11]);
-              // The block's __shared__ arrays are the next block's: every thread finishes first.
-              block_done.wait("the end of a block");
+              __atomic_add_fetch(&exited[rank], 1, __ATOMIC_SEQ_CST);
+              // The blocks' shared memory is the next cluster's: every thread finishes first.
+              cluster_done.wait("the end of a block");
             }
         emulator_detail::current = nullptr;
       });

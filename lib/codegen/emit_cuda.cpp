@@ -165,6 +165,32 @@ template <int N, int Raise> __device__ __forceinline__ void loom_set_max_registe
   if (Raise) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" :: "n"(N));
   else asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" :: "n"(N));
 }
+// Thread-block clusters: a copy written to the same offset of the shared memory of every block
+// of the cluster in the mask, each completing on its own mbarrier at the barrier's offset; an
+// arrival on the barrier at this one's offset in block `rank`; the cluster-wide barrier.
+__device__ __forceinline__ void loom_tma_load_3d_multicast(void* dst, const loom_tensor_map* map,
+                                                           long long* bar, unsigned short mask,
+                                                           int c0, int c1, int c2) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               ".multicast::cluster [%0], [%1, {%2, %3, %4}], [%5], %6;\n"
+               :: "r"(loom_shared_address(dst)), "l"(reinterpret_cast<unsigned long long>(map)),
+                  "r"(c0), "r"(c1), "r"(c2), "r"(loom_shared_address(bar)), "h"(mask) : "memory");
+}
+__device__ __forceinline__ void loom_mbarrier_arrive_cluster(long long* bar, int rank) {
+  asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+               "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n"
+               :: "r"(loom_shared_address(bar)), "r"(rank) : "memory");
+}
+__device__ __forceinline__ void loom_fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void loom_cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+#endif
+// A cluster kernel's size where the includer wants it (the test emulator: as a symbol).
+#ifndef LOOM_CLUSTER_SIZE
+#define LOOM_CLUSTER_SIZE(kernel, n)
 #endif
 )";
 
@@ -429,6 +455,18 @@ class SharedBytes : public ir::IRVisitor {
   }
 };
 
+// The cluster size a kernel declares (ir::Call cluster_dims), 1 when it declares none.
+class ClusterSize : public ir::IRVisitor {
+ public:
+  int64_t blocks = 1;
+
+ protected:
+  void visit_call(const ir::Call* op) override {
+    if (op->name == "cluster_dims") blocks = ir::as_const_int(op->args[0]).value_or(1);
+    IRVisitor::visit_call(op);
+  }
+};
+
 class StoredBuffers : public ir::IRVisitor {
  public:
   std::set<const ir::BufferNode*> stored;
@@ -563,8 +601,8 @@ class FuncEmitter {
   std::ostringstream os_;
   int depth_ = 1;
   PreambleNeeds* needs_;
-  // Shared buffers are slices of dynamic shared memory (their total passes the static limit):
-  // the next free offset.
+  // Shared buffers are slices of dynamic shared memory (their total passes the static limit, or
+  // the kernel runs in clusters): the next free offset.
   bool dynamic_shared_ = false;
   int64_t shared_offset_ = 0;
   std::set<std::string> used_;
@@ -588,6 +626,7 @@ class FuncEmitter {
   };
   std::vector<TensorMapUse> tensor_maps_;
   bool shifts_registers_ = false;  // the kernel calls set_max_registers (setmaxnreg)
+  int64_t cluster_ = 1;            // blocks per cluster (cluster_dims)
   LaunchAxes launch_;
   bool bound_[2][3] = {};  // GPU axes bound by enclosing loops: [block/thread][axis]
   std::string symbol_;     // the kernel's
@@ -926,8 +965,9 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
   if (name == "prefetch" || name == "prefetch_l1")
     return "0";  // a CPU cache hint; GPU kernels stage through shared memory
   const bool warpgroup = name.rfind("wgmma", 0) == 0 || name == "fence_proxy_async";
-  const bool tma = name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" ||
-                   name == "set_max_registers";
+  const bool tma = name.rfind("mbarrier_", 0) == 0 || name.rfind("tma_load_3d", 0) == 0 ||
+                   name == "set_max_registers" || name == "cluster_sync" ||
+                   name == "fence_mbarrier_init";
   if (warpgroup) needs_->wgmma = true;
   else if (tma) needs_->tma = true;
   else if (name != "atomic_add_i32") needs_->tensor_cores = true;
@@ -936,7 +976,9 @@ std::string FuncEmitter::memory_intrinsic(const ir::Call* op) {
     return str_cat("loom_set_max_registers<", ir::as_const_int(op->args[0]).value_or(0), ", ",
                    ir::as_const_int(op->args[1]).value_or(0), ">()");
   }
-  if (name == "tma_load_3d") return tma_load(op);
+  if (name == "tma_load_3d" || name == "tma_load_3d_multicast") return tma_load(op);
+  if (name == "cluster_sync") return "loom_cluster_sync()";
+  if (name == "fence_mbarrier_init") return "loom_fence_mbarrier_init()";
   if (name == "wgmma_commit") return "loom_wgmma_commit()";
   if (name == "fence_proxy_async") return "loom_fence_proxy_async()";
   if (name == "cp_async_commit") return "loom_cp_async_commit()";
@@ -984,15 +1026,15 @@ std::string FuncEmitter::tma_load(const ir::Call* op) {
   const ir::BufferNode* src = op->args[2].as<ir::Load>()->buffer.get();
   if (!buffer_position_.count(src))
     return fail_expr(absl::InvalidArgumentError(
-        str_cat("tma_load_3d of buffer '", src->name, "', which is not a parameter of the func")));
+        str_cat(op->name, " of buffer '", src->name, "', which is not a parameter of the func")));
   if (src->shape.size() != 3 || !src->layout.steps().empty())
     return fail_expr(absl::InvalidArgumentError(str_cat(
-        "tma_load_3d of buffer '", src->name, "': TMA copies from row-major rank-3 buffers")));
+        op->name, " of buffer '", src->name, "': TMA copies from row-major rank-3 buffers")));
   std::vector<int64_t> box;
   for (size_t i = 6; i < 9; ++i) box.push_back(ir::as_const_int(op->args[i]).value_or(0));
   if (box[2] * src->dtype.bytes() != 128)
     return fail_expr(absl::InvalidArgumentError(
-        str_cat("tma_load_3d of buffer '", src->name, "': the box's rows are ",
+        str_cat(op->name, " of buffer '", src->name, "': the box's rows are ",
                 box[2] * src->dtype.bytes(), " bytes; the 128-byte swizzle takes 128")));
   if (dst->indices.size() != 1 || bar->indices.size() != 1)
     return fail_expr(absl::InvalidArgumentError("tma_load_3d needs flattened IR"));
@@ -1006,8 +1048,12 @@ std::string FuncEmitter::tma_load(const ir::Call* op) {
     map = fresh(src->name + "_map", "map");
     tensor_maps_.push_back({src, box, map});
   }
-  std::string r = str_cat("loom_tma_load_3d(&", d->name, "[", expr(dst->indices[0], 0), "], &",
-                          map, ", &", b->name, "[", expr(bar->indices[0], 0), "]");
+  const bool multicast = op->name == "tma_load_3d_multicast";
+  std::string r = str_cat(multicast ? "loom_tma_load_3d_multicast(&" : "loom_tma_load_3d(&",
+                          d->name, "[", expr(dst->indices[0], 0), "], &", map, ", &", b->name,
+                          "[", expr(bar->indices[0], 0), "]");
+  if (multicast)
+    r += str_cat(", (unsigned short)", ir::as_const_int(op->args[9]).value_or(0));
   for (size_t i = 6; i-- > 3;) r += ", (int)(" + expr(op->args[i], 0) + ")";  // innermost first
   return r + ")";
 }
@@ -1104,6 +1150,8 @@ void FuncEmitter::stmt(const ir::Stmt& s) {
       return;
     case ir::StmtKind::kEvaluate: {
       const ir::Expr& v = s.as<ir::Evaluate>()->value;
+      const auto* call = v.as<ir::Call>();
+      if (call && call->name == "cluster_dims") return;  // on the kernel's signature
       for (int l = 0; l < v.type().lanes(); ++l) line("(void)" + expr(v, l) + ";");
       return;
     }
@@ -1427,9 +1475,22 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
 
   // Past the static limit, shared buffers are slices of the dynamic shared memory the launch
   // gives (the runtime raises the kernel's limit when it loads the module).
+  // A cluster kernel's are always: its blocks' shared memories are windows of one space, and
+  // the test emulator gives each block of a cluster its own dynamic shared memory.
   SharedBytes shared;
   shared.visit(f.body);
-  if (shared.bytes > kStaticSharedBytes) {
+  ClusterSize cluster;
+  cluster.visit(f.body);
+  cluster_ = cluster.blocks;
+  if (cluster_ > 1) {
+    std::optional<int64_t> blocks = ir::as_const_int(info->grid[0]);
+    if (!blocks || *blocks % cluster_ != 0 || !ir::is_const_int(info->grid[1], 1) ||
+        !ir::is_const_int(info->grid[2], 1))
+      return absl::InvalidArgumentError(
+          str_cat("kernel '", f.name, "' runs in clusters of ", cluster_, " blocks; its grid (",
+                  ir::to_string(info->grid[0]), " blocks) must be a constant multiple of that"));
+  }
+  if (shared.bytes > kStaticSharedBytes || (cluster_ > 1 && shared.bytes > 0)) {
     dynamic_shared_ = true;
     needs_->dynamic_shared = true;
     info->dynamic_shared_bytes = shared.bytes;
@@ -1450,6 +1511,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   // block per SM: ptxas needs the register count at entry fixed by the launch bounds, and some
   // ptxas versions drop every setmaxnreg ("unable to determine register count at entry") when
   // only the block size bounds it.
+  if (cluster_ > 1) os_ << "__cluster_dims__(" << cluster_ << ", 1, 1) ";
   if (threads > 0)
     os_ << "__launch_bounds__(" << threads << (shifts_registers_ ? ", 1" : "") << ") ";
   os_ << symbol << "(";
@@ -1457,6 +1519,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   os_ << ") {\n";
   for (const std::string& p : prologue) os_ << "  " << p << "\n";
   os_ << body << "}\n";
+  if (cluster_ > 1) os_ << "LOOM_CLUSTER_SIZE(" << symbol << ", " << cluster_ << ")\n";
   return absl::OkStatus();
 }
 

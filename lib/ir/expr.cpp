@@ -196,6 +196,8 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0}, {"prefetch", 1},
     {"prefetch_l1", 1}, {"mbarrier_init", 2}, {"mbarrier_arrive", 1}, {"mbarrier_expect_tx", 2},
     {"mbarrier_wait", 2}, {"tma_load_3d", 9}, {"set_max_registers", 2},
+    {"cluster_dims", 1}, {"cluster_sync", 0}, {"fence_mbarrier_init", 0},
+    {"mbarrier_arrive_cluster", 2}, {"tma_load_3d_multicast", 10},
 };
 
 bool is_16_bit_float(DType t) {
@@ -274,8 +276,11 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
     } else if (name == "mbarrier_wait") {
       LOOM_CHECK(args[1].type().is_int() && args[1].type().is_scalar(), name,
                  " takes an integer phase parity");
+    } else if (name == "mbarrier_arrive_cluster") {
+      LOOM_CHECK(args[1].type().is_int() && args[1].type().is_scalar(), name,
+                 " takes an integer block rank");
     }
-  } else if (name == "tma_load_3d") {
+  } else if (name == "tma_load_3d" || name == "tma_load_3d_multicast") {
     LOOM_CHECK(load(0)->buffer->scope == MemoryScope::kShared, name, " writes shared memory");
     LOOM_CHECK(load(1)->buffer->scope == MemoryScope::kShared && args[1].type() == DType::i64(),
                name, " completes on an mbarrier: an i64 element of shared memory");
@@ -289,6 +294,15 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
       LOOM_CHECK(box && box->value >= 1 && box->value <= 256, name,
                  " needs constant box extents in [1, 256]");
     }
+    if (name == "tma_load_3d_multicast") {
+      const auto* mask = args[9].as<IntImm>();
+      LOOM_CHECK(mask && mask->value >= 1 && mask->value < (1 << 16), name,
+                 " needs a constant mask of blocks in [1, 2^16)");
+    }
+  } else if (name == "cluster_dims") {
+    const auto* n = args[0].as<IntImm>();
+    LOOM_CHECK(n && n->value >= 2 && n->value <= 8, name,
+               " needs a constant cluster size in [2, 8]");
   } else if (name == "set_max_registers") {
     const auto* n = args[0].as<IntImm>();
     const auto* up = args[1].as<IntImm>();
@@ -312,7 +326,9 @@ bool Call::takes_addresses(const std::string& name) {
          name == "atomic_add_i32" || name == "thread_fence" || name == "wgmma_m64k16" ||
          name == "wgmma_fence" || name == "wgmma_commit" || name == "wgmma_wait" ||
          name == "fence_proxy_async" || name == "prefetch" || name == "prefetch_l1" ||
-         name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" || name == "set_max_registers";
+         name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" || name == "set_max_registers" ||
+         name == "tma_load_3d_multicast" || name == "cluster_dims" || name == "cluster_sync" ||
+         name == "fence_mbarrier_init";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {

@@ -668,6 +668,15 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 // operands that cp.async cannot copy (rows not a multiple of 16 bytes, the gathered windows of
 // a convolution), as in the mma.sync GEMM: whatever writes a slice, each thread fences its
 // writes for the asynchronous proxy before the barrier.
+//
+// TMA path (tma_block_tile): a producer warpgroup, of which one thread copies each slice with
+// TMA onto the stage's "full" mbarrier, and consumer warpgroups that release each stage on its
+// "empty" one. Its blocks may run in thread-block clusters of two (cluster = 2) over consecutive
+// M tiles of one N tile and K range: both read the same slices of B, so each copies half of B's
+// 64-column atoms with one multicast copy into the shared memory of both, and B is read from L2
+// once per pair instead of twice. A stage is then refilled only when the consumers of both
+// blocks are done with it: each consumer warpgroup arrives on the stage's empty barrier in
+// every block of the cluster, and each full barrier counts the bytes of both blocks' copies.
 
 constexpr int64_t kWgK = 64;  // a slice: one 128-byte swizzle atom of 16-bit elements
 constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAtomRowBytes;
@@ -675,13 +684,15 @@ constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAt
 struct WgTiles {
   int64_t warpgroups, block_n, stages, split_k;
   bool tma;  // TMA copies by a producer warpgroup (below), else cp.async by every thread
+  int64_t cluster;  // blocks per cluster (TMA path): pairs of M tiles share B (below)
 
   explicit WgTiles(const tune::Config& c)
       : warpgroups(c["warpgroups"]),
         block_n(c["block_n"]),
         stages(c["stages"]),
         split_k(c["split_k"]),
-        tma(c.has("tma") && c["tma"] != 0) {}
+        tma(c.has("tma") && c["tma"] != 0),
+        cluster(c.has("cluster") ? c["cluster"] : 1) {}
 
   int64_t consumers() const { return warpgroups * 128; }  // the threads that multiply
   int64_t threads() const { return consumers() + (tma ? 128 : 0); }
@@ -738,17 +749,25 @@ class WarpgroupGemm {
 
   const std::vector<ir::Param>& params() const { return p_.params; }
 
-  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n, split_k) over the blocks.
+  // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n, split_k) over the blocks; in
+  // clusters of c, spatial(G, tiles_m / c, tiles_n, split_k, c), so that the c blocks of a
+  // cluster (consecutive) take consecutive M tiles of one N tile and one K range.
   Stmt kernel() {
     const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.block_n);
-    auto blocks = schedule::spatial(p_.G, tiles_m, tiles_n, t_.split_k);
+    const int64_t c = t_.cluster;
+    LOOM_CHECK(c == 1 || tiles_m % c == 0, "clusters of ", c, " over ", tiles_m, " M tiles");
+    auto blocks = schedule::spatial(
+        c == 1 ? std::vector<int64_t>{p_.G, tiles_m, tiles_n, t_.split_k}
+               : std::vector<int64_t>{p_.G, tiles_m / c, tiles_n, t_.split_k, c});
     LOOM_CHECK(blocks.ok(), blocks.status().ToString());
     Var block("block"), tid("tid");
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
+      rank_ = c == 1 ? Expr(int64_t{0}) : tile[4];
+      const Expr m_tile = c == 1 ? tile[1] : tile[1] * c + rank_;
       g_ = tile[0];
-      m0_ = tile[1] * t_.bm();
+      m0_ = m_tile * t_.bm();
       n0_ = tile[2] * t_.block_n;
-      tile_id_ = (tile[0] * tiles_m + tile[1]) * tiles_n + tile[2];
+      tile_id_ = (tile[0] * tiles_m + m_tile) * tiles_n + tile[2];
       split_index_ = tile[3];
       return block_tile(tid);
     });
@@ -837,12 +856,27 @@ class WarpgroupGemm {
         call("tma_load_3d", {a_shared_.load({s, zero, zero}), full(s), p_.a.buffer.load({zero, zero, zero}),
                              batch(p_.a), m0_, k0, one, Expr(t_.bm()), Expr(kWgK)}),
     };
-    for (int64_t j = 0; j < t_.block_n / 64; ++j)
-      step.push_back(call("tma_load_3d",
-                          {b_shared_.load({s, zero, Expr(j * 64)}), full(s),
-                           p_.b.buffer.load({zero, zero, zero}), batch(p_.b), k0,
-                           n0_ + j * 64, one, Expr(kWgK), Expr(int64_t{64})}));
+    // In a cluster, block r copies its share of B's atoms to every block of the cluster.
+    const int64_t atoms = t_.block_n / 64, own = atoms / t_.cluster;
+    for (int64_t j = 0; j < own; ++j) {
+      const Expr atom = t_.cluster == 1 ? Expr(j) : rank_ * own + j;
+      std::vector<Expr> args = {b_shared_.load({s, zero, atom * int64_t{64}}), full(s),
+                                p_.b.buffer.load({zero, zero, zero}), batch(p_.b), k0,
+                                n0_ + atom * int64_t{64}, one, Expr(kWgK), Expr(int64_t{64})};
+      if (t_.cluster > 1) args.push_back(Expr((int64_t{1} << t_.cluster) - 1));
+      step.push_back(call(t_.cluster == 1 ? "tma_load_3d" : "tma_load_3d_multicast", args));
+    }
     return ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step)));
+  }
+
+  // The arrival of a warpgroup done with `stage` on its empty barrier, in every block of the
+  // cluster (whose producers all write the stage).
+  Stmt release(const Expr& stage) const {
+    if (t_.cluster == 1) return call("mbarrier_arrive", {empty(stage)});
+    std::vector<Stmt> s;
+    for (int64_t r = 0; r < t_.cluster; ++r)
+      s.push_back(call("mbarrier_arrive_cluster", {empty(stage), Expr(r)}));
+    return ir::Seq::make(std::move(s));
   }
 
   // Stage "consume" (TMA): per slice, wait until its stage is full, multiply, and once the
@@ -857,9 +891,8 @@ class WarpgroupGemm {
     for (int64_t kk = 0; kk < kWgK / kMmaK; ++kk) step.push_back(wgmma(s, warpgroup, kk));
     step.push_back(call("wgmma_commit"));
     step.push_back(call("wgmma_wait", {acc_.load({zero}), regs, Expr(int64_t{1})}));
-    step.push_back(ir::IfThenElse::make(
-        kt > int64_t{0} && tid % int64_t{128} == int64_t{0},
-        call("mbarrier_arrive", {empty((kt + (t_.stages - 1)) % t_.stages)})));
+    step.push_back(ir::IfThenElse::make(kt > int64_t{0} && tid % int64_t{128} == int64_t{0},
+                                        release((kt + (t_.stages - 1)) % t_.stages)));
     return ir::Seq::make({
         ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step))),
         call("wgmma_wait", {acc_.load({zero}), regs, zero}),
@@ -871,17 +904,21 @@ class WarpgroupGemm {
   Stmt tma_block_tile(const Var& tid) {
     const Expr warpgroup = tid / Expr(int64_t{128}), zero(int64_t{0});
     const auto [first, count] = split_.slices_of(split_index_, ceil_div(p_.K, kWgK));
+    const bool cluster = t_.cluster > 1;
     std::vector<Stmt> init;
     for (int64_t s = 0; s < t_.stages; ++s) {
       init.push_back(call("mbarrier_init", {full(Expr(s)), Expr(int64_t{1})}));
-      init.push_back(call("mbarrier_init", {empty(Expr(s)), Expr(t_.warpgroups)}));
+      init.push_back(call("mbarrier_init", {empty(Expr(s)), Expr(t_.warpgroups * t_.cluster)}));
     }
     init.push_back(call("fence_proxy_async"));
+    if (cluster) init.push_back(call("fence_mbarrier_init"));
     std::vector<Stmt> s;
+    if (cluster) s.push_back(call("cluster_dims", {Expr(t_.cluster)}));
     for (int64_t i = 0; i < t_.accumulators(); ++i)
       s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
     s.push_back(ir::IfThenElse::make(tid == zero, ir::Seq::make(std::move(init))));
-    s.push_back(ir::Barrier::make());
+    // In a cluster, the other blocks' barriers are initialised before any arrival or copy.
+    s.push_back(cluster ? call("cluster_sync") : ir::Barrier::make());
     const bool shift = t_.shifts_registers();
     auto registers = [&](int64_t n, int64_t raise) {
       return shift ? call("set_max_registers", {Expr(n), Expr(raise)})
@@ -899,6 +936,8 @@ class WarpgroupGemm {
                        split ? split_.publish(tid, tile_id_, split_index_, acc_) : store_c(tid)})));
     if (split)
       s.push_back(split_.gather(tid, tile_id_, acc_, store_c(tid), tid < t_.consumers()));
+    // No block of a cluster exits while another may still arrive on its barriers.
+    if (cluster) s.push_back(call("cluster_sync"));
     Stmt body = ir::Seq::make(std::move(s));
     for (const Buffer& b : {acc_, bars_, b_shared_, a_shared_}) body = ir::Allocate::make(b, body);
     return split_.around_block(body);
@@ -930,7 +969,7 @@ class WarpgroupGemm {
   bool a_async_ = false, b_async_ = false;
   Buffer a_shared_, b_shared_, acc_, bars_;
   SplitK split_;
-  Expr g_, m0_, n0_, tile_id_, split_index_;
+  Expr g_, m0_, n0_, tile_id_, split_index_, rank_;
 };
 
 // wgmma is sm_90a's: the warpgroup GEMM runs on sm_90 exactly.
@@ -948,10 +987,18 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
   std::optional<TcProblem> problem = wgmma_problem(ctx);
   tune::Space s;
   s.param("warpgroups", {1, 2}).param("block_n", {64, 128, 256}).param("stages", {2, 3, 4});
-  s.param("tma", {0, 1});
+  s.param("tma", {0, 1}).param("cluster", {1, 2});
   const bool tma_copies = problem && WarpgroupGemm::tma_copies(*problem);
   s.rule("TMA copies only operands stored as row-major tensors with rows of 16-byte multiples",
          [=](const tune::Config& c) { return c["tma"] == 0 || tma_copies; });
+  // A pair of blocks on two M tiles, each copying half of B's atoms to both.
+  auto pairs = [problem](const tune::Config& c) {
+    const WgTiles t(c);
+    return t.tma && t.block_n >= 128 && problem && ceil_div(problem->M, t.bm()) % 2 == 0;
+  };
+  s.rule("clusters of two blocks on the TMA path, over an even number of M tiles, with B tiles "
+         "of 2 or more atoms",
+         [=](const tune::Config& c) { return WgTiles(c).cluster == 1 || pairs(c); });
   s.rule("threads per block within the device limit", [=](const tune::Config& c) {
     return WgTiles(c).threads() <= p.max_threads_per_block;
   });
@@ -968,6 +1015,11 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
   // on narrow ones too would add a third of the candidates.
   s.prefer("TMA with tiles 128 columns wide or more",
            [](const tune::Config& c) { return c["tma"] == 0 || c["block_n"] >= 128; });
+  // Two blocks that share B read it from L2 once (halving B's share of the L2 traffic, which
+  // for wide tiles is most of it): kFast measures TMA tiles in pairs where they pair up.
+  s.prefer("TMA tiles in clusters of two where they pair up", [=](const tune::Config& c) {
+    return WgTiles(c).cluster == 2 || !pairs(c);
+  });
   auto blocks = [problem](const tune::Config& c) {
     const WgTiles t(c);
     return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.block_n)
@@ -983,7 +1035,8 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
                          {"block_n", block_n},
                          {"stages", stages},
                          {"split_k", 1},
-                         {"tma", 0}});
+                         {"tma", 0},
+                         {"cluster", 1}});
   };
   s.default_config(default_gemm_config(
       s, {config(2, 256, 3), config(2, 128, 4), config(1, 128, 4), config(1, 64, 4)},

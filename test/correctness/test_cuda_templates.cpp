@@ -658,12 +658,13 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                   {37, 1088},
                   {1088, 48}};
   auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
-                   int64_t tma = 0) {
+                   int64_t tma = 0, int64_t cluster = 1) {
     return tune::Config({{"warpgroups", warpgroups},
                          {"block_n", block_n},
                          {"stages", stages},
                          {"split_k", split_k},
-                         {"tma", tma}});
+                         {"tma", tma},
+                         {"cluster", cluster}});
   };
   for (const Case& c : {cases[0], cases[1], cases[2], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
@@ -680,6 +681,17 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     CHECK(std::any_of(pruned.begin(), pruned.end(),
                       [](const tune::Config& p) { return p["tma"] == 1; }) == tma);
     for (const tune::Config& p : pruned) CHECK((p["tma"] == 0 || p["block_n"] >= 128));
+    // Clusters of two blocks: TMA tiles 128 columns wide or more over an even number of M
+    // tiles, which kFast measures in pairs only.
+    const int64_t m_tiles_64 = (c.a[c.a.size() - 2] + 63) / 64;
+    const bool pairs_64 = tma && m_tiles_64 % 2 == 0, pairs_128 = tma && (m_tiles_64 + 1) / 2 % 2 == 0;
+    CHECK(space.broken_rules(config(1, 128, 3, 1, 1, 2)).empty() == pairs_64);
+    CHECK(space.broken_rules(config(2, 256, 3, 1, 1, 2)).empty() == pairs_128);
+    CHECK_FALSE(space.broken_rules(config(1, 64, 3, 1, 1, 2)).empty());  // one atom of B
+    CHECK_FALSE(space.broken_rules(config(1, 128, 3, 1, 0, 2)).empty());  // cp.async
+    for (const tune::Config& p : pruned)
+      if (p["tma"] == 1)
+        CHECK(p["cluster"] == ((p["warpgroups"] == 1 ? pairs_64 : pairs_128) ? 2 : 1));
     std::vector<tune::Config> configs =
         split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8)}
               : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)};
@@ -691,6 +703,13 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
       configs.push_back(config(2, 256, 4, 1, 1));  // registers shifted to the consumers
       configs.push_back(config(1, 128, 3, 1, 1));
     }
+    // Clusters: the f16 case over two M tiles of 128 rows, once split in two along K; the bf16
+    // one over two M tiles of 64 rows and a B tile wider than N.
+    if (pairs_128) {
+      configs.push_back(config(2, 256, 4, 1, 1, 2));
+      configs.push_back(config(2, 128, 2, 2, 1, 2));
+    }
+    if (pairs_64) configs.push_back(config(1, 128, 3, 1, 1, 2));
     for (const tune::Config& cfg : configs) {
       INFO(c.op.inputs[0].dtype << ", config " << cfg.to_string());
       REQUIRE(space.broken_rules(cfg).empty());
@@ -718,6 +737,14 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.commit_group.sync.aligned"));
         CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 0"));
         CHECK_THAT(compiled->ptx, Catch::Contains("fence.proxy.async.shared::cta"));
+        // A cluster's blocks copy half of B each to both, release stages in both, and meet
+        // once their barriers are initialised and before they exit.
+        const bool clustered = cfg["cluster"] == 2;
+        for (const char* cluster_ptx :
+             {".reqnctapercluster 2, 1, 1", "multicast::cluster", "mapa.shared::cluster.u32",
+              "mbarrier.arrive.release.cluster.shared::cluster.b64", "barrier.cluster.arrive",
+              "barrier.cluster.wait", "fence.mbarrier_init.release.cluster"})
+          CHECK((compiled->ptx.find(cluster_ptx) != std::string::npos) == clustered);
         if (with_tma) {
           CHECK(compiled->kernels[0].tensor_maps.size() == 2);  // A, and B's atoms
           CHECK_THAT(compiled->ptx, Catch::Contains("cp.async.bulk.tensor.3d.shared::cluster.global"));

@@ -239,6 +239,20 @@ struct Load : ExprNode {
 //     runtime::cuda::TensorMapInfo). dst starts 1024-aligned, b2 elements are 128 bytes;
 //   set_max_registers(n, raise): the warpgroup's threads keep n registers each from here on
 //     (constants; setmaxnreg.inc when raise is 1, .dec when 0).
+// and the Hopper thread-block clusters, whose blocks see each other's shared memory:
+//   cluster_dims(n): the kernel runs in clusters of n (a constant in [2, 8]) consecutive blocks
+//     (__cluster_dims__(n, 1, 1)); block b is block b % n of its cluster, and the grid is a
+//     multiple of n blocks. A statement of the kernel's body, before any other cluster call;
+//     it computes nothing. A cluster kernel's shared buffers are dynamic shared memory;
+//   cluster_sync(): every thread of every block of the cluster waits for the others, its
+//     writes to shared memory before it seen by all of them after it (barrier.cluster);
+//   fence_mbarrier_init(): this thread's mbarrier_init before it are seen by the cluster's
+//     other blocks after their next cluster_sync;
+//   mbarrier_arrive_cluster(bar[i], rank): one arrival on the mbarrier at bar[i]'s place in the
+//     shared memory of block `rank` of the cluster (mapa, then a remote arrive);
+//   tma_load_3d_multicast(dst[i], bar[j], src[k], c0, c1, c2, b0, b1, b2, mask): tma_load_3d,
+//     read once and written to dst[i]'s place in the shared memory of each block of the
+//     cluster whose bit is set in `mask` (a constant), completing there on bar[j]'s place.
 struct Call : ExprNode {
   static constexpr ExprKind kKind = ExprKind::kCall;
   Call(DType t, std::string n, std::vector<Expr> a)
