@@ -38,6 +38,7 @@ namespace emulator_detail {
 // Put before the generated source.
 inline const char* kShim = R"(// loom CUDA emulator shim
 #include <math.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,7 +222,11 @@ static inline void loom_wgmma_commit() {
   loom_emu_wgmma_groups.push_back(loom_emu_wgmma_open);
   loom_emu_wgmma_open.clear();
 }
+// The odd blocks of a thread-block cluster compute their products late (5 ms): a block that
+// copies into another's shared memory before that one's products have read it is caught there
+// (they compute NaNs).
 template <int N, int Count> static inline void loom_wgmma_wait(float*) {
+  if (loom_emu_rank % 2 == 1) usleep(5000);
   loom_emu_warpgroup_sync();
   while (loom_emu_wgmma_groups.size() > (size_t)N) {
     for (const loom_emu_product& p : loom_emu_wgmma_groups.front()) p.run(p.d, p.a, p.b);

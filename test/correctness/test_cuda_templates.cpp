@@ -650,6 +650,11 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         2e-3},
        {37, 45},
        {45, 29}},
+      // Two M tiles of 64 rows and 9 slices: a cluster's stages are refilled.
+      {{"matmul", {typed(f16, {127, 520}), typed(f16, {520, 136})}, typed(f16, {127, 136}), none,
+        2e-3, 2e-3},
+       {127, 520},
+       {520, 136}},
   };
   // A deep K over one tile: 17 slices of 64, split 4 (5, 5, 5, 2 slices) or 8 (3 a split, the
   // last two splits empty).
@@ -666,7 +671,7 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                          {"tma", tma},
                          {"cluster", cluster}});
   };
-  for (const Case& c : {cases[0], cases[1], cases[2], deep}) {
+  for (const Case& c : {cases[0], cases[1], cases[2], cases[3], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
     REQUIRE(t->applies(ctx));
     tune::Space space = t->space(ctx);
