@@ -28,7 +28,8 @@
 //
 // --only gemm runs part 1, --only models parts 2 and 3, --only convs part 2; --quick runs two
 // matmul shapes and the convolutions at batch 1 only. On sm_90, part 1 also times f16 4096^3
-// with chosen warpgroup GEMM configs, operands copied by cp.async or by TMA. --shapes times
+// with chosen warpgroup GEMM configs, operands copied by cp.async or by TMA, with and without
+// clusters of two blocks. --shapes times
 // part 1 on the given matmul shapes instead (in f16 each also with + bias, GELU and + residual
 // fused), without the chosen configs.
 //
@@ -726,18 +727,28 @@ int main(int argc, char** argv) {
                     std::exp(log_epi / timed));
     }
     // On sm_90, f16 4096^3 with chosen warpgroup GEMM configs: the operands copied by every
-    // thread (cp.async) or by a producer warpgroup (TMA), side by side.
+    // thread (cp.async) or by a producer warpgroup (TMA), alone or in clusters of two blocks
+    // that share B, side by side.
     if (t != loom::DType::f16() || props->sm_arch != 90 || quick || !chosen.empty()) continue;
     std::printf("\n%-40s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
                 "ratio");
-    for (const auto& [warpgroups, block_n, stages, tma] :
-         std::vector<std::array<int64_t, 4>>{{2, 256, 3, 0}, {2, 128, 4, 0}, {2, 256, 3, 1},
-                                             {2, 256, 4, 1}, {2, 128, 4, 1}, {1, 256, 4, 1}}) {
+    for (const auto& [warpgroups, block_n, stages, tma, cluster] :
+         std::vector<std::array<int64_t, 5>>{{2, 256, 3, 0, 1},
+                                             {2, 128, 4, 0, 1},
+                                             {2, 256, 3, 1, 1},
+                                             {2, 256, 4, 1, 1},
+                                             {2, 128, 4, 1, 1},
+                                             {1, 256, 4, 1, 1},
+                                             {2, 256, 3, 1, 2},
+                                             {2, 256, 4, 1, 2},
+                                             {2, 128, 4, 1, 2},
+                                             {1, 256, 4, 1, 2}}) {
       const loom::tune::Config config({{"warpgroups", warpgroups},
                                        {"block_n", block_n},
                                        {"stages", stages},
                                        {"split_k", 1},
-                                       {"tma", tma}});
+                                       {"tma", tma},
+                                       {"cluster", cluster}});
       loom::CompileOptions forced = options;
       forced.template_configs = {{"cuda_wgmma_gemm", config}};
       absl::StatusOr<Result> r = run_case({4096, 4096, 4096}, t, target, forced, **driver, cublas);

@@ -971,19 +971,20 @@ int check_forced_configs(FakeDriver& fake, const GraphCase& c,
   return forced;
 }
 
-// gelu(x w + b), x [37, K], in dtype t: a GEMM with too few tiles to fill the SMs, to split
-// along K, and an epilogue for the block that sums the splits.
-GraphCase linear_layer_case(int64_t K, DType t, double tol) {
-  return {"split-K linear layer",
-          [K, t] {
+// gelu(x w + b), x [M, K] and w [K, N] in dtype t (by default [37, K] and [K, 44]: a GEMM with
+// too few tiles to fill the SMs, to split along K, and an epilogue for the block that sums the
+// splits).
+GraphCase linear_layer_case(int64_t K, DType t, double tol, int64_t M = 37, int64_t N = 44) {
+  return {"linear layer",
+          [K, t, M, N] {
             Graph g;
-            Tensor x = g.input("x", {37, K}, t);
-            Tensor w = g.input("w", {K, 44}, t);
-            Tensor b = g.input("b", {44}, t);
+            Tensor x = g.input("x", {M, K}, t);
+            Tensor w = g.input("w", {K, N}, t);
+            Tensor b = g.input("b", {N}, t);
             g.output(x.matmul(w).add(b).gelu());
             return g;
           },
-          {random_array(t, {37, K}), random_array(t, {K, 44}), random_array(t, {44})},
+          {random_array(t, {M, K}), random_array(t, {K, N}), random_array(t, {N})},
           tol};
 }
 
@@ -1053,7 +1054,25 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
     INFO("K " << K);
     CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}, 80) == 1);
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", warpgroup}}) == 1);
+  }
+}
 
+TEST_CASE("fake GPU: warpgroup GEMMs in clusters of two blocks sharing B, with a fused bias and "
+          "gelu, match the reference in the emulator, run after run",
+          "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  // 131 x 256 x 136: two M tiles of 128 rows (the second 3 rows deep) a cluster, 4 slices
+  // through 2 stages (refilled), N past the second tile; then split in two along K.
+  const GraphCase c = linear_layer_case(256, DType::f16(), 2e-2, 131, 136);
+  for (const int64_t split : {int64_t{1}, int64_t{2}}) {
+    const tune::Config config({{"warpgroups", 2},
+                               {"block_n", 128},
+                               {"stages", 2},
+                               {"split_k", split},
+                               {"tma", 1},
+                               {"cluster", 2}});
+    INFO("config " << config.to_string());
+    CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", config}}) == 1);
   }
 }
 
