@@ -224,14 +224,17 @@ int gpu_sm_arch() {
   return p->sm_arch;
 }
 
+// Within tol of the CPU's values, relative to 1 + |want|; a NaN where the CPU has a number (or
+// the other way round) is never close.
 void require_close(const NDArray& got, const NDArray& want, double tol) {
   REQUIRE(got.dtype() == want.dtype());
   REQUIRE(got.shape() == want.shape());
   for (int64_t k = 0; k < got.numel(); ++k) {
     const double a = got.get(k), e = want.get(k);
-    if (std::fabs(a - e) > tol * (1 + std::fabs(e))) {
+    const bool close = std::fabs(a - e) <= tol * (1 + std::fabs(e));
+    if (!close) {
       INFO("element " << k << " of " << got.numel() << ": GPU " << a << ", CPU " << e);
-      REQUIRE(std::fabs(a - e) <= tol * (1 + std::fabs(e)));
+      REQUIRE(close);
     }
   }
 }
@@ -808,10 +811,11 @@ TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cud
   g.output(g.input("x", {40, 64}, DType::f16()).matmul(g.constant("w", w)));
   CompileOptions options = loom::testing::cold_cache_options(dir.path());
   options.template_configs = {{"cuda_wgmma_gemm", tune::Config({{"warpgroups", 1},
-                                                                 {"block_n", 128},
-                                                                 {"stages", 3},
-                                                                 {"split_k", 1},
-                                                                 {"tma", 1}})}};
+                                                                {"block_n", 128},
+                                                                {"stages", 3},
+                                                                {"split_k", 1},
+                                                                {"tma", 1},
+                                                                {"cluster", 1}})}};
   CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
   REQUIRE(compiled.kernels().size() == 1);
   CHECK_THAT(compiled.kernels()[0].schedule, Catch::Contains("tma=1"));
@@ -1010,7 +1014,8 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
                          {"block_n", block_n},
                          {"stages", stages},
                          {"split_k", 1},
-                         {"tma", tma}});
+                         {"tma", tma},
+                         {"cluster", 1}});
   };
   const std::vector<tune::Config> warpgroup_configs = {wg(1, 64, 2), wg(2, 128, 4),
                                                        wg(1, 256, 3), wg(2, 64, 3)};
@@ -1049,8 +1054,12 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
     const tune::Config config({{"warps_m", 1}, {"warps_n", 2}, {"mma_m", 2}, {"mma_n", 2},
                                {"block_k", 32}, {"stages", 3}, {"swizzle", 1},
                                {"split_k", split}});
-    const tune::Config warpgroup(
-        {{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", split}, {"tma", 0}});
+    const tune::Config warpgroup({{"warpgroups", 1},
+                                  {"block_n", 64},
+                                  {"stages", 3},
+                                  {"split_k", split},
+                                  {"tma", 0},
+                                  {"cluster", 1}});
     INFO("K " << K);
     CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}, 80) == 1);
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", warpgroup}}) == 1);
@@ -1214,8 +1223,12 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     std::map<std::string, tune::Config> configs;
     std::vector<LayoutStep> layout = channels_last();
   };
-  const tune::Config tma(
-      {{"warpgroups", 1}, {"block_n", 64}, {"stages", 3}, {"split_k", 1}, {"tma", 1}});
+  const tune::Config tma({{"warpgroups", 1},
+                          {"block_n", 64},
+                          {"stages", 3},
+                          {"split_k", 1},
+                          {"tma", 1},
+                          {"cluster", 1}});
   const std::vector<Case> cases = {
       {"the block, default configs", nhwc_block(), x, 4, {}},
       // A 1x1 conv reads the image as the plain [pixels, channels] matrix: TMA copies it.
