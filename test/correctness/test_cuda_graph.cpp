@@ -1233,6 +1233,17 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
       {"the block, default configs", nhwc_block(), x, 4, {}},
       // A 1x1 conv reads the image as the plain [pixels, channels] matrix: TMA copies it.
       {"a 1x1 conv with TMA", pointwise, y, 1, {{"cuda_wgmma_conv2d", tma}}},
+      // 70 pixels: two M tiles of 64, one cluster; B (24 channels) in one tile of two atoms.
+      {"a 1x1 conv with TMA in clusters of two",
+       pointwise,
+       y,
+       1,
+       {{"cuda_wgmma_conv2d", tune::Config({{"warpgroups", 1},
+                                            {"block_n", 128},
+                                            {"stages", 3},
+                                            {"split_k", 1},
+                                            {"tma", 1},
+                                            {"cluster", 2}})}}},
       {"a 1x1 conv with cp.async", pointwise, y, 1, {}},
       {"the block in NCHW8c", nhwc_block(), x, 4, {}, channels_blocked(8)},
       {"a 1x1 conv in NCHW8c (its windows gathered)", pointwise, y, 1, {}, channels_blocked(8)},
@@ -1244,6 +1255,8 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     options.template_configs = c.configs;
     CompiledGraph compiled = compile_for(c.graph, Target::cuda(90), options);
     CHECK(count_schedules(compiled, "cuda_wgmma_conv2d[") == c.gemms);
+    for (const auto& [name, config] : c.configs)
+      CHECK(count_schedules(compiled, name + "[" + config.to_string() + "]") == c.gemms);
     // Every conv but a stem of 3 channels reads and writes the layout.
     int laid = 0;
     for (const Node& n : compiled.graph().nodes())
