@@ -36,8 +36,7 @@ namespace loom::testing {
 namespace emulator_detail {
 
 // Put before the generated source.
-inline const char* kShim =
-    R"(// loom CUDA emulator shim
+inline const char* kShim = R"(// loom CUDA emulator shim
 #include <math.h>
 #include <unistd.h>
 #include <stdint.h>
@@ -102,14 +101,14 @@ static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 #define __threadfence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 )"
-    // The tensor-core and cp.async intrinsics of loom's preamble (inline PTX there). ldmatrix and
-    // mma gather the addresses of the warp's 32 lanes and compute each lane's share from the
-    // others' rows or fragments; the trailing gather keeps every lane's fragments in place until
-    // all have read them. A cp.async fills its 16 bytes with NaNs at issue and copies the data at
-    // the wait that needs it: on a GPU the copy lands at some time in between, so a kernel that
-    // reads shared memory before waiting, or that starts a copy over data some product has yet to
-    // read, computes NaNs here.
-    R"(#include <vector>
+// The tensor-core and cp.async intrinsics of loom's preamble (inline PTX there). ldmatrix and mma
+// gather the addresses of the warp's 32 lanes and compute each lane's share from the others'
+// rows or fragments; the trailing gather keeps every lane's fragments in place until all have
+// read them. A cp.async fills its 16 bytes with NaNs at issue and copies the data at the wait that
+// needs it: on a GPU the copy lands at some time in between, so a kernel that reads shared memory
+// before waiting, or that starts a copy over data some product has yet to read, computes NaNs
+// here.
+R"(#include <vector>
 #include "cuda_fp16.h"
 #include "cuda_bf16.h"
 extern "C" __attribute__((visibility("default"))) int (*loom_emu_warp_gather)(const void* const*, int,
@@ -170,17 +169,17 @@ template <int N> static inline void loom_cp_async_wait() {
   }
 }
 )"
-    // wgmma (sm_90a): each thread computes its own accumulators from the shared tiles, read through
-    // the hardware's 128-byte swizzle (address bits 4-6 XOR bits 7-9) from the canonical layouts: A
-    // K-major (row r at (r / 8) * ASBO + (r % 8) * 128), B N-major (column n in atom n / 64 at
-    // BLBO apart, k row at (k / 8) * BSBO + (k % 8) * 128). As on the GPU, the products are
-    // asynchronous: a wgmma is only recorded at issue, committed into a group, and computed, from
-    // what the shared tiles hold then, when a wait lets no more than N groups stay pending. A
-    // kernel that rewrites a tile before the wait that covers its readers computes wrong products
-    // here. The wait is the warpgroup's (wgmma.wait_group is .sync.aligned over it, and the group
-    // it waits for is the warpgroup's): its 128 threads meet before and after computing, so that
-    // one thread past the wait knows the whole warpgroup's reads done, as on the GPU.
-    R"(static inline const void* loom_emu_swizzle128(const char* p) {
+// wgmma (sm_90a): each thread computes its own accumulators from the shared tiles, read through
+// the hardware's 128-byte swizzle (address bits 4-6 XOR bits 7-9) from the canonical layouts: A
+// K-major (row r at (r / 8) * ASBO + (r % 8) * 128), B N-major (column n in atom n / 64 at
+// BLBO apart, k row at (k / 8) * BSBO + (k % 8) * 128). As on the GPU, the products are
+// asynchronous: a wgmma is only recorded at issue, committed into a group, and computed, from what
+// the shared tiles hold then, when a wait lets no more than N groups stay pending. A kernel that
+// rewrites a tile before the wait that covers its readers computes wrong products here. The wait
+// is the warpgroup's (wgmma.wait_group is .sync.aligned over it, and the group it waits for is
+// the warpgroup's): its 128 threads meet before and after computing, so that one thread past the
+// wait knows the whole warpgroup's reads done, as on the GPU.
+R"(static inline const void* loom_emu_swizzle128(const char* p) {
   const uintptr_t a = (uintptr_t)p;
   return (const void*)(a ^ (((a >> 7) & 7) << 4));
 }
@@ -237,16 +236,16 @@ template <int N, int Count> static inline void loom_wgmma_wait(float*) {
 }
 static inline void loom_fence_proxy_async() {}
 )"
-    // TMA and mbarriers (sm_90). A tensor map holds the emulator's own description of the tensor
-    // (loom_emu_tensor_map, written by encode_emulated_tensor_map). An mbarrier is host state keyed
-    // by its shared address, made anew by each init. A copy is recorded on its barrier at issue and
-    // done, through the 128-byte swizzle of the destination address, when a wait finds every
-    // arrival of the phase in; until then the destination holds NaNs, written at issue. On a GPU
-    // the copy lands at some time in between, so a kernel that reads a stage before waiting for it,
-    // or that copies over a stage some product has yet to read, computes NaNs here. The phase
-    // completes when the copies brought exactly the bytes announced (expect_tx); more bytes abort,
-    // and so does a wait past 30 seconds (fewer bytes, or arrivals missing).
-    R"(#include <chrono>
+// TMA and mbarriers (sm_90). A tensor map holds the emulator's own description of the tensor
+// (loom_emu_tensor_map, written by encode_emulated_tensor_map). An mbarrier is host state keyed
+// by its shared address, made anew by each init. A copy is recorded on its barrier at issue and
+// done, through the 128-byte swizzle of the destination address, when a wait finds every arrival
+// of the phase in; until then the destination holds NaNs, written at issue. On a GPU the copy
+// lands at some time in between, so a kernel that reads a stage before waiting for it, or that
+// copies over a stage some product has yet to read, computes NaNs here. The phase completes when the copies brought
+// exactly the bytes announced (expect_tx); more bytes abort, and so does a wait past 30 seconds
+// (fewer bytes, or arrivals missing).
+R"(#include <chrono>
 #include <map>
 #include <mutex>
 #include <thread>
