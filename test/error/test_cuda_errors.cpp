@@ -139,6 +139,44 @@ TEST_CASE("CUDA codegen errors: TMA copies from buffers a tensor map cannot desc
   CHECK(kernels[0].tensor_maps[0].box == std::vector<int64_t>{1, 64, 64});
 }
 
+TEST_CASE("CUDA codegen errors: a cluster kernel's grid is a constant multiple of its cluster",
+          "[cuda]") {
+  ir::Var block("block"), tid("tid"), n("n");
+  ir::Buffer out = ir::Buffer::make("out", DType::f32(), {ir::Expr(int64_t{4 * 32})});
+  ir::Buffer tile =
+      ir::Buffer::make("tile", DType::f32(), {ir::Expr(int64_t{32})}, ir::MemoryScope::kShared);
+  // Each block's threads write a shared tile, meet at the cluster's barrier, and copy it out.
+  auto kernel = [&](const ir::Expr& blocks) {
+    ir::Stmt body = ir::Seq::make({
+        ir::Evaluate::make(ir::Call::make("cluster_dims", {ir::Expr(int64_t{2})})),
+        ir::Store::make(tile, ir::cast(DType::f32(), tid), {tid}),
+        ir::Evaluate::make(ir::Call::make("cluster_sync", {})),
+        ir::Store::make(out, tile.load({tid}), {block * int64_t{32} + tid}),
+    });
+    body = ir::For::make(tid, ir::Expr(int64_t{0}), ir::Expr(int64_t{32}), ir::ForKind::kGpuThread,
+                         ir::Allocate::make(tile, body));
+    return ir::For::make(block, ir::Expr(int64_t{0}), blocks, ir::ForKind::kGpuBlock, body);
+  };
+  require_error({"f", {out}, kernel(ir::Expr(int64_t{3}))}, absl::StatusCode::kInvalidArgument,
+                "runs in clusters of 2 blocks");
+  require_error({"f", {out, n}, kernel(n)}, absl::StatusCode::kInvalidArgument,
+                "must be a constant multiple");
+  // Four blocks: the kernel declares its clusters, and its small shared tile is dynamic shared
+  // memory (each block of a cluster has its own in the emulator).
+  ir::Module m{"ok", loom::Target::cuda(90), {{"f", {out}, kernel(ir::Expr(int64_t{4}))}}};
+  std::vector<cuda::KernelInfo> kernels;
+  auto source = cuda::emit_cuda_source(m, &kernels);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  CHECK_THAT(*source, Catch::Contains("__cluster_dims__(2, 1, 1) __launch_bounds__(32) f("));
+  CHECK_THAT(*source, Catch::Contains("LOOM_CLUSTER_SIZE(f, 2)"));
+  CHECK_THAT(*source, Catch::Contains("LOOM_DYNAMIC_SHARED(loom_smem);"));
+  CHECK_THAT(*source, Catch::Contains("(void)loom_cluster_sync();"));
+  CHECK_THAT(*source, !Catch::Contains("loom_cluster_dims"));
+  REQUIRE(kernels.size() == 1);
+  CHECK(kernels[0].dynamic_shared_bytes == 128);
+}
+
 TEST_CASE("CUDA tensor maps: shapes innermost first, strides checked", "[cuda]") {
   ir::Var rows("rows");
   const ir::Expr cols(int64_t{200}), two(int64_t{2});
