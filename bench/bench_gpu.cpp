@@ -732,17 +732,18 @@ int main(int argc, char** argv) {
     if (t != loom::DType::f16() || props->sm_arch != 90 || quick || !chosen.empty()) continue;
     std::printf("\n%-40s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
                 "ratio");
-    for (const auto& [warpgroups, block_n, stages, tma, cluster] :
-         std::vector<std::array<int64_t, 5>>{{2, 256, 3, 0, 1},
-                                             {2, 128, 4, 0, 1},
-                                             {2, 256, 3, 1, 1},
-                                             {2, 256, 4, 1, 1},
-                                             {2, 128, 4, 1, 1},
-                                             {1, 256, 4, 1, 1},
-                                             {2, 256, 3, 1, 2},
-                                             {2, 256, 4, 1, 2},
-                                             {2, 128, 4, 1, 2},
-                                             {1, 256, 4, 1, 2}}) {
+    std::vector<std::array<int64_t, 5>> configs;  // warpgroups, block_n, stages, tma, cluster
+    for (const int64_t cluster : {1, 2})
+      for (const auto& [warpgroups, block_n, stages, tma] :
+           std::vector<std::array<int64_t, 4>>{{2, 256, 3, 0},
+                                               {2, 128, 4, 0},
+                                               {2, 256, 3, 1},
+                                               {2, 256, 4, 1},
+                                               {2, 128, 4, 1},
+                                               {1, 256, 4, 1}})
+        if (cluster == 1 || tma == 1)  // clusters are the TMA path's
+          configs.push_back({warpgroups, block_n, stages, tma, cluster});
+    for (const auto& [warpgroups, block_n, stages, tma, cluster] : configs) {
       const loom::tune::Config config({{"warpgroups", warpgroups},
                                        {"block_n", block_n},
                                        {"stages", stages},

@@ -688,8 +688,9 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     for (const tune::Config& p : pruned) CHECK((p["tma"] == 0 || p["block_n"] >= 128));
     // Clusters of two blocks: TMA tiles 128 columns wide or more over an even number of M
     // tiles, which kFast measures in pairs only.
-    const int64_t m_tiles_64 = (c.a[c.a.size() - 2] + 63) / 64;
-    const bool pairs_64 = tma && m_tiles_64 % 2 == 0, pairs_128 = tma && (m_tiles_64 + 1) / 2 % 2 == 0;
+    const int64_t M = c.a[c.a.size() - 2];
+    const bool pairs_64 = tma && (M + 63) / 64 % 2 == 0;     // one warpgroup: 64-row tiles
+    const bool pairs_128 = tma && (M + 127) / 128 % 2 == 0;  // two: 128-row tiles
     CHECK(space.broken_rules(config(1, 128, 3, 1, 1, 2)).empty() == pairs_64);
     CHECK(space.broken_rules(config(2, 256, 3, 1, 1, 2)).empty() == pairs_128);
     CHECK_FALSE(space.broken_rules(config(1, 64, 3, 1, 1, 2)).empty());  // one atom of B
