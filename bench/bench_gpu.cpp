@@ -728,38 +728,42 @@ int main(int argc, char** argv) {
     }
     // On sm_90, f16 4096^3 with chosen warpgroup GEMM configs: the operands copied by every
     // thread (cp.async) or by a producer warpgroup (TMA), alone or in clusters of two blocks
-    // that share B, side by side.
+    // that share B, a block per tile or persistent blocks walking tiles, side by side.
     if (t != loom::DType::f16() || props->sm_arch != 90 || quick || !chosen.empty()) continue;
-    std::printf("\n%-40s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
+    std::printf("\n%-52s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
                 "ratio");
-    std::vector<std::array<int64_t, 5>> configs;  // warpgroups, block_n, stages, tma, cluster
-    for (const int64_t cluster : {1, 2})
-      for (const auto& [warpgroups, block_n, stages, tma] :
-           std::vector<std::array<int64_t, 4>>{{2, 256, 3, 0},
-                                               {2, 128, 4, 0},
-                                               {2, 256, 3, 1},
-                                               {2, 256, 4, 1},
-                                               {2, 128, 4, 1},
-                                               {1, 256, 4, 1}})
-        if (cluster == 1 || tma == 1)  // clusters are the TMA path's
-          configs.push_back({warpgroups, block_n, stages, tma, cluster});
-    for (const auto& [warpgroups, block_n, stages, tma, cluster] : configs) {
+    // warpgroups, block_n, stages, tma, cluster, persistent
+    std::vector<std::array<int64_t, 6>> configs;
+    for (const int64_t persistent : {0, 1})
+      for (const int64_t cluster : {1, 2})
+        for (const auto& [warpgroups, block_n, stages, tma] :
+             std::vector<std::array<int64_t, 4>>{{2, 256, 3, 0},
+                                                 {2, 128, 4, 0},
+                                                 {2, 256, 3, 1},
+                                                 {2, 256, 4, 1},
+                                                 {2, 128, 4, 1},
+                                                 {1, 256, 4, 1}})
+          // Clusters and persistent blocks are the TMA path's.
+          if (tma == 1 || (cluster == 1 && persistent == 0))
+            configs.push_back({warpgroups, block_n, stages, tma, cluster, persistent});
+    for (const auto& [warpgroups, block_n, stages, tma, cluster, persistent] : configs) {
       const loom::tune::Config config({{"warpgroups", warpgroups},
                                        {"block_n", block_n},
                                        {"stages", stages},
                                        {"split_k", 1},
                                        {"tma", tma},
-                                       {"cluster", cluster}});
+                                       {"cluster", cluster},
+                                       {"persistent", persistent}});
       loom::CompileOptions forced = options;
       forced.template_configs = {{"cuda_wgmma_gemm", config}};
       absl::StatusOr<Result> r = run_case({4096, 4096, 4096}, t, target, forced, **driver, cublas);
       if (!r.ok()) {
-        std::printf("%-40s %s\n", config.to_string().c_str(), r.status().ToString().c_str());
+        std::printf("%-52s %s\n", config.to_string().c_str(), r.status().ToString().c_str());
         continue;
       }
       if (!std::isnan(r->peer_ms) && !(r->rel_err <= max_err)) wrong = true;
-      std::printf("%-40s %10.4f %10.4f %8.3f\n", config.to_string().c_str(), r->loom_ms,
-                  r->peer_ms, r->peer_ms / r->loom_ms);
+      std::printf("%-52s %10.4f %10.4f %8.3f\n", config.to_string().c_str(), r->loom_ms, r->peer_ms,
+                  r->peer_ms / r->loom_ms);
       records.push_back(gemm_record("4096x4096x4096_f16_" + config.to_string(),
                                     {4096, 4096, 4096}, t, *r));
     }

@@ -47,15 +47,25 @@ Target& Target::set_caches(int64_t l1d_bytes, int64_t l2_bytes, int cores) {
   return *this;
 }
 
+Target& Target::set_sm_count(int sm_count) {
+  if (sm_count > 0) sm_count_ = sm_count;
+  return *this;
+}
+
 std::string Target::fingerprint() const {
-  if (is_cuda()) return "cuda:sm_" + std::to_string(sm_arch_);
+  if (is_cuda())
+    return "cuda:sm_" + std::to_string(sm_arch_) +
+           (sm_count_ > 0 ? ":sms=" + std::to_string(sm_count_) : std::string());
   std::string s = "cpu:" + triple_ + ":" + cpu_name_ + ":";
   for (size_t i = 0; i < features_.size(); ++i) s += (i ? ",+" : "+") + features_[i];
   return s;
 }
 
 std::string Target::to_string() const {
-  if (is_cuda()) return "cuda sm_" + std::to_string(sm_arch_) + " (device " + std::to_string(device_) + ")";
+  if (is_cuda())
+    return "cuda sm_" + std::to_string(sm_arch_) + " (device " + std::to_string(device_) +
+           (sm_count_ > 0 ? ", " + std::to_string(sm_count_) + " SMs assumed" : std::string()) +
+           ")";
   return "cpu " + cpu_name_ + " (" + triple_ + ", " + std::to_string(vector_bits()) + "-bit vectors)";
 }
 

@@ -34,9 +34,14 @@ GpuProperties gpu_properties(const Target& target) {
   static std::mutex mu;
   static std::map<std::pair<int, int>, GpuProperties> known;
   std::lock_guard<std::mutex> lock(mu);
+  // A count the target sets replaces the device's or the default.
+  auto with_target = [&target](GpuProperties p) {
+    if (target.sm_count() > 0) p.sm_count = target.sm_count();
+    return p;
+  };
   const std::pair<int, int> key{target.device(), target.sm_arch()};
   auto it = known.find(key);
-  if (it != known.end()) return it->second;
+  if (it != known.end()) return with_target(it->second);
   GpuProperties p = GpuProperties::defaults_for(target.sm_arch());
   // Only a present device of the very arch replaces the defaults: a space for sm_80 built on an
   // sm_90 machine stays an sm_80 space.
@@ -61,7 +66,7 @@ GpuProperties gpu_properties(const Target& target) {
     }
   }
   known[key] = p;
-  return p;
+  return with_target(p);
 }
 
 tune::Config first_filling_config(const tune::Space& s, const std::vector<tune::Config>& by_size,

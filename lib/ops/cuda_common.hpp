@@ -38,7 +38,7 @@ struct GpuProperties {
 };
 
 // The device's properties when target's device is present and of target's arch, else the arch's
-// defaults. Queried once per process and device.
+// defaults (the SM count the target sets, if it does). Queried once per process and device.
 GpuProperties gpu_properties(const Target& target);
 
 // The default of a GEMM-like space: the first of by_size (largest tile first) that breaks no rule

@@ -685,6 +685,7 @@ struct WgTiles {
   int64_t warpgroups, block_n, stages, split_k;
   bool tma;  // TMA copies by a producer warpgroup (below), else cp.async by every thread
   int64_t cluster;  // blocks per cluster (TMA path): pairs of M tiles share B (below)
+  bool persistent;  // (TMA path) as many blocks as the SMs hold, each walking tiles (below)
 
   explicit WgTiles(const tune::Config& c)
       : warpgroups(c["warpgroups"]),
@@ -692,7 +693,8 @@ struct WgTiles {
         stages(c["stages"]),
         split_k(c["split_k"]),
         tma(c.has("tma") && c["tma"] != 0),
-        cluster(c.has("cluster") ? c["cluster"] : 1) {}
+        cluster(c.has("cluster") ? c["cluster"] : 1),
+        persistent(c.has("persistent") && c["persistent"] != 0) {}
 
   int64_t consumers() const { return warpgroups * 128; }  // the threads that multiply
   int64_t threads() const { return consumers() + (tma ? 128 : 0); }
@@ -711,12 +713,28 @@ struct WgTiles {
     return std::min(max_per_thread, registers_per_block / threads() / 8 * 8);
   }
   static constexpr int64_t kProducerRegisters = 40, kConsumerRegisters = 232;
+
+  // The blocks an SM holds at once, by shared memory (of which the system takes 1 KiB a
+  // block), threads (2048 an SM) and registers at launch (the estimate, or with shifted
+  // registers all a block may have); at least one.
+  int64_t blocks_per_sm(const GpuProperties& p) const {
+    const int64_t regs = shifts_registers() ? p.registers_per_block / threads() / 8 * 8
+                                            : ceil_div(registers(), 8) * 8;
+    return std::max<int64_t>(
+        1, std::min({p.shared_memory_per_sm / (shared_bytes() + 1024), 2048 / threads(),
+                     p.registers_per_sm / (regs * threads())}));
+  }
+  // A persistent launch's blocks: as many as the SMs hold at once (a multiple of the cluster
+  // size), no more than the `blocks` of the tiles.
+  int64_t persistent_blocks(int64_t blocks, const GpuProperties& p) const {
+    return std::min(blocks, std::max(cluster, p.sm_count * blocks_per_sm(p) / cluster * cluster));
+  }
 };
 
 class WarpgroupGemm {
  public:
   WarpgroupGemm(const TemplateContext& ctx, TcProblem p, const tune::Config& c)
-      : p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype) {
+      : p_(std::move(p)), t_(c), in_(ctx.inputs[0].dtype), gpu_(gpu_properties(ctx.target)) {
     const Expr stages(t_.stages);
     a_shared_ = Buffer::make(
         ctx.name + "_As", in_,
@@ -736,6 +754,8 @@ class WarpgroupGemm {
     a_async_ = p_.a.async(p_.K);
     b_async_ = p_.b.async(p_.N);
     LOOM_CHECK(!t_.tma || tma_copies(p_), "TMA copies of operands it cannot copy");
+    LOOM_CHECK(!t_.persistent || (t_.tma && t_.split_k == 1),
+               "persistent blocks without TMA or with split-K");
     split_ = SplitK(ctx.name, p_.G * ceil_div(p_.M, t_.bm()) * ceil_div(p_.N, t_.block_n),
                     t_.split_k, t_.accumulators(), t_.threads());
   }
@@ -751,16 +771,29 @@ class WarpgroupGemm {
 
   // Stage "blocks over tiles": spatial(G, tiles_m, tiles_n, split_k) over the blocks; in
   // clusters of c, spatial(G, tiles_m / c, tiles_n, split_k, c), so that the c blocks of a
-  // cluster (consecutive) take consecutive M tiles of one N tile and one K range.
+  // cluster (consecutive) take consecutive M tiles of one N tile and one K range. Persistent:
+  // the blocks the SMs hold at once, each cluster walking the items of spatial(G, tiles_m / c,
+  // tiles_n) from its own index in steps of the clusters (over_tiles).
   Stmt kernel() {
     const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.block_n);
     const int64_t c = t_.cluster;
     LOOM_CHECK(c == 1 || tiles_m % c == 0, "clusters of ", c, " over ", tiles_m, " M tiles");
+    Var block("block"), tid("tid");
+    if (t_.persistent) {
+      const int64_t grid = t_.persistent_blocks(p_.G * tiles_m * tiles_n, gpu_);
+      auto items = schedule::spatial({p_.G, tiles_m / c, tiles_n});
+      LOOM_CHECK(items.ok(), items.status().ToString());
+      items_ = *std::move(items);
+      clusters_ = grid / c;
+      rank_ = c == 1 ? Expr(int64_t{0}) : block % c;
+      cluster_index_ = c == 1 ? Expr(block) : block / c;
+      split_index_ = Expr(int64_t{0});
+      return gpu_launch(block, grid, tid, t_.threads(), tma_block_tile(tid));
+    }
     auto blocks = schedule::spatial(
         c == 1 ? std::vector<int64_t>{p_.G, tiles_m, tiles_n, t_.split_k}
                : std::vector<int64_t>{p_.G, tiles_m / c, tiles_n, t_.split_k, c});
     LOOM_CHECK(blocks.ok(), blocks.status().ToString());
-    Var block("block"), tid("tid");
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
       rank_ = c == 1 ? Expr(int64_t{0}) : tile[4];
       const Expr m_tile = c == 1 ? tile[1] : tile[1] * c + rank_;
@@ -841,13 +874,15 @@ class WarpgroupGemm {
   Expr full(const Expr& s) const { return bars_.load({s}); }
   Expr empty(const Expr& s) const { return bars_.load({s + t_.stages}); }
 
-  // Stage "produce" (TMA): one thread of the producer warpgroup, per slice of the block's
+  // Stage "produce" (TMA): one thread of the producer warpgroup, per slice of the tile's
   // range: wait until the stage is empty (its previous round's readers arrived; the first round
   // passes, as parity 1 of a fresh barrier does), announce the stage's bytes on full[s], copy A's
-  // BM x 64 box and B's 64 x 64 atoms into it.
-  Stmt produce(const Expr& first, const Expr& count) const {
+  // BM x 64 box and B's 64 x 64 atoms into it. `before` slices went through the stages before
+  // this tile's (persistent blocks' earlier tiles).
+  Stmt produce(const Expr& first, const Expr& count, const Expr& before) const {
     Var kt("kt");
-    const Expr s = kt % t_.stages, round = kt / t_.stages, k0 = (first + kt) * kWgK;
+    const Expr it = before + kt, s = it % t_.stages, round = it / t_.stages;
+    const Expr k0 = (first + kt) * kWgK;
     const Expr zero(int64_t{0}), one(int64_t{1});
     auto batch = [&](const Operand& op) { return op.batched ? g_ : zero; };
     std::vector<Stmt> step = {
@@ -879,24 +914,55 @@ class WarpgroupGemm {
     return ir::Seq::make(std::move(s));
   }
 
-  // Stage "consume" (TMA): per slice, wait until its stage is full, multiply, and once the
-  // previous slice's products are done (one group stays in flight) release that one's stage:
-  // one arrival per warpgroup, by its first thread (the wait is the warpgroup's, so the
-  // warpgroup's reads of the stage are done when any of its threads is past it).
-  Stmt consume(const Var& tid, const Expr& count, const Expr& warpgroup) const {
+  // Stage "consume" (TMA): the accumulators zeroed, then per slice of the tile's range, wait
+  // until its stage is full, multiply, and once the previous slice's products are done (one
+  // group stays in flight) release that one's stage: one arrival per warpgroup, by its first
+  // thread (the wait is the warpgroup's, so the warpgroup's reads of the stage are done when
+  // any of its threads is past it). The last slice's stage is released once all products are
+  // done. `before` slices went through the stages before this tile's.
+  Stmt consume(const Var& tid, const Expr& count, const Expr& warpgroup, const Expr& before) const {
     Var kt("kt");
-    const Expr s = kt % t_.stages, regs(t_.accumulators()), zero(int64_t{0});
-    std::vector<Stmt> step = {call("mbarrier_wait", {full(s), (kt / t_.stages) % int64_t{2}}),
+    const Expr it = before + kt, s = it % t_.stages, regs(t_.accumulators()), zero(int64_t{0});
+    const Expr leader = tid % int64_t{128} == int64_t{0};
+    std::vector<Stmt> step = {call("mbarrier_wait", {full(s), it / t_.stages % int64_t{2}}),
                               call("wgmma_fence", {acc_.load({zero}), regs})};
     for (int64_t kk = 0; kk < kWgK / kMmaK; ++kk) step.push_back(wgmma(s, warpgroup, kk));
     step.push_back(call("wgmma_commit"));
     step.push_back(call("wgmma_wait", {acc_.load({zero}), regs, Expr(int64_t{1})}));
-    step.push_back(ir::IfThenElse::make(kt > int64_t{0} && tid % int64_t{128} == int64_t{0},
-                                        release((kt + (t_.stages - 1)) % t_.stages)));
-    return ir::Seq::make({
-        ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step))),
-        call("wgmma_wait", {acc_.load({zero}), regs, zero}),
+    step.push_back(ir::IfThenElse::make(kt > int64_t{0} && leader,
+                                        release((it + (t_.stages - 1)) % t_.stages)));
+    std::vector<Stmt> out;
+    for (int64_t i = 0; i < t_.accumulators(); ++i)
+      out.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
+    out.push_back(
+        ir::For::make(kt, zero, count, ir::ForKind::kSerial, ir::Seq::make(std::move(step))));
+    out.push_back(call("wgmma_wait", {acc_.load({zero}), regs, zero}));
+    out.push_back(ir::IfThenElse::make(count > int64_t{0} && leader,
+                                       release((before + count - int64_t{1}) % t_.stages)));
+    return ir::Seq::make(std::move(out));
+  }
+
+  // The block's tiles, each as `tile` builds it from the number of slices the block's earlier
+  // tiles took through the stages: the one tile kernel() mapped the block to, or on the
+  // persistent path items cluster_index, cluster_index + clusters, ... of spatial(G,
+  // tiles_m / c, tiles_n), as many as are below the item count (at least one: the grid holds no
+  // more clusters than items), block r of a cluster taking M tile c m + r of item (g, m, n).
+  Stmt over_tiles(const std::function<Stmt(const Expr& before)>& tile) {
+    if (!t_.persistent) return tile(Expr(int64_t{0}));
+    const int64_t items = items_->num_workers(), c = t_.cluster;
+    const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.block_n);
+    const int64_t slices = ceil_div(p_.K, kWgK);
+    Var i("i");
+    const Expr count = (Expr(items - 1) - cluster_index_) / Expr(clusters_) + int64_t{1};
+    Stmt body = items_->on(cluster_index_ + i * clusters_, [&](const std::vector<Expr>& item) {
+      const Expr m_tile = item[1] * c + rank_;
+      g_ = item[0];
+      m0_ = m_tile * t_.bm();
+      n0_ = item[2] * t_.block_n;
+      tile_id_ = (item[0] * tiles_m + m_tile) * tiles_n + item[2];
+      return tile(i * slices);
     });
+    return ir::For::make(i, Expr(int64_t{0}), count, ir::ForKind::kSerial, body);
   }
 
   // One block's tile on the TMA path: thread 0 sets up the barriers; the last warpgroup
@@ -914,8 +980,6 @@ class WarpgroupGemm {
     if (cluster) init.push_back(call("fence_mbarrier_init"));
     std::vector<Stmt> s;
     if (cluster) s.push_back(call("cluster_dims", {Expr(t_.cluster)}));
-    for (int64_t i = 0; i < t_.accumulators(); ++i)
-      s.push_back(ir::Store::make(acc_, Expr(0.0f), {Expr(i)}));
     s.push_back(ir::IfThenElse::make(tid == zero, ir::Seq::make(std::move(init))));
     // In a cluster, the other blocks' barriers are initialised before any arrival or copy.
     s.push_back(cluster ? call("cluster_sync") : ir::Barrier::make());
@@ -927,13 +991,20 @@ class WarpgroupGemm {
     // The consumers store C, or publish their partials, in their own branch: the producer's
     // registers are few, and no accumulator stays live past the branches. The split's
     // reduction then counts every thread of the block at its barriers, and only consumers sum.
+    // A persistent block's producer copies the slices of its next tile while the consumers
+    // store the last one's C.
     const bool split = split_.splits() > 1;
-    s.push_back(ir::IfThenElse::make(
-        warpgroup == t_.warpgroups,
-        ir::Seq::make({registers(WgTiles::kProducerRegisters, 0),
-                       ir::IfThenElse::make(tid == t_.consumers(), produce(first, count))}),
-        ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consume(tid, count, warpgroup),
-                       split ? split_.publish(tid, tile_id_, split_index_, acc_) : store_c(tid)})));
+    Stmt producer = over_tiles([&](const Expr& before) { return produce(first, count, before); });
+    Stmt consumer = over_tiles([&](const Expr& before) {
+      return ir::Seq::make(
+          {consume(tid, count, warpgroup, before),
+           split ? split_.publish(tid, tile_id_, split_index_, acc_) : store_c(tid)});
+    });
+    s.push_back(
+        ir::IfThenElse::make(warpgroup == t_.warpgroups,
+                             ir::Seq::make({registers(WgTiles::kProducerRegisters, 0),
+                                            ir::IfThenElse::make(tid == t_.consumers(), producer)}),
+                             ir::Seq::make({registers(WgTiles::kConsumerRegisters, 1), consumer})));
     if (split)
       s.push_back(split_.gather(tid, tile_id_, acc_, store_c(tid), tid < t_.consumers()));
     // No block of a cluster exits while another may still arrive on its barriers.
@@ -966,10 +1037,15 @@ class WarpgroupGemm {
   TcProblem p_;
   WgTiles t_;
   DType in_;
+  GpuProperties gpu_;
   bool a_async_ = false, b_async_ = false;
   Buffer a_shared_, b_shared_, acc_, bars_;
   SplitK split_;
   Expr g_, m0_, n0_, tile_id_, split_index_, rank_;
+  // Persistent: the items the clusters walk, the clusters of the grid, this block's cluster.
+  std::optional<schedule::TaskMapping> items_;
+  int64_t clusters_ = 1;
+  Expr cluster_index_;
 };
 
 // wgmma is sm_90a's: the warpgroup GEMM runs on sm_90 exactly.
@@ -987,7 +1063,7 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
   std::optional<TcProblem> problem = wgmma_problem(ctx);
   tune::Space s;
   s.param("warpgroups", {1, 2}).param("block_n", {64, 128, 256}).param("stages", {2, 3, 4});
-  s.param("tma", {0, 1}).param("cluster", {1, 2});
+  s.param("tma", {0, 1}).param("cluster", {1, 2}).param("persistent", {0, 1});
   const bool tma_copies = problem && WarpgroupGemm::tma_copies(*problem);
   s.rule("TMA copies only operands stored as row-major tensors with rows of 16-byte multiples",
          [=](const tune::Config& c) { return c["tma"] == 0 || tma_copies; });
@@ -1010,6 +1086,23 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
     const WgTiles t(c);
     return t.registers() <= t.register_limit(p.registers_per_block, p.max_registers_per_thread);
   });
+  auto blocks = [problem](const tune::Config& c) {
+    const WgTiles t(c);
+    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.block_n)
+                   : 0;
+  };
+  // Persistent blocks (as many as the SMs hold at once, each walking tiles) save the launch,
+  // barrier set-up and pipeline fill of every tile after a block's first, and copy a tile's
+  // first slices while the last tile's C is stored. Only where the tiles outnumber the blocks
+  // (otherwise it is the same launch), unsplit, on the TMA path (a producer that runs ahead).
+  s.rule(
+      "persistent blocks on the TMA path without split-K, where the tiles outnumber the "
+      "blocks the SMs hold at once",
+      [=](const tune::Config& c) {
+        const WgTiles t(c);
+        return !t.persistent ||
+               (t.tma && t.split_k == 1 && blocks(c) > t.persistent_blocks(blocks(c), p));
+      });
   s.prefer("3 or 4 stages", [](const tune::Config& c) { return c["stages"] >= 3; });
   // The TMA path saves the copies' instructions, which count most for wide tiles; measuring it
   // on narrow ones too would add a third of the candidates.
@@ -1017,14 +1110,8 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
            [](const tune::Config& c) { return c["tma"] == 0 || c["block_n"] >= 128; });
   // Two blocks that share B read it from L2 once (halving B's share of the L2 traffic, which
   // for wide tiles is most of it): kFast measures TMA tiles in pairs where they pair up.
-  s.prefer("TMA tiles in clusters of two where they pair up", [=](const tune::Config& c) {
-    return WgTiles(c).cluster == 2 || !pairs(c);
-  });
-  auto blocks = [problem](const tune::Config& c) {
-    const WgTiles t(c);
-    return problem ? problem->G * ceil_div(problem->M, t.bm()) * ceil_div(problem->N, t.block_n)
-                   : 0;
-  };
+  s.prefer("TMA tiles in clusters of two where they pair up",
+           [=](const tune::Config& c) { return WgTiles(c).cluster == 2 || !pairs(c); });
   auto split_of = split_k_choices(s, p.sm_count, blocks, [problem](const tune::Config&) {
     return problem ? ceil_div(problem->K, kWgK) : 0;
   });
@@ -1036,7 +1123,8 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
                          {"stages", stages},
                          {"split_k", 1},
                          {"tma", 0},
-                         {"cluster", 1}});
+                         {"cluster", 1},
+                         {"persistent", 0}});
   };
   s.default_config(default_gemm_config(
       s, {config(2, 256, 3), config(2, 128, 4), config(1, 128, 4), config(1, 64, 4)},

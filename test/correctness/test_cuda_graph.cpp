@@ -815,7 +815,8 @@ TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cud
                                                                 {"stages", 3},
                                                                 {"split_k", 1},
                                                                 {"tma", 1},
-                                                                {"cluster", 1}})}};
+                                                                {"cluster", 1},
+                                                                {"persistent", 0}})}};
   CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
   REQUIRE(compiled.kernels().size() == 1);
   CHECK_THAT(compiled.kernels()[0].schedule, Catch::Contains("tma=1"));
@@ -1015,7 +1016,8 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
                          {"stages", stages},
                          {"split_k", 1},
                          {"tma", tma},
-                         {"cluster", 1}});
+                         {"cluster", 1},
+                         {"persistent", 0}});
   };
   const std::vector<tune::Config> warpgroup_configs = {wg(1, 64, 2), wg(2, 128, 4),
                                                        wg(1, 256, 3), wg(2, 64, 3)};
@@ -1059,7 +1061,8 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
                                   {"stages", 3},
                                   {"split_k", split},
                                   {"tma", 0},
-                                  {"cluster", 1}});
+                                  {"cluster", 1},
+                                  {"persistent", 0}});
     INFO("K " << K);
     CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}, 80) == 1);
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", warpgroup}}) == 1);
@@ -1079,7 +1082,8 @@ TEST_CASE("fake GPU: warpgroup GEMMs in clusters of two blocks sharing B, with a
                                {"stages", 2},
                                {"split_k", split},
                                {"tma", 1},
-                               {"cluster", 2}});
+                               {"cluster", 2},
+                               {"persistent", 0}});
     INFO("config " << config.to_string());
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", config}}) == 1);
   }
@@ -1228,7 +1232,8 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
                           {"stages", 3},
                           {"split_k", 1},
                           {"tma", 1},
-                          {"cluster", 1}});
+                          {"cluster", 1},
+                          {"persistent", 0}});
   const std::vector<Case> cases = {
       {"the block, default configs", nhwc_block(), x, 4, {}},
       // A 1x1 conv reads the image as the plain [pixels, channels] matrix: TMA copies it.
@@ -1243,7 +1248,8 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
                                             {"stages", 3},
                                             {"split_k", 1},
                                             {"tma", 1},
-                                            {"cluster", 2}})}}},
+                                            {"cluster", 2},
+                                            {"persistent", 0}})}}},
       {"a 1x1 conv with cp.async", pointwise, y, 1, {}},
       {"the block in NCHW8c", nhwc_block(), x, 4, {}, channels_blocked(8)},
       {"a 1x1 conv in NCHW8c (its windows gathered)", pointwise, y, 1, {}, channels_blocked(8)},

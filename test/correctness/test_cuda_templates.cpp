@@ -669,7 +669,8 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                          {"stages", stages},
                          {"split_k", split_k},
                          {"tma", tma},
-                         {"cluster", cluster}});
+                         {"cluster", cluster},
+                         {"persistent", 0}});
   };
   for (const Case& c : {cases[0], cases[1], cases[2], cases[3], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
@@ -834,6 +835,94 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
         emulate_and_compare(m, kernels);
     }
   }
+}
+
+// Persistent blocks: as many as the SMs hold at once, each walking tiles, its stages' phases
+// running on from tile to tile. Targets assuming 1 or 2 SMs make every block walk several
+// tiles (tails in M, N and K, which TMA fills with zeros), with and without clusters and
+// shifted registers.
+TEST_CASE(
+    "CUDA templates: persistent warpgroup GEMM blocks walk several tiles and match the "
+    "reference",
+    "[cuda][cuda_templates]") {
+  auto none = std::make_shared<loom::NoAttrs>();
+  const DType f16 = DType::f16();
+  const OpDef* def = OpRegistry::global().find("matmul");
+  const ScheduleTemplate* t = &template_named("matmul", "cuda_wgmma_gemm");
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t cluster,
+                   int64_t persistent, int64_t tma = 1) {
+    return tune::Config({{"warpgroups", warpgroups},
+                         {"block_n", block_n},
+                         {"stages", stages},
+                         {"split_k", 1},
+                         {"tma", tma},
+                         {"cluster", cluster},
+                         {"persistent", persistent}});
+  };
+  const OpCase op{"matmul",
+                  {typed(f16, {200, 200}), typed(f16, {200, 200})},
+                  typed(f16, {200, 200}),
+                  none,
+                  2e-3,
+                  2e-3};
+  struct Run {
+    tune::Config config;
+    int sms;
+    int64_t blocks;  // the persistent grid
+  };
+  // 1 x 64 x 2: 16 tiles, 3 blocks an SM (registers), so 6, 5 and 5 tiles of 4 slices through
+  // 2 stages. 1 x 128 x 3 in pairs: 4 items (2 of M, 2 of N), one cluster. 2 x 256 x 4 with
+  // shifted registers: 2 tiles, one block. 2 x 128 x 2 in pairs: 2 items, one cluster.
+  const std::vector<Run> runs = {{config(1, 64, 2, 1, 1), 1, 3},
+                                 {config(1, 128, 3, 2, 1), 1, 2},
+                                 {config(2, 256, 4, 1, 1), 1, 1},
+                                 {config(2, 128, 2, 2, 1), 1, 2},
+                                 {config(1, 64, 2, 1, 1), 2, 6}};
+  for (const Run& run : runs) {
+    INFO("config " << run.config.to_string() << ", " << run.sms << " SMs");
+    const TemplateContext ctx = context_of(op, Target::cuda(90).set_sm_count(run.sms), "pw");
+    const tune::Space space = t->space(ctx);
+    REQUIRE(space.broken_rules(run.config).empty());
+    auto scheduled = t->build(ctx, run.config);
+    REQUIRE(scheduled.ok());
+    ir::Module m{"pw", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+    if (have_nvrtc()) {
+      auto compiled = cuda::compile_module(m, 90);
+      INFO(compiled.status().ToString());
+      REQUIRE(compiled.ok());
+      const ir::IntImm* grid = compiled->kernels[0].grid[0].as<ir::IntImm>();
+      REQUIRE(grid);
+      CHECK(grid->value == run.blocks);
+      CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 1"));
+      CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
+    }
+    std::vector<Kernel> kernels{{reference_task(*def, op, "pw"),
+                                 {loom::testing::random_array(f16, {200, 200}),
+                                  loom::testing::random_array(f16, {200, 200})},
+                                 op.rtol,
+                                 op.atol}};
+    if (cuda::Driver* gpu = sm90_or_null("a persistent wgmma kernel"))
+      run_and_compare(gpu, m, kernels);
+    else
+      emulate_and_compare(m, kernels);
+  }
+  // The rule: TMA, unsplit, and more tiles than the SMs hold at once.
+  const TemplateContext one_sm = context_of(op, Target::cuda(90).set_sm_count(1), "pw");
+  const tune::Space space = t->space(one_sm);
+  CHECK_FALSE(space.broken_rules(config(1, 64, 2, 1, 1, 0)).empty());  // cp.async
+  tune::Config split = config(1, 64, 2, 1, 1);
+  split.set("split_k", 2);
+  CHECK_FALSE(space.broken_rules(split).empty());
+  // 2 x 256 x 4 in pairs: one item, as many as one cluster takes.
+  CHECK_FALSE(space.broken_rules(config(2, 256, 4, 2, 1)).empty());
+  // On 132 SMs every tile has a block of its own: no persistent launch.
+  const tune::Space wide = t->space(context_of(op, Target::cuda(90), "pw"));
+  CHECK_FALSE(wide.broken_rules(config(1, 64, 2, 1, 1)).empty());
+  CHECK(wide.broken_rules(config(1, 64, 2, 1, 0)).empty());
+  // kFast measures both where persistent blocks apply.
+  const std::vector<tune::Config> pruned = space.pruned();
+  CHECK(std::any_of(pruned.begin(), pruned.end(),
+                    [](const tune::Config& p) { return p["persistent"] == 1; }));
 }
 
 // Probabilities are rounded to the 16-bit type before they weight V, and the output once.

@@ -44,9 +44,15 @@ class Target {
 
   int sm_arch() const { return sm_arch_; }
   int device() const { return device_; }
+  // The number of SMs a CUDA target's schedule spaces assume: the device's when it is present
+  // and of the target's arch, else the arch's typical count (132 for sm_90), unless
+  // set_sm_count() says otherwise (another part, such as a 114-SM H100 PCIe compiled for
+  // without it, or a test); 0 when not set. A set count is part of the fingerprint.
+  int sm_count() const { return sm_count_; }
+  Target& set_sm_count(int sm_count);
 
   // Stable text identifying the hardware: "cpu:x86_64-pc-linux-gnu:znver3:+avx2,+fma,..." or
-  // "cuda:sm_90".
+  // "cuda:sm_90" ("cuda:sm_90:sms=114" with a set SM count).
   std::string fingerprint() const;
   std::string to_string() const;
 
@@ -57,6 +63,7 @@ class Target {
   std::vector<std::string> features_;
   int sm_arch_ = 0;
   int device_ = 0;
+  int sm_count_ = 0;
   int64_t l1d_bytes_ = 32 * 1024;
   int64_t l2_bytes_ = 512 * 1024;
   int cores_ = 1;
