@@ -455,14 +455,22 @@ class SharedBytes : public ir::IRVisitor {
   }
 };
 
-// The cluster size a kernel declares (ir::Call cluster_dims), 1 when it declares none.
-class ClusterSize : public ir::IRVisitor {
+// What a kernel declares for its signature: its cluster size (ir::Call cluster_dims, 1 when it
+// declares none) and the blocks an SM its launch bounds promise (min_blocks_per_sm, 0: none).
+class KernelDeclarations : public ir::IRVisitor {
  public:
-  int64_t blocks = 1;
+  int64_t cluster = 1;
+  int64_t min_blocks_per_sm = 0;
+
+  static bool is_declaration(const ir::Call* op) {
+    return op && (op->name == "cluster_dims" || op->name == "min_blocks_per_sm");
+  }
 
  protected:
   void visit_call(const ir::Call* op) override {
-    if (op->name == "cluster_dims") blocks = ir::as_const_int(op->args[0]).value_or(1);
+    if (op->name == "cluster_dims") cluster = ir::as_const_int(op->args[0]).value_or(1);
+    if (op->name == "min_blocks_per_sm")
+      min_blocks_per_sm = ir::as_const_int(op->args[0]).value_or(0);
     IRVisitor::visit_call(op);
   }
 };
@@ -1151,7 +1159,7 @@ void FuncEmitter::stmt(const ir::Stmt& s) {
     case ir::StmtKind::kEvaluate: {
       const ir::Expr& v = s.as<ir::Evaluate>()->value;
       const auto* call = v.as<ir::Call>();
-      if (call && call->name == "cluster_dims") return;  // on the kernel's signature
+      if (KernelDeclarations::is_declaration(call)) return;  // on the kernel's signature
       for (int l = 0; l < v.type().lanes(); ++l) line("(void)" + expr(v, l) + ";");
       return;
     }
@@ -1479,9 +1487,9 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   // the test emulator gives each block of a cluster its own dynamic shared memory.
   SharedBytes shared;
   shared.visit(f.body);
-  ClusterSize cluster;
-  cluster.visit(f.body);
-  cluster_ = cluster.blocks;
+  KernelDeclarations declared;
+  declared.visit(f.body);
+  cluster_ = declared.cluster;
   if (cluster_ > 1) {
     std::optional<int64_t> blocks = ir::as_const_int(info->grid[0]);
     if (!blocks || *blocks % cluster_ != 0 || !ir::is_const_int(info->grid[1], 1) ||
@@ -1507,13 +1515,16 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   std::string body = os_.str();
   os_.str("");
   os_ << "extern \"C\" __global__ void ";
-  // A kernel that moves registers between warpgroups (setmaxnreg) also promises at most one
-  // block per SM: ptxas needs the register count at entry fixed by the launch bounds, and some
-  // ptxas versions drop every setmaxnreg ("unable to determine register count at entry") when
-  // only the block size bounds it.
+  // A kernel that moves registers between warpgroups (setmaxnreg) also promises one block per
+  // SM, unless it promises more itself: ptxas needs the register count at entry fixed by the
+  // launch bounds, and some ptxas versions drop every setmaxnreg ("unable to determine register
+  // count at entry") when only the block size bounds it.
   if (cluster_ > 1) os_ << "__cluster_dims__(" << cluster_ << ", 1, 1) ";
+  const int64_t min_blocks =
+      declared.min_blocks_per_sm > 0 ? declared.min_blocks_per_sm : (shifts_registers_ ? 1 : 0);
   if (threads > 0)
-    os_ << "__launch_bounds__(" << threads << (shifts_registers_ ? ", 1" : "") << ") ";
+    os_ << "__launch_bounds__(" << threads
+        << (min_blocks > 0 ? ", " + std::to_string(min_blocks) : std::string()) << ") ";
   os_ << symbol << "(";
   for (size_t i = 0; i < params.size(); ++i) os_ << (i ? ", " : "") << params[i];
   os_ << ") {\n";

@@ -187,17 +187,50 @@ struct IntrinsicInfo {
   int arity;
 };
 constexpr IntrinsicInfo kIntrinsics[] = {
-    {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1}, {"tanh", 1}, {"erf", 1},
-    {"abs", 1},   {"floor", 1}, {"ceil", 1},  {"round", 1}, {"pow", 2},  {"fma", 3},
-    {"reinterpret_f32", 1}, {"reinterpret_i32", 1}, {"final_value", 1}, {"shfl_xor_sync", 2},
-    {"mma_m16n8k16", 3}, {"ldmatrix_x4", 2}, {"ldmatrix_x4_trans", 2}, {"cp_async_16", 3},
-    {"cp_async_commit", 0}, {"cp_async_wait", 1}, {"bit_xor", 2},
-    {"atomic_add_i32", 3}, {"thread_fence", 0}, {"wgmma_m64k16", 7}, {"wgmma_fence", 2},
-    {"wgmma_commit", 0}, {"wgmma_wait", 3}, {"fence_proxy_async", 0}, {"prefetch", 1},
-    {"prefetch_l1", 1}, {"mbarrier_init", 2}, {"mbarrier_arrive", 1}, {"mbarrier_expect_tx", 2},
-    {"mbarrier_wait", 2}, {"tma_load_3d", 9}, {"set_max_registers", 2},
-    {"cluster_dims", 1}, {"cluster_sync", 0}, {"fence_mbarrier_init", 0},
-    {"mbarrier_arrive_cluster", 2}, {"tma_load_3d_multicast", 10},
+    {"exp", 1},
+    {"log", 1},
+    {"sqrt", 1},
+    {"rsqrt", 1},
+    {"tanh", 1},
+    {"erf", 1},
+    {"abs", 1},
+    {"floor", 1},
+    {"ceil", 1},
+    {"round", 1},
+    {"pow", 2},
+    {"fma", 3},
+    {"reinterpret_f32", 1},
+    {"reinterpret_i32", 1},
+    {"final_value", 1},
+    {"shfl_xor_sync", 2},
+    {"mma_m16n8k16", 3},
+    {"ldmatrix_x4", 2},
+    {"ldmatrix_x4_trans", 2},
+    {"cp_async_16", 3},
+    {"cp_async_commit", 0},
+    {"cp_async_wait", 1},
+    {"bit_xor", 2},
+    {"atomic_add_i32", 3},
+    {"thread_fence", 0},
+    {"wgmma_m64k16", 7},
+    {"wgmma_fence", 2},
+    {"wgmma_commit", 0},
+    {"wgmma_wait", 3},
+    {"fence_proxy_async", 0},
+    {"prefetch", 1},
+    {"prefetch_l1", 1},
+    {"mbarrier_init", 2},
+    {"mbarrier_arrive", 1},
+    {"mbarrier_expect_tx", 2},
+    {"mbarrier_wait", 2},
+    {"tma_load_3d", 9},
+    {"set_max_registers", 2},
+    {"cluster_dims", 1},
+    {"cluster_sync", 0},
+    {"fence_mbarrier_init", 0},
+    {"mbarrier_arrive_cluster", 2},
+    {"tma_load_3d_multicast", 10},
+    {"min_blocks_per_sm", 1},
 };
 
 bool is_16_bit_float(DType t) {
@@ -303,6 +336,10 @@ Expr make_memory_intrinsic(const std::string& name, std::vector<Expr> args) {
     const auto* n = args[0].as<IntImm>();
     LOOM_CHECK(n && n->value >= 2 && n->value <= 8, name,
                " needs a constant cluster size in [2, 8]");
+  } else if (name == "min_blocks_per_sm") {
+    const auto* n = args[0].as<IntImm>();
+    LOOM_CHECK(n && n->value >= 1 && n->value <= 32, name,
+               " needs a constant block count in [1, 32]");
   } else if (name == "set_max_registers") {
     const auto* n = args[0].as<IntImm>();
     const auto* up = args[1].as<IntImm>();
@@ -328,7 +365,7 @@ bool Call::takes_addresses(const std::string& name) {
          name == "fence_proxy_async" || name == "prefetch" || name == "prefetch_l1" ||
          name.rfind("mbarrier_", 0) == 0 || name == "tma_load_3d" || name == "set_max_registers" ||
          name == "tma_load_3d_multicast" || name == "cluster_dims" || name == "cluster_sync" ||
-         name == "fence_mbarrier_init";
+         name == "fence_mbarrier_init" || name == "min_blocks_per_sm";
 }
 
 bool Call::is_known(const std::string& name, int* arity) {

@@ -677,6 +677,12 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 // once per pair instead of twice. A stage is then refilled only when the consumers of both
 // blocks are done with it: each consumer warpgroup arrives on the stage's empty barrier in
 // every block of the cluster, and each full barrier counts the bytes of both blocks' copies.
+// Persistent blocks (persistent = 1, TMA path, unsplit): the grid holds as many blocks as the
+// SMs hold at once, and each cluster (or block) walks the tiles from its own index in steps of
+// the clusters (over_tiles). The stages' phases run on across tiles: a slice's stage and parity
+// count the slices of the block's earlier tiles. Each consumer warpgroup releases its last
+// slice's stage once its products are done, so the producer copies the next tile's first slices
+// while the consumers store C.
 
 constexpr int64_t kWgK = 64;  // a slice: one 128-byte swizzle atom of 16-bit elements
 constexpr int64_t kAtomRowBytes = 128, kGroupBytes = 1024, kAtomBytes = 64 * kAtomRowBytes;
@@ -980,6 +986,9 @@ class WarpgroupGemm {
     if (cluster) init.push_back(call("fence_mbarrier_init"));
     std::vector<Stmt> s;
     if (cluster) s.push_back(call("cluster_dims", {Expr(t_.cluster)}));
+    // The grid of persistent blocks counts on the blocks an SM holds: the launch bounds promise
+    // them, so that the compiler keeps the registers to that share.
+    if (t_.persistent) s.push_back(call("min_blocks_per_sm", {Expr(t_.blocks_per_sm(gpu_))}));
     s.push_back(ir::IfThenElse::make(tid == zero, ir::Seq::make(std::move(init))));
     // In a cluster, the other blocks' barriers are initialised before any arrival or copy.
     s.push_back(cluster ? call("cluster_sync") : ir::Barrier::make());

@@ -869,15 +869,16 @@ TEST_CASE(
     tune::Config config;
     int sms;
     int64_t blocks;  // the persistent grid
+    int per_sm;      // the blocks an SM holds, which the launch bounds promise
   };
   // 1 x 64 x 2: 16 tiles, 3 blocks an SM (registers), so 6, 5 and 5 tiles of 4 slices through
   // 2 stages. 1 x 128 x 3 in pairs: 4 items (2 of M, 2 of N), one cluster. 2 x 256 x 4 with
   // shifted registers: 2 tiles, one block. 2 x 128 x 2 in pairs: 2 items, one cluster.
-  const std::vector<Run> runs = {{config(1, 64, 2, 1, 1), 1, 3},
-                                 {config(1, 128, 3, 2, 1), 1, 2},
-                                 {config(2, 256, 4, 1, 1), 1, 1},
-                                 {config(2, 128, 2, 2, 1), 1, 2},
-                                 {config(1, 64, 2, 1, 1), 2, 6}};
+  const std::vector<Run> runs = {{config(1, 64, 2, 1, 1), 1, 3, 3},
+                                 {config(1, 128, 3, 2, 1), 1, 2, 2},
+                                 {config(2, 256, 4, 1, 1), 1, 1, 1},
+                                 {config(2, 128, 2, 2, 1), 1, 2, 1},
+                                 {config(1, 64, 2, 1, 1), 2, 6, 3}};
   for (const Run& run : runs) {
     INFO("config " << run.config.to_string() << ", " << run.sms << " SMs");
     const TemplateContext ctx = context_of(op, Target::cuda(90).set_sm_count(run.sms), "pw");
@@ -886,10 +887,16 @@ TEST_CASE(
     auto scheduled = t->build(ctx, run.config);
     REQUIRE(scheduled.ok());
     ir::Module m{"pw", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
+    auto source = cuda::emit_cuda_source(m);
+    REQUIRE(source.ok());
+    CHECK_THAT(*source, Catch::Contains("__launch_bounds__(" +
+                                        std::to_string(run.config["warpgroups"] * 128 + 128) +
+                                        ", " + std::to_string(run.per_sm) + ")"));
     if (have_nvrtc()) {
       auto compiled = cuda::compile_module(m, 90);
       INFO(compiled.status().ToString());
       REQUIRE(compiled.ok());
+      CHECK_THAT(compiled->ptx, Catch::Contains(".minnctapersm " + std::to_string(run.per_sm)));
       const ir::IntImm* grid = compiled->kernels[0].grid[0].as<ir::IntImm>();
       REQUIRE(grid);
       CHECK(grid->value == run.blocks);

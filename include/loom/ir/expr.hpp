@@ -238,7 +238,10 @@ struct Load : ExprNode {
 //     (cp.async.bulk.tensor through a tensor map the runtime encodes at launch, see
 //     runtime::cuda::TensorMapInfo). dst starts 1024-aligned, b2 elements are 128 bytes;
 //   set_max_registers(n, raise): the warpgroup's threads keep n registers each from here on
-//     (constants; setmaxnreg.inc when raise is 1, .dec when 0).
+//     (constants; setmaxnreg.inc when raise is 1, .dec when 0);
+//   min_blocks_per_sm(n): the kernel's launch bounds promise n blocks an SM (a constant in
+//     [1, 32]; __launch_bounds__(threads, n)), so that the compiler keeps its registers to an
+//     n-th of an SM's. A statement of the kernel's body; it computes nothing.
 // and the Hopper thread-block clusters, whose blocks see each other's shared memory:
 //   cluster_dims(n): the kernel runs in clusters of n (a constant in [2, 8]) consecutive blocks
 //     (__cluster_dims__(n, 1, 1)); block b is block b % n of its cluster, and the grid is a
