@@ -949,12 +949,13 @@ namespace {
 // against the reference; returns how
 // many kernels took a forced config.
 int check_forced_configs(FakeDriver& fake, const GraphCase& c,
-                         const std::map<std::string, tune::Config>& configs, int sm = 90) {
+                         const std::map<std::string, tune::Config>& configs, int sm = 90,
+                         int sm_count = 0) {
   loom::testing::TempDir dir;
   CompileOptions options = loom::testing::cold_cache_options(dir.path());
   options.template_configs = configs;
   const Graph g = c.build();
-  CompiledGraph compiled = compile_for(g, Target::cuda(sm), options);
+  CompiledGraph compiled = compile_for(g, Target::cuda(sm).set_sm_count(sm_count), options);
   int forced = 0;
   for (const KernelInfo& kernel : compiled.kernels())
     for (const auto& [name, config] : configs)
@@ -1089,6 +1090,30 @@ TEST_CASE("fake GPU: warpgroup GEMMs in clusters of two blocks sharing B, with a
   }
 }
 
+TEST_CASE(
+    "fake GPU: persistent warpgroup GEMM blocks walking tiles, with a fused bias and gelu, "
+    "match the reference in the emulator, run after run",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  // 200 x 136 x 200 compiled for one SM: 12 tiles of 64 x 64 walked by the 3 blocks the SM
+  // holds (4 slices each through 2 stages), or 2 items of two 128-row tiles walked by one
+  // cluster; each tile's C through the fused epilogue.
+  const GraphCase c = linear_layer_case(200, DType::f16(), 2e-2, 200, 136);
+  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t cluster) {
+    return tune::Config({{"warpgroups", warpgroups},
+                         {"block_n", block_n},
+                         {"stages", stages},
+                         {"split_k", 1},
+                         {"tma", 1},
+                         {"cluster", cluster},
+                         {"persistent", 1}});
+  };
+  for (const tune::Config& persistent : {config(1, 64, 2, 1), config(2, 128, 2, 2)}) {
+    INFO("config " << persistent.to_string());
+    CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", persistent}}, 90, 1) == 1);
+  }
+}
+
 TEST_CASE("fake GPU: a split-K SIMT GEMM (f32) with a fused bias and gelu matches the reference "
           "in the emulator, run after run",
           "[.fake_cuda]") {
@@ -1219,6 +1244,13 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
                        .conv2d(pointwise.constant("w", random_array(DType::f16(), {24, 16, 1, 1})))
                        .add(pointwise.constant("b", random_array(DType::f16(), {1, 24, 1, 1})))
                        .relu());
+  // 286 pixels: five M tiles of 64.
+  const NDArray wide_y = random_array(DType::f16(), {2, 16, 13, 11});
+  Graph wide;
+  wide.output(wide.input("y", {2, 16, 13, 11}, DType::f16())
+                  .conv2d(wide.constant("w", random_array(DType::f16(), {24, 16, 1, 1})))
+                  .add(wide.constant("b", random_array(DType::f16(), {1, 24, 1, 1})))
+                  .relu());
   struct Case {
     std::string name;
     Graph graph;
@@ -1226,6 +1258,7 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     int gemms;
     std::map<std::string, tune::Config> configs;
     std::vector<LayoutStep> layout = channels_last();
+    int sm_count = 0;  // the SMs the target assumes (0: the device's)
   };
   const tune::Config tma({{"warpgroups", 1},
                           {"block_n", 64},
@@ -1250,6 +1283,20 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
                                             {"tma", 1},
                                             {"cluster", 2},
                                             {"persistent", 0}})}}},
+      // Compiled for one SM, which holds 3 blocks: they walk the 5 tiles.
+      {"a 1x1 conv with TMA, persistent blocks",
+       wide,
+       wide_y,
+       1,
+       {{"cuda_wgmma_conv2d", tune::Config({{"warpgroups", 1},
+                                            {"block_n", 64},
+                                            {"stages", 3},
+                                            {"split_k", 1},
+                                            {"tma", 1},
+                                            {"cluster", 1},
+                                            {"persistent", 1}})}},
+       channels_last(),
+       1},
       {"a 1x1 conv with cp.async", pointwise, y, 1, {}},
       {"the block in NCHW8c", nhwc_block(), x, 4, {}, channels_blocked(8)},
       {"a 1x1 conv in NCHW8c (its windows gathered)", pointwise, y, 1, {}, channels_blocked(8)},
@@ -1259,7 +1306,8 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     loom::testing::TempDir dir;
     CompileOptions options = nhwc_options(loom::testing::cold_cache_options(dir.path()), c.layout);
     options.template_configs = c.configs;
-    CompiledGraph compiled = compile_for(c.graph, Target::cuda(90), options);
+    CompiledGraph compiled =
+        compile_for(c.graph, Target::cuda(90).set_sm_count(c.sm_count), options);
     CHECK(count_schedules(compiled, "cuda_wgmma_conv2d[") == c.gemms);
     for (const auto& [name, config] : c.configs)
       CHECK(count_schedules(compiled, name + "[" + config.to_string() + "]") == c.gemms);
