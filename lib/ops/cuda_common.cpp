@@ -112,11 +112,12 @@ ir::Stmt store_accumulators(const GemmOutput& out, const ir::Expr& g, const ir::
   auto inside = [&](ir::Stmt store, const ir::Expr& c) {
     return store_inside(std::move(store), row, out.M, row_tail, c, out.N, col_tail);
   };
-  if (lanes > 1 && !out.at && out.N % lanes == 0) {
+  if (lanes > 1 && (!out.at || out.at_columns_contiguous) && out.N % lanes == 0) {
     ir::Expr v = acc.load({ir::Ramp::make(ir::Expr(slot), one, lanes)});
+    const ir::Expr cols = ir::Ramp::make(col, one, lanes);
     return inside(
         ir::Store::make(out.c, ir::final_value(ir::cast(DType(out.c.dtype().code(), lanes), v)),
-                        {g, row, ir::Ramp::make(col, one, lanes)}),
+                        out.at ? out.at(g, row, cols) : std::vector<ir::Expr>{g, row, cols}),
         col);
   }
   std::vector<ir::Stmt> s;

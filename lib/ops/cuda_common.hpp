@@ -68,13 +68,16 @@ struct GemmOutput {
   ir::Buffer c;
   int64_t M = 0, N = 0;
   std::function<std::vector<ir::Expr>(const ir::Expr&, const ir::Expr&, const ir::Expr&)> at;
+  // With `at`: a row's columns are consecutive elements of c, the row's first at a multiple of
+  // N (an NHWC output's channels), so `at` may take a Ramp of columns.
+  bool at_columns_contiguous = false;
 };
 
 // Stores accumulators acc[slot], ..., acc[slot + lanes - 1] as C's elements (row, col), ...,
 // (row, col + lanes - 1) of GEMM g, col a multiple of lanes: final values in C's type, guarded
-// past M and N (tails as told). Where C is stored as it is and N is a multiple of lanes, one
-// vector store (aligned, and col < N holds for all lanes or none; the CUDA emitter makes it one
-// store); otherwise one store each.
+// past M and N (tails as told). Where C is stored as it is, or through `at` with contiguous
+// columns, and N is a multiple of lanes, one vector store (aligned, and col < N holds for all
+// lanes or none; the CUDA emitter makes it one store); otherwise one store each.
 ir::Stmt store_accumulators(const GemmOutput& out, const ir::Expr& g, const ir::Expr& row,
                             const ir::Expr& col, const ir::Buffer& acc, int64_t slot, int lanes,
                             bool row_tail, bool col_tail);

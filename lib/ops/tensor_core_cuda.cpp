@@ -251,9 +251,10 @@ struct TcProblem {
   Operand a, b;
   Buffer c;
   std::function<std::vector<Expr>(const Expr&, const Expr&, const Expr&)> c_at;
+  bool c_columns_contiguous = false;  // see GemmOutput::at_columns_contiguous
   std::vector<ir::Param> params;  // the kernel's, in the node's order
 
-  GemmOutput output() const { return {c, M, N, c_at}; }
+  GemmOutput output() const { return {c, M, N, c_at, c_columns_contiguous}; }
 };
 
 class TensorCoreGemm {
@@ -490,6 +491,8 @@ void channels_last_conv_problem(const TemplateContext& ctx, const ConvProblem& c
     return std::vector<Expr>{row / Expr(pixels), col, row / Expr(c.ow) % Expr(c.oh),
                              row % Expr(c.ow)};
   };
+  // NHWC: a pixel's channels side by side, pixel p's first at p * o.
+  p.c_columns_contiguous = layout == channels_last();
   if (c.pointwise() && layout == channels_last()) {
     p.a = {Buffer::make(ctx.name + "_x", t, {Expr(int64_t{1}), Expr(c.n * c.h * c.w), Expr(c.c)}),
            nullptr, false};

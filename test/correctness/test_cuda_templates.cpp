@@ -1101,7 +1101,11 @@ TEST_CASE(
       {"3x3, padding 1, odd sizes", {2, 16, 9, 11}, {32, 16, 3, 3}, padded, true},
       {"strided, asymmetric padding, dilated", {1, 8, 13, 12}, {40, 8, 3, 3}, strided, true},
       {"1x1 reads the image as a matrix", {2, 24, 5, 7}, {40, 24, 1, 1}, {}, true},
-      {"5 channels, gathered element by element", {1, 5, 7, 9}, {16, 5, 3, 3}, padded, false},
+      {"5 channels, gathered element by element; 15 output channels",
+       {1, 5, 7, 9},
+       {15, 5, 3, 3},
+       padded,
+       false},
   };
   // The reference on the kernel's own buffers: the image [N, H, W, C], the weights
   // [KH, KW, C, O], the output [N, OH, OW, O].
@@ -1190,6 +1194,9 @@ TEST_CASE(
       REQUIRE(source.ok());
       // The image's windows in 16-byte chunks where the channels allow.
       if (c.chunks) CHECK_THAT(*source, Catch::Contains("loom_cp_async_16("));
+      // A lane's two adjacent output channels are one 4-byte store where their count is even.
+      CHECK((source->find("reinterpret_cast<loom_vec<__half, 2>*>(&nhwc_0_y[") !=
+             std::string::npos) == (c.w[0] % 2 == 0));
       if (!have_nvrtc()) continue;
       compile_and_check(m, sm);
       cuda::Driver* gpu =
