@@ -927,9 +927,20 @@ TEST_CASE(
   CHECK_FALSE(wide.broken_rules(config(1, 64, 2, 1, 1)).empty());
   CHECK(wide.broken_rules(config(1, 64, 2, 1, 0)).empty());
   // kFast measures both where persistent blocks apply.
-  const std::vector<tune::Config> pruned = space.pruned();
-  CHECK(std::any_of(pruned.begin(), pruned.end(),
-                    [](const tune::Config& p) { return p["persistent"] == 1; }));
+  auto persistent_measured = [](const tune::Space& sp) {
+    const std::vector<tune::Config> pruned = sp.pruned();
+    return std::count_if(pruned.begin(), pruned.end(),
+                         [](const tune::Config& p) { return p["persistent"] == 1; });
+  };
+  CHECK(persistent_measured(space) > 0);
+  // On 132 SMs: f16 4096^3 (512 tiles of 128 x 256) measures them; a BERT-base matmul at
+  // sequence 128 (at most 96 tiles) does not, so its kFast tuning measures no more candidates.
+  auto on_132 = [&](int64_t m, int64_t k, int64_t n) {
+    const OpCase big{"matmul", {typed(f16, {m, k}), typed(f16, {k, n})}, typed(f16, {m, n}), none};
+    return t->space(context_of(big, Target::cuda(90), "big"));
+  };
+  CHECK(persistent_measured(on_132(4096, 4096, 4096)) > 0);
+  CHECK(persistent_measured(on_132(128, 768, 3072)) == 0);
 }
 
 // Probabilities are rounded to the 16-bit type before they weight V, and the output once.
