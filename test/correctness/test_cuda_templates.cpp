@@ -943,6 +943,36 @@ TEST_CASE(
   CHECK(persistent_measured(on_132(128, 768, 3072)) == 0);
 }
 
+TEST_CASE(
+    "CUDA target: an SM count set on the target is part of its fingerprint, and the "
+    "spaces assume it",
+    "[cuda][cuda_templates]") {
+  Target t = Target::cuda(90);
+  CHECK(t.sm_count() == 0);
+  CHECK(t.fingerprint() == "cuda:sm_90");
+  t.set_sm_count(114);
+  CHECK(t.sm_count() == 114);
+  CHECK(t.fingerprint() == "cuda:sm_90:sms=114");
+  CHECK_THAT(t.to_string(), Catch::Contains("114 SMs assumed"));
+  t.set_sm_count(0);  // not a count: ignored
+  CHECK(t.sm_count() == 114);
+  // A BERT-base matmul (128 x 3072 x 768 has 24 tiles of 64 x 64): on 132 SMs the default
+  // takes the smallest tile split 4 ways to fill them; on 4, 128 x 128 tiles fill them unsplit.
+  auto none = std::make_shared<loom::NoAttrs>();
+  const DType f16 = DType::f16();
+  const OpCase op{
+      "matmul", {typed(f16, {128, 3072}), typed(f16, {3072, 768})}, typed(f16, {128, 768}), none};
+  const ScheduleTemplate& wg = template_named("matmul", "cuda_wgmma_gemm");
+  const tune::Config wide = wg.space(context_of(op, Target::cuda(90), "sms")).default_config();
+  const tune::Config narrow =
+      wg.space(context_of(op, Target::cuda(90).set_sm_count(4), "sms")).default_config();
+  CHECK(wide["split_k"] == 4);
+  CHECK(wide["warpgroups"] == 1);
+  CHECK(narrow["split_k"] == 1);
+  CHECK(narrow["warpgroups"] == 2);
+  CHECK(narrow["block_n"] == 128);
+}
+
 // Probabilities are rounded to the 16-bit type before they weight V, and the output once.
 TEST_CASE("CUDA templates: fused attention (online softmax on tensor cores) compiles for sm_80 and "
           "sm_90 and matches the reference",
