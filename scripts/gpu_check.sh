@@ -49,21 +49,25 @@ fi
 
 tests=0 bench=0 peers=0
 # Test cases run as parallel processes (one each, $LOOM_GPU_JOBS at a time, default the core
-# count), each within $LOOM_GPU_TEST_TIMEOUT seconds (default 600); $LOOM_GPU_TESTS, a Catch
-# test spec, picks the cases (default [cuda]). Every case's log is kept in OUT_DIR/tests/, and
-# cuda_tests.txt lists PASS, FAIL or TIMEOUT with the seconds each took. Output is line-buffered
-# (stdbuf), so what a killed program printed is kept.
+# count), each within $LOOM_GPU_TEST_TIMEOUT seconds (default 600; 180 for goals, whose call
+# must leave time for the benchmarks: a case took 20 s at most on an H200); $LOOM_GPU_TESTS, a
+# Catch test spec, picks the cases (default [cuda]). Every case's log is kept in OUT_DIR/tests/,
+# and cuda_tests.txt lists PASS, FAIL or TIMEOUT with the seconds each took. Output is
+# line-buffered (stdbuf), so what a killed program printed is kept.
 line_buffered() { if command -v stdbuf >/dev/null; then stdbuf -oL -eL "$@"; else "$@"; fi; }
 run_case() {  # run_case "INDEX<tab>NAME": one test case, its log in tests/INDEX.txt
   local index=${1%%$'\t'*} name=${1#*$'\t'} start=$SECONDS status spec
   spec=$(printf '%s' "$name" | sed 's/[][\\,*]/\\&/g')  # Catch's test spec escapes
-  line_buffered timeout "${LOOM_GPU_TEST_TIMEOUT:-600}" "$tests_bin" "$spec" --durations yes \
+  line_buffered timeout "${LOOM_GPU_TEST_TIMEOUT:-$default_timeout}" "$tests_bin" "$spec" --durations yes \
     >"$out/tests/$index.txt" 2>&1
   status=$?
   case $status in 0) status=PASS ;; 124 | 137) status=TIMEOUT ;; *) status="FAIL($status)" ;; esac
   printf '%-9s %4ds  %s  [tests/%s.txt]\n' "$status" $((SECONDS - start)) "$name" "$index"
 }
+default_timeout=600
+[ "$part" = goals ] && default_timeout=180
 export -f run_case line_buffered
+export default_timeout
 if [ "$part" = all ] || [ "$part" = tests ] || [ "$part" = goals ]; then
   mkdir -p "$out/tests"
   export tests_bin out
