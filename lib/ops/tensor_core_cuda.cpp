@@ -978,7 +978,10 @@ class WarpgroupGemm {
   // produces (one thread copying), the others consume, then store C or reduce the splits.
   Stmt tma_block_tile(const Var& tid) {
     const Expr warpgroup = tid / Expr(int64_t{128}), zero(int64_t{0});
-    const auto [first, count] = split_.slices_of(split_index_, ceil_div(p_.K, kWgK));
+    // Named copies, not structured bindings: the lambdas below capture them, which clang before
+    // 16 refuses (the sanitizer builds use clang).
+    const std::pair<Expr, Expr> range = split_.slices_of(split_index_, ceil_div(p_.K, kWgK));
+    const Expr first = range.first, count = range.second;
     const bool cluster = t_.cluster > 1;
     std::vector<Stmt> init;
     for (int64_t s = 0; s < t_.stages; ++s) {
