@@ -1260,13 +1260,17 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
     std::vector<LayoutStep> layout = channels_last();
     int sm_count = 0;  // the SMs the target assumes (0: the device's)
   };
-  const tune::Config tma({{"warpgroups", 1},
-                          {"block_n", 64},
-                          {"stages", 3},
-                          {"split_k", 1},
-                          {"tma", 1},
-                          {"cluster", 1},
-                          {"persistent", 0}});
+  // One warpgroup, 3 stages, TMA, unsplit.
+  auto tma_config = [](int64_t block_n, int64_t cluster, int64_t persistent) {
+    return tune::Config({{"warpgroups", 1},
+                         {"block_n", block_n},
+                         {"stages", 3},
+                         {"split_k", 1},
+                         {"tma", 1},
+                         {"cluster", cluster},
+                         {"persistent", persistent}});
+  };
+  const tune::Config tma = tma_config(64, 1, 0);
   const std::vector<Case> cases = {
       {"the block, default configs", nhwc_block(), x, 4, {}},
       // A 1x1 conv reads the image as the plain [pixels, channels] matrix: TMA copies it.
@@ -1276,25 +1280,13 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
        pointwise,
        y,
        1,
-       {{"cuda_wgmma_conv2d", tune::Config({{"warpgroups", 1},
-                                            {"block_n", 128},
-                                            {"stages", 3},
-                                            {"split_k", 1},
-                                            {"tma", 1},
-                                            {"cluster", 2},
-                                            {"persistent", 0}})}}},
+       {{"cuda_wgmma_conv2d", tma_config(128, 2, 0)}}},
       // Compiled for one SM, which holds 3 blocks: they walk the 5 tiles.
       {"a 1x1 conv with TMA, persistent blocks",
        wide,
        wide_y,
        1,
-       {{"cuda_wgmma_conv2d", tune::Config({{"warpgroups", 1},
-                                            {"block_n", 64},
-                                            {"stages", 3},
-                                            {"split_k", 1},
-                                            {"tma", 1},
-                                            {"cluster", 1},
-                                            {"persistent", 1}})}},
+       {{"cuda_wgmma_conv2d", tma_config(64, 1, 1)}},
        channels_last(),
        1},
       {"a 1x1 conv with cp.async", pointwise, y, 1, {}},
