@@ -1238,19 +1238,20 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
           "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   const NDArray x = random_array(DType::f16(), {2, 3, 11, 9});
+  // relu(conv1x1(y) + b), 16 channels to 24, over an image [2, 16, h, w].
+  auto pointwise_conv = [](int64_t h, int64_t w) {
+    Graph g;
+    g.output(g.input("y", {2, 16, h, w}, DType::f16())
+                 .conv2d(g.constant("w", random_array(DType::f16(), {24, 16, 1, 1})))
+                 .add(g.constant("b", random_array(DType::f16(), {1, 24, 1, 1})))
+                 .relu());
+    return g;
+  };
   const NDArray y = random_array(DType::f16(), {2, 16, 5, 7});
-  Graph pointwise;
-  pointwise.output(pointwise.input("y", {2, 16, 5, 7}, DType::f16())
-                       .conv2d(pointwise.constant("w", random_array(DType::f16(), {24, 16, 1, 1})))
-                       .add(pointwise.constant("b", random_array(DType::f16(), {1, 24, 1, 1})))
-                       .relu());
+  const Graph pointwise = pointwise_conv(5, 7);
   // 286 pixels: five M tiles of 64.
   const NDArray wide_y = random_array(DType::f16(), {2, 16, 13, 11});
-  Graph wide;
-  wide.output(wide.input("y", {2, 16, 13, 11}, DType::f16())
-                  .conv2d(wide.constant("w", random_array(DType::f16(), {24, 16, 1, 1})))
-                  .add(wide.constant("b", random_array(DType::f16(), {1, 24, 1, 1})))
-                  .relu());
+  const Graph wide = pointwise_conv(13, 11);
   struct Case {
     std::string name;
     Graph graph;
