@@ -805,11 +805,7 @@ class WarpgroupGemm {
     LOOM_CHECK(blocks.ok(), blocks.status().ToString());
     Stmt body = blocks->on(block, [&](const std::vector<Expr>& tile) {
       rank_ = c == 1 ? Expr(int64_t{0}) : tile[4];
-      const Expr m_tile = c == 1 ? tile[1] : tile[1] * c + rank_;
-      g_ = tile[0];
-      m0_ = m_tile * t_.bm();
-      n0_ = tile[2] * t_.block_n;
-      tile_id_ = (tile[0] * tiles_m + m_tile) * tiles_n + tile[2];
+      set_tile(tile[0], tile[1], tile[2]);
       split_index_ = tile[3];
       return block_tile(tid);
     });
@@ -819,6 +815,17 @@ class WarpgroupGemm {
  private:
   Stmt call(const std::string& name, std::vector<Expr> args = {}) const {
     return ir::Evaluate::make(ir::Call::make(name, std::move(args)));
+  }
+
+  // The tile the following stages compute: GEMM g, N tile n, and M tile m, or in a cluster
+  // M tile c m + rank of the pair (or c-tuple) m.
+  void set_tile(const Expr& g, const Expr& m, const Expr& n) {
+    const int64_t c = t_.cluster;
+    const Expr m_tile = c == 1 ? m : m * c + rank_;
+    g_ = g;
+    m0_ = m_tile * t_.bm();
+    n0_ = n * t_.block_n;
+    tile_id_ = (g * ceil_div(p_.M, t_.bm()) + m_tile) * ceil_div(p_.N, t_.block_n) + n;
   }
 
   // Stage "copy slice kt to shared buffer `stage`", zero past M, N and K.
@@ -958,17 +965,11 @@ class WarpgroupGemm {
   // more clusters than items), block r of a cluster taking M tile c m + r of item (g, m, n).
   Stmt over_tiles(const std::function<Stmt(const Expr& before)>& tile) {
     if (!t_.persistent) return tile(Expr(int64_t{0}));
-    const int64_t items = items_->num_workers(), c = t_.cluster;
-    const int64_t tiles_m = ceil_div(p_.M, t_.bm()), tiles_n = ceil_div(p_.N, t_.block_n);
-    const int64_t slices = ceil_div(p_.K, kWgK);
+    const int64_t items = items_->num_workers(), slices = ceil_div(p_.K, kWgK);
     Var i("i");
     const Expr count = (Expr(items - 1) - cluster_index_) / Expr(clusters_) + int64_t{1};
     Stmt body = items_->on(cluster_index_ + i * clusters_, [&](const std::vector<Expr>& item) {
-      const Expr m_tile = item[1] * c + rank_;
-      g_ = item[0];
-      m0_ = m_tile * t_.bm();
-      n0_ = item[2] * t_.block_n;
-      tile_id_ = (item[0] * tiles_m + m_tile) * tiles_n + item[2];
+      set_tile(item[0], item[1], item[2]);
       return tile(i * slices);
     });
     return ir::For::make(i, Expr(int64_t{0}), count, ir::ForKind::kSerial, body);

@@ -378,6 +378,19 @@ void run_twice_on_device(const FakeDriver& fake, const CompiledGraph& compiled,
   }
 }
 
+// A forced config of the warpgroup GEMM templates (cuda_wgmma_gemm, cuda_wgmma_conv2d), every
+// parameter named, as a forced config must.
+tune::Config wgmma_config(int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
+                          int64_t tma = 0, int64_t cluster = 1, int64_t persistent = 0) {
+  return tune::Config({{"warpgroups", warpgroups},
+                       {"block_n", block_n},
+                       {"stages", stages},
+                       {"split_k", split_k},
+                       {"tma", tma},
+                       {"cluster", cluster},
+                       {"persistent", persistent}});
+}
+
 }  // namespace
 
 TEST_CASE("CUDA graphs: every operator family compiles for sm_80 and sm_90, and runs where a GPU is",
@@ -810,13 +823,7 @@ TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cud
   const NDArray w = random_array(DType::f16(), {64, 48});
   g.output(g.input("x", {40, 64}, DType::f16()).matmul(g.constant("w", w)));
   CompileOptions options = loom::testing::cold_cache_options(dir.path());
-  options.template_configs = {{"cuda_wgmma_gemm", tune::Config({{"warpgroups", 1},
-                                                                {"block_n", 128},
-                                                                {"stages", 3},
-                                                                {"split_k", 1},
-                                                                {"tma", 1},
-                                                                {"cluster", 1},
-                                                                {"persistent", 0}})}};
+  options.template_configs = {{"cuda_wgmma_gemm", wgmma_config(1, 128, 3, 1, 1)}};
   CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
   REQUIRE(compiled.kernels().size() == 1);
   CHECK_THAT(compiled.kernels()[0].schedule, Catch::Contains("tma=1"));
@@ -1012,13 +1019,7 @@ TEST_CASE("fake GPU: tensor-core kernels of other configs, dynamic shared memory
   const GraphCase& c = cases.back();
   REQUIRE(c.name.rfind("tensor cores", 0) == 0);
   auto wg = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t tma = 0) {
-    return tune::Config({{"warpgroups", warpgroups},
-                         {"block_n", block_n},
-                         {"stages", stages},
-                         {"split_k", 1},
-                         {"tma", tma},
-                         {"cluster", 1},
-                         {"persistent", 0}});
+    return wgmma_config(warpgroups, block_n, stages, 1, tma);
   };
   const std::vector<tune::Config> warpgroup_configs = {wg(1, 64, 2), wg(2, 128, 4),
                                                        wg(1, 256, 3), wg(2, 64, 3)};
@@ -1057,13 +1058,7 @@ TEST_CASE("fake GPU: a split-K tensor-core GEMM with a fused bias and gelu match
     const tune::Config config({{"warps_m", 1}, {"warps_n", 2}, {"mma_m", 2}, {"mma_n", 2},
                                {"block_k", 32}, {"stages", 3}, {"swizzle", 1},
                                {"split_k", split}});
-    const tune::Config warpgroup({{"warpgroups", 1},
-                                  {"block_n", 64},
-                                  {"stages", 3},
-                                  {"split_k", split},
-                                  {"tma", 0},
-                                  {"cluster", 1},
-                                  {"persistent", 0}});
+    const tune::Config warpgroup = wgmma_config(1, 64, 3, split);
     INFO("K " << K);
     CHECK(check_forced_configs(fake, c, {{"cuda_tensor_core_gemm", config}}, 80) == 1);
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", warpgroup}}) == 1);
@@ -1078,13 +1073,7 @@ TEST_CASE("fake GPU: warpgroup GEMMs in clusters of two blocks sharing B, with a
   // through 2 stages (refilled), N past the second tile; then split in two along K.
   const GraphCase c = linear_layer_case(256, DType::f16(), 2e-2, 131, 136);
   for (const int64_t split : {int64_t{1}, int64_t{2}}) {
-    const tune::Config config({{"warpgroups", 2},
-                               {"block_n", 128},
-                               {"stages", 2},
-                               {"split_k", split},
-                               {"tma", 1},
-                               {"cluster", 2},
-                               {"persistent", 0}});
+    const tune::Config config = wgmma_config(2, 128, 2, split, 1, 2);
     INFO("config " << config.to_string());
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", config}}) == 1);
   }
@@ -1099,16 +1088,8 @@ TEST_CASE(
   // holds (4 slices each through 2 stages), or 2 items of two 128-row tiles walked by one
   // cluster; each tile's C through the fused epilogue.
   const GraphCase c = linear_layer_case(200, DType::f16(), 2e-2, 200, 136);
-  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t cluster) {
-    return tune::Config({{"warpgroups", warpgroups},
-                         {"block_n", block_n},
-                         {"stages", stages},
-                         {"split_k", 1},
-                         {"tma", 1},
-                         {"cluster", cluster},
-                         {"persistent", 1}});
-  };
-  for (const tune::Config& persistent : {config(1, 64, 2, 1), config(2, 128, 2, 2)}) {
+  for (const tune::Config& persistent :
+       {wgmma_config(1, 64, 2, 1, 1, 1, 1), wgmma_config(2, 128, 2, 1, 1, 2, 1)}) {
     INFO("config " << persistent.to_string());
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", persistent}}, 90, 1) == 1);
   }
@@ -1263,13 +1244,7 @@ TEST_CASE("fake GPU: NHWC implicit-GEMM convolutions (fixed channels_last) match
   };
   // One warpgroup, 3 stages, TMA, unsplit.
   auto tma_config = [](int64_t block_n, int64_t cluster, int64_t persistent) {
-    return tune::Config({{"warpgroups", 1},
-                         {"block_n", block_n},
-                         {"stages", 3},
-                         {"split_k", 1},
-                         {"tma", 1},
-                         {"cluster", cluster},
-                         {"persistent", persistent}});
+    return wgmma_config(1, block_n, 3, 1, 1, cluster, persistent);
   };
   const tune::Config tma = tma_config(64, 1, 0);
   const std::vector<Case> cases = {

@@ -300,6 +300,18 @@ TemplateContext context_of(const OpCase& c, const Target& target, const std::str
   return ctx;
 }
 
+// A config of the warpgroup GEMM templates, every parameter named (as a forced one must).
+tune::Config wgmma_config(int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
+                          int64_t tma = 0, int64_t cluster = 1, int64_t persistent = 0) {
+  return tune::Config({{"warpgroups", warpgroups},
+                       {"block_n", block_n},
+                       {"stages", stages},
+                       {"split_k", split_k},
+                       {"tma", tma},
+                       {"cluster", cluster},
+                       {"persistent", persistent}});
+}
+
 }  // namespace
 
 TEST_CASE("CUDA templates: row reductions (warp shuffles) compile for sm_80 and sm_90",
@@ -662,16 +674,6 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
                    none, 2e-3, 2e-3},
                   {37, 1088},
                   {1088, 48}};
-  auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
-                   int64_t tma = 0, int64_t cluster = 1) {
-    return tune::Config({{"warpgroups", warpgroups},
-                         {"block_n", block_n},
-                         {"stages", stages},
-                         {"split_k", split_k},
-                         {"tma", tma},
-                         {"cluster", cluster},
-                         {"persistent", 0}});
-  };
   for (const Case& c : {cases[0], cases[1], cases[2], cases[3], deep}) {
     const TemplateContext ctx = context_of(c.op, Target::cuda(90), "wg");
     REQUIRE(t->applies(ctx));
@@ -681,7 +683,7 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     if (split) CHECK(space.default_config()["split_k"] > 1);
     // TMA where the rows are multiples of 16 bytes: all cases but the odd one.
     const bool tma = c.a.back() % 8 == 0 && c.b.back() % 8 == 0;
-    CHECK(space.broken_rules(config(1, 64, 3, 1, 1)).empty() == tma);
+    CHECK(space.broken_rules(wgmma_config(1, 64, 3, 1, 1)).empty() == tma);
     // kFast measures TMA where it applies, on tiles 128 columns wide or more.
     const std::vector<tune::Config> pruned = space.pruned();
     CHECK(std::any_of(pruned.begin(), pruned.end(),
@@ -692,31 +694,32 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     const int64_t M = c.a[c.a.size() - 2];
     const bool pairs_64 = tma && (M + 63) / 64 % 2 == 0;     // one warpgroup: 64-row tiles
     const bool pairs_128 = tma && (M + 127) / 128 % 2 == 0;  // two: 128-row tiles
-    CHECK(space.broken_rules(config(1, 128, 3, 1, 1, 2)).empty() == pairs_64);
-    CHECK(space.broken_rules(config(2, 256, 3, 1, 1, 2)).empty() == pairs_128);
-    CHECK_FALSE(space.broken_rules(config(1, 64, 3, 1, 1, 2)).empty());  // one atom of B
-    CHECK_FALSE(space.broken_rules(config(1, 128, 3, 1, 0, 2)).empty());  // cp.async
+    CHECK(space.broken_rules(wgmma_config(1, 128, 3, 1, 1, 2)).empty() == pairs_64);
+    CHECK(space.broken_rules(wgmma_config(2, 256, 3, 1, 1, 2)).empty() == pairs_128);
+    CHECK_FALSE(space.broken_rules(wgmma_config(1, 64, 3, 1, 1, 2)).empty());   // one atom of B
+    CHECK_FALSE(space.broken_rules(wgmma_config(1, 128, 3, 1, 0, 2)).empty());  // cp.async
     for (const tune::Config& p : pruned)
       if (p["tma"] == 1)
         CHECK(p["cluster"] == ((p["warpgroups"] == 1 ? pairs_64 : pairs_128) ? 2 : 1));
     std::vector<tune::Config> configs =
-        split ? std::vector<tune::Config>{config(1, 64, 3, 4), config(2, 64, 2, 8)}
-              : std::vector<tune::Config>{config(1, 64, 2), config(2, 128, 3), config(1, 256, 4)};
+        split ? std::vector<tune::Config>{wgmma_config(1, 64, 3, 4), wgmma_config(2, 64, 2, 8)}
+              : std::vector<tune::Config>{wgmma_config(1, 64, 2), wgmma_config(2, 128, 3),
+                                          wgmma_config(1, 256, 4)};
     if (tma && split) {
-      configs.push_back(config(1, 64, 3, 4, 1));
-      configs.push_back(config(2, 128, 2, 8, 1));
+      configs.push_back(wgmma_config(1, 64, 3, 4, 1));
+      configs.push_back(wgmma_config(2, 128, 2, 8, 1));
     } else if (tma) {
-      configs.push_back(config(1, 64, 2, 1, 1));
-      configs.push_back(config(2, 256, 4, 1, 1));  // registers shifted to the consumers
-      configs.push_back(config(1, 128, 3, 1, 1));
+      configs.push_back(wgmma_config(1, 64, 2, 1, 1));
+      configs.push_back(wgmma_config(2, 256, 4, 1, 1));  // registers shifted to the consumers
+      configs.push_back(wgmma_config(1, 128, 3, 1, 1));
     }
     // Clusters: the f16 case over two M tiles of 128 rows, once split in two along K; the bf16
     // one over two M tiles of 64 rows and a B tile wider than N.
     if (pairs_128) {
-      configs.push_back(config(2, 256, 4, 1, 1, 2));
-      configs.push_back(config(2, 128, 2, 2, 1, 2));
+      configs.push_back(wgmma_config(2, 256, 4, 1, 1, 2));
+      configs.push_back(wgmma_config(2, 128, 2, 2, 1, 2));
     }
-    if (pairs_64) configs.push_back(config(1, 128, 3, 1, 1, 2));
+    if (pairs_64) configs.push_back(wgmma_config(1, 128, 3, 1, 1, 2));
     for (const tune::Config& cfg : configs) {
       INFO(c.op.inputs[0].dtype << ", config " << cfg.to_string());
       REQUIRE(space.broken_rules(cfg).empty());
@@ -814,9 +817,9 @@ TEST_CASE("CUDA templates: the sm_90 warpgroup GEMM (wgmma) compiles for sm_90a 
     // and 24 pixels, rows of 16-byte multiples); a gathered window cannot be copied by TMA.
     const bool pointwise = cc.w[2] == 1;
     const tune::Space conv_space = conv_t->space(ctx);
-    CHECK(conv_space.broken_rules(config(2, 128, 3, 1, 1)).empty() == pointwise);
-    std::vector<tune::Config> conv_configs = {conv_space.default_config(), config(2, 64, 3)};
-    if (pointwise) conv_configs.push_back(config(2, 128, 3, 1, 1));
+    CHECK(conv_space.broken_rules(wgmma_config(2, 128, 3, 1, 1)).empty() == pointwise);
+    std::vector<tune::Config> conv_configs = {conv_space.default_config(), wgmma_config(2, 64, 3)};
+    if (pointwise) conv_configs.push_back(wgmma_config(2, 128, 3, 1, 1));
     for (const tune::Config& cfg : conv_configs) {
       INFO("conv " << cc.w[2] << "x" << cc.w[3] << ", config " << cfg.to_string());
       auto scheduled = conv_t->build(ctx, cfg);
@@ -849,15 +852,10 @@ TEST_CASE(
   const DType f16 = DType::f16();
   const OpDef* def = OpRegistry::global().find("matmul");
   const ScheduleTemplate* t = &template_named("matmul", "cuda_wgmma_gemm");
+  // Unsplit, TMA by default.
   auto config = [](int64_t warpgroups, int64_t block_n, int64_t stages, int64_t cluster,
                    int64_t persistent, int64_t tma = 1) {
-    return tune::Config({{"warpgroups", warpgroups},
-                         {"block_n", block_n},
-                         {"stages", stages},
-                         {"split_k", 1},
-                         {"tma", tma},
-                         {"cluster", cluster},
-                         {"persistent", persistent}});
+    return wgmma_config(warpgroups, block_n, stages, 1, tma, cluster, persistent);
   };
   const OpCase op{"matmul",
                   {typed(f16, {200, 200}), typed(f16, {200, 200})},
@@ -887,8 +885,13 @@ TEST_CASE(
     auto scheduled = t->build(ctx, run.config);
     REQUIRE(scheduled.ok());
     ir::Module m{"pw", ctx.target, {loom::passes::lower_scheduled(scheduled->func, ctx.target)}};
-    auto source = cuda::emit_cuda_source(m);
+    std::vector<cuda::KernelInfo> infos;
+    auto source = cuda::emit_cuda_source(m, &infos);
     REQUIRE(source.ok());
+    REQUIRE(infos.size() == 1);
+    const ir::IntImm* grid = infos[0].grid[0].as<ir::IntImm>();
+    REQUIRE(grid);
+    CHECK(grid->value == run.blocks);
     CHECK_THAT(*source, Catch::Contains("__launch_bounds__(" +
                                         std::to_string(run.config["warpgroups"] * 128 + 128) +
                                         ", " + std::to_string(run.per_sm) + ")"));
@@ -897,9 +900,6 @@ TEST_CASE(
       INFO(compiled.status().ToString());
       REQUIRE(compiled.ok());
       CHECK_THAT(compiled->ptx, Catch::Contains(".minnctapersm " + std::to_string(run.per_sm)));
-      const ir::IntImm* grid = compiled->kernels[0].grid[0].as<ir::IntImm>();
-      REQUIRE(grid);
-      CHECK(grid->value == run.blocks);
       CHECK_THAT(compiled->ptx, Catch::Contains("wgmma.wait_group.sync.aligned 1"));
       CHECK_THAT(compiled->ptx, !Catch::Contains("ld.local") && !Catch::Contains("st.local"));
     }
@@ -956,7 +956,7 @@ TEST_CASE(
   CHECK_THAT(t.to_string(), Catch::Contains("114 SMs assumed"));
   t.set_sm_count(0);  // not a count: ignored
   CHECK(t.sm_count() == 114);
-  // A BERT-base matmul (128 x 3072 x 768 has 24 tiles of 64 x 64): on 132 SMs the default
+  // A BERT-base matmul (M 128, N 768, K 3072: 24 tiles of 64 x 64): on 132 SMs the default
   // takes the smallest tile split 4 ways to fill them; on 4, 128 x 128 tiles fill them unsplit.
   auto none = std::make_shared<loom::NoAttrs>();
   const DType f16 = DType::f16();
