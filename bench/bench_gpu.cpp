@@ -267,7 +267,18 @@ absl::StatusOr<double> kernels_ms(const loom::CompiledGraph& compiled,
   return sum;
 }
 
+// Prints the candidates that the tuning of a graph's kernels refused (a module the device did not
+// load, a launch it refused, an output that disagreed with the default config's), to stderr.
+void report_refused(const loom::CompiledGraph& compiled) {
+  for (const loom::KernelInfo& k : compiled.kernels())
+    for (const loom::tune::Refusal& r : k.refused)
+      std::fprintf(stderr, "  tuning %s refused [%s]: %s\n", k.name.c_str(),
+                   r.config.to_string().c_str(), r.reason.c_str());
+}
+
+// The graph's kernels' schedules, "; " between them; its refused candidates reported.
 std::string schedules(const loom::CompiledGraph& compiled) {
+  report_refused(compiled);
   std::string s;
   for (const loom::KernelInfo& k : compiled.kernels()) s += (s.empty() ? "" : "; ") + k.schedule;
   return s;
@@ -467,6 +478,7 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
           std::fprintf(stderr, "conv2d: %s\n", compiled.status().ToString().c_str());
           return {-1, 0};
         }
+        report_refused(*compiled);
         const double tune_s = seconds_since(t0);
         absl::StatusOr<std::vector<double>> ms = compiled->profile(inputs, 20);
         if (!ms.ok()) {
@@ -544,6 +556,7 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
     }
     const double tune_s = seconds_since(t0);
     const loom::Stats spent = loom::stats() - before;
+    report_refused(*bound);
     absl::StatusOr<double> ms = device_run_ms(*bound, inputs, d);
     if (!ms.ok()) {
       std::fprintf(stderr, "%s: %s\n", model.c_str(), ms.status().ToString().c_str());

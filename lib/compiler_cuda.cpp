@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <semaphore>
 #include <thread>
 
@@ -53,6 +54,7 @@ struct GroupKernel {
   std::vector<int> buffers;  // slots, in its buffer parameter order
   std::string schedule;
   std::vector<tune::Measurement> measurements;  // the candidates timed (empty: none)
+  std::vector<tune::Refusal> refused;           // the candidates tuning ruled out
   double tune_seconds = 0;
 };
 
@@ -79,12 +81,48 @@ std::mutex& device_timing_mutex() {
   return mu;
 }
 
-// Times candidate kernels (lowered funcs with the same buffer params) on target's device:
-// buffers of random values, each candidate launched once to warm up, then kRepeats
-// times between two events, in turns for kRounds rounds; the median of each. A candidate the
-// device refuses to launch (too many registers or threads) gets infinity.
-absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
-                                                   std::vector<ir::Func> funcs) {
+// How one candidate fared on the device: its median time, or why it was ruled out.
+struct DeviceTiming {
+  double median_ms = 0;
+  std::string refused;  // empty: timed
+};
+
+// The host values of a tuning's buffers: inputs of small values in every dtype (floats in
+// [-1, 1), integers and booleans 0 or 1, safe as indices), the output (the last buffer) poisoned,
+// so that a candidate that leaves an element unwritten disagrees with one that writes it.
+std::vector<NDArray> tuning_buffers(const ir::Func& f) {
+  std::vector<NDArray> out;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> value(-1.0, 1.0);
+  const std::vector<ir::Buffer> params = f.buffer_params();
+  for (size_t b = 0; b < params.size(); ++b) {
+    std::vector<int64_t> shape;
+    for (const ir::Expr& e : params[b]->shape) shape.push_back(ir::as_const_int(e).value_or(1));
+    NDArray a(params[b]->dtype.element_of(), shape);
+    if (b + 1 == params.size()) {
+      a.poison();
+    } else {
+      for (int64_t i = 0; i < a.numel(); ++i)
+        a.set(i, a.dtype().is_float() ? value(rng) : static_cast<double>(rng() & 1));
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+// Times candidate kernels (lowered funcs with the same buffer params, named by `labels` in
+// errors and refusals) on target's device, on buffers of small values. First each candidate runs
+// once, on fresh inputs and a poisoned output, and is checked: a candidate whose module the device
+// does not load, whose launch it refuses (too many registers or threads, a tensor map it cannot
+// encode) or whose output disagrees with the reference candidate's (tune::outputs_agree) is
+// refused. The reference is candidate `reference` (the space's default), or the first that runs
+// where that one is refused. Then each candidate left runs kRepeats times between two events,
+// in turns for kRounds rounds; the median of each. A candidate that faults (an illegal address)
+// loses the process's device context: the error names it, and nothing is timed.
+absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
+                                                         std::vector<ir::Func> funcs,
+                                                         const std::vector<std::string>& labels,
+                                                         size_t reference) {
   constexpr int kRounds = 5, kRepeats = 10;
   namespace cuda = runtime::cuda;
   // NVRTC compiles one module per core at once, the candidates dealt round-robin: candidate i is
@@ -92,6 +130,7 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
   // NVRTC against about 0.2 s for a wgmma candidate (a 2026 Xeon core).
   const size_t candidates = funcs.size();
   const size_t n = std::max<size_t>(1, std::min(cores(), candidates));
+  std::vector<NDArray> host = tuning_buffers(funcs[0]);
   std::vector<ir::Module> modules;
   for (size_t w = 0; w < n; ++w) modules.push_back({str_cat("candidates", w), target, {}});
   for (size_t i = 0; i < candidates; ++i) {
@@ -109,15 +148,21 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
       compiled[w] = cuda::compile_module(modules[w]);
     });
   }
+  std::vector<DeviceTiming> out(candidates);
   std::lock_guard<std::mutex> exclusive(device_timing_mutex());
   std::optional<CountTime> loading(std::in_place, Counter::kTuneLoadMicros);
   std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
   for (size_t w = 0; w < n; ++w) {
     if (!compiled[w].ok()) return compiled[w].status();
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<cuda::LoadedModule> l,
-                          cuda::LoadedModule::load(modules[w], *std::move(compiled[w]),
-                                                   target.device()));
-    loaded.push_back(std::move(l));
+    absl::StatusOr<std::unique_ptr<cuda::LoadedModule>> l =
+        cuda::LoadedModule::load(modules[w], *std::move(compiled[w]), target.device());
+    if (!l.ok()) {  // e.g. a kernel asking for more shared memory than this device has
+      for (size_t i = w; i < candidates; i += n)
+        out[i].refused = str_cat("its module did not load: ", l.status().message());
+      loaded.push_back(nullptr);
+      continue;
+    }
+    loaded.push_back(*std::move(l));
   }
   auto launch = [&](size_t i, const std::vector<cuda::DevicePtr>& buffers) {
     return loaded[i % n]->launch(i / n, buffers, {});
@@ -134,36 +179,50 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
       for (cuda::Event e : events) (void)driver->destroy_event(e);
     }
   } cleanup{driver, &buffers, {}};
-  uint64_t seed = 7;
-  for (const ir::Buffer& b : modules[0].funcs[0].buffer_params()) {
-    int64_t n = 1;
-    for (const ir::Expr& e : b->shape) n *= ir::as_const_int(e).value_or(1);
-    const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1) * b->dtype.bytes());
-    LOOM_ASSIGN_OR_RETURN(cuda::DevicePtr p, driver->allocate(bytes));
+  for (const NDArray& a : host) {
+    LOOM_ASSIGN_OR_RETURN(cuda::DevicePtr p,
+                          driver->allocate(static_cast<size_t>(std::max<int64_t>(a.nbytes(), 1))));
     buffers.push_back(p);
-    // Small values in whatever type: the bytes of floats in [0.5, 1) repeated.
-    std::vector<uint8_t> host(bytes);
-    for (size_t i = 0; i < bytes; ++i) {
-      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-      host[i] = static_cast<uint8_t>(i % 4 == 3 ? 0x3f : (seed >> 56));
-    }
-    LOOM_RETURN_IF_ERROR(driver->copy_to_device(p, host.data(), bytes));
   }
   for (int e = 0; e < 2; ++e) {
     LOOM_ASSIGN_OR_RETURN(cuda::Event ev, driver->create_event());
     cleanup.events.push_back(ev);
   }
+  // Each candidate once, the reference first: fresh inputs (a candidate that wrote out of bounds
+  // must not change the next one's), the output poisoned, then compared.
+  NDArray reference_output, output(host.back().dtype(), host.back().shape());
+  std::optional<size_t> reference_at;
+  std::vector<size_t> order = {std::min(reference, candidates - 1)};
+  for (size_t i = 0; i < candidates; ++i)
+    if (i != order[0]) order.push_back(i);
+  for (size_t i : order) {
+    if (!out[i].refused.empty()) continue;
+    for (size_t b = 0; b < host.size(); ++b)
+      LOOM_RETURN_IF_ERROR(driver->copy_to_device(buffers[b], host[b].data(),
+                                                  static_cast<size_t>(host[b].nbytes())));
+    if (absl::Status s = launch(i, buffers); !s.ok()) {
+      out[i].refused = str_cat("the device refused its launch: ", s.message());
+      continue;
+    }
+    if (absl::Status s = driver->synchronize(nullptr); !s.ok())
+      return absl::Status(s.code(), str_cat("candidate ", labels[i], " failed on the device (",
+                                            s.message(), "); the device context is lost"));
+    LOOM_RETURN_IF_ERROR(
+        driver->copy_to_host(output.data(), buffers.back(), static_cast<size_t>(output.nbytes())));
+    if (!reference_at) {
+      reference_at = i;
+      reference_output = output.copy();
+    } else if (absl::Status s = tune::outputs_agree(reference_output, output); !s.ok()) {
+      out[i].refused =
+          str_cat("its output disagrees with that of ", labels[*reference_at], ": ", s.message());
+    }
+  }
   loading.reset();
   CountTime measuring(Counter::kTuneMeasureMicros);
   std::vector<std::vector<double>> ms(candidates);
-  std::vector<bool> refused(candidates, false);
-  for (int round = 0; round <= kRounds; ++round)
+  for (int round = 0; round < kRounds; ++round)
     for (size_t i = 0; i < candidates; ++i) {
-      if (refused[i]) continue;
-      if (round == 0) {  // warm-up; a launch the device refuses rules the candidate out
-        refused[i] = !launch(i, buffers).ok();
-        continue;
-      }
+      if (!out[i].refused.empty()) continue;
       LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[0], nullptr));
       for (int r = 0; r < kRepeats; ++r) LOOM_RETURN_IF_ERROR(launch(i, buffers));
       LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[1], nullptr));
@@ -173,15 +232,11 @@ absl::StatusOr<std::vector<double>> time_on_device(const Target& target,
     }
   LOOM_RETURN_IF_ERROR(driver->synchronize(nullptr));
   count(Counter::kTuneMeasurements, candidates);
-  std::vector<double> out;
-  for (size_t i = 0; i < ms.size(); ++i) {
-    if (refused[i] || ms[i].empty()) {
-      out.push_back(std::numeric_limits<double>::infinity());
-      continue;
-    }
+  for (size_t i = 0; i < candidates; ++i) {
+    if (ms[i].empty()) continue;
     std::nth_element(ms[i].begin(), ms[i].begin() + static_cast<std::ptrdiff_t>(ms[i].size() / 2),
                      ms[i].end());
-    out.push_back(ms[i][ms[i].size() / 2]);
+    out[i].median_ms = ms[i][ms[i].size() / 2];
   }
   return out;
 }
@@ -213,26 +268,35 @@ absl::StatusOr<TuningEntry> tune_on_device(const ScheduleTemplate& t, const Temp
         options.tune == TuneLevel::kFast ? space.pruned() : space.all();
     std::vector<tune::Config> built;
     std::vector<ir::Func> funcs;
+    std::vector<std::string> labels;
+    size_t reference = 0;  // the default config, where it is among them
     for (const tune::Config& c : configs) {
       absl::StatusOr<ScheduledKernel> s = t.build(ctx, c);
       if (!s.ok() || !s->packed.empty()) continue;
+      if (c == space.default_config()) reference = built.size();
       built.push_back(c);
       funcs.push_back(passes::lower_scheduled(s->func, ctx.target));
+      labels.push_back(t.name + "[" + c.to_string() + "]");
     }
     if (funcs.empty()) return absl::InternalError("template " + t.name + " built no candidate");
-    LOOM_ASSIGN_OR_RETURN(std::vector<double> ms, time_on_device(ctx.target, std::move(funcs)));
+    LOOM_ASSIGN_OR_RETURN(std::vector<DeviceTiming> timed,
+                          time_on_device(ctx.target, std::move(funcs), labels, reference));
     runtime::CachedKernel e;
     e.kernel_name = "cuda_tuning";
     e.schedule = t.name;
-    size_t best = 0;
+    std::optional<size_t> best;
     for (size_t i = 0; i < built.size(); ++i) {
-      if (std::isinf(ms[i])) continue;
-      e.measurements.push_back({built[i], ms[i]});
-      if (std::isinf(ms[best]) || ms[i] < ms[best]) best = i;
+      if (!timed[i].refused.empty()) {
+        e.refused.push_back({built[i], timed[i].refused});
+        continue;
+      }
+      e.measurements.push_back({built[i], timed[i].median_ms});
+      if (!best || timed[i].median_ms < timed[*best].median_ms) best = i;
     }
-    if (std::isinf(ms[best]))
-      return absl::InternalError("the device launched no candidate of template " + t.name);
-    e.config = built[best];
+    if (!best)
+      return absl::InternalError(str_cat("the device ran no candidate of template ", t.name,
+                                         "; the first was refused: ", e.refused[0].reason));
+    e.config = built[*best];
     e.tune_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return e;
   };
@@ -247,8 +311,9 @@ absl::StatusOr<TuningEntry> tune_on_device(const ScheduleTemplate& t, const Temp
   return std::make_shared<const runtime::CachedKernel>(std::move(e));
 }
 
-// Tunings done ahead of the graph's kernels (tune_ahead), by tuning text.
-using TunedAhead = std::map<std::string, TuningEntry>;
+// Tunings done ahead of the graph's kernels (tune_ahead), by tuning text: their outcomes, or
+// why they failed.
+using TunedAhead = std::map<std::string, absl::StatusOr<TuningEntry>>;
 
 // The config template t runs for node n: the forced one, the default (kNone, or no device to
 // time candidates on), else the fastest candidate (tuned ahead, or now).
@@ -264,12 +329,13 @@ absl::StatusOr<tune::Config> choose_config(const ScheduleTemplate& t, const Temp
   if (!tunes(t, ctx, options)) return space.default_config();
   TuningEntry entry;
   if (auto it = ahead.find(tuning_text(t, ctx, n, space, options)); it != ahead.end()) {
-    entry = it->second;
+    LOOM_ASSIGN_OR_RETURN(entry, it->second);
   } else {
     LOOM_ASSIGN_OR_RETURN(entry, tune_on_device(t, ctx, n, space, options, cache));
   }
   LOOM_RETURN_IF_ERROR(tune::check_config(t, space, entry->config));
   k->measurements = entry->measurements;
+  k->refused = entry->refused;
   k->tune_seconds = entry->tune_seconds;
   return entry->config;
 }
@@ -330,8 +396,8 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
 // (device_timing_mutex). Tuned one group after another, a tuning of few candidates left cores
 // idle, and every core waited while the device timed. A few tunings at a time keep the cores
 // busy (each has some ten candidates) without a thread per core for every tuning of a large
-// graph on a large machine. A tuning that fails here is left to the group's own build, which
-// says so in context.
+// graph on a large machine. A tuning that fails here fails the group's own build, which says so
+// in context (tuned again, it would meet a device context that a faulting candidate lost).
 TunedAhead tune_ahead(const Graph& graph, const std::vector<FusedGroup>& groups,
                       const Target& target, const CompileOptions& options, const CacheUse& cache) {
   struct Job {
@@ -360,8 +426,7 @@ TunedAhead tune_ahead(const Graph& graph, const std::vector<FusedGroup>& groups,
     done[i] = tune_on_device(*j.t, j.ctx, *j.node, j.space, options, cache);
   });
   TunedAhead ahead;
-  for (size_t i = 0; i < list.size(); ++i)
-    if (done[i].ok()) ahead.emplace(*list[i].first, *std::move(done[i]));
+  for (size_t i = 0; i < list.size(); ++i) ahead.emplace(*list[i].first, std::move(done[i]));
   return ahead;
 }
 
@@ -488,6 +553,7 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
     info.name = k->func.name;
     info.schedule = k->schedule;
     info.candidates = candidate_times(k->measurements);
+    info.refused = k->refused;
     info.tune_seconds = k->tune_seconds;
     impl.launches.push_back(std::move(launch));
     impl.kernels.push_back(std::move(info));

@@ -66,6 +66,10 @@ run_case() {  # run_case "INDEX<tab>NAME": one test case, its log in tests/INDEX
 }
 default_timeout=600
 [ "$part" = goals ] && default_timeout=180
+# Each bench_gpu part within $LOOM_GPU_BENCH_TIMEOUT seconds (default 1800; 300 for goals, so that
+# a kernel that hangs leaves the models their turn): killed, it exits 124.
+bench_timeout=1800
+[ "$part" = goals ] && bench_timeout=300
 export -f run_case line_buffered
 export default_timeout
 if [ "$part" = all ] || [ "$part" = tests ] || [ "$part" = goals ]; then
@@ -80,7 +84,7 @@ fi
 if [ "$part" = all ] || [ "$part" = gemm ] || [ "$part" = goals ]; then
   dtype=all
   [ "$part" = goals ] && dtype=f16
-  line_buffered "$bench_bin" --tune fast --only gemm --dtype $dtype \
+  line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" --tune fast --only gemm --dtype $dtype \
     --json "$out/bench_gpu_gemm.json" 2>&1 |
     tee "$out/bench_gpu_gemm.txt"
   bench=${PIPESTATUS[0]}
@@ -88,7 +92,7 @@ fi
 if [ "$part" = all ] || [ "$part" = models ] || [ "$part" = goals ]; then
   quick=() peers_quick=()
   [ "$part" = goals ] && quick=(--quick) peers_quick=(--quick --no-compile)
-  line_buffered "$bench_bin" --tune fast --only models ${quick[@]+"${quick[@]}"} \
+  line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" --tune fast --only models ${quick[@]+"${quick[@]}"} \
     --json "$out/bench_gpu_models.json" 2>&1 |
     tee "$out/bench_gpu_models.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1

@@ -106,6 +106,9 @@ json record_json(const std::string& key, const CachedKernel& k) {
   json measurements = json::array();
   for (const tune::Measurement& m : k.measurements)
     measurements.push_back({{"config", config_json(m.config)}, {"median_ms", m.median_ms}});
+  json refused = json::array();
+  for (const tune::Refusal& r : k.refused)
+    refused.push_back({{"config", config_json(r.config)}, {"reason", r.reason}});
   json packed = json::array();
   for (const CachedKernel::Packed& p : k.packed)
     packed.push_back({{"input", p.input}, {"shape", p.shape}});
@@ -119,6 +122,7 @@ json record_json(const std::string& key, const CachedKernel& k) {
           {"loom_version", k.parts.loom_version},
           {"config", config_json(k.config)},
           {"measurements", measurements},
+          {"refused", refused},
           {"tune_seconds", k.tune_seconds},
           {"packed", packed},
           {"symbols", k.object.symbols},
@@ -147,6 +151,9 @@ absl::StatusOr<CachedKernel> parse_record(const std::string& text, json* record)
     k.config = config_from(j.at("config"));
     for (const json& m : j.at("measurements"))
       k.measurements.push_back({config_from(m.at("config")), m.at("median_ms").get<double>()});
+    if (j.contains("refused"))  // absent from records written before refusals were kept
+      for (const json& r : j.at("refused"))
+        k.refused.push_back({config_from(r.at("config")), r.at("reason").get<std::string>()});
     k.tune_seconds = j.at("tune_seconds").get<double>();
     for (const json& p : j.at("packed")) {
       CachedKernel::Packed packed{static_cast<int>(integer(p.at("input"), 0, 1 << 20)), {}};

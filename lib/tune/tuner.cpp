@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -186,6 +187,42 @@ NDArray filled(const TensorType& t) {
 }
 
 }  // namespace
+
+absl::Status outputs_agree(const NDArray& want, const NDArray& got) {
+  if (want.dtype() != got.dtype() || want.shape() != got.shape())
+    return absl::InvalidArgumentError(str_cat(
+        "outputs of ", want.dtype().to_string(), " ", shape_to_string(want.shape()), " and ",
+        got.dtype().to_string(), " ", shape_to_string(got.shape()), " cannot agree"));
+  const int64_t n = want.numel();
+  // 4 units in the last place (f32: 2^-11); 0: exact.
+  const DTypeCode code = want.dtype().code();
+  const double rtol = code == DTypeCode::kF16    ? 0x1p-8
+                      : code == DTypeCode::kBF16 ? 0x1p-5
+                      : code == DTypeCode::kF32  ? 0x1p-11
+                                                 : 0;
+  double squares = 0;
+  int64_t finite = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (const double w = want.get(i); std::isfinite(w)) {
+      squares += w * w;
+      ++finite;
+    }
+  const double rms = finite ? std::sqrt(squares / static_cast<double>(finite)) : 0;
+  int64_t differ = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const double w = want.get(i), g = got.get(i);
+    const bool same = std::isnan(w)   ? std::isnan(g)
+                      : std::isinf(w) ? g == w
+                      : rtol == 0     ? g == w
+                                      : std::abs(g - w) <= rtol * (std::abs(w) + rms);
+    if (same) continue;
+    if (first < 0) first = i;
+    ++differ;
+  }
+  if (differ == 0) return absl::OkStatus();
+  return absl::AbortedError(str_cat(differ, " of ", n, " elements differ; the first, element ",
+                                    first, ", is ", got.get(first), " against ", want.get(first)));
+}
 
 absl::Status check_config(const ScheduleTemplate& t, const Space& space, const Config& config) {
   for (const auto& [name, choices] : space.params())

@@ -248,6 +248,7 @@ struct FakeDriver {
   int (*host_copies)() = nullptr;
   int (*stream_waits)() = nullptr;
   void (*emulate)(const void* cubin, size_t bytes, const char* source, const char* cxx) = nullptr;
+  void (*scribble)(const char* prefix, int param, int byte) = nullptr;
 };
 
 FakeDriver fake_driver() {
@@ -264,6 +265,7 @@ FakeDriver fake_driver() {
   f.stream_waits =
       reinterpret_cast<decltype(f.stream_waits)>(dlsym(lib, "loom_fake_cuda_stream_waits"));
   f.emulate = reinterpret_cast<decltype(f.emulate)>(dlsym(lib, "loom_fake_cuda_emulate"));
+  f.scribble = reinterpret_cast<decltype(f.scribble)>(dlsym(lib, "loom_fake_cuda_scribble"));
   INFO("libcuda.so.1 is not the stand-in driver: run these cases through ctest's fake_cuda_driver");
   REQUIRE(f.configure);
   REQUIRE(f.launches);
@@ -272,6 +274,7 @@ FakeDriver fake_driver() {
   REQUIRE(f.host_copies);
   REQUIRE(f.stream_waits);
   REQUIRE(f.emulate);
+  REQUIRE(f.scribble);
   f.configure(-1, 0);
   return f;
 }
@@ -738,6 +741,95 @@ TEST_CASE("fake GPU: tuning times every candidate on the device, and a warm comp
     CHECK(warm.kernels()[k].schedule == cold.kernels()[k].schedule);
     CHECK(warm.kernels()[k].candidates.size() == cold.kernels()[k].candidates.size());
   }
+}
+
+// One softmax over [24, 40]: one tuning of a row template, of a few candidates.
+Graph one_softmax() {
+  Graph g;
+  g.output(g.input("x", {24, 40}).softmax(-1));
+  return g;
+}
+
+// The tuned kernel of a compiled graph of one tuning.
+const KernelInfo& tuned_kernel(const CompiledGraph& compiled) {
+  for (const KernelInfo& k : compiled.kernels())
+    if (!k.candidates.empty()) return k;
+  FAIL("no kernel was tuned");
+  return compiled.kernels().front();
+}
+
+TEST_CASE(
+    "fake GPU: tuning refuses a candidate whose output disagrees with the default config's, and "
+    "the kernel cache keeps why",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = one_softmax();
+  // Without a wrong kernel: every candidate agrees (none runs: each leaves the poisoned output
+  // as it found it), and the untuned compile names the default config.
+  CompileOptions uncached;
+  uncached.tune = TuneLevel::kFast;
+  uncached.use_cache = false;
+  const std::vector<CandidateTime> all =
+      tuned_kernel(compile_for(g, Target::cuda(90), uncached)).candidates;
+  REQUIRE(all.size() >= 3);
+  CHECK(tuned_kernel(compile_for(g, Target::cuda(90), uncached)).refused.empty());
+  const std::string untuned = compile_for(g, Target::cuda(90)).kernels()[0].schedule;
+  size_t reference = all.size();
+  for (size_t i = 0; i < all.size(); ++i)
+    if (untuned.find("[" + all[i].config.to_string() + "]") != std::string::npos) reference = i;
+  REQUIRE(reference < all.size());
+  // Candidate `wrong` (the tuner names candidate i's kernel c<i>_...) writes 0x3c bytes over its
+  // output (parameter 1, after x): not the default's poison.
+  const size_t wrong = reference == 1 ? 2 : 1;
+  fake.scribble(("c" + std::to_string(wrong) + "_").c_str(), 1, 0x3c);
+  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
+  const KernelInfo cold = tuned_kernel(compile_for(g, Target::cuda(90), options));
+  REQUIRE(cold.refused.size() == 1);
+  CHECK(cold.refused[0].config == all[wrong].config);
+  CHECK_THAT(cold.refused[0].reason,
+             Catch::Contains("its output disagrees with that of") &&
+                 Catch::Contains("[" + all[reference].config.to_string() + "]") &&
+                 Catch::Contains(std::to_string(24 * 40) + " of " + std::to_string(24 * 40) +
+                                 " elements differ"));
+  CHECK(cold.candidates.size() == all.size() - 1);
+  for (const CandidateTime& t : cold.candidates) CHECK(!(t.config == all[wrong].config));
+  CHECK(cold.schedule.find("[" + all[wrong].config.to_string() + "]") == std::string::npos);
+  // A warm compile reads the refusal from the cache, and tunes nothing.
+  fake.configure(-1, 0);
+  runtime::KernelCache::global().clear_memory();
+  const Stats before = stats();
+  const KernelInfo warm = tuned_kernel(compile_for(g, Target::cuda(90), options));
+  CHECK((stats() - before).tune_measurements == 0);
+  REQUIRE(warm.refused.size() == 1);
+  CHECK(warm.refused[0].config == cold.refused[0].config);
+  CHECK(warm.refused[0].reason == cold.refused[0].reason);
+  CHECK(warm.schedule == cold.schedule);
+}
+
+TEST_CASE(
+    "fake GPU: a candidate that faults while tuned is an error naming it, and nothing of that "
+    "tuning is cached",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = one_softmax();
+  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
+  fake.configure(1, 0);  // the second launch faults: the second candidate's check run
+  absl::StatusOr<CompiledGraph> failed = Compiler(Target::cuda(90)).compile(g, options);
+  REQUIRE(!failed.ok());
+  CHECK_THAT(std::string(failed.status().message()),
+             Catch::Contains("failed on the device") &&
+                 Catch::Contains("CUDA_ERROR_ILLEGAL_ADDRESS") &&
+                 Catch::Contains("the device context is lost") && Catch::Contains("candidate "));
+  // A fresh device (a new process): the tuning runs again, from nothing cached, and succeeds.
+  fake.configure(-1, 0);
+  runtime::KernelCache::global().clear_memory();
+  const Stats before = stats();
+  const KernelInfo tuned = tuned_kernel(compile_for(g, Target::cuda(90), options));
+  CHECK((stats() - before).tune_measurements > 0);
+  CHECK(tuned.candidates.size() > 1);
+  CHECK(tuned.refused.empty());
 }
 
 TEST_CASE(

@@ -166,6 +166,10 @@ void run_and_compare(cuda::Driver* d, const ir::Module& m, std::vector<Kernel>& 
                                 static_cast<size_t>(outputs[o].nbytes()))
                     .ok());
         loom::testing::require_close(outputs[o], (*expected)[o], c.rtol, c.atol);
+        // Nor would the tuner refuse it (see check_emulated).
+        absl::Status agree = tune::outputs_agree((*expected)[o], outputs[o]);
+        INFO(agree.ToString());
+        CHECK(agree.ok());
       }
     }
     for (cuda::DevicePtr p : buffers) REQUIRE(d->free(p).ok());

@@ -2,6 +2,7 @@
 // space, on shapes with tails in every blocked dimension, against plain C++ in double.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -303,4 +304,75 @@ TEST_CASE("tuner: kFast measures the pruned space and picks among its fastest", 
   void* buffers[] = {a.data(), tuned->packed_inputs[0].second.data(), c.data()};
   tuned->fn(buffers, nullptr);
   require_close(c, naive_matmul(a, b), 1e-5, 1e-4);
+}
+
+// a @ b (a: [m, k], b: [k, n], any float dtype) summed in f32 over k in the given order of k,
+// rounded to the output dtype: two correct schedules of one matmul differ this way.
+NDArray matmul_in_order(const NDArray& a, const NDArray& b, const std::vector<int64_t>& ks) {
+  const int64_t m = a.shape()[0], n = b.shape()[1];
+  NDArray c(a.dtype(), {m, n});
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float sum = 0;
+      for (int64_t k : ks)
+        sum +=
+            static_cast<float>(a.get(i * a.shape()[1] + k)) * static_cast<float>(b.get(k * n + j));
+      c.set(i * n + j, sum);
+    }
+  return c;
+}
+
+TEST_CASE("tuner: a candidate's output agrees with the reference's as correct schedules do",
+          "[tune]") {
+  for (DType t : {DType::f32(), DType::f16(), DType::bf16()}) {
+    INFO(t.to_string());
+    const int64_t m = 13, k = 509, n = 31;  // prime k: no summation order is special
+    const NDArray a = random_array(t, {m, k}), b = random_array(t, {k, n});
+    std::vector<int64_t> forward(static_cast<size_t>(k)), shuffled;
+    for (int64_t i = 0; i < k; ++i) forward[static_cast<size_t>(i)] = i;
+    shuffled = forward;
+    std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(static_cast<unsigned>(k)));
+    const NDArray want = matmul_in_order(a, b, forward);
+    const NDArray got = matmul_in_order(a, b, shuffled);
+    CHECK(tune::outputs_agree(want, got).ok());
+
+    // A wrong element (off by half the output's typical magnitude), a wrong tile (two 4 x 4 tiles
+    // swapped, as a wrong swizzle does), an unwritten element (the poison left): refused.
+    double rms = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) rms += want.get(i) * want.get(i);
+    rms = std::sqrt(rms / static_cast<double>(want.numel()));
+    NDArray one = got.copy();
+    one.set(5 * n + 7, one.get(5 * n + 7) + 0.5 * rms);
+    absl::Status s = tune::outputs_agree(want, one);
+    CHECK(s.code() == absl::StatusCode::kAborted);
+    CHECK_THAT(std::string(s.message()),
+               Catch::Contains("1 of " + std::to_string(m * n) + " elements differ") &&
+                   Catch::Contains("element " + std::to_string(5 * n + 7)));
+    NDArray tiles = got.copy();
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 4; ++j) {
+        tiles.set(i * n + j, got.get((i + 4) * n + j + 8));
+        tiles.set((i + 4) * n + j + 8, got.get(i * n + j));
+      }
+    CHECK(!tune::outputs_agree(want, tiles).ok());
+    NDArray unwritten = got.copy();
+    unwritten.set(m * n - 1, std::nan(""));
+    CHECK(!tune::outputs_agree(want, unwritten).ok());
+    // Where the reference left NaN (an unwritten element in both, a NaN computed by both), NaN
+    // agrees; a value does not.
+    NDArray nan_want = want.copy(), nan_got = got.copy();
+    nan_want.set(3, std::nan(""));
+    nan_got.set(3, std::nan(""));
+    CHECK(tune::outputs_agree(nan_want, nan_got).ok());
+    CHECK(!tune::outputs_agree(nan_want, got).ok());
+  }
+  // Integers agree exactly; other dtypes or shapes never.
+  NDArray i = random_array(DType::i32(), {7, 3}, -50, 50), j = i.copy();
+  CHECK(tune::outputs_agree(i, j).ok());
+  j.set(20, j.get(20) + 1);
+  CHECK(!tune::outputs_agree(i, j).ok());
+  CHECK(tune::outputs_agree(i, NDArray(DType::i32(), {3, 7})).code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(tune::outputs_agree(i, NDArray(DType::i64(), {7, 3})).code() ==
+        absl::StatusCode::kInvalidArgument);
 }

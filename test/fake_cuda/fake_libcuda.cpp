@@ -14,6 +14,10 @@
 //     copies, launches, allocations) returns CUDA_ERROR_ILLEGAL_ADDRESS: the context is lost;
 //   - out_of_memory: every cuMemAlloc returns CUDA_ERROR_OUT_OF_MEMORY.
 // Configuring again clears a fault (a fresh device, as after a process restart).
+// A wrong kernel is injected through loom_fake_cuda_scribble(prefix, param, byte): a launch of a
+// kernel that does not run in the emulator, named with that prefix, fills the allocation its
+// pointer parameter number `param` points into with that byte (a kernel that writes wrong
+// values). Such kernels have no source here, so the caller names the parameter.
 
 #include <cuda.h>
 #include <elf.h>
@@ -39,6 +43,8 @@ struct State {
   int fault_after = -1;
   bool out_of_memory = false;
   CUresult lost = CUDA_SUCCESS;                // sticky once a kernel faulted
+  std::string scribble_prefix;                 // kernels that write scribble_byte (empty: none)
+  int scribble_param = 0, scribble_byte = 0;
   std::map<CUdeviceptr, size_t> allocations;  // device pointer -> bytes
   int sm_arch = 90;
   // Cubins whose kernels run in the CUDA emulator: their source, compiled on first load.
@@ -257,6 +263,21 @@ CUresult func_set_attribute(CUfunction f, CUfunction_attribute attribute, int va
   return CUDA_SUCCESS;
 }
 
+// A launch of a kernel that writes wrong values (loom_fake_cuda_scribble): fills the allocation
+// its pointer parameter scribble_param points into.
+void scribble(const FakeFunction& fn, void** params) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  const std::string& prefix = state().scribble_prefix;
+  if (prefix.empty() || fn.name.compare(0, prefix.size(), prefix) != 0) return;
+  CUdeviceptr p = 0;
+  std::memcpy(&p, params[state().scribble_param], 8);
+  auto it = state().allocations.upper_bound(p);
+  if (it == state().allocations.begin()) return;
+  --it;
+  if (p < it->first + it->second)
+    std::memset(reinterpret_cast<void*>(it->first), state().scribble_byte, it->second);
+}
+
 CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                 unsigned bz, unsigned shared_bytes, CUstream, void** params, void**) {
   if (CUresult r = health()) return r;
@@ -274,7 +295,10 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
     ++state().launches;
   }
   const auto* fn = reinterpret_cast<const FakeFunction*>(f);
-  if (!fn->module->emulator) return CUDA_SUCCESS;
+  if (!fn->module->emulator) {
+    scribble(*fn, params);
+    return CUDA_SUCCESS;
+  }
   // Every parameter of loom's kernels is 8 bytes (a device pointer or an i64 scalar) but the
   // tensor maps, which the emulator takes by address.
   std::vector<uint64_t> args(fn->params);
@@ -455,6 +479,16 @@ __attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_a
   state().out_of_memory = out_of_memory != 0;
   state().lost = CUDA_SUCCESS;
   state().launches = 0;
+  state().scribble_prefix.clear();
+}
+// Kernels named with `prefix` that do not run in the emulator write `byte` over the allocation
+// their pointer parameter number `param` points into.
+__attribute__((visibility("default"))) void loom_fake_cuda_scribble(const char* prefix, int param,
+                                                                    int byte) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  state().scribble_prefix = prefix ? prefix : "";
+  state().scribble_param = param;
+  state().scribble_byte = byte;
 }
 __attribute__((visibility("default"))) int loom_fake_cuda_launches() {
   std::lock_guard<std::mutex> lock(state().mu);

@@ -32,6 +32,9 @@ struct KernelInfo {
   // The candidates timed when it was tuned (first round), also when it came from the cache;
   // empty when nothing was measured (TuneLevel::kNone, a forced config, the default schedule).
   std::vector<CandidateTime> candidates;
+  // The candidates that tuning ruled out, with why: the device would not load or launch them, or
+  // their output disagreed with the reference candidate's (tune::outputs_agree).
+  std::vector<tune::Refusal> refused;
 };
 
 // A tensor in the memory of the GPU a graph was compiled for, owned by the caller: a CUDA device

@@ -41,6 +41,7 @@ struct CachedKernel {
   std::string schedule;                         // "default", or the template and its config
   tune::Config config;                          // empty for default schedules
   std::vector<tune::Measurement> measurements;  // candidate timings (empty when not tuned)
+  std::vector<tune::Refusal> refused;           // candidates tuning ruled out, and why
   double tune_seconds = 0;                      // spent building it
   // A packed constant input: the object's pack func fills a buffer of this shape (the input's
   // dtype) from the constant. Packing runs at load, since packed data depends on the values.

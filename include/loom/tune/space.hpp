@@ -40,6 +40,13 @@ class Config {
   std::map<std::string, int64_t> values_;
 };
 
+// A candidate ruled out while a tuning timed its candidates on a device, and why (its module not
+// loaded, its launch refused, its output not the reference candidate's).
+struct Refusal {
+  Config config;
+  std::string reason;
+};
+
 class Space {
  public:
   // Declares a parameter with its choices, in the order the tuner tries them.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,6 +18,14 @@ struct Measurement {
   Config config;
   double median_ms = 0;
 };
+
+// Whether a candidate's output `got` agrees with the reference candidate's `want` (same dtype and
+// shape), as two correct schedules of one computation do: floats within 4 units in the last
+// place of f16 and bf16 (each rounds its own f32 sum), 2^-11 for f32 (other summation orders),
+// relative to each element's magnitude plus the output's root mean square (a sum that cancels
+// keeps the error of its terms); NaN where want has NaN, infinities equal; integers and booleans
+// exact. Otherwise an Aborted error says how many elements differ, and names the first.
+absl::Status outputs_agree(const NDArray& want, const NDArray& got);
 
 // Whether `config` is a whole config of template t's `space` that keeps its rules; an
 // InvalidArgument error naming the missing parameter or the broken rule otherwise.
