@@ -23,8 +23,9 @@ struct Measurement {
 // shape), as two correct schedules of one computation do: floats within 4 units in the last
 // place of f16 and bf16 (each rounds its own f32 sum), 2^-11 for f32 (other summation orders),
 // relative to each element's magnitude plus the output's root mean square (a sum that cancels
-// keeps the error of its terms); NaN where want has NaN, infinities equal; integers and booleans
-// exact. Otherwise an Aborted error says how many elements differ, and names the first.
+// keeps the error of its terms; of at most 65536 evenly spaced elements); NaN where want has NaN,
+// infinities equal; integers and booleans exact. Otherwise an Aborted error says how many elements
+// differ, and names the first.
 absl::Status outputs_agree(const NDArray& want, const NDArray& got);
 
 // Whether `config` is a whole config of template t's `space` that keeps its rules; an
