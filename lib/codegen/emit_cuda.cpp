@@ -1490,6 +1490,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   KernelDeclarations declared;
   declared.visit(f.body);
   cluster_ = declared.cluster;
+  info->min_blocks_per_sm = declared.min_blocks_per_sm;
   if (cluster_ > 1) {
     std::optional<int64_t> blocks = ir::as_const_int(info->grid[0]);
     if (!blocks || *blocks % cluster_ != 0 || !ir::is_const_int(info->grid[1], 1) ||

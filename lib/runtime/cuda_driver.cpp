@@ -291,6 +291,12 @@ absl::Status Driver::set_dynamic_shared_limit(Function function, int64_t bytes) 
       "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
 }
 
+absl::Status Driver::set_shared_carveout(Function function, int percent) {
+  return api_->check(api_->func_set_attribute(
+                         function, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent),
+                     "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)");
+}
+
 static_assert(sizeof(CUtensorMap) == sizeof(TensorMap), "TensorMap is a CUtensorMap");
 
 absl::StatusOr<TensorMap> Driver::encode_tensor_map(const TensorMapShape& shape,
@@ -426,6 +432,7 @@ absl::StatusOr<ModuleHandle> Driver::load_module(std::string_view) { LOOM_NO_CUD
 absl::Status Driver::unload_module(ModuleHandle) { LOOM_NO_CUDA; }
 absl::StatusOr<Function> Driver::get_function(ModuleHandle, const std::string&) { LOOM_NO_CUDA; }
 absl::Status Driver::set_dynamic_shared_limit(Function, int64_t) { LOOM_NO_CUDA; }
+absl::Status Driver::set_shared_carveout(Function, int) { LOOM_NO_CUDA; }
 absl::StatusOr<TensorMap> Driver::encode_tensor_map(const TensorMapShape&, DevicePtr) {
   LOOM_NO_CUDA;
 }

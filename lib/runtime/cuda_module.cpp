@@ -174,6 +174,13 @@ absl::StatusOr<std::unique_ptr<LoadedModule>> LoadedModule::load(const ir::Modul
                                               k.dynamic_shared_bytes,
                                               " bytes of shared memory: ", s.message()));
     }
+    if (k.min_blocks_per_sm > 0) {
+      constexpr int kMostShared = 100;  // CU_SHAREDMEM_CARVEOUT_MAX_SHARED
+      absl::Status s = driver->set_shared_carveout(fn, kMostShared);
+      if (!s.ok())
+        return absl::Status(s.code(), str_cat("kernel '", k.symbol, "' (", k.min_blocks_per_sm,
+                                              " blocks an SM): ", s.message()));
+    }
     out->functions_.push_back(fn);
   }
   out->funcs_ = m.funcs;

@@ -247,6 +247,7 @@ struct FakeDriver {
   size_t (*live_bytes)() = nullptr;
   int (*host_copies)() = nullptr;
   int (*stream_waits)() = nullptr;
+  int (*max_shared_carveouts)() = nullptr;
   void (*emulate)(const void* cubin, size_t bytes, const char* source, const char* cxx) = nullptr;
   void (*scribble)(const char* prefix, int param, int byte) = nullptr;
 };
@@ -264,6 +265,8 @@ FakeDriver fake_driver() {
   f.host_copies = reinterpret_cast<decltype(f.host_copies)>(dlsym(lib, "loom_fake_cuda_host_copies"));
   f.stream_waits =
       reinterpret_cast<decltype(f.stream_waits)>(dlsym(lib, "loom_fake_cuda_stream_waits"));
+  f.max_shared_carveouts = reinterpret_cast<decltype(f.max_shared_carveouts)>(
+      dlsym(lib, "loom_fake_cuda_max_shared_carveouts"));
   f.emulate = reinterpret_cast<decltype(f.emulate)>(dlsym(lib, "loom_fake_cuda_emulate"));
   f.scribble = reinterpret_cast<decltype(f.scribble)>(dlsym(lib, "loom_fake_cuda_scribble"));
   INFO("libcuda.so.1 is not the stand-in driver: run these cases through ctest's fake_cuda_driver");
@@ -273,6 +276,7 @@ FakeDriver fake_driver() {
   REQUIRE(f.live_bytes);
   REQUIRE(f.host_copies);
   REQUIRE(f.stream_waits);
+  REQUIRE(f.max_shared_carveouts);
   REQUIRE(f.emulate);
   REQUIRE(f.scribble);
   f.configure(-1, 0);
@@ -1183,7 +1187,16 @@ TEST_CASE(
   for (const tune::Config& persistent :
        {wgmma_config(1, 64, 2, 1, 1, 1, 1), wgmma_config(2, 128, 2, 1, 1, 2, 1)}) {
     INFO("config " << persistent.to_string());
+    // Loading the persistent kernel asks for the most shared memory (all of its blocks must fit
+    // on the SMs at once); the graph's other kernels, and the same tiles not persistent, do not.
+    const int hints = fake.max_shared_carveouts();
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", persistent}}, 90, 1) == 1);
+    CHECK(fake.max_shared_carveouts() > hints);
+    tune::Config not_persistent = persistent;
+    not_persistent.set("persistent", 0);
+    const int before = fake.max_shared_carveouts();
+    CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", not_persistent}}, 90, 1) == 1);
+    CHECK(fake.max_shared_carveouts() == before);
   }
 }
 

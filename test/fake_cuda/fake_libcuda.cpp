@@ -40,6 +40,7 @@ struct State {
   int launches = 0;
   int host_copies = 0;   // copies between host and device memory
   int stream_waits = 0;  // cuStreamWaitEvent calls
+  int max_shared_carveouts = 0;  // functions asked to prefer the most shared memory
   int fault_after = -1;
   bool out_of_memory = false;
   CUresult lost = CUDA_SUCCESS;                // sticky once a kernel faulted
@@ -256,6 +257,11 @@ CUresult module_function(CUfunction* f, CUmodule m, const char* name) {
 
 CUresult func_set_attribute(CUfunction f, CUfunction_attribute attribute, int value) {
   if (CUresult r = health()) return r;
+  if (f && attribute == CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT) {
+    if (value < -1 || value > 100) return CUDA_ERROR_INVALID_VALUE;
+    if (value == 100) count(state().max_shared_carveouts);
+    return CUDA_SUCCESS;
+  }
   if (!f || attribute != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES || value < 0 ||
       value > kSharedOptIn)
     return CUDA_ERROR_INVALID_VALUE;
@@ -508,6 +514,10 @@ __attribute__((visibility("default"))) void loom_fake_cuda_emulate(const void* c
 __attribute__((visibility("default"))) int loom_fake_cuda_host_copies() {
   std::lock_guard<std::mutex> lock(state().mu);
   return state().host_copies;
+}
+__attribute__((visibility("default"))) int loom_fake_cuda_max_shared_carveouts() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().max_shared_carveouts;
 }
 __attribute__((visibility("default"))) int loom_fake_cuda_stream_waits() {
   std::lock_guard<std::mutex> lock(state().mu);

@@ -103,6 +103,9 @@ class Driver {
   // Lets launches of the function give it up to `bytes` of dynamic shared memory (past 48 KiB
   // a kernel must opt in).
   absl::Status set_dynamic_shared_limit(Function function, int64_t bytes);
+  // The share of the SM's L1 and shared memory to give shared memory, in percent (a hint:
+  // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT).
+  absl::Status set_shared_carveout(Function function, int percent);
   // A tiled tensor map over the global tensor at `address` (cuTensorMapEncodeTiled; the driver
   // checks alignment, strides and box). Unimplemented before CUDA 12.
   absl::StatusOr<TensorMap> encode_tensor_map(const TensorMapShape& shape, DevicePtr address);
@@ -166,6 +169,11 @@ struct KernelInfo {
   // Dynamic shared memory per block: the kernel's shared buffers when they pass the 48 KiB that
   // static __shared__ arrays may take (0: static ones).
   int64_t dynamic_shared_bytes = 0;
+  // The blocks an SM must hold at once (ir::Call min_blocks_per_sm: a persistent grid, sized to
+  // the SMs, whose blocks all run at once; 0: none). Loading such a kernel asks the driver for
+  // the most shared memory an SM has (the carveout hint), lest it pick a split with L1 in which
+  // fewer of its blocks fit.
+  int64_t min_blocks_per_sm = 0;
   // The TMA tensor maps the kernel copies through (ir::Call tma_load_3d), passed after the
   // func's params in this order, each encoded at launch over a buffer param.
   std::vector<TensorMapInfo> tensor_maps;
