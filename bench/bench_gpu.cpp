@@ -25,13 +25,16 @@
 //
 //   bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all]
 //             [--only gemm|models|convs] [--shapes MxNxK[,MxNxK...]] [--json PATH]
+//             [--limit TEMPLATE:PARAM=V[/V...][,...]]
 //
 // --only gemm runs part 1, --only models parts 2 and 3, --only convs part 2; --quick runs two
 // matmul shapes and the convolutions at batch 1 only. On sm_90, part 1 also times f16 4096^3
 // with chosen warpgroup GEMM configs, operands copied by cp.async or by TMA, with and without
 // clusters of two blocks. --shapes times
 // part 1 on the given matmul shapes instead (in f16 each also with + bias, GELU and + residual
-// fused), without the chosen configs.
+// fused), without the chosen configs. --limit sets CompileOptions::template_limits, e.g.
+// cuda_wgmma_gemm:tma=0,cuda_wgmma_gemm:cluster=1 keeps TMA and clusters out of every tuning
+// (and makes the chosen configs that use them errors).
 //
 // Without a GPU it says so and exits 0 (it builds in CI, runs on a GPU machine).
 
@@ -43,7 +46,9 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -128,6 +133,36 @@ bool parse_shapes(const std::string& list, std::vector<Shape>* out) {
       return false;
     }
     out->push_back(s);
+    at = end + 1;
+  }
+  return true;
+}
+
+// "TEMPLATE:PARAM=V[/V...],..." into template_limits; false (and a message) when malformed.
+bool parse_limits(const std::string& list,
+                  std::map<std::string, std::map<std::string, std::vector<int64_t>>>* out) {
+  size_t at = 0;
+  while (at <= list.size()) {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, end - at);
+    const size_t colon = item.find(':'), equals = item.find('=');
+    bool ok = colon != std::string::npos && equals != std::string::npos && colon > 0 &&
+              equals > colon + 1 && equals + 1 < item.size();
+    std::vector<int64_t> values;
+    for (size_t v = equals + 1; ok && v <= item.size();) {
+      const size_t slash = std::min(item.find('/', v), item.size());
+      char* stop = nullptr;
+      const std::string value = item.substr(v, slash - v);
+      values.push_back(std::strtoll(value.c_str(), &stop, 10));
+      ok = !value.empty() && *stop == 0;
+      v = slash + 1;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "bench_gpu: --limit: '%s' is not TEMPLATE:PARAM=V[/V...]\n",
+                   item.c_str());
+      return false;
+    }
+    (*out)[item.substr(0, colon)][item.substr(colon + 1, equals - colon - 1)] = values;
     at = end + 1;
   }
   return true;
@@ -586,6 +621,7 @@ int main(int argc, char** argv) {
   std::string tune = "fast", json_path, dtype_name = "all", only;
   bool quick = false;
   std::vector<Shape> chosen;  // --shapes
+  std::map<std::string, std::map<std::string, std::vector<int64_t>>> limits;  // --limit
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--tune" && i + 1 < argc) tune = argv[++i];
@@ -595,10 +631,13 @@ int main(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--shapes" && i + 1 < argc && parse_shapes(argv[++i], &chosen))
       continue;
+    else if (a == "--limit" && i + 1 < argc && parse_limits(argv[++i], &limits))
+      continue;
     else {
       std::fprintf(stderr,
                    "usage: bench_gpu [--tune none|fast|full] [--quick] [--dtype f32|f16|bf16|all] "
-                   "[--only gemm|models|convs] [--shapes MxNxK[,MxNxK...]] [--json PATH]\n");
+                   "[--only gemm|models|convs] [--shapes MxNxK[,MxNxK...]] [--json PATH] "
+                   "[--limit TEMPLATE:PARAM=V[/V...][,...]]\n");
       return 2;
     }
   }
@@ -635,6 +674,7 @@ int main(int argc, char** argv) {
   options.tune = tune == "none" ? loom::TuneLevel::kNone
                  : tune == "full" ? loom::TuneLevel::kFull
                                   : loom::TuneLevel::kFast;
+  options.template_limits = limits;
   std::vector<Shape> shapes = {{4096, 4096, 4096}, {128, 768, 768}, {128, 3072, 768},
                                {128, 768, 3072}, {128, 2304, 768}};
   if (quick) shapes = {{1024, 1024, 1024}, {128, 768, 768}};

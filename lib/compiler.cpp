@@ -171,6 +171,9 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         return absl::Status(s.code(), str_cat("scheduling ", n.op, " node '", n.name,
                                               "' with template ", t->name, ": ", s.message()));
       };
+      absl::StatusOr<tune::Space> limited = limited_space(*t, ctx, options);
+      if (!limited.ok()) return scheduling_error(limited.status());
+      const tune::Space& space = *limited;
       // Post-scheduling fusion: prologues replace the loads of the inputs they compute, the
       // epilogue goes around the output stores, of whichever config wins. A kernel that cannot
       // take its prologues (checked on the default config) leaves them to groups of their own,
@@ -187,7 +190,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       };
       auto probe = [&]() -> absl::Status {
         absl::StatusOr<ScheduledKernel> k =
-            t->build(ctx, forced_config ? *forced_config : t->space(ctx).default_config());
+            t->build(ctx, forced_config ? *forced_config : space.default_config());
         return k.ok() ? rewrite(*k).status() : k.status();
       };
       FusedGroup rest;  // epilogue members dropped, in one group computed next
@@ -239,7 +242,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
       std::vector<std::pair<int, NDArray>> packed_inputs;
       if (!cache.enabled) {
         absl::StatusOr<tune::TunedKernel> tuned = tune::tune_kernel(
-            *t, ctx, constants, options.tune, *impl->jit, forced_config, rewrite_ptr);
+            *t, ctx, constants, options.tune, *impl->jit, forced_config, rewrite_ptr, &space);
         if (!tuned.ok()) return scheduling_error(tuned.status());
         launch.fn = tuned->fn;
         progress.kernel_done(n.name, !tuned->measurements.empty(), best_ms(tuned->measurements));
@@ -248,7 +251,8 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.schedule = t->name + "[" + tuned->config.to_string() + "]";
         info.candidates = candidate_times(tuned->measurements);
       } else {
-        std::string task_text = template_task_text(n, ctx, *t, options.tune, forced_config);
+        std::string task_text =
+            template_task_text(n, ctx, *t, options.tune, forced_config) + limits_text(*t, options);
         const std::string alone_text = task_text;
         for (const fusion::Prologue& p : prologues) task_text += "fused " + p.text;
         if (epilogue) task_text += "fused " + epilogue->text;
@@ -272,8 +276,8 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
                   tune_config = &recorded.emplace((*e)->config);
               }
               LOOM_ASSIGN_OR_RETURN(tune::TunedKernel tuned,
-                                    tune::tune_kernel(*t, ctx, constants, options.tune,
-                                                      *impl->jit, tune_config, rewrite_ptr));
+                                    tune::tune_kernel(*t, ctx, constants, options.tune, *impl->jit,
+                                                      tune_config, rewrite_ptr, &space));
               runtime::CachedKernel k;
               k.kernel_name = tuned.func.name;
               k.schedule = t->name + "[" + tuned.config.to_string() + "]";

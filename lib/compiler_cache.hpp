@@ -83,6 +83,34 @@ inline std::string template_task_text(const Node& n, const TemplateContext& ctx,
   return s + "\n";
 }
 
+// Template t's space for ctx, limited by options.template_limits.
+inline absl::StatusOr<tune::Space> limited_space(const ScheduleTemplate& t,
+                                                 const TemplateContext& ctx,
+                                                 const CompileOptions& options) {
+  tune::Space space = t.space(ctx);
+  auto limits = options.template_limits.find(t.name);
+  if (limits == options.template_limits.end()) return space;
+  for (const auto& [param, allowed] : limits->second)
+    if (absl::Status s = space.limit(param, allowed); !s.ok())
+      return absl::InvalidArgumentError(
+          str_cat("template_limits of template ", t.name, ": ", s.message()));
+  return space;
+}
+
+// The limits options.template_limits sets on template t's space ("limits tma{0}\n"; empty:
+// none), for the keys of kernels tuned in it.
+inline std::string limits_text(const ScheduleTemplate& t, const CompileOptions& options) {
+  auto limits = options.template_limits.find(t.name);
+  if (limits == options.template_limits.end()) return "";
+  std::string s = "limits";
+  for (const auto& [param, allowed] : limits->second) {
+    s += " " + param + "{";
+    for (size_t i = 0; i < allowed.size(); ++i) s += (i ? "," : "") + std::to_string(allowed[i]);
+    s += "}";
+  }
+  return s + "\n";
+}
+
 // The parameters of a space and their choices ("block_n{64,128,256} stages{2,3,4}"): part of a
 // tuning record's key, so that a record made before a template's space changed (a parameter
 // added) is not taken for one of the new space, whose configs it would lack.

@@ -352,7 +352,7 @@ absl::StatusOr<GroupKernel> build_group(const Graph& graph, const FusedGroup& gr
                       : nullptr;
   if (t) {
     const Node& n = nodes[static_cast<size_t>(grp.anchor)];
-    const tune::Space space = t->space(ctx);
+    LOOM_ASSIGN_OR_RETURN(const tune::Space space, limited_space(*t, ctx, options));
     LOOM_ASSIGN_OR_RETURN(tune::Config config,
                           choose_config(*t, ctx, n, space, options, cache, ahead, &k));
     LOOM_ASSIGN_OR_RETURN(ScheduledKernel scheduled, t->build(ctx, config));
@@ -413,9 +413,10 @@ TunedAhead tune_ahead(const Graph& graph, const std::vector<FusedGroup>& groups,
     TemplateContext ctx;
     const ScheduleTemplate* t = find_template(graph, n, target, &ctx);
     if (!t || !tunes(*t, ctx, options)) continue;
-    tune::Space space = t->space(ctx);
-    std::string text = tuning_text(*t, ctx, n, space, options);
-    jobs.emplace(std::move(text), Job{t, std::move(ctx), &n, std::move(space)});
+    absl::StatusOr<tune::Space> space = limited_space(*t, ctx, options);
+    if (!space.ok()) continue;  // the group's own build reports it
+    std::string text = tuning_text(*t, ctx, n, *space, options);
+    jobs.emplace(std::move(text), Job{t, std::move(ctx), &n, *std::move(space)});
   }
   std::vector<std::pair<const std::string*, const Job*>> list;
   for (const auto& [text, job] : jobs) list.emplace_back(&text, &job);

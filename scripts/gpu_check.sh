@@ -70,6 +70,28 @@ default_timeout=600
 # a kernel that hangs leaves the models their turn): killed, it exits 124.
 bench_timeout=1800
 [ "$part" = goals ] && bench_timeout=300
+# A candidate that faults while tuned loses the process's CUDA context, and bench_gpu fails
+# naming it ("failed on the device"). The part then runs once more with the warpgroup templates'
+# TMA copies, clusters and persistent blocks (the paths no GPU had run before) kept out of tuning
+# (CompileOptions::template_limits), its log in NAME_limited.txt.
+safe_limits=
+for t in cuda_wgmma_gemm cuda_wgmma_conv2d; do
+  safe_limits+=${safe_limits:+,}$t:tma=0,$t:cluster=1,$t:persistent=0
+done
+run_bench() {  # run_bench NAME ARGS...: bench_gpu ARGS, its output in OUT_DIR/NAME.txt
+  local name=$1 status
+  shift
+  line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" "$@" 2>&1 |
+    tee "$out/$name.txt"
+  status=${PIPESTATUS[0]}
+  if [ "$status" -ne 0 ] && grep -q "failed on the device" "$out/$name.txt"; then
+    echo "a candidate faulted: $name again with --limit $safe_limits" | tee "$out/${name}_limited.txt"
+    line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" "$@" \
+      --limit "$safe_limits" 2>&1 | tee -a "$out/${name}_limited.txt"
+    status=${PIPESTATUS[0]}
+  fi
+  return "$status"
+}
 export -f run_case line_buffered
 export default_timeout
 if [ "$part" = all ] || [ "$part" = tests ] || [ "$part" = goals ]; then
@@ -84,18 +106,14 @@ fi
 if [ "$part" = all ] || [ "$part" = gemm ] || [ "$part" = goals ]; then
   dtype=all
   [ "$part" = goals ] && dtype=f16
-  line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" --tune fast --only gemm --dtype $dtype \
-    --json "$out/bench_gpu_gemm.json" 2>&1 |
-    tee "$out/bench_gpu_gemm.txt"
-  bench=${PIPESTATUS[0]}
+  run_bench bench_gpu_gemm --tune fast --only gemm --dtype $dtype --json "$out/bench_gpu_gemm.json"
+  bench=$?
 fi
 if [ "$part" = all ] || [ "$part" = models ] || [ "$part" = goals ]; then
   quick=() peers_quick=()
   [ "$part" = goals ] && quick=(--quick) peers_quick=(--quick --no-compile)
-  line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" --tune fast --only models ${quick[@]+"${quick[@]}"} \
-    --json "$out/bench_gpu_models.json" 2>&1 |
-    tee "$out/bench_gpu_models.txt"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
+  run_bench bench_gpu_models --tune fast --only models ${quick[@]+"${quick[@]}"} \
+    --json "$out/bench_gpu_models.json" || bench=1
   # The script sits beside this one in a bundle, under bench/ in a checkout.
   peers_py=$here/gpu_torch_peers.py
   [ -f "$peers_py" ] || peers_py=$here/../bench/gpu_torch_peers.py

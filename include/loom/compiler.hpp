@@ -36,6 +36,13 @@ struct CompileOptions {
   // (tests sweep a space this way; an engine replays recorded choices). A config that breaks
   // one of the space's rules is an InvalidArgument error.
   std::map<std::string, tune::Config> template_configs;
+  // The values each parameter of a template's space may take, by template and parameter name,
+  // e.g. {{"cuda_wgmma_gemm", {{"tma", {0}}, {"cluster", {1}}}}}: an engine keeps configs that
+  // misbehave on its device out of tuning, and out of every node that template schedules. The
+  // space keeps only those choices (tune::Space::limit: where its default breaks them, the
+  // closest valid config replaces it); a forced config must keep them too. A parameter the
+  // template lacks, or limits that leave no valid config, are an InvalidArgument error.
+  std::map<std::string, std::map<std::string, std::vector<int64_t>>> template_limits;
   // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
   // done / total, elapsed, best time), else one summary line.
   bool report_progress = true;

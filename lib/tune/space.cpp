@@ -41,6 +41,38 @@ Space& Space::default_config(Config c) {
   return *this;
 }
 
+absl::Status Space::limit(const std::string& name, const std::vector<int64_t>& allowed) {
+  auto param =
+      std::find_if(params_.begin(), params_.end(), [&](const auto& p) { return p.first == name; });
+  if (param == params_.end())
+    return absl::InvalidArgumentError("the space has no parameter " + name);
+  std::vector<int64_t> kept;
+  for (int64_t v : param->second)
+    if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) kept.push_back(v);
+  if (kept.empty()) {
+    std::string choices;
+    for (int64_t v : param->second) choices += (choices.empty() ? "" : ",") + std::to_string(v);
+    return absl::InvalidArgumentError(
+        str_cat("none of parameter ", name, "'s choices {", choices, "} is allowed"));
+  }
+  param->second = std::move(kept);
+  if (broken_rules(default_).empty()) return absl::OkStatus();
+  std::vector<Config> candidates = pruned();  // without the old default, which breaks the limit
+  if (candidates.empty()) candidates = all();
+  if (candidates.empty())
+    return absl::InvalidArgumentError(
+        str_cat("no config keeps the space's rules with parameter ", name, " limited"));
+  auto changed = [&](const Config& c) {
+    size_t n = 0;
+    for (const auto& [p, v] : c.values()) n += !default_.has(p) || default_[p] != v;
+    return n;
+  };
+  default_ =
+      *std::min_element(candidates.begin(), candidates.end(),
+                        [&](const Config& a, const Config& b) { return changed(a) < changed(b); });
+  return absl::OkStatus();
+}
+
 std::vector<std::string> Space::broken_rules(const Config& c) const {
   std::vector<std::string> broken;
   for (const auto& [name, choices] : params_)

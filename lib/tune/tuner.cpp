@@ -261,10 +261,10 @@ absl::Status check_config(const ScheduleTemplate& t, const Space& space, const C
 
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
-                                        TuneLevel level, runtime::CpuJit& jit,
-                                        const Config* forced, const KernelRewrite* rewrite) {
+                                        TuneLevel level, runtime::CpuJit& jit, const Config* forced,
+                                        const KernelRewrite* rewrite, const Space* limited) {
   auto t0 = Clock::now();
-  Space space = t.space(ctx);
+  const Space space = limited ? *limited : t.space(ctx);
   std::vector<Config> configs;
   if (forced) {
     LOOM_RETURN_IF_ERROR(check_config(t, space, *forced));

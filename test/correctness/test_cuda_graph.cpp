@@ -812,6 +812,29 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "fake GPU: a tuning under template_limits times only configs that keep them, and is "
+    "cached apart from the unlimited one",
+    "[.fake_cuda]") {
+  fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = one_softmax();
+  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
+  const KernelInfo free = tuned_kernel(compile_for(g, Target::cuda(90), options));
+  std::set<int64_t> rows;
+  for (const CandidateTime& c : free.candidates) rows.insert(c.config["rows_per_block"]);
+  REQUIRE(rows.size() > 1);
+  const int64_t kept = *rows.rbegin();
+  options.template_limits["cuda_rows_softmax"] = {{"rows_per_block", {kept}}};
+  const Stats before = stats();
+  const KernelInfo limited = tuned_kernel(compile_for(g, Target::cuda(90), options));
+  CHECK((stats() - before).tune_measurements > 0);  // not the cached unlimited tuning
+  REQUIRE(!limited.candidates.empty());
+  for (const CandidateTime& c : limited.candidates) CHECK(c.config["rows_per_block"] == kept);
+  CHECK(limited.candidates.size() < free.candidates.size());
+  CHECK_THAT(limited.schedule, Catch::Contains("rows_per_block=" + std::to_string(kept)));
+}
+
+TEST_CASE(
     "fake GPU: a candidate that faults while tuned is an error naming it, and nothing of that "
     "tuning is cached",
     "[.fake_cuda]") {

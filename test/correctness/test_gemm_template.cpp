@@ -7,10 +7,12 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <utility>
 #include <vector>
 
+#include "cache_test_util.hpp"
 #include "loom/loom.hpp"
 #include "loom/tune/tuner.hpp"
 #include "test_util.hpp"
@@ -375,4 +377,114 @@ TEST_CASE("tuner: a candidate's output agrees with the reference's as correct sc
         absl::StatusCode::kInvalidArgument);
   CHECK(tune::outputs_agree(i, NDArray(DType::i64(), {7, 3})).code() ==
         absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("tune::Space::limit keeps the allowed choices and moves a default that breaks them",
+          "[tune]") {
+  auto space = [] {
+    tune::Space s;
+    s.param("a", {1, 2, 4}).param("b", {1, 2}).rule("a * b <= 4", [](const tune::Config& c) {
+      return c["a"] * c["b"] <= 4;
+    });
+    s.default_config(tune::Config({{"a", 4}, {"b", 1}}));
+    return s;
+  };
+  tune::Space s = space();
+  REQUIRE(s.limit("a", {2, 1, 8}).ok());
+  // The space's order is kept, values it never had are ignored.
+  CHECK(s.params()[0].second == std::vector<int64_t>{1, 2});
+  CHECK(s.all().size() == 4);
+  // {a=4, b=1} broke the limit; of the valid configs, {1, 1} and {2, 1} change one parameter.
+  CHECK(s.default_config() == tune::Config({{"a", 1}, {"b", 1}}));
+  CHECK(s.broken_rules(s.default_config()).empty());
+  // A default that keeps the limit stays.
+  tune::Space kept = space();
+  REQUIRE(kept.limit("b", {1}).ok());
+  CHECK(kept.default_config() == tune::Config({{"a", 4}, {"b", 1}}));
+  CHECK(kept.all().size() == 3);
+
+  tune::Space bad = space();
+  absl::Status s1 = bad.limit("c", {1});
+  CHECK(s1.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(s1.message()), Catch::Contains("no parameter c"));
+  absl::Status s2 = bad.limit("b", {3});
+  CHECK(s2.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(s2.message()), Catch::Contains("none of parameter b's choices {1,2}"));
+  tune::Space none = space();
+  REQUIRE(none.limit("a", {4}).ok());      // {4, 1} stays valid
+  absl::Status s3 = none.limit("b", {2});  // {4, 2} breaks the rule: nothing is left
+  CHECK(s3.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(s3.message()), Catch::Contains("no config keeps the space's rules"));
+}
+
+TEST_CASE(
+    "CompileOptions::template_limits: the default and every candidate keep them, tunings "
+    "under other limits are cached apart, and bad limits are clear errors",
+    "[gemm][template][tune]") {
+  const NDArray b = random_array(DType::f32(), {65, 47}), a = random_array(DType::f32(), {33, 65});
+  Graph g;
+  g.output(g.input("a", {33, 65}).matmul(g.constant("b", b)));
+  const tune::Space space = space_for({33, 65}, {65, 47});
+  const tune::Config def = space.default_config();
+  // An nv the default does not have, and that some valid config has.
+  int64_t other_nv = 0;
+  for (const tune::Config& c : space.all())
+    if (c["nv"] != def["nv"]) other_nv = c["nv"];
+  REQUIRE(other_nv != 0);
+  const std::string kept = "nv=" + std::to_string(other_nv);
+  loom::testing::TempDir dir;
+  CompileOptions options;
+  options.cache_dir = dir.path().string();
+  options.report_progress = false;
+  runtime::KernelCache::global().clear_memory();
+
+  // kNone: the default moves to a config with that nv, and computes a @ b.
+  options.template_limits[kTemplate] = {{"nv", {other_nv}}};
+  absl::StatusOr<CompiledGraph> limited = Compiler().compile(g, options);
+  INFO(limited.status().ToString());
+  REQUIRE(limited.ok());
+  CHECK_THAT(limited->kernels()[0].schedule, Catch::Contains(kept));
+  absl::StatusOr<std::vector<NDArray>> out = limited->run({a});
+  REQUIRE(out.ok());
+  require_close((*out)[0], naive_matmul(a, b), 1e-4, 1e-4);
+
+  // kFast, first without limits (cached), then limited: the limited tuning is not the cached
+  // one; each of its candidates keeps the limit.
+  options.tune = TuneLevel::kFast;
+  options.template_limits.clear();
+  absl::StatusOr<CompiledGraph> free = Compiler().compile(g, options);
+  REQUIRE(free.ok());
+  std::set<int64_t> nvs;
+  for (const CandidateTime& c : free->kernels()[0].candidates) nvs.insert(c.config["nv"]);
+  CHECK(nvs.size() > 1);
+  options.template_limits[kTemplate] = {{"nv", {other_nv}}};
+  limited = Compiler().compile(g, options);
+  REQUIRE(limited.ok());
+  REQUIRE(!limited->kernels()[0].candidates.empty());
+  for (const CandidateTime& c : limited->kernels()[0].candidates) CHECK(c.config["nv"] == other_nv);
+  CHECK_THAT(limited->kernels()[0].schedule, Catch::Contains(kept));
+  CHECK(limited->kernels()[0].cache_key != free->kernels()[0].cache_key);
+  out = limited->run({a});
+  REQUIRE(out.ok());
+  require_close((*out)[0], naive_matmul(a, b), 1e-4, 1e-4);
+
+  // A forced config must keep the limits; a parameter the template lacks, or no choice left.
+  options.template_configs[kTemplate] = def;
+  absl::StatusOr<CompiledGraph> forced = Compiler().compile(g, options);
+  REQUIRE(!forced.ok());
+  CHECK(forced.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(forced.status().message()),
+             Catch::Contains("breaks rule 'choices of nv'"));
+  options.template_configs.clear();
+  options.template_limits[kTemplate] = {{"no_such", {1}}};
+  absl::StatusOr<CompiledGraph> unknown = Compiler().compile(g, options);
+  REQUIRE(!unknown.ok());
+  CHECK(unknown.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(unknown.status().message()),
+             Catch::Contains("template_limits of template gemm_packed_b: the space has no "
+                             "parameter no_such"));
+  options.template_limits[kTemplate] = {{"nv", {97}}};
+  absl::StatusOr<CompiledGraph> nothing = Compiler().compile(g, options);
+  REQUIRE(!nothing.ok());
+  CHECK_THAT(std::string(nothing.status().message()), Catch::Contains("none of parameter nv's"));
 }

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace loom {
 
 // How much a compile measures to choose each template's config.
@@ -58,6 +60,11 @@ class Space {
   Space& prefer(std::string name, std::function<bool(const Config&)> keep);
   // The config kNone uses without measuring; it must be valid.
   Space& default_config(Config c);
+  // Keeps only the choices of parameter `name` among `allowed` (in their order). Where the
+  // default breaks the limit, the valid config closest to it (fewest parameters changed; of the
+  // pruned space first) becomes the default. InvalidArgument when the space has no such
+  // parameter, no choice is allowed, or no config stays valid (the space is then unusable).
+  absl::Status limit(const std::string& name, const std::vector<int64_t>& allowed);
 
   // Every valid config (cartesian product of the choices, filtered by the rules).
   std::vector<Config> all() const;

@@ -58,11 +58,14 @@ struct TunedKernel {
 // candidates are timed as built and the fastest one the rewrite accepts is compiled rewritten
 // (at kNone, only the rewritten default is compiled); its error, when it accepts none, is
 // returned. The rewritten kernel's extra buffer params follow the template's inputs.
+// `space` is the space to choose in (null: t.space(ctx)), e.g. one CompileOptions::template_limits
+// limited.
 using KernelRewrite = std::function<absl::StatusOr<ScheduledKernel>(const ScheduledKernel&)>;
 absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const TemplateContext& ctx,
                                         const std::vector<const NDArray*>& constants,
                                         TuneLevel level, runtime::CpuJit& jit,
                                         const Config* forced = nullptr,
-                                        const KernelRewrite* rewrite = nullptr);
+                                        const KernelRewrite* rewrite = nullptr,
+                                        const Space* space = nullptr);
 
 }  // namespace loom::tune
