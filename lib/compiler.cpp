@@ -250,6 +250,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.name = tuned->func.name;
         info.schedule = t->name + "[" + tuned->config.to_string() + "]";
         info.candidates = candidate_times(tuned->measurements);
+        info.refused = tuned->refused;
       } else {
         std::string task_text =
             template_task_text(n, ctx, *t, options.tune, forced_config) + limits_text(*t, options);
@@ -283,6 +284,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
               k.schedule = t->name + "[" + tuned.config.to_string() + "]";
               k.config = tuned.config;
               k.measurements = tuned.measurements;
+              k.refused = tuned.refused;
               k.tune_seconds = tuned.seconds;
               for (const auto& [input, array] : tuned.packed_inputs)
                 k.packed.push_back({input, array.shape()});
@@ -325,6 +327,7 @@ absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const Compil
         info.schedule = e.schedule;
         info.cache_key = key;
         info.candidates = candidate_times(e.measurements);
+        info.refused = e.refused;
       }
       info.tune_seconds = seconds_since(t0);
       // Packed constants get slots of their own, filled at compile time.

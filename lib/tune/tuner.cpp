@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -182,8 +183,16 @@ NDArray filled(const TensorType& t) {
   std::vector<int64_t> shape;
   for (const Dim& d : t.shape) shape.push_back(d.value());
   NDArray a(t.dtype, shape);
-  // Small, varied, finite values: no denormals or NaNs to distort the timing.
-  for (int64_t i = 0; i < a.numel(); ++i) a.set(i, static_cast<double>((i * 7919) % 17) / 16 - 0.5);
+  // Small, varied, finite values: no denormals or NaNs to distort the timing. Multiples of 1/1024
+  // in [-0.5, 0.5) from a hash of the index, so that a candidate reading the wrong elements
+  // computes another output than the reference candidate (outputs_agree).
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    uint64_t h = static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 29;
+    a.set(i, static_cast<double>(h % 1024) / 1024 - 0.5);
+  }
   return a;
 }
 
@@ -318,8 +327,9 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   std::vector<Finalist> finalists;
   constexpr size_t kFinalists = 3;
   std::vector<NDArray> packings;  // every distinct packing of the constants so far
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    Compiled& c = candidates[i];
+  // Candidate i with its packed constants and buffers, ready to run.
+  auto prepare = [&](size_t i) -> absl::StatusOr<Finalist> {
+    const Compiled& c = candidates[i];
     if (!c.status.ok()) return c.status;  // a template must build every config of its space
     std::vector<const NDArray*> values;
     for (const NDArray& a : inputs) values.push_back(&a);
@@ -336,9 +346,42 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     f.buffers.buffers.push_back(output.data());
     f.buffers.outputs[0] = output.data();
     f.buffers.outputs[1] = other_output.data();
+    return f;
+  };
+  // Candidate f's output, computed once into a poisoned buffer.
+  NDArray checked(output.dtype(), output.shape());
+  auto output_of = [&](Finalist& f) -> const NDArray& {
+    checked.poison();
+    std::vector<void*> buffers = f.buffers.buffers;
+    buffers.back() = checked.data();
+    candidates[f.index].fn(buffers.data(), nullptr);
+    return checked;
+  };
+  // The reference every candidate's output is checked against: the default config's (the first
+  // candidate's where the default is not among them).
+  size_t reference = 0;
+  for (size_t i = 0; i < candidates.size(); ++i)
+    if (candidates[i].config == space.default_config()) reference = i;
+  NDArray reference_output;
+  {
+    LOOM_ASSIGN_OR_RETURN(Finalist f, prepare(reference));
+    reference_output = output_of(f).copy();
+  }
+  std::vector<double> first_ms(candidates.size(), std::numeric_limits<double>::infinity());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const Compiled& c = candidates[i];
+    LOOM_ASSIGN_OR_RETURN(Finalist f, prepare(i));
+    if (i != reference)
+      if (absl::Status agree = outputs_agree(reference_output, output_of(f)); !agree.ok()) {
+        out.refused.push_back(
+            {c.config, str_cat("its output disagrees with that of ",
+                               candidates[reference].config.to_string(), ": ", agree.message())});
+        continue;
+      }
     f.ms = time_candidate(c, f.buffers, finalists.empty() ? -1 : finalists.front().ms);
     count(Counter::kTuneMeasurements);
     out.measurements.push_back(Measurement{c.config, f.ms});
+    first_ms[i] = f.ms;
     if (finalists.size() < kFinalists || f.ms < finalists.back().ms) {
       finalists.push_back(std::move(f));
       std::sort(finalists.begin(), finalists.end(),
@@ -379,12 +422,12 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     // again in its rewritten form.
     std::vector<size_t> order;
     for (const Finalist& f : finalists) order.push_back(f.index);
-    std::vector<size_t> rest;
+    std::vector<size_t> rest;  // the other candidates timed, fastest first
     for (size_t i = 0; i < candidates.size(); ++i)
-      if (std::find(order.begin(), order.end(), i) == order.end()) rest.push_back(i);
-    std::stable_sort(rest.begin(), rest.end(), [&](size_t x, size_t y) {
-      return out.measurements[x].median_ms < out.measurements[y].median_ms;
-    });
+      if (std::find(order.begin(), order.end(), i) == order.end() && std::isfinite(first_ms[i]))
+        rest.push_back(i);
+    std::stable_sort(rest.begin(), rest.end(),
+                     [&](size_t x, size_t y) { return first_ms[x] < first_ms[y]; });
     order.insert(order.end(), rest.begin(), rest.end());
     absl::Status first_error;
     for (size_t i : order) {

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "cache_test_util.hpp"
 #include "graph_reference.hpp"
 #include "loom/ir/op.hpp"
 #include "loom/loom.hpp"
@@ -141,5 +142,102 @@ TEST_CASE("a user-defined schedule template is tuned and every config computes t
     REQUIRE(tuned.ok());
     REQUIRE(tuned->kernels()[0].schedule.rfind(kTemplate, 0) == 0);
     require_close((*tuned->run({in}))[0], want[0]);
+  }
+}
+
+namespace {
+
+constexpr const char* kDoubleOp = "test_double";
+constexpr const char* kDoubleTemplate = "test_double_with_bugs";
+
+// double(x [R, L]) = 2 x, by a template whose `bug` configs are wrong (and faster): bug 1 skips
+// the second half of the rows, bug 2 adds 1 to every element.
+void register_double_with_bugs() {
+  if (OpRegistry::global().find(kDoubleOp)) return;
+  OpDef def;
+  def.name = kDoubleOp;
+  def.num_inputs = 1;
+  def.infer = [](const std::vector<TensorType>& in, const OpAttrs&) -> absl::StatusOr<TensorType> {
+    if (in[0].shape.size() != 2) return absl::InvalidArgumentError("double needs x [R, L]");
+    return in[0];
+  };
+  def.compute = [](const std::vector<te::Tensor>& in, const OpAttrs&,
+                   const std::vector<ir::Expr>& shape, const std::string& name) {
+    return te::compute(name, shape, [&](const std::vector<ir::Var>& i) {
+      return in[0]({i[0], i[1]}) * ir::Expr(2.0f);
+    });
+  };
+  ScheduleTemplate t;
+  t.name = kDoubleTemplate;
+  t.applies = [](const TemplateContext& ctx) {
+    return ctx.target.is_cpu() && ctx.inputs[0].dtype == DType::f32() &&
+           ctx.inputs[0].shape[0].is_static() && ctx.inputs[0].shape[1].is_static();
+  };
+  t.space = [](const TemplateContext&) {
+    tune::Space s;
+    s.param("bug", {0, 1, 2});
+    s.default_config(tune::Config({{"bug", 0}}));
+    return s;
+  };
+  t.build = [](const TemplateContext& ctx,
+               const tune::Config& c) -> absl::StatusOr<ScheduledKernel> {
+    const int64_t R = ctx.inputs[0].shape[0].value(), L = ctx.inputs[0].shape[1].value();
+    ir::Buffer x = ir::Buffer::make("x", DType::f32(), {ir::Expr(R), ir::Expr(L)});
+    ir::Buffer y = ir::Buffer::make("y", DType::f32(), {ir::Expr(R), ir::Expr(L)});
+    ir::Var r("r"), l("l");
+    const int64_t rows = c["bug"] == 1 ? R / 2 : R;
+    ir::Expr value = x.load({r, l}) * ir::Expr(2.0f);
+    if (c["bug"] == 2) value = value + ir::Expr(1.0f);
+    ScheduledKernel out;
+    out.func = ir::Func{ctx.name,
+                        {x, y},
+                        ir::For::make(r, 0, rows, ir::ForKind::kSerial,
+                                      ir::For::make(l, 0, L, ir::ForKind::kSerial,
+                                                    ir::Store::make(y, value, {r, l})))};
+    return out;
+  };
+  def.templates.push_back(std::move(t));
+  REQUIRE(OpRegistry::global().add(std::move(def)).ok());
+}
+
+}  // namespace
+
+TEST_CASE(
+    "tuning refuses the configs of a user template whose output disagrees with the "
+    "default config's, and says why",
+    "[template][user][tune]") {
+  register_double_with_bugs();
+  Graph g;
+  g.output(g.apply(kDoubleOp, {g.input("x", {23, 41})}));
+  const NDArray in = random_array(DType::f32(), {23, 41});
+  loom::testing::TempDir dir;
+  CompileOptions options;
+  options.tune = TuneLevel::kFast;
+  options.cache_dir = dir.path().string();
+  options.report_progress = false;
+  runtime::KernelCache::global().clear_memory();
+  for (const bool warm : {false, true}) {
+    INFO((warm ? "warm" : "cold"));
+    if (warm) runtime::KernelCache::global().clear_memory();  // from the disk cache
+    auto compiled = Compiler().compile(g, options);
+    INFO(compiled.status().ToString());
+    REQUIRE(compiled.ok());
+    const KernelInfo& k = compiled->kernels()[0];
+    CHECK(k.schedule == std::string(kDoubleTemplate) + "[bug=0]");
+    REQUIRE(k.candidates.size() == 1);
+    CHECK(k.candidates[0].config == tune::Config({{"bug", 0}}));
+    REQUIRE(k.refused.size() == 2);
+    CHECK(k.refused[0].config == tune::Config({{"bug", 1}}));
+    // Rows 11 to 22 left as the poison found them: 12 x 41 elements.
+    CHECK_THAT(k.refused[0].reason,
+               Catch::Contains("its output disagrees with that of bug=0") &&
+                   Catch::Contains(std::to_string(12 * 41) + " of " + std::to_string(23 * 41) +
+                                   " elements differ"));
+    CHECK(k.refused[1].config == tune::Config({{"bug", 2}}));
+    CHECK_THAT(k.refused[1].reason,
+               Catch::Contains(std::to_string(23 * 41) + " of " + std::to_string(23 * 41)));
+    auto got = compiled->run({in});
+    REQUIRE(got.ok());
+    require_close((*got)[0], reference_run(g, {in})[0]);
   }
 }

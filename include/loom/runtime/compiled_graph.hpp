@@ -32,8 +32,8 @@ struct KernelInfo {
   // The candidates timed when it was tuned (first round), also when it came from the cache;
   // empty when nothing was measured (TuneLevel::kNone, a forced config, the default schedule).
   std::vector<CandidateTime> candidates;
-  // The candidates that tuning ruled out, with why: the device would not load or launch them, or
-  // their output disagreed with the reference candidate's (tune::outputs_agree).
+  // The candidates that tuning ruled out, with why: their output disagreed with the default
+  // config's (tune::outputs_agree, on the same inputs), or a GPU would not load or launch them.
   std::vector<tune::Refusal> refused;
 };
 

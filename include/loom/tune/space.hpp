@@ -42,8 +42,8 @@ class Config {
   std::map<std::string, int64_t> values_;
 };
 
-// A candidate ruled out while a tuning timed its candidates on a device, and why (its module not
-// loaded, its launch refused, its output not the reference candidate's).
+// A candidate ruled out while a tuning timed its candidates, and why (its output not the
+// reference candidate's; on a GPU, its module not loaded or its launch refused).
 struct Refusal {
   Config config;
   std::string reason;

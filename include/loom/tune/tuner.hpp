@@ -43,6 +43,9 @@ struct TunedKernel {
   runtime::ObjectCode object;
   std::string source;
   std::vector<Measurement> measurements;  // first-round times; empty at TuneLevel::kNone
+  // Candidates not timed because their output disagreed with the default config's (run once on
+  // the same inputs; outputs_agree), with why.
+  std::vector<Refusal> refused;
   double seconds = 0;                     // spent building, compiling and measuring
 };
 
