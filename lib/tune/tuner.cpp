@@ -374,8 +374,8 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
     if (i != reference)
       if (absl::Status agree = outputs_agree(reference_output, output_of(f)); !agree.ok()) {
         out.refused.push_back(
-            {c.config, str_cat("its output disagrees with that of ",
-                               candidates[reference].config.to_string(), ": ", agree.message())});
+            {c.config, str_cat("its output disagrees with that of ", t.name, "[",
+                               candidates[reference].config.to_string(), "]: ", agree.message())});
         continue;
       }
     f.ms = time_candidate(c, f.buffers, finalists.empty() ? -1 : finalists.front().ms);

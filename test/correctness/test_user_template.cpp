@@ -230,7 +230,7 @@ TEST_CASE(
     CHECK(k.refused[0].config == tune::Config({{"bug", 1}}));
     // Rows 11 to 22 left as the poison found them: 12 x 41 elements.
     CHECK_THAT(k.refused[0].reason,
-               Catch::Contains("its output disagrees with that of bug=0") &&
+               Catch::Contains("its output disagrees with that of test_double_with_bugs[bug=0]") &&
                    Catch::Contains(std::to_string(12 * 41) + " of " + std::to_string(23 * 41) +
                                    " elements differ"));
     CHECK(k.refused[1].config == tune::Config({{"bug", 2}}));
