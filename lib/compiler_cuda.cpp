@@ -118,11 +118,12 @@ std::vector<NDArray> tuning_buffers(const ir::Func& f) {
 // refused. The reference is candidate `reference` (the space's default), or the first that runs
 // where that one is refused. Then each candidate left runs kRepeats times between two events,
 // in turns for kRounds rounds; the median of each. A candidate that faults (an illegal address)
-// loses the process's device context: the error names it, and nothing is timed.
+// loses the process's device context, and one whose first run takes more than timeout_s seconds
+// is taken for hung: the error names it, and nothing is timed.
 absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
                                                          std::vector<ir::Func> funcs,
                                                          const std::vector<std::string>& labels,
-                                                         size_t reference) {
+                                                         size_t reference, double timeout_s) {
   constexpr int kRounds = 5, kRepeats = 10;
   namespace cuda = runtime::cuda;
   // NVRTC compiles one module per core at once, the candidates dealt round-robin: candidate i is
@@ -174,7 +175,9 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
     cuda::Driver* driver;
     std::vector<cuda::DevicePtr>* buffers;
     std::vector<cuda::Event> events;
+    bool hung = false;  // a kernel still runs: freeing would wait for it
     ~Free() {
+      if (hung) return;
       for (cuda::DevicePtr p : *buffers) (void)driver->free(p);
       for (cuda::Event e : events) (void)driver->destroy_event(e);
     }
@@ -204,9 +207,26 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
       out[i].refused = str_cat("the device refused its launch: ", s.message());
       continue;
     }
-    if (absl::Status s = driver->synchronize(nullptr); !s.ok())
-      return absl::Status(s.code(), str_cat("candidate ", labels[i], " failed on the device (",
-                                            s.message(), "); the device context is lost"));
+    // Waits for the run, polling, so that a hung kernel is an error and not a hung process.
+    const auto started = std::chrono::steady_clock::now();
+    absl::StatusOr<bool> done = false;
+    if (absl::Status s = driver->record_event(cleanup.events[0], nullptr); !s.ok()) done = s;
+    while (done.ok() && !*done) {
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
+          timeout_s) {
+        cleanup.hung = true;  // neither its memory nor its modules can go while it runs
+        for (std::unique_ptr<cuda::LoadedModule>& l : loaded) (void)l.release();
+        return absl::DeadlineExceededError(
+            str_cat("candidate ", labels[i], " did not finish within ", timeout_s,
+                    " s on the device (a hung kernel?); it runs until the process ends"));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      done = driver->event_done(cleanup.events[0]);
+    }
+    if (!done.ok())
+      return absl::Status(done.status().code(),
+                          str_cat("candidate ", labels[i], " failed on the device (",
+                                  done.status().message(), "); the device context is lost"));
     LOOM_RETURN_IF_ERROR(
         driver->copy_to_host(output.data(), buffers.back(), static_cast<size_t>(output.nbytes())));
     if (!reference_at) {
@@ -280,7 +300,8 @@ absl::StatusOr<TuningEntry> tune_on_device(const ScheduleTemplate& t, const Temp
     }
     if (funcs.empty()) return absl::InternalError("template " + t.name + " built no candidate");
     LOOM_ASSIGN_OR_RETURN(std::vector<DeviceTiming> timed,
-                          time_on_device(ctx.target, std::move(funcs), labels, reference));
+                          time_on_device(ctx.target, std::move(funcs), labels, reference,
+                                         options.tune_candidate_timeout_s));
     runtime::CachedKernel e;
     e.kernel_name = "cuda_tuning";
     e.schedule = t.name;

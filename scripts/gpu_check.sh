@@ -71,7 +71,8 @@ default_timeout=600
 bench_timeout=1800
 [ "$part" = goals ] && bench_timeout=300
 # A candidate that faults while tuned loses the process's CUDA context, and bench_gpu fails
-# naming it ("failed on the device"). The part then runs once more with the warpgroup templates'
+# naming it ("failed on the device"); one that hangs fails it too ("did not finish within", after
+# CompileOptions::tune_candidate_timeout_s). The part then runs once more with the warpgroup templates'
 # TMA copies, clusters and persistent blocks (the paths no GPU had run before) kept out of tuning
 # (CompileOptions::template_limits), its log in NAME_limited.txt.
 safe_limits=
@@ -84,8 +85,8 @@ run_bench() {  # run_bench NAME ARGS...: bench_gpu ARGS, its output in OUT_DIR/N
   line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" "$@" 2>&1 |
     tee "$out/$name.txt"
   status=${PIPESTATUS[0]}
-  if [ "$status" -ne 0 ] && grep -q "failed on the device" "$out/$name.txt"; then
-    echo "a candidate faulted: $name again with --limit $safe_limits" | tee "$out/${name}_limited.txt"
+  if [ "$status" -ne 0 ] && grep -qE "failed on the device|did not finish within" "$out/$name.txt"; then
+    echo "a candidate faulted or hung: $name again with --limit $safe_limits" | tee "$out/${name}_limited.txt"
     line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" "$@" \
       --limit "$safe_limits" 2>&1 | tee -a "$out/${name}_limited.txt"
     status=${PIPESTATUS[0]}

@@ -43,6 +43,10 @@ struct CompileOptions {
   // closest valid config replaces it); a forced config must keep them too. A parameter the
   // template lacks, or limits that leave no valid config, are an InvalidArgument error.
   std::map<std::string, std::map<std::string, std::vector<int64_t>>> template_limits;
+  // Seconds a candidate's first run on a GPU may take while it is tuned. One still running then
+  // is taken for a hung kernel (a wrong barrier count waits forever): the compile fails naming
+  // it. Only ending the process stops such a kernel; the tuning's device memory is left to it.
+  double tune_candidate_timeout_s = 20;
   // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
   // done / total, elapsed, best time), else one summary line.
   bool report_progress = true;

@@ -70,6 +70,7 @@ struct Driver::Api {
   decltype(&::cuEventDestroy) event_destroy = nullptr;
   decltype(&::cuEventRecord) event_record = nullptr;
   decltype(&::cuEventSynchronize) event_synchronize = nullptr;
+  decltype(&::cuEventQuery) event_query = nullptr;
   decltype(&::cuEventElapsedTime) event_elapsed_time = nullptr;
   // Optional (CUDA 12 and later drivers): null where the driver lacks it.
   decltype(&::cuTensorMapEncodeTiled) tensor_map_encode_tiled = nullptr;
@@ -166,6 +167,7 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   resolve("cuEventDestroy", api->event_destroy);
   resolve("cuEventRecord", api->event_record);
   resolve("cuEventSynchronize", api->event_synchronize);
+  resolve("cuEventQuery", api->event_query);
   resolve("cuEventElapsedTime", api->event_elapsed_time);
   LOOM_RETURN_IF_ERROR(status);
   resolve("cuTensorMapEncodeTiled", api->tensor_map_encode_tiled);
@@ -400,6 +402,13 @@ absl::Status Driver::synchronize_event(Event event) {
   return api_->check(api_->event_synchronize(event), "cuEventSynchronize");
 }
 
+absl::StatusOr<bool> Driver::event_done(Event event) {
+  const CUresult r = api_->event_query(event);
+  if (r == CUDA_ERROR_NOT_READY) return false;
+  LOOM_RETURN_IF_ERROR(api_->check(r, "cuEventQuery"));
+  return true;
+}
+
 absl::StatusOr<float> Driver::elapsed_ms(Event start, Event end) {
   float ms = 0;
   LOOM_RETURN_IF_ERROR(
@@ -452,6 +461,7 @@ absl::Status Driver::destroy_event(Event) { LOOM_NO_CUDA; }
 absl::Status Driver::record_event(Event, Stream) { LOOM_NO_CUDA; }
 absl::Status Driver::wait_event(Stream, Event) { LOOM_NO_CUDA; }
 absl::Status Driver::synchronize_event(Event) { LOOM_NO_CUDA; }
+absl::StatusOr<bool> Driver::event_done(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<float> Driver::elapsed_ms(Event, Event) { LOOM_NO_CUDA; }
 // clang-format on
 #undef LOOM_NO_CUDA

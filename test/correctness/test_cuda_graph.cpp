@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -250,6 +251,7 @@ struct FakeDriver {
   int (*max_shared_carveouts)() = nullptr;
   void (*emulate)(const void* cubin, size_t bytes, const char* source, const char* cxx) = nullptr;
   void (*scribble)(const char* prefix, int param, int byte) = nullptr;
+  void (*hang)(const char* prefix) = nullptr;
 };
 
 FakeDriver fake_driver() {
@@ -269,6 +271,7 @@ FakeDriver fake_driver() {
       dlsym(lib, "loom_fake_cuda_max_shared_carveouts"));
   f.emulate = reinterpret_cast<decltype(f.emulate)>(dlsym(lib, "loom_fake_cuda_emulate"));
   f.scribble = reinterpret_cast<decltype(f.scribble)>(dlsym(lib, "loom_fake_cuda_scribble"));
+  f.hang = reinterpret_cast<decltype(f.hang)>(dlsym(lib, "loom_fake_cuda_hang"));
   INFO("libcuda.so.1 is not the stand-in driver: run these cases through ctest's fake_cuda_driver");
   REQUIRE(f.configure);
   REQUIRE(f.launches);
@@ -279,6 +282,7 @@ FakeDriver fake_driver() {
   REQUIRE(f.max_shared_carveouts);
   REQUIRE(f.emulate);
   REQUIRE(f.scribble);
+  REQUIRE(f.hang);
   f.configure(-1, 0);
   return f;
 }
@@ -809,6 +813,32 @@ TEST_CASE(
   CHECK(warm.refused[0].config == cold.refused[0].config);
   CHECK(warm.refused[0].reason == cold.refused[0].reason);
   CHECK(warm.schedule == cold.schedule);
+}
+
+TEST_CASE(
+    "fake GPU: a candidate that hangs while tuned is an error naming it, within the "
+    "timeout",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = one_softmax();
+  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
+  options.tune_candidate_timeout_s = 0.25;
+  fake.hang("c1_");  // candidate 1 never finishes
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<CompiledGraph> failed = Compiler(Target::cuda(90)).compile(g, options);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(!failed.ok());
+  CHECK(failed.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(std::string(failed.status().message()),
+             Catch::Contains("candidate cuda_rows_softmax[") &&
+                 Catch::Contains("did not finish within 0.25 s on the device"));
+  CHECK(seconds < 60);  // not a hung compile
+  // A fresh device (a new process): the tuning runs, and nothing hangs.
+  fake.configure(-1, 0);
+  runtime::KernelCache::global().clear_memory();
+  CHECK(tuned_kernel(compile_for(g, Target::cuda(90), options)).candidates.size() > 1);
 }
 
 TEST_CASE(

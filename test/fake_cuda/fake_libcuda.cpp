@@ -18,6 +18,8 @@
 // kernel that does not run in the emulator, named with that prefix, fills the allocation its
 // pointer parameter number `param` points into with that byte (a kernel that writes wrong
 // values). Such kernels have no source here, so the caller names the parameter.
+// A hung kernel through loom_fake_cuda_hang(prefix): after a launch of a kernel named with that
+// prefix, cuEventQuery answers CUDA_ERROR_NOT_READY until the next configure.
 
 #include <cuda.h>
 #include <elf.h>
@@ -46,6 +48,8 @@ struct State {
   CUresult lost = CUDA_SUCCESS;                // sticky once a kernel faulted
   std::string scribble_prefix;                 // kernels that write scribble_byte (empty: none)
   int scribble_param = 0, scribble_byte = 0;
+  std::string hang_prefix;                    // kernels that never finish (empty: none)
+  bool hung = false;                          // one of them was launched
   std::map<CUdeviceptr, size_t> allocations;  // device pointer -> bytes
   int sm_arch = 90;
   // Cubins whose kernels run in the CUDA emulator: their source, compiled on first load.
@@ -269,12 +273,18 @@ CUresult func_set_attribute(CUfunction f, CUfunction_attribute attribute, int va
   return CUDA_SUCCESS;
 }
 
-// A launch of a kernel that writes wrong values (loom_fake_cuda_scribble): fills the allocation
-// its pointer parameter scribble_param points into.
-void scribble(const FakeFunction& fn, void** params) {
+// Whether a kernel's name starts with prefix (an empty prefix names none).
+bool named(const FakeFunction& fn, const std::string& prefix) {
+  return !prefix.empty() && fn.name.compare(0, prefix.size(), prefix) == 0;
+}
+
+// A launch of a kernel that does not run in the emulator: one that hangs (loom_fake_cuda_hang)
+// leaves the device busy; one that writes wrong values (loom_fake_cuda_scribble) fills the
+// allocation its pointer parameter scribble_param points into.
+void misbehave(const FakeFunction& fn, void** params) {
   std::lock_guard<std::mutex> lock(state().mu);
-  const std::string& prefix = state().scribble_prefix;
-  if (prefix.empty() || fn.name.compare(0, prefix.size(), prefix) != 0) return;
+  if (named(fn, state().hang_prefix)) state().hung = true;
+  if (!named(fn, state().scribble_prefix)) return;
   CUdeviceptr p = 0;
   std::memcpy(&p, params[state().scribble_param], 8);
   auto it = state().allocations.upper_bound(p);
@@ -302,7 +312,7 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
   }
   const auto* fn = reinterpret_cast<const FakeFunction*>(f);
   if (!fn->module->emulator) {
-    scribble(*fn, params);
+    misbehave(*fn, params);
     return CUDA_SUCCESS;
   }
   // Every parameter of loom's kernels is 8 bytes (a device pointer or an i64 scalar) but the
@@ -413,6 +423,11 @@ CUresult event_destroy(CUevent e) {
 }
 CUresult event_record(CUevent, CUstream) { return health(); }
 CUresult event_synchronize(CUevent) { return health(); }
+CUresult event_query(CUevent) {
+  if (CUresult r = health()) return r;
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().hung ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+}
 CUresult stream_wait_event(CUstream, CUevent e, unsigned int flags) {
   if (CUresult r = health()) return r;
   count(state().stream_waits);
@@ -459,6 +474,7 @@ const std::map<std::string, void*>& entry_points() {
       {"cuEventDestroy", reinterpret_cast<void*>(&event_destroy)},
       {"cuEventRecord", reinterpret_cast<void*>(&event_record)},
       {"cuEventSynchronize", reinterpret_cast<void*>(&event_synchronize)},
+      {"cuEventQuery", reinterpret_cast<void*>(&event_query)},
       {"cuEventElapsedTime", reinterpret_cast<void*>(&event_elapsed)},
   };
   return *table;
@@ -486,6 +502,13 @@ __attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_a
   state().lost = CUDA_SUCCESS;
   state().launches = 0;
   state().scribble_prefix.clear();
+  state().hang_prefix.clear();
+  state().hung = false;
+}
+// Kernels named with `prefix` that do not run in the emulator never finish.
+__attribute__((visibility("default"))) void loom_fake_cuda_hang(const char* prefix) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  state().hang_prefix = prefix ? prefix : "";
 }
 // Kernels named with `prefix` that do not run in the emulator write `byte` over the allocation
 // their pointer parameter number `param` points into.

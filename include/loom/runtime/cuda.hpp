@@ -131,6 +131,9 @@ class Driver {
   // Work queued on stream after this waits for event's recorded work to complete.
   absl::Status wait_event(Stream stream, Event event);
   absl::Status synchronize_event(Event event);
+  // Whether the work recorded before the event has finished (cuEventQuery), without waiting:
+  // false while it runs; the error of a kernel that failed before it.
+  absl::StatusOr<bool> event_done(Event event);
   // Milliseconds between two recorded, completed events.
   absl::StatusOr<float> elapsed_ms(Event start, Event end);
 
