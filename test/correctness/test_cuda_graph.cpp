@@ -815,30 +815,52 @@ TEST_CASE(
   CHECK(warm.schedule == cold.schedule);
 }
 
+// The error of tuning one_softmax at kFast (a cold cache in a directory of its own, `timeout_s`
+// for each candidate's first run) on a device the caller made misbehave; then, on a fresh device
+// (a new process), the same compile tunes again, from nothing cached, and succeeds.
+absl::Status failed_tuning(FakeDriver& fake, double timeout_s = 20) {
+  loom::testing::TempDir dir;
+  const Graph g = one_softmax();
+  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
+  options.tune_candidate_timeout_s = timeout_s;
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<CompiledGraph> failed = Compiler(Target::cuda(90)).compile(g, options);
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 60);
+  REQUIRE(!failed.ok());
+  fake.configure(-1, 0);
+  runtime::KernelCache::global().clear_memory();
+  const Stats before = stats();
+  const KernelInfo tuned = tuned_kernel(compile_for(g, Target::cuda(90), options));
+  CHECK((stats() - before).tune_measurements > 0);
+  CHECK(tuned.candidates.size() > 1);
+  CHECK(tuned.refused.empty());
+  return failed.status();
+}
+
 TEST_CASE(
     "fake GPU: a candidate that hangs while tuned is an error naming it, within the "
     "timeout",
     "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
-  loom::testing::TempDir dir;
-  const Graph g = one_softmax();
-  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
-  options.tune_candidate_timeout_s = 0.25;
   fake.hang("c1_");  // candidate 1 never finishes
-  const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<CompiledGraph> failed = Compiler(Target::cuda(90)).compile(g, options);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  REQUIRE(!failed.ok());
-  CHECK(failed.status().code() == absl::StatusCode::kDeadlineExceeded);
-  CHECK_THAT(std::string(failed.status().message()),
+  const absl::Status failed = failed_tuning(fake, 0.25);
+  CHECK(failed.code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(std::string(failed.message()),
              Catch::Contains("candidate cuda_rows_softmax[") &&
                  Catch::Contains("did not finish within 0.25 s on the device"));
-  CHECK(seconds < 60);  // not a hung compile
-  // A fresh device (a new process): the tuning runs, and nothing hangs.
-  fake.configure(-1, 0);
-  runtime::KernelCache::global().clear_memory();
-  CHECK(tuned_kernel(compile_for(g, Target::cuda(90), options)).candidates.size() > 1);
+}
+
+TEST_CASE(
+    "fake GPU: a candidate that faults while tuned is an error naming it, and nothing of that "
+    "tuning is cached",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  fake.configure(1, 0);  // the second launch faults: the second candidate's check run
+  const absl::Status failed = failed_tuning(fake);
+  CHECK_THAT(std::string(failed.message()), Catch::Contains("candidate cuda_rows_softmax[") &&
+                                                Catch::Contains("failed on the device") &&
+                                                Catch::Contains("CUDA_ERROR_ILLEGAL_ADDRESS") &&
+                                                Catch::Contains("the device context is lost"));
 }
 
 TEST_CASE(
@@ -862,31 +884,6 @@ TEST_CASE(
   for (const CandidateTime& c : limited.candidates) CHECK(c.config["rows_per_block"] == kept);
   CHECK(limited.candidates.size() < free.candidates.size());
   CHECK_THAT(limited.schedule, Catch::Contains("rows_per_block=" + std::to_string(kept)));
-}
-
-TEST_CASE(
-    "fake GPU: a candidate that faults while tuned is an error naming it, and nothing of that "
-    "tuning is cached",
-    "[.fake_cuda]") {
-  FakeDriver fake = fake_driver();
-  loom::testing::TempDir dir;
-  const Graph g = one_softmax();
-  CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
-  fake.configure(1, 0);  // the second launch faults: the second candidate's check run
-  absl::StatusOr<CompiledGraph> failed = Compiler(Target::cuda(90)).compile(g, options);
-  REQUIRE(!failed.ok());
-  CHECK_THAT(std::string(failed.status().message()),
-             Catch::Contains("failed on the device") &&
-                 Catch::Contains("CUDA_ERROR_ILLEGAL_ADDRESS") &&
-                 Catch::Contains("the device context is lost") && Catch::Contains("candidate "));
-  // A fresh device (a new process): the tuning runs again, from nothing cached, and succeeds.
-  fake.configure(-1, 0);
-  runtime::KernelCache::global().clear_memory();
-  const Stats before = stats();
-  const KernelInfo tuned = tuned_kernel(compile_for(g, Target::cuda(90), options));
-  CHECK((stats() - before).tune_measurements > 0);
-  CHECK(tuned.candidates.size() > 1);
-  CHECK(tuned.refused.empty());
 }
 
 TEST_CASE(
