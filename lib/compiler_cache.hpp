@@ -83,6 +83,13 @@ inline std::string template_task_text(const Node& n, const TemplateContext& ctx,
   return s + "\n";
 }
 
+// " name{v1,v2,...}": a parameter and its choices, in the keys of tunings.
+inline std::string choices_text(const std::string& name, const std::vector<int64_t>& choices) {
+  std::string s = " " + name + "{";
+  for (size_t i = 0; i < choices.size(); ++i) s += (i ? "," : "") + std::to_string(choices[i]);
+  return s + "}";
+}
+
 // Template t's space for ctx, limited by options.template_limits.
 inline absl::StatusOr<tune::Space> limited_space(const ScheduleTemplate& t,
                                                  const TemplateContext& ctx,
@@ -103,11 +110,7 @@ inline std::string limits_text(const ScheduleTemplate& t, const CompileOptions& 
   auto limits = options.template_limits.find(t.name);
   if (limits == options.template_limits.end()) return "";
   std::string s = "limits";
-  for (const auto& [param, allowed] : limits->second) {
-    s += " " + param + "{";
-    for (size_t i = 0; i < allowed.size(); ++i) s += (i ? "," : "") + std::to_string(allowed[i]);
-    s += "}";
-  }
+  for (const auto& [param, allowed] : limits->second) s += choices_text(param, allowed);
   return s + "\n";
 }
 
@@ -116,11 +119,7 @@ inline std::string limits_text(const ScheduleTemplate& t, const CompileOptions& 
 // added) is not taken for one of the new space, whose configs it would lack.
 inline std::string space_text(const tune::Space& space) {
   std::string s = "space";
-  for (const auto& [name, choices] : space.params()) {
-    s += " " + name + "{";
-    for (size_t i = 0; i < choices.size(); ++i) s += (i ? "," : "") + std::to_string(choices[i]);
-    s += "}";
-  }
+  for (const auto& [name, choices] : space.params()) s += choices_text(name, choices);
   return s + "\n";
 }
 

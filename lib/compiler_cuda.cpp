@@ -12,7 +12,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <semaphore>
 #include <thread>
 
@@ -87,25 +86,17 @@ struct DeviceTiming {
   std::string refused;  // empty: timed
 };
 
-// The host values of a tuning's buffers: inputs of small values in every dtype (floats in
-// [-1, 1), integers and booleans 0 or 1, safe as indices), the output (the last buffer) poisoned,
-// so that a candidate that leaves an element unwritten disagrees with one that writes it.
+// The host values of a tuning's buffers: the inputs tune::tuning_input makes, the output (the
+// last buffer) poisoned, so that a candidate that leaves an element unwritten disagrees with one
+// that writes it.
 std::vector<NDArray> tuning_buffers(const ir::Func& f) {
   std::vector<NDArray> out;
-  std::mt19937_64 rng(7);
-  std::uniform_real_distribution<double> value(-1.0, 1.0);
   const std::vector<ir::Buffer> params = f.buffer_params();
   for (size_t b = 0; b < params.size(); ++b) {
     std::vector<int64_t> shape;
     for (const ir::Expr& e : params[b]->shape) shape.push_back(ir::as_const_int(e).value_or(1));
-    NDArray a(params[b]->dtype.element_of(), shape);
-    if (b + 1 == params.size()) {
-      a.poison();
-    } else {
-      for (int64_t i = 0; i < a.numel(); ++i)
-        a.set(i, a.dtype().is_float() ? value(rng) : static_cast<double>(rng() & 1));
-    }
-    out.push_back(std::move(a));
+    out.push_back(tune::tuning_input(params[b]->dtype, std::move(shape)));
+    if (b + 1 == params.size()) out.back().poison();
   }
   return out;
 }

@@ -2,15 +2,29 @@
 #pragma once
 
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
 
 #include "loom/core/ndarray.hpp"
+#include "loom/tune/space.hpp"
 
 namespace loom::testing {
+
+// A forced config of the warpgroup GEMM templates (cuda_wgmma_gemm, cuda_wgmma_conv2d), every
+// parameter named, as a forced config must.
+inline tune::Config wgmma_config(int64_t warpgroups, int64_t block_n, int64_t stages,
+                                 int64_t split_k = 1, int64_t tma = 0, int64_t cluster = 1,
+                                 int64_t persistent = 0) {
+  return tune::Config({{"warpgroups", warpgroups},
+                       {"block_n", block_n},
+                       {"stages", stages},
+                       {"split_k", split_k},
+                       {"tma", tma},
+                       {"cluster", cluster},
+                       {"persistent", persistent}});
+}
 
 // A fresh seed per process, printed so a failure can be replayed with LOOM_TEST_SEED.
 inline uint64_t test_seed() {

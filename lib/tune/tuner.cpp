@@ -182,21 +182,23 @@ double time_candidate(const Compiled& c, CandidateBuffers& buffers, double best_
 NDArray filled(const TensorType& t) {
   std::vector<int64_t> shape;
   for (const Dim& d : t.shape) shape.push_back(d.value());
-  NDArray a(t.dtype, shape);
-  // Small, varied, finite values: no denormals or NaNs to distort the timing. Multiples of 1/1024
-  // in [-0.5, 0.5) from a hash of the index, so that a candidate reading the wrong elements
-  // computes another output than the reference candidate (outputs_agree).
+  return tuning_input(t.dtype, std::move(shape));
+}
+
+}  // namespace
+
+NDArray tuning_input(DType dtype, std::vector<int64_t> shape) {
+  NDArray a(dtype.element_of(), std::move(shape));
+  const bool floats = a.dtype().is_float(), boolean = a.dtype().is_bool();
   for (int64_t i = 0; i < a.numel(); ++i) {
     uint64_t h = static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull;
     h ^= h >> 31;
     h *= 0xbf58476d1ce4e5b9ull;
     h ^= h >> 29;
-    a.set(i, static_cast<double>(h % 1024) / 1024 - 0.5);
+    a.set(i, floats ? static_cast<double>(h % 1024) / 1024 - 0.5 : boolean ? (h & 1) : 0);
   }
   return a;
 }
-
-}  // namespace
 
 absl::Status outputs_agree(const NDArray& want, const NDArray& got) {
   if (want.dtype() != got.dtype() || want.shape() != got.shape())
@@ -362,15 +364,13 @@ absl::StatusOr<TunedKernel> tune_kernel(const ScheduleTemplate& t, const Templat
   size_t reference = 0;
   for (size_t i = 0; i < candidates.size(); ++i)
     if (candidates[i].config == space.default_config()) reference = i;
-  NDArray reference_output;
-  {
-    LOOM_ASSIGN_OR_RETURN(Finalist f, prepare(reference));
-    reference_output = output_of(f).copy();
-  }
+  absl::StatusOr<Finalist> prepared_reference = prepare(reference);
+  if (!prepared_reference.ok()) return prepared_reference.status();
+  const NDArray reference_output = output_of(*prepared_reference).copy();
   std::vector<double> first_ms(candidates.size(), std::numeric_limits<double>::infinity());
   for (size_t i = 0; i < candidates.size(); ++i) {
     const Compiled& c = candidates[i];
-    LOOM_ASSIGN_OR_RETURN(Finalist f, prepare(i));
+    LOOM_ASSIGN_OR_RETURN(Finalist f, i == reference ? std::move(prepared_reference) : prepare(i));
     if (i != reference)
       if (absl::Status agree = outputs_agree(reference_output, output_of(f)); !agree.ok()) {
         out.refused.push_back(

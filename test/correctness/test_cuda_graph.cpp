@@ -32,6 +32,7 @@
 
 using namespace loom;
 using loom::testing::random_array;
+using loom::testing::wgmma_config;
 namespace cuda = loom::runtime::cuda;
 namespace fs = std::filesystem;
 
@@ -387,19 +388,6 @@ void run_twice_on_device(const FakeDriver& fake, const CompiledGraph& compiled,
     if (run == 1) CHECK(fake.host_copies() == copies);
     CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
   }
-}
-
-// A forced config of the warpgroup GEMM templates (cuda_wgmma_gemm, cuda_wgmma_conv2d), every
-// parameter named, as a forced config must.
-tune::Config wgmma_config(int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
-                          int64_t tma = 0, int64_t cluster = 1, int64_t persistent = 0) {
-  return tune::Config({{"warpgroups", warpgroups},
-                       {"block_n", block_n},
-                       {"stages", stages},
-                       {"split_k", split_k},
-                       {"tma", tma},
-                       {"cluster", cluster},
-                       {"persistent", persistent}});
 }
 
 }  // namespace

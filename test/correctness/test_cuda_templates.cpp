@@ -37,6 +37,7 @@ using loom::ScheduleTemplate;
 using loom::Target;
 using loom::TemplateContext;
 using loom::TensorType;
+using loom::testing::wgmma_config;
 namespace ir = loom::ir;
 namespace te = loom::te;
 namespace tune = loom::tune;
@@ -302,18 +303,6 @@ TemplateContext context_of(const OpCase& c, const Target& target, const std::str
   ctx.constant_inputs.assign(c.inputs.size(), false);
   ctx.name = name;
   return ctx;
-}
-
-// A config of the warpgroup GEMM templates, every parameter named (as a forced one must).
-tune::Config wgmma_config(int64_t warpgroups, int64_t block_n, int64_t stages, int64_t split_k = 1,
-                          int64_t tma = 0, int64_t cluster = 1, int64_t persistent = 0) {
-  return tune::Config({{"warpgroups", warpgroups},
-                       {"block_n", block_n},
-                       {"stages", stages},
-                       {"split_k", split_k},
-                       {"tma", tma},
-                       {"cluster", cluster},
-                       {"persistent", persistent}});
 }
 
 }  // namespace

@@ -19,6 +19,12 @@ struct Measurement {
   double median_ms = 0;
 };
 
+// An input the tuners time candidates on (CPU and GPU): small values from a hash of the index.
+// Floats are multiples of 1/1024 in [-0.5, 0.5) (no denormals or NaNs to distort the timing, and
+// varied, so that a candidate reading the wrong elements computes another output than the
+// reference candidate); booleans 0 or 1; integers 0 (safe as indices).
+NDArray tuning_input(DType dtype, std::vector<int64_t> shape);
+
 // Whether a candidate's output `got` agrees with the reference candidate's `want` (same dtype and
 // shape), as two correct schedules of one computation do: floats within 4 units in the last
 // place of f16 and bf16 (each rounds its own f32 sum), 2^-11 for f32 (other summation orders),
