@@ -80,6 +80,45 @@ std::mutex& device_timing_mutex() {
   return mu;
 }
 
+// The devices on which a candidate hung while tuned: an event recorded after its launch, and the
+// error that named it. A kernel that never finishes holds up everything after it on the device,
+// so every later tuning there fails at once with that error, rather than waiting its own
+// timeout behind it (tune-ahead has up to four waiting), until the event completes (a fresh
+// device). The events are never destroyed: destroying one would wait for the kernel.
+class HungDevices {
+ public:
+  static HungDevices& global() {
+    static HungDevices* h = new HungDevices;  // never destroyed: events outlive exit
+    return *h;
+  }
+  void add(int device, runtime::cuda::Event after, absl::Status error) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hung_[device] = {after, std::move(error)};
+  }
+  // OK where nothing hung on `device`, or what hung there has since finished; else the error
+  // that named it.
+  absl::Status check(int device, runtime::cuda::Driver& driver) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = hung_.find(device);
+    if (it == hung_.end()) return absl::OkStatus();
+    absl::StatusOr<bool> done = driver.event_done(it->second.after);
+    if (done.ok() && !*done)
+      return absl::Status(
+          it->second.error.code(),
+          str_cat("the device still runs a kernel that hung: ", it->second.error.message()));
+    hung_.erase(it);
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Hung {
+    runtime::cuda::Event after;
+    absl::Status error;
+  };
+  std::mutex mu_;
+  std::map<int, Hung> hung_;
+};
+
 // How one candidate fared on the device: its median time, or why it was ruled out.
 struct DeviceTiming {
   double median_ms = 0;
@@ -110,13 +149,17 @@ std::vector<NDArray> tuning_buffers(const ir::Func& f) {
 // where that one is refused. Then each candidate left runs kRepeats times between two events,
 // in turns for kRounds rounds; the median of each. A candidate that faults (an illegal address)
 // loses the process's device context, and one whose first run takes more than timeout_s seconds
-// is taken for hung: the error names it, and nothing is timed.
+// is taken for hung: the error names it, nothing is timed, and later tunings on that device
+// fail at once with that error (HungDevices) for as long as it runs.
 absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
                                                          std::vector<ir::Func> funcs,
                                                          const std::vector<std::string>& labels,
                                                          size_t reference, double timeout_s) {
   constexpr int kRounds = 5, kRepeats = 10;
   namespace cuda = runtime::cuda;
+  LOOM_ASSIGN_OR_RETURN(cuda::Driver * driver, cuda::Driver::get());
+  // Checked before the compiles and again once the device is this tuning's.
+  LOOM_RETURN_IF_ERROR(HungDevices::global().check(target.device(), *driver));
   // NVRTC compiles one module per core at once, the candidates dealt round-robin: candidate i is
   // kernel i / n of module i % n. Every module pays for the preamble, but that is about 0.03 s of
   // NVRTC against about 0.2 s for a wgmma candidate (a 2026 Xeon core).
@@ -142,6 +185,7 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
   }
   std::vector<DeviceTiming> out(candidates);
   std::lock_guard<std::mutex> exclusive(device_timing_mutex());
+  LOOM_RETURN_IF_ERROR(HungDevices::global().check(target.device(), *driver));
   std::optional<CountTime> loading(std::in_place, Counter::kTuneLoadMicros);
   std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
   for (size_t w = 0; w < n; ++w) {
@@ -159,7 +203,6 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
   auto launch = [&](size_t i, const std::vector<cuda::DevicePtr>& buffers) {
     return loaded[i % n]->launch(i / n, buffers, {});
   };
-  LOOM_ASSIGN_OR_RETURN(cuda::Driver * driver, cuda::Driver::get());
   // Device buffers of the first candidate's params (all candidates share them), freed on exit.
   std::vector<cuda::DevicePtr> buffers;
   struct Free {
@@ -207,9 +250,11 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
           timeout_s) {
         cleanup.hung = true;  // neither its memory nor its modules can go while it runs
         for (std::unique_ptr<cuda::LoadedModule>& l : loaded) (void)l.release();
-        return absl::DeadlineExceededError(
+        absl::Status hung = absl::DeadlineExceededError(
             str_cat("candidate ", labels[i], " did not finish within ", timeout_s,
                     " s on the device (a hung kernel?); it runs until the process ends"));
+        HungDevices::global().add(target.device(), cleanup.events[0], hung);
+        return hung;
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
       done = driver->event_done(cleanup.events[0]);

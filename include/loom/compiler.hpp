@@ -45,7 +45,8 @@ struct CompileOptions {
   std::map<std::string, std::map<std::string, std::vector<int64_t>>> template_limits;
   // Seconds a candidate's first run on a GPU may take while it is tuned. One still running then
   // is taken for a hung kernel (a wrong barrier count waits forever): the compile fails naming
-  // it. Only ending the process stops such a kernel; the tuning's device memory is left to it.
+  // it. Only ending the process stops such a kernel; the tuning's device memory is left to it,
+  // and later tunings on that device fail at once with the same error while it runs.
   double tune_candidate_timeout_s = 20;
   // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
   // done / total, elapsed, best time), else one summary line.

@@ -804,9 +804,11 @@ TEST_CASE(
 }
 
 // The error of tuning one_softmax at kFast (a cold cache in a directory of its own, `timeout_s`
-// for each candidate's first run) on a device the caller made misbehave; then, on a fresh device
-// (a new process), the same compile tunes again, from nothing cached, and succeeds.
-absl::Status failed_tuning(FakeDriver& fake, double timeout_s = 20) {
+// for each candidate's first run) on a device the caller made misbehave; then `after` (on the
+// same device); then, on a fresh device (a new process), the same compile tunes again, from
+// nothing cached, and succeeds.
+absl::Status failed_tuning(
+    FakeDriver& fake, double timeout_s = 20, const std::function<void()>& after = [] {}) {
   loom::testing::TempDir dir;
   const Graph g = one_softmax();
   CompileOptions options = loom::testing::cold_cache_options(dir.path(), TuneLevel::kFast);
@@ -815,6 +817,7 @@ absl::Status failed_tuning(FakeDriver& fake, double timeout_s = 20) {
   absl::StatusOr<CompiledGraph> failed = Compiler(Target::cuda(90)).compile(g, options);
   CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 60);
   REQUIRE(!failed.ok());
+  after();
   fake.configure(-1, 0);
   runtime::KernelCache::global().clear_memory();
   const Stats before = stats();
@@ -827,11 +830,31 @@ absl::Status failed_tuning(FakeDriver& fake, double timeout_s = 20) {
 
 TEST_CASE(
     "fake GPU: a candidate that hangs while tuned is an error naming it, within the "
-    "timeout",
+    "timeout; later tunings on the device fail at once while it runs",
     "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   fake.hang("c1_");  // candidate 1 never finishes
-  const absl::Status failed = failed_tuning(fake, 0.25);
+  // While the hung kernel runs, another tuning (without the cache, with a timeout far longer
+  // than the hang's) fails at once with the hang's error, launching nothing.
+  auto behind_the_hang = [&fake] {
+    CompileOptions options;
+    options.tune = TuneLevel::kFast;
+    options.use_cache = false;
+    options.tune_candidate_timeout_s = 60;
+    const int launches = fake.launches();
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<CompiledGraph> behind =
+        Compiler(Target::cuda(90)).compile(one_softmax(), options);
+    CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 30);
+    REQUIRE(!behind.ok());
+    CHECK(behind.status().code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK_THAT(std::string(behind.status().message()),
+               Catch::Contains("the device still runs a kernel that hung: candidate "
+                               "cuda_rows_softmax[") &&
+                   Catch::Contains("did not finish within 0.25 s"));
+    CHECK(fake.launches() == launches);
+  };
+  const absl::Status failed = failed_tuning(fake, 0.25, behind_the_hang);
   CHECK(failed.code() == absl::StatusCode::kDeadlineExceeded);
   CHECK_THAT(std::string(failed.message()),
              Catch::Contains("candidate cuda_rows_softmax[") &&
