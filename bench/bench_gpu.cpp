@@ -18,8 +18,9 @@
 //     loom_ms.
 //  3. ResNet-50 and BERT-base (sequence 128, with an attention mask) end to end, f16, batch 1:
 //     run_on_device with inputs and outputs in device memory, wall time per inference, median
-//     of rounds. ResNet-50 also with channels_last() fixed (conversions included); the faster
-//     counts.
+//     of rounds (the runs replay one CUDA graph of the kernels; the time with the kernels
+//     launched one by one, CompileOptions::cuda_graphs off, is printed beside it). ResNet-50
+//     also with channels_last() fixed (conversions included); the faster counts.
 // bench/gpu_torch_peers.py times 2 and 3 in PyTorch (cuDNN; eager and torch.compile) and prints
 // the ratios against this program's JSON.
 //
@@ -574,17 +575,17 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
       for (int64_t i = 0; i < 128; ++i) mask.set(i, i < 112 ? 0.0 : -10000.0);
       inputs = {w.make({1, 128, 768}, 1.0, t), mask};
     }
+    // BERT is compiled with a symbolic sequence length and tuned when specialize binds it.
+    auto build = [&](loom::CompileOptions o) -> absl::StatusOr<loom::CompiledGraph> {
+      LOOM_ASSIGN_OR_RETURN(
+          loom::CompiledGraph compiled,
+          loom::Compiler(target).compile(g, model == "resnet50_nhwc" ? nhwc_options(o) : o));
+      if (model.rfind("bert", 0) != 0) return compiled;
+      return compiled.specialize({{"seq", 128}});
+    };
     const auto t0 = std::chrono::steady_clock::now();
     const loom::Stats before = loom::stats();
-    absl::StatusOr<loom::CompiledGraph> compiled = loom::Compiler(target).compile(
-        g, model == "resnet50_nhwc" ? nhwc_options(options) : options);
-    if (!compiled.ok()) {
-      std::fprintf(stderr, "%s: %s\n", model.c_str(), compiled.status().ToString().c_str());
-      return false;
-    }
-    // BERT is compiled with a symbolic sequence length and tuned when specialize binds it.
-    absl::StatusOr<loom::CompiledGraph> bound =
-        model.rfind("bert", 0) != 0 ? *compiled : compiled->specialize({{"seq", 128}});
+    absl::StatusOr<loom::CompiledGraph> bound = build(options);
     if (!bound.ok()) {
       std::fprintf(stderr, "%s: %s\n", model.c_str(), bound.status().ToString().c_str());
       return false;
@@ -593,23 +594,39 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
     const loom::Stats spent = loom::stats() - before;
     report_refused(*bound);
     absl::StatusOr<double> ms = device_run_ms(*bound, inputs, d);
-    if (!ms.ok()) {
-      std::fprintf(stderr, "%s: %s\n", model.c_str(), ms.status().ToString().c_str());
-      return false;
-    }
+    // The same kernels (from the kernel cache) launched one by one, without the CUDA graph that
+    // replays a run's launches as one.
+    loom::CompileOptions one_by_one = options;
+    one_by_one.cuda_graphs = false;
+    absl::StatusOr<loom::CompiledGraph> plain = build(one_by_one);
+    absl::StatusOr<double> plain_ms =
+        plain.ok() ? device_run_ms(*plain, inputs, d) : absl::StatusOr<double>(plain.status());
+    for (const absl::Status& s : {ms.status(), plain_ms.status()})
+      if (!s.ok()) {
+        std::fprintf(stderr, "%s: %s\n", model.c_str(), s.ToString().c_str());
+        return false;
+      }
     // Where the compile's time went: the tuner's compiles (summed over tunings, which overlap),
     // loads and timings (which take turns); the rest of tune_s is the graph's own compile.
     const double compile_s = spent.tune_compile_us * 1e-6, load_s = spent.tune_load_us * 1e-6,
                  measure_s = spent.tune_measure_us * 1e-6;
-    std::printf("%-34s %10.3f %8zu %8.1f   (tuning: %llu candidates; compile %.1f s, load %.1f s, "
-                "time %.1f s)\n",
-                model.c_str(), *ms, bound->kernels().size(), tune_s,
-                static_cast<unsigned long long>(spent.tune_measurements), compile_s, load_s,
-                measure_s);
-    records.push_back({{"name", model}, {"op", "model"}, {"dtype", "f16"}, {"batch", 1},
-                       {"device", device}, {"loom_ms", *ms}, {"kernels", bound->kernels().size()},
-                       {"tune_s", tune_s}, {"tune_candidates", spent.tune_measurements},
-                       {"tune_compile_s", compile_s}, {"tune_load_s", load_s},
+    std::printf(
+        "%-34s %10.3f %8zu %8.1f   (launched one by one %.3f ms; tuning: %llu "
+        "candidates; compile %.1f s, load %.1f s, time %.1f s)\n",
+        model.c_str(), *ms, bound->kernels().size(), tune_s, *plain_ms,
+        static_cast<unsigned long long>(spent.tune_measurements), compile_s, load_s, measure_s);
+    records.push_back({{"name", model},
+                       {"op", "model"},
+                       {"dtype", "f16"},
+                       {"batch", 1},
+                       {"device", device},
+                       {"loom_ms", *ms},
+                       {"loom_one_by_one_ms", *plain_ms},
+                       {"kernels", bound->kernels().size()},
+                       {"tune_s", tune_s},
+                       {"tune_candidates", spent.tune_measurements},
+                       {"tune_compile_s", compile_s},
+                       {"tune_load_s", load_s},
                        {"tune_measure_s", measure_s}});
   }
   return true;

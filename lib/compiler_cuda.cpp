@@ -563,6 +563,7 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
         "configured)");
   const std::vector<Node>& nodes = graph.nodes();
   auto program = std::make_shared<GpuProgram>();
+  program->cuda_graphs = options.cuda_graphs;
   program->ordinal = target.device();
   ir::Module module;  // every kernel of the graph, before the split into parts
   module.name = "graph";

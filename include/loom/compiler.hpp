@@ -48,6 +48,11 @@ struct CompileOptions {
   // it. Only ending the process stops such a kernel; the tuning's device memory is left to it,
   // and later tunings on that device fail at once with the same error while it runs.
   double tune_candidate_timeout_s = 20;
+  // Runs of a graph compiled for a CUDA GPU: once two runs in a row use the same device buffers
+  // (host runs always do), the kernel launches are captured as one CUDA graph and later runs on
+  // those buffers replay it: one launch instead of one per kernel, which at batch 1 is much of
+  // the time. Runs on other buffers, and profile(), launch kernel by kernel. Off: always so.
+  bool cuda_graphs = true;
   // Tuning progress on stderr when something is measured: a live line on a terminal (kernels
   // done / total, elapsed, best time), else one summary line.
   bool report_progress = true;

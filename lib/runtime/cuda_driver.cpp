@@ -74,6 +74,16 @@ struct Driver::Api {
   decltype(&::cuEventElapsedTime) event_elapsed_time = nullptr;
   // Optional (CUDA 12 and later drivers): null where the driver lacks it.
   decltype(&::cuTensorMapEncodeTiled) tensor_map_encode_tiled = nullptr;
+  decltype(&::cuStreamBeginCapture) stream_begin_capture = nullptr;
+  decltype(&::cuStreamEndCapture) stream_end_capture = nullptr;
+  decltype(&::cuGraphInstantiateWithFlags) graph_instantiate = nullptr;
+  decltype(&::cuGraphLaunch) graph_launch = nullptr;
+  decltype(&::cuGraphDestroy) graph_destroy = nullptr;
+  decltype(&::cuGraphExecDestroy) graph_exec_destroy = nullptr;
+  bool has_graphs() const {
+    return stream_begin_capture && stream_end_capture && graph_instantiate && graph_launch &&
+           graph_destroy && graph_exec_destroy;
+  }
 
   // "CUDA_ERROR_INVALID_VALUE (invalid argument) in cuMemAlloc" as an absl::Status.
   absl::Status check(CUresult r, const char* call) const {
@@ -172,6 +182,14 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   LOOM_RETURN_IF_ERROR(status);
   resolve("cuTensorMapEncodeTiled", api->tensor_map_encode_tiled);
   status = absl::OkStatus();  // an older driver runs every kernel but the TMA ones
+  // CUDA graphs (a run's launches replayed as one); without them kernels launch one by one.
+  resolve("cuStreamBeginCapture", api->stream_begin_capture);
+  resolve("cuStreamEndCapture", api->stream_end_capture);
+  resolve("cuGraphInstantiateWithFlags", api->graph_instantiate);
+  resolve("cuGraphLaunch", api->graph_launch);
+  resolve("cuGraphDestroy", api->graph_destroy);
+  resolve("cuGraphExecDestroy", api->graph_exec_destroy);
+  status = absl::OkStatus();
   LOOM_RETURN_IF_ERROR(api->check(api->init(0), "cuInit"));
   return api;
 }
@@ -416,6 +434,45 @@ absl::StatusOr<float> Driver::elapsed_ms(Event start, Event end) {
   return ms;
 }
 
+bool Driver::has_graphs() const {
+  return api_->has_graphs();
+}
+
+namespace {
+absl::Status no_graphs() {
+  return absl::UnimplementedError("the CUDA driver has no CUDA graph entry points");
+}
+}  // namespace
+
+absl::Status Driver::begin_capture(Stream stream) {
+  if (!api_->has_graphs()) return no_graphs();
+  // Thread-local: other threads' calls (another graph's allocations) do not break the capture.
+  return api_->check(api_->stream_begin_capture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+                     "cuStreamBeginCapture");
+}
+
+absl::StatusOr<GraphExec> Driver::end_capture(Stream stream) {
+  if (!api_->has_graphs()) return no_graphs();
+  CUgraph graph = nullptr;
+  LOOM_RETURN_IF_ERROR(api_->check(api_->stream_end_capture(stream, &graph), "cuStreamEndCapture"));
+  CUgraphExec exec = nullptr;
+  const absl::Status made =
+      api_->check(api_->graph_instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+  (void)api_->graph_destroy(graph);  // the executable graph keeps what it needs
+  LOOM_RETURN_IF_ERROR(made);
+  return exec;
+}
+
+absl::Status Driver::launch_graph(GraphExec graph, Stream stream) {
+  if (!api_->has_graphs()) return no_graphs();
+  return api_->check(api_->graph_launch(graph, stream), "cuGraphLaunch");
+}
+
+absl::Status Driver::destroy_graph(GraphExec graph) {
+  if (!api_->has_graphs()) return no_graphs();
+  return api_->check(api_->graph_exec_destroy(graph), "cuGraphExecDestroy");
+}
+
 #else  // !LOOM_HAVE_NVRTC
 
 struct Driver::Api {};
@@ -463,6 +520,11 @@ absl::Status Driver::wait_event(Stream, Event) { LOOM_NO_CUDA; }
 absl::Status Driver::synchronize_event(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<bool> Driver::event_done(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<float> Driver::elapsed_ms(Event, Event) { LOOM_NO_CUDA; }
+bool Driver::has_graphs() const { return false; }
+absl::Status Driver::begin_capture(Stream) { LOOM_NO_CUDA; }
+absl::StatusOr<GraphExec> Driver::end_capture(Stream) { LOOM_NO_CUDA; }
+absl::Status Driver::launch_graph(GraphExec, Stream) { LOOM_NO_CUDA; }
+absl::Status Driver::destroy_graph(GraphExec) { LOOM_NO_CUDA; }
 // clang-format on
 #undef LOOM_NO_CUDA
 

@@ -3,6 +3,8 @@
 
 #include "runtime/gpu_graph.hpp"
 
+#include <algorithm>
+
 #include "loom/core/status.hpp"
 
 namespace loom {
@@ -108,6 +110,7 @@ GpuProgram::Device::~Device() {
   if (!driver) return;
   // Errors here (a context a failed kernel left unusable) have nobody to go to.
   if (context) (void)driver->set_current(context);
+  for (const Graph& g : graphs) (void)driver->destroy_graph(g.exec);
   for (runtime::cuda::Event e : events) (void)driver->destroy_event(e);
   if (done) (void)driver->destroy_event(done);
   if (memory) (void)driver->free(memory);
@@ -171,19 +174,73 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
       d.events.push_back(e);
     }
   }
-  std::vector<DevicePtr> buffers;
-  for (size_t l = 0; l < g.launches.size(); ++l) {
-    const Launch& launch = g.launches[l];
-    buffers.clear();
-    for (int slot : launch.buffers) buffers.push_back(address[static_cast<size_t>(slot)]);
-    absl::Status s;
-    if (run.launch_ms) s = driver.record_event(d.events[2 * l], stream);
-    const GpuProgram::KernelAt at = p.kernel_at[static_cast<size_t>(launch.gpu_kernel)];
-    if (s.ok()) s = d.loaded[at.part]->launch(at.func, buffers, {}, stream);
-    if (run.launch_ms && s.ok()) s = driver.record_event(d.events[2 * l + 1], stream);
-    if (!s.ok())
-      return fail(s, str_cat("launching kernel '", g.kernels[l].name, "' (", l + 1, " of ",
-                             g.launches.size(), ")"));
+  // The kernels, one launch each (each between two events when timed), on `on`.
+  auto launch_each = [&](runtime::cuda::Stream on) -> absl::Status {
+    std::vector<DevicePtr> buffers;
+    for (size_t l = 0; l < g.launches.size(); ++l) {
+      const Launch& launch = g.launches[l];
+      buffers.clear();
+      for (int slot : launch.buffers) buffers.push_back(address[static_cast<size_t>(slot)]);
+      absl::Status s;
+      if (run.launch_ms) s = driver.record_event(d.events[2 * l], on);
+      const GpuProgram::KernelAt at = p.kernel_at[static_cast<size_t>(launch.gpu_kernel)];
+      if (s.ok()) s = d.loaded[at.part]->launch(at.func, buffers, {}, on);
+      if (run.launch_ms && s.ok()) s = driver.record_event(d.events[2 * l + 1], on);
+      if (!s.ok())
+        return during(s, str_cat("launching kernel '", g.kernels[l].name, "' (", l + 1, " of ",
+                                 g.launches.size(), ")"));
+    }
+    return absl::OkStatus();
+  };
+  // A run on device buffers that a recent run launched on one by one (an engine's loop, or two
+  // sets of buffers taking turns) captures the launches as a CUDA graph on the program's
+  // stream; runs on those buffers then replay it, one launch for all kernels, whatever stream
+  // they are queued on. A run on other buffers launches one by one (the kernels' parameters,
+  // tensor maps included, name the buffers), as do timed runs. A capture that fails (a driver
+  // without graphs) is not tried again.
+  using Graph = GpuProgram::Device::Graph;
+  const bool graphs = p.cuda_graphs && !run.launch_ms && !d.graphs_failed && driver.has_graphs() &&
+                      g.launches.size() > 1;
+  auto graph = std::find_if(d.graphs.begin(), d.graphs.end(),
+                            [&](const Graph& c) { return c.address == address; });
+  std::vector<std::vector<DevicePtr>>& recent = d.launched_one_by_one;
+  auto forget = [&] {
+    recent.erase(std::remove(recent.begin(), recent.end(), address), recent.end());
+  };
+  if (graphs && graph == d.graphs.end() &&
+      std::find(recent.begin(), recent.end(), address) != recent.end()) {
+    absl::Status began = driver.begin_capture(d.stream);
+    absl::Status launched = began.ok() ? launch_each(d.stream) : began;
+    absl::StatusOr<runtime::cuda::GraphExec> captured =
+        began.ok() ? driver.end_capture(d.stream) : absl::StatusOr<runtime::cuda::GraphExec>(began);
+    if (launched.ok() && captured.ok()) {
+      if (d.graphs.size() == GpuProgram::Device::kGraphs) {
+        (void)driver.destroy_graph(d.graphs.front().exec);
+        d.graphs.erase(d.graphs.begin());
+      }
+      d.graphs.push_back({address, *captured});
+      graph = d.graphs.end() - 1;
+      forget();
+    } else {
+      if (captured.ok()) (void)driver.destroy_graph(*captured);
+      d.graphs_failed = true;
+    }
+  }
+  if (graphs && graph != d.graphs.end()) {
+    std::rotate(graph, graph + 1, d.graphs.end());  // the most recently used last
+    absl::Status s = driver.launch_graph(d.graphs.back().exec, stream);
+    if (!s.ok()) return fail(s, str_cat("launching the graph's ", g.launches.size(), " kernels"));
+  } else {
+    if (graphs) {
+      forget();
+      if (recent.size() == GpuProgram::Device::kGraphs) recent.erase(recent.begin());
+      recent.push_back(address);
+    }
+    absl::Status s = launch_each(stream);
+    if (!s.ok()) {
+      (void)driver.synchronize(stream);
+      return s;
+    }
   }
   std::vector<NDArray> outputs;
   for (size_t k = 0; k < g.outputs.size(); ++k) {

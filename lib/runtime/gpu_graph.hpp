@@ -15,6 +15,7 @@ namespace loom {
 
 struct GpuProgram {
   int ordinal = 0;  // the device
+  bool cuda_graphs = true;  // CompileOptions::cuda_graphs
   // One module of lowered kernels, its cubin and their launch shapes.
   struct Part {
     ir::Module module;
@@ -42,6 +43,18 @@ struct GpuProgram {
     // last_stream: a run queued on another stream waits for it (runs share the intermediates).
     runtime::cuda::Event done = nullptr;
     runtime::cuda::Stream last_stream = nullptr;
+    // The kernel launches captured as CUDA graphs, each for the slot addresses it was captured
+    // with (the most recently used last, kGraphs at most); the addresses of the last runs that
+    // launched their kernels one by one (as many); whether a capture failed (the launches then
+    // stay one by one).
+    struct Graph {
+      std::vector<runtime::cuda::DevicePtr> address;
+      runtime::cuda::GraphExec exec = nullptr;
+    };
+    static constexpr size_t kGraphs = 4;
+    std::vector<Graph> graphs;
+    std::vector<std::vector<runtime::cuda::DevicePtr>> launched_one_by_one;
+    bool graphs_failed = false;
     ~Device();
   };
   std::mutex mu;

@@ -253,6 +253,8 @@ struct FakeDriver {
   void (*emulate)(const void* cubin, size_t bytes, const char* source, const char* cxx) = nullptr;
   void (*scribble)(const char* prefix, int param, int byte) = nullptr;
   void (*hang)(const char* prefix) = nullptr;
+  int (*graph_launches)() = nullptr;
+  void (*no_graphs)(int fail) = nullptr;
 };
 
 FakeDriver fake_driver() {
@@ -273,6 +275,9 @@ FakeDriver fake_driver() {
   f.emulate = reinterpret_cast<decltype(f.emulate)>(dlsym(lib, "loom_fake_cuda_emulate"));
   f.scribble = reinterpret_cast<decltype(f.scribble)>(dlsym(lib, "loom_fake_cuda_scribble"));
   f.hang = reinterpret_cast<decltype(f.hang)>(dlsym(lib, "loom_fake_cuda_hang"));
+  f.graph_launches =
+      reinterpret_cast<decltype(f.graph_launches)>(dlsym(lib, "loom_fake_cuda_graph_launches"));
+  f.no_graphs = reinterpret_cast<decltype(f.no_graphs)>(dlsym(lib, "loom_fake_cuda_no_graphs"));
   INFO("libcuda.so.1 is not the stand-in driver: run these cases through ctest's fake_cuda_driver");
   REQUIRE(f.configure);
   REQUIRE(f.launches);
@@ -284,6 +289,8 @@ FakeDriver fake_driver() {
   REQUIRE(f.emulate);
   REQUIRE(f.scribble);
   REQUIRE(f.hang);
+  REQUIRE(f.graph_launches);
+  REQUIRE(f.no_graphs);
   f.configure(-1, 0);
   return f;
 }
@@ -969,6 +976,133 @@ TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and
   CHECK(fake.stream_waits() == waits + 2);
   CHECK(mem.driver->synchronize(*stream).ok());
   (void)mem.driver->destroy_stream(*stream);
+}
+
+// Runs `compiled` (of device_io_graph) on host inputs `runs` times, fresh inputs each time, each
+// against the reference; returns the CUDA graph launches (cuGraphLaunch) the runs made.
+int host_runs(const FakeDriver& fake, const Graph& g, const CompiledGraph& compiled, int runs) {
+  const int graphs = fake.graph_launches();
+  for (int run = 0; run < runs; ++run) {
+    INFO("host run " << run);
+    const NDArray x = random_array(DType::f32(), {5, 7}), y = random_array(DType::f32(), {7});
+    const int launched = fake.launches();
+    const std::vector<NDArray> got = loom::testing::run_ok(compiled, {x, y});
+    // Replayed or not, every kernel runs once a run.
+    CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
+    const std::vector<NDArray> want = loom::testing::reference_run(g, {x, y});
+    REQUIRE(got.size() == want.size());
+    for (size_t o = 0; o < want.size(); ++o) require_close(got[o], want[o], 1e-5);
+  }
+  return fake.graph_launches() - graphs;
+}
+
+TEST_CASE(
+    "fake GPU: repeated runs replay their kernel launches as one CUDA graph, only on the "
+    "device buffers it was captured with",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = device_io_graph();
+  CompiledGraph compiled =
+      compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
+  REQUIRE(compiled.kernels().size() >= 2);
+  emulate_kernels(fake, compiled, dir.path());
+  // Host runs use the graph's own buffers: the first launches kernel by kernel, the second
+  // captures the launches and replays them, as do the ones after.
+  CHECK(host_runs(fake, g, compiled, 4) == 3);
+
+  // On device buffers: two runs on (in, a) capture them; a run on (other_in, b) launches one
+  // by one and writes b, leaving a alone; a run on (in, a) again, on new input values, replays.
+  DeviceArrays mem;
+  auto inputs = [] {
+    return std::vector<NDArray>{random_array(DType::f32(), {5, 7}),
+                                random_array(DType::f32(), {7})};
+  };
+  auto check_outputs = [&](const std::vector<DeviceTensor>& outs, const std::vector<NDArray>& in) {
+    const std::vector<NDArray> want = loom::testing::reference_run(g, in);
+    for (size_t o = 0; o < want.size(); ++o) {
+      INFO("output " << o);
+      require_close(mem.download(outs[o]), want[o], 1e-5);
+    }
+  };
+  const std::vector<NDArray> first = inputs();
+  const std::vector<DeviceTensor> in = {mem.upload(first[0]), mem.upload(first[1])};
+  std::vector<DeviceTensor> a = poisoned_outputs(mem, compiled),
+                            b = poisoned_outputs(mem, compiled);
+  int graphs = fake.graph_launches();
+  run_twice_on_device(fake, compiled, in, a);
+  CHECK(fake.graph_launches() - graphs == 1);
+  check_outputs(a, first);
+  const std::vector<NDArray> second = inputs();
+  const std::vector<DeviceTensor> other_in = {mem.upload(second[0]), mem.upload(second[1])};
+  graphs = fake.graph_launches();
+  REQUIRE(compiled.run_on_device(other_in, b).ok());
+  CHECK(fake.graph_launches() == graphs);
+  check_outputs(b, second);
+  check_outputs(a, first);
+  const std::vector<NDArray> third = inputs();
+  for (size_t k = 0; k < in.size(); ++k)
+    REQUIRE(
+        mem.driver
+            ->copy_to_device(in[k].address, third[k].data(), static_cast<size_t>(third[k].nbytes()))
+            .ok());
+  REQUIRE(compiled.run_on_device(in, a).ok());
+  CHECK(fake.graph_launches() == graphs + 1);
+  check_outputs(a, third);
+  check_outputs(b, second);
+  // Queued on another stream, the replay waits for the last run as launches do.
+  absl::StatusOr<cuda::Stream> stream = mem.driver->create_stream();
+  REQUIRE(stream.ok());
+  REQUIRE(compiled.enqueue_on_device(in, a, *stream).ok());
+  REQUIRE(mem.driver->synchronize(*stream).ok());
+  CHECK(fake.graph_launches() == graphs + 2);
+  check_outputs(a, third);
+  (void)mem.driver->destroy_stream(*stream);
+  // Two sets of buffers taking turns: (other_in, b), seen once, is captured too, and then both
+  // replay their own graphs.
+  for (int turn = 0; turn < 4; ++turn) {
+    INFO("turn " << turn);
+    const bool on_b = turn % 2 == 0;
+    const std::vector<NDArray> values = inputs();
+    const std::vector<DeviceTensor>& into = on_b ? other_in : in;
+    for (size_t k = 0; k < into.size(); ++k)
+      REQUIRE(mem.driver
+                  ->copy_to_device(into[k].address, values[k].data(),
+                                   static_cast<size_t>(values[k].nbytes()))
+                  .ok());
+    graphs = fake.graph_launches();
+    REQUIRE(compiled.run_on_device(into, on_b ? b : a).ok());
+    CHECK(fake.graph_launches() == graphs + 1);
+    check_outputs(on_b ? b : a, values);
+  }
+  // profile() times each kernel: one by one, between events (its warm-up run may replay).
+  graphs = fake.graph_launches();
+  const int launched = fake.launches();
+  absl::StatusOr<std::vector<double>> profiled = compiled.profile(first, 2);
+  REQUIRE(profiled.ok());
+  CHECK(profiled->size() == compiled.kernels().size());
+  CHECK(fake.graph_launches() <= graphs + 1);
+  CHECK(fake.launches() - launched == 3 * static_cast<int>(compiled.kernels().size()));
+}
+
+TEST_CASE(
+    "fake GPU: without CUDA graphs (switched off, or failing to instantiate) runs launch "
+    "kernel by kernel",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = device_io_graph();
+  CompileOptions options = loom::testing::cold_cache_options(dir.path());
+  options.cuda_graphs = false;
+  CompiledGraph off = compile_for(g, Target::cuda(90), options);
+  emulate_kernels(fake, off, dir.path());
+  CHECK(host_runs(fake, g, off, 3) == 0);
+  // A driver that cannot instantiate the graph: the capture fails once, and the runs go on.
+  fake.no_graphs(1);
+  options.cuda_graphs = true;
+  CompiledGraph failing = compile_for(g, Target::cuda(90), options);
+  CHECK(host_runs(fake, g, failing, 3) == 0);
+  fake.configure(-1, 0);
 }
 
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {

@@ -20,10 +20,16 @@
 // values). Such kernels have no source here, so the caller names the parameter.
 // A hung kernel through loom_fake_cuda_hang(prefix): after a launch of a kernel named with that
 // prefix, cuEventQuery answers CUDA_ERROR_NOT_READY until the next configure.
+// CUDA graphs: launches on a stream being captured are recorded (their parameters copied: 8 bytes
+// each, or a tensor map's 128; none for kernels without source) and replayed, each counted as a
+// launch, by cuGraphLaunch (counted: loom_fake_cuda_graph_launches). Copies, event records and
+// synchronizations of a capturing stream fail as the real driver's do. loom_fake_cuda_no_graphs
+// makes cuGraphInstantiateWithFlags fail (a driver that cannot instantiate the graph).
 
 #include <cuda.h>
 #include <elf.h>
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -51,6 +57,9 @@ struct State {
   std::string hang_prefix;                    // kernels that never finish (empty: none)
   bool hung = false;                          // one of them was launched
   std::map<CUdeviceptr, size_t> allocations;  // device pointer -> bytes
+  std::map<CUstream, std::unique_ptr<struct FakeGraph>> capturing;  // streams being captured
+  int graph_launches = 0;
+  bool no_graphs = false;  // cuGraphInstantiateWithFlags fails
   int sm_arch = 90;
   // Cubins whose kernels run in the CUDA emulator: their source, compiled on first load.
   struct Emulated {
@@ -72,6 +81,19 @@ struct FakeFunction {
   size_t params = 0;  // the kernel's parameter count (8 bytes each: pointers and i64; or maps)
   std::vector<bool> tensor_map_params;  // per parameter: a tensor map
   int dynamic_shared_limit = 48 * 1024;  // raised by cuFuncSetAttribute, as on a GPU
+};
+
+// A captured launch: the kernel, its shape and a copy of its parameters' bytes.
+struct CapturedLaunch {
+  struct alignas(64) Param {  // a tensor map's alignment
+    std::array<char, sizeof(CUtensorMap)> bytes;
+  };
+  CUfunction f;
+  std::array<unsigned, 7> shape;  // grid, block, dynamic shared bytes
+  std::vector<Param> params;
+};
+struct FakeGraph {
+  std::vector<CapturedLaunch> launches;
 };
 
 // The opt-in shared memory of an H100 block.
@@ -294,8 +316,20 @@ void misbehave(const FakeFunction& fn, void** params) {
     std::memset(reinterpret_cast<void*>(it->first), state().scribble_byte, it->second);
 }
 
+// The graph `stream` is being captured into (null: none); under state().mu.
+FakeGraph* captured_into(CUstream stream) {
+  auto it = state().capturing.find(stream);
+  return it == state().capturing.end() ? nullptr : it->second.get();
+}
+
+// Whether `stream` is being captured: the calls that cannot be captured fail.
+bool capturing(CUstream stream) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return captured_into(stream) != nullptr;
+}
+
 CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                unsigned bz, unsigned shared_bytes, CUstream, void** params, void**) {
+                unsigned bz, unsigned shared_bytes, CUstream stream, void** params, void**) {
   if (CUresult r = health()) return r;
   if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 ||
       uint64_t{bx} * by * bz > 1024 || gy > 65535 || gz > 65535 || !params || !f ||
@@ -303,6 +337,17 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
     return CUDA_ERROR_INVALID_VALUE;
   {
     std::lock_guard<std::mutex> lock(state().mu);
+    if (FakeGraph* graph = captured_into(stream)) {
+      const auto* fn = reinterpret_cast<const FakeFunction*>(f);
+      CapturedLaunch c{f, {gx, gy, gz, bx, by, bz, shared_bytes}, {}};
+      for (size_t k = 0; k < fn->params; ++k) {
+        c.params.emplace_back();
+        std::memcpy(c.params.back().bytes.data(), params[k],
+                    fn->tensor_map_params[k] ? sizeof(CUtensorMap) : 8);
+      }
+      graph->launches.push_back(std::move(c));
+      return CUDA_SUCCESS;
+    }
     if (state().fault_after >= 0 && state().launches >= state().fault_after) {
       state().lost = CUDA_ERROR_ILLEGAL_ADDRESS;  // reported by the calls that follow
       ++state().launches;
@@ -366,7 +411,10 @@ CUresult stream_destroy(CUstream s) {
   delete reinterpret_cast<int*>(s);
   return health();
 }
-CUresult stream_synchronize(CUstream) { return health(); }
+CUresult stream_synchronize(CUstream s) {
+  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return health();
+}
 
 CUresult mem_alloc(CUdeviceptr* p, size_t bytes) {
   if (CUresult r = health()) return r;
@@ -401,11 +449,16 @@ CUresult dtoh(void* dst, CUdeviceptr src, size_t n) {
   std::memcpy(dst, reinterpret_cast<const void*>(src), n);
   return CUDA_SUCCESS;
 }
-CUresult htod_async(CUdeviceptr dst, const void* src, size_t n, CUstream) {
+CUresult htod_async(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
+  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   return htod(dst, src, n);
 }
-CUresult dtoh_async(void* dst, CUdeviceptr src, size_t n, CUstream) { return dtoh(dst, src, n); }
-CUresult dtod_async(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
+CUresult dtoh_async(void* dst, CUdeviceptr src, size_t n, CUstream s) {
+  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return dtoh(dst, src, n);
+}
+CUresult dtod_async(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   if (CUresult r = health()) return r;
   if (!inside(dst, n) || !inside(src, n)) return CUDA_ERROR_INVALID_VALUE;
   std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
@@ -421,7 +474,10 @@ CUresult event_destroy(CUevent e) {
   delete reinterpret_cast<int*>(e);
   return CUDA_SUCCESS;
 }
-CUresult event_record(CUevent, CUstream) { return health(); }
+CUresult event_record(CUevent, CUstream s) {
+  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return health();
+}
 CUresult event_synchronize(CUevent) { return health(); }
 CUresult event_query(CUevent) {
   if (CUresult r = health()) return r;
@@ -436,6 +492,57 @@ CUresult stream_wait_event(CUstream, CUevent e, unsigned int flags) {
 CUresult event_elapsed(float* ms, CUevent, CUevent) {
   if (CUresult r = health()) return r;
   *ms = 0.001f;
+  return CUDA_SUCCESS;
+}
+
+CUresult begin_capture(CUstream s, CUstreamCaptureMode) {
+  if (CUresult r = health()) return r;
+  std::lock_guard<std::mutex> lock(state().mu);
+  if (!s) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;  // the legacy stream
+  if (captured_into(s)) return CUDA_ERROR_ILLEGAL_STATE;
+  state().capturing[s] = std::make_unique<FakeGraph>();
+  return CUDA_SUCCESS;
+}
+CUresult end_capture(CUstream s, CUgraph* graph) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  auto it = state().capturing.find(s);
+  if (it == state().capturing.end()) return CUDA_ERROR_ILLEGAL_STATE;
+  *graph = reinterpret_cast<CUgraph>(it->second.release());
+  state().capturing.erase(it);
+  return state().lost;
+}
+CUresult graph_instantiate(CUgraphExec* exec, CUgraph graph, unsigned long long) {
+  if (CUresult r = health()) return r;
+  if (!exec || !graph) return CUDA_ERROR_INVALID_VALUE;
+  if (std::lock_guard<std::mutex> lock(state().mu); state().no_graphs)
+    return CUDA_ERROR_NOT_SUPPORTED;
+  *exec = reinterpret_cast<CUgraphExec>(new FakeGraph(*reinterpret_cast<FakeGraph*>(graph)));
+  return CUDA_SUCCESS;
+}
+CUresult graph_destroy(CUgraph graph) {
+  delete reinterpret_cast<FakeGraph*>(graph);
+  return CUDA_SUCCESS;
+}
+CUresult graph_exec_destroy(CUgraphExec exec) {
+  delete reinterpret_cast<FakeGraph*>(exec);
+  return CUDA_SUCCESS;
+}
+// Each captured launch again, with its parameters as captured.
+CUresult graph_launch(CUgraphExec exec, CUstream s) {
+  if (CUresult r = health()) return r;
+  if (!exec || capturing(s)) return CUDA_ERROR_INVALID_VALUE;
+  count(state().graph_launches);
+  static uint64_t zeros[64] = {};
+  static void* no_params[64];
+  for (void*& p : no_params) p = zeros;
+  for (CapturedLaunch& c : reinterpret_cast<FakeGraph*>(exec)->launches) {
+    std::vector<void*> params;
+    for (CapturedLaunch::Param& p : c.params) params.push_back(p.bytes.data());
+    const std::array<unsigned, 7>& d = c.shape;
+    if (CUresult r = launch(c.f, d[0], d[1], d[2], d[3], d[4], d[5], d[6], s,
+                            params.empty() ? no_params : params.data(), nullptr))
+      return r;
+  }
   return CUDA_SUCCESS;
 }
 
@@ -476,6 +583,12 @@ const std::map<std::string, void*>& entry_points() {
       {"cuEventSynchronize", reinterpret_cast<void*>(&event_synchronize)},
       {"cuEventQuery", reinterpret_cast<void*>(&event_query)},
       {"cuEventElapsedTime", reinterpret_cast<void*>(&event_elapsed)},
+      {"cuStreamBeginCapture", reinterpret_cast<void*>(&begin_capture)},
+      {"cuStreamEndCapture", reinterpret_cast<void*>(&end_capture)},
+      {"cuGraphInstantiateWithFlags", reinterpret_cast<void*>(&graph_instantiate)},
+      {"cuGraphLaunch", reinterpret_cast<void*>(&graph_launch)},
+      {"cuGraphDestroy", reinterpret_cast<void*>(&graph_destroy)},
+      {"cuGraphExecDestroy", reinterpret_cast<void*>(&graph_exec_destroy)},
   };
   return *table;
 }
@@ -504,6 +617,16 @@ __attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_a
   state().scribble_prefix.clear();
   state().hang_prefix.clear();
   state().hung = false;
+  state().no_graphs = false;
+}
+// Whether cuGraphInstantiateWithFlags fails (until the next configure).
+__attribute__((visibility("default"))) void loom_fake_cuda_no_graphs(int fail) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  state().no_graphs = fail != 0;
+}
+__attribute__((visibility("default"))) int loom_fake_cuda_graph_launches() {
+  std::lock_guard<std::mutex> lock(state().mu);
+  return state().graph_launches;
 }
 // Kernels named with `prefix` that do not run in the emulator never finish.
 __attribute__((visibility("default"))) void loom_fake_cuda_hang(const char* prefix) {

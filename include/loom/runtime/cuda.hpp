@@ -22,6 +22,7 @@ struct CUmod_st;
 struct CUfunc_st;
 struct CUstream_st;
 struct CUevent_st;
+struct CUgraphExec_st;
 
 namespace loom::runtime::cuda {
 
@@ -30,6 +31,7 @@ using ModuleHandle = CUmod_st*;
 using Function = CUfunc_st*;
 using Stream = CUstream_st*;  // nullptr is the legacy default stream
 using Event = CUevent_st*;
+using GraphExec = CUgraphExec_st*;
 using DevicePtr = uint64_t;  // CUdeviceptr
 
 // Whether this build of loom contains the CUDA back end (the CUDA toolkit was found when loom
@@ -136,6 +138,17 @@ class Driver {
   absl::StatusOr<bool> event_done(Event event);
   // Milliseconds between two recorded, completed events.
   absl::StatusOr<float> elapsed_ms(Event start, Event end);
+
+  // CUDA graphs: the kernel launches this thread queues on `stream` between begin_capture and
+  // end_capture are recorded, not run, and become one executable graph, which launch_graph
+  // queues on any stream as one launch (with their parameters as they were at capture).
+  // Unimplemented where the driver lacks them (has_graphs false). A failed end_capture leaves
+  // nothing to destroy.
+  bool has_graphs() const;
+  absl::Status begin_capture(Stream stream);
+  absl::StatusOr<GraphExec> end_capture(Stream stream);
+  absl::Status launch_graph(GraphExec graph, Stream stream);
+  absl::Status destroy_graph(GraphExec graph);
 
   struct Api;  // the entry points (lib/runtime/cuda_driver.cpp)
   explicit Driver(std::unique_ptr<Api> api);
