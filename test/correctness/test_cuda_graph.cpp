@@ -361,6 +361,68 @@ std::vector<DeviceTensor> poisoned_outputs(DeviceArrays& mem, const CompiledGrap
   return outs;
 }
 
+// Fresh inputs of device_io_graph.
+std::vector<NDArray> device_io_inputs() {
+  return {random_array(DType::f32(), {5, 7}), random_array(DType::f32(), {7})};
+}
+
+// A warpgroup GEMM that reads x through a tensor map (encoded over x's buffer: a captured launch
+// keeps the map of its capture), and a reduction of its output; its fresh inputs.
+Graph tma_gemm_graph() {
+  Graph g;
+  const NDArray w = random_array(DType::f16(), {64, 48});
+  Tensor y = g.input("x", {40, 64}, DType::f16()).matmul(g.constant("w", w));
+  g.output(y);
+  g.output(y.sum({1}));
+  return g;
+}
+std::vector<NDArray> tma_gemm_inputs() {
+  return {random_array(DType::f16(), {40, 64})};
+}
+
+// Runs of `compiled` (of g) on two sets of device buffers: set 0 twice, set 1, set 0, then the two
+// taking turns four times, on fresh input values (make_inputs) each run, every output checked
+// against the reference (within tol), and each set's outputs left alone by the other's runs.
+// Where `replays` counts the CUDA graph launches (the stand-in driver), each run is checked to
+// replay a captured graph from its set's second run on, and where `launches` counts kernel
+// launches, to run every kernel once.
+void runs_on_two_buffer_sets(const Graph& g, const CompiledGraph& compiled,
+                             const std::function<std::vector<NDArray>()>& make_inputs, double tol,
+                             const std::function<int()>& replays = {},
+                             const std::function<int()>& launches = {}) {
+  DeviceArrays mem;
+  std::vector<std::vector<DeviceTensor>> in(2), out(2);
+  std::vector<std::vector<NDArray>> want(2);
+  for (int set = 0; set < 2; ++set) {
+    for (const NDArray& a : make_inputs()) in[set].push_back(mem.upload(a));
+    out[set] = poisoned_outputs(mem, compiled);
+  }
+  const int sets[] = {0, 0, 1, 0, 1, 0, 1, 0};
+  const bool replay[] = {false, true, false, true, true, true, true, true};
+  for (size_t run = 0; run < std::size(sets); ++run) {
+    INFO("run " << run << " on buffer set " << sets[run]);
+    const int set = sets[run];
+    const std::vector<NDArray> values = make_inputs();
+    for (size_t k = 0; k < values.size(); ++k)
+      REQUIRE(mem.driver
+                  ->copy_to_device(in[set][k].address, values[k].data(),
+                                   static_cast<size_t>(values[k].nbytes()))
+                  .ok());
+    want[set] = loom::testing::reference_run(g, values);
+    const int replayed = replays ? replays() : 0, launched = launches ? launches() : 0;
+    absl::Status s = compiled.run_on_device(in[set], out[set]);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    if (replays) CHECK(replays() - replayed == (replay[run] ? 1 : 0));
+    if (launches) CHECK(launches() - launched == static_cast<int>(compiled.kernels().size()));
+    for (int other = 0; other < 2; ++other)
+      for (size_t o = 0; o < want[other].size(); ++o) {
+        INFO("outputs of set " << other << ", output " << o);
+        require_close(mem.download(out[other][o]), want[other][o], tol);
+      }
+  }
+}
+
 // The stand-in driver runs the kernels of compiled (made with a kernel cache in cache_dir) in the
 // CUDA emulator: the module's cache entry holds its cubin and its CUDA source.
 void emulate_kernels(const FakeDriver& fake, const CompiledGraph& compiled,
@@ -583,6 +645,26 @@ TEST_CASE("CUDA graphs: a run on device memory matches the reference, on the gra
   std::vector<NDArray> host = loom::testing::run_ok(compiled, inputs);
   for (size_t o = 0; o < want.size(); ++o) require_close(host[o], want[o], 1e-5);
   (void)mem.driver->destroy_stream(*stream);
+}
+
+TEST_CASE(
+    "CUDA graphs: runs replaying their captured launches (TMA tensor maps included) match "
+    "the reference on two sets of device buffers taking turns",
+    "[cuda][cuda_graph]") {
+  const int sm = gpu_sm_arch();
+  if (sm == 0) {
+    std::printf("[cuda] no GPU here: replayed runs not checked\n");
+    return;
+  }
+  runs_on_two_buffer_sets(device_io_graph(), compile_for(device_io_graph(), Target::cuda(sm)),
+                          device_io_inputs, 1e-5);
+  if (sm != 90) return;
+  const Graph g = tma_gemm_graph();
+  CompileOptions options;
+  options.template_configs = {{"cuda_wgmma_gemm", wgmma_config(1, 128, 3, 1, 1)}};
+  CompiledGraph compiled = compile_for(g, Target::cuda(sm), options);
+  REQUIRE(compiled.kernels().size() >= 2);
+  runs_on_two_buffer_sets(g, compiled, tma_gemm_inputs, 2e-2);
 }
 
 TEST_CASE("fake GPU: a graph runs through device memory, copies and one launch per kernel",
@@ -984,12 +1066,12 @@ int host_runs(const FakeDriver& fake, const Graph& g, const CompiledGraph& compi
   const int graphs = fake.graph_launches();
   for (int run = 0; run < runs; ++run) {
     INFO("host run " << run);
-    const NDArray x = random_array(DType::f32(), {5, 7}), y = random_array(DType::f32(), {7});
+    const std::vector<NDArray> in = device_io_inputs();
     const int launched = fake.launches();
-    const std::vector<NDArray> got = loom::testing::run_ok(compiled, {x, y});
+    const std::vector<NDArray> got = loom::testing::run_ok(compiled, in);
     // Replayed or not, every kernel runs once a run.
     CHECK(fake.launches() - launched == static_cast<int>(compiled.kernels().size()));
-    const std::vector<NDArray> want = loom::testing::reference_run(g, {x, y});
+    const std::vector<NDArray> want = loom::testing::reference_run(g, in);
     REQUIRE(got.size() == want.size());
     for (size_t o = 0; o < want.size(); ++o) require_close(got[o], want[o], 1e-5);
   }
@@ -1010,78 +1092,40 @@ TEST_CASE(
   // Host runs use the graph's own buffers: the first launches kernel by kernel, the second
   // captures the launches and replays them, as do the ones after.
   CHECK(host_runs(fake, g, compiled, 4) == 3);
-
-  // On device buffers: two runs on (in, a) capture them; a run on (other_in, b) launches one
-  // by one and writes b, leaving a alone; a run on (in, a) again, on new input values, replays.
+  auto replays = [&fake] { return fake.graph_launches(); };
+  auto launches = [&fake] { return fake.launches(); };
+  runs_on_two_buffer_sets(g, compiled, device_io_inputs, 1e-5, replays, launches);
+  {
+    // Kernels with TMA tensor maps among their parameters.
+    const Graph tma = tma_gemm_graph();
+    CompileOptions options = loom::testing::cold_cache_options(dir.path());
+    options.template_configs = {{"cuda_wgmma_gemm", wgmma_config(1, 128, 3, 1, 1)}};
+    CompiledGraph gemm = compile_for(tma, Target::cuda(90), options);
+    REQUIRE(gemm.kernels().size() >= 2);
+    CHECK_THAT(gemm.kernels()[0].schedule, Catch::Contains("tma=1"));
+    emulate_kernels(fake, gemm, dir.path());
+    runs_on_two_buffer_sets(tma, gemm, tma_gemm_inputs, 2e-2, replays, launches);
+  }
+  // Queued on another stream, a replay waits for the last run as launches do.
   DeviceArrays mem;
-  auto inputs = [] {
-    return std::vector<NDArray>{random_array(DType::f32(), {5, 7}),
-                                random_array(DType::f32(), {7})};
-  };
-  auto check_outputs = [&](const std::vector<DeviceTensor>& outs, const std::vector<NDArray>& in) {
-    const std::vector<NDArray> want = loom::testing::reference_run(g, in);
-    for (size_t o = 0; o < want.size(); ++o) {
-      INFO("output " << o);
-      require_close(mem.download(outs[o]), want[o], 1e-5);
-    }
-  };
-  const std::vector<NDArray> first = inputs();
-  const std::vector<DeviceTensor> in = {mem.upload(first[0]), mem.upload(first[1])};
-  std::vector<DeviceTensor> a = poisoned_outputs(mem, compiled),
-                            b = poisoned_outputs(mem, compiled);
-  int graphs = fake.graph_launches();
-  run_twice_on_device(fake, compiled, in, a);
-  CHECK(fake.graph_launches() - graphs == 1);
-  check_outputs(a, first);
-  const std::vector<NDArray> second = inputs();
-  const std::vector<DeviceTensor> other_in = {mem.upload(second[0]), mem.upload(second[1])};
-  graphs = fake.graph_launches();
-  REQUIRE(compiled.run_on_device(other_in, b).ok());
-  CHECK(fake.graph_launches() == graphs);
-  check_outputs(b, second);
-  check_outputs(a, first);
-  const std::vector<NDArray> third = inputs();
-  for (size_t k = 0; k < in.size(); ++k)
-    REQUIRE(
-        mem.driver
-            ->copy_to_device(in[k].address, third[k].data(), static_cast<size_t>(third[k].nbytes()))
-            .ok());
-  REQUIRE(compiled.run_on_device(in, a).ok());
-  CHECK(fake.graph_launches() == graphs + 1);
-  check_outputs(a, third);
-  check_outputs(b, second);
-  // Queued on another stream, the replay waits for the last run as launches do.
+  std::vector<DeviceTensor> in;
+  for (const NDArray& a : device_io_inputs()) in.push_back(mem.upload(a));
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  for (int run = 0; run < 2; ++run) REQUIRE(compiled.run_on_device(in, outs).ok());
   absl::StatusOr<cuda::Stream> stream = mem.driver->create_stream();
   REQUIRE(stream.ok());
-  REQUIRE(compiled.enqueue_on_device(in, a, *stream).ok());
+  const int graphs = fake.graph_launches(), waits = fake.stream_waits();
+  REQUIRE(compiled.enqueue_on_device(in, outs, *stream).ok());
   REQUIRE(mem.driver->synchronize(*stream).ok());
-  CHECK(fake.graph_launches() == graphs + 2);
-  check_outputs(a, third);
+  CHECK(fake.graph_launches() == graphs + 1);
+  CHECK(fake.stream_waits() == waits + 1);
   (void)mem.driver->destroy_stream(*stream);
-  // Two sets of buffers taking turns: (other_in, b), seen once, is captured too, and then both
-  // replay their own graphs.
-  for (int turn = 0; turn < 4; ++turn) {
-    INFO("turn " << turn);
-    const bool on_b = turn % 2 == 0;
-    const std::vector<NDArray> values = inputs();
-    const std::vector<DeviceTensor>& into = on_b ? other_in : in;
-    for (size_t k = 0; k < into.size(); ++k)
-      REQUIRE(mem.driver
-                  ->copy_to_device(into[k].address, values[k].data(),
-                                   static_cast<size_t>(values[k].nbytes()))
-                  .ok());
-    graphs = fake.graph_launches();
-    REQUIRE(compiled.run_on_device(into, on_b ? b : a).ok());
-    CHECK(fake.graph_launches() == graphs + 1);
-    check_outputs(on_b ? b : a, values);
-  }
   // profile() times each kernel: one by one, between events (its warm-up run may replay).
-  graphs = fake.graph_launches();
-  const int launched = fake.launches();
-  absl::StatusOr<std::vector<double>> profiled = compiled.profile(first, 2);
+  const int replayed = fake.graph_launches(), launched = fake.launches();
+  absl::StatusOr<std::vector<double>> profiled = compiled.profile(device_io_inputs(), 2);
   REQUIRE(profiled.ok());
   CHECK(profiled->size() == compiled.kernels().size());
-  CHECK(fake.graph_launches() <= graphs + 1);
+  CHECK(fake.graph_launches() <= replayed + 1);
   CHECK(fake.launches() - launched == 3 * static_cast<int>(compiled.kernels().size()));
 }
 
