@@ -14,6 +14,7 @@
 #include <optional>
 #include <semaphore>
 #include <thread>
+#include <utility>
 
 #include "codegen/emit_cuda.hpp"
 #include "compiler_cache.hpp"
@@ -200,8 +201,9 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
     }
     loaded.push_back(*std::move(l));
   }
-  auto launch = [&](size_t i, const std::vector<cuda::DevicePtr>& buffers) {
-    return loaded[i % n]->launch(i / n, buffers, {});
+  auto launch = [&](size_t i, const std::vector<cuda::DevicePtr>& buffers,
+                    cuda::Stream stream = nullptr) {
+    return loaded[i % n]->launch(i / n, buffers, {}, stream);
   };
   // Device buffers of the first candidate's params (all candidates share them), freed on exit.
   std::vector<cuda::DevicePtr> buffers;
@@ -209,9 +211,14 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
     cuda::Driver* driver;
     std::vector<cuda::DevicePtr>* buffers;
     std::vector<cuda::Event> events;
+    cuda::Stream stream = nullptr;
+    std::vector<cuda::GraphExec> graphs;
     bool hung = false;  // a kernel still runs: freeing would wait for it
     ~Free() {
       if (hung) return;
+      for (cuda::GraphExec g : graphs)
+        if (g) (void)driver->destroy_graph(g);
+      if (stream) (void)driver->destroy_stream(stream);
       for (cuda::DevicePtr p : *buffers) (void)driver->free(p);
       for (cuda::Event e : events) (void)driver->destroy_event(e);
     }
@@ -273,20 +280,52 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
           str_cat("its output disagrees with that of ", labels[*reference_at], ": ", s.message());
     }
   }
+  // Each candidate's kRepeats launches, captured as one CUDA graph on a stream of the tuning's
+  // own, run back to back on the device without the host's launch latency between them: a
+  // kernel of a few microseconds launched one by one would time the host's launches (and a
+  // compiled graph's runs replay theirs as a graph too). Where capturing fails (a driver
+  // without graphs), the launches go one by one.
+  if (driver->has_graphs()) {
+    absl::StatusOr<cuda::Stream> stream = driver->create_stream();
+    if (stream.ok()) cleanup.stream = *stream;
+  }
+  if (cleanup.stream) {
+    cleanup.graphs.assign(candidates, nullptr);
+    for (size_t i = 0; i < candidates; ++i) {
+      if (!out[i].refused.empty()) continue;
+      absl::Status s = driver->begin_capture(cleanup.stream);
+      for (int r = 0; r < kRepeats && s.ok(); ++r) s = launch(i, buffers, cleanup.stream);
+      // Ended whatever failed (a capture left open would fail the stream's every use).
+      absl::StatusOr<cuda::GraphExec> graph = driver->end_capture(cleanup.stream);
+      if (!s.ok() && graph.ok()) (void)driver->destroy_graph(*graph);
+      if (!s.ok() || !graph.ok()) {  // one by one, all of them
+        for (cuda::GraphExec& g : cleanup.graphs)
+          if (g) (void)driver->destroy_graph(std::exchange(g, nullptr));
+        cleanup.graphs.clear();
+        break;
+      }
+      cleanup.graphs[i] = *graph;
+    }
+  }
+  const cuda::Stream stream = cleanup.graphs.empty() ? nullptr : cleanup.stream;
   loading.reset();
   CountTime measuring(Counter::kTuneMeasureMicros);
   std::vector<std::vector<double>> ms(candidates);
   for (int round = 0; round < kRounds; ++round)
     for (size_t i = 0; i < candidates; ++i) {
       if (!out[i].refused.empty()) continue;
-      LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[0], nullptr));
-      for (int r = 0; r < kRepeats; ++r) LOOM_RETURN_IF_ERROR(launch(i, buffers));
-      LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[1], nullptr));
+      LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[0], stream));
+      if (stream) {
+        LOOM_RETURN_IF_ERROR(driver->launch_graph(cleanup.graphs[i], stream));
+      } else {
+        for (int r = 0; r < kRepeats; ++r) LOOM_RETURN_IF_ERROR(launch(i, buffers));
+      }
+      LOOM_RETURN_IF_ERROR(driver->record_event(cleanup.events[1], stream));
       LOOM_RETURN_IF_ERROR(driver->synchronize_event(cleanup.events[1]));
       LOOM_ASSIGN_OR_RETURN(float t, driver->elapsed_ms(cleanup.events[0], cleanup.events[1]));
       ms[i].push_back(t / kRepeats);
     }
-  LOOM_RETURN_IF_ERROR(driver->synchronize(nullptr));
+  LOOM_RETURN_IF_ERROR(driver->synchronize(stream));
   count(Counter::kTuneMeasurements, candidates);
   for (size_t i = 0; i < candidates; ++i) {
     if (ms[i].empty()) continue;

@@ -844,6 +844,28 @@ const KernelInfo& tuned_kernel(const CompiledGraph& compiled) {
 }
 
 TEST_CASE(
+    "fake GPU: tuning times each candidate's repeated launches replayed as one CUDA graph, or "
+    "one by one where graphs fail",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  CompileOptions options;
+  options.tune = TuneLevel::kFast;
+  options.use_cache = false;
+  for (const bool graphs : {true, false}) {
+    INFO((graphs ? "with graphs" : "without"));
+    fake.no_graphs(graphs ? 0 : 1);
+    const int replays = fake.graph_launches(), launches = fake.launches();
+    const KernelInfo k = tuned_kernel(compile_for(one_softmax(), Target::cuda(90), options));
+    const int timed = static_cast<int>(k.candidates.size());
+    REQUIRE(timed > 1);
+    // Each candidate: one checked run, then 5 rounds of 10 launches (a replay each round).
+    CHECK(fake.graph_launches() - replays == (graphs ? 5 * timed : 0));
+    CHECK(fake.launches() - launches == timed * (1 + 5 * 10));
+  }
+  fake.configure(-1, 0);
+}
+
+TEST_CASE(
     "fake GPU: tuning refuses a candidate whose output disagrees with the default config's, and "
     "the kernel cache keeps why",
     "[.fake_cuda]") {
