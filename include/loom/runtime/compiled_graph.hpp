@@ -68,7 +68,8 @@ class CompiledGraph {
   // the outputs into the caller's device memory (one DeviceTensor per output, in output order,
   // with the output's dtype and shape): no copies through the host. Inputs are read in place;
   // outputs are written by the kernels that compute them. Returns when the work is complete.
-  // Errors as run()'s, and for outputs of the wrong count, dtype or shape, null addresses, or a
+  // From the second run on the same buffers (of the last few sets used), the kernels' launches
+  // are replayed as one captured CUDA graph (CompileOptions::cuda_graphs). Errors as run()'s, and for outputs of the wrong count, dtype or shape, null addresses, or a
   // graph compiled for the CPU.
   absl::Status run_on_device(const std::vector<DeviceTensor>& inputs,
                              const std::vector<DeviceTensor>& outputs) const;
