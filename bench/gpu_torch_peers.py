@@ -4,7 +4,9 @@
   2. the ResNet-50 convolution layers (conv + bias + relu) at batch 1 and 32: F.conv2d, which is
      cuDNN (torch.backends.cudnn.benchmark on), in NCHW and in channels-last; the faster counts.
   3. ResNet-50 (batch norm folded into the convolutions, as examples/models.hpp builds it) and
-     BERT-base (12 layers, sequence 128), batch 1: PyTorch eager and torch.compile.
+     BERT-base (12 layers, sequence 128), batch 1: PyTorch eager, torch.compile, and
+     torch.compile(mode="reduce-overhead"), which replays the model's kernels as a CUDA graph
+     (as loom's runs on the same buffers do).
 And of part 1's f16 BERT-base matmuls with their epilogues (F.linear with the bias, then GELU or
 the residual): eager and torch.compile (without --quick).
 
@@ -192,7 +194,8 @@ def main():
                 print(f"{name:34} {eager:10.4f} {compiled_ms:10.4f}")
 
         ResNet50, Bert = build_models(torch)
-        print(f"\n{'model f16, batch 1':34} {'eager ms':>10} {'compile ms':>10} {'compile s':>10}")
+        print(f"\n{'model f16, batch 1':34} {'eager ms':>10} {'compile ms':>10} {'compile s':>10} "
+              f"{'graphs ms':>10}")
         for name, make, shape in (("resnet50", ResNet50, (1, 3, 224, 224)),
                                   ("bert_base_seq128", Bert, (1, 128, 768))):
             model = make().to(dev, f16).eval()
@@ -218,7 +221,20 @@ def main():
                                     "peer_ms": compiled_ms, "compile_s": compile_s})
                 except Exception as e:  # no Triton, no compiler: say so, keep the rest
                     print(f"torch.compile of {name} failed: {type(e).__name__}: {e}"[:400])
-            print(f"{name:34} {eager:10.3f} {compiled_ms:10.3f} {compile_s:10.1f}")
+            graphs_ms = float("nan")
+            if not args.no_compile:
+                try:  # the same, its kernels replayed as a CUDA graph
+                    graphed = torch.compile(model, mode="reduce-overhead")
+                    for _ in range(3):  # recorded on the first calls, then replayed
+                        graphed(*args_in)
+                    torch.cuda.synchronize()
+                    graphs_ms = time_ms(torch, lambda: graphed(*args_in))
+                    records.append({"name": name, "op": "model",
+                                    "peer": "torch_compile_cudagraphs", "peer_ms": graphs_ms})
+                except Exception as e:
+                    print(f"torch.compile (reduce-overhead) of {name} failed: "
+                          f"{type(e).__name__}: {e}"[:400])
+            print(f"{name:34} {eager:10.3f} {compiled_ms:10.3f} {compile_s:10.1f} {graphs_ms:10.3f}")
 
     if args.json:
         with open(args.json, "w") as f:
