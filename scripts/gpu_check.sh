@@ -72,25 +72,35 @@ bench_timeout=1800
 [ "$part" = goals ] && bench_timeout=300
 # A candidate that faults while tuned loses the process's CUDA context, and bench_gpu fails
 # naming it ("failed on the device"); one that hangs fails it too ("did not finish within", after
-# CompileOptions::tune_candidate_timeout_s). The part then runs once more with the warpgroup templates'
-# TMA copies, clusters and persistent blocks (the paths no GPU had run before) kept out of tuning
-# (CompileOptions::template_limits), its log in NAME_limited.txt.
-safe_limits=
-for t in cuda_wgmma_gemm cuda_wgmma_conv2d; do
-  safe_limits+=${safe_limits:+,}$t:tma=0,$t:cluster=1,$t:persistent=0
-done
+# CompileOptions::tune_candidate_timeout_s). The part then runs again with the warpgroup
+# templates' newest paths kept out of tuning (CompileOptions::template_limits), its log in
+# NAME_limited.txt: first clusters and persistent blocks (TMA copies kept, their simplest form),
+# then, where a candidate still faults or hangs, TMA copies too.
+limits_of() {  # limits_of PARAM=V...: each for both warpgroup templates
+  local t p list=
+  for t in cuda_wgmma_gemm cuda_wgmma_conv2d; do
+    for p in "$@"; do list+=${list:+,}$t:$p; done
+  done
+  printf '%s' "$list"
+}
+fallback_limits=("$(limits_of cluster=1 persistent=0)" "$(limits_of tma=0 cluster=1 persistent=0)")
 run_bench() {  # run_bench NAME ARGS...: bench_gpu ARGS, its output in OUT_DIR/NAME.txt
-  local name=$1 status
+  local name=$1 status limits log
   shift
   line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" "$@" 2>&1 |
     tee "$out/$name.txt"
   status=${PIPESTATUS[0]}
-  if [ "$status" -ne 0 ] && grep -qE "failed on the device|did not finish within" "$out/$name.txt"; then
-    echo "a candidate faulted or hung: $name again with --limit $safe_limits" | tee "$out/${name}_limited.txt"
+  log=$out/$name.txt
+  for limits in "${fallback_limits[@]}"; do
+    [ "$status" -ne 0 ] && grep -qE "failed on the device|did not finish within" "$log" || break
+    echo "a candidate faulted or hung: $name again with --limit $limits" |
+      tee -a "$out/${name}_limited.txt"
     line_buffered timeout "${LOOM_GPU_BENCH_TIMEOUT:-$bench_timeout}" "$bench_bin" "$@" \
-      --limit "$safe_limits" 2>&1 | tee -a "$out/${name}_limited.txt"
+      --limit "$limits" 2>&1 | tee "$out/${name}_attempt.txt" | tee -a "$out/${name}_limited.txt"
     status=${PIPESTATUS[0]}
-  fi
+    log=$out/${name}_attempt.txt
+  done
+  rm -f "$out/${name}_attempt.txt"
   return "$status"
 }
 export -f run_case line_buffered

@@ -1125,9 +1125,10 @@ tune::Space wgmma_space(const TemplateContext& ctx) {
   s.prefer("TMA with tiles 128 columns wide or more",
            [](const tune::Config& c) { return c["tma"] == 0 || c["block_n"] >= 128; });
   // Two blocks that share B read it from L2 once (halving B's share of the L2 traffic, which
-  // for wide tiles is most of it): kFast measures TMA tiles in pairs where they pair up.
-  s.prefer("TMA tiles in clusters of two where they pair up",
-           [=](const tune::Config& c) { return WgTiles(c).cluster == 2 || !pairs(c); });
+  // for wide tiles is most of it): kFast measures TMA tiles in pairs where they pair up (and
+  // TMA tiles alone where a limit keeps clusters out).
+  s.prefer_choice("TMA tiles in clusters of two where they pair up", "cluster", 2,
+                  [](const tune::Config& c) { return WgTiles(c).tma; });
   auto split_of = split_k_choices(s, p.sm_count, blocks, [problem](const tune::Config&) {
     return problem ? ceil_div(problem->K, kWgK) : 0;
   });

@@ -101,11 +101,25 @@ std::vector<Config> Space::all() const {
   return out;
 }
 
+Space& Space::prefer_choice(std::string name, std::string param, int64_t preferred,
+                            std::function<bool(const Config&)> where) {
+  prefer_choices_.push_back({std::move(name), std::move(param), preferred, std::move(where)});
+  return *this;
+}
+
 std::vector<Config> Space::pruned() const {
   std::vector<Config> out;
+  // Whether c gives way to its twin with the preferred choice, a valid config.
+  auto gives_way = [this](const Config& c, const PreferChoice& p) {
+    if (!p.where(c) || c[p.param] == p.preferred) return false;
+    Config twin = c;
+    twin.set(p.param, p.preferred);
+    return broken_rules(twin).empty();
+  };
   for (Config& c : all()) {
     bool keep = true;
     for (const auto& rule : prefer_) keep = keep && rule.second(c);
+    for (const PreferChoice& p : prefer_choices_) keep = keep && !gives_way(c, p);
     if (keep) out.push_back(std::move(c));
   }
   if (std::find(out.begin(), out.end(), default_) == out.end() && broken_rules(default_).empty())

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -934,6 +935,19 @@ TEST_CASE(
   };
   CHECK(persistent_measured(on_132(4096, 4096, 4096)) > 0);
   CHECK(persistent_measured(on_132(128, 768, 3072)) == 0);
+  // kFast measures TMA tiles in clusters of two where they pair up, and alone where a limit
+  // keeps clusters out (as gpu_check's first fallback does).
+  auto tma_clusters = [](const tune::Space& sp) {
+    std::map<int64_t, int> n;
+    for (const tune::Config& c : sp.pruned())
+      if (c["tma"] == 1) ++n[c["cluster"]];
+    return n;
+  };
+  tune::Space big = on_132(4096, 4096, 4096);
+  CHECK(tma_clusters(big)[2] > 0);
+  CHECK(tma_clusters(big)[1] == 0);
+  REQUIRE(big.limit("cluster", {1}).ok());
+  CHECK(tma_clusters(big)[1] > 0);
 }
 
 TEST_CASE(

@@ -418,6 +418,38 @@ TEST_CASE("tune::Space::limit keeps the allowed choices and moves a default that
 }
 
 TEST_CASE(
+    "tune::Space::prefer_choice leaves a config out only where its twin with the preferred "
+    "choice is valid",
+    "[tune]") {
+  // b = 2 is preferred where a > 1; a * b <= 4 rules out {4, 2}.
+  auto space = [] {
+    tune::Space s;
+    s.param("a", {1, 2, 4}).param("b", {1, 2}).rule("a * b <= 4", [](const tune::Config& c) {
+      return c["a"] * c["b"] <= 4;
+    });
+    s.prefer_choice("b = 2 where a > 1", "b", 2, [](const tune::Config& c) { return c["a"] > 1; });
+    s.default_config(tune::Config({{"a", 1}, {"b", 1}}));
+    return s;
+  };
+  auto has = [](const std::vector<tune::Config>& cs, int64_t a, int64_t b) {
+    return std::find(cs.begin(), cs.end(), tune::Config({{"a", a}, {"b", b}})) != cs.end();
+  };
+  const std::vector<tune::Config> pruned = space().pruned();
+  CHECK(pruned.size() == 4);
+  CHECK(has(pruned, 1, 1));  // a = 1: not picked
+  CHECK(has(pruned, 1, 2));
+  CHECK(!has(pruned, 2, 1));  // its twin {2, 2} is valid
+  CHECK(has(pruned, 2, 2));
+  CHECK(has(pruned, 4, 1));  // its twin {4, 2} breaks the rule
+  // Limited to b = 1, the preferred choice is gone: every config stays.
+  tune::Space limited = space();
+  REQUIRE(limited.limit("b", {1}).ok());
+  const std::vector<tune::Config> kept = limited.pruned();
+  CHECK(kept.size() == 3);
+  CHECK(has(kept, 2, 1));
+}
+
+TEST_CASE(
     "CompileOptions::template_limits: the default and every candidate keep them, tunings "
     "under other limits are cached apart, and bad limits are clear errors",
     "[gemm][template][tune]") {

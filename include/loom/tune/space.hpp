@@ -58,6 +58,12 @@ class Space {
   Space& rule(std::string name, std::function<bool(const Config&)> valid);
   // A rule of the pruned space kFast measures (for example "uses at least 3/4 of the registers").
   Space& prefer(std::string name, std::function<bool(const Config&)> keep);
+  // A rule of the pruned space that prefers value `preferred` of parameter `param` among the
+  // configs `where` picks: such a config with another value is left out where the same config
+  // with `preferred` is valid. Where a limit or a rule removes `preferred`, the others stay (a
+  // prefer rule would leave them out too).
+  Space& prefer_choice(std::string name, std::string param, int64_t preferred,
+                       std::function<bool(const Config&)> where);
   // The config kNone uses without measuring; it must be valid.
   Space& default_config(Config c);
   // Keeps only the choices of parameter `name` among `allowed` (in their order). Where the
@@ -80,6 +86,12 @@ class Space {
  private:
   std::vector<std::pair<std::string, std::vector<int64_t>>> params_;
   std::vector<std::pair<std::string, std::function<bool(const Config&)>>> rules_, prefer_;
+  struct PreferChoice {
+    std::string name, param;
+    int64_t preferred;
+    std::function<bool(const Config&)> where;
+  };
+  std::vector<PreferChoice> prefer_choices_;
   Config default_;
 };
 
