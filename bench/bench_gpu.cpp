@@ -633,6 +633,14 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
   return true;
 }
 
+// Ends the program once the device was used: output flushed, without teardown. A candidate that
+// hung while tuned (an error of its own, or of the tunings after it) still runs, and tearing
+// down (cuBLAS's handle, modules) would wait for it until the caller's timeout.
+[[noreturn]] void finish(int code) {
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -735,7 +743,7 @@ int main(int argc, char** argv) {
       if (!r.ok()) {
         std::fprintf(stderr, "bench_gpu: %s: %s\n", t.to_string().c_str(),
                      r.status().ToString().c_str());
-        return 1;
+        finish(1);
       }
       if (!std::isnan(r->peer_ms)) {
         log_ratio += std::log(r->peer_ms / r->loom_ms);
@@ -766,7 +774,7 @@ int main(int argc, char** argv) {
         if (!r.ok()) {
           std::fprintf(stderr, "bench_gpu: %s: %s\n", c.name.c_str(),
                        r.status().ToString().c_str());
-          return 1;
+          finish(1);
         }
         const double peer_ms = r->cublas_ms + r->epilogue_ms;
         if (!std::isnan(peer_ms)) {
@@ -802,7 +810,7 @@ int main(int argc, char** argv) {
     // that share B, a block per tile or persistent blocks walking tiles, side by side.
     if (t != loom::DType::f16() || props->sm_arch != 90 || quick || !chosen.empty()) continue;
     // What the goals are judged by is written before these.
-    if (!json_path.empty() && !loom_bench::write_records(records, json_path)) return 1;
+    if (!json_path.empty() && !loom_bench::write_records(records, json_path)) finish(1);
     std::printf("\n%-52s %10s %10s %8s\n", "wgmma configs, f16 4096^3", "loom ms", "cublas ms",
                 "ratio");
     // warpgroups, block_n, stages, tma, cluster, persistent
@@ -860,8 +868,8 @@ int main(int argc, char** argv) {
   }
   if (only != "gemm" && !bench_models(target, options, **driver, props->name, quick,
                                       only != "convs", records))
-    return 1;
-  if (!json_path.empty() && !loom_bench::write_records(records, json_path)) return 1;
+    finish(1);
+  if (!json_path.empty() && !loom_bench::write_records(records, json_path)) finish(1);
   if (wrong) std::printf("bench_gpu: loom's results differ from cuBLAS's beyond rounding\n");
-  return wrong ? 1 : 0;
+  finish(wrong ? 1 : 0);
 }
