@@ -532,9 +532,13 @@ CUresult graph_launch(CUgraphExec exec, CUstream s) {
   if (CUresult r = health()) return r;
   if (!exec || capturing(s)) return CUDA_ERROR_INVALID_VALUE;
   count(state().graph_launches);
-  static uint64_t zeros[64] = {};
-  static void* no_params[64];
-  for (void*& p : no_params) p = zeros;
+  // Kernels without source captured no parameters: pointers to zeros stand in for them.
+  static void** const no_params = [] {
+    static uint64_t zeros[64] = {};
+    static void* p[64];
+    for (void*& q : p) q = zeros;
+    return p;
+  }();
   for (CapturedLaunch& c : reinterpret_cast<FakeGraph*>(exec)->launches) {
     std::vector<void*> params;
     for (CapturedLaunch::Param& p : c.params) params.push_back(p.bytes.data());
