@@ -289,25 +289,24 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
     absl::StatusOr<cuda::Stream> stream = driver->create_stream();
     if (stream.ok()) cleanup.stream = *stream;
   }
-  if (cleanup.stream) {
+  bool replay = cleanup.stream != nullptr;
+  if (replay) {
     cleanup.graphs.assign(candidates, nullptr);
     for (size_t i = 0; i < candidates; ++i) {
       if (!out[i].refused.empty()) continue;
-      absl::Status s = driver->begin_capture(cleanup.stream);
-      for (int r = 0; r < kRepeats && s.ok(); ++r) s = launch(i, buffers, cleanup.stream);
-      // Ended whatever failed (a capture left open would fail the stream's every use).
-      absl::StatusOr<cuda::GraphExec> graph = driver->end_capture(cleanup.stream);
-      if (!s.ok() && graph.ok()) (void)driver->destroy_graph(*graph);
-      if (!s.ok() || !graph.ok()) {  // one by one, all of them
-        for (cuda::GraphExec& g : cleanup.graphs)
-          if (g) (void)driver->destroy_graph(std::exchange(g, nullptr));
-        cleanup.graphs.clear();
+      absl::StatusOr<cuda::GraphExec> graph = driver->capture(cleanup.stream, [&] {
+        absl::Status s;
+        for (int r = 0; r < kRepeats && s.ok(); ++r) s = launch(i, buffers, cleanup.stream);
+        return s;
+      });
+      if (!graph.ok()) {  // one by one, all of them (the graphs made go with `cleanup`)
+        replay = false;
         break;
       }
       cleanup.graphs[i] = *graph;
     }
   }
-  const cuda::Stream stream = cleanup.graphs.empty() ? nullptr : cleanup.stream;
+  const cuda::Stream stream = replay ? cleanup.stream : nullptr;
   loading.reset();
   CountTime measuring(Counter::kTuneMeasureMicros);
   std::vector<std::vector<double>> ms(candidates);

@@ -444,21 +444,22 @@ absl::Status no_graphs() {
 }
 }  // namespace
 
-absl::Status Driver::begin_capture(Stream stream) {
+absl::StatusOr<GraphExec> Driver::capture(Stream stream,
+                                          const std::function<absl::Status()>& launches) {
   if (!api_->has_graphs()) return no_graphs();
   // Thread-local: other threads' calls (another graph's allocations) do not break the capture.
-  return api_->check(api_->stream_begin_capture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
-                     "cuStreamBeginCapture");
-}
-
-absl::StatusOr<GraphExec> Driver::end_capture(Stream stream) {
-  if (!api_->has_graphs()) return no_graphs();
-  CUgraph graph = nullptr;
-  LOOM_RETURN_IF_ERROR(api_->check(api_->stream_end_capture(stream, &graph), "cuStreamEndCapture"));
+  LOOM_RETURN_IF_ERROR(
+      api_->check(api_->stream_begin_capture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+                  "cuStreamBeginCapture"));
+  const absl::Status launched = launches();
+  CUgraph graph = nullptr;  // the capture ends whatever failed: left open, it breaks the stream
+  const absl::Status ended =
+      api_->check(api_->stream_end_capture(stream, &graph), "cuStreamEndCapture");
   CUgraphExec exec = nullptr;
-  const absl::Status made =
-      api_->check(api_->graph_instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
-  (void)api_->graph_destroy(graph);  // the executable graph keeps what it needs
+  absl::Status made = launched.ok() ? ended : launched;
+  if (made.ok())
+    made = api_->check(api_->graph_instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+  if (graph) (void)api_->graph_destroy(graph);  // the executable graph keeps what it needs
   LOOM_RETURN_IF_ERROR(made);
   return exec;
 }
@@ -521,8 +522,9 @@ absl::Status Driver::synchronize_event(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<bool> Driver::event_done(Event) { LOOM_NO_CUDA; }
 absl::StatusOr<float> Driver::elapsed_ms(Event, Event) { LOOM_NO_CUDA; }
 bool Driver::has_graphs() const { return false; }
-absl::Status Driver::begin_capture(Stream) { LOOM_NO_CUDA; }
-absl::StatusOr<GraphExec> Driver::end_capture(Stream) { LOOM_NO_CUDA; }
+absl::StatusOr<GraphExec> Driver::capture(Stream, const std::function<absl::Status()>&) {
+  LOOM_NO_CUDA;
+}
 absl::Status Driver::launch_graph(GraphExec, Stream) { LOOM_NO_CUDA; }
 absl::Status Driver::destroy_graph(GraphExec) { LOOM_NO_CUDA; }
 // clang-format on

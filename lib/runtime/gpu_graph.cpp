@@ -209,11 +209,9 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   };
   if (graphs && graph == d.graphs.end() &&
       std::find(recent.begin(), recent.end(), address) != recent.end()) {
-    absl::Status began = driver.begin_capture(d.stream);
-    absl::Status launched = began.ok() ? launch_each(d.stream) : began;
     absl::StatusOr<runtime::cuda::GraphExec> captured =
-        began.ok() ? driver.end_capture(d.stream) : absl::StatusOr<runtime::cuda::GraphExec>(began);
-    if (launched.ok() && captured.ok()) {
+        driver.capture(d.stream, [&] { return launch_each(d.stream); });
+    if (captured.ok()) {
       if (d.graphs.size() == GpuProgram::Device::kGraphs) {
         (void)driver.destroy_graph(d.graphs.front().exec);
         d.graphs.erase(d.graphs.begin());
@@ -222,7 +220,6 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
       graph = d.graphs.end() - 1;
       forget();
     } else {
-      if (captured.ok()) (void)driver.destroy_graph(*captured);
       d.graphs_failed = true;
     }
   }

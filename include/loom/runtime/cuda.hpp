@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -139,14 +140,13 @@ class Driver {
   // Milliseconds between two recorded, completed events.
   absl::StatusOr<float> elapsed_ms(Event start, Event end);
 
-  // CUDA graphs: the kernel launches this thread queues on `stream` between begin_capture and
-  // end_capture are recorded, not run, and become one executable graph, which launch_graph
-  // queues on any stream as one launch (with their parameters as they were at capture).
-  // Unimplemented where the driver lacks them (has_graphs false). A failed end_capture leaves
-  // nothing to destroy.
+  // CUDA graphs: the kernel launches `launches` queues on `stream` (from this thread) are
+  // recorded, not run, and become one executable graph, which launch_graph queues on any stream
+  // as one launch (with their parameters as they were at capture). An error of `launches` or of
+  // the capture ends the capture and leaves nothing to destroy. Unimplemented where the driver
+  // lacks graphs (has_graphs false).
   bool has_graphs() const;
-  absl::Status begin_capture(Stream stream);
-  absl::StatusOr<GraphExec> end_capture(Stream stream);
+  absl::StatusOr<GraphExec> capture(Stream stream, const std::function<absl::Status()>& launches);
   absl::Status launch_graph(GraphExec graph, Stream stream);
   absl::Status destroy_graph(GraphExec graph);
 
