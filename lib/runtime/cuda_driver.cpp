@@ -80,6 +80,8 @@ struct Driver::Api {
   decltype(&::cuGraphLaunch) graph_launch = nullptr;
   decltype(&::cuGraphDestroy) graph_destroy = nullptr;
   decltype(&::cuGraphExecDestroy) graph_exec_destroy = nullptr;
+  decltype(&::cuStreamIsCapturing) stream_is_capturing = nullptr;
+  decltype(&::cuEventRecordWithFlags) event_record_with_flags = nullptr;
   bool has_graphs() const {
     return stream_begin_capture && stream_end_capture && graph_instantiate && graph_launch &&
            graph_destroy && graph_exec_destroy;
@@ -189,6 +191,11 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   resolve("cuGraphLaunch", api->graph_launch);
   resolve("cuGraphDestroy", api->graph_destroy);
   resolve("cuGraphExecDestroy", api->graph_exec_destroy);
+  status = absl::OkStatus();
+  // Runs queued inside a caller's stream capture (their order against runs outside it).
+  resolve("cuStreamIsCapturing", api->stream_is_capturing);
+  status = absl::OkStatus();
+  resolve("cuEventRecordWithFlags", api->event_record_with_flags);
   status = absl::OkStatus();
   LOOM_RETURN_IF_ERROR(api->check(api->init(0), "cuInit"));
   return api;
@@ -464,6 +471,30 @@ absl::StatusOr<GraphExec> Driver::capture(Stream stream,
   return exec;
 }
 
+absl::StatusOr<bool> Driver::capturing(Stream stream) {
+  if (!api_->stream_is_capturing) return false;  // a driver without it cannot capture either
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  LOOM_RETURN_IF_ERROR(
+      api_->check(api_->stream_is_capturing(stream, &status), "cuStreamIsCapturing"));
+  if (status == CU_STREAM_CAPTURE_STATUS_INVALIDATED)
+    return absl::FailedPreconditionError(
+        "the stream's CUDA graph capture was invalidated by an earlier call (end the capture "
+        "and begin again)");
+  return status == CU_STREAM_CAPTURE_STATUS_ACTIVE;
+}
+
+absl::Status Driver::record_event_in_capture(Event event, Stream stream) {
+  if (!api_->event_record_with_flags)
+    return absl::UnimplementedError("the CUDA driver has no cuEventRecordWithFlags (CUDA 11.1)");
+  return api_->check(api_->event_record_with_flags(event, stream, CU_EVENT_RECORD_EXTERNAL),
+                     "cuEventRecordWithFlags");
+}
+
+absl::Status Driver::wait_event_in_capture(Stream stream, Event event) {
+  return api_->check(api_->stream_wait_event(stream, event, CU_EVENT_WAIT_EXTERNAL),
+                     "cuStreamWaitEvent");
+}
+
 absl::Status Driver::launch_graph(GraphExec graph, Stream stream) {
   if (!api_->has_graphs()) return no_graphs();
   return api_->check(api_->graph_launch(graph, stream), "cuGraphLaunch");
@@ -525,6 +556,9 @@ bool Driver::has_graphs() const { return false; }
 absl::StatusOr<GraphExec> Driver::capture(Stream, const std::function<absl::Status()>&) {
   LOOM_NO_CUDA;
 }
+absl::StatusOr<bool> Driver::capturing(Stream) { LOOM_NO_CUDA; }
+absl::Status Driver::record_event_in_capture(Event, Stream) { LOOM_NO_CUDA; }
+absl::Status Driver::wait_event_in_capture(Stream, Event) { LOOM_NO_CUDA; }
 absl::Status Driver::launch_graph(GraphExec, Stream) { LOOM_NO_CUDA; }
 absl::Status Driver::destroy_graph(GraphExec) { LOOM_NO_CUDA; }
 // clang-format on

@@ -125,6 +125,24 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
                                              const GpuRun& run) {
   GpuProgram& p = *g.gpu;
   std::lock_guard<std::mutex> lock(p.mu);
+  // A run queued on a stream the caller is capturing into a CUDA graph (an engine capturing its
+  // whole step) is captured, not run: its kernel launches and device copies become nodes of the
+  // caller's graph, which each replay runs on the buffers of this call. Nothing here may then
+  // synchronize or use the stream outside the capture's rules (that would invalidate the
+  // caller's capture): the graph's own CUDA graphs are neither captured nor launched, and the
+  // order against runs outside the capture goes through external event nodes.
+  bool in_capture = false;
+  absl::StatusOr<Driver*> loaded = Driver::get();  // (without one, preparing says so)
+  if (run.enqueue && loaded.ok()) {
+    absl::StatusOr<bool> capturing = (*loaded)->capturing(run.stream);
+    if (!capturing.ok()) return during(capturing.status(), "enqueueing the graph");
+    in_capture = *capturing;
+  }
+  if (in_capture && !p.device)
+    return absl::FailedPreconditionError(
+        "enqueue_on_device() inside a CUDA graph capture before the graph's first run: the "
+        "first run loads its kernels, allocates its device memory and uploads its constants, "
+        "which a capture does not allow; run it once before capturing");
   if (!p.device) {
     absl::StatusOr<std::unique_ptr<GpuProgram::Device>> d = prepare(g, p, shapes);
     if (!d.ok()) return during(d.status(), "preparing the graph on the GPU");
@@ -135,12 +153,18 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   const runtime::cuda::Stream stream = run.enqueue ? run.stream : d.stream;
   LOOM_RETURN_IF_ERROR(during(driver.set_current(d.context), "running the graph on the GPU"));
   // Once queued work fails, what was queued finishes before the error returns.
+  // (Not inside a capture, where nothing was queued to run.)
   auto fail = [&](const absl::Status& s, const std::string& what) {
-    (void)driver.synchronize(stream);
+    if (!in_capture) (void)driver.synchronize(stream);
     return during(s, what);
   };
-  if (d.last_stream != stream)
+  if (in_capture) {
+    // Each replay waits for the run last recorded outside it.
+    LOOM_RETURN_IF_ERROR(
+        during(driver.wait_event_in_capture(stream, d.done), "ordering after the last run"));
+  } else if (d.done_in_capture || d.last_stream != stream) {
     LOOM_RETURN_IF_ERROR(during(driver.wait_event(stream, d.done), "ordering after the last run"));
+  }
 
   // Where each slot lives in this run: the caller's memory for device inputs and outputs.
   std::vector<DevicePtr> address = d.address;
@@ -199,8 +223,8 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   // tensor maps included, name the buffers), as do timed runs. A capture that fails (a driver
   // without graphs) is not tried again.
   using Graph = GpuProgram::Device::Graph;
-  const bool graphs = p.cuda_graphs && !run.launch_ms && !d.graphs_failed && driver.has_graphs() &&
-                      g.launches.size() > 1;
+  const bool graphs = p.cuda_graphs && !run.launch_ms && !in_capture && !d.graphs_failed &&
+                      driver.has_graphs() && g.launches.size() > 1;
   auto graph = std::find_if(d.graphs.begin(), d.graphs.end(),
                             [&](const Graph& c) { return c.address == address; });
   std::vector<std::vector<DevicePtr>>& recent = d.launched_one_by_one;
@@ -235,7 +259,7 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     }
     absl::Status s = launch_each(stream);
     if (!s.ok()) {
-      (void)driver.synchronize(stream);
+      if (!in_capture) (void)driver.synchronize(stream);
       return s;
     }
   }
@@ -263,9 +287,11 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     if (!s.ok()) return fail(s, "copying output '" + name + "' from the GPU");
     outputs.push_back(*std::move(out));
   }
-  absl::Status s = driver.record_event(d.done, stream);
+  absl::Status s = in_capture ? driver.record_event_in_capture(d.done, stream)
+                              : driver.record_event(d.done, stream);
   if (!s.ok()) return fail(s, "running the graph on the GPU");
   d.last_stream = stream;
+  d.done_in_capture = in_capture;
   if (run.enqueue) return outputs;
   // Kernel faults surface here, when the stream's work completes.
   LOOM_RETURN_IF_ERROR(during(driver.synchronize(stream), "running the graph on the GPU"));

@@ -41,8 +41,11 @@ struct GpuProgram {
     std::vector<runtime::cuda::Event> events;       // two per launch, for profile()
     // Recorded where the last run's work ended (at first, on the empty `stream`), on
     // last_stream: a run queued on another stream waits for it (runs share the intermediates).
+    // done_in_capture: the last run was queued inside the caller's stream capture, and `done`
+    // is recorded where the captured graph's replays end: any later run waits for it.
     runtime::cuda::Event done = nullptr;
     runtime::cuda::Stream last_stream = nullptr;
+    bool done_in_capture = false;
     // The kernel launches captured as CUDA graphs, each for the slot addresses it was captured
     // with (the most recently used last, kGraphs at most); the addresses of the last runs that
     // launched their kernels one by one (as many); whether a capture failed (the launches then

@@ -423,6 +423,102 @@ void runs_on_two_buffer_sets(const Graph& g, const CompiledGraph& compiled,
   }
 }
 
+// An engine capturing its own stream into a CUDA graph around a run of `compiled` (of
+// device_io_graph, never run before): refused before the graph's first run, the caller's capture
+// left valid; after it, the run's launches and copies become nodes of the caller's graph, which
+// each of three replays runs on fresh inputs, every output checked against the reference. Between
+// replays, runs outside the capture on a second set of buffers, queued on the caller's stream (the
+// first right after the capture) or on the graph's own, checked too. Where `fake` is the stand-in
+// driver, it counts: no launch at capture, every kernel once a replay, and the run queued on the
+// caller's stream right after the capture waiting for the captured run's end.
+void captured_by_the_caller(const Graph& g, const CompiledGraph& compiled,
+                            const FakeDriver* fake = nullptr) {
+  DeviceArrays mem;
+  cuda::Driver& driver = *mem.driver;
+  absl::StatusOr<cuda::Stream> engine = driver.create_stream();
+  REQUIRE(engine.ok());
+  std::vector<std::vector<DeviceTensor>> in(2), out(2);
+  for (int set = 0; set < 2; ++set) {
+    for (const NDArray& a : device_io_inputs()) in[set].push_back(mem.upload(a));
+    out[set] = poisoned_outputs(mem, compiled);
+  }
+  // A capture of the engine's stream around a run of buffer set 0 queued on it.
+  absl::Status queued;
+  auto capture = [&] {
+    return driver.capture(*engine, [&] {
+      queued = compiled.enqueue_on_device(in[0], out[0], *engine);
+      return absl::OkStatus();  // the capture ends as the run left it
+    });
+  };
+  {
+    absl::StatusOr<cuda::GraphExec> early = capture();
+    CHECK(queued.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(queued.message()), Catch::Contains("run it once before capturing"));
+    INFO(early.status().ToString());
+    REQUIRE(early.ok());  // the caller's capture was left valid
+    REQUIRE(driver.destroy_graph(*early).ok());
+  }
+  REQUIRE(compiled.run_on_device(in[0], out[0]).ok());
+  const int launched = fake ? fake->launches() : 0;
+  absl::StatusOr<cuda::GraphExec> exec = capture();
+  INFO(queued.ToString());
+  REQUIRE(queued.ok());
+  INFO(exec.status().ToString());
+  REQUIRE(exec.ok());
+  if (fake) CHECK(fake->launches() == launched);  // captured, not run
+
+  // Fresh inputs in buffer set `set`, its outputs poisoned (NaN bytes) in place; the reference's
+  // outputs for them.
+  auto refill = [&](int set) {
+    const std::vector<NDArray> values = device_io_inputs();
+    for (size_t k = 0; k < values.size(); ++k)
+      REQUIRE(driver
+                  .copy_to_device(in[set][k].address, values[k].data(),
+                                  static_cast<size_t>(values[k].nbytes()))
+                  .ok());
+    for (const DeviceTensor& t : out[set]) {
+      const std::vector<char> poison(static_cast<size_t>(num_elements(t.shape) * t.dtype.bytes()),
+                                     static_cast<char>(0xff));
+      REQUIRE(driver.copy_to_device(t.address, poison.data(), poison.size()).ok());
+    }
+    return loom::testing::reference_run(g, values);
+  };
+  auto check = [&](int set, const std::vector<NDArray>& want) {
+    REQUIRE(want.size() == out[set].size());
+    for (size_t o = 0; o < want.size(); ++o) {
+      INFO("buffer set " << set << ", output " << o);
+      require_close(mem.download(out[set][o]), want[o], 1e-5);
+    }
+  };
+  const int kernels = static_cast<int>(compiled.kernels().size());
+  for (int round = 0; round < 3; ++round) {
+    INFO("replay " << round);
+    const std::vector<NDArray> want = refill(0);
+    const int launches = fake ? fake->launches() : 0, replays = fake ? fake->graph_launches() : 0;
+    REQUIRE(driver.launch_graph(*exec, *engine).ok());
+    REQUIRE(driver.synchronize(*engine).ok());
+    if (fake) {
+      CHECK(fake->launches() - launches == kernels);
+      CHECK(fake->graph_launches() - replays == 1);
+    }
+    check(0, want);
+    // A run outside the capture, on the other buffers, sharing the graph's intermediates.
+    const std::vector<NDArray> other = refill(1);
+    if (round % 2 == 0) {
+      const int waits = fake ? fake->stream_waits() : 0;
+      REQUIRE(compiled.enqueue_on_device(in[1], out[1], *engine).ok());
+      if (fake) CHECK(fake->stream_waits() - waits == 1);
+      REQUIRE(driver.synchronize(*engine).ok());
+    } else {
+      REQUIRE(compiled.run_on_device(in[1], out[1]).ok());
+    }
+    check(1, other);
+    check(0, want);  // left alone
+  }
+  REQUIRE(driver.destroy_graph(*exec).ok());
+  REQUIRE(driver.destroy_stream(*engine).ok());
+}
+
 // The stand-in driver runs the kernels of compiled (made with a kernel cache in cache_dir) in the
 // CUDA emulator: the module's cache entry holds its cubin and its CUDA source.
 void emulate_kernels(const FakeDriver& fake, const CompiledGraph& compiled,
@@ -665,6 +761,19 @@ TEST_CASE(
   CompiledGraph compiled = compile_for(g, Target::cuda(sm), options);
   REQUIRE(compiled.kernels().size() >= 2);
   runs_on_two_buffer_sets(g, compiled, tma_gemm_inputs, 2e-2);
+}
+
+TEST_CASE(
+    "CUDA graphs: a run queued inside the caller's stream capture replays in the caller's graph "
+    "and matches the reference",
+    "[cuda][cuda_graph]") {
+  const int sm = gpu_sm_arch();
+  if (sm == 0) {
+    std::printf("[cuda] no GPU here: runs inside a caller's capture not checked\n");
+    return;
+  }
+  const Graph g = device_io_graph();
+  captured_by_the_caller(g, compile_for(g, Target::cuda(sm)));
 }
 
 TEST_CASE("fake GPU: a graph runs through device memory, copies and one launch per kernel",
@@ -1169,6 +1278,20 @@ TEST_CASE(
   CompiledGraph failing = compile_for(g, Target::cuda(90), options);
   CHECK(host_runs(fake, g, failing, 3) == 0);
   fake.configure(-1, 0);
+}
+
+TEST_CASE(
+    "fake GPU: a run queued inside the caller's stream capture becomes nodes of the caller's "
+    "CUDA graph, whose replays match the reference",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = device_io_graph();
+  CompiledGraph compiled =
+      compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
+  REQUIRE(compiled.kernels().size() >= 2);
+  emulate_kernels(fake, compiled, dir.path());
+  captured_by_the_caller(g, compiled, &fake);
 }
 
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {

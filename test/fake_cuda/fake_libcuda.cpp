@@ -21,10 +21,16 @@
 // A hung kernel through loom_fake_cuda_hang(prefix): after a launch of a kernel named with that
 // prefix, cuEventQuery answers CUDA_ERROR_NOT_READY until the next configure.
 // CUDA graphs: launches on a stream being captured are recorded (their parameters copied: 8 bytes
-// each, or a tensor map's 128; none for kernels without source) and replayed, each counted as a
-// launch, by cuGraphLaunch (counted: loom_fake_cuda_graph_launches). Copies, event records and
-// synchronizations of a capturing stream fail as the real driver's do. loom_fake_cuda_no_graphs
-// makes cuGraphInstantiateWithFlags fail (a driver that cannot instantiate the graph).
+// each, or a tensor map's 128; none for kernels without source), as are copies between device
+// buffers, and replayed in order, each launch counted, by cuGraphLaunch (counted:
+// loom_fake_cuda_graph_launches). External event records and waits (CU_EVENT_RECORD_EXTERNAL,
+// CU_EVENT_WAIT_EXTERNAL) are allowed in a capture and nothing to replay (the stand-in runs
+// everything at once). What a capture cannot hold fails and invalidates the capture, as on the
+// real driver (cuStreamEndCapture then fails): synchronizing the stream, copies through the host,
+// launching a graph, a wait without the external flag (for an event recorded outside the
+// capture), and, stricter than the real driver, a plain event record (inside a capture it would
+// order only work of that capture, which loom never means). loom_fake_cuda_no_graphs makes
+// cuGraphInstantiateWithFlags fail (a driver that cannot instantiate the graph).
 
 #include <cuda.h>
 #include <elf.h>
@@ -83,7 +89,8 @@ struct FakeFunction {
   int dynamic_shared_limit = 48 * 1024;  // raised by cuFuncSetAttribute, as on a GPU
 };
 
-// A captured launch: the kernel, its shape and a copy of its parameters' bytes.
+// A captured launch: the kernel, its shape and a copy of its parameters' bytes; or (f null) a
+// captured copy between device buffers.
 struct CapturedLaunch {
   struct alignas(64) Param {  // a tensor map's alignment
     std::array<char, sizeof(CUtensorMap)> bytes;
@@ -91,9 +98,12 @@ struct CapturedLaunch {
   CUfunction f;
   std::array<unsigned, 7> shape;  // grid, block, dynamic shared bytes
   std::vector<Param> params;
+  CUdeviceptr copy_dst = 0, copy_src = 0;
+  size_t copy_bytes = 0;
 };
 struct FakeGraph {
   std::vector<CapturedLaunch> launches;
+  bool invalidated = false;  // a call the capture cannot hold was made
 };
 
 // The opt-in shared memory of an H100 block.
@@ -138,6 +148,12 @@ constexpr ErrorText kErrors[] = {
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
     {CUDA_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS",
      "an illegal memory access was encountered"},
+    {CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+     "operation not permitted when stream is capturing"},
+    {CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+     "operation failed due to a previous error during capture"},
+    {CUDA_ERROR_STREAM_CAPTURE_ISOLATION, "CUDA_ERROR_STREAM_CAPTURE_ISOLATION",
+     "dependency created which crosses the capture sequence boundary"},
 };
 
 // *out = the name (or text) of r, as cuGetErrorName (cuGetErrorString) gives it.
@@ -322,10 +338,13 @@ FakeGraph* captured_into(CUstream stream) {
   return it == state().capturing.end() ? nullptr : it->second.get();
 }
 
-// Whether `stream` is being captured: the calls that cannot be captured fail.
-bool capturing(CUstream stream) {
+// Whether `stream` is being captured; if so, a call that cannot be captured was made: it fails
+// and the capture is invalidated.
+bool refused_in_capture(CUstream stream) {
   std::lock_guard<std::mutex> lock(state().mu);
-  return captured_into(stream) != nullptr;
+  FakeGraph* graph = captured_into(stream);
+  if (graph) graph->invalidated = true;
+  return graph != nullptr;
 }
 
 CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
@@ -338,6 +357,7 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
   {
     std::lock_guard<std::mutex> lock(state().mu);
     if (FakeGraph* graph = captured_into(stream)) {
+      if (graph->invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
       const auto* fn = reinterpret_cast<const FakeFunction*>(f);
       CapturedLaunch c{f, {gx, gy, gz, bx, by, bz, shared_bytes}, {}};
       for (size_t k = 0; k < fn->params; ++k) {
@@ -412,7 +432,7 @@ CUresult stream_destroy(CUstream s) {
   return health();
 }
 CUresult stream_synchronize(CUstream s) {
-  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  if (refused_in_capture(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   return health();
 }
 
@@ -450,17 +470,28 @@ CUresult dtoh(void* dst, CUdeviceptr src, size_t n) {
   return CUDA_SUCCESS;
 }
 CUresult htod_async(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
-  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  if (refused_in_capture(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   return htod(dst, src, n);
 }
 CUresult dtoh_async(void* dst, CUdeviceptr src, size_t n, CUstream s) {
-  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  if (refused_in_capture(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   return dtoh(dst, src, n);
 }
 CUresult dtod_async(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   if (CUresult r = health()) return r;
   if (!inside(dst, n) || !inside(src, n)) return CUDA_ERROR_INVALID_VALUE;
+  {
+    std::lock_guard<std::mutex> lock(state().mu);
+    if (FakeGraph* graph = captured_into(s)) {
+      if (graph->invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+      CapturedLaunch copy{};
+      copy.copy_dst = dst;
+      copy.copy_src = src;
+      copy.copy_bytes = n;
+      graph->launches.push_back(std::move(copy));
+      return CUDA_SUCCESS;
+    }
+  }
   std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
   return CUDA_SUCCESS;
 }
@@ -475,8 +506,19 @@ CUresult event_destroy(CUevent e) {
   return CUDA_SUCCESS;
 }
 CUresult event_record(CUevent, CUstream s) {
-  if (capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  if (refused_in_capture(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   return health();
+}
+// In a capture only with the external flag (a node of the graph), outside only without.
+CUresult event_record_with_flags(CUevent e, CUstream s, unsigned int flags) {
+  if (CUresult r = health()) return r;
+  std::lock_guard<std::mutex> lock(state().mu);
+  FakeGraph* graph = captured_into(s);
+  if (!e || flags != (graph ? CU_EVENT_RECORD_EXTERNAL : 0u)) {
+    if (graph) graph->invalidated = true;
+    return graph ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : CUDA_ERROR_INVALID_VALUE;
+  }
+  return graph && graph->invalidated ? CUDA_ERROR_STREAM_CAPTURE_INVALIDATED : CUDA_SUCCESS;
 }
 CUresult event_synchronize(CUevent) { return health(); }
 CUresult event_query(CUevent) {
@@ -484,10 +526,28 @@ CUresult event_query(CUevent) {
   std::lock_guard<std::mutex> lock(state().mu);
   return state().hung ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
-CUresult stream_wait_event(CUstream, CUevent e, unsigned int flags) {
+// The events here are never recorded inside a capture: a capturing stream waits for one only
+// with the external flag (a node of the graph), and the flag is refused outside a capture.
+CUresult stream_wait_event(CUstream s, CUevent e, unsigned int flags) {
   if (CUresult r = health()) return r;
-  count(state().stream_waits);
-  return e && flags == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().mu);
+  ++state().stream_waits;
+  if (!e || flags > CU_EVENT_WAIT_EXTERNAL) return CUDA_ERROR_INVALID_VALUE;
+  FakeGraph* graph = captured_into(s);
+  if (!graph) return flags == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  if (flags == 0) graph->invalidated = true;
+  return graph->invalidated ? (flags == 0 ? CUDA_ERROR_STREAM_CAPTURE_ISOLATION
+                                          : CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)
+                            : CUDA_SUCCESS;
+}
+CUresult stream_is_capturing(CUstream s, CUstreamCaptureStatus* status) {
+  if (!status) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().mu);
+  const FakeGraph* graph = captured_into(s);
+  *status = !graph               ? CU_STREAM_CAPTURE_STATUS_NONE
+            : graph->invalidated ? CU_STREAM_CAPTURE_STATUS_INVALIDATED
+                                 : CU_STREAM_CAPTURE_STATUS_ACTIVE;
+  return CUDA_SUCCESS;
 }
 CUresult event_elapsed(float* ms, CUevent, CUevent) {
   if (CUresult r = health()) return r;
@@ -507,8 +567,11 @@ CUresult end_capture(CUstream s, CUgraph* graph) {
   std::lock_guard<std::mutex> lock(state().mu);
   auto it = state().capturing.find(s);
   if (it == state().capturing.end()) return CUDA_ERROR_ILLEGAL_STATE;
-  *graph = reinterpret_cast<CUgraph>(it->second.release());
+  std::unique_ptr<FakeGraph> captured = std::move(it->second);
   state().capturing.erase(it);
+  *graph = nullptr;
+  if (captured->invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  *graph = reinterpret_cast<CUgraph>(captured.release());
   return state().lost;
 }
 CUresult graph_instantiate(CUgraphExec* exec, CUgraph graph, unsigned long long) {
@@ -530,7 +593,8 @@ CUresult graph_exec_destroy(CUgraphExec exec) {
 // Each captured launch again, with its parameters as captured.
 CUresult graph_launch(CUgraphExec exec, CUstream s) {
   if (CUresult r = health()) return r;
-  if (!exec || capturing(s)) return CUDA_ERROR_INVALID_VALUE;
+  if (!exec) return CUDA_ERROR_INVALID_VALUE;
+  if (refused_in_capture(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   count(state().graph_launches);
   // Kernels without source captured no parameters: pointers to zeros stand in for them.
   static void** const no_params = [] {
@@ -540,6 +604,11 @@ CUresult graph_launch(CUgraphExec exec, CUstream s) {
     return p;
   }();
   for (CapturedLaunch& c : reinterpret_cast<FakeGraph*>(exec)->launches) {
+    if (!c.f) {
+      std::memmove(reinterpret_cast<void*>(c.copy_dst), reinterpret_cast<const void*>(c.copy_src),
+                   c.copy_bytes);
+      continue;
+    }
     std::vector<void*> params;
     for (CapturedLaunch::Param& p : c.params) params.push_back(p.bytes.data());
     const std::array<unsigned, 7>& d = c.shape;
@@ -584,6 +653,8 @@ const std::map<std::string, void*>& entry_points() {
       {"cuEventCreate", reinterpret_cast<void*>(&event_create)},
       {"cuEventDestroy", reinterpret_cast<void*>(&event_destroy)},
       {"cuEventRecord", reinterpret_cast<void*>(&event_record)},
+      {"cuEventRecordWithFlags", reinterpret_cast<void*>(&event_record_with_flags)},
+      {"cuStreamIsCapturing", reinterpret_cast<void*>(&stream_is_capturing)},
       {"cuEventSynchronize", reinterpret_cast<void*>(&event_synchronize)},
       {"cuEventQuery", reinterpret_cast<void*>(&event_query)},
       {"cuEventElapsedTime", reinterpret_cast<void*>(&event_elapsed)},

@@ -69,14 +69,19 @@ class CompiledGraph {
   // with the output's dtype and shape): no copies through the host. Inputs are read in place;
   // outputs are written by the kernels that compute them. Returns when the work is complete.
   // From the second run on the same buffers (of the last few sets used), the kernels' launches
-  // are replayed as one captured CUDA graph (CompileOptions::cuda_graphs). Errors as run()'s, and for outputs of the wrong count, dtype or shape, null addresses, or a
-  // graph compiled for the CPU.
+  // are replayed as one captured CUDA graph (CompileOptions::cuda_graphs). Errors as run()'s,
+  // and for outputs of the wrong count, dtype or shape, null addresses, or a graph compiled for
+  // the CPU.
   absl::Status run_on_device(const std::vector<DeviceTensor>& inputs,
                              const std::vector<DeviceTensor>& outputs) const;
   // The same, queued on the caller's CUDA stream (a CUstream; null is the legacy default stream)
   // after the work already there, and returning at once: the outputs are ready when the stream
   // reaches this point. Runs of one graph share its intermediates, so a run on another stream
-  // (or a host run()) first waits for this one's work.
+  // (or a host run()) first waits for this one's work. Inside the caller's capture of `stream`
+  // into a CUDA graph, the run's launches and copies are captured as nodes of the caller's
+  // graph (each replay runs them on these buffers, ordered after the runs queued before it is
+  // launched); the graph must have run once before (else FailedPrecondition, the capture left
+  // valid), and must outlive the caller's graph.
   absl::Status enqueue_on_device(const std::vector<DeviceTensor>& inputs,
                                  const std::vector<DeviceTensor>& outputs, void* stream) const;
 

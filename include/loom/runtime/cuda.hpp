@@ -148,6 +148,16 @@ class Driver {
   bool has_graphs() const;
   absl::StatusOr<GraphExec> capture(Stream stream, const std::function<absl::Status()>& launches);
   absl::Status launch_graph(GraphExec graph, Stream stream);
+  // Whether work queued on `stream` is being captured into a CUDA graph (a caller capturing its
+  // own stream), not run; an error where the capture was invalidated. False where the driver
+  // cannot capture.
+  absl::StatusOr<bool> capturing(Stream stream);
+  // Inside a capture of `stream`: a node of the captured graph that, each time the graph runs,
+  // records `event` (work outside the graph may wait for it), or waits for the work last
+  // recorded on `event` outside the graph (external event nodes; a plain record or wait inside
+  // a capture would only order work of the same capture).
+  absl::Status record_event_in_capture(Event event, Stream stream);
+  absl::Status wait_event_in_capture(Stream stream, Event event);
   absl::Status destroy_graph(GraphExec graph);
 
   struct Api;  // the entry points (lib/runtime/cuda_driver.cpp)
