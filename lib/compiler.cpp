@@ -53,6 +53,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 absl::StatusOr<CompiledGraph> Compiler::compile(const Graph& graph, const CompileOptions& options) const {
   LOOM_RETURN_IF_ERROR(graph.status());
   if (graph.outputs().empty()) return absl::InvalidArgumentError("graph has no outputs");
+  if (!(options.run_timeout_s >= 0) || !(options.tune_candidate_timeout_s > 0))
+    return absl::InvalidArgumentError(
+        str_cat("CompileOptions: run_timeout_s (", options.run_timeout_s,
+                ") must be 0 (no limit) or more, tune_candidate_timeout_s (",
+                options.tune_candidate_timeout_s, ") more than 0"));
   for (int o : graph.outputs())
     if (!graph.nodes()[o].type.layout.empty())
       return absl::InvalidArgumentError(

@@ -33,6 +33,7 @@
 #include "loom/tune/tuner.hpp"
 #include "ops/cuda_common.hpp"
 #include "runtime/gpu_graph.hpp"
+#include "runtime/hung_devices.hpp"
 
 namespace loom {
 
@@ -81,45 +82,6 @@ std::mutex& device_timing_mutex() {
   return mu;
 }
 
-// The devices on which a candidate hung while tuned: an event recorded after its launch, and the
-// error that named it. A kernel that never finishes holds up everything after it on the device,
-// so every later tuning there fails at once with that error, rather than waiting its own
-// timeout behind it (tune-ahead has up to four waiting), until the event completes (a fresh
-// device). The events are never destroyed: destroying one would wait for the kernel.
-class HungDevices {
- public:
-  static HungDevices& global() {
-    static HungDevices* h = new HungDevices;  // never destroyed: events outlive exit
-    return *h;
-  }
-  void add(int device, runtime::cuda::Event after, absl::Status error) {
-    std::lock_guard<std::mutex> lock(mu_);
-    hung_[device] = {after, std::move(error)};
-  }
-  // OK where nothing hung on `device`, or what hung there has since finished; else the error
-  // that named it.
-  absl::Status check(int device, runtime::cuda::Driver& driver) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = hung_.find(device);
-    if (it == hung_.end()) return absl::OkStatus();
-    absl::StatusOr<bool> done = driver.event_done(it->second.after);
-    if (done.ok() && !*done)
-      return absl::Status(
-          it->second.error.code(),
-          str_cat("the device still runs a kernel that hung: ", it->second.error.message()));
-    hung_.erase(it);
-    return absl::OkStatus();
-  }
-
- private:
-  struct Hung {
-    runtime::cuda::Event after;
-    absl::Status error;
-  };
-  std::mutex mu_;
-  std::map<int, Hung> hung_;
-};
-
 // How one candidate fared on the device: its median time, or why it was ruled out.
 struct DeviceTiming {
   double median_ms = 0;
@@ -160,7 +122,7 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
   namespace cuda = runtime::cuda;
   LOOM_ASSIGN_OR_RETURN(cuda::Driver * driver, cuda::Driver::get());
   // Checked before the compiles and again once the device is this tuning's.
-  LOOM_RETURN_IF_ERROR(HungDevices::global().check(target.device(), *driver));
+  LOOM_RETURN_IF_ERROR(cuda::HungDevices::global().check(target.device(), *driver));
   // NVRTC compiles one module per core at once, the candidates dealt round-robin: candidate i is
   // kernel i / n of module i % n. Every module pays for the preamble, but that is about 0.03 s of
   // NVRTC against about 0.2 s for a wgmma candidate (a 2026 Xeon core).
@@ -186,7 +148,7 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
   }
   std::vector<DeviceTiming> out(candidates);
   std::lock_guard<std::mutex> exclusive(device_timing_mutex());
-  LOOM_RETURN_IF_ERROR(HungDevices::global().check(target.device(), *driver));
+  LOOM_RETURN_IF_ERROR(cuda::HungDevices::global().check(target.device(), *driver));
   std::optional<CountTime> loading(std::in_place, Counter::kTuneLoadMicros);
   std::vector<std::unique_ptr<cuda::LoadedModule>> loaded;
   for (size_t w = 0; w < n; ++w) {
@@ -249,22 +211,19 @@ absl::StatusOr<std::vector<DeviceTiming>> time_on_device(const Target& target,
       continue;
     }
     // Waits for the run, polling, so that a hung kernel is an error and not a hung process.
-    const auto started = std::chrono::steady_clock::now();
     absl::StatusOr<bool> done = false;
-    if (absl::Status s = driver->record_event(cleanup.events[0], nullptr); !s.ok()) done = s;
-    while (done.ok() && !*done) {
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
-          timeout_s) {
-        cleanup.hung = true;  // neither its memory nor its modules can go while it runs
-        for (std::unique_ptr<cuda::LoadedModule>& l : loaded) (void)l.release();
-        absl::Status hung = absl::DeadlineExceededError(
-            str_cat("candidate ", labels[i], " did not finish within ", timeout_s,
-                    " s on the device (a hung kernel?); it runs until the process ends"));
-        HungDevices::global().add(target.device(), cleanup.events[0], hung);
-        return hung;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-      done = driver->event_done(cleanup.events[0]);
+    if (absl::Status s = driver->record_event(cleanup.events[0], nullptr); !s.ok())
+      done = s;
+    else
+      done = cuda::finished_within(*driver, cleanup.events[0], timeout_s);
+    if (done.ok() && !*done) {
+      cleanup.hung = true;  // neither its memory nor its modules can go while it runs
+      for (std::unique_ptr<cuda::LoadedModule>& l : loaded) (void)l.release();
+      absl::Status hung = absl::DeadlineExceededError(
+          str_cat("candidate ", labels[i], " did not finish within ", timeout_s,
+                  " s on the device (a hung kernel?); it runs until the process ends"));
+      cuda::HungDevices::global().add(target.device(), cleanup.events[0], hung);
+      return hung;
     }
     if (!done.ok())
       return absl::Status(done.status().code(),
@@ -602,6 +561,7 @@ absl::Status compile_for_cuda(const Target& target, const Graph& graph,
   const std::vector<Node>& nodes = graph.nodes();
   auto program = std::make_shared<GpuProgram>();
   program->cuda_graphs = options.cuda_graphs;
+  program->run_timeout_s = options.run_timeout_s;
   program->ordinal = target.device();
   ir::Module module;  // every kernel of the graph, before the split into parts
   module.name = "graph";

@@ -48,6 +48,13 @@ struct CompileOptions {
   // it. Only ending the process stops such a kernel; the tuning's device memory is left to it,
   // and later tunings on that device fail at once with the same error while it runs.
   double tune_candidate_timeout_s = 20;
+  // Seconds a synchronous run of a graph compiled for a CUDA GPU (run(), run_on_device(),
+  // profile()) may wait for its kernels; 0: as long as they take. Past it the run is a
+  // DeadlineExceeded error rather than a process stuck in the driver: the kernels run on until
+  // the process ends, with the graph's device memory left to them, and later runs and tunings on
+  // that device fail at once with the same error while they run. (Queued runs,
+  // enqueue_on_device, return before their kernels run.)
+  double run_timeout_s = 0;
   // Runs of a graph compiled for a CUDA GPU: once two runs in a row use the same device buffers
   // (host runs always do), the kernel launches are captured as one CUDA graph and later runs on
   // those buffers replay it: one launch instead of one per kernel, which at batch 1 is much of

@@ -3,11 +3,14 @@
 
 #include <dlfcn.h>
 
+#include <chrono>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "loom/core/status.hpp"
 #include "loom/runtime/cuda.hpp"
+#include "runtime/hung_devices.hpp"
 
 #ifndef LOOM_HAVE_NVRTC
 #define LOOM_HAVE_NVRTC 0
@@ -565,5 +568,21 @@ absl::Status Driver::destroy_graph(GraphExec) { LOOM_NO_CUDA; }
 #undef LOOM_NO_CUDA
 
 #endif  // LOOM_HAVE_NVRTC
+
+absl::StatusOr<bool> finished_within(Driver& driver, Event event, double timeout_s) {
+  // Spinning at first (a run's latency), then sleeping between polls.
+  const auto started = std::chrono::steady_clock::now();
+  for (int polls = 0;; ++polls) {
+    LOOM_ASSIGN_OR_RETURN(bool done, driver.event_done(event));
+    if (done) return true;
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (waited > timeout_s) return false;
+    if (polls < 1000)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
 
 }  // namespace loom::runtime::cuda

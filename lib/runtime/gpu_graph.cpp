@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "loom/core/status.hpp"
+#include "runtime/hung_devices.hpp"
 
 namespace loom {
 namespace {
@@ -138,6 +139,8 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     if (!capturing.ok()) return during(capturing.status(), "enqueueing the graph");
     in_capture = *capturing;
   }
+  if (loaded.ok())  // nothing is queued behind a kernel that hung on the device
+    LOOM_RETURN_IF_ERROR(runtime::cuda::HungDevices::global().check(p.ordinal, **loaded));
   if (in_capture && !p.device)
     return absl::FailedPreconditionError(
         "enqueue_on_device() inside a CUDA graph capture before the graph's first run: the "
@@ -261,6 +264,25 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     if (!s.ok()) {
       if (!in_capture) (void)driver.synchronize(stream);
       return s;
+    }
+  }
+  // With a time limit, a synchronous run waits for its kernels (polling) before it queues the
+  // copies: a copy to the host's pageable memory would wait in the driver behind a hung kernel.
+  if (!run.enqueue && p.run_timeout_s > 0) {
+    absl::StatusOr<bool> finished = false;
+    if (absl::Status s = driver.record_event(d.done, stream); !s.ok())
+      finished = s;
+    else
+      finished = runtime::cuda::finished_within(driver, d.done, p.run_timeout_s);
+    if (!finished.ok()) return fail(finished.status(), "running the graph on the GPU");
+    if (!*finished) {
+      absl::Status hung = absl::DeadlineExceededError(str_cat(
+          "the graph's ", g.launches.size(), " kernels did not finish within ", p.run_timeout_s,
+          " s on the device (a hung kernel?; CompileOptions::run_timeout_s): they run until the "
+          "process ends, with the graph's device memory left to them"));
+      runtime::cuda::HungDevices::global().add(p.ordinal, d.done, hung);
+      (void)p.device.release();  // its memory, modules and events stay with the kernels
+      return hung;
     }
   }
   std::vector<NDArray> outputs;

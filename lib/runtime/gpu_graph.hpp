@@ -16,6 +16,7 @@ namespace loom {
 struct GpuProgram {
   int ordinal = 0;  // the device
   bool cuda_graphs = true;  // CompileOptions::cuda_graphs
+  double run_timeout_s = 0;  // CompileOptions::run_timeout_s
   // One module of lowered kernels, its cubin and their launch shapes.
   struct Part {
     ir::Module module;

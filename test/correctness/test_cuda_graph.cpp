@@ -1095,6 +1095,65 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "fake GPU: a run past run_timeout_s is a DeadlineExceeded error, not a stuck process; "
+    "later runs and tunings on the device fail at once while its kernels run",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  const Graph g = device_io_graph();
+  CompileOptions options;
+  options.use_cache = false;
+  options.run_timeout_s = -1;
+  absl::StatusOr<CompiledGraph> negative = Compiler(Target::cuda(90)).compile(g, options);
+  REQUIRE(!negative.ok());
+  CHECK(negative.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(negative.status().message()), Catch::Contains("run_timeout_s (-1)"));
+  options.run_timeout_s = 0.25;
+  CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+  CompiledGraph other = compile_for(g, Target::cuda(90));  // no time limit of its own
+  REQUIRE(compiled.run(device_io_inputs()).ok());
+  REQUIRE(other.run(device_io_inputs()).ok());
+  fake.hang(compiled.kernels()[0].name.c_str());  // the graph's first kernel never finishes
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<NDArray>> hung = compiled.run(device_io_inputs());
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 30);
+  REQUIRE(!hung.ok());
+  CHECK(hung.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(std::string(hung.status().message()),
+             Catch::Contains("kernels did not finish within 0.25 s on the device"));
+  // Behind it: this graph's runs (host or queued), another graph's, a tuning: each fails at
+  // once with the hang's error, launching nothing.
+  DeviceArrays mem;
+  std::vector<DeviceTensor> in;
+  for (const NDArray& a : device_io_inputs()) in.push_back(mem.upload(a));
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  absl::StatusOr<cuda::Stream> stream = mem.driver->create_stream();
+  REQUIRE(stream.ok());
+  const int launches = fake.launches();
+  t0 = std::chrono::steady_clock::now();
+  CompileOptions tuned;
+  tuned.tune = TuneLevel::kFast;
+  tuned.use_cache = false;
+  for (const absl::Status& behind :
+       {compiled.run(device_io_inputs()).status(), other.run(device_io_inputs()).status(),
+        compiled.run_on_device(in, outs), other.enqueue_on_device(in, outs, *stream),
+        Compiler(Target::cuda(90)).compile(one_softmax(), tuned).status()}) {
+    CHECK(behind.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK_THAT(std::string(behind.message()),
+               Catch::Contains("the device still runs a kernel that hung: the graph's") &&
+                   Catch::Contains("did not finish within 0.25 s"));
+  }
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 30);
+  CHECK(fake.launches() == launches);
+  // On a fresh device the graph sets itself up again and runs.
+  fake.configure(-1, 0);
+  REQUIRE(compiled.run(device_io_inputs()).ok());
+  REQUIRE(compiled.run_on_device(in, outs).ok());
+  REQUIRE(other.enqueue_on_device(in, outs, *stream).ok());
+  REQUIRE(mem.driver->synchronize(*stream).ok());
+  (void)mem.driver->destroy_stream(*stream);
+}
+
+TEST_CASE(
     "fake GPU: a tuning under template_limits times only configs that keep them, and is "
     "cached apart from the unlimited one",
     "[.fake_cuda]") {
