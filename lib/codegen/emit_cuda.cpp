@@ -933,6 +933,7 @@ std::string FuncEmitter::cast(DType from, DType to, const std::string& v) {
 
 std::string FuncEmitter::call(const ir::Expr& e, const ir::Call* op, int lane) {
   if (ir::Call::takes_addresses(op->name)) return memory_intrinsic(op);
+  if (op->name == "grid_blocks") return "((long long)gridDim.x)";
   DType t = e.type().element_of();
   std::vector<std::string> args;
   for (const ir::Expr& a : op->args) args.push_back(expr(a, lane));
@@ -1490,6 +1491,7 @@ absl::Status FuncEmitter::emit_func(const ir::Func& f, const std::string& symbol
   KernelDeclarations declared;
   declared.visit(f.body);
   cluster_ = declared.cluster;
+  info->cluster = declared.cluster;
   info->min_blocks_per_sm = declared.min_blocks_per_sm;
   if (cluster_ > 1) {
     std::optional<int64_t> blocks = ir::as_const_int(info->grid[0]);

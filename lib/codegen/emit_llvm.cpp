@@ -538,6 +538,10 @@ llvm::Value* FuncEmitter::emit_call(const ir::Expr& e, const ir::Call* op) {
                             "emit it (schedule this kernel with a CPU template)"));
   if (name == "prefetch" || name == "prefetch_l1")
     return emit_prefetch(op->args[0].as<ir::Load>(), name == "prefetch_l1");
+  if (name == "grid_blocks")
+    return fail_expr(e, absl::InvalidArgumentError(
+                            "grid_blocks is a CUDA launch's block count; the CPU code generator "
+                            "cannot emit it"));
   if (ir::Call::takes_addresses(name))
     return fail_expr(e, absl::InvalidArgumentError(
                             name + " is a CUDA tensor-core or async-copy intrinsic; the CPU code "

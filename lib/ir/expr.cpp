@@ -199,6 +199,7 @@ constexpr IntrinsicInfo kIntrinsics[] = {
     {"mbarrier_wait", 2}, {"tma_load_3d", 9}, {"set_max_registers", 2},
     {"cluster_dims", 1}, {"cluster_sync", 0}, {"fence_mbarrier_init", 0},
     {"mbarrier_arrive_cluster", 2}, {"tma_load_3d_multicast", 10}, {"min_blocks_per_sm", 1},
+    {"grid_blocks", 0},
 };
 // clang-format on
 
@@ -352,6 +353,7 @@ Expr Call::make(const std::string& name, std::vector<Expr> args) {
   LOOM_CHECK(is_known(name, &arity), "unknown intrinsic ", name);
   LOOM_CHECK(static_cast<int>(args.size()) == arity, name, " takes ", arity, " arguments");
   if (takes_addresses(name)) return make_memory_intrinsic(name, std::move(args));
+  if (name == "grid_blocks") return make_expr<Call>(DType::i64(), name, std::move(args));
   DType t = args[0].type();
   // The bit casts keep the bits and the lanes and change only how the bits are read.
   if (name == "reinterpret_f32") {

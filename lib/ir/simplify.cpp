@@ -501,6 +501,7 @@ Span Bounder::span(const Expr& e) {
         while (below <= std::max(a.hi, b.hi)) below *= 2;
         return in_type({0, below - 1}, t);
       }
+      if (c->name == "grid_blocks") return in_type({1, (Wide{1} << 31) - 1}, t);
       if (c->name != "abs") return full_span(t);
       Span a = span(c->args[0]);
       Wide lo = a.lo >= 0 ? a.lo : (a.hi <= 0 ? -a.hi : 0);

@@ -681,9 +681,10 @@ absl::StatusOr<ScheduledKernel> build_tensor_core_gemm(const TemplateContext& ct
 // blocks are done with it: each consumer warpgroup arrives on the stage's empty barrier in
 // every block of the cluster, and each full barrier counts the bytes of both blocks' copies.
 // Persistent blocks (persistent = 1, TMA path, unsplit): the grid holds as many blocks as the
-// SMs hold at once, and each cluster (or block) walks the tiles from its own index in steps of
-// the clusters (over_tiles). The stages' phases run on across tiles: a slice's stage and parity
-// count the slices of the block's earlier tiles. Each consumer warpgroup releases its last
+// SMs hold at once (by the estimate below, and no more than the device's occupancy allows at
+// load time), and each cluster (or block) walks the tiles from its own index in steps of the
+// clusters launched (over_tiles). The stages' phases run on across tiles: a slice's stage and
+// parity count the slices of the block's earlier tiles. Each consumer warpgroup releases its last
 // slice's stage once its products are done, so the producer copies the next tile's first slices
 // while the consumers store C.
 
@@ -793,7 +794,9 @@ class WarpgroupGemm {
       auto items = schedule::spatial({p_.G, tiles_m / c, tiles_n});
       LOOM_CHECK(items.ok(), items.status().ToString());
       items_ = *std::move(items);
-      clusters_ = grid / c;
+      // The grid is an upper bound: the runtime launches fewer blocks where the device holds
+      // fewer at once (min_blocks_per_sm below), so the clusters are counted at run time.
+      clusters_ = ir::Call::make("grid_blocks", {}) / c;
       rank_ = c == 1 ? Expr(int64_t{0}) : block % c;
       cluster_index_ = c == 1 ? Expr(block) : block / c;
       split_index_ = Expr(int64_t{0});
@@ -967,7 +970,7 @@ class WarpgroupGemm {
     if (!t_.persistent) return tile(Expr(int64_t{0}));
     const int64_t items = items_->num_workers(), slices = ceil_div(p_.K, kWgK);
     Var i("i");
-    const Expr count = (Expr(items - 1) - cluster_index_) / Expr(clusters_) + int64_t{1};
+    const Expr count = (Expr(items - 1) - cluster_index_) / clusters_ + int64_t{1};
     Stmt body = items_->on(cluster_index_ + i * clusters_, [&](const std::vector<Expr>& item) {
       set_tile(item[0], item[1], item[2]);
       return tile(i * slices);
@@ -1060,7 +1063,7 @@ class WarpgroupGemm {
   Expr g_, m0_, n0_, tile_id_, split_index_, rank_;
   // Persistent: the items the clusters walk, the clusters of the grid, this block's cluster.
   std::optional<schedule::TaskMapping> items_;
-  int64_t clusters_ = 1;
+  Expr clusters_;
   Expr cluster_index_;
 };
 

@@ -85,6 +85,8 @@ struct Driver::Api {
   decltype(&::cuGraphExecDestroy) graph_exec_destroy = nullptr;
   decltype(&::cuStreamIsCapturing) stream_is_capturing = nullptr;
   decltype(&::cuEventRecordWithFlags) event_record_with_flags = nullptr;
+  decltype(&::cuOccupancyMaxActiveBlocksPerMultiprocessor) occupancy_blocks = nullptr;
+  decltype(&::cuOccupancyMaxActiveClusters) occupancy_clusters = nullptr;
   bool has_graphs() const {
     return stream_begin_capture && stream_end_capture && graph_instantiate && graph_launch &&
            graph_destroy && graph_exec_destroy;
@@ -199,6 +201,11 @@ absl::StatusOr<std::unique_ptr<Driver::Api>> load_driver() {
   resolve("cuStreamIsCapturing", api->stream_is_capturing);
   status = absl::OkStatus();
   resolve("cuEventRecordWithFlags", api->event_record_with_flags);
+  status = absl::OkStatus();
+  // Persistent grids sized to what the device holds at once.
+  resolve("cuOccupancyMaxActiveBlocksPerMultiprocessor", api->occupancy_blocks);
+  status = absl::OkStatus();
+  resolve("cuOccupancyMaxActiveClusters", api->occupancy_clusters);
   status = absl::OkStatus();
   LOOM_RETURN_IF_ERROR(api->check(api->init(0), "cuInit"));
   return api;
@@ -474,6 +481,40 @@ absl::StatusOr<GraphExec> Driver::capture(Stream stream,
   return exec;
 }
 
+absl::StatusOr<int64_t> Driver::resident_blocks(Function function, int64_t threads,
+                                                int64_t shared_bytes, int64_t cluster,
+                                                int64_t sms) {
+  if (cluster <= 1) {
+    if (!api_->occupancy_blocks)
+      return absl::UnimplementedError("the CUDA driver has no occupancy query");
+    int per_sm = 0;
+    LOOM_RETURN_IF_ERROR(
+        api_->check(api_->occupancy_blocks(&per_sm, function, static_cast<int>(threads),
+                                           static_cast<size_t>(shared_bytes)),
+                    "cuOccupancyMaxActiveBlocksPerMultiprocessor"));
+    return int64_t{per_sm} * sms;
+  }
+  if (!api_->occupancy_clusters)
+    return absl::UnimplementedError("the CUDA driver has no cluster occupancy query");
+  CUlaunchAttribute dims{};
+  dims.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  dims.value.clusterDim.x = static_cast<unsigned>(cluster);
+  dims.value.clusterDim.y = 1;
+  dims.value.clusterDim.z = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = static_cast<unsigned>(cluster);
+  config.gridDimY = config.gridDimZ = 1;
+  config.blockDimX = static_cast<unsigned>(threads);
+  config.blockDimY = config.blockDimZ = 1;
+  config.sharedMemBytes = static_cast<unsigned>(shared_bytes);
+  config.attrs = &dims;
+  config.numAttrs = 1;
+  int clusters = 0;
+  LOOM_RETURN_IF_ERROR(api_->check(api_->occupancy_clusters(&clusters, function, &config),
+                                   "cuOccupancyMaxActiveClusters"));
+  return int64_t{clusters} * cluster;
+}
+
 absl::StatusOr<bool> Driver::capturing(Stream stream) {
   if (!api_->stream_is_capturing) return false;  // a driver without it cannot capture either
   CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
@@ -560,6 +601,9 @@ absl::StatusOr<GraphExec> Driver::capture(Stream, const std::function<absl::Stat
   LOOM_NO_CUDA;
 }
 absl::StatusOr<bool> Driver::capturing(Stream) { LOOM_NO_CUDA; }
+absl::StatusOr<int64_t> Driver::resident_blocks(Function, int64_t, int64_t, int64_t, int64_t) {
+  LOOM_NO_CUDA;
+}
 absl::Status Driver::record_event_in_capture(Event, Stream) { LOOM_NO_CUDA; }
 absl::Status Driver::wait_event_in_capture(Stream, Event) { LOOM_NO_CUDA; }
 absl::Status Driver::launch_graph(GraphExec, Stream) { LOOM_NO_CUDA; }

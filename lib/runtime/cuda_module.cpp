@@ -1,6 +1,7 @@
 // Compiling loop-IR modules for a CUDA GPU (emit_cuda + NVRTC) and launching their kernels with
 // loom's calling convention: the func's params in order, buffers as device pointers, scalars i64.
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <utility>
@@ -165,6 +166,7 @@ absl::StatusOr<std::unique_ptr<LoadedModule>> LoadedModule::load(const ir::Modul
   LOOM_ASSIGN_OR_RETURN(out->context_, driver->retain_primary_context(ordinal));
   LOOM_RETURN_IF_ERROR(driver->set_current(out->context_));
   LOOM_ASSIGN_OR_RETURN(out->module_, driver->load_module(compiled.cubin));
+  std::optional<int64_t> sms;  // the device's SMs, asked for once a persistent grid needs them
   for (const KernelInfo& k : compiled.kernels) {
     LOOM_ASSIGN_OR_RETURN(Function fn, driver->get_function(out->module_, k.symbol));
     if (k.dynamic_shared_bytes > 0) {
@@ -174,13 +176,27 @@ absl::StatusOr<std::unique_ptr<LoadedModule>> LoadedModule::load(const ir::Modul
                                               k.dynamic_shared_bytes,
                                               " bytes of shared memory: ", s.message()));
     }
+    int64_t resident = 0;
     if (k.min_blocks_per_sm > 0) {
       constexpr int kMostShared = 100;  // CU_SHAREDMEM_CARVEOUT_MAX_SHARED
       absl::Status s = driver->set_shared_carveout(fn, kMostShared);
       if (!s.ok())
         return absl::Status(s.code(), str_cat("kernel '", k.symbol, "' (", k.min_blocks_per_sm,
                                               " blocks an SM): ", s.message()));
+      // The blocks the device really holds at once (the grid was sized by an estimate). Where
+      // the driver cannot tell, or holds none (the launch will say why), the grid stays.
+      const std::optional<int64_t> threads = ir::as_const_int(k.block[0]);
+      if (!sms) {
+        absl::StatusOr<DeviceProperties> props = driver->device_properties(ordinal);
+        sms = props.ok() ? props->sm_count : 0;
+      }
+      if (threads && *sms > 0) {
+        absl::StatusOr<int64_t> held =
+            driver->resident_blocks(fn, *threads, k.dynamic_shared_bytes, k.cluster, *sms);
+        if (held.ok() && *held > 0) resident = *held;
+      }
     }
+    out->resident_.push_back(resident);
     out->functions_.push_back(fn);
   }
   out->funcs_ = m.funcs;
@@ -237,7 +253,13 @@ absl::Status LoadedModule::launch(size_t index, const std::vector<DevicePtr>& bu
     else
       args.push_back(&scalar_values[s++]);
   }
-  const auto& [grid, block] = shape;
+  auto [grid, block] = shape;
+  // A persistent grid larger than the device holds at once: as many blocks as it holds, whole
+  // clusters (the kernel walks its work in steps of the grid launched).
+  if (const int64_t held = resident_[index]; held > 0 && grid.x > held) {
+    const int64_t cluster = std::max<int64_t>(1, kernel.cluster);
+    grid.x = static_cast<unsigned>(std::max(cluster, held / cluster * cluster));
+  }
   // An empty launch (a zero extent) has nothing to do; CUDA would reject it.
   if (int64_t{grid.x} * grid.y * grid.z * block.x * block.y * block.z == 0) return absl::OkStatus();
   LOOM_RETURN_IF_ERROR(driver_->set_current(context_));

@@ -255,6 +255,8 @@ struct FakeDriver {
   void (*hang)(const char* prefix) = nullptr;
   int (*graph_launches)() = nullptr;
   void (*no_graphs)(int fail) = nullptr;
+  void (*occupancy)(int sms, int blocks_per_sm, int clusters) = nullptr;
+  int (*last_grid)(const char* kernel) = nullptr;
 };
 
 FakeDriver fake_driver() {
@@ -278,6 +280,8 @@ FakeDriver fake_driver() {
   f.graph_launches =
       reinterpret_cast<decltype(f.graph_launches)>(dlsym(lib, "loom_fake_cuda_graph_launches"));
   f.no_graphs = reinterpret_cast<decltype(f.no_graphs)>(dlsym(lib, "loom_fake_cuda_no_graphs"));
+  f.occupancy = reinterpret_cast<decltype(f.occupancy)>(dlsym(lib, "loom_fake_cuda_occupancy"));
+  f.last_grid = reinterpret_cast<decltype(f.last_grid)>(dlsym(lib, "loom_fake_cuda_last_grid"));
   INFO("libcuda.so.1 is not the stand-in driver: run these cases through ctest's fake_cuda_driver");
   REQUIRE(f.configure);
   REQUIRE(f.launches);
@@ -291,6 +295,8 @@ FakeDriver fake_driver() {
   REQUIRE(f.hang);
   REQUIRE(f.graph_launches);
   REQUIRE(f.no_graphs);
+  REQUIRE(f.occupancy);
+  REQUIRE(f.last_grid);
   f.configure(-1, 0);
   return f;
 }
@@ -1640,6 +1646,55 @@ TEST_CASE(
     const int before = fake.max_shared_carveouts();
     CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", not_persistent}}, 90, 1) == 1);
     CHECK(fake.max_shared_carveouts() == before);
+  }
+}
+
+TEST_CASE(
+    "fake GPU: a persistent grid larger than the device holds at once launches as many blocks "
+    "as it holds, which walk every tile and match the reference",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  // 200 x 136 x 200 compiled for two SMs: 64 x 64 tiles (12) in a grid of 6 blocks, 3 an SM by
+  // the template's estimate; or pairs of 64 x 128 tiles (4 items) in a grid of two clusters.
+  // The device (two SMs here) holds fewer: 2 blocks an SM, or one cluster.
+  const GraphCase c = linear_layer_case(200, DType::f16(), 2e-2, 200, 136);
+  const Graph g = c.build();
+  struct Case {
+    tune::Config config;
+    int blocks_per_sm, clusters;  // what the device holds (-1: by threads and shared memory)
+    int launched;                 // the grid (x)
+  };
+  // The third: the device holds all 6 blocks (by its threads and shared memory).
+  for (const Case& k : {Case{wgmma_config(1, 64, 2, 1, 1, 1, 1), 2, -1, 4},
+                        Case{wgmma_config(1, 128, 3, 1, 1, 2, 1), -1, 1, 2},
+                        Case{wgmma_config(1, 64, 2, 1, 1, 1, 1), -1, -1, 6}}) {
+    INFO("config " << k.config.to_string() << ", the device holding " << k.blocks_per_sm
+                   << " blocks an SM, " << k.clusters << " clusters");
+    loom::testing::TempDir dir;
+    CompileOptions options = loom::testing::cold_cache_options(dir.path());
+    options.template_configs = {{"cuda_wgmma_gemm", k.config}};
+    CompiledGraph compiled = compile_for(g, Target::cuda(90).set_sm_count(2), options);
+    const KernelInfo* gemm = nullptr;
+    for (const KernelInfo& kernel : compiled.kernels())
+      if (kernel.schedule.find("persistent=1") != std::string::npos) gemm = &kernel;
+    REQUIRE(gemm);
+    std::ifstream source(dir.path() / gemm->cache_key / "source.txt");
+    const std::string text((std::istreambuf_iterator<char>(source)),
+                           std::istreambuf_iterator<char>());
+    CHECK_THAT(text, Catch::Contains("gridDim.x"));  // the walk's step, counted at run time
+    emulate_kernels(fake, compiled, dir.path());
+    fake.occupancy(2, k.blocks_per_sm, k.clusters);
+    for (int run = 0; run < 2; ++run) {
+      INFO("run " << run);
+      std::vector<NDArray> inputs = c.inputs;
+      for (NDArray& in : inputs) in = random_array(in.dtype(), in.shape());
+      const std::vector<NDArray> want = loom::testing::reference_run(g, inputs);
+      const std::vector<NDArray> got = loom::testing::run_ok(compiled, inputs);
+      REQUIRE(got.size() == want.size());
+      for (size_t o = 0; o < got.size(); ++o) require_close(got[o], want[o], c.tol);
+      CHECK(fake.last_grid(gemm->name.c_str()) == k.launched);
+    }
+    fake.configure(-1, 0);
   }
 }
 

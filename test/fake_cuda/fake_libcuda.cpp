@@ -31,10 +31,16 @@
 // capture), and, stricter than the real driver, a plain event record (inside a capture it would
 // order only work of that capture, which loom never means). loom_fake_cuda_no_graphs makes
 // cuGraphInstantiateWithFlags fail (a driver that cannot instantiate the graph).
+// Occupancy: the blocks an SM holds (cuOccupancyMaxActiveBlocksPerMultiprocessor) by the
+// threads (2048 an SM) and dynamic shared memory (228 KiB an SM, 1 KiB a block for the system),
+// and the clusters the device holds (cuOccupancyMaxActiveClusters) by those, over its SMs;
+// loom_fake_cuda_occupancy sets the SM count and either answer. loom_fake_cuda_last_grid tells
+// the grid (x) of the last launch of a kernel.
 
 #include <cuda.h>
 #include <elf.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -66,6 +72,9 @@ struct State {
   std::map<CUstream, std::unique_ptr<struct FakeGraph>> capturing;  // streams being captured
   int graph_launches = 0;
   bool no_graphs = false;  // cuGraphInstantiateWithFlags fails
+  int sms = 132;
+  int blocks_per_sm = -1, clusters = -1;  // occupancy answers (-1: by threads and shared memory)
+  std::map<std::string, unsigned> last_grid;  // per kernel name: the last launch's grid (x)
   int sm_arch = 90;
   // Cubins whose kernels run in the CUDA emulator: their source, compiled on first load.
   struct Emulated {
@@ -191,7 +200,9 @@ CUresult device_attribute(int* v, CUdevice_attribute a, CUdevice) {
   switch (a) {
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = state().sm_arch / 10; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = state().sm_arch % 10; break;
-    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = 132; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+      *v = state().sms;
+      break;
     case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; break;
     case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
     case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: *v = 48 * 1024; break;
@@ -368,6 +379,7 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
       graph->launches.push_back(std::move(c));
       return CUDA_SUCCESS;
     }
+    state().last_grid[reinterpret_cast<const FakeFunction*>(f)->name] = gx;
     if (state().fault_after >= 0 && state().launches >= state().fault_after) {
       state().lost = CUDA_ERROR_ILLEGAL_ADDRESS;  // reported by the calls that follow
       ++state().launches;
@@ -555,6 +567,35 @@ CUresult event_elapsed(float* ms, CUevent, CUevent) {
   return CUDA_SUCCESS;
 }
 
+// The blocks an SM holds by threads and dynamic shared memory (under state().mu).
+int blocks_per_sm(int threads, size_t shared_bytes) {
+  if (state().blocks_per_sm >= 0) return state().blocks_per_sm;
+  if (threads <= 0 || threads > 1024) return 0;
+  return static_cast<int>(std::min<size_t>(
+      {32, static_cast<size_t>(2048 / threads), 228 * 1024 / (shared_bytes + 1024)}));
+}
+CUresult occupancy_blocks(int* n, CUfunction f, int threads, size_t shared_bytes) {
+  if (!n || !f) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().mu);
+  *n = blocks_per_sm(threads, shared_bytes);
+  return CUDA_SUCCESS;
+}
+CUresult occupancy_clusters(int* n, CUfunction f, const CUlaunchConfig* config) {
+  if (!n || !f || !config || config->blockDimY != 1 || config->blockDimZ != 1)
+    return CUDA_ERROR_INVALID_VALUE;
+  unsigned cluster = 1;
+  for (unsigned i = 0; i < config->numAttrs; ++i)
+    if (config->attrs[i].id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
+      cluster = config->attrs[i].value.clusterDim.x;
+  if (cluster == 0 || config->gridDimX % cluster != 0) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().mu);
+  *n = state().clusters >= 0
+           ? state().clusters
+           : blocks_per_sm(static_cast<int>(config->blockDimX), config->sharedMemBytes) *
+                 state().sms / static_cast<int>(cluster);
+  return CUDA_SUCCESS;
+}
+
 CUresult begin_capture(CUstream s, CUstreamCaptureMode) {
   if (CUresult r = health()) return r;
   std::lock_guard<std::mutex> lock(state().mu);
@@ -655,6 +696,8 @@ const std::map<std::string, void*>& entry_points() {
       {"cuEventRecord", reinterpret_cast<void*>(&event_record)},
       {"cuEventRecordWithFlags", reinterpret_cast<void*>(&event_record_with_flags)},
       {"cuStreamIsCapturing", reinterpret_cast<void*>(&stream_is_capturing)},
+      {"cuOccupancyMaxActiveBlocksPerMultiprocessor", reinterpret_cast<void*>(&occupancy_blocks)},
+      {"cuOccupancyMaxActiveClusters", reinterpret_cast<void*>(&occupancy_clusters)},
       {"cuEventSynchronize", reinterpret_cast<void*>(&event_synchronize)},
       {"cuEventQuery", reinterpret_cast<void*>(&event_query)},
       {"cuEventElapsedTime", reinterpret_cast<void*>(&event_elapsed)},
@@ -693,6 +736,23 @@ __attribute__((visibility("default"))) void loom_fake_cuda_configure(int fault_a
   state().hang_prefix.clear();
   state().hung = false;
   state().no_graphs = false;
+  state().sms = 132;
+  state().blocks_per_sm = state().clusters = -1;
+}
+// The device's SMs, and the blocks an SM holds and the clusters the device holds (-1: by the
+// launch's threads and shared memory), until the next configure.
+__attribute__((visibility("default"))) void loom_fake_cuda_occupancy(int sms, int blocks_per_sm,
+                                                                     int clusters) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  state().sms = sms;
+  state().blocks_per_sm = blocks_per_sm;
+  state().clusters = clusters;
+}
+// The grid (x) of the last launch of the kernel `name` (0: none).
+__attribute__((visibility("default"))) int loom_fake_cuda_last_grid(const char* name) {
+  std::lock_guard<std::mutex> lock(state().mu);
+  auto it = state().last_grid.find(name ? name : "");
+  return it == state().last_grid.end() ? 0 : static_cast<int>(it->second);
 }
 // Whether cuGraphInstantiateWithFlags fails (until the next configure).
 __attribute__((visibility("default"))) void loom_fake_cuda_no_graphs(int fail) {

@@ -241,7 +241,12 @@ struct Load : ExprNode {
 //     (constants; setmaxnreg.inc when raise is 1, .dec when 0);
 //   min_blocks_per_sm(n): the kernel's launch bounds promise n blocks an SM (a constant in
 //     [1, 32]; __launch_bounds__(threads, n)), so that the compiler keeps its registers to an
-//     n-th of an SM's. A statement of the kernel's body; it computes nothing.
+//     n-th of an SM's. A statement of the kernel's body; it computes nothing. The kernel's
+//     grid is persistent: the runtime launches at most as many blocks as the device holds at
+//     once (its occupancy, queried at load), fewer than the grid where the device holds fewer,
+//     so the kernel walks its work in steps of grid_blocks();
+//   grid_blocks(): the blocks of the grid the kernel was launched with (gridDim.x), an i64
+//     value, at least 1;
 // and the Hopper thread-block clusters, whose blocks see each other's shared memory:
 //   cluster_dims(n): the kernel runs in clusters of n (a constant in [2, 8]) consecutive blocks
 //     (__cluster_dims__(n, 1, 1)); block b is block b % n of its cluster, and the grid is a

@@ -109,6 +109,13 @@ class Driver {
   // The share of the SM's L1 and shared memory to give shared memory, in percent (a hint:
   // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT).
   absl::Status set_shared_carveout(Function function, int percent);
+  // The blocks of `function` the device holds at once when launched with `threads` threads a
+  // block and `shared_bytes` of dynamic shared memory, in clusters of `cluster` blocks: its
+  // occupancy, cuOccupancyMaxActiveBlocksPerMultiprocessor times the device's `sms`, or
+  // cuOccupancyMaxActiveClusters times the cluster. Unimplemented where the driver lacks the
+  // query.
+  absl::StatusOr<int64_t> resident_blocks(Function function, int64_t threads, int64_t shared_bytes,
+                                          int64_t cluster, int64_t sms);
   // A tiled tensor map over the global tensor at `address` (cuTensorMapEncodeTiled; the driver
   // checks alignment, strides and box). Unimplemented before CUDA 12.
   absl::StatusOr<TensorMap> encode_tensor_map(const TensorMapShape& shape, DevicePtr address);
@@ -195,10 +202,14 @@ struct KernelInfo {
   // Dynamic shared memory per block: the kernel's shared buffers when they pass the 48 KiB that
   // static __shared__ arrays may take (0: static ones).
   int64_t dynamic_shared_bytes = 0;
+  // Blocks per cluster (ir::Call cluster_dims; 1: no clusters).
+  int64_t cluster = 1;
   // The blocks an SM must hold at once (ir::Call min_blocks_per_sm: a persistent grid, sized to
   // the SMs, whose blocks all run at once; 0: none). Loading such a kernel asks the driver for
   // the most shared memory an SM has (the carveout hint), lest it pick a split with L1 in which
-  // fewer of its blocks fit.
+  // fewer of its blocks fit, and for the blocks the device holds at once (its occupancy): where
+  // that is fewer than the grid, launches give the grid only as many (whole clusters), and the
+  // kernel's blocks walk the work in steps of the grid they were launched with.
   int64_t min_blocks_per_sm = 0;
   // The TMA tensor maps the kernel copies through (ir::Call tma_load_3d), passed after the
   // func's params in this order, each encoded at launch over a buffer param.
@@ -267,6 +278,8 @@ class LoadedModule {
   ModuleHandle module_ = nullptr;
   std::vector<ir::Func> funcs_;
   std::vector<Function> functions_;
+  // Per kernel: the blocks the device holds at once, for a persistent grid (0: no limit).
+  std::vector<int64_t> resident_;
   CompiledModule compiled_;
   // Per kernel, per tensor map: the last one encoded, reused while the buffer's address and the
   // scalars stay (runs of a compiled graph keep their buffers).
