@@ -546,6 +546,16 @@ void emulate_kernels(const FakeDriver& fake, const CompiledGraph& compiled,
   }
 }
 
+// device_io_graph compiled for sm_90 with a cold kernel cache in cache_dir, its kernels run in
+// the emulator.
+CompiledGraph emulated_device_io(const FakeDriver& fake, const fs::path& cache_dir) {
+  CompiledGraph compiled = compile_for(device_io_graph(), Target::cuda(90),
+                                       loom::testing::cold_cache_options(cache_dir));
+  REQUIRE(compiled.kernels().size() >= 2);
+  emulate_kernels(fake, compiled, cache_dir);
+  return compiled;
+}
+
 // Two runs of compiled on device memory: each launches every kernel once, and the second (the
 // first also prepares the device) copies nothing through the host.
 void run_twice_on_device(const FakeDriver& fake, const CompiledGraph& compiled,
@@ -1226,9 +1236,7 @@ TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and
   FakeDriver fake = fake_driver();
   loom::testing::TempDir dir;
   const Graph g = device_io_graph();
-  CompiledGraph compiled =
-      compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
-  emulate_kernels(fake, compiled, dir.path());
+  CompiledGraph compiled = emulated_device_io(fake, dir.path());
   const NDArray x = random_array(DType::f32(), {5, 7}), y = random_array(DType::f32(), {7});
   const std::vector<NDArray> want = loom::testing::reference_run(g, {x, y});
   DeviceArrays mem;
@@ -1281,10 +1289,7 @@ TEST_CASE(
   FakeDriver fake = fake_driver();
   loom::testing::TempDir dir;
   const Graph g = device_io_graph();
-  CompiledGraph compiled =
-      compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
-  REQUIRE(compiled.kernels().size() >= 2);
-  emulate_kernels(fake, compiled, dir.path());
+  CompiledGraph compiled = emulated_device_io(fake, dir.path());
   // Host runs use the graph's own buffers: the first launches kernel by kernel, the second
   // captures the launches and replays them, as do the ones after.
   CHECK(host_runs(fake, g, compiled, 4) == 3);
@@ -1351,12 +1356,7 @@ TEST_CASE(
     "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   loom::testing::TempDir dir;
-  const Graph g = device_io_graph();
-  CompiledGraph compiled =
-      compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
-  REQUIRE(compiled.kernels().size() >= 2);
-  emulate_kernels(fake, compiled, dir.path());
-  captured_by_the_caller(g, compiled, &fake);
+  captured_by_the_caller(device_io_graph(), emulated_device_io(fake, dir.path()), &fake);
 }
 
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {
