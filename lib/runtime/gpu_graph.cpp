@@ -126,27 +126,20 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
                                              const GpuRun& run) {
   GpuProgram& p = *g.gpu;
   std::lock_guard<std::mutex> lock(p.mu);
-  // A run queued on a stream the caller is capturing into a CUDA graph (an engine capturing its
-  // whole step) is captured, not run: its kernel launches and device copies become nodes of the
-  // caller's graph, which each replay runs on the buffers of this call. Nothing here may then
-  // synchronize or use the stream outside the capture's rules (that would invalidate the
-  // caller's capture): the graph's own CUDA graphs are neither captured nor launched, and the
-  // order against runs outside the capture goes through external event nodes.
-  bool in_capture = false;
   absl::StatusOr<Driver*> loaded = Driver::get();  // (without one, preparing says so)
-  if (run.enqueue && loaded.ok()) {
-    absl::StatusOr<bool> capturing = (*loaded)->capturing(run.stream);
-    if (!capturing.ok()) return during(capturing.status(), "enqueueing the graph");
-    in_capture = *capturing;
-  }
   if (loaded.ok())  // nothing is queued behind a kernel that hung on the device
     LOOM_RETURN_IF_ERROR(runtime::cuda::HungDevices::global().check(p.ordinal, **loaded));
-  if (in_capture && !p.device)
-    return absl::FailedPreconditionError(
-        "enqueue_on_device() inside a CUDA graph capture before the graph's first run: the "
-        "first run loads its kernels, allocates its device memory and uploads its constants, "
-        "which a capture does not allow; run it once before capturing");
   if (!p.device) {
+    // A capture (below) cannot hold the first run's set-up. (Asked again below with the
+    // context current, where an error is the run's.)
+    if (run.enqueue && loaded.ok()) {
+      absl::StatusOr<bool> capturing = (*loaded)->capturing(run.stream);
+      if (capturing.ok() && *capturing)
+        return absl::FailedPreconditionError(
+            "enqueue_on_device() inside a CUDA graph capture before the graph's first run: the "
+            "first run loads its kernels, allocates its device memory and uploads its "
+            "constants, which a capture does not allow; run it once before capturing");
+    }
     absl::StatusOr<std::unique_ptr<GpuProgram::Device>> d = prepare(g, p, shapes);
     if (!d.ok()) return during(d.status(), "preparing the graph on the GPU");
     p.device = *std::move(d);
@@ -155,6 +148,18 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
   Driver& driver = *d.driver;
   const runtime::cuda::Stream stream = run.enqueue ? run.stream : d.stream;
   LOOM_RETURN_IF_ERROR(during(driver.set_current(d.context), "running the graph on the GPU"));
+  // A run queued on a stream the caller is capturing into a CUDA graph (an engine capturing its
+  // whole step) is captured, not run: its kernel launches and device copies become nodes of the
+  // caller's graph, which each replay runs on the buffers of this call. Nothing here may then
+  // synchronize or use the stream outside the capture's rules (that would invalidate the
+  // caller's capture): the graph's own CUDA graphs are neither captured nor launched, and the
+  // order against runs outside the capture goes through external event nodes.
+  bool in_capture = false;
+  if (run.enqueue) {
+    absl::StatusOr<bool> capturing = driver.capturing(stream);
+    if (!capturing.ok()) return during(capturing.status(), "enqueueing the graph");
+    in_capture = *capturing;
+  }
   // Once queued work fails, what was queued finishes before the error returns.
   // (Not inside a capture, where nothing was queued to run.)
   auto fail = [&](const absl::Status& s, const std::string& what) {

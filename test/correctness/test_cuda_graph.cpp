@@ -1356,7 +1356,28 @@ TEST_CASE(
     "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   loom::testing::TempDir dir;
-  captured_by_the_caller(device_io_graph(), emulated_device_io(fake, dir.path()), &fake);
+  const CompiledGraph compiled = emulated_device_io(fake, dir.path());
+  captured_by_the_caller(device_io_graph(), compiled, &fake);
+  // A capture the caller already broke (a synchronization inside it): the run says so and
+  // queues nothing.
+  DeviceArrays mem;
+  std::vector<DeviceTensor> in;
+  for (const NDArray& a : device_io_inputs()) in.push_back(mem.upload(a));
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  absl::StatusOr<cuda::Stream> engine = mem.driver->create_stream();
+  REQUIRE(engine.ok());
+  absl::Status queued;
+  const int launches = fake.launches();
+  absl::StatusOr<cuda::GraphExec> broken = mem.driver->capture(*engine, [&] {
+    CHECK_FALSE(mem.driver->synchronize(*engine).ok());
+    queued = compiled.enqueue_on_device(in, outs, *engine);
+    return absl::OkStatus();
+  });
+  CHECK_FALSE(broken.ok());
+  CHECK(queued.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(queued.message()), Catch::Contains("capture was invalidated"));
+  CHECK(fake.launches() == launches);
+  REQUIRE(mem.driver->destroy_stream(*engine).ok());
 }
 
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {
