@@ -512,6 +512,35 @@ absl::StatusOr<CompiledGraph> CompiledGraph::specialize(const DimBindings& dims)
   return impl_->specializations->get(zero ? DimBindings{} : dims);
 }
 
+absl::StatusOr<CompiledGraph> CompiledGraph::instance() const {
+  if (!impl_) return absl::FailedPreconditionError("instance() of an empty CompiledGraph");
+  const CompiledGraphImpl& g = *impl_;
+  if (g.specializations)
+    return absl::FailedPreconditionError(
+        "instance() of a graph compiled per binding of its symbolic dims: each binding is a "
+        "compiled graph of its own; take the instance of specialize(dims)");
+  auto out = std::make_shared<CompiledGraphImpl>();
+  out->jit = g.jit;  // compiled code, shared
+  out->slots = g.slots;
+  out->inputs = g.inputs;
+  out->outputs = g.outputs;
+  out->launches = g.launches;
+  out->kernels = g.kernels;
+  out->graph = g.graph;
+  out->poison_buffers = g.poison_buffers;
+  if (g.gpu) {
+    // The modules again (each instance loads them on its first run); no device state.
+    auto gpu = std::make_shared<GpuProgram>();
+    gpu->ordinal = g.gpu->ordinal;
+    gpu->cuda_graphs = g.gpu->cuda_graphs;
+    gpu->run_timeout_s = g.gpu->run_timeout_s;
+    gpu->parts = g.gpu->parts;
+    gpu->kernel_at = g.gpu->kernel_at;
+    out->gpu = std::move(gpu);
+  }
+  return CompiledGraph(std::move(out));
+}
+
 size_t CompiledGraph::num_specializations() const {
   return impl_ && impl_->specializations ? impl_->specializations->size() : 0;
 }

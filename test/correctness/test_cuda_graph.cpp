@@ -1380,6 +1380,68 @@ TEST_CASE(
   REQUIRE(mem.driver->destroy_stream(*engine).ok());
 }
 
+TEST_CASE(
+    "fake GPU: instances of a compiled graph run on device memory and streams of their own, "
+    "never waiting for each other",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  const Graph g = device_io_graph();
+  const size_t live = fake.live_bytes();
+  {
+    std::vector<CompiledGraph> instances = {emulated_device_io(fake, dir.path())};
+    absl::StatusOr<CompiledGraph> second = instances[0].instance();
+    REQUIRE(second.ok());
+    instances.push_back(*std::move(second));
+    CHECK(instances[1].kernels().size() == instances[0].kernels().size());
+    // Each instance's first run sets up device memory of its own, as much as the other's.
+    REQUIRE(instances[0].run(device_io_inputs()).ok());
+    const size_t one = fake.live_bytes() - live;
+    CHECK(one > 0);
+    REQUIRE(instances[1].run(device_io_inputs()).ok());
+    CHECK(fake.live_bytes() - live == 2 * one);
+    // Queued in turns, each instance on a stream of its own, on buffers of its own: after each
+    // one's first run there, no run waits for the other's; every output matches the reference.
+    // One instance taking the two streams in turns waits at every switch.
+    DeviceArrays mem;
+    std::vector<cuda::Stream> streams;
+    std::vector<std::vector<DeviceTensor>> in(2), out(2);
+    for (int k = 0; k < 2; ++k) {
+      absl::StatusOr<cuda::Stream> s = mem.driver->create_stream();
+      REQUIRE(s.ok());
+      streams.push_back(*s);
+      for (const NDArray& a : device_io_inputs()) in[k].push_back(mem.upload(a));
+      out[k] = poisoned_outputs(mem, instances[0]);
+    }
+    for (const bool shared : {false, true}) {
+      INFO((shared ? "one instance on both streams" : "an instance a stream"));
+      int waits = 0;
+      for (int run = 0; run < 8; ++run) {
+        const int k = run % 2;
+        const CompiledGraph& compiled = instances[shared ? 0 : k];
+        std::vector<NDArray> values = device_io_inputs();
+        for (size_t i = 0; i < values.size(); ++i)
+          REQUIRE(mem.driver
+                      ->copy_to_device(in[k][i].address, values[i].data(),
+                                       static_cast<size_t>(values[i].nbytes()))
+                      .ok());
+        const int before = fake.stream_waits();
+        REQUIRE(compiled.enqueue_on_device(in[k], out[k], streams[k]).ok());
+        if (run >= 2) waits += fake.stream_waits() - before;
+        REQUIRE(mem.driver->synchronize(streams[k]).ok());
+        const std::vector<NDArray> want = loom::testing::reference_run(g, values);
+        for (size_t o = 0; o < want.size(); ++o) {
+          INFO("run " << run << ", output " << o);
+          require_close(mem.download(out[k][o]), want[o], 1e-5);
+        }
+      }
+      CHECK(waits == (shared ? 6 : 0));
+    }
+    for (cuda::Stream s : streams) REQUIRE(mem.driver->destroy_stream(s).ok());
+  }
+  CHECK(fake.live_bytes() == live);  // each instance's device memory went with it
+}
+
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {
   // A warpgroup GEMM with TMA copies reads x through a tensor map encoded at launch over x's
   // address: runs on other device buffers (other data) must not reuse the last map.

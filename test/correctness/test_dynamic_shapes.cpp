@@ -153,6 +153,19 @@ TEST_CASE("dynamic shapes: specialize() checks the binding, and generic mode sti
   require_close(run_ok(*compiled, {x})[0], run_ok(*prepared, {x})[0], 0, 0);
   CHECK((stats() - before).llvm_compiles == 0);
 
+  // Instances: a binding's runs the same kernels, compiling nothing; the graph compiled per
+  // binding, and an empty CompiledGraph, have none.
+  require_error(compiled->instance().status(), "take the instance of specialize(dims)");
+  require_error(CompiledGraph().instance().status(), "instance() of an empty CompiledGraph");
+  auto twin = prepared->instance();
+  REQUIRE(twin.ok());
+  CHECK(twin->kernels().size() == prepared->kernels().size());
+  before = stats();
+  const NDArray x2 = random_array(DType::f32(), {6, kFeatures});
+  require_close(run_ok(*twin, {x2})[0], reference_run(g, {x2})[0], 1e-5, 1e-6);
+  require_close(run_ok(*twin, {x})[0], run_ok(*prepared, {x})[0], 0, 0);
+  CHECK((stats() - before).llvm_compiles == 0);
+
   // Static graphs have no dims to bind.
   Graph s;
   s.output(s.input("a", {3}).relu());

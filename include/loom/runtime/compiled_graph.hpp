@@ -96,6 +96,17 @@ class CompiledGraph {
   // Bindings compiled and kept so far (0 for static graphs).
   size_t num_specializations() const;
 
+  // Another instance of this compiled graph: the same kernels (nothing compiled or tuned again),
+  // with run state of its own. On a GPU that is the device memory for intermediates (and the
+  // graph's inputs and outputs on host runs), the stream, the captured CUDA graphs and the
+  // loaded modules, set up by its first run: runs of one instance take turns and share
+  // intermediates, while two instances run at once, each on its own stream, never waiting for
+  // each other (an engine serving requests on several streams keeps one instance per stream).
+  // A CPU graph's runs already run at once (each takes an arena of its own); its instance shares
+  // the compiled code. A copy of a CompiledGraph is the same instance. A graph compiled per
+  // binding of its dims has no instance of its own: take one of specialize(dims).
+  absl::StatusOr<CompiledGraph> instance() const;
+
   // The kernels run, in order. Empty for a graph that specializes per binding: ask
   // specialize(dims).kernels().
   const std::vector<KernelInfo>& kernels() const;
