@@ -526,7 +526,7 @@ CUresult event_record_with_flags(CUevent e, CUstream s, unsigned int flags) {
   if (CUresult r = health()) return r;
   std::lock_guard<std::mutex> lock(state().mu);
   FakeGraph* graph = captured_into(s);
-  if (!e || flags != (graph ? CU_EVENT_RECORD_EXTERNAL : 0u)) {
+  if (!e || flags != (graph ? static_cast<unsigned>(CU_EVENT_RECORD_EXTERNAL) : 0u)) {
     if (graph) graph->invalidated = true;
     return graph ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : CUDA_ERROR_INVALID_VALUE;
   }
