@@ -3,6 +3,7 @@
 // rather than queue behind it.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -32,10 +33,13 @@ class HungDevices {
   void add(int device, Event after, absl::Status error) {
     std::lock_guard<std::mutex> lock(mu_);
     hung_[device] = {after, std::move(error)};
+    any_.store(true, std::memory_order_release);
   }
   // OK where nothing hung on `device`, or what hung there has since finished; else the error
   // that named it.
   absl::Status check(int device, Driver& driver) {
+    // Every run asks: without a lock while nothing ever hung (runs of many graphs at once).
+    if (!any_.load(std::memory_order_acquire)) return absl::OkStatus();
     std::lock_guard<std::mutex> lock(mu_);
     auto it = hung_.find(device);
     if (it == hung_.end()) return absl::OkStatus();
@@ -45,6 +49,7 @@ class HungDevices {
           it->second.error.code(),
           str_cat("the device still runs a kernel that hung: ", it->second.error.message()));
     hung_.erase(it);
+    if (hung_.empty()) any_.store(false, std::memory_order_release);
     return absl::OkStatus();
   }
 
@@ -55,6 +60,7 @@ class HungDevices {
   };
   std::mutex mu_;
   std::map<int, Hung> hung_;
+  std::atomic<bool> any_{false};  // hung_ is not empty
 };
 
 }  // namespace loom::runtime::cuda
