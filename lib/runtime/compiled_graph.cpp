@@ -529,7 +529,9 @@ absl::StatusOr<CompiledGraph> CompiledGraph::instance() const {
   out->graph = g.graph;
   out->poison_buffers = g.poison_buffers;
   if (g.gpu) {
-    // The modules again (each instance loads them on its first run); no device state.
+    // The modules again (each instance loads them on its first run: a module's memory, split-K's
+    // partials among it, belongs to its runs); no device state (the constants on the device are
+    // shared all the same: runtime/gpu_graph.hpp).
     auto gpu = std::make_shared<GpuProgram>();
     gpu->ordinal = g.gpu->ordinal;
     gpu->cuda_graphs = g.gpu->cuda_graphs;

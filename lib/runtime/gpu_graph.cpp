@@ -4,6 +4,9 @@
 #include "runtime/gpu_graph.hpp"
 
 #include <algorithm>
+#include <cstring>
+#include <map>
+#include <tuple>
 
 #include "loom/core/status.hpp"
 #include "runtime/hung_devices.hpp"
@@ -41,6 +44,74 @@ int64_t slot_bytes(const CompiledGraphImpl& g, size_t i,
   return 0;
 }
 
+// The constants on each device that some run state holds, by their bytes: a set-up finds
+// there the constants another graph's (or instance's) set-up uploaded, compared byte for byte,
+// and uploads only the others. A constant's host data must not change while a graph compiled
+// with it lives (a CPU graph's runs read it there too).
+class DeviceConstantPool {
+ public:
+  static DeviceConstantPool& global() {
+    static DeviceConstantPool* pool = new DeviceConstantPool;  // outlives every graph
+    return *pool;
+  }
+
+  // The bytes of `host` on device `ordinal` (whose primary context is current).
+  absl::StatusOr<std::shared_ptr<DeviceConstant>> get(Driver& driver, int ordinal,
+                                                      const NDArray& host,
+                                                      const std::string& name) {
+    const Key key{ordinal, host.nbytes(), sample(host)};
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [first, last] = uploaded_.equal_range(key);
+    for (auto it = first; it != last;) {
+      std::shared_ptr<DeviceConstant> c = it->second.lock();
+      if (!c) {
+        it = uploaded_.erase(it);
+        continue;
+      }
+      if (c->host.data() == host.data() ||
+          std::memcmp(c->host.data(), host.data(), static_cast<size_t>(host.nbytes())) == 0)
+        return c;
+      ++it;
+    }
+    auto c = std::make_shared<DeviceConstant>();
+    LOOM_ASSIGN_OR_RETURN(c->context, driver.retain_primary_context(ordinal));
+    c->driver = &driver;
+    c->ordinal = ordinal;
+    LOOM_ASSIGN_OR_RETURN(c->address, driver.allocate(static_cast<size_t>(host.nbytes())));
+    c->host = host;
+    LOOM_RETURN_IF_ERROR(
+        during(driver.copy_to_device(c->address, host.data(), static_cast<size_t>(host.nbytes())),
+               "uploading constant '" + name + "'"));
+    uploaded_.emplace(key, c);
+    return c;
+  }
+
+  // After a hang on the device: later set-ups upload their own (the hung kernels keep theirs).
+  void forget(int ordinal) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = uploaded_.begin(); it != uploaded_.end();)
+      it = std::get<0>(it->first) == ordinal ? uploaded_.erase(it) : std::next(it);
+  }
+
+ private:
+  // (device, bytes, a hash of a few of them): the constants that may be equal.
+  using Key = std::tuple<int, int64_t, uint64_t>;
+  static uint64_t sample(const NDArray& a) {
+    const auto* bytes = static_cast<const unsigned char*>(a.data());
+    const size_t n = static_cast<size_t>(a.nbytes());
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto mix = [&](size_t from) {
+      for (size_t i = from; i < std::min(n, from + 64); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+    };
+    mix(0);
+    if (n > 64) mix(n / 2);
+    if (n > 128) mix(n - 64);
+    return h;
+  }
+  std::mutex mu_;
+  std::multimap<Key, std::weak_ptr<DeviceConstant>> uploaded_;
+};
+
 absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
     const CompiledGraphImpl& g, const GpuProgram& p,
     const std::vector<std::vector<int64_t>>& shapes) {
@@ -62,13 +133,7 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   d->last_stream = d->stream;
 
   const size_t n = g.slots.size();
-  std::vector<int64_t> constant_at(n, -1), memory_at(n, -1);
-  int64_t constant_bytes = 0;
-  for (size_t i = 0; i < n; ++i)
-    if (g.slots[i].kind == Slot::Kind::kConstant) {
-      constant_at[i] = constant_bytes;
-      constant_bytes += aligned(slot_bytes(g, i, shapes));
-    }
+  std::vector<int64_t> memory_at(n, -1);
   // Intermediates where the plan puts them, then each input and each output of its own. Values
   // fused into the kernels that read them are never stored and get no memory (address 0).
   const MemoryPlan plan = plan_memory(g, shapes);
@@ -82,22 +147,18 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
       memory_bytes += aligned(slot_bytes(g, i, shapes));
     }
   }
-  if (constant_bytes > 0) {
-    LOOM_ASSIGN_OR_RETURN(d->constants, driver.allocate(static_cast<size_t>(constant_bytes)));
-  }
   if (memory_bytes > 0) {
     LOOM_ASSIGN_OR_RETURN(d->memory, driver.allocate(static_cast<size_t>(memory_bytes)));
   }
   d->address.assign(n, 0);
   for (size_t i = 0; i < n; ++i) {
-    if (constant_at[i] >= 0) {
-      d->address[i] = d->constants + static_cast<DevicePtr>(constant_at[i]);
-      const int64_t bytes = slot_bytes(g, i, shapes);
-      if (bytes > 0)
-        LOOM_RETURN_IF_ERROR(during(
-            driver.copy_to_device(d->address[i], g.slots[i].constant.data(),
-                                  static_cast<size_t>(bytes)),
-            "uploading constant '" + g.slots[i].name + "'"));
+    const Slot& s = g.slots[i];
+    if (s.kind == Slot::Kind::kConstant && s.constant.nbytes() > 0) {
+      LOOM_ASSIGN_OR_RETURN(
+          std::shared_ptr<DeviceConstant> c,
+          DeviceConstantPool::global().get(driver, p.ordinal, s.constant, s.name));
+      d->address[i] = c->address;
+      d->constants.push_back(std::move(c));
     } else if (memory_at[i] >= 0) {
       d->address[i] = d->memory + static_cast<DevicePtr>(memory_at[i]);
     }
@@ -115,9 +176,16 @@ GpuProgram::Device::~Device() {
   for (runtime::cuda::Event e : events) (void)driver->destroy_event(e);
   if (done) (void)driver->destroy_event(done);
   if (memory) (void)driver->free(memory);
-  if (constants) (void)driver->free(constants);
+  constants.clear();  // each freed here when no other run state holds it
   if (stream) (void)driver->destroy_stream(stream);
   loaded.clear();
+  if (context) (void)driver->release_primary_context(ordinal);
+}
+
+DeviceConstant::~DeviceConstant() {
+  if (!driver) return;
+  if (context) (void)driver->set_current(context);
+  if (address) (void)driver->free(address);
   if (context) (void)driver->release_primary_context(ordinal);
 }
 
@@ -287,6 +355,7 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
           "process ends, with the graph's device memory left to them"));
       runtime::cuda::HungDevices::global().add(p.ordinal, d.done, hung);
       (void)p.device.release();  // its memory, modules and events stay with the kernels
+      DeviceConstantPool::global().forget(p.ordinal);  // and so do the constants
       return hung;
     }
   }

@@ -13,6 +13,22 @@
 
 namespace loom {
 
+// One constant (a weight) on a device, shared by every compiled graph's run state that holds
+// the same bytes there: the instances of a compiled graph, the bindings of a graph compiled per
+// binding, graphs compiled apart from one model. Runs only read it. Freed with its last holder
+// (its context set current, the primary context it retained then released).
+struct DeviceConstant {
+  runtime::cuda::Driver* driver = nullptr;
+  int ordinal = 0;
+  runtime::cuda::Context context = nullptr;
+  runtime::cuda::DevicePtr address = 0;
+  NDArray host;  // what was uploaded (the data of a live graph's constant slot)
+  DeviceConstant() = default;
+  DeviceConstant(const DeviceConstant&) = delete;
+  DeviceConstant& operator=(const DeviceConstant&) = delete;
+  ~DeviceConstant();
+};
+
 struct GpuProgram {
   int ordinal = 0;  // the device
   bool cuda_graphs = true;  // CompileOptions::cuda_graphs
@@ -36,7 +52,8 @@ struct GpuProgram {
     runtime::cuda::Context context = nullptr;  // the device's primary context, retained
     std::vector<std::unique_ptr<runtime::cuda::LoadedModule>> loaded;  // per part
     runtime::cuda::Stream stream = nullptr;
-    runtime::cuda::DevicePtr constants = 0;  // every constant slot's data, uploaded once
+    // Per constant slot with data, its bytes on the device (shared; see DeviceConstant).
+    std::vector<std::shared_ptr<DeviceConstant>> constants;
     runtime::cuda::DevicePtr memory = 0;     // a run's inputs, intermediates and outputs
     std::vector<runtime::cuda::DevicePtr> address;  // per slot: where its value lives
     std::vector<runtime::cuda::Event> events;       // two per launch, for profile()

@@ -1382,24 +1382,29 @@ TEST_CASE(
 
 TEST_CASE(
     "fake GPU: instances of a compiled graph run on device memory and streams of their own, "
-    "never waiting for each other",
+    "never waiting for each other, and share the constants",
     "[.fake_cuda]") {
   FakeDriver fake = fake_driver();
   loom::testing::TempDir dir;
   const Graph g = device_io_graph();
   const size_t live = fake.live_bytes();
+  const size_t constants = 12;  // device_io_graph's one constant, 3 floats
   {
     std::vector<CompiledGraph> instances = {emulated_device_io(fake, dir.path())};
     absl::StatusOr<CompiledGraph> second = instances[0].instance();
     REQUIRE(second.ok());
     instances.push_back(*std::move(second));
     CHECK(instances[1].kernels().size() == instances[0].kernels().size());
-    // Each instance's first run sets up device memory of its own, as much as the other's.
+    // Each instance's first run sets up device memory of its own, as much as the other's; the
+    // constants the first uploaded serve the second.
+    const int copies = fake.host_copies();
     REQUIRE(instances[0].run(device_io_inputs()).ok());
+    const int uploads = fake.host_copies() - copies;
     const size_t one = fake.live_bytes() - live;
-    CHECK(one > 0);
+    CHECK(one > constants);
     REQUIRE(instances[1].run(device_io_inputs()).ok());
-    CHECK(fake.live_bytes() - live == 2 * one);
+    CHECK(fake.live_bytes() - live == 2 * one - constants);
+    CHECK(fake.host_copies() - copies == 2 * uploads - 1);  // one constant uploaded once
     // Queued in turns, each instance on a stream of its own, on buffers of its own: after each
     // one's first run there, no run waits for the other's; every output matches the reference.
     // One instance taking the two streams in turns waits at every switch.
@@ -1438,8 +1443,72 @@ TEST_CASE(
       CHECK(waits == (shared ? 6 : 0));
     }
     for (cuda::Stream s : streams) REQUIRE(mem.driver->destroy_stream(s).ok());
+    // The first instance gone, its memory goes but the constants stay with the second, which
+    // still runs right, as does a third made from it (which uploads nothing again).
+    const size_t both = fake.live_bytes();
+    instances.erase(instances.begin());
+    CHECK(both - fake.live_bytes() == one - constants);
+    absl::StatusOr<CompiledGraph> third = instances[0].instance();
+    REQUIRE(third.ok());
+    instances.push_back(*std::move(third));
+    const std::vector<NDArray> values = device_io_inputs();
+    const std::vector<NDArray> want = loom::testing::reference_run(g, values);
+    for (const CompiledGraph& compiled : instances) {
+      absl::StatusOr<std::vector<NDArray>> got = compiled.run(values);
+      REQUIRE(got.ok());
+      for (size_t o = 0; o < want.size(); ++o) require_close((*got)[o], want[o], 1e-5);
+    }
+    CHECK(fake.live_bytes() == both);
   }
-  CHECK(fake.live_bytes() == live);  // each instance's device memory went with it
+  CHECK(fake.live_bytes() == live);  // the instances' device memory and constants went with them
+}
+
+TEST_CASE(
+    "fake GPU: compiled graphs holding the same constant bytes share them on the device, "
+    "others do not",
+    "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  // 8448 bytes; element 528 (byte 2112) lies outside the bytes the pool samples (the first,
+  // middle and last 64), so the third weight differs from the first only where a byte-for-byte
+  // comparison sees it.
+  const NDArray w = random_array(DType::f32(), {64, 33});
+  NDArray off = w.copy();
+  off.set(528, off.get(528) + 1.0);
+  auto graph_with = [](const NDArray& c) {
+    Graph g;
+    g.output(g.input("x", {64, 33}).add(g.constant("w", c)).relu());
+    return g;
+  };
+  const std::vector<Graph> graphs = {graph_with(w), graph_with(w.copy()), graph_with(off)};
+  const std::vector<NDArray> in = {random_array(DType::f32(), {64, 33})};
+  const size_t live = fake.live_bytes(), weight = static_cast<size_t>(w.nbytes());
+  {
+    std::vector<CompiledGraph> compiled;
+    std::vector<size_t> added;
+    for (const Graph& g : graphs) {
+      compiled.push_back(
+          compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path())));
+      emulate_kernels(fake, compiled.back(), dir.path());
+      const size_t before = fake.live_bytes();
+      absl::StatusOr<std::vector<NDArray>> got = compiled.back().run(in);
+      REQUIRE(got.ok());
+      added.push_back(fake.live_bytes() - before);
+      require_close((*got)[0], loom::testing::reference_run(g, in)[0], 1e-6);
+    }
+    // The second (the same bytes in other storage) uploads no weight; the third (one element
+    // off) its own.
+    CHECK(added[0] > weight);
+    CHECK(added[1] == added[0] - weight);
+    CHECK(added[2] == added[0]);
+    // The first gone, the second still reads the weight it shares.
+    compiled.erase(compiled.begin());
+    CHECK(fake.live_bytes() - live == added[1] + weight + added[2]);
+    absl::StatusOr<std::vector<NDArray>> again = compiled[0].run(in);
+    REQUIRE(again.ok());
+    require_close((*again)[0], loom::testing::reference_run(graphs[1], in)[0], 1e-6);
+  }
+  CHECK(fake.live_bytes() == live);
 }
 
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {

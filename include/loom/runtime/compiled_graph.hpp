@@ -102,9 +102,12 @@ class CompiledGraph {
   // loaded modules, set up by its first run: runs of one instance take turns and share
   // intermediates, while two instances run at once, each on its own stream, never waiting for
   // each other (an engine serving requests on several streams keeps one instance per stream).
-  // A CPU graph's runs already run at once (each takes an arena of its own); its instance shares
-  // the compiled code. A copy of a CompiledGraph is the same instance. A graph compiled per
-  // binding of its dims has no instance of its own: take one of specialize(dims).
+  // The weights are on the device once for all instances (and for any compiled graph holding
+  // the same bytes, the bindings of specialize(dims) among them): the first run that needs them
+  // uploads them, and they go with the last run state holding them. A CPU graph's runs already run
+  // at once (each takes an arena of its own); its instance shares the compiled code. A copy of a
+  // CompiledGraph is the same instance. A graph compiled per binding of its dims has no instance of
+  // its own: take one of specialize(dims).
   absl::StatusOr<CompiledGraph> instance() const;
 
   // The kernels run, in order. Empty for a graph that specializes per binding: ask
