@@ -1509,6 +1509,32 @@ TEST_CASE(
     require_close((*again)[0], loom::testing::reference_run(graphs[1], in)[0], 1e-6);
   }
   CHECK(fake.live_bytes() == live);
+  // The bindings of a graph compiled per binding of its dims read one upload of the weight: the
+  // second binding's first run copies the input in and the output out, nothing else.
+  {
+    Graph g;
+    g.output(g.input("x", {Dim("n"), Dim(33)})
+                 .add(g.constant("w", random_array(DType::f32(), {33})))
+                 .relu());
+    CompiledGraph family =
+        compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path()));
+    std::vector<int> copies;
+    for (const int64_t n : {3, 5}) {
+      INFO("n = " << n);
+      absl::StatusOr<CompiledGraph> bound = family.specialize({{"n", n}});
+      REQUIRE(bound.ok());
+      emulate_kernels(fake, *bound, dir.path());
+      const std::vector<NDArray> x = {random_array(DType::f32(), {n, 33})};
+      const int before = fake.host_copies();
+      absl::StatusOr<std::vector<NDArray>> got = bound->run(x);
+      REQUIRE(got.ok());
+      copies.push_back(fake.host_copies() - before);
+      require_close((*got)[0], loom::testing::reference_run(g, x)[0], 1e-6);
+    }
+    CHECK(copies[0] == 3);
+    CHECK(copies[1] == 2);
+  }
+  CHECK(fake.live_bytes() == live);
 }
 
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {
