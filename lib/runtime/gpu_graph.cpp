@@ -1,5 +1,6 @@
-// Running a graph compiled for a CUDA target: device memory laid out once (constants, then one
-// block for inputs, the intermediates' plan and outputs), kernels launched on one stream.
+// Running a graph compiled for a CUDA target: device memory laid out once (the constants, shared
+// with other graphs holding the same bytes; a block for the intermediates' plan; one for the
+// inputs and outputs of runs from the host), kernels launched on one stream.
 
 #include "runtime/gpu_graph.hpp"
 
@@ -132,23 +133,22 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   LOOM_RETURN_IF_ERROR(driver.record_event(d->done, d->stream));
   d->last_stream = d->stream;
 
+  // Intermediates where the plan puts them. The inputs and the outputs (not in the plan) each
+  // get a place in a block of their own, allocated by the first run from the host: runs on
+  // device memory read and write the caller's buffers instead. Values fused into the kernels
+  // that read them are never stored and get no memory (address 0).
   const size_t n = g.slots.size();
-  std::vector<int64_t> memory_at(n, -1);
-  // Intermediates where the plan puts them, then each input and each output of its own. Values
-  // fused into the kernels that read them are never stored and get no memory (address 0).
   const MemoryPlan plan = plan_memory(g, shapes);
-  int64_t memory_bytes = aligned(plan.bytes);
+  d->io_at.assign(n, -1);
   for (size_t i = 0; i < n; ++i) {
-    if (plan.offsets[i] >= 0) {
-      memory_at[i] = plan.offsets[i];
-    } else if (g.slots[i].kind == Slot::Kind::kInput ||
-               (g.slots[i].kind == Slot::Kind::kComputed && plan.used[i])) {
-      memory_at[i] = memory_bytes;
-      memory_bytes += aligned(slot_bytes(g, i, shapes));
+    if (plan.offsets[i] < 0 && (g.slots[i].kind == Slot::Kind::kInput ||
+                                (g.slots[i].kind == Slot::Kind::kComputed && plan.used[i]))) {
+      d->io_at[i] = d->io_bytes;
+      d->io_bytes += aligned(slot_bytes(g, i, shapes));
     }
   }
-  if (memory_bytes > 0) {
-    LOOM_ASSIGN_OR_RETURN(d->memory, driver.allocate(static_cast<size_t>(memory_bytes)));
+  if (plan.bytes > 0) {
+    LOOM_ASSIGN_OR_RETURN(d->memory, driver.allocate(static_cast<size_t>(aligned(plan.bytes))));
   }
   d->address.assign(n, 0);
   for (size_t i = 0; i < n; ++i) {
@@ -159,11 +159,20 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
           DeviceConstantPool::global().get(driver, p.ordinal, s.constant, s.name));
       d->address[i] = c->address;
       d->constants.push_back(std::move(c));
-    } else if (memory_at[i] >= 0) {
-      d->address[i] = d->memory + static_cast<DevicePtr>(memory_at[i]);
+    } else if (plan.offsets[i] >= 0) {
+      d->address[i] = d->memory + static_cast<DevicePtr>(plan.offsets[i]);
     }
   }
   return d;
+}
+
+// The block of the inputs and outputs of runs from the host, allocated by the first.
+absl::Status allocate_io(GpuProgram::Device& d) {
+  if (d.io || d.io_bytes == 0) return absl::OkStatus();
+  LOOM_ASSIGN_OR_RETURN(d.io, d.driver->allocate(static_cast<size_t>(d.io_bytes)));
+  for (size_t i = 0; i < d.io_at.size(); ++i)
+    if (d.io_at[i] >= 0) d.address[i] = d.io + static_cast<DevicePtr>(d.io_at[i]);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -176,6 +185,7 @@ GpuProgram::Device::~Device() {
   for (runtime::cuda::Event e : events) (void)driver->destroy_event(e);
   if (done) (void)driver->destroy_event(done);
   if (memory) (void)driver->free(memory);
+  if (io) (void)driver->free(io);
   constants.clear();  // each freed here when no other run state holds it
   if (stream) (void)driver->destroy_stream(stream);
   loaded.clear();
@@ -242,6 +252,10 @@ absl::StatusOr<std::vector<NDArray>> run_gpu(const CompiledGraphImpl& g,
     LOOM_RETURN_IF_ERROR(during(driver.wait_event(stream, d.done), "ordering after the last run"));
   }
 
+  if (!run.device_inputs || !run.device_outputs) {  // the host's inputs or outputs go there
+    absl::Status s = allocate_io(d);
+    if (!s.ok()) return during(s, "allocating the graph's inputs and outputs on the GPU");
+  }
   // Where each slot lives in this run: the caller's memory for device inputs and outputs.
   std::vector<DevicePtr> address = d.address;
   for (size_t k = 0; k < g.inputs.size(); ++k) {

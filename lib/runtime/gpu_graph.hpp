@@ -1,7 +1,7 @@
 // A CompiledGraph on a CUDA GPU (private to lib/): its kernels, in modules compiled apart (at
 // once, on as many cores), and what its runs need on the device (the modules loaded, the
-// constants uploaded, one block of device memory for inputs, intermediates and outputs, a
-// stream), set up by the first run.
+// constants uploaded, device memory for the intermediates, a stream), set up by the first run,
+// and device memory for the inputs and outputs of runs from the host, set up by the first.
 #pragma once
 
 #include <memory>
@@ -54,7 +54,12 @@ struct GpuProgram {
     runtime::cuda::Stream stream = nullptr;
     // Per constant slot with data, its bytes on the device (shared; see DeviceConstant).
     std::vector<std::shared_ptr<DeviceConstant>> constants;
-    runtime::cuda::DevicePtr memory = 0;     // a run's inputs, intermediates and outputs
+    runtime::cuda::DevicePtr memory = 0;  // the intermediates (the memory plan)
+    // The inputs and outputs of runs from the host: io_at[slot] bytes into a block of io_bytes,
+    // allocated by the first such run (runs on device memory use the caller's buffers).
+    runtime::cuda::DevicePtr io = 0;
+    std::vector<int64_t> io_at;
+    int64_t io_bytes = 0;
     std::vector<runtime::cuda::DevicePtr> address;  // per slot: where its value lives
     std::vector<runtime::cuda::Event> events;       // two per launch, for profile()
     // Recorded where the last run's work ended (at first, on the empty `stream`), on

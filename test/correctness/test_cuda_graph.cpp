@@ -1242,7 +1242,9 @@ TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and
   DeviceArrays mem;
   const std::vector<DeviceTensor> in = {mem.upload(x), mem.upload(y)};
   std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  const size_t before = fake.live_bytes();
   run_twice_on_device(fake, compiled, in, outs);
+  const size_t device_runs = fake.live_bytes() - before;
   // Kernels (in the emulator) wrote the computed outputs in place; the others were copied.
   for (size_t o = 0; o < want.size(); ++o) {
     INFO("output " << o);
@@ -1262,6 +1264,10 @@ TEST_CASE("fake GPU: a run on device memory copies nothing through the host, and
   CHECK(fake.stream_waits() == waits + 2);
   CHECK(mem.driver->synchronize(*stream).ok());
   (void)mem.driver->destroy_stream(*stream);
+  // Runs on device memory set up no device memory for the inputs and outputs (the caller's
+  // buffers take their place); the first host run does: x, y and the two computed outputs (h
+  // and its row sums), 256 bytes each (the device alignment).
+  CHECK(fake.live_bytes() - before == device_runs + 4 * 256);
 }
 
 // Runs `compiled` (of device_io_graph) on host inputs `runs` times, fresh inputs each time, each
