@@ -543,6 +543,27 @@ absl::StatusOr<CompiledGraph> CompiledGraph::instance() const {
   return CompiledGraph(std::move(out));
 }
 
+absl::StatusOr<MemoryUse> CompiledGraph::memory_use(const DimBindings& dims) const {
+  if (!impl_) return absl::FailedPreconditionError("memory_use() of an empty CompiledGraph");
+  LOOM_ASSIGN_OR_RETURN(const CompiledGraph bound, specialize(dims));  // checks the binding
+  // A binding's own graph: static, or (a zero extent) the generic kernels with the dims.
+  if (bound.impl_ != impl_)
+    return bound.memory_use(symbolic_dims(*bound.impl_).empty() ? DimBindings{} : dims);
+  const CompiledGraphImpl& g = *impl_;
+  LOOM_ASSIGN_OR_RETURN(const std::vector<std::vector<int64_t>> shapes, computed_shapes(g, dims));
+  MemoryUse use;
+  for (const Slot& s : g.slots)
+    if (s.kind == Slot::Kind::kConstant) use.constants += s.constant.nbytes();
+  if (g.gpu) {
+    const GpuMemoryLayout layout = gpu_memory_layout(g, shapes);
+    use.intermediates = layout.intermediates;
+    use.host_inputs_outputs = layout.io_bytes;
+  } else {
+    use.intermediates = plan_memory(g, shapes).bytes;
+  }
+  return use;
+}
+
 size_t CompiledGraph::num_specializations() const {
   return impl_ && impl_->specializations ? impl_->specializations->size() : 0;
 }

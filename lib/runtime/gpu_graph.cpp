@@ -133,23 +133,14 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   LOOM_RETURN_IF_ERROR(driver.record_event(d->done, d->stream));
   d->last_stream = d->stream;
 
-  // Intermediates where the plan puts them. The inputs and the outputs (not in the plan) each
-  // get a place in a block of their own, allocated by the first run from the host: runs on
-  // device memory read and write the caller's buffers instead. Values fused into the kernels
-  // that read them are never stored and get no memory (address 0).
+  GpuMemoryLayout layout = gpu_memory_layout(g, shapes);
+  const MemoryPlan& plan = layout.plan;
+  d->io_at = std::move(layout.io_at);
+  d->io_bytes = layout.io_bytes;
+  if (layout.intermediates > 0) {
+    LOOM_ASSIGN_OR_RETURN(d->memory, driver.allocate(static_cast<size_t>(layout.intermediates)));
+  }
   const size_t n = g.slots.size();
-  const MemoryPlan plan = plan_memory(g, shapes);
-  d->io_at.assign(n, -1);
-  for (size_t i = 0; i < n; ++i) {
-    if (plan.offsets[i] < 0 && (g.slots[i].kind == Slot::Kind::kInput ||
-                                (g.slots[i].kind == Slot::Kind::kComputed && plan.used[i]))) {
-      d->io_at[i] = d->io_bytes;
-      d->io_bytes += aligned(slot_bytes(g, i, shapes));
-    }
-  }
-  if (plan.bytes > 0) {
-    LOOM_ASSIGN_OR_RETURN(d->memory, driver.allocate(static_cast<size_t>(aligned(plan.bytes))));
-  }
   d->address.assign(n, 0);
   for (size_t i = 0; i < n; ++i) {
     const Slot& s = g.slots[i];
@@ -176,6 +167,28 @@ absl::Status allocate_io(GpuProgram::Device& d) {
 }
 
 }  // namespace
+
+// Intermediates where the plan puts them. The inputs and the outputs (not in the plan) each get
+// a place in a block of their own, allocated by the first run from the host: runs on device
+// memory read and write the caller's buffers instead. Values fused into the kernels that read
+// them are never stored and get no memory (address 0).
+GpuMemoryLayout gpu_memory_layout(const CompiledGraphImpl& g,
+                                  const std::vector<std::vector<int64_t>>& shapes) {
+  GpuMemoryLayout out;
+  out.plan = plan_memory(g, shapes);
+  out.intermediates = aligned(out.plan.bytes);
+  const size_t n = g.slots.size();
+  out.io_at.assign(n, -1);
+  for (size_t i = 0; i < n; ++i) {
+    if (out.plan.offsets[i] < 0 &&
+        (g.slots[i].kind == Slot::Kind::kInput ||
+         (g.slots[i].kind == Slot::Kind::kComputed && out.plan.used[i]))) {
+      out.io_at[i] = out.io_bytes;
+      out.io_bytes += aligned(slot_bytes(g, i, shapes));
+    }
+  }
+  return out;
+}
 
 GpuProgram::Device::~Device() {
   if (!driver) return;

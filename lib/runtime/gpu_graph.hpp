@@ -87,6 +87,18 @@ struct GpuProgram {
   std::unique_ptr<Device> device;
 };
 
+// Where a GPU graph's runs keep their values on the device: the intermediates where `plan`
+// puts them, in a block of `intermediates` bytes; each input and output io_at[slot] bytes into a
+// block of io_bytes, for runs from the host (-1: none).
+struct GpuMemoryLayout {
+  MemoryPlan plan;
+  int64_t intermediates = 0;
+  std::vector<int64_t> io_at;
+  int64_t io_bytes = 0;
+};
+GpuMemoryLayout gpu_memory_layout(const CompiledGraphImpl& g,
+                                  const std::vector<std::vector<int64_t>>& shapes);
+
 // What one run reads and writes, and where its work is queued.
 struct GpuRun {
   const std::vector<NDArray>* host_inputs = nullptr;        // copied in, or

@@ -1543,6 +1543,38 @@ TEST_CASE(
   CHECK(fake.live_bytes() == live);
 }
 
+TEST_CASE("fake GPU: memory_use() tells the device memory a graph's runs set up", "[.fake_cuda]") {
+  FakeDriver fake = fake_driver();
+  loom::testing::TempDir dir;
+  // x + c, exp, relu, a kernel each: two intermediates of 7 x 13 floats (364 bytes, 384 in the
+  // plan), both alive while exp runs; the input and the output, 512 bytes each in the block of
+  // runs from the host (the device alignment).
+  Graph g;
+  g.output(
+      g.input("x", {7, 13}).add(g.constant("c", random_array(DType::f32(), {13}))).exp().relu());
+  CompileOptions options = loom::testing::cold_cache_options(dir.path());
+  options.fuse = false;
+  options.graph_passes = false;
+  CompiledGraph compiled = compile_for(g, Target::cuda(90), options);
+  REQUIRE(compiled.kernels().size() == 3);
+  absl::StatusOr<MemoryUse> use = compiled.memory_use();
+  REQUIRE(use.ok());
+  CHECK(use->constants == 13 * 4);
+  CHECK(use->intermediates == 768);
+  CHECK(use->host_inputs_outputs == 1024);
+  // A run on device memory sets up the constants and the intermediates; the first from the host
+  // adds its block. (The kernels do not run here: only the memory is looked at.)
+  DeviceArrays mem;
+  const std::vector<DeviceTensor> in = {mem.upload(random_array(DType::f32(), {7, 13}))};
+  std::vector<DeviceTensor> outs = poisoned_outputs(mem, compiled);
+  const size_t live = fake.live_bytes();
+  REQUIRE(compiled.run_on_device(in, outs).ok());
+  CHECK(fake.live_bytes() - live == static_cast<size_t>(use->constants + use->intermediates));
+  REQUIRE(compiled.run({random_array(DType::f32(), {7, 13})}).ok());
+  CHECK(fake.live_bytes() - live ==
+        static_cast<size_t>(use->constants + use->intermediates + use->host_inputs_outputs));
+}
+
 TEST_CASE("fake GPU: TMA tensor maps follow a run's device buffers", "[.fake_cuda]") {
   // A warpgroup GEMM with TMA copies reads x through a tensor map encoded at launch over x's
   // address: runs on other device buffers (other data) must not reuse the last map.

@@ -277,3 +277,49 @@ TEST_CASE("dynamic shapes: threads racing for one batch build it once, and capac
   run_ok(*compiled, {random_array(DType::f32(), {9, kFeatures})});
   CHECK((stats() - before).llvm_compiles == per_build);
 }
+
+TEST_CASE("memory_use: the constants and the liveness plan's arena, for each binding of the dims",
+          "[dynamic]") {
+  // x + c, then exp, then relu, one kernel each: the sum and the exponentials are intermediates,
+  // both alive while exp runs, so the arena holds both (each rounded up to 64 bytes); relu's
+  // value is the output, not in the arena.
+  const NDArray c = random_array(DType::f32(), {13});
+  Graph g;
+  g.output(g.input("x", {Dim("n"), Dim(13)}).add(g.constant("c", c)).exp().relu());
+  auto arena = [](int64_t n) { return 2 * ((n * 13 * 4 + 63) / 64 * 64); };
+  CompileOptions options;
+  options.fuse = false;
+  options.graph_passes = false;
+  for (const bool per_binding : {false, true}) {
+    INFO((per_binding ? "compiled per binding" : "generic kernels"));
+    options.specialize_shapes = per_binding;
+    absl::StatusOr<CompiledGraph> compiled = Compiler().compile(g, options);
+    REQUIRE(compiled.ok());
+    for (const int64_t n : {7, 2, 31}) {
+      absl::StatusOr<MemoryUse> use = compiled->memory_use({{"n", n}});
+      INFO("n = " << n << ": " << use.status().ToString());
+      REQUIRE(use.ok());
+      CHECK(use->constants == 13 * 4);
+      CHECK(use->intermediates == arena(n));
+      CHECK(use->host_inputs_outputs == 0);
+      // What a run returns is what the reference computes.
+      const NDArray x = random_array(DType::f32(), {n, 13});
+      require_close(run_ok(*compiled, {x})[0], reference_run(g, {x})[0], 1e-5, 1e-6);
+    }
+    CHECK(compiled->num_specializations() == (per_binding ? 3u : 0u));
+    CHECK(compiled->memory_use({}).status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(compiled->memory_use({{"n", 2}, {"m", 1}}).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+  // A static graph takes no binding; an empty CompiledGraph has no memory to tell.
+  Graph s;
+  s.output(s.input("a", {5, 16}).exp().relu());
+  absl::StatusOr<CompiledGraph> fixed = Compiler().compile(s, options);
+  REQUIRE(fixed.ok());
+  absl::StatusOr<MemoryUse> use = fixed->memory_use();
+  REQUIRE(use.ok());
+  CHECK(use->constants == 0);
+  CHECK(use->intermediates == 5 * 16 * 4);
+  CHECK(fixed->memory_use({{"n", 1}}).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(CompiledGraph().memory_use().status().code() == absl::StatusCode::kFailedPrecondition);
+}

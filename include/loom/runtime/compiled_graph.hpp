@@ -47,6 +47,20 @@ struct DeviceTensor {
   std::vector<int64_t> shape;
 };
 
+// The memory a compiled graph's runs use, in bytes, as its memory plan has it (nothing runs).
+struct MemoryUse {
+  // The constants (weights). On a GPU they are on the device once for every compiled graph that
+  // holds the same bytes (instances, bindings).
+  int64_t constants = 0;
+  // The values between kernels, in the blocks the liveness plan reuses: a CPU run's arena (each
+  // run under way takes one), a GPU instance's device memory.
+  int64_t intermediates = 0;
+  // A GPU instance's device memory for the inputs and outputs of runs from the host (run(),
+  // profile()), set up by the first: runs on device memory use the caller's buffers. 0 on a CPU,
+  // whose runs return arrays of their own.
+  int64_t host_inputs_outputs = 0;
+};
+
 struct CompiledGraphImpl;
 
 class CompiledGraph {
@@ -95,6 +109,11 @@ class CompiledGraph {
   absl::StatusOr<CompiledGraph> specialize(const DimBindings& dims) const;
   // Bindings compiled and kept so far (0 for static graphs).
   size_t num_specializations() const;
+
+  // The memory its runs use for a binding of its symbolic dims (none for a static graph), for
+  // an engine to plan how many graphs and instances fit. A graph compiled per binding answers
+  // for specialize(dims), compiling that binding if it was not yet. Errors as specialize()'s.
+  absl::StatusOr<MemoryUse> memory_use(const DimBindings& dims = {}) const;
 
   // Another instance of this compiled graph: the same kernels (nothing compiled or tuned again),
   // with run state of its own. On a GPU that is the device memory for intermediates (and the
