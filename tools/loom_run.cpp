@@ -1,7 +1,7 @@
 // loom_run: imports an ONNX model, compiles (and optionally tunes) it for a target, runs it on
-// random or given inputs, and prints its latency, each kernel's time and schedule, and the
-// kernel cache entries it used. It can check the outputs against expected ones, save them, and
-// draw the graph and the tuning.
+// random or given inputs, and prints its latency, the memory its runs use, each kernel's time
+// and schedule, and the kernel cache entries it used. It can check the outputs against expected
+// ones, save them, and draw the graph and the tuning.
 //
 //   loom_run MODEL.onnx [options]
 //     --dim NAME=VALUE      a symbolic input dim (ONNX dim_param), repeatable
@@ -275,6 +275,16 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Bytes as KiB, or MiB from 1 MiB on.
+std::string size_text(int64_t bytes) {
+  char text[32];
+  if (bytes < (int64_t{1} << 20))
+    std::snprintf(text, sizeof(text), "%.1f KiB", static_cast<double>(bytes) / 1024);
+  else
+    std::snprintf(text, sizeof(text), "%.1f MiB", static_cast<double>(bytes) / (1024 * 1024));
+  return text;
+}
+
 absl::Status run_model(const Options& o) {
   auto t0 = std::chrono::steady_clock::now();
   LOOM_ASSIGN_OR_RETURN(loom::Graph imported, loom::onnx::import(o.model));
@@ -307,6 +317,13 @@ absl::Status run_model(const Options& o) {
   const double median = ms[ms.size() / 2], gflop = graph.flops() * 1e-9;
   std::printf("latency %.3f ms (median of %d), %.2f GFLOP, %.1f GFLOP/s\n", median, o.runs, gflop,
               gflop / (median * 1e-3));
+  LOOM_ASSIGN_OR_RETURN(const loom::MemoryUse memory, compiled.memory_use());
+  std::printf("memory: %s constants, %s intermediates", size_text(memory.constants).c_str(),
+              size_text(memory.intermediates).c_str());
+  if (o.target.is_cuda())
+    std::printf(", %s for run()'s inputs and outputs on the device",
+                size_text(memory.host_inputs_outputs).c_str());
+  std::printf("\n");
   LOOM_ASSIGN_OR_RETURN(std::vector<double> kernel_ms, compiled.profile(inputs, o.runs));
   print_kernels(compiled.kernels(), kernel_ms);
 

@@ -44,6 +44,9 @@ expect 2 "--layouts takes an integer" "$run" "$models/mlp.onnx" --layouts nchwxc
 expect 0 "cache entries used: [1-9]" "$run" "$models/mlp.onnx" --tune fast --runs 2 \
   --dot "$work/pictures" --tune-report "$work/tuning.svg"
 grep -Eq '^ +0 +[0-9.]+ +[^ ]+ +[0-9a-f]{32} ' "$work/out.txt" || fail "no kernel line with a cache key"
+grep -Eq '^memory: [0-9]+\.[0-9] KiB constants, [0-9.]+ KiB intermediates$' "$work/out.txt" ||
+  fail "no memory line"
+grep -q '^memory: 0.0 KiB constants' "$work/out.txt" && fail "the MLP's weights are not counted"
 [ "$(grep -Ec '^ +[0-9]+ +[0-9.]+ +[^ ]+ +[0-9a-f]{32} ' "$work/out.txt")" -eq "$(grep -c 'subgraph cluster_' "$work/pictures/compiled.dot")" ] ||
   fail "compiled.dot does not have a cluster per kernel"
 grep -q '^digraph loom {' "$work/pictures/graph.dot" || fail "graph.dot is not DOT"
