@@ -552,13 +552,14 @@ absl::StatusOr<MemoryUse> CompiledGraph::memory_use(const DimBindings& dims) con
   const CompiledGraphImpl& g = *impl_;
   LOOM_ASSIGN_OR_RETURN(const std::vector<std::vector<int64_t>> shapes, computed_shapes(g, dims));
   MemoryUse use;
-  for (const Slot& s : g.slots)
-    if (s.kind == Slot::Kind::kConstant) use.constants += s.constant.nbytes();
   if (g.gpu) {
     const GpuMemoryLayout layout = gpu_memory_layout(g, shapes);
+    use.constants = layout.constants;
     use.intermediates = layout.intermediates;
     use.host_inputs_outputs = layout.io_bytes;
   } else {
+    for (const Slot& s : g.slots)
+      if (s.kind == Slot::Kind::kConstant) use.constants += s.constant.nbytes();
     use.intermediates = plan_memory(g, shapes).bytes;
   }
   return use;

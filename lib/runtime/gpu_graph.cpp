@@ -47,8 +47,8 @@ int64_t slot_bytes(const CompiledGraphImpl& g, size_t i,
 
 // The constants on each device that some run state holds, by their bytes: a set-up finds
 // there the constants another graph's (or instance's) set-up uploaded, compared byte for byte,
-// and uploads only the others. A constant's host data must not change while a graph compiled
-// with it lives (a CPU graph's runs read it there too).
+// and uploads only the others, into one block. A constant's host data must not change while a
+// graph compiled with it lives (a CPU graph's runs read it there too).
 class DeviceConstantPool {
  public:
   static DeviceConstantPool& global() {
@@ -56,35 +56,45 @@ class DeviceConstantPool {
     return *pool;
   }
 
-  // The bytes of `host` on device `ordinal` (whose primary context is current).
-  absl::StatusOr<std::shared_ptr<DeviceConstant>> get(Driver& driver, int ordinal,
-                                                      const NDArray& host,
-                                                      const std::string& name) {
-    const Key key{ordinal, host.nbytes(), sample(host)};
+  // The device copies of the graph's constant slots with data, in slot order, on device
+  // `ordinal` (whose primary context is current).
+  absl::StatusOr<std::vector<std::shared_ptr<DeviceConstant>>> acquire(const CompiledGraphImpl& g,
+                                                                       Driver& driver,
+                                                                       int ordinal) {
+    std::vector<const Slot*> slots;
+    for (const Slot& s : g.slots)
+      if (s.kind == Slot::Kind::kConstant && s.constant.nbytes() > 0) slots.push_back(&s);
     std::lock_guard<std::mutex> lock(mu_);
-    auto [first, last] = uploaded_.equal_range(key);
-    for (auto it = first; it != last;) {
-      std::shared_ptr<DeviceConstant> c = it->second.lock();
-      if (!c) {
-        it = uploaded_.erase(it);
-        continue;
-      }
-      if (c->host.data() == host.data() ||
-          std::memcmp(c->host.data(), host.data(), static_cast<size_t>(host.nbytes())) == 0)
-        return c;
-      ++it;
+    std::vector<std::shared_ptr<DeviceConstant>> out(slots.size());
+    std::vector<int64_t> at(slots.size(), -1);  // a new one's offset in the block
+    int64_t bytes = 0;
+    for (size_t k = 0; k < slots.size(); ++k) {
+      out[k] = find(ordinal, slots[k]->constant);
+      if (out[k]) continue;
+      at[k] = bytes;
+      bytes += aligned(slots[k]->constant.nbytes());
     }
-    auto c = std::make_shared<DeviceConstant>();
-    LOOM_ASSIGN_OR_RETURN(c->context, driver.retain_primary_context(ordinal));
-    c->driver = &driver;
-    c->ordinal = ordinal;
-    LOOM_ASSIGN_OR_RETURN(c->address, driver.allocate(static_cast<size_t>(host.nbytes())));
-    c->host = host;
-    LOOM_RETURN_IF_ERROR(
-        during(driver.copy_to_device(c->address, host.data(), static_cast<size_t>(host.nbytes())),
-               "uploading constant '" + name + "'"));
-    uploaded_.emplace(key, c);
-    return c;
+    if (bytes == 0) return out;
+    auto block = std::make_shared<DeviceBlock>();
+    LOOM_ASSIGN_OR_RETURN(block->context, driver.retain_primary_context(ordinal));
+    block->driver = &driver;
+    block->ordinal = ordinal;
+    LOOM_ASSIGN_OR_RETURN(block->address, driver.allocate(static_cast<size_t>(bytes)));
+    for (size_t k = 0; k < slots.size(); ++k) {
+      if (at[k] < 0) continue;
+      const NDArray& host = slots[k]->constant;
+      auto c = std::make_shared<DeviceConstant>();
+      c->block = block;
+      c->address = block->address + static_cast<DevicePtr>(at[k]);
+      c->host = host;
+      LOOM_RETURN_IF_ERROR(
+          during(driver.copy_to_device(c->address, host.data(), static_cast<size_t>(host.nbytes())),
+                 "uploading constant '" + slots[k]->name + "'"));
+      out[k] = std::move(c);
+    }
+    for (size_t k = 0; k < slots.size(); ++k)
+      if (at[k] >= 0) uploaded_.emplace(key(ordinal, slots[k]->constant), out[k]);
+    return out;
   }
 
   // After a hang on the device: later set-ups upload their own (the hung kernels keep theirs).
@@ -97,7 +107,7 @@ class DeviceConstantPool {
  private:
   // (device, bytes, a hash of a few of them): the constants that may be equal.
   using Key = std::tuple<int, int64_t, uint64_t>;
-  static uint64_t sample(const NDArray& a) {
+  static Key key(int ordinal, const NDArray& a) {
     const auto* bytes = static_cast<const unsigned char*>(a.data());
     const size_t n = static_cast<size_t>(a.nbytes());
     uint64_t h = 0xcbf29ce484222325ull;
@@ -107,8 +117,26 @@ class DeviceConstantPool {
     mix(0);
     if (n > 64) mix(n / 2);
     if (n > 128) mix(n - 64);
-    return h;
+    return {ordinal, a.nbytes(), h};
   }
+
+  // A live device copy of host's bytes (under mu_), else null; drops the dead ones met.
+  std::shared_ptr<DeviceConstant> find(int ordinal, const NDArray& host) {
+    auto [first, last] = uploaded_.equal_range(key(ordinal, host));
+    for (auto it = first; it != last;) {
+      std::shared_ptr<DeviceConstant> c = it->second.lock();
+      if (!c) {
+        it = uploaded_.erase(it);
+        continue;
+      }
+      if (c->host.data() == host.data() ||
+          std::memcmp(c->host.data(), host.data(), static_cast<size_t>(host.nbytes())) == 0)
+        return c;
+      ++it;
+    }
+    return nullptr;
+  }
+
   std::mutex mu_;
   std::multimap<Key, std::weak_ptr<DeviceConstant>> uploaded_;
 };
@@ -142,14 +170,11 @@ absl::StatusOr<std::unique_ptr<GpuProgram::Device>> prepare(
   }
   const size_t n = g.slots.size();
   d->address.assign(n, 0);
-  for (size_t i = 0; i < n; ++i) {
+  LOOM_ASSIGN_OR_RETURN(d->constants, DeviceConstantPool::global().acquire(g, driver, p.ordinal));
+  for (size_t i = 0, k = 0; i < n; ++i) {
     const Slot& s = g.slots[i];
     if (s.kind == Slot::Kind::kConstant && s.constant.nbytes() > 0) {
-      LOOM_ASSIGN_OR_RETURN(
-          std::shared_ptr<DeviceConstant> c,
-          DeviceConstantPool::global().get(driver, p.ordinal, s.constant, s.name));
-      d->address[i] = c->address;
-      d->constants.push_back(std::move(c));
+      d->address[i] = d->constants[k++]->address;
     } else if (plan.offsets[i] >= 0) {
       d->address[i] = d->memory + static_cast<DevicePtr>(plan.offsets[i]);
     }
@@ -175,6 +200,8 @@ absl::Status allocate_io(GpuProgram::Device& d) {
 GpuMemoryLayout gpu_memory_layout(const CompiledGraphImpl& g,
                                   const std::vector<std::vector<int64_t>>& shapes) {
   GpuMemoryLayout out;
+  for (const Slot& s : g.slots)
+    if (s.kind == Slot::Kind::kConstant) out.constants += aligned(s.constant.nbytes());
   out.plan = plan_memory(g, shapes);
   out.intermediates = aligned(out.plan.bytes);
   const size_t n = g.slots.size();
@@ -205,7 +232,7 @@ GpuProgram::Device::~Device() {
   if (context) (void)driver->release_primary_context(ordinal);
 }
 
-DeviceConstant::~DeviceConstant() {
+DeviceBlock::~DeviceBlock() {
   if (!driver) return;
   if (context) (void)driver->set_current(context);
   if (address) (void)driver->free(address);

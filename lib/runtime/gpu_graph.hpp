@@ -13,20 +13,26 @@
 
 namespace loom {
 
-// One constant (a weight) on a device, shared by every compiled graph's run state that holds
-// the same bytes there: the instances of a compiled graph, the bindings of a graph compiled per
-// binding, graphs compiled apart from one model. Runs only read it. Freed with its last holder
-// (its context set current, the primary context it retained then released).
-struct DeviceConstant {
+// Device memory holding constants uploaded together (a graph's set-up's), freed with the last
+// of them (its context set current, the primary context it retained then released).
+struct DeviceBlock {
   runtime::cuda::Driver* driver = nullptr;
   int ordinal = 0;
   runtime::cuda::Context context = nullptr;
   runtime::cuda::DevicePtr address = 0;
+  DeviceBlock() = default;
+  DeviceBlock(const DeviceBlock&) = delete;
+  DeviceBlock& operator=(const DeviceBlock&) = delete;
+  ~DeviceBlock();
+};
+
+// One constant (a weight) on a device, shared by every compiled graph's run state that holds
+// the same bytes there: the instances of a compiled graph, the bindings of a graph compiled per
+// binding, graphs compiled apart from one model. Runs only read it.
+struct DeviceConstant {
+  std::shared_ptr<DeviceBlock> block;  // where it lives
+  runtime::cuda::DevicePtr address = 0;
   NDArray host;  // what was uploaded (the data of a live graph's constant slot)
-  DeviceConstant() = default;
-  DeviceConstant(const DeviceConstant&) = delete;
-  DeviceConstant& operator=(const DeviceConstant&) = delete;
-  ~DeviceConstant();
 };
 
 struct GpuProgram {
@@ -87,10 +93,12 @@ struct GpuProgram {
   std::unique_ptr<Device> device;
 };
 
-// Where a GPU graph's runs keep their values on the device: the intermediates where `plan`
-// puts them, in a block of `intermediates` bytes; each input and output io_at[slot] bytes into a
-// block of io_bytes, for runs from the host (-1: none).
+// Where a GPU graph's runs keep their values on the device: the constants in `constants` bytes
+// (when the graph uploads them all itself); the intermediates where `plan` puts them, in a block
+// of `intermediates` bytes; each input and output io_at[slot] bytes into a block of io_bytes, for
+// runs from the host (-1: none).
 struct GpuMemoryLayout {
+  int64_t constants = 0;
   MemoryPlan plan;
   int64_t intermediates = 0;
   std::vector<int64_t> io_at;

@@ -49,8 +49,8 @@ struct DeviceTensor {
 
 // The memory a compiled graph's runs use, in bytes, as its memory plan has it (nothing runs).
 struct MemoryUse {
-  // The constants (weights). On a GPU they are on the device once for every compiled graph that
-  // holds the same bytes (instances, bindings).
+  // The constants (weights); on a GPU each in a multiple of 256 bytes, and on the device once
+  // for every compiled graph that holds the same bytes (instances, bindings).
   int64_t constants = 0;
   // The values between kernels, in the blocks the liveness plan reuses: a CPU run's arena (each
   // run under way takes one), a GPU instance's device memory.
