@@ -611,11 +611,18 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
     // loads and timings (which take turns); the rest of tune_s is the graph's own compile.
     const double compile_s = spent.tune_compile_us * 1e-6, load_s = spent.tune_load_us * 1e-6,
                  measure_s = spent.tune_measure_us * 1e-6;
+    // The device memory its runs use (the one-by-one graph shares the weights).
+    const absl::StatusOr<loom::MemoryUse> memory = bound->memory_use();
+    const double mib = 1.0 / (1024 * 1024);
+    const double weights_mib = memory.ok() ? memory->constants * mib : 0,
+                 intermediates_mib = memory.ok() ? memory->intermediates * mib : 0;
     std::printf(
         "%-34s %10.3f %8zu %8.1f   (launched one by one %.3f ms; tuning: %llu "
-        "candidates; compile %.1f s, load %.1f s, time %.1f s)\n",
+        "candidates; compile %.1f s, load %.1f s, time %.1f s; device memory %.1f MiB weights, "
+        "%.1f MiB intermediates)\n",
         model.c_str(), *ms, bound->kernels().size(), tune_s, *plain_ms,
-        static_cast<unsigned long long>(spent.tune_measurements), compile_s, load_s, measure_s);
+        static_cast<unsigned long long>(spent.tune_measurements), compile_s, load_s, measure_s,
+        weights_mib, intermediates_mib);
     records.push_back({{"name", model},
                        {"op", "model"},
                        {"dtype", "f16"},
@@ -628,7 +635,9 @@ bool bench_models(const loom::Target& target, const loom::CompileOptions& option
                        {"tune_candidates", spent.tune_measurements},
                        {"tune_compile_s", compile_s},
                        {"tune_load_s", load_s},
-                       {"tune_measure_s", measure_s}});
+                       {"tune_measure_s", measure_s},
+                       {"weights_mib", weights_mib},
+                       {"intermediates_mib", intermediates_mib}});
   }
   return true;
 }
