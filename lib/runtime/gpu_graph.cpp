@@ -65,6 +65,10 @@ class DeviceConstantPool {
     for (const Slot& s : g.slots)
       if (s.kind == Slot::Kind::kConstant && s.constant.nbytes() > 0) slots.push_back(&s);
     std::lock_guard<std::mutex> lock(mu_);
+    // The constants nothing holds any more leave the pool (a process compiling graph after
+    // graph would otherwise keep an entry for each constant it ever uploaded).
+    for (auto it = uploaded_.begin(); it != uploaded_.end();)
+      it = it->second.expired() ? uploaded_.erase(it) : std::next(it);
     std::vector<std::shared_ptr<DeviceConstant>> out(slots.size());
     std::vector<int64_t> at(slots.size(), -1);  // a new one's offset in the block
     int64_t bytes = 0;
@@ -120,19 +124,14 @@ class DeviceConstantPool {
     return {ordinal, a.nbytes(), h};
   }
 
-  // A live device copy of host's bytes (under mu_), else null; drops the dead ones met.
+  // A live device copy of host's bytes (under mu_), else null.
   std::shared_ptr<DeviceConstant> find(int ordinal, const NDArray& host) {
     auto [first, last] = uploaded_.equal_range(key(ordinal, host));
-    for (auto it = first; it != last;) {
+    for (auto it = first; it != last; ++it) {
       std::shared_ptr<DeviceConstant> c = it->second.lock();
-      if (!c) {
-        it = uploaded_.erase(it);
-        continue;
-      }
-      if (c->host.data() == host.data() ||
-          std::memcmp(c->host.data(), host.data(), static_cast<size_t>(host.nbytes())) == 0)
+      if (c && (c->host.data() == host.data() ||
+                std::memcmp(c->host.data(), host.data(), static_cast<size_t>(host.nbytes())) == 0))
         return c;
-      ++it;
     }
     return nullptr;
   }
@@ -226,7 +225,7 @@ GpuProgram::Device::~Device() {
   if (done) (void)driver->destroy_event(done);
   if (memory) (void)driver->free(memory);
   if (io) (void)driver->free(io);
-  constants.clear();  // each freed here when no other run state holds it
+  constants.clear();  // a block of them freed here when no run state holds any of its constants
   if (stream) (void)driver->destroy_stream(stream);
   loaded.clear();
   if (context) (void)driver->release_primary_context(ordinal);
