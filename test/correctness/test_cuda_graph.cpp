@@ -1712,13 +1712,16 @@ TEST_CASE("fake GPU: identical layers share one kernel of the module and each co
 
 namespace {
 
-// Compiles case c for sm_90 (or sm) with the given template configs forced, runs it on the stand-in
-// driver with its kernels emulated (on c's inputs, then on fresh ones), and checks the outputs
-// against the reference; returns how
-// many kernels took a forced config.
-int check_forced_configs(FakeDriver& fake, const GraphCase& c,
-                         const std::map<std::string, tune::Config>& configs, int sm = 90,
-                         int sm_count = 0) {
+// Compiles case c for sm_90 (or sm, and sm_count SMs) with the given template configs forced,
+// runs it on the stand-in driver with its kernels emulated (on c's inputs, then on fresh ones),
+// and checks the outputs against the reference; returns how many kernels took a forced config.
+// before_runs (given the compiled graph and its cache directory) and after_run (after each run)
+// check or set up more.
+int check_forced_configs(
+    FakeDriver& fake, const GraphCase& c, const std::map<std::string, tune::Config>& configs,
+    int sm = 90, int sm_count = 0,
+    const std::function<void(const CompiledGraph&, const fs::path&)>& before_runs = {},
+    const std::function<void()>& after_run = {}) {
   loom::testing::TempDir dir;
   CompileOptions options = loom::testing::cold_cache_options(dir.path());
   options.template_configs = configs;
@@ -1729,18 +1732,22 @@ int check_forced_configs(FakeDriver& fake, const GraphCase& c,
     for (const auto& [name, config] : configs)
       forced += kernel.schedule.find(name + "[" + config.to_string() + "]") != std::string::npos;
   emulate_kernels(fake, compiled, dir.path());
+  if (before_runs) before_runs(compiled, dir.path());
   // The second run, on fresh inputs, reuses what the first left on the GPU.
   std::vector<NDArray> inputs = c.inputs;
   for (int run = 0; run < 2; ++run) {
+    INFO("run " << run);
     if (run == 1)
       for (NDArray& in : inputs)
         if (in.dtype().is_float()) in = random_array(in.dtype(), in.shape());
     const std::vector<NDArray> want = loom::testing::reference_run(g, inputs);
     const std::vector<NDArray> got = loom::testing::run_ok(compiled, inputs);
+    REQUIRE(got.size() == want.size());
     for (size_t o = 0; o < got.size(); ++o) {
-      INFO("run " << run << ", output " << o);
+      INFO("output " << o);
       require_close(got[o], want[o], c.tol);
     }
+    if (after_run) after_run();
   }
   return forced;
 }
@@ -1874,7 +1881,6 @@ TEST_CASE(
   // the template's estimate; or pairs of 64 x 128 tiles (4 items) in a grid of two clusters.
   // The device (two SMs here) holds fewer: 2 blocks an SM, or one cluster.
   const GraphCase c = linear_layer_case(200, DType::f16(), 2e-2, 200, 136);
-  const Graph g = c.build();
   struct Case {
     tune::Config config;
     int blocks_per_sm, clusters;  // what the device holds (-1: by threads and shared memory)
@@ -1886,30 +1892,22 @@ TEST_CASE(
                         Case{wgmma_config(1, 64, 2, 1, 1, 1, 1), -1, -1, 6}}) {
     INFO("config " << k.config.to_string() << ", the device holding " << k.blocks_per_sm
                    << " blocks an SM, " << k.clusters << " clusters");
-    loom::testing::TempDir dir;
-    CompileOptions options = loom::testing::cold_cache_options(dir.path());
-    options.template_configs = {{"cuda_wgmma_gemm", k.config}};
-    CompiledGraph compiled = compile_for(g, Target::cuda(90).set_sm_count(2), options);
-    const KernelInfo* gemm = nullptr;
-    for (const KernelInfo& kernel : compiled.kernels())
-      if (kernel.schedule.find("persistent=1") != std::string::npos) gemm = &kernel;
-    REQUIRE(gemm);
-    std::ifstream source(dir.path() / gemm->cache_key / "source.txt");
-    const std::string text((std::istreambuf_iterator<char>(source)),
-                           std::istreambuf_iterator<char>());
-    CHECK_THAT(text, Catch::Contains("gridDim.x"));  // the walk's step, counted at run time
-    emulate_kernels(fake, compiled, dir.path());
-    fake.occupancy(2, k.blocks_per_sm, k.clusters);
-    for (int run = 0; run < 2; ++run) {
-      INFO("run " << run);
-      std::vector<NDArray> inputs = c.inputs;
-      for (NDArray& in : inputs) in = random_array(in.dtype(), in.shape());
-      const std::vector<NDArray> want = loom::testing::reference_run(g, inputs);
-      const std::vector<NDArray> got = loom::testing::run_ok(compiled, inputs);
-      REQUIRE(got.size() == want.size());
-      for (size_t o = 0; o < got.size(); ++o) require_close(got[o], want[o], c.tol);
-      CHECK(fake.last_grid(gemm->name.c_str()) == k.launched);
-    }
+    std::string gemm;  // the persistent kernel's name
+    auto persistent = [&](const CompiledGraph& compiled, const fs::path& dir) {
+      for (const KernelInfo& kernel : compiled.kernels()) {
+        if (kernel.schedule.find("persistent=1") == std::string::npos) continue;
+        gemm = kernel.name;
+        std::ifstream source(dir / kernel.cache_key / "source.txt");
+        const std::string text((std::istreambuf_iterator<char>(source)),
+                               std::istreambuf_iterator<char>());
+        CHECK_THAT(text, Catch::Contains("gridDim.x"));  // the walk's step, counted at run time
+      }
+      REQUIRE(!gemm.empty());
+      fake.occupancy(2, k.blocks_per_sm, k.clusters);
+    };
+    auto grid = [&] { CHECK(fake.last_grid(gemm.c_str()) == k.launched); };
+    CHECK(check_forced_configs(fake, c, {{"cuda_wgmma_gemm", k.config}}, 90, 2, persistent, grid) ==
+          1);
     fake.configure(-1, 0);
   }
 }
