@@ -126,7 +126,9 @@ class OutputBuffers : public std::enable_shared_from_this<OutputBuffers> {
 
 struct GpuProgram;  // runtime/gpu_graph.hpp
 
-struct CompiledGraphImpl {
+// Made by make_shared (what a device constant's weak reference to a graph holding its host
+// bytes needs: runtime/gpu_graph.hpp).
+struct CompiledGraphImpl : std::enable_shared_from_this<CompiledGraphImpl> {
   std::shared_ptr<runtime::CpuJit> jit;
   // Set for a graph compiled for a CUDA target: its kernels, device memory and stream.
   std::shared_ptr<GpuProgram> gpu;

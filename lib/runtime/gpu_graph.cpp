@@ -45,10 +45,28 @@ int64_t slot_bytes(const CompiledGraphImpl& g, size_t i,
   return 0;
 }
 
+// Whether the device bytes at `at` are host's (read back a chunk at a time; a failed copy reads
+// as unequal).
+bool equal_on_device(Driver& driver, DevicePtr at, const NDArray& host) {
+  const auto* bytes = static_cast<const unsigned char*>(host.data());
+  const size_t n = static_cast<size_t>(host.nbytes());
+  std::vector<unsigned char> chunk(std::min<size_t>(n, size_t{1} << 20));
+  for (size_t done = 0; done < n; done += chunk.size()) {
+    const size_t len = std::min(chunk.size(), n - done);
+    if (!driver.copy_to_host(chunk.data(), at + static_cast<DevicePtr>(done), len).ok() ||
+        std::memcmp(chunk.data(), bytes + done, len) != 0)
+      return false;
+  }
+  return true;
+}
+
 // The constants on each device that some run state holds, by their bytes: a set-up finds
 // there the constants another graph's (or instance's) set-up uploaded, compared byte for byte,
-// and uploads only the others, into one block. A constant's host data must not change while a
-// graph compiled with it lives (a CPU graph's runs read it there too).
+// and uploads only the others, into one block. The comparison reads the host bytes of a graph
+// holding them where one lives, else the device copy (and the graph being set up then stands
+// for the host bytes): sharing a device constant keeps no host data alive. A constant's host
+// data must not change while a graph compiled with it lives (a CPU graph's runs read it there
+// too).
 class DeviceConstantPool {
  public:
   static DeviceConstantPool& global() {
@@ -61,9 +79,10 @@ class DeviceConstantPool {
   absl::StatusOr<std::vector<std::shared_ptr<DeviceConstant>>> acquire(const CompiledGraphImpl& g,
                                                                        Driver& driver,
                                                                        int ordinal) {
-    std::vector<const Slot*> slots;
-    for (const Slot& s : g.slots)
-      if (s.kind == Slot::Kind::kConstant && s.constant.nbytes() > 0) slots.push_back(&s);
+    std::vector<size_t> slots;
+    for (size_t i = 0; i < g.slots.size(); ++i)
+      if (g.slots[i].kind == Slot::Kind::kConstant && g.slots[i].constant.nbytes() > 0)
+        slots.push_back(i);
     std::lock_guard<std::mutex> lock(mu_);
     // The constants nothing holds any more leave the pool (a process compiling graph after
     // graph would otherwise keep an entry for each constant it ever uploaded).
@@ -73,10 +92,10 @@ class DeviceConstantPool {
     std::vector<int64_t> at(slots.size(), -1);  // a new one's offset in the block
     int64_t bytes = 0;
     for (size_t k = 0; k < slots.size(); ++k) {
-      out[k] = find(ordinal, slots[k]->constant);
+      out[k] = find(driver, ordinal, g, slots[k]);
       if (out[k]) continue;
       at[k] = bytes;
-      bytes += aligned(slots[k]->constant.nbytes());
+      bytes += aligned(g.slots[slots[k]].constant.nbytes());
     }
     if (bytes == 0) return out;
     auto block = std::make_shared<DeviceBlock>();
@@ -86,18 +105,19 @@ class DeviceConstantPool {
     LOOM_ASSIGN_OR_RETURN(block->address, driver.allocate(static_cast<size_t>(bytes)));
     for (size_t k = 0; k < slots.size(); ++k) {
       if (at[k] < 0) continue;
-      const NDArray& host = slots[k]->constant;
+      const Slot& s = g.slots[slots[k]];
       auto c = std::make_shared<DeviceConstant>();
       c->block = block;
       c->address = block->address + static_cast<DevicePtr>(at[k]);
-      c->host = host;
-      LOOM_RETURN_IF_ERROR(
-          during(driver.copy_to_device(c->address, host.data(), static_cast<size_t>(host.nbytes())),
-                 "uploading constant '" + slots[k]->name + "'"));
+      c->host_graph = g.weak_from_this();
+      c->host_slot = slots[k];
+      LOOM_RETURN_IF_ERROR(during(driver.copy_to_device(c->address, s.constant.data(),
+                                                        static_cast<size_t>(s.constant.nbytes())),
+                                  "uploading constant '" + s.name + "'"));
       out[k] = std::move(c);
     }
     for (size_t k = 0; k < slots.size(); ++k)
-      if (at[k] >= 0) uploaded_.emplace(key(ordinal, slots[k]->constant), out[k]);
+      if (at[k] >= 0) uploaded_.emplace(key(ordinal, g.slots[slots[k]].constant), out[k]);
     return out;
   }
 
@@ -124,14 +144,24 @@ class DeviceConstantPool {
     return {ordinal, a.nbytes(), h};
   }
 
-  // A live device copy of host's bytes (under mu_), else null.
-  std::shared_ptr<DeviceConstant> find(int ordinal, const NDArray& host) {
+  // A live device copy of the bytes of g's slot i (under mu_), else null.
+  std::shared_ptr<DeviceConstant> find(Driver& driver, int ordinal, const CompiledGraphImpl& g,
+                                       size_t i) {
+    const NDArray& host = g.slots[i].constant;
     auto [first, last] = uploaded_.equal_range(key(ordinal, host));
     for (auto it = first; it != last; ++it) {
       std::shared_ptr<DeviceConstant> c = it->second.lock();
-      if (c && (c->host.data() == host.data() ||
-                std::memcmp(c->host.data(), host.data(), static_cast<size_t>(host.nbytes())) == 0))
+      if (!c) continue;
+      if (std::shared_ptr<const CompiledGraphImpl> other = c->host_graph.lock()) {
+        const void* bytes = other->slots[c->host_slot].constant.data();
+        if (bytes == host.data() ||
+            std::memcmp(bytes, host.data(), static_cast<size_t>(host.nbytes())) == 0)
+          return c;
+      } else if (equal_on_device(driver, c->address, host)) {
+        c->host_graph = g.weak_from_this();
+        c->host_slot = i;
         return c;
+      }
     }
     return nullptr;
   }

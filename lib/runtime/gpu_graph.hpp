@@ -32,7 +32,11 @@ struct DeviceBlock {
 struct DeviceConstant {
   std::shared_ptr<DeviceBlock> block;  // where it lives
   runtime::cuda::DevicePtr address = 0;
-  NDArray host;  // what was uploaded (the data of a live graph's constant slot)
+  // A graph holding the same bytes on the host and its constant slot there, to compare a new
+  // set-up's constants against without a copy back from the device. Not an owner: the host data
+  // goes with the last graph holding it, whatever shares the device copy.
+  std::weak_ptr<const CompiledGraphImpl> host_graph;
+  size_t host_slot = 0;
 };
 
 struct GpuProgram {

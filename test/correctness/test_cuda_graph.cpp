@@ -1515,6 +1515,58 @@ TEST_CASE(
     require_close((*again)[0], loom::testing::reference_run(graphs[1], in)[0], 1e-6);
   }
   CHECK(fake.live_bytes() == live);
+  // Sharing keeps no host data alive: the graph that uploaded the weight gone, its host bytes go
+  // too while another graph still reads the device copy. A graph compiled next with the same
+  // bytes finds that copy (compared on a copy back from the device: one more copy on its first
+  // run) and stands for its host bytes from then on (the one after needs no copy back).
+  {
+    bool freed = false;
+    std::vector<CompiledGraph> compiled;
+    std::vector<size_t> added;
+    std::vector<int> copies;
+    auto compile_and_run = [&](const NDArray& c) {
+      const Graph g = graph_with(c);
+      compiled.push_back(
+          compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path())));
+      emulate_kernels(fake, compiled.back(), dir.path());
+      const size_t before = fake.live_bytes();
+      const int copies_before = fake.host_copies();
+      absl::StatusOr<std::vector<NDArray>> got = compiled.back().run(in);
+      REQUIRE(got.ok());
+      added.push_back(fake.live_bytes() - before);
+      copies.push_back(fake.host_copies() - copies_before);
+      require_close((*got)[0], loom::testing::reference_run(g, in)[0], 1e-6);
+    };
+    {
+      auto* bytes = new float[w.numel()];
+      std::memcpy(bytes, w.data(), static_cast<size_t>(w.nbytes()));
+      compile_and_run(NDArray::adopt(std::shared_ptr<void>(bytes,
+                                                           [&freed](void* p) {
+                                                             delete[] static_cast<float*>(p);
+                                                             freed = true;
+                                                           }),
+                                     DType::f32(), {64, 33}));
+    }
+    compile_and_run(w.copy());
+    CHECK(added[1] == added[0] - weight);
+    CHECK_FALSE(freed);
+    compiled.erase(compiled.begin());
+    CHECK(freed);
+    compile_and_run(w.copy());
+    compile_and_run(w.copy());
+    CHECK(added[2] == added[1]);
+    CHECK(added[3] == added[1]);
+    // With no graph holding the host bytes left but the one that shares the device copy, bytes
+    // one element off compare unequal on the device: uploaded (4 copies: back, up, in, out).
+    compiled.erase(compiled.begin() + 1, compiled.end());
+    compile_and_run(off);
+    CHECK(added[4] == added[0]);
+    CHECK(copies == std::vector<int>{3, 2, 3, 2, 4});  // the first uploads the weight
+    absl::StatusOr<std::vector<NDArray>> again = compiled[0].run(in);
+    REQUIRE(again.ok());
+    require_close((*again)[0], loom::testing::reference_run(graphs[1], in)[0], 1e-6);
+  }
+  CHECK(fake.live_bytes() == live);
   // The bindings of a graph compiled per binding of its dims read one upload of the weight: the
   // second binding's first run copies the input in and the output out, nothing else.
   {
