@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "codegen/scoped_bind.hpp"
 #include "loom/core/ndarray.hpp"
 #include "loom/core/status.hpp"
 #include "loom/ir/op.hpp"
@@ -514,30 +515,6 @@ class FuncEmitter {
     int64_t alignment = 0;
   };
 
-  // Binds a key for the lifetime of a scope, restoring an outer binding (shadowing).
-  template <typename Map>
-  class ScopedBind {
-   public:
-    ScopedBind(Map& map, typename Map::key_type key, typename Map::mapped_type value)
-        : map_(map), key_(key) {
-      auto it = map_.find(key);
-      if (it != map_.end()) old_ = it->second;
-      map_[key] = std::move(value);
-    }
-    ~ScopedBind() {
-      if (old_)
-        map_[key_] = *old_;
-      else
-        map_.erase(key_);
-    }
-    ScopedBind(const ScopedBind&) = delete;
-    ScopedBind& operator=(const ScopedBind&) = delete;
-
-   private:
-    Map& map_;
-    typename Map::key_type key_;
-    std::optional<typename Map::mapped_type> old_;
-  };
   using VarMap = std::map<const ir::VarNode*, VarBinding>;
   using BufferMap = std::map<const ir::BufferNode*, BufferBinding>;
 

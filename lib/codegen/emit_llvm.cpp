@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "codegen/scoped_bind.hpp"
 #include "llvm/IR/BasicBlock.h"
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/DerivedTypes.h"
@@ -103,30 +104,6 @@ class FuncEmitter {
     DType dtype;
   };
 
-  // Binds a key to a value for the lifetime of the scope, restoring any outer binding (shadowing).
-  template <typename Map>
-  class ScopedBind {
-   public:
-    ScopedBind(Map& map, typename Map::key_type key, typename Map::mapped_type value)
-        : map_(map), key_(key) {
-      auto it = map_.find(key);
-      if (it != map_.end()) old_ = it->second;
-      map_[key] = value;
-    }
-    ~ScopedBind() {
-      if (old_)
-        map_[key_] = *old_;
-      else
-        map_.erase(key_);
-    }
-    ScopedBind(const ScopedBind&) = delete;
-    ScopedBind& operator=(const ScopedBind&) = delete;
-
-   private:
-    Map& map_;
-    typename Map::key_type key_;
-    std::optional<typename Map::mapped_type> old_;
-  };
   using VarMap = std::map<const ir::VarNode*, llvm::Value*>;
   using BufferMap = std::map<const ir::BufferNode*, BufferBinding>;
 
