@@ -224,6 +224,59 @@ TEST_CASE("graph passes: attention chains become one attention node for CUDA tar
   }
 }
 
+TEST_CASE("graph passes: matmuls of one input by constant matrices merge into one",
+          "[graph_passes]") {
+  // An attention layer's projections: q, k and v of x [2, 13, 24] by [24, 24], [24, 24] and
+  // [24, 8] matrices (prime and odd sizes), each with its bias, then split into heads.
+  auto build = [](bool bias_on_v, bool symbolic) {
+    Graph g;
+    Tensor x = g.input("x", {Dim(2), symbolic ? Dim("seq") : Dim(13), Dim(24)});
+    auto dense = [&](const std::string& name, int64_t n, bool bias) {
+      Tensor y = x.matmul(g.constant(name + ".w", random_array(DType::f32(), {24, n})));
+      return bias ? y + g.constant(name + ".b", random_array(DType::f32(), {n})) : y;
+    };
+    Tensor q = dense("q", 24, true).reshape({2, Dim(-1), 3, 8}).transpose({0, 2, 1, 3});
+    Tensor k = dense("k", 24, true).reshape({2, Dim(-1), 3, 8}).transpose({0, 2, 3, 1});
+    Tensor v = dense("v", 8, bias_on_v);
+    g.output(q.matmul(k).softmax(-1));
+    g.output(v.relu());
+    // A matmul of x by an input does not join.
+    g.output(x.matmul(g.input("w", {24, 5})));
+    return g;
+  };
+  for (const bool bias_on_v : {true, false}) {
+    INFO("bias on v: " << bias_on_v);
+    const Graph g = build(bias_on_v, false);
+    auto merged = passes::merge_sibling_matmuls(g);
+    REQUIRE(merged.ok());
+    // q k v: one matmul by [24, 56]; the biases one add where every product has one, else
+    // each stays an add of its own.
+    CHECK(count_ops(*merged, "matmul") == count_ops(g, "matmul") - 2);
+    CHECK(count_ops(*merged, "add") == (bias_on_v ? 1 : 2));
+    CHECK(count_ops(*merged, "slice") == 3);
+    bool wide = false;
+    for (const Node& n : merged->nodes())
+      wide |= n.kind == Node::Kind::kConstant && n.value.shape() == std::vector<int64_t>{24, 56};
+    CHECK(wide);
+    require_same_results(
+        g, *merged, {random_array(DType::f32(), {2, 13, 24}), random_array(DType::f32(), {24, 5})});
+  }
+  // A symbolic sequence length merges too (the sliced dim is static).
+  auto symbolic = passes::merge_sibling_matmuls(build(true, true));
+  REQUIRE(symbolic.ok());
+  CHECK(count_ops(*symbolic, "slice") == 3);
+  // Left alone: one product read by more than its bias (its bias stays its own), matrices of
+  // other dtypes, a single matmul.
+  Graph lone;
+  Tensor x = lone.input("x", {5, 7});
+  lone.output(x.matmul(lone.constant("w", random_array(DType::f32(), {7, 3}))));
+  lone.output(x.cast(DType::f16()).matmul(lone.constant("h", random_array(DType::f16(), {7, 3}))));
+  auto same = passes::merge_sibling_matmuls(lone);
+  REQUIRE(same.ok());
+  CHECK(count_ops(*same, "matmul") == 2);
+  CHECK(count_ops(*same, "slice") == 0);
+}
+
 TEST_CASE("graph passes: compile() runs them (and can skip them)", "[graph_passes]") {
   Graph g;
   Tensor x = g.input("x", {3, 8});

@@ -57,7 +57,7 @@ Tensor pick(const std::vector<Tensor>& pool, Bytes& b) { return pool[b.next() % 
 Tensor apply_op(Graph& g, std::vector<Tensor>& pool, Bytes& b) {
   Tensor x = pick(pool, b);
   const int r = x.valid() ? x.rank() : 1;
-  switch (b.next() % 26) {
+  switch (b.next() % 27) {
     case 0: return x.add(pick(pool, b));
     case 1: return x.mul(pick(pool, b));
     case 2: return x.sub(pick(pool, b)).maximum(pick(pool, b));
@@ -125,6 +125,23 @@ Tensor apply_op(Graph& g, std::vector<Tensor>& pool, Bytes& b) {
       return x.gather(g.constant("idx", idx), b.axis(r));
     }
     case 24: return x.unsqueeze({b.axis(r + 1)}).squeeze(b.axes(r + 1)).flatten(b.in(-r, r));
+    case 25: {
+      // Two products of x by constant matrices (merged into one by the graph passes), each with
+      // a bias or not, added or joined.
+      const int64_t k = x.valid() && r > 0 && x.shape().back().is_static()
+                            ? x.shape().back().value()
+                            : b.extent();
+      auto dense = [&](int64_t n) {
+        Tensor y =
+            x.matmul(g.constant("w", filled(x.valid() ? x.dtype() : DType::f32(), {k, n}, b)));
+        return b.next() & 1
+                   ? y
+                   : y.add(g.constant("b", filled(y.valid() ? y.dtype() : DType::f32(), {n}, b)));
+      };
+      const int64_t n = b.in(1, 5);
+      Tensor first = dense(n);
+      return b.next() & 1 ? first.add(dense(n)) : concat({first, dense(b.in(1, 5))}, -1);
+    }
     default: return x.argmax(b.axis(r), b.next() & 1).cast(DType::f32());
   }
 }

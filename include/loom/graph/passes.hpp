@@ -24,6 +24,12 @@ absl::StatusOr<Graph> eliminate_common_subexpressions(const Graph& g);
 // b (what ONNX import makes of BatchNormalization), becomes conv2d(x, W * a) + b.
 absl::StatusOr<Graph> fold_batch_norm_into_conv(const Graph& g);
 
+// Matmuls of one x by constant matrices [K, N_i] (attention's query, key and value
+// projections) become one matmul by the matrices side by side, each former product a slice of
+// its columns; where each product's only reader adds a constant bias along the last dim, the
+// biases are merged into one add too.
+absl::StatusOr<Graph> merge_sibling_matmuls(const Graph& g);
+
 // matmul(softmax(matmul(q, kt) * c), v) becomes one attention(q, kt, v) node (scale c) where the
 // target has a template computing it in one kernel (CUDA, sm_80 and later, f16/bf16, head dims
 // multiples of 16); elsewhere g is returned as it is. Compiler::compile runs it after optimize().

@@ -22,6 +22,7 @@ absl::StatusOr<Graph> optimize(const Graph& g, const Target& target) {
   LOOM_RETURN_IF_ERROR(run("cse", eliminate_common_subexpressions));
   LOOM_RETURN_IF_ERROR(run("fold-constants", [&](const Graph& x) { return fold_constants(x, target); }));
   LOOM_RETURN_IF_ERROR(run("fold-batch-norm", fold_batch_norm_into_conv));
+  LOOM_RETURN_IF_ERROR(run("merge-sibling-matmuls", merge_sibling_matmuls));
   LOOM_RETURN_IF_ERROR(run("remove-identities", remove_identities));
   LOOM_RETURN_IF_ERROR(run("cse", eliminate_common_subexpressions));
   return current;
