@@ -3,6 +3,7 @@
 // the original graph, and plain C++ where the pass computes values itself).
 
 #include <cmath>
+#include <tuple>
 
 #include "graph_reference.hpp"
 #include "loom/graph/passes.hpp"
@@ -227,32 +228,41 @@ TEST_CASE("graph passes: attention chains become one attention node for CUDA tar
 TEST_CASE("graph passes: matmuls of one input by constant matrices merge into one",
           "[graph_passes]") {
   // An attention layer's projections: q, k and v of x [2, 13, 24] by [24, 24], [24, 24] and
-  // [24, 8] matrices (prime and odd sizes), each with its bias, then split into heads.
-  auto build = [](bool bias_on_v, bool symbolic) {
+  // [24, 8] matrices (prime and odd sizes), each with its bias (v's where bias_on_v), then split
+  // into heads; where q_product_out, q's product before its bias is an output too.
+  auto build = [](bool bias_on_v, bool q_product_out, bool symbolic) {
     Graph g;
     Tensor x = g.input("x", {Dim(2), symbolic ? Dim("seq") : Dim(13), Dim(24)});
-    auto dense = [&](const std::string& name, int64_t n, bool bias) {
-      Tensor y = x.matmul(g.constant(name + ".w", random_array(DType::f32(), {24, n})));
-      return bias ? y + g.constant(name + ".b", random_array(DType::f32(), {n})) : y;
+    auto product = [&](const std::string& name, int64_t n) {
+      return x.matmul(g.constant(name + ".w", random_array(DType::f32(), {24, n})));
     };
-    Tensor q = dense("q", 24, true).reshape({2, Dim(-1), 3, 8}).transpose({0, 2, 1, 3});
-    Tensor k = dense("k", 24, true).reshape({2, Dim(-1), 3, 8}).transpose({0, 2, 3, 1});
-    Tensor v = dense("v", 8, bias_on_v);
+    auto bias = [&](const std::string& name, int64_t n) {
+      return g.constant(name + ".b", random_array(DType::f32(), {n}));
+    };
+    Tensor q_product = product("q", 24);
+    Tensor q = (q_product + bias("q", 24)).reshape({2, Dim(-1), 3, 8}).transpose({0, 2, 1, 3});
+    Tensor k = (bias("k", 24) + product("k", 24))  // the bias first, as ONNX exports may have it
+                   .reshape({2, Dim(-1), 3, 8})
+                   .transpose({0, 2, 3, 1});
+    Tensor v = bias_on_v ? product("v", 8) + bias("v", 8) : product("v", 8);
     g.output(q.matmul(k).softmax(-1));
     g.output(v.relu());
+    if (q_product_out) g.output(q_product);
     // A matmul of x by an input does not join.
     g.output(x.matmul(g.input("w", {24, 5})));
     return g;
   };
-  for (const bool bias_on_v : {true, false}) {
-    INFO("bias on v: " << bias_on_v);
-    const Graph g = build(bias_on_v, false);
+  // The biases merge into one add where every product's only reader adds one; otherwise each
+  // stays an add of its own.
+  for (const auto& [bias_on_v, q_product_out, adds] : std::vector<std::tuple<bool, bool, int>>{
+           {true, false, 1}, {false, false, 2}, {true, true, 3}}) {
+    INFO("bias on v: " << bias_on_v << ", q's product an output: " << q_product_out);
+    const Graph g = build(bias_on_v, q_product_out, false);
     auto merged = passes::merge_sibling_matmuls(g);
     REQUIRE(merged.ok());
-    // q k v: one matmul by [24, 56]; the biases one add where every product has one, else
-    // each stays an add of its own.
+    // q k v: one matmul by [24, 56].
     CHECK(count_ops(*merged, "matmul") == count_ops(g, "matmul") - 2);
-    CHECK(count_ops(*merged, "add") == (bias_on_v ? 1 : 2));
+    CHECK(count_ops(*merged, "add") == adds);
     CHECK(count_ops(*merged, "slice") == 3);
     bool wide = false;
     for (const Node& n : merged->nodes())
@@ -262,18 +272,19 @@ TEST_CASE("graph passes: matmuls of one input by constant matrices merge into on
         g, *merged, {random_array(DType::f32(), {2, 13, 24}), random_array(DType::f32(), {24, 5})});
   }
   // A symbolic sequence length merges too (the sliced dim is static).
-  auto symbolic = passes::merge_sibling_matmuls(build(true, true));
+  auto symbolic = passes::merge_sibling_matmuls(build(true, false, true));
   REQUIRE(symbolic.ok());
   CHECK(count_ops(*symbolic, "slice") == 3);
-  // Left alone: one product read by more than its bias (its bias stays its own), matrices of
-  // other dtypes, a single matmul.
-  Graph lone;
-  Tensor x = lone.input("x", {5, 7});
-  lone.output(x.matmul(lone.constant("w", random_array(DType::f32(), {7, 3}))));
-  lone.output(x.cast(DType::f16()).matmul(lone.constant("h", random_array(DType::f16(), {7, 3}))));
-  auto same = passes::merge_sibling_matmuls(lone);
+  CHECK(count_ops(*symbolic, "add") == 1);
+  // Left alone: matmuls of other tensors (x, relu(x), a reshape of x), one each.
+  Graph apart;
+  Tensor x = apart.input("x", {5, 7});
+  apart.output(x.matmul(apart.constant("w", random_array(DType::f32(), {7, 3}))));
+  apart.output(x.relu().matmul(apart.constant("r", random_array(DType::f32(), {7, 3}))));
+  apart.output(x.reshape({7, 5}).matmul(apart.constant("t", random_array(DType::f32(), {5, 3}))));
+  auto same = passes::merge_sibling_matmuls(apart);
   REQUIRE(same.ok());
-  CHECK(count_ops(*same, "matmul") == 2);
+  CHECK(count_ops(*same, "matmul") == 3);
   CHECK(count_ops(*same, "slice") == 0);
 }
 
