@@ -1262,12 +1262,18 @@ void FuncEmitter::store(const ir::Store* op) {
     if (buf->dtype.code() == DTypeCode::kBF16) return strip_call(v, "loom_round_bf16");
     return v;
   };
+  // A 16-bit element loaded and stored unchanged (a copy, a fused prologue's move) is copied as
+  // it is, without the round trip through float.
   auto to_memory = [&](const std::string& v) -> std::string {
     switch (buf->dtype.code()) {
-      case DTypeCode::kF16:
-        return "__float2half_rn(" + v + ")";
-      case DTypeCode::kBF16:
-        return "__float2bfloat16_rn(" + v + ")";
+      case DTypeCode::kF16: {
+        const std::string raw = strip_call(v, "__half2float");
+        return raw != v ? raw : "__float2half_rn(" + v + ")";
+      }
+      case DTypeCode::kBF16: {
+        const std::string raw = strip_call(v, "__bfloat162float");
+        return raw != v ? raw : "__float2bfloat16_rn(" + v + ")";
+      }
       case DTypeCode::kBool:
         return "(unsigned char)" + v;
       default:

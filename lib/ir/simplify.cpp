@@ -1049,6 +1049,12 @@ Expr Simplifier::cast(DType t, const Expr& v) {
   if (t == DType::f32()) {
     if (auto c = as_const_int(v)) return FloatImm::make(t, static_cast<float>(*c));
   }
+  // cast(t, cast(f32, x)) with x of 16-bit float type t is x: f32 holds every f16 and bf16 value
+  // exactly (a load widened and narrowed back, as fused prologues of 16-bit kernels read).
+  if (auto* inner = v.as<Cast>();
+      inner && inner->value.type() == t && from.element_of() == DType::f32() &&
+      (t.element_of() == DType::f16() || t.element_of() == DType::bf16()))
+    return inner->value;
   return Cast::make(t, v);
 }
 

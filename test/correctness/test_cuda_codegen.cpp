@@ -448,6 +448,40 @@ TEST_CASE("CUDA codegen: shared memory, barriers, unrolled and vector code compi
   for (auto p : {*px, *py, *pc}) REQUIRE(d->free(p).ok());
 }
 
+TEST_CASE("CUDA codegen: a 16-bit element stored unchanged is copied without a float round trip",
+          "[cuda]") {
+  // Thread t of 37: b[t] = a[t] (f16 copy), b[t + 37] = a[t] * 2 (computed: rounded to f16 on
+  // the way to memory), d[t] = c[t] (bf16 copy), b[t + 74] = c[t] (bf16 to f16: converted).
+  ir::Var t("t");
+  ir::Buffer a = ir::Buffer::make("a", DType::f16(), {ir::Expr(37)});
+  ir::Buffer b = ir::Buffer::make("b", DType::f16(), {ir::Expr(111)});
+  ir::Buffer c = ir::Buffer::make("c", DType::bf16(), {ir::Expr(37)});
+  ir::Buffer d = ir::Buffer::make("d", DType::bf16(), {ir::Expr(37)});
+  std::vector<ir::Stmt> stores = {
+      ir::Store::make(b, a(t), {ir::Expr(t)}),
+      ir::Store::make(b, ir::cast(DType::f16(), ir::cast(DType::f32(), a(t)) * 2.0f), {t + 37}),
+      ir::Store::make(d, c(t), {ir::Expr(t)}),
+      ir::Store::make(b, ir::cast(DType::f16(), c(t)), {t + 74})};
+  ir::Func f{
+      "copies",
+      {a, b, c, d},
+      ir::For::make(t, ir::Expr(0), ir::Expr(37), ir::ForKind::kGpuThread, ir::Seq::make(stores))};
+  ir::Module m{"copies", Target::cuda(90), {f}};
+  auto source = cuda::emit_cuda_source(m);
+  INFO(source.status().ToString());
+  REQUIRE(source.ok());
+  INFO(*source);
+  const std::string kernel = source->substr(source->find(") copies("));
+  CHECK_THAT(kernel, Catch::Contains("b[t] = a[t];"));
+  CHECK_THAT(kernel, Catch::Contains("d[t] = c[t];"));
+  CHECK_THAT(kernel, Catch::Contains("b[(t + 37)] = __float2half_rn("));
+  CHECK_THAT(kernel, Catch::Contains("b[(t + 74)] = __float2half_rn(__bfloat162float(c[t]))"));
+  CHECK_THAT(kernel, !Catch::Contains("__float2half_rn(__half2float(") &&
+                         !Catch::Contains("__float2bfloat16_rn(__bfloat162float("));
+  if (!have_nvrtc()) return;
+  for (int sm : {80, 90}) (void)compile(m, sm);  // NVRTC takes the copies
+}
+
 TEST_CASE(
     "CUDA codegen: consecutive lanes stored from an aligned index are one vector store; "
     "others are stored lane by lane",

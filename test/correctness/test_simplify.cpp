@@ -457,6 +457,13 @@ TEST_CASE("lets, casts and calls", "[simplify]") {
   BoundsMap k{{i.node(), {0, 100}}};
   CHECK(str(cast(DType::i64(), cast(DType::i32(), i)), k) == "i");
   CHECK(str(cast(DType::i64(), cast(DType::i32(), x))) == "i64(i32(x))");
+  // A 16-bit float widened to f32 and narrowed back is itself; narrowed first, it is not.
+  for (const DType t : {DType::f16(), DType::bf16()}) {
+    Var h("h", t), f("f", DType::f32());
+    CHECK(str(cast(t, cast(DType::f32(), h))) == "h");
+    CHECK(str(cast(DType::f32(), cast(t, f))) == "f32(" + t.to_string() + "(f))");
+  }
+  CHECK(str(cast(DType::f16(), cast(DType::f32(), Var("b", DType::bf16())))) == "f16(f32(b))");
   CHECK(str(abs(i - 200), k) == "(200 - i)");
   CHECK(str(abs(Expr(-5))) == "5");
   CHECK(str(abs(Expr(kMin64))) == std::to_string(kMin64));
