@@ -1523,33 +1523,46 @@ TEST_CASE(
     g.output(g.input("x", {64, 33}).add(g.constant("w", c)).relu());
     return g;
   };
-  const std::vector<Graph> graphs = {graph_with(w), graph_with(w.copy()), graph_with(off)};
   const std::vector<NDArray> in = {random_array(DType::f32(), {64, 33})};
   const size_t live = fake.live_bytes(), weight = static_cast<size_t>(w.nbytes());
-  {
-    std::vector<CompiledGraph> compiled;
+  // Graphs compiled one after another, each with weight c, run once: what each first run added
+  // to device memory and how many host copies it made, its output checked.
+  struct Compiled {
+    std::vector<CompiledGraph> graphs;
     std::vector<size_t> added;
-    for (const Graph& g : graphs) {
-      compiled.push_back(
-          compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path())));
-      emulate_kernels(fake, compiled.back(), dir.path());
-      const size_t before = fake.live_bytes();
-      absl::StatusOr<std::vector<NDArray>> got = compiled.back().run(in);
-      REQUIRE(got.ok());
-      added.push_back(fake.live_bytes() - before);
-      require_close((*got)[0], loom::testing::reference_run(g, in)[0], 1e-6);
-    }
+    std::vector<int> copies;
+  };
+  auto compile_and_run = [&](Compiled& all, const NDArray& c) {
+    const Graph g = graph_with(c);
+    all.graphs.push_back(
+        compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path())));
+    emulate_kernels(fake, all.graphs.back(), dir.path());
+    const size_t before = fake.live_bytes();
+    const int copies_before = fake.host_copies();
+    absl::StatusOr<std::vector<NDArray>> got = all.graphs.back().run(in);
+    REQUIRE(got.ok());
+    all.added.push_back(fake.live_bytes() - before);
+    all.copies.push_back(fake.host_copies() - copies_before);
+    require_close((*got)[0], loom::testing::reference_run(g, in)[0], 1e-6);
+  };
+  // A graph's output after its first run, against the reference with weight w.
+  auto runs_with_w = [&](const CompiledGraph& compiled) {
+    absl::StatusOr<std::vector<NDArray>> again = compiled.run(in);
+    REQUIRE(again.ok());
+    require_close((*again)[0], loom::testing::reference_run(graph_with(w), in)[0], 1e-6);
+  };
+  {
+    Compiled all;
+    for (const NDArray& c : {w, w.copy(), off}) compile_and_run(all, c);
     // The second (the same bytes in other storage) uploads no weight; the third (one element
     // off) its own.
-    CHECK(added[0] > weight);
-    CHECK(added[1] == added[0] - weight);
-    CHECK(added[2] == added[0]);
+    CHECK(all.added[0] > weight);
+    CHECK(all.added[1] == all.added[0] - weight);
+    CHECK(all.added[2] == all.added[0]);
     // The first gone, the second still reads the weight it shares.
-    compiled.erase(compiled.begin());
-    CHECK(fake.live_bytes() - live == added[1] + weight + added[2]);
-    absl::StatusOr<std::vector<NDArray>> again = compiled[0].run(in);
-    REQUIRE(again.ok());
-    require_close((*again)[0], loom::testing::reference_run(graphs[1], in)[0], 1e-6);
+    all.graphs.erase(all.graphs.begin());
+    CHECK(fake.live_bytes() - live == all.added[1] + weight + all.added[2]);
+    runs_with_w(all.graphs[0]);
   }
   CHECK(fake.live_bytes() == live);
   // Sharing keeps no host data alive: the graph that uploaded the weight gone, its host bytes go
@@ -1558,50 +1571,33 @@ TEST_CASE(
   // run) and stands for its host bytes from then on (the one after needs no copy back).
   {
     bool freed = false;
-    std::vector<CompiledGraph> compiled;
-    std::vector<size_t> added;
-    std::vector<int> copies;
-    auto compile_and_run = [&](const NDArray& c) {
-      const Graph g = graph_with(c);
-      compiled.push_back(
-          compile_for(g, Target::cuda(90), loom::testing::cold_cache_options(dir.path())));
-      emulate_kernels(fake, compiled.back(), dir.path());
-      const size_t before = fake.live_bytes();
-      const int copies_before = fake.host_copies();
-      absl::StatusOr<std::vector<NDArray>> got = compiled.back().run(in);
-      REQUIRE(got.ok());
-      added.push_back(fake.live_bytes() - before);
-      copies.push_back(fake.host_copies() - copies_before);
-      require_close((*got)[0], loom::testing::reference_run(g, in)[0], 1e-6);
-    };
+    Compiled all;
     {
       auto* bytes = new float[w.numel()];
       std::memcpy(bytes, w.data(), static_cast<size_t>(w.nbytes()));
-      compile_and_run(NDArray::adopt(std::shared_ptr<void>(bytes,
-                                                           [&freed](void* p) {
-                                                             delete[] static_cast<float*>(p);
-                                                             freed = true;
-                                                           }),
-                                     DType::f32(), {64, 33}));
+      compile_and_run(all, NDArray::adopt(std::shared_ptr<void>(bytes,
+                                                                [&freed](void* p) {
+                                                                  delete[] static_cast<float*>(p);
+                                                                  freed = true;
+                                                                }),
+                                          DType::f32(), {64, 33}));
     }
-    compile_and_run(w.copy());
-    CHECK(added[1] == added[0] - weight);
+    compile_and_run(all, w.copy());
+    CHECK(all.added[1] == all.added[0] - weight);
     CHECK_FALSE(freed);
-    compiled.erase(compiled.begin());
+    all.graphs.erase(all.graphs.begin());
     CHECK(freed);
-    compile_and_run(w.copy());
-    compile_and_run(w.copy());
-    CHECK(added[2] == added[1]);
-    CHECK(added[3] == added[1]);
+    compile_and_run(all, w.copy());
+    compile_and_run(all, w.copy());
+    CHECK(all.added[2] == all.added[1]);
+    CHECK(all.added[3] == all.added[1]);
     // With no graph holding the host bytes left but the one that shares the device copy, bytes
     // one element off compare unequal on the device: uploaded (4 copies: back, up, in, out).
-    compiled.erase(compiled.begin() + 1, compiled.end());
-    compile_and_run(off);
-    CHECK(added[4] == added[0]);
-    CHECK(copies == std::vector<int>{3, 2, 3, 2, 4});  // the first uploads the weight
-    absl::StatusOr<std::vector<NDArray>> again = compiled[0].run(in);
-    REQUIRE(again.ok());
-    require_close((*again)[0], loom::testing::reference_run(graphs[1], in)[0], 1e-6);
+    all.graphs.erase(all.graphs.begin() + 1, all.graphs.end());
+    compile_and_run(all, off);
+    CHECK(all.added[4] == all.added[0]);
+    CHECK(all.copies == std::vector<int>{3, 2, 3, 2, 4});  // the first uploads the weight
+    runs_with_w(all.graphs[0]);
   }
   CHECK(fake.live_bytes() == live);
   // The bindings of a graph compiled per binding of its dims read one upload of the weight: the

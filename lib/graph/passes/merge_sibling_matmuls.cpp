@@ -87,9 +87,11 @@ absl::StatusOr<Graph> merge_sibling_matmuls(const Graph& g) {
   }
   // Siblings: the matmuls of one x by constant matrices of one K (in graph order).
   struct Group {
-    std::vector<int> matmuls, adds;  // adds: each matmul's bias add, where all have one
-    std::vector<int64_t> at;         // each product's first column in the merged one
-    Tensor product, biased;          // in the new graph, made at the first member
+    std::vector<int> matmuls;
+    std::vector<int64_t> at, cols;    // each product's first column in the merged one, and width
+    std::vector<int> adds;            // each product's bias add, where all have one
+    std::vector<const Node*> biases;  // and the constant it adds
+    Tensor product, biased;           // in the new graph, made at the first member
   };
   std::map<std::pair<int, int64_t>, Group> by_input;
   for (size_t id = 0; id < nodes.size(); ++id) {
@@ -102,15 +104,21 @@ absl::StatusOr<Graph> merge_sibling_matmuls(const Graph& g) {
     if (group.matmuls.size() < 2) continue;
     int64_t cols = 0;
     for (int m : group.matmuls) {
-      group.at.push_back(cols);
       const int64_t n = nodes[nodes[m].inputs[1]].value.shape()[1];
+      group.at.push_back(cols);
+      group.cols.push_back(n);
       cols += n;
       const Node* bias = nullptr;
       if (uses.readers[m] == 1 && readers[m].size() == 1)
         bias = bias_of(nodes, nodes[readers[m][0]], m, n);
-      if (bias) group.adds.push_back(readers[m][0]);
+      if (!bias) continue;
+      group.adds.push_back(readers[m][0]);
+      group.biases.push_back(bias);
     }
-    if (group.adds.size() != group.matmuls.size()) group.adds.clear();
+    if (group.adds.size() != group.matmuls.size()) {
+      group.adds.clear();
+      group.biases.clear();
+    }
     for (size_t k = 0; k < group.matmuls.size(); ++k) {
       member[group.matmuls[k]] = {static_cast<int>(groups.size()), k};
       if (!group.adds.empty()) member[group.adds[k]] = {static_cast<int>(groups.size()), k};
@@ -119,6 +127,16 @@ absl::StatusOr<Graph> merge_sibling_matmuls(const Graph& g) {
   }
   if (groups.empty()) return g;
 
+  // Names and values side by side: "a+b+c".
+  auto joined = [](const std::vector<const Node*>& constants) {
+    std::string names;
+    std::vector<const NDArray*> values;
+    for (const Node* c : constants) {
+      names += (names.empty() ? "" : "+") + c->name;
+      values.push_back(&c->value);
+    }
+    return std::make_pair(names, side_by_side(values));
+  };
   Graph out;
   std::vector<Tensor> map;
   LOOM_ASSIGN_OR_RETURN(
@@ -128,30 +146,20 @@ absl::StatusOr<Graph> merge_sibling_matmuls(const Graph& g) {
         if (index < 0) return std::nullopt;
         Group& group = groups[static_cast<size_t>(index)];
         if (!group.product.valid()) {  // the first member: the merged matmul (and bias)
-          std::vector<const NDArray*> weights, biases;
-          std::string names, bias_names;
-          for (size_t j = 0; j < group.matmuls.size(); ++j) {
-            const Node& w = nodes[nodes[group.matmuls[j]].inputs[1]];
-            weights.push_back(&w.value);
-            names += (j ? "+" : "") + w.name;
-            if (group.adds.empty()) continue;
-            const Node* b =
-                bias_of(nodes, nodes[group.adds[j]], group.matmuls[j], w.value.shape()[1]);
-            biases.push_back(&b->value);
-            bias_names += (j ? "+" : "") + b->name;
+          std::vector<const Node*> weights;
+          for (int m : group.matmuls) weights.push_back(&nodes[nodes[m].inputs[1]]);
+          auto [w_name, w] = joined(weights);
+          group.product = map[nodes[group.matmuls[0]].inputs[0]].matmul(out.constant(w_name, w));
+          if (!group.biases.empty()) {
+            auto [b_name, b] = joined(group.biases);
+            group.biased = group.product.add(out.constant(b_name, b));
           }
-          group.product = map[nodes[group.matmuls[0]].inputs[0]].matmul(
-              out.constant(names, side_by_side(weights)));
-          if (!biases.empty())
-            group.biased = group.product.add(out.constant(bias_names, side_by_side(biases)));
         }
         // Node id's columns of the merged product (its bias added where id is the add).
-        const Node& n = nodes[id];
-        const bool add = is_op(n, "add");
-        const int64_t cols = nodes[nodes[group.matmuls[k]].inputs[1]].value.shape()[1];
-        const int last = static_cast<int>(n.type.shape.size()) - 1;
+        const bool add = is_op(nodes[id], "add");
+        const int last = static_cast<int>(nodes[id].type.shape.size()) - 1;
         return (add ? group.biased : group.product)
-            .slice({group.at[k]}, {group.at[k] + cols}, {last});
+            .slice({group.at[k]}, {group.at[k] + group.cols[k]}, {last});
       }));
   return rebuild(result, nullptr);  // drops the products and biases merged
 }
