@@ -382,6 +382,9 @@ absl::StatusOr<std::vector<Tensor>> convert_conv(Node& n) {
   std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
   if (s.size() != 2 || d.size() != 2) return absl::InvalidArgumentError("strides and dilations need 2 values");
   if (!is_static(w.shape())) return n.unsupported("a weight with symbolic dims");
+  if (w.rank() != 4)
+    return absl::InvalidArgumentError(
+        str_cat("a 2-D Conv needs a weight of rank 4, not ", w.rank()));
   Conv2dOptions o;
   o.stride = {static_cast<int>(s[0]), static_cast<int>(s[1])};
   o.dilation = {static_cast<int>(d[0]), static_cast<int>(d[1])};
@@ -401,6 +404,9 @@ absl::StatusOr<std::vector<Tensor>> convert_conv_transpose(Node& n) {
   LOOM_ASSIGN_OR_RETURN(Tensor x, n.input(0));
   LOOM_ASSIGN_OR_RETURN(Tensor w, n.input(1));
   if (x.rank() != 4) return n.unsupported(str_cat("ConvTranspose of rank ", x.rank(), " (only 2-D)"));
+  if (w.rank() != 4)
+    return absl::InvalidArgumentError(
+        str_cat("a 2-D ConvTranspose needs a weight of rank 4, not ", w.rank()));
   const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
   std::vector<int64_t> s = n.attr_ints("strides", {1, 1}), d = n.attr_ints("dilations", {1, 1});
   std::vector<int64_t> p = n.attr_ints("pads", {0, 0, 0, 0}), op = n.attr_ints("output_padding", {0, 0});

@@ -127,3 +127,22 @@ TEST_CASE("fuzz regression: a matmul over an empty K gives zeros", "[error][fuzz
     for (int64_t i = 0; i < 35; ++i) CHECK(out[0].get(i) == 1.0);
   }
 }
+
+TEST_CASE("fuzz regression: a 2-D Conv or ConvTranspose with a weight not of rank 4 is an error",
+          "[error][fuzz]") {
+  // fuzz_onnx_import: a Conv of a rank-4 input by a rank-3 weight read the weight's kernel size
+  // past its dims.
+  for (const char* op : {"Conv", "ConvTranspose"}) {
+    INFO(op);
+    ob::Model m;
+    m.inputs = {ob::value_info("x", {1, 2, 5, 5})};
+    m.initializers = {ob::float_tensor("w", {2, 2, 3}, std::vector<float>(12, 0.5f))};
+    m.nodes = {ob::node(op, {"x", "w"}, {"y"})};
+    m.outputs = {ob::value_info("y", {})};
+    absl::Status s = onnx::import_from_memory(m.bytes()).status();
+    INFO(s.ToString());
+    REQUIRE(!s.ok());
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("needs a weight of rank 4, not 3"));
+  }
+}
